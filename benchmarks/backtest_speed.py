@@ -1,0 +1,124 @@
+"""Engine backtest vs a hand-written raw backtrader run of the same logic, same process.
+
+Over all BTC/USDT 1h candles (~70k) with cached forecasts it times, in one invocation:
+
+- raw: plain backtrader, ``PandasDirectData`` with the forecast columns as extra lines,
+  the same LLMSignal strategy class and broker costs, no analyzers;
+- engine loop: the engine's event loop (its numpy feed + the run recorder);
+- engine cache hit: the whole ``run_backtest`` on a forecast-cache hit (load and
+  validate candles, load cached forecasts, event loop, trades, metrics; no run folder).
+
+It prints bars/s of each and the ratios engine/raw (targets: loop <= 1.15, cache-hit
+run <= 1.2) and the process's peak RSS (target < 1 GiB). Timings are the best of
+``--repeat`` runs. Usage: ``python benchmarks/backtest_speed.py [--predictor naive]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import backtrader as bt  # noqa: E402
+import numpy as np  # noqa: E402
+from loguru import logger  # noqa: E402
+
+from engine.backtest import load_bars, run_backtest, run_event_loop  # noqa: E402
+from engine.config import load_config  # noqa: E402
+from engine.feed import align_forecast  # noqa: E402
+from engine.strategy_loader import load_strategy  # noqa: E402
+
+
+class RawForecastData(bt.feeds.PandasDirectData):
+    lines = ("fc_median", "fc_lower", "fc_upper")
+    params = (("openinterest", -1), ("fc_median", 6), ("fc_lower", 7), ("fc_upper", 8))
+    datafields = bt.feeds.PandasDirectData.datafields + ["fc_median", "fc_lower", "fc_upper"]
+
+
+class RawFractionalCommission(bt.CommInfoBase):
+    params = (("stocklike", True), ("commtype", bt.CommInfoBase.COMM_PERC), ("percabs", True))
+
+    def getsize(self, price, cash):
+        return self.p.leverage * cash / price
+
+
+def raw_backtrader(bars, values, strategy_cls, params, cash, fee, slippage) -> float:
+    frame = bars.copy()
+    frame.index = frame.index.tz_localize(None)
+    frame["fc_median"] = values[:, 1, -1]
+    frame["fc_lower"] = values[:, 0, -1]
+    frame["fc_upper"] = values[:, -1, -1]
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.broker.setcash(cash)
+    cerebro.broker.addcommissioninfo(RawFractionalCommission(commission=fee))
+    cerebro.broker.set_slippage_perc(slippage, slip_open=True, slip_out=True)
+    cerebro.adddata(RawForecastData(dataname=frame.reset_index()[
+        ["time", "open", "high", "low", "close", "volume", "fc_median", "fc_lower", "fc_upper"]
+    ], datetime=1, open=2, high=3, low=4, close=5, volume=6, fc_median=7, fc_lower=8, fc_upper=9))
+    cerebro.addstrategy(strategy_cls, **params)
+    (strategy,) = cerebro.run()
+    return strategy.broker.getvalue()
+
+
+def best_of(repeat: int, fn) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--predictor", default="naive")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(ROOT / "config.toml", {
+            "data.data_dir": args.data_dir, "data.timerange": "", "data.cache_dir": tmp,
+            "predictor.name": args.predictor, "output.progress": False, "output.dir": tmp,
+        })
+        strategy_path = ROOT / "strategies" / "llm_signal.py"
+        t = time.perf_counter()
+        first = run_backtest(cfg, strategy_path, write=False)  # computes and caches the forecasts
+        first_s = time.perf_counter() - t
+        bars = first.bars
+        values = align_forecast(bars.index, first.forecast)
+        cls = load_strategy(strategy_path)
+        params = cfg.strategy.params_for("llm_signal")
+        b = cfg.broker
+
+        raw_s, raw_value = best_of(args.repeat, lambda: raw_backtrader(bars, values, cls, params, b.cash, b.fee, b.slippage))
+        loop_s, analysis = best_of(args.repeat, lambda: run_event_loop(
+            bars, values, first.forecast.quantile_levels, cls, params, b.cash, b.fee, b.slippage))
+        hit_s, hit = best_of(args.repeat, lambda: run_backtest(cfg, strategy_path, write=False))
+        load_s, _ = best_of(args.repeat, lambda: load_bars(cfg, progress=False))
+
+    n = len(bars)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert hit.forecast_cache_hit, "the re-run should hit the forecast cache"
+    print(f"BTC/USDT 1h, {n} bars, predictor {args.predictor}, {len(first.fills)} fills, best of {args.repeat}")
+    print(f"  first run (forecasts computed):  {first_s:7.2f} s")
+    print(f"  raw backtrader:                  {raw_s:7.2f} s  {n / raw_s:9.0f} bars/s   final value {raw_value:.2f}")
+    print(f"  engine event loop:               {loop_s:7.2f} s  {n / loop_s:9.0f} bars/s   final value {analysis['final_value']:.2f}")
+    print(f"  engine run, cache hit:           {hit_s:7.2f} s  {n / hit_s:9.0f} bars/s   (candle load+validate {load_s:.2f} s)")
+    print(f"  ratio engine loop / raw:         {loop_s / raw_s:7.2f}   (target <= 1.15)")
+    print(f"  ratio cache-hit run / raw:       {hit_s / raw_s:7.2f}   (target <= 1.20)")
+    print(f"  peak RSS:                        {peak_mib:7.0f} MiB (target < 1024)")
+    same = np.isclose(raw_value, analysis["final_value"], rtol=1e-9)
+    print(f"  raw and engine final values agree: {same}")
+
+
+if __name__ == "__main__":
+    main()

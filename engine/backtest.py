@@ -1,0 +1,228 @@
+"""The backtest path: candles -> forecasts -> backtrader -> metrics -> run folder.
+
+:func:`run_backtest` is what ``python -m engine backtest`` calls. Each stage is a small
+function so that tests, the benchmarks and later runners (compare, paper) reuse them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+from loguru import logger
+
+from engine.broker import configure_broker
+from engine.config import Config
+from engine.errors import StrategyLoadError, UserInputError
+from engine.feed import ForecastData, align_forecast
+from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
+from engine.signals import ForecastCache, cached_forecasts
+from engine.strategy_loader import check_strategy_params, load_strategy
+from feeds.timeframes import periods_per_year
+from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
+from predictors.registry import make_predictor
+
+
+@dataclass
+class BacktestResult:
+    """Everything a run produced; ``run_dir`` is set once the folder is written."""
+
+    config: Config
+    strategy_name: str
+    strategy_params: dict[str, Any]
+    bars: pd.DataFrame
+    forecast: Forecast
+    forecast_cache_hit: bool
+    equity: pd.Series
+    position: pd.Series
+    fills: pd.DataFrame
+    trades: pd.DataFrame
+    benchmark_equity: pd.Series
+    metrics: dict[str, float]
+    benchmark_metrics: dict[str, float]
+    model_info: ModelInfo
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+def build_predictor(cfg: Config) -> Predictor:
+    """The configured predictor; a bad name or parameter is a UserInputError."""
+    p = cfg.predictor
+    try:
+        return make_predictor(p.name, p.predictor_params(), quantile_levels=p.quantiles, seed=p.seed)
+    except PredictorError as exc:
+        raise UserInputError(f"predictor: {exc}") from exc
+
+
+def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+    """Candles of the configured market with ``context_length - 1`` warm-up bars before the range.
+
+    Returns ``(candles, first_traded_time)``; bars before ``first_traded_time`` only
+    serve as model context.
+    """
+    from feeds.history import load_candles
+
+    d = cfg.data
+    warmup = cfg.predictor.context_length - 1
+    candles, gaps = load_candles(
+        d.symbol, d.timeframe, d.range,
+        data_dir=Path(d.data_dir) if d.data_dir else None,
+        cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
+        warmup_bars=warmup, progress=progress,
+    )
+    start = d.range.start
+    if start is None:  # no explicit start: trade from the first bar with a full context
+        first = candles.index[warmup] if len(candles) > warmup else None
+    else:
+        after = candles.index[candles.index >= start]
+        first = after[0] if len(after) else None
+    if first is None or candles.index.get_loc(first) < warmup:
+        have = candles.index.get_indexer([first])[0] if first is not None else len(candles)
+        raise UserInputError(
+            f"only {have} candles of {d.symbol} {d.timeframe} before {first or 'the range'}, but "
+            f"predictor.context_length = {cfg.predictor.context_length} needs {warmup} warm-up bars; "
+            "start the time range later or lower context_length"
+        )
+    return candles, first
+
+
+def decision_times(candles: pd.DataFrame, first_traded: pd.Timestamp) -> pd.DatetimeIndex:
+    """Every traded bar is a decision time: the strategy acts at its close."""
+    return candles.index[candles.index >= first_traded]
+
+
+def run_event_loop(
+    bars: pd.DataFrame,
+    forecast_values: np.ndarray | None,
+    quantile_levels: tuple[float, ...],
+    strategy_cls: type[bt.Strategy],
+    strategy_params: dict[str, Any],
+    cash: float,
+    fee: float,
+    slippage: float,
+) -> dict[str, Any]:
+    """One backtrader run over ``bars``; returns the recorder's analysis."""
+    cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True, exactbars=False)
+    configure_broker(cerebro, cash=cash, fee=fee, slippage=slippage)
+    cerebro.adddata(ForecastData(dataname=bars, forecast_values=forecast_values, quantile_levels=quantile_levels))
+    cerebro.addstrategy(strategy_cls, **strategy_params)
+    cerebro.addanalyzer(RunRecorder, _name="recorder")
+    try:
+        (strategy,) = cerebro.run()
+    except (ValueError, TypeError) as exc:
+        raise StrategyLoadError(f"strategy {strategy_cls.__name__} failed: {exc}") from exc
+    return strategy.analyzers.recorder.get_analysis()
+
+
+def contamination_warning(info: ModelInfo, bars: pd.DataFrame) -> str | None:
+    """A warning when the backtest window starts before the model's training cut-off."""
+    if info.training_cutoff is None:
+        return None
+    cutoff = pd.Timestamp(info.training_cutoff)
+    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    if bars.index[0] <= cutoff:
+        return (
+            f"model {info.name} was trained on data up to {cutoff:%Y-%m-%d}; the backtest window starts "
+            f"{bars.index[0]:%Y-%m-%d}, so part of it may be in-sample for the model"
+        )
+    return None
+
+
+def run_backtest(
+    cfg: Config,
+    strategy_path: str | Path,
+    *,
+    predictor: Predictor | None = None,
+    write: bool = True,
+) -> BacktestResult:
+    """Backtest ``strategy_path`` with the configured data, predictor and costs.
+
+    Args:
+        cfg: the resolved configuration.
+        strategy_path: a Python file defining one backtrader Strategy.
+        predictor: use this instance instead of building the configured one (tests).
+        write: write the run folder (and tear-sheet) under ``cfg.output.dir``.
+    """
+    from reports.metrics import buy_and_hold_equity, performance_summary
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    strategy_cls = load_strategy(strategy_path)
+    strategy_params = check_strategy_params(
+        strategy_cls, cfg.strategy.params_for(Path(strategy_path).stem), Path(strategy_path).stem
+    )
+    predictor = predictor or build_predictor(cfg)
+    progress = cfg.output.progress
+
+    candles, first = load_bars(cfg, progress=progress)
+    timings["load"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    decisions = decision_times(candles, first)
+    p = cfg.predictor
+    cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts") if p.cache else None
+    forecast, hit = cached_forecasts(
+        candles, predictor, p.context_length, p.horizon, decisions, cache,
+        batch_size=p.batch_size, progress=progress,
+    )
+    timings["forecast"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    bars = candles.loc[decisions]
+    values = align_forecast(bars.index, forecast)
+    b = cfg.broker
+    analysis = run_event_loop(
+        bars, values, forecast.quantile_levels, strategy_cls, strategy_params, b.cash, b.fee, b.slippage,
+    )
+    timings["event_loop"] = time.perf_counter() - t2
+
+    fills = fills_frame(analysis["fills"], bars.index)
+    equity, position = equity_from_fills(fills, bars["close"], b.cash)
+    if not np.isclose(equity.iloc[-1], analysis["final_value"], rtol=1e-9, atol=1e-6):
+        raise RuntimeError(  # an engine bug, never user input
+            f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's ({analysis['final_value']:.6f})"
+        )
+    trades = round_trips(fills, bars.index)
+    ppy = periods_per_year(cfg.data.timeframe)
+    metrics = performance_summary(equity, position, trades, fills, ppy)
+    # Buy-and-hold on the same bars with the same costs, entering at the first open
+    # the strategy could have traded (the bar after the first decision).
+    bh_start = bars.index[1] if len(bars) > 1 else bars.index[0]
+    benchmark = buy_and_hold_equity(bars["open"], bars["close"], b.cash, b.fee, b.slippage, start_time=bh_start)
+    bh_position = pd.Series(np.where(bars.index >= bh_start, 1.0, 0.0), index=bars.index)
+    bh_fills = pd.DataFrame(
+        [{"time": bh_start, "side": "buy", "size": 1.0, "price": float(bars.loc[bh_start, "open"]),
+          "commission": b.cash * b.fee / (1 + b.fee), "value": b.cash}]
+    )
+    benchmark_metrics = performance_summary(
+        benchmark, bh_position, round_trips(bh_fills.iloc[:0], bars.index), bh_fills, ppy,
+    )
+    info = predictor.model_info()
+    warnings = [w for w in [contamination_warning(info, bars)] if w]
+    if analysis["rejected"]:
+        warnings.append(
+            f"{len(analysis['rejected'])} orders were rejected for lack of cash (first at "
+            f"{bars.index[analysis['rejected'][0][0]]}); lower the strategy's stake"
+        )
+    for w in warnings:
+        logger.warning(w)
+    result = BacktestResult(
+        config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
+        forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
+        trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
+        model_info=info, warnings=warnings, timings=timings,
+    )
+    if write:
+        from engine.run_folder import write_run_folder
+
+        t3 = time.perf_counter()
+        result.run_dir = write_run_folder(result, strategy_path)
+        timings["write"] = time.perf_counter() - t3
+    return result
+

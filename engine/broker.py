@@ -1,0 +1,45 @@
+"""Broker setup for backtests: fractional crypto sizes, commission and slippage always on."""
+
+from __future__ import annotations
+
+import backtrader as bt
+
+
+class FractionalCommission(bt.CommInfoBase):
+    """Percentage commission on notional, with fractional position sizes.
+
+    backtrader's default ``getsize`` floors to whole units (stocks); crypto trades in
+    fractions, so ``order_target_percent`` must get ``cash / price`` unrounded.
+    """
+
+    params = (
+        ("stocklike", True),
+        ("commtype", bt.CommInfoBase.COMM_PERC),
+        ("percabs", True),  # commission given as a fraction (0.001), not percent
+    )
+
+    def getsize(self, price: float, cash: float) -> float:
+        return self.p.leverage * cash / price
+
+
+def configure_broker(cerebro: bt.Cerebro, cash: float, fee: float, slippage: float) -> None:
+    """Cash, commission on every fill, and adverse slippage on every fill.
+
+    Market orders fill at the next bar's open; slippage applies to the open too
+    (``slip_open``) and is paid even when the slipped price leaves the bar's range
+    (``slip_out``), so costs are never understated.
+    """
+    broker = cerebro.broker
+    broker.setcash(cash)
+    broker.addcommissioninfo(FractionalCommission(commission=fee))
+    broker.set_slippage_perc(slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)
+
+
+def round_trip_cost(strategy: bt.Strategy, data: bt.feed.DataBase | None = None) -> float:
+    """Fee + slippage of entering and leaving, as an (approximate) log return.
+
+    Strategies use it as the default threshold a forecast must clear to be worth a trade.
+    """
+    broker = strategy.broker
+    comm = broker.getcommissioninfo(data if data is not None else strategy.data).p.commission
+    return 2.0 * (float(comm) + float(broker.p.slip_perc))

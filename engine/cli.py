@@ -1,0 +1,180 @@
+"""Command line: ``python -m engine {backtest,download,predictors} ...``.
+
+User mistakes (config, data, strategy, predictor) print one ``error:`` line and exit 2;
+exchange and network failures exit 1. No tracebacks for either (``--debug`` shows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from loguru import logger
+
+from engine.config import Config, ConfigError, load_config
+from engine.errors import OperationalError, UserInputError
+
+EXIT_USER = 2
+EXIT_OPERATIONAL = 1
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    logger.remove()
+    level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
+    logger.add(sys.stderr, level=level, format="<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}")
+
+
+def _add_market_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
+    p.add_argument("--exchange", help="ccxt exchange id, e.g. binance")
+    p.add_argument("--symbol", help="market, e.g. BTC/USDT")
+    p.add_argument("--timeframe", help="bar size, e.g. 1h")
+    p.add_argument("--timerange", help="START-END as YYYYMMDD-YYYYMMDD; either side may be empty")
+    p.add_argument("--data-dir", help="read candles from this folder of CSV/parquet files (offline)")
+    p.add_argument("--cache-dir", help="ccxt download cache folder")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Backtest and judge forecast-driven crypto strategies, after costs and beyond chance.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bt = sub.add_parser("backtest", help="backtest a strategy file with the configured predictor")
+    bt.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
+    _add_market_flags(bt)
+    bt.add_argument("--predictor", help="predictor name (see `python -m engine predictors`) or module:Class")
+    bt.add_argument("--model", help="model hub id or local path for model predictors")
+    bt.add_argument("--out", help="output folder for run folders and the ledger")
+    bt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config key, e.g. --set broker.fee=0.0005 --set strategy.llm_signal.stake=0.5")
+    bt.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
+    _add_market_flags(dl)
+
+    sub.add_parser("predictors", help="list the available predictors")
+
+    from engine.paper.cli import add_paper_parser
+
+    add_paper_parser(sub, _add_market_flags)
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are TOML literals (numbers, booleans, quoted strings, lists); bare words are strings."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    mapping = {
+        "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
+        "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
+        "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir",
+    }
+    out = {dotted: getattr(args, name) for name, dotted in mapping.items() if getattr(args, name, None) is not None}
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must be KEY=VALUE, e.g. --set broker.fee=0.0005")
+        out[key.strip()] = _parse_value(value.strip())
+    if getattr(args, "no_tearsheet", False):
+        out["output.tearsheet"] = False
+    if getattr(args, "no_progress", False):
+        out["output.progress"] = False
+    return out
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"
+    return load_config(path, _overrides(args))
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from engine.backtest import run_backtest
+    from reports.summary import summary_table
+
+    cfg = _config(args)
+    result = run_backtest(cfg, args.strategy)
+    d = cfg.data
+    title = (
+        f"{result.strategy_name} | predictor {cfg.predictor.name} | {d.symbol} {d.timeframe} | "
+        f"{result.bars.index[0]:%Y-%m-%d %H:%M} -> {result.bars.index[-1]:%Y-%m-%d %H:%M} UTC | "
+        f"fee {cfg.broker.fee:.4%} slippage {cfg.broker.slippage:.4%}"
+    )
+    print(summary_table({"strategy": result.metrics, "buy & hold": result.benchmark_metrics}, title=title))
+    if result.forecast_cache_hit:
+        print("forecasts: cache hit, no inference ran")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from feeds.download import download_candles, make_exchange
+
+    cfg = _config(args)
+    d = cfg.data
+    exchange = make_exchange(d.exchange)
+    frame = download_candles(exchange, d.symbol, d.timeframe, Path(d.cache_dir), d.range, progress=cfg.output.progress)
+    if len(frame):
+        print(f"{d.symbol} {d.timeframe} on {d.exchange}: {len(frame)} candles, "
+              f"{frame.index[0]:%Y-%m-%d %H:%M} -> {frame.index[-1]:%Y-%m-%d %H:%M} UTC, cache {d.cache_dir}")
+    else:
+        print(f"{d.symbol} {d.timeframe} on {d.exchange}: no candles in {d.range}")
+    return 0
+
+
+def cmd_predictors(args: argparse.Namespace) -> int:
+    from predictors.registry import available
+
+    for name in available():
+        print(name)
+    return 0
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from engine.paper.cli import run_paper
+
+    return run_paper(args, _config(args))
+
+
+COMMANDS = {"backtest": cmd_backtest, "download": cmd_download, "predictors": cmd_predictors, "paper": cmd_paper}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    from feeds.errors import CandleError, DownloadError
+    from predictors.base import PredictorError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UserInputError, CandleError, PredictorError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except (OperationalError, DownloadError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,312 @@
+"""Configuration: ``config.toml`` + command-line overrides, parsed once into frozen objects.
+
+Every section is a frozen dataclass; :func:`load_config` reads the TOML file, applies
+overrides (dotted keys such as ``"data.symbol"``), checks every key, type and value, and
+raises one :class:`ConfigError` naming the key, the bad value and the fix ("did you
+mean ...?"). Nothing downstream sees an untyped dict except the free-form parameter
+tables of the predictor and the strategy, which their plugins check.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from feeds.timeframes import (
+    SUPPORTED_TIMEFRAMES,
+    TimeframeError,
+    TimeRange,
+    parse_timerange,
+)
+
+GAP_POLICIES = ("keep", "fill", "refuse")
+
+
+class ConfigError(ValueError):
+    """A config file or command-line value is wrong; the message says which and how to fix it."""
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which candles: market, bar size, time range and where they come from."""
+
+    exchange: str = "binance"
+    symbol: str = "BTC/USDT"
+    timeframe: str = "1h"
+    timerange: str = ""
+    data_dir: str = ""
+    cache_dir: str = "user_data/data"
+    gap_policy: str = "keep"
+
+    @property
+    def range(self) -> TimeRange:
+        return parse_timerange(self.timerange)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Money and costs. Fractions, not percent: 0.001 is 0.1 %."""
+
+    cash: float = 10_000.0
+    fee: float = 0.001
+    slippage: float = 0.0005
+
+    @property
+    def round_trip_cost(self) -> float:
+        """Approximate cost of entering and leaving, as a log return."""
+        return 2.0 * (self.fee + self.slippage)
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Which forecaster and how its windows are built."""
+
+    name: str = "naive"
+    model: str = ""
+    revision: str = ""
+    context_length: int = 512
+    horizon: int = 12
+    batch_size: int = 1024
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    seed: int = 0
+    cache: bool = True
+    params: Mapping[str, Any] = field(default_factory=_frozen_mapping)
+
+    def predictor_params(self) -> dict[str, Any]:
+        """Constructor keywords: the ``[predictor.params.<name>]`` table plus ``model``/``revision`` when set."""
+        out = dict(self.params.get(self.name, {}))
+        if self.model:
+            out["model"] = self.model
+        if self.revision:
+            out["revision"] = self.revision
+        return out
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Strategy parameters, one table per strategy file stem: ``[strategy.llm_signal]``.
+
+    The table of the strategy being run is handed to its class (checked against its
+    backtrader ``params``); tables of other strategies are ignored.
+    """
+
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen_mapping)
+
+    def params_for(self, stem: str) -> dict[str, Any]:
+        return dict(self.tables.get(stem, {}))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs"
+    tearsheet: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/TOML-serialisable dict of the resolved config."""
+
+        def plain(obj: Any) -> Any:
+            if dataclasses.is_dataclass(obj):
+                return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
+            if isinstance(obj, Mapping):
+                return {k: plain(v) for k, v in obj.items()}
+            if isinstance(obj, tuple):
+                return [plain(v) for v in obj]
+            return obj
+
+        return plain(self)
+
+    def hash(self) -> str:
+        """Stable short hash of the resolved config (the ledger's config id)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "broker": BrokerConfig,
+    "predictor": PredictorConfig,
+    "strategy": StrategyConfig,
+    "output": OutputConfig,
+}
+
+
+def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(options), n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def _coerce(where: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's type; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r} must be true or false")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r} must be an integer, e.g. {where.split('.')[-1]} = 512")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} = {value!r} must be a number, e.g. 0.001")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} = {value!r} must be a string in quotes, e.g. \"{value}\"")
+    if origin is tuple:
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return tuple(float(v) for v in value)
+        raise ConfigError(f"{where} = {value!r} must be a list of numbers, e.g. [0.1, 0.5, 0.9]")
+    if origin is collections.abc.Mapping:
+        if isinstance(value, Mapping):
+            return _frozen_mapping(value)
+        raise ConfigError(f"{where} must be a table, e.g. [{where}]")
+    raise TypeError(f"unsupported config annotation {annotation!r}")  # a bug, not user input
+
+
+def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {name}.{key} (= {value!r}); allowed in [{name}]: {', '.join(sorted(known))}."
+                + _did_you_mean(key, known)
+            )
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def _build_strategy_tables(raw: Mapping[str, Any]) -> StrategyConfig:
+    tables = {}
+    for stem, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"strategy.{stem} = {table!r}: strategy parameters go in a table per strategy file, "
+                f"e.g. [strategy.llm_signal] with stake = 0.5"
+            )
+        tables[stem] = _frozen_mapping(table)
+    return StrategyConfig(tables=_frozen_mapping(tables))
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _validate(cfg: Config) -> None:
+    d, b, p = cfg.data, cfg.broker, cfg.predictor
+    if d.timeframe not in SUPPORTED_TIMEFRAMES:
+        raise ConfigError(
+            f"data.timeframe = {d.timeframe!r} is not supported; use one of {', '.join(SUPPORTED_TIMEFRAMES)}."
+            + _did_you_mean(d.timeframe, SUPPORTED_TIMEFRAMES)
+        )
+    try:
+        parse_timerange(d.timerange)
+    except TimeframeError as exc:
+        raise ConfigError(f"data.timerange: {exc}") from None
+    if d.symbol.count("/") != 1 or not all(d.symbol.split(":")[0].split("/")):
+        raise ConfigError(f"data.symbol = {d.symbol!r} must look like BASE/QUOTE, e.g. \"BTC/USDT\"")
+    if d.gap_policy not in GAP_POLICIES:
+        raise ConfigError(
+            f"data.gap_policy = {d.gap_policy!r}; use one of {', '.join(GAP_POLICIES)}."
+            + _did_you_mean(d.gap_policy, GAP_POLICIES)
+        )
+    if not d.exchange:
+        raise ConfigError('data.exchange is empty; set a ccxt exchange id, e.g. "binance"')
+    if b.cash <= 0:
+        raise ConfigError(f"broker.cash = {b.cash} must be > 0, e.g. 10000")
+    if not 0 <= b.fee < 0.05:
+        raise ConfigError(
+            f"broker.fee = {b.fee} is a fraction per side and must be in [0, 0.05); 0.001 means 0.1 %"
+        )
+    if not 0 <= b.slippage < 0.05:
+        raise ConfigError(
+            f"broker.slippage = {b.slippage} is a fraction of price and must be in [0, 0.05); 0.0005 means 0.05 %"
+        )
+    if not p.name:
+        raise ConfigError('predictor.name is empty; set e.g. "naive" (see `python -m engine predictors`)')
+    if p.context_length < 2:
+        raise ConfigError(f"predictor.context_length = {p.context_length} must be >= 2 bars")
+    if p.horizon < 1:
+        raise ConfigError(f"predictor.horizon = {p.horizon} must be >= 1 bar")
+    for name, table in p.params.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"predictor.params.{name} = {table!r}: predictor parameters go in a table per predictor, "
+                "e.g. [predictor.params.momentum] with lookback = 24"
+            )
+    if p.batch_size < 1:
+        raise ConfigError(f"predictor.batch_size = {p.batch_size} must be >= 1")
+    q = list(p.quantiles)
+    if not q or any(not 0 < x < 1 for x in q) or q != sorted(set(q)) or 0.5 not in q:
+        raise ConfigError(
+            f"predictor.quantiles = {q} must be strictly increasing levels in (0, 1) that include 0.5, "
+            "e.g. [0.1, 0.5, 0.9]"
+        )
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read ``path`` (TOML; ``None`` = defaults only), apply dotted ``overrides``, validate.
+
+    Raises:
+        ConfigError: unreadable file, unknown section or key, wrong type, impossible value.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; pass --config PATH or create config.toml")
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, dotted, value)
+    for section in tree:
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section}]; allowed: {', '.join(_SECTIONS)}." + _did_you_mean(section, _SECTIONS)
+            )
+        if not isinstance(tree[section], Mapping):
+            raise ConfigError(f"{section} must be a table ([{section}]), got {tree[section]!r}")
+    sections = {
+        name: _build_section(name, cls, tree.get(name, {})) for name, cls in _SECTIONS.items() if name != "strategy"
+    }
+    cfg = Config(**sections, strategy=_build_strategy_tables(tree.get("strategy", {})))
+    _validate(cfg)
+    return cfg

@@ -1,0 +1,365 @@
+"""The trial ledger: one row for every backtest, comparison, training and paper run.
+
+The deflated Sharpe ratio needs an honest count of the trials that competed for a result
+and the spread of their Sharpe ratios; this SQLite file (``<out_dir>/ledger.sqlite``) keeps
+them. Appends are safe from several processes at once (WAL journal, a busy timeout, one
+short ``BEGIN IMMEDIATE`` transaction per row); each call opens its own connection, so a
+ledger object can be shared with forked workers. The schema is versioned in a ``meta``
+table and created on first use.
+
+Only the standard library (plus numpy, for the variance) is imported: nothing else from
+the project.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from contextlib import closing
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "LEDGER_FILENAME",
+    "SCHEMA_VERSION",
+    "TRIAL_KINDS",
+    "LedgerError",
+    "TrialLedger",
+    "TrialRow",
+    "format_table",
+    "params_json",
+    "utc_now_iso",
+]
+
+LEDGER_FILENAME = "ledger.sqlite"
+SCHEMA_VERSION = 1
+TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper")
+#: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_stats`.
+DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare")
+_TIMEOUT_S = 60.0
+
+
+class LedgerError(RuntimeError):
+    """The ledger file is unusable (newer schema, not a ledger) or a row is invalid."""
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as ISO 8601 with offset, e.g. ``2025-01-31T12:00:00.123456+00:00``."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def params_json(params: Mapping[str, Any]) -> str:
+    """Canonical JSON of a parameter mapping (sorted keys, no spaces): the form rows store."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One run. Metrics are those of the run's strategy on its bars, after costs.
+
+    ``created_at``: UTC ISO 8601 with offset (:func:`utc_now_iso`). ``kind``: one of
+    ``TRIAL_KINDS``. ``config_hash``: the resolved config's id (``Config.hash()``).
+    ``strategy_params``/``predictor_params``: JSON object strings (see :func:`params_json`).
+    ``timerange``: as in the config, e.g. ``"20240101-20250101"``. ``total_return`` and
+    ``max_drawdown`` are fractions (0.25 = 25%; drawdown as a positive or negative number,
+    as the engine reports it); ``sharpe`` and ``sortino`` are **annualised**. Metrics may be
+    NaN (e.g. a training run); they are stored as NULL and read back as NaN.
+    """
+
+    run_id: str
+    created_at: str
+    kind: str
+    config_hash: str
+    strategy: str
+    strategy_params: str
+    predictor: str
+    predictor_params: str
+    model: str
+    symbol: str
+    timeframe: str
+    timerange: str
+    n_bars: int
+    total_return: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    n_trades: int
+    run_dir: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_id, str) or not self.run_id:
+            raise LedgerError(f"run_id must be a non-empty string, got {self.run_id!r}")
+        for name in ("created_at", "kind", "config_hash", "strategy", "strategy_params", "predictor",
+                     "predictor_params", "model", "symbol", "timeframe", "timerange", "run_dir"):
+            if not isinstance(getattr(self, name), str):
+                raise LedgerError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.kind not in TRIAL_KINDS:
+            raise LedgerError(f"kind must be one of {TRIAL_KINDS}, got {self.kind!r}")
+        try:
+            stamp = datetime.fromisoformat(self.created_at)
+        except (TypeError, ValueError):
+            raise LedgerError(
+                f"created_at must be an ISO 8601 UTC time such as utc_now_iso() returns, got {self.created_at!r}"
+            ) from None
+        if stamp.utcoffset() is None or stamp.utcoffset().total_seconds() != 0:
+            raise LedgerError(f"created_at must be in UTC with an explicit +00:00 offset, got {self.created_at!r}")
+        for name in ("strategy_params", "predictor_params"):
+            text = getattr(self, name)
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise LedgerError(f"{name} must be a JSON object string (use params_json(...)), got {text!r}")
+        for name in ("n_bars", "n_trades"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise LedgerError(f"{name} must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("total_return", "sharpe", "sortino", "max_drawdown"):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, math.nan if value is None else float(value))
+            except (TypeError, ValueError):
+                raise LedgerError(f"{name} must be a number, got {value!r}") from None
+
+
+_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrialRow))
+_FLOAT_COLUMNS = frozenset(("total_return", "sharpe", "sortino", "max_drawdown"))
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in TRIAL_KINDS)})),
+    config_hash TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    strategy_params TEXT NOT NULL,
+    predictor TEXT NOT NULL,
+    predictor_params TEXT NOT NULL,
+    model TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    timerange TEXT NOT NULL,
+    n_bars INTEGER NOT NULL,
+    total_return REAL,
+    sharpe REAL,
+    sortino REAL,
+    max_drawdown REAL,
+    n_trades INTEGER NOT NULL,
+    run_dir TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trials_market ON trials (symbol, timeframe, timerange);
+"""
+
+
+class TrialLedger:
+    """A SQLite trial ledger at ``path`` (a file; see :meth:`for_output_dir`).
+
+    The file and its parent folder are created on first use. Methods open a connection
+    each, so the object is cheap, picklable and safe to use from several processes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise LedgerError(
+                f"ledger path {str(self.path)!r} is a folder; pass the file, e.g. "
+                f"TrialLedger.for_output_dir({str(self.path)!r}) for {LEDGER_FILENAME!r} inside it"
+            )
+        self._ready = False
+
+    @classmethod
+    def for_output_dir(cls, out_dir: str | Path) -> "TrialLedger":
+        """The ledger of an output folder: ``<out_dir>/ledger.sqlite``."""
+        return cls(Path(out_dir) / LEDGER_FILENAME)
+
+    def __repr__(self) -> str:
+        return f"TrialLedger({str(self.path)!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_ready": False}
+
+    # -- connections and schema -----------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot open the trial ledger {str(self.path)!r}: {exc}") from exc
+        if not self._ready:
+            self._ensure_schema(conn)
+            self._ready = True
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if found is None:
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(found[0]) > SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"ledger {str(self.path)!r} has schema version {found[0]}, newer than this code's "
+                        f"{SCHEMA_VERSION}; upgrade the package or use another output folder"
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{str(self.path)!r} is not a usable trial ledger: {exc}") from exc
+
+    @property
+    def schema_version(self) -> int:
+        with closing(self._connect()) as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(self, row: TrialRow) -> None:
+        """Add one row in its own transaction. A ``run_id`` already present is an error
+        (a run is one trial; counting it twice would inflate the trial count)."""
+        if not isinstance(row, TrialRow):
+            raise LedgerError(f"append takes a TrialRow, got {type(row).__name__}")
+        values = tuple(None if (k in _FLOAT_COLUMNS and math.isnan(v)) else v for k, v in zip(_COLUMNS, astuple(row)))
+        sql = f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+        with closing(self._connect()) as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(sql, values)
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                raise LedgerError(f"run_id {row.run_id!r} is already in the ledger {str(self.path)!r}: {exc}") from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    # -- reading ------------------------------------------------------------------------------
+    def rows(
+        self,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        timerange: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[TrialRow]:
+        """Rows in insertion order, filtered by exact symbol/timeframe/timerange/kinds where given."""
+        where, args = [], []
+        for name, value in (("symbol", symbol), ("timeframe", timeframe), ("timerange", timerange)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                args.append(value)
+        if kinds is not None:
+            unknown = [k for k in kinds if k not in TRIAL_KINDS]
+            if unknown:
+                raise LedgerError(f"unknown kinds {unknown}; use some of {TRIAL_KINDS}")
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM trials"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        with closing(self._connect()) as conn:
+            records = conn.execute(sql, args).fetchall()
+        return [
+            TrialRow(**{k: (math.nan if v is None and k in _FLOAT_COLUMNS else v) for k, v in zip(_COLUMNS, rec)})
+            for rec in records
+        ]
+
+    def trial_stats(
+        self,
+        symbol: str,
+        timeframe: str,
+        timerange: str,
+        periods_per_year: float,
+        kinds: Sequence[str] = DEFAULT_TRIAL_KINDS,
+    ) -> tuple[int, float]:
+        """``(n_trials, variance of per-period Sharpe ratios)`` for the deflated Sharpe ratio.
+
+        Trials are the rows of ``kinds`` (default backtests and comparisons) on exactly this
+        symbol, timeframe and timerange, counted once per distinct ``config_hash`` (re-running
+        an identical config is not a new trial; the latest row of a hash is used). The
+        variance (``ddof=1``) is over the finite Sharpe ratios, converted from annualised to
+        per period: ``var(sharpe / sqrt(periods_per_year))``; 0.0 with fewer than two.
+        Append the run being judged before calling: with no matching row, ``(0, 0.0)``.
+        """
+        if not (periods_per_year > 0 and math.isfinite(periods_per_year)):
+            raise LedgerError(f"periods_per_year must be a positive number (365 for daily bars), got {periods_per_year!r}")
+        latest: dict[str, float] = {}
+        for row in self.rows(symbol, timeframe, timerange, kinds=kinds):
+            latest[row.config_hash] = row.sharpe
+        sharpes = np.array([s for s in latest.values() if math.isfinite(s)]) / math.sqrt(periods_per_year)
+        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+        return len(latest), var
+
+
+# -- display ---------------------------------------------------------------------------------------
+def _fmt(value: Any, spec: str) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    return format(value, spec)
+
+
+_TABLE: tuple[tuple[str, str, str], ...] = (
+    # (header, attribute, format spec)
+    ("created (UTC)", "created_at", ""),
+    ("kind", "kind", ""),
+    ("strategy", "strategy", ""),
+    ("predictor", "predictor", ""),
+    ("symbol", "symbol", ""),
+    ("tf", "timeframe", ""),
+    ("timerange", "timerange", ""),
+    ("bars", "n_bars", "d"),
+    ("return", "total_return", "+.1%"),
+    ("sharpe", "sharpe", ".2f"),
+    ("sortino", "sortino", ".2f"),
+    ("max dd", "max_drawdown", ".1%"),
+    ("trades", "n_trades", "d"),
+    ("run", "run_id", ""),
+)
+_NUMERIC = {"n_bars", "total_return", "sharpe", "sortino", "max_drawdown", "n_trades"}
+
+
+def format_table(rows: Iterable[TrialRow]) -> str:
+    """A plain-text table of ledger rows (for ``python -m engine ledger``), one line per run.
+
+    Returns and drawdowns in percent, Sharpe and Sortino annualised, ``-`` for NaN.
+    """
+    rows = list(rows)
+    if not rows:
+        return "(no trials recorded)"
+    cells = []
+    for row in rows:
+        line = []
+        for _, attr, spec in _TABLE:
+            value = getattr(row, attr)
+            if attr == "created_at":
+                value = value[:19].replace("T", " ")
+            line.append(_fmt(value, spec))
+        cells.append(line)
+    headers = [h for h, _, _ in _TABLE]
+    widths = [max(len(headers[j]), *(len(c[j]) for c in cells)) for j in range(len(headers))]
+
+    def render(line: Sequence[str]) -> str:
+        parts = [
+            (text.rjust(w) if attr in _NUMERIC else text.ljust(w))
+            for text, w, (_, attr, _) in zip(line, widths, _TABLE)
+        ]
+        return "  ".join(parts).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([render(headers), sep, *(render(c) for c in cells)])

@@ -1,0 +1,1 @@
+"""Paper trading: the backtested strategy and predictor, forward in time, without real money."""

@@ -1,0 +1,199 @@
+"""Walk-forward forecasts: past-only context windows, batched inference, disk cache.
+
+For every decision bar ``t`` (a bar whose close the strategy acts on) the engine builds
+the window ``close[t-L+1 .. t]`` — it ends at the decision bar and holds nothing after
+it — and hands windows to the predictor in large batches. Windows are zero-copy views
+(``sliding_window_view``) copied batch by batch, so memory stays ``O(batch x L)``.
+
+Forecasts are cached on disk under a key of predictor name + parameters + model
+revision + data fingerprint + context length + horizon, so a re-run with other
+strategy parameters costs only the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from loguru import logger
+from numpy.lib.stride_tricks import sliding_window_view
+
+from predictors.base import Forecast, Predictor
+
+#: Bump when the way forecasts are computed changes, so stale caches are not reused.
+SIGNALS_VERSION = 1
+
+
+def decision_positions(n_bars: int, context_length: int, first: int = 0) -> np.ndarray:
+    """Integer positions of the bars that have a full context window behind them.
+
+    ``first`` is the first position allowed to be a decision bar (e.g. the start of the
+    backtest window after the warm-up bars).
+    """
+    return np.arange(max(context_length - 1, first), n_bars)
+
+
+def context_windows(close: np.ndarray, context_length: int) -> np.ndarray:
+    """Read-only view ``(n_bars - L + 1, L)``: row ``k`` is ``close[k .. k+L-1]``.
+
+    The window of decision position ``i`` is row ``i - L + 1``; its last element is
+    ``close[i]``.
+    """
+    return sliding_window_view(np.ascontiguousarray(close, dtype=np.float64), context_length)
+
+
+def compute_forecasts(
+    close: pd.Series,
+    predictor: Predictor,
+    context_length: int,
+    horizon: int,
+    batch_size: int = 1024,
+    decision_index: pd.DatetimeIndex | None = None,
+    progress: bool = True,
+) -> Forecast:
+    """Forecast every decision time of ``close`` in batches; no cache.
+
+    Args:
+        close: close prices with a UTC DatetimeIndex (bar open times).
+        predictor: any :class:`predictors.base.Predictor`.
+        context_length: bars per window ``L`` (the decision bar included).
+        horizon: forecast steps ``H``.
+        batch_size: windows per ``predict`` call.
+        decision_index: the decision bars to forecast (a subset of ``close.index``);
+            default: every bar with a full window.
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        A Forecast over the decision bars, values ``(n, Q, H)``.
+    """
+    if context_length < 2:
+        raise ValueError(f"context_length must be >= 2, got {context_length}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    values = close.to_numpy(dtype=np.float64)
+    if decision_index is None:
+        positions = decision_positions(len(values), context_length)
+    else:
+        positions = close.index.get_indexer(decision_index)
+        if (positions < 0).any():
+            raise ValueError("decision_index holds times that are not bars of `close`")
+        if len(positions) and positions.min() < context_length - 1:
+            first_ok = close.index[context_length - 1] if len(close) >= context_length else None
+            raise ValueError(
+                f"decision time {close.index[positions.min()]} has fewer than context_length="
+                f"{context_length} bars behind it; the first possible decision time is {first_ok}"
+            )
+    levels = predictor.quantile_levels
+    out = np.empty((len(positions), len(levels), horizon), dtype=np.float64)
+    windows = context_windows(values, context_length) if len(values) >= context_length else None
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(positions), desc=f"forecasts [{predictor.name}]", unit="fc",
+        disable=not progress or len(positions) == 0, leave=False,
+    )
+    try:
+        for start in range(0, len(positions), batch_size):
+            rows = positions[start : start + batch_size] - (context_length - 1)
+            batch = np.array(windows[rows])  # copy: the predictor gets its own memory
+            out[start : start + len(rows)] = predictor.predict(batch, horizon)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    return Forecast(index=close.index[positions], quantile_levels=tuple(levels), values=out)
+
+
+@dataclass(frozen=True)
+class ForecastCache:
+    """Forecasts stored as parquet files under ``root``, one file per key."""
+
+    root: Path
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.parquet"
+
+    def load(self, key: str) -> Forecast | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        frame = pd.read_parquet(path)
+        return Forecast.from_frame(frame)
+
+    def store(self, key: str, forecast: Forecast) -> Path:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        forecast.to_frame().to_parquet(tmp)
+        tmp.replace(path)
+        return path
+
+
+def data_fingerprint(candles: pd.DataFrame) -> str:
+    """SHA-256 of the index and close prices the forecasts depend on."""
+    digest = hashlib.sha256()
+    digest.update(candles.index.asi8.tobytes())
+    digest.update(np.ascontiguousarray(candles["close"].to_numpy(dtype=np.float64)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def forecast_key(
+    predictor: Predictor, fingerprint: str, context_length: int, horizon: int,
+    decision_index: pd.DatetimeIndex,
+) -> str:
+    """Cache key: predictor + params + model revision + data + windows + decision span."""
+    info = predictor.model_info()
+    payload: dict[str, Any] = {
+        "v": SIGNALS_VERSION,
+        "predictor": predictor.name,
+        "class": f"{type(predictor).__module__}.{type(predictor).__qualname__}",
+        "params": predictor.params(),
+        "model": info.name,
+        "revision": info.revision,
+        "data": fingerprint,
+        "context_length": context_length,
+        "horizon": horizon,
+        "decisions": [str(decision_index[0]), str(decision_index[-1]), len(decision_index)]
+        if len(decision_index)
+        else [],
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return f"{predictor.name}-{hashlib.sha256(blob).hexdigest()[:20]}"
+
+
+def cached_forecasts(
+    candles: pd.DataFrame,
+    predictor: Predictor,
+    context_length: int,
+    horizon: int,
+    decision_index: pd.DatetimeIndex,
+    cache: ForecastCache | None,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> tuple[Forecast, bool]:
+    """Forecasts for ``decision_index``, from the cache when the key matches.
+
+    Returns ``(forecast, cache_hit)``. On a hit no inference runs, and the log says so.
+    """
+    key = forecast_key(predictor, data_fingerprint(candles), context_length, horizon, decision_index)
+    if cache is not None:
+        hit = cache.load(key)
+        if hit is not None and hit.index.equals(decision_index):
+            logger.info("forecast cache hit ({}): no inference needed", cache.path(key).name)
+            return hit, True
+    logger.info(
+        "computing {} forecasts with {} (context {}, horizon {})",
+        len(decision_index), predictor.name, context_length, horizon,
+    )
+    forecast = compute_forecasts(
+        candles["close"], predictor, context_length, horizon,
+        batch_size=batch_size, decision_index=decision_index, progress=progress,
+    )
+    if cache is not None:
+        logger.info("forecasts cached at {}", cache.store(key, forecast))
+    return forecast, False

@@ -1,0 +1,131 @@
+"""The one entry point the engine calls for historical candles: :func:`load_candles`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+from loguru import logger
+
+from feeds.download import cache_path, download_candles, make_exchange
+from feeds.errors import CandleError
+from feeds.files import find_candle_file, load_candle_file, read_candle_parquet
+from feeds.timeframes import TimeRange, timeframe_ms, timeframe_to_timedelta
+from feeds.validate import GAP_POLICIES, GapReport, apply_gap_policy
+
+
+def _cache_covers(cached: pd.DataFrame, wanted: TimeRange, timeframe: str, now_ms: int) -> bool:
+    """True when the cache holds every closed candle of ``wanted`` it could hold.
+
+    An unbounded start counts as covered (the cache's first candle is taken as the start
+    of the data); an unbounded end needs every candle closed by ``now_ms``.
+    """
+    if cached.empty:
+        return False
+    tf = timeframe_ms(timeframe)
+    first, last = (int(t.value // 1_000_000) for t in (cached.index[0], cached.index[-1]))
+    hi = (now_ms // tf) * tf
+    if wanted.end is not None:
+        hi = min(hi, int(wanted.end.value // 1_000_000))
+    start_ok = wanted.start is None or first <= int(wanted.start.value // 1_000_000)
+    return start_ok and last + tf >= hi
+
+
+def load_candles(
+    symbol: str,
+    timeframe: str,
+    timerange: TimeRange,
+    *,
+    data_dir: Path | None,
+    cache_dir: Path,
+    exchange_id: str,
+    gap_policy: str = "keep",
+    download: bool = True,
+    warmup_bars: int = 0,
+    progress: bool = True,
+    api_overrides: str | None = None,
+) -> tuple[pd.DataFrame, GapReport]:
+    """Validated candles of ``symbol`` for ``timerange`` plus ``warmup_bars`` before it.
+
+    Args:
+        symbol: ccxt symbol, e.g. ``"BTC/USDT"``.
+        timeframe: e.g. ``"1h"``.
+        timerange: candle open times ``[start, end)``, UTC.
+        data_dir: a folder of candle files (``BTC_USDT-1h.csv`` / ``.parquet``); when given,
+            only that file is read and nothing is downloaded.
+        cache_dir: root of the download cache (``<cache_dir>/<exchange_id>/<stem>.parquet``),
+            used when ``data_dir`` is None.
+        exchange_id: ccxt exchange id for downloads and the cache folder, e.g. ``"binance"``.
+        gap_policy: ``"keep"``, ``"fill"`` (flat candles, volume 0) or ``"refuse"``.
+        download: when the cache does not cover the range, download the rest (True) or
+            use the cache as it is (False).
+        warmup_bars: also return this many bars before ``timerange.start`` (model
+            context): the slice is ``[start - warmup_bars * timeframe, end)``.
+        progress: show a download progress bar.
+        api_overrides: base URL to send exchange requests to (a stub or proxy), see
+            :func:`feeds.download.make_exchange`.
+
+    Returns:
+        The candles (gap policy applied) and the gap report of the slice before filling.
+
+    Raises:
+        CandleError: missing or invalid data, nothing inside the range, or gaps with
+            ``gap_policy="refuse"``.
+        DownloadError: the download failed.
+    """
+    tf = timeframe_to_timedelta(timeframe)
+    if gap_policy not in GAP_POLICIES:
+        raise ValueError(f"unknown gap_policy {gap_policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
+    if not isinstance(warmup_bars, int) or warmup_bars < 0:
+        raise ValueError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
+    start = None if timerange.start is None else timerange.start - warmup_bars * tf
+    wanted = TimeRange(start, timerange.end)
+
+    if data_dir is not None:
+        path = find_candle_file(Path(data_dir), symbol, timeframe)
+        source = str(path)
+        everything = load_candle_file(path, timeframe)
+    else:
+        path = cache_path(Path(cache_dir), exchange_id, symbol, timeframe)
+        source = str(path)
+        cached = read_candle_parquet(path, timeframe) if path.exists() else None
+        now_ms = int(time.time() * 1000)
+        if download and (cached is None or not _cache_covers(cached, wanted, timeframe, now_ms)):
+            exchange = make_exchange(exchange_id, api_overrides=api_overrides)
+            download_candles(exchange, symbol, timeframe, Path(cache_dir), wanted, progress=progress)
+            cached = read_candle_parquet(path, timeframe)
+        if cached is None:
+            raise CandleError(
+                f"{path}: no cached candles for {exchange_id} {symbol} {timeframe} and download=False; "
+                f"download them (python -m engine download --exchange {exchange_id} --symbol {symbol} "
+                f"--timeframe {timeframe} --timerange {timerange}) or allow downloading."
+            )
+        everything = cached
+
+    candles = wanted.slice(everything)
+    if candles.empty:
+        if data_dir is not None:
+            hint = "point data_dir at a file that covers the range"
+        elif download:
+            hint = f"check that {exchange_id} lists {symbol} in that period"
+        else:
+            hint = "set download=True"
+        have = f"{everything.index[0]} .. {everything.index[-1]}" if len(everything) else "no candles at all"
+        raise CandleError(
+            f"{source}: no {symbol} {timeframe} candles in {wanted.start} .. {wanted.end} (time range "
+            f"{timerange}, {warmup_bars} warm-up bars); the data holds {have}. Choose a time range "
+            f"inside the data, or {hint}."
+        )
+    if timerange.start is not None and warmup_bars:
+        available = int((candles.index < timerange.start).sum())
+        if available < warmup_bars:
+            logger.warning(
+                "{}: only {} of the {} warm-up bars before {} exist (the data starts {})",
+                source, available, warmup_bars, timerange.start, candles.index[0],
+            )
+    candles, report = apply_gap_policy(candles, timeframe, gap_policy, source)
+    log = logger.warning if report.count else logger.info
+    log("{} {} {}: {} candles {} .. {}; gaps: {} (gap_policy={})", source, symbol, timeframe, len(candles),
+        candles.index[0], candles.index[-1], report, gap_policy)
+    return candles, report

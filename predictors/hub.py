@@ -1,0 +1,126 @@
+"""Find a model's files: a local directory, the local Hugging Face cache, or the hub.
+
+:func:`resolve_model` never hangs and never prints a long traceback for the common
+offline case: a hub id that is not cached while ``HF_HUB_OFFLINE=1`` is set, or while
+the hub cannot be reached (probed with a short timeout), is a :class:`PredictorError`
+naming the model and the two fixes (download it once, or pass a local path).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from predictors.base import PredictorError
+
+#: Seconds the reachability probe may take before the hub counts as unreachable.
+PROBE_TIMEOUT_S = 3.0
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set in the environment."""
+    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def looks_like_path(model: str) -> bool:
+    """A string meant as a filesystem path rather than an ``org/name`` hub id."""
+    return model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1) or Path(model).exists()
+
+
+def hub_reachable(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Probe the hub endpoint (``HF_ENDPOINT``, proxies respected) within ``timeout_s``.
+
+    Any HTTP answer counts as reachable; DNS failures, refused connections and the
+    timeout do not. Runs in a daemon thread so that a slow DNS lookup cannot hang us.
+    """
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/api/status", method="HEAD"), timeout=timeout_s)
+            result.append(True)
+        except urllib.error.HTTPError:
+            result.append(True)  # the server answered
+        except Exception:  # noqa: BLE001 - any network failure means "not reachable"
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return bool(result and result[0])
+
+
+def _fetch_hint(model: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"Fetch it once on a machine with internet access: `hf download {model}{rev}` "
+        f"(or `huggingface-cli download {model}{rev}`), then copy ~/.cache/huggingface over if needed; "
+        "or download the checkpoint folder yourself and pass its path with `--model PATH` "
+        "(config: [predictor.params] model = \"PATH\")."
+    )
+
+
+def resolve_model(model: str, revision: str | None = None) -> str:
+    """Return something ``from_pretrained`` can load without surprises.
+
+    - a local directory: returned as is (``revision`` does not apply to it);
+    - a hub id cached locally (at ``revision`` if given): the snapshot directory;
+    - a hub id not cached, hub reachable and not offline: the hub id (it downloads);
+    - otherwise: :class:`PredictorError` with the fix.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise PredictorError(f"model must be a hub id like 'amazon/chronos-bolt-small' or a local path, got {model!r}")
+    expanded = os.path.expanduser(model)
+    if os.path.isdir(expanded):
+        return expanded
+    if looks_like_path(model):
+        raise PredictorError(
+            f"model path {model!r} is not a directory; pass the folder holding config.json and the weights "
+            "(or a hub id like 'amazon/chronos-bolt-small')"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ModuleNotFoundError as exc:  # pragma: no cover - comes with transformers
+        raise PredictorError("huggingface_hub is needed to load hub models: pip install huggingface_hub") from exc
+    try:
+        return snapshot_download(model, revision=revision, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a malformed id etc.
+        raise PredictorError(f"model {model!r} is not a local directory nor a valid hub id: {exc}") from exc
+    if hub_offline():
+        raise PredictorError(
+            f"model {model!r}{f' at revision {revision!r}' if revision else ''} is not in the local Hugging Face "
+            f"cache and HF_HUB_OFFLINE=1 forbids downloading it. {_fetch_hint(model, revision)}"
+        )
+    if not hub_reachable():
+        raise PredictorError(
+            f"model {model!r}{f' at revision {revision!r}' if revision else ''} is not in the local Hugging Face "
+            f"cache and the hub ({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) cannot be reached. "
+            f"{_fetch_hint(model, revision)}"
+        )
+    return model
+
+
+def snapshot_revision(path: str) -> str:
+    """The commit hash of a hub-cache snapshot directory (``.../snapshots/<sha>``), else ``""``."""
+    p = Path(path)
+    if p.parent.name == "snapshots" and len(p.name) == 40:
+        return p.name
+    return ""
+
+
+def load_error(model: str, revision: str | None, exc: BaseException) -> PredictorError:
+    """Turn a ``from_pretrained`` failure into a PredictorError with the fetch hint."""
+    return PredictorError(
+        f"could not load model {model!r}{f' at revision {revision!r}' if revision else ''}: "
+        f"{type(exc).__name__}: {exc}. {_fetch_hint(model, revision)}"
+    )

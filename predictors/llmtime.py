@@ -1,0 +1,352 @@
+"""Stage 1: zero-shot forecasts from any causal LM, after LLMTime (Gruver et al., 2023).
+
+"Large Language Models Are Zero-Shot Time Series Forecasters" (NeurIPS 2023) writes a series
+as text and lets a language model continue it. This predictor follows the paper:
+
+1. **Scale** each window (prices, oldest first). ``scaling="affine"`` (the paper's default):
+   ``offset = min - beta * (max - min)``, ``scale = quantile(x - offset, alpha)``,
+   ``x' = (x - offset) / scale``; ``scaling="basic"`` (the paper's LLaMA setting):
+   ``x' = x / max(quantile(|x|, alpha), 0.01)``. Defaults ``alpha=0.95, beta=0.3``.
+2. **Serialise** with ``precision`` digits after the (dropped) decimal point: the value
+   ``0.987`` at precision 3 is ``987``. Each digit is preceded by ``digit_sep`` and values are
+   joined and terminated by ``value_sep``. Defaults give the paper's GPT format
+   ``" 9 8 7 , 1 0 0 2 ,"`` (``digit_sep=" "``, ``value_sep=" ,"``); for tokenizers that split
+   digits themselves (LLaMA in the paper) use ``digit_sep="", value_sep=","`` → ``"987,1002,"``.
+   Negative values get a leading ``-``.
+3. **Sample** ``num_samples`` continuations per window in one batched ``generate`` call per
+   batch of windows, with the paper's nucleus sampling (``temperature=0.7, top_p=0.9``
+   defaults) and, by default, only tokens made of digits, ``-`` and separator characters
+   allowed (``restrict_tokens``; the paper does the same with logit bias). Sampling uses
+   the batch-invariant :class:`predictors._torch.HashedGumbelSampler`.
+4. **Parse** each continuation: split on the value separator, take the first ``horizon``
+   values, each ``-?digits`` once whitespace is removed, each terminated by a separator.
+   A sample with fewer well-formed values, or a non-positive price, is **malformed**: it
+   is dropped and counted (``self.stats``).
+5. **Convert** each kept sample to a price path (inverse scaling), then to cumulative log
+   returns ``log(p[t+h] / close[t])``, and take empirical quantiles over the samples.
+
+A window whose samples are all malformed is a **failed window**: with
+``on_failed_window="zero"`` (default) it gets a zero-return point mass (all quantiles 0,
+the naive forecast), is counted in ``self.stats["failed_windows"]`` and logged; with
+``"raise"`` it is a PredictorError. ``self.stats`` accumulates over calls:
+``{"windows", "failed_windows", "total_samples", "malformed_samples"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from predictors._torch import HashedGumbelSampler, import_optional, import_torch, pick_device, pick_dtype, row_seeds
+from predictors.base import DEFAULT_QUANTILES, ModelInfo, Predictor, PredictorError
+from predictors.contamination import cutoff_source, training_cutoff
+from predictors.hub import load_error, resolve_model, snapshot_revision
+from predictors.registry import register
+
+log = logging.getLogger(__name__)
+
+_INT = re.compile(r"-?\d+")
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Affine map ``x' = (x - offset) / scale`` fitted on one window (see the module doc)."""
+
+    offset: float
+    scale: float
+
+    @classmethod
+    def fit(cls, history: np.ndarray, alpha: float = 0.95, beta: float = 0.3, scaling: str = "affine") -> "Scaler":
+        history = np.asarray(history, dtype=np.float64)
+        if scaling == "basic":
+            return cls(0.0, float(max(np.quantile(np.abs(history), alpha), 0.01)))
+        if scaling != "affine":
+            raise PredictorError(f"llmtime: scaling must be 'affine' or 'basic', got {scaling!r}")
+        lo, hi = float(history.min()), float(history.max())
+        offset = lo - beta * (hi - lo)
+        scale = float(np.quantile(history - offset, alpha))
+        return cls(offset, scale if scale > 0 else 1.0)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.offset) / self.scale
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) * self.scale + self.offset
+
+
+def serialize(values: np.ndarray, precision: int = 3, digit_sep: str = " ", value_sep: str = " ,") -> str:
+    """Scaled values -> text; every value, the last included, is followed by ``value_sep``.
+
+    >>> serialize(np.array([0.987, 1.002, -0.05]))
+    ' 9 8 7 , 1 0 0 2 ,- 5 0 ,'
+    """
+    ints = np.round(np.asarray(values, dtype=np.float64) * 10**precision).astype(np.int64)
+    parts = []
+    for v in ints.tolist():
+        digits = "".join(digit_sep + d for d in str(abs(v)))
+        parts.append(("-" if v < 0 else "") + digits + value_sep)
+    return "".join(parts)
+
+
+def parse_sample(text: str, horizon: int, precision: int = 3, value_sep: str = " ,") -> np.ndarray | None:
+    """Text continuation -> ``(horizon,)`` scaled values, or ``None`` if malformed.
+
+    Well-formed means: the first ``horizon`` pieces between separators are each an optional
+    ``-`` and digits once all whitespace is removed, and each is terminated by a separator.
+    Anything after the ``horizon``-th separator is ignored.
+    """
+    sep = value_sep.strip() or value_sep
+    pieces = text.split(sep)
+    if len(pieces) < horizon + 1:  # fewer than `horizon` terminated values
+        return None
+    out = np.empty(horizon, dtype=np.float64)
+    for i, piece in enumerate(pieces[:horizon]):
+        compact = "".join(piece.split())
+        if not _INT.fullmatch(compact):
+            return None
+        out[i] = int(compact) / 10**precision
+    return out
+
+
+def _stop_criterion(sep_id: int, horizon: int, prompt_len: int, budgets: "Any") -> Any:
+    """Per-row stop: ``horizon`` separators generated within the row's budget, or budget spent."""
+    from transformers import StoppingCriteria
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            torch = import_torch()
+            gen = input_ids[:, prompt_len:]
+            n = gen.shape[1]
+            within = torch.arange(n, device=gen.device)[None, :] < budgets.to(gen.device)[:, None]
+            seps = ((gen == sep_id) & within).sum(dim=1)
+            return (seps >= horizon) | (budgets.to(gen.device) <= n)
+
+    return _Stop()
+
+
+@register
+class LLMTimePredictor(Predictor):
+    """Zero-shot LLM forecaster (LLMTime). Parameters as in the module docstring, plus:
+
+    Args:
+        model: hub id or local directory of a causal LM with its tokenizer (default ``gpt2``).
+        revision: hub revision to pin; ignored for a local path.
+        device, dtype: see :mod:`predictors._torch` (``auto``: best device; bf16 on CUDA).
+        batch_size: windows per ``generate`` call (rows = ``batch_size * num_samples``).
+        num_samples: continuations sampled per window (default 20).
+        max_context_values: use only the last N values of each window (prompt length).
+        token_budget_factor: new-token budget per window = factor x (prompt tokens per
+            value) x horizon + 8.
+    """
+
+    name = "llmtime"
+
+    def __init__(
+        self,
+        model: str = "gpt2",
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 4,
+        num_samples: int = 20,
+        max_context_values: int | None = None,
+        precision: int = 3,
+        digit_sep: str = " ",
+        value_sep: str = " ,",
+        scaling: str = "affine",
+        alpha: float = 0.95,
+        beta: float = 0.3,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 0,
+        restrict_tokens: bool = True,
+        token_budget_factor: float = 1.3,
+        on_failed_window: str = "zero",
+        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(quantile_levels=quantile_levels, seed=seed)
+        for key, val, low in (("batch_size", batch_size, 1), ("num_samples", num_samples, 1), ("precision", precision, 0)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < low:
+                raise PredictorError(f"llmtime: {key} must be an integer >= {low}, got {val!r}")
+        if max_context_values is not None and (not isinstance(max_context_values, int) or max_context_values < 2):
+            raise PredictorError(f"llmtime: max_context_values must be an integer >= 2 or omitted, got {max_context_values!r}")
+        if not value_sep.strip():
+            raise PredictorError(f"llmtime: value_sep must contain a non-space character (e.g. ' ,'), got {value_sep!r}")
+        if any(c.isdigit() or c == "-" for c in digit_sep + value_sep):
+            raise PredictorError(f"llmtime: separators may not contain digits or '-': {digit_sep!r}, {value_sep!r}")
+        if on_failed_window not in ("zero", "raise"):
+            raise PredictorError(f"llmtime: on_failed_window must be 'zero' or 'raise', got {on_failed_window!r}")
+        if scaling not in ("affine", "basic"):
+            raise PredictorError(f"llmtime: scaling must be 'affine' or 'basic', got {scaling!r}")
+        if not 0 < alpha <= 1 or beta < 0:
+            raise PredictorError(f"llmtime: need 0 < alpha <= 1 and beta >= 0, got alpha={alpha}, beta={beta}")
+        if token_budget_factor < 1:
+            raise PredictorError(f"llmtime: token_budget_factor must be >= 1, got {token_budget_factor}")
+        self.model = str(model)
+        self.revision = revision
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.num_samples = num_samples
+        self.max_context_values = max_context_values
+        self.precision = precision
+        self.digit_sep = digit_sep
+        self.value_sep = value_sep
+        self.scaling = scaling
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.top_k = int(top_k)
+        self.restrict_tokens = bool(restrict_tokens)
+        self.token_budget_factor = float(token_budget_factor)
+        self.on_failed_window = on_failed_window
+        self.path = resolve_model(self.model, revision)
+        self.stats: dict[str, int] = {"windows": 0, "failed_windows": 0, "total_samples": 0, "malformed_samples": 0}
+        self._lm: Any = None
+        self._tokenizer: Any = None
+        self._allowed: Any = None
+
+    def params(self) -> dict[str, Any]:
+        keys = (
+            "num_samples max_context_values precision digit_sep value_sep scaling alpha beta temperature "
+            "top_p top_k restrict_tokens token_budget_factor on_failed_window"
+        ).split()
+        return {
+            **super().params(),
+            "model": self.model,
+            "revision": self.revision or snapshot_revision(self.path) or None,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            **{k: getattr(self, k) for k in keys},
+        }
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.model,
+            revision=self.revision or snapshot_revision(self.path),
+            training_cutoff=training_cutoff(self.model),
+            source=cutoff_source(self.model),
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._lm is not None:
+            return
+        import_torch()
+        transformers = import_optional("transformers", "pip install 'transformers>=4.45'")
+        kwargs: dict[str, Any] = {}
+        if self.revision and self.path == self.model:
+            kwargs["revision"] = self.revision
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(self.path, **kwargs)
+            lm = transformers.AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=self.dtype, device_map=self.device, **kwargs
+            )
+        except (OSError, ValueError) as exc:
+            raise load_error(self.model, self.revision, exc) from exc
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        lm.eval()
+        self._tokenizer, self._lm = tok, lm
+        if self.restrict_tokens:
+            self._allowed = self._allowed_tokens(tok)
+
+    def _allowed_tokens(self, tok: Any) -> Any:
+        """Bool mask over the vocabulary: tokens that decode to digits, '-' and separator characters only."""
+        torch = import_torch()
+        chars = set("0123456789-" + self.digit_sep + self.value_sep)
+        special = set(tok.all_special_ids)
+        texts = tok.batch_decode([[i] for i in range(len(tok))])
+        mask = [i not in special and bool(t) and set(t) <= chars for i, t in enumerate(texts)]
+        if not any(mask):
+            raise PredictorError(f"llmtime: tokenizer of {self.model!r} has no digit tokens; set restrict_tokens=false")
+        return torch.tensor(mask, dtype=torch.bool)
+
+    # -- forecasting -------------------------------------------------------------------------
+    def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
+        self._load()
+        if self.max_context_values is not None:
+            contexts = contexts[:, -self.max_context_values :]
+        out = np.empty((len(contexts), len(self.quantile_levels), horizon), dtype=np.float64)
+        for start in range(0, len(contexts), self.batch_size):
+            chunk = contexts[start : start + self.batch_size]
+            out[start : start + len(chunk)] = self._predict_chunk(chunk, horizon)
+        return out
+
+    def _predict_chunk(self, chunk: np.ndarray, horizon: int) -> np.ndarray:
+        torch = import_torch()
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        tok, lm, s = self._tokenizer, self._lm, self.num_samples
+        scalers = [Scaler.fit(w, self.alpha, self.beta, self.scaling) for w in chunk]
+        prompts = [serialize(sc.transform(w), self.precision, self.digit_sep, self.value_sep) for sc, w in zip(scalers, chunk)]
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        prompt_len = enc["input_ids"].shape[1]
+        n_tokens = enc["attention_mask"].sum(dim=1).to(torch.float64)  # per window, padding excluded
+        per_value = n_tokens / chunk.shape[1]
+        budgets = torch.ceil(self.token_budget_factor * per_value * horizon + 8).to(torch.int64)  # (b,)
+        row_budgets = budgets.repeat_interleave(s)
+        seeds = torch.from_numpy(row_seeds(chunk, self.seed, s))
+        sampler = HashedGumbelSampler(seeds, self.temperature, self.top_k, self.top_p, allowed=self._allowed)
+        sep_ids = tok.encode(self.value_sep, add_special_tokens=False)
+        stopping = StoppingCriteriaList()
+        if sep_ids:
+            stopping.append(_stop_criterion(sep_ids[-1], horizon, prompt_len, row_budgets))
+        with torch.inference_mode():
+            generated = lm.generate(
+                input_ids=enc["input_ids"].to(lm.device),
+                attention_mask=enc["attention_mask"].to(lm.device),
+                generation_config=GenerationConfig(
+                    do_sample=True,
+                    max_new_tokens=int(budgets.max()),
+                    num_return_sequences=s,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=None,
+                    temperature=1.0,
+                    top_k=None,
+                    top_p=1.0,
+                ),
+                logits_processor=LogitsProcessorList([sampler]),
+                stopping_criteria=stopping,
+            )
+        new = generated[:, prompt_len:].cpu()
+        texts = tok.batch_decode(
+            [row[: int(b)].tolist() for row, b in zip(new, row_budgets)], skip_special_tokens=True
+        )
+        out = np.empty((len(chunk), len(self.quantile_levels), horizon), dtype=np.float64)
+        for i, (window, scaler) in enumerate(zip(chunk, scalers)):
+            paths = self._parse_window(texts[i * s : (i + 1) * s], scaler, float(window[-1]), horizon)
+            self.stats["windows"] += 1
+            if paths is None:
+                self.stats["failed_windows"] += 1
+                if self.on_failed_window == "raise":
+                    raise PredictorError(
+                        f"llmtime: all {s} samples of a window were malformed (model {self.model!r}); "
+                        "raise num_samples or token_budget_factor, check digit_sep/value_sep suit the tokenizer, "
+                        "or set on_failed_window='zero'"
+                    )
+                log.warning("llmtime: all %d samples of a window were malformed; forecasting zero return", s)
+                out[i] = 0.0
+            else:
+                out[i] = np.quantile(paths, self.quantile_levels, axis=0)
+        return out
+
+    def _parse_window(self, texts: list[str], scaler: Scaler, close: float, horizon: int) -> np.ndarray | None:
+        """``(kept, horizon)`` cumulative log returns of the well-formed samples, or None if none."""
+        kept = []
+        for text in texts:
+            self.stats["total_samples"] += 1
+            values = parse_sample(text, horizon, self.precision, self.value_sep)
+            prices = None if values is None else scaler.inverse(values)
+            if prices is None or not np.all(prices > 0):
+                self.stats["malformed_samples"] += 1
+                continue
+            kept.append(np.log(prices / close))
+        return np.stack(kept) if kept else None
+

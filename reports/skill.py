@@ -1,0 +1,529 @@
+"""Forecast skill: how good are quantile forecasts of log returns, and better than naive?
+
+Pure functions of numpy arrays; this module imports nothing else from the project.
+
+Shapes and units (the Forecast contract of ``predictors/base.py``):
+
+- ``quantiles``: ``float (n, Q, H)``, quantile ``levels[j]`` of the cumulative **log return**
+  ``log(close[t_i + h] / close[t_i])`` for horizons ``h = 1..H``.
+- ``levels``: ``Q`` strictly increasing quantile levels in (0, 1).
+- ``point``: ``float (n, H)`` (or ``(n,)``) point forecasts, normally the median.
+- ``realised``: ``float (n, H)`` (or ``(n,)``) realised cumulative log returns, NaN where the
+  future is not known (the end of the data). Every metric drops, per horizon, the rows whose
+  realised value (or forecast) is NaN; metrics of a horizon with no valid row are NaN.
+
+Metric functions accept ``(n,)`` (one horizon, returning a float) or ``(n, H)`` (returning
+one value per horizon, shape ``(H,)``). Tests (directional accuracy, Diebold-Mariano) work
+on one horizon at a time; :func:`forecast_skill` puts everything together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "crps_approx",
+    "diebold_mariano",
+    "directional_accuracy",
+    "forecast_skill",
+    "interval_coverage",
+    "mae",
+    "mase",
+    "newey_west_variance",
+    "pinball_loss",
+    "pinball_loss_series",
+    "realised_log_returns",
+]
+
+_LEVEL_TOL = 1e-9
+
+
+# -- input handling -----------------------------------------------------------------------
+def _as_2d(name: str, values: Any) -> tuple[np.ndarray, bool]:
+    """``(n,)`` or ``(n, H)`` -> ``(n, H)`` float array and whether the input was 1-D."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        return arr[:, None], True
+    if arr.ndim == 2:
+        return arr, False
+    raise ValueError(f"{name} must be (n,) or (n, H), got shape {arr.shape}")
+
+
+def _same_shape(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{a_name} has shape {a.shape} but {b_name} has shape {b.shape}; they must match")
+
+
+def _out(values: np.ndarray, one_d: bool) -> float | np.ndarray:
+    return float(values[0]) if one_d else values
+
+
+def _check_levels(levels: Sequence[float]) -> np.ndarray:
+    lv = np.asarray(levels, dtype=np.float64)
+    if lv.ndim != 1 or lv.size == 0 or not np.all((lv > 0) & (lv < 1)) or np.any(np.diff(lv) <= 0):
+        raise ValueError(f"levels must be strictly increasing values in (0, 1), got {list(levels)}")
+    return lv
+
+
+def _check_quantiles(quantiles: Any, levels: Sequence[float], realised: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    q = np.asarray(quantiles, dtype=np.float64)
+    lv = _check_levels(levels)
+    y = np.asarray(realised, dtype=np.float64)
+    if q.ndim != 3:
+        raise ValueError(f"quantiles must be (n, Q, H), got shape {q.shape}")
+    if q.shape[1] != lv.size:
+        raise ValueError(f"quantiles have {q.shape[1]} levels on axis 1 but levels has {lv.size}: {list(levels)}")
+    if y.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(f"realised must be (n, H) = {(q.shape[0], q.shape[2])} to match quantiles {q.shape}, got {y.shape}")
+    return q, lv, y
+
+
+def _nanmean_cols(x: np.ndarray) -> np.ndarray:
+    """Column means ignoring NaN; NaN (without a warning) for an all-NaN column."""
+    count = np.sum(~np.isnan(x), axis=0)
+    total = np.nansum(x, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+# -- point-forecast errors ------------------------------------------------------------------
+def mae(point: Any, realised: Any) -> float | np.ndarray:
+    """Mean absolute error ``mean_i |realised_i - point_i|`` per horizon (log-return units).
+
+    Rows where either value is NaN are dropped per horizon. ``(n,)`` inputs give a float,
+    ``(n, H)`` inputs an ``(H,)`` array.
+    """
+    p, one_d = _as_2d("point", point)
+    y, _ = _as_2d("realised", realised)
+    _same_shape("point", p, "realised", y)
+    return _out(_nanmean_cols(np.abs(y - p)), one_d)
+
+
+def mase(point: Any, realised: Any, naive_point: Any = None) -> float | np.ndarray:
+    """Mean absolute scaled error against the naive forecast, on the same points.
+
+    ``MASE_h = MAE(point, realised)_h / MAE(naive_point, realised)_h`` over the rows where
+    all three are finite. Below 1 beats naive. ``naive_point`` defaults to **zero**: the
+    naive (random-walk) forecast of a price is the last close, so its forecast of the log
+    return to any horizon is 0 and its MAE is ``mean |realised|``.
+
+    Unlike Hyndman & Koehler (2006), who scale by the *in-sample* MAE of the one-step naive
+    forecast, the scale here is the naive forecast's out-of-sample error on exactly the
+    evaluated decision times and horizon (a relative MAE), so the ratio compares the two
+    forecasters on identical targets. NaN when the naive MAE is 0 or no row is valid.
+    """
+    p, one_d = _as_2d("point", point)
+    y, _ = _as_2d("realised", realised)
+    _same_shape("point", p, "realised", y)
+    if naive_point is None:
+        nv = np.zeros_like(p)
+    else:
+        nv, _ = _as_2d("naive_point", naive_point)
+        _same_shape("naive_point", nv, "realised", y)
+    valid = ~(np.isnan(p) | np.isnan(y) | np.isnan(nv))
+    err = np.where(valid, np.abs(y - p), np.nan)
+    err_naive = np.where(valid, np.abs(y - nv), np.nan)
+    num, den = _nanmean_cols(err), _nanmean_cols(err_naive)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return _out(out, one_d)
+
+
+# -- quantile-forecast scores ---------------------------------------------------------------
+def pinball_loss_series(quantiles: Any, levels: Sequence[float], realised: Any) -> np.ndarray:
+    """Per-observation pinball loss, averaged over the levels: ``(n, H)``, NaN where realised is.
+
+    The pinball (quantile) loss of quantile ``q`` at level ``tau`` for outcome ``y`` is
+    ``rho_tau(y - q) = (y - q) * (tau - 1[y < q]) = max(tau (y - q), (tau - 1)(y - q))``.
+    This is the loss series to feed :func:`diebold_mariano`.
+    """
+    q, lv, y = _check_quantiles(quantiles, levels, realised)
+    diff = y[:, None, :] - q  # (n, Q, H)
+    tau = lv[None, :, None]
+    loss = np.maximum(tau * diff, (tau - 1.0) * diff)
+    return loss.mean(axis=1)
+
+
+def pinball_loss(quantiles: Any, levels: Sequence[float], realised: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean pinball loss per level and horizon, and its mean over the levels.
+
+    Returns ``(per_level, mean)`` with shapes ``(Q, H)`` and ``(H,)``; ``per_level[j, h-1]``
+    is ``mean_i rho_{levels[j]}(realised[i, h-1] - quantiles[i, j, h-1])`` over the rows with a
+    known outcome (see :func:`pinball_loss_series` for ``rho``). Units: log return.
+    """
+    q, lv, y = _check_quantiles(quantiles, levels, realised)
+    diff = y[:, None, :] - q
+    tau = lv[None, :, None]
+    loss = np.maximum(tau * diff, (tau - 1.0) * diff)  # (n, Q, H); NaN rows stay NaN
+    count = np.sum(~np.isnan(y), axis=0)  # (H,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_level = np.where(count > 0, np.nansum(loss, axis=0) / np.maximum(count, 1), np.nan)
+    return per_level, per_level.mean(axis=0)
+
+
+def crps_approx(quantiles: Any, levels: Sequence[float], realised: Any) -> np.ndarray:
+    """Approximate CRPS per horizon: ``2 x`` the mean pinball loss over the levels, ``(H,)``.
+
+    The continuous ranked probability score equals twice the integral of the quantile
+    score over all levels, ``CRPS(F, y) = 2 * int_0^1 rho_tau(y - F^{-1}(tau)) d tau``
+    (Laio & Tamea 2007, HESS 11; Gneiting & Ranjan 2011, JBES 29(3); the CRPS itself:
+    Gneiting & Raftery 2007, JASA 102(477), sec. 4.2). Averaging the pinball loss over a finite set of
+    levels is a Riemann sum of that integral: exact in the limit of a fine, evenly spaced
+    grid, coarse with three levels. Compare CRPS values only between forecasts scored at
+    the same levels. Units: log return (like MAE; for a point forecast CRPS = MAE).
+    """
+    _, mean = pinball_loss(quantiles, levels, realised)
+    return 2.0 * mean
+
+
+def interval_coverage(quantiles: Any, levels: Sequence[float], realised: Any) -> list[dict[str, Any]]:
+    """Nominal vs empirical coverage of every central interval the levels define.
+
+    A central interval is a pair of levels ``(tau, 1 - tau)`` with ``tau < 0.5`` (matched to
+    1e-9); its nominal coverage is ``1 - 2 tau``. Empirical coverage per horizon is the
+    share of known outcomes with ``lower <= realised <= upper``. Returns one dict per
+    interval, widest first: ``lower_level``, ``upper_level``, ``nominal`` (floats),
+    ``empirical`` and ``n`` (``(H,)`` arrays). An empty list when no level pair is symmetric.
+    """
+    q, lv, y = _check_quantiles(quantiles, levels, realised)
+    out: list[dict[str, Any]] = []
+    known = ~np.isnan(y)
+    n = known.sum(axis=0)
+    for j, tau in enumerate(lv):
+        if tau >= 0.5:
+            break
+        match = np.flatnonzero(np.abs(lv - (1.0 - tau)) <= _LEVEL_TOL)
+        if match.size == 0:
+            continue
+        k = int(match[0])
+        inside = (y >= q[:, j, :]) & (y <= q[:, k, :]) & known
+        with np.errstate(invalid="ignore", divide="ignore"):
+            emp = np.where(n > 0, inside.sum(axis=0) / np.maximum(n, 1), np.nan)
+        out.append(
+            {
+                "lower_level": float(tau),
+                "upper_level": float(lv[k]),
+                "nominal": float(lv[k] - tau),
+                "empirical": emp,
+                "n": n.copy(),
+            }
+        )
+    return out
+
+
+# -- tests ----------------------------------------------------------------------------------
+def _one_horizon(name: str, values: Any) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one horizon, shape (n,), got shape {arr.shape}; pass e.g. x[:, h - 1]")
+    return arr
+
+
+def directional_accuracy(point: Any, realised: Any) -> dict[str, float | int]:
+    """Share of correctly forecast signs, with a two-sided binomial test against 50%.
+
+    One horizon: ``point`` and ``realised`` are ``(n,)``. Rows are dropped where either is
+    NaN, where the realised move is exactly zero (no direction to get right) or where the
+    forecast is exactly zero (no direction called: the naive forecast calls none, so its
+    ``n`` is 0 and its accuracy NaN).
+
+    Returns ``accuracy`` (hits / n), ``n``, ``hits``, ``n_excluded`` (zero moves or zero
+    forecasts), ``p_value`` (``scipy.stats.binomtest(hits, n, 0.5)``, two-sided),
+    ``share_up_realised`` and ``share_up_forecast``, and ``pt_statistic`` (~N(0, 1), positive =
+    informative) with ``pt_p_value``: the two-sided
+    p-value of the Pesaran & Timmermann (1992, JBES 10(4)) test of independence between
+    forecast and realised signs. The binomial test's null is a coin flip, so a forecaster
+    that always says "up" in a rising market beats it without any skill; the PT test's null
+    is "forecast signs carry no information about realised signs" given both base rates
+    (NaN when the forecast or the outcome never changes sign).
+    """
+    p = _one_horizon("point", point)
+    y = _one_horizon("realised", realised)
+    _same_shape("point", p, "realised", y)
+    finite = ~(np.isnan(p) | np.isnan(y))
+    keep = finite & (p != 0) & (y != 0)
+    n = int(keep.sum())
+    up_f = p[keep] > 0
+    up_y = y[keep] > 0
+    hits = int(np.sum(up_f == up_y))
+    result: dict[str, float | int] = {
+        "accuracy": hits / n if n else math.nan,
+        "n": n,
+        "hits": hits,
+        "n_excluded": int(finite.sum()) - n,
+        "p_value": float(stats.binomtest(hits, n, 0.5, alternative="two-sided").pvalue) if n else math.nan,
+        "share_up_realised": float(up_y.mean()) if n else math.nan,
+        "share_up_forecast": float(up_f.mean()) if n else math.nan,
+        "pt_statistic": math.nan,
+        "pt_p_value": math.nan,
+    }
+    if n:
+        # Pesaran-Timmermann (1992) eq. (5)-(7): P_hat vs P_star = Py Px + (1-Py)(1-Px).
+        p_hat, py, px = hits / n, float(up_y.mean()), float(up_f.mean())
+        p_star = py * px + (1 - py) * (1 - px)
+        var_p = p_star * (1 - p_star) / n
+        var_star = (
+            (2 * py - 1) ** 2 * px * (1 - px) / n
+            + (2 * px - 1) ** 2 * py * (1 - py) / n
+            + 4 * py * px * (1 - py) * (1 - px) / n**2
+        )
+        denom = var_p - var_star
+        if denom > 0:
+            z = (p_hat - p_star) / math.sqrt(denom)
+            result["pt_statistic"] = float(z)
+            result["pt_p_value"] = float(2 * stats.norm.sf(abs(z)))
+    return result
+
+
+def newey_west_variance(x: Any, lags: int) -> float:
+    """Newey-West (Bartlett kernel) long-run variance of a series, ``lags`` >= 0.
+
+    ``S = gamma_0 + 2 * sum_{k=1}^{lags} (1 - k / (lags + 1)) * gamma_k`` with the biased
+    autocovariances ``gamma_k = (1/n) sum_{t=k+1}^{n} (x_t - xbar)(x_{t-k} - xbar)``
+    (Newey & West 1987). ``S / n`` estimates ``Var(xbar)``; ``S >= 0`` always.
+    """
+    arr = _one_horizon("x", x)
+    if lags < 0:
+        raise ValueError(f"lags must be >= 0, got {lags}")
+    n = arr.size
+    if n == 0:
+        return math.nan
+    d = arr - arr.mean()
+    s = float(d @ d) / n
+    for k in range(1, min(lags, n - 1) + 1):
+        s += 2.0 * (1.0 - k / (lags + 1.0)) * float(d[k:] @ d[:-k]) / n
+    return s
+
+
+def diebold_mariano(loss_a: Any, loss_b: Any, horizon: int = 1, *, hln: bool = True) -> dict[str, float | int]:
+    """Diebold-Mariano test of equal expected loss of two forecasts of one horizon.
+
+    ``d_t = loss_a_t - loss_b_t`` over the rows where both are finite;
+    ``DM = mean(d) / sqrt(S / n)`` with ``S`` the Newey-West long-run variance of ``d``
+    (Bartlett kernel, ``horizon - 1`` lags: ``h``-step errors of forecasts made every bar
+    overlap and are MA(h-1) under optimal forecasting). Diebold & Mariano (1995, JBES 13(3))
+    use a truncated uniform kernel; the Bartlett weights keep ``S`` positive.
+
+    With ``hln=True`` (default) the Harvey, Leybourne & Newbold (1997, IJF 13(2)) small-
+    sample correction multiplies ``DM`` by ``sqrt((n + 1 - 2h + h(h-1)/n) / n)`` and takes the
+    p-value from Student's t with ``n - 1`` degrees of freedom; with ``hln=False`` the
+    p-value is from the standard normal. (HLN derived the factor for the uniform-kernel
+    variance; with Bartlett weights it is the customary, slightly conservative, choice.)
+
+    Sign: **a negative statistic means forecast A has the smaller loss** (A better).
+    Returns ``statistic``, ``p_value`` (two-sided), ``n``, ``mean_loss_diff`` (A - B).
+    Identical losses give statistic 0 and p-value 1; fewer than 2 rows give NaN.
+    """
+    a = _one_horizon("loss_a", loss_a)
+    b = _one_horizon("loss_b", loss_b)
+    _same_shape("loss_a", a, "loss_b", b)
+    if int(horizon) != horizon or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    h = int(horizon)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    d = a[keep] - b[keep]
+    n = int(d.size)
+    res: dict[str, float | int] = {"statistic": math.nan, "p_value": math.nan, "n": n, "mean_loss_diff": math.nan}
+    if n < 2:
+        return res
+    mean = float(d.mean())
+    res["mean_loss_diff"] = mean
+    s = newey_west_variance(d, h - 1)
+    if s <= 0 or not math.isfinite(s):
+        if np.all(d == d[0]) and d[0] == 0:
+            res.update(statistic=0.0, p_value=1.0)
+        elif np.all(d == d[0]):  # a constant, non-zero difference: no doubt which is better
+            res.update(statistic=math.copysign(math.inf, mean), p_value=0.0)
+        return res
+    dm = mean / math.sqrt(s / n)
+    if hln:
+        factor = (n + 1 - 2 * h + h * (h - 1) / n) / n
+        if factor <= 0:
+            return res  # too few rows for this horizon
+        dm *= math.sqrt(factor)
+        p = 2.0 * float(stats.t.sf(abs(dm), df=n - 1))
+    else:
+        p = 2.0 * float(stats.norm.sf(abs(dm)))
+    res.update(statistic=float(dm), p_value=p)
+    return res
+
+
+# -- all together ---------------------------------------------------------------------------
+def _json_float(x: Any) -> float | None:
+    """A Python float, or None for NaN/inf (strict JSON has no NaN)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _jsonify(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonify(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonify(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonify(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _json_float(obj)
+    return obj
+
+
+def _median_index(levels: np.ndarray) -> int:
+    return int(np.argmin(np.abs(levels - 0.5)))
+
+
+def forecast_skill(
+    quantiles: Any,
+    levels: Sequence[float],
+    realised: Any,
+    naive_quantiles: Any = None,
+) -> dict[str, Any]:
+    """Every skill metric of a quantile forecast, against the naive forecast, JSON-ready.
+
+    Args:
+        quantiles: ``(n, Q, H)`` log-return quantiles, one row per decision bar (rows are
+            assumed consecutive bars, so ``h``-step errors overlap: the DM test uses
+            ``h - 1`` HAC lags; with sparser decision times this is conservative).
+        levels: the ``Q`` quantile levels; the point forecast is the level nearest 0.5.
+        realised: ``(n, H)`` realised cumulative log returns, NaN where unknown.
+        naive_quantiles: ``(n, Q, H)`` quantiles of the ``naive`` predictor at the same
+            levels, or None: then the naive point forecast is 0 and the pinball-loss DM
+            test is omitted (``None``).
+
+    Returns a dict of plain floats/ints/lists (NaN and inf become ``None``):
+
+    - ``n_forecasts``, ``horizon``, ``levels``, ``point_level``;
+    - ``by_horizon``: lists over ``h = 1..H`` of ``mae``, ``mase``, ``pinball``, ``crps``,
+      ``naive_mae``, ``naive_pinball``;
+    - ``last_horizon``: at ``h = H``: ``h``, ``n``, ``mae``, ``mase``, ``pinball``,
+      ``pinball_by_level`` (level -> loss), ``crps``, ``coverage`` (list of ``nominal``,
+      ``empirical``, ``lower_level``, ``upper_level``), ``directional`` (see
+      :func:`directional_accuracy`), ``dm_abs_error`` and ``dm_pinball`` (see
+      :func:`diebold_mariano`, model = A, naive = B: negative statistic = model better);
+    - ``mean_over_horizons``: the unweighted mean over horizons of the per-horizon
+      ``mae``, ``mase``, ``pinball``, ``crps``, coverage (``nominal``/``empirical``) and
+      directional ``accuracy``; and DM tests on the per-row loss averaged over horizons
+      (``H - 1`` HAC lags, rows with any unknown horizon dropped).
+    """
+    q, lv, y = _check_quantiles(quantiles, levels, realised)
+    n, _, H = q.shape
+    mid = _median_index(lv)
+    point = q[:, mid, :]
+    if naive_quantiles is not None:
+        nq = np.asarray(naive_quantiles, dtype=np.float64)
+        if nq.shape != q.shape:
+            raise ValueError(
+                f"naive_quantiles has shape {nq.shape} but quantiles have {q.shape}; score both at the same levels and times"
+            )
+        naive_point = nq[:, mid, :]
+    else:
+        nq = None
+        naive_point = np.zeros_like(point)
+
+    ae = np.abs(y - point)
+    ae_naive = np.abs(y - naive_point)
+    pl = pinball_loss_series(q, lv, y)
+    pl_naive = pinball_loss_series(nq, lv, y) if nq is not None else None
+    per_level, pin = pinball_loss(q, lv, y)
+    m = mae(point, y)
+    ms = mase(point, y, naive_point)
+    crps = 2.0 * pin
+    cov = interval_coverage(q, lv, y)
+
+    last = H - 1
+    direction_by_h = [directional_accuracy(point[:, h], y[:, h]) for h in range(H)]
+
+    def dm(loss_a: np.ndarray | None, loss_b: np.ndarray | None, horizon: int) -> dict[str, Any] | None:
+        if loss_a is None or loss_b is None:
+            return None
+        return diebold_mariano(loss_a, loss_b, horizon)
+
+    all_known = ~np.isnan(y).any(axis=1)
+    avg_rows = lambda x: np.where(all_known, x.mean(axis=1), np.nan)  # noqa: E731
+
+    result = {
+        "n_forecasts": n,
+        "horizon": H,
+        "levels": lv,
+        "point_level": lv[mid],
+        "by_horizon": {
+            "mae": m,
+            "mase": ms,
+            "pinball": pin,
+            "crps": crps,
+            "naive_mae": mae(naive_point, y),
+            "naive_pinball": pinball_loss(nq, lv, y)[1] if nq is not None else None,
+        },
+        "last_horizon": {
+            "h": H,
+            "n": int(np.sum(~np.isnan(y[:, last]))),
+            "mae": m[last],
+            "mase": ms[last],
+            "pinball": pin[last],
+            "pinball_by_level": {f"{tau:g}": per_level[j, last] for j, tau in enumerate(lv)},
+            "crps": crps[last],
+            "coverage": [
+                {k: (c[k][last] if k == "empirical" else c[k]) for k in ("nominal", "empirical", "lower_level", "upper_level")}
+                for c in cov
+            ],
+            "directional": direction_by_h[last],
+            "dm_abs_error": dm(ae[:, last], ae_naive[:, last], H),
+            "dm_pinball": dm(pl[:, last], None if pl_naive is None else pl_naive[:, last], H),
+        },
+        "mean_over_horizons": {
+            "mae": np.nanmean(m) if np.isfinite(m).any() else math.nan,
+            "mase": np.nanmean(ms) if np.isfinite(ms).any() else math.nan,
+            "pinball": np.nanmean(pin) if np.isfinite(pin).any() else math.nan,
+            "crps": np.nanmean(crps) if np.isfinite(crps).any() else math.nan,
+            "coverage": [
+                {
+                    "nominal": c["nominal"],
+                    "empirical": np.nanmean(c["empirical"]) if np.isfinite(c["empirical"]).any() else math.nan,
+                }
+                for c in cov
+            ],
+            "directional_accuracy": (
+                np.nanmean(acc) if np.isfinite(acc := np.array([d["accuracy"] for d in direction_by_h])).any() else math.nan
+            ),
+            "dm_abs_error": dm(avg_rows(ae), avg_rows(ae_naive), H),
+            "dm_pinball": dm(avg_rows(pl), None if pl_naive is None else avg_rows(pl_naive), H),
+        },
+    }
+    return _jsonify(result)
+
+
+# -- realised outcomes ------------------------------------------------------------------------
+def realised_log_returns(close: Any, positions: Any, horizon: int) -> np.ndarray:
+    """Realised cumulative log returns after each decision bar: ``(n, H)``.
+
+    ``out[i, h-1] = log(close[positions[i] + h] / close[positions[i]])`` for ``h = 1..horizon``,
+    NaN where ``positions[i] + h`` is past the end of ``close``. ``positions`` are integer
+    indices of the decision bars in ``close`` (the bar whose close is the decision time).
+    """
+    c = np.asarray(close, dtype=np.float64)
+    if c.ndim != 1:
+        raise ValueError(f"close must be 1-D, got shape {c.shape}")
+    bad = ~np.isfinite(c) | (c <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"close must be finite and > 0; close[{i}] = {float(c[i])!r}")
+    pos = np.asarray(positions)
+    if pos.ndim != 1 or (pos.size and not np.issubdtype(pos.dtype, np.integer)):
+        raise ValueError(f"positions must be a 1-D integer array, got dtype {pos.dtype} shape {pos.shape}")
+    if pos.size and (pos.min() < 0 or pos.max() >= c.size):
+        raise ValueError(f"positions must lie in [0, {c.size - 1}], got min {pos.min()} max {pos.max()}")
+    if int(horizon) != horizon or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    logc = np.log(c)
+    target = pos[:, None] + np.arange(1, int(horizon) + 1)[None, :]
+    inside = target < c.size
+    out = np.full(target.shape, np.nan)
+    out[inside] = logc[target[inside]] - np.broadcast_to(logc[pos][:, None], target.shape)[inside]
+    return out

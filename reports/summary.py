@@ -1,0 +1,133 @@
+"""Side-by-side text table of performance summaries (strategy vs baselines).
+
+Rows follow :data:`reports.metrics.SUMMARY_KEYS` (then any extra keys, sorted), each
+formatted by its kind: fractions as percentages, ratios with two decimals, counts as
+integers, money with thousands separators. NaN shows as ``n/a``, infinity as ``inf``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from reports.metrics import SUMMARY_KEYS
+
+__all__ = ["summary_table", "format_metric", "METRIC_LABELS"]
+
+#: Row label of each known metric.
+METRIC_LABELS: dict[str, str] = {
+    "total_return": "Total return",
+    "cagr": "CAGR",
+    "sharpe": "Sharpe",
+    "sortino": "Sortino",
+    "max_drawdown": "Max drawdown",
+    "volatility": "Volatility (ann.)",
+    "calmar": "Calmar",
+    "n_trades": "Trades",
+    "win_rate": "Win rate",
+    "profit_factor": "Profit factor",
+    "avg_trade_return": "Avg trade return",
+    "exposure": "Exposure",
+    "fees_paid": "Fees paid",
+    "final_equity": "Final equity",
+}
+
+_PERCENT = {"total_return", "cagr", "max_drawdown", "volatility", "win_rate",
+            "avg_trade_return", "exposure"}
+_COUNT = {"n_trades"}
+_MONEY = {"fees_paid", "final_equity"}
+
+
+def _percent(x: float) -> str:
+    return f"{x * 100:,.2f}%"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def _count(x: float) -> str:
+    return f"{int(round(x)):d}"
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def _formatter(key: str) -> Callable[[float], str]:
+    if key in _PERCENT:
+        return _percent
+    if key in _COUNT:
+        return _count
+    if key in _MONEY:
+        return _money
+    return _ratio
+
+
+def format_metric(key: str, value: float | None) -> str:
+    """Format one metric value for display.
+
+    Fractions (returns, drawdown, volatility, win rate, exposure) as percentages with
+    two decimals (``0.1234 -> "12.34%"``, ``-0.05 -> "-5.00%"``); ratios with two
+    decimals; both with thousands separators; counts as integers;
+    ``fees_paid``/``final_equity`` with thousands separators and two decimals (quote
+    currency); anything else, including unknown keys, as a ratio.
+    ``None``/NaN -> ``"n/a"``; infinities -> ``"inf"``/``"-inf"``.
+    """
+    if value is None:
+        return "n/a"
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metric {key!r} must be a number, got {value!r}") from exc
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return _formatter(key)(x)
+
+
+def summary_table(columns: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+    """Render performance summaries side by side as a plain-text table.
+
+    Args:
+        columns: column name -> metrics dict (as from
+            :func:`reports.metrics.performance_summary`), e.g. ``{"strategy": {...},
+            "buy & hold": {...}, "naive": {...}}``; column order is kept. A metric
+            missing from a column shows as ``n/a``.
+        title: optional caption above the table.
+
+    Returns:
+        The table as a string without ANSI escape codes, rows in the order of
+        :data:`reports.metrics.SUMMARY_KEYS` followed by any extra keys (sorted).
+
+    Raises:
+        ValueError: no columns, or a metric value that is not a number.
+    """
+    if not columns:
+        raise ValueError("columns is empty; pass e.g. {'strategy': performance_summary(...)}")
+    present = set().union(*(m.keys() for m in columns.values()))
+    keys = [k for k in SUMMARY_KEYS if k in present]
+    keys += sorted(present - set(SUMMARY_KEYS))
+
+    table = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("metric", justify="left", no_wrap=True)
+    for name in columns:
+        table.add_column(str(name), justify="right", no_wrap=True)
+    for key in keys:
+        label = METRIC_LABELS.get(key, key)
+        table.add_row(label, *(format_metric(key, m.get(key)) for m in columns.values()))
+
+    width = 24 + 18 * len(columns)
+    console = Console(
+        file=io.StringIO(), width=width, force_terminal=False, no_color=True,
+        color_system=None, highlight=False, emoji=False,
+    )
+    console.print(table)
+    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
+    return "\n".join(lines).strip("\n") + "\n"

@@ -1,0 +1,1 @@
+"""User-facing backtrader strategies, loaded by path (`python -m engine backtest strategies/X.py`)."""

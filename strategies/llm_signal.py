@@ -1,0 +1,72 @@
+"""The flagship: trade the forecast when it clears the cost of trading.
+
+At each bar's close the strategy reads the forecast lines of its data feed (see
+``engine/feed.py``): ``fc_median`` is the median forecast of the log return from this
+close to the close ``horizon`` bars ahead, ``fc_lower``/``fc_upper`` the outer quantiles.
+
+- Enter long when ``fc_median > threshold``; with ``allow_short``, enter short when
+  ``fc_median < -threshold``. ``threshold`` defaults to the round-trip cost (twice fee +
+  slippage), so a trade is only taken when the forecast pays for itself.
+- ``confidence``: also require the whole interval to agree (``fc_lower > 0`` for a long,
+  ``fc_upper < 0`` for a short).
+- Exit when the signal fades (``fc_median`` back at or below ``exit_threshold`` for a
+  long, at or above ``-exit_threshold`` for a short) or reverses (then flip if allowed).
+- Size: ``stake`` x current equity, fractional units. Market orders fill at the next
+  bar's open, with the configured fee and slippage.
+
+Bars without a forecast (NaN: warm-up) change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import backtrader as bt
+
+from engine.broker import round_trip_cost
+
+
+class LLMSignal(bt.Strategy):
+    params = (
+        ("threshold", None),       # log return; None = round-trip cost
+        ("exit_threshold", 0.0),   # log return at which a position's signal has faded
+        ("allow_short", False),
+        ("confidence", False),
+        ("stake", 0.95),           # fraction of equity per position
+    )
+
+    def __init__(self) -> None:
+        if not 0 < self.p.stake <= 1:
+            raise ValueError(f"stake = {self.p.stake} must be in (0, 1]")
+        self.threshold = round_trip_cost(self) if self.p.threshold is None else float(self.p.threshold)
+        self.pending = None
+
+    def notify_order(self, order: bt.Order) -> None:
+        if order.status in (order.Completed, order.Canceled, order.Margin, order.Rejected, order.Expired):
+            self.pending = None
+
+    def next(self) -> None:
+        median = self.data.fc_median[0]
+        if self.pending is not None or math.isnan(median):
+            return
+        lower, upper = self.data.fc_lower[0], self.data.fc_upper[0]
+        go_long = median > self.threshold and (not self.p.confidence or lower > 0)
+        go_short = (
+            self.p.allow_short and median < -self.threshold and (not self.p.confidence or upper < 0)
+        )
+        size = self.position.size
+        if size == 0:
+            if go_long:
+                self.pending = self.order_target_percent(target=self.p.stake)
+            elif go_short:
+                self.pending = self.order_target_percent(target=-self.p.stake)
+        elif size > 0:
+            if go_short:
+                self.pending = self.order_target_percent(target=-self.p.stake)
+            elif median <= self.p.exit_threshold:
+                self.pending = self.close()
+        else:
+            if go_long:
+                self.pending = self.order_target_percent(target=self.p.stake)
+            elif median >= -self.p.exit_threshold:
+                self.pending = self.close()

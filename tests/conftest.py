@@ -1,0 +1,37 @@
+"""Shared fixtures: real candles from ../shared/data (read in place, never copied)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LLM4MP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def read_shared_csv(name: str) -> pd.DataFrame:
+    """A shared candle file in the Candles contract, without going through feeds/ (an independent reader)."""
+    frame = pd.read_csv(SHARED_DATA / name)
+    frame.index = pd.to_datetime(frame.pop("timestamp"), unit="ms", utc=True)
+    frame.index.name = "time"
+    return frame.astype("float64")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real market data not found at {SHARED_DATA}; set LLM4MP_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def btc_1d() -> pd.DataFrame:
+    return read_shared_csv("BTC_USDT-1d.csv")
+
+
+@pytest.fixture(scope="session")
+def btc_1h() -> pd.DataFrame:
+    return read_shared_csv("BTC_USDT-1h.csv")

@@ -1,0 +1,232 @@
+"""Tiny random-weight checkpoints of every model family, built offline in a few seconds.
+
+Each builder writes a directory that the real loading code (``from_pretrained(path)``)
+accepts, in the same format as the published checkpoints, with dimensions small enough
+for 2 CPU threads. Weights are random (seeded), so forecasts are noise: tests check
+shapes, contracts, determinism and batch invariance, never accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+BOLT_QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+CHRONOS2_QUANTILES = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def build_chronos_bolt(
+    path: Path,
+    d_model: int = 16,
+    num_layers: int = 2,
+    d_ff: int = 32,
+    num_heads: int = 2,
+    prediction_length: int = 16,
+    context_length: int = 512,
+    seed: int = 0,
+) -> Path:
+    """A Chronos-Bolt checkpoint (``T5Config`` + ``chronos_config``, like amazon/chronos-bolt-*)."""
+    from chronos.chronos_bolt import ChronosBoltModelForForecasting
+    from transformers import T5Config
+
+    _seed(seed)
+    config = T5Config(
+        d_model=d_model,
+        d_kv=d_model // num_heads,
+        d_ff=d_ff,
+        num_layers=num_layers,
+        num_decoder_layers=num_layers,
+        num_heads=num_heads,
+        vocab_size=2,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        reg_token_id=1,
+        architectures=["ChronosBoltModelForForecasting"],
+        chronos_pipeline_class="ChronosBoltPipeline",
+        chronos_config={
+            "context_length": context_length,
+            "prediction_length": prediction_length,
+            "input_patch_size": 16,
+            "input_patch_stride": 16,
+            "quantiles": BOLT_QUANTILES,
+            "use_reg_token": True,
+        },
+    )
+    model = ChronosBoltModelForForecasting(config).eval()
+    # Shrink the random output head so forecasts stay near the context level (positive
+    # prices, like a trained model), instead of spanning many context scales.
+    with __import__("torch").no_grad():
+        for layer in (model.output_patch_embedding.output_layer, model.output_patch_embedding.residual_layer):
+            layer.weight.mul_(0.02)
+            layer.bias.mul_(0.02)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def build_chronos_t5(path: Path, d_model: int = 16, n_tokens: int = 128, prediction_length: int = 8, seed: int = 0) -> Path:
+    """A classic Chronos (T5 + MeanScaleUniformBins tokenizer) checkpoint, like amazon/chronos-t5-*."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    _seed(seed)
+    config = T5Config(
+        d_model=d_model,
+        d_kv=d_model // 2,
+        d_ff=2 * d_model,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        vocab_size=n_tokens,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        architectures=["T5ForConditionalGeneration"],
+        chronos_config={
+            "tokenizer_class": "MeanScaleUniformBins",
+            "tokenizer_kwargs": {"low_limit": -15.0, "high_limit": 15.0},
+            "n_tokens": n_tokens,
+            "n_special_tokens": 2,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "use_eos_token": True,
+            "model_type": "seq2seq",
+            "context_length": 512,
+            "prediction_length": prediction_length,
+            "num_samples": 20,
+            "temperature": 1.0,
+            "top_k": 50,
+            "top_p": 1.0,
+        },
+    )
+    T5ForConditionalGeneration(config).eval().save_pretrained(path)
+    return Path(path)
+
+
+def build_chronos2(path: Path, d_model: int = 16, seed: int = 0) -> Path:
+    """A Chronos-2 checkpoint (``Chronos2CoreConfig`` + ``chronos_config``), like amazon/chronos-2."""
+    from chronos.chronos2 import Chronos2Model
+    from chronos.chronos2.config import Chronos2CoreConfig
+
+    _seed(seed)
+    config = Chronos2CoreConfig(
+        d_model=d_model,
+        d_kv=d_model // 2,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_heads=2,
+        dropout_rate=0.0,
+        architectures=["Chronos2Model"],
+        chronos_pipeline_class="Chronos2Pipeline",
+        reg_token_id=1,
+        chronos_config={
+            "context_length": 512,
+            "input_patch_size": 16,
+            "input_patch_stride": 16,
+            "output_patch_size": 16,
+            "max_output_patches": 4,
+            "quantiles": CHRONOS2_QUANTILES,
+            "time_encoding_scale": 512,
+            "use_arcsinh": True,
+            "use_reg_token": True,
+        },
+    )
+    Chronos2Model(config).eval().save_pretrained(path)
+    return Path(path)
+
+
+DIGIT_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", *"0123456789", ",", " ", "-", ".", "a", "b"]
+
+
+def build_digit_tokenizer(path: Path) -> Path:
+    """A character-level tokenizer over digits, separators and a few junk letters.
+
+    WordLevel vocabulary, ``Split("", "isolated")`` pre-tokenizer (one token per
+    character, spaces included), ``Fuse`` decoder; saved as a ``PreTrainedTokenizerFast``.
+    The letters let an unrestricted model produce malformed samples.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(DIGIT_VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(""), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.save_pretrained(path)
+    return Path(path)
+
+
+def build_tiny_llama(path: Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+    """A 2-layer Llama with the digit tokenizer, saved together (tokenizer + model)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _seed(seed)
+    build_digit_tokenizer(path)
+    config = LlamaConfig(
+        vocab_size=len(DIGIT_VOCAB),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=8192,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    # random logits are near-uniform; sharpen them so samples look like numbers sometimes
+    with __import__("torch").no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def tiny_timesfm_definition():  # noqa: ANN201 - timesfm is optional
+    """A TimesFM 2.5 definition with the real patch sizes and tiny widths (1 layer, 32 dims)."""
+    from timesfm import configs
+    from timesfm.timesfm_2p5 import timesfm_2p5_base as base
+
+    d = 32
+    full = base.TimesFM_2p5_200M_Definition()
+    return dataclasses.replace(
+        full,
+        tokenizer=configs.ResidualBlockConfig(64, d, d, True, "swish"),
+        stacked_transformers=configs.StackedTransformersConfig(
+            num_layers=1,
+            transformer=dataclasses.replace(full.stacked_transformers.transformer, model_dims=d, hidden_dims=d, num_heads=2),
+        ),
+        output_projection_point=configs.ResidualBlockConfig(d, d, 1280, False, "swish"),
+        output_projection_quantiles=configs.ResidualBlockConfig(d, d, 10240, False, "swish"),
+    )
+
+
+def build_tiny_timesfm(path: Path, seed: int = 0) -> Path:
+    """A TimesFM 2.5 ``model.safetensors`` with :func:`tiny_timesfm_definition` widths.
+
+    Loading it through ``TimesFM_2p5_200M_torch.from_pretrained(path)`` needs the module's
+    ``config`` class attribute patched to the same definition (see the timesfm tests).
+    """
+    from safetensors.torch import save_file
+    from timesfm.timesfm_2p5 import timesfm_2p5_torch as tt
+
+    _seed(seed)
+    module_cls = type("TinyTimesFMModule", (tt.TimesFM_2p5_200M_torch_module,), {"config": tiny_timesfm_definition()})
+    module = module_cls()
+    Path(path).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(Path(path) / "model.safetensors"))
+    (Path(path) / "config.json").write_text("{}")
+    return Path(path)
