@@ -45,7 +45,12 @@ class BacktestResult:
     benchmark_equity: pd.Series
     metrics: dict[str, float]
     benchmark_metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    skill: dict[str, Any]
+    versus_naive: dict[str, Any] | None
+    lookahead: dict[str, Any]
     model_info: ModelInfo
+    significance: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
@@ -74,7 +79,7 @@ def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Time
         d.symbol, d.timeframe, d.range,
         data_dir=Path(d.data_dir) if d.data_dir else None,
         cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
-        warmup_bars=warmup, progress=progress,
+        warmup_bars=warmup, progress=progress, api_overrides=d.exchange_url or None,
     )
     start = d.range.start
     if start is None:  # no explicit start: trade from the first bar with a full context
@@ -134,6 +139,39 @@ def contamination_warning(info: ModelInfo, bars: pd.DataFrame) -> str | None:
     return None
 
 
+def _strategy_run(
+    bars: pd.DataFrame, values: np.ndarray, levels: tuple[float, ...], strategy_cls: type[bt.Strategy],
+    strategy_params: dict[str, Any], cfg: Config,
+) -> tuple[dict[str, Any], pd.DataFrame, pd.Series, pd.Series, pd.DataFrame]:
+    """Event loop + fills, equity, position and round trips of one strategy run."""
+    b = cfg.broker
+    analysis = run_event_loop(bars, values, levels, strategy_cls, strategy_params, b.cash, b.fee, b.slippage)
+    fills = fills_frame(analysis["fills"], bars.index)
+    equity, position = equity_from_fills(fills, bars["close"], b.cash)
+    if not np.isclose(equity.iloc[-1], analysis["final_value"], rtol=1e-9, atol=1e-6):
+        raise RuntimeError(  # an engine bug, never user input
+            f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's ({analysis['final_value']:.6f})"
+        )
+    return analysis, fills, equity, position, round_trips(fills, bars.index)
+
+
+def _buy_and_hold(bars: pd.DataFrame, cfg: Config) -> tuple[pd.Series, dict[str, float]]:
+    """Buy-and-hold of the same bars with the same costs, entering at the first open the
+    strategy could have traded (the bar after the first decision)."""
+    from reports.metrics import buy_and_hold_equity, performance_summary
+
+    b = cfg.broker
+    start = bars.index[1] if len(bars) > 1 else bars.index[0]
+    equity = buy_and_hold_equity(bars["open"], bars["close"], b.cash, b.fee, b.slippage, start_time=start)
+    position = pd.Series(np.where(bars.index >= start, 1.0, 0.0), index=bars.index)
+    price = float(bars.loc[start, "open"]) * (1 + b.slippage)
+    size = b.cash / (price * (1 + b.fee))
+    fills = pd.DataFrame([{"time": start, "side": "buy", "size": size, "price": price,
+                           "commission": size * price * b.fee, "value": size * price}])
+    trades = round_trips(fills.iloc[:0], bars.index)  # an open position is not a closed trade
+    return equity, performance_summary(equity, position, trades, fills, periods_per_year(cfg.data.timeframe))
+
+
 def run_backtest(
     cfg: Config,
     strategy_path: str | Path,
@@ -141,68 +179,83 @@ def run_backtest(
     predictor: Predictor | None = None,
     write: bool = True,
 ) -> BacktestResult:
-    """Backtest ``strategy_path`` with the configured data, predictor and costs.
+    """Backtest ``strategy_path`` with the configured data, predictor and costs, and judge it.
+
+    Stages: load candles (with warm-up) -> forecasts (cached) -> event loop -> metrics
+    beside buy-and-hold and the naive predictor -> forecast skill -> sampled lookahead
+    check -> trial ledger and significance -> run folder.
 
     Args:
         cfg: the resolved configuration.
         strategy_path: a Python file defining one backtrader Strategy.
         predictor: use this instance instead of building the configured one (tests).
-        write: write the run folder (and tear-sheet) under ``cfg.output.dir``.
+        write: write the run folder (and tear-sheet) and append to the trial ledger.
+
+    Raises:
+        LookaheadError: the sampled lookahead check found forecasts or orders that change
+            when future candles are removed.
     """
-    from reports.metrics import buy_and_hold_equity, performance_summary
+    from engine.evaluation import naive_comparison, significance_report, skill_report
+    from engine.lookahead import LookaheadError, check_lookahead, sample_times
+    from reports.metrics import performance_summary
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    stem = Path(strategy_path).stem
     strategy_cls = load_strategy(strategy_path)
-    strategy_params = check_strategy_params(
-        strategy_cls, cfg.strategy.params_for(Path(strategy_path).stem), Path(strategy_path).stem
-    )
+    strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
     predictor = predictor or build_predictor(cfg)
-    progress = cfg.output.progress
+    progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation
+    ppy = periods_per_year(cfg.data.timeframe)
 
     candles, first = load_bars(cfg, progress=progress)
     timings["load"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     decisions = decision_times(candles, first)
-    p = cfg.predictor
     cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts") if p.cache else None
     forecast, hit = cached_forecasts(
-        candles, predictor, p.context_length, p.horizon, decisions, cache,
-        batch_size=p.batch_size, progress=progress,
+        candles, predictor, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size, progress=progress,
     )
     timings["forecast"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     bars = candles.loc[decisions]
     values = align_forecast(bars.index, forecast)
-    b = cfg.broker
-    analysis = run_event_loop(
-        bars, values, forecast.quantile_levels, strategy_cls, strategy_params, b.cash, b.fee, b.slippage,
+    analysis, fills, equity, position, trades = _strategy_run(
+        bars, values, forecast.quantile_levels, strategy_cls, strategy_params, cfg,
     )
     timings["event_loop"] = time.perf_counter() - t2
 
-    fills = fills_frame(analysis["fills"], bars.index)
-    equity, position = equity_from_fills(fills, bars["close"], b.cash)
-    if not np.isclose(equity.iloc[-1], analysis["final_value"], rtol=1e-9, atol=1e-6):
-        raise RuntimeError(  # an engine bug, never user input
-            f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's ({analysis['final_value']:.6f})"
-        )
-    trades = round_trips(fills, bars.index)
-    ppy = periods_per_year(cfg.data.timeframe)
+    t3 = time.perf_counter()
     metrics = performance_summary(equity, position, trades, fills, ppy)
-    # Buy-and-hold on the same bars with the same costs, entering at the first open
-    # the strategy could have traded (the bar after the first decision).
-    bh_start = bars.index[1] if len(bars) > 1 else bars.index[0]
-    benchmark = buy_and_hold_equity(bars["open"], bars["close"], b.cash, b.fee, b.slippage, start_time=bh_start)
-    bh_position = pd.Series(np.where(bars.index >= bh_start, 1.0, 0.0), index=bars.index)
-    bh_fills = pd.DataFrame(
-        [{"time": bh_start, "side": "buy", "size": 1.0, "price": float(bars.loc[bh_start, "open"]),
-          "commission": b.cash * b.fee / (1 + b.fee), "value": b.cash}]
+    benchmark, benchmark_metrics = _buy_and_hold(bars, cfg)
+    baselines: dict[str, dict[str, float]] = {"buy & hold": benchmark_metrics}
+    naive_forecast = None
+    if predictor.name != "naive" and ev.naive_baseline:
+        naive = make_predictor("naive", {}, quantile_levels=p.quantiles, seed=p.seed)
+        naive_forecast, _ = cached_forecasts(
+            candles, naive, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size, progress=progress,
+        )
+        _, n_fills, n_equity, n_position, n_trades = _strategy_run(
+            bars, align_forecast(bars.index, naive_forecast), naive_forecast.quantile_levels,
+            strategy_cls, strategy_params, cfg,
+        )
+        baselines["naive"] = performance_summary(n_equity, n_position, n_trades, n_fills, ppy)
+    skill = skill_report(candles, forecast, naive_forecast)
+    versus_naive = naive_comparison(skill, ev.alpha) if naive_forecast is not None else None
+    timings["evaluate"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    lookahead = check_lookahead(
+        candles, bars, forecast, values, predictor, p.context_length, p.horizon, strategy_cls, strategy_params,
+        analysis["orders"], (cfg.broker.cash, cfg.broker.fee, cfg.broker.slippage),
+        sample_times(decisions, ev.lookahead_samples, ev.seed),
     )
-    benchmark_metrics = performance_summary(
-        benchmark, bh_position, round_trips(bh_fills.iloc[:0], bars.index), bh_fills, ppy,
-    )
+    timings["lookahead"] = time.perf_counter() - t4
+    if not lookahead.ok:
+        raise LookaheadError(lookahead.describe())
+
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
     if analysis["rejected"]:
@@ -216,13 +269,24 @@ def run_backtest(
         config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
         forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
+        baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
         model_info=info, warnings=warnings, timings=timings,
     )
+    n_trials, var_sharpes = 1, 0.0
+    if write:
+        from engine.run_folder import append_to_ledger, new_run_dir
+
+        result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
+        n_trials, var_sharpes = append_to_ledger(result, strategy_path)
+    t5 = time.perf_counter()
+    result.significance = significance_report(
+        equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
+    )
+    timings["significance"] = time.perf_counter() - t5
     if write:
         from engine.run_folder import write_run_folder
 
-        t3 = time.perf_counter()
-        result.run_dir = write_run_folder(result, strategy_path)
-        timings["write"] = time.perf_counter() - t3
+        t6 = time.perf_counter()
+        write_run_folder(result, strategy_path)
+        timings["write"] = time.perf_counter() - t6
     return result
-

@@ -22,6 +22,23 @@ class FractionalCommission(bt.CommInfoBase):
         return self.p.leverage * cash / price
 
 
+class RecordingBroker(bt.brokers.BackBroker):
+    """backtrader's BackBroker that also logs every order when it is created.
+
+    ``created`` holds ``(bar position, "buy"|"sell", size)``: the lookahead check compares
+    orders made on truncated data with those of the full run, including orders made at
+    the last bar, which never fill.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[tuple[int, str, float]] = []
+
+    def submit(self, order: bt.Order, check: bool = True) -> bt.Order:
+        self.created.append((len(order.data) - 1, "buy" if order.isbuy() else "sell", float(order.created.size)))
+        return super().submit(order, check=check)
+
+
 def configure_broker(cerebro: bt.Cerebro, cash: float, fee: float, slippage: float) -> None:
     """Cash, commission on every fill, and adverse slippage on every fill.
 
@@ -29,7 +46,8 @@ def configure_broker(cerebro: bt.Cerebro, cash: float, fee: float, slippage: flo
     (``slip_open``) and is paid even when the slipped price leaves the bar's range
     (``slip_out``), so costs are never understated.
     """
-    broker = cerebro.broker
+    broker = RecordingBroker()
+    cerebro.broker = broker
     broker.setcash(cash)
     broker.addcommissioninfo(FractionalCommission(commission=fee))
     broker.set_slippage_perc(slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)

@@ -34,6 +34,7 @@ def _add_market_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timerange", help="START-END as YYYYMMDD-YYYYMMDD; either side may be empty")
     p.add_argument("--data-dir", help="read candles from this folder of CSV/parquet files (offline)")
     p.add_argument("--cache-dir", help="ccxt download cache folder")
+    p.add_argument("--exchange-url", help="base URL replacing the exchange's API host (a proxy or local stub)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -62,6 +63,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("predictors", help="list the available predictors")
 
+    lg = sub.add_parser("ledger", help="list every trial recorded in the output folder's ledger")
+    lg.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
+    lg.add_argument("--out", help="output folder holding ledger.sqlite")
+    lg.add_argument("--symbol", help="only trials on this market")
+    lg.add_argument("--timeframe", help="only trials on this timeframe")
+
+    la = sub.add_parser("lookahead", help="recompute forecasts and orders on truncated data; fail on any difference")
+    la.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
+    _add_market_flags(la)
+    la.add_argument("--predictor", help="predictor name or module:Class")
+    la.add_argument("--model", help="model hub id or local path for model predictors")
+    la.add_argument("--samples", type=int, default=20, help="decision times to check (default 20)")
+    la.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+
     from engine.paper.cli import add_paper_parser
 
     add_paper_parser(sub, _add_market_flags)
@@ -82,6 +97,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     mapping = {
         "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
         "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
+        "exchange_url": "data.exchange_url",
         "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir",
     }
     out = {dotted: getattr(args, name) for name, dotted in mapping.items() if getattr(args, name, None) is not None}
@@ -104,6 +120,36 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(path, _overrides(args))
 
 
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_judgement(result: Any) -> None:
+    """Forecast skill, significance and lookahead lines under the summary table."""
+    last = result.skill.get("last_horizon", {})
+    h = last.get("h")
+    direction = last.get("directional") or {}
+    print(
+        f"forecast skill at h={h}: MAE {_fmt(last.get('mae'), '.5f')}, MASE {_fmt(last.get('mase'), '.3f')}, "
+        f"CRPS {_fmt(last.get('crps'), '.5f')}, direction right {_fmt(direction.get('accuracy'), '.1%')} "
+        f"(binomial p = {_fmt(direction.get('p_value'), '.3g')})"
+    )
+    if result.versus_naive:
+        print(f"versus naive: {result.versus_naive['verdict']}")
+    sig = result.significance
+    ci = sig.get("sharpe_ci") or {}
+    if "sharpe" in sig:
+        print(
+            f"Sharpe {_fmt(sig.get('sharpe'), '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
+            f"[{_fmt(ci.get('lower'), '.2f')}, {_fmt(ci.get('upper'), '.2f')}], PSR {_fmt(sig.get('psr'), '.3f')}, "
+            f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s): {sig.get('verdict')}"
+        )
+    else:
+        print(f"significance: {sig.get('verdict')}")
+    look = result.lookahead
+    print(f"lookahead check: {'passed' if look['ok'] else 'FAILED'} at {len(look['times'])} sampled decision times")
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.backtest import run_backtest
     from reports.summary import summary_table
@@ -111,12 +157,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args)
     result = run_backtest(cfg, args.strategy)
     d = cfg.data
-    title = (
+    print(
         f"{result.strategy_name} | predictor {cfg.predictor.name} | {d.symbol} {d.timeframe} | "
         f"{result.bars.index[0]:%Y-%m-%d %H:%M} -> {result.bars.index[-1]:%Y-%m-%d %H:%M} UTC | "
-        f"fee {cfg.broker.fee:.4%} slippage {cfg.broker.slippage:.4%}"
+        f"{len(result.bars)} bars | fee {cfg.broker.fee:.4%}, slippage {cfg.broker.slippage:.4%} per fill"
     )
-    print(summary_table({"strategy": result.metrics, "buy & hold": result.benchmark_metrics}, title=title))
+    columns = {"strategy": result.metrics, **result.baselines}
+    if "naive" in columns:
+        columns["same strategy on naive"] = columns.pop("naive")
+    print(summary_table(columns))
+    print_judgement(result)
     if result.forecast_cache_hit:
         print("forecasts: cache hit, no inference ran")
     for warning in result.warnings:
@@ -125,12 +175,39 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from engine.ledger import TrialLedger, format_table
+
+    cfg = _config(args)
+    path = Path(cfg.output.dir) / "ledger.sqlite"
+    if not path.exists():
+        print(f"no trials yet: {path} does not exist (every backtest appends one row)")
+        return 0
+    rows = TrialLedger(path).rows(symbol=args.symbol, timeframe=args.timeframe)
+    print(format_table(rows))
+    print(f"{len(rows)} trial(s) in {path}")
+    return 0
+
+
+def cmd_lookahead(args: argparse.Namespace) -> int:
+    from engine.backtest import run_backtest
+
+    cfg = load_config(args.config if args.config else ("config.toml" if Path("config.toml").is_file() else None), {
+        **_overrides(args), "evaluation.lookahead_samples": args.samples,
+        "evaluation.naive_baseline": False, "output.tearsheet": False,
+    })
+    result = run_backtest(cfg, args.strategy, write=False)  # raises LookaheadError on failure
+    print(f"lookahead check passed at {len(result.lookahead['times'])} decision times: "
+          f"{', '.join(result.lookahead['times'][:5])}{' ...' if len(result.lookahead['times']) > 5 else ''}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from feeds.download import download_candles, make_exchange
 
     cfg = _config(args)
     d = cfg.data
-    exchange = make_exchange(d.exchange)
+    exchange = make_exchange(d.exchange, api_overrides=d.exchange_url or None)
     frame = download_candles(exchange, d.symbol, d.timeframe, Path(d.cache_dir), d.range, progress=cfg.output.progress)
     if len(frame):
         print(f"{d.symbol} {d.timeframe} on {d.exchange}: {len(frame)} candles, "
@@ -154,7 +231,10 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return run_paper(args, _config(args))
 
 
-COMMANDS = {"backtest": cmd_backtest, "download": cmd_download, "predictors": cmd_predictors, "paper": cmd_paper}
+COMMANDS = {
+    "backtest": cmd_backtest, "download": cmd_download, "predictors": cmd_predictors, "paper": cmd_paper,
+    "ledger": cmd_ledger, "lookahead": cmd_lookahead,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

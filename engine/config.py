@@ -44,6 +44,7 @@ class DataConfig:
     """Which candles: market, bar size, time range and where they come from."""
 
     exchange: str = "binance"
+    exchange_url: str = ""
     symbol: str = "BTC/USDT"
     timeframe: str = "1h"
     timerange: str = ""
@@ -110,6 +111,17 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """How results are judged: baselines, chance, and the lookahead check."""
+
+    naive_baseline: bool = True
+    alpha: float = 0.05
+    bootstrap_samples: int = 2000
+    lookahead_samples: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     dir: str = "runs"
     tearsheet: bool = True
@@ -122,6 +134,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +162,7 @@ _SECTIONS: dict[str, type] = {
     "broker": BrokerConfig,
     "predictor": PredictorConfig,
     "strategy": StrategyConfig,
+    "evaluation": EvaluationConfig,
     "output": OutputConfig,
 }
 
@@ -245,6 +259,10 @@ def _validate(cfg: Config) -> None:
             f"data.gap_policy = {d.gap_policy!r}; use one of {', '.join(GAP_POLICIES)}."
             + _did_you_mean(d.gap_policy, GAP_POLICIES)
         )
+    if d.exchange_url and not d.exchange_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"data.exchange_url = {d.exchange_url!r} must be a base URL such as \"http://127.0.0.1:8080\", or empty"
+        )
     if not d.exchange:
         raise ConfigError('data.exchange is empty; set a ccxt exchange id, e.g. "binance"')
     if b.cash <= 0:
@@ -257,6 +275,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"broker.slippage = {b.slippage} is a fraction of price and must be in [0, 0.05); 0.0005 means 0.05 %"
         )
+    e = cfg.evaluation
+    if not 0 < e.alpha < 0.5:
+        raise ConfigError(f"evaluation.alpha = {e.alpha} must be a significance level in (0, 0.5), e.g. 0.05")
+    if e.bootstrap_samples < 100:
+        raise ConfigError(f"evaluation.bootstrap_samples = {e.bootstrap_samples} must be >= 100 (2000 is usual)")
+    if e.lookahead_samples < 0:
+        raise ConfigError(f"evaluation.lookahead_samples = {e.lookahead_samples} must be >= 0 (0 turns the check off)")
     if not p.name:
         raise ConfigError('predictor.name is empty; set e.g. "naive" (see `python -m engine predictors`)')
     if p.context_length < 2:

@@ -45,11 +45,32 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: str = "backtest") -> tuple[int, float]:
+    """Append the run to ``<output.dir>/ledger.sqlite``; return the DSR's ``(n_trials, var of per-bar Sharpes)``
+    over every trial on the same symbol, timeframe and time range (this one included)."""
+    from engine.ledger import TrialLedger, TrialRow, params_json, utc_now_iso
+    from feeds.timeframes import periods_per_year
+
+    cfg, m = result.config, result.metrics
+    ledger = TrialLedger.for_output_dir(cfg.output.dir)
+    timerange = cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-"
+    ledger.append(TrialRow(
+        run_id=result.run_dir.name if result.run_dir else utc_now_iso(), created_at=utc_now_iso(), kind=kind,
+        config_hash=cfg.hash(), strategy=Path(strategy_path).stem, strategy_params=params_json(result.strategy_params),
+        predictor=cfg.predictor.name, predictor_params=params_json(cfg.predictor.predictor_params()),
+        model=result.model_info.name, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe, timerange=timerange,
+        n_bars=len(result.bars), total_return=m["total_return"], sharpe=m["sharpe"], sortino=m["sortino"],
+        max_drawdown=m["max_drawdown"], n_trades=int(m["n_trades"]), run_dir=str(result.run_dir or ""),
+    ))
+    return ledger.trial_stats(cfg.data.symbol, cfg.data.timeframe, timerange, periods_per_year(cfg.data.timeframe))
+
+
 def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Path:
+    """Write every output of ``result`` into ``result.run_dir`` (created by :func:`new_run_dir`)."""
     cfg = result.config
-    run_dir = new_run_dir(
-        Path(cfg.output.dir), Path(strategy_path).stem, cfg.predictor.name, cfg.data.symbol, cfg.data.timeframe,
-    )
+    run_dir = result.run_dir
+    if run_dir is None:
+        raise ValueError("result.run_dir is not set; create it with new_run_dir first")
     (run_dir / "config.toml").write_text(tomli_w.dumps(_toml_ready(cfg.to_dict())), encoding="utf-8")
     result.forecast.to_frame().to_parquet(run_dir / "forecasts.parquet")
     result.fills.to_csv(run_dir / "fills.csv", index=False)
@@ -68,6 +89,11 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         "costs": {"fee": cfg.broker.fee, "slippage": cfg.broker.slippage},
         "performance": result.metrics,
         "buy_and_hold": result.benchmark_metrics,
+        "baselines": result.baselines,
+        "forecast_skill": result.skill,
+        "versus_naive": result.versus_naive,
+        "significance": result.significance,
+        "lookahead": result.lookahead,
         "forecast_cache_hit": result.forecast_cache_hit,
         "warnings": result.warnings,
         "timings_s": result.timings,

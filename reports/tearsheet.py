@@ -125,8 +125,29 @@ def write_tearsheet(
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if float(strat_d.std()) == 0.0:
+        # quantstats cannot regress or plot a flat curve (scipy raises on identical x):
+        # say so plainly instead of failing the run or faking variation.
+        _write_flat_page(out, title, strategy_title, float(strat_d.iloc[0]), len(strat))
+        return out
     _run_quantstats(strat_d, bench_d, out, title, report_ppy, strategy_title, benchmark_title)
     return out
+
+
+def _write_flat_page(path: Path, title: str, strategy_title: str, value: float, n_bars: int) -> None:
+    """A minimal page for a strategy whose returns never vary (it never traded)."""
+    import html
+
+    body = (
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(strategy_title)} returned {value:.6%} on every one of "
+        f"{n_bars} bars: it never held a position, so there is no return series to analyse. "
+        "The run's metrics.json and equity.csv hold the buy-and-hold benchmark of the same bars.</p>"
+    )
+    path.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body>{body}</body></html>",
+        encoding="utf-8",
+    )
 
 
 _QS_STYLE: dict[str, object] | None = None

@@ -12,12 +12,31 @@ Usage::
     with BinanceStub() as stub:
         exchange = make_exchange("binance", api_overrides=stub.url)
 
-Extend it for order endpoints by adding entries to ``BinanceStub.routes``
-(path -> method taking the query dict and returning ``(status, json-able body)``).
+Extend it by adding entries to ``BinanceStub.routes`` (GET path -> method taking the
+query dict and returning ``(status, json-able body)``) or ``BinanceStub.method_routes``
+(``(method, path)`` -> the same).
+
+Trading (for paper-trading tests): ``POST/GET/DELETE /api/v3/order``,
+``GET /api/v3/openOrders``, ``GET /api/v3/account`` and ``GET /api/v3/ticker/price`` /
+``ticker/24hr``. Private endpoints check the ``X-MBX-APIKEY`` header and the HMAC-SHA256
+signature against :attr:`BinanceStub.api_key` / :attr:`api_secret`. Market orders fill at
+once, in full, at the open of the candle containing the exchange clock (the first price
+after the previous close), with a :attr:`BinanceStub.taker_fee` charged in the quote
+asset; balances, the LOT_SIZE step, the NOTIONAL minimum and duplicate client order ids
+are enforced with Binance's error codes. :meth:`BinanceStub.accelerate` runs the clock
+faster than real time (an hour of candles in a fraction of a second).
+
+Fault answers beyond HTTP statuses: ``"drop"`` closes the connection without running the
+request; ``"drop_after"`` runs it (an order is placed) and then closes the connection
+without answering; ``"delay:<seconds>"`` waits before running it. ``fault_paths`` entries
+are paths (any method) or ``"METHOD /path"``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import itertools
 import json
 import os
 import socket
@@ -28,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -36,6 +55,10 @@ import pandas as pd
 #: The shared real candles (``LLM4MP_SHARED_DATA`` overrides, as in conftest.py).
 DATA_DIR = Path(os.environ.get("LLM4MP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 KLINES_PATH = "/api/v3/klines"
+ORDER_PATH = "/api/v3/order"
+OPEN_ORDERS_PATH = "/api/v3/openOrders"
+ACCOUNT_PATH = "/api/v3/account"
+PRIVATE_PATHS = frozenset({ORDER_PATH, OPEN_ORDERS_PATH, ACCOUNT_PATH})
 MAX_KLINES = 1000
 _INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 
@@ -47,7 +70,7 @@ class StubRequest:
     method: str
     path: str
     params: dict[str, str]
-    answered: str  # "ok", an HTTP status like "429", or "drop"
+    answered: str  # "ok", an HTTP status like "429", "drop", "drop_after" or "delay:<s>"
 
 
 def _symbol_info(symbol: str, base: str, quote: str) -> dict:
@@ -110,7 +133,15 @@ class BinanceStub:
     times (None: for ever).
     """
 
-    def __init__(self, data: dict[tuple[str, str], Path] | None = None, *, now_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        data: dict[tuple[str, str], Path] | None = None,
+        *,
+        now_ms: int | None = None,
+        api_key: str = "stub-key",
+        api_secret: str = "stub-secret",
+        balances: dict[str, float] | None = None,
+    ) -> None:
         self.data_paths = data or {
             ("BTCUSDT", "1h"): DATA_DIR / "BTC_USDT-1h.csv",
             ("ETHUSDT", "1h"): DATA_DIR / "ETH_USDT-1h.csv",
@@ -123,7 +154,30 @@ class BinanceStub:
             "/api/v3/time": lambda params: (200, {"serverTime": self.clock_ms()}),
             "/api/v3/exchangeInfo": self._exchange_info,
             KLINES_PATH: self._klines,
+            "/api/v3/ticker/price": self._ticker_price,
+            "/api/v3/ticker/24hr": self._ticker_24hr,
         }
+        #: (method, path) -> handler(params) -> (status, body); checked before ``routes``.
+        self.method_routes: dict[tuple[str, str], Callable[[dict[str, str]], tuple[int, object]]] = {
+            ("POST", ORDER_PATH): self._create_order,
+            ("GET", ORDER_PATH): self._query_order,
+            ("DELETE", ORDER_PATH): self._cancel_order,
+            ("GET", OPEN_ORDERS_PATH): self._open_orders,
+            ("GET", ACCOUNT_PATH): self._account,
+        }
+        #: credentials private endpoints require (header and HMAC signature)
+        self.api_key = api_key
+        self.api_secret = api_secret
+        #: free balances per asset; market orders move them
+        self.balances: dict[str, float] = dict(balances or {"USDT": 10_000.0, "BTC": 0.0, "ETH": 0.0})
+        #: fee per fill, fraction of notional, charged in the quote asset
+        self.taker_fee = 0.001
+        #: every order accepted, in arrival order (dicts in Binance's FULL answer shape)
+        self.orders: list[dict] = []
+        #: the next order answers are these rejections: ``(code, msg)`` pairs
+        self.reject_next_orders: deque[tuple[int, str]] = deque()
+        self._order_ids = itertools.count(1)
+        self._clock_origin: tuple[int, float, float] | None = None
         #: paths the fault knobs apply to
         self.fault_paths: set[str] = {KLINES_PATH}
         #: after this many successful answers on fault_paths, answer with fail_status ...
@@ -147,6 +201,12 @@ class BinanceStub:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                stub._handle(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                stub._handle(self)
+
+            def do_DELETE(self) -> None:  # noqa: N802
                 stub._handle(self)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
@@ -188,7 +248,24 @@ class BinanceStub:
             self._faults.extend([answer] * times)
 
     def clock_ms(self) -> int:
+        if self._clock_origin is not None:
+            origin_ms, wall0, speed = self._clock_origin
+            return int(origin_ms + (time.time() - wall0) * 1000.0 * speed)
         return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+
+    def accelerate(self, origin_ms: int, speed: float, wall0: float | None = None) -> str:
+        """Run the exchange clock ``speed`` times faster than real time from ``origin_ms``.
+
+        Returns ``"origin_ms:wall0:speed"``, the value of the engine's
+        ``LLM4MP_PAPER_CLOCK`` test hook, so that a paper process shares this clock.
+        """
+        wall0 = time.time() if wall0 is None else wall0
+        self._clock_origin = (int(origin_ms), float(wall0), float(speed))
+        return f"{int(origin_ms)}:{wall0!r}:{float(speed)!r}"
+
+    def orders_with_client_id(self, client_order_id: str) -> list[dict]:
+        with self._lock:
+            return [o for o in self.orders if o["clientOrderId"] == client_order_id]
 
     def requests_to(self, path: str, answered: str | None = None) -> list[StubRequest]:
         """Logged requests to ``path`` (optionally only those answered so: "ok", "429", ...)."""
@@ -239,13 +316,149 @@ class BinanceStub:
             lo = max(0, hi - limit)
         return 200, series.rows(lo, hi) if lo < hi else []
 
+    # -- trading -----------------------------------------------------------------------
+    def _market(self, symbol: str) -> dict | None:
+        return next((m for m in self.markets if m["symbol"] == symbol), None)
+
+    def current_price(self, symbol: str) -> float | None:
+        """Open of the candle containing the clock (else the last close before it), 1h series."""
+        series = self._series_for(symbol, "1h")
+        if series is None:
+            return None
+        clock = self.clock_ms()
+        pos = int(np.searchsorted(series.times, clock, side="right")) - 1
+        if pos < 0:
+            return None
+        row = series.values[pos]
+        inside = clock < int(series.times[pos]) + series.interval_ms
+        return float(row[0] if inside else row[3])
+
+    def _ticker_price(self, params: dict[str, str]) -> tuple[int, object]:
+        price = self.current_price(params.get("symbol", ""))
+        if price is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        return 200, {"symbol": params["symbol"], "price": f"{price:.8f}"}
+
+    def _ticker_24hr(self, params: dict[str, str]) -> tuple[int, object]:
+        price = self.current_price(params.get("symbol", ""))
+        if price is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        p = f"{price:.8f}"
+        return 200, {"symbol": params["symbol"], "lastPrice": p, "openPrice": p, "highPrice": p, "lowPrice": p,
+                     "bidPrice": p, "askPrice": p, "volume": "0", "quoteVolume": "0",
+                     "openTime": self.clock_ms() - 86_400_000, "closeTime": self.clock_ms()}
+
+    @staticmethod
+    def _filter(market: dict, kind: str) -> dict:
+        return next(f for f in market["filters"] if f["filterType"] == kind)
+
+    def _create_order(self, params: dict[str, str]) -> tuple[int, object]:
+        market = self._market(params.get("symbol", ""))
+        if market is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if params.get("type") != "MARKET":
+            return 400, {"code": -1116, "msg": "Invalid orderType (the stub fills MARKET orders only)."}
+        side = params.get("side")
+        if side not in ("BUY", "SELL"):
+            return 400, {"code": -1117, "msg": "Invalid side."}
+        client_id = params.get("newClientOrderId") or f"stub-{next(self._order_ids)}"
+        with self._lock:
+            if self.reject_next_orders:
+                code, msg = self.reject_next_orders.popleft()
+                return 400, {"code": code, "msg": msg}
+            if any(o["clientOrderId"] == client_id for o in self.orders):
+                return 400, {"code": -2010, "msg": "Duplicate order sent."}
+        price = self.current_price(market["symbol"])
+        if price is None:
+            return 400, {"code": -1013, "msg": "Market is closed."}
+        try:
+            qty = float(params["quantity"])
+        except (KeyError, ValueError):
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed."}
+        step = float(self._filter(market, "LOT_SIZE")["stepSize"])
+        if qty < float(self._filter(market, "LOT_SIZE")["minQty"]) or abs(round(qty / step) * step - qty) > step * 1e-6:
+            return 400, {"code": -1013, "msg": "Filter failure: LOT_SIZE"}
+        notional = qty * price
+        if notional < float(self._filter(market, "NOTIONAL")["minNotional"]):
+            return 400, {"code": -1013, "msg": "Filter failure: NOTIONAL"}
+        base, quote = market["baseAsset"], market["quoteAsset"]
+        fee = notional * self.taker_fee
+        with self._lock:
+            if side == "BUY" and self.balances.get(quote, 0.0) < notional + fee:
+                return 400, {"code": -2010, "msg": "Account has insufficient balance for requested action."}
+            if side == "SELL" and self.balances.get(base, 0.0) < qty - 1e-12:
+                return 400, {"code": -2010, "msg": "Account has insufficient balance for requested action."}
+            sign = 1.0 if side == "BUY" else -1.0
+            self.balances[base] = self.balances.get(base, 0.0) + sign * qty
+            self.balances[quote] = self.balances.get(quote, 0.0) - sign * notional - fee
+            now = self.clock_ms()
+            order = {
+                "symbol": market["symbol"], "orderId": next(self._order_ids), "orderListId": -1,
+                "clientOrderId": client_id, "transactTime": now, "price": "0.00000000",
+                "origQty": f"{qty:.8f}", "executedQty": f"{qty:.8f}",
+                "cummulativeQuoteQty": f"{notional:.8f}", "status": "FILLED", "timeInForce": "GTC",
+                "type": "MARKET", "side": side, "workingTime": now, "time": now, "updateTime": now,
+                "fills": [{"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
+                           "commissionAsset": quote, "tradeId": 1}],
+            }
+            self.orders.append(order)
+        return 200, order
+
+    def _find_order(self, params: dict[str, str]) -> dict | None:
+        with self._lock:
+            for o in self.orders:
+                if o["symbol"] != params.get("symbol"):
+                    continue
+                if "origClientOrderId" in params and o["clientOrderId"] == params["origClientOrderId"]:
+                    return o
+                if "orderId" in params and str(o["orderId"]) == params["orderId"]:
+                    return o
+        return None
+
+    def _query_order(self, params: dict[str, str]) -> tuple[int, object]:
+        order = self._find_order(params)
+        if order is None:
+            return 400, {"code": -2013, "msg": "Order does not exist."}
+        return 200, {k: v for k, v in order.items() if k != "fills"}
+
+    def _cancel_order(self, params: dict[str, str]) -> tuple[int, object]:
+        order = self._find_order(params)
+        if order is None:
+            return 400, {"code": -2011, "msg": "Unknown order sent."}
+        return 400, {"code": -2011, "msg": "Unknown order sent."}  # market orders are filled at once
+
+    def _open_orders(self, params: dict[str, str]) -> tuple[int, object]:
+        return 200, []  # market orders never rest on the book
+
+    def _account(self, params: dict[str, str]) -> tuple[int, object]:
+        with self._lock:
+            balances = [{"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"} for a, v in self.balances.items()]
+        return 200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
+                     "canDeposit": False, "updateTime": self.clock_ms(), "accountType": "SPOT",
+                     "balances": balances, "permissions": ["SPOT"]}
+
+    def _authorised(self, handler: BaseHTTPRequestHandler, raw_query: str) -> bool:
+        if handler.headers.get("X-MBX-APIKEY") != self.api_key:
+            return False
+        payload, sep, signature = raw_query.rpartition("&signature=")
+        if not sep:
+            return False
+        expected = hmac.new(self.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, unquote(signature))
+
     # -- plumbing ----------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(handler.path)
-        params = dict(parse_qsl(parts.query))
+        method = handler.command
+        raw = parts.query
+        if method == "POST":
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = handler.rfile.read(length).decode() if length else ""
+            raw = "&".join(x for x in (raw, body) if x)
+        params = dict(parse_qsl(raw))
         answer: int | str = "ok"
         with self._lock:
-            if parts.path in self.fault_paths:
+            if parts.path in self.fault_paths or f"{method} {parts.path}" in self.fault_paths:
                 if self._faults:
                     answer = self._faults.popleft()
                 elif (
@@ -255,28 +468,46 @@ class BinanceStub:
                 ):
                     answer = self.fail_status
                     self._late_failures += 1
-        route = self.routes.get(parts.path)
-        if answer == "ok" and route is None:
-            answer = 404
+        route = self.method_routes.get((method, parts.path))
+        if route is None and method == "GET":
+            route = self.routes.get(parts.path)
+        if answer in ("ok", "drop_after") or str(answer).startswith("delay:"):
+            if route is None:
+                answer = 404
         with self._lock:
-            self.requests.append(StubRequest(handler.command, parts.path, params, str(answer)))
+            self.requests.append(StubRequest(method, parts.path, params, str(answer)))
         if answer == "drop":
-            handler.close_connection = True
-            try:
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop(handler)
             return
-        if answer != "ok":
+        if isinstance(answer, str) and answer.startswith("delay:"):
+            time.sleep(float(answer.split(":", 1)[1]))
+        elif answer not in ("ok", "drop_after"):
             status = int(answer)
             body = b"Internal Server Error" if status >= 500 else json.dumps({"code": -1, "msg": f"stub {status}"}).encode()
             self._send(handler, status, body, "text/plain" if status >= 500 else "application/json")
             return
-        status, payload = route(params)
-        if parts.path in self.fault_paths and status == 200:
+        if parts.path in PRIVATE_PATHS and not self._authorised(handler, raw):
+            status, payload = 401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
+        else:
+            status, payload = route(params)
+        if (parts.path in self.fault_paths or f"{method} {parts.path}" in self.fault_paths) and status == 200:
             with self._lock:
                 self._ok_count += 1
-        self._send(handler, status, json.dumps(payload).encode(), "application/json")
+        if answer == "drop_after":
+            self._drop(handler)
+            return
+        try:
+            self._send(handler, status, json.dumps(payload).encode(), "application/json")
+        except OSError:  # the client gave up (timeout) while the request was being served
+            pass
+
+    @staticmethod
+    def _drop(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:

@@ -44,7 +44,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 def test_tearsheet_on_real_btc_is_offline_quiet_and_self_contained(
-    btc_1d: pd.DataFrame, tmp_path: Path, no_network: list[object], capfd: pytest.CaptureFixture[str],
+    btc_1d: pd.DataFrame,
+    tmp_path: Path,
+    no_network: list[object],
+    capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import matplotlib
@@ -182,3 +185,14 @@ def test_summary_table_bad_input() -> None:
         summary_table({})
     with pytest.raises(ValueError, match="sharpe"):
         summary_table({"s": _summary(sharpe="high")})  # type: ignore[arg-type]
+
+
+def test_a_strategy_that_never_trades_gets_a_plain_page(tmp_path, btc_1d):
+    from reports.metrics import buy_and_hold_equity, simple_returns
+    from reports.tearsheet import write_tearsheet
+
+    bh = simple_returns(buy_and_hold_equity(btc_1d["open"], btc_1d["close"], 10_000.0, 0.001, 0.0005))
+    flat = bh * 0.0
+    out = write_tearsheet(flat, bh, tmp_path / "t.html", title="never traded", periods_per_year=365)
+    text = out.read_text()
+    assert "never held a position" in text and "never traded" in text

@@ -1,0 +1,413 @@
+"""Charts and HTML building blocks for self-contained report pages.
+
+Every chart is drawn with matplotlib's object API (``matplotlib.figure.Figure``, no
+``pyplot`` state, no GUI backend) and returned as an HTML ``<img>`` tag whose ``src`` is a
+base64 PNG data URI, so a page is one file that opens offline: no external scripts,
+styles, fonts or images. Figures are cleared (and closed, if pyplot manages them) once
+rendered.
+
+Side effects are contained as in :mod:`reports.tearsheet`: charts are drawn under
+matplotlib's default style inside an ``rc_context`` (so a ``font.family = Arial`` left by
+quantstats does not apply), with the ``matplotlib.font_manager`` logger raised to ERROR and
+warnings silenced; rcParams, the logger level and the warning filters are restored
+afterwards.
+
+The HTML helpers (:func:`html_page`, :func:`html_table`, :func:`notes_html`,
+:func:`format_value`) escape every piece of text they are given.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "calibration_chart",
+    "equity_overlay_chart",
+    "fan_chart",
+    "figure_to_img",
+    "format_value",
+    "html_page",
+    "html_table",
+    "new_figure",
+    "notes_html",
+    "quiet_matplotlib",
+]
+
+#: rcParams applied on top of matplotlib's default style for every chart.
+_RC: dict[str, Any] = {
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+}
+
+ValueKind = Literal["float", "sig4", "ratio", "stat", "percent", "percent1", "pvalue", "prob", "int"]
+
+
+# --------------------------------------------------------------------------- matplotlib
+
+
+@contextmanager
+def quiet_matplotlib() -> Iterator[None]:
+    """Draw under matplotlib's default style, without font warnings; restore everything.
+
+    Inside the block: ``style.context("default")`` plus a few readability rcParams, the
+    ``matplotlib.font_manager`` logger at ERROR and all warnings ignored. On exit rcParams,
+    the logger level and the warning filters are what they were before.
+    """
+    import matplotlib
+    from matplotlib import style
+
+    font_logger = logging.getLogger("matplotlib.font_manager")
+    old_level = font_logger.level
+    font_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), style.context("default"), matplotlib.rc_context(_RC):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        font_logger.setLevel(old_level)
+
+
+def new_figure(width: float, height: float) -> Any:
+    """A ``matplotlib.figure.Figure`` of ``width`` x ``height`` inches, constrained layout,
+    not registered with pyplot (nothing global to close). Call inside
+    :func:`quiet_matplotlib`."""
+    from matplotlib.figure import Figure
+
+    if not (width > 0 and height > 0):
+        raise ValueError(f"figure size must be positive inches, got {width!r} x {height!r}")
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_to_img(fig: Any, alt: str, *, dpi: int = 100) -> str:
+    """Render ``fig`` to PNG and return ``<img src="data:image/png;base64,...">``.
+
+    Args:
+        fig: a matplotlib Figure (from :func:`new_figure` or pyplot).
+        alt: the image's alternative text (escaped).
+        dpi: pixels per inch of the PNG.
+
+    The figure is cleared afterwards, and closed if pyplot manages it, so its memory is
+    freed. The tag carries the PNG's pixel ``width``/``height`` and scales down to the page
+    width (``max-width: 100%``).
+    """
+    if int(dpi) != dpi or dpi < 10:
+        raise ValueError(f"dpi must be an integer >= 10, got {dpi!r}")
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=int(dpi))
+        width, height = (int(round(v)) for v in fig.get_size_inches() * int(dpi))
+    finally:
+        manager = getattr(fig.canvas, "manager", None)
+        fig.clear()
+        if manager is not None:  # a pyplot figure: drop it from pyplot's registry
+            from matplotlib import pyplot
+
+            pyplot.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt, quote=True)}" '
+        f'width="{width}" height="{height}" style="max-width:100%;height:auto">'
+    )
+
+
+def _plot_times(index: pd.DatetimeIndex) -> np.ndarray:
+    """A DatetimeIndex as naive-UTC ``datetime64`` values that matplotlib plots natively."""
+    idx = pd.DatetimeIndex(index)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    return idx.to_numpy()
+
+
+def _band_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
+    """Index pairs (outer first) of quantile bands: (0, Q-1), (1, Q-2), ... below the median."""
+    q = len(levels)
+    return [(j, q - 1 - j) for j in range(q // 2)]
+
+
+def _median_position(levels: Sequence[float]) -> int:
+    return int(np.argmin(np.abs(np.asarray(levels, dtype=float) - 0.5)))
+
+
+def fan_chart(
+    close: pd.Series,
+    fans: Mapping[int, pd.DataFrame],
+    levels: Sequence[float],
+    *,
+    alt: str = "fan chart of forecast price quantiles against realised closes",
+) -> str:
+    """Fan chart: realised closes against forecast price quantiles, one panel per horizon.
+
+    Args:
+        close: realised close prices to draw (the window plus its horizon), DatetimeIndex.
+        fans: horizon ``h`` -> frame with one row per decision time, a ``target`` column
+            (the time of bar ``t + h``, where the forecast price is drawn) and one column
+            ``f"q{level:g}"`` of forecast **prices** per level (see
+            :func:`reports.forecast_page.fan_chart_data`).
+        levels: the quantile levels; bands are shaded between symmetric pairs, outer
+            lightest, and the level nearest 0.5 is drawn as the median line.
+
+    Returns:
+        An ``<img>`` tag (base64 PNG).
+    """
+    if not fans:
+        raise ValueError("fans is empty; pass at least one horizon -> fan frame")
+    lv = list(levels)
+    mid = _median_position(lv)
+    pairs = _band_pairs(lv)
+    with quiet_matplotlib():
+        fig = new_figure(11.0, 3.4 * len(fans))
+        axes = np.atleast_1d(fig.subplots(len(fans), 1, squeeze=False)[:, 0])
+        for ax, (h, frame) in zip(axes, fans.items()):
+            x = _plot_times(pd.DatetimeIndex(frame["target"]))
+            for k, (lo, hi) in enumerate(pairs):
+                ax.fill_between(
+                    x, frame[f"q{lv[lo]:g}"].to_numpy(), frame[f"q{lv[hi]:g}"].to_numpy(),
+                    color="tab:blue", alpha=0.15 + 0.15 * k, linewidth=0,
+                    label=f"forecast {lv[lo]:g}\u2013{lv[hi]:g}",
+                )
+            ax.plot(x, frame[f"q{lv[mid]:g}"].to_numpy(), color="tab:blue", linewidth=1.0,
+                    label=f"forecast median ({lv[mid]:g})")
+            ax.plot(_plot_times(close.index), close.to_numpy(), color="black", linewidth=1.0,
+                    label="realised close")
+            ax.set_title(f"h = {h} bar{'s' if h != 1 else ''} ahead: forecast made at t, drawn at t + {h}")
+            ax.set_ylabel("price")
+            ax.legend(loc="upper left", ncols=2 + len(pairs))
+        axes[-1].set_xlabel("bar time (UTC)")
+        return figure_to_img(fig, alt)
+
+
+def calibration_chart(
+    coverage: Mapping[str, Sequence[tuple[float, float]]],
+    reliability: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    alt: str = "calibration: nominal vs empirical coverage and reliability by level",
+) -> str:
+    """Two calibration panels, each with the diagonal of perfect calibration.
+
+    Args:
+        coverage: series label -> ``[(nominal, empirical), ...]`` coverage of central
+            intervals (fractions); ``None`` empirical values are skipped.
+        reliability: series label -> ``(levels, fraction_below)``: the share of realised
+            values below each forecast quantile against its level (a PIT reliability
+            diagram; fractions).
+
+    Returns:
+        An ``<img>`` tag (base64 PNG).
+    """
+    with quiet_matplotlib():
+        fig = new_figure(11.0, 4.2)
+        left, right = fig.subplots(1, 2)
+        for ax in (left, right):
+            ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_aspect("equal")
+        markers = "osD^v"
+        for k, (label, points) in enumerate(coverage.items()):
+            pts = [(float(a), float(b)) for a, b in points if b is not None and math.isfinite(float(b))]
+            if pts:
+                xs, ys = zip(*pts)
+                left.plot(xs, ys, marker=markers[k % len(markers)], linewidth=1, label=label)
+        if not any(coverage.values()):
+            left.text(0.5, 0.5, "no central intervals\n(no symmetric level pairs)", ha="center", va="center")
+        left.set_title("central intervals: coverage")
+        left.set_xlabel("nominal coverage")
+        left.set_ylabel("empirical coverage")
+        left.legend(loc="upper left")
+        for k, (label, (lv, frac)) in enumerate(reliability.items()):
+            right.plot(np.asarray(lv, float), np.asarray(frac, float),
+                       marker=markers[k % len(markers)], linewidth=1, label=label)
+        right.set_title("reliability: realised below each quantile")
+        right.set_xlabel("quantile level")
+        right.set_ylabel("fraction of realised values below the quantile")
+        right.legend(loc="upper left")
+        return figure_to_img(fig, alt)
+
+
+def equity_overlay_chart(
+    curves: Mapping[str, pd.Series],
+    benchmark: pd.Series | None,
+    *,
+    title: str,
+    log_scale: bool = False,
+    alt: str = "equity curves normalised to 1 at the start",
+) -> str:
+    """Equity curves of several runs and the buy-and-hold benchmark, each divided by its
+    first value (so all start at 1).
+
+    Args:
+        curves: label -> equity curve (quote currency), DatetimeIndex; drawn in order.
+        benchmark: buy-and-hold equity on the same market, or None; drawn dashed black.
+        title: the panel title.
+        log_scale: a logarithmic y axis (growth rates compare as slopes).
+
+    Returns:
+        An ``<img>`` tag (base64 PNG).
+
+    Raises:
+        ValueError: an empty curve, or one whose first value is not finite and positive.
+    """
+    def normalised(name: str, series: pd.Series) -> pd.Series:
+        if not isinstance(series, pd.Series) or len(series) == 0:
+            raise ValueError(f"equity curve {name!r} must be a non-empty pandas Series, got {series!r:.80}")
+        first = float(series.iloc[0])
+        if not (math.isfinite(first) and first > 0):
+            raise ValueError(f"equity curve {name!r} must start at a finite positive value, got {first!r}")
+        return series.astype(float) / first
+
+    with quiet_matplotlib():
+        fig = new_figure(11.0, 4.0)
+        ax = fig.subplots()
+        for label, series in curves.items():
+            s = normalised(label, series)
+            ax.plot(_plot_times(pd.DatetimeIndex(s.index)), s.to_numpy(), linewidth=1.0, label=label)
+        if benchmark is not None:
+            b = normalised("buy & hold", benchmark)
+            ax.plot(_plot_times(pd.DatetimeIndex(b.index)), b.to_numpy(), color="black",
+                    linestyle="--", linewidth=1.0, label="buy & hold")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_title(title)
+        ax.set_ylabel("equity / starting equity" + (" (log scale)" if log_scale else ""))
+        ax.set_xlabel("bar time (UTC)")
+        ax.legend(loc="upper left")
+        return figure_to_img(fig, alt)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def format_value(value: Any, kind: ValueKind = "float") -> str:
+    """Format one number for a report table; ``None``/NaN -> ``"n/a"``, inf -> ``"inf"``.
+
+    Kinds: ``float`` (``0.1235``: 4 decimals), ``sig4`` (4 significant digits, for losses in
+    log-return units: ``0.005123``), ``ratio`` (3 decimals), ``stat`` (2 decimals, test
+    statistics and Sharpe ratios), ``percent`` (a fraction as ``12.34%``), ``percent1``
+    (``12.3%``), ``pvalue`` (3 significant digits, ``0.0342``), ``prob`` (3 decimals),
+    ``int``.
+    """
+    if value is None:
+        return "n/a"
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"expected a number to format as {kind!r}, got {value!r}") from exc
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if kind == "float":
+        return f"{x:.4f}"
+    if kind == "sig4":
+        return f"{x:.4g}"
+    if kind == "ratio":
+        return f"{x:.3f}"
+    if kind == "stat":
+        return f"{x:.2f}"
+    if kind == "percent":
+        return f"{x * 100:.2f}%"
+    if kind == "percent1":
+        return f"{x * 100:.1f}%"
+    if kind == "pvalue":
+        return f"{x:.3g}"
+    if kind == "prob":
+        return f"{x:.3f}"
+    if kind == "int":
+        return f"{int(round(x)):d}"
+    raise ValueError(f"unknown format kind {kind!r}; use one of {ValueKind.__args__}")  # type: ignore[attr-defined]
+
+
+def html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    table_id: str = "",
+    caption: str = "",
+    raw_columns: Sequence[int] = (),
+    text_columns: Sequence[int] = (),
+) -> str:
+    """An HTML ``<table>``; every cell is escaped except those in ``raw_columns`` (column
+    positions whose cells are already HTML, e.g. links built by the caller). Cells in
+    ``text_columns`` (words, e.g. a verdict) are left-aligned and may wrap."""
+    raw = set(raw_columns)
+    words = set(text_columns)
+    width = len(header)
+    parts = [f'<table id="{html.escape(table_id, quote=True)}">' if table_id else "<table>"]
+    if caption:
+        parts.append(f"<caption>{html.escape(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>")
+    parts.append("<tbody>")
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"table row {i} has {len(row)} cells but the header has {width}: {list(row)!r}")
+        cells = "".join(
+            ('<td class="words">' if j in words else "<td>")
+            + (cell if j in raw else html.escape(str(cell)))
+            + "</td>"
+            for j, cell in enumerate(row)
+        )
+        parts.append(f"<tr>{cells}</tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def notes_html(notes: Sequence[str]) -> str:
+    """The notes (e.g. contamination warnings) as a highlighted box; empty for no notes."""
+    items = [str(n) for n in notes if str(n).strip()]
+    if not items:
+        return ""
+    lis = "".join(f"<li>{html.escape(n)}</li>" for n in items)
+    return f'<div class="notes" role="alert"><strong>Read first</strong><ul>{lis}</ul></div>'
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;
+margin:24px auto;max-width:1200px;padding:0 16px;color:#1b1f23;background:#fff}
+h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
+.sub{color:#586069;margin-top:0}
+table{border-collapse:collapse;margin:8px 0;font-size:0.85em}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+td.words{text-align:left;white-space:normal}
+caption{text-align:left;font-weight:600;padding:4px 0}
+.notes{background:#fff8c5;border:2px solid #d4a72c;border-radius:6px;padding:8px 14px;margin:12px 0}
+.notes ul{margin:4px 0 0 0}
+.scroll{overflow-x:auto}
+figure{margin:12px 0}figcaption{color:#586069;font-size:0.85em}
+"""
+
+#: Blocks every network load: only inline styles and data: images are allowed.
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def html_page(title: str, body: str, *, subtitle: str = "") -> str:
+    """A complete, self-contained HTML document: inline CSS, a Content-Security-Policy
+    that forbids any network load, the escaped ``title`` as ``<title>`` and ``<h1>``, and
+    ``body`` (already HTML) after it."""
+    t = html.escape(title)
+    sub = f'<p class="sub">{html.escape(subtitle)}</p>\n' if subtitle else ""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{t}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{t}</h1>\n{sub}{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,144 @@
+"""The `llmtime` predictor: serialisation and parsing units, then a tiny Llama with an
+offline digit tokenizer (briefly trained to emit numbers) loaded through the registry and
+``from_pretrained(path)``, on real BTC/USDT 1h closes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import tiny_models  # noqa: E402
+from predictors import PredictorError, make_predictor  # noqa: E402
+from predictors.llmtime import Scaler, parse_sample, serialize  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> str:
+    return str(tiny_models.train_digit_llama(tmp_path_factory.mktemp("llama") / "trained", steps=100))
+
+
+@pytest.fixture(scope="session")
+def random_llama_dir(tmp_path_factory) -> str:
+    return str(tiny_models.build_tiny_llama(tmp_path_factory.mktemp("llama") / "random"))
+
+
+@pytest.fixture(scope="session")
+def contexts(btc_1h) -> np.ndarray:
+    """10 windows of 32 real closes."""
+    close = btc_1h["close"].to_numpy()[-2000:]
+    return np.stack([close[i : i + 32] for i in range(0, 10 * 7, 7)])
+
+
+def _make(path: str, seed: int = 0, **params):
+    defaults = {"model": path, "device": "cpu", "num_samples": 8, "batch_size": 5}
+    return make_predictor("llmtime", {**defaults, **params}, seed=seed)
+
+
+# -- units: scaling, serialisation, parsing ---------------------------------------------------
+def test_serialize_formats():
+    assert serialize(np.array([0.987, 1.002, -0.05])) == " 9 8 7 , 1 0 0 2 ,- 5 0 ,"
+    assert serialize(np.array([0.987, 1.002]), digit_sep="", value_sep=",") == "987,1002,"
+    assert serialize(np.array([0.12345]), precision=2) == " 1 2 ,"
+
+
+@pytest.mark.parametrize("scaling", ["affine", "basic"])
+def test_scaler_roundtrip(contexts, scaling):
+    w = contexts[0]
+    sc = Scaler.fit(w, scaling=scaling)
+    np.testing.assert_allclose(sc.inverse(sc.transform(w)), w, rtol=1e-12)
+    if scaling == "affine":  # the paper's map: alpha-quantile -> 1, offset below the minimum
+        assert sc.offset < w.min() and 0 < sc.transform(w).min() < 1
+
+
+def test_parse_sample_roundtrip_and_malformed():
+    assert parse_sample(" 9 8 7 , 1 0 0 2 ,- 5 0 , 7", 3).tolist() == [0.987, 1.002, -0.05]
+    np.testing.assert_allclose(parse_sample("987,1002,", 2, value_sep=","), [0.987, 1.002])
+    assert parse_sample(" 9 8 7 , 1 0 0 2", 2) is None  # second value not terminated
+    assert parse_sample(" 9 a 7 , 1 0 0 2 ,", 2) is None  # junk inside a value
+    assert parse_sample(" , 1 2 ,", 2) is None  # empty value
+    assert parse_sample(" 1 - 2 , 3 ,", 2) is None  # sign in the middle
+    assert parse_sample("", 1) is None
+
+
+def test_malformed_samples_are_dropped_and_counted(contexts):
+    # parse crafted continuations through the predictor's own accounting, without a model
+    from predictors.llmtime import LLMTimePredictor
+
+    pred = LLMTimePredictor.__new__(LLMTimePredictor)
+    pred.stats = {"windows": 0, "failed_windows": 0, "total_samples": 0, "malformed_samples": 0}
+    pred.precision, pred.value_sep = 3, " ,"
+    scaler = Scaler(offset=0.0, scale=1000.0)  # " 1 0 0" -> 0.100 -> 100.0
+    texts = [" 1 0 0 , 1 0 1 ,", " 1 0 0 , x ,", " 9 9 ,", "- 1 0 0 , 1 0 0 ,", " 1 0 2 , 1 0 3 , 1"]
+    paths = pred._parse_window(texts, scaler, close=100.0, horizon=2)
+    assert paths.shape == (2, 2)  # the first and last texts
+    np.testing.assert_allclose(paths[0], [0.0, np.log(1.01)])
+    assert pred.stats == {"windows": 0, "failed_windows": 0, "total_samples": 5, "malformed_samples": 3}
+    assert pred._parse_window(["junk"], scaler, 100.0, 2) is None
+
+
+# -- the tiny model end to end ----------------------------------------------------------------
+def test_shapes_ordering_and_stats(llama_dir, contexts):
+    pred = _make(llama_dir)
+    out = pred.predict(contexts, 4)
+    assert out.shape == (10, 3, 4) and np.isfinite(out).all()
+    assert (out[:, 0] <= out[:, 1]).all() and (out[:, 1] <= out[:, 2]).all()
+    assert pred.stats["windows"] == 10 and pred.stats["total_samples"] == 80
+    assert pred.stats["failed_windows"] == 0
+    assert pred.stats["malformed_samples"] < 40  # the trained tiny model mostly writes numbers
+    assert np.abs(out).max() < 1.0  # parsed values are prices near the context, not garbage
+
+
+def test_same_seed_same_forecasts_other_seed_differs(llama_dir, contexts):
+    a = _make(llama_dir, seed=3).predict(contexts, 4)
+    b = _make(llama_dir, seed=3).predict(contexts, 4)
+    c = _make(llama_dir, seed=4).predict(contexts, 4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_batch_size_invariance(llama_dir, contexts):
+    one = _make(llama_dir, batch_size=1).predict(contexts, 4)
+    many = _make(llama_dir, batch_size=16).predict(contexts, 4)
+    np.testing.assert_allclose(one, many, atol=1e-9, rtol=0)
+
+
+def test_compact_format(llama_dir, contexts):
+    out = _make(llama_dir, digit_sep="", value_sep=",", restrict_tokens=True).predict(contexts[:2], 2)
+    assert out.shape == (2, 3, 2)
+
+
+def test_failed_windows_fall_back_to_zero_and_are_counted(random_llama_dir, contexts):
+    pred = _make(random_llama_dir, restrict_tokens=False, num_samples=4)
+    out = pred.predict(contexts[:3], 3)
+    assert pred.stats["failed_windows"] >= 1
+    assert pred.stats["malformed_samples"] >= 4 * pred.stats["failed_windows"]
+    failed = np.all(out == 0.0, axis=(1, 2))
+    assert failed.sum() == pred.stats["failed_windows"]
+
+
+def test_failed_window_can_raise(random_llama_dir, contexts):
+    pred = _make(random_llama_dir, restrict_tokens=False, num_samples=4, on_failed_window="raise")
+    with pytest.raises(PredictorError, match="malformed"):
+        pred.predict(contexts[:3], 3)
+
+
+def test_params_and_bad_values(llama_dir):
+    params = _make(llama_dir).params()
+    assert params["model"] == llama_dir and params["value_sep"] == " ," and params["temperature"] == 0.7
+    with pytest.raises(PredictorError, match="value_sep"):
+        _make(llama_dir, value_sep="  ")
+    with pytest.raises(PredictorError, match="scaling"):
+        _make(llama_dir, scaling="minmax")
+    with pytest.raises(PredictorError, match="on_failed_window"):
+        _make(llama_dir, on_failed_window="nan")
