@@ -122,6 +122,11 @@ def run_event_loop(
         (strategy,) = cerebro.run()
     except (ValueError, TypeError) as exc:
         raise StrategyLoadError(f"strategy {strategy_cls.__name__} failed: {exc}") from exc
+    except IndexError as exc:
+        raise StrategyLoadError(
+            f"strategy {strategy_cls.__name__} read a bar that does not exist ({exc}): it reads bars after the "
+            "current one (lookahead, e.g. data.close[1]) or further back than the data goes"
+        ) from exc
     return strategy.analyzers.recorder.get_analysis()
 
 

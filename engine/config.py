@@ -29,6 +29,7 @@ from feeds.timeframes import (
 )
 
 GAP_POLICIES = ("keep", "fill", "refuse")
+PAPER_MODES = ("sim", "testnet")
 
 
 class ConfigError(ValueError):
@@ -129,6 +130,27 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class PaperConfig:
+    """Paper trading (``python -m engine paper``). Seconds are wall-clock seconds.
+
+    API keys are never configured here: testnet mode reads them from the environment
+    variables ``LLM4MP_API_KEY`` and ``LLM4MP_API_SECRET``.
+    """
+
+    mode: str = "sim"
+    poll_delay_s: float = 3.0
+    late_candle_wait_s: float = 60.0
+    late_candle_retry_s: float = 5.0
+    max_retries: int = 5
+    backoff_base_s: float = 0.5
+    request_timeout_s: float = 10.0
+    max_drawdown: float = 0.0
+    max_orders_per_day: int = 0
+    tearsheet_every_bars: int = 24
+    api_url: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -136,6 +158,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/TOML-serialisable dict of the resolved config."""
@@ -164,6 +187,7 @@ _SECTIONS: dict[str, type] = {
     "strategy": StrategyConfig,
     "evaluation": EvaluationConfig,
     "output": OutputConfig,
+    "paper": PaperConfig,
 }
 
 
@@ -302,6 +326,42 @@ def _validate(cfg: Config) -> None:
             f"predictor.quantiles = {q} must be strictly increasing levels in (0, 1) that include 0.5, "
             "e.g. [0.1, 0.5, 0.9]"
         )
+    _validate_paper(cfg.paper)
+
+
+def _validate_paper(c: PaperConfig) -> None:
+    if c.mode not in PAPER_MODES:
+        raise ConfigError(
+            f"paper.mode = {c.mode!r}; use \"sim\" (simulated fills, no keys) or \"testnet\" (exchange sandbox)."
+            + _did_you_mean(c.mode, PAPER_MODES)
+        )
+    for key in ("poll_delay_s", "late_candle_wait_s", "backoff_base_s"):
+        value = getattr(c, key)
+        if not 0 <= value < 3600:
+            raise ConfigError(f"paper.{key} = {value} must be seconds in [0, 3600), e.g. {getattr(PaperConfig, key)}")
+    if not 0 < c.late_candle_retry_s < 3600:
+        raise ConfigError(f"paper.late_candle_retry_s = {c.late_candle_retry_s} must be seconds in (0, 3600), e.g. 5")
+    if not 0 < c.request_timeout_s <= 300:
+        raise ConfigError(f"paper.request_timeout_s = {c.request_timeout_s} must be seconds in (0, 300], e.g. 10")
+    if not 0 <= c.max_retries <= 20:
+        raise ConfigError(f"paper.max_retries = {c.max_retries} must be in [0, 20], e.g. 5")
+    if not 0 <= c.max_drawdown < 1:
+        raise ConfigError(
+            f"paper.max_drawdown = {c.max_drawdown} is a fraction in [0, 1): 0.2 stops trading at a 20 % drawdown, 0 = off"
+        )
+    if c.max_orders_per_day < 0:
+        raise ConfigError(f"paper.max_orders_per_day = {c.max_orders_per_day} must be >= 0 (0 = no limit)")
+    if c.tearsheet_every_bars < 0:
+        raise ConfigError(f"paper.tearsheet_every_bars = {c.tearsheet_every_bars} must be >= 0 (0 = only at exit)")
+    if c.api_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(c.api_url)
+        if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
+            raise ConfigError(
+                f"paper.api_url = {c.api_url!r}: only a loopback exchange stub may replace the exchange's URLs, "
+                "e.g. \"http://127.0.0.1:8080\"; leave it empty to use the exchange itself"
+            )
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -173,7 +173,7 @@ def fan_chart(
     pairs = _band_pairs(lv)
     with quiet_matplotlib():
         fig = new_figure(11.0, 3.4 * len(fans))
-        axes = np.atleast_1d(fig.subplots(len(fans), 1, squeeze=False)[:, 0])
+        axes = np.atleast_1d(fig.subplots(len(fans), 1, squeeze=False, sharex=True)[:, 0])
         for ax, (h, frame) in zip(axes, fans.items()):
             x = _plot_times(pd.DatetimeIndex(frame["target"]))
             for k, (lo, hi) in enumerate(pairs):
@@ -298,8 +298,8 @@ def equity_overlay_chart(
 def format_value(value: Any, kind: ValueKind = "float") -> str:
     """Format one number for a report table; ``None``/NaN -> ``"n/a"``, inf -> ``"inf"``.
 
-    Kinds: ``float`` (``0.1235``: 4 decimals), ``sig4`` (4 significant digits, for losses in
-    log-return units: ``0.005123``), ``ratio`` (3 decimals), ``stat`` (2 decimals, test
+    Kinds: ``float`` (``0.1235``: 4 decimals), ``sig4`` (4 significant digits, trailing zeros
+    kept, for losses in log-return units: ``0.005123``, ``0.01200``), ``ratio`` (3 decimals), ``stat`` (2 decimals, test
     statistics and Sharpe ratios), ``percent`` (a fraction as ``12.34%``), ``percent1``
     (``12.3%``), ``pvalue`` (3 significant digits, ``0.0342``), ``prob`` (3 decimals),
     ``int``.
@@ -317,7 +317,7 @@ def format_value(value: Any, kind: ValueKind = "float") -> str:
     if kind == "float":
         return f"{x:.4f}"
     if kind == "sig4":
-        return f"{x:.4g}"
+        return f"{x:#.4g}"
     if kind == "ratio":
         return f"{x:.3f}"
     if kind == "stat":

@@ -1,0 +1,147 @@
+"""Forecast throughput: the engine's batched computation vs one call per bar vs the raw pipeline.
+
+Random-weight Chronos-Bolt models in the real shapes of ``amazon/chronos-bolt-tiny``
+(d_model 256, 4+4 layers, d_ff 1024, 4 heads) and ``amazon/chronos-bolt-small`` (d_model
+512, 6+6 layers, d_ff 2048, 8 heads) are saved to a temp dir and loaded like a user's
+checkpoint. Over the last ``--n`` decision times of BTC/USDT 1h (context 512, horizon 12)
+it times, in one invocation:
+
+- engine: ``engine.signals.compute_forecasts(close, predictor, 512, 12, batch_size=...)``
+  with the ``chronos`` predictor (windowing, validation, log-return conversion included);
+- per-bar: ``predictor.predict`` on one window per call (over ``--per-bar-n`` bars, the rate
+  extrapolates);
+- raw: ``ChronosBoltPipeline.predict_quantiles`` on the same windows, in batches of the
+  same size, with nothing around it.
+
+It prints forecasts/s of each and the ratios engine/per-bar (target >= 4 on CPU) and
+engine/raw (target >= 0.9). Each timing is the best of ``--repeat`` runs.
+
+Usage: ``python benchmarks/inference_speed.py [--quick] [--threads 2] [--models tiny,small]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+SHAPES = {
+    "tiny": {"d_model": 256, "num_layers": 4, "d_ff": 1024, "num_heads": 4},
+    "small": {"d_model": 512, "num_layers": 6, "d_ff": 2048, "num_heads": 8},
+}
+DATA = ROOT.parent / "shared" / "data" / "BTC_USDT-1h.csv"
+
+
+def load_close(n_decisions: int, context: int) -> pd.Series:
+    frame = pd.read_csv(DATA)
+    close = pd.Series(
+        frame["close"].to_numpy(dtype=np.float64),
+        index=pd.to_datetime(frame["timestamp"], unit="ms", utc=True),
+    )
+    return close.iloc[-(n_decisions + context - 1) :]
+
+
+def best_of(repeat: int, fn) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def bench_model(name: str, path: str, close: pd.Series, args: argparse.Namespace) -> dict[str, float]:
+    import torch
+
+    from engine.signals import compute_forecasts
+    from predictors import make_predictor
+
+    ctx, horizon, bs = args.context, args.horizon, args.batch_size
+    pred = make_predictor("chronos", {"model": path, "device": args.device, "batch_size": bs})
+    pipe = pred.pipeline  # load once, outside the timings
+    windows = np.lib.stride_tricks.sliding_window_view(close.to_numpy(), ctx)
+    n = len(windows)
+
+    def engine_run():
+        return compute_forecasts(close, pred, context_length=ctx, horizon=horizon, batch_size=args.engine_batch, progress=False)
+
+    def raw_run():
+        outs = []
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                batch = [torch.from_numpy(w.astype(np.float32)) for w in windows[start : start + bs]]
+                q, _ = pipe.predict_quantiles(batch, prediction_length=horizon, quantile_levels=[0.1, 0.5, 0.9])
+                outs.append(q)
+        return torch.cat(outs)
+
+    def per_bar_run():
+        for w in windows[: args.per_bar_n]:
+            pred.predict(w[None, :], horizon)
+
+    engine_run() if n <= 64 else compute_forecasts(close.iloc[: ctx + 63], pred, ctx, horizon, progress=False)  # warm-up
+    t_raw, _ = best_of(args.repeat, raw_run)
+    t_engine, fc = best_of(args.repeat, engine_run)
+    t_raw2, _ = best_of(1, raw_run)  # again after the engine: guards against drift in a shared machine
+    t_raw = min(t_raw, t_raw2)
+    t_bar, _ = best_of(1, per_bar_run)
+    assert fc.values.shape == (n, 3, horizon)
+    rates = {
+        "engine": n / t_engine,
+        "per_bar": min(args.per_bar_n, n) / t_bar,
+        "raw": n / t_raw,
+    }
+    print(
+        f"{name:6s} n={n} ctx={ctx} H={horizon} batch={bs}: "
+        f"engine {rates['engine']:8.1f} fc/s | per-bar {rates['per_bar']:7.1f} fc/s | raw {rates['raw']:8.1f} fc/s | "
+        f"engine/per-bar {rates['engine'] / rates['per_bar']:5.2f}x (target >= 4) | "
+        f"engine/raw {rates['engine'] / rates['raw']:5.3f} (target >= 0.90)",
+        flush=True,
+    )
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="300 decision times, 40 per-bar calls")
+    parser.add_argument("--n", type=int, default=2000, help="decision times (default 2000)")
+    parser.add_argument("--per-bar-n", type=int, default=200, help="bars timed one call each (rate extrapolates)")
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--horizon", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (predictor and raw)")
+    parser.add_argument("--engine-batch", type=int, default=1024, help="windows per predictor call in the engine")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="tiny,small")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.per_bar_n, args.repeat = 300, 40, 1
+
+    import torch
+
+    import tiny_models
+
+    torch.set_num_threads(args.threads)
+    close = load_close(args.n, args.context)
+    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; BTC/USDT 1h, last {args.n} decision times")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            shape = SHAPES[name]
+            path = tiny_models.build_chronos_bolt(
+                Path(tmp) / name, prediction_length=64, context_length=2048, **shape
+            )
+            bench_model(name, str(path), close, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

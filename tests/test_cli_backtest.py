@@ -1,0 +1,75 @@
+"""End to end, as a user runs it: `python -m engine backtest ...` on real candle files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def engine(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.slow
+def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, tmp_path):
+    args = ["backtest", str(ROOT / "strategies/llm_signal.py"), "--config", str(ROOT / "config.toml"),
+            "--data-dir", str(shared_data), "--predictor", "momentum", "--timerange", "20240101-20240401",
+            "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    first = engine(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    out = first.stdout
+    for needle in ["Total return", "CAGR", "Sharpe", "Sortino", "Max drawdown", "Trades", "Win rate",
+                   "Exposure", "Fees paid", "buy & hold", "same strategy on naive", "versus naive:",
+                   "lookahead check: passed", "run folder:"]:
+        assert needle in out, needle
+    assert "cache hit" not in out
+    run_dir = Path(out.split("run folder: ")[-1].strip())
+    for name in ["config.toml", "forecasts.parquet", "fills.csv", "trades.csv", "equity.csv",
+                 "metrics.json", "tearsheet.html"]:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    fills = pd.read_csv(run_dir / "fills.csv")
+    assert metrics["performance"]["n_trades"] > 0 and len(fills) >= 2 * metrics["performance"]["n_trades"]
+    assert metrics["costs"] == {"fee": 0.001, "slippage": 0.0005}
+    assert metrics["market"]["first_bar"].startswith("2024-01-01T00:00")
+    assert metrics["significance"]["sharpe_ci"]["lower"] <= metrics["significance"]["sharpe"]
+    html = (run_dir / "tearsheet.html").read_text()
+    assert "buy &amp; hold" in html.lower() or "buy & hold" in html.lower()
+    assert "findfont" not in first.stderr
+
+    second = engine(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "forecasts: cache hit, no inference ran" in second.stdout
+    second_dir = Path(second.stdout.split("run folder: ")[-1].strip())
+    assert second_dir != run_dir
+    assert json.loads((second_dir / "metrics.json").read_text())["performance"] == metrics["performance"]
+
+    ledger = engine("ledger", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert ledger.returncode == 0, ledger.stderr
+    assert "2 trial(s)" in ledger.stdout and "momentum" in ledger.stdout
+
+
+def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
+    from engine.backtest import run_backtest
+    from engine.config import load_config
+
+    base = {"data.data_dir": str(shared_data), "data.timerange": "20240101-20240201", "predictor.name": "drift",
+            "data.cache_dir": str(tmp_path / "cache"), "output.progress": False, "evaluation.lookahead_samples": 0}
+    a = run_backtest(load_config(ROOT / "config.toml", base), ROOT / "strategies/llm_signal.py", write=False)
+    b = run_backtest(load_config(ROOT / "config.toml", {**base, "strategy.llm_signal.allow_short": True}),
+                     ROOT / "strategies/llm_signal.py", write=False)
+    c = run_backtest(load_config(ROOT / "config.toml", {**base, "predictor.horizon": 6}),
+                     ROOT / "strategies/llm_signal.py", write=False)
+    assert not a.forecast_cache_hit and b.forecast_cache_hit and not c.forecast_cache_hit
+    assert (a.forecast.values == b.forecast.values).all()
