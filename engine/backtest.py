@@ -183,6 +183,7 @@ def run_backtest(
     *,
     predictor: Predictor | None = None,
     write: bool = True,
+    judge: bool = True,
 ) -> BacktestResult:
     """Backtest ``strategy_path`` with the configured data, predictor and costs, and judge it.
 
@@ -195,6 +196,8 @@ def run_backtest(
         strategy_path: a Python file defining one backtrader Strategy.
         predictor: use this instance instead of building the configured one (tests).
         write: write the run folder (and tear-sheet) and append to the trial ledger.
+        judge: append to the ledger and compute significance here; ``compare`` turns it
+            off and judges all its runs together once they are done.
 
     Raises:
         LookaheadError: the sampled lookahead check found forecasts or orders that change
@@ -282,12 +285,14 @@ def run_backtest(
         from engine.run_folder import append_to_ledger, new_run_dir
 
         result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
-        n_trials, var_sharpes = append_to_ledger(result, strategy_path)
-    t5 = time.perf_counter()
-    result.significance = significance_report(
-        equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
-    )
-    timings["significance"] = time.perf_counter() - t5
+        if judge:
+            n_trials, var_sharpes = append_to_ledger(result, strategy_path)
+    if judge:
+        t5 = time.perf_counter()
+        result.significance = significance_report(
+            equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
+        )
+        timings["significance"] = time.perf_counter() - t5
     if write:
         from engine.run_folder import write_run_folder
 

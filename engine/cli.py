@@ -63,6 +63,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("predictors", help="list the available predictors")
 
+    cp = sub.add_parser("compare", help="run several predictors x symbols on the same bars and costs; leaderboard")
+    cp.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
+    _add_market_flags(cp)
+    cp.add_argument("--predictors", required=True, help="comma-separated predictor names, e.g. naive,drift,momentum")
+    cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
+    cp.add_argument("--model", help="model hub id or local path, for the model predictors among --predictors")
+    cp.add_argument("--out", help="output folder")
+    cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
+    cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
+    cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    cp.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tear-sheets")
+
     lg = sub.add_parser("ledger", help="list every trial recorded in the output folder's ledger")
     lg.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
     lg.add_argument("--out", help="output folder holding ledger.sqlite")
@@ -135,7 +147,7 @@ def print_judgement(result: Any) -> None:
         f"(binomial p = {_fmt(direction.get('p_value'), '.3g')})"
     )
     if result.versus_naive:
-        print(f"versus naive: {result.versus_naive['verdict']}")
+        print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive['verdict']}")
     sig = result.significance
     ci = sig.get("sharpe_ci") or {}
     if "sharpe" in sig:
@@ -172,6 +184,21 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from engine.compare import run_compare
+
+    cfg = _config(args)
+    split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
+    comparison = run_compare(
+        cfg, args.strategy, split(args.predictors), split(args.symbols) or [cfg.data.symbol],
+        jobs=args.jobs, ray_address=args.ray,
+    )
+    print(comparison.text)
+    print(f"leaderboard: {comparison.html}")
+    print(f"compare folder: {comparison.out_dir} ({comparison.wall_s:.1f} s)")
     return 0
 
 
@@ -233,7 +260,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "backtest": cmd_backtest, "download": cmd_download, "predictors": cmd_predictors, "paper": cmd_paper,
-    "ledger": cmd_ledger, "lookahead": cmd_lookahead,
+    "ledger": cmd_ledger, "lookahead": cmd_lookahead, "compare": cmd_compare,
 }
 
 

@@ -15,7 +15,6 @@ import difflib
 import hashlib
 import json
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,8 +35,32 @@ class ConfigError(ValueError):
     """A config file or command-line value is wrong; the message says which and how to fix it."""
 
 
+class FrozenMapping(Mapping[str, Any]):
+    """A read-only, picklable mapping (``MappingProxyType`` cannot cross process boundaries)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(data or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
+
+    def __reduce__(self):
+        return (FrozenMapping, (self._data,))
+
+
 def _frozen_mapping(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
-    return types.MappingProxyType(dict(value or {}))
+    return FrozenMapping({k: _frozen_mapping(v) if isinstance(v, Mapping) else v for k, v in (value or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -175,8 +198,15 @@ class Config:
         return plain(self)
 
     def hash(self) -> str:
-        """Stable short hash of the resolved config (the ledger's config id)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """Stable short hash of what determines results (the ledger's trial id).
+
+        Leaves out where outputs and caches go (``output``, ``data.cache_dir``): moving
+        them does not make a new trial.
+        """
+        tree = self.to_dict()
+        tree.pop("output")
+        tree["data"].pop("cache_dir")
+        blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

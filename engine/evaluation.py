@@ -42,7 +42,7 @@ def naive_comparison(skill: dict[str, Any], alpha: float) -> dict[str, Any] | No
     stat, p = dm.get("statistic"), dm.get("p_value")
     effect = None if stat is None else -float(stat)  # negative DM statistic = model better
     text = verdict(float("nan") if p is None else float(p), alpha, kind="p_value", against="naive", effect=effect)
-    return {"dm_statistic": stat, "dm_p_value": p, "verdict": f"forecast error: {text}"}
+    return {"dm_statistic": stat, "dm_p_value": p, "verdict": text}
 
 
 def significance_report(

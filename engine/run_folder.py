@@ -110,8 +110,24 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
             simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
             run_dir / "tearsheet.html", title=title, periods_per_year=periods_per_year(cfg.data.timeframe),
         )
+    if result.significance:
+        write_forecast_page(result)
     logger.info("run folder: {}", run_dir)
     return run_dir
+
+
+def write_forecast_page(result: "BacktestResult") -> Path:
+    """``forecast.html``: fan chart, calibration, skill and significance tables."""
+    from reports.forecast_page import write_forecast_page as render
+
+    cfg = result.config
+    return render(
+        result.run_dir / "forecast.html",
+        title=f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
+        close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
+        levels=result.forecast.quantile_levels, skill=result.skill, significance=result.significance,
+        notes=list(result.warnings),
+    )
 
 
 def _toml_ready(tree: Any) -> Any:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +130,7 @@ class ForecastCache:
     def store(self, key: str, forecast: Forecast) -> Path:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique: parallel runs share the cache
         forecast.to_frame().to_parquet(tmp)
         tmp.replace(path)
         return path

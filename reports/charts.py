@@ -56,7 +56,7 @@ _RC: dict[str, Any] = {
     "legend.frameon": False,
 }
 
-ValueKind = Literal["float", "sig4", "ratio", "stat", "percent", "percent1", "pvalue", "prob", "int"]
+ValueKind = Literal["float", "sig4", "ratio", "stat", "percent", "percent1", "pvalue", "prob", "int", "money"]
 
 
 # --------------------------------------------------------------------------- matplotlib
@@ -241,6 +241,22 @@ def calibration_chart(
         return figure_to_img(fig, alt)
 
 
+def _readable_log_ticks(ax: Any) -> None:
+    """Plain-number tick labels on a log y axis (``0.9``, ``1.2``, not ``9 x 10^-1``):
+    evenly spaced ticks when the data spans less than a factor of 10, decades (1, 2, 5 x
+    10^k) otherwise."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    lo, hi = ax.get_ylim()
+    if hi / lo < 10:
+        ticks = [t for t in MaxNLocator(nbins=6).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+    else:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def equity_overlay_chart(
     curves: Mapping[str, pd.Series],
     benchmark: pd.Series | None,
@@ -284,6 +300,7 @@ def equity_overlay_chart(
                     linestyle="--", linewidth=1.0, label="buy & hold")
         if log_scale:
             ax.set_yscale("log")
+            _readable_log_ticks(ax)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_title(title)
         ax.set_ylabel("equity / starting equity" + (" (log scale)" if log_scale else ""))
@@ -302,7 +319,7 @@ def format_value(value: Any, kind: ValueKind = "float") -> str:
     kept, for losses in log-return units: ``0.005123``, ``0.01200``), ``ratio`` (3 decimals), ``stat`` (2 decimals, test
     statistics and Sharpe ratios), ``percent`` (a fraction as ``12.34%``), ``percent1``
     (``12.3%``), ``pvalue`` (3 significant digits, ``0.0342``), ``prob`` (3 decimals),
-    ``int``.
+    ``int``, ``money`` (thousands separators, 2 decimals: ``1,234.50``).
     """
     if value is None:
         return "n/a"
@@ -332,6 +349,8 @@ def format_value(value: Any, kind: ValueKind = "float") -> str:
         return f"{x:.3f}"
     if kind == "int":
         return f"{int(round(x)):d}"
+    if kind == "money":
+        return f"{x:,.2f}"
     raise ValueError(f"unknown format kind {kind!r}; use one of {ValueKind.__args__}")  # type: ignore[attr-defined]
 
 
@@ -386,7 +405,7 @@ h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-
 table{border-collapse:collapse;margin:8px 0;font-size:0.85em}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
-td.words{text-align:left;white-space:normal}
+td.words{text-align:left;white-space:normal}td.verdict{min-width:24em}
 caption{text-align:left;font-weight:600;padding:4px 0}
 .notes{background:#fff8c5;border:2px solid #d4a72c;border-radius:6px;padding:8px 14px;margin:12px 0}
 .notes ul{margin:4px 0 0 0}

@@ -162,7 +162,8 @@ def _target_times(close_index: pd.DatetimeIndex, target_pos: np.ndarray) -> pd.D
     inside = np.minimum(target_pos, last)
     times = close_index[inside]
     beyond = np.maximum(target_pos - last, 0)
-    return pd.DatetimeIndex(times + pd.to_timedelta(beyond * step.value, unit="ns"))
+    shifted = pd.DatetimeIndex(times + pd.to_timedelta(beyond * step.value, unit="ns"))
+    return shifted.as_unit(close_index.unit)
 
 
 def _fan_frame(
@@ -303,9 +304,9 @@ def _skill_rows(skill: Mapping[str, Any]) -> list[list[str]]:
     rows += [
         ["Directional accuracy", format_value(d.get("accuracy"), "percent1"),
          format_value(mean.get("directional_accuracy"), "percent1")],
-        ["  calls with a direction (n)", format_value(d.get("n"), "int"), ""],
-        ["  p-value, binomial test vs 50%", format_value(d.get("p_value"), "pvalue"), ""],
-        ["  p-value, Pesaran\u2013Timmermann", format_value(d.get("pt_p_value"), "pvalue"), ""],
+        ["Directional calls (n, zero moves excluded)", format_value(d.get("n"), "int"), ""],
+        ["Directional p-value, binomial test vs 50%", format_value(d.get("p_value"), "pvalue"), ""],
+        ["Directional p-value, Pesaran\u2013Timmermann", format_value(d.get("pt_p_value"), "pvalue"), ""],
     ]
     for key, what in (("dm_abs_error", "absolute error"), ("dm_pinball", "pinball loss")):
         a, b = last.get(key), mean.get(key)

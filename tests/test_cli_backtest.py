@@ -30,7 +30,7 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
     assert first.returncode == 0, first.stderr
     out = first.stdout
     for needle in ["Total return", "CAGR", "Sharpe", "Sortino", "Max drawdown", "Trades", "Win rate",
-                   "Exposure", "Fees paid", "buy & hold", "same strategy on naive", "versus naive:",
+                   "Exposure", "Fees paid", "buy & hold", "same strategy on naive", "forecast error versus naive (Diebold-Mariano):",
                    "lookahead check: passed", "run folder:"]:
         assert needle in out, needle
     assert "cache hit" not in out

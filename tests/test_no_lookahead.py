@@ -42,7 +42,7 @@ def test_backtest_feeds_only_past_candles(shared_data, tmp_path, btc_1h):
     cfg = load_config(None, {
         "data.data_dir": str(shared_data), "data.timeframe": "1h", "data.timerange": "20240101-20240201",
         "predictor.context_length": 48, "predictor.horizon": 6, "predictor.batch_size": 97,
-        "predictor.cache": False, "output.progress": False,
+        "predictor.cache": False, "output.progress": False, "evaluation.lookahead_samples": 0,
     })
     predictor = RecordingPredictor()
     result = run_backtest(cfg, "strategies/llm_signal.py", predictor=predictor, write=False)

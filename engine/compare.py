@@ -1,0 +1,165 @@
+"""``python -m engine compare``: every predictor x symbol on the same bars, costs and decision times.
+
+Each (symbol, predictor) pair is an independent backtest. They run in local worker
+processes (``jobs``) or as Ray tasks (``ray_address``), sharing the forecast cache. The
+judging that depends on all of them — ledger rows, trial counts and the deflated Sharpe
+ratio — happens afterwards in the parent, in a fixed order, so results and ledger rows
+are the same whichever way the runs were executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+from loguru import logger
+
+from engine.backtest import BacktestResult, run_backtest
+from engine.config import Config, ConfigError
+from engine.errors import UserInputError
+
+
+@dataclass
+class Comparison:
+    """What a comparison produced: one result per (symbol, predictor) and the leaderboard."""
+
+    out_dir: Path
+    results: dict[tuple[str, str], BacktestResult]
+    leaderboard: pd.DataFrame
+    text: str
+    html: Path
+    wall_s: float
+
+
+def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
+    """``cfg`` for one pair; ``model``/``revision`` only reach predictors that take them."""
+    from predictors.registry import predictor_class
+
+    try:
+        takes_model = "model" in inspect.signature(predictor_class(predictor)).parameters
+    except Exception as exc:  # PredictorError: unknown name, bad module path
+        raise UserInputError(f"--predictors: {exc}") from exc
+    p = cfg.predictor
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, symbol=symbol),
+        predictor=dataclasses.replace(
+            p, name=predictor, model=p.model if takes_model else "", revision=p.revision if takes_model else "",
+        ),
+        output=dataclasses.replace(cfg.output, dir=str(out_dir), progress=False),
+    )
+
+
+def _run_one(cfg: Config, strategy_path: str) -> BacktestResult:
+    """Worker: one backtest, run folder written, judging left to the parent."""
+    from engine.cli import _setup_logging
+
+    _setup_logging(verbose=False, quiet=True)
+    return run_backtest(cfg, strategy_path, write=True, judge=False)
+
+
+def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: str | None) -> list[BacktestResult]:
+    from tqdm.auto import tqdm
+
+    if ray_address:
+        try:
+            import ray
+        except ModuleNotFoundError as exc:
+            raise UserInputError('--ray needs Ray: pip install -e ".[ray]"') from exc
+        if not ray.is_initialized():
+            ray.init(address=ray_address, log_to_driver=False)
+        task = ray.remote(_run_one)
+        refs = [task.remote(c, strategy_path) for c in configs]
+        return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
+    if jobs <= 1:
+        return [_run_one(c, strategy_path) for c in tqdm(configs, desc="compare", unit="run")]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_one, c, strategy_path) for c in configs]
+        return [f.result() for f in tqdm(futures, desc=f"compare ({jobs} workers)", unit="run")]
+
+
+def run_compare(
+    cfg: Config,
+    strategy_path: str | Path,
+    predictors: Sequence[str],
+    symbols: Sequence[str],
+    *,
+    jobs: int = 2,
+    ray_address: str | None = None,
+) -> Comparison:
+    """Run and judge every (symbol, predictor) pair; write the leaderboard.
+
+    Writes ``<output.dir>/compare-<stamp>-<strategy>/`` with one run folder per pair,
+    ``leaderboard.html`` and ``leaderboard.csv``, and appends one ``compare`` row per pair
+    to the output folder's trial ledger.
+    """
+    from engine.evaluation import significance_report
+    from engine.run_folder import append_to_ledger, json_safe, new_run_dir, write_forecast_page
+    from feeds.timeframes import periods_per_year
+    from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
+
+    if not predictors:
+        raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,drift,momentum")
+    if not symbols:
+        raise ConfigError("--symbols is empty; give a comma-separated list, e.g. BTC/USDT,ETH/USDT")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be >= 1")
+    strategy_path = str(Path(strategy_path).resolve())
+    out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
+    pairs = [(s, p) for s in symbols for p in predictors]
+    configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
+
+    t0 = time.perf_counter()
+    results = dict(zip(pairs, _execute(configs, strategy_path, jobs, ray_address)))
+
+    # Judge in a fixed order, so the ledger and every number are independent of scheduling.
+    ppy = periods_per_year(cfg.data.timeframe)
+    ev = cfg.evaluation
+    trial_stats = {}
+    for pair in pairs:  # every row first, so all runs of the comparison face the same number of trials
+        result = results[pair]
+        result.config = dataclasses.replace(result.config, output=cfg.output)  # ledger of the main output folder
+        trial_stats[pair[0]] = append_to_ledger(result, strategy_path, kind="compare")
+    for pair in pairs:
+        result = results[pair]
+        n_trials, var = trial_stats[pair[0]]
+        result.significance = significance_report(
+            result.equity, ppy, n_trials, var, ev.alpha, ev.bootstrap_samples, ev.seed,
+        )
+        _add_to_metrics_json(result, json_safe)
+        write_forecast_page(result)
+
+    rows, equity, benchmark, links = [], {}, {}, {}
+    for (symbol, predictor), result in results.items():
+        rows.append({
+            "predictor": predictor, "symbol": symbol, "run_dir": str(result.run_dir.relative_to(out_dir)),
+            "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
+            "significance": result.significance, "naive_comparison": result.versus_naive,
+        })
+        equity[(symbol, predictor)] = result.equity
+        benchmark[symbol] = result.benchmark_equity
+        links[(symbol, predictor)] = f"{result.run_dir.relative_to(out_dir)}/tearsheet.html"
+    frame = leaderboard_frame(rows)
+    frame.to_csv(out_dir / "leaderboard.csv", index=False)
+    notes = sorted({w for r in results.values() for w in r.warnings})
+    title = (f"{Path(strategy_path).stem}: {', '.join(predictors)} on {', '.join(symbols)} "
+             f"{cfg.data.timeframe} {cfg.data.timerange or 'all data'}")
+    html = write_leaderboard_html(out_dir / "leaderboard.html", frame, equity, benchmark, links, title=title, notes=notes)
+    wall = time.perf_counter() - t0
+    logger.info("compare finished in {:.1f} s: {}", wall, out_dir)
+    return Comparison(out_dir=out_dir, results=results, leaderboard=frame, text=leaderboard_text(frame),
+                      html=html, wall_s=wall)
+
+
+def _add_to_metrics_json(result: BacktestResult, json_safe: Any) -> None:
+    path = result.run_dir / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics["significance"] = json_safe(result.significance)
+    path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")

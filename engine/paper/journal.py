@@ -1,0 +1,201 @@
+"""The durable record of a paper run: one SQLite file in the run folder.
+
+Tables (times are candle open times in epoch ms, UTC):
+
+- ``meta``: the run's identity (mode, symbol, timeframe, strategy, client-id prefix).
+- ``candles``: every closed candle received, with ``traded = 1`` when it reached the
+  strategy (with its forecast, JSON ``[Q][H]``) and 0 when it only serves as model context
+  (warm-up, or too late to trade on).
+- ``orders``: one row per strategy order, keyed by ``seq`` and its client order id. The row
+  is committed **before** an order is sent (status ``sending`` in testnet mode,
+  ``submitted`` in sim mode), then updated with the answer (``filled``, ``rejected``,
+  ``canceled``) and the exchange's order id, price, amount and fee.
+- ``fills``: executions as the strategy's broker booked them (the backtest's columns).
+- ``equity``: cash, position and value at each traded bar's close.
+- ``events``: warnings and decisions worth keeping (skipped bars, kill switch, resume).
+
+Every write is its own transaction (WAL, ``synchronous=FULL``), so a SIGKILL loses only
+what was not yet acknowledged. Secrets are never written here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candles (
+    time INTEGER PRIMARY KEY, open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL,
+    close REAL NOT NULL, volume REAL NOT NULL, traded INTEGER NOT NULL, forecast TEXT, received_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS orders (
+    seq INTEGER PRIMARY KEY, client_id TEXT UNIQUE NOT NULL, bar_time INTEGER NOT NULL, side TEXT NOT NULL,
+    size REAL NOT NULL, status TEXT NOT NULL, exchange_id TEXT, price REAL, filled REAL, fee REAL,
+    reason TEXT, created_ms INTEGER, updated_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS fills (
+    client_id TEXT PRIMARY KEY, time INTEGER NOT NULL, side TEXT NOT NULL, size REAL NOT NULL,
+    price REAL NOT NULL, commission REAL NOT NULL, value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS equity (
+    time INTEGER PRIMARY KEY, close REAL, forecast REAL, position REAL, cash REAL, value REAL
+);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, ms INTEGER, kind TEXT, message TEXT);
+"""
+
+FINAL_STATUSES = ("filled", "rejected", "canceled")
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    seq: int
+    client_id: str
+    bar_time: int
+    side: str
+    size: float
+    status: str
+    exchange_id: str | None
+    price: float | None
+    filled: float | None
+    fee: float | None
+    reason: str | None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Journal:
+    """A paper run's SQLite journal (see the module docstring). Not thread-safe: one writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta, events --------------------------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
+            )
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def event(self, kind: str, message: str) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO events(ms, kind, message) VALUES (?, ?, ?)", (_now_ms(), kind, message))
+
+    def events(self, kind: str | None = None) -> list[tuple[str, str]]:
+        sql, args = "SELECT kind, message FROM events", ()
+        if kind is not None:
+            sql, args = sql + " WHERE kind = ?", (kind,)
+        return self.db.execute(sql + " ORDER BY id", args).fetchall()
+
+    # -- candles -------------------------------------------------------------------------
+    def add_context_candles(self, frame: pd.DataFrame) -> None:
+        """Candles used only as model context (``traded = 0``); known ones are kept as they are."""
+        if frame.empty:
+            return
+        times = (frame.index.as_unit("ms").asi8).tolist()
+        rows = [(t, *map(float, vals), 0, None, _now_ms()) for t, vals in zip(times, frame.to_numpy(np.float64))]
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO candles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def add_traded_candle(self, time_ms: int, ohlcv: tuple[float, ...], forecast: np.ndarray) -> None:
+        """A candle that reaches the strategy, with its forecast ``(Q, H)``."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO candles VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                (time_ms, *map(float, ohlcv), json.dumps(np.asarray(forecast).tolist()), _now_ms()),
+            )
+
+    def candles(self) -> pd.DataFrame:
+        """All journaled candles (Candles contract) plus ``traded`` and ``forecast`` (JSON) columns."""
+        frame = pd.read_sql_query("SELECT * FROM candles ORDER BY time", self.db)
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="ms", utc=True), name="time").as_unit("ns")
+        return frame
+
+    # -- orders --------------------------------------------------------------------------
+    def order_intent(self, seq: int, client_id: str, bar_time: int, side: str, size: float, status: str) -> None:
+        """Write the order before it is sent; idempotent for a (seq, client id) already journaled."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO orders(seq, client_id, bar_time, side, size, status, created_ms, updated_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, client_id, bar_time, side, float(size), status, _now_ms(), _now_ms()),
+            )
+
+    def order_answer(
+        self, client_id: str, status: str, *, exchange_id: str | None = None, price: float | None = None,
+        filled: float | None = None, fee: float | None = None, reason: str | None = None,
+    ) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE orders SET status = ?, exchange_id = COALESCE(?, exchange_id), price = COALESCE(?, price), "
+                "filled = COALESCE(?, filled), fee = COALESCE(?, fee), reason = COALESCE(?, reason), updated_ms = ? "
+                "WHERE client_id = ?",
+                (status, exchange_id, price, filled, fee, reason, _now_ms(), client_id),
+            )
+
+    def order(self, seq: int) -> OrderRow | None:
+        row = self.db.execute(
+            "SELECT seq, client_id, bar_time, side, size, status, exchange_id, price, filled, fee, reason "
+            "FROM orders WHERE seq = ?", (seq,),
+        ).fetchone()
+        return OrderRow(*row) if row else None
+
+    def orders(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM orders ORDER BY seq", self.db)
+
+    def orders_on_day(self, day_start_ms: int) -> int:
+        """Orders sent (not refused locally) for decision bars of the UTC day starting at ``day_start_ms``."""
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM orders WHERE bar_time >= ? AND bar_time < ? AND "
+            "(reason IS NULL OR reason NOT LIKE 'kill switch%')",
+            (day_start_ms, day_start_ms + 86_400_000),
+        ).fetchone()
+        return int(n)
+
+    # -- fills, equity -------------------------------------------------------------------
+    def add_fill(self, client_id: str, time_ms: int, side: str, size: float, price: float, commission: float) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (client_id, time_ms, side, float(size), float(price), float(commission), abs(float(size) * float(price))),
+            )
+
+    def fills(self) -> pd.DataFrame:
+        """Fills in the backtest's columns: time (UTC), side, size, price, commission, value."""
+        frame = pd.read_sql_query(
+            "SELECT f.time, f.side, f.size, f.price, f.commission, f.value, f.client_id FROM fills f "
+            "LEFT JOIN orders o ON o.client_id = f.client_id ORDER BY f.time, o.seq", self.db,
+        )
+        frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True).dt.as_unit("ns")
+        return frame
+
+    def add_equity(self, time_ms: int, close: float, forecast: float, position: float, cash: float, value: float) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?, ?, ?)",
+                (time_ms, float(close), float(forecast), float(position), float(cash), float(value)),
+            )
+
+    def equity(self) -> pd.DataFrame:
+        frame = pd.read_sql_query("SELECT * FROM equity ORDER BY time", self.db)
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="ms", utc=True), name="time").as_unit("ns")
+        return frame

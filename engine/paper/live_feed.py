@@ -1,0 +1,265 @@
+"""Live candles -> forecasts -> the backtrader feed, bar by bar.
+
+:class:`CandlePoller` fetches closed candles through ccxt's public API (no keys) and
+drops the still-open last one. :class:`LiveBars` waits for each bar tick, fetches the
+candle that just closed (retrying a late one until ``late_candle_wait_s`` after the
+boundary, then skipping the bar with a warning), forecasts it with the same
+:func:`engine.signals.compute_forecasts` call as a backtest (window = the last
+``context_length`` closes, the decision bar included), journals it and hands it over.
+Candles that arrive too late to trade on (a backlog after a stall or a restart) become
+model context only: the strategy never trades on stale data.
+
+:class:`LiveForecastData` is the backtrader feed the strategy reads: the same lines as
+:class:`engine.feed.ForecastData` (OHLCV, ``fc_median``, ``fc_lower``, ``fc_upper``: the
+median and outer quantiles at the last horizon), filled one bar at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import backtrader as bt
+import ccxt
+import numpy as np
+import pandas as pd
+from loguru import logger
+
+from engine.feed import datetimes_to_num
+from engine.paper.clock import Clock, Ticks
+from engine.paper.journal import Journal
+from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
+from engine.signals import compute_forecasts
+from feeds.validate import validate_candles
+from predictors.base import Predictor
+
+PAGE_LIMIT = 1000
+
+
+def forecast_lines(values: np.ndarray, quantile_levels: tuple[float, ...]) -> tuple[float, float, float]:
+    """``(median, lower, upper)`` at the last horizon of a ``(Q, H)`` forecast, as ForecastData builds them."""
+    j_med = int(np.argmin(np.abs(np.asarray(quantile_levels) - 0.5)))
+    last = values[:, -1]
+    return float(last[j_med]), float(last[0]), float(last[-1])
+
+
+def ms_to_time(ms: int) -> pd.Timestamp:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One candle for the strategy and its forecast ``(Q, H)``; ``replay``: restored from the journal."""
+
+    time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    forecast: np.ndarray
+    replay: bool = False
+
+
+class CandlePoller:
+    """Closed candles of one market through ccxt (public endpoints)."""
+
+    def __init__(self, exchange: ccxt.Exchange, symbol: str, timeframe: str, timeframe_ms: int,
+                 policy: RetryPolicy, stop: threading.Event) -> None:
+        self.exchange, self.symbol, self.timeframe, self.tf = exchange, symbol, timeframe, timeframe_ms
+        self.policy, self.stop = policy, stop
+
+    def closed_since(self, since_ms: int, now_ms: int) -> pd.DataFrame:
+        """Candles opening at or after ``since_ms`` that are closed at ``now_ms`` (open + timeframe <= now)."""
+        rows: list[list] = []
+        since = since_ms
+        for _ in range(10_000):  # bounded: every page advances by at least one candle
+            page = call_with_retries(
+                lambda: self.exchange.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=PAGE_LIMIT),
+                f"{self.exchange.id} {self.symbol} fetch_ohlcv", self.policy, self.stop,
+            )
+            page = [r for r in page if int(r[0]) >= since and int(r[0]) + self.tf <= now_ms]
+            if not page:
+                break
+            rows.extend(page)
+            since = int(page[-1][0]) + self.tf
+            if len(page) < PAGE_LIMIT - 1:
+                break
+        if not rows:
+            return pd.DataFrame(columns=["open", "high", "low", "close", "volume"], dtype="float64",
+                                index=pd.DatetimeIndex([], tz="UTC", name="time"))
+        frame = pd.DataFrame([r[1:6] for r in rows], columns=["open", "high", "low", "close", "volume"], dtype="float64")
+        frame.index = pd.DatetimeIndex(pd.to_datetime([int(r[0]) for r in rows], unit="ms", utc=True), name="time")
+        frame = frame[~frame.index.duplicated(keep="last")]
+        return validate_candles(frame, self.timeframe, f"{self.exchange.id} {self.symbol} live candles")
+
+
+class LiveBars:
+    """The bars the strategy receives: journaled ones first (resume), then live ones."""
+
+    def __init__(
+        self, poller: CandlePoller, predictor: Predictor, journal: Journal, clock: Clock, ticks: Ticks,
+        stop: threading.Event, context_length: int, horizon: int, late_wait_s: float, late_retry_s: float,
+    ) -> None:
+        self.poller, self.predictor, self.journal, self.clock, self.ticks = poller, predictor, journal, clock, ticks
+        self.stop = stop
+        self.tf = poller.tf
+        self.context_length, self.horizon = context_length, horizon
+        self.late_wait_ms, self.late_retry_ms = int(late_wait_s * 1000), int(late_retry_s * 1000)
+        self.replay: deque[Bar] = deque()
+        self._times: list[int] = []
+        self._closes: list[float] = []
+        self.last_ms: int | None = None  # open time of the newest candle known
+        self.skipped = 0
+        self.nan_forecast = np.full((len(predictor.quantile_levels), horizon), np.nan)
+
+    # -- history -------------------------------------------------------------------------
+    def _extend(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        times = frame.index.as_unit("ms").asi8.tolist()
+        self._times.extend(times)
+        self._closes.extend(frame["close"].tolist())
+        self.last_ms = times[-1]
+
+    def restore(self, journaled: pd.DataFrame) -> int:
+        """Load the journal's candles as history and queue its traded bars for replay; returns how many."""
+        if journaled.empty:
+            return 0
+        self._extend(journaled[["open", "high", "low", "close", "volume"]])
+        traded = journaled[journaled["traded"] == 1]
+        for t, row in zip(traded.index.as_unit("ms").asi8.tolist(), traded.itertuples(index=False)):
+            forecast = np.array(_json_array(row.forecast), dtype=np.float64)
+            self.replay.append(Bar(t, row.open, row.high, row.low, row.close, row.volume, forecast, replay=True))
+        return len(self.replay)
+
+    def warm_up(self) -> None:
+        """Fetch enough closed candles for the first forecast (``context_length`` of them) as context."""
+        now = self.clock.now_ms()
+        latest = now // self.tf * self.tf - self.tf
+        need = self.context_length + 1
+        since = latest - need * self.tf if self.last_ms is None else self.last_ms + self.tf
+        frame = self.poller.closed_since(since, now)
+        self.journal.add_context_candles(frame)
+        self._extend(frame)
+        if len(self._times) < self.context_length:
+            logger.warning(
+                "warm-up: only {} closed candles before {}; the predictor needs context_length = {}, so the first "
+                "bars have no forecast (the strategy ignores them)", len(self._times), ms_to_time(now), self.context_length,
+            )
+        else:
+            logger.info("warm-up: {} candles of context up to {}", len(self._times), ms_to_time(self._times[-1]))
+
+    # -- the feed's source ---------------------------------------------------------------
+    def next_bar(self) -> Bar | None:
+        """The next bar for the strategy (blocking until its tick); None once stopped."""
+        if self.replay:
+            return self.replay.popleft()
+        while not self.stop.is_set():
+            tick = self.ticks.get(self.stop)
+            if tick is None:
+                return None
+            bar = self.poll()
+            if bar is not None:
+                return bar
+        return None
+
+    def poll(self) -> Bar | None:
+        """Fetch the candle that closed at the last boundary; retry while late; forecast and journal it."""
+        now = self.clock.now_ms()
+        expected = now // self.tf * self.tf - self.tf  # open time of the newest closed candle
+        if self.last_ms is not None and self.last_ms >= expected:
+            return None  # already have it (a spurious tick)
+        deadline = expected + self.tf + self.late_wait_ms
+        while True:
+            since = expected - self.context_length * self.tf if self.last_ms is None else self.last_ms + self.tf
+            try:
+                new = self.poller.closed_since(since, self.clock.now_ms())
+            except ExchangeUnavailable as exc:
+                logger.warning("candles of {}: {}", ms_to_time(expected), exc)
+                new = None
+            if new is not None and not new.empty:
+                fresh = new.index[-1] == ms_to_time(expected)
+                stale = new.iloc[:-1] if fresh else new
+                if len(stale):
+                    had_history = self.last_ms is not None
+                    self.journal.add_context_candles(stale)
+                    self._extend(stale)
+                    if had_history:
+                        msg = (f"{len(stale)} candle(s) up to {stale.index[-1]} arrived too late to trade on; "
+                               "they are model context only")
+                        logger.warning(msg)
+                        self.journal.event("stale", msg)
+                if fresh:
+                    return self._make_bar(new.iloc[-1], expected)
+            if self.clock.now_ms() >= deadline or self.stop.is_set():
+                self.skipped += 1
+                msg = (f"candle {ms_to_time(expected)} not served by {ms_to_time(deadline)}: bar skipped, "
+                       "no trading on stale data")
+                logger.warning(msg)
+                self.journal.event("skipped", msg)
+                return None
+            if not self.clock.sleep_ms(self.late_retry_ms, self.stop):
+                return None
+
+    def _make_bar(self, row: pd.Series, time_ms: int) -> Bar:
+        self._times.append(time_ms)
+        self._closes.append(float(row["close"]))
+        self.last_ms = time_ms
+        forecast = self.forecast_last()
+        ohlcv = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]), float(row["volume"]))
+        self.journal.add_traded_candle(time_ms, ohlcv, forecast)
+        return Bar(time_ms, *ohlcv, forecast=forecast)
+
+    def forecast_last(self) -> np.ndarray:
+        """``(Q, H)`` forecast for the newest candle from the last ``context_length`` closes (NaN if fewer)."""
+        L = self.context_length
+        if len(self._closes) < L:
+            return self.nan_forecast.copy()
+        index = pd.DatetimeIndex(pd.to_datetime(self._times[-L:], unit="ms", utc=True), name="time")
+        close = pd.Series(self._closes[-L:], index=index, dtype="float64")
+        forecast = compute_forecasts(close, self.predictor, L, self.horizon, batch_size=1,
+                                     decision_index=index[-1:], progress=False)
+        return forecast.values[0]
+
+
+def _json_array(text: str | None) -> list:
+    import json
+
+    return json.loads(text) if text else []
+
+
+class LiveForecastData(bt.feed.DataBase):
+    """ForecastData's lines, one bar at a time from a :class:`LiveBars`.
+
+    ``forecast_values[i]`` is the ``(Q, H)`` forecast of the ``i``-th bar (as
+    ``ForecastData.forecast_values[i]`` in a backtest); ``current`` is the bar being processed.
+    """
+
+    lines = ("fc_median", "fc_lower", "fc_upper")
+    params = (("bars", None), ("quantile_levels", (0.1, 0.5, 0.9)))
+
+    def islive(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        super().start()
+        self.quantile_levels = tuple(self.p.quantile_levels)
+        self.forecast_values: list[np.ndarray] = []
+        self.current: Bar | None = None
+        self.on_bar = None  # callback(bar) before the bar reaches broker and strategy
+
+    def _load(self) -> bool:
+        bar = self.p.bars.next_bar()
+        if bar is None:
+            return False
+        ln = self.lines
+        ln.datetime[0] = float(datetimes_to_num(pd.DatetimeIndex([ms_to_time(bar.time_ms)]))[0])
+        ln.open[0], ln.high[0], ln.low[0], ln.close[0], ln.volume[0] = bar.open, bar.high, bar.low, bar.close, bar.volume
+        ln.fc_median[0], ln.fc_lower[0], ln.fc_upper[0] = forecast_lines(bar.forecast, self.quantile_levels)
+        self.forecast_values.append(bar.forecast)
+        self.current = bar
+        if self.on_bar is not None:
+            self.on_bar(bar)
+        return True

@@ -1,0 +1,62 @@
+"""A paper run's reports from its journal: equity.csv, fills.csv, metrics.json, tearsheet.html.
+
+The same files and formats as a backtest's run folder, rebuilt from the journal (so a
+resumed run's reports cover the whole run). The benchmark is buy-and-hold of the same
+bars with the same costs, entering at the second bar's open.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from loguru import logger
+
+from engine.config import Config
+from engine.paper.journal import Journal
+from engine.recorder import FILL_COLUMNS, round_trips
+from engine.run_folder import json_safe
+from feeds.timeframes import periods_per_year
+
+
+def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: str) -> None:
+    """Rewrite the run's report files; fewer than 2 bars write nothing, under 2 days no tear-sheet."""
+    from reports.metrics import buy_and_hold_equity, performance_summary, simple_returns
+
+    eq = journal.equity()
+    fills = journal.fills()
+    fills[FILL_COLUMNS].to_csv(run_dir / "fills.csv", index=False)
+    journal.orders().to_csv(run_dir / "orders.csv", index=False)
+    if len(eq) < 2:
+        return
+    candles = journal.candles().loc[eq.index]
+    b = cfg.broker
+    benchmark = buy_and_hold_equity(candles["open"], candles["close"], b.cash, b.fee, b.slippage,
+                                    start_time=eq.index[1])
+    equity = eq["value"].rename("equity")
+    frame = pd.DataFrame({"equity": equity, "position": eq["position"], "buy_and_hold": benchmark,
+                          "close": eq["close"], "forecast": eq["forecast"]})
+    frame.to_csv(run_dir / "equity.csv", index_label="time")
+    ppy = periods_per_year(cfg.data.timeframe)
+    in_index = fills[fills["time"].isin(eq.index)][FILL_COLUMNS]
+    trades = round_trips(in_index, eq.index)
+    metrics = {
+        "mode": cfg.paper.mode, "strategy": strategy_stem, "predictor": cfg.predictor.name,
+        "market": {"exchange": cfg.data.exchange, "symbol": cfg.data.symbol, "timeframe": cfg.data.timeframe,
+                   "first_bar": eq.index[0], "last_bar": eq.index[-1], "n_bars": len(eq)},
+        "costs": {"fee": b.fee, "slippage": b.slippage},
+        "performance": performance_summary(equity, eq["position"], trades, in_index, ppy),
+        "orders": int(len(journal.orders())),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
+    if not cfg.output.tearsheet or eq.index[-1] - eq.index[0] < pd.Timedelta(days=2):
+        return
+    from reports.tearsheet import write_tearsheet
+
+    title = f"paper {strategy_stem} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe} ({cfg.paper.mode})"
+    try:
+        write_tearsheet(simple_returns(equity), simple_returns(benchmark).rename("buy & hold"),
+                        run_dir / "tearsheet.html", title=title, periods_per_year=ppy)
+    except ValueError as exc:
+        logger.debug("tear-sheet skipped: {}", exc)

@@ -1,0 +1,269 @@
+"""The paper-trading run: wiring, resume, per-bar bookkeeping, kill switch, shutdown.
+
+One backtrader ``Cerebro`` runs for the whole session with the same strategy class,
+predictor, broker configuration and feed lines as :func:`engine.backtest.run_event_loop`;
+only the feed (:class:`~engine.paper.live_feed.LiveForecastData`, one bar per tick) and
+the broker's order hooks (:class:`~engine.paper.execution.PaperBroker`) differ. That is
+the parity argument: in ``sim`` mode a bar reaches backtrader's own broker and the
+strategy exactly as in a backtest, so orders, fills and equity are the backtest's.
+
+Resume (``--resume RUN_DIR``) replays the journal's traded bars and their stored
+forecasts through a fresh Cerebro: the strategy makes the same orders with the same
+sequence numbers and client ids, none is sent again (journaled answers are reused; an
+order journaled as ``sending`` is looked up on the exchange by client id), and the run
+then continues live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import tomli_w
+from loguru import logger
+
+from engine.backtest import build_predictor
+from engine.broker import configure_broker
+from engine.config import Config, load_config
+from engine.errors import UserInputError
+from engine.paper.clock import BarTicks, Clock, Ticks, clock_from_env
+from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sandbox_exchange
+from engine.paper.journal import Journal
+from engine.paper.live_feed import CandlePoller, LiveBars, LiveForecastData, forecast_lines, ms_to_time
+from engine.paper.report import write_outputs
+from engine.paper.retry import RetryPolicy, call_with_retries
+from engine.paper.secrets import Credentials, credentials_from_env, install_redaction
+from engine.run_folder import _toml_ready, new_run_dir
+from engine.strategy_loader import check_strategy_params, load_strategy
+from feeds.timeframes import timeframe_ms
+from predictors.base import Predictor
+
+JOURNAL_FILE = "journal.sqlite"
+EXIT_KILL_SWITCH = 3
+
+
+@dataclass
+class PaperOutcome:
+    run_dir: Path
+    bars: int
+    replayed: int
+    orders: int
+    equity: float
+    stopped_by: str  # "signal", "kill switch: ...", "end of ticks"
+
+
+def resumed_config(run_dir: Path, cli_cfg: Config) -> Config:
+    """The run's own config (strategy, predictor, market, costs, mode), with the [paper]
+    operational keys and [output] of this invocation."""
+    path = Path(run_dir) / "config.toml"
+    if not (Path(run_dir) / JOURNAL_FILE).is_file() or not path.is_file():
+        raise UserInputError(
+            f"--resume {str(run_dir)!r} is not a paper run folder (no {JOURNAL_FILE} and config.toml); "
+            "pass the folder a previous `python -m engine paper` run printed"
+        )
+    stored = load_config(path)
+    paper = dataclasses.replace(cli_cfg.paper, mode=stored.paper.mode)
+    return dataclasses.replace(stored, paper=paper, output=cli_cfg.output)
+
+
+class PaperRecorder(bt.Analyzer):
+    """Forwards order notifications and the end of each bar to the runner."""
+
+    params = (("runner", None),)
+
+    def notify_order(self, order: bt.Order) -> None:
+        self.p.runner.on_order(order)
+
+    def next(self) -> None:
+        self.p.runner.on_bar_done(self.strategy)
+
+
+class PaperRunner:
+    """``python -m engine paper``: see the module docstring.
+
+    Args:
+        cfg: resolved config (for a resume, :func:`resumed_config`).
+        strategy_path: the strategy file (the same one a backtest runs).
+        resume_dir: a run folder to resume, or None for a new run under ``cfg.output.dir``.
+        clock, ticks: time and bar ticks (default: real UTC clock, or the test hook's, and APScheduler).
+        predictor: use this instance instead of the configured one (tests).
+        install_signals: handle SIGINT/SIGTERM (main thread only).
+    """
+
+    def __init__(
+        self, cfg: Config, strategy_path: str | Path, *, resume_dir: Path | None = None, clock: Clock | None = None,
+        ticks: Ticks | None = None, predictor: Predictor | None = None, install_signals: bool = True,
+    ) -> None:
+        self.cfg, self.strategy_path = cfg, Path(strategy_path)
+        self.resume_dir = Path(resume_dir) if resume_dir else None
+        self.clock = clock or clock_from_env()
+        self.tf = timeframe_ms(cfg.data.timeframe)
+        self.ticks = ticks or BarTicks(self.clock, self.tf, cfg.paper.poll_delay_s)
+        self.predictor = predictor
+        self.install_signals = install_signals
+        self.stop = threading.Event()
+        self.stopped_by = "end of ticks"
+        self.live_bars = self.replayed = 0
+        self.peak = -math.inf
+        self.credentials: Credentials | None = None
+
+    # -- setup ---------------------------------------------------------------------------
+    def _open_run_dir(self) -> tuple[Path, Journal]:
+        cfg = self.cfg
+        if self.resume_dir is not None:
+            run_dir = self.resume_dir
+            journal = Journal(run_dir / JOURNAL_FILE)
+            meta = journal.meta()
+            for key, value in (("symbol", cfg.data.symbol), ("timeframe", cfg.data.timeframe), ("mode", cfg.paper.mode)):
+                if meta.get(key) != value:
+                    raise UserInputError(f"--resume {run_dir}: the run has {key} = {meta.get(key)!r}, not {value!r}")
+            if meta.get("strategy_stem") != self.strategy_path.stem:
+                raise UserInputError(
+                    f"--resume {run_dir}: the run traded strategy {meta.get('strategy_stem')!r}, not "
+                    f"{self.strategy_path.stem!r}; pass the same strategy file"
+                )
+            kills = journal.events("kill_switch")
+            if kills:
+                raise UserInputError(
+                    f"--resume {run_dir}: the run was stopped by its kill switch ({kills[-1][1]}); "
+                    "start a new run (after checking why) instead of resuming this one"
+                )
+            journal.event("resume", "resumed")
+            return run_dir, journal
+        run_dir = new_run_dir(Path(cfg.output.dir), "paper", self.strategy_path.stem, cfg.predictor.name,
+                              cfg.data.symbol, cfg.data.timeframe)
+        (run_dir / "config.toml").write_text(tomli_w.dumps(_toml_ready(cfg.to_dict())), encoding="utf-8")
+        journal = Journal(run_dir / JOURNAL_FILE)
+        prefix = "l4m" + hashlib.sha256(run_dir.name.encode()).hexdigest()[:10]
+        journal.set_meta(mode=cfg.paper.mode, exchange=cfg.data.exchange, symbol=cfg.data.symbol,
+                         timeframe=cfg.data.timeframe, strategy=str(self.strategy_path),
+                         strategy_stem=self.strategy_path.stem, predictor=cfg.predictor.name, client_prefix=prefix)
+        return run_dir, journal
+
+    def run(self) -> PaperOutcome:
+        cfg, p = self.cfg, self.cfg.paper
+        strategy_cls = load_strategy(self.strategy_path)
+        params = check_strategy_params(strategy_cls, cfg.strategy.params_for(self.strategy_path.stem),
+                                       self.strategy_path.stem)
+        if p.mode == "testnet":
+            self.credentials = credentials_from_env()  # before anything is logged or written
+            install_redaction(self.credentials)
+        predictor = self.predictor or build_predictor(cfg)
+        self.run_dir, self.journal = self._open_run_dir()
+        sink = logger.add(self.run_dir / "paper.log", level="INFO", enqueue=False,
+                          format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}")
+        old_handlers: dict[int, Any] = {}
+        try:
+            policy = RetryPolicy(p.max_retries, p.backoff_base_s)
+            public = public_exchange(cfg.data.exchange, p.api_url, p.request_timeout_s)
+            call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
+            private = None
+            if p.mode == "testnet":
+                private = sandbox_exchange(cfg.data.exchange, self.credentials, p.api_url, p.request_timeout_s)
+                call_with_retries(private.load_markets, f"{private.id} sandbox load_markets", policy, self.stop)
+            if cfg.data.symbol not in public.markets:
+                raise UserInputError(f"{public.id} has no market {cfg.data.symbol!r}; check --symbol, e.g. BTC/USDT")
+            poller = CandlePoller(public, cfg.data.symbol, cfg.data.timeframe, self.tf, policy, self.stop)
+            self.bars = LiveBars(poller, predictor, self.journal, self.clock, self.ticks, self.stop,
+                                 cfg.predictor.context_length, cfg.predictor.horizon,
+                                 p.late_candle_wait_s, p.late_candle_retry_s)
+            self.replayed = self.bars.restore(self.journal.candles())
+            if self.replayed:
+                logger.info("resume: replaying {} journaled bars through the strategy", self.replayed)
+            self.bars.warm_up()
+
+            self.feed = LiveForecastData(bars=self.bars, quantile_levels=predictor.quantile_levels)
+            self.desk = OrderDesk(
+                self.journal, p.mode, self.journal.meta()["client_prefix"], cfg.data.symbol, policy, self.stop,
+                lambda: self.feed.current.time_ms, exchange=private, max_orders_per_day=p.max_orders_per_day,
+                redact=self.credentials.redact if self.credentials else (lambda s: s),
+            )
+            self.feed.on_bar = self._on_bar_start
+            cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
+            b = cfg.broker
+            configure_broker(cerebro, cash=b.cash, fee=b.fee, slippage=b.slippage)  # the backtest's costs ...
+            cerebro.broker = PaperBroker.like(cerebro.broker, self.desk)  # ... with the desk's order hooks
+            cerebro.adddata(self.feed)
+            cerebro.addstrategy(strategy_cls, **params)
+            cerebro.addanalyzer(PaperRecorder, runner=self)
+            if self.install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    old_handlers[sig] = signal.signal(sig, self._on_signal)
+            logger.info("paper trading {} on {} {} {} in {} mode, run folder {}", strategy_cls.__name__,
+                        cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, p.mode, self.run_dir)
+            self.ticks.start()
+            cerebro.run()
+        finally:
+            self.ticks.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            try:
+                write_outputs(self.journal, self.run_dir, cfg, self.strategy_path.stem)
+            except Exception as exc:  # never hide the error that ended the run
+                logger.warning("could not write the run's reports: {}", exc)
+            orders = len(self.journal.orders())
+            self.journal.close()
+            logger.remove(sink)
+        equity = float(self._last_value) if hasattr(self, "_last_value") else float(cfg.broker.cash)
+        return PaperOutcome(self.run_dir, self.live_bars, self.replayed, orders, equity, self.stopped_by)
+
+    # -- callbacks -----------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: object) -> None:
+        logger.warning("{} received: finishing the current bar and shutting down", signal.Signals(signum).name)
+        self.stopped_by = "signal"
+        self.stop.set()
+
+    def _on_bar_start(self, bar: Any) -> None:
+        self.desk.replaying = bar.replay
+
+    def on_order(self, order: bt.Order) -> None:
+        cid = order.info.get("client_id")
+        if cid is None:
+            return
+        if order.status == order.Completed:
+            ex = order.executed
+            size, price, comm = abs(float(ex.size)), float(ex.price), float(ex.comm)
+            self.journal.add_fill(cid, self.feed.current.time_ms, "buy" if order.isbuy() else "sell", size, price, comm)
+            if not self.desk.exchange_fills:
+                self.journal.order_answer(cid, "filled", price=price, filled=size, fee=comm)
+        elif order.status in (order.Margin, order.Rejected):
+            reason = order.info.get("reason") or "not enough cash at the next open (broker cash check)"
+            self.journal.order_answer(cid, "rejected", reason=reason)
+            if not self.feed.current.replay:
+                logger.warning("order {} rejected: {}", cid, reason)
+        elif order.status in (order.Canceled, order.Expired):
+            self.journal.order_answer(cid, "canceled", reason=order.info.get("reason"))
+
+    def on_bar_done(self, strategy: bt.Strategy) -> None:
+        bar = self.feed.current
+        broker = strategy.broker
+        value, cash, position = broker.getvalue(), broker.getcash(), strategy.position.size
+        self._last_value = value
+        median = forecast_lines(bar.forecast, self.feed.quantile_levels)[0]
+        self.journal.add_equity(bar.time_ms, bar.close, median, position, cash, value)
+        self.peak = max(self.peak, value)
+        limit = self.cfg.paper.max_drawdown
+        if limit and self.peak > 0 and 1 - value / self.peak >= limit:
+            self.desk.kill(f"drawdown {1 - value / self.peak:.2%} from the peak equity {self.peak:.2f} reached "
+                           f"max_drawdown = {limit:.2%}")
+        if bar.replay:
+            if not self.bars.replay:
+                logger.info("resume: state restored at {} (position {:.6f}, equity {:.2f}); going live",
+                            ms_to_time(bar.time_ms), position, value)
+        else:
+            self.live_bars += 1
+            logger.info("{:%Y-%m-%d %H:%M} close {:.2f} forecast {:+.5f} position {:.6f} equity {:.2f}",
+                        ms_to_time(bar.time_ms), bar.close, median, position, value)
+            every = self.cfg.paper.tearsheet_every_bars
+            if every and self.live_bars % every == 0:
+                write_outputs(self.journal, self.run_dir, self.cfg, self.strategy_path.stem)
+        if self.desk.killed is not None:
+            self.stopped_by = f"kill switch: {self.desk.killed}"
+            self.stop.set()
