@@ -145,7 +145,10 @@ def run_compare(
         })
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity
-        links[(symbol, predictor)] = f"{result.run_dir.relative_to(out_dir)}/tearsheet.html"
+        rel = result.run_dir.relative_to(out_dir)
+        links[(symbol, predictor)] = [
+            f"{rel}/{name}" for name in ("tearsheet.html", "forecast.html") if (result.run_dir / name).is_file()
+        ]
     frame = leaderboard_frame(rows)
     frame.to_csv(out_dir / "leaderboard.csv", index=False)
     notes = sorted({w for r in results.values() for w in r.warnings})

@@ -135,6 +135,15 @@ def _plot_times(index: pd.DatetimeIndex) -> np.ndarray:
     return idx.to_numpy()
 
 
+def _date_axis(ax: Any) -> None:
+    """Compact, non-overlapping date tick labels (matplotlib's ConciseDateFormatter)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator(minticks=4, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
 def _band_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
     """Index pairs (outer first) of quantile bands: (0, Q-1), (1, Q-2), ... below the median."""
     q = len(levels)
@@ -190,6 +199,7 @@ def fan_chart(
             ax.set_ylabel("price")
             ax.legend(loc="upper left", ncols=2 + len(pairs))
         axes[-1].set_xlabel("bar time (UTC)")
+        _date_axis(axes[-1])
         return figure_to_img(fig, alt)
 
 
@@ -305,7 +315,8 @@ def equity_overlay_chart(
         ax.set_title(title)
         ax.set_ylabel("equity / starting equity" + (" (log scale)" if log_scale else ""))
         ax.set_xlabel("bar time (UTC)")
-        ax.legend(loc="upper left")
+        _date_axis(ax)
+        ax.legend(loc="best")
         return figure_to_img(fig, alt)
 
 
@@ -361,24 +372,34 @@ def html_table(
     table_id: str = "",
     caption: str = "",
     raw_columns: Sequence[int] = (),
-    text_columns: Sequence[int] = (),
+    column_classes: Mapping[int, str] | None = None,
 ) -> str:
     """An HTML ``<table>``; every cell is escaped except those in ``raw_columns`` (column
-    positions whose cells are already HTML, e.g. links built by the caller). Cells in
-    ``text_columns`` (words, e.g. a verdict) are left-aligned and may wrap."""
+    positions whose cells are already HTML, e.g. links built by the caller).
+
+    ``column_classes`` maps a column position to a CSS class of its cells: ``"text"``
+    (left-aligned) or ``"words"`` (left-aligned, wrapping, at least 24em wide: a verdict).
+    """
     raw = set(raw_columns)
-    words = set(text_columns)
+    classes = {int(k): html.escape(v, quote=True) for k, v in (column_classes or {}).items()}
     width = len(header)
     parts = [f'<table id="{html.escape(table_id, quote=True)}">' if table_id else "<table>"]
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")
-    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>")
+    parts.append(
+        "<thead><tr>"
+        + "".join(
+            (f'<th class="{classes[j]}">' if j in classes else "<th>") + html.escape(h) + "</th>"
+            for j, h in enumerate(header)
+        )
+        + "</tr></thead>"
+    )
     parts.append("<tbody>")
     for i, row in enumerate(rows):
         if len(row) != width:
             raise ValueError(f"table row {i} has {len(row)} cells but the header has {width}: {list(row)!r}")
         cells = "".join(
-            ('<td class="words">' if j in words else "<td>")
+            (f'<td class="{classes[j]}">' if j in classes else "<td>")
             + (cell if j in raw else html.escape(str(cell)))
             + "</td>"
             for j, cell in enumerate(row)
@@ -401,11 +422,11 @@ _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;
 margin:24px auto;max-width:1200px;padding:0 16px;color:#1b1f23;background:#fff}
 h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
-.sub{color:#586069;margin-top:0}
+.sub{color:#586069;margin-top:0;font-size:0.9em}
 table{border-collapse:collapse;margin:8px 0;font-size:0.85em}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
-td.words{text-align:left;white-space:normal}td.verdict{min-width:24em}
+.text{text-align:left}.words{text-align:left}td.words{white-space:normal;min-width:24em}
 caption{text-align:left;font-weight:600;padding:4px 0}
 .notes{background:#fff8c5;border:2px solid #d4a72c;border-radius:6px;padding:8px 14px;margin:12px 0}
 .notes ul{margin:4px 0 0 0}

@@ -286,7 +286,7 @@ def _skill_rows(skill: Mapping[str, Any]) -> list[list[str]]:
     last = skill["last_horizon"]
     mean = skill["mean_over_horizons"]
     rows: list[list[str]] = [
-        ["Forecasts scored (n)", format_value(last.get("n"), "int"), format_value(skill.get("n_forecasts"), "int")],
+        ["Forecasts scored (n, outcome known)", format_value(last.get("n"), "int"), ""],
         ["MAE of the median (log return)", format_value(last.get("mae"), "sig4"), format_value(mean.get("mae"), "sig4")],
         ["MASE vs naive (< 1 beats naive)", format_value(last.get("mase"), "ratio"), format_value(mean.get("mase"), "ratio")],
         ["Pinball loss, mean over levels", format_value(last.get("pinball"), "sig4"), format_value(mean.get("pinball"), "sig4")],
@@ -449,16 +449,20 @@ def write_forecast_page(
         f'data-window-end="{html.escape(index[mask][-1].isoformat(), quote=True)}" '
         f'data-n-decisions="{n_win}" data-horizons="{",".join(map(str, horizons))}"'
     )
-    band = f"{lv[0]:g}\u2013{lv[-1]:g}" if len(lv) > 1 else f"{lv[0]:g}"
+    band = f"{lv[0]:g}\u2013{lv[-1]:g}"
     body = [
         notes_html(notes),
         "<h2>Forecasts against realised prices</h2>",
         f'<figure id="fan-chart" {fig_attrs}>{fan_img}<figcaption>'
         + html.escape(
             f"Window: {n_win} decision bars, {_fmt_time(index[mask][0])} to {_fmt_time(index[mask][-1])}. The forecast made "
-            f"at the close of bar t for h bars ahead is drawn at bar t + h as close[t] \u00b7 exp(quantile); "
-            f"shaded between levels {band} (inner bands darker), line: median. Realised close inside the "
-            f"{band} band in this window: " + "; ".join(inside) + "."
+            f"at the close of bar t for h bars ahead is drawn at bar t + h as close[t] \u00b7 exp(quantile)"
+            + (
+                f"; shaded between levels {band} (inner bands darker), line: median. Realised close inside "
+                f"the {band} band in this window: " + "; ".join(inside) + "."
+                if len(lv) > 1
+                else "; line: the forecast."
+            )
         )
         + "</figcaption></figure>",
         "<h2>Calibration</h2>",

@@ -123,6 +123,10 @@ def _check_row(i: int, row: Any) -> Mapping[str, Any]:
     for key in ("predictor", "symbol"):
         if not isinstance(row[key], str) or not row[key]:
             raise ValueError(f"rows[{i}] {key} must be a non-empty string, got {row[key]!r}")
+    for key in ("metrics", "buy_and_hold", "skill", "significance", "naive_comparison"):
+        value = row.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"rows[{i}] ({row['symbol']} {row['predictor']}) {key} must be a dict or None, got {value!r:.80}")
     lacking = [k for k in _METRIC_KEYS if k not in row["metrics"]]
     if lacking:
         raise ValueError(
@@ -351,16 +355,22 @@ def write_leaderboard_html(
     if stray_b:
         raise ValueError(f"benchmark has symbol(s) {stray_b} not in the frame; symbols: {symbols}")
 
-    headers = _headers(f) + ["pages"]
+    # the page puts the verdict right after the names (the terminal table ends with it)
+    v = [c for c, _, _ in _DISPLAY].index("verdict")
+    order = [0, 1, v] + [j for j in range(2, len(_DISPLAY)) if j != v]
+    head = _headers(f)
+    headers = [head[j] for j in order] + ["pages"]
     body_rows = []
     for rec in f.to_dict("records"):
         key = (rec["symbol"], rec["predictor"])
         links = _links(tearsheets[key], key) if key in tearsheets else ""
-        body_rows.append(_cells(rec) + [links])
-    verdict_col = [c for c, _, _ in _DISPLAY].index("verdict")
-    table = html_table(headers, body_rows, table_id="leaderboard", raw_columns=(len(headers) - 1,),
-                       text_columns=(verdict_col,),
-                       caption="Every predictor on the same bars, costs and decision times; forecast skill at the last horizon")
+        cells = _cells(rec)
+        body_rows.append([cells[j] for j in order] + [links])
+    table = html_table(
+        headers, body_rows, table_id="leaderboard", raw_columns=(len(headers) - 1,),
+        column_classes={0: "text", 1: "text", 2: "words", len(headers) - 1: "text"},
+        caption="Every predictor on the same bars, costs and decision times; forecast skill at the last horizon",
+    )
 
     sections = []
     for symbol in symbols:

@@ -71,6 +71,7 @@ class StubRequest:
     path: str
     params: dict[str, str]
     answered: str  # "ok", an HTTP status like "429", "drop", "drop_after" or "delay:<s>"
+    at: float = 0.0  # time.perf_counter() when the request arrived
 
 
 def _symbol_info(symbol: str, base: str, quote: str) -> dict:
@@ -363,11 +364,11 @@ class BinanceStub:
             return 400, {"code": -1117, "msg": "Invalid side."}
         client_id = params.get("newClientOrderId") or f"stub-{next(self._order_ids)}"
         with self._lock:
+            if any(o["clientOrderId"] == client_id for o in self.orders):
+                return 400, {"code": -2010, "msg": "Duplicate order sent."}
             if self.reject_next_orders:
                 code, msg = self.reject_next_orders.popleft()
                 return 400, {"code": code, "msg": msg}
-            if any(o["clientOrderId"] == client_id for o in self.orders):
-                return 400, {"code": -2010, "msg": "Duplicate order sent."}
         price = self.current_price(market["symbol"])
         if price is None:
             return 400, {"code": -1013, "msg": "Market is closed."}
@@ -448,6 +449,7 @@ class BinanceStub:
 
     # -- plumbing ----------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        arrived = time.perf_counter()
         parts = urlsplit(handler.path)
         method = handler.command
         raw = parts.query
@@ -475,7 +477,7 @@ class BinanceStub:
             if route is None:
                 answer = 404
         with self._lock:
-            self.requests.append(StubRequest(method, parts.path, params, str(answer)))
+            self.requests.append(StubRequest(method, parts.path, params, str(answer), arrived))
         if answer == "drop":
             self._drop(handler)
             return

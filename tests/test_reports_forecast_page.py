@@ -275,7 +275,21 @@ def test_reliability_by_level_counts_realised_below_each_quantile(drift_run: Run
     assert np.all(np.diff(frac, axis=0) >= 0)  # higher quantiles have more below them
 
 
-def test_a_flat_run_and_no_naive_quantiles_read_n_a(drift_run: Run, tmp_path: Path) -> None:
+def test_a_flat_run_and_no_naive_quantiles_read_n_a(
+    drift_run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    import matplotlib
+
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["Arial"])  # as quantstats leaves it
+    font_logger = logging.getLogger("matplotlib.font_manager")
+    before = (dict(matplotlib.rcParams), font_logger.level)
+    caplog.set_level(logging.DEBUG)
     flat = sharpe_significance(np.zeros(500), PPY)  # never traded: nothing to test
     skill = forecast_skill(drift_run.quantiles, LEVELS, drift_run.realised)  # no naive quantiles
     out = write_forecast_page(tmp_path / "f.html", title="flat", close=drift_run.candles["close"],
@@ -287,6 +301,11 @@ def test_a_flat_run_and_no_naive_quantiles_read_n_a(drift_run: Run, tmp_path: Pa
     assert _row(text, "significance", "Verdict")[1].startswith("not testable")
     assert _row(text, "skill", "DM vs naive, pinball loss")[1:] == ["n/a (no naive quantiles)"] * 2
     assert 'class="notes"' not in text
+    # charts drew under the default style, quietly, and left matplotlib as they found it
+    captured = capfd.readouterr()
+    assert "findfont" not in captured.err + captured.out
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
+    assert (dict(matplotlib.rcParams), font_logger.level) == before
 
 
 def test_bad_inputs_name_the_bad_value(drift_run: Run, significance: dict[str, Any], tmp_path: Path) -> None:

@@ -256,6 +256,6 @@ def test_renders_in_headless_chromium(page: Path, frame: pd.DataFrame) -> None:
     assert '<table id="leaderboard">' in dom
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2
     for predictor in PREDICTORS:
-        assert f"<td>{predictor}</td>" in dom
+        assert f'<td class="text">{predictor}</td>' in dom
     assert dom.count('href="runs/') == 2 * len(frame)
     screenshot_is_a_page(png)

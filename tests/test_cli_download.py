@@ -1,0 +1,63 @@
+"""`python -m engine download` and a backtest without --data-dir, against a loopback Binance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tests.binance_stub import BinanceStub
+from tests.conftest import read_shared_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def engine(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_download_is_incremental_and_backtest_uses_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    with BinanceStub() as stub:
+        common = ["--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1h",
+                  "--exchange-url", stub.url, "--cache-dir", str(cache)]
+        first = engine("download", *common, "--timerange", "20240101-20240301", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        klines_first = len(stub.requests_to("/api/v3/klines", "ok"))
+        assert klines_first >= 2  # 1,440 candles need two pages of 1,000
+        second = engine("download", *common, "--timerange", "20240101-20240315", cwd=tmp_path)
+        assert second.returncode == 0, second.stderr
+        new = stub.requests_to("/api/v3/klines", "ok")[klines_first:]
+        assert new and all(int(r.params["startTime"]) >= 1709251200000 for r in new)  # only after 2024-03-01
+
+        cached = pd.read_parquet(cache / "binance" / "BTC_USDT-1h.parquet")
+        truth = read_shared_csv("BTC_USDT-1h.csv")
+        truth = truth[(truth.index >= "2024-01-01") & (truth.index < "2024-03-15")]
+        assert cached.index.is_unique and len(cached) == len(truth)
+        assert (cached[["open", "high", "low", "close", "volume"]].to_numpy() == truth.to_numpy()).all()
+
+        # A backtest with no --data-dir reads the cache; the range is covered, so no request is made.
+        before = len(stub.requests)
+        run = engine("backtest", str(ROOT / "strategies/sma_cross.py"), *common, "--timerange", "20240201-20240315",
+                     "--set", "predictor.context_length=200", "--no-tearsheet", "--no-progress",
+                     "--out", str(tmp_path / "runs"), cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert "run folder:" in run.stdout
+        assert len(stub.requests) == before
+
+
+def test_exchange_errors_are_clear_and_exit_1(tmp_path):
+    with BinanceStub() as stub:
+        proc = engine("download", "--exchange", "binance", "--symbol", "BTC/USDX", "--timeframe", "1h",
+                      "--exchange-url", stub.url, "--cache-dir", str(tmp_path), "--timerange", "20240101-20240102",
+                      cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "BTC/USDX" in proc.stderr and "Traceback" not in proc.stderr
+    proc = engine("download", "--exchange", "binanse", "--symbol", "BTC/USDT", "--cache-dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1 and "binance" in proc.stderr

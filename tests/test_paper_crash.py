@@ -1,0 +1,107 @@
+"""`python -m engine paper` as a real process on the stub's accelerated clock: SIGKILLed right
+after an order is sent and before its answer is journaled, then resumed; and no secret
+anywhere in what it wrote."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from binance_stub import BinanceStub
+from engine.paper.clock import CLOCK_ENV
+from engine.paper.execution import CRASH_ENV
+from engine.paper.journal import Journal
+from engine.paper.runner import JOURNAL_FILE
+from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
+from test_paper_helpers import ROOT, START_MS
+
+KEY, SECRET = "k3y-Crash-Test-A1B2C3D4E5F6G7H8", "s3cret-Crash-Test-Z9Y8X7W6V5U4T3"
+SPEED = 3600 / 0.3  # one 1h bar every 0.3 s
+
+
+def paper_cmd(stub: BinanceStub, out: Path, *extra: str) -> list[str]:
+    sets = {
+        "predictor.name": '"momentum"', "predictor.context_length": "48", "predictor.horizon": "4",
+        "predictor.params.momentum.lookback": "12", "predictor.cache": "false",
+        "strategy.llm_signal.threshold": "0.001", "paper.api_url": f'"{stub.url}"', "paper.poll_delay_s": "2.0",
+        "paper.late_candle_wait_s": "900.0", "paper.late_candle_retry_s": "60.0", "paper.backoff_base_s": "0.01",
+        "paper.tearsheet_every_bars": "0", "output.dir": f'"{out}"',
+    }
+    cmd = [sys.executable, "-m", "engine", "paper", str(ROOT / "strategies" / "llm_signal.py"),
+           "--config", str(ROOT / "config.toml"), "--mode", "testnet"]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd + list(extra)
+
+
+@pytest.fixture(scope="module")
+def crashed_and_resumed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper-crash")
+    stub = BinanceStub(api_key=KEY, api_secret=SECRET).start()
+    try:
+        env = {**os.environ, API_KEY_ENV: KEY, API_SECRET_ENV: SECRET, "PYTHONPATH": str(ROOT),
+               CLOCK_ENV: stub.accelerate(START_MS, SPEED)}
+        first = subprocess.run(paper_cmd(stub, out), env={**env, CRASH_ENV: "after_send:1"}, cwd=ROOT,
+                               capture_output=True, text=True, timeout=90)
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        journal = Journal(run_dir / JOURNAL_FILE)
+        after_crash = journal.orders()
+        journal.close()
+        orders_at_crash = [dict(o) for o in stub.orders]
+
+        resumed = subprocess.Popen(paper_cmd(stub, out, "--resume", str(run_dir)), env=env, cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(stub.orders) < 3 and resumed.poll() is None:
+            time.sleep(0.1)
+        resumed.send_signal(signal.SIGTERM)
+        stdout, stderr = resumed.communicate(timeout=60)
+        yield {
+            "first": first, "after_crash": after_crash, "orders_at_crash": orders_at_crash, "run_dir": run_dir,
+            "resumed_rc": resumed.returncode, "stdout": stdout, "stderr": stderr, "stub": stub,
+        }
+    finally:
+        stub.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_after_send_then_resume_makes_no_second_order(crashed_and_resumed):
+    r = crashed_and_resumed
+    assert r["first"].returncode == -signal.SIGKILL, r["first"].stderr[-2000:]
+    # killed after the exchange filled order 1 and before the journal heard of it
+    assert len(r["orders_at_crash"]) == 1
+    (cid,) = [o["clientOrderId"] for o in r["orders_at_crash"]]
+    assert list(r["after_crash"]["status"]) == ["sending"] and r["after_crash"]["client_id"][0] == cid
+
+    assert r["resumed_rc"] == 0, r["stderr"][-3000:]  # SIGTERM: a clean shutdown
+    assert "resume: replaying" in r["stderr"] and "paper run stopped (signal)" in r["stdout"]
+    stub_orders = r["stub"].orders
+    assert len(r["stub"].orders_with_client_id(cid)) == 1, "order 1 was sent twice"
+    journal = Journal(r["run_dir"] / JOURNAL_FILE)
+    orders = journal.orders()
+    fills = journal.fills()
+    journal.close()
+    first = orders.iloc[0]
+    assert first["status"] == "filled" and first["exchange_id"] == str(r["orders_at_crash"][0]["orderId"])
+    # every journaled fill is on the exchange once, and every exchange order is journaled
+    filled = orders[orders["status"] == "filled"]
+    assert sorted(filled["client_id"]) == sorted(o["clientOrderId"] for o in stub_orders)
+    assert len(stub_orders) == len({o["clientOrderId"] for o in stub_orders}) >= 2
+    assert fills["client_id"].iloc[0] == cid
+
+
+@pytest.mark.slow
+def test_no_secret_in_logs_journal_or_reports(crashed_and_resumed):
+    r = crashed_and_resumed
+    texts = [r["first"].stdout, r["first"].stderr, r["stdout"], r["stderr"]]
+    files = [p for p in r["run_dir"].rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"paper.log", JOURNAL_FILE, "config.toml", "orders.csv", "fills.csv"}
+    texts += [p.read_bytes().decode("latin-1") for p in files]
+    for text in texts:
+        assert KEY not in text and SECRET not in text
