@@ -50,6 +50,7 @@ class BacktestResult:
     versus_naive: dict[str, Any] | None
     lookahead: dict[str, Any]
     model_info: ModelInfo
+    predictor_stats: dict[str, Any] = field(default_factory=dict)
     significance: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -137,9 +138,11 @@ def contamination_warning(info: ModelInfo, bars: pd.DataFrame) -> str | None:
     cutoff = pd.Timestamp(info.training_cutoff)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
     if bars.index[0] <= cutoff:
+        source = f" ({info.source})" if info.source else ""
         return (
-            f"model {info.name} was trained on data up to {cutoff:%Y-%m-%d}; the backtest window starts "
-            f"{bars.index[0]:%Y-%m-%d}, so part of it may be in-sample for the model"
+            f"model {info.name} may have been trained on data up to {cutoff:%Y-%m-%d}{source}; the backtest window "
+            f"starts {bars.index[0]:%Y-%m-%d}, so part of it may be in-sample for the model: judge only bars after "
+            f"{cutoff:%Y-%m-%d} as out of sample"
         )
     return None
 
@@ -266,6 +269,12 @@ def run_backtest(
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
+    stats = dict(getattr(predictor, "stats", {}) or {})
+    if stats.get("failed_windows"):
+        warnings.append(
+            f"{stats['failed_windows']} of {stats.get('windows', '?')} forecast windows produced no well-formed "
+            f"sample and fell back to a zero-return forecast ({stats.get('malformed_samples', 0)} malformed samples)"
+        )
     if analysis["rejected"]:
         warnings.append(
             f"{len(analysis['rejected'])} orders were rejected for lack of cash (first at "
@@ -278,7 +287,7 @@ def run_backtest(
         forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
-        model_info=info, warnings=warnings, timings=timings,
+        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
     )
     n_trials, var_sharpes = 1, 0.0
     if write:

@@ -160,6 +160,8 @@ def print_judgement(result: Any) -> None:
         print(f"significance: {sig.get('verdict')}")
     look = result.lookahead
     print(f"lookahead check: {'passed' if look['ok'] else 'FAILED'} at {len(look['times'])} sampled decision times")
+    for note in look.get("notes", []):
+        print(f"  note: {note}")
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:

@@ -67,6 +67,8 @@ def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: 
 
 def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Path:
     """Write every output of ``result`` into ``result.run_dir`` (created by :func:`new_run_dir`)."""
+    from engine.backtest import contamination_warning
+
     cfg = result.config
     run_dir = result.run_dir
     if run_dir is None:
@@ -82,8 +84,9 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
     metrics = {
         "strategy": {"name": result.strategy_name, "file": str(strategy_path), "params": result.strategy_params},
         "predictor": {"name": cfg.predictor.name, "params": cfg.predictor.predictor_params()},
-        "model": {"name": info.name, "revision": info.revision,
-                  "training_cutoff": info.training_cutoff, "source": info.source},
+        "model": {"name": info.name, "revision": info.revision, "training_cutoff": info.training_cutoff,
+                  "cutoff_source": info.source,
+                  "overlaps_backtest": contamination_warning(info, result.bars) is not None},
         "market": {"exchange": cfg.data.exchange, "symbol": cfg.data.symbol, "timeframe": cfg.data.timeframe,
                    "first_bar": result.bars.index[0], "last_bar": result.bars.index[-1], "n_bars": len(result.bars)},
         "costs": {"fee": cfg.broker.fee, "slippage": cfg.broker.slippage},
@@ -94,6 +97,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         "versus_naive": result.versus_naive,
         "significance": result.significance,
         "lookahead": result.lookahead,
+        "predictor_stats": result.predictor_stats,
         "forecast_cache_hit": result.forecast_cache_hit,
         "warnings": result.warnings,
         "timings_s": result.timings,

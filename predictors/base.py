@@ -153,6 +153,13 @@ class Predictor(abc.ABC):
     def model_info(self) -> ModelInfo:
         return ModelInfo(name=self.name)
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a window's forecast is the same whatever other windows share its batch
+        (up to float tolerance). The lookahead check relies on it to tell a predictor that
+        peeks at its batch neighbours from numerical noise."""
+        return True
+
     # -- the public, validating entry point ------------------------------------------
     def predict(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         """Validate ``contexts``, call :meth:`predict_quantiles`, validate the result.

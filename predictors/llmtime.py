@@ -137,6 +137,10 @@ class LLMTimePredictor(Predictor):
         revision: hub revision to pin; ignored for a local path.
         device, dtype: see :mod:`predictors._torch` (``auto``: best device; bf16 on CUDA).
         batch_size: windows per ``generate`` call (rows = ``batch_size * num_samples``).
+            With ``batch_size > 1`` prompts of different token lengths are left-padded and
+            float noise can flip sampled tokens at near-ties, so a window's forecast can
+            depend on its batch neighbours; ``batch_size = 1`` is exactly reproducible
+            window by window (and what the lookahead check needs to verify the predictor).
         num_samples: continuations sampled per window (default 20).
         max_context_values: use only the last N values of each window (prompt length).
         token_budget_factor: new-token budget per window = factor x (prompt tokens per
@@ -211,6 +215,10 @@ class LLMTimePredictor(Predictor):
         self._lm: Any = None
         self._tokenizer: Any = None
         self._allowed: Any = None
+
+    @property
+    def batch_invariant(self) -> bool:
+        return self.batch_size == 1
 
     def params(self) -> dict[str, Any]:
         keys = (

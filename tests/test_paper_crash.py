@@ -70,7 +70,6 @@ def crashed_and_resumed(tmp_path_factory):
         stub.stop()
 
 
-@pytest.mark.slow
 def test_sigkill_after_send_then_resume_makes_no_second_order(crashed_and_resumed):
     r = crashed_and_resumed
     assert r["first"].returncode == -signal.SIGKILL, r["first"].stderr[-2000:]
@@ -96,7 +95,6 @@ def test_sigkill_after_send_then_resume_makes_no_second_order(crashed_and_resume
     assert fills["client_id"].iloc[0] == cid
 
 
-@pytest.mark.slow
 def test_no_secret_in_logs_journal_or_reports(crashed_and_resumed):
     r = crashed_and_resumed
     texts = [r["first"].stdout, r["first"].stderr, r["stdout"], r["stderr"]]

@@ -270,6 +270,13 @@ class PaperBroker(bt.brokers.BackBroker):
 
     def transmit(self, order: bt.Order, check: bool = True) -> bt.Order:
         desk: OrderDesk = self.p.desk
+        if desk.exchange_fills and order.exectype != bt.Order.Market:
+            order.submit()
+            order.reject()
+            order.addinfo(reason="testnet mode sends market orders only; use market orders or --mode sim")
+            logger.warning("order refused: {}", order.info["reason"])
+            self.notify(order)
+            return order
         refusal = desk.admit(order)
         if refusal is not None:
             order.submit()
