@@ -7,6 +7,7 @@ exchange and network failures exit 1. No tracebacks for either (``--debug`` show
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,10 +21,26 @@ EXIT_USER = 2
 EXIT_OPERATIONAL = 1
 
 
+class _InterceptHandler(logging.Handler):
+    """Route standard-library logging (predictor plugins, libraries) into loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     logger.remove()
     level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
     logger.add(sys.stderr, level=level, format="<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}")
+    for name in ("predictors", "engine", "feeds", "reports"):
+        std = logging.getLogger(name)
+        std.handlers = [_InterceptHandler()]
+        std.setLevel(logging.DEBUG if verbose else logging.INFO)
+        std.propagate = False
 
 
 def _add_market_flags(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,10 @@ as text and lets a language model continue it. This predictor follows the paper:
    batch of windows, with the paper's nucleus sampling (``temperature=0.7, top_p=0.9``
    defaults) and, by default, only tokens made of digits, ``-`` and separator characters
    allowed (``restrict_tokens``; the paper does the same with logit bias). Sampling uses
-   the batch-invariant :class:`predictors._torch.HashedGumbelSampler`.
+   :class:`predictors._torch.HashedGumbelSampler`, whose noise depends only on the seed and
+   the window; but with ``batch_size > 1`` prompts are left-padded to a common length and
+   the logits change at float-rounding level, which flips sampled tokens at near-ties, so
+   a window's forecast can depend on its batch. ``batch_size=1`` is exactly reproducible.
 4. **Parse** each continuation: split on the value separator, take the first ``horizon``
    values, each ``-?digits`` once whitespace is removed, each terminated by a separator.
    A sample with fewer well-formed values, or a non-positive price, is **malformed**: it
