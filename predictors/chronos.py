@@ -50,8 +50,7 @@ import numpy as np
 
 from predictors._torch import HashedGumbelSampler, import_optional, import_torch, pick_device, pick_dtype, row_seeds
 from predictors.base import DEFAULT_QUANTILES, ModelInfo, Predictor, PredictorError
-from predictors.contamination import cutoff_source, training_cutoff
-from predictors.hub import load_error, resolve_model, snapshot_revision
+from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -136,12 +135,7 @@ class ChronosPredictor(Predictor):
         }
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.model,
-            revision=self.revision or snapshot_revision(self.path),
-            training_cutoff=training_cutoff(self.model),
-            source=cutoff_source(self.model),
-        )
+        return hub_model_info(self.model, self.revision, self.path)
 
     # -- loading --------------------------------------------------------------------------
     @property

@@ -111,11 +111,24 @@ def resolve_model(model: str, revision: str | None = None) -> str:
 
 
 def snapshot_revision(path: str) -> str:
-    """The commit hash of a hub-cache snapshot directory (``.../snapshots/<sha>``), else ``""``."""
+    """What identifies the weights in ``path``, for the forecast cache key and the run record.
+
+    A hub-cache snapshot directory (``.../snapshots/<sha>``) -> the commit hash. Any other
+    local directory -> ``"local-<hash>"`` of its files' names, sizes and modification
+    times, so retrained weights saved to the same folder never reuse stale forecasts.
+    """
     p = Path(path)
     if p.parent.name == "snapshots" and len(p.name) == 40:
         return p.name
-    return ""
+    if not p.is_dir():
+        return ""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        st = f.stat()
+        digest.update(f"{f.relative_to(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return f"local-{digest.hexdigest()[:12]}"
 
 
 def load_error(model: str, revision: str | None, exc: BaseException) -> PredictorError:
@@ -123,4 +136,18 @@ def load_error(model: str, revision: str | None, exc: BaseException) -> Predicto
     return PredictorError(
         f"could not load model {model!r}{f' at revision {revision!r}' if revision else ''}: "
         f"{type(exc).__name__}: {exc}. {_fetch_hint(model, revision)}"
+    )
+
+
+def hub_model_info(model: str, revision: str | None, path: str | None) -> "ModelInfo":
+    """ModelInfo of a hub or local checkpoint: the pinned revision (or the cached snapshot's
+    commit) and the training-data cut-off from :mod:`predictors.contamination`."""
+    from predictors.base import ModelInfo
+    from predictors.contamination import cutoff_source, training_cutoff
+
+    return ModelInfo(
+        name=model,
+        revision=revision or (snapshot_revision(path) if path else "") or "",
+        training_cutoff=training_cutoff(model),
+        source=cutoff_source(model),
     )

@@ -34,8 +34,7 @@ import numpy as np
 from predictors._torch import import_optional, import_torch, pick_device
 from predictors.base import DEFAULT_QUANTILES, ModelInfo, Predictor, PredictorError
 from predictors.chronos import MIN_RELATIVE_PRICE
-from predictors.contamination import cutoff_source, training_cutoff
-from predictors.hub import load_error, resolve_model, snapshot_revision
+from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -131,12 +130,7 @@ class TimesFMPredictor(Predictor):
         }
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.model,
-            revision=self.revision or snapshot_revision(self.path),
-            training_cutoff=training_cutoff(self.model),
-            source=cutoff_source(self.model),
-        )
+        return hub_model_info(self.model, self.revision, self.path)
 
     def _load(self) -> Any:
         if self._tfm is None:

@@ -164,3 +164,14 @@ def test_timesfm_tiny_model(monkeypatch, tmp_path, btc_1h):
     np.testing.assert_allclose(np.exp(out_a), np.exp(out_b), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(out_a, a.predict(ctx, 12))
     assert a.params()["model"] == str(path) and a.model_info().training_cutoff is None
+
+
+def test_local_model_folder_revision_changes_when_weights_change(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    first = snapshot_revision(str(folder))
+    assert first.startswith("local-")
+    assert snapshot_revision(str(folder)) == first  # stable while nothing changes
+    (folder / "model.safetensors").write_bytes(b"weights v2, retrained")
+    assert snapshot_revision(str(folder)) != first  # so the forecast cache key changes too
