@@ -57,11 +57,16 @@ def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
     )
 
 
-def _run_one(cfg: Config, strategy_path: str) -> BacktestResult:
-    """Worker: one backtest, run folder written, judging left to the parent."""
-    from engine.cli import _setup_logging
+def _run_one(cfg: Config, strategy_path: str, worker: bool = True) -> BacktestResult:
+    """One backtest, run folder written, judging left to the parent.
 
-    _setup_logging(verbose=False, quiet=True)
+    In a worker process (``worker``) logging is set to warnings only, so that several
+    runs do not interleave their info lines; the parent's logging is never touched.
+    """
+    if worker:
+        from engine.cli import _setup_logging
+
+        _setup_logging(verbose=False, quiet=True)
     return run_backtest(cfg, strategy_path, write=True, judge=False)
 
 
@@ -79,7 +84,7 @@ def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: 
         refs = [task.remote(c, strategy_path) for c in configs]
         return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
     if jobs <= 1:
-        return [_run_one(c, strategy_path) for c in tqdm(configs, desc="compare", unit="run")]
+        return [_run_one(c, strategy_path, worker=False) for c in tqdm(configs, desc="compare", unit="run")]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_run_one, c, strategy_path) for c in configs]
         return [f.result() for f in tqdm(futures, desc=f"compare ({jobs} workers)", unit="run")]

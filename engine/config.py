@@ -187,6 +187,8 @@ class Config:
         """Plain, JSON/TOML-serialisable dict of the resolved config."""
 
         def plain(obj: Any) -> Any:
+            if isinstance(obj, StrategyConfig):  # written as [strategy.<stem>] tables
+                return plain(obj.tables)
             if dataclasses.is_dataclass(obj):
                 return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
             if isinstance(obj, Mapping):

@@ -73,7 +73,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
     run_dir = result.run_dir
     if run_dir is None:
         raise ValueError("result.run_dir is not set; create it with new_run_dir first")
-    (run_dir / "config.toml").write_text(tomli_w.dumps(_toml_ready(cfg.to_dict())), encoding="utf-8")
+    write_resolved_config(cfg, run_dir / "config.toml")
     result.forecast.to_frame().to_parquet(run_dir / "forecasts.parquet")
     result.fills.to_csv(run_dir / "fills.csv", index=False)
     result.trades.to_csv(run_dir / "trades.csv", index=False)
@@ -132,6 +132,11 @@ def write_forecast_page(result: "BacktestResult") -> Path:
         levels=result.forecast.quantile_levels, skill=result.skill, significance=result.significance,
         notes=list(result.warnings),
     )
+
+
+def write_resolved_config(cfg: Any, path: Path) -> None:
+    """The resolved config as TOML (loadable again with ``load_config(path)``)."""
+    path.write_text(tomli_w.dumps(_toml_ready(cfg.to_dict())), encoding="utf-8")
 
 
 def _toml_ready(tree: Any) -> Any:

@@ -111,3 +111,12 @@ def test_cli_missing_strategy_file(tmp_path):
     proc = run_cli("backtest", "strategies/nope.py", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "strategy file 'strategies/nope.py' not found" in proc.stderr
+
+
+def test_resolved_config_round_trips(tmp_path):
+    from engine.run_folder import write_resolved_config
+
+    cfg = load_config(ROOT / "config.toml", {"data.symbol": "ETH/USDT", "strategy.llm_signal.threshold": 0.004})
+    write_resolved_config(cfg, tmp_path / "config.toml")
+    again = load_config(tmp_path / "config.toml")
+    assert again == cfg and again.hash() == cfg.hash()

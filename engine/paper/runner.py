@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import backtrader as bt
-import tomli_w
 from loguru import logger
 
 from engine.backtest import build_predictor
@@ -40,7 +39,7 @@ from engine.paper.live_feed import CandlePoller, LiveBars, LiveForecastData, for
 from engine.paper.report import write_outputs
 from engine.paper.retry import RetryPolicy, call_with_retries
 from engine.paper.secrets import Credentials, credentials_from_env, install_redaction
-from engine.run_folder import _toml_ready, new_run_dir
+from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.timeframes import timeframe_ms
 from predictors.base import Predictor
@@ -139,7 +138,7 @@ class PaperRunner:
             return run_dir, journal
         run_dir = new_run_dir(Path(cfg.output.dir), "paper", self.strategy_path.stem, cfg.predictor.name,
                               cfg.data.symbol, cfg.data.timeframe)
-        (run_dir / "config.toml").write_text(tomli_w.dumps(_toml_ready(cfg.to_dict())), encoding="utf-8")
+        write_resolved_config(cfg, run_dir / "config.toml")
         journal = Journal(run_dir / JOURNAL_FILE)
         prefix = "l4m" + hashlib.sha256(run_dir.name.encode()).hexdigest()[:10]
         journal.set_meta(mode=cfg.paper.mode, exchange=cfg.data.exchange, symbol=cfg.data.symbol,
