@@ -54,6 +54,18 @@ def _add_market_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exchange-url", help="base URL replacing the exchange's API host (a proxy or local stub)")
 
 
+def _add_run_flags(p: argparse.ArgumentParser, *, predictor: bool = True) -> None:
+    """Flags shared by the commands that run a strategy (backtest, lookahead, compare, paper)."""
+    if predictor:
+        p.add_argument("--predictor", help="predictor name (see `python -m engine predictors`) or module:Class")
+    p.add_argument("--model", help="model hub id or local path for model predictors")
+    p.add_argument("--out", help="output folder for run folders and the ledger")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set broker.fee=0.0005 --set strategy.llm_signal.stake=0.5")
+    p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
@@ -67,13 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("backtest", help="backtest a strategy file with the configured predictor")
     bt.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(bt)
-    bt.add_argument("--predictor", help="predictor name (see `python -m engine predictors`) or module:Class")
-    bt.add_argument("--model", help="model hub id or local path for model predictors")
-    bt.add_argument("--out", help="output folder for run folders and the ledger")
-    bt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any config key, e.g. --set broker.fee=0.0005 --set strategy.llm_signal.stake=0.5")
-    bt.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
-    bt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_flags(bt)
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -83,14 +89,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="run several predictors x symbols on the same bars and costs; leaderboard")
     cp.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(cp)
+    _add_run_flags(cp, predictor=False)
     cp.add_argument("--predictors", required=True, help="comma-separated predictor names, e.g. naive,drift,momentum")
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
-    cp.add_argument("--model", help="model hub id or local path, for the model predictors among --predictors")
-    cp.add_argument("--out", help="output folder")
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
-    cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    cp.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tear-sheets")
 
     lg = sub.add_parser("ledger", help="list every trial recorded in the output folder's ledger")
     lg.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
@@ -101,14 +104,12 @@ def _build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("lookahead", help="recompute forecasts and orders on truncated data; fail on any difference")
     la.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(la)
-    la.add_argument("--predictor", help="predictor name or module:Class")
-    la.add_argument("--model", help="model hub id or local path for model predictors")
+    _add_run_flags(la)
     la.add_argument("--samples", type=int, default=20, help="decision times to check (default 20)")
-    la.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
 
     from engine.paper.cli import add_paper_parser
 
-    add_paper_parser(sub, _add_market_flags)
+    add_paper_parser(sub, _add_market_flags, _add_run_flags)
     return parser
 
 

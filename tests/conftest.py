@@ -35,3 +35,14 @@ def btc_1d() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def btc_1h() -> pd.DataFrame:
     return read_shared_csv("BTC_USDT-1h.csv")
+
+
+@pytest.fixture(scope="session")
+def two_torch_threads():
+    """Tiny models on at most 2 CPU threads (this machine's size), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(2, before))
+    yield
+    torch.set_num_threads(before)

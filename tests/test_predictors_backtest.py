@@ -23,12 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _two_threads(two_torch_threads):
+    """Every test here runs tiny models on 2 threads (see conftest)."""
 
 
 def _backtest(shared_data, tmp_path, predictor, params, **extra):

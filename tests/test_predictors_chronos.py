@@ -21,12 +21,9 @@ BUILDERS = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _two_threads(two_torch_threads):
+    """Every test here runs tiny models on 2 threads (see conftest)."""
 
 
 @pytest.fixture(scope="session")

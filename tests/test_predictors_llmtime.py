@@ -15,12 +15,9 @@ from predictors import PredictorError, make_predictor  # noqa: E402
 from predictors.llmtime import Scaler, parse_sample, serialize  # noqa: E402
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _two_threads(two_torch_threads):
+    """Every test here runs tiny models on 2 threads (see conftest)."""
 
 
 @pytest.fixture(scope="session")

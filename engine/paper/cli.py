@@ -17,7 +17,11 @@ from typing import Callable
 from engine.config import Config
 
 
-def add_paper_parser(sub: argparse._SubParsersAction, add_market_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_paper_parser(
+    sub: argparse._SubParsersAction,
+    add_market_flags: Callable[[argparse.ArgumentParser], None],
+    add_run_flags: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = sub.add_parser(
         "paper", help="paper-trade a strategy on live candles (sim or exchange testnet)",
         description="Trade the backtested strategy and predictor forward on live closed candles, without real "
@@ -30,12 +34,7 @@ def add_paper_parser(sub: argparse._SubParsersAction, add_market_flags: Callable
                    help="sim: fills at the next open with the backtest's fee and slippage (default, no keys); "
                         "testnet: market orders to the exchange sandbox")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a paper run from its folder (journal + config)")
-    p.add_argument("--predictor", help="predictor name (see `python -m engine predictors`) or module:Class")
-    p.add_argument("--model", help="model hub id or local path for model predictors")
-    p.add_argument("--out", help="output folder for run folders")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set paper.max_drawdown=0.2")
-    p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
+    add_run_flags(p)
 
 
 def run_paper(args: argparse.Namespace, cfg: Config) -> int:
