@@ -63,7 +63,7 @@ def _fetch_hint(model: str, revision: str | None) -> str:
         f"Fetch it once on a machine with internet access: `hf download {model}{rev}` "
         f"(or `huggingface-cli download {model}{rev}`), then copy ~/.cache/huggingface over if needed; "
         "or download the checkpoint folder yourself and pass its path with `--model PATH` "
-        "(config: [predictor.params] model = \"PATH\")."
+        "(config: [predictor] model = \"PATH\")."
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 from scipy import stats
@@ -104,6 +104,42 @@ def _default_mean_block(n: int) -> float:
     return max(1.0, n ** (1.0 / 3.0))
 
 
+def bootstrap_distributions(
+    returns: Any,
+    stat_fns: Mapping[str, StatFn],
+    n_boot: int = 2000,
+    mean_block: float | None = None,
+    seed: int | None = 0,
+) -> dict[str, np.ndarray]:
+    """``(n_boot,)`` values of each statistic on the **same** stationary-bootstrap resamples.
+
+    Each ``stat_fn`` maps a ``(b, n)`` array of resampled series (one per row) to ``(b,)``
+    values; it must be vectorised along axis 1. Resamples are made in chunks of at most
+    ~32 MiB, so memory stays bounded for long series, and drawn once for all statistics.
+    ``mean_block`` defaults to ``n ** (1/3)``. The result is a deterministic function of
+    ``(returns, n_boot, mean_block, seed)``, the same for a statistic alone or in company.
+    """
+    r = _returns(returns)
+    n = r.size
+    block = _default_mean_block(n) if mean_block is None else float(mean_block)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * n)))
+    out = {name: np.empty(int(n_boot)) for name in stat_fns}
+    done = 0
+    while done < n_boot:  # a loop over memory-sized chunks, not over resamples
+        b = min(chunk, int(n_boot) - done)
+        sample = r[stationary_bootstrap_indices(n, block, b, rng)]
+        for name, stat_fn in stat_fns.items():
+            values = np.asarray(stat_fn(sample), dtype=np.float64)
+            if values.shape != (b,):
+                raise ValueError(
+                    f"stat_fn {name!r} must map a (b, n) array to (b,) values, returned shape {values.shape} for b={b}"
+                )
+            out[name][done : done + b] = values
+        done += b
+    return out
+
+
 def bootstrap_distribution(
     returns: Any,
     stat_fn: StatFn,
@@ -111,29 +147,8 @@ def bootstrap_distribution(
     mean_block: float | None = None,
     seed: int | None = 0,
 ) -> np.ndarray:
-    """``(n_boot,)`` values of ``stat_fn`` on stationary-bootstrap resamples of ``returns``.
-
-    ``stat_fn`` maps a ``(b, n)`` array of resampled series (one per row) to ``(b,)`` values;
-    it must be vectorised along axis 1. Resamples are made in chunks of at most ~32 MiB, so
-    memory stays bounded for long series. ``mean_block`` defaults to ``n ** (1/3)``. The
-    result is a deterministic function of ``(returns, n_boot, mean_block, seed)``.
-    """
-    r = _returns(returns)
-    n = r.size
-    block = _default_mean_block(n) if mean_block is None else float(mean_block)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * n)))
-    out = np.empty(int(n_boot))
-    done = 0
-    while done < n_boot:  # a loop over memory-sized chunks, not over resamples
-        b = min(chunk, int(n_boot) - done)
-        idx = stationary_bootstrap_indices(n, block, b, rng)
-        values = np.asarray(stat_fn(r[idx]), dtype=np.float64)
-        if values.shape != (b,):
-            raise ValueError(f"stat_fn must map a (b, n) array to (b,) values, returned shape {values.shape} for b={b}")
-        out[done : done + b] = values
-        done += b
-    return out
+    """``(n_boot,)`` values of one statistic; see :func:`bootstrap_distributions`."""
+    return bootstrap_distributions(returns, {"stat": stat_fn}, n_boot, mean_block, seed)["stat"]
 
 
 @dataclass(frozen=True)
@@ -165,18 +180,35 @@ def bootstrap_ci(
     seed: int | None = 0,
 ) -> ConfidenceInterval:
     """Percentile stationary-bootstrap ``1 - alpha`` interval of ``stat_fn`` (see
-    :func:`bootstrap_distribution` for ``stat_fn``). Resamples whose statistic is NaN (e.g.
+    :func:`bootstrap_distributions` for ``stat_fn``). Resamples whose statistic is NaN (e.g.
     zero variance) are ignored."""
+    return bootstrap_cis(returns, {"stat": stat_fn}, alpha, n_boot, mean_block, seed)["stat"]
+
+
+def bootstrap_cis(
+    returns: Any,
+    stat_fns: Mapping[str, StatFn],
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    mean_block: float | None = None,
+    seed: int | None = 0,
+) -> dict[str, ConfidenceInterval]:
+    """:func:`bootstrap_ci` of several statistics from one set of resamples (each interval
+    equals what ``bootstrap_ci`` gives for that statistic alone with the same seed)."""
     _check_alpha(alpha)
     r = _returns(returns)
     block = _default_mean_block(r.size) if mean_block is None else float(mean_block)
-    dist = bootstrap_distribution(r, stat_fn, n_boot=n_boot, mean_block=block, seed=seed)
-    estimate = float(np.asarray(stat_fn(r[None, :]), dtype=np.float64)[0])
-    if np.isnan(dist).all():
-        lo = hi = math.nan
-    else:
-        lo, hi = (float(v) for v in np.nanquantile(dist, [alpha / 2, 1 - alpha / 2]))
-    return ConfidenceInterval(estimate, lo, hi, float(alpha), int(n_boot), block)
+    dists = bootstrap_distributions(r, stat_fns, n_boot=n_boot, mean_block=block, seed=seed)
+    out = {}
+    for name, stat_fn in stat_fns.items():
+        dist = dists[name]
+        estimate = float(np.asarray(stat_fn(r[None, :]), dtype=np.float64)[0])
+        if np.isnan(dist).all():
+            lo = hi = math.nan
+        else:
+            lo, hi = (float(v) for v in np.nanquantile(dist, [alpha / 2, 1 - alpha / 2]))
+        out[name] = ConfidenceInterval(estimate, lo, hi, float(alpha), int(n_boot), block)
+    return out
 
 
 def _sharpe_rows(x: np.ndarray) -> np.ndarray:
@@ -214,9 +246,12 @@ def total_return_confidence_interval(
 ) -> ConfidenceInterval:
     """Stationary-bootstrap percentile interval of the compounded total return
     ``prod(1 + r) - 1`` (a fraction: 0.25 = +25%) over the whole series."""
-    return bootstrap_ci(
-        returns, lambda x: np.expm1(np.log1p(x).sum(axis=1)), alpha, n_boot, mean_block, seed
-    )
+    return bootstrap_ci(returns, _total_return_rows, alpha, n_boot, mean_block, seed)
+
+
+def _total_return_rows(x: np.ndarray) -> np.ndarray:
+    """Compounded total return of each row of ``(b, n)`` simple returns."""
+    return np.expm1(np.log1p(x).sum(axis=1))
 
 
 # -- probabilistic and deflated Sharpe ratio ------------------------------------------------------
@@ -381,8 +416,11 @@ def sharpe_significance(
     psr = probabilistic_sharpe_ratio(mom.sharpe, 0.0, mom.n, mom.skew, mom.kurtosis) if math.isfinite(mom.sharpe) else math.nan
     sr0 = expected_max_sharpe(n_trials, var_trial_sharpes)
     dsr = probabilistic_sharpe_ratio(mom.sharpe, sr0, mom.n, mom.skew, mom.kurtosis) if math.isfinite(mom.sharpe) else math.nan
-    sharpe_ci = sharpe_confidence_interval(r, periods_per_year, alpha, n_boot, mean_block, seed)
-    total_ci = total_return_confidence_interval(r, alpha, n_boot, mean_block, seed)
+    # One set of resamples for both intervals (identical to computing each alone with this seed).
+    cis = bootstrap_cis(
+        r, {"sharpe": lambda x: _sharpe_rows(x) * scale, "total": _total_return_rows}, alpha, n_boot, mean_block, seed,
+    )
+    sharpe_ci, total_ci = cis["sharpe"], cis["total"]
     against = "chance" if n_trials == 1 else f"the luck of the best of {n_trials} trials"
     out = {
         "n": mom.n,

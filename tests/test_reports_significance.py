@@ -172,3 +172,18 @@ def test_verdict_in_words() -> None:
     assert verdict(float("nan")) == "not testable (too few observations or no variation)"
     with pytest.raises(ValueError, match="kind must be"):
         verdict(0.1, kind="dsr")  # type: ignore[arg-type]
+
+
+def test_shared_resamples_give_the_same_intervals_as_separate_ones(btc_1d) -> None:
+    from reports.significance import (
+        sharpe_confidence_interval,
+        sharpe_significance,
+        total_return_confidence_interval,
+    )
+
+    r = btc_1d["close"].pct_change().dropna().to_numpy()
+    together = sharpe_significance(r, 365, n_boot=500, seed=3)
+    alone_sharpe = sharpe_confidence_interval(r, 365, n_boot=500, seed=3).to_dict()
+    alone_total = total_return_confidence_interval(r, n_boot=500, seed=3).to_dict()
+    assert together["sharpe_ci"] == alone_sharpe
+    assert together["total_return_ci"] == alone_total
