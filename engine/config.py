@@ -171,6 +171,7 @@ class PaperConfig:
     max_orders_per_day: int = 0
     tearsheet_every_bars: int = 24
     api_url: str = ""
+    recv_window_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -202,11 +203,13 @@ class Config:
     def hash(self) -> str:
         """Stable short hash of what determines results (the ledger's trial id).
 
-        Leaves out where outputs and caches go (``output``, ``data.cache_dir``): moving
-        them does not make a new trial.
+        Leaves out where outputs and caches go (``output``, ``data.cache_dir``), how results
+        are judged (``evaluation``) and how paper trading runs (``paper``): none of them
+        changes a backtest's trades, so none makes a new trial.
         """
         tree = self.to_dict()
-        tree.pop("output")
+        for section in ("output", "evaluation", "paper"):
+            tree.pop(section)
         tree["data"].pop("cache_dir")
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -375,6 +378,8 @@ def _validate_paper(c: PaperConfig) -> None:
         raise ConfigError(f"paper.late_candle_retry_s = {c.late_candle_retry_s} must be seconds in (0, 3600), e.g. 5")
     if not 0 < c.request_timeout_s <= 300:
         raise ConfigError(f"paper.request_timeout_s = {c.request_timeout_s} must be seconds in (0, 300], e.g. 10")
+    if not 0.05 <= c.recv_window_s <= 60:
+        raise ConfigError(f"paper.recv_window_s = {c.recv_window_s} must be seconds in [0.05, 60], e.g. 5")
     if not 0 <= c.max_retries <= 20:
         raise ConfigError(f"paper.max_retries = {c.max_retries} must be in [0, 20], e.g. 5")
     if not 0 <= c.max_drawdown < 1:

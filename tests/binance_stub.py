@@ -173,6 +173,10 @@ class BinanceStub:
         self.balances: dict[str, float] = dict(balances or {"USDT": 10_000.0, "BTC": 0.0, "ETH": 0.0})
         #: fee per fill, fraction of notional, charged in the quote asset
         self.taker_fee = 0.001
+        self.late_refused: list[str] = []  # client ids of orders refused for arriving after recvWindow
+        # Real Binance refuses a repeated client order id only while that order is open; a market
+        # order fills at once, so a late copy of it would be placed again. True mimics that.
+        self.duplicates_only_while_open = False
         #: every order accepted, in arrival order (dicts in Binance's FULL answer shape)
         self.orders: list[dict] = []
         #: the next order answers are these rejections: ``(code, msg)`` pairs
@@ -363,8 +367,18 @@ class BinanceStub:
         if side not in ("BUY", "SELL"):
             return 400, {"code": -1117, "msg": "Invalid side."}
         client_id = params.get("newClientOrderId") or f"stub-{next(self._order_ids)}"
+        # Binance refuses a signed request processed more than recvWindow ms after its timestamp.
+        if "timestamp" in params:
+            age_ms = time.time() * 1000 - int(params["timestamp"])
+            if age_ms > int(params.get("recvWindow", 5000)):
+                with self._lock:
+                    self.late_refused.append(client_id)
+                return 400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
         with self._lock:
-            if any(o["clientOrderId"] == client_id for o in self.orders):
+            if any(
+                o["clientOrderId"] == client_id and (not self.duplicates_only_while_open or o["status"] == "NEW")
+                for o in self.orders
+            ):
                 return 400, {"code": -2010, "msg": "Duplicate order sent."}
             if self.reject_next_orders:
                 code, msg = self.reject_next_orders.popleft()

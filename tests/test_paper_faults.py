@@ -4,6 +4,8 @@ and the kill switch. Each is survived with nothing doubled or lost."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,7 @@ def test_testnet_orders_survive_network_faults_and_rejections(stub, tmp_path, mo
     monkeypatch.setenv(API_SECRET_ENV, SECRET)
     stub.fault_paths = {"POST /api/v3/order"}
     # order 1: placed, answer lost; order 2: 500 then 429 then ok; order 3: a timeout whose request
-    # still lands later (the exchange refuses the late duplicate); orders 4 and 5: refused
+    # still lands later, after its receive window (the exchange refuses it as too old); orders 4, 5: refused
     stub.fail_next("drop_after")
     stub.fail_next(500)
     stub.fail_next(429)
@@ -55,7 +57,8 @@ def test_testnet_orders_survive_network_faults_and_rejections(stub, tmp_path, mo
             for answer in (429, 429, 500, "drop", "delay:0.8"):
                 stub.fail_next(answer)
 
-    outcome, journal = run(stub, tmp_path, 120, mode="testnet", on_tick=on_tick, request_timeout_s=0.5)
+    outcome, journal = run(stub, tmp_path, 120, mode="testnet", on_tick=on_tick, request_timeout_s=0.5,
+                           recv_window_s=0.3)
     orders = journal.orders()
     assert outcome.bars == 120, "no bar lost to the faults"
     assert journal.events("skipped") == []
@@ -78,13 +81,48 @@ def test_testnet_orders_survive_network_faults_and_rejections(stub, tmp_path, mo
     prices = dict(zip(filled["client_id"], filled["price"]))
     np.testing.assert_allclose(fills["price"], [prices[c] for c in fills["client_id"]], rtol=1e-9)
     answers = [r.answered for r in stub.requests_to("/api/v3/order") if r.method == "POST"]
-    # the timed-out request landed after its resend and was refused as a duplicate: placed orders are the
+    # the timed-out request landed 0.8 s after signing, past its 0.3 s receive window, and was refused
+    # as too old (the desk waited the window out before its lookup and resend): placed orders are the
     # lost answer's one plus every "ok" but the two rejections
     assert answers[:4] == ["drop_after", "500", "429", "delay:0.8"]
+    assert len(stub.late_refused) == 1 and stub.late_refused[0] in on_exchange
     assert len(stub.orders) == 1 + answers.count("ok") - 2
     assert [r.answered for r in stub.requests_to(KLINES_PATH)].count("drop") == 1
     text = (outcome.run_dir / "paper.log").read_text() + (outcome.run_dir / JOURNAL_FILE).read_bytes().decode("latin-1")
     assert KEY not in text and SECRET not in text
+    journal.close()
+
+
+def test_a_delayed_order_is_waited_out_not_doubled(stub, tmp_path, monkeypatch):
+    """The hard case on real Binance: a timed-out order request that still lands, within its
+    receive window, after the client gave up. Binance would not refuse a resend with the
+    same client id (the first is already filled), so only waiting the window out before the
+    lookup prevents a second order."""
+    import engine.paper.execution as execution
+
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    monkeypatch.setenv(API_SECRET_ENV, SECRET)
+    stub.duplicates_only_while_open = True
+    stub.balances["USDT"] = 1e9  # so that a doubled order would be affordable, not refused for funds
+    stub.fault_paths = {"POST /api/v3/order"}
+    stub.fail_next("delay:0.8")  # lands 0.8 s after signing: inside a 1 s window, after the 0.5 s timeout
+    outcome, journal = run(stub, tmp_path / "wait", 30, mode="testnet", request_timeout_s=0.5, recv_window_s=1.0)
+    time.sleep(1.0)  # nothing may land late
+    ids = [o["clientOrderId"] for o in stub.orders]
+    assert ids and len(ids) == len(set(ids)), "an order was placed twice"
+    assert stub.late_refused == []  # the delayed original itself was placed, and found by the lookup
+    first = journal.orders().iloc[0]
+    assert first.status == "filled" and first.exchange_id == str(stub.orders[0]["orderId"])
+    journal.close()
+
+    # The same scenario without waiting the window out doubles the order: the test above is not vacuous.
+    stub.orders.clear()
+    monkeypatch.setattr(execution, "RECV_WINDOW_MARGIN", 0.0)
+    stub.fail_next("delay:0.8")
+    outcome, journal = run(stub, tmp_path / "nowait", 30, mode="testnet", request_timeout_s=0.5, recv_window_s=1.0)
+    time.sleep(1.0)  # let the delayed original land (the run itself can finish sooner)
+    ids = [o["clientOrderId"] for o in stub.orders]
+    assert len(ids) == len(set(ids)) + 1
     journal.close()
 
 

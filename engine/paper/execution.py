@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,6 +40,9 @@ from feeds.download import make_exchange, override_api_urls
 #: Test hook: ``"after_send:<seq>"`` SIGKILLs the process right after the exchange accepted
 #: order ``seq`` and before its answer is journaled.
 CRASH_ENV = "LLM4MP_PAPER_CRASH"
+#: After a timed-out order, wait this multiple of the exchange's receive window before
+#: looking it up and resending (margin for clock skew between us and the exchange).
+RECV_WINDOW_MARGIN = 1.2
 #: ccxt errors that mean "the exchange refused this order" (trading goes on).
 REJECTIONS = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.BadSymbol)
 #: ccxt errors that no retry fixes and that stop the run.
@@ -52,7 +56,9 @@ def public_exchange(exchange_id: str, api_url: str, timeout_s: float) -> ccxt.Ex
     return exchange
 
 
-def sandbox_exchange(exchange_id: str, credentials: Credentials, api_url: str, timeout_s: float) -> ccxt.Exchange:
+def sandbox_exchange(
+    exchange_id: str, credentials: Credentials, api_url: str, timeout_s: float, recv_window_s: float = 5.0,
+) -> ccxt.Exchange:
     """A ccxt client in sandbox mode with the given credentials; refuses anything else.
 
     Raises:
@@ -78,7 +84,15 @@ def sandbox_exchange(exchange_id: str, credentials: Credentials, api_url: str, t
         override_api_urls(exchange, api_url)
     exchange.apiKey, exchange.secret = credentials.api_key, credentials.secret
     exchange.timeout = int(timeout_s * 1000)
+    if "recvWindow" in exchange.options:  # Binance family: signed requests expire after the window
+        exchange.options["recvWindow"] = int(recv_window_s * 1000)
     return exchange
+
+
+def receive_window_s(exchange: ccxt.Exchange | None) -> float | None:
+    """Seconds after signing during which the exchange still accepts a request, if it enforces one."""
+    window = (exchange.options or {}).get("recvWindow") if exchange is not None else None
+    return None if window is None else float(window) / 1000.0
 
 
 def _strings(tree: object) -> list[str]:
@@ -203,7 +217,9 @@ class OrderDesk:
             return ExchangeResult("rejected", reason=f"precision: {self.redact(str(exc))[:200]}")
         if amount <= 0:
             return ExchangeResult("rejected", reason=f"precision: size {abs(order.created.size)} rounds to 0")
+        window = receive_window_s(ex)
         for attempt in range(self.policy.max_retries + 1):
+            sent_at = time.monotonic()
             try:
                 answer = ex.create_order(self.symbol, "market", side, amount, params={"newClientOrderId": cid})
             except FATAL as exc:
@@ -216,6 +232,10 @@ class OrderDesk:
                 return ExchangeResult("rejected", reason=f"{type(exc).__name__}: {self.redact(str(exc))[:200]}")
             except ccxt.NetworkError as exc:
                 delay = self.policy.delay_s(attempt)
+                if window is not None:
+                    # Wait out the receive window: a copy of this request still in flight is then
+                    # refused by the exchange, so the lookup below is final and a resend is safe.
+                    delay = max(delay, sent_at + RECV_WINDOW_MARGIN * window - time.monotonic())
                 logger.warning("order {}: {} ({}), checking by client id, retry {}/{} in {:.2f} s", cid,
                                type(exc).__name__, self.redact(str(exc))[:120], attempt + 1, self.policy.max_retries, delay)
                 if self.stop.wait(delay):

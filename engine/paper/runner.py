@@ -165,7 +165,9 @@ class PaperRunner:
             call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
             private = None
             if p.mode == "testnet":
-                private = sandbox_exchange(cfg.data.exchange, self.credentials, p.api_url, p.request_timeout_s)
+                private = sandbox_exchange(
+                    cfg.data.exchange, self.credentials, p.api_url, p.request_timeout_s, p.recv_window_s,
+                )
                 call_with_retries(private.load_markets, f"{private.id} sandbox load_markets", policy, self.stop)
             if cfg.data.symbol not in public.markets:
                 raise UserInputError(f"{public.id} has no market {cfg.data.symbol!r}; check --symbol, e.g. BTC/USDT")
