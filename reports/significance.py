@@ -90,12 +90,14 @@ def stationary_bootstrap_indices(n: int, mean_block: float, n_boot: int, rng: np
     if not mean_block >= 1.0:
         raise ValueError(f"mean_block must be >= 1 (mean block length in periods), got {mean_block!r}")
     n, n_boot = int(n), int(n_boot)
-    starts = rng.integers(0, n, size=(n_boot, n))
     new_block = rng.random((n_boot, n)) < 1.0 / float(mean_block)
     new_block[:, 0] = True
+    # One uniform start per block (not per position): block k of the flattened resamples
+    # starts at starts[k]; every position then reads its block's start.
+    starts = rng.integers(0, n, size=int(new_block.sum()))
+    first = starts[np.cumsum(new_block, axis=None).reshape(n_boot, n) - 1]
     t = np.arange(n)
     block_pos = np.maximum.accumulate(np.where(new_block, t, 0), axis=1)  # where the current block began
-    first = np.take_along_axis(starts, block_pos, axis=1)
     return (first + (t - block_pos)) % n
 
 
