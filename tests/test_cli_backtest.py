@@ -73,3 +73,17 @@ def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
                      ROOT / "strategies/llm_signal.py", write=False)
     assert not a.forecast_cache_hit and b.forecast_cache_hit and not c.forecast_cache_hit
     assert (a.forecast.values == b.forecast.values).all()
+
+
+def test_gap_policy_refuse_stops_and_fill_trades_every_bar(shared_data, tmp_path):
+    """The 34 h Binance outage of 2018-02-08 inside the range: refuse names it, fill completes the grid."""
+    args = ["backtest", str(ROOT / "strategies/llm_signal.py"), "--data-dir", str(shared_data),
+            "--timerange", "20180201-20180301", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "c"),
+            "--no-tearsheet", "--no-progress", "--set", "predictor.context_length=48"]
+    refused = engine(*args, "--set", "data.gap_policy=refuse", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "33 missing bars" in refused.stderr and "2018-02-08 00:00:00" in refused.stderr
+    assert "gap_policy='fill'" in refused.stderr
+    filled = engine(*args, "--set", "data.gap_policy=fill", cwd=tmp_path)
+    assert filled.returncode == 0, filled.stderr
+    assert "| 672 bars |" in filled.stdout  # 28 days x 24 h: every hour present after filling
