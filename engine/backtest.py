@@ -88,8 +88,8 @@ def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Time
     else:
         after = candles.index[candles.index >= start]
         first = after[0] if len(after) else None
-    if first is None or candles.index.get_loc(first) < warmup:
-        have = candles.index.get_indexer([first])[0] if first is not None else len(candles)
+    have = candles.index.get_loc(first) if first is not None else len(candles)  # bars before `first`
+    if first is None or have < warmup:
         raise UserInputError(
             f"only {have} candles of {d.symbol} {d.timeframe} before {first or 'the range'}, but "
             f"predictor.context_length = {cfg.predictor.context_length} needs {warmup} warm-up bars; "

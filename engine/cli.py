@@ -143,11 +143,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    """``--config`` (default ./config.toml if present) + the flags + ``extra`` overrides."""
     path = args.config
     if path is None and Path("config.toml").is_file():
         path = "config.toml"
-    return load_config(path, _overrides(args))
+    return load_config(path, {**_overrides(args), **(extra or {})})
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -239,9 +240,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 def cmd_lookahead(args: argparse.Namespace) -> int:
     from engine.backtest import run_backtest
 
-    cfg = load_config(args.config if args.config else ("config.toml" if Path("config.toml").is_file() else None), {
-        **_overrides(args), "evaluation.lookahead_samples": args.samples,
-        "evaluation.naive_baseline": False, "output.tearsheet": False,
+    cfg = _config(args, {
+        "evaluation.lookahead_samples": args.samples, "evaluation.naive_baseline": False, "output.tearsheet": False,
     })
     result = run_backtest(cfg, args.strategy, write=False)  # raises LookaheadError on failure
     print(f"lookahead check passed at {len(result.lookahead['times'])} decision times: "

@@ -24,12 +24,14 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from reports.numbers import number_or_text
 
 __all__ = [
     "calibration_chart",
@@ -332,37 +334,27 @@ def format_value(value: Any, kind: ValueKind = "float") -> str:
     (``12.3%``), ``pvalue`` (3 significant digits, ``0.0342``), ``prob`` (3 decimals),
     ``int``, ``money`` (thousands separators, 2 decimals: ``1,234.50``).
     """
-    if value is None:
-        return "n/a"
-    try:
-        x = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"expected a number to format as {kind!r}, got {value!r}") from exc
-    if math.isnan(x):
-        return "n/a"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if kind == "float":
-        return f"{x:.4f}"
-    if kind == "sig4":
-        return f"{x:#.4g}"
-    if kind == "ratio":
-        return f"{x:.3f}"
-    if kind == "stat":
-        return f"{x:.2f}"
-    if kind == "percent":
-        return f"{x * 100:.2f}%"
-    if kind == "percent1":
-        return f"{x * 100:.1f}%"
-    if kind == "pvalue":
-        return f"{x:.3g}"
-    if kind == "prob":
-        return f"{x:.3f}"
-    if kind == "int":
-        return f"{int(round(x)):d}"
-    if kind == "money":
-        return f"{x:,.2f}"
-    raise ValueError(f"unknown format kind {kind!r}; use one of {ValueKind.__args__}")  # type: ignore[attr-defined]
+    x = number_or_text(value, f"expected a number to format as {kind!r}")
+    if isinstance(x, str):
+        return x
+    formatter = _VALUE_FORMATS.get(kind)
+    if formatter is None:
+        raise ValueError(f"unknown format kind {kind!r}; use one of {ValueKind.__args__}")  # type: ignore[attr-defined]
+    return formatter(x)
+
+
+_VALUE_FORMATS: dict[str, Callable[[float], str]] = {
+    "float": lambda x: f"{x:.4f}",
+    "sig4": lambda x: f"{x:#.4g}",
+    "ratio": lambda x: f"{x:.3f}",
+    "stat": lambda x: f"{x:.2f}",
+    "percent": lambda x: f"{x * 100:.2f}%",
+    "percent1": lambda x: f"{x * 100:.1f}%",
+    "pvalue": lambda x: f"{x:.3g}",
+    "prob": lambda x: f"{x:.3f}",
+    "int": lambda x: f"{int(round(x)):d}",
+    "money": lambda x: f"{x:,.2f}",
+}
 
 
 def html_table(

@@ -8,7 +8,6 @@ integers, money with thousands separators. NaN shows as ``n/a``, infinity as ``i
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable, Mapping
 
 from rich import box
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reports.metrics import SUMMARY_KEYS
+from reports.numbers import number_or_text
 
 __all__ = ["summary_table", "format_metric", "METRIC_LABELS"]
 
@@ -79,17 +79,8 @@ def format_metric(key: str, value: float | None) -> str:
     currency); anything else, including unknown keys, as a ratio.
     ``None``/NaN -> ``"n/a"``; infinities -> ``"inf"``/``"-inf"``.
     """
-    if value is None:
-        return "n/a"
-    try:
-        x = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"metric {key!r} must be a number, got {value!r}") from exc
-    if math.isnan(x):
-        return "n/a"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return _formatter(key)(x)
+    x = number_or_text(value, f"metric {key!r} must be a number")
+    return x if isinstance(x, str) else _formatter(key)(x)
 
 
 def summary_table(columns: Mapping[str, Mapping[str, float]], title: str = "") -> str:
