@@ -21,7 +21,7 @@ from engine.config import Config
 from engine.errors import StrategyLoadError, UserInputError
 from engine.feed import ForecastData, align_forecast
 from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
-from engine.signals import ForecastCache, cached_forecasts
+from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.timeframes import periods_per_year
 from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
@@ -54,7 +54,10 @@ class BacktestResult:
     significance: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    invalid: str | None = None  # why the run is invalid (e.g. "lookahead: ..."); kept and written, marked INVALID
+    suspicious: list[str] = field(default_factory=list)  # plausibility-guard findings ("suspicious — check for leaks")
     run_dir: Path | None = None
+    predictor_hash: str = ""  # engine.signals.predictor_hash: the predictor's part of the trial identity
 
 
 def build_predictor(cfg: Config) -> Predictor:
@@ -289,18 +292,22 @@ def run_backtest(
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
         model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
     )
-    n_trials, var_sharpes = 1, 0.0
+    result.predictor_hash = predictor_hash(predictor, p.context_length, p.horizon, p.batch_size)
+    n_trials, var_sharpes, trials = 1, 0.0, None
     if write:
         from engine.run_folder import append_to_ledger, new_run_dir
 
         result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
         if judge:
-            n_trials, var_sharpes = append_to_ledger(result, strategy_path)
+            trials = append_to_ledger(result, strategy_path)
+            n_trials, var_sharpes = trials
     if judge:
         t5 = time.perf_counter()
         result.significance = significance_report(
             equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
         )
+        if trials is not None:
+            result.significance["trials"] = trials.to_dict()
         timings["significance"] = time.perf_counter() - t5
     if write:
         from engine.run_folder import write_run_folder

@@ -138,6 +138,7 @@ def run_compare(
         result.significance = significance_report(
             result.equity, ppy, n_trials, var, ev.alpha, ev.bootstrap_samples, ev.seed,
         )
+        result.significance["trials"] = trial_stats[pair[0]].to_dict()
         _add_to_metrics_json(result, json_safe)
         write_forecast_page(result)
 

@@ -7,20 +7,32 @@ short ``BEGIN IMMEDIATE`` transaction per row); each call opens its own connecti
 ledger object can be shared with forked workers. The schema is versioned in a ``meta``
 table and created on first use.
 
+Trials and their count. A *trial* is one distinct variant that competed for a result on a
+market: its identity (:func:`trial_hash`, the ``trial_hash`` column) covers the strategy's
+code (file content hash) and parameters, the predictor's code fingerprint, forecast-changing
+parameters and model revision, the costs (fee, slippage) and the market (exchange, symbol,
+timeframe). The run's period (first and last bar, ``period_start``/``period_end``) is
+stored beside it, not in it: :meth:`TrialLedger.trial_count` counts the distinct identities
+among rows on the same market and timeframe whose periods overlap the judged run's. Rows
+written before schema version 2 have no identity or period: they count by their old
+``config_hash`` and the period their ``timerange`` string names. Rows marked ``invalid`` or
+``suspicious`` count as trials but are kept out of the variance of Sharpe ratios.
+
 Only the standard library (plus numpy, for the variance) is imported: nothing else from
 the project.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
 from contextlib import closing
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,15 +41,17 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRIAL_KINDS",
     "LedgerError",
+    "TrialCount",
     "TrialLedger",
     "TrialRow",
     "format_table",
     "params_json",
+    "trial_hash",
     "utc_now_iso",
 ]
 
 LEDGER_FILENAME = "ledger.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper")
 #: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_stats`.
 DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare")
@@ -69,6 +83,13 @@ class TrialRow:
     ``max_drawdown`` are fractions (0.25 = 25%; drawdown as a positive or negative number,
     as the engine reports it); ``sharpe`` and ``sortino`` are **annualised**. Metrics may be
     NaN (e.g. a training run); they are stored as NULL and read back as NaN.
+
+    Added in schema version 2 (``None`` in older rows, stored as NULL): ``exchange``;
+    ``trial_hash`` (:func:`trial_hash`), ``strategy_hash`` (SHA-256 of the strategy file,
+    16 hex digits) and ``predictor_hash`` (``engine.signals.predictor_hash``);
+    ``period_start``/``period_end``: the first and last bar's open time, UTC ISO 8601;
+    ``invalid``: why the run is invalid (e.g. ``"lookahead: ..."``); ``suspicious``: the
+    plausibility guard's findings joined by ``"; "``.
     """
 
     run_id: str
@@ -90,6 +111,14 @@ class TrialRow:
     max_drawdown: float
     n_trades: int
     run_dir: str
+    exchange: str | None = None
+    trial_hash: str | None = None
+    strategy_hash: str | None = None
+    predictor_hash: str | None = None
+    period_start: str | None = None
+    period_end: str | None = None
+    invalid: str | None = None
+    suspicious: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not self.run_id:
@@ -127,6 +156,83 @@ class TrialRow:
                 object.__setattr__(self, name, math.nan if value is None else float(value))
             except (TypeError, ValueError):
                 raise LedgerError(f"{name} must be a number, got {value!r}") from None
+        for name in _OPTIONAL_TEXT:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise LedgerError(f"{name} must be a string or None, got {value!r}")
+        for name in ("period_start", "period_end"):
+            if getattr(self, name) is not None:
+                _parse_utc(getattr(self, name), name)
+        if self.period_start is not None and self.period_end is not None and self.period_start > self.period_end:
+            raise LedgerError(f"period_start {self.period_start!r} is after period_end {self.period_end!r}")
+
+
+_OPTIONAL_TEXT: tuple[str, ...] = (
+    "exchange", "trial_hash", "strategy_hash", "predictor_hash", "period_start", "period_end", "invalid", "suspicious",
+)
+
+
+def _parse_utc(text: str, name: str) -> datetime:
+    """An ISO 8601 time with a +00:00 offset; anything else is a LedgerError naming ``name``."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise LedgerError(f"{name} must be an ISO 8601 UTC time such as 2024-01-01T00:00:00+00:00, got {text!r}") from None
+    if stamp.utcoffset() is None or stamp.utcoffset().total_seconds() != 0:
+        raise LedgerError(f"{name} must be in UTC with an explicit +00:00 offset, got {text!r}")
+    return stamp
+
+
+def trial_hash(
+    *,
+    strategy_hash: str,
+    strategy_params: str,
+    predictor_hash: str,
+    fee: float,
+    slippage: float,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+) -> str:
+    """16 hex digits identifying a trial: strategy code + parameters, predictor code +
+    forecast-changing parameters + model revision (all in ``predictor_hash``), costs, market
+    and timeframe. The period is not part of it (overlapping periods count together).
+
+    ``strategy_params``: canonical JSON (:func:`params_json`); ``fee``/``slippage``: fractions.
+    """
+    payload = {
+        "strategy": strategy_hash, "strategy_params": json.loads(strategy_params), "predictor": predictor_hash,
+        "fee": float(fee), "slippage": float(slippage), "exchange": exchange, "symbol": symbol, "timeframe": timeframe,
+    }
+    return hashlib.sha256(params_json(payload).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrialCount:
+    """How many trials competed for a result, and the spread of their Sharpe ratios.
+
+    ``n``: distinct trial identities (>= 1 once the judged run is in the ledger).
+    ``sharpe_variance``: variance (``ddof=1``) of the **per-period** Sharpe ratios of the
+    identities in ``n_in_variance`` (finite Sharpe, latest row neither invalid nor
+    suspicious); 0.0 with fewer than two. ``n_kept_out``: identities whose latest row is
+    invalid or suspicious. ``n_rows``: ledger rows behind the count (re-runs included).
+    ``how``: one sentence saying how the count was formed. Iterating gives
+    ``(n, sharpe_variance)``, the inputs of the deflated Sharpe ratio.
+    """
+
+    n: int
+    sharpe_variance: float
+    n_in_variance: int
+    n_kept_out: int
+    n_rows: int
+    how: str
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.n, self.sharpe_variance))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"n", "sharpe_variance", "n_in_variance", "n_kept_out", "n_rows", "how"}``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrialRow))
@@ -157,6 +263,24 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE INDEX IF NOT EXISTS trials_market ON trials (symbol, timeframe, timerange);
 """
+#: Columns added after version 1, all nullable TEXT: ``ALTER TABLE ... ADD COLUMN`` adds them
+#: to an older ledger on first use, keeping every row (old rows read them as NULL).
+_ADDED_COLUMNS: tuple[str, ...] = _OPTIONAL_TEXT
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger of an older schema version up to :data:`SCHEMA_VERSION` (inside the
+    caller's transaction): add the missing nullable columns, record the version. No row is
+    rewritten or dropped."""
+    present = {rec[1] for rec in conn.execute("PRAGMA table_info(trials)")}
+    for name in _ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE trials ADD COLUMN {name} TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS trials_market_tf ON trials (symbol, timeframe)")
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+        (str(SCHEMA_VERSION), SCHEMA_VERSION),
+    )
 
 
 class TrialLedger:
@@ -215,6 +339,7 @@ class TrialLedger:
                         f"ledger {str(self.path)!r} has schema version {found[0]}, newer than this code's "
                         f"{SCHEMA_VERSION}; upgrade the package or use another output folder"
                     )
+                _migrate(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -280,6 +405,66 @@ class TrialLedger:
             for rec in records
         ]
 
+    def trial_count(
+        self,
+        exchange: str | None,
+        symbol: str,
+        timeframe: str,
+        start: str,
+        end: str,
+        periods_per_year: float,
+        kinds: Sequence[str] = DEFAULT_TRIAL_KINDS,
+        timerange: str | None = None,
+    ) -> TrialCount:
+        """Trials that competed with a run on ``exchange`` ``symbol`` ``timeframe`` over
+        ``[start, end]`` (UTC ISO 8601 times of its first and last bar), for the deflated
+        Sharpe ratio.
+
+        Counted: rows of ``kinds`` (default backtests and comparisons) on this symbol and
+        timeframe (and ``exchange``; ``None`` and rows without one match any) whose period overlaps
+        ``[start, end]``, once per distinct identity — ``trial_hash``, or the old
+        ``config_hash`` for rows from before schema version 2, whose period is read from their
+        ``timerange`` (``YYYYMMDD-YYYYMMDD``, end exclusive; an unreadable one counts only when
+        it equals ``timerange``). The latest row of an identity stands for it. The variance is
+        over finite Sharpe ratios of identities whose latest row is neither invalid nor
+        suspicious, converted from annualised to per period (``sharpe / sqrt(periods_per_year)``).
+        Append the run being judged before calling.
+        """
+        if not (periods_per_year > 0 and math.isfinite(periods_per_year)):
+            raise LedgerError(f"periods_per_year must be a positive number (365 for daily bars), got {periods_per_year!r}")
+        lo, hi = _parse_utc(start, "start"), _parse_utc(end, "end")
+        if lo > hi:
+            raise LedgerError(f"start {start!r} is after end {end!r}")
+        latest: dict[str, TrialRow] = {}
+        n_rows = 0
+        for row in self.rows(symbol, timeframe, kinds=kinds):
+            if exchange is not None and row.exchange is not None and row.exchange != exchange:
+                continue
+            if not _overlaps(row, lo, hi, timerange):
+                continue
+            n_rows += 1
+            latest[row.trial_hash or f"config:{row.config_hash}"] = row
+        flagged = [r for r in latest.values() if r.invalid or r.suspicious]
+        kept = [r.sharpe for r in latest.values() if not (r.invalid or r.suspicious) and math.isfinite(r.sharpe)]
+        sharpes = np.array(kept, dtype=np.float64) / math.sqrt(periods_per_year)
+        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+        n = len(latest)
+        how = (
+            f"{n} trial{'s' if n != 1 else ''}: distinct strategy/predictor/cost variants on {exchange or 'any exchange'} {symbol} "
+            f"{timeframe} whose periods overlap {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({n_rows} ledger "
+            f"row{'s' if n_rows != 1 else ''}; re-runs of a variant count once)"
+        )
+        notes = []
+        if flagged:
+            notes.append(f"{len(flagged)} invalid/suspicious kept out of the Sharpe variance")
+        no_sharpe = sum(1 for r in latest.values() if not (r.invalid or r.suspicious) and not math.isfinite(r.sharpe))
+        if no_sharpe:
+            notes.append(f"{no_sharpe} without a Sharpe ratio")
+        if notes:
+            how += " (" + "; ".join(notes) + ")"
+        return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),
+                          n_rows=n_rows, how=how)
+
     def trial_stats(
         self,
         symbol: str,
@@ -288,23 +473,49 @@ class TrialLedger:
         periods_per_year: float,
         kinds: Sequence[str] = DEFAULT_TRIAL_KINDS,
     ) -> tuple[int, float]:
-        """``(n_trials, variance of per-period Sharpe ratios)`` for the deflated Sharpe ratio.
+        """``(n_trials, variance of per-period Sharpe ratios)`` over the period ``timerange``
+        names (``YYYYMMDD-YYYYMMDD``, end exclusive; open ends are unbounded), any exchange:
+        :meth:`trial_count` for callers that have no bar times. ``(0, 0.0)`` with no match."""
+        lo, hi = _timerange_period(timerange) or (_MIN_TIME, _MAX_TIME)
+        count = self.trial_count(None, symbol, timeframe, lo.isoformat(), hi.isoformat(), periods_per_year,
+                                 kinds=kinds, timerange=timerange)
+        return count.n, count.sharpe_variance
 
-        Trials are the rows of ``kinds`` (default backtests and comparisons) on exactly this
-        symbol, timeframe and timerange, counted once per distinct ``config_hash`` (re-running
-        an identical config is not a new trial; the latest row of a hash is used). The
-        variance (``ddof=1``) is over the finite Sharpe ratios, converted from annualised to
-        per period: ``var(sharpe / sqrt(periods_per_year))``; 0.0 with fewer than two.
-        Append the run being judged before calling: with no matching row, ``(0, 0.0)``.
-        """
-        if not (periods_per_year > 0 and math.isfinite(periods_per_year)):
-            raise LedgerError(f"periods_per_year must be a positive number (365 for daily bars), got {periods_per_year!r}")
-        latest: dict[str, float] = {}
-        for row in self.rows(symbol, timeframe, timerange, kinds=kinds):
-            latest[row.config_hash] = row.sharpe
-        sharpes = np.array([s for s in latest.values() if math.isfinite(s)]) / math.sqrt(periods_per_year)
-        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
-        return len(latest), var
+
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_TIME = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+def _day(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%Y%m%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _timerange_period(timerange: str) -> tuple[datetime, datetime] | None:
+    """``"20240101-20250101"`` -> (2024-01-01, 2024-12-31 23:59:59.999999) UTC, inclusive;
+    an empty side is unbounded; ``None`` when the string is not of that form."""
+    first, sep, last = timerange.partition("-")
+    if not sep or not (first or last):
+        return None
+    lo = _day(first) if first else _MIN_TIME
+    hi = _day(last) - timedelta(microseconds=1) if last and _day(last) else (_MAX_TIME if not last else None)
+    if lo is None or hi is None or lo > hi:
+        return None
+    return lo, hi
+
+
+def _overlaps(row: TrialRow, lo: datetime, hi: datetime, timerange: str | None) -> bool:
+    """Whether ``row``'s period (stored, else read from its ``timerange``) meets ``[lo, hi]``."""
+    if row.period_start is not None and row.period_end is not None:
+        start, end = _parse_utc(row.period_start, "period_start"), _parse_utc(row.period_end, "period_end")
+    else:
+        period = _timerange_period(row.timerange)
+        if period is None:
+            return timerange is not None and row.timerange == timerange
+        start, end = period
+    return start <= hi and end >= lo
 
 
 # -- display ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from loguru import logger
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
+    from engine.ledger import TrialCount
 
 
 def new_run_dir(out_dir: Path, *parts: str) -> Path:
@@ -45,24 +46,54 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: str = "backtest") -> tuple[int, float]:
-    """Append the run to ``<output.dir>/ledger.sqlite``; return the DSR's ``(n_trials, var of per-bar Sharpes)``
-    over every trial on the same symbol, timeframe and time range (this one included)."""
-    from engine.ledger import TrialLedger, TrialRow, params_json, utc_now_iso
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, 16 hex digits (a strategy file's code identity)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: str = "backtest") -> "TrialCount":
+    """Append the run to ``<output.dir>/ledger.sqlite`` and count the trials it competed with.
+
+    The row carries the trial identity (``engine.ledger.trial_hash``: strategy file hash and
+    parameters, ``result.predictor_hash``, fee and slippage, exchange, symbol, timeframe), the
+    period (first and last bar) and the invalid/suspicious marks. Returns the DSR's
+    :class:`engine.ledger.TrialCount` (iterates as ``(n_trials, var of per-bar Sharpes)``):
+    distinct identities on the same market and timeframe whose periods overlap this run's,
+    this one included.
+    """
+    from engine.ledger import TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
     from feeds.timeframes import periods_per_year
 
     cfg, m = result.config, result.metrics
     ledger = TrialLedger.for_output_dir(cfg.output.dir)
     timerange = cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-"
+    start, end = (_utc(t).isoformat() for t in (result.bars.index[0], result.bars.index[-1]))
+    strategy_params, strategy_hash = params_json(result.strategy_params), file_hash(strategy_path)
+    identity = trial_hash(
+        strategy_hash=strategy_hash, strategy_params=strategy_params, predictor_hash=result.predictor_hash,
+        fee=cfg.broker.fee, slippage=cfg.broker.slippage,
+        exchange=cfg.data.exchange, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe,
+    )
     ledger.append(TrialRow(
         run_id=result.run_dir.name if result.run_dir else utc_now_iso(), created_at=utc_now_iso(), kind=kind,
-        config_hash=cfg.hash(), strategy=Path(strategy_path).stem, strategy_params=params_json(result.strategy_params),
+        config_hash=cfg.hash(), strategy=Path(strategy_path).stem, strategy_params=strategy_params,
         predictor=cfg.predictor.name, predictor_params=params_json(cfg.predictor.predictor_params()),
         model=result.model_info.name, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe, timerange=timerange,
         n_bars=len(result.bars), total_return=m["total_return"], sharpe=m["sharpe"], sortino=m["sortino"],
         max_drawdown=m["max_drawdown"], n_trades=int(m["n_trades"]), run_dir=str(result.run_dir or ""),
+        exchange=cfg.data.exchange, trial_hash=identity, strategy_hash=strategy_hash,
+        predictor_hash=result.predictor_hash or None, period_start=start, period_end=end,
+        invalid=result.invalid, suspicious="; ".join(result.suspicious) or None,
     ))
-    return ledger.trial_stats(cfg.data.symbol, cfg.data.timeframe, timerange, periods_per_year(cfg.data.timeframe))
+    return ledger.trial_count(
+        cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, start, end, periods_per_year(cfg.data.timeframe),
+    )
 
 
 def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Path:
