@@ -540,15 +540,27 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("sortino", "sortino", ".2f"),
     ("max dd", "max_drawdown", ".1%"),
     ("trades", "n_trades", "d"),
+    ("trial", "trial", ""),
+    ("flag", "flag", ""),
     ("run", "run_id", ""),
 )
 _NUMERIC = {"n_bars", "total_return", "sharpe", "sortino", "max_drawdown", "n_trades"}
+
+
+def _cell(row: TrialRow, attr: str) -> Any:
+    if attr == "trial":
+        return row.trial_hash[:8] if row.trial_hash else f"config:{row.config_hash[:8]}"
+    if attr == "flag":
+        return "INVALID" if row.invalid else ("suspicious" if row.suspicious else "")
+    return getattr(row, attr)
 
 
 def format_table(rows: Iterable[TrialRow]) -> str:
     """A plain-text table of ledger rows (for ``python -m engine ledger``), one line per run.
 
     Returns and drawdowns in percent, Sharpe and Sortino annualised, ``-`` for NaN.
+    ``trial``: the first 8 digits of the trial identity (``config:`` + config hash for rows
+    from before schema version 2); ``flag``: ``INVALID`` or ``suspicious`` where marked.
     """
     rows = list(rows)
     if not rows:
@@ -557,7 +569,7 @@ def format_table(rows: Iterable[TrialRow]) -> str:
     for row in rows:
         line = []
         for _, attr, spec in _TABLE:
-            value = getattr(row, attr)
+            value = _cell(row, attr)
             if attr == "created_at":
                 value = value[:19].replace("T", " ")
             line.append(_fmt(value, spec))
