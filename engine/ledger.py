@@ -177,7 +177,9 @@ def _parse_utc(text: str, name: str) -> datetime:
     try:
         stamp = datetime.fromisoformat(text)
     except (TypeError, ValueError):
-        raise LedgerError(f"{name} must be an ISO 8601 UTC time such as 2024-01-01T00:00:00+00:00, got {text!r}") from None
+        raise LedgerError(
+            f"{name} must be an ISO 8601 UTC time such as 2024-01-01T00:00:00+00:00, got {text!r}"
+        ) from None
     if stamp.utcoffset() is None or stamp.utcoffset().total_seconds() != 0:
         raise LedgerError(f"{name} must be in UTC with an explicit +00:00 offset, got {text!r}")
     return stamp
@@ -450,8 +452,8 @@ class TrialLedger:
         var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
         n = len(latest)
         how = (
-            f"{n} trial{'s' if n != 1 else ''}: distinct strategy/predictor/cost variants on {exchange or 'any exchange'} {symbol} "
-            f"{timeframe} whose periods overlap {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({n_rows} ledger "
+            f"{n} trial{'s' if n != 1 else ''}: distinct strategy/predictor/cost variants on "
+            f"{exchange or 'any exchange'} {symbol} {timeframe} whose periods overlap {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({n_rows} ledger "
             f"row{'s' if n_rows != 1 else ''}; re-runs of a variant count once)"
         )
         notes = []

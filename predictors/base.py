@@ -122,7 +122,8 @@ class Predictor(abc.ABC):
     Subclasses set ``name`` and implement :meth:`predict_quantiles`; the public
     :meth:`predict` validates inputs and outputs around it. Constructor keyword
     arguments are the predictor's parameters (from config ``[predictor.params]``);
-    :meth:`params` returns them for the cache key and the run record.
+    :meth:`params` returns them for the run record, :meth:`cache_params` those that change
+    forecasts (the forecast cache key and the trial identity).
     """
 
     name: ClassVar[str] = ""

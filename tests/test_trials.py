@@ -102,3 +102,9 @@ def test_overlapping_periods_count_together_disjoint_ones_do_not(backtest) -> No
     eth = backtest(llm, **{"data.symbol": "ETH/USDT"})
     assert _trials(eth)["n"] == 1  # another market
     assert len(TrialLedger.for_output_dir(spanning.config.output.dir).rows()) == 5
+
+
+def test_config_hash_leaves_out_the_forecast_cache_flag() -> None:
+    """Whether forecasts came from the cache changes no result, so it is no part of the config's id."""
+    assert load_config(None, {"predictor.cache": False}).hash() == load_config(None).hash()
+    assert load_config(None, {"predictor.horizon": 6}).hash() != load_config(None).hash()
