@@ -212,6 +212,10 @@ def run_backtest(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if write:
+        from engine.run_folder import check_writable
+
+        check_writable(cfg.output.dir)
     stem = Path(strategy_path).stem
     strategy_cls = load_strategy(strategy_path)
     strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
@@ -290,10 +294,13 @@ def run_backtest(
         model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
     )
     n_trials, var_sharpes = 1, 0.0
-    if write:
-        from engine.run_folder import append_to_ledger, new_run_dir
+    if write:  # the run folder first: a ledger that fails afterwards cannot take the results with it
+        from engine.run_folder import append_to_ledger, new_run_dir, write_run_folder, write_significance
 
+        t6 = time.perf_counter()
         result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
+        write_run_folder(result, strategy_path)
+        timings["write"] = time.perf_counter() - t6
         if judge:
             n_trials, var_sharpes = append_to_ledger(result, strategy_path)
     if judge:
@@ -302,10 +309,6 @@ def run_backtest(
             equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
         )
         timings["significance"] = time.perf_counter() - t5
-    if write:
-        from engine.run_folder import write_run_folder
-
-        t6 = time.perf_counter()
-        write_run_folder(result, strategy_path)
-        timings["write"] = time.perf_counter() - t6
+        if write:
+            write_significance(result)
     return result
