@@ -91,8 +91,8 @@ def _run_one(cfg: Config, strategy_path: str, worker: bool = True) -> BacktestRe
 
 
 RAY_AUTH_HINT = (
-    "a cluster started with `ray start` (Ray 2.5x+) uses token authentication: set RAY_AUTH_MODE=token in the "
-    "environment of this command (the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+    "the cluster uses token authentication (Ray 2.5x+ `ray start` does once a token exists): set "
+    "RAY_AUTH_MODE=token for this command, with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
 )
 
 
@@ -108,23 +108,44 @@ def _connect_ray(ray: Any, address: str) -> None:
     pythonpath = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH", "")) if x)
     try:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
-    except Exception as exc:  # ConnectionError, RuntimeError, ray's AuthenticationError ...
-        text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        auth = os.environ.get("RAY_AUTH_MODE", "").lower() != "token"
-        hint = RAY_AUTH_HINT if auth else "check the address (`ray status` on the head node) and that the cluster runs"
-        raise OperationalError(f"cannot connect to the Ray cluster at --ray {address} ({text}); {hint}") from exc
+    except Exception as exc:  # ConnectionError caused by ray.exceptions.AuthenticationError, RuntimeError ...
+        raise OperationalError(_ray_connect_message(address, exc, os.environ.get("RAY_AUTH_MODE", ""))) from exc
+
+
+def _ray_connect_message(address: str, exc: BaseException, auth_mode: str) -> str:
+    """One line for a failed ``ray.init(address=...)``: what failed and what to set or check."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    first = " ".join(str(exc).split())[:200] or type(exc).__name__
+    auth = any(type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e) for e in chain)
+    if auth and auth_mode.lower() != "token":
+        hint = RAY_AUTH_HINT
+    elif auth:
+        hint = ("RAY_AUTH_MODE=token is set but the token was refused: use the head node's token "
+                "(its ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+    else:
+        hint = "check the address (`ray status` on the head node) and that the cluster is running"
+    return f"cannot connect to the Ray cluster at --ray {address} ({first}); {hint}"
+
+
+def _ray(address: str) -> Any:
+    """The ``ray`` module, connected to the cluster at ``address`` (once per process)."""
+    try:
+        import ray
+    except ModuleNotFoundError as exc:
+        raise UserInputError('--ray needs Ray: pip install -e ".[ray]"') from exc
+    if not ray.is_initialized():
+        _connect_ray(ray, address)
+    return ray
 
 
 def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: str | None) -> list[BacktestResult]:
     from tqdm.auto import tqdm
 
     if ray_address:
-        try:
-            import ray
-        except ModuleNotFoundError as exc:
-            raise UserInputError('--ray needs Ray: pip install -e ".[ray]"') from exc
-        if not ray.is_initialized():
-            _connect_ray(ray, ray_address)
+        ray = _ray(ray_address)
         task = ray.remote(_run_one)
         refs = [task.remote(c, strategy_path) for c in configs]
         return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
@@ -163,6 +184,8 @@ def run_compare(
         raise ConfigError(f"--jobs {jobs} must be >= 1")
     cfg = resolve_paths(cfg)
     check_writable(cfg.output.dir)
+    if ray_address:  # connect before any folder is made: a refused connection leaves nothing behind
+        _ray(ray_address)
     strategy_path = str(Path(strategy_path).resolve())
     out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
     pairs = [(s, p) for s in symbols for p in predictors]

@@ -22,7 +22,6 @@ import pytest
 from loguru import logger
 
 from engine.config import load_config
-from engine.errors import LedgerUnusableError
 from engine.ledger import TrialLedger
 from engine.signals import ForecastCache, cached_forecasts
 from predictors.registry import make_predictor
@@ -39,6 +38,7 @@ def _backtest_cmd(shared_data: Path, out: Path, cache: Path, timerange: str = "2
         "--symbol", "BTC/USDT", "--timeframe", "1d", "--timerange", timerange, "--predictor", "momentum",
         "--out", str(out), "--cache-dir", str(cache), "--no-progress", "--no-tearsheet",
         "--set", "predictor.context_length=32", "--set", "evaluation.bootstrap_samples=200",
+        "--set", "evaluation.lookahead_samples=2",
     ]
 
 
@@ -111,6 +111,7 @@ def _without_root_override() -> tuple[str, ...]:
     return ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
 
 
+@pytest.mark.slow
 def test_read_only_output_dir_is_refused_before_any_work(shared_data, tmp_path):
     prefix = _without_root_override()
     locked = tmp_path / "locked"
@@ -155,6 +156,7 @@ def _corrupt_ledger(out: Path, how: str) -> bytes:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["garbage", "malformed"])
 def test_corrupt_ledger_leaves_a_complete_run_folder_and_says_how_to_fix_it(shared_data, tmp_path, how):
     out = tmp_path / "out"
@@ -174,6 +176,7 @@ def test_corrupt_ledger_leaves_a_complete_run_folder_and_says_how_to_fix_it(shar
 
 def test_compare_with_a_corrupt_ledger_still_writes_every_run_and_the_leaderboard(shared_data, tmp_path):
     from engine.compare import run_compare
+    from engine.errors import OperationalError  # LedgerUnusableError: the CLI's exit code 1
 
     out = tmp_path / "out"
     _corrupt_ledger(out, "garbage")
@@ -181,8 +184,9 @@ def test_compare_with_a_corrupt_ledger_still_writes_every_run_and_the_leaderboar
         "data.data_dir": str(shared_data), "data.timeframe": "1d", "data.timerange": "20230101-20230701",
         "data.cache_dir": str(tmp_path / "cache"), "predictor.context_length": 32, "output.dir": str(out),
         "output.tearsheet": False, "output.progress": False, "evaluation.bootstrap_samples": 200,
+        "evaluation.naive_baseline": False, "evaluation.lookahead_samples": 2,
     })
-    with pytest.raises(LedgerUnusableError) as info:
+    with pytest.raises(OperationalError) as info:
         run_compare(cfg, STRATEGY, ["naive", "momentum"], ["BTC/USDT"], jobs=1)
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     assert str(folder) in str(info.value) and "\n" not in str(info.value)
