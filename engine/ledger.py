@@ -239,8 +239,10 @@ class TrialLedger:
         if not self._ready:
             try:
                 _retry_locked(lambda: self._ensure_schema(conn))
-            except BaseException:
+            except BaseException as exc:
                 conn.close()
+                if isinstance(exc, sqlite3.DatabaseError):  # still locked after the retries
+                    raise LedgerError(f"cannot open the trial ledger {str(self.path)!r}: {exc}") from exc
                 raise
             self._ready = True
         return conn
@@ -283,6 +285,7 @@ class TrialLedger:
             raise LedgerError(f"append takes a TrialRow, got {type(row).__name__}")
         values = tuple(None if (k in _FLOAT_COLUMNS and math.isnan(v)) else v for k, v in zip(_COLUMNS, astuple(row)))
         sql = f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute("BEGIN IMMEDIATE")
