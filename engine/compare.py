@@ -130,6 +130,14 @@ def _ray_connect_message(address: str, exc: BaseException, auth_mode: str) -> st
     return f"cannot connect to the Ray cluster at --ray {address} ({first}); {hint}"
 
 
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    """The errors the CLI prints as one line (user input and operational ones)."""
+    from feeds.errors import CandleError, DownloadError
+    from predictors.base import PredictorError
+
+    return (UserInputError, OperationalError, ConfigError, CandleError, DownloadError, PredictorError)
+
+
 def _ray(address: str) -> Any:
     """The ``ray`` module, connected to the cluster at ``address`` (once per process)."""
     try:
@@ -148,7 +156,12 @@ def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: 
         ray = _ray(ray_address)
         task = ray.remote(_run_one)
         refs = [task.remote(c, strategy_path) for c in configs]
-        return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
+        try:
+            return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
+        except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
+            if isinstance(exc.cause, _one_line_errors()):
+                raise exc.cause from None
+            raise
     if jobs <= 1:
         return [_run_one(c, strategy_path, worker=False) for c in tqdm(configs, desc="compare", unit="run")]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
