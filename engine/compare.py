@@ -157,7 +157,8 @@ def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: 
         task = ray.remote(_run_one)
         refs = [task.remote(c, strategy_path) for c in configs]
         try:
-            return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
+            with tqdm(refs, desc="compare (ray)", unit="run") as bar:  # closed (a newline) before any error line
+                return [ray.get(r) for r in bar]
         except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
             if isinstance(exc.cause, _one_line_errors()):
                 raise exc.cause from None

@@ -80,7 +80,7 @@ def test_ray_gives_the_same_results(shared_data, tmp_path, monkeypatch):
     # Ray 2.60's ray.init() of a new local cluster turns token auth on and writes ~/.ray/auth_token,
     # after which every `ray start` on the machine requires the token: keep this one without it.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         via_ray = run_compare(_cfg(shared_data, tmp_path / "r"), STRATEGY, ["naive", "momentum"], ["BTC/USDT"],
