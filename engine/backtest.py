@@ -215,6 +215,10 @@ def run_backtest(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if write:
+        from engine.run_folder import check_writable
+
+        check_writable(cfg.output.dir)
     stem = Path(strategy_path).stem
     strategy_cls = load_strategy(strategy_path)
     strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
@@ -294,10 +298,13 @@ def run_backtest(
     )
     result.predictor_hash = predictor_hash(predictor, p.context_length, p.horizon, p.batch_size)
     n_trials, var_sharpes, trials = 1, 0.0, None
-    if write:
-        from engine.run_folder import append_to_ledger, new_run_dir
+    if write:  # the run folder first: a ledger that fails afterwards cannot take the results with it
+        from engine.run_folder import append_to_ledger, new_run_dir, write_run_folder, write_significance
 
+        t6 = time.perf_counter()
         result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
+        write_run_folder(result, strategy_path)
+        timings["write"] = time.perf_counter() - t6
         if judge:
             trials = append_to_ledger(result, strategy_path)
             n_trials, var_sharpes = trials
@@ -309,10 +316,6 @@ def run_backtest(
         if trials is not None:
             result.significance["trials"] = trials.to_dict()
         timings["significance"] = time.perf_counter() - t5
-    if write:
-        from engine.run_folder import write_run_folder
-
-        t6 = time.perf_counter()
-        write_run_folder(result, strategy_path)
-        timings["write"] = time.perf_counter() - t6
+        if write:
+            write_significance(result)
     return result

@@ -3,7 +3,8 @@
 The deflated Sharpe ratio needs an honest count of the trials that competed for a result
 and the spread of their Sharpe ratios; this SQLite file (``<out_dir>/ledger.sqlite``) keeps
 them. Appends are safe from several processes at once (WAL journal, a busy timeout, one
-short ``BEGIN IMMEDIATE`` transaction per row); each call opens its own connection, so a
+short ``BEGIN IMMEDIATE`` transaction per row, tried again a bounded number of
+times while SQLite answers "locked"); each call opens its own connection, so a
 ledger object can be shared with forked workers. The schema is versioned in a ``meta``
 table and created on first use.
 
@@ -27,14 +28,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 __all__ = [
     "LEDGER_FILENAME",
@@ -56,6 +61,33 @@ TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper")
 #: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_stats`.
 DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare")
 _TIMEOUT_S = 60.0
+#: Extra tries, after SQLite's own busy timeout, for the "database is locked" answers SQLite
+#: gives without waiting (WAL recovery, switching journal mode, a stale snapshot).
+_LOCKED_RETRIES = 8
+_LOCKED_BACKOFF_S = 0.05
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLite's answer for another connection holding the lock (SQLITE_BUSY / SQLITE_LOCKED)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _retry_locked(call: Callable[[], T], retries: int = _LOCKED_RETRIES, backoff_s: float = _LOCKED_BACKOFF_S) -> T:
+    """``call()``, tried again up to ``retries`` times while the database is locked.
+
+    Waits ``backoff_s * 2**k`` seconds (k = 0, 1, ...) plus up to 50% random jitter between
+    tries (0.05 s doubling: about 13 s over the default 8 retries); any other error, or the
+    last "locked", is raised as is.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc) or attempt == retries:
+                raise
+            time.sleep(backoff_s * 2**attempt * (1 + 0.5 * random.random()))
+    raise AssertionError("unreachable")
 
 
 class LedgerError(RuntimeError):
@@ -315,14 +347,29 @@ class TrialLedger:
     # -- connections and schema -----------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+
+        def open_() -> sqlite3.Connection:
             conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = _retry_locked(open_)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open the trial ledger {str(self.path)!r}: {exc}") from exc
         if not self._ready:
-            self._ensure_schema(conn)
+            try:
+                _retry_locked(lambda: self._ensure_schema(conn))
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, sqlite3.DatabaseError):  # still locked after the retries
+                    raise LedgerError(f"cannot open the trial ledger {str(self.path)!r}: {exc}") from exc
+                raise
             self._ready = True
         return conn
 
@@ -348,6 +395,8 @@ class TrialLedger:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
+            if _is_locked(exc):
+                raise
             raise LedgerError(f"{str(self.path)!r} is not a usable trial ledger: {exc}") from exc
 
     @property
@@ -363,18 +412,24 @@ class TrialLedger:
             raise LedgerError(f"append takes a TrialRow, got {type(row).__name__}")
         values = tuple(None if (k in _FLOAT_COLUMNS and math.isnan(v)) else v for k, v in zip(_COLUMNS, astuple(row)))
         sql = f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-        with closing(self._connect()) as conn:
+
+        def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(sql, values)
                 conn.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise LedgerError(f"run_id {row.run_id!r} is already in the ledger {str(self.path)!r}: {exc}") from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+        with closing(self._connect()) as conn:
+            try:
+                _retry_locked(lambda: insert(conn))
+            except sqlite3.IntegrityError as exc:
+                raise LedgerError(f"run_id {row.run_id!r} is already in the ledger {str(self.path)!r}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:  # corrupt file, disk full, still locked after the retries
+                raise LedgerError(f"cannot write to the trial ledger {str(self.path)!r}: {exc}") from exc
 
     # -- reading ------------------------------------------------------------------------------
     def rows(

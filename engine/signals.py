@@ -14,6 +14,7 @@ reuses the forecasts of its old code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -115,7 +116,15 @@ def compute_forecasts(
 
 @dataclass(frozen=True)
 class ForecastCache:
-    """Forecasts stored as parquet files under ``root``, one file per key."""
+    """Forecasts stored as parquet files under ``root``, one file per key.
+
+    Safe to share between processes: a file is written to a unique temporary name and
+    renamed into place (``os.replace``, atomic on one filesystem), so a reader sees the
+    whole old file, the whole new one, or none. A file that cannot be read (truncated,
+    not parquet, wrong columns) is a miss: a warning, and the forecasts are recomputed
+    and stored again. A cache that cannot be written only costs the next run's time: a
+    warning, never a failed run.
+    """
 
     root: Path
 
@@ -123,18 +132,32 @@ class ForecastCache:
         return self.root / f"{key}.parquet"
 
     def load(self, key: str) -> Forecast | None:
+        """The cached forecast of ``key``; ``None`` when absent or unreadable (logged)."""
         path = self.path(key)
         if not path.exists():
             return None
-        frame = pd.read_parquet(path)
-        return Forecast.from_frame(frame)
+        try:
+            return Forecast.from_frame(pd.read_parquet(path))
+        except Exception as exc:  # pyarrow.ArrowInvalid, OSError, ValueError from a damaged file
+            logger.warning(
+                "forecast cache file {} is unreadable ({}: {}); treating it as a miss and recomputing",
+                path, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return None
 
-    def store(self, key: str, forecast: Forecast) -> Path:
+    def store(self, key: str, forecast: Forecast) -> Path | None:
+        """Write ``forecast`` under ``key`` atomically; ``None`` (and a warning) if it cannot be written."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique: parallel runs share the cache
-        forecast.to_frame().to_parquet(tmp)
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # parallel runs share the cache
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            forecast.to_frame().to_parquet(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            logger.warning("forecast cache {} not written ({}); the next run will recompute", path, exc)
+            return None
         return path
 
 
@@ -227,6 +250,6 @@ def cached_forecasts(
         candles["close"], predictor, context_length, horizon,
         batch_size=batch_size, decision_index=decision_index, progress=progress,
     )
-    if cache is not None:
-        logger.info("forecasts cached at {}", cache.store(key, forecast))
+    if cache is not None and (stored := cache.store(key, forecast)) is not None:
+        logger.info("forecasts cached at {}", stored)
     return forecast, False
