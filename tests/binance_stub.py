@@ -457,7 +457,7 @@ class BinanceStub:
             }
             self.orders.append(order)
             if self.processing_delay_s > 0:
-                self._due.append((time.time() + self.processing_delay_s, lambda: self._fill(order)))
+                self._schedule(self.processing_delay_s, lambda: self._fill(order))
             else:
                 self._fill(order)
             answer = dict(order)
@@ -498,6 +498,14 @@ class BinanceStub:
             "fills": [{"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
                        "commissionAsset": fee_asset, "tradeId": order["orderId"]}],
         })
+
+    def _schedule(self, delay_s: float, work: Callable[[], object]) -> None:
+        """Run ``work`` (holding the lock) ``delay_s`` seconds from now, on a timer thread."""
+        with self._lock:
+            self._due.append((time.time() + delay_s, work))
+        timer = threading.Timer(delay_s, self.settle)
+        timer.daemon = True
+        timer.start()
 
     def settle(self) -> None:
         """Run the delayed work that is due (fills of NEW orders, late requests); every request
@@ -622,8 +630,7 @@ class BinanceStub:
             # -1007 TIMEOUT: "Timeout waiting for response from backend server. Send status
             # unknown; execution status unknown." The request is run later, window checked then.
             if parts.path not in PRIVATE_PATHS or self._authorised(handler, raw):
-                with self._lock:
-                    self._due.append((time.time() + float(arg), lambda: route(params)))
+                self._schedule(float(arg), lambda: route(params))
             self._send_error_code(handler, -1007)
             return
         elif not runs:

@@ -367,8 +367,9 @@ class OrderDesk:
                 if self._crash_after_send == order.info["seq"]:  # test hook: die before journaling the answer
                     os.kill(os.getpid(), signal.SIGKILL)
                 result = _result_from_ccxt(answer, self.base)
-                if result.status == "open":
-                    result = self.resolve(cid, missing_means=None)
+                if result.status == "open":  # accepted, not filled yet: no copy can land, no window to wait
+                    logger.info("order {}: accepted, not filled yet; looking again", cid)
+                    result = self.resolve(cid, missing_means=None, wait_window=False)
             if result.status != "missing":
                 return result
             if self.stop.is_set():
@@ -380,11 +381,11 @@ class OrderDesk:
                 return ExchangeResult("canceled", reason="not on the exchange, and the run is shutting down")
         return ExchangeResult("canceled", reason=f"never reached the exchange in {attempts} attempts")
 
-    def resolve(self, cid: str, missing_means: str | None) -> ExchangeResult:
+    def resolve(self, cid: str, missing_means: str | None, wait_window: bool = True) -> ExchangeResult:
         """The order's state after its receive window: wait the window out, then look it up
         (again, with backoff, while it is open or the lookup fails). ``missing`` is returned
         as such when ``missing_means`` is None, else as ``canceled`` with that reason."""
-        wait = self._window_left_s(cid)
+        wait = self._window_left_s(cid) if wait_window else 0.0
         if wait > 0:
             logger.info("order {}: waiting {:.2f} s for its receive window to pass before the lookup", cid, wait)
             if self.stop.wait(wait):
