@@ -187,3 +187,77 @@ def test_a_position_mismatch_at_start_refuses_to_resume(stub, tmp_path):
     stub.balances["BTC"] -= 0.001
     with pytest.raises(OperationalError, match="position mismatch at start: the account holds"):
         run_testnet(stub, tmp_path, n_bars=2, resume=outcome.run_dir)
+
+
+# -- items 1 and 2: resume -------------------------------------------------------------------
+class _Died(BaseException):
+    """Stands for SIGKILL inside the process: nothing after it runs, nothing catches it."""
+
+
+def _die_on_timeout(monkeypatch) -> None:
+    """The next create_order that gets no answer (-1007) kills the run before the desk acts on it."""
+    import ccxt
+
+    original = ccxt.binance.create_order
+    armed = [True]
+
+    def create_order(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except ccxt.RequestTimeout:
+            if armed[0]:
+                armed[0] = False
+                raise _Died() from None
+            raise
+
+    monkeypatch.setattr(ccxt.binance, "create_order", create_order)
+
+
+def test_resume_waits_out_the_receive_window_before_concluding(stub, tmp_path, monkeypatch):
+    """The run dies while its order is delayed inside the exchange (-1007, processed 0.5 s later
+    within a 1 s window). On resume the order is looked up only after the window: found filled,
+    neither sent again (doubled) nor canceled (lost)."""
+    at_start = dict(stub.balances)
+    stub.fault_paths = {"POST /api/v3/order"}
+    stub.fail_next("late:0.5")
+    _die_on_timeout(monkeypatch)
+    with pytest.raises(_Died):
+        run_testnet(stub, tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    journal = Journal(run_dir / JOURNAL_FILE)
+    assert journal.orders()["status"].tolist() == ["sending"] and stub.orders == []
+    journal.close()
+
+    outcome, journal = run_testnet(stub, tmp_path, n_bars=4, resume=run_dir)
+    time.sleep(0.6)
+    assert_books_agree(stub, journal, at_start)
+    first = journal.orders().iloc[0]
+    assert first["status"] == "filled" and len(stub.orders_with_client_id(first["client_id"])) == 1
+    log = log_of(outcome)
+    assert f"order 1 ({first['client_id']}) was sending when the run stopped: looking it up by client id" in log
+    assert f"order {first['client_id']}: waiting" in log and "for its receive window to pass" in log
+    journal.close()
+
+
+def test_resume_that_cannot_check_an_order_sends_nothing_and_says_so(stub, tmp_path, monkeypatch):
+    """"Could not check" is not "not found": while lookups fail the resume stops (exit 1)
+    without sending or canceling; once the exchange answers, a resume settles the order."""
+    at_start = dict(stub.balances)
+    stub.fault_paths = {"POST /api/v3/order"}
+    stub.fail_next("late:0.2")
+    _die_on_timeout(monkeypatch)
+    with pytest.raises(_Died):
+        run_testnet(stub, tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    stub.fault_paths = {"GET /api/v3/order"}
+    stub.fail_next("err:-1001", times=100)
+    with pytest.raises(OperationalError, match=r"order 1 \(\S+\) is still unknown on binance .*nothing was sent"):
+        run_testnet(stub, tmp_path, n_bars=2, resume=run_dir)
+    journal = Journal(run_dir / JOURNAL_FILE)
+    assert journal.orders()["status"].tolist() == ["sending"]
+    journal.close()
+    stub._faults.clear()
+    outcome, journal = run_testnet(stub, tmp_path, n_bars=4, resume=run_dir)
+    assert_books_agree(stub, journal, at_start)
+    assert journal.orders()["status"].iloc[0] == "filled" and len(stub.orders) >= 1
+    journal.close()
