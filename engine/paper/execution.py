@@ -6,12 +6,20 @@ configured exactly like a backtest's by :func:`engine.broker.configure_broker`):
 - ``sim``: no exchange orders. The broker fills a market order made at bar ``t``'s close
   at bar ``t+1``'s open with the configured fee and slippage, the backtest's own code.
 - ``testnet``: each order is written to the journal with a client order id, **then** sent
-  as a market order to the exchange sandbox (ccxt sandbox mode). A network error, timeout,
-  429 or 5xx is retried with backoff and jitter, and before every resend the order is looked
-  up by its client order id, so a request that reached the exchange but whose answer was
-  lost is never sent twice. Exchange refusals (insufficient funds, minimum notional,
-  precision) are journaled as rejected orders and reach the strategy as ``Rejected``. The
-  exchange's fill (average price, amount) is booked at the next bar, as in a backtest.
+  as a market order to the exchange sandbox (ccxt sandbox mode). After any answer that is
+  neither a fill nor a refusal (network error, timeout, 429, 5xx, Binance -1001/-1006/-1007,
+  ccxt's ``OperationFailed`` family, a 200 whose body is not the order, an order still
+  ``NEW``) the exchange's receive window is waited out and the order looked up by client id:
+  found -> its state; not found -> sent again; could not check -> looked up again (never
+  taken for "not found"). A late copy of a request is thus refused by the exchange before
+  any resend, so an order is never on the exchange twice, even on Binance, which refuses a
+  repeated client id only while the first order is open. Exchange refusals (insufficient
+  funds, minimum notional, precision) are journaled as rejected orders and reach the
+  strategy as ``Rejected``. The exchange's fill (average price, amount, fee and its asset)
+  is booked at the next bar, as in a backtest, net of a fee taken in the base asset.
+  At start-up (and on resume) orders without a final state are resolved the same way, and
+  the account's base-asset balance is checked against the journal, then again after every
+  fill.
 
 :class:`OrderDesk` also holds the kill switch (maximum orders per UTC day; the drawdown
 limit is checked by the runner each bar): once tripped, every new order is refused and
@@ -345,6 +353,7 @@ class OrderDesk:
             return ExchangeResult("rejected", reason=f"precision: size {abs(order.created.size)} rounds to 0")
         attempts = self.policy.max_retries + 1
         for attempt in range(attempts):
+            self.journal.order_answer(cid, "sending")  # its updated_ms dates this attempt for a resume's wait
             self.sent_wall[cid] = time.time()
             logger.info("order {}: sending {} {} {} (attempt {}/{})", cid, side, amount, self.symbol, attempt + 1, attempts)
             try:
