@@ -261,3 +261,23 @@ def test_resume_that_cannot_check_an_order_sends_nothing_and_says_so(stub, tmp_p
     assert_books_agree(stub, journal, at_start)
     assert journal.orders()["status"].iloc[0] == "filled" and len(stub.orders) >= 1
     journal.close()
+
+
+def test_internal_errors_and_non_json_candles_are_retried_not_fatal(stub, tmp_path):
+    """-1001 and -1006 (ccxt's OperationFailed, outside NetworkError) and a non-JSON 200 on
+    the candle requests of one bar: retried within the bar, no bar lost, no traceback."""
+    from binance_stub import KLINES_PATH
+
+    def on_tick(n):
+        if n == 6:
+            stub.fault_paths = {KLINES_PATH}
+            for answer in ("err:-1001", "err_after:-1006", "nonjson"):
+                stub.fail_next(answer)
+
+    outcome, journal = run_testnet(stub, tmp_path, on_tick=on_tick)
+    assert outcome.bars == BARS and journal.events("skipped") == []
+    answers = [r.answered for r in stub.requests_to(KLINES_PATH)]
+    first = answers.index("err:-1001")
+    assert answers[first:first + 4] == ["err:-1001", "err_after:-1006", "nonjson", "ok"]
+    assert "fetch_ohlcv failed (OperationFailed), retry" in log_of(outcome)
+    journal.close()
