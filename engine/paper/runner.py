@@ -354,11 +354,19 @@ class PaperRunner:
             return
         broker = self.cerebro.broker
         fill_bar = ms_to_time(prev + self.tf)
-        for order in [o for o in broker.pending if o.info.get("client_id") and o.alive()]:
+        # an order made at the last bar still waits in ``submitted`` (the broker accepts it at
+        # the start of the next bar); an older one may be ``pending``
+        waiting = [o for o in [*broker.submitted, *broker.pending] if o.info.get("client_id") and o.alive()]
+        for order in waiting:
             reason = (f"fill bar {fill_bar:%Y-%m-%d %H:%M} missed ({(bar.time_ms - prev) // self.tf - 1} candle(s) "
                       f"not traded); canceled, the strategy decides again on fresh data")
             order.addinfo(reason=reason)
-            broker.cancel(order)
+            if order in broker.submitted:
+                broker.submitted.remove(order)
+                order.cancel()
+                broker.notify(order)
+            else:
+                broker.cancel(order)
             if not bar.replay:
                 logger.warning("order {}: {}", order.info["client_id"], reason)
                 self.journal.event("missed_fill_bar", f"{order.info['client_id']}: {reason}")
