@@ -158,6 +158,15 @@ class PaperConfig:
 
     API keys are never configured here: testnet mode reads them from the environment
     variables ``LLM4MP_API_KEY`` and ``LLM4MP_API_SECRET``.
+
+    Hosts: candles come from ``data.exchange_url`` (the one key for where candles come
+    from, backtests included) or the exchange's main public API; testnet orders go to the
+    exchange's sandbox, or to ``api_url``, a loopback stub for tests (which also serves
+    candles while ``data.exchange_url`` is empty). ``late_candle_wait_s``: a candle
+    received later than this after its close is never traded. ``max_order_age``: bars
+    (``"1bar"``, ``"2bars"``) or a duration (``"90s"``, ``"15m"``, ``"1h"``); an order not
+    yet answered and older than this since its decision is never sent (looked up by client
+    id, else canceled and recorded).
     """
 
     mode: str = "sim"

@@ -160,3 +160,18 @@ def test_an_exchange_without_a_sandbox_is_refused_first(tmp_path):
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: exchange 'kraken' has no sandbox") and "--mode sim" in line
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_secret_split_across_writes_of_one_line_is_redacted():
+    import io
+
+    from engine.paper.secrets import RedactingStream, register_secret
+
+    register_secret(KEY)
+    buffer = io.StringIO()
+    stream = RedactingStream(buffer)
+    stream.write(f"error: {KEY[:9]}")
+    stream.write(f"{KEY[9:]} refused\nprogress {KEY[:5]}")
+    stream.write(f"{KEY[5:]}\rtail {KEY}")
+    stream.flush()
+    assert buffer.getvalue() == "error: *** refused\nprogress ***\rtail ***"

@@ -37,7 +37,7 @@ from engine.paper.execution import ExchangeResult, OrderDesk, PaperBroker, publi
 from engine.paper.journal import FINAL_STATUSES, Journal
 from engine.paper.live_feed import Bar, CandlePoller, LiveBars, LiveForecastData, forecast_lines, ms_to_time
 from engine.paper.report import write_outputs
-from engine.paper.retry import RetryPolicy, call_with_retries
+from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
 from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
@@ -247,6 +247,11 @@ class PaperRunner:
         except StoppedDuringStartup as stopped:
             self.stopped_by = "signal"
             logger.warning("stop requested while {}: the run stopped before trading", stopped.step)
+        except ExchangeUnavailable as exc:
+            if not self.stop.is_set():
+                raise
+            self.stopped_by = "signal"  # the stop cut a request's retries short: not an exchange failure
+            logger.warning("stop requested while waiting on the exchange ({}): the run stopped", exc)
         finally:
             if signals is not None:
                 signals.restore()

@@ -85,13 +85,18 @@ class RedactingStream(io.TextIOBase):
 
     def flush(self) -> None:
         with self._lock:
+            if getattr(self.stream, "closed", False):
+                return
             if self._pending:
                 self.stream.write(redact(self._pending))
                 self._pending = ""
             self.stream.flush()
 
     def close(self) -> None:
-        self.flush()
+        """Flush; the wrapped stream stays open (its owner closes it)."""
+        if not self.closed:
+            self.flush()
+            super().close()
 
     def writable(self) -> bool:
         return True
