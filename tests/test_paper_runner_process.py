@@ -125,6 +125,7 @@ def test_a_signal_during_start_up_stops_cleanly_and_says_how_to_resume(stub, env
     journal.close()
 
 
+@pytest.mark.slow
 def test_an_exchange_error_echoing_the_key_never_shows_it(stub, env, tmp_path):
     """Binance -1001 (ccxt OperationFailed, outside the handled error classes) with a body
     that echoes the API key and secret, on the first order."""
