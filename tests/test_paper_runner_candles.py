@@ -12,7 +12,7 @@ from loguru import logger
 
 from binance_stub import KLINES_PATH, ORDER_PATH, BinanceStub
 from engine.paper.journal import Journal
-from engine.paper.runner import JOURNAL_FILE, PaperRunner
+from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
 from test_paper_helpers import DELAY_MS, HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config
 
@@ -108,6 +108,17 @@ def test_an_order_whose_fill_bar_was_missed_is_canceled(stub, tmp_path, missing)
     first_fill = fills.iloc[0]
     assert first_fill["client_id"] == later["client_id"].iloc[0]
     assert int(first_fill["time"].value // 1_000_000) == int(later["bar_time"].iloc[0]) + HOUR_MS
+    journal.close()
+
+    # a resume replays the same gap and cancels the same order: the replay does not diverge
+    resumed = resumed_config(outcome.run_dir, paper_config(tmp_path / "gap" / "runs", stub.url))
+    clock = ManualClock(stub, stub.now_ms)
+    PaperRunner(resumed, STRATEGY, resume_dir=outcome.run_dir, clock=clock, ticks=ManualTicks(clock, 2),
+                install_signals=False).run()
+    journal = Journal(outcome.run_dir / JOURNAL_FILE)
+    again = journal.orders().iloc[: len(orders)]
+    assert list(again["status"]) == list(orders["status"]) and journal.events("replay_diverged") == []
+    assert len(journal.fills()) >= len(fills)
     journal.close()
 
 
