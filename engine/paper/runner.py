@@ -132,17 +132,19 @@ class AgeLimitedDesk(OrderDesk):
         super().send(order)
 
     def _too_old(self, cid: str, bar_time: int, age_ms: int) -> None:
-        result = self.reconcile(cid)
         decided = ms_to_time(bar_time + self.timeframe_ms)
-        if result.status == "unknown":
-            reason = (f"older than paper.max_order_age = {self.max_age_text!r} ({age_ms / 1000:.0f} s after its "
-                      f"decision at {decided:%Y-%m-%d %H:%M}) and not on the exchange: canceled, not sent")
-            result = ExchangeResult("canceled", reason=reason)
-            logger.warning("order {}: {}", cid, reason)
+        reason = (f"older than paper.max_order_age = {self.max_age_text!r} ({age_ms / 1000:.1f} s after its "
+                  f"decision at {decided:%Y-%m-%d %H:%M}) and not on the exchange: canceled, not sent")
+        logger.warning("order {}: older than paper.max_order_age = {!r}: looking it up, never sending it", cid,
+                       self.max_age_text)
+        self.journal.event("order_too_old", f"{cid}: {age_ms / 1000:.1f} s old, not sent")
+        resolve = getattr(self, "resolve", None)
+        if resolve is not None:  # a desk that tells "not on the exchange" from "could not check"
+            result = resolve(cid, missing_means=reason)
         else:
-            reason = f"older than paper.max_order_age, not sent again; the exchange has it as {result.status}"
-            logger.warning("order {} ({} s old): {}", cid, round(age_ms / 1000), reason)
-        self.journal.event("order_too_old", f"{cid}: {reason}")
+            result = self.reconcile(cid)
+            if result.status == "unknown":
+                result = ExchangeResult("canceled", reason=reason)
         self._record(cid, result)
 
 
