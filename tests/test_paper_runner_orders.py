@@ -48,7 +48,9 @@ def test_an_order_interrupted_mid_retry_is_canceled_not_sent_late(stub, tmp_path
     journal = Journal(outcome.run_dir / JOURNAL_FILE)
     (row,) = journal.orders().itertuples()
     journal.close()
-    assert row.status in ("sending", "unknown") and stub.orders == []
+    # never reached the exchange; journaled unanswered (or canceled, by a desk that settles
+    # unanswered orders at shutdown)
+    assert row.status in ("sending", "unknown", "canceled") and stub.orders == []
 
     # resumed `bars_later` bars after the decision, with the exchange healthy again
     stub.fault_paths = set()
