@@ -62,7 +62,8 @@ def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: 
         n_bars=len(result.bars), total_return=m["total_return"], sharpe=m["sharpe"], sortino=m["sortino"],
         max_drawdown=m["max_drawdown"], n_trades=int(m["n_trades"]), run_dir=str(result.run_dir or ""),
     ))
-    return ledger.trial_stats(cfg.data.symbol, cfg.data.timeframe, timerange, periods_per_year(cfg.data.timeframe))
+    ppy = result.calendar.get("bars_per_year") or periods_per_year(cfg.data.timeframe)
+    return ledger.trial_stats(cfg.data.symbol, cfg.data.timeframe, timerange, ppy)
 
 
 def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Path:
@@ -90,6 +91,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         "market": {"exchange": cfg.data.exchange, "symbol": cfg.data.symbol, "timeframe": cfg.data.timeframe,
                    "first_bar": result.bars.index[0], "last_bar": result.bars.index[-1], "n_bars": len(result.bars)},
         "costs": {"fee": cfg.broker.fee, "slippage": cfg.broker.slippage},
+        "calendar": result.calendar,
         "performance": result.metrics,
         "buy_and_hold": result.benchmark_metrics,
         "baselines": result.baselines,
@@ -112,7 +114,8 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         title = f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
         write_tearsheet(
             simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
-            run_dir / "tearsheet.html", title=title, periods_per_year=periods_per_year(cfg.data.timeframe),
+            run_dir / "tearsheet.html", title=title,
+            periods_per_year=result.calendar.get("bars_per_year") or periods_per_year(cfg.data.timeframe),
         )
     if result.significance:
         write_forecast_page(result)
