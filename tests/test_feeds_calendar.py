@@ -52,15 +52,19 @@ def config(tmp_path: Path, **overrides):
 
 @pytest.fixture()
 def spy_dir(tmp_path):
+    """``SPY-1d.csv`` (and the same candles as ``IDX_USD-1d.csv``) of the 5-day market."""
     folder = tmp_path / "data"
     folder.mkdir()
-    write_ticker_file(five_day_market(read_shared_csv("BTC_USDT-1d.csv")), folder, "SPY-1d.csv")
+    week = five_day_market(read_shared_csv("BTC_USDT-1d.csv"))
+    write_ticker_file(week, folder, "SPY-1d.csv")
+    write_ticker_file(week, folder, "IDX_USD-1d.csv")
     return folder
 
 
-def test_five_day_market_warmup_spans_weekends_and_annualises_with_about_252(spy_dir, tmp_path):
+@pytest.mark.parametrize("symbol", ["SPY", "IDX/USD"])
+def test_five_day_market_warmup_spans_weekends_and_annualises_with_about_252(spy_dir, tmp_path, symbol):
     cfg = config(tmp_path, **{
-        "data.symbol": "SPY", "data.timeframe": "1d", "data.timerange": "20240108-20240701",  # a Monday
+        "data.symbol": symbol, "data.timeframe": "1d", "data.timerange": "20240108-20240701",  # a Monday
         "predictor.name": "momentum", "predictor.context_length": CONTEXT,
         "predictor.params": {"momentum": {"lookback": 10}},
     })
@@ -179,10 +183,11 @@ def test_gap_fill_never_fills_an_order_on_a_synthetic_candle(tmp_path, shared_da
     result = run_backtest(cfg, strategy, write=False)
     real = read_shared_csv("BTC_USDT-1h.csv")
     synthetic = result.bars.index.difference(real.index)
-    assert len(synthetic) == 33 and result.calendar["no_trade_bars"] == 33
+    assert len(synthetic) == 33
     fills = result.fills
     assert len(fills) > 100
     assert not fills["time"].isin(synthetic).any(), fills[fills["time"].isin(synthetic)]
+    assert result.calendar["no_trade_bars"] == 33
     after = pd.Timestamp("2018-02-09 10:00", tz="UTC")  # first real candle after the outage
     assert synthetic.min() == pd.Timestamp("2018-02-08 01:00", tz="UTC") and synthetic.max() < after
     at_reopen = fills[fills["time"] == after]
