@@ -314,10 +314,10 @@ def run_backtest(
         forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
-        model_info=info, predictor_stats=stats,
+        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
         calendar={"warmup_bars": int(candles.index.get_loc(first)), "warmup_first_bar": candles.index[0],
                   "first_traded_bar": first, "bars_per_year": ppy, "bars_per_year_source": ppy_how,
-                  "no_trade_bars": int((bars["volume"] <= 0).sum()), "gap_policy": cfg.data.gap_policy}, warnings=warnings, timings=timings,
+                  "no_trade_bars": int((bars["volume"] <= 0).sum()), "gap_policy": cfg.data.gap_policy},
     )
     n_trials, var_sharpes = 1, 0.0
     if write:

@@ -52,8 +52,8 @@ def configure_broker(cerebro: bt.Cerebro, cash: float, fee: float, slippage: flo
     """Cash, commission on every fill, and adverse slippage on every fill.
 
     Market orders fill at the next bar's open (the next one with volume > 0: nothing fills
-    on a candle without trades, see :meth:`RecordingBroker._try_exec`); slippage applies to the open too
-    (``slip_open``) and is paid even when the slipped price leaves the bar's range
+    on a candle without trades, see :meth:`RecordingBroker._try_exec`); slippage applies
+    to the open too (``slip_open``) and is paid even when the slipped price leaves the bar's range
     (``slip_out``), so costs are never understated.
     """
     broker = RecordingBroker()

@@ -136,7 +136,8 @@ def run_compare(
         result = results[pair]
         n_trials, var = trial_stats[pair[0]]
         result.significance = significance_report(
-            result.equity, result.calendar.get("bars_per_year") or ppy, n_trials, var, ev.alpha, ev.bootstrap_samples, ev.seed,
+            result.equity, result.calendar.get("bars_per_year") or ppy, n_trials, var,
+            ev.alpha, ev.bootstrap_samples, ev.seed,
         )
         _add_to_metrics_json(result, json_safe)
         write_forecast_page(result)
