@@ -181,6 +181,8 @@ def print_judgement(result: Any) -> None:
             f"[{_fmt(ci.get('lower'), '.2f')}, {_fmt(ci.get('upper'), '.2f')}], PSR {_fmt(sig.get('psr'), '.3f')}, "
             f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s): {sig.get('verdict')}"
         )
+        if sig.get("trials"):
+            print(f"  deflated by {sig['trials']['how']}")
     else:
         print(f"significance: {sig.get('verdict')}")
     look = result.lookahead

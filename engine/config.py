@@ -202,16 +202,22 @@ class Config:
         return plain(self)
 
     def hash(self) -> str:
-        """Stable short hash of what determines results (the ledger's trial id).
+        """Stable short hash of the settings that determine results (``config_hash`` in
+        metrics.json and the ledger).
 
-        Leaves out where outputs and caches go (``output``, ``data.cache_dir``), how results
-        are judged (``evaluation``) and how paper trading runs (``paper``): none of them
-        changes a backtest's trades, so none makes a new trial.
+        Leaves out where outputs and caches go (``output``, ``data.cache_dir``), whether the
+        forecast cache is used (``predictor.cache``), how results are judged (``evaluation``)
+        and how paper trading runs (``paper``): none of them changes a backtest's trades.
+        It is not the trial identity: it holds the parameter tables of every strategy but not
+        which strategy ran, nor any code. Trials are counted by ``engine.ledger.trial_hash``
+        (strategy file and parameters, predictor code and forecast-changing parameters,
+        costs, market).
         """
         tree = self.to_dict()
         for section in ("output", "evaluation", "paper"):
             tree.pop(section)
         tree["data"].pop("cache_dir")
+        tree["predictor"].pop("cache")
         tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -248,7 +248,9 @@ class LiveForecastData(bt.feed.DataBase):
         self.quantile_levels = tuple(self.p.quantile_levels)
         self.forecast_values: list[np.ndarray] = []
         self.current: Bar | None = None
-        self.on_bar = None  # callback(bar) before the bar reaches broker and strategy
+        # callback(bar) before the bar reaches broker and strategy; set before cerebro.run()
+        # calls start(), so it is kept here, not reset (resets lost the runner's replay hook)
+        self.on_bar = getattr(self, "on_bar", None)
 
     def _load(self) -> bool:
         bar = self.p.bars.next_bar()
