@@ -22,6 +22,12 @@ from engine.errors import OperationalError, UserInputError
 
 EXIT_USER = 2
 EXIT_OPERATIONAL = 1
+#: Printed under an exchange error of a command that needs candles: the offline route.
+OFFLINE_HINT = (
+    "offline: read candles from files instead with --data-dir FOLDER, e.g. --data-dir ../shared/data; the folder "
+    "holds SYMBOL-TF.csv (or .parquet) per market, e.g. BTC_USDT-1h.csv ('/' written '_'), with the header "
+    "timestamp,open,high,low,close,volume and timestamp = candle open time in epoch milliseconds UTC"
+)
 
 
 class _InterceptHandler(logging.Handler):
@@ -315,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, DownloadError) and args.command != "download":
+            print(OFFLINE_HINT, file=sys.stderr)
         return EXIT_OPERATIONAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -223,7 +223,8 @@ def run_compare(
         result = results[pair]
         n_trials, var = trial_stats[pair[0]]
         result.significance = significance_report(
-            result.equity, ppy, n_trials, var, ev.alpha, ev.bootstrap_samples, ev.seed,
+            result.equity, result.calendar.get("bars_per_year") or ppy, n_trials, var,
+            ev.alpha, ev.bootstrap_samples, ev.seed,
         )
         result.significance["trials"] = trial_stats[pair[0]].to_dict()
         write_significance(result)

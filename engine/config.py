@@ -75,6 +75,7 @@ class DataConfig:
     data_dir: str = ""
     cache_dir: str = "user_data/data"
     gap_policy: str = "keep"
+    bars_per_year: float = 0.0  # annualisation; 0 = infer from the candles (365 x bars per day 24/7, ~252 for 1d stocks)
 
     @property
     def range(self) -> TimeRange:
@@ -254,6 +255,7 @@ class Config:
             tree.pop(section)
         tree["data"].pop("cache_dir")
         tree["predictor"].pop("cache")
+        tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -354,8 +356,19 @@ def _validate(cfg: Config) -> None:
         parse_timerange(d.timerange)
     except TimeframeError as exc:
         raise ConfigError(f"data.timerange: {exc}") from None
-    if d.symbol.count("/") != 1 or not all(d.symbol.split(":")[0].split("/")):
+    if not d.symbol.strip() or any(ch in d.symbol for ch in " \\"):
         raise ConfigError(f"data.symbol = {d.symbol!r} must look like BASE/QUOTE, e.g. \"BTC/USDT\"")
+    if "/" in d.symbol or not d.data_dir:  # a bare ticker ("SPY") only names a candle file
+        if d.symbol.count("/") != 1 or not all(d.symbol.split(":")[0].split("/")):
+            bare = "" if "/" in d.symbol else (
+                "; a ticker without a quote currency (an index or ETF such as \"SPY\") works only with data.data_dir "
+                "(--data-dir) holding its candle file, e.g. SPY-1d.csv")
+            raise ConfigError(f"data.symbol = {d.symbol!r} must look like BASE/QUOTE, e.g. \"BTC/USDT\"{bare}")
+    if d.bars_per_year < 0 or d.bars_per_year > 366 * 24 * 60:
+        raise ConfigError(
+            f"data.bars_per_year = {d.bars_per_year} must be in [0, 527040]: 0 infers it from the candles, "
+            "e.g. 252 for daily bars of a stock market, 8760 for 1h crypto bars"
+        )
     if d.gap_policy not in GAP_POLICIES:
         raise ConfigError(
             f"data.gap_policy = {d.gap_policy!r}; use one of {', '.join(GAP_POLICIES)}."

@@ -125,9 +125,8 @@ def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: 
             predictor_hash=result.predictor_hash or None, period_start=start, period_end=end,
             invalid=result.invalid, suspicious="; ".join(result.suspicious) or None,
         ))
-        return ledger.trial_count(
-            cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, start, end, periods_per_year(cfg.data.timeframe),
-        )
+        ppy = result.calendar.get("bars_per_year") or periods_per_year(cfg.data.timeframe)
+        return ledger.trial_count(cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, start, end, ppy)
     except (LedgerError, sqlite3.DatabaseError) as exc:
         raise ledger_unusable(ledger.path, exc, result.run_dir) from exc
 
@@ -170,6 +169,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         "market": {"exchange": cfg.data.exchange, "symbol": cfg.data.symbol, "timeframe": cfg.data.timeframe,
                    "first_bar": result.bars.index[0], "last_bar": result.bars.index[-1], "n_bars": len(result.bars)},
         "costs": {"fee": cfg.broker.fee, "slippage": cfg.broker.slippage},
+        "calendar": result.calendar,
         "performance": result.metrics,
         "buy_and_hold": result.benchmark_metrics,
         "baselines": result.baselines,
@@ -192,7 +192,8 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         title = f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
         write_tearsheet(
             simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
-            run_dir / "tearsheet.html", title=title, periods_per_year=periods_per_year(cfg.data.timeframe),
+            run_dir / "tearsheet.html", title=title,
+            periods_per_year=result.calendar.get("bars_per_year") or periods_per_year(cfg.data.timeframe),
         )
     if result.significance:
         write_forecast_page(result)
