@@ -54,6 +54,8 @@ class BacktestResult:
     significance: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    invalid: str | None = None  # why the run is invalid (e.g. "lookahead: ..."); kept and written, marked INVALID
+    suspicious: list[str] = field(default_factory=list)  # plausibility-guard findings ("suspicious — check for leaks")
     run_dir: Path | None = None
 
 
@@ -206,7 +208,9 @@ def run_backtest(
         LookaheadError: the sampled lookahead check found forecasts or orders that change
             when future candles are removed.
     """
-    from engine.evaluation import naive_comparison, significance_report, skill_report
+    from engine.evaluation import (
+        naive_comparison, plausibility_findings, random_sign_forecast, significance_report, skill_report,
+    )
     from engine.lookahead import LookaheadError, check_lookahead, sample_times
     from reports.metrics import performance_summary
 
@@ -253,7 +257,13 @@ def run_backtest(
             strategy_cls, strategy_params, cfg,
         )
         baselines["naive"] = performance_summary(n_equity, n_position, n_trades, n_fills, ppy)
-    skill = skill_report(candles, forecast, naive_forecast)
+    if ev.random_sign_baseline:  # the model's forecast with a seeded random sign: trades about as often
+        coin = random_sign_forecast(forecast, ev.seed)
+        _, c_fills, c_equity, c_position, c_trades = _strategy_run(
+            bars, align_forecast(bars.index, coin), coin.quantile_levels, strategy_cls, strategy_params, cfg,
+        )
+        baselines["random sign"] = performance_summary(c_equity, c_position, c_trades, c_fills, ppy)
+    skill = skill_report(candles, forecast, naive_forecast, ev.alpha)
     versus_naive = naive_comparison(skill, ev.alpha) if naive_forecast is not None else None
     timings["evaluate"] = time.perf_counter() - t3
 
@@ -280,14 +290,18 @@ def run_backtest(
             f"{len(analysis['rejected'])} orders were rejected for lack of cash (first at "
             f"{bars.index[analysis['rejected'][0][0]]}); lower the strategy's stake"
         )
-    for w in warnings:
+    suspicious = plausibility_findings(
+        skill, equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
+        min_mase=ev.min_plausible_mase, alpha=ev.alpha,
+    )
+    for w in warnings + suspicious:
         logger.warning(w)
     result = BacktestResult(
         config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
         forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
-        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
+        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings, suspicious=suspicious,
     )
     n_trials, var_sharpes = 1, 0.0
     if write:
@@ -299,7 +313,7 @@ def run_backtest(
     if judge:
         t5 = time.perf_counter()
         result.significance = significance_report(
-            equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
+            equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=benchmark,
         )
         timings["significance"] = time.perf_counter() - t5
     if write:
