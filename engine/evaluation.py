@@ -77,20 +77,37 @@ def significance_report(
 
 # -- a baseline that trades -------------------------------------------------------------------
 def random_sign_forecast(forecast: Forecast, seed: int) -> Forecast:
-    """The model's own forecast with its sign flipped at a random half of the decision times.
+    """The model's own forecast with its sign flipped at random, segment by segment (seeded).
 
-    At each decision time, independently with probability 1/2 (``numpy.random.default_rng(seed)``),
-    the forecast distribution of the log return ``X`` is replaced by that of ``-X``: the
+    A segment is a stretch of decision times whose forecast is flipped, or not, as a whole
+    (independently with probability 1/2; ``numpy.random.default_rng(seed)``). Flipping
+    replaces the forecast distribution of the log return ``X`` by that of ``-X``: the
     quantiles are negated and their order reversed (the ``tau`` quantile of ``-X`` is minus
-    the ``1 - tau`` quantile of ``X``, exact for level sets symmetric about 0.5 such as the
-    default 0.1/0.5/0.9). Magnitudes and spreads are unchanged, so a threshold strategy
-    trades about as often as on the model; only the direction is a coin flip. This is the
-    baseline that makes "beats a coin" mean something (the naive forecast's zero median
-    never clears a threshold, so its column never trades).
+    the ``1 - tau`` quantile of ``X``; exact for level sets symmetric about 0.5 such as the
+    default 0.1/0.5/0.9). Magnitudes and spreads stay the model's; only the direction is a
+    coin flip.
+
+    Segments end where the sign of the model's median at the last horizon (what a threshold
+    strategy reads) changes, and also after each decision time with probability
+    ``1 / R`` (``R``: the model's mean run length of that sign). So the expected number of
+    sign changes equals the model's: at a model change the flipped sign changes with
+    probability 1/2, and the extra cuts add the other half inside runs. A threshold
+    strategy then trades about as often as on the model (flipping each decision time alone
+    breaks the runs and trades several times more, losing to costs rather than to a coin).
+    This baseline makes "beats a coin" mean something: the naive forecast's zero median
+    never clears a threshold, so its column never trades.
     """
     rng = np.random.default_rng(seed)
-    flip = rng.random(len(forecast.index)) < 0.5
+    n = len(forecast.index)
     values = forecast.values.copy()
+    if n == 0:
+        return Forecast(index=forecast.index, quantile_levels=forecast.quantile_levels, values=values)
+    sign = np.sign(forecast.median[:, -1])
+    change = sign[1:] != sign[:-1]  # (n - 1,) boundaries between decision times
+    runs_per_step = (int(change.sum()) + 1) / n  # 1 / R
+    cut = change | (rng.random(n - 1) < runs_per_step)
+    segment = np.concatenate([[0], np.cumsum(cut)])
+    flip = (rng.random(int(segment[-1]) + 1) < 0.5)[segment]
     values[flip] = -forecast.values[flip][:, ::-1, :]
     return Forecast(index=forecast.index, quantile_levels=forecast.quantile_levels, values=values)
 
