@@ -290,18 +290,18 @@ def run_backtest(
             f"{len(analysis['rejected'])} orders were rejected for lack of cash (first at "
             f"{bars.index[analysis['rejected'][0][0]]}); lower the strategy's stake"
         )
-    suspicious = plausibility_findings(
-        skill, equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
-        min_mase=ev.min_plausible_mase, alpha=ev.alpha,
-    )
-    for w in warnings + suspicious:
+    for w in warnings:
         logger.warning(w)
     result = BacktestResult(
         config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
         forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
-        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings, suspicious=suspicious,
+        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
+    )
+    result.suspicious = plausibility_findings(  # logged as warnings; shown wherever the result is
+        skill, equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
+        min_mase=ev.min_plausible_mase, alpha=ev.alpha,
     )
     n_trials, var_sharpes = 1, 0.0
     if write:

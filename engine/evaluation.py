@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from loguru import logger
 
 from predictors.base import Forecast
 
@@ -139,7 +140,8 @@ def plausibility_findings(
     - annualised Sharpe: the probabilistic Sharpe ratio against ``max_sharpe`` (annualised)
       exceeds ``1 - alpha``, i.e. the Sharpe is above the bound with that confidence.
 
-    ``skill`` from :func:`skill_report`; ``equity`` the strategy's equity per bar.
+    ``skill`` from :func:`skill_report`; ``equity`` the strategy's equity per bar. Each
+    finding is also logged as a warning.
     """
     from scipy import stats
 
@@ -179,4 +181,6 @@ def plausibility_findings(
                     f"{SUSPICIOUS}: Sharpe {mom.sharpe * scale:.2f} is above evaluation.max_plausible_sharpe = "
                     f"{max_sharpe:g} with probability {confidence:.3f} (PSR against the bound)"
                 )
+    for finding in found:
+        logger.warning(finding)
     return found
