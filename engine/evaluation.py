@@ -57,7 +57,9 @@ def significance_report(
     ``verdict`` answering both questions in words
     (:func:`reports.significance.two_question_verdict`)."""
     from reports.metrics import simple_returns
-    from reports.significance import buy_and_hold_comparison, sharpe_significance, two_question_verdict
+    from reports.significance import (
+        buy_and_hold_comparison, deflated_sharpe_words, sharpe_significance, two_question_verdict,
+    )
 
     returns = simple_returns(equity).dropna().to_numpy()
     if len(returns) < 3 or not np.isfinite(returns).all():
@@ -72,6 +74,7 @@ def significance_report(
         if len(bench) == len(returns) and np.isfinite(bench).all():
             versus = buy_and_hold_comparison(returns, bench, periods_per_year, alpha=alpha, n_boot=n_boot, seed=seed)
     sig["versus_buy_and_hold"] = versus
+    sig["dsr_verdict"] = deflated_sharpe_words(sig, versus)
     sig["verdict"] = two_question_verdict(sig, versus)
     return sig
 

@@ -32,6 +32,7 @@ __all__ = [
     "buy_and_hold_comparison",
     "bootstrap_distribution",
     "deflated_sharpe_ratio",
+    "deflated_sharpe_words",
     "expected_max_sharpe",
     "probabilistic_sharpe_ratio",
     "sharpe_confidence_interval",
@@ -596,14 +597,24 @@ def two_question_verdict(significance: Mapping[str, Any], versus_buy_and_hold: M
         parts.append("buy-and-hold: not tested")
     else:
         parts.append(f"buy-and-hold: {versus_buy_and_hold.get('verdict')}")
-    dsr_words = significance.get("dsr_verdict")
+    dsr_words = deflated_sharpe_words(significance, versus_buy_and_hold)
     if dsr_words:
-        excess = None if versus_buy_and_hold is None else versus_buy_and_hold.get("excess_total_return")
-        if dsr_words.startswith("better") and excess is not None and excess < 0:
-            p = significance.get("dsr_p_value")
-            dsr_words = (
-                f"not a success over {significance.get('n_trials')} trials: it earned less than {_BH} "
-                f"(DSR p = {'n/a' if p is None else format(p, '.3g')})"
-            )
         parts.append(f"trials: {dsr_words}")
     return "; ".join(parts)
+
+
+def deflated_sharpe_words(significance: Mapping[str, Any], versus_buy_and_hold: Mapping[str, Any] | None) -> str | None:
+    """The DSR clause (None for one trial): ``significance["dsr_verdict"]``, except that a
+    strategy that earned less than buy-and-hold of the same bars is "not a success" instead
+    of "better than the luck of the best of N trials"."""
+    words = significance.get("dsr_verdict")
+    if not words:
+        return None
+    excess = None if versus_buy_and_hold is None else versus_buy_and_hold.get("excess_total_return")
+    if words.startswith("better") and excess is not None and excess < 0:
+        p = significance.get("dsr_p_value")
+        words = (
+            f"not a success over {significance.get('n_trials')} trials: it earned less than {_BH} "
+            f"(DSR p = {'n/a' if p is None else format(p, '.3g')})"
+        )
+    return words

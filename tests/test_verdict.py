@@ -83,3 +83,17 @@ def test_random_sign_baseline_can_be_turned_off(shared_data, tmp_path) -> None:
     cfg = _cfg(shared_data, tmp_path, **{"evaluation.random_sign_baseline": False, "evaluation.naive_baseline": False})
     r = run_backtest(cfg, ROOT / "strategies/llm_signal.py", write=False)
     assert list(r.baselines) == ["buy & hold"]
+
+
+def test_significance_report_never_records_a_dsr_success_for_a_strategy_below_buy_and_hold(btc_1d) -> None:
+    """The ledger may hold several trials; a 30%-exposure copy of holding BTC loses to holding."""
+    from engine.evaluation import significance_report
+
+    close = btc_1d["close"]
+    bench = 10_000 * close / close.iloc[0]
+    strat = 10_000 * (1 + 0.3 * close.pct_change().fillna(0)).cumprod()
+    sig = significance_report(strat, 365, 3, 0.05 / 365, 0.05, 300, 0, benchmark=bench)
+    assert sig["dsr"] > 0.95  # the deflated Sharpe alone would call it luck-proof
+    assert sig["dsr_verdict"].startswith("not a success over 3 trials")
+    assert "better than the luck" not in json.dumps(sig)
+    assert sig["verdict"].endswith(f"trials: {sig['dsr_verdict']}")
