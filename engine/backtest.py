@@ -21,7 +21,7 @@ from engine.config import Config
 from engine.errors import StrategyLoadError, UserInputError
 from engine.feed import ForecastData, align_forecast
 from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
-from engine.signals import ForecastCache, cached_forecasts
+from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.timeframes import periods_per_year
 from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
@@ -57,6 +57,7 @@ class BacktestResult:
     invalid: str | None = None  # why the run is invalid (e.g. "lookahead: ..."); kept and written, marked INVALID
     suspicious: list[str] = field(default_factory=list)  # plausibility-guard findings ("suspicious — check for leaks")
     run_dir: Path | None = None
+    predictor_hash: str = ""  # engine.signals.predictor_hash: the predictor's part of the trial identity
 
 
 def build_predictor(cfg: Config) -> Predictor:
@@ -216,6 +217,10 @@ def run_backtest(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if write:
+        from engine.run_folder import check_writable
+
+        check_writable(cfg.output.dir)
     stem = Path(strategy_path).stem
     strategy_cls = load_strategy(strategy_path)
     strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
@@ -303,23 +308,26 @@ def run_backtest(
         skill, equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
         min_mase=ev.min_plausible_mase, alpha=ev.alpha,
     )
-    n_trials, var_sharpes = 1, 0.0
-    if write:
-        from engine.run_folder import append_to_ledger, new_run_dir
+    result.predictor_hash = predictor_hash(predictor, p.context_length, p.horizon, p.batch_size)
+    n_trials, var_sharpes, trials = 1, 0.0, None
+    if write:  # the run folder first: a ledger that fails afterwards cannot take the results with it
+        from engine.run_folder import append_to_ledger, new_run_dir, write_run_folder, write_significance
 
+        t6 = time.perf_counter()
         result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
+        write_run_folder(result, strategy_path)
+        timings["write"] = time.perf_counter() - t6
         if judge:
-            n_trials, var_sharpes = append_to_ledger(result, strategy_path)
+            trials = append_to_ledger(result, strategy_path)
+            n_trials, var_sharpes = trials
     if judge:
         t5 = time.perf_counter()
         result.significance = significance_report(
             equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=benchmark,
         )
+        if trials is not None:
+            result.significance["trials"] = trials.to_dict()
         timings["significance"] = time.perf_counter() - t5
-    if write:
-        from engine.run_folder import write_run_folder
-
-        t6 = time.perf_counter()
-        write_run_folder(result, strategy_path)
-        timings["write"] = time.perf_counter() - t6
+        if write:
+            write_significance(result)
     return result
