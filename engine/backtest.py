@@ -235,7 +235,9 @@ def run_backtest(
         LookaheadError: the sampled lookahead check found forecasts or orders that change
             when future candles are removed.
     """
-    from engine.evaluation import naive_comparison, significance_report, skill_report
+    from engine.evaluation import (
+        naive_comparison, plausibility_findings, random_sign_forecast, significance_report, skill_report,
+    )
     from engine.lookahead import LookaheadError, check_lookahead, sample_times
     from reports.metrics import performance_summary
 
@@ -287,7 +289,13 @@ def run_backtest(
             strategy_cls, strategy_params, cfg,
         )
         baselines["naive"] = performance_summary(n_equity, n_position, n_trades, n_fills, ppy)
-    skill = skill_report(candles, forecast, naive_forecast)
+    if ev.random_sign_baseline:  # the model's forecast with a seeded random sign: trades about as often
+        coin = random_sign_forecast(forecast, ev.seed)
+        _, c_fills, c_equity, c_position, c_trades = _strategy_run(
+            bars, align_forecast(bars.index, coin), coin.quantile_levels, strategy_cls, strategy_params, cfg,
+        )
+        baselines["random sign"] = performance_summary(c_equity, c_position, c_trades, c_fills, ppy)
+    skill = skill_report(candles, forecast, naive_forecast, ev.alpha)
     versus_naive = naive_comparison(skill, ev.alpha) if naive_forecast is not None else None
     timings["evaluate"] = time.perf_counter() - t3
 
@@ -326,6 +334,10 @@ def run_backtest(
                   "first_traded_bar": first, "bars_per_year": ppy, "bars_per_year_source": ppy_how,
                   "no_trade_bars": int((bars["volume"] <= 0).sum()), "gap_policy": cfg.data.gap_policy},
     )
+    result.suspicious = plausibility_findings(  # logged as warnings; shown wherever the result is
+        skill, equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
+        min_mase=ev.min_plausible_mase, alpha=ev.alpha,
+    )
     result.predictor_hash = predictor_hash(predictor, p.context_length, p.horizon, p.batch_size)
     n_trials, var_sharpes, trials = 1, 0.0, None
     if write:  # the run folder first: a ledger that fails afterwards cannot take the results with it
@@ -341,7 +353,7 @@ def run_backtest(
     if judge:
         t5 = time.perf_counter()
         result.significance = significance_report(
-            equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
+            equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=benchmark,
         )
         if trials is not None:
             result.significance["trials"] = trials.to_dict()

@@ -171,8 +171,11 @@ def print_judgement(result: Any) -> None:
     direction = last.get("directional") or {}
     print(
         f"forecast skill at h={h}: MAE {_fmt(last.get('mae'), '.5f')}, MASE {_fmt(last.get('mase'), '.3f')}, "
-        f"CRPS {_fmt(last.get('crps'), '.5f')}, direction right {_fmt(direction.get('accuracy'), '.1%')} "
-        f"(binomial p = {_fmt(direction.get('p_value'), '.3g')})"
+        f"CRPS {_fmt(last.get('crps'), '.5f')}, direction right {_fmt(direction.get('accuracy'), '.1%')}"
+    )
+    print(
+        f"direction at h={h} on {direction.get('n_independent', 'n/a')} non-overlapping outcomes: "
+        f"{direction.get('direction', 'n/a')}; Pesaran-Timmermann p = {_fmt(direction.get('pt_p_value'), '.3g')}"
     )
     if result.versus_naive:
         print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive['verdict']}")
@@ -182,10 +185,11 @@ def print_judgement(result: Any) -> None:
         print(
             f"Sharpe {_fmt(sig.get('sharpe'), '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
             f"[{_fmt(ci.get('lower'), '.2f')}, {_fmt(ci.get('upper'), '.2f')}], PSR {_fmt(sig.get('psr'), '.3f')}, "
-            f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s): {sig.get('verdict')}"
+            f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s)"
         )
         if sig.get("trials"):
             print(f"  deflated by {sig['trials']['how']}")
+        print(f"verdict: {sig.get('verdict')}")
     else:
         print(f"significance: {sig.get('verdict')}")
     look = result.lookahead
@@ -210,6 +214,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if "naive" in columns:
         columns["same strategy on naive"] = columns.pop("naive")
     print(summary_table(columns))
+    for finding in result.suspicious:
+        print(finding.replace("suspicious", "SUSPICIOUS", 1))
     print_judgement(result)
     if result.forecast_cache_hit:
         print("forecasts: cache hit, no inference ran")

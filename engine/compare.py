@@ -224,7 +224,7 @@ def run_compare(
         n_trials, var = trial_stats[pair[0]]
         result.significance = significance_report(
             result.equity, result.calendar.get("bars_per_year") or ppy, n_trials, var,
-            ev.alpha, ev.bootstrap_samples, ev.seed,
+            ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=result.benchmark_equity,
         )
         result.significance["trials"] = trial_stats[pair[0]].to_dict()
         write_significance(result)
@@ -235,6 +235,7 @@ def run_compare(
             "predictor": predictor, "symbol": symbol, "run_dir": str(result.run_dir.relative_to(out_dir)),
             "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
             "significance": result.significance, "naive_comparison": result.versus_naive,
+            "random_sign": result.baselines.get("random sign"), "suspicious": result.suspicious,
         })
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity

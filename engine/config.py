@@ -144,6 +144,10 @@ class EvaluationConfig:
     bootstrap_samples: int = 2000
     lookahead_samples: int = 3
     seed: int = 0
+    random_sign_baseline: bool = True
+    max_plausible_sharpe: float = 3.0
+    max_plausible_accuracy: float = 0.6
+    min_plausible_mase: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -397,6 +401,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"evaluation.bootstrap_samples = {e.bootstrap_samples} must be >= 100 (2000 is usual)")
     if e.lookahead_samples < 0:
         raise ConfigError(f"evaluation.lookahead_samples = {e.lookahead_samples} must be >= 0 (0 turns the check off)")
+    if not 0 < e.max_plausible_sharpe < 1e6:
+        raise ConfigError(f"evaluation.max_plausible_sharpe = {e.max_plausible_sharpe} must be an annualised Sharpe > 0, e.g. 3")
+    if not 0.5 < e.max_plausible_accuracy < 1:
+        raise ConfigError(
+            f"evaluation.max_plausible_accuracy = {e.max_plausible_accuracy} must be a hit rate in (0.5, 1), e.g. 0.6"
+        )
+    if not 0 < e.min_plausible_mase < 1:
+        raise ConfigError(f"evaluation.min_plausible_mase = {e.min_plausible_mase} must be in (0, 1), e.g. 0.8")
     if not p.name:
         raise ConfigError('predictor.name is empty; set e.g. "naive" (see `python -m engine predictors`)')
     if p.context_length < 2:

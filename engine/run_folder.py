@@ -180,6 +180,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         "predictor_stats": result.predictor_stats,
         "forecast_cache_hit": result.forecast_cache_hit,
         "warnings": result.warnings,
+        "suspicious": result.suspicious,
         "timings_s": result.timings,
         "config_hash": cfg.hash(),
     }
@@ -190,6 +191,8 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         from reports.tearsheet import write_tearsheet
 
         title = f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
+        if result.suspicious:
+            title = f"SUSPICIOUS \u2014 check for leaks: {title}"
         write_tearsheet(
             simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
             run_dir / "tearsheet.html", title=title,
@@ -225,10 +228,11 @@ def write_forecast_page(result: "BacktestResult") -> Path:
     cfg = result.config
     return render(
         result.run_dir / "forecast.html",
-        title=f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
+        title=("SUSPICIOUS \u2014 check for leaks: " if result.suspicious else "")
+        + f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=result.significance,
-        notes=list(result.warnings),
+        notes=[*result.suspicious, *result.warnings],
     )
 
 

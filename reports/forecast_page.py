@@ -305,7 +305,10 @@ def _skill_rows(skill: Mapping[str, Any]) -> list[list[str]]:
         ["Directional accuracy", format_value(d.get("accuracy"), "percent1"),
          format_value(mean.get("directional_accuracy"), "percent1")],
         ["Directional calls (n, zero moves excluded)", format_value(d.get("n"), "int"), ""],
+        ["Outcomes tested (non-overlapping: every h-th decision; two-sided)", format_value(d.get("n_independent"), "int"), ""],
         ["Directional p-value, binomial test vs 50%", format_value(d.get("p_value"), "pvalue"), ""],
+        ["Directional verdict", str(d.get("direction") or "n/a"), ""],
+        ["Directional p-value, HAC z-test over all decisions", format_value(d.get("hac_p_value"), "pvalue"), ""],
         ["Directional p-value, Pesaran\u2013Timmermann", format_value(d.get("pt_p_value"), "pvalue"), ""],
     ]
     for key, what in (("dm_abs_error", "absolute error"), ("dm_pinball", "pinball loss")):
@@ -340,12 +343,29 @@ def _significance_rows(sig: Mapping[str, Any]) -> list[list[str]]:
         [f"Sharpe {level}CI (stationary bootstrap)", interval(ci, "stat")],
         ["Total return", format_value(sig.get("total_return"), "percent")],
         [f"Total return {level}CI", interval(tci, "percent")],
+        ["Sharpe vs 0: two-sided bootstrap p-value", format_value(sig.get("chance_p_value"), "pvalue")],
+        ["Better than chance?", str(sig.get("chance_verdict") or "n/a")],
+        *_buy_and_hold_rows(sig.get("versus_buy_and_hold"), level, interval),
         ["PSR: P(true Sharpe > 0)", format_value(sig.get("psr"), "prob")],
         ["Trials competing (ledger)", format_value(sig.get("n_trials"), "int")],
         ["SR0: expected best Sharpe of the trials by luck (annualised)", format_value(sig.get("sr0_annualised"), "stat")],
         ["DSR: P(true Sharpe > SR0)", format_value(sig.get("dsr"), "prob")],
         ["DSR p-value", format_value(sig.get("dsr_p_value"), "pvalue")],
         ["Verdict", str(sig.get("verdict") or "n/a")],
+    ]
+
+
+def _buy_and_hold_rows(bh: Mapping[str, Any] | None, level: str, interval: Any) -> list[list[str]]:
+    """Rows answering "better than buy-and-hold of the same bars?" (none without a comparison)."""
+    if not bh:
+        return []
+    return [
+        ["Buy-and-hold total return (same bars)", format_value(bh.get("buy_and_hold_total_return"), "percent")],
+        [f"Excess total return {level}CI", f"{format_value(bh.get('excess_total_return'), 'percent')} "
+                                           f"{interval(bh.get('excess_total_return_ci') or {}, 'percent')}"],
+        [f"Information ratio vs buy-and-hold {level}CI", f"{format_value(bh.get('information_ratio'), 'stat')} "
+                                                         f"{interval(bh.get('information_ratio_ci') or {}, 'stat')}"],
+        ["Better than buy-and-hold?", str(bh.get("verdict") or "n/a")],
     ]
 
 

@@ -47,6 +47,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "n_trades",
     "fees_paid",
     "bh_total_return",
+    "random_sign_total_return",
     "mae",
     "mase",
     "crps",
@@ -61,13 +62,15 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "psr",
     "dsr",
     "verdict",
+    "suspicious",
     "run_dir",
 )
 
-_TEXT_COLUMNS = ("symbol", "predictor", "verdict", "run_dir")
+_TEXT_COLUMNS = ("symbol", "predictor", "verdict", "suspicious", "run_dir")
 _NUMERIC_COLUMNS = tuple(c for c in LEADERBOARD_COLUMNS if c not in _TEXT_COLUMNS)
 
-_ROW_KEYS = ("predictor", "symbol", "run_dir", "metrics", "buy_and_hold", "skill", "significance", "naive_comparison")
+_ROW_KEYS = ("predictor", "symbol", "run_dir", "metrics", "buy_and_hold", "skill", "significance", "naive_comparison",
+             "random_sign", "suspicious")
 _REQUIRED_ROW_KEYS = ("predictor", "symbol", "metrics", "significance")
 _METRIC_KEYS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "fees_paid")
 
@@ -77,6 +80,7 @@ _DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("predictor", "predictor", "text"),
     ("total_return", "return", "percent"),
     ("bh_total_return", "B&H return", "percent"),
+    ("random_sign_total_return", "random sign", "percent"),
     ("sharpe", "Sharpe", "stat"),
     ("sharpe_ci", "Sharpe CI", "stat"),
     ("sortino", "Sortino", "stat"),
@@ -123,10 +127,13 @@ def _check_row(i: int, row: Any) -> Mapping[str, Any]:
     for key in ("predictor", "symbol"):
         if not isinstance(row[key], str) or not row[key]:
             raise ValueError(f"rows[{i}] {key} must be a non-empty string, got {row[key]!r}")
-    for key in ("metrics", "buy_and_hold", "skill", "significance", "naive_comparison"):
+    for key in ("metrics", "buy_and_hold", "skill", "significance", "naive_comparison", "random_sign"):
         value = row.get(key)
         if value is not None and not isinstance(value, Mapping):
             raise ValueError(f"rows[{i}] ({row['symbol']} {row['predictor']}) {key} must be a dict or None, got {value!r:.80}")
+    flags = row.get("suspicious") or []
+    if isinstance(flags, str) or not all(isinstance(f, str) for f in flags):
+        raise ValueError(f"rows[{i}] ({row['symbol']} {row['predictor']}) suspicious must be a list of strings, got {flags!r:.80}")
     lacking = [k for k in _METRIC_KEYS if k not in row["metrics"]]
     if lacking:
         raise ValueError(
@@ -159,7 +166,10 @@ def _verdict(row: Mapping[str, Any]) -> str:
             math.nan if p is None else float(p), against="naive",
             effect=None if stat is None else -float(stat),
         )
-    return f"forecast: {fc_words}; Sharpe: {sig_words}"
+    text = f"forecast: {fc_words}; Sharpe: {sig_words}"
+    if row.get("suspicious"):
+        text = f"SUSPICIOUS \u2014 check for leaks ({len(row['suspicious'])} finding(s)); {text}"
+    return text
 
 
 def leaderboard_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -172,17 +182,21 @@ def leaderboard_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             (None or absent reads as n/a): ``run_dir`` (str, may be relative),
             ``buy_and_hold`` (performance summary of buy-and-hold on the same bars),
             ``skill`` (:func:`reports.skill.forecast_skill`), ``naive_comparison``
-            (``dm_statistic``, ``dm_p_value``, ``verdict``; None for the naive run itself).
+            (``dm_statistic``, ``dm_p_value``, ``verdict``; None for the naive run itself),
+            ``random_sign`` (performance summary of the same strategy on the model's forecast
+            with a random sign, see ``engine.evaluation.random_sign_forecast``) and
+            ``suspicious`` (the plausibility guard's findings, a list of strings).
 
     Returns:
         A frame with :data:`LEADERBOARD_COLUMNS`: P&L metrics (fractions; ``fees_paid`` in
-        quote currency), ``bh_total_return``; forecast skill **at the last horizon**
+        quote currency), ``bh_total_return``, ``random_sign_total_return``; forecast skill **at the last horizon**
         (``mae``, ``mase``, ``crps``, ``coverage_80``: empirical coverage of the 80%
         central interval, or of the widest one when there is no 80% interval --
         ``coverage_nominal`` says which -- ``dir_accuracy`` and its binomial ``dir_p_value``);
         ``dm_stat``/``dm_p_value`` from ``naive_comparison`` (negative = better than naive);
         the Sharpe bootstrap interval, ``psr``, ``dsr``; ``verdict`` in words
-        (``"forecast: ...; Sharpe: ..."``) and ``run_dir``. Numbers are float64, NaN where
+        (``"forecast: ...; Sharpe: ..."``, led by ``"SUSPICIOUS — check for leaks"`` when the
+        plausibility guard fired), ``suspicious`` (its findings joined by "; ") and ``run_dir``. Numbers are float64, NaN where
         not available.
 
     Raises:
@@ -207,6 +221,9 @@ def leaderboard_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "predictor": row["predictor"],
             **{k: _num(m[k], f"{where} metrics[{k!r}]") for k in _METRIC_KEYS},
             "bh_total_return": _num(bh.get("total_return"), f"{where} buy_and_hold['total_return']"),
+            "random_sign_total_return": _num(
+                (row.get("random_sign") or {}).get("total_return"), f"{where} random_sign['total_return']"
+            ),
             "mae": _num(last.get("mae"), f"{where} skill mae"),
             "mase": _num(last.get("mase"), f"{where} skill mase"),
             "crps": _num(last.get("crps"), f"{where} skill crps"),
@@ -221,6 +238,7 @@ def leaderboard_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "psr": _num(sig.get("psr"), f"{where} significance psr"),
             "dsr": _num(sig.get("dsr"), f"{where} significance dsr"),
             "verdict": _verdict(row),
+            "suspicious": "; ".join(row.get("suspicious") or []),
             "run_dir": str(row.get("run_dir") or ""),
         }
         records.append(rec)
@@ -330,7 +348,8 @@ def write_leaderboard_html(
             ``path`` (e.g. ``["runs/x/tearsheet.html", "runs/x/forecast.html"]``); each is
             labelled by its file name without extension.
         title: page heading (escaped).
-        notes: warnings shown first, prominently (e.g. contamination flags).
+        notes: warnings shown first, prominently (e.g. contamination flags); rows flagged
+            suspicious by the plausibility guard are listed before them.
         log_scale: draw the equity overlays on a logarithmic axis.
 
     The page has the notes, the table (numbers formatted, verdict in words, links), and
@@ -391,11 +410,15 @@ def write_leaderboard_html(
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     legend = (
-        "<p class=\"sub\">Return, Sharpe and drawdown after costs; B&amp;H: buy and hold on the same bars. "
+        "<p class=\"sub\">Return, Sharpe and drawdown after costs; B&amp;H: buy and hold on the same bars; random sign: "
+        "the same strategy on the model's forecasts with a seeded random sign at each decision time (a coin that "
+        "trades as often). "
         "MAE/MASE/CRPS/coverage/directional accuracy at the last forecast horizon; MASE &lt; 1 and a negative DM "
         "statistic mean better than the naive (random-walk) forecast. PSR: probability the true Sharpe exceeds 0; "
         "DSR: that it exceeds the best Sharpe luck would give over the trials tried.</p>"
     )
+    flagged = [f"{r['symbol']} {r['predictor']}: {r['suspicious']}" for r in f.to_dict("records") if r["suspicious"]]
+    notes = [*flagged, *notes]  # the plausibility guard's findings first
     body = "\n".join(b for b in (notes_html(notes), '<div class="scroll">' + table + "</div>", legend, *sections) if b)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,11 @@ __all__ = [
     "ConfidenceInterval",
     "SharpeMoments",
     "bootstrap_ci",
+    "bootstrap_p_value",
+    "buy_and_hold_comparison",
     "bootstrap_distribution",
     "deflated_sharpe_ratio",
+    "deflated_sharpe_words",
     "expected_max_sharpe",
     "probabilistic_sharpe_ratio",
     "sharpe_confidence_interval",
@@ -37,6 +40,7 @@ __all__ = [
     "sharpe_significance",
     "stationary_bootstrap_indices",
     "total_return_confidence_interval",
+    "two_question_verdict",
     "verdict",
 ]
 
@@ -201,16 +205,36 @@ def bootstrap_cis(
     r = _returns(returns)
     block = _default_mean_block(r.size) if mean_block is None else float(mean_block)
     dists = bootstrap_distributions(r, stat_fns, n_boot=n_boot, mean_block=block, seed=seed)
-    out = {}
-    for name, stat_fn in stat_fns.items():
-        dist = dists[name]
-        estimate = float(np.asarray(stat_fn(r[None, :]), dtype=np.float64)[0])
-        if np.isnan(dist).all():
-            lo = hi = math.nan
-        else:
-            lo, hi = (float(v) for v in np.nanquantile(dist, [alpha / 2, 1 - alpha / 2]))
-        out[name] = ConfidenceInterval(estimate, lo, hi, float(alpha), int(n_boot), block)
-    return out
+    return {
+        name: _interval(float(np.asarray(stat_fn(r[None, :]), dtype=np.float64)[0]), dists[name], alpha, block)
+        for name, stat_fn in stat_fns.items()
+    }
+
+
+def _interval(estimate: float, dist: np.ndarray, alpha: float, block: float) -> ConfidenceInterval:
+    """Percentile interval of a bootstrap distribution (NaN resamples ignored)."""
+    if np.isnan(dist).all():
+        lo = hi = math.nan
+    else:
+        lo, hi = (float(v) for v in np.nanquantile(dist, [alpha / 2, 1 - alpha / 2]))
+    return ConfidenceInterval(estimate, lo, hi, float(alpha), int(dist.size), block)
+
+
+def bootstrap_p_value(dist: Any, null: float = 0.0) -> float:
+    """Two-sided bootstrap p-value of ``H0: statistic = null`` from a bootstrap distribution.
+
+    ``p = min(1, 2 (1 + min(#{d <= null}, #{d >= null})) / (B + 1))`` over the ``B`` finite
+    resamples: the percentile interval's dual (the ``1 - alpha`` percentile interval
+    excludes ``null`` about when ``p < alpha``), with the ``+1`` that keeps a Monte Carlo
+    p-value valid (Davison & Hinkley 1997, eq. 4.11), so it is never 0 (smallest
+    ``2 / (B + 1)``). NaN without a finite resample.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan
+    tail = min(int(np.sum(d <= null)), int(np.sum(d >= null)))
+    return float(min(1.0, 2.0 * (1 + tail) / (d.size + 1)))
 
 
 def _sharpe_rows(x: np.ndarray) -> np.ndarray:
@@ -396,7 +420,7 @@ def sharpe_significance(
     mean_block: float | None = None,
     seed: int | None = 0,
 ) -> dict[str, Any]:
-    """Sharpe ratio, its bootstrap interval, PSR, DSR and a verdict, as a JSON-ready dict.
+    """Sharpe ratio, its bootstrap interval, a two-sided test against 0, PSR, DSR and words.
 
     Args:
         returns: simple per-period strategy returns.
@@ -406,24 +430,39 @@ def sharpe_significance(
 
     Keys: ``n``, ``periods_per_year``, ``sharpe`` (annualised), ``sharpe_per_period``,
     ``skew``, ``kurtosis`` (non-excess), ``sharpe_ci`` and ``total_return_ci`` (see
-    :class:`ConfidenceInterval`; Sharpe annualised), ``total_return``, ``psr`` (vs 0) and
-    ``psr_p_value`` (``1 - psr``), ``n_trials``, ``var_trial_sharpes``, ``sr0`` (per
-    period) and ``sr0_annualised``, ``dsr`` and ``dsr_p_value``, ``verdict`` (from the DSR,
-    which equals the PSR for one trial). NaN and inf are ``None``.
+    :class:`ConfidenceInterval`; Sharpe annualised), ``total_return``; ``chance_p_value``:
+    the **two-sided** stationary-bootstrap p-value of ``Sharpe = 0`` (the dual of
+    ``sharpe_ci``, see :func:`bootstrap_p_value`) and ``chance_verdict`` in words ("better
+    than chance", "worse than chance" -- a Sharpe whose interval lies below 0 -- or "not
+    distinguishable from chance"); ``psr`` (vs 0), ``psr_p_value`` (``1 - psr``, one-sided)
+    and ``psr_p_value_two_sided`` (``2 min(psr, 1 - psr)``, an analytic cross-check);
+    ``n_trials``, ``var_trial_sharpes``, ``sr0`` (per period) and ``sr0_annualised``,
+    ``dsr`` and ``dsr_p_value`` (one-sided: "the best of ``n_trials`` is no better than
+    luck"), ``dsr_verdict`` (None for one trial, where DSR = PSR); ``verdict``: the chance
+    verdict, then the DSR's when there were several trials. NaN and inf are ``None``.
+    Combine with :func:`buy_and_hold_comparison` through :func:`two_question_verdict`.
     """
     _check_ppy(periods_per_year)
+    _check_alpha(alpha)
     r = _returns(returns, min_n=3)
     mom = sharpe_moments(r)
     scale = math.sqrt(periods_per_year)
-    psr = probabilistic_sharpe_ratio(mom.sharpe, 0.0, mom.n, mom.skew, mom.kurtosis) if math.isfinite(mom.sharpe) else math.nan
+    finite = math.isfinite(mom.sharpe)
+    psr = probabilistic_sharpe_ratio(mom.sharpe, 0.0, mom.n, mom.skew, mom.kurtosis) if finite else math.nan
     sr0 = expected_max_sharpe(n_trials, var_trial_sharpes)
-    dsr = probabilistic_sharpe_ratio(mom.sharpe, sr0, mom.n, mom.skew, mom.kurtosis) if math.isfinite(mom.sharpe) else math.nan
-    # One set of resamples for both intervals (identical to computing each alone with this seed).
-    cis = bootstrap_cis(
-        r, {"sharpe": lambda x: _sharpe_rows(x) * scale, "total": _total_return_rows}, alpha, n_boot, mean_block, seed,
-    )
-    sharpe_ci, total_ci = cis["sharpe"], cis["total"]
-    against = "chance" if n_trials == 1 else f"the luck of the best of {n_trials} trials"
+    dsr = probabilistic_sharpe_ratio(mom.sharpe, sr0, mom.n, mom.skew, mom.kurtosis) if finite else math.nan
+    # One set of resamples for both intervals and the p-value (identical to each alone with this seed).
+    block = _default_mean_block(r.size) if mean_block is None else float(mean_block)
+    fns = {"sharpe": lambda x: _sharpe_rows(x) * scale, "total": _total_return_rows}
+    dists = bootstrap_distributions(r, fns, n_boot=n_boot, mean_block=block, seed=seed)
+    sharpe_ci = _interval(mom.sharpe * scale, dists["sharpe"], alpha, block)
+    total_ci = _interval(float(_total_return_rows(r[None, :])[0]), dists["total"], alpha, block)
+    chance_p = bootstrap_p_value(dists["sharpe"]) if finite else math.nan
+    chance = verdict(chance_p, alpha, against="chance", effect=mom.sharpe)
+    dsr_words = None
+    if n_trials > 1:
+        dsr_words = verdict(dsr, alpha, kind="probability", against=f"the luck of the best of {n_trials} trials",
+                            effect=mom.sharpe)
     out = {
         "n": mom.n,
         "periods_per_year": float(periods_per_year),
@@ -434,14 +473,148 @@ def sharpe_significance(
         "sharpe_ci": sharpe_ci.to_dict(),
         "total_return": float(np.expm1(np.log1p(r).sum())),
         "total_return_ci": total_ci.to_dict(),
+        "chance_p_value": chance_p,
+        "chance_verdict": chance,
         "psr": psr,
         "psr_p_value": 1.0 - psr,
+        "psr_p_value_two_sided": 2.0 * min(psr, 1.0 - psr),
         "n_trials": int(n_trials),
         "var_trial_sharpes": float(var_trial_sharpes),
         "sr0": sr0,
         "sr0_annualised": sr0 * scale,
         "dsr": dsr,
         "dsr_p_value": 1.0 - dsr,
-        "verdict": verdict(dsr, alpha, kind="probability", against=against, effect=mom.sharpe),
+        "dsr_verdict": dsr_words,
+        "verdict": chance if dsr_words is None else f"{chance}; {dsr_words}",
     }
     return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+# -- better than buy-and-hold? ----------------------------------------------------------------------
+_BH = "buy-and-hold of the same bars"
+
+
+def _paired_returns(returns: Any, benchmark_returns: Any) -> tuple[np.ndarray, np.ndarray]:
+    r = _returns(returns, min_n=3)
+    b = _returns(benchmark_returns, min_n=3)
+    if r.shape != b.shape:
+        raise ValueError(
+            f"returns ({r.size}) and benchmark_returns ({b.size}) must be the same bars; align them first"
+        )
+    return r, b
+
+
+def buy_and_hold_comparison(
+    returns: Any,
+    benchmark_returns: Any,
+    periods_per_year: float,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    mean_block: float | None = None,
+    seed: int | None = 0,
+) -> dict[str, Any]:
+    """Is the strategy better than buy-and-hold of the same bars? Excess return and information ratio.
+
+    ``returns`` and ``benchmark_returns``: simple per-period returns of the strategy and of
+    buy-and-hold on the **same** bars (same length, same order). The active return is
+    ``a_t = r_t - b_t``; the information ratio ``IR = mean(a) / std(a, ddof=1) *
+    sqrt(periods_per_year)`` (annualised); the excess total return ``prod(1 + r) -
+    prod(1 + b)`` (a fraction). Both get a percentile stationary-bootstrap interval from
+    **paired** resamples (the same blocks of bars for strategy and benchmark, so their
+    correlation -- the strategy's beta -- is kept); ``ir_p_value`` is the two-sided
+    bootstrap p-value of ``IR = 0`` (:func:`bootstrap_p_value`).
+
+    ``verdict`` in words: "better than", "worse than" or "not distinguishable from
+    buy-and-hold of the same bars", then both total returns. "Better" needs a significant
+    positive IR **and** a positive excess total return; a strategy that earned less than
+    half of buy-and-hold's (positive) return says so explicitly and is never "better".
+    ``beats_buy_and_hold`` is True only for "better". NaN and inf are ``None``.
+    """
+    _check_ppy(periods_per_year)
+    _check_alpha(alpha)
+    r, b = _paired_returns(returns, benchmark_returns)
+    n = r.size
+    block = _default_mean_block(n) if mean_block is None else float(mean_block)
+    scale = math.sqrt(periods_per_year)
+    both = np.concatenate([r, b])  # resample indices once for both series
+
+    def ir_rows(x: np.ndarray) -> np.ndarray:
+        return _sharpe_rows(x[:, :n] - x[:, n:]) * scale
+
+    def excess_rows(x: np.ndarray) -> np.ndarray:
+        return _total_return_rows(x[:, :n]) - _total_return_rows(x[:, n:])
+
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * 2 * n)))
+    ir_dist, ex_dist = np.empty(int(n_boot)), np.empty(int(n_boot))
+    done = 0
+    while done < n_boot:  # memory-sized chunks of paired resamples
+        k = min(chunk, int(n_boot) - done)
+        idx = stationary_bootstrap_indices(n, block, k, rng)
+        sample = both[np.concatenate([idx, idx + n], axis=1)]
+        ir_dist[done:done + k], ex_dist[done:done + k] = ir_rows(sample), excess_rows(sample)
+        done += k
+    pair = both[None, :]
+    ir, excess = float(ir_rows(pair)[0]), float(excess_rows(pair)[0])
+    total_r, total_b = float(_total_return_rows(r[None, :])[0]), float(_total_return_rows(b[None, :])[0])
+    ir_p = bootstrap_p_value(ir_dist) if math.isfinite(ir) else math.nan
+    words = verdict(ir_p, alpha, against=_BH, effect=ir)
+    below_half = total_b > 0 and total_r < 0.5 * total_b
+    if words.startswith("better") and (excess <= 0 or below_half):
+        words = words.replace("better than", "not better than", 1) + " by mean per-bar return only"
+    returns_words = f"earned {total_r:.1%} vs {total_b:.1%} for buy-and-hold"
+    if below_half:
+        returns_words += ", less than half of it"
+    out = {
+        "n": n,
+        "strategy_total_return": total_r,
+        "buy_and_hold_total_return": total_b,
+        "excess_total_return": excess,
+        "excess_total_return_ci": _interval(excess, ex_dist, alpha, block).to_dict(),
+        "information_ratio": ir,
+        "information_ratio_ci": _interval(ir, ir_dist, alpha, block).to_dict(),
+        "ir_p_value": ir_p,
+        "below_half_of_buy_and_hold": bool(below_half),
+        "beats_buy_and_hold": words.startswith("better"),
+        "verdict": f"{words}; {returns_words}",
+    }
+    return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def two_question_verdict(significance: Mapping[str, Any], versus_buy_and_hold: Mapping[str, Any] | None) -> str:
+    """The run's verdict in words: better than chance? better than buy-and-hold of the same bars?
+
+    ``significance`` from :func:`sharpe_significance`, ``versus_buy_and_hold`` from
+    :func:`buy_and_hold_comparison` (None: that question is "not tested"). With several
+    trials the deflated-Sharpe clause follows; it never claims to beat "the luck of the
+    best of N" for a strategy that earned less than buy-and-hold: then it reads "not a
+    success".
+    """
+    chance = significance.get("chance_verdict") or significance.get("verdict") or "not testable"
+    parts = [f"chance: {chance}"]
+    if versus_buy_and_hold is None:
+        parts.append("buy-and-hold: not tested")
+    else:
+        parts.append(f"buy-and-hold: {versus_buy_and_hold.get('verdict')}")
+    dsr_words = deflated_sharpe_words(significance, versus_buy_and_hold)
+    if dsr_words:
+        parts.append(f"trials: {dsr_words}")
+    return "; ".join(parts)
+
+
+def deflated_sharpe_words(significance: Mapping[str, Any], versus_buy_and_hold: Mapping[str, Any] | None) -> str | None:
+    """The DSR clause (None for one trial): ``significance["dsr_verdict"]``, except that a
+    strategy that earned less than buy-and-hold of the same bars is "not a success" instead
+    of "better than the luck of the best of N trials"."""
+    words = significance.get("dsr_verdict")
+    if not words:
+        return None
+    excess = None if versus_buy_and_hold is None else versus_buy_and_hold.get("excess_total_return")
+    if words.startswith("better") and excess is not None and excess < 0:
+        p = significance.get("dsr_p_value")
+        words = (
+            f"not a success over {significance.get('n_trials')} trials: it earned less than {_BH} "
+            f"(DSR p = {'n/a' if p is None else format(p, '.3g')})"
+        )
+    return words

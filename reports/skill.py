@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
+    "coin_flip_words",
     "crps_approx",
     "diebold_mariano",
     "directional_accuracy",
@@ -223,60 +224,126 @@ def _one_horizon(name: str, values: Any) -> np.ndarray:
     return arr
 
 
-def directional_accuracy(point: Any, realised: Any) -> dict[str, float | int]:
-    """Share of correctly forecast signs, with a two-sided binomial test against 50%.
+def coin_flip_words(p_value: float, accuracy: float, alpha: float = 0.05) -> str:
+    """A two-sided test of a hit rate against 50% in words, e.g. ``"worse than a coin flip at 5% (p = 0.003)"``.
 
-    One horizon: ``point`` and ``realised`` are ``(n,)``. Rows are dropped where either is
-    NaN, where the realised move is exactly zero (no direction to get right) or where the
-    forecast is exactly zero (no direction called: the naive forecast calls none, so its
-    ``n`` is 0 and its accuracy NaN).
+    ``accuracy`` (a share in [0, 1]) gives the direction; NaN p-value reads "not testable".
+    """
+    if p_value is None or not math.isfinite(p_value):
+        return "not testable (no directional calls)"
+    level = f"{alpha * 100:g}%"
+    if p_value > alpha:
+        return f"not distinguishable from a coin flip at {level} (p = {p_value:.3g})"
+    side = "worse" if accuracy < 0.5 else "better"
+    return f"{side} than a coin flip at {level} (p = {p_value:.3g})"
 
-    Returns ``accuracy`` (hits / n), ``n``, ``hits``, ``n_excluded`` (zero moves or zero
-    forecasts), ``p_value`` (``scipy.stats.binomtest(hits, n, 0.5)``, two-sided),
-    ``share_up_realised`` and ``share_up_forecast``, and ``pt_statistic`` (~N(0, 1), positive =
-    informative) with ``pt_p_value``: the two-sided
-    p-value of the Pesaran & Timmermann (1992, JBES 10(4)) test of independence between
-    forecast and realised signs. The binomial test's null is a coin flip, so a forecaster
-    that always says "up" in a rising market beats it without any skill; the PT test's null
-    is "forecast signs carry no information about realised signs" given both base rates
-    (NaN when the forecast or the outcome never changes sign).
+
+def _pesaran_timmermann(up_f: np.ndarray, up_y: np.ndarray) -> tuple[float, float]:
+    """Pesaran & Timmermann (1992, JBES 10(4)) eq. (5)-(7): ``(statistic, two-sided p)``; NaN when undefined."""
+    n = up_f.size
+    if n == 0:
+        return math.nan, math.nan
+    p_hat, py, px = float(np.mean(up_f == up_y)), float(up_y.mean()), float(up_f.mean())
+    p_star = py * px + (1 - py) * (1 - px)
+    var_p = p_star * (1 - p_star) / n
+    var_star = (
+        (2 * py - 1) ** 2 * px * (1 - px) / n
+        + (2 * px - 1) ** 2 * py * (1 - py) / n
+        + 4 * py * px * (1 - py) * (1 - px) / n**2
+    )
+    denom = var_p - var_star
+    if not denom > 0:
+        return math.nan, math.nan
+    z = (p_hat - p_star) / math.sqrt(denom)
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+def _hac_hit_test(hit: np.ndarray, horizon: int) -> tuple[float, float]:
+    """Two-sided HAC z-test of ``mean(hit) = 0.5``: ``(z, p)`` with a Newey-West variance of
+    ``horizon - 1`` Bartlett lags (``h``-bar outcomes of consecutive bars overlap: MA(h-1)).
+    Equals statsmodels ``OLS(hit - 0.5, 1).fit(cov_type="HAC", cov_kwds={"maxlags": h - 1,
+    "use_correction": False})``. NaN below 2 rows or without variation."""
+    n = hit.size
+    if n < 2:
+        return math.nan, math.nan
+    s = newey_west_variance(hit.astype(np.float64), horizon - 1)
+    if not s > 0:
+        return math.nan, math.nan
+    z = (float(hit.mean()) - 0.5) / math.sqrt(s / n)
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+def directional_accuracy(point: Any, realised: Any, horizon: int = 1, alpha: float = 0.05) -> dict[str, Any]:
+    """Share of correctly forecast signs, with two-sided tests that respect overlapping outcomes.
+
+    One horizon: ``point`` and ``realised`` are ``(n,)``, row ``i`` the forecast made at
+    the close of consecutive bar ``i`` of the cumulative return over the next ``horizon``
+    bars. Rows are dropped where either is NaN, where the realised move is exactly zero (no
+    direction to get right) or where the forecast is exactly zero (no direction called: the
+    naive forecast calls none, so its ``n`` is 0 and its accuracy NaN).
+
+    With ``horizon > 1`` the outcomes of neighbouring rows share ``horizon - 1`` bars and
+    are not independent: a binomial test over all rows would count one move ``horizon``
+    times (an always-up forecast in a rising market at h = 12 got p ~ 1e-40 that way). So
+    the tests use **non-overlapping outcomes**: rows ``0, h, 2h, ...`` (positions in the
+    input, before dropping), whose ``h``-bar windows do not overlap.
+
+    Returns:
+        ``accuracy`` (hits / n over all rows), ``n``, ``hits``, ``n_excluded`` (zero moves
+        or zero forecasts); ``horizon``; ``n_independent``, ``hits_independent``,
+        ``accuracy_independent`` (the non-overlapping rows); ``p_value``: two-sided exact
+        binomial test of the non-overlapping hit rate against 50%
+        (``scipy.stats.binomtest``); ``direction``: that test in words ("better than a coin
+        flip", "worse than a coin flip" or "not distinguishable from a coin flip", at
+        ``alpha``); ``hac_statistic``/``hac_p_value``: a two-sided z-test over all rows
+        with a Newey-West variance of ``horizon - 1`` lags (a cross-check that uses every
+        row); ``share_up_realised``/``share_up_forecast`` (all rows); ``pt_statistic``
+        (~N(0, 1), positive = informative) and ``pt_p_value``: the two-sided Pesaran &
+        Timmermann (1992) test of independence between forecast and realised signs, on the
+        non-overlapping rows (it assumes independent outcomes). The binomial null is a coin
+        flip, so always saying "up" in a rising market beats it without skill; the PT null
+        is "forecast signs carry no information about realised signs" given both base rates
+        (NaN when the forecast or the outcome never changes sign).
     """
     p = _one_horizon("point", point)
     y = _one_horizon("realised", realised)
     _same_shape("point", p, "realised", y)
+    if int(horizon) != horizon or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1 (bars the outcome spans), got {horizon!r}")
+    h = int(horizon)
     finite = ~(np.isnan(p) | np.isnan(y))
     keep = finite & (p != 0) & (y != 0)
     n = int(keep.sum())
     up_f = p[keep] > 0
     up_y = y[keep] > 0
-    hits = int(np.sum(up_f == up_y))
-    result: dict[str, float | int] = {
+    hit = up_f == up_y
+    hits = int(hit.sum())
+    sparse = keep & (np.arange(p.size) % h == 0)
+    n_ind = int(sparse.sum())
+    up_f_ind, up_y_ind = p[sparse] > 0, y[sparse] > 0
+    hits_ind = int(np.sum(up_f_ind == up_y_ind))
+    acc_ind = hits_ind / n_ind if n_ind else math.nan
+    p_value = float(stats.binomtest(hits_ind, n_ind, 0.5, alternative="two-sided").pvalue) if n_ind else math.nan
+    hac_z, hac_p = _hac_hit_test(hit, h)
+    pt_z, pt_p = _pesaran_timmermann(up_f_ind, up_y_ind)
+    return {
         "accuracy": hits / n if n else math.nan,
         "n": n,
         "hits": hits,
         "n_excluded": int(finite.sum()) - n,
-        "p_value": float(stats.binomtest(hits, n, 0.5, alternative="two-sided").pvalue) if n else math.nan,
+        "horizon": h,
+        "n_independent": n_ind,
+        "hits_independent": hits_ind,
+        "accuracy_independent": acc_ind,
+        "p_value": p_value,
+        "direction": coin_flip_words(p_value, acc_ind, alpha),
+        "hac_statistic": hac_z,
+        "hac_p_value": hac_p,
         "share_up_realised": float(up_y.mean()) if n else math.nan,
         "share_up_forecast": float(up_f.mean()) if n else math.nan,
-        "pt_statistic": math.nan,
-        "pt_p_value": math.nan,
+        "pt_statistic": pt_z,
+        "pt_p_value": pt_p,
     }
-    if n:
-        # Pesaran-Timmermann (1992) eq. (5)-(7): P_hat vs P_star = Py Px + (1-Py)(1-Px).
-        p_hat, py, px = hits / n, float(up_y.mean()), float(up_f.mean())
-        p_star = py * px + (1 - py) * (1 - px)
-        var_p = p_star * (1 - p_star) / n
-        var_star = (
-            (2 * py - 1) ** 2 * px * (1 - px) / n
-            + (2 * px - 1) ** 2 * py * (1 - py) / n
-            + 4 * py * px * (1 - py) * (1 - px) / n**2
-        )
-        denom = var_p - var_star
-        if denom > 0:
-            z = (p_hat - p_star) / math.sqrt(denom)
-            result["pt_statistic"] = float(z)
-            result["pt_p_value"] = float(2 * stats.norm.sf(abs(z)))
-    return result
 
 
 def newey_west_variance(x: Any, lags: int) -> float:
@@ -384,6 +451,7 @@ def forecast_skill(
     levels: Sequence[float],
     realised: Any,
     naive_quantiles: Any = None,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Every skill metric of a quantile forecast, against the naive forecast, JSON-ready.
 
@@ -396,12 +464,15 @@ def forecast_skill(
         naive_quantiles: ``(n, Q, H)`` quantiles of the ``naive`` predictor at the same
             levels, or None: then the naive point forecast is 0 and the pinball-loss DM
             test is omitted (``None``).
+        alpha: significance level of the directional test's words (default 0.05).
 
     Returns a dict of plain floats/ints/lists (NaN and inf become ``None``):
 
     - ``n_forecasts``, ``horizon``, ``levels``, ``point_level``;
     - ``by_horizon``: lists over ``h = 1..H`` of ``mae``, ``mase``, ``pinball``, ``crps``,
-      ``naive_mae``, ``naive_pinball``;
+      ``naive_mae``, ``naive_pinball``, and of the directional test on non-overlapping
+      outcomes (see :func:`directional_accuracy`): ``dir_accuracy`` (all rows),
+      ``dir_n_independent``, ``dir_hits_independent``, ``dir_p_value``;
     - ``last_horizon``: at ``h = H``: ``h``, ``n``, ``mae``, ``mase``, ``pinball``,
       ``pinball_by_level`` (level -> loss), ``crps``, ``coverage`` (list of ``nominal``,
       ``empirical``, ``lower_level``, ``upper_level``), ``directional`` (see
@@ -438,7 +509,7 @@ def forecast_skill(
     cov = interval_coverage(q, lv, y)
 
     last = H - 1
-    direction_by_h = [directional_accuracy(point[:, h], y[:, h]) for h in range(H)]
+    direction_by_h = [directional_accuracy(point[:, h], y[:, h], horizon=h + 1, alpha=alpha) for h in range(H)]
 
     def dm(loss_a: np.ndarray | None, loss_b: np.ndarray | None, horizon: int) -> dict[str, Any] | None:
         if loss_a is None or loss_b is None:
@@ -460,6 +531,10 @@ def forecast_skill(
             "crps": crps,
             "naive_mae": mae(naive_point, y),
             "naive_pinball": pinball_loss(nq, lv, y)[1] if nq is not None else None,
+            "dir_accuracy": [d["accuracy"] for d in direction_by_h],
+            "dir_n_independent": [d["n_independent"] for d in direction_by_h],
+            "dir_hits_independent": [d["hits_independent"] for d in direction_by_h],
+            "dir_p_value": [d["p_value"] for d in direction_by_h],
         },
         "last_horizon": {
             "h": H,

@@ -269,3 +269,81 @@ def test_forecast_skill_on_real_btc_candles(btc_close: np.ndarray) -> None:
     no_naive = forecast_skill(model_q, LEVELS, y)
     assert no_naive["last_horizon"]["dm_pinball"] is None
     assert no_naive["last_horizon"]["dm_abs_error"] == last["dm_abs_error"]
+
+
+# -- overlapping outcomes (issue 8, item 8) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def btc_1h_2023(btc_1h) -> np.ndarray:
+    """Hourly BTC closes of 2023, a year in which BTC rose ~150%."""
+    return btc_1h["close"]["2023-01-01":"2023-12-31"].to_numpy(np.float64)
+
+
+def test_always_up_at_h12_on_a_rising_market_is_not_p_1e40(btc_1h) -> None:
+    """12-bar outcomes of consecutive bars overlap: counting each as independent gave p ~ 1e-31
+    here (BTC 1h, Oct 2020 - Mar 2021, x5)."""
+    h = 12
+    close = btc_1h["close"]["2020-10-01":"2021-03-31"].to_numpy(np.float64)
+    y = realised_log_returns(close, np.arange(close.size), h)[:, h - 1]
+    res = directional_accuracy(np.ones_like(y), y, horizon=h)
+    all_rows = stats.binomtest(res["hits"], res["n"], 0.5).pvalue  # what overlap-blind counting says
+    assert all_rows < 1e-20
+    # the test uses every 12th decision only; checked against scipy on an independent slice
+    ind = y[::h]
+    ind = ind[np.isfinite(ind) & (ind != 0)]
+    assert res["n_independent"] == ind.size and res["hits_independent"] == int((ind > 0).sum())
+    assert res["p_value"] == pytest.approx(stats.binomtest(int((ind > 0).sum()), ind.size, 0.5).pvalue, rel=1e-12)
+    assert res["p_value"] > 1e-4
+    assert res["hac_p_value"] > 1e-10  # the HAC cross-check is less conservative, but not ~1e-31 either
+    assert math.isnan(res["pt_p_value"])  # a forecast that never changes sign carries no information
+
+
+def test_below_coin_flip_hit_rate_never_reads_as_skill(btc_1h_2023: np.ndarray) -> None:
+    """Momentum at h = 12 on hourly BTC is right ~47% of the time: that is no skill, whatever
+    the p-value; the words say "worse than" or "not distinguishable from" a coin flip."""
+    h = 12
+    pos = np.arange(h, btc_1h_2023.size)
+    y = realised_log_returns(btc_1h_2023, pos, h)[:, h - 1]
+    past = np.log(btc_1h_2023[pos] / btc_1h_2023[pos - h])
+    res = directional_accuracy(past, y, horizon=h, alpha=0.05)
+    assert res["accuracy"] < 0.5
+    assert stats.binomtest(res["hits"], res["n"], 0.5).pvalue < 0.05  # overlap-blind: "significant"
+    assert not res["direction"].startswith("better")
+    if res["p_value"] <= 0.05:
+        assert res["direction"].startswith("worse than a coin flip")
+    else:
+        assert res["direction"].startswith("not distinguishable from a coin flip")
+    flipped = directional_accuracy(-past, y, horizon=h)  # the mirror image: above 50%, same p
+    assert flipped["p_value"] == pytest.approx(res["p_value"])
+    assert flipped["direction"].split(" at ")[0] in ("better than a coin flip", "not distinguishable from a coin flip")
+
+
+def test_hac_hit_test_matches_statsmodels(btc_1h_2023: np.ndarray) -> None:
+    sm = pytest.importorskip("statsmodels.api")
+    for h in (1, 4, 12):
+        pos = np.arange(24, btc_1h_2023.size)
+        y = realised_log_returns(btc_1h_2023, pos, h)[:, h - 1]
+        point = np.log(btc_1h_2023[pos] / btc_1h_2023[pos - 24])
+        res = directional_accuracy(point, y, horizon=h)
+        keep = np.isfinite(y) & (point != 0) & (y != 0)
+        hit = ((point[keep] > 0) == (y[keep] > 0)).astype(float)
+        fit = sm.OLS(hit - 0.5, np.ones((hit.size, 1))).fit(
+            cov_type="HAC", cov_kwds={"maxlags": h - 1, "use_correction": False})
+        assert res["hac_statistic"] == pytest.approx(float(fit.tvalues[0]), rel=1e-9)
+        assert res["hac_p_value"] == pytest.approx(float(fit.pvalues[0]), rel=1e-7)
+
+
+def test_non_overlapping_test_keeps_its_size_under_the_null() -> None:
+    """Forecasts independent of a persistent (overlapping) outcome: the test rejects ~alpha of
+    the time, where overlap-blind counting rejects far more often (seeds not used elsewhere)."""
+    rng = np.random.default_rng(2024)
+    h, n, reps = 8, 800, 300
+    rejected = blind = 0
+    for _ in range(reps):
+        steps = rng.standard_normal(n + h)
+        y = np.convolve(steps, np.ones(h), mode="valid")[1 : n + 1]  # h-bar sums: MA(h-1)
+        point = np.repeat(rng.choice([-1.0, 1.0], size=n // h + 1), h)[:n]  # persistent calls, no information
+        res = directional_accuracy(point, y, horizon=h)
+        rejected += res["p_value"] < 0.05
+        blind += stats.binomtest(res["hits"], res["n"], 0.5).pvalue < 0.05
+    assert rejected / reps < 0.09
+    assert blind / reps > 0.25

@@ -1,0 +1,142 @@
+"""The plausibility guard: a planted leak that the lookahead check cannot see is called
+"suspicious — check for leaks" everywhere the result is shown; honest predictors on
+markets and timeframes the bounds were not chosen on are not.
+
+The bounds (config.toml, [evaluation]) were chosen on BTC/USDT 1h (2023, 2024), 4h
+(2022-2024) and 1d (2022-06 to 2025-08); the honest runs here use other markets, years
+and bar sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.backtest import run_backtest
+from engine.cli import main
+from engine.config import ConfigError, load_config
+from engine.evaluation import SUSPICIOUS
+from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
+from tests.leaky_plugins import FileLeak
+
+ROOT = Path(__file__).resolve().parents[1]
+LEAK = "tests.leaky_plugins:FileLeak"
+
+
+def _cfg(shared_data: Path, tmp_path: Path, symbol: str, timeframe: str, timerange: str, predictor: str, **extra):
+    return load_config(ROOT / "config.toml", {
+        "data.data_dir": str(shared_data), "data.symbol": symbol, "data.timeframe": timeframe,
+        "data.timerange": timerange, "data.cache_dir": str(tmp_path / "cache"), "predictor.name": predictor,
+        "predictor.context_length": 64, "predictor.horizon": 4, "predictor.cache": False,
+        "evaluation.bootstrap_samples": 200, "evaluation.lookahead_samples": 3,
+        "output.dir": str(tmp_path / "runs"), "output.progress": False, "output.tearsheet": False, **extra,
+    })
+
+
+@pytest.fixture(scope="module")
+def leak_run(shared_data, tmp_path_factory):
+    """The planted leak on BTC 1d 2023, run folder written."""
+    tmp = tmp_path_factory.mktemp("leak")
+    cfg = _cfg(shared_data, tmp, "BTC/USDT", "1d", "20230101-20231001", LEAK)
+    return run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak())
+
+
+@pytest.mark.parametrize("symbol,timeframe,timerange,noise,expected", [
+    ("ETH/USDT", "4h", "20230101-20230301", 0.5, ("directional accuracy", "MASE", "Sharpe")),
+    # a noisier leak (~86% right) in a falling market: long-only, its Sharpe is not surely above 3
+    ("BTC/USDT", "1d", "20220101-20221001", 1.0, ("directional accuracy", "MASE")),
+])
+def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(
+    shared_data, tmp_path, symbol, timeframe, timerange, noise, expected,
+) -> None:
+    cfg = _cfg(shared_data, tmp_path, symbol, timeframe, timerange, LEAK)
+    r = run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak(noise=noise), write=False)
+    assert r.lookahead["ok"]  # invisible to the truncation check: it reads its own copy of the data
+    assert len(r.suspicious) == len(expected) and all(s.startswith(SUSPICIOUS) for s in r.suspicious)
+    for what, finding in zip(expected, r.suspicious):
+        assert f"{SUSPICIOUS}: {what}" in finding
+
+
+@pytest.mark.slow
+def test_run_folder_and_forecast_page_of_a_leak_say_suspicious(leak_run) -> None:
+    r = leak_run
+    assert len(r.suspicious) == 3
+    metrics = json.loads((r.run_dir / "metrics.json").read_text())
+    assert metrics["suspicious"] == r.suspicious
+    page = (r.run_dir / "forecast.html").read_text(encoding="utf-8")
+    assert "<title>SUSPICIOUS \u2014 check for leaks:" in page and "directional accuracy" in page
+
+
+@pytest.mark.slow
+def test_tearsheet_title_of_a_leak_says_suspicious(shared_data, tmp_path) -> None:
+    cfg = _cfg(shared_data, tmp_path, "ETH/USDT", "1d", "20230101-20230601", LEAK, **{"output.tearsheet": True})
+    r = run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak(seed=3))
+    tearsheet = (r.run_dir / "tearsheet.html").read_text(encoding="utf-8")
+    assert "<title>SUSPICIOUS \u2014 check for leaks:" in tearsheet
+
+
+@pytest.mark.slow
+def test_leaderboard_flags_the_leak_and_not_the_honest_run(leak_run, shared_data, tmp_path) -> None:
+    honest = run_backtest(_cfg(shared_data, tmp_path, "BTC/USDT", "1d", "20230101-20231001", "drift"),
+                          ROOT / "strategies/llm_signal.py")
+    rows = [
+        {"predictor": name, "symbol": "BTC/USDT", "metrics": r.metrics, "buy_and_hold": r.benchmark_metrics,
+         "skill": r.skill, "significance": r.significance, "naive_comparison": r.versus_naive,
+         "random_sign": r.baselines.get("random sign"), "suspicious": r.suspicious}
+        for name, r in (("leak", leak_run), ("drift", honest))
+    ]
+    frame = leaderboard_frame(rows).set_index("predictor")
+    assert frame.loc["leak", "verdict"].startswith("SUSPICIOUS \u2014 check for leaks")
+    assert not frame.loc["drift", "verdict"].startswith("SUSPICIOUS") and frame.loc["drift", "suspicious"] == ""
+    assert frame.loc["leak", "random_sign_total_return"] == pytest.approx(leak_run.baselines["random sign"]["total_return"])
+    text = leaderboard_text(frame.reset_index())
+    assert "random sign" in text.splitlines()[0]
+    html = write_leaderboard_html(tmp_path / "lb.html", frame.reset_index(), {}, {}, {}, title="t").read_text()
+    assert "BTC/USDT leak: suspicious \u2014 check for leaks" in html
+
+
+@pytest.mark.slow
+def test_terminal_shows_the_finding_loudly(shared_data, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # the plugin loads as module:Class from the repository root
+    rc = main([
+        "-q", "backtest", "strategies/llm_signal.py", "--data-dir", str(shared_data), "--timeframe", "1d",
+        "--timerange", "20230101-20231001", "--predictor", LEAK, "--out", str(tmp_path / "runs"),
+        "--cache-dir", str(tmp_path / "cache"), "--no-tearsheet", "--no-progress",
+        "--set", "predictor.context_length=64", "--set", "predictor.horizon=4",
+        "--set", "evaluation.bootstrap_samples=200",
+    ])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("SUSPICIOUS \u2014 check for leaks:") == 3
+    assert "random sign" in out.splitlines()[1]  # a column of the summary table
+
+
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("symbol,timeframe,timerange,predictor,strategy", [
+    pytest.param("ETH/USDT", "5m", "20230601-20230615", "momentum", "llm_signal", marks=_SLOW),
+    pytest.param("ETH/USDT", "5m", "20231101-20231115", "drift", "sma_cross", marks=_SLOW),
+    pytest.param("BTC/USDT", "1h", "20190101-20190401", "seasonal_naive", "llm_signal", marks=_SLOW),
+    pytest.param("BTC/USDT", "1h", "20190401-20190701", "drift", "buy_and_hold", marks=_SLOW),  # +150% quarter
+    ("ETH/USDT", "1d", "20201201-20210415", "momentum", "buy_and_hold"),  # ETH x3.8 in 4.5 months: Sharpe ~4
+    ("ETH/USDT", "4h", "20250101-20250901", "momentum", "llm_signal"),
+])
+def test_honest_runs_on_untuned_markets_are_not_suspicious(
+    shared_data, tmp_path, symbol, timeframe, timerange, predictor, strategy,
+) -> None:
+    r = run_backtest(_cfg(shared_data, tmp_path, symbol, timeframe, timerange, predictor),
+                     ROOT / f"strategies/{strategy}.py", write=False)
+    assert r.suspicious == [], r.suspicious
+
+
+def test_bad_bounds_are_one_clear_line_and_exit_2(capsys) -> None:
+    with pytest.raises(ConfigError, match=r"evaluation.max_plausible_accuracy = 1.5 must be a hit rate in \(0.5, 1\)"):
+        load_config(ROOT / "config.toml", {"evaluation.max_plausible_accuracy": 1.5})
+    with pytest.raises(ConfigError, match=r"evaluation.min_plausible_mase = 0.0 must be in \(0, 1\)"):
+        load_config(ROOT / "config.toml", {"evaluation.min_plausible_mase": 0})
+    rc = main(["backtest", "strategies/llm_signal.py", "--set", "evaluation.max_plausible_sharpe=-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "evaluation.max_plausible_sharpe = -1.0" in err
