@@ -146,7 +146,7 @@ def run_compare(
         rows.append({
             "predictor": predictor, "symbol": symbol, "run_dir": str(result.run_dir.relative_to(out_dir)),
             "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
-            "significance": result.significance, "naive_comparison": result.versus_naive,
+            "significance": result.significance, "naive_comparison": result.versus_naive, "invalid": result.invalid,
         })
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity

@@ -142,6 +142,7 @@ class EvaluationConfig:
     alpha: float = 0.05
     bootstrap_samples: int = 2000
     lookahead_samples: int = 3
+    lookahead_budget: float = 0.1
     seed: int = 0
 
 
@@ -341,6 +342,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"evaluation.bootstrap_samples = {e.bootstrap_samples} must be >= 100 (2000 is usual)")
     if e.lookahead_samples < 0:
         raise ConfigError(f"evaluation.lookahead_samples = {e.lookahead_samples} must be >= 0 (0 turns the check off)")
+    if not 0 <= e.lookahead_budget <= 10:
+        raise ConfigError(
+            f"evaluation.lookahead_budget = {e.lookahead_budget} is a share of the run's time and must be in [0, 10], "
+            "e.g. 0.1"
+        )
     if not p.name:
         raise ConfigError('predictor.name is empty; set e.g. "naive" (see `python -m engine predictors`)')
     if p.context_length < 2:

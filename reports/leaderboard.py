@@ -67,7 +67,8 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
 _TEXT_COLUMNS = ("symbol", "predictor", "verdict", "run_dir")
 _NUMERIC_COLUMNS = tuple(c for c in LEADERBOARD_COLUMNS if c not in _TEXT_COLUMNS)
 
-_ROW_KEYS = ("predictor", "symbol", "run_dir", "metrics", "buy_and_hold", "skill", "significance", "naive_comparison")
+_ROW_KEYS = ("predictor", "symbol", "run_dir", "metrics", "buy_and_hold", "skill", "significance", "naive_comparison",
+             "invalid")
 _REQUIRED_ROW_KEYS = ("predictor", "symbol", "metrics", "significance")
 _METRIC_KEYS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "fees_paid")
 
@@ -159,7 +160,8 @@ def _verdict(row: Mapping[str, Any]) -> str:
             math.nan if p is None else float(p), against="naive",
             effect=None if stat is None else -float(stat),
         )
-    return f"forecast: {fc_words}; Sharpe: {sig_words}"
+    invalid = f"INVALID: {str(row['invalid']).split(':')[0]}; " if row.get("invalid") else ""  # e.g. "INVALID: lookahead"
+    return f"{invalid}forecast: {fc_words}; Sharpe: {sig_words}"
 
 
 def leaderboard_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
