@@ -104,7 +104,7 @@ class LookaheadReport:
                 + (f" and all {s['full_windows']} in a shuffled batch arrangement" if s.get("full_windows") else "")
                 + (f", orders at all {s['replay_bars']} bars in a bar-by-bar replay" if s.get("replay_bars") else ""))
         if self.ok:
-            return f"lookahead check passed: {what}"
+            return f"lookahead check: passed ({what})"
         culprits = [c for c, bad in (("predictor", self.forecast_mismatches), ("strategy", self.order_mismatches)) if bad]
         return f"INVALID: lookahead in the {' and the '.join(culprits)} ({what})"
 

@@ -131,4 +131,4 @@ def test_lookahead_command_fails_loudly_with_exit_code(shared_data, tmp_path):
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
     )
     assert ok.returncode == 0, ok.stderr
-    assert "lookahead check passed: forecasts at" in ok.stdout and "orders at all 216 bars" in ok.stdout
+    assert "lookahead check: passed (forecasts at" in ok.stdout and "orders at all 216 bars" in ok.stdout

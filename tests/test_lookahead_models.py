@@ -120,13 +120,13 @@ def _chronos(path: Path, dtype: str, leak: bool = False) -> Predictor:
     return cls(model=str(path), device="cpu", dtype=dtype, batch_size=1024, quantile_levels=(0.1, 0.5, 0.9))
 
 
-def _bolt_cfg(shared_data, tmp_path):
+def _bolt_cfg(shared_data, tmp_path, samples: int = 3):
     # 1h ETH, 1,200 decision bars: two engine batches of 1024 windows
     return load_config(None, {
         "data.data_dir": str(shared_data), "data.timeframe": "1h", "data.symbol": "ETH/USDT",
         "data.timerange": "20230301-20230420", "predictor.context_length": 64, "predictor.horizon": 6,
         "predictor.batch_size": 1024, "predictor.cache": False, "evaluation.naive_baseline": False,
-        "output.progress": False, "output.dir": str(tmp_path / "runs"),
+        "output.progress": False, "output.dir": str(tmp_path / "runs"), "evaluation.lookahead_samples": samples,
     })
 
 
@@ -134,11 +134,12 @@ def _bolt_cfg(shared_data, tmp_path):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_batched_bolt_passes(shared_data, tmp_path, two_torch_threads, dtype):
     path = build_bolt(tmp_path / "bolt", d_model=96, num_layers=3, head_scale=0.2, seed=5)
-    result = run_backtest(_bolt_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py",
+    # 10 samples: the old check (rtol 1e-5, atol 1e-7) failed the float32 model on these with a false "lookahead"
+    result = run_backtest(_bolt_cfg(shared_data, tmp_path, samples=10), ROOT / "strategies/llm_signal.py",
                           predictor=_chronos(path, dtype), write=False)
     look = result.lookahead
     assert look["ok"], look["text"]
-    assert len(look["times"]) >= 3 and len(result.bars) > 1024
+    assert len(look["times"]) >= 10 and len(result.bars) > 1024
 
 
 @pytest.mark.slow
