@@ -358,8 +358,8 @@ def replay_orders(
         at = bars.index[min(len(feed) - 1, len(bars) - 1)] if len(feed) else bars.index[0]
         error = (f"the strategy read a bar that had not closed yet at {at} ({exc}): "
                  "it reads bars after the current one (e.g. data.close[1])")
-    except (ValueError, TypeError) as exc:
-        error = f"the strategy failed when bars arrived one at a time: {exc}"
+    except Exception as exc:  # it ran on preloaded bars: failing only bar by bar is a lookahead symptom
+        error = f"the strategy failed when bars arrived one at a time: {type(exc).__name__}: {exc}"
     return list(cerebro.broker.created), error
 
 
