@@ -9,7 +9,8 @@ sampled decision times ``t`` the check recomputes the forecast of ``t``
 
 (a) in a batch of one, and
 (b) as the last row of a batch of the run's batch size whose other rows are the windows
-    ending just before ``t`` (all of them end at or before ``t``),
+    ending just before ``t`` (all of them end at or before ``t``); when ``lookahead_samples``
+    such batches would not fit the time budget the batch is smaller (at least 2 rows),
 
 so neither recomputation can see anything after ``t``. Then
 
@@ -170,17 +171,6 @@ class _Sample:
     width: float
 
 
-def _recompute(
-    windows: np.ndarray, predictor: Predictor, pos: int, batch_size: int, horizon: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(a, b)``: the forecast of window row ``pos`` in a batch of one and as the last row of a
-    batch of up to ``batch_size`` windows that all end at or before it (the rows just before ``pos``)."""
-    a = predictor.predict(np.array(windows[pos : pos + 1]), horizon)[0]
-    lo = max(0, pos - batch_size + 1)
-    b = predictor.predict(np.array(windows[lo : pos + 1]), horizon)[-1] if pos > lo else a
-    return a, b
-
-
 def check_predictor(
     close: pd.Series,
     forecast: Forecast,
@@ -218,28 +208,35 @@ def check_predictor(
     samples: list[_Sample] = []
     full_check: tuple[np.ndarray, np.ndarray] | None = None  # (diff, width) of every window, shuffled batches
     estimate = run_forecast_s
+    b_size = batch_size
     for t in times:
         need = max(min_samples, MIN_SAMPLES_CHEAP if full_check is not None else 0)
         if len(samples) >= need and clock() - t0 >= budget_s:
             break
-        s0 = clock()
         i = forecast.index.get_loc(t)
-        a, b = _recompute(windows, predictor, int(rows[i]), batch_size, horizon)
+        pos = int(rows[i])
+        s0 = clock()
+        a = predictor.predict(np.array(windows[pos : pos + 1]), horizon)[0]
+        if not samples:  # size the past-only batch so that min_samples of them fit the budget
+            per_window = estimate / len(rows) if estimate else clock() - s0
+            fit = int(budget_s / max(min_samples, 1) / max(per_window, 1e-9)) - 1
+            b_size = min(batch_size, max(2, fit))
+            estimate = estimate if estimate is not None else per_window * len(rows)
+        lo = max(0, pos - b_size + 1)
+        b = predictor.predict(np.array(windows[lo : pos + 1]), horizon)[-1] if pos > lo else a
         full = forecast.values[i]
         samples.append(_Sample(t, float(min(_max_abs(full, a), _max_abs(full, b))), float(_max_abs(a, b)),
                                float(forecast_width(full))))
-        if len(samples) == 1:
-            if estimate is None:
-                estimate = (clock() - s0) / (1 + min(batch_size, int(rows[i]) + 1)) * len(rows)
-            if estimate <= budget_s - (clock() - t0):
-                full_check = _shuffled_recheck(windows, rows, forecast, predictor, batch_size, horizon, seed)
+        if len(samples) == 1 and estimate <= budget_s - (clock() - t0):
+            full_check = _shuffled_recheck(windows, rows, forecast, predictor, batch_size, horizon, seed)
     noise = max((s.noise for s in samples), default=0.0)
     mismatches: list[tuple[pd.Timestamp, str]] = []
     for s in samples:
         tol = float(tolerance(s.width, noise))
         if s.diff > tol:
             mismatches.append((s.time, _mismatch_words(s.diff, tol, s.width, noise)))
-    stats: dict[str, Any] = {"samples": len(samples), "batch_noise": noise, "budget_s": round(budget_s, 4)}
+    stats: dict[str, Any] = {"samples": len(samples), "batch_noise": noise, "budget_s": round(budget_s, 4),
+                             "past_batch_size": b_size}
     if full_check is not None:
         diff, width = full_check
         tol = tolerance(width, noise)
