@@ -21,9 +21,9 @@ from engine.config import Config
 from engine.errors import StrategyLoadError, UserInputError
 from engine.feed import ForecastData, align_forecast
 from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
-from engine.signals import ForecastCache, cached_forecasts
+from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.strategy_loader import check_strategy_params, load_strategy
-from feeds.timeframes import periods_per_year
+from feeds.timeframes import infer_bars_per_year
 from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
 from predictors.registry import make_predictor
 
@@ -50,6 +50,7 @@ class BacktestResult:
     versus_naive: dict[str, Any] | None
     lookahead: dict[str, Any]
     model_info: ModelInfo
+    calendar: dict[str, Any] = field(default_factory=dict)  # warm-up bars, bars per year (and how), no-trade bars
     predictor_stats: dict[str, Any] = field(default_factory=dict)
     significance: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -57,6 +58,7 @@ class BacktestResult:
     invalid: str | None = None  # why the run is invalid (e.g. "lookahead: ..."); kept and written, marked INVALID
     suspicious: list[str] = field(default_factory=list)  # plausibility-guard findings ("suspicious — check for leaks")
     run_dir: Path | None = None
+    predictor_hash: str = ""  # engine.signals.predictor_hash: the predictor's part of the trial identity
 
 
 def build_predictor(cfg: Config) -> Predictor:
@@ -71,8 +73,16 @@ def build_predictor(cfg: Config) -> Predictor:
 def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Timestamp | None]:
     """Candles of the configured market with ``context_length - 1`` warm-up bars before the range.
 
+    The warm-up is counted in bars, whatever their timestamps: a weekend, a holiday or an
+    exchange outage before the start only reaches further back in time. Without a start,
+    the first ``context_length - 1`` bars of the data are the warm-up.
+
     Returns ``(candles, first_traded_time)``; bars before ``first_traded_time`` only
     serve as model context.
+
+    Raises:
+        UserInputError: the data holds fewer than ``context_length - 1`` bars before the
+            first traded bar (the message names the earliest start that works).
     """
     from feeds.history import load_candles
 
@@ -86,18 +96,34 @@ def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Time
     )
     start = d.range.start
     if start is None:  # no explicit start: trade from the first bar with a full context
-        first = candles.index[warmup] if len(candles) > warmup else None
+        have = min(warmup, len(candles))
     else:
-        after = candles.index[candles.index >= start]
-        first = after[0] if len(after) else None
-    have = candles.index.get_loc(first) if first is not None else len(candles)  # bars before `first`
-    if first is None or have < warmup:
+        have = int(candles.index.searchsorted(start, side="left"))  # bars before the range
+    if have < warmup or have >= len(candles):
+        earliest = f"; the earliest start that works is {candles.index[warmup]:%Y-%m-%d %H:%M} UTC" if len(
+            candles) > warmup else ""
         raise UserInputError(
-            f"only {have} candles of {d.symbol} {d.timeframe} before {first or 'the range'}, but "
-            f"predictor.context_length = {cfg.predictor.context_length} needs {warmup} warm-up bars; "
-            "start the time range later or lower context_length"
+            f"only {have} candles of {d.symbol} {d.timeframe} before {start or 'the first traded bar'} (the data starts "
+            f"{candles.index[0]:%Y-%m-%d %H:%M} UTC), but predictor.context_length = {cfg.predictor.context_length} "
+            f"needs {warmup} warm-up bars: start the time range later or lower context_length{earliest}"
         )
+    first = candles.index[have]
+    logger.info(
+        "{} {}: {} warm-up bars ({} .. {}) as model context only; trading starts at {}",
+        d.symbol, d.timeframe, have, candles.index[0] if have else "-", candles.index[have - 1] if have else "-", first,
+    )
     return candles, first
+
+
+def bars_per_year(cfg: Config, candles: pd.DataFrame) -> tuple[float, str]:
+    """Bars per year for annualising: ``data.bars_per_year`` when set (> 0), else inferred
+    from the candles' spacing and density (see :func:`feeds.timeframes.infer_bars_per_year`).
+
+    Returns ``(bars_per_year, how)``, ``how`` saying in words where the number came from.
+    """
+    if cfg.data.bars_per_year > 0:
+        return cfg.data.bars_per_year, f"{cfg.data.bars_per_year:g} from data.bars_per_year"
+    return infer_bars_per_year(candles.index)
 
 
 def decision_times(candles: pd.DataFrame, first_traded: pd.Timestamp) -> pd.DatetimeIndex:
@@ -165,13 +191,14 @@ def _strategy_run(
     return analysis, fills, equity, position, round_trips(fills, bars.index)
 
 
-def _buy_and_hold(bars: pd.DataFrame, cfg: Config) -> tuple[pd.Series, dict[str, float]]:
+def _buy_and_hold(bars: pd.DataFrame, cfg: Config, ppy: float) -> tuple[pd.Series, dict[str, float]]:
     """Buy-and-hold of the same bars with the same costs, entering at the first open the
     strategy could have traded (the bar after the first decision)."""
     from reports.metrics import buy_and_hold_equity, performance_summary
 
     b = cfg.broker
-    start = bars.index[1] if len(bars) > 1 else bars.index[0]
+    tradable = bars.index[1:][bars["volume"].to_numpy()[1:] > 0]  # a bar without trades fills nothing
+    start = tradable[0] if len(tradable) else bars.index[-1]
     equity = buy_and_hold_equity(bars["open"], bars["close"], b.cash, b.fee, b.slippage, start_time=start)
     position = pd.Series(np.where(bars.index >= start, 1.0, 0.0), index=bars.index)
     price = float(bars.loc[start, "open"]) * (1 + b.slippage)
@@ -179,7 +206,7 @@ def _buy_and_hold(bars: pd.DataFrame, cfg: Config) -> tuple[pd.Series, dict[str,
     fills = pd.DataFrame([{"time": start, "side": "buy", "size": size, "price": price,
                            "commission": size * price * b.fee, "value": size * price}])
     trades = round_trips(fills.iloc[:0], bars.index)  # an open position is not a closed trade
-    return equity, performance_summary(equity, position, trades, fills, periods_per_year(cfg.data.timeframe))
+    return equity, performance_summary(equity, position, trades, fills, ppy)
 
 
 def run_backtest(
@@ -214,14 +241,19 @@ def run_backtest(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if write:
+        from engine.run_folder import check_writable
+
+        check_writable(cfg.output.dir)
     stem = Path(strategy_path).stem
     strategy_cls = load_strategy(strategy_path)
     strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
     predictor = predictor or build_predictor(cfg)
     progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation
-    ppy = periods_per_year(cfg.data.timeframe)
 
     candles, first = load_bars(cfg, progress=progress)
+    ppy, ppy_how = bars_per_year(cfg, candles)
+    logger.info("annualising with {:g} bars per year: {}", ppy, ppy_how)
     timings["load"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -242,7 +274,7 @@ def run_backtest(
 
     t3 = time.perf_counter()
     metrics = performance_summary(equity, position, trades, fills, ppy)
-    benchmark, benchmark_metrics = _buy_and_hold(bars, cfg)
+    benchmark, benchmark_metrics = _buy_and_hold(bars, cfg, ppy)
     baselines: dict[str, dict[str, float]] = {"buy & hold": benchmark_metrics}
     naive_forecast = None
     if predictor.name != "naive" and ev.naive_baseline:
@@ -297,24 +329,30 @@ def run_backtest(
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
         model_info=info, predictor_stats=stats, warnings=warnings, timings=timings, invalid=invalid,
+        calendar={"warmup_bars": int(candles.index.get_loc(first)), "warmup_first_bar": candles.index[0],
+                  "first_traded_bar": first, "bars_per_year": ppy, "bars_per_year_source": ppy_how,
+                  "no_trade_bars": int((bars["volume"] <= 0).sum()), "gap_policy": cfg.data.gap_policy},
     )
-    n_trials, var_sharpes = 1, 0.0
-    if write:
-        from engine.run_folder import append_to_ledger, new_run_dir
+    result.predictor_hash = predictor_hash(predictor, p.context_length, p.horizon, p.batch_size)
+    n_trials, var_sharpes, trials = 1, 0.0, None
+    if write:  # the run folder first: a ledger that fails afterwards cannot take the results with it
+        from engine.run_folder import append_to_ledger, new_run_dir, write_run_folder, write_significance
 
+        t6 = time.perf_counter()
         result.run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, cfg.data.symbol, cfg.data.timeframe)
+        write_run_folder(result, strategy_path)
+        timings["write"] = time.perf_counter() - t6
         if judge:
-            n_trials, var_sharpes = append_to_ledger(result, strategy_path)
+            trials = append_to_ledger(result, strategy_path)
+            n_trials, var_sharpes = trials
     if judge:
         t5 = time.perf_counter()
         result.significance = significance_report(
             equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
         )
+        if trials is not None:
+            result.significance["trials"] = trials.to_dict()
         timings["significance"] = time.perf_counter() - t5
-    if write:
-        from engine.run_folder import write_run_folder
-
-        t6 = time.perf_counter()
-        write_run_folder(result, strategy_path)
-        timings["write"] = time.perf_counter() - t6
+        if write:
+            write_significance(result)
     return result

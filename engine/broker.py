@@ -38,12 +38,22 @@ class RecordingBroker(bt.brokers.BackBroker):
         self.created.append((len(order.data) - 1, "buy" if order.isbuy() else "sell", float(order.created.size)))
         return super().submit(order, check=check)
 
+    def _try_exec(self, order: bt.Order) -> None:
+        """Fill only on a candle with trades: a bar with volume 0 (a flat candle that
+        ``gap_policy = "fill"`` inserted for a missing one, or an exchange candle in which
+        nothing traded) has no price anyone could deal at, so the order stays pending and
+        fills at the open of the next candle with volume > 0."""
+        if order.data.volume[0] <= 0:
+            return
+        super()._try_exec(order)
+
 
 def configure_broker(cerebro: bt.Cerebro, cash: float, fee: float, slippage: float) -> None:
     """Cash, commission on every fill, and adverse slippage on every fill.
 
-    Market orders fill at the next bar's open; slippage applies to the open too
-    (``slip_open``) and is paid even when the slipped price leaves the bar's range
+    Market orders fill at the next bar's open (the next one with volume > 0: nothing fills
+    on a candle without trades, see :meth:`RecordingBroker._try_exec`); slippage applies
+    to the open too (``slip_open``) and is paid even when the slipped price leaves the bar's range
     (``slip_out``), so costs are never understated.
     """
     broker = RecordingBroker()

@@ -1,7 +1,10 @@
 """Command line: ``python -m engine {backtest,download,predictors} ...``.
 
 User mistakes (config, data, strategy, predictor) print one ``error:`` line and exit 2;
-exchange and network failures exit 1. No tracebacks for either (``--debug`` shows them).
+exchange and network failures exit 1, an error raised by the exchange client (any
+``ccxt`` error) included. No tracebacks for either (``--debug`` shows them). Everything
+the process prints, tracebacks included, passes :func:`engine.paper.secrets.redact`,
+which hides the API key and secret (see that module).
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from engine.errors import OperationalError, UserInputError
 
 EXIT_USER = 2
 EXIT_OPERATIONAL = 1
+#: Printed under an exchange error of a command that needs candles: the offline route.
+OFFLINE_HINT = (
+    "offline: read candles from files instead with --data-dir FOLDER, e.g. --data-dir ../shared/data; the folder "
+    "holds SYMBOL-TF.csv (or .parquet) per market, e.g. BTC_USDT-1h.csv ('/' written '_'), with the header "
+    "timestamp,open,high,low,close,volume and timestamp = candle open time in epoch milliseconds UTC"
+)
 
 
 class _InterceptHandler(logging.Handler):
@@ -178,6 +187,8 @@ def print_judgement(result: Any) -> None:
             f"[{_fmt(ci.get('lower'), '.2f')}, {_fmt(ci.get('upper'), '.2f')}], PSR {_fmt(sig.get('psr'), '.3f')}, "
             f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s): {sig.get('verdict')}"
         )
+        if sig.get("trials"):
+            print(f"  deflated by {sig['trials']['how']}")
     else:
         print(f"significance: {sig.get('verdict')}")
     look = result.lookahead
@@ -297,7 +308,16 @@ COMMANDS = {
 }
 
 
+def _exchange_error(exc: BaseException) -> bool:
+    """True for an error raised by the ccxt exchange client (checked without importing ccxt)."""
+    ccxt = sys.modules.get("ccxt")
+    return ccxt is not None and isinstance(exc, ccxt.BaseError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from engine.paper.secrets import redact_output
+
+    redact_output()  # first: every sink added below writes through the redacting streams
     args = _build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     from feeds.errors import CandleError, DownloadError
@@ -314,7 +334,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, DownloadError) and args.command != "download":
+            print(OFFLINE_HINT, file=sys.stderr)
         return EXIT_OPERATIONAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug or not _exchange_error(exc):
+            raise
+        first = " ".join(str(exc).split())[:300]
+        print(f"error: the exchange client failed with {type(exc).__name__}: {first} (--debug shows the traceback)",
+              file=sys.stderr)
+        return EXIT_OPERATIONAL

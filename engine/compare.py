@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from loguru import logger
 
 from engine.backtest import BacktestResult, run_backtest
 from engine.config import Config, ConfigError
-from engine.errors import UserInputError
+from engine.errors import LedgerUnusableError, OperationalError, UserInputError
 
 
 @dataclass
@@ -57,6 +56,27 @@ def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
     )
 
 
+def resolve_paths(cfg: Config, base: Path | None = None) -> Config:
+    """``cfg`` with every local path made absolute against ``base`` (default: this process's cwd).
+
+    Runs execute in other processes, and on a Ray cluster in the working directory of each
+    node's raylet, where a relative ``data_dir``, ``cache_dir`` or ``output.dir`` names some
+    other folder; so paths are fixed on the driver before configs are shipped. ``predictor.model``
+    is resolved only when it names an existing local file or folder (otherwise it is a hub id).
+    Workers must see the same absolute paths (a shared filesystem, or the same layout on every node).
+    """
+    base = (base or Path.cwd()).resolve()
+    absolute = lambda text: str((base / Path(text).expanduser()).resolve()) if text else text  # noqa: E731
+    d, p = cfg.data, cfg.predictor
+    model = absolute(p.model) if p.model and (base / Path(p.model).expanduser()).exists() else p.model
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(d, data_dir=absolute(d.data_dir), cache_dir=absolute(d.cache_dir)),
+        predictor=dataclasses.replace(p, model=model),
+        output=dataclasses.replace(cfg.output, dir=absolute(cfg.output.dir)),
+    )
+
+
 def _run_one(cfg: Config, strategy_path: str, worker: bool = True) -> BacktestResult:
     """One backtest, run folder written, judging left to the parent.
 
@@ -70,19 +90,79 @@ def _run_one(cfg: Config, strategy_path: str, worker: bool = True) -> BacktestRe
     return run_backtest(cfg, strategy_path, write=True, judge=False)
 
 
+RAY_AUTH_HINT = (
+    "the cluster uses token authentication (Ray 2.5x+ `ray start` does once a token exists): set "
+    "RAY_AUTH_MODE=token for this command, with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
+
+
+def _connect_ray(ray: Any, address: str) -> None:
+    """``ray.init`` to an existing cluster; a refused or failed connection is one OperationalError line.
+
+    Workers get this project's root on ``PYTHONPATH`` (the same path must exist on every node),
+    so they run the driver's code.
+    """
+    import os
+
+    root = str(Path(__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH", "")) if x)
+    try:
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    except Exception as exc:  # ConnectionError caused by ray.exceptions.AuthenticationError, RuntimeError ...
+        raise OperationalError(_ray_connect_message(address, exc, os.environ.get("RAY_AUTH_MODE", ""))) from exc
+
+
+def _ray_connect_message(address: str, exc: BaseException, auth_mode: str) -> str:
+    """One line for a failed ``ray.init(address=...)``: what failed and what to set or check."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    first = " ".join(str(exc).split())[:200] or type(exc).__name__
+    auth = any(type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e) for e in chain)
+    if auth and auth_mode.lower() != "token":
+        hint = RAY_AUTH_HINT
+    elif auth:
+        hint = ("RAY_AUTH_MODE=token is set but the token was refused: use the head node's token "
+                "(its ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+    else:
+        hint = "check the address (`ray status` on the head node) and that the cluster is running"
+    return f"cannot connect to the Ray cluster at --ray {address} ({first}); {hint}"
+
+
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    """The errors the CLI prints as one line (user input and operational ones)."""
+    from feeds.errors import CandleError, DownloadError
+    from predictors.base import PredictorError
+
+    return (UserInputError, OperationalError, ConfigError, CandleError, DownloadError, PredictorError)
+
+
+def _ray(address: str) -> Any:
+    """The ``ray`` module, connected to the cluster at ``address`` (once per process)."""
+    try:
+        import ray
+    except ModuleNotFoundError as exc:
+        raise UserInputError('--ray needs Ray: pip install -e ".[ray]"') from exc
+    if not ray.is_initialized():
+        _connect_ray(ray, address)
+    return ray
+
+
 def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: str | None) -> list[BacktestResult]:
     from tqdm.auto import tqdm
 
     if ray_address:
-        try:
-            import ray
-        except ModuleNotFoundError as exc:
-            raise UserInputError('--ray needs Ray: pip install -e ".[ray]"') from exc
-        if not ray.is_initialized():
-            ray.init(address=ray_address, log_to_driver=False)
+        ray = _ray(ray_address)
         task = ray.remote(_run_one)
         refs = [task.remote(c, strategy_path) for c in configs]
-        return [ray.get(r) for r in tqdm(refs, desc="compare (ray)", unit="run")]
+        try:
+            with tqdm(refs, desc="compare (ray)", unit="run") as bar:  # closed (a newline) before any error line
+                return [ray.get(r) for r in bar]
+        except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
+            if isinstance(exc.cause, _one_line_errors()):
+                raise exc.cause from None
+            raise
     if jobs <= 1:
         return [_run_one(c, strategy_path, worker=False) for c in tqdm(configs, desc="compare", unit="run")]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -106,7 +186,7 @@ def run_compare(
     to the output folder's trial ledger.
     """
     from engine.evaluation import significance_report
-    from engine.run_folder import append_to_ledger, json_safe, new_run_dir, write_forecast_page
+    from engine.run_folder import append_to_ledger, check_writable, ledger_unusable, new_run_dir, write_significance
     from feeds.timeframes import periods_per_year
     from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
 
@@ -116,6 +196,10 @@ def run_compare(
         raise ConfigError("--symbols is empty; give a comma-separated list, e.g. BTC/USDT,ETH/USDT")
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be >= 1")
+    cfg = resolve_paths(cfg)
+    check_writable(cfg.output.dir)
+    if ray_address:  # connect before any folder is made: a refused connection leaves nothing behind
+        _ray(ray_address)
     strategy_path = str(Path(strategy_path).resolve())
     out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
     pairs = [(s, p) for s in symbols for p in predictors]
@@ -127,19 +211,23 @@ def run_compare(
     # Judge in a fixed order, so the ledger and every number are independent of scheduling.
     ppy = periods_per_year(cfg.data.timeframe)
     ev = cfg.evaluation
-    trial_stats = {}
-    for pair in pairs:  # every row first, so all runs of the comparison face the same number of trials
-        result = results[pair]
-        result.config = dataclasses.replace(result.config, output=cfg.output)  # ledger of the main output folder
-        trial_stats[pair[0]] = append_to_ledger(result, strategy_path, kind="compare")
-    for pair in pairs:
+    trial_stats, ledger_error = {}, None
+    try:
+        for pair in pairs:  # every row first, so all runs of the comparison face the same number of trials
+            result = results[pair]
+            result.config = dataclasses.replace(result.config, output=cfg.output)  # ledger of the main output folder
+            trial_stats[pair[0]] = append_to_ledger(result, strategy_path, kind="compare")
+    except LedgerUnusableError as exc:  # keep going: the leaderboard is still written, then the error is raised
+        ledger_error = exc
+    for pair in pairs if ledger_error is None else ():
         result = results[pair]
         n_trials, var = trial_stats[pair[0]]
         result.significance = significance_report(
-            result.equity, ppy, n_trials, var, ev.alpha, ev.bootstrap_samples, ev.seed,
+            result.equity, result.calendar.get("bars_per_year") or ppy, n_trials, var,
+            ev.alpha, ev.bootstrap_samples, ev.seed,
         )
-        _add_to_metrics_json(result, json_safe)
-        write_forecast_page(result)
+        result.significance["trials"] = trial_stats[pair[0]].to_dict()
+        write_significance(result)
 
     rows, equity, benchmark, links = [], {}, {}, {}
     for (symbol, predictor), result in results.items():
@@ -161,13 +249,9 @@ def run_compare(
              f"{cfg.data.timeframe} {cfg.data.timerange or 'all data'}")
     html = write_leaderboard_html(out_dir / "leaderboard.html", frame, equity, benchmark, links, title=title, notes=notes)
     wall = time.perf_counter() - t0
+    if ledger_error is not None:
+        cause = ledger_error.__cause__ or ledger_error
+        raise ledger_unusable(Path(cfg.output.dir) / "ledger.sqlite", cause, out_dir, "compare folder") from ledger_error
     logger.info("compare finished in {:.1f} s: {}", wall, out_dir)
     return Comparison(out_dir=out_dir, results=results, leaderboard=frame, text=leaderboard_text(frame),
                       html=html, wall_s=wall)
-
-
-def _add_to_metrics_json(result: BacktestResult, json_safe: Any) -> None:
-    path = result.run_dir / "metrics.json"
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    metrics["significance"] = json_safe(result.significance)
-    path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")

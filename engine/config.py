@@ -75,6 +75,7 @@ class DataConfig:
     data_dir: str = ""
     cache_dir: str = "user_data/data"
     gap_policy: str = "keep"
+    bars_per_year: float = 0.0  # annualisation; 0 = infer from the candles (365 x bars per day 24/7, ~252 for 1d stocks)
 
     @property
     def range(self) -> TimeRange:
@@ -159,6 +160,15 @@ class PaperConfig:
 
     API keys are never configured here: testnet mode reads them from the environment
     variables ``LLM4MP_API_KEY`` and ``LLM4MP_API_SECRET``.
+
+    Hosts: candles come from ``data.exchange_url`` (the one key for where candles come
+    from, backtests included) or the exchange's main public API; testnet orders go to the
+    exchange's sandbox, or to ``api_url``, a loopback stub for tests (which also serves
+    candles while ``data.exchange_url`` is empty). ``late_candle_wait_s``: a candle
+    received later than this after its close is never traded. ``max_order_age``: bars
+    (``"1bar"``, ``"2bars"``) or a duration (``"90s"``, ``"15m"``, ``"1h"``); an order not
+    yet answered and older than this since its decision is never sent (looked up by client
+    id, else canceled and recorded).
     """
 
     mode: str = "sim"
@@ -173,6 +183,34 @@ class PaperConfig:
     tearsheet_every_bars: int = 24
     api_url: str = ""
     recv_window_s: float = 5.0
+    max_order_age: str = "1bar"
+
+    def max_order_age_ms(self, timeframe_ms: int) -> int:
+        """``max_order_age`` in milliseconds of exchange time (``"2bars"`` = 2 x ``timeframe_ms``)."""
+        return parse_order_age(self.max_order_age, timeframe_ms)
+
+
+#: ``paper.max_order_age`` units: bars of the run's timeframe, or seconds/minutes/hours.
+_AGE_UNITS_MS = {"bar": 0, "bars": 0, "s": 1_000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_order_age(text: str, timeframe_ms: int) -> int:
+    """``"1bar"``, ``"2 bars"``, ``"90s"``, ``"15m"``, ``"1.5h"`` -> milliseconds (> 0).
+
+    Raises:
+        ConfigError: not a positive number followed by one of bar(s), s, m, h.
+    """
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*", str(text).lower())
+    unit = match.group(2) if match else ""
+    if match is None or unit not in _AGE_UNITS_MS or float(match.group(1)) <= 0:
+        raise ConfigError(
+            f"paper.max_order_age = {text!r} must be a positive age in bars or as a duration, e.g. \"1bar\", "
+            "\"2bars\", \"90s\", \"15m\" or \"1h\""
+        )
+    value = float(match.group(1))
+    return int(value * (timeframe_ms if _AGE_UNITS_MS[unit] == 0 else _AGE_UNITS_MS[unit]))
 
 
 @dataclass(frozen=True)
@@ -202,16 +240,23 @@ class Config:
         return plain(self)
 
     def hash(self) -> str:
-        """Stable short hash of what determines results (the ledger's trial id).
+        """Stable short hash of the settings that determine results (``config_hash`` in
+        metrics.json and the ledger).
 
-        Leaves out where outputs and caches go (``output``, ``data.cache_dir``), how results
-        are judged (``evaluation``) and how paper trading runs (``paper``): none of them
-        changes a backtest's trades, so none makes a new trial.
+        Leaves out where outputs and caches go (``output``, ``data.cache_dir``), whether the
+        forecast cache is used (``predictor.cache``), how results are judged (``evaluation``)
+        and how paper trading runs (``paper``): none of them changes a backtest's trades.
+        It is not the trial identity: it holds the parameter tables of every strategy but not
+        which strategy ran, nor any code. Trials are counted by ``engine.ledger.trial_hash``
+        (strategy file and parameters, predictor code and forecast-changing parameters,
+        costs, market).
         """
         tree = self.to_dict()
         for section in ("output", "evaluation", "paper"):
             tree.pop(section)
         tree["data"].pop("cache_dir")
+        tree["predictor"].pop("cache")
+        tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -312,8 +357,19 @@ def _validate(cfg: Config) -> None:
         parse_timerange(d.timerange)
     except TimeframeError as exc:
         raise ConfigError(f"data.timerange: {exc}") from None
-    if d.symbol.count("/") != 1 or not all(d.symbol.split(":")[0].split("/")):
+    if not d.symbol.strip() or any(ch in d.symbol for ch in " \\"):
         raise ConfigError(f"data.symbol = {d.symbol!r} must look like BASE/QUOTE, e.g. \"BTC/USDT\"")
+    if "/" in d.symbol or not d.data_dir:  # a bare ticker ("SPY") only names a candle file
+        if d.symbol.count("/") != 1 or not all(d.symbol.split(":")[0].split("/")):
+            bare = "" if "/" in d.symbol else (
+                "; a ticker without a quote currency (an index or ETF such as \"SPY\") works only with data.data_dir "
+                "(--data-dir) holding its candle file, e.g. SPY-1d.csv")
+            raise ConfigError(f"data.symbol = {d.symbol!r} must look like BASE/QUOTE, e.g. \"BTC/USDT\"{bare}")
+    if d.bars_per_year < 0 or d.bars_per_year > 366 * 24 * 60:
+        raise ConfigError(
+            f"data.bars_per_year = {d.bars_per_year} must be in [0, 527040]: 0 infers it from the candles, "
+            "e.g. 252 for daily bars of a stock market, 8760 for 1h crypto bars"
+        )
     if d.gap_policy not in GAP_POLICIES:
         raise ConfigError(
             f"data.gap_policy = {d.gap_policy!r}; use one of {', '.join(GAP_POLICIES)}."
@@ -396,6 +452,7 @@ def _validate_paper(c: PaperConfig) -> None:
         raise ConfigError(f"paper.max_orders_per_day = {c.max_orders_per_day} must be >= 0 (0 = no limit)")
     if c.tearsheet_every_bars < 0:
         raise ConfigError(f"paper.tearsheet_every_bars = {c.tearsheet_every_bars} must be >= 0 (0 = only at exit)")
+    parse_order_age(c.max_order_age, 60_000)  # the unit and number; bars are checked against any timeframe
     if c.api_url:
         from urllib.parse import urlsplit
 

@@ -8,6 +8,10 @@ Lines added to backtrader's OHLCV:
 
 The forecast of bar ``t`` was made from candles up to and including ``t`` and is read
 by the strategy in ``next()`` at ``t``'s close; orders then fill at ``t+1``'s open.
+``volume`` marks candles without trades: 0 on a flat candle that ``gap_policy = "fill"``
+inserted (and on an exchange candle in which nothing traded); the broker fills nothing
+there, an order waits for the open of the next candle with volume > 0
+(:class:`engine.broker.RecordingBroker`). Strategies still see such bars in ``next()``.
 The full ``(n_bars, Q, H)`` array is on ``feed.forecast_values`` (``feed.quantile_levels``
 names its levels) for strategies that want other horizons or levels.
 """

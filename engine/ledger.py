@@ -3,9 +3,21 @@
 The deflated Sharpe ratio needs an honest count of the trials that competed for a result
 and the spread of their Sharpe ratios; this SQLite file (``<out_dir>/ledger.sqlite``) keeps
 them. Appends are safe from several processes at once (WAL journal, a busy timeout, one
-short ``BEGIN IMMEDIATE`` transaction per row); each call opens its own connection, so a
+short ``BEGIN IMMEDIATE`` transaction per row, tried again a bounded number of
+times while SQLite answers "locked"); each call opens its own connection, so a
 ledger object can be shared with forked workers. The schema is versioned in a ``meta``
 table and created on first use.
+
+Trials and their count. A *trial* is one distinct variant that competed for a result on a
+market: its identity (:func:`trial_hash`, the ``trial_hash`` column) covers the strategy's
+code (file content hash) and parameters, the predictor's code fingerprint, forecast-changing
+parameters and model revision, the costs (fee, slippage) and the market (exchange, symbol,
+timeframe). The run's period (first and last bar, ``period_start``/``period_end``) is
+stored beside it, not in it: :meth:`TrialLedger.trial_count` counts the distinct identities
+among rows on the same market and timeframe whose periods overlap the judged run's. Rows
+written before schema version 2 have no identity or period: they count by their old
+``config_hash`` and the period their ``timerange`` string names. Rows marked ``invalid`` or
+``suspicious`` count as trials but are kept out of the variance of Sharpe ratios.
 
 Only the standard library (plus numpy, for the variance) is imported: nothing else from
 the project.
@@ -13,35 +25,69 @@ the project.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 __all__ = [
     "LEDGER_FILENAME",
     "SCHEMA_VERSION",
     "TRIAL_KINDS",
     "LedgerError",
+    "TrialCount",
     "TrialLedger",
     "TrialRow",
     "format_table",
     "params_json",
+    "trial_hash",
     "utc_now_iso",
 ]
 
 LEDGER_FILENAME = "ledger.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper")
 #: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_stats`.
 DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare")
 _TIMEOUT_S = 60.0
+#: Extra tries, after SQLite's own busy timeout, for the "database is locked" answers SQLite
+#: gives without waiting (WAL recovery, switching journal mode, a stale snapshot).
+_LOCKED_RETRIES = 8
+_LOCKED_BACKOFF_S = 0.05
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLite's answer for another connection holding the lock (SQLITE_BUSY / SQLITE_LOCKED)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _retry_locked(call: Callable[[], T], retries: int = _LOCKED_RETRIES, backoff_s: float = _LOCKED_BACKOFF_S) -> T:
+    """``call()``, tried again up to ``retries`` times while the database is locked.
+
+    Waits ``backoff_s * 2**k`` seconds (k = 0, 1, ...) plus up to 50% random jitter between
+    tries (0.05 s doubling: about 13 s over the default 8 retries); any other error, or the
+    last "locked", is raised as is.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc) or attempt == retries:
+                raise
+            time.sleep(backoff_s * 2**attempt * (1 + 0.5 * random.random()))
+    raise AssertionError("unreachable")
 
 
 class LedgerError(RuntimeError):
@@ -69,6 +115,13 @@ class TrialRow:
     ``max_drawdown`` are fractions (0.25 = 25%; drawdown as a positive or negative number,
     as the engine reports it); ``sharpe`` and ``sortino`` are **annualised**. Metrics may be
     NaN (e.g. a training run); they are stored as NULL and read back as NaN.
+
+    Added in schema version 2 (``None`` in older rows, stored as NULL): ``exchange``;
+    ``trial_hash`` (:func:`trial_hash`), ``strategy_hash`` (SHA-256 of the strategy file,
+    16 hex digits) and ``predictor_hash`` (``engine.signals.predictor_hash``);
+    ``period_start``/``period_end``: the first and last bar's open time, UTC ISO 8601;
+    ``invalid``: why the run is invalid (e.g. ``"lookahead: ..."``); ``suspicious``: the
+    plausibility guard's findings joined by ``"; "``.
     """
 
     run_id: str
@@ -90,6 +143,14 @@ class TrialRow:
     max_drawdown: float
     n_trades: int
     run_dir: str
+    exchange: str | None = None
+    trial_hash: str | None = None
+    strategy_hash: str | None = None
+    predictor_hash: str | None = None
+    period_start: str | None = None
+    period_end: str | None = None
+    invalid: str | None = None
+    suspicious: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not self.run_id:
@@ -127,6 +188,85 @@ class TrialRow:
                 object.__setattr__(self, name, math.nan if value is None else float(value))
             except (TypeError, ValueError):
                 raise LedgerError(f"{name} must be a number, got {value!r}") from None
+        for name in _OPTIONAL_TEXT:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise LedgerError(f"{name} must be a string or None, got {value!r}")
+        for name in ("period_start", "period_end"):
+            if getattr(self, name) is not None:
+                _parse_utc(getattr(self, name), name)
+        if self.period_start is not None and self.period_end is not None and self.period_start > self.period_end:
+            raise LedgerError(f"period_start {self.period_start!r} is after period_end {self.period_end!r}")
+
+
+_OPTIONAL_TEXT: tuple[str, ...] = (
+    "exchange", "trial_hash", "strategy_hash", "predictor_hash", "period_start", "period_end", "invalid", "suspicious",
+)
+
+
+def _parse_utc(text: str, name: str) -> datetime:
+    """An ISO 8601 time with a +00:00 offset; anything else is a LedgerError naming ``name``."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise LedgerError(
+            f"{name} must be an ISO 8601 UTC time such as 2024-01-01T00:00:00+00:00, got {text!r}"
+        ) from None
+    if stamp.utcoffset() is None or stamp.utcoffset().total_seconds() != 0:
+        raise LedgerError(f"{name} must be in UTC with an explicit +00:00 offset, got {text!r}")
+    return stamp
+
+
+def trial_hash(
+    *,
+    strategy_hash: str,
+    strategy_params: str,
+    predictor_hash: str,
+    fee: float,
+    slippage: float,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+) -> str:
+    """16 hex digits identifying a trial: strategy code + parameters, predictor code +
+    forecast-changing parameters + model revision (all in ``predictor_hash``), costs, market
+    and timeframe. The period is not part of it (overlapping periods count together).
+
+    ``strategy_params``: canonical JSON (:func:`params_json`); ``fee``/``slippage``: fractions.
+    """
+    payload = {
+        "strategy": strategy_hash, "strategy_params": json.loads(strategy_params), "predictor": predictor_hash,
+        "fee": float(fee), "slippage": float(slippage), "exchange": exchange, "symbol": symbol, "timeframe": timeframe,
+    }
+    return hashlib.sha256(params_json(payload).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrialCount:
+    """How many trials competed for a result, and the spread of their Sharpe ratios.
+
+    ``n``: distinct trial identities (>= 1 once the judged run is in the ledger).
+    ``sharpe_variance``: variance (``ddof=1``) of the **per-period** Sharpe ratios of the
+    identities in ``n_in_variance`` (finite Sharpe, latest row neither invalid nor
+    suspicious); 0.0 with fewer than two. ``n_kept_out``: identities whose latest row is
+    invalid or suspicious. ``n_rows``: ledger rows behind the count (re-runs included).
+    ``how``: one sentence saying how the count was formed. Iterating gives
+    ``(n, sharpe_variance)``, the inputs of the deflated Sharpe ratio.
+    """
+
+    n: int
+    sharpe_variance: float
+    n_in_variance: int
+    n_kept_out: int
+    n_rows: int
+    how: str
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.n, self.sharpe_variance))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"n", "sharpe_variance", "n_in_variance", "n_kept_out", "n_rows", "how"}``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrialRow))
@@ -157,6 +297,24 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE INDEX IF NOT EXISTS trials_market ON trials (symbol, timeframe, timerange);
 """
+#: Columns added after version 1, all nullable TEXT: ``ALTER TABLE ... ADD COLUMN`` adds them
+#: to an older ledger on first use, keeping every row (old rows read them as NULL).
+_ADDED_COLUMNS: tuple[str, ...] = _OPTIONAL_TEXT
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger of an older schema version up to :data:`SCHEMA_VERSION` (inside the
+    caller's transaction): add the missing nullable columns, record the version. No row is
+    rewritten or dropped."""
+    present = {rec[1] for rec in conn.execute("PRAGMA table_info(trials)")}
+    for name in _ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE trials ADD COLUMN {name} TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS trials_market_tf ON trials (symbol, timeframe)")
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+        (str(SCHEMA_VERSION), SCHEMA_VERSION),
+    )
 
 
 class TrialLedger:
@@ -189,14 +347,29 @@ class TrialLedger:
     # -- connections and schema -----------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+
+        def open_() -> sqlite3.Connection:
             conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = _retry_locked(open_)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open the trial ledger {str(self.path)!r}: {exc}") from exc
         if not self._ready:
-            self._ensure_schema(conn)
+            try:
+                _retry_locked(lambda: self._ensure_schema(conn))
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, sqlite3.DatabaseError):  # still locked after the retries
+                    raise LedgerError(f"cannot open the trial ledger {str(self.path)!r}: {exc}") from exc
+                raise
             self._ready = True
         return conn
 
@@ -215,12 +388,15 @@ class TrialLedger:
                         f"ledger {str(self.path)!r} has schema version {found[0]}, newer than this code's "
                         f"{SCHEMA_VERSION}; upgrade the package or use another output folder"
                     )
+                _migrate(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
+            if _is_locked(exc):
+                raise
             raise LedgerError(f"{str(self.path)!r} is not a usable trial ledger: {exc}") from exc
 
     @property
@@ -236,18 +412,24 @@ class TrialLedger:
             raise LedgerError(f"append takes a TrialRow, got {type(row).__name__}")
         values = tuple(None if (k in _FLOAT_COLUMNS and math.isnan(v)) else v for k, v in zip(_COLUMNS, astuple(row)))
         sql = f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-        with closing(self._connect()) as conn:
+
+        def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(sql, values)
                 conn.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise LedgerError(f"run_id {row.run_id!r} is already in the ledger {str(self.path)!r}: {exc}") from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+        with closing(self._connect()) as conn:
+            try:
+                _retry_locked(lambda: insert(conn))
+            except sqlite3.IntegrityError as exc:
+                raise LedgerError(f"run_id {row.run_id!r} is already in the ledger {str(self.path)!r}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:  # corrupt file, disk full, still locked after the retries
+                raise LedgerError(f"cannot write to the trial ledger {str(self.path)!r}: {exc}") from exc
 
     # -- reading ------------------------------------------------------------------------------
     def rows(
@@ -280,6 +462,66 @@ class TrialLedger:
             for rec in records
         ]
 
+    def trial_count(
+        self,
+        exchange: str | None,
+        symbol: str,
+        timeframe: str,
+        start: str,
+        end: str,
+        periods_per_year: float,
+        kinds: Sequence[str] = DEFAULT_TRIAL_KINDS,
+        timerange: str | None = None,
+    ) -> TrialCount:
+        """Trials that competed with a run on ``exchange`` ``symbol`` ``timeframe`` over
+        ``[start, end]`` (UTC ISO 8601 times of its first and last bar), for the deflated
+        Sharpe ratio.
+
+        Counted: rows of ``kinds`` (default backtests and comparisons) on this symbol and
+        timeframe (and ``exchange``; ``None`` and rows without one match any) whose period overlaps
+        ``[start, end]``, once per distinct identity — ``trial_hash``, or the old
+        ``config_hash`` for rows from before schema version 2, whose period is read from their
+        ``timerange`` (``YYYYMMDD-YYYYMMDD``, end exclusive; an unreadable one counts only when
+        it equals ``timerange``). The latest row of an identity stands for it. The variance is
+        over finite Sharpe ratios of identities whose latest row is neither invalid nor
+        suspicious, converted from annualised to per period (``sharpe / sqrt(periods_per_year)``).
+        Append the run being judged before calling.
+        """
+        if not (periods_per_year > 0 and math.isfinite(periods_per_year)):
+            raise LedgerError(f"periods_per_year must be a positive number (365 for daily bars), got {periods_per_year!r}")
+        lo, hi = _parse_utc(start, "start"), _parse_utc(end, "end")
+        if lo > hi:
+            raise LedgerError(f"start {start!r} is after end {end!r}")
+        latest: dict[str, TrialRow] = {}
+        n_rows = 0
+        for row in self.rows(symbol, timeframe, kinds=kinds):
+            if exchange is not None and row.exchange is not None and row.exchange != exchange:
+                continue
+            if not _overlaps(row, lo, hi, timerange):
+                continue
+            n_rows += 1
+            latest[row.trial_hash or f"config:{row.config_hash}"] = row
+        flagged = [r for r in latest.values() if r.invalid or r.suspicious]
+        kept = [r.sharpe for r in latest.values() if not (r.invalid or r.suspicious) and math.isfinite(r.sharpe)]
+        sharpes = np.array(kept, dtype=np.float64) / math.sqrt(periods_per_year)
+        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+        n = len(latest)
+        how = (
+            f"{n} trial{'s' if n != 1 else ''}: distinct strategy/predictor/cost variants on "
+            f"{exchange or 'any exchange'} {symbol} {timeframe} whose periods overlap {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({n_rows} ledger "
+            f"row{'s' if n_rows != 1 else ''}; re-runs of a variant count once)"
+        )
+        notes = []
+        if flagged:
+            notes.append(f"{len(flagged)} invalid/suspicious kept out of the Sharpe variance")
+        no_sharpe = sum(1 for r in latest.values() if not (r.invalid or r.suspicious) and not math.isfinite(r.sharpe))
+        if no_sharpe:
+            notes.append(f"{no_sharpe} without a Sharpe ratio")
+        if notes:
+            how += " (" + "; ".join(notes) + ")"
+        return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),
+                          n_rows=n_rows, how=how)
+
     def trial_stats(
         self,
         symbol: str,
@@ -288,23 +530,49 @@ class TrialLedger:
         periods_per_year: float,
         kinds: Sequence[str] = DEFAULT_TRIAL_KINDS,
     ) -> tuple[int, float]:
-        """``(n_trials, variance of per-period Sharpe ratios)`` for the deflated Sharpe ratio.
+        """``(n_trials, variance of per-period Sharpe ratios)`` over the period ``timerange``
+        names (``YYYYMMDD-YYYYMMDD``, end exclusive; open ends are unbounded), any exchange:
+        :meth:`trial_count` for callers that have no bar times. ``(0, 0.0)`` with no match."""
+        lo, hi = _timerange_period(timerange) or (_MIN_TIME, _MAX_TIME)
+        count = self.trial_count(None, symbol, timeframe, lo.isoformat(), hi.isoformat(), periods_per_year,
+                                 kinds=kinds, timerange=timerange)
+        return count.n, count.sharpe_variance
 
-        Trials are the rows of ``kinds`` (default backtests and comparisons) on exactly this
-        symbol, timeframe and timerange, counted once per distinct ``config_hash`` (re-running
-        an identical config is not a new trial; the latest row of a hash is used). The
-        variance (``ddof=1``) is over the finite Sharpe ratios, converted from annualised to
-        per period: ``var(sharpe / sqrt(periods_per_year))``; 0.0 with fewer than two.
-        Append the run being judged before calling: with no matching row, ``(0, 0.0)``.
-        """
-        if not (periods_per_year > 0 and math.isfinite(periods_per_year)):
-            raise LedgerError(f"periods_per_year must be a positive number (365 for daily bars), got {periods_per_year!r}")
-        latest: dict[str, float] = {}
-        for row in self.rows(symbol, timeframe, timerange, kinds=kinds):
-            latest[row.config_hash] = row.sharpe
-        sharpes = np.array([s for s in latest.values() if math.isfinite(s)]) / math.sqrt(periods_per_year)
-        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
-        return len(latest), var
+
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_TIME = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+def _day(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%Y%m%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _timerange_period(timerange: str) -> tuple[datetime, datetime] | None:
+    """``"20240101-20250101"`` -> (2024-01-01, 2024-12-31 23:59:59.999999) UTC, inclusive;
+    an empty side is unbounded; ``None`` when the string is not of that form."""
+    first, sep, last = timerange.partition("-")
+    if not sep or not (first or last):
+        return None
+    lo = _day(first) if first else _MIN_TIME
+    hi = _day(last) - timedelta(microseconds=1) if last and _day(last) else (_MAX_TIME if not last else None)
+    if lo is None or hi is None or lo > hi:
+        return None
+    return lo, hi
+
+
+def _overlaps(row: TrialRow, lo: datetime, hi: datetime, timerange: str | None) -> bool:
+    """Whether ``row``'s period (stored, else read from its ``timerange``) meets ``[lo, hi]``."""
+    if row.period_start is not None and row.period_end is not None:
+        start, end = _parse_utc(row.period_start, "period_start"), _parse_utc(row.period_end, "period_end")
+    else:
+        period = _timerange_period(row.timerange)
+        if period is None:
+            return timerange is not None and row.timerange == timerange
+        start, end = period
+    return start <= hi and end >= lo
 
 
 # -- display ---------------------------------------------------------------------------------------
@@ -329,15 +597,27 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("sortino", "sortino", ".2f"),
     ("max dd", "max_drawdown", ".1%"),
     ("trades", "n_trades", "d"),
+    ("trial", "trial", ""),
+    ("flag", "flag", ""),
     ("run", "run_id", ""),
 )
 _NUMERIC = {"n_bars", "total_return", "sharpe", "sortino", "max_drawdown", "n_trades"}
+
+
+def _cell(row: TrialRow, attr: str) -> Any:
+    if attr == "trial":
+        return row.trial_hash[:8] if row.trial_hash else f"config:{row.config_hash[:8]}"
+    if attr == "flag":
+        return "INVALID" if row.invalid else ("suspicious" if row.suspicious else "")
+    return getattr(row, attr)
 
 
 def format_table(rows: Iterable[TrialRow]) -> str:
     """A plain-text table of ledger rows (for ``python -m engine ledger``), one line per run.
 
     Returns and drawdowns in percent, Sharpe and Sortino annualised, ``-`` for NaN.
+    ``trial``: the first 8 digits of the trial identity (``config:`` + config hash for rows
+    from before schema version 2); ``flag``: ``INVALID`` or ``suspicious`` where marked.
     """
     rows = list(rows)
     if not rows:
@@ -346,7 +626,7 @@ def format_table(rows: Iterable[TrialRow]) -> str:
     for row in rows:
         line = []
         for _, attr, spec in _TABLE:
-            value = getattr(row, attr)
+            value = _cell(row, attr)
             if attr == "created_at":
                 value = value[:19].replace("T", " ")
             line.append(_fmt(value, spec))

@@ -5,13 +5,16 @@ the window ``close[t-L+1 .. t]`` — it ends at the decision bar and holds nothi
 it — and hands windows to the predictor in large batches. Windows are zero-copy views
 (``sliding_window_view``) copied batch by batch, so memory stays ``O(batch x L)``.
 
-Forecasts are cached on disk under a key of predictor name + parameters + model
-revision + data fingerprint + context length + horizon, so a re-run with other
-strategy parameters costs only the event loop.
+Forecasts are cached on disk under a key of the predictor's code fingerprint +
+forecast-changing parameters + model revision + data fingerprint + context length +
+horizon (+ batch size for predictors that are not batch invariant), so a re-run with
+other strategy parameters costs only the event loop, and an edited predictor never
+reuses the forecasts of its old code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from predictors.base import Forecast, Predictor
 
 #: Bump when the way forecasts are computed changes, so stale caches are not reused.
-SIGNALS_VERSION = 1
+SIGNALS_VERSION = 2
 
 
 def decision_positions(n_bars: int, context_length: int, first: int = 0) -> np.ndarray:
@@ -113,7 +116,15 @@ def compute_forecasts(
 
 @dataclass(frozen=True)
 class ForecastCache:
-    """Forecasts stored as parquet files under ``root``, one file per key."""
+    """Forecasts stored as parquet files under ``root``, one file per key.
+
+    Safe to share between processes: a file is written to a unique temporary name and
+    renamed into place (``os.replace``, atomic on one filesystem), so a reader sees the
+    whole old file, the whole new one, or none. A file that cannot be read (truncated,
+    not parquet, wrong columns) is a miss: a warning, and the forecasts are recomputed
+    and stored again. A cache that cannot be written only costs the next run's time: a
+    warning, never a failed run.
+    """
 
     root: Path
 
@@ -121,18 +132,32 @@ class ForecastCache:
         return self.root / f"{key}.parquet"
 
     def load(self, key: str) -> Forecast | None:
+        """The cached forecast of ``key``; ``None`` when absent or unreadable (logged)."""
         path = self.path(key)
         if not path.exists():
             return None
-        frame = pd.read_parquet(path)
-        return Forecast.from_frame(frame)
+        try:
+            return Forecast.from_frame(pd.read_parquet(path))
+        except Exception as exc:  # pyarrow.ArrowInvalid, OSError, ValueError from a damaged file
+            logger.warning(
+                "forecast cache file {} is unreadable ({}: {}); treating it as a miss and recomputing",
+                path, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return None
 
-    def store(self, key: str, forecast: Forecast) -> Path:
+    def store(self, key: str, forecast: Forecast) -> Path | None:
+        """Write ``forecast`` under ``key`` atomically; ``None`` (and a warning) if it cannot be written."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique: parallel runs share the cache
-        forecast.to_frame().to_parquet(tmp)
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # parallel runs share the cache
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            forecast.to_frame().to_parquet(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            logger.warning("forecast cache {} not written ({}); the next run will recompute", path, exc)
+            return None
         return path
 
 
@@ -144,22 +169,51 @@ def data_fingerprint(candles: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def forecast_key(
-    predictor: Predictor, fingerprint: str, context_length: int, horizon: int,
-    decision_index: pd.DatetimeIndex,
-) -> str:
-    """Cache key: predictor + params + model revision + data + windows + decision span."""
+def predictor_identity(predictor: Predictor, context_length: int, horizon: int, batch_size: int) -> dict[str, Any]:
+    """What makes a predictor's forecasts what they are, apart from the data.
+
+    Code fingerprint (``predictors.fingerprint.code_fingerprint``: the source of the class,
+    its bases and the helpers it uses, plus the project version for built-ins), the
+    parameters that change forecasts (``Predictor.cache_params``), model name and revision,
+    context length and horizon. ``batch_size`` (windows per ``predict`` call) is included
+    only for a predictor that is not batch invariant: for the others it changes no forecast.
+    Progress bars and cache flags are never part of it.
+    """
+    from predictors.fingerprint import code_fingerprint
+
     info = predictor.model_info()
-    payload: dict[str, Any] = {
-        "v": SIGNALS_VERSION,
+    identity: dict[str, Any] = {
         "predictor": predictor.name,
         "class": f"{type(predictor).__module__}.{type(predictor).__qualname__}",
-        "params": predictor.params(),
+        "code": code_fingerprint(type(predictor)),
+        "params": predictor.cache_params(),
         "model": info.name,
         "revision": info.revision,
-        "data": fingerprint,
         "context_length": context_length,
         "horizon": horizon,
+    }
+    if not predictor.batch_invariant:
+        identity["batch_size"] = int(batch_size)
+    return identity
+
+
+def predictor_hash(predictor: Predictor, context_length: int, horizon: int, batch_size: int) -> str:
+    """16 hex digits of :func:`predictor_identity` (the trial ledger's predictor part)."""
+    blob = json.dumps(predictor_identity(predictor, context_length, horizon, batch_size), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def forecast_key(
+    predictor: Predictor, fingerprint: str, context_length: int, horizon: int,
+    decision_index: pd.DatetimeIndex, batch_size: int = 1024,
+) -> str:
+    """Cache key: :func:`predictor_identity` (code, forecast-changing params, model
+    revision, windows; batch size only for batch-dependent predictors) + data fingerprint +
+    decision span."""
+    payload: dict[str, Any] = {
+        "v": SIGNALS_VERSION,
+        **predictor_identity(predictor, context_length, horizon, batch_size),
+        "data": fingerprint,
         "decisions": [str(decision_index[0]), str(decision_index[-1]), len(decision_index)]
         if len(decision_index)
         else [],
@@ -182,7 +236,7 @@ def cached_forecasts(
 
     Returns ``(forecast, cache_hit)``. On a hit no inference runs, and the log says so.
     """
-    key = forecast_key(predictor, data_fingerprint(candles), context_length, horizon, decision_index)
+    key = forecast_key(predictor, data_fingerprint(candles), context_length, horizon, decision_index, batch_size)
     if cache is not None:
         hit = cache.load(key)
         if hit is not None and hit.index.equals(decision_index):
@@ -196,6 +250,6 @@ def cached_forecasts(
         candles["close"], predictor, context_length, horizon,
         batch_size=batch_size, decision_index=decision_index, progress=progress,
     )
-    if cache is not None:
-        logger.info("forecasts cached at {}", cache.store(key, forecast))
+    if cache is not None and (stored := cache.store(key, forecast)) is not None:
+        logger.info("forecasts cached at {}", stored)
     return forecast, False

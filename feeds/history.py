@@ -32,6 +32,20 @@ def _cache_covers(cached: pd.DataFrame, wanted: TimeRange, timeframe: str, now_m
     return start_ok and last + tf >= hi
 
 
+def slice_with_warmup(candles: pd.DataFrame, timerange: TimeRange, warmup_bars: int) -> pd.DataFrame:
+    """Rows of ``candles`` inside ``timerange`` plus up to ``warmup_bars`` rows before its start.
+
+    The warm-up is counted in rows (bars), not as a calendar span, so gaps, weekends and
+    market closures before the start do not shorten it. Without a start there is nothing
+    before the range: the whole data up to the end is returned.
+    """
+    inside = TimeRange(None, timerange.end).slice(candles)
+    if timerange.start is None:
+        return inside
+    first = int(inside.index.searchsorted(timerange.start, side="left"))
+    return inside.iloc[max(0, first - warmup_bars):]
+
+
 def load_candles(
     symbol: str,
     timeframe: str,
@@ -61,7 +75,10 @@ def load_candles(
         download: when the cache does not cover the range, download the rest (True) or
             use the cache as it is (False).
         warmup_bars: also return this many bars before ``timerange.start`` (model
-            context): the slice is ``[start - warmup_bars * timeframe, end)``.
+            context), counted in bars, whatever their timestamps: a weekend, a night or
+            an outage inside the warm-up only reaches further back. Downloads ask for
+            ``warmup_bars`` timeframes before the start (right for markets that never
+            close); the slice is then taken by bars from what the data holds.
         progress: show a download progress bar.
         api_overrides: base URL to send exchange requests to (a stub or proxy), see
             :func:`feeds.download.make_exchange`.
@@ -103,8 +120,8 @@ def load_candles(
             )
         everything = cached
 
-    candles = wanted.slice(everything)
-    if candles.empty:
+    candles = slice_with_warmup(everything, timerange, warmup_bars)
+    if timerange.slice(candles).empty:
         if data_dir is not None:
             hint = "point data_dir at a file that covers the range"
         elif download:
@@ -113,8 +130,8 @@ def load_candles(
             hint = "set download=True"
         have = f"{everything.index[0]} .. {everything.index[-1]}" if len(everything) else "no candles at all"
         raise CandleError(
-            f"{source}: no {symbol} {timeframe} candles in {wanted.start} .. {wanted.end} (time range "
-            f"{timerange}, {warmup_bars} warm-up bars); the data holds {have}. Choose a time range "
+            f"{source}: no {symbol} {timeframe} candles in {timerange.start} .. {timerange.end} (time range "
+            f"{timerange}); the data holds {have}. Choose a time range "
             f"inside the data, or {hint}."
         )
     if timerange.start is not None and warmup_bars:

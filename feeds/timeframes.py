@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 #: Timeframes whose candles sit on a grid anchored at the Unix epoch (Binance's and
@@ -35,6 +36,49 @@ def timeframe_ms(timeframe: str) -> int:
 def periods_per_year(timeframe: str) -> float:
     """Bars in a year of a market that never closes (365 days), for annualising."""
     return pd.Timedelta(days=365) / timeframe_to_timedelta(timeframe)
+
+
+#: A market whose observed bar density is at least this share of the 24/7 density of
+#: its median bar spacing is taken to trade around the clock (its missing bars are
+#: outages, not closures) and gets the nominal 365-day count.
+ALWAYS_OPEN_SHARE = 0.9
+_YEAR = pd.Timedelta(days=365.25)
+
+
+def infer_bars_per_year(index: pd.DatetimeIndex) -> tuple[float, str]:
+    """Bars per year of the market behind ``index`` (candle open times), for annualising.
+
+    Two numbers are compared: the nominal count of a market that never closes,
+    ``365 days / median bar spacing`` (8760 for 1h bars, 365 for 1d), and the bars per
+    calendar year actually present, ``n / (last - first + spacing)`` in years of 365.25 days.
+    When the observed density reaches :data:`ALWAYS_OPEN_SHARE` of the nominal one the
+    market trades around the clock (crypto; a few missing candles are outages) and the
+    nominal count is returned; otherwise the market closes (nights, weekends, holidays)
+    and the observed count is returned, rounded to a whole bar: about 252 for daily bars
+    of a US equity index, 261 for a market closed only at weekends.
+
+    Args:
+        index: sorted candle open times; at least 2.
+
+    Returns:
+        ``(bars_per_year, how)`` where ``how`` says in words how the number was formed.
+
+    Raises:
+        ValueError: fewer than 2 candles.
+    """
+    if len(index) < 2:
+        raise ValueError(f"need at least 2 candles to infer bars per year, got {len(index)}; set data.bars_per_year")
+    spacing = pd.Timedelta(np.median(np.diff(index.as_unit("ns").asi8)), unit="ns")
+    nominal = pd.Timedelta(days=365) / spacing
+    observed = len(index) / ((index[-1] - index[0] + spacing) / _YEAR)
+    if observed >= ALWAYS_OPEN_SHARE * nominal:
+        how = (f"{nominal:g} = 365 days / median bar spacing {spacing} (a market open around the clock: "
+               f"{observed:.1f} bars per year present, >= {ALWAYS_OPEN_SHARE:.0%} of that)")
+        return float(nominal), how
+    value = float(round(observed))
+    how = (f"{value:g} bars per calendar year present in {index[0]:%Y-%m-%d} .. {index[-1]:%Y-%m-%d} "
+           f"(a market with closures: {observed / nominal:.0%} of the {nominal:g} bars of a market that never closes)")
+    return value, how
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ class Predictor(abc.ABC):
     Subclasses set ``name`` and implement :meth:`predict_quantiles`; the public
     :meth:`predict` validates inputs and outputs around it. Constructor keyword
     arguments are the predictor's parameters (from config ``[predictor.params]``);
-    :meth:`params` returns them for the cache key and the run record.
+    :meth:`params` returns them for the run record, :meth:`cache_params` those that change
+    forecasts (the forecast cache key and the trial identity).
     """
 
     name: ClassVar[str] = ""
@@ -147,8 +148,22 @@ class Predictor(abc.ABC):
         """Train on candles strictly before the fold's cut-off (stages 2 and 3)."""
 
     def params(self) -> dict[str, Any]:
-        """Parameters that change the forecasts (part of the forecast cache key)."""
+        """The predictor's parameters, for the run record (see :meth:`cache_params` for the cache key)."""
         return {"quantile_levels": list(self.quantile_levels), "seed": self.seed}
+
+    def cache_params(self) -> dict[str, Any]:
+        """Parameters that change the forecasts: the forecast cache key and the trial
+        identity use these, next to the code fingerprint (``predictors.fingerprint``).
+
+        Default: :meth:`params`, plus the predictor's own ``batch_size`` attribute when it is
+        not :attr:`batch_invariant` (its forecasts then depend on how windows are batched);
+        the batch size of a batch-invariant predictor is a memory knob and is left out.
+        Override to drop parameters that never change a forecast (progress bars, caches).
+        """
+        out = dict(self.params())
+        if not self.batch_invariant and hasattr(self, "batch_size"):
+            out["batch_size"] = getattr(self, "batch_size")
+        return out
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(name=self.name)

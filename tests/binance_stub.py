@@ -19,17 +19,34 @@ query dict and returning ``(status, json-able body)``) or ``BinanceStub.method_r
 Trading (for paper-trading tests): ``POST/GET/DELETE /api/v3/order``,
 ``GET /api/v3/openOrders``, ``GET /api/v3/account`` and ``GET /api/v3/ticker/price`` /
 ``ticker/24hr``. Private endpoints check the ``X-MBX-APIKEY`` header and the HMAC-SHA256
-signature against :attr:`BinanceStub.api_key` / :attr:`api_secret`. Market orders fill at
-once, in full, at the open of the candle containing the exchange clock (the first price
-after the previous close), with a :attr:`BinanceStub.taker_fee` charged in the quote
-asset; balances, the LOT_SIZE step, the NOTIONAL minimum and duplicate client order ids
-are enforced with Binance's error codes. :meth:`BinanceStub.accelerate` runs the clock
-faster than real time (an hour of candles in a fraction of a second).
+signature against :attr:`BinanceStub.api_key` / :attr:`api_secret`. Market orders fill in
+full at the open of the candle containing the exchange clock (the first price after the
+previous close). Binance's documented rules, each quoted where it is enforced:
+
+- a ``newClientOrderId`` is refused (-2010 "Duplicate order sent.") only while the first
+  order with that id is still open; once it is filled or canceled the same id is accepted
+  again (:attr:`BinanceStub.duplicates_only_while_open`, True as on Binance);
+- commission (:attr:`BinanceStub.taker_fee`, no BNB) is taken from the asset received: a
+  buy's in the base asset, a sell's in the quote asset;
+- signed requests outside the receive window are refused with -1021, checked when the
+  request is processed (measured on the wall clock: clients sign with the machine's clock);
+- -1001 / -1006 (HTTP 5xx, "execution status unknown"), 200 answers whose body is not
+  JSON, and delayed processing (an order that becomes visible, or filled, only later).
+
+Balances, the LOT_SIZE step and the NOTIONAL minimum are enforced with Binance's error
+codes. :meth:`BinanceStub.accelerate` runs the candle clock faster than real time (an hour
+of candles in a fraction of a second).
 
 Fault answers beyond HTTP statuses: ``"drop"`` closes the connection without running the
 request; ``"drop_after"`` runs it (an order is placed) and then closes the connection
-without answering; ``"delay:<seconds>"`` waits before running it. ``fault_paths`` entries
-are paths (any method) or ``"METHOD /path"``.
+without answering; ``"delay:<seconds>"`` waits before running it; ``"err:<code>"``
+answers HTTP 503 with Binance error ``code`` (-1001, -1006, ...) without running it and
+``"err_after:<code>"`` runs it first (the order is placed: "execution status unknown");
+``"nonjson"`` / ``"nonjson_after"`` answer 200 with an HTML body, before / after running
+it; ``"late:<seconds>"`` answers -1007 (timeout waiting for the backend) at once and runs
+the request ``seconds`` later, receive window checked then. :attr:`processing_delay_s`
+makes accepted market orders stay ``NEW`` (visible, unfilled) that long before filling.
+``fault_paths`` entries are paths (any method) or ``"METHOD /path"``.
 """
 
 from __future__ import annotations
@@ -58,9 +75,22 @@ KLINES_PATH = "/api/v3/klines"
 ORDER_PATH = "/api/v3/order"
 OPEN_ORDERS_PATH = "/api/v3/openOrders"
 ACCOUNT_PATH = "/api/v3/account"
-PRIVATE_PATHS = frozenset({ORDER_PATH, OPEN_ORDERS_PATH, ACCOUNT_PATH})
+MY_TRADES_PATH = "/api/v3/myTrades"
+PRIVATE_PATHS = frozenset({ORDER_PATH, OPEN_ORDERS_PATH, ACCOUNT_PATH, MY_TRADES_PATH})
 MAX_KLINES = 1000
 _INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+
+
+#: Binance's messages (error codes page, "10xx - General Server or Network issues").
+_ERROR_MESSAGES = {
+    -1000: "An unknown error occurred while processing the request.",
+    -1001: "Internal error; unable to process your request. Please try again.",
+    -1006: "An unexpected response was received from the message bus. Execution status unknown.",
+    -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+    -1008: "Server is currently overloaded with other requests. Please try again in a few minutes.",
+}
+#: A 200 answer whose body is not JSON (a proxy's page in front of the API).
+_HTML_BODY = b"<html><body><h1>200 OK</h1><p>Please wait while we check your browser</p></body></html>"
 
 
 @dataclass(frozen=True)
@@ -165,18 +195,25 @@ class BinanceStub:
             ("DELETE", ORDER_PATH): self._cancel_order,
             ("GET", OPEN_ORDERS_PATH): self._open_orders,
             ("GET", ACCOUNT_PATH): self._account,
+            ("GET", MY_TRADES_PATH): self._my_trades,
         }
         #: credentials private endpoints require (header and HMAC signature)
         self.api_key = api_key
         self.api_secret = api_secret
         #: free balances per asset; market orders move them
         self.balances: dict[str, float] = dict(balances or {"USDT": 10_000.0, "BTC": 0.0, "ETH": 0.0})
-        #: fee per fill, fraction of notional, charged in the quote asset
+        #: fee per fill, fraction of the amount received (base asset for a buy, quote for a sell)
         self.taker_fee = 0.001
         self.late_refused: list[str] = []  # client ids of orders refused for arriving after recvWindow
-        # Real Binance refuses a repeated client order id only while that order is open; a market
-        # order fills at once, so a late copy of it would be placed again. True mimics that.
-        self.duplicates_only_while_open = False
+        # Binance, POST /api/v3/order, newClientOrderId: "A unique id among open orders." A
+        # market order fills at once, so a late copy of it is placed again. False refuses every
+        # repeated id (stricter than Binance; only for tests that want that).
+        self.duplicates_only_while_open = True
+        #: seconds (wall clock) an accepted market order stays NEW before it fills
+        self.processing_delay_s = 0.0
+        #: called with each order once it is placed, before its answer is sent (crash tests)
+        self.on_placed: Callable[[dict], None] | None = None
+        self._due: list[tuple[float, Callable[[], None]]] = []  # (wall time, work) for delayed processing
         #: every order accepted, in arrival order (dicts in Binance's FULL answer shape)
         self.orders: list[dict] = []
         #: the next order answers are these rejections: ``(code, msg)`` pairs
@@ -195,7 +232,7 @@ class BinanceStub:
         self._faults: deque[int | str] = deque()
         self._ok_count = 0
         self._series: dict[tuple[str, str], _Series] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -357,6 +394,16 @@ class BinanceStub:
     def _filter(market: dict, kind: str) -> dict:
         return next(f for f in market["filters"] if f["filterType"] == kind)
 
+    def _outside_window(self, params: dict[str, str]) -> bool:
+        """Binance, "Timing security": "if (timestamp < (serverTime + 1000) && (serverTime -
+        timestamp) <= recvWindow) { process request } else { reject request }"; recvWindow
+        "defaults to 5000" ms. serverTime here is the wall clock, which ccxt signs with."""
+        if "timestamp" not in params:
+            return False
+        server = time.time() * 1000
+        stamp = int(params["timestamp"])
+        return not (stamp < server + 1000 and server - stamp <= int(params.get("recvWindow", 5000)))
+
     def _create_order(self, params: dict[str, str]) -> tuple[int, object]:
         market = self._market(params.get("symbol", ""))
         if market is None:
@@ -367,14 +414,12 @@ class BinanceStub:
         if side not in ("BUY", "SELL"):
             return 400, {"code": -1117, "msg": "Invalid side."}
         client_id = params.get("newClientOrderId") or f"stub-{next(self._order_ids)}"
-        # Binance refuses a signed request processed more than recvWindow ms after its timestamp.
-        if "timestamp" in params:
-            age_ms = time.time() * 1000 - int(params["timestamp"])
-            if age_ms > int(params.get("recvWindow", 5000)):
-                with self._lock:
-                    self.late_refused.append(client_id)
-                return 400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
+        if self._outside_window(params):  # -1021 INVALID_TIMESTAMP
+            with self._lock:
+                self.late_refused.append(client_id)
+            return 400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
         with self._lock:
+            # newClientOrderId: "A unique id among open orders": refused only while the first is open
             if any(
                 o["clientOrderId"] == client_id and (not self.duplicates_only_while_open or o["status"] == "NEW")
                 for o in self.orders
@@ -397,27 +442,86 @@ class BinanceStub:
         if notional < float(self._filter(market, "NOTIONAL")["minNotional"]):
             return 400, {"code": -1013, "msg": "Filter failure: NOTIONAL"}
         base, quote = market["baseAsset"], market["quoteAsset"]
-        fee = notional * self.taker_fee
         with self._lock:
-            if side == "BUY" and self.balances.get(quote, 0.0) < notional + fee:
+            if side == "BUY" and self.balances.get(quote, 0.0) < notional - 1e-9:
                 return 400, {"code": -2010, "msg": "Account has insufficient balance for requested action."}
             if side == "SELL" and self.balances.get(base, 0.0) < qty - 1e-12:
                 return 400, {"code": -2010, "msg": "Account has insufficient balance for requested action."}
-            sign = 1.0 if side == "BUY" else -1.0
-            self.balances[base] = self.balances.get(base, 0.0) + sign * qty
-            self.balances[quote] = self.balances.get(quote, 0.0) - sign * notional - fee
             now = self.clock_ms()
             order = {
                 "symbol": market["symbol"], "orderId": next(self._order_ids), "orderListId": -1,
                 "clientOrderId": client_id, "transactTime": now, "price": "0.00000000",
-                "origQty": f"{qty:.8f}", "executedQty": f"{qty:.8f}",
-                "cummulativeQuoteQty": f"{notional:.8f}", "status": "FILLED", "timeInForce": "GTC",
-                "type": "MARKET", "side": side, "workingTime": now, "time": now, "updateTime": now,
-                "fills": [{"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
-                           "commissionAsset": quote, "tradeId": 1}],
+                "origQty": f"{qty:.8f}", "executedQty": "0.00000000", "cummulativeQuoteQty": "0.00000000",
+                "status": "NEW", "timeInForce": "GTC", "type": "MARKET", "side": side, "workingTime": now,
+                "time": now, "updateTime": now, "fills": [],
             }
             self.orders.append(order)
-        return 200, order
+            if self.processing_delay_s > 0:
+                self._schedule(self.processing_delay_s, lambda: self._fill(order))
+            else:
+                self._fill(order)
+            answer = dict(order)
+        if self.on_placed is not None:
+            self.on_placed(answer)
+        return 200, answer
+
+    def _fill(self, order: dict) -> None:
+        """Fill a NEW market order in full at the current price (call with the lock held).
+
+        Binance charges the taker commission in the asset received when BNB is not used: the
+        base asset for a buy, the quote asset for a sell (``commissionAsset`` of each fill).
+        """
+        if order["status"] != "NEW":
+            return
+        market = self._market(order["symbol"])
+        base, quote = market["baseAsset"], market["quoteAsset"]
+        qty, price = float(order["origQty"]), self.current_price(order["symbol"])
+        notional = qty * price
+        if order["side"] == "BUY":
+            fee, fee_asset = round(qty * self.taker_fee, 8), base
+            if self.balances.get(quote, 0.0) < notional - 1e-9:
+                order["status"] = "EXPIRED"  # funds gone meanwhile
+                return
+            self.balances[base] = self.balances.get(base, 0.0) + qty - fee
+            self.balances[quote] = self.balances.get(quote, 0.0) - notional
+        else:
+            fee, fee_asset = round(notional * self.taker_fee, 8), quote
+            if self.balances.get(base, 0.0) < qty - 1e-12:
+                order["status"] = "EXPIRED"
+                return
+            self.balances[base] = self.balances.get(base, 0.0) - qty
+            self.balances[quote] = self.balances.get(quote, 0.0) + notional - fee
+        now = self.clock_ms()
+        order.update({
+            "status": "FILLED", "executedQty": f"{qty:.8f}", "cummulativeQuoteQty": f"{notional:.8f}",
+            "updateTime": now,
+            "fills": [{"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
+                       "commissionAsset": fee_asset, "tradeId": order["orderId"]}],
+        })
+
+    def _schedule(self, delay_s: float, work: Callable[[], object]) -> None:
+        """Run ``work`` (holding the lock) ``delay_s`` seconds from now, on a timer thread."""
+        with self._lock:
+            self._due.append((time.time() + delay_s, work))
+        timer = threading.Timer(delay_s, self.settle)
+        timer.daemon = True
+        timer.start()
+
+    def settle(self) -> None:
+        """Run the delayed work that is due (fills of NEW orders, late requests); every request
+        does this first, so call it only to look at the stub's state between requests."""
+        now = time.time()
+        with self._lock:
+            due = [work for at, work in self._due if at <= now]
+            self._due = [(at, work) for at, work in self._due if at > now]
+        for work in due:
+            with self._lock:  # re-entrant: a late request takes it again
+                work()
+
+    def pending(self) -> int:
+        """Delayed work not yet run (NEW orders to fill, late requests to process)."""
+        with self._lock:
+            return len(self._due)
 
     def _find_order(self, params: dict[str, str]) -> dict | None:
         with self._lock:
@@ -438,12 +542,29 @@ class BinanceStub:
 
     def _cancel_order(self, params: dict[str, str]) -> tuple[int, object]:
         order = self._find_order(params)
-        if order is None:
-            return 400, {"code": -2011, "msg": "Unknown order sent."}
-        return 400, {"code": -2011, "msg": "Unknown order sent."}  # market orders are filled at once
+        with self._lock:
+            if order is None or order["status"] != "NEW":  # filled orders cannot be canceled
+                return 400, {"code": -2011, "msg": "Unknown order sent."}
+            order["status"] = "CANCELED"
+            return 200, {k: v for k, v in order.items() if k != "fills"}
 
     def _open_orders(self, params: dict[str, str]) -> tuple[int, object]:
-        return 200, []  # market orders never rest on the book
+        with self._lock:
+            return 200, [{k: v for k, v in o.items() if k != "fills"} for o in self.orders
+                         if o["status"] == "NEW" and o["symbol"] == params.get("symbol", o["symbol"])]
+
+    def _my_trades(self, params: dict[str, str]) -> tuple[int, object]:
+        """The account's trades (with ``commission`` / ``commissionAsset``; GET /api/v3/order has neither)."""
+        with self._lock:
+            trades = [
+                {"symbol": o["symbol"], "id": f["tradeId"], "orderId": o["orderId"], "orderListId": -1,
+                 "price": f["price"], "qty": f["qty"], "quoteQty": o["cummulativeQuoteQty"],
+                 "commission": f["commission"], "commissionAsset": f["commissionAsset"], "time": o["updateTime"],
+                 "isBuyer": o["side"] == "BUY", "isMaker": False, "isBestMatch": True}
+                for o in self.orders for f in o["fills"]
+                if o["symbol"] == params.get("symbol") and ("orderId" not in params or str(o["orderId"]) == params["orderId"])
+            ]
+        return 200, trades
 
     def _account(self, params: dict[str, str]) -> tuple[int, object]:
         with self._lock:
@@ -464,6 +585,7 @@ class BinanceStub:
     # -- plumbing ----------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         arrived = time.perf_counter()
+        self.settle()
         parts = urlsplit(handler.path)
         method = handler.command
         raw = parts.query
@@ -487,23 +609,39 @@ class BinanceStub:
         route = self.method_routes.get((method, parts.path))
         if route is None and method == "GET":
             route = self.routes.get(parts.path)
-        if answer in ("ok", "drop_after") or str(answer).startswith("delay:"):
-            if route is None:
-                answer = 404
+        runs = answer in ("ok", "drop_after", "nonjson_after") or str(answer).split(":")[0] in ("delay", "err_after", "late")
+        if runs and route is None:
+            answer = 404
         with self._lock:
             self.requests.append(StubRequest(method, parts.path, params, str(answer), arrived))
+        kind, _, arg = str(answer).partition(":")
         if answer == "drop":
             self._drop(handler)
             return
-        if isinstance(answer, str) and answer.startswith("delay:"):
-            time.sleep(float(answer.split(":", 1)[1]))
-        elif answer not in ("ok", "drop_after"):
+        if kind == "err":  # Binance: "HTTP 5XX ... the execution status is UNKNOWN"; here: not run
+            self._send_error_code(handler, int(arg))
+            return
+        if answer == "nonjson":
+            self._send(handler, 200, _HTML_BODY, "text/html")
+            return
+        if kind == "delay":
+            time.sleep(float(arg))
+        elif kind == "late":
+            # -1007 TIMEOUT: "Timeout waiting for response from backend server. Send status
+            # unknown; execution status unknown." The request is run later, window checked then.
+            if parts.path not in PRIVATE_PATHS or self._authorised(handler, raw):
+                self._schedule(float(arg), lambda: route(params))
+            self._send_error_code(handler, -1007)
+            return
+        elif not runs:
             status = int(answer)
             body = b"Internal Server Error" if status >= 500 else json.dumps({"code": -1, "msg": f"stub {status}"}).encode()
             self._send(handler, status, body, "text/plain" if status >= 500 else "application/json")
             return
         if parts.path in PRIVATE_PATHS and not self._authorised(handler, raw):
             status, payload = 401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
+        elif parts.path in PRIVATE_PATHS and (method, parts.path) != ("POST", ORDER_PATH) and self._outside_window(params):
+            status, payload = 400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
         else:
             status, payload = route(params)
         if (parts.path in self.fault_paths or f"{method} {parts.path}" in self.fault_paths) and status == 200:
@@ -513,8 +651,22 @@ class BinanceStub:
             self._drop(handler)
             return
         try:
-            self._send(handler, status, json.dumps(payload).encode(), "application/json")
+            if kind == "err_after":  # run, then answered as an internal error (-1006: "Execution status unknown.")
+                self._send_error_code(handler, int(arg))
+            elif answer == "nonjson_after":
+                self._send(handler, 200, _HTML_BODY, "text/html")
+            else:
+                self._send(handler, status, json.dumps(payload).encode(), "application/json")
         except OSError:  # the client gave up (timeout) while the request was being served
+            pass
+
+    def _send_error_code(self, handler: BaseHTTPRequestHandler, code: int) -> None:
+        """Binance's 5xx answer for an internal error code (-1000, -1001, -1006, -1007, -1008)."""
+        msg = _ERROR_MESSAGES.get(code, "An unknown error occurred while processing the request.")
+        try:
+            self._send(handler, 503 if code in (-1001, -1008) else 500, json.dumps({"code": code, "msg": msg}).encode(),
+                       "application/json")
+        except OSError:
             pass
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from engine.ledger import (
     TrialRow,
     format_table,
     params_json,
+    trial_hash,
     utc_now_iso,
 )
 
@@ -160,3 +162,121 @@ def test_format_table() -> None:
     assert len(lines) == 4 and set(lines[1]) <= {"-", " "}
     assert "2025-01-31 12:00:00" in lines[2] and "+12.0%" in lines[2] and "0.80" in lines[2] and "-25.0%" in lines[2]
     assert "-3.1%" in lines[3] and " - " in lines[3] and lines[3].endswith("run-b")
+    assert "config:hash-run" in lines[2]  # a row without a trial identity shows its config hash
+    marked = format_table([make_row("run-c", trial_hash="0123456789abcdef", invalid="lookahead: forecast")])
+    assert "01234567" in marked.splitlines()[2] and "INVALID" in marked.splitlines()[2]
+
+
+# -- schema version 2: trial identities, periods, invalid/suspicious marks ----------------------
+_V1_TABLE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE trials (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('backtest', 'compare', 'train', 'paper')), config_hash TEXT NOT NULL,
+    strategy TEXT NOT NULL, strategy_params TEXT NOT NULL, predictor TEXT NOT NULL, predictor_params TEXT NOT NULL,
+    model TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL, timerange TEXT NOT NULL,
+    n_bars INTEGER NOT NULL, total_return REAL, sharpe REAL, sortino REAL, max_drawdown REAL,
+    n_trades INTEGER NOT NULL, run_dir TEXT NOT NULL
+);
+CREATE INDEX trials_market ON trials (symbol, timeframe, timerange);
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
+def _v1_ledger(path: Path, rows: list[tuple[str, str, str, float]]) -> None:
+    """A ledger as schema version 1 wrote it: rows of (run_id, config_hash, timerange, sharpe)."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_V1_TABLE)
+        for run_id, config_hash, timerange, sharpe in rows:
+            conn.execute(
+                "INSERT INTO trials (run_id, created_at, kind, config_hash, strategy, strategy_params, predictor, "
+                "predictor_params, model, symbol, timeframe, timerange, n_bars, total_return, sharpe, sortino, "
+                "max_drawdown, n_trades, run_dir) VALUES (?, '2025-01-31T12:00:00+00:00', 'backtest', ?, 'llm_signal', "
+                "'{}', 'naive', '{}', '', 'BTC/USDT', '1d', ?, 366, 0.1, ?, 1.0, -0.2, 5, 'runs/x')",
+                (run_id, config_hash, timerange, sharpe),
+            )
+        conn.commit()
+
+
+def _period_row(run_id: str, identity: str, start: str, end: str, **changes: object) -> TrialRow:
+    fields = {"exchange": "binance", "trial_hash": identity, "period_start": f"{start}T00:00:00+00:00",
+              "period_end": f"{end}T00:00:00+00:00"}
+    return make_row(run_id, **{**fields, **changes})
+
+
+def test_old_ledger_is_migrated_in_place_and_old_rows_count_by_their_old_hash(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILENAME
+    _v1_ledger(path, [("old-a", "h1", "20240101-20250101", 0.5), ("old-a2", "h1", "20240101-20250101", 0.7),
+                      ("old-b", "h2", "20240101-20250101", 1.5), ("old-2022", "h3", "20220101-20230101", 3.0),
+                      ("old-odd", "h4", "last-year", 2.0)])
+    ledger = TrialLedger(path)
+    rows = ledger.rows()
+    assert [r.run_id for r in rows] == ["old-a", "old-a2", "old-b", "old-2022", "old-odd"]  # every row kept
+    assert all(r.trial_hash is None and r.period_start is None and r.invalid is None for r in rows)
+    assert ledger.schema_version == SCHEMA_VERSION == 2
+    ledger.append(_period_row("new", "t-new", "2024-06-01", "2024-12-31", sharpe=-0.5))
+    count = ledger.trial_count("binance", "BTC/USDT", "1d", "2024-06-01T00:00:00+00:00",
+                               "2024-12-31T00:00:00+00:00", periods_per_year=365)
+    # h1 (latest row, Sharpe 0.7), h2 and the new row; 2022 does not overlap; "last-year" has no period
+    assert count.n == 3 and count.n_rows == 4
+    assert count.sharpe_variance == pytest.approx(np.var(np.array([0.7, 1.5, -0.5]) / math.sqrt(365), ddof=1))
+    with closing(sqlite3.connect(path)) as conn:  # the migration ran once; reopening adds nothing
+        columns = [rec[1] for rec in conn.execute("PRAGMA table_info(trials)")]
+    assert columns.count("trial_hash") == 1 and "period_end" in columns and "suspicious" in columns
+    assert len(TrialLedger(path).rows()) == 6
+
+
+def test_shifted_period_counts_earlier_overlapping_trials_disjoint_ones_do_not(tmp_path: Path) -> None:
+    ledger = TrialLedger(tmp_path / LEDGER_FILENAME)
+    ledger.append(_period_row("a", "A", "2024-01-01", "2024-12-31"))
+    ledger.append(_period_row("b", "B", "2024-01-02", "2025-01-01"))  # the range shifted by a day
+    ledger.append(_period_row("c", "C", "2025-01-02", "2025-06-30"))  # after both
+    ledger.append(_period_row("d", "D", "2024-01-02", "2025-01-01", exchange="kraken"))  # another exchange
+
+    def n(start: str, end: str) -> int:
+        return ledger.trial_count("binance", "BTC/USDT", "1d", f"{start}T00:00:00+00:00", f"{end}T00:00:00+00:00",
+                                  periods_per_year=365).n
+
+    assert n("2024-01-02", "2025-01-01") == 2
+    assert n("2025-01-02", "2025-06-30") == 1
+    assert n("2025-01-01", "2025-01-02") == 2  # touches b's last bar and c's first
+    assert n("2023-01-01", "2023-12-31") == 0
+
+
+def test_invalid_and_suspicious_trials_count_but_stay_out_of_the_sharpe_variance(tmp_path: Path) -> None:
+    ledger = TrialLedger(tmp_path / LEDGER_FILENAME)
+    ledger.append(_period_row("a", "A", "2024-01-01", "2024-12-31", sharpe=0.4))
+    ledger.append(_period_row("b", "B", "2024-01-01", "2024-12-31", sharpe=-0.2))
+    ledger.append(_period_row("c", "C", "2024-01-01", "2024-12-31", sharpe=1.1))
+    ledger.append(_period_row("leak", "L", "2024-01-01", "2024-12-31", sharpe=9.0, invalid="lookahead: forecast"))
+    ledger.append(_period_row("sus", "S", "2024-01-01", "2024-12-31", sharpe=7.0,
+                              suspicious="directional accuracy 81%; Sharpe 7.0 above 5"))
+    count = ledger.trial_count("binance", "BTC/USDT", "1d", "2024-01-01T00:00:00+00:00", "2024-12-31T00:00:00+00:00",
+                               periods_per_year=365)
+    assert (count.n, count.n_in_variance, count.n_kept_out) == (5, 3, 2)
+    assert count.sharpe_variance == pytest.approx(np.var(np.array([0.4, -0.2, 1.1]) / math.sqrt(365), ddof=1))
+    assert count.how.startswith("5 trials: distinct strategy/predictor/cost variants on binance BTC/USDT 1d "
+                                "whose periods overlap 2024-01-01..2024-12-31")
+    assert "(2 invalid/suspicious kept out of the Sharpe variance)" in count.how
+    assert tuple(count) == (5, count.sharpe_variance)
+    stored = {r.run_id: r for r in ledger.rows()}
+    assert stored["leak"].invalid == "lookahead: forecast" and stored["sus"].suspicious.startswith("directional")
+
+
+def test_trial_hash_covers_strategy_predictor_costs_and_market() -> None:
+    base = dict(strategy_hash="s1", strategy_params=params_json({"stake": 0.5}), predictor_hash="p1",
+                fee=0.001, slippage=0.0005, exchange="binance", symbol="BTC/USDT", timeframe="1h")
+    assert trial_hash(**base) == trial_hash(**{**base, "strategy_params": '{"stake":0.5}'})
+    variants = [{"strategy_hash": "s2"}, {"strategy_params": params_json({"stake": 0.6})}, {"predictor_hash": "p2"},
+                {"fee": 0.0}, {"slippage": 0.001}, {"exchange": "kraken"}, {"symbol": "ETH/USDT"}, {"timeframe": "4h"}]
+    hashes = {trial_hash(**{**base, **v}) for v in variants} | {trial_hash(**base)}
+    assert len(hashes) == len(variants) + 1
+
+
+def test_period_fields_are_validated() -> None:
+    with pytest.raises(LedgerError, match="period_start must be in UTC.*\\+02:00"):
+        make_row("x", period_start="2024-01-01T00:00:00+02:00", period_end="2024-02-01T00:00:00+00:00")
+    with pytest.raises(LedgerError, match="period_start .* is after period_end"):
+        make_row("x", period_start="2024-03-01T00:00:00+00:00", period_end="2024-02-01T00:00:00+00:00")
+    with pytest.raises(LedgerError, match="invalid must be a string or None, got True"):
+        make_row("x", invalid=True)

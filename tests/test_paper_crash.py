@@ -5,9 +5,11 @@ anywhere in what it wrote."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,3 +105,120 @@ def test_no_secret_in_logs_journal_or_reports(crashed_and_resumed):
     texts += [p.read_bytes().decode("latin-1") for p in files]
     for text in texts:
         assert KEY not in text and SECRET not in text
+
+
+# -- the crash harness (issue 9) --------------------------------------------------------------
+#: Seeded: the kill moments and kinds are reproducible (the exchange's timing is not).
+HARNESS_SEED = int(os.environ.get("LLM4MP_CRASH_SEED", "9"))
+HARNESS_KILLS = 55
+
+
+def _harness_argv(stub: BinanceStub, out: Path, *extra: str) -> list[str]:
+    """``python -m engine`` arguments (without the interpreter) for a testnet run on the stub."""
+    cmd = paper_cmd(stub, out, "--set", "paper.recv_window_s=0.3", "--set", "paper.request_timeout_s=2.0", *extra)
+    return cmd[3:]  # drop "python -m engine"
+
+
+def _fork_paper(argv: list[str], env: dict[str, str], log: Path) -> int:
+    """Start ``python -m engine ARGV`` as a forked child (the imports are already done, so a
+    start takes a fraction of a second); its output goes to ``log``. Returns the pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    rc = 98
+    try:  # the child: never returns into pytest
+        stream = open(log, "a", buffering=1)
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+        os.environ.update(env)
+        from engine.cli import main
+
+        rc = main(argv)
+    except BaseException:  # noqa: BLE001 - reported in the log, the parent checks the exit status
+        import traceback
+
+        traceback.print_exc()
+        rc = 99
+    finally:
+        os._exit(rc if isinstance(rc, int) else 97)
+
+
+def _alive(pid: int) -> bool:
+    done, _ = os.waitpid(pid, os.WNOHANG)
+    return done == 0
+
+
+@pytest.mark.slow
+def test_random_kills_lose_and_double_no_order(tmp_path):
+    """SIGKILL the testnet runner >= 50 times at random moments, a third of them while an order
+    is inside the exchange (accepted, its answer not yet sent; orders also stay NEW for 50 ms),
+    resuming each time; then stop cleanly. The exchange's order log, the journal and the account
+    agree exactly: every exchange order journaled once as filled, nothing placed twice."""
+    from test_paper_orders import assert_books_agree
+
+    rng = random.Random(HARNESS_SEED)
+    out = tmp_path / "runs"
+    out.mkdir()
+    log = tmp_path / "children.log"
+    stub = BinanceStub(api_key=KEY, api_secret=SECRET, balances={"USDT": 1e6, "BTC": 0.0, "ETH": 0.0}).start()
+    try:
+        stub.processing_delay_s = 0.05
+        at_start = dict(stub.balances)
+        env = {API_KEY_ENV: KEY, API_SECRET_ENV: SECRET, CLOCK_ENV: stub.accelerate(START_MS, SPEED)}
+        kills = in_flight = 0
+        run_dir: Path | None = None
+        # the first kill waits for an order (so the run folder exists); then a shuffled third of them
+        kinds = ["in_flight"] * (HARNESS_KILLS // 3) + ["random"] * (HARNESS_KILLS - 1 - HARNESS_KILLS // 3)
+        rng.shuffle(kinds)
+        kinds.insert(0, "in_flight")
+        for cycle, kind in enumerate(kinds):
+            extra = ("--resume", str(run_dir)) if run_dir else ()
+            pid = _fork_paper(_harness_argv(stub, out, *extra), env, log)
+            fired = threading.Event()
+            if kind == "in_flight":  # kill while an order is inside the exchange, before its answer
+
+                def kill_in_flight(order: dict, pid: int = pid, fired: threading.Event = fired) -> None:
+                    if not fired.is_set():
+                        fired.set()
+                        os.kill(pid, signal.SIGKILL)
+
+                stub.on_placed = kill_in_flight
+                fired.wait(8.0)
+                stub.on_placed = None
+            else:
+                time.sleep(rng.uniform(0.05, 2.5))
+            alive = fired.is_set() or _alive(pid)
+            if alive and not fired.is_set():
+                os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            assert alive, f"cycle {cycle}: the runner exited by itself ({status}):\n{log.read_text()[-3000:]}"
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            kills += 1
+            in_flight += fired.is_set()
+            if run_dir is None:
+                (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+
+        for _ in range(3):  # resume and stop cleanly until no order is left unsettled
+            pid = _fork_paper(_harness_argv(stub, out, "--resume", str(run_dir)), env, log)
+            time.sleep(2.0)
+            os.kill(pid, signal.SIGTERM)
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, log.read_text()[-3000:]
+            journal = Journal(run_dir / JOURNAL_FILE)
+            settled = journal.orders()["status"].isin(["filled", "rejected", "canceled"]).all()
+            journal.close()
+            if settled:
+                break
+        journal = Journal(run_dir / JOURNAL_FILE)
+        assert_books_agree(stub, journal, at_start)
+        orders = journal.orders()
+        journal.close()
+        print(f"harness seed {HARNESS_SEED}: {kills} kills ({in_flight} with an order inside the exchange), "
+              f"{len(stub.orders)} exchange orders, journal {orders['status'].value_counts().to_dict()}")
+        # an in-flight kill that saw no order within 8 s was a timed kill instead
+        assert kills == HARNESS_KILLS >= 50 and in_flight >= 10
+        assert len(stub.orders) >= 10  # the run kept trading between the kills
+        assert log.read_text().count("was sending when the run stopped") >= in_flight // 2
+    finally:
+        stub.stop()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from binance_stub import KLINES_PATH, BinanceStub
-from engine.errors import UserInputError
+from engine.errors import OperationalError, UserInputError
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
@@ -115,15 +115,16 @@ def test_a_delayed_order_is_waited_out_not_doubled(stub, tmp_path, monkeypatch):
     assert first.status == "filled" and first.exchange_id == str(stub.orders[0]["orderId"])
     journal.close()
 
-    # The same scenario without waiting the window out doubles the order: the test above is not vacuous.
+    # The same scenario without waiting the window out doubles the order (the test above is not
+    # vacuous), and the balance check after the next fill stops the run, naming both positions.
     stub.orders.clear()
     monkeypatch.setattr(execution, "RECV_WINDOW_MARGIN", 0.0)
     stub.fail_next("delay:0.8")
-    outcome, journal = run(stub, tmp_path / "nowait", 30, mode="testnet", request_timeout_s=0.5, recv_window_s=1.0)
+    with pytest.raises(OperationalError, match=r"position mismatch after order .*-\d+: the account holds"):
+        run(stub, tmp_path / "nowait", 30, mode="testnet", request_timeout_s=0.5, recv_window_s=1.0)
     time.sleep(1.0)  # let the delayed original land (the run itself can finish sooner)
     ids = [o["clientOrderId"] for o in stub.orders]
     assert len(ids) == len(set(ids)) + 1
-    journal.close()
 
 
 def test_late_candle_is_retried_and_missing_one_is_skipped(stub, tmp_path):

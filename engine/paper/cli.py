@@ -1,7 +1,9 @@
 """``python -m engine paper STRATEGY [--mode sim|testnet] [--resume RUN_DIR]``.
 
-Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 3 when the kill switch stopped
-trading, and the CLI's usual 2 (user error) and 1 (exchange unreachable).
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM, at any time: during start-up the run
+stops after the current step), 3 when the kill switch stopped trading, 130 after a second
+signal (stop at once), and the CLI's usual 2 (user error) and 1 (exchange unreachable).
+A stop prints the run folder and the exact ``--resume`` command that continues it.
 
 Environment: ``LLM4MP_API_KEY`` / ``LLM4MP_API_SECRET`` (testnet mode only). Test hooks:
 ``LLM4MP_PAPER_CLOCK`` (accelerated clock) and ``LLM4MP_PAPER_CRASH`` (SIGKILL after sending).
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Callable
 
 from engine.config import Config
+from engine.paper.clock import StopSignals
 
 
 def add_paper_parser(
@@ -37,7 +41,43 @@ def add_paper_parser(
     add_run_flags(p)
 
 
+def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command that continues ``run_dir``: the same strategy, config file and operational
+    overrides (``--set paper.*``/``output.*``, ``--out``, ``--no-tearsheet``); the run's market,
+    predictor, strategy parameters and mode come from its folder."""
+    parts = ["python", "-m", "engine", "paper", str(args.strategy), "--resume", str(run_dir)]
+    if args.config:
+        parts += ["--config", str(args.config)]
+    for item in args.set:
+        key = item.partition("=")[0].strip()
+        if key.startswith(("paper.", "output.")) and key != "paper.mode":
+            parts += ["--set", item]
+    if args.out:
+        parts += ["--out", str(args.out)]
+    if args.no_tearsheet:
+        parts.append("--no-tearsheet")
+    return shlex.join(parts)
+
+
+def _print_where(args: argparse.Namespace, run_dir: Path | None, resumable: bool) -> None:
+    if run_dir is None:
+        print("no run folder was made yet: nothing to resume; start again with the same command")
+        return
+    print(f"run folder: {run_dir}")
+    if resumable:
+        print(f"continue with: {resume_command(args, run_dir)}")
+
+
 def run_paper(args: argparse.Namespace, cfg: Config) -> int:
+    # Signals first, before the heavy imports and any network: a stop at any time is a clean one.
+    signals = StopSignals().install()
+    try:
+        return _run_paper(args, cfg, signals)
+    finally:
+        signals.restore()
+
+
+def _run_paper(args: argparse.Namespace, cfg: Config, signals: StopSignals) -> int:
     from engine.errors import UserInputError
     from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config
 
@@ -48,9 +88,16 @@ def run_paper(args: argparse.Namespace, cfg: Config) -> int:
             raise UserInputError(f"--resume {resume}: the run trades in {cfg.paper.mode} mode; drop --mode {args.mode}")
     elif args.mode:
         cfg = dataclasses.replace(cfg, paper=dataclasses.replace(cfg.paper, mode=args.mode))
-    outcome = PaperRunner(cfg, args.strategy, resume_dir=resume).run()
+    runner = PaperRunner(cfg, args.strategy, resume_dir=resume, install_signals=False, stop=signals.event)
+    try:
+        outcome = runner.run()
+    except BaseException as exc:  # an error or a second signal: say where the run is, then the CLI reports it
+        if runner.run_dir is not None and not isinstance(exc, UserInputError):
+            _print_where(args, runner.run_dir, resumable=True)
+        raise
+    kill = outcome.stopped_by.startswith("kill switch")
     print(f"paper run stopped ({outcome.stopped_by}): {outcome.bars} live bars"
           f"{f', {outcome.replayed} replayed' if outcome.replayed else ''}, {outcome.orders} orders, "
           f"equity {outcome.equity:.2f}")
-    print(f"run folder: {outcome.run_dir}")
-    return EXIT_KILL_SWITCH if outcome.stopped_by.startswith("kill switch") else 0
+    _print_where(args, outcome.run_dir, resumable=not kill)
+    return EXIT_KILL_SWITCH if kill else 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import threading
 import time
 from datetime import datetime, timezone
@@ -132,3 +133,38 @@ class BarTicks:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+class StopSignals:
+    """SIGINT and SIGTERM as a stop request: the first sets ``event`` (a clean stop at the next
+    check: between start-up steps, or after the current bar); a second one raises
+    ``KeyboardInterrupt`` (stop at once). Handlers are installed only from the main thread.
+
+    The handler only sets flags and writes one fixed line to file descriptor 2 (async-signal
+    safe; logging from a handler can deadlock on the logger's lock).
+    """
+
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event or threading.Event()
+        self.received: str | None = None  # name of the first signal, e.g. "SIGTERM"
+        self._old: dict[int, object] = {}
+
+    def install(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            os.write(2, f"{name} again: stopping at once\n".encode())
+            raise KeyboardInterrupt
+        self.received = name
+        os.write(2, f"{name} received: stopping cleanly (send it again to stop at once)\n".encode())
+        self.event.set()

@@ -6,12 +6,20 @@ configured exactly like a backtest's by :func:`engine.broker.configure_broker`):
 - ``sim``: no exchange orders. The broker fills a market order made at bar ``t``'s close
   at bar ``t+1``'s open with the configured fee and slippage, the backtest's own code.
 - ``testnet``: each order is written to the journal with a client order id, **then** sent
-  as a market order to the exchange sandbox (ccxt sandbox mode). A network error, timeout,
-  429 or 5xx is retried with backoff and jitter, and before every resend the order is looked
-  up by its client order id, so a request that reached the exchange but whose answer was
-  lost is never sent twice. Exchange refusals (insufficient funds, minimum notional,
-  precision) are journaled as rejected orders and reach the strategy as ``Rejected``. The
-  exchange's fill (average price, amount) is booked at the next bar, as in a backtest.
+  as a market order to the exchange sandbox (ccxt sandbox mode). After any answer that is
+  neither a fill nor a refusal (network error, timeout, 429, 5xx, Binance -1001/-1006/-1007,
+  ccxt's ``OperationFailed`` family, a 200 whose body is not the order, an order still
+  ``NEW``) the exchange's receive window is waited out and the order looked up by client id:
+  found -> its state; not found -> sent again; could not check -> looked up again (never
+  taken for "not found"). A late copy of a request is thus refused by the exchange before
+  any resend, so an order is never on the exchange twice, even on Binance, which refuses a
+  repeated client id only while the first order is open. Exchange refusals (insufficient
+  funds, minimum notional, precision) are journaled as rejected orders and reach the
+  strategy as ``Rejected``. The exchange's fill (average price, amount, fee and its asset)
+  is booked at the next bar, as in a backtest, net of a fee taken in the base asset.
+  At start-up (and on resume) orders without a final state are resolved the same way, and
+  the account's base-asset balance is checked against the journal, then again after every
+  fill.
 
 :class:`OrderDesk` also holds the kill switch (maximum orders per UTC day; the drawdown
 limit is checked by the runner each bar): once tripped, every new order is refused and
@@ -105,26 +113,71 @@ def _strings(tree: object) -> list[str]:
 
 @dataclass(frozen=True)
 class ExchangeResult:
-    """What the exchange did with one order."""
+    """What the exchange did with one order.
 
-    status: str  # filled | rejected | canceled | unknown
+    ``status``: final ``filled`` | ``rejected`` | ``canceled``, or, while not final, ``open``
+    (on the exchange, not filled yet), ``missing`` (the exchange does not know the client id)
+    or ``unknown`` (could not check). ``filled`` is the executed amount (base asset),
+    ``base_delta`` the signed change of the account's base-asset balance it caused (the fee
+    taken off when the exchange charged it in the base asset), ``fee`` in ``fee_asset``.
+    """
+
+    status: str
     price: float | None = None
     filled: float | None = None
     fee: float | None = None
     exchange_id: str | None = None
     reason: str | None = None
+    fee_asset: str | None = None
+    base_delta: float | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
 
 
-def _result_from_ccxt(order: dict) -> ExchangeResult:
+class NotAnOrder(ccxt.BadResponse):
+    """An exchange answer that is not the order asked for (e.g. a 200 whose body is not JSON)."""
+
+
+def _checked(answer: object, cid: str) -> dict:
+    """``answer`` if it is a parsed order with an id and client id ``cid``; else :class:`NotAnOrder`."""
+    if not isinstance(answer, dict) or not answer.get("id") or answer.get("clientOrderId") != cid:
+        info = answer.get("info") if isinstance(answer, dict) else answer
+        raise NotAnOrder(f"the answer is not order {cid}: {str(info)[:120]!r}")
+    return answer
+
+
+def _result_from_ccxt(order: dict, base: str) -> ExchangeResult:
+    """Read a ccxt order: average price, executed amount and fees; the base-asset change nets
+    out a fee charged in ``base`` (Binance's commission on a buy without BNB)."""
     filled = float(order.get("filled") or 0.0)
     price = order.get("average") or (float(order["cost"]) / filled if filled and order.get("cost") else None)
-    fee = sum(float(f.get("cost") or 0.0) for f in (order.get("fees") or []))
-    status = "filled" if filled > 0 else ("canceled" if order.get("status") in ("canceled", "expired") else "unknown")
-    return ExchangeResult(status, float(price) if price else None, filled, fee, str(order.get("id")))
+    fees = [f for f in (order.get("fees") or ([order["fee"]] if order.get("fee") else [])) if f]
+    fee = sum(float(f.get("cost") or 0.0) for f in fees)
+    fee_assets = sorted({f.get("currency") for f in fees if f.get("currency")})
+    base_fee = sum(float(f.get("cost") or 0.0) for f in fees if f.get("currency") == base)
+    sign = 1.0 if order.get("side") == "buy" else -1.0
+    delta = sign * filled - base_fee if filled else 0.0
+    state = order.get("status")
+    if state == "open" or (state is None and not filled):
+        status = "open"
+    elif filled > 0:
+        status = "filled"  # closed, or canceled/expired after a partial fill: book what executed
+    else:
+        status = "canceled" if state in ("canceled", "expired") else "rejected"
+    return ExchangeResult(status, float(price) if price else None, filled, fee, str(order.get("id")),
+                          None if status in ("filled", "open") else f"exchange status {state}",
+                          ",".join(fee_assets) or None, delta)
 
 
 class OrderDesk:
-    """Numbers, journals and (testnet) sends the strategy's orders; the kill switch lives here."""
+    """Numbers, journals and (testnet) sends the strategy's orders; the kill switch lives here.
+
+    In testnet mode the desk first resolves every journaled order that has no final state
+    (by client id, after its receive window) and checks the journal's position against the
+    account's base-asset balance; it checks that balance again after every fill.
+    """
 
     def __init__(
         self, journal: Journal, mode: str, client_prefix: str, symbol: str, policy: RetryPolicy,
@@ -140,8 +193,16 @@ class OrderDesk:
         self.replaying = False
         self.killed: str | None = None
         self.results: dict[str, ExchangeResult] = {}
+        self.sent_wall: dict[str, float] = {}  # client id -> wall time (s) of its last request
         crash = os.environ.get(CRASH_ENV, "")
         self._crash_after_send = int(crash.split(":", 1)[1]) if crash.startswith("after_send:") else None
+        self.base = symbol.split("/")[0]
+        self._starting = False
+        if self.exchange_fills and exchange is not None:
+            self._starting = True  # no balance check per order while several may be unresolved
+            self.resolve_journal()
+            self._starting = False
+            self.check_position("at start")
 
     def client_id(self, seq: int) -> str:
         return f"{self.prefix}-{seq}"
@@ -151,6 +212,56 @@ class OrderDesk:
             self.killed = reason
             logger.error("KILL SWITCH: {}; trading stopped", reason)
             self.journal.event("kill_switch", reason)
+
+    # -- start-up: unresolved orders and the account -------------------------------------
+    def resolve_journal(self) -> None:
+        """Give every journaled order without a final state one, from the exchange (by client id).
+
+        Raises:
+            OperationalError: an order's state cannot be established (the exchange is unreachable
+                or keeps the order open); resuming later is safe.
+        """
+        for row in self.journal.unresolved_orders():
+            logger.info("order {} ({}) was {} when the run stopped: looking it up by client id",
+                        row.seq, row.client_id, row.status)
+            self.sent_wall[row.client_id] = row.updated_ms / 1000.0
+            result = self.resolve(row.client_id, missing_means="not on the exchange after a restart; its bar is past")
+            if not result.final:
+                raise OperationalError(
+                    f"order {row.seq} ({row.client_id}) is still {result.status} on {self.exchange.id} "
+                    f"({result.reason or 'no final state'}); nothing was sent. Resume again once the exchange answers"
+                )
+            self._record(row.client_id, result)
+
+    def account_base(self) -> float:
+        """The account's total balance of the base asset (free + locked)."""
+        balance = call_with_retries(self.exchange.fetch_balance, f"{self.exchange.id} fetch_balance", self.policy,
+                                    self.stop)
+        return float((balance.get(self.base) or {}).get("total") or 0.0)
+
+    def check_position(self, when: str) -> None:
+        """Compare the account's base balance with its balance at the run's start plus the
+        journal's fills (base-asset changes, fees included).
+
+        Tolerance: ``1e-8`` (Binance balances have 8 decimals) + ``1e-9`` x the balance.
+
+        Raises:
+            OperationalError: they differ (the message gives both numbers); the run stops.
+        """
+        actual = self.account_base()
+        meta = self.journal.meta()
+        if "base_at_start" not in meta:
+            self.journal.set_meta(base_at_start=repr(actual))
+            logger.info("account: {:.8f} {} at the start of the run", actual, self.base)
+            return
+        expected = float(meta["base_at_start"]) + self.journal.net_position()
+        if abs(actual - expected) > 1e-8 + 1e-9 * abs(actual):
+            msg = (f"position mismatch {when}: the account holds {actual:.8f} {self.base}, the journal says "
+                   f"{expected:.8f} ({meta['base_at_start']} at the start of the run + fills); trading stopped. "
+                   "Check the account's trades on the exchange before starting a new run")
+            self.journal.event("position_mismatch", msg)
+            raise OperationalError(msg)
+        logger.info("account: {:.8f} {} {}, as journaled", actual, self.base, when)
 
     # -- order lifecycle -----------------------------------------------------------------
     def admit(self, order: bt.Order) -> str | None:
@@ -189,26 +300,49 @@ class OrderDesk:
         cid, seq = order.info["client_id"], order.info["seq"]
         row = self.journal.order(seq)
         if row is not None and row.status in FINAL_STATUSES:
-            self.results[cid] = ExchangeResult(row.status, row.price, row.filled, row.fee, row.exchange_id, row.reason)
+            self.results[cid] = ExchangeResult(row.status, row.price, row.filled, row.fee, row.exchange_id, row.reason,
+                                               row.fee_asset, row.base_delta)
             return
-        if row is not None and row.status in ("sending", "unknown") and self.replaying:
-            result = self.reconcile(cid)
-            if result.status == "unknown":  # never reached the exchange; its bar is past
-                result = ExchangeResult("canceled", reason="not on the exchange after a restart; its bar is past")
-                logger.warning("order {} ({}) was not on the exchange after the restart: canceled", seq, cid)
-            self._record(cid, result)
+        if row is not None and row.status not in ("sending", "submitted") or self.replaying:
+            # resolve_journal() settled it at start-up unless it could not; never send it again
+            self.sent_wall.setdefault(cid, (row.updated_ms if row else 0) / 1000.0)
+            logger.info("order {} ({}) is {} in the journal: looking it up, not sending it again", seq, cid,
+                        row.status if row else "absent")
+            self._record(cid, self.resolve(cid, missing_means="not on the exchange after a restart; its bar is past"))
             return
         self._record(cid, self.place(order, cid))
 
     def _record(self, cid: str, result: ExchangeResult) -> None:
         self.results[cid] = result
-        self.journal.order_answer(cid, result.status, exchange_id=result.exchange_id, price=result.price,
-                                  filled=result.filled, fee=result.fee, reason=result.reason)
+        status = result.status if result.final else "unknown"
+        self.journal.order_answer(cid, status, exchange_id=result.exchange_id, price=result.price,
+                                  filled=result.filled, fee=result.fee, reason=result.reason,
+                                  fee_asset=result.fee_asset, base_delta=result.base_delta)
         if result.status == "rejected":
-            logger.warning("order {} rejected by the exchange: {}", cid, result.reason)
+            logger.warning("order {} rejected: {}", cid, result.reason)
+        elif result.status == "canceled":
+            logger.warning("order {} canceled: {}", cid, result.reason)
+        elif result.status == "filled":
+            logger.info("order {} filled: {} {} at {} (fee {} {})", cid, result.filled, self.base, result.price,
+                        result.fee, result.fee_asset)
+            if self.exchange is not None and not self.replaying and not self._starting:
+                self.check_position(f"after order {cid}")
+        else:
+            logger.warning("order {}: state {} ({}); looked up again at the next bar", cid, result.status,
+                           result.reason or "no answer yet")
+
+    def _window_left_s(self, cid: str) -> float:
+        """Seconds until a request for ``cid`` signed at its last send is surely refused if it lands."""
+        window = receive_window_s(self.exchange)
+        sent = self.sent_wall.get(cid)
+        if window is None or sent is None:
+            return 0.0
+        return sent + RECV_WINDOW_MARGIN * window - time.time()
 
     def place(self, order: bt.Order, cid: str) -> ExchangeResult:
-        """Send a market order; never twice: every resend is preceded by a lookup by client id."""
+        """Send a market order; never twice: after any answer but a clear one (a fill or a
+        refusal) the receive window is waited out and the order looked up by client id; only
+        an order the exchange does not know is sent again."""
         ex = self.exchange
         side = "buy" if order.isbuy() else "sell"
         try:
@@ -217,59 +351,125 @@ class OrderDesk:
             return ExchangeResult("rejected", reason=f"precision: {self.redact(str(exc))[:200]}")
         if amount <= 0:
             return ExchangeResult("rejected", reason=f"precision: size {abs(order.created.size)} rounds to 0")
-        window = receive_window_s(ex)
-        for attempt in range(self.policy.max_retries + 1):
-            sent_at = time.monotonic()
+        attempts = self.policy.max_retries + 1
+        for attempt in range(attempts):
+            self.journal.order_answer(cid, "sending")  # its updated_ms dates this attempt for a resume's wait
+            self.sent_wall[cid] = time.time()
+            logger.info("order {}: sending {} {} {} (attempt {}/{})", cid, side, amount, self.symbol, attempt + 1, attempts)
             try:
-                answer = ex.create_order(self.symbol, "market", side, amount, params={"newClientOrderId": cid})
+                answer = _checked(ex.create_order(self.symbol, "market", side, amount,
+                                                  params={"newClientOrderId": cid}), cid)
             except FATAL as exc:
                 raise OperationalError(f"{ex.id} refused the API credentials: {self.redact(str(exc))[:200]}") from exc
             except REJECTIONS as exc:
-                if "duplicate" in str(exc).lower():  # it is there already: take its state
-                    found = self.reconcile(cid)
-                    if found.status != "unknown":
-                        return found
-                return ExchangeResult("rejected", reason=f"{type(exc).__name__}: {self.redact(str(exc))[:200]}")
-            except ccxt.NetworkError as exc:
-                delay = self.policy.delay_s(attempt)
-                if window is not None:
-                    # Wait out the receive window: a copy of this request still in flight is then
-                    # refused by the exchange, so the lookup below is final and a resend is safe.
-                    delay = max(delay, sent_at + RECV_WINDOW_MARGIN * window - time.monotonic())
-                logger.warning("order {}: {} ({}), checking by client id, retry {}/{} in {:.2f} s", cid,
-                               type(exc).__name__, self.redact(str(exc))[:120], attempt + 1, self.policy.max_retries, delay)
-                if self.stop.wait(delay):
-                    break
-                found = self.reconcile(cid)
-                if found.status != "unknown":
-                    return found
-                continue
-            if self._crash_after_send == order.info["seq"]:  # test hook: die before journaling the answer
-                os.kill(os.getpid(), signal.SIGKILL)
-            return _result_from_ccxt(answer)
-        return self.reconcile(cid)
+                if "duplicate" not in str(exc).lower():
+                    return ExchangeResult("rejected", reason=f"{type(exc).__name__}: {self.redact(str(exc))[:200]}")
+                logger.warning("order {}: the exchange has it open already (duplicate client id): looking it up", cid)
+                result = self.resolve(cid, missing_means=None)
+            except (ccxt.BaseError, ValueError, TypeError, KeyError) as exc:
+                # OperationFailed (-1001, -1006, 5xx), network errors, timeouts, answers that are
+                # not JSON: the order may or may not be on the exchange
+                logger.warning("order {}: {} ({}): state unknown, looking it up by client id", cid,
+                               type(exc).__name__, self.redact(str(exc))[:160])
+                result = self.resolve(cid, missing_means=None)
+            else:
+                if self._crash_after_send == order.info["seq"]:  # test hook: die before journaling the answer
+                    os.kill(os.getpid(), signal.SIGKILL)
+                result = _result_from_ccxt(answer, self.base)
+                if result.status == "open":  # accepted, not filled yet: no copy can land, no window to wait
+                    logger.info("order {}: accepted, not filled yet; looking again", cid)
+                    result = self.resolve(cid, missing_means=None, wait_window=False)
+            if result.status != "missing":
+                return result
+            if self.stop.is_set():
+                return ExchangeResult("canceled", reason="not on the exchange, and the run is shutting down")
+            delay = self.policy.delay_s(attempt)
+            logger.warning("order {}: not on the exchange after its receive window; sending it again in {:.2f} s",
+                           cid, delay)
+            if self.stop.wait(delay):
+                return ExchangeResult("canceled", reason="not on the exchange, and the run is shutting down")
+        return ExchangeResult("canceled", reason=f"never reached the exchange in {attempts} attempts")
+
+    def resolve(self, cid: str, missing_means: str | None, wait_window: bool = True) -> ExchangeResult:
+        """The order's state after its receive window: wait the window out, then look it up
+        (again, with backoff, while it is open or the lookup fails). ``missing`` is returned
+        as such when ``missing_means`` is None, else as ``canceled`` with that reason."""
+        wait = self._window_left_s(cid) if wait_window else 0.0
+        if wait > 0:
+            logger.info("order {}: waiting {:.2f} s for its receive window to pass before the lookup", cid, wait)
+            if self.stop.wait(wait):
+                return ExchangeResult("unknown", reason="shutting down before the lookup")
+        result = ExchangeResult("unknown")
+        for attempt in range(self.policy.max_retries + 1):
+            result = self.reconcile(cid)
+            if result.status not in ("open", "unknown"):
+                break
+            delay = self.policy.delay_s(attempt)
+            logger.info("order {}: {} on lookup {}/{}, looking again in {:.2f} s", cid, result.status, attempt + 1,
+                        self.policy.max_retries + 1, delay)
+            if self.stop.wait(delay):
+                break
+        if result.status == "missing" and missing_means is not None:
+            return ExchangeResult("canceled", reason=missing_means)
+        return result
 
     def reconcile(self, cid: str) -> ExchangeResult:
-        """The exchange's state of the order with client id ``cid``; ``unknown`` if absent or unreachable."""
+        """One lookup of client id ``cid`` (with the network retries of :func:`call_with_retries`):
+        its state, ``missing`` if the exchange does not know it, ``unknown`` if it could not be checked."""
         try:
             found = call_with_retries(
-                lambda: self.exchange.fetch_order(None, self.symbol, params={"origClientOrderId": cid}),
+                lambda: _checked(self.exchange.fetch_order(None, self.symbol, params={"origClientOrderId": cid}), cid),
                 f"fetch_order {cid}", self.policy, self.stop,
             )
         except ccxt.OrderNotFound:
-            return ExchangeResult("unknown")
-        except ExchangeUnavailable as exc:
-            logger.warning("order {}: state unknown ({})", cid, self.redact(str(exc))[:200])
-            return ExchangeResult("unknown")
-        return _result_from_ccxt(found)
+            logger.info("order {}: the exchange does not know it", cid)
+            return ExchangeResult("missing", reason="the exchange does not know this client id")
+        except (ExchangeUnavailable, ccxt.BaseError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("order {}: could not check its state ({}: {})", cid, type(exc).__name__,
+                           self.redact(str(exc))[:200])
+            return ExchangeResult("unknown", reason=f"could not check: {type(exc).__name__}")
+        if float(found.get("filled") or 0.0) > 0 and not found.get("fees") and not found.get("fee"):
+            found = self._with_fees(found, cid)  # an order lookup does not tell the commission
+            if found is None:
+                return ExchangeResult("unknown", reason="could not fetch the order's trades (fees)")
+        result = _result_from_ccxt(found, self.base)
+        logger.info("order {}: the exchange has it {}", cid, result.status)
+        return result
+
+    def _with_fees(self, found: dict, cid: str) -> dict | None:
+        """``found`` with the fees of its trades (the order's commission and its asset), or None."""
+        try:
+            trades = call_with_retries(
+                lambda: self.exchange.fetch_order_trades(found["id"], self.symbol),
+                f"fetch_order_trades {cid}", self.policy, self.stop,
+            )
+        except (ExchangeUnavailable, ccxt.BaseError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("order {}: could not fetch its trades ({}: {})", cid, type(exc).__name__,
+                           self.redact(str(exc))[:200])
+            return None
+        if abs(sum(float(t.get("amount") or 0.0) for t in trades) - float(found["filled"])) > 1e-12 * max(1.0, float(found["filled"])):
+            logger.warning("order {}: its trades do not add up to its filled amount yet; looking again", cid)
+            return None
+        return {**found, "fees": [t["fee"] for t in trades if t.get("fee")]}
+
+    def booked_size(self, order: bt.Order, result: ExchangeResult) -> float:
+        """Signed size the strategy's broker books for a fill: the base asset the account
+        gained or gave (fee in the base asset netted out), rounded down to the exchange's
+        amount step so that the position can be sold in full; the remainder (dust below one
+        step) stays in the account and in the journal's ``base_delta``."""
+        sign = 1.0 if order.isbuy() else -1.0
+        delta = round(abs(float(result.base_delta if result.base_delta is not None else result.filled)), 12)
+        if self.exchange is not None and order.isbuy():
+            delta = float(self.exchange.amount_to_precision(self.symbol, delta))
+        return sign * delta
 
     def result_for(self, order: bt.Order) -> ExchangeResult:
+        """The order's final result, or a non-final one (looked up again, by client id, at each bar)."""
         cid = order.info["client_id"]
         result = self.results.get(cid)
-        if result is None or result.status == "unknown":
-            result = self.reconcile(cid)
-            if result.status != "unknown":
-                self._record(cid, result)
+        if result is None or not result.final:
+            result = self.resolve(cid, missing_means="never reached the exchange (looked up after its receive window)")
+            self._record(cid, result)
         return result
 
 
@@ -323,8 +523,7 @@ class PaperBroker(bt.brokers.BackBroker):
             return super()._try_exec(order)
         result = desk.result_for(order)
         if result.status == "filled":
-            sign = 1.0 if order.isbuy() else -1.0
-            order.executed.remsize = sign * float(result.filled)
+            order.executed.remsize = desk.booked_size(order, result)
             self._execute(order, ago=0, price=float(result.price))
         elif result.status in ("rejected", "canceled"):
             order.addinfo(reason=result.reason)

@@ -9,7 +9,9 @@ Tables (times are candle open times in epoch ms, UTC):
 - ``orders``: one row per strategy order, keyed by ``seq`` and its client order id. The row
   is committed **before** an order is sent (status ``sending`` in testnet mode,
   ``submitted`` in sim mode), then updated with the answer (``filled``, ``rejected``,
-  ``canceled``) and the exchange's order id, price, amount and fee.
+  ``canceled``) and the exchange's order id, price, amount, fee, the fee's asset and the
+  signed change of the account's base-asset balance (``base_delta``: the fill net of a fee
+  taken in the base asset); the sum of ``base_delta`` is checked against the account.
 - ``fills``: executions as the strategy's broker booked them (the backtest's columns).
 - ``equity``: cash, position and value at each traded bar's close.
 - ``events``: warnings and decisions worth keeping (skipped bars, kill switch, resume).
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS candles (
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY, client_id TEXT UNIQUE NOT NULL, bar_time INTEGER NOT NULL, side TEXT NOT NULL,
     size REAL NOT NULL, status TEXT NOT NULL, exchange_id TEXT, price REAL, filled REAL, fee REAL,
-    reason TEXT, created_ms INTEGER, updated_ms INTEGER
+    reason TEXT, created_ms INTEGER, updated_ms INTEGER, fee_asset TEXT, base_delta REAL
 );
 CREATE TABLE IF NOT EXISTS fills (
     client_id TEXT PRIMARY KEY, time INTEGER NOT NULL, side TEXT NOT NULL, size REAL NOT NULL,
@@ -67,6 +69,9 @@ class OrderRow:
     filled: float | None
     fee: float | None
     reason: str | None
+    fee_asset: str | None = None
+    base_delta: float | None = None
+    updated_ms: int = 0
 
 
 def _now_ms() -> int:
@@ -82,6 +87,10 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(orders)")}
+        for column, kind in (("fee_asset", "TEXT"), ("base_delta", "REAL")):  # journals written before them
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE orders ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -143,21 +152,38 @@ class Journal:
     def order_answer(
         self, client_id: str, status: str, *, exchange_id: str | None = None, price: float | None = None,
         filled: float | None = None, fee: float | None = None, reason: str | None = None,
+        fee_asset: str | None = None, base_delta: float | None = None,
     ) -> None:
+        """Record the exchange's (or the broker's) answer; fields left None keep their value."""
         with self.db:
             self.db.execute(
                 "UPDATE orders SET status = ?, exchange_id = COALESCE(?, exchange_id), price = COALESCE(?, price), "
-                "filled = COALESCE(?, filled), fee = COALESCE(?, fee), reason = COALESCE(?, reason), updated_ms = ? "
+                "filled = COALESCE(?, filled), fee = COALESCE(?, fee), reason = COALESCE(?, reason), "
+                "fee_asset = COALESCE(?, fee_asset), base_delta = COALESCE(?, base_delta), updated_ms = ? "
                 "WHERE client_id = ?",
-                (status, exchange_id, price, filled, fee, reason, _now_ms(), client_id),
+                (status, exchange_id, price, filled, fee, reason, fee_asset, base_delta, _now_ms(), client_id),
             )
 
+    _ROW = ("SELECT seq, client_id, bar_time, side, size, status, exchange_id, price, filled, fee, reason, "
+            "fee_asset, base_delta, updated_ms FROM orders")
+
     def order(self, seq: int) -> OrderRow | None:
-        row = self.db.execute(
-            "SELECT seq, client_id, bar_time, side, size, status, exchange_id, price, filled, fee, reason "
-            "FROM orders WHERE seq = ?", (seq,),
-        ).fetchone()
+        row = self.db.execute(self._ROW + " WHERE seq = ?", (seq,)).fetchone()
         return OrderRow(*row) if row else None
+
+    def unresolved_orders(self) -> list[OrderRow]:
+        """Orders without a final state (``sending``, ``unknown``), oldest first."""
+        marks = ", ".join("?" * len(FINAL_STATUSES))
+        rows = self.db.execute(self._ROW + f" WHERE status NOT IN ({marks}) ORDER BY seq", FINAL_STATUSES).fetchall()
+        return [OrderRow(*row) for row in rows]
+
+    def net_position(self) -> float:
+        """Sum of the filled orders' base-asset changes (``base_delta``, else the signed amount)."""
+        (total,) = self.db.execute(
+            "SELECT COALESCE(SUM(COALESCE(base_delta, CASE side WHEN 'buy' THEN filled ELSE -filled END)), 0) "
+            "FROM orders WHERE status = 'filled'"
+        ).fetchone()
+        return float(total)
 
     def orders(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM orders ORDER BY seq", self.db)

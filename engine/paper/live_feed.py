@@ -3,7 +3,9 @@
 :class:`CandlePoller` fetches closed candles through ccxt's public API (no keys) and
 drops the still-open last one. :class:`LiveBars` waits for each bar tick, fetches the
 candle that just closed (retrying a late one until ``late_candle_wait_s`` after the
-boundary, then skipping the bar with a warning), forecasts it with the same
+boundary, then skipping the bar with a warning; a candle received after that time, for
+whatever reason — the exchange served it late, or this process was busy or stalled — is
+never traded on either), forecasts it with the same
 :func:`engine.signals.compute_forecasts` call as a backtest (window = the last
 ``context_length`` closes, the decision bar included), journals it and hands it over.
 Candles that arrive too late to trade on (a backlog after a stall or a restart) become
@@ -19,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import backtrader as bt
 import ccxt
@@ -112,6 +115,8 @@ class LiveBars:
         self._closes: list[float] = []
         self.last_ms: int | None = None  # open time of the newest candle known
         self.skipped = 0
+        #: called with each bar (replayed or live) before it is handed to the feed
+        self.before_bar: Callable[[Bar], None] | None = None
         self.nan_forecast = np.full((len(predictor.quantile_levels), horizon), np.nan)
 
     # -- history -------------------------------------------------------------------------
@@ -154,6 +159,12 @@ class LiveBars:
     # -- the feed's source ---------------------------------------------------------------
     def next_bar(self) -> Bar | None:
         """The next bar for the strategy (blocking until its tick); None once stopped."""
+        bar = self._next_bar()
+        if bar is not None and self.before_bar is not None:
+            self.before_bar(bar)
+        return bar
+
+    def _next_bar(self) -> Bar | None:
         if self.replay:
             return self.replay.popleft()
         while not self.stop.is_set():
@@ -192,7 +203,11 @@ class LiveBars:
                         logger.warning(msg)
                         self.journal.event("stale", msg)
                 if fresh:
-                    return self._make_bar(new.iloc[-1], expected)
+                    received = self.clock.now_ms()
+                    if received <= deadline:
+                        return self._make_bar(new.iloc[-1], expected)
+                    self._too_late(new.iloc[-1:], received, deadline)
+                    return None
             if self.clock.now_ms() >= deadline or self.stop.is_set():
                 self.skipped += 1
                 msg = (f"candle {ms_to_time(expected)} not served by {ms_to_time(deadline)}: bar skipped, "
@@ -202,6 +217,17 @@ class LiveBars:
                 return None
             if not self.clock.sleep_ms(self.late_retry_ms, self.stop):
                 return None
+
+    def _too_late(self, candle: pd.DataFrame, received_ms: int, deadline_ms: int) -> None:
+        """The newest candle came after ``late_candle_wait_s``: model context only, the bar is skipped."""
+        self.journal.add_context_candles(candle)
+        self._extend(candle)
+        self.skipped += 1
+        msg = (f"candle {candle.index[-1]} received at {ms_to_time(received_ms)}, "
+               f"{(received_ms - deadline_ms) / 1000:.0f} s after late_candle_wait_s ran out at {ms_to_time(deadline_ms)}: "
+               "bar skipped, no trading on stale data (the candle is model context only)")
+        logger.warning(msg)
+        self.journal.event("late", msg)
 
     def _make_bar(self, row: pd.Series, time_ms: int) -> Bar:
         self._times.append(time_ms)
@@ -248,7 +274,9 @@ class LiveForecastData(bt.feed.DataBase):
         self.quantile_levels = tuple(self.p.quantile_levels)
         self.forecast_values: list[np.ndarray] = []
         self.current: Bar | None = None
-        self.on_bar = None  # callback(bar) before the bar reaches broker and strategy
+        # callback(bar) before the bar reaches broker and strategy; set before cerebro.run()
+        # calls start(), so it is kept here, not reset (resets lost the runner's replay hook)
+        self.on_bar = getattr(self, "on_bar", None)
 
     def _load(self) -> bool:
         bar = self.p.bars.next_bar()

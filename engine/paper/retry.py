@@ -34,7 +34,10 @@ class RetryPolicy:
 def call_with_retries(
     call: Callable[[], T], what: str, policy: RetryPolicy, stop: threading.Event | None = None
 ) -> T:
-    """Run ``call``; retry ``ccxt.NetworkError`` (timeouts, 429 rate limits, 5xx, dropped connections).
+    """Run ``call``; retry ``ccxt.OperationFailed``: network errors (timeouts, 429 rate limits,
+    5xx, dropped connections), Binance's internal errors (-1000, -1001, -1006, ccxt's
+    ``OperationFailed``) and answers that are not what was asked for (``BadResponse``, e.g. a
+    200 whose body is not JSON). Only for requests that change nothing (lookups, candles).
 
     Any other ccxt error is raised at once: retrying does not fix a refusal.
 
@@ -45,7 +48,7 @@ def call_with_retries(
     for attempt in range(policy.max_retries + 1):
         try:
             return call()
-        except ccxt.NetworkError as exc:
+        except ccxt.OperationFailed as exc:
             if attempt >= policy.max_retries or stop.is_set():
                 raise ExchangeUnavailable(
                     f"{what} failed {attempt + 1} time(s), last with {type(exc).__name__}: {str(exc)[:200]}"

@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import backtrader as bt
 from loguru import logger
@@ -32,15 +32,16 @@ from engine.backtest import build_predictor
 from engine.broker import configure_broker
 from engine.config import Config, load_config
 from engine.errors import UserInputError
-from engine.paper.clock import BarTicks, Clock, Ticks, clock_from_env
-from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sandbox_exchange
-from engine.paper.journal import Journal
-from engine.paper.live_feed import CandlePoller, LiveBars, LiveForecastData, forecast_lines, ms_to_time
+from engine.paper.clock import BarTicks, Clock, StopSignals, Ticks, clock_from_env
+from engine.paper.execution import ExchangeResult, OrderDesk, PaperBroker, public_exchange, sandbox_exchange
+from engine.paper.journal import FINAL_STATUSES, Journal
+from engine.paper.live_feed import Bar, CandlePoller, LiveBars, LiveForecastData, forecast_lines, ms_to_time
 from engine.paper.report import write_outputs
-from engine.paper.retry import RetryPolicy, call_with_retries
-from engine.paper.secrets import Credentials, credentials_from_env, install_redaction
+from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
+from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
 from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
+from feeds.download import make_exchange
 from feeds.timeframes import timeframe_ms
 from predictors.base import Predictor
 
@@ -50,7 +51,7 @@ EXIT_KILL_SWITCH = 3
 
 @dataclass
 class PaperOutcome:
-    run_dir: Path
+    run_dir: Path | None  # None: stopped before the run folder was made
     bars: int
     replayed: int
     orders: int
@@ -70,6 +71,81 @@ def resumed_config(run_dir: Path, cli_cfg: Config) -> Config:
     stored = load_config(path)
     paper = dataclasses.replace(cli_cfg.paper, mode=stored.paper.mode)
     return dataclasses.replace(stored, paper=paper, output=cli_cfg.output)
+
+
+class StoppedDuringStartup(Exception):
+    """A stop was requested (SIGINT/SIGTERM) while the run was starting; ``step`` is where."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+def check_sandbox(exchange_id: str) -> None:
+    """Testnet mode's first check, before any network request or file: ccxt knows a sandbox
+    (``exchange.urls['test']``; without one ``set_sandbox_mode`` raises).
+
+    Raises:
+        UserInputError: no sandbox (the CLI exits 2, leaving no run folder).
+    """
+    if not make_exchange(exchange_id).urls.get("test"):
+        raise UserInputError(
+            f"exchange {exchange_id!r} has no sandbox (testnet) in ccxt, so --mode testnet cannot trade it without "
+            "real money; use --mode sim, or an exchange with a sandbox such as 'binance'"
+        )
+
+
+def api_host(exchange: Any, *keys: str) -> str:
+    """``scheme://host`` of the first of ``exchange.urls['api'][key]`` found (else of any API URL)."""
+    api = exchange.urls.get("api")
+    candidates = [api.get(k) for k in keys] if isinstance(api, dict) else []
+    candidates += [api] if isinstance(api, str) else list(api.values()) if isinstance(api, dict) else []
+    for url in candidates:
+        if isinstance(url, str):
+            parts = urlsplit(url)
+            return f"{parts.scheme}://{parts.netloc}"
+    return "?"
+
+
+class AgeLimitedDesk(OrderDesk):
+    """The order desk, never sending an order older than ``paper.max_order_age``.
+
+    An order's age is exchange time since its decision (the close of its decision bar). An
+    order journaled but not answered (``sending``/``unknown``: interrupted mid-retry, or by a
+    crash) that is too old when it would be sent, typically on ``--resume``, is first looked
+    up by client id (it may have reached the exchange before the interruption: then its
+    state is taken) and otherwise canceled and recorded, never sent late with a stale size.
+    """
+
+    max_age_ms: int = 0
+    max_age_text: str = ""
+    timeframe_ms: int = 0
+    now_ms: Callable[[], int] = staticmethod(lambda: 0)  # type: ignore[assignment]
+
+    def send(self, order: bt.Order) -> None:
+        row = self.journal.order(order.info["seq"])
+        if row is not None and row.status not in FINAL_STATUSES and self.max_age_ms > 0:
+            age_ms = self.now_ms() - (row.bar_time + self.timeframe_ms)
+            if age_ms > self.max_age_ms:
+                self._too_old(order.info["client_id"], row.bar_time, age_ms)
+                return
+        super().send(order)
+
+    def _too_old(self, cid: str, bar_time: int, age_ms: int) -> None:
+        decided = ms_to_time(bar_time + self.timeframe_ms)
+        reason = (f"older than paper.max_order_age = {self.max_age_text!r} ({age_ms / 1000:.1f} s after its "
+                  f"decision at {decided:%Y-%m-%d %H:%M}) and not on the exchange: canceled, not sent")
+        logger.warning("order {}: older than paper.max_order_age = {!r}: looking it up, never sending it", cid,
+                       self.max_age_text)
+        self.journal.event("order_too_old", f"{cid}: {age_ms / 1000:.1f} s old, not sent")
+        resolve = getattr(self, "resolve", None)
+        if resolve is not None:  # a desk that tells "not on the exchange" from "could not check"
+            result = resolve(cid, missing_means=reason)
+        else:
+            result = self.reconcile(cid)
+            if result.status == "unknown":
+                result = ExchangeResult("canceled", reason=reason)
+        self._record(cid, result)
 
 
 class PaperRecorder(bt.Analyzer):
@@ -93,12 +169,15 @@ class PaperRunner:
         resume_dir: a run folder to resume, or None for a new run under ``cfg.output.dir``.
         clock, ticks: time and bar ticks (default: real UTC clock, or the test hook's, and APScheduler).
         predictor: use this instance instead of the configured one (tests).
-        install_signals: handle SIGINT/SIGTERM (main thread only).
+        install_signals: handle SIGINT/SIGTERM (main thread only) from the start of :meth:`run`.
+        stop: a stop event shared with signal handlers installed earlier (the CLI installs
+            them before the heavy imports); setting it stops the run cleanly.
     """
 
     def __init__(
         self, cfg: Config, strategy_path: str | Path, *, resume_dir: Path | None = None, clock: Clock | None = None,
         ticks: Ticks | None = None, predictor: Predictor | None = None, install_signals: bool = True,
+        stop: threading.Event | None = None,
     ) -> None:
         self.cfg, self.strategy_path = cfg, Path(strategy_path)
         self.resume_dir = Path(resume_dir) if resume_dir else None
@@ -107,11 +186,13 @@ class PaperRunner:
         self.ticks = ticks or BarTicks(self.clock, self.tf, cfg.paper.poll_delay_s)
         self.predictor = predictor
         self.install_signals = install_signals
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.stopped_by = "end of ticks"
         self.live_bars = self.replayed = 0
         self.peak = -math.inf
         self.credentials: Credentials | None = None
+        self.run_dir: Path | None = None
+        self._prev_bar_ms: int | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _open_run_dir(self) -> tuple[Path, Journal]:
@@ -146,80 +227,156 @@ class PaperRunner:
                          strategy_stem=self.strategy_path.stem, predictor=cfg.predictor.name, client_prefix=prefix)
         return run_dir, journal
 
+    def _check_stop(self, step: str) -> None:
+        """Between start-up steps: a requested stop ends the start-up here, cleanly."""
+        if self.stop.is_set():
+            raise StoppedDuringStartup(step)
+
     def run(self) -> PaperOutcome:
+        """Start (or resume) and trade until stopped; see the class docstring.
+
+        A stop requested during start-up ends the run cleanly after the current step
+        (``stopped_by = "signal"``; ``run_dir`` is None if no folder was made yet).
+        """
+        cfg, p = self.cfg, self.cfg.paper
+        if p.mode == "testnet":
+            check_sandbox(cfg.data.exchange)  # first: no network request, no run folder without a sandbox
+            self.credentials = credentials_from_env()  # before anything is logged or written
+            install_redaction(self.credentials)
+        signals = StopSignals(self.stop).install() if self.install_signals else None
+        try:
+            self._run()
+        except StoppedDuringStartup as stopped:
+            self.stopped_by = "signal"
+            logger.warning("stop requested while {}: the run stopped before trading", stopped.step)
+        except ExchangeUnavailable as exc:
+            if not self.stop.is_set():
+                raise
+            self.stopped_by = "signal"  # the stop cut a request's retries short: not an exchange failure
+            logger.warning("stop requested while waiting on the exchange ({}): the run stopped", exc)
+        finally:
+            if signals is not None:
+                signals.restore()
+        if self.stop.is_set() and self.stopped_by == "end of ticks":
+            self.stopped_by = "signal"
+        equity = float(self._last_value) if hasattr(self, "_last_value") else float(cfg.broker.cash)
+        return PaperOutcome(self.run_dir, self.live_bars, self.replayed, getattr(self, "_orders", 0), equity,
+                            self.stopped_by)
+
+    def _run(self) -> None:
         cfg, p = self.cfg, self.cfg.paper
         strategy_cls = load_strategy(self.strategy_path)
         params = check_strategy_params(strategy_cls, cfg.strategy.params_for(self.strategy_path.stem),
                                        self.strategy_path.stem)
-        if p.mode == "testnet":
-            self.credentials = credentials_from_env()  # before anything is logged or written
-            install_redaction(self.credentials)
+        self._check_stop("loading the strategy")
         predictor = self.predictor or build_predictor(cfg)
+        self._check_stop("building the predictor")
         self.run_dir, self.journal = self._open_run_dir()
-        sink = logger.add(self.run_dir / "paper.log", level="INFO", enqueue=False,
+        log_file = RedactingStream(open(self.run_dir / "paper.log", "a", encoding="utf-8"))
+        sink = logger.add(log_file, level="INFO", enqueue=False, colorize=False,
                           format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}")
-        old_handlers: dict[int, Any] = {}
         try:
-            policy = RetryPolicy(p.max_retries, p.backoff_base_s)
-            public = public_exchange(cfg.data.exchange, p.api_url, p.request_timeout_s)
-            call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
-            private = None
-            if p.mode == "testnet":
-                private = sandbox_exchange(
-                    cfg.data.exchange, self.credentials, p.api_url, p.request_timeout_s, p.recv_window_s,
-                )
-                call_with_retries(private.load_markets, f"{private.id} sandbox load_markets", policy, self.stop)
-            if cfg.data.symbol not in public.markets:
-                raise UserInputError(f"{public.id} has no market {cfg.data.symbol!r}; check --symbol, e.g. BTC/USDT")
-            poller = CandlePoller(public, cfg.data.symbol, cfg.data.timeframe, self.tf, policy, self.stop)
-            self.bars = LiveBars(poller, predictor, self.journal, self.clock, self.ticks, self.stop,
-                                 cfg.predictor.context_length, cfg.predictor.horizon,
-                                 p.late_candle_wait_s, p.late_candle_retry_s)
-            self.replayed = self.bars.restore(self.journal.candles())
-            if self.replayed:
-                logger.info("resume: replaying {} journaled bars through the strategy", self.replayed)
-            self.bars.warm_up()
-
-            self.feed = LiveForecastData(bars=self.bars, quantile_levels=predictor.quantile_levels)
-            self.desk = OrderDesk(
-                self.journal, p.mode, self.journal.meta()["client_prefix"], cfg.data.symbol, policy, self.stop,
-                lambda: self.feed.current.time_ms, exchange=private, max_orders_per_day=p.max_orders_per_day,
-                redact=self.credentials.redact if self.credentials else (lambda s: s),
-            )
-            self.feed.on_bar = self._on_bar_start
-            cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
-            b = cfg.broker
-            configure_broker(cerebro, cash=b.cash, fee=b.fee, slippage=b.slippage)  # the backtest's costs ...
-            cerebro.broker = PaperBroker.like(cerebro.broker, self.desk)  # ... with the desk's order hooks
-            cerebro.adddata(self.feed)
-            cerebro.addstrategy(strategy_cls, **params)
-            cerebro.addanalyzer(PaperRecorder, runner=self)
-            if self.install_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    old_handlers[sig] = signal.signal(sig, self._on_signal)
-            logger.info("paper trading {} on {} {} {} in {} mode, run folder {}", strategy_cls.__name__,
-                        cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, p.mode, self.run_dir)
-            self.ticks.start()
-            cerebro.run()
+            self._trade(strategy_cls, params, predictor)
         finally:
             self.ticks.close()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
             try:
                 write_outputs(self.journal, self.run_dir, cfg, self.strategy_path.stem)
             except Exception as exc:  # never hide the error that ended the run
                 logger.warning("could not write the run's reports: {}", exc)
-            orders = len(self.journal.orders())
+            self._orders = len(self.journal.orders())
             self.journal.close()
             logger.remove(sink)
-        equity = float(self._last_value) if hasattr(self, "_last_value") else float(cfg.broker.cash)
-        return PaperOutcome(self.run_dir, self.live_bars, self.replayed, orders, equity, self.stopped_by)
+            log_file.close()
+            log_file.stream.close()
+
+    def _trade(self, strategy_cls: type, params: dict[str, Any], predictor: Predictor) -> None:
+        cfg, p = self.cfg, self.cfg.paper
+        policy = RetryPolicy(p.max_retries, p.backoff_base_s)
+        # One key says where candles come from, in backtests and here: data.exchange_url. A loopback
+        # stub in paper.api_url (tests) stands in for the whole exchange when data.exchange_url is empty.
+        public = public_exchange(cfg.data.exchange, cfg.data.exchange_url or p.api_url, p.request_timeout_s)
+        call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
+        self._check_stop("loading the exchange's markets")
+        private = None
+        if p.mode == "testnet":
+            private = sandbox_exchange(
+                cfg.data.exchange, self.credentials, p.api_url, p.request_timeout_s, p.recv_window_s,
+            )
+            call_with_retries(private.load_markets, f"{private.id} sandbox load_markets", policy, self.stop)
+            self._check_stop("loading the sandbox's markets")
+        if cfg.data.symbol not in public.markets:
+            raise UserInputError(f"{public.id} has no market {cfg.data.symbol!r}; check --symbol, e.g. BTC/USDT")
+        logger.info("candles: {} public API at {} (no keys; data.exchange_url sets it)", public.id, api_host(public, "public"))
+        if private is not None:
+            logger.info("orders: {} sandbox at {} (testnet keys; never a real-money endpoint)", private.id,
+                        api_host(private, "private"))
+        else:
+            logger.info("orders: simulated here (sim mode): nothing is sent to any exchange")
+        poller = CandlePoller(public, cfg.data.symbol, cfg.data.timeframe, self.tf, policy, self.stop)
+        self.bars = LiveBars(poller, predictor, self.journal, self.clock, self.ticks, self.stop,
+                             cfg.predictor.context_length, cfg.predictor.horizon,
+                             p.late_candle_wait_s, p.late_candle_retry_s)
+        self.replayed = self.bars.restore(self.journal.candles())
+        if self.replayed:
+            logger.info("resume: replaying {} journaled bars through the strategy", self.replayed)
+        self.bars.warm_up()
+        self._check_stop("warming up")
+
+        self.feed = LiveForecastData(bars=self.bars, quantile_levels=predictor.quantile_levels)
+        self.desk = AgeLimitedDesk(
+            self.journal, p.mode, self.journal.meta()["client_prefix"], cfg.data.symbol, policy, self.stop,
+            lambda: self.feed.current.time_ms, exchange=private, max_orders_per_day=p.max_orders_per_day,
+            redact=self.credentials.redact if self.credentials else (lambda s: s),
+        )
+        self.desk.max_age_ms, self.desk.max_age_text = p.max_order_age_ms(self.tf), p.max_order_age
+        self.desk.timeframe_ms, self.desk.now_ms = self.tf, self.clock.now_ms
+        self.feed.on_bar = self._on_bar_start
+        self.bars.before_bar = self._before_bar
+        self.cerebro = cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
+        b = cfg.broker
+        configure_broker(cerebro, cash=b.cash, fee=b.fee, slippage=b.slippage)  # the backtest's costs ...
+        cerebro.broker = PaperBroker.like(cerebro.broker, self.desk)  # ... with the desk's order hooks
+        cerebro.adddata(self.feed)
+        cerebro.addstrategy(strategy_cls, **params)
+        cerebro.addanalyzer(PaperRecorder, runner=self)
+        logger.info("paper trading {} on {} {} {} in {} mode, run folder {}", strategy_cls.__name__,
+                    cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, p.mode, self.run_dir)
+        self.ticks.start()
+        cerebro.run()
 
     # -- callbacks -----------------------------------------------------------------------
-    def _on_signal(self, signum: int, frame: object) -> None:
-        logger.warning("{} received: finishing the current bar and shutting down", signal.Signals(signum).name)
-        self.stopped_by = "signal"
-        self.stop.set()
+    def _before_bar(self, bar: Bar) -> None:
+        """Before a bar reaches broker and strategy: cancel orders whose fill bar was missed.
+
+        An order decided at bar ``t``'s close fills at bar ``t+1``'s open. When the next bar
+        to arrive is later (candles skipped, or too late to trade on), a sim order still
+        pending is canceled and recorded (reason in the journal): it is not filled at a much
+        later open with a size computed before the gap, and the strategy decides again on
+        fresh data. Replayed bars (resume) have the same gaps, so a resume repeats this. In
+        testnet mode an order reaches the exchange when it is made, so a missed bar only
+        delays booking its fill, at the exchange's own price and amount.
+        """
+        prev, self._prev_bar_ms = self._prev_bar_ms, bar.time_ms
+        if prev is None or bar.time_ms - prev <= self.tf or self.desk.exchange_fills:
+            return
+        broker = self.cerebro.broker
+        fill_bar = ms_to_time(prev + self.tf)
+        # an order made at the last bar still waits in ``submitted`` (the broker accepts it at
+        # the start of the next bar); an older one may be ``pending``
+        waiting = [o for o in [*broker.submitted, *broker.pending] if o.info.get("client_id") and o.alive()]
+        for order in waiting:
+            reason = (f"fill bar {fill_bar:%Y-%m-%d %H:%M} missed ({(bar.time_ms - prev) // self.tf - 1} candle(s) "
+                      f"not traded); canceled, the strategy decides again on fresh data")
+            order.addinfo(reason=reason)
+            if order in broker.submitted:
+                broker.submitted.remove(order)
+                order.cancel()
+                broker.notify(order)
+            else:
+                broker.cancel(order)
+            if not bar.replay:
+                logger.warning("order {}: {}", order.info["client_id"], reason)
+                self.journal.event("missed_fill_bar", f"{order.info['client_id']}: {reason}")
 
     def _on_bar_start(self, bar: Any) -> None:
         self.desk.replaying = bar.replay
