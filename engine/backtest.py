@@ -231,14 +231,14 @@ def run_backtest(
         judge: append to the ledger and compute significance here; ``compare`` turns it
             off and judges all its runs together once they are done.
 
-    Raises:
-        LookaheadError: the sampled lookahead check found forecasts or orders that change
-            when future candles are removed.
+    A failed lookahead check does not raise: the run is kept, written and ledgered with
+    ``result.invalid = "lookahead: ..."`` (marked INVALID everywhere it is shown); the CLI
+    exits 2 for it.
     """
     from engine.evaluation import (
         naive_comparison, plausibility_findings, random_sign_forecast, significance_report, skill_report,
     )
-    from engine.lookahead import LookaheadError, check_lookahead, sample_times
+    from engine.lookahead import check_lookahead, sample_times
     from reports.metrics import performance_summary
 
     timings: dict[str, float] = {}
@@ -300,14 +300,21 @@ def run_backtest(
     timings["evaluate"] = time.perf_counter() - t3
 
     t4 = time.perf_counter()
+    budget_s = ev.lookahead_budget * (t4 - t0)  # a share of the run's time so far (load, forecasts, loop, baselines)
     lookahead = check_lookahead(
         candles, bars, forecast, values, predictor, p.context_length, p.horizon, strategy_cls, strategy_params,
         analysis["orders"], (cfg.broker.cash, cfg.broker.fee, cfg.broker.slippage),
-        sample_times(decisions, ev.lookahead_samples, ev.seed),
+        sample_times(decisions, len(decisions) if ev.lookahead_samples else 0, ev.seed),
+        batch_size=p.batch_size, min_samples=ev.lookahead_samples, budget_s=budget_s, seed=ev.seed,
+        run_forecast_s=None if hit else timings["forecast"],
     )
     timings["lookahead"] = time.perf_counter() - t4
+    invalid = None
     if not lookahead.ok:
-        raise LookaheadError(lookahead.describe())
+        culprit, found = next((c, m) for c, m in (("predictor", lookahead.forecast_mismatches),
+                                                 ("strategy", lookahead.order_mismatches)) if m)
+        more = len(lookahead.forecast_mismatches) + len(lookahead.order_mismatches) - 1
+        invalid = f"lookahead: {culprit} at {found[0][0]}: {found[0][1]}" + (f" (and {more} more)" if more else "")
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
@@ -329,7 +336,7 @@ def run_backtest(
         forecast=forecast, forecast_cache_hit=hit, equity=equity, position=position, fills=fills,
         trades=trades, benchmark_equity=benchmark, metrics=metrics, benchmark_metrics=benchmark_metrics,
         baselines=baselines, skill=skill, versus_naive=versus_naive, lookahead=lookahead.to_dict(),
-        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings,
+        model_info=info, predictor_stats=stats, warnings=warnings, timings=timings, invalid=invalid,
         calendar={"warmup_bars": int(candles.index.get_loc(first)), "warmup_first_bar": candles.index[0],
                   "first_traded_bar": first, "bars_per_year": ppy, "bars_per_year_source": ppy_how,
                   "no_trade_bars": int((bars["volume"] <= 0).sum()), "gap_policy": cfg.data.gap_policy},

@@ -114,7 +114,10 @@ def _build_parser() -> argparse.ArgumentParser:
     la.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(la)
     _add_run_flags(la)
-    la.add_argument("--samples", type=int, default=20, help="decision times to check (default 20)")
+    la.add_argument("--samples", type=int, default=20,
+                    help="at least this many decision times get their forecast recomputed (default 20)")
+    la.add_argument("--budget", type=float, default=1.0,
+                    help="keep sampling while the check has spent under this share of the run's time (default 1.0)")
 
     from engine.paper.cli import add_paper_parser
 
@@ -193,7 +196,7 @@ def print_judgement(result: Any) -> None:
     else:
         print(f"significance: {sig.get('verdict')}")
     look = result.lookahead
-    print(f"lookahead check: {'passed' if look['ok'] else 'FAILED'} at {len(look['times'])} sampled decision times")
+    print(look.get("summary") or f"lookahead check: {'passed' if look['ok'] else 'FAILED'}")
     for note in look.get("notes", []):
         print(f"  note: {note}")
 
@@ -205,6 +208,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args)
     result = run_backtest(cfg, args.strategy)
     d = cfg.data
+    if result.invalid:
+        print(f"INVALID: {result.invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
     print(
         f"{result.strategy_name} | predictor {cfg.predictor.name} | {d.symbol} {d.timeframe} | "
         f"{result.bars.index[0]:%Y-%m-%d %H:%M} -> {result.bars.index[-1]:%Y-%m-%d %H:%M} UTC | "
@@ -222,6 +227,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"run folder: {result.run_dir}")
+    if result.invalid:
+        print(f"error: {result.lookahead.get('text') or result.invalid}", file=sys.stderr)
+        print(f"error: run kept in {result.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
+        return EXIT_USER
     return 0
 
 
@@ -256,13 +265,17 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_lookahead(args: argparse.Namespace) -> int:
     from engine.backtest import run_backtest
+    from engine.lookahead import LookaheadError
 
     cfg = _config(args, {
-        "evaluation.lookahead_samples": args.samples, "evaluation.naive_baseline": False, "output.tearsheet": False,
+        "evaluation.lookahead_samples": args.samples, "evaluation.lookahead_budget": args.budget,
+        "evaluation.naive_baseline": False, "output.tearsheet": False,
     })
-    result = run_backtest(cfg, args.strategy, write=False)  # raises LookaheadError on failure
-    print(f"lookahead check passed at {len(result.lookahead['times'])} decision times: "
-          f"{', '.join(result.lookahead['times'][:5])}{' ...' if len(result.lookahead['times']) > 5 else ''}")
+    result = run_backtest(cfg, args.strategy, write=False)
+    if result.invalid:
+        raise LookaheadError(result.lookahead["text"])  # one error block, exit 2
+    times = sorted(result.lookahead["times"])
+    print(f"{result.lookahead['summary']}: {', '.join(times[:5])}{' ...' if len(times) > 5 else ''}")
     return 0
 
 

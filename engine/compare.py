@@ -236,6 +236,7 @@ def run_compare(
             "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
             "significance": result.significance, "naive_comparison": result.versus_naive,
             "random_sign": result.baselines.get("random sign"), "suspicious": result.suspicious,
+            "invalid": result.invalid,
         })
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity

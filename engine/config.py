@@ -143,6 +143,7 @@ class EvaluationConfig:
     alpha: float = 0.05
     bootstrap_samples: int = 2000
     lookahead_samples: int = 3
+    lookahead_budget: float = 0.1
     seed: int = 0
     random_sign_baseline: bool = True
     max_plausible_sharpe: float = 3.0
@@ -409,6 +410,11 @@ def _validate(cfg: Config) -> None:
         )
     if not 0 < e.min_plausible_mase < 1:
         raise ConfigError(f"evaluation.min_plausible_mase = {e.min_plausible_mase} must be in (0, 1), e.g. 0.8")
+    if not 0 <= e.lookahead_budget <= 10:
+        raise ConfigError(
+            f"evaluation.lookahead_budget = {e.lookahead_budget} is a share of the run's time and must be in [0, 10], "
+            "e.g. 0.1"
+        )
     if not p.name:
         raise ConfigError('predictor.name is empty; set e.g. "naive" (see `python -m engine predictors`)')
     if p.context_length < 2:

@@ -1,27 +1,83 @@
-"""Lookahead check: recompute at sampled decision times on data truncated at each time.
+"""Lookahead check: does any forecast or order change when candles after the decision time are removed?
 
-Two separate questions, so a failure names its culprit:
+Two separate questions, so a failure names its culprit.
 
-- **predictor**: the forecast for decision time ``t`` recomputed from candles that end at
-  ``t`` (a batch of one window) must equal the full run's forecast for ``t``. A predictor
-  that peeks at other rows of its batch, or at data it loads itself, fails here.
-- **strategy**: the strategy re-run on bars that end at ``t`` (with the full run's
-  forecasts up to ``t``) must create exactly the orders the full run created up to ``t``.
-  A strategy that reads ``data.close[1]`` or other future values fails here.
+**Predictor.** The engine hands a predictor only windows that end at their decision bar
+(``engine/signals.py``), so the one route to the future *through the engine* is the batch:
+in the full run a window shares its ``predict`` call with windows that end later. For
+sampled decision times ``t`` the check recomputes the forecast of ``t``
+
+(a) in a batch of one, and
+(b) as the last row of a batch of the run's batch size whose other rows are the windows
+    ending just before ``t`` (all of them end at or before ``t``); when ``lookahead_samples``
+    such batches would not fit the time budget the batch is smaller (at least 2 rows),
+
+so neither recomputation can see anything after ``t``. Then
+
+- ``noise`` = max |a - b| over every quantile and horizon: what batch composition alone
+  does to a forecast (float rounding of batched kernels); pooled as the maximum over all
+  sampled times;
+- ``diff_t`` = min(max |full - a|, max |full - b|): how far the run's forecast is from the
+  nearest recomputation that could not see the future;
+- ``width_t`` = the median over horizons of the outermost quantile interval of the run's
+  forecast at ``t`` (the forecast's own scale, log return);
+- the forecast at ``t`` is **leaky** when
+  ``diff_t > max(ATOL, FLOOR_SHARE * width_t, min(NOISE_FACTOR * noise, NOISE_CAP_SHARE * width_t))``:
+  a difference is excused as noise when it is within ``NOISE_FACTOR`` times the batch noise
+  seen on past-only batches — but never beyond ``NOISE_CAP_SHARE`` of the interval width —
+  and any difference below ``FLOOR_SHARE`` of the width (or ``ATOL``) is immaterial.
+
+Predictors whose whole run is cheap to recompute are also checked at **every** decision
+time: all windows again, in a shuffled batch arrangement (batch neighbours that are no
+longer the next bars), judged with the same tolerance.
+
+The number of sampled times is budget-based: as many as fit in
+``evaluation.lookahead_budget`` (a share of the run's time), at least
+``evaluation.lookahead_samples`` (at least 20 when the full recomputation fits the budget).
+Samples are drawn from interior decision times; the last bar (where truncation removes
+nothing) is only included when every time is checked.
+
+**Strategy.** One replay of the strategy through a bar-by-bar feed (paper trading's
+:class:`engine.paper.live_feed.LiveForecastData`: nothing preloaded, each bar and its
+forecast revealed at its close) checks every decision time in a single run: its orders
+must equal the backtest's. A strategy that reads ``data.close[1]`` (or any later bar or
+forecast) reads a bar that does not exist yet in the replay; a mismatch names the first
+differing order (time, side, size).
+
+**What the check cannot see.** A plugin that reads candles on its own (a file, the
+exchange, a global frame) instead of from the windows it is handed is invisible to it:
+the recomputation hands it the same truncated windows, and it reads the same future data
+again. So is a predictor whose leak is smaller than the noise tolerance above, a
+predictor that is not batch-invariant by design (llmtime with ``batch_size > 1``; noted,
+not checked), and a model trained on data that overlaps the backtest (see the
+contamination warning).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
+from loguru import logger
 
 from engine.errors import UserInputError
-from engine.signals import compute_forecasts
+from engine.signals import context_windows
 from predictors.base import Forecast, Predictor
+
+#: Differences below this (log return) are float noise whatever the forecast's scale.
+ATOL = 1e-7
+#: Differences below this share of the forecast's interval width are immaterial.
+FLOOR_SHARE = 1e-3
+#: Batch-composition noise on past-only batches excuses differences up to this many times itself ...
+NOISE_FACTOR = 10.0
+#: ... but never more than this share of the forecast's interval width.
+NOISE_CAP_SHARE = 0.05
+#: Sampled times for predictors whose full recomputation fits the budget.
+MIN_SAMPLES_CHEAP = 20
 
 
 class LookaheadError(UserInputError):
@@ -30,51 +86,302 @@ class LookaheadError(UserInputError):
 
 @dataclass
 class LookaheadReport:
+    """Outcome of :func:`check_lookahead`; ``times`` are the sampled decision times of the predictor check."""
+
     times: list[pd.Timestamp]
     forecast_mismatches: list[tuple[pd.Timestamp, str]] = field(default_factory=list)
     order_mismatches: list[tuple[pd.Timestamp, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.forecast_mismatches and not self.order_mismatches
 
+    def summary(self) -> str:
+        """One line: what was checked and the verdict."""
+        s = self.stats
+        what = (f"forecasts at {len(self.times)} sampled decision times"
+                + (f" and all {s['full_windows']} in a shuffled batch arrangement" if s.get("full_windows") else "")
+                + (f", orders at all {s['replay_bars']} bars in a bar-by-bar replay" if s.get("replay_bars") else ""))
+        if self.ok:
+            return f"lookahead check: passed ({what})"
+        culprits = [c for c, bad in (("predictor", self.forecast_mismatches), ("strategy", self.order_mismatches)) if bad]
+        return f"INVALID: lookahead in the {' and the '.join(culprits)} ({what})"
+
     def describe(self) -> str:
         if self.ok:
-            note = "".join(f"; {n}" for n in self.notes)
-            return f"lookahead check passed at {len(self.times)} sampled decision times{note}"
+            return self.summary() + "".join(f"; {n}" for n in self.notes)
         lines = ["lookahead detected: results change when candles after the decision time are removed"]
-        for t, what in self.forecast_mismatches:
+        shown = self.forecast_mismatches[:10]
+        for t, what in shown:
             lines.append(f"  predictor, at {t}: {what}")
+        if len(self.forecast_mismatches) > len(shown):
+            lines.append(f"  predictor: {len(self.forecast_mismatches) - len(shown)} more decision times differ")
         for t, what in self.order_mismatches:
             lines.append(f"  strategy, at {t}: {what}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "times": [str(t) for t in self.times], "ok": self.ok,
+            "times": [str(t) for t in self.times], "ok": self.ok, "summary": self.summary(),
             "forecast_mismatches": [[str(t), w] for t, w in self.forecast_mismatches],
             "order_mismatches": [[str(t), w] for t, w in self.order_mismatches],
-            "notes": list(self.notes),
+            "notes": list(self.notes), "stats": dict(self.stats), "text": self.describe(),
         }
 
 
 def sample_times(decisions: pd.DatetimeIndex, n: int, seed: int) -> list[pd.Timestamp]:
-    """``n`` decision times drawn without replacement (seeded), in time order; the last is always included."""
+    """Up to ``n`` interior decision times drawn without replacement (seeded), in the order drawn.
+
+    The last decision time is left out (truncating there removes nothing) unless ``n``
+    covers every time. The order is random so that a budget cut keeps a uniform sample.
+    """
     if n <= 0 or len(decisions) == 0:
         return []
-    rng = np.random.default_rng(seed)
-    picks = set(rng.choice(len(decisions) - 1, size=min(n - 1, len(decisions) - 1), replace=False).tolist()) if n > 1 and len(decisions) > 1 else set()
-    picks.add(len(decisions) - 1)
-    return [decisions[i] for i in sorted(picks)]
+    if n >= len(decisions):
+        order = np.random.default_rng(seed).permutation(len(decisions))
+    else:
+        order = np.random.default_rng(seed).permutation(len(decisions) - 1)[:n]
+    return [decisions[i] for i in order]
 
 
-def _orders_equal(a: list[tuple[int, str, float]], b: list[tuple[int, str, float]]) -> str | None:
-    if len(a) != len(b):
-        return f"{len(b)} orders on truncated data vs {len(a)} in the full run"
-    for x, y in zip(a, b):
+def forecast_width(values: np.ndarray) -> np.ndarray:
+    """``(..., Q, H)`` quantile forecasts -> ``(...)`` median over horizons of the outermost interval width."""
+    return np.median(values[..., -1, :] - values[..., 0, :], axis=-1)
+
+
+def tolerance(width: np.ndarray | float, noise: float) -> np.ndarray:
+    """The largest truncation difference (log return) still judged as noise; see the module docstring."""
+    width = np.abs(np.asarray(width, dtype=np.float64))
+    excused = np.minimum(NOISE_FACTOR * noise, NOISE_CAP_SHARE * width)
+    return np.maximum(np.maximum(ATOL, FLOOR_SHARE * width), excused)
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Max |a - b| over the last two axes ``(Q, H)``."""
+    return np.abs(a - b).reshape(*a.shape[:-2], -1).max(axis=-1)
+
+
+@dataclass
+class _Sample:
+    time: pd.Timestamp
+    diff: float
+    noise: float
+    width: float
+
+
+def check_predictor(
+    close: pd.Series,
+    forecast: Forecast,
+    predictor: Predictor,
+    context_length: int,
+    horizon: int,
+    batch_size: int,
+    times: list[pd.Timestamp],
+    min_samples: int,
+    budget_s: float,
+    seed: int = 0,
+    run_forecast_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, str]], list[str], dict[str, Any]]:
+    """Recompute forecasts at ``times`` (in order, while the budget lasts) and judge them.
+
+    Args:
+        close: every close the run had (warm-up included), UTC index.
+        forecast: the run's forecasts ``(n, Q, H)`` over its decision times.
+        batch_size: the run's windows per ``predict`` call.
+        times: candidate decision times in the order to check them (see :func:`sample_times`).
+        min_samples: check at least this many (or all of ``times``) whatever the budget.
+        budget_s: wall-clock seconds to spend; sampling stops once it is spent.
+        run_forecast_s: seconds the run's own inference took (None: unknown, e.g. a cache
+            hit; then it is estimated from the first sample). When the whole run's
+            recomputation fits ``budget_s``, every window is rechecked in a shuffled batch
+            arrangement and at least :data:`MIN_SAMPLES_CHEAP` times are sampled.
+
+    Returns:
+        ``(checked times, mismatches, notes, stats)``.
+    """
+    t0 = clock()
+    windows = context_windows(close.to_numpy(dtype=np.float64), context_length)
+    rows = close.index.get_indexer(forecast.index) - (context_length - 1)  # window row of each decision
+    samples: list[_Sample] = []
+    full_check: tuple[np.ndarray, np.ndarray] | None = None  # (diff, width) of every window, shuffled batches
+    estimate = run_forecast_s
+    b_size = batch_size
+    for t in times:
+        need = max(min_samples, MIN_SAMPLES_CHEAP if full_check is not None else 0)
+        if len(samples) >= need and clock() - t0 >= budget_s:
+            break
+        i = forecast.index.get_loc(t)
+        pos = int(rows[i])
+        s0 = clock()
+        a = predictor.predict(np.array(windows[pos : pos + 1]), horizon)[0]
+        if not samples:  # size the past-only batch so that min_samples of them fit the budget
+            per_window = estimate / len(rows) if estimate else clock() - s0
+            fit = int(budget_s / max(min_samples, 1) / max(per_window, 1e-9)) - 1
+            b_size = min(batch_size, max(2, fit))
+            estimate = estimate if estimate is not None else per_window * len(rows)
+        lo = max(0, pos - b_size + 1)
+        b = predictor.predict(np.array(windows[lo : pos + 1]), horizon)[-1] if pos > lo else a
+        full = forecast.values[i]
+        samples.append(_Sample(t, float(min(_max_abs(full, a), _max_abs(full, b))), float(_max_abs(a, b)),
+                               float(forecast_width(full))))
+        if len(samples) == 1 and estimate <= budget_s - (clock() - t0):
+            full_check = _shuffled_recheck(windows, rows, forecast, predictor, batch_size, horizon, seed)
+    noise = max((s.noise for s in samples), default=0.0)
+    mismatches: list[tuple[pd.Timestamp, str]] = []
+    for s in samples:
+        tol = float(tolerance(s.width, noise))
+        if s.diff > tol:
+            mismatches.append((s.time, _mismatch_words(s.diff, tol, s.width, noise)))
+    stats: dict[str, Any] = {"samples": len(samples), "batch_noise": noise, "budget_s": round(budget_s, 4),
+                             "past_batch_size": b_size}
+    if full_check is not None:
+        diff, width = full_check
+        tol = tolerance(width, noise)
+        known = {t for t, _ in mismatches}
+        for k in np.flatnonzero(diff > tol):
+            if forecast.index[k] not in known:
+                mismatches.append((forecast.index[k], _mismatch_words(float(diff[k]), float(tol[k]), float(width[k]),
+                                                                      noise) + " (batch neighbours shuffled)"))
+        mismatches.sort(key=lambda m: m[0])
+        stats["full_windows"] = len(rows)
+    notes: list[str] = []
+    if samples and noise > 0:
+        worst = max(samples, key=lambda s: s.noise)
+        if noise > NOISE_CAP_SHARE * worst.width:
+            notes.append(
+                f"{predictor.name}'s forecasts move by up to {noise:.3g} (log return) with batch composition alone, "
+                f"more than {NOISE_CAP_SHARE:.0%} of their interval width: differences beyond that share are judged "
+                "as leaks, smaller ones cannot be told from noise"
+            )
+    stats["seconds"] = round(clock() - t0, 4)
+    return [s.time for s in samples], mismatches, notes, stats
+
+
+def _mismatch_words(diff: float, tol: float, width: float, noise: float) -> str:
+    return (f"forecast differs by up to {diff:.3g} (log return) from its recomputation on data ending there; "
+            f"tolerance {tol:.3g} (interval width {width:.3g}, batch noise {noise:.3g})")
+
+
+def _shuffled_recheck(
+    windows: np.ndarray, rows: np.ndarray, forecast: Forecast, predictor: Predictor, batch_size: int,
+    horizon: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of the run again, in batches of a seeded random arrangement (so a window's
+    batch neighbours are no longer the bars after it). Returns ``(diff, width)``, each ``(n,)``:
+    max |run - recomputed| and the run forecast's interval width per decision time."""
+    n = len(rows)
+    order = np.random.default_rng(seed + 1).permutation(n)
+    again = np.empty_like(forecast.values)
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        again[chunk] = predictor.predict(np.array(windows[rows[chunk]]), horizon)
+    return _max_abs(forecast.values, again), forecast_width(forecast.values)
+
+
+class RevealingForecastData(bt.feed.DataBase):
+    """ForecastData's lines revealed one bar at a time, as paper trading's ``LiveForecastData`` does.
+
+    Used with ``preload=False, runonce=False``: when the strategy's ``next`` runs for bar
+    ``i`` nothing after bar ``i`` has been loaded, so ``data.close[1]`` raises IndexError;
+    ``forecast_values`` is a list that grows by one ``(Q, H)`` forecast per revealed bar
+    (like ``LiveForecastData.forecast_values``), so it cannot be indexed ahead either.
+    """
+
+    lines = ("fc_median", "fc_lower", "fc_upper")
+    params = (("forecast_values", None), ("quantile_levels", (0.1, 0.5, 0.9)))
+
+    def start(self) -> None:
+        super().start()
+        from engine.feed import datetimes_to_num
+
+        frame: pd.DataFrame = self.p.dataname
+        values = self.p.forecast_values
+        if values is None:
+            values = np.full((len(frame), 1, 1), np.nan)
+        self.quantile_levels = tuple(self.p.quantile_levels)
+        j_med = int(np.argmin(np.abs(np.asarray(self.quantile_levels) - 0.5)))
+        last = values[:, :, -1]
+        self._all_values = values
+        self._rows = list(zip(
+            datetimes_to_num(frame.index).tolist(), *(frame[c].to_numpy(np.float64).tolist()
+                                                      for c in ("open", "high", "low", "close", "volume")),
+            last[:, j_med].tolist(), last[:, 0].tolist(), last[:, -1].tolist(),
+        ))
+        self.forecast_values: list[np.ndarray] = []  # revealed bars only
+        ln = self.lines
+        self._targets = (ln.datetime, ln.open, ln.high, ln.low, ln.close, ln.volume,
+                         ln.fc_median, ln.fc_lower, ln.fc_upper)
+
+    def _load(self) -> bool:
+        i = len(self.forecast_values)
+        if i >= len(self._rows):
+            return False
+        for line, value in zip(self._targets, self._rows[i]):
+            line[0] = value
+        self.forecast_values.append(self._all_values[i])
+        return True
+
+
+def replay_orders(
+    bars: pd.DataFrame,
+    forecast_values: np.ndarray | None,
+    quantile_levels: tuple[float, ...],
+    strategy_cls: type[bt.Strategy],
+    strategy_params: dict[str, Any],
+    cash: float,
+    fee: float,
+    slippage: float,
+) -> tuple[list[tuple[int, str, float]], str | None]:
+    """The strategy's created orders ``(bar position, side, size)`` when each bar (and its
+    forecast) is revealed only at its close (:class:`RevealingForecastData`).
+
+    Returns ``(orders, error)``; ``error`` says why the replay stopped early (a strategy
+    that reads a bar which has not closed yet fails here), else None.
+    """
+    from engine.broker import configure_broker
+
+    cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
+    configure_broker(cerebro, cash=cash, fee=fee, slippage=slippage)
+    feed = RevealingForecastData(dataname=bars, forecast_values=forecast_values, quantile_levels=quantile_levels)
+    cerebro.adddata(feed)
+    cerebro.addstrategy(strategy_cls, **strategy_params)
+    error = None
+    try:
+        cerebro.run()
+    except IndexError as exc:
+        at = bars.index[min(len(feed) - 1, len(bars) - 1)] if len(feed) else bars.index[0]
+        error = (f"the strategy read a bar that had not closed yet at {at} ({exc}): "
+                 "it reads bars after the current one (e.g. data.close[1])")
+    except Exception as exc:  # it ran on preloaded bars: failing only bar by bar is a lookahead symptom
+        error = f"the strategy failed when bars arrived one at a time: {type(exc).__name__}: {exc}"
+    return list(cerebro.broker.created), error
+
+
+def first_order_difference(
+    full: list[tuple[int, str, float]], replay: list[tuple[int, str, float]], index: pd.DatetimeIndex,
+) -> tuple[pd.Timestamp, str] | None:
+    """The first order that differs between the backtest and the replay, named by time, side and size."""
+    def words(o: tuple[int, str, float]) -> str:
+        return f"{o[1]} {o[2]:.8g}"
+
+    for k, (x, y) in enumerate(zip(full, replay)):
         if x[0] != y[0] or x[1] != y[1] or not np.isclose(x[2], y[2], rtol=1e-9, atol=1e-12):
-            return f"order {x} in the full run vs {y} on truncated data"
+            first = min(x[0], y[0])
+            return index[first], (
+                f"order {k + 1}: the backtest {'made ' + words(x) if x[0] == first else 'made nothing'} here, "
+                f"the bar-by-bar replay {'made ' + words(y) if y[0] == first else 'made nothing'} "
+                f"({len(full)} orders in the backtest, {len(replay)} in the replay)"
+            )
+    if len(full) != len(replay):
+        longer, name = (full, "backtest") if len(full) > len(replay) else (replay, "replay")
+        extra = longer[min(len(full), len(replay))]
+        return index[extra[0]], (
+            f"order {min(len(full), len(replay)) + 1}: only the {name} made {words(extra)} here "
+            f"({len(full)} orders in the backtest, {len(replay)} in the replay)"
+        )
     return None
 
 
@@ -91,51 +398,50 @@ def check_lookahead(
     full_orders: list[tuple[int, str, float]],
     broker: tuple[float, float, float],
     times: list[pd.Timestamp],
-    rtol: float = 1e-5,
-    atol: float = 1e-7,
+    *,
+    batch_size: int = 1024,
+    min_samples: int = 3,
+    budget_s: float = float("inf"),
+    seed: int = 0,
+    run_forecast_s: float | None = None,
 ) -> LookaheadReport:
-    """Re-run forecasts and the strategy on data truncated at each of ``times``.
+    """Check the predictor at ``times`` (within ``budget_s``) and the strategy at every bar.
 
-    ``bars``/``forecast_values`` are the full run's traded bars and aligned forecasts;
-    ``full_orders`` its created orders ``(bar position, side, size)``; ``broker`` is
-    ``(cash, fee, slippage)``. Forecast tolerances allow float noise of batched models.
+    ``bars``/``forecast_values`` are the full run's traded bars and aligned forecasts
+    ``(n, Q, H)``; ``full_orders`` its created orders ``(bar position, side, size)``;
+    ``broker`` is ``(cash, fee, slippage)``; ``batch_size`` the run's windows per
+    ``predict`` call; ``times`` candidate decision times in checking order
+    (:func:`sample_times`); ``run_forecast_s`` the run's inference seconds (None on a cache
+    hit). An empty ``times`` turns the whole check off.
     """
-    from engine.backtest import run_event_loop
-
-    report = LookaheadReport(times=list(times))
-    check_forecasts = predictor.batch_invariant
-    if not check_forecasts and times:
+    report = LookaheadReport(times=[])
+    if not times:
+        return report
+    if predictor.batch_invariant:
+        checked, bad, notes, stats = check_predictor(
+            candles["close"], forecast, predictor, context_length, horizon, batch_size, times,
+            min_samples, budget_s, seed, run_forecast_s,
+        )
+        report.times, report.notes, report.stats = checked, notes, {"predictor": stats}
+        report.forecast_mismatches.extend(bad)
+        report.stats.update({k: stats[k] for k in ("full_windows",) if k in stats})
+    else:
         report.notes.append(
             f"forecasts not re-checked: {predictor.name} with these parameters is not batch-size invariant "
             "(e.g. llmtime with batch_size > 1), so a leak across batch neighbours cannot be told from float "
             "noise; set its batch_size to 1 to check it"
         )
-    for t in times:
-        if check_forecasts:
-            pos = candles.index.get_loc(t)
-            truncated = candles["close"].iloc[: pos + 1]
-            i = forecast.index.get_loc(t)
-            again = compute_forecasts(
-                truncated, predictor, context_length, horizon, batch_size=1,
-                decision_index=truncated.index[[pos]], progress=False,
-            )
-            if not np.allclose(again.values[0], forecast.values[i], rtol=rtol, atol=atol):
-                diff = float(np.max(np.abs(again.values[0] - forecast.values[i])))
-                report.forecast_mismatches.append((t, f"forecast differs by up to {diff:.3g} (log return)"))
-
-        b = bars.index.get_loc(t)
-        try:
-            analysis = run_event_loop(
-                bars.iloc[: b + 1], forecast_values[: b + 1], forecast.quantile_levels,
-                strategy_cls, strategy_params, *broker,
-            )
-        except UserInputError as exc:
-            report.order_mismatches.append(
-                (t, f"the strategy failed on data ending here: {exc}")
-            )
-            continue
-        expected = [o for o in full_orders if o[0] <= b]
-        problem = _orders_equal(expected, analysis["orders"])
-        if problem:
-            report.order_mismatches.append((t, problem))
+    t0 = time.perf_counter()
+    orders, error = replay_orders(bars, forecast_values, forecast.quantile_levels, strategy_cls, strategy_params,
+                                  *broker)
+    report.stats["replay_bars"] = len(bars)
+    report.stats["replay_s"] = round(time.perf_counter() - t0, 4)
+    diff = first_order_difference(full_orders, orders, bars.index)
+    if error:
+        at = diff[0] if diff else bars.index[-1]
+        report.order_mismatches.append((at, error + (f"; first differing order: {diff[1]}" if diff else "")))
+    elif diff:
+        report.order_mismatches.append(diff)
+    if not report.ok:
+        logger.error(report.describe())
     return report

@@ -161,6 +161,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
     ).to_csv(run_dir / "equity.csv", index_label="time")
     info = result.model_info
     metrics = {
+        "invalid": result.invalid,
         "strategy": {"name": result.strategy_name, "file": str(strategy_path), "params": result.strategy_params},
         "predictor": {"name": cfg.predictor.name, "params": cfg.predictor.predictor_params()},
         "model": {"name": info.name, "revision": info.revision, "training_cutoff": info.training_cutoff,
@@ -193,6 +194,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
         title = f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
         if result.suspicious:
             title = f"SUSPICIOUS \u2014 check for leaks: {title}"
+        title = f"INVALID: lookahead — {title}" if result.invalid else title
         write_tearsheet(
             simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
             run_dir / "tearsheet.html", title=title,
@@ -228,11 +230,12 @@ def write_forecast_page(result: "BacktestResult") -> Path:
     cfg = result.config
     return render(
         result.run_dir / "forecast.html",
-        title=("SUSPICIOUS \u2014 check for leaks: " if result.suspicious else "")
+        title=("INVALID: lookahead — " if result.invalid else "")
+        + ("SUSPICIOUS \u2014 check for leaks: " if result.suspicious else "")
         + f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=result.significance,
-        notes=[*result.suspicious, *result.warnings],
+        notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [*result.suspicious, *result.warnings],
     )
 
 

@@ -70,7 +70,7 @@ _TEXT_COLUMNS = ("symbol", "predictor", "verdict", "suspicious", "run_dir")
 _NUMERIC_COLUMNS = tuple(c for c in LEADERBOARD_COLUMNS if c not in _TEXT_COLUMNS)
 
 _ROW_KEYS = ("predictor", "symbol", "run_dir", "metrics", "buy_and_hold", "skill", "significance", "naive_comparison",
-             "random_sign", "suspicious")
+             "random_sign", "suspicious", "invalid")
 _REQUIRED_ROW_KEYS = ("predictor", "symbol", "metrics", "significance")
 _METRIC_KEYS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "fees_paid")
 
@@ -169,6 +169,8 @@ def _verdict(row: Mapping[str, Any]) -> str:
     text = f"forecast: {fc_words}; Sharpe: {sig_words}"
     if row.get("suspicious"):
         text = f"SUSPICIOUS \u2014 check for leaks ({len(row['suspicious'])} finding(s)); {text}"
+    if row.get("invalid"):  # e.g. "INVALID: lookahead"
+        text = f"INVALID: {str(row['invalid']).split(':')[0]}; {text}"
     return text
 
 

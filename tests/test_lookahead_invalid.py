@@ -1,0 +1,74 @@
+"""A failed lookahead check keeps the run: folder written and marked INVALID everywhere, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_config
+from reports.leaderboard import leaderboard_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Peeks at the next close whenever that bar is loaded (in a preloaded backtest: all but the last).
+PEEKER = '''
+import backtrader as bt
+
+class NextClosePeeker(bt.Strategy):
+    def next(self):
+        if len(self.data) < self.data.buflen():
+            if self.data.close[1] > self.data.close[0] and not self.position:
+                self.buy(size=0.1)
+            elif self.data.close[1] < self.data.close[0] and self.position:
+                self.close()
+'''
+
+
+def test_cli_backtest_keeps_an_invalid_run_and_exits_2(shared_data, tmp_path):
+    path = tmp_path / "next_close_peeker.py"
+    path.write_text(PEEKER)
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "backtest", str(path), "--data-dir", str(shared_data),
+         "--symbol", "ETH/USDT", "--timeframe", "4h", "--timerange", "20230101-20230301", "--predictor", "drift",
+         "--out", str(out), "--no-progress", "--set", "predictor.context_length=32", "--set", "predictor.cache=false",
+         "--set", "evaluation.naive_baseline=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout.startswith("INVALID: lookahead")
+    assert "lookahead detected" in proc.stderr and "strategy, at 2023-01-" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["invalid"].startswith("lookahead: strategy at 2023-01-")
+    assert not metrics["lookahead"]["ok"] and metrics["performance"]["n_trades"] > 0
+    assert "INVALID: lookahead" in (run_dir / "tearsheet.html").read_text()[:5000]
+    assert "INVALID: lookahead" in (run_dir / "forecast.html").read_text()
+
+
+def test_leaderboard_marks_invalid_rows():
+    metrics = {"total_return": 0.5, "sharpe": 3.0, "sortino": 4.0, "max_drawdown": -0.1, "n_trades": 10,
+               "fees_paid": 5.0}
+    rows = [
+        {"predictor": "leaky", "symbol": "BTC/USDT", "metrics": metrics, "significance": {"verdict": "skill"},
+         "invalid": "lookahead: strategy at 2024-01-01: order 1"},
+        {"predictor": "drift", "symbol": "BTC/USDT", "metrics": metrics, "significance": {"verdict": "chance"}},
+    ]
+    frame = leaderboard_frame(rows).set_index("predictor")
+    assert frame.loc["leaky", "verdict"].startswith("INVALID: lookahead;")
+    assert "INVALID" not in frame.loc["drift", "verdict"]
+
+
+def test_budget_key_is_validated():
+    assert load_config(None, {"evaluation.lookahead_budget": 0.25}).evaluation.lookahead_budget == 0.25
+    with pytest.raises(ConfigError, match=r"evaluation.lookahead_budget = -1.0 .* e.g. 0.1"):
+        load_config(None, {"evaluation.lookahead_budget": -1})
+    with pytest.raises(ConfigError, match="lookahead_budget"):
+        load_config(None, {"evaluation.lookahead_budjet": 0.2})
