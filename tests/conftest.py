@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -46,3 +47,36 @@ def two_torch_threads():
     torch.set_num_threads(min(2, before))
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_left_as_found():
+    """A test that calls ``engine.cli.main`` in-process leaves the CLI's logging set-up behind:
+    loguru sinks bound to this test's (then closed) capture streams, and the project's stdlib
+    loggers routed into loguru without propagation (so ``caplog`` would see nothing). Undo it."""
+    import logging
+
+    from loguru import logger
+
+    yield
+    for name in ("predictors", "engine", "feeds", "reports"):
+        std = logging.getLogger(name)
+        std.handlers, std.propagate = [], True
+        std.setLevel(logging.NOTSET)
+    logger.remove()
+    logger.add(lambda message: sys.stderr.write(message), level="DEBUG")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="also run the soak tests (marker 'soak': random-kill crash harness, concurrent "
+                          "backtests, a `ray start` cluster); CI runs them as a second step")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with --soak (CI does)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

@@ -67,5 +67,6 @@ def test_readme_offline_example_trades_and_shows_the_verdict(tmp_path, shared_da
     assert run.returncode == 0, run.stderr
     trades = re.search(r"^\s*Trades\s+(\d+)", run.stdout, re.MULTILINE)
     assert trades and int(trades.group(1)) >= 10, run.stdout
-    assert re.search(r"Sharpe .* CI .* trial\(s\): \S+", run.stdout), run.stdout
+    assert re.search(r"Sharpe .* CI .* over \d+ trial", run.stdout), run.stdout
+    assert re.search(r"^verdict: chance: .+; buy-and-hold: .+", run.stdout, re.MULTILINE), run.stdout
     assert "warm-up bars" in run.stderr

@@ -172,6 +172,7 @@ def _compare_cli(args, env, timeout=420):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_compare_on_a_ray_start_cluster_with_relative_paths(shared_data, tmp_path, ray_cluster):
     """The cluster's workers run in another folder: relative --data-dir/--cache-dir must be resolved
     on the driver. Results and ledger rows equal a local run's."""
@@ -192,6 +193,7 @@ def test_compare_on_a_ray_start_cluster_with_relative_paths(shared_data, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_ray_token_refused_is_one_line_naming_what_to_set(shared_data, tmp_path, ray_cluster):
     address, _, env_without_mode = ray_cluster
     proc = _compare_cli(["--data-dir", str(shared_data), "--timeframe", "1d", "--predictors", "naive",
@@ -204,6 +206,7 @@ def test_ray_token_refused_is_one_line_naming_what_to_set(shared_data, tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_an_error_inside_a_ray_worker_is_one_line(shared_data, tmp_path, ray_cluster):
     address, env, _ = ray_cluster
     proc = _compare_cli(["--data-dir", str(shared_data), "--timeframe", "1d", "--timerange", "20230101-20230301",

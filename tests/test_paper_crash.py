@@ -150,6 +150,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_random_kills_lose_and_double_no_order(tmp_path):
     """SIGKILL the testnet runner >= 50 times at random moments, a third of them while an order
     is inside the exchange (accepted, its answer not yet sent; orders also stay NEW for 50 ms),

@@ -262,6 +262,7 @@ def test_ledger_append_waits_out_a_lock_held_by_another_process(tmp_path, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_concurrent_backtests_on_the_same_folders_all_succeed_and_all_are_recorded(shared_data, tmp_path):
     """8 identical small backtests at once, sharing the output folder, the ledger and the forecast cache."""
     n = 8
