@@ -75,6 +75,7 @@ def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
     assert (a.forecast.values == b.forecast.values).all()
 
 
+@pytest.mark.slow
 def test_gap_policy_refuse_stops_and_fill_trades_every_bar(shared_data, tmp_path):
     """The 34 h Binance outage of 2018-02-08 inside the range: refuse names it, fill completes the grid."""
     args = ["backtest", str(ROOT / "strategies/llm_signal.py"), "--data-dir", str(shared_data),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.binance_stub import BinanceStub
 from tests.conftest import read_shared_csv
@@ -22,6 +23,7 @@ def engine(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_download_is_incremental_and_backtest_uses_the_cache(tmp_path):
     cache = tmp_path / "cache"
     with BinanceStub() as stub:
@@ -52,6 +54,7 @@ def test_download_is_incremental_and_backtest_uses_the_cache(tmp_path):
         assert len(stub.requests) == before
 
 
+@pytest.mark.slow
 def test_exchange_errors_are_clear_and_exit_1(tmp_path):
     with BinanceStub() as stub:
         proc = engine("download", "--exchange", "binance", "--symbol", "BTC/USDX", "--timeframe", "1h",

@@ -44,6 +44,7 @@ def _same(a, b):
     return a == b
 
 
+@pytest.mark.slow
 def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data, tmp_path):
     preds, syms = ["naive", "drift", "momentum"], ["BTC/USDT", "ETH/USDT"]
     serial = run_compare(_cfg(shared_data, tmp_path / "a"), STRATEGY, preds, syms, jobs=1)
@@ -96,6 +97,7 @@ def test_ray_gives_the_same_results(shared_data, tmp_path, monkeypatch):
     assert len(ra) == 2 and all(all(_same(x[k], y[k]) for k in x) for x, y in zip(ra, rb))
 
 
+@pytest.mark.slow
 def test_compare_cli_and_errors(shared_data, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "engine", "compare", str(STRATEGY), "--data-dir", str(shared_data),

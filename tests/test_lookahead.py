@@ -111,6 +111,7 @@ def test_strategy_reading_past_the_end_gets_a_clear_error(shared_data, tmp_path)
         run_backtest(_cfg(shared_data, tmp_path, **{"predictor.name": "naive"}), path, write=False)
 
 
+@pytest.mark.slow
 def test_lookahead_command_fails_loudly_with_exit_code(shared_data, tmp_path):
     path = tmp_path / "peek_next_close.py"
     path.write_text(LEAKY_STRATEGY)

@@ -29,6 +29,7 @@ class NextClosePeeker(bt.Strategy):
 '''
 
 
+@pytest.mark.slow
 def test_cli_backtest_keeps_an_invalid_run_and_exits_2(shared_data, tmp_path):
     path = tmp_path / "next_close_peeker.py"
     path.write_text(PEEKER)

@@ -90,6 +90,7 @@ def test_rare_peek_differs_first_at_a_peeking_bar(shared_data, tmp_path):
     assert "the backtest made buy 0.05 here, the bar-by-bar replay made nothing" in what
 
 
+@pytest.mark.slow
 def test_honest_strategies_pass_the_replay_on_another_market(shared_data, tmp_path):
     for strategy in ("sma_cross", "llm_signal", "buy_and_hold"):
         result = run_backtest(_cfg(shared_data, tmp_path, timerange="20230601-20230801", **{"data.symbol": "BTC/USDT"}),

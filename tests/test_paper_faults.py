@@ -37,6 +37,7 @@ def run(stub, tmp_path, n_bars, mode="sim", on_tick=None, **paper):
     return outcome, journal
 
 
+@pytest.mark.slow
 def test_testnet_orders_survive_network_faults_and_rejections(stub, tmp_path, monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, KEY)
     monkeypatch.setenv(API_SECRET_ENV, SECRET)
@@ -93,6 +94,7 @@ def test_testnet_orders_survive_network_faults_and_rejections(stub, tmp_path, mo
     journal.close()
 
 
+@pytest.mark.slow
 def test_a_delayed_order_is_waited_out_not_doubled(stub, tmp_path, monkeypatch):
     """The hard case on real Binance: a timed-out order request that still lands, within its
     receive window, after the client gave up. Binance would not refuse a resend with the

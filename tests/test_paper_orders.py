@@ -98,6 +98,7 @@ def test_feed_keeps_the_on_bar_hook_set_before_start():
     ("late:0.4", True),          # -1007 at once, processed 0.4 s later, inside its 1 s window
     ("late:1.6", False),         # -1007 at once, processed after its 1 s window: refused (-1021)
 ])
+@pytest.mark.slow
 def test_order_faults_end_with_exchange_journal_and_account_agreeing(stub, tmp_path, fault, placed_by_first_request):
     at_start = dict(stub.balances)
     stub.fault_paths = {"POST /api/v3/order"}
@@ -148,6 +149,7 @@ def test_orders_processed_with_a_delay_are_waited_for(stub, tmp_path):
 
 
 # -- item 4: fees in the received asset -------------------------------------------------------
+@pytest.mark.slow
 def test_fees_in_the_received_asset_keep_journal_and_account_equal(stub, tmp_path):
     at_start = dict(stub.balances)
     outcome, journal = run_testnet(stub, tmp_path, 60)
@@ -239,6 +241,7 @@ def test_resume_waits_out_the_receive_window_before_concluding(stub, tmp_path, m
     journal.close()
 
 
+@pytest.mark.slow
 def test_resume_that_cannot_check_an_order_sends_nothing_and_says_so(stub, tmp_path, monkeypatch):
     """"Could not check" is not "not found": while lookups fail the resume stops (exit 1)
     without sending or canceling; once the exchange answers, a resume settles the order."""

@@ -32,6 +32,7 @@ def run_paper_sim(stub, tmp_path, n_bars):
     return cfg, outcome
 
 
+@pytest.mark.slow
 def test_sim_mode_equals_the_backtest(stub, tmp_path):
     cfg, outcome = run_paper_sim(stub, tmp_path, N_BARS)
     assert outcome.bars == N_BARS and outcome.replayed == 0

@@ -79,6 +79,7 @@ def _first_order_bar(stub, tmp_path):
     return int(orders["bar_time"].iloc[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", [1, 11])
 def test_an_order_whose_fill_bar_was_missed_is_canceled(stub, tmp_path, missing):
     """Candles after the first order's decision bar are never served in time: the order is

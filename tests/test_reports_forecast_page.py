@@ -349,6 +349,7 @@ def screenshot_is_a_page(png: bytes) -> None:
     assert (ink > 0.01).sum() > 300  # text, tables and charts, not an empty page
 
 
+@pytest.mark.slow
 def test_renders_in_headless_chromium(page: Path) -> None:
     if chromium_path() is None:
         pytest.skip("chromium is not installed (/usr/bin/chromium); run .ci/install-browser")

@@ -43,6 +43,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 # ------------------------------------------------------------------- tear-sheet
 
 
+@pytest.mark.slow
 def test_tearsheet_on_real_btc_is_offline_quiet_and_self_contained(
     btc_1d: pd.DataFrame,
     tmp_path: Path,
@@ -78,6 +79,7 @@ def test_tearsheet_on_real_btc_is_offline_quiet_and_self_contained(
     assert (matplotlib.rcParams["font.family"], font_logger.level) == before
 
 
+@pytest.mark.slow
 def test_tearsheet_compounds_hourly_bars_to_days(btc_1h: pd.DataFrame, tmp_path: Path) -> None:
     candles = btc_1h.iloc[-24 * 120:]  # the last 120 days
     strat, bench = _strategy_and_benchmark(candles)
