@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.broker import configure_broker
 from engine.config import Config
 from engine.errors import StrategyLoadError, UserInputError
-from engine.feed import ForecastData, align_forecast
+from engine.feed import align_forecast, build_cerebro
 from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.strategy_loader import check_strategy_params, load_strategy
@@ -142,10 +141,7 @@ def run_event_loop(
     slippage: float,
 ) -> dict[str, Any]:
     """One backtrader run over ``bars``; returns the recorder's analysis."""
-    cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True, exactbars=False)
-    configure_broker(cerebro, cash=cash, fee=fee, slippage=slippage)
-    cerebro.adddata(ForecastData(dataname=bars, forecast_values=forecast_values, quantile_levels=quantile_levels))
-    cerebro.addstrategy(strategy_cls, **strategy_params)
+    cerebro = build_cerebro(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, fee, slippage)
     cerebro.addanalyzer(RunRecorder, _name="recorder")
     try:
         (strategy,) = cerebro.run()

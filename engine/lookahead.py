@@ -37,9 +37,9 @@ The number of sampled times is budget-based: as many as fit in
 Samples are drawn from interior decision times; the last bar (where truncation removes
 nothing) is only included when every time is checked.
 
-**Strategy.** One replay of the strategy through a bar-by-bar feed (paper trading's
-:class:`engine.paper.live_feed.LiveForecastData`: nothing preloaded, each bar and its
-forecast revealed at its close) checks every decision time in a single run: its orders
+**Strategy.** One replay of the strategy through a bar-by-bar feed
+(:class:`engine.feed.RevealingForecastData`, as paper trading's ``LiveForecastData``:
+nothing preloaded, each bar and its forecast revealed at its close) checks every decision time in a single run: its orders
 must equal the backtest's. A strategy that reads ``data.close[1]`` (or any later bar or
 forecast) reads a bar that does not exist yet in the replay; a mismatch names the first
 differing order (time, side, size).
@@ -65,6 +65,7 @@ import pandas as pd
 from loguru import logger
 
 from engine.errors import UserInputError
+from engine.feed import build_cerebro
 from engine.signals import context_windows
 from predictors.base import Forecast, Predictor
 
@@ -281,50 +282,6 @@ def _shuffled_recheck(
     return _max_abs(forecast.values, again), forecast_width(forecast.values)
 
 
-class RevealingForecastData(bt.feed.DataBase):
-    """ForecastData's lines revealed one bar at a time, as paper trading's ``LiveForecastData`` does.
-
-    Used with ``preload=False, runonce=False``: when the strategy's ``next`` runs for bar
-    ``i`` nothing after bar ``i`` has been loaded, so ``data.close[1]`` raises IndexError;
-    ``forecast_values`` is a list that grows by one ``(Q, H)`` forecast per revealed bar
-    (like ``LiveForecastData.forecast_values``), so it cannot be indexed ahead either.
-    """
-
-    lines = ("fc_median", "fc_lower", "fc_upper")
-    params = (("forecast_values", None), ("quantile_levels", (0.1, 0.5, 0.9)))
-
-    def start(self) -> None:
-        super().start()
-        from engine.feed import datetimes_to_num
-
-        frame: pd.DataFrame = self.p.dataname
-        values = self.p.forecast_values
-        if values is None:
-            values = np.full((len(frame), 1, 1), np.nan)
-        self.quantile_levels = tuple(self.p.quantile_levels)
-        j_med = int(np.argmin(np.abs(np.asarray(self.quantile_levels) - 0.5)))
-        last = values[:, :, -1]
-        self._all_values = values
-        self._rows = list(zip(
-            datetimes_to_num(frame.index).tolist(), *(frame[c].to_numpy(np.float64).tolist()
-                                                      for c in ("open", "high", "low", "close", "volume")),
-            last[:, j_med].tolist(), last[:, 0].tolist(), last[:, -1].tolist(),
-        ))
-        self.forecast_values: list[np.ndarray] = []  # revealed bars only
-        ln = self.lines
-        self._targets = (ln.datetime, ln.open, ln.high, ln.low, ln.close, ln.volume,
-                         ln.fc_median, ln.fc_lower, ln.fc_upper)
-
-    def _load(self) -> bool:
-        i = len(self.forecast_values)
-        if i >= len(self._rows):
-            return False
-        for line, value in zip(self._targets, self._rows[i]):
-            line[0] = value
-        self.forecast_values.append(self._all_values[i])
-        return True
-
-
 def replay_orders(
     bars: pd.DataFrame,
     forecast_values: np.ndarray | None,
@@ -336,18 +293,14 @@ def replay_orders(
     slippage: float,
 ) -> tuple[list[tuple[int, str, float]], str | None]:
     """The strategy's created orders ``(bar position, side, size)`` when each bar (and its
-    forecast) is revealed only at its close (:class:`RevealingForecastData`).
+    forecast) is revealed only at its close (:class:`engine.feed.RevealingForecastData`).
 
     Returns ``(orders, error)``; ``error`` says why the replay stopped early (a strategy
     that reads a bar which has not closed yet fails here), else None.
     """
-    from engine.broker import configure_broker
-
-    cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
-    configure_broker(cerebro, cash=cash, fee=fee, slippage=slippage)
-    feed = RevealingForecastData(dataname=bars, forecast_values=forecast_values, quantile_levels=quantile_levels)
-    cerebro.adddata(feed)
-    cerebro.addstrategy(strategy_cls, **strategy_params)
+    cerebro = build_cerebro(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, fee,
+                            slippage, bar_by_bar=True)
+    (feed,) = cerebro.datas
     error = None
     try:
         cerebro.run()
