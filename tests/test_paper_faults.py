@@ -9,32 +9,19 @@ import time
 import numpy as np
 import pytest
 
-from binance_stub import KLINES_PATH, BinanceStub
+from binance_stub import KLINES_PATH
 from engine.errors import OperationalError, UserInputError
-from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
-from test_paper_helpers import DELAY_MS, HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config
+from test_paper_helpers import HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config, run_paper, stub_fixture
 
 KEY, SECRET = "k3y-Fault-Test-0123456789abcdef", "s3cret-Fault-Test-fedcba9876543210"
 
 
-@pytest.fixture
-def stub():
-    server = BinanceStub(api_key=KEY, api_secret=SECRET).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+stub = stub_fixture(KEY, SECRET)
 
 
-def run(stub, tmp_path, n_bars, mode="sim", on_tick=None, **paper):
-    cfg = paper_config(tmp_path / "runs", stub.url, mode=mode, **paper)
-    clock = ManualClock(stub, START_MS + DELAY_MS)
-    ticks = ManualTicks(clock, n_bars, on_tick=on_tick)
-    outcome = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ticks, install_signals=False).run()
-    journal = Journal(outcome.run_dir / JOURNAL_FILE)
-    return outcome, journal
+run = run_paper
 
 
 @pytest.mark.slow

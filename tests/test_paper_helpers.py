@@ -97,3 +97,30 @@ def _flat(cfg: Config) -> dict:
         "strategy.llm_signal.threshold": cfg.strategy.params_for("llm_signal")["threshold"],
         "output.dir": cfg.output.dir, "output.tearsheet": False, "output.progress": False,
     }
+
+
+def stub_fixture(key: str, secret: str):
+    """A pytest fixture: a loopback :class:`BinanceStub` with this API key pair, stopped after the test.
+
+    Each test module keeps its own pair: secrets registered for redaction last for the
+    whole process, so a shared pair would let one module's run hide another's failure."""
+    import pytest
+
+    @pytest.fixture
+    def stub():
+        with BinanceStub(api_key=key, api_secret=secret) as server:
+            yield server
+
+    return stub
+
+
+def run_paper(stub: BinanceStub, out: Path, n_bars: int, mode: str = "sim", on_tick=None, **paper: object):
+    """A paper run of :data:`STRATEGY` for ``n_bars`` bars on the manual clock; ``(outcome, journal)``."""
+    from engine.paper.journal import Journal
+    from engine.paper.runner import JOURNAL_FILE, PaperRunner
+
+    cfg = paper_config(out / "runs", stub.url, mode=mode, **paper)
+    clock = ManualClock(stub, START_MS + DELAY_MS)
+    outcome = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, n_bars, on_tick=on_tick),
+                          install_signals=False).run()
+    return outcome, Journal(outcome.run_dir / JOURNAL_FILE)

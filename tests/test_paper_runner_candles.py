@@ -14,26 +14,15 @@ from binance_stub import KLINES_PATH, ORDER_PATH, BinanceStub
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
-from test_paper_helpers import DELAY_MS, HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config
+from test_paper_helpers import DELAY_MS, HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config, run_paper, stub_fixture
 
 KEY, SECRET = "k3y-Candles-Test-0123456789abcd", "s3cret-Candles-Test-dcba98765432"
 
 
-@pytest.fixture
-def stub():
-    server = BinanceStub(api_key=KEY, api_secret=SECRET).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+stub = stub_fixture(KEY, SECRET)
 
 
-def run(stub, out, n_bars, on_tick=None, **paper):
-    cfg = paper_config(out / "runs", stub.url, **paper)
-    clock = ManualClock(stub, START_MS + DELAY_MS)
-    outcome = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, n_bars, on_tick=on_tick),
-                          install_signals=False).run()
-    return outcome, Journal(outcome.run_dir / JOURNAL_FILE)
+run = run_paper
 
 
 def traded_times(journal):

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from binance_stub import ORDER_PATH, BinanceStub
+from binance_stub import ORDER_PATH
 from engine.config import ConfigError, load_config, parse_order_age
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
-from test_paper_helpers import DELAY_MS, HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config
+from test_paper_helpers import DELAY_MS, HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config, stub_fixture
 
 KEY, SECRET = "k3y-Orders-Test-0123456789abcdef", "s3cret-Orders-Test-fedcba987654321"
 
 
-@pytest.fixture
-def stub():
-    server = BinanceStub(api_key=KEY, api_secret=SECRET).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+stub = stub_fixture(KEY, SECRET)
 
 
 @pytest.mark.parametrize("bars_later", [2, 5])

@@ -20,7 +20,7 @@ from engine.paper.clock import CLOCK_ENV
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
-from test_paper_helpers import ROOT, START_MS
+from test_paper_helpers import ROOT, START_MS, stub_fixture
 
 KEY, SECRET = "k3y-Process-Test-A1B2C3D4E5F6G7H8", "s3cret-Process-Test-Z9Y8X7W6V5U4T3"
 SPEED = 3600 / 0.3  # one 1h bar every 0.3 s
@@ -69,13 +69,7 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in a terminal (a background job ignores it)
 
 
-@pytest.fixture
-def stub():
-    server = BinanceStub(api_key=KEY, api_secret=SECRET).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+stub = stub_fixture(KEY, SECRET)
 
 
 @pytest.fixture

@@ -55,6 +55,9 @@ RECV_WINDOW_MARGIN = 1.2
 REJECTIONS = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.BadSymbol)
 #: ccxt errors that no retry fixes and that stop the run.
 FATAL = (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)
+#: Answers that leave an order's fate unknown (any other exchange error, a body that is not the order):
+#: the order is then looked up by client id.
+UNCERTAIN = (ccxt.BaseError, ValueError, TypeError, KeyError)
 
 
 def public_exchange(exchange_id: str, api_url: str, timeout_s: float) -> ccxt.Exchange:
@@ -366,7 +369,7 @@ class OrderDesk:
                     return ExchangeResult("rejected", reason=f"{type(exc).__name__}: {self.redact(str(exc))[:200]}")
                 logger.warning("order {}: the exchange has it open already (duplicate client id): looking it up", cid)
                 result = self.resolve(cid, missing_means=None)
-            except (ccxt.BaseError, ValueError, TypeError, KeyError) as exc:
+            except UNCERTAIN as exc:
                 # OperationFailed (-1001, -1006, 5xx), network errors, timeouts, answers that are
                 # not JSON: the order may or may not be on the exchange
                 logger.warning("order {}: {} ({}): state unknown, looking it up by client id", cid,
@@ -424,7 +427,7 @@ class OrderDesk:
         except ccxt.OrderNotFound:
             logger.info("order {}: the exchange does not know it", cid)
             return ExchangeResult("missing", reason="the exchange does not know this client id")
-        except (ExchangeUnavailable, ccxt.BaseError, ValueError, TypeError, KeyError) as exc:
+        except (ExchangeUnavailable, *UNCERTAIN) as exc:
             logger.warning("order {}: could not check its state ({}: {})", cid, type(exc).__name__,
                            self.redact(str(exc))[:200])
             return ExchangeResult("unknown", reason=f"could not check: {type(exc).__name__}")
@@ -443,7 +446,7 @@ class OrderDesk:
                 lambda: self.exchange.fetch_order_trades(found["id"], self.symbol),
                 f"fetch_order_trades {cid}", self.policy, self.stop,
             )
-        except (ExchangeUnavailable, ccxt.BaseError, ValueError, TypeError, KeyError) as exc:
+        except (ExchangeUnavailable, *UNCERTAIN) as exc:
             logger.warning("order {}: could not fetch its trades ({}: {})", cid, type(exc).__name__,
                            self.redact(str(exc))[:200])
             return None

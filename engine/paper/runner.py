@@ -33,7 +33,7 @@ from engine.broker import configure_broker
 from engine.config import Config, load_config
 from engine.errors import UserInputError
 from engine.paper.clock import BarTicks, Clock, StopSignals, Ticks, clock_from_env
-from engine.paper.execution import ExchangeResult, OrderDesk, PaperBroker, public_exchange, sandbox_exchange
+from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sandbox_exchange
 from engine.paper.journal import FINAL_STATUSES, Journal
 from engine.paper.live_feed import Bar, CandlePoller, LiveBars, LiveForecastData, forecast_lines, ms_to_time
 from engine.paper.report import write_outputs
@@ -138,14 +138,7 @@ class AgeLimitedDesk(OrderDesk):
         logger.warning("order {}: older than paper.max_order_age = {!r}: looking it up, never sending it", cid,
                        self.max_age_text)
         self.journal.event("order_too_old", f"{cid}: {age_ms / 1000:.1f} s old, not sent")
-        resolve = getattr(self, "resolve", None)
-        if resolve is not None:  # a desk that tells "not on the exchange" from "could not check"
-            result = resolve(cid, missing_means=reason)
-        else:
-            result = self.reconcile(cid)
-            if result.status == "unknown":
-                result = ExchangeResult("canceled", reason=reason)
-        self._record(cid, result)
+        self._record(cid, self.resolve(cid, missing_means=reason))  # "not found" -> canceled; "could not check" -> looked up again
 
 
 class PaperRecorder(bt.Analyzer):
