@@ -22,7 +22,7 @@ from engine.feed import align_forecast, build_cerebro
 from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.strategy_loader import check_strategy_params, load_strategy
-from feeds.timeframes import infer_bars_per_year
+from feeds.timeframes import infer_bars_per_year, periods_per_year
 from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
 from predictors.registry import make_predictor
 
@@ -58,6 +58,11 @@ class BacktestResult:
     suspicious: list[str] = field(default_factory=list)  # plausibility-guard findings ("suspicious — check for leaks")
     run_dir: Path | None = None
     predictor_hash: str = ""  # engine.signals.predictor_hash: the predictor's part of the trial identity
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per year the run annualised with (``calendar``), else the timeframe's 24/7 count."""
+        return self.calendar.get("bars_per_year") or periods_per_year(self.config.data.timeframe)
 
 
 def build_predictor(cfg: Config) -> Predictor:

@@ -187,7 +187,6 @@ def run_compare(
     """
     from engine.evaluation import significance_report
     from engine.run_folder import append_to_ledger, check_writable, ledger_unusable, new_run_dir, write_significance
-    from feeds.timeframes import periods_per_year
     from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
 
     if not predictors:
@@ -209,7 +208,6 @@ def run_compare(
     results = dict(zip(pairs, _execute(configs, strategy_path, jobs, ray_address)))
 
     # Judge in a fixed order, so the ledger and every number are independent of scheduling.
-    ppy = periods_per_year(cfg.data.timeframe)
     ev = cfg.evaluation
     trial_stats, ledger_error = {}, None
     try:
@@ -223,7 +221,7 @@ def run_compare(
         result = results[pair]
         n_trials, var = trial_stats[pair[0]]
         result.significance = significance_report(
-            result.equity, result.calendar.get("bars_per_year") or ppy, n_trials, var,
+            result.equity, result.periods_per_year, n_trials, var,
             ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=result.benchmark_equity,
         )
         result.significance["trials"] = trial_stats[pair[0]].to_dict()

@@ -58,7 +58,7 @@ __all__ = [
 LEDGER_FILENAME = "ledger.sqlite"
 SCHEMA_VERSION = 2
 TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper")
-#: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_stats`.
+#: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_count`.
 DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare")
 _TIMEOUT_S = 60.0
 #: Extra tries, after SQLite's own busy timeout, for the "database is locked" answers SQLite

@@ -79,8 +79,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+def flag_prefix(result: "BacktestResult") -> str:
+    """The title prefix of an invalid or suspicious run ("INVALID: lookahead — SUSPICIOUS — check for leaks: ")."""
+    return ("INVALID: lookahead — " if result.invalid else "") + ("SUSPICIOUS — check for leaks: " if result.suspicious else "")
 
 
 def file_hash(path: str | Path) -> str:
@@ -101,12 +102,11 @@ def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: 
     this one included.
     """
     from engine.ledger import LedgerError, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
-    from feeds.timeframes import periods_per_year
 
     cfg, m = result.config, result.metrics
     ledger = TrialLedger.for_output_dir(cfg.output.dir)
     timerange = cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-"
-    start, end = (_utc(t).isoformat() for t in (result.bars.index[0], result.bars.index[-1]))
+    start, end = (t.isoformat() for t in (result.bars.index[0], result.bars.index[-1]))  # validated UTC (feeds)
     strategy_params, strategy_hash = params_json(result.strategy_params), file_hash(strategy_path)
     identity = trial_hash(
         strategy_hash=strategy_hash, strategy_params=strategy_params, predictor_hash=result.predictor_hash,
@@ -125,7 +125,7 @@ def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: 
             predictor_hash=result.predictor_hash or None, period_start=start, period_end=end,
             invalid=result.invalid, suspicious="; ".join(result.suspicious) or None,
         ))
-        ppy = result.calendar.get("bars_per_year") or periods_per_year(cfg.data.timeframe)
+        ppy = result.periods_per_year
         return ledger.trial_count(cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, start, end, ppy)
     except (LedgerError, sqlite3.DatabaseError) as exc:
         raise ledger_unusable(ledger.path, exc, result.run_dir) from exc
@@ -187,18 +187,14 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
     }
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
     if cfg.output.tearsheet:
-        from feeds.timeframes import periods_per_year
         from reports.metrics import simple_returns
         from reports.tearsheet import write_tearsheet
 
-        title = f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
-        if result.suspicious:
-            title = f"SUSPICIOUS \u2014 check for leaks: {title}"
-        title = f"INVALID: lookahead — {title}" if result.invalid else title
+        title = flag_prefix(result) + f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
         write_tearsheet(
             simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
             run_dir / "tearsheet.html", title=title,
-            periods_per_year=result.calendar.get("bars_per_year") or periods_per_year(cfg.data.timeframe),
+            periods_per_year=result.periods_per_year,
         )
     if result.significance:
         write_forecast_page(result)
@@ -230,9 +226,7 @@ def write_forecast_page(result: "BacktestResult") -> Path:
     cfg = result.config
     return render(
         result.run_dir / "forecast.html",
-        title=("INVALID: lookahead — " if result.invalid else "")
-        + ("SUSPICIOUS \u2014 check for leaks: " if result.suspicious else "")
-        + f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
+        title=flag_prefix(result) + f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=result.significance,
         notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [*result.suspicious, *result.warnings],

@@ -413,8 +413,8 @@ def write_leaderboard_html(
         )
     legend = (
         "<p class=\"sub\">Return, Sharpe and drawdown after costs; B&amp;H: buy and hold on the same bars; random sign: "
-        "the same strategy on the model's forecasts with a seeded random sign at each decision time (a coin that "
-        "trades as often). "
+        "the same strategy on the model's forecasts with the sign flipped over seeded random stretches (a coin that "
+        "trades about as often). "
         "MAE/MASE/CRPS/coverage/directional accuracy at the last forecast horizon; MASE &lt; 1 and a negative DM "
         "statistic mean better than the naive (random-walk) forecast. PSR: probability the true Sharpe exceeds 0; "
         "DSR: that it exceeds the best Sharpe luck would give over the trials tried.</p>"
