@@ -1,0 +1,123 @@
+"""Behaviour kept through restructures: reference runs write the same metrics.json and leaderboard.
+
+``tests/golden/*.json`` were written by the engine *before* the restructure of issue 10
+(``python tests/test_reference_runs.py`` rewrites them; do that only for an intended change
+of results, and say why in the commit). Each reference run goes through the command line as
+a user runs it; the comparison drops what legitimately differs between two runs of the same
+code: wall-clock timings, absolute paths, folder names, and the lookahead check's
+time-budgeted sample counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).with_name("golden")
+SHARED = Path(os.environ.get("LLM4MP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+#: name -> command line (after ``python -m engine``); data/cache/out are added per run.
+REFERENCE_RUNS: dict[str, list[str]] = {
+    "llm_signal-momentum-BTC-1d": [
+        "backtest", str(ROOT / "strategies/llm_signal.py"), "--symbol", "BTC/USDT", "--timeframe", "1d",
+        "--timerange", "20220101-20250101", "--predictor", "momentum", "--set", "predictor.context_length=64",
+        "--set", "predictor.horizon=3", "--set", "strategy.llm_signal.allow_short=true",
+    ],
+    "sma_cross-naive-ETH-4h": [
+        "backtest", str(ROOT / "strategies/sma_cross.py"), "--symbol", "ETH/USDT", "--timeframe", "4h",
+        "--timerange", "20240101-20240701", "--predictor", "naive", "--set", "predictor.context_length=32",
+        "--set", "broker.fee=0.0005",
+    ],
+    "compare-naive,drift-BTC,ETH-1d": [
+        "compare", str(ROOT / "strategies/llm_signal.py"), "--predictors", "naive,drift", "--symbols",
+        "BTC/USDT,ETH/USDT", "--timeframe", "1d", "--timerange", "20230101-20250101", "--jobs", "1",
+        "--set", "predictor.context_length=64", "--set", "predictor.horizon=2",
+    ],
+}
+
+#: keys whose values differ between two runs of the same code (time, paths, time-budgeted samples)
+VOLATILE = {"timings_s", "config_hash", "file", "run_dir"}
+VOLATILE_LOOKAHEAD = {"stats", "times"}  # how many times were sampled, and seconds, depend on the time budget
+
+
+def _normalise(tree, path=()):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            if k in VOLATILE or ("lookahead" in path and k in VOLATILE_LOOKAHEAD):
+                continue
+            out[k] = _normalise(v, path + (k,))
+        return out
+    if isinstance(tree, list):
+        return [_normalise(v, path) for v in tree]
+    if "lookahead" in path and isinstance(tree, str):
+        return re.sub(r"forecasts at \d+ sampled", "forecasts at N sampled", tree)
+    return tree
+
+
+def reference_outputs(name: str, work: Path) -> dict:
+    """Run one reference command in-process; the normalised metrics.json (and leaderboard rows) it wrote."""
+    from engine.cli import main
+
+    out = work / "runs"
+    args = [*REFERENCE_RUNS[name], "--data-dir", str(SHARED), "--cache-dir", str(work / "cache"),
+            "--out", str(out), "--no-progress", "--no-tearsheet"]
+    code = main(args)
+    assert code == 0, f"{name}: exit {code}"
+    found = {}
+    for metrics in sorted(out.rglob("metrics.json")):
+        parts = metrics.parent.relative_to(out).parts[1:]  # below the top folder (a time-stamped name)
+        key = "/".join(re.sub(r"^\d{8}-\d{6}-", "", part) for part in parts) or "run"
+        found[key] = _normalise(json.loads(metrics.read_text(encoding="utf-8")))
+    for board in out.rglob("leaderboard.csv"):
+        import pandas as pd
+
+        frame = pd.read_csv(board).drop(columns=["run_dir"], errors="ignore")
+        found["leaderboard.csv"] = json.loads(frame.to_json(orient="records"))
+    return found
+
+
+def _diff(a, b, path="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}/{k}: only in golden" for k in a.keys() - b.keys()]
+        out += [f"{path}/{k}: new key" for k in b.keys() - a.keys()]
+        for k in sorted(a.keys() & b.keys()):
+            out += _diff(a[k], b[k], f"{path}/{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items in golden, {len(b)} now"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return [] if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) else [f"{path}: {a!r} golden, {b!r} now"]
+    return [] if a == b else [f"{path}: {a!r} golden, {b!r} now"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REFERENCE_RUNS))
+def test_reference_run_unchanged(name, tmp_path, shared_data):
+    golden = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(reference_outputs(name, tmp_path)))
+    differences = _diff(golden, now)
+    assert not differences, f"{name} changed ({len(differences)} differences):\n" + "\n".join(differences[:40])
+
+
+def test_golden_files_cover_every_reference_run():
+    assert sorted(p.stem for p in GOLDEN.glob("*.json")) == sorted(REFERENCE_RUNS)
+
+
+if __name__ == "__main__":  # rewrite the golden files with the current engine
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    for run in sys.argv[1:] or sorted(REFERENCE_RUNS):
+        with tempfile.TemporaryDirectory() as tmp:
+            (GOLDEN / f"{run}.json").write_text(json.dumps(reference_outputs(run, Path(tmp)), indent=1, sort_keys=True))
+            print("wrote", GOLDEN / f"{run}.json")
