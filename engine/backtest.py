@@ -362,9 +362,8 @@ def run_backtest(
         t5 = time.perf_counter()
         result.significance = significance_report(
             equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=benchmark,
+            trials=trials,
         )
-        if trials is not None:
-            result.significance["trials"] = trials.to_dict()
         timings["significance"] = time.perf_counter() - t5
         if write:
             write_significance(result)

@@ -222,9 +222,8 @@ def run_compare(
         n_trials, var = trial_stats[pair[0]]
         result.significance = significance_report(
             result.equity, result.periods_per_year, n_trials, var,
-            ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=result.benchmark_equity,
+            ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=result.benchmark_equity, trials=trial_stats[pair[0]],
         )
-        result.significance["trials"] = trial_stats[pair[0]].to_dict()
         write_significance(result)
 
     rows, equity, benchmark, links = [], {}, {}, {}

@@ -49,13 +49,14 @@ def naive_comparison(skill: dict[str, Any], alpha: float) -> dict[str, Any] | No
 
 def significance_report(
     equity: pd.Series, periods_per_year: float, n_trials: int, var_trial_sharpes: float,
-    alpha: float, n_boot: int, seed: int, benchmark: pd.Series | None = None,
+    alpha: float, n_boot: int, seed: int, benchmark: pd.Series | None = None, trials: Any = None,
 ) -> dict[str, Any]:
     """Sharpe with bootstrap CI, two-sided test against 0, PSR and DSR of the equity curve's
     per-bar returns; with ``benchmark`` (buy-and-hold equity on the same bars) also
     ``versus_buy_and_hold`` (:func:`reports.significance.buy_and_hold_comparison`), and
     ``verdict`` answering both questions in words
-    (:func:`reports.significance.two_question_verdict`)."""
+    (:func:`reports.significance.two_question_verdict`). ``trials`` (an
+    :class:`engine.ledger.TrialCount`) is reported under ``trials`` when given."""
     from reports.metrics import simple_returns
     from reports.significance import (
         buy_and_hold_comparison, deflated_sharpe_words, sharpe_significance, two_question_verdict,
@@ -76,6 +77,8 @@ def significance_report(
     sig["versus_buy_and_hold"] = versus
     sig["dsr_verdict"] = deflated_sharpe_words(sig, versus)
     sig["verdict"] = two_question_verdict(sig, versus)
+    if trials is not None:
+        sig["trials"] = trials.to_dict()
     return sig
 
 

@@ -65,7 +65,9 @@ def check_writable(out_dir: str | Path, what: str = "output.dir") -> Path:
 
 
 def json_safe(value: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, timestamps -> ISO strings."""
+    """NaN/inf -> None, numpy scalars -> Python, timestamps -> ISO strings, typed results via their ``to_json()``."""
+    if hasattr(value, "to_json") and not isinstance(value, type):
+        return json_safe(value.to_json())
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
