@@ -5,7 +5,7 @@ Over all BTC/USDT 1h candles (~70k) with cached forecasts it times, in one invoc
 - raw: plain backtrader, ``PandasDirectData`` with the forecast columns as extra lines,
   the same LLMSignal strategy class and broker costs, no analyzers;
 - engine loop: the engine's event loop (its numpy feed + the run recorder);
-- engine cache hit: ``run_backtest`` on a forecast-cache hit, backtest path only (load and
+- engine cache hit: ``run_pipeline`` on a forecast-cache hit, backtest path only (load and
   validate candles, load cached forecasts, event loop, trades, metrics, buy-and-hold; no
   naive-baseline run, lookahead check, bootstrap or run folder: judging is extra
   statistical work that raw backtrader does not do, timed separately below);
@@ -33,7 +33,9 @@ import backtrader as bt  # noqa: E402
 import numpy as np  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from engine.backtest import load_bars, run_backtest, run_event_loop  # noqa: E402
+from engine.judge import judge  # noqa: E402
+from engine.pipeline import load_bars, run_pipeline  # noqa: E402
+from engine.simulate import run_event_loop  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.feed import align_forecast  # noqa: E402
 from engine.strategy_loader import load_strategy  # noqa: E402
@@ -70,6 +72,14 @@ def raw_backtrader(bars, values, strategy_cls, params, cash, fee, slippage) -> f
     return strategy.broker.getvalue()
 
 
+def judged_run(cfg, strategy_path) -> dict[str, float]:
+    """The pipeline, then its significance judged without a ledger; seconds per stage."""
+    result = run_pipeline(cfg, strategy_path)
+    t = time.perf_counter()
+    judge([result], strategy_path)
+    return {**result.timings, "significance": time.perf_counter() - t}
+
+
 def best_of(repeat: int, fn) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -95,7 +105,7 @@ def main() -> None:
         })
         strategy_path = ROOT / "strategies" / "llm_signal.py"
         t = time.perf_counter()
-        first = run_backtest(cfg, strategy_path, write=False)  # computes and caches the forecasts
+        first = run_pipeline(cfg, strategy_path)  # computes and caches the forecasts
         first_s = time.perf_counter() - t
         bars = first.bars
         values = align_forecast(bars.index, first.forecast)
@@ -105,14 +115,14 @@ def main() -> None:
 
         raw_s, raw_value = best_of(args.repeat, lambda: raw_backtrader(bars, values, cls, params, b.cash, b.fee, b.slippage))
         loop_s, analysis = best_of(args.repeat, lambda: run_event_loop(
-            bars, values, first.forecast.quantile_levels, cls, params, b.cash, b.fee, b.slippage))
+            bars, values, first.forecast.quantile_levels, cls, params, b.cash, b.costs))
         fast = load_config(ROOT / "config.toml", {
             "data.data_dir": args.data_dir, "data.timerange": "", "data.cache_dir": tmp,
             "predictor.name": args.predictor, "output.progress": False, "output.dir": tmp,
             "evaluation.naive_baseline": False, "evaluation.lookahead_samples": 0,
         })
-        hit_s, hit = best_of(args.repeat, lambda: run_backtest(fast, strategy_path, write=False, judge=False))
-        judged_s, judged = best_of(1, lambda: run_backtest(cfg, strategy_path, write=False))
+        hit_s, hit = best_of(args.repeat, lambda: run_pipeline(fast, strategy_path))
+        judged_s, judged = best_of(1, lambda: judged_run(cfg, strategy_path))
         load_s, _ = best_of(args.repeat, lambda: load_bars(cfg, progress=False))
 
     n = len(bars)
@@ -121,14 +131,14 @@ def main() -> None:
     print(f"BTC/USDT 1h, {n} bars, predictor {args.predictor}, {len(first.fills)} fills, best of {args.repeat}")
     print(f"  first run (forecasts computed):  {first_s:7.2f} s")
     print(f"  raw backtrader:                  {raw_s:7.2f} s  {n / raw_s:9.0f} bars/s   final value {raw_value:.2f}")
-    print(f"  engine event loop:               {loop_s:7.2f} s  {n / loop_s:9.0f} bars/s   final value {analysis['final_value']:.2f}")
+    print(f"  engine event loop:               {loop_s:7.2f} s  {n / loop_s:9.0f} bars/s   final value {analysis.final_value:.2f}")
     print(f"  engine run, cache hit:           {hit_s:7.2f} s  {n / hit_s:9.0f} bars/s   (candle load+validate {load_s:.2f} s)")
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in judged.timings.items())
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in judged.items())
     print(f"  engine judged run, cache hit:    {judged_s:7.2f} s  ({stages} s)")
     print(f"  ratio engine loop / raw:         {loop_s / raw_s:7.2f}   (target <= 1.15)")
     print(f"  ratio cache-hit run / raw:       {hit_s / raw_s:7.2f}   (target <= 1.20)")
     print(f"  peak RSS:                        {peak_mib:7.0f} MiB (target < 1024)")
-    same = np.isclose(raw_value, analysis["final_value"], rtol=1e-9)
+    same = np.isclose(raw_value, analysis.final_value, rtol=1e-9)
     print(f"  raw and engine final values agree: {same}")
 
 

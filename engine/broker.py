@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import backtrader as bt
 
+from engine.costs import Costs
+
 
 class FractionalCommission(bt.CommInfoBase):
     """Percentage commission on notional, with fractional position sizes.
@@ -33,6 +35,7 @@ class RecordingBroker(bt.brokers.BackBroker):
     def __init__(self) -> None:
         super().__init__()
         self.created: list[tuple[int, str, float]] = []
+        self.costs: Costs | None = None  # set by configure_broker
 
     def submit(self, order: bt.Order, check: bool = True) -> bt.Order:
         self.created.append((len(order.data) - 1, "buy" if order.isbuy() else "sell", float(order.created.size)))
@@ -48,26 +51,35 @@ class RecordingBroker(bt.brokers.BackBroker):
         super()._try_exec(order)
 
 
-def configure_broker(cerebro: bt.Cerebro, cash: float, fee: float, slippage: float) -> None:
-    """Cash, commission on every fill, and adverse slippage on every fill.
+def configure_broker(cerebro: bt.Cerebro, cash: float, costs: Costs) -> None:
+    """Cash, and ``costs`` (:class:`engine.costs.Costs`) on every fill.
 
     Market orders fill at the next bar's open (the next one with volume > 0: nothing fills
-    on a candle without trades, see :meth:`RecordingBroker._try_exec`); slippage applies
-    to the open too (``slip_open``) and is paid even when the slipped price leaves the bar's range
-    (``slip_out``), so costs are never understated.
+    on a candle without trades, see :meth:`RecordingBroker._try_exec`) at
+    ``costs.fill_price(side, open)``: slippage applies to the open too (``slip_open``) and
+    is paid even when the slipped price leaves the bar's range (``slip_out``), so costs are
+    never understated; the commission is ``costs.commission(size * price)``. The broker
+    keeps ``costs`` for the strategy (:func:`costs_of`).
     """
     broker = RecordingBroker()
     cerebro.broker = broker
+    broker.costs = costs
     broker.setcash(cash)
-    broker.addcommissioninfo(FractionalCommission(commission=fee))
-    broker.set_slippage_perc(slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)
+    broker.addcommissioninfo(FractionalCommission(commission=costs.fee))
+    broker.set_slippage_perc(costs.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)
 
 
-def round_trip_cost(strategy: bt.Strategy, data: bt.feed.DataBase | None = None) -> float:
-    """Fee + slippage of entering and leaving, as an (approximate) log return.
+def costs_of(strategy: bt.Strategy) -> Costs:
+    """The :class:`engine.costs.Costs` the strategy's broker charges (``costs_of(self).round_trip``
+    is the usual default threshold a forecast must clear to be worth a trade).
 
-    Strategies use it as the default threshold a forecast must clear to be worth a trade.
+    Raises:
+        TypeError: the strategy runs on a broker the engine did not set up (no ``costs``).
     """
-    broker = strategy.broker
-    comm = broker.getcommissioninfo(data if data is not None else strategy.data).p.commission
-    return 2.0 * (float(comm) + float(broker.p.slip_perc))
+    costs = getattr(strategy.broker, "costs", None)
+    if not isinstance(costs, Costs):
+        raise TypeError(
+            f"{type(strategy).__name__} runs on a {type(strategy.broker).__name__} without engine costs: "
+            "set the broker up with engine.broker.configure_broker(cerebro, cash, costs)"
+        )
+    return costs

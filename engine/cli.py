@@ -10,15 +10,27 @@ which hides the API key and secret (see that module).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
-from loguru import logger
-
+from engine.backtest import run_backtest
+from engine.compare import run_compare
 from engine.config import Config, ConfigError, load_config
 from engine.errors import OperationalError, UserInputError
+from engine.judge import Verdict
+from engine.ledger import TrialLedger, format_table
+from engine.logs import setup_logging
+from engine.lookahead import LookaheadError
+from engine.paper.cli import add_paper_parser, run_paper
+from engine.paper.secrets import redact_output
+from engine.pipeline import RunResult, run_pipeline
+from feeds.download import download_candles, make_exchange
+from feeds.errors import CandleError, DownloadError
+from predictors.base import PredictorError
+from predictors.registry import available
+from reports.summary import summary_table
 
 EXIT_USER = 2
 EXIT_OPERATIONAL = 1
@@ -28,28 +40,6 @@ OFFLINE_HINT = (
     "holds SYMBOL-TF.csv (or .parquet) per market, e.g. BTC_USDT-1h.csv ('/' written '_'), with the header "
     "timestamp,open,high,low,close,volume and timestamp = candle open time in epoch milliseconds UTC"
 )
-
-
-class _InterceptHandler(logging.Handler):
-    """Route standard-library logging (predictor plugins, libraries) into loguru."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level: str | int = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        logger.opt(exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
-
-
-def _setup_logging(verbose: bool, quiet: bool) -> None:
-    logger.remove()
-    level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
-    logger.add(sys.stderr, level=level, format="<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}")
-    for name in ("predictors", "engine", "feeds", "reports"):
-        std = logging.getLogger(name)
-        std.handlers = [_InterceptHandler()]
-        std.setLevel(logging.DEBUG if verbose else logging.INFO)
-        std.propagate = False
 
 
 def _add_market_flags(p: argparse.ArgumentParser) -> None:
@@ -119,16 +109,12 @@ def _build_parser() -> argparse.ArgumentParser:
     la.add_argument("--budget", type=float, default=1.0,
                     help="keep sampling while the check has spent under this share of the run's time (default 1.0)")
 
-    from engine.paper.cli import add_paper_parser
-
     add_paper_parser(sub, _add_market_flags, _add_run_flags)
     return parser
 
 
 def _parse_value(text: str) -> Any:
     """``--set`` values are TOML literals (numbers, booleans, quoted strings, lists); bare words are strings."""
-    import tomllib
-
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -167,7 +153,7 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def print_judgement(result: Any) -> None:
+def print_judgement(result: RunResult, verdict: Verdict) -> None:
     """Forecast skill, significance and lookahead lines under the summary table."""
     last = result.skill.get("last_horizon", {})
     h = last.get("h")
@@ -182,7 +168,7 @@ def print_judgement(result: Any) -> None:
     )
     if result.versus_naive:
         print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive['verdict']}")
-    sig = result.significance
+    sig = verdict.significance if verdict.significance is not None else {}
     ci = sig.get("sharpe_ci") or {}
     if "sharpe" in sig:
         print(
@@ -196,17 +182,15 @@ def print_judgement(result: Any) -> None:
     else:
         print(f"significance: {sig.get('verdict')}")
     look = result.lookahead
-    print(look.get("summary") or f"lookahead check: {'passed' if look['ok'] else 'FAILED'}")
-    for note in look.get("notes", []):
+    print(look.summary())
+    for note in look.notes:
         print(f"  note: {note}")
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from engine.backtest import run_backtest
-    from reports.summary import summary_table
-
     cfg = _config(args)
-    result = run_backtest(cfg, args.strategy)
+    backtest = run_backtest(cfg, args.strategy)
+    result = backtest.result
     d = cfg.data
     if result.invalid:
         print(f"INVALID: {result.invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
@@ -221,22 +205,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print(summary_table(columns))
     for finding in result.suspicious:
         print(finding.replace("suspicious", "SUSPICIOUS", 1))
-    print_judgement(result)
+    print_judgement(result, backtest.verdict)
     if result.forecast_cache_hit:
         print("forecasts: cache hit, no inference ran")
     for warning in result.warnings:
         print(f"warning: {warning}")
-    print(f"run folder: {result.run_dir}")
+    print(f"run folder: {backtest.run_dir}")
     if result.invalid:
-        print(f"error: {result.lookahead.get('text') or result.invalid}", file=sys.stderr)
-        print(f"error: run kept in {result.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
+        print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
+        print(f"error: run kept in {backtest.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
         return EXIT_USER
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.compare import run_compare
-
     cfg = _config(args)
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(
@@ -250,8 +232,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from engine.ledger import TrialLedger, format_table
-
     cfg = _config(args)
     path = Path(cfg.output.dir) / "ledger.sqlite"
     if not path.exists():
@@ -264,24 +244,19 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_lookahead(args: argparse.Namespace) -> int:
-    from engine.backtest import run_backtest
-    from engine.lookahead import LookaheadError
-
     cfg = _config(args, {
         "evaluation.lookahead_samples": args.samples, "evaluation.lookahead_budget": args.budget,
         "evaluation.naive_baseline": False, "output.tearsheet": False,
     })
-    result = run_backtest(cfg, args.strategy, write=False)
+    result = run_pipeline(cfg, args.strategy)
     if result.invalid:
-        raise LookaheadError(result.lookahead["text"])  # one error block, exit 2
-    times = sorted(result.lookahead["times"])
-    print(f"{result.lookahead['summary']}: {', '.join(times[:5])}{' ...' if len(times) > 5 else ''}")
+        raise LookaheadError(result.lookahead.describe())  # one error block, exit 2
+    times = sorted(str(t) for t in result.lookahead.times)
+    print(f"{result.lookahead.summary()}: {', '.join(times[:5])}{' ...' if len(times) > 5 else ''}")
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from feeds.download import download_candles, make_exchange
-
     cfg = _config(args)
     d = cfg.data
     exchange = make_exchange(d.exchange, api_overrides=d.exchange_url or None)
@@ -295,16 +270,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_predictors(args: argparse.Namespace) -> int:
-    from predictors.registry import available
-
     for name in available():
         print(name)
     return 0
 
 
 def cmd_paper(args: argparse.Namespace) -> int:
-    from engine.paper.cli import run_paper
-
     return run_paper(args, _config(args))
 
 
@@ -321,13 +292,9 @@ def _exchange_error(exc: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from engine.paper.secrets import redact_output
-
     redact_output()  # first: every sink added below writes through the redacting streams
     args = _build_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
-    from feeds.errors import CandleError, DownloadError
-    from predictors.base import PredictorError
+    setup_logging(args.verbose, args.quiet)
 
     try:
         return COMMANDS[args.command](args)

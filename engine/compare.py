@@ -1,36 +1,48 @@
 """``python -m engine compare``: every predictor x symbol on the same bars, costs and decision times.
 
-Each (symbol, predictor) pair is an independent backtest. They run in local worker
-processes (``jobs``) or as Ray tasks (``ray_address``), sharing the forecast cache. The
-judging that depends on all of them — ledger rows, trial counts and the deflated Sharpe
-ratio — happens afterwards in the parent, in a fixed order, so results and ledger rows
-are the same whichever way the runs were executed.
+Each (symbol, predictor) pair is an independent :func:`engine.pipeline.run_pipeline`. They
+run in local worker processes (``jobs``) or as Ray tasks (``ray_address``), sharing the
+forecast cache, and their frozen results come back to the parent. The judging that
+depends on all of them — ledger rows, trial counts and the deflated Sharpe ratio —
+happens there, in a fixed order (:func:`engine.judge.judge`), so results and ledger rows
+are the same whichever way the runs were executed; then each run folder is written once
+(again on the workers) and the leaderboard beside them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 from loguru import logger
 
-from engine.backtest import BacktestResult, run_backtest
 from engine.config import Config, ConfigError
-from engine.errors import LedgerUnusableError, OperationalError, UserInputError
+from engine.errors import OperationalError, UserInputError
+from engine.judge import Verdict, judge
+from engine.logs import setup_logging
+from engine.pipeline import RunResult, run_pipeline
+from engine.run_folder import check_writable, new_run_dir, write_run_folder
+from feeds.errors import CandleError, DownloadError
+from predictors.base import PredictorError
+from predictors.registry import predictor_class
+from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
 
 
-@dataclass
+@dataclass(frozen=True)
 class Comparison:
-    """What a comparison produced: one result per (symbol, predictor) and the leaderboard."""
+    """What a comparison produced: one result, verdict and run folder per (symbol, predictor), and the leaderboard."""
 
     out_dir: Path
-    results: dict[tuple[str, str], BacktestResult]
+    results: dict[tuple[str, str], RunResult]
+    verdicts: dict[tuple[str, str], Verdict]
+    run_dirs: dict[tuple[str, str], Path]
     leaderboard: pd.DataFrame
     text: str
     html: Path
@@ -39,8 +51,6 @@ class Comparison:
 
 def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
     """``cfg`` for one pair; ``model``/``revision`` only reach predictors that take them."""
-    from predictors.registry import predictor_class
-
     try:
         takes_model = "model" in inspect.signature(predictor_class(predictor)).parameters
     except Exception as exc:  # PredictorError: unknown name, bad module path
@@ -77,17 +87,24 @@ def resolve_paths(cfg: Config, base: Path | None = None) -> Config:
     )
 
 
-def _run_one(cfg: Config, strategy_path: str, worker: bool = True) -> BacktestResult:
-    """One backtest, run folder written, judging left to the parent.
+def _quiet_worker() -> None:
+    """In a worker process logging is set to warnings only, so that several runs do not
+    interleave their info lines; the parent's logging is never touched."""
+    setup_logging(verbose=False, quiet=True)
 
-    In a worker process (``worker``) logging is set to warnings only, so that several
-    runs do not interleave their info lines; the parent's logging is never touched.
-    """
+
+def _compute(cfg: Config, strategy_path: str, worker: bool = True) -> RunResult:
+    """One pair's :func:`engine.pipeline.run_pipeline` (in a worker: quietly)."""
     if worker:
-        from engine.cli import _setup_logging
+        _quiet_worker()
+    return run_pipeline(cfg, strategy_path)
 
-        _setup_logging(verbose=False, quiet=True)
-    return run_backtest(cfg, strategy_path, write=True, judge=False)
+
+def _write(result: RunResult, verdict: Verdict, run_dir: Path, strategy_path: str, worker: bool = True) -> Path:
+    """One pair's run folder (in a worker: quietly)."""
+    if worker:
+        _quiet_worker()
+    return write_run_folder(result, verdict, run_dir, strategy_path)
 
 
 RAY_AUTH_HINT = (
@@ -102,8 +119,6 @@ def _connect_ray(ray: Any, address: str) -> None:
     Workers get this project's root on ``PYTHONPATH`` (the same path must exist on every node),
     so they run the driver's code.
     """
-    import os
-
     root = str(Path(__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH", "")) if x)
     try:
@@ -132,9 +147,6 @@ def _ray_connect_message(address: str, exc: BaseException, auth_mode: str) -> st
 
 def _one_line_errors() -> tuple[type[BaseException], ...]:
     """The errors the CLI prints as one line (user input and operational ones)."""
-    from feeds.errors import CandleError, DownloadError
-    from predictors.base import PredictorError
-
     return (UserInputError, OperationalError, ConfigError, CandleError, DownloadError, PredictorError)
 
 
@@ -149,25 +161,27 @@ def _ray(address: str) -> Any:
     return ray
 
 
-def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: str | None) -> list[BacktestResult]:
+def _execute(fn: Callable[..., Any], calls: list[tuple], jobs: int, ray_address: str | None, what: str) -> list[Any]:
+    """``[fn(*args) for args in calls]`` in local workers (``jobs``), as Ray tasks (``ray_address``)
+    or, with ``jobs = 1``, in this process (``fn`` then gets ``worker=False``); results in call order."""
     from tqdm.auto import tqdm
 
     if ray_address:
         ray = _ray(ray_address)
-        task = ray.remote(_run_one)
-        refs = [task.remote(c, strategy_path) for c in configs]
+        task = ray.remote(fn)
+        refs = [task.remote(*args) for args in calls]
         try:
-            with tqdm(refs, desc="compare (ray)", unit="run") as bar:  # closed (a newline) before any error line
+            with tqdm(refs, desc=f"{what} (ray)", unit="run") as bar:  # closed (a newline) before any error line
                 return [ray.get(r) for r in bar]
         except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
             if isinstance(exc.cause, _one_line_errors()):
                 raise exc.cause from None
             raise
     if jobs <= 1:
-        return [_run_one(c, strategy_path, worker=False) for c in tqdm(configs, desc="compare", unit="run")]
+        return [fn(*args, worker=False) for args in tqdm(calls, desc=what, unit="run")]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run_one, c, strategy_path) for c in configs]
-        return [f.result() for f in tqdm(futures, desc=f"compare ({jobs} workers)", unit="run")]
+        futures = [pool.submit(fn, *args) for args in calls]
+        return [f.result() for f in tqdm(futures, desc=f"{what} ({jobs} workers)", unit="run")]
 
 
 def run_compare(
@@ -185,10 +199,6 @@ def run_compare(
     ``leaderboard.html`` and ``leaderboard.csv``, and appends one ``compare`` row per pair
     to the output folder's trial ledger.
     """
-    from engine.evaluation import significance_report
-    from engine.run_folder import append_to_ledger, check_writable, ledger_unusable, new_run_dir, write_significance
-    from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
-
     if not predictors:
         raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,drift,momentum")
     if not symbols:
@@ -205,41 +215,36 @@ def run_compare(
     configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
 
     t0 = time.perf_counter()
-    results = dict(zip(pairs, _execute(configs, strategy_path, jobs, ray_address)))
+    results = dict(zip(pairs, _execute(_compute, [(c, strategy_path) for c in configs], jobs, ray_address, "compare")))
+    run_dirs = {
+        (s, p): new_run_dir(out_dir, Path(strategy_path).stem, p, s, cfg.data.timeframe) for s, p in pairs
+    }
 
-    # Judge in a fixed order, so the ledger and every number are independent of scheduling.
-    ev = cfg.evaluation
-    trial_stats, ledger_error = {}, None
-    try:
-        for pair in pairs:  # every row first, so all runs of the comparison face the same number of trials
-            result = results[pair]
-            result.config = dataclasses.replace(result.config, output=cfg.output)  # ledger of the main output folder
-            trial_stats[pair[0]] = append_to_ledger(result, strategy_path, kind="compare")
-    except LedgerUnusableError as exc:  # keep going: the leaderboard is still written, then the error is raised
-        ledger_error = exc
-    for pair in pairs if ledger_error is None else ():
-        result = results[pair]
-        n_trials, var = trial_stats[pair[0]]
-        result.significance = significance_report(
-            result.equity, result.periods_per_year, n_trials, var,
-            ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=result.benchmark_equity, trials=trial_stats[pair[0]],
-        )
-        write_significance(result)
+    # Judge in a fixed order, so the ledger and every number are independent of scheduling;
+    # the rows go into the main output folder's ledger.
+    judgement = judge([results[pair] for pair in pairs], strategy_path, ledger_dir=cfg.output.dir,
+                      run_dirs=[run_dirs[pair] for pair in pairs], kind="compare")
+    verdicts = dict(zip(pairs, judgement.verdicts))
+    _execute(_write, [(results[pair], verdicts[pair], run_dirs[pair], strategy_path) for pair in pairs],
+             jobs, ray_address, "write")
 
     rows, equity, benchmark, links = [], {}, {}, {}
     for (symbol, predictor), result in results.items():
+        run_dir = run_dirs[(symbol, predictor)]
+        significance = verdicts[(symbol, predictor)].significance
         rows.append({
-            "predictor": predictor, "symbol": symbol, "run_dir": str(result.run_dir.relative_to(out_dir)),
+            "predictor": predictor, "symbol": symbol, "run_dir": str(run_dir.relative_to(out_dir)),
             "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
-            "significance": result.significance, "naive_comparison": result.versus_naive,
-            "random_sign": result.baselines.get("random sign"), "suspicious": result.suspicious,
+            "significance": significance if significance is not None else {},
+            "naive_comparison": result.versus_naive,
+            "random_sign": result.baselines.get("random sign"), "suspicious": list(result.suspicious),
             "invalid": result.invalid,
         })
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity
-        rel = result.run_dir.relative_to(out_dir)
+        rel = run_dir.relative_to(out_dir)
         links[(symbol, predictor)] = [
-            f"{rel}/{name}" for name in ("tearsheet.html", "forecast.html") if (result.run_dir / name).is_file()
+            f"{rel}/{name}" for name in ("tearsheet.html", "forecast.html") if (run_dir / name).is_file()
         ]
     frame = leaderboard_frame(rows)
     frame.to_csv(out_dir / "leaderboard.csv", index=False)
@@ -248,9 +253,9 @@ def run_compare(
              f"{cfg.data.timeframe} {cfg.data.timerange or 'all data'}")
     html = write_leaderboard_html(out_dir / "leaderboard.html", frame, equity, benchmark, links, title=title, notes=notes)
     wall = time.perf_counter() - t0
-    if ledger_error is not None:
-        cause = ledger_error.__cause__ or ledger_error
-        raise ledger_unusable(Path(cfg.output.dir) / "ledger.sqlite", cause, out_dir, "compare folder") from ledger_error
+    error = judgement.unrecorded(out_dir, "compare folder")
+    if error is not None:
+        raise error from judgement.ledger_failure
     logger.info("compare finished in {:.1f} s: {}", wall, out_dir)
-    return Comparison(out_dir=out_dir, results=results, leaderboard=frame, text=leaderboard_text(frame),
-                      html=html, wall_s=wall)
+    return Comparison(out_dir=out_dir, results=results, verdicts=verdicts, run_dirs=run_dirs, leaderboard=frame,
+                      text=leaderboard_text(frame), html=html, wall_s=wall)

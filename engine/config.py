@@ -14,12 +14,15 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
+from engine.costs import Costs
 from feeds.timeframes import (
     SUPPORTED_TIMEFRAMES,
     TimeframeError,
@@ -91,9 +94,9 @@ class BrokerConfig:
     slippage: float = 0.0005
 
     @property
-    def round_trip_cost(self) -> float:
-        """Approximate cost of entering and leaving, as a log return."""
-        return 2.0 * (self.fee + self.slippage)
+    def costs(self) -> Costs:
+        """Fee and slippage as the engine's one cost value (cash is not a cost)."""
+        return Costs(fee=self.fee, slippage=self.slippage)
 
 
 @dataclass(frozen=True)
@@ -204,8 +207,6 @@ def parse_order_age(text: str, timeframe_ms: int) -> int:
     Raises:
         ConfigError: not a positive number followed by one of bar(s), s, m, h.
     """
-    import re
-
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*", str(text).lower())
     unit = match.group(2) if match else ""
     if match is None or unit not in _AGE_UNITS_MS or float(match.group(1)) <= 0:
@@ -466,8 +467,6 @@ def _validate_paper(c: PaperConfig) -> None:
         raise ConfigError(f"paper.tearsheet_every_bars = {c.tearsheet_every_bars} must be >= 0 (0 = only at exit)")
     parse_order_age(c.max_order_age, 60_000)  # the unit and number; bars are checked against any timeframe
     if c.api_url:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(c.api_url)
         if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
             raise ConfigError(

@@ -12,22 +12,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from loguru import logger
+from scipy import stats
 
 from predictors.base import Forecast
+from reports.metrics import simple_returns
+from reports.significance import (
+    buy_and_hold_comparison, deflated_sharpe_words, probabilistic_sharpe_ratio, sharpe_moments, sharpe_significance,
+    two_question_verdict, verdict,
+)
+from reports.skill import forecast_skill, realised_log_returns
 
 
 def realised_for(candles: pd.DataFrame, forecast: Forecast) -> np.ndarray:
     """``(n, H)`` realised cumulative log returns after each decision bar (NaN past the data)."""
-    from reports.skill import realised_log_returns
-
     positions = candles.index.get_indexer(forecast.index)
     return realised_log_returns(candles["close"].to_numpy(np.float64), positions, forecast.horizon)
 
 
 def skill_report(candles: pd.DataFrame, forecast: Forecast, naive: Forecast | None, alpha: float = 0.05) -> dict[str, Any]:
     """``reports.skill.forecast_skill`` of ``forecast`` on ``candles``, against ``naive`` when given."""
-    from reports.skill import forecast_skill
-
     return forecast_skill(
         forecast.values, forecast.quantile_levels, realised_for(candles, forecast),
         None if naive is None else naive.values, alpha=alpha,
@@ -36,8 +39,6 @@ def skill_report(candles: pd.DataFrame, forecast: Forecast, naive: Forecast | No
 
 def naive_comparison(skill: dict[str, Any], alpha: float) -> dict[str, Any] | None:
     """The Diebold-Mariano test of the median's absolute error against naive, in words."""
-    from reports.significance import verdict
-
     dm = (skill.get("mean_over_horizons") or {}).get("dm_abs_error") or skill.get("last_horizon", {}).get("dm_abs_error")
     if not dm:
         return None
@@ -57,11 +58,6 @@ def significance_report(
     ``verdict`` answering both questions in words
     (:func:`reports.significance.two_question_verdict`). ``trials`` (an
     :class:`engine.ledger.TrialCount`) is reported under ``trials`` when given."""
-    from reports.metrics import simple_returns
-    from reports.significance import (
-        buy_and_hold_comparison, deflated_sharpe_words, sharpe_significance, two_question_verdict,
-    )
-
     returns = simple_returns(equity).dropna().to_numpy()
     if len(returns) < 3 or not np.isfinite(returns).all():
         return {"verdict": "not testable (fewer than 3 returns)"}
@@ -149,11 +145,6 @@ def plausibility_findings(
     ``skill`` from :func:`skill_report`; ``equity`` the strategy's equity per bar. Each
     finding is also logged as a warning.
     """
-    from scipy import stats
-
-    from reports.metrics import simple_returns
-    from reports.significance import probabilistic_sharpe_ratio, sharpe_moments
-
     found: list[str] = []
     by_h = skill.get("by_horizon") or {}
     n_ind = by_h.get("dir_n_independent") or []

@@ -94,7 +94,7 @@ class ForecastData(bt.feed.DataBase):
 class RevealingForecastData(ForecastData):
     """:class:`ForecastData` revealed one bar at a time, as paper trading's ``LiveForecastData`` does.
 
-    Run with ``preload=False, runonce=False`` (:func:`build_cerebro` with ``bar_by_bar``):
+    Run with ``preload=False, runonce=False`` (:func:`engine.simulate.build_cerebro` with ``bar_by_bar``):
     when the strategy's ``next`` runs for bar ``i`` nothing after bar ``i`` has been loaded,
     so ``data.close[1]`` raises IndexError; ``forecast_values`` is a list that grows by one
     ``(Q, H)`` forecast per revealed bar, so it cannot be indexed ahead either.
@@ -111,30 +111,3 @@ class RevealingForecastData(ForecastData):
             return False
         self.forecast_values.append(self._all_values[self._i - 1])
         return True
-
-
-def build_cerebro(
-    bars: pd.DataFrame,
-    forecast_values: np.ndarray | None,
-    quantile_levels: tuple[float, ...],
-    strategy_cls: type[bt.Strategy],
-    strategy_params: dict,
-    cash: float,
-    fee: float,
-    slippage: float,
-    *,
-    bar_by_bar: bool = False,
-) -> bt.Cerebro:
-    """One Cerebro over ``bars`` with the engine's broker (costs on every fill) and the strategy.
-
-    ``bar_by_bar=False``: everything preloaded (the backtest's fast path).
-    ``bar_by_bar=True``: :class:`RevealingForecastData`, nothing preloaded (the lookahead replay).
-    """
-    from engine.broker import configure_broker
-
-    cerebro = bt.Cerebro(stdstats=False, preload=not bar_by_bar, runonce=not bar_by_bar, exactbars=False)
-    configure_broker(cerebro, cash=cash, fee=fee, slippage=slippage)
-    data_cls = RevealingForecastData if bar_by_bar else ForecastData
-    cerebro.adddata(data_cls(dataname=bars, forecast_values=forecast_values, quantile_levels=quantile_levels))
-    cerebro.addstrategy(strategy_cls, **strategy_params)
-    return cerebro

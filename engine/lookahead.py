@@ -57,16 +57,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 from loguru import logger
 
+from engine.costs import Costs
 from engine.errors import UserInputError
-from engine.feed import build_cerebro
 from engine.signals import context_windows
+from engine.simulate import Order, build_cerebro
 from predictors.base import Forecast, Predictor
 
 #: Differences below this (log return) are float noise whatever the forecast's scale.
@@ -85,14 +86,19 @@ class LookaheadError(UserInputError):
     """Forecasts or orders changed when future candles were removed."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LookaheadReport:
-    """Outcome of :func:`check_lookahead`; ``times`` are the sampled decision times of the predictor check."""
+    """Outcome of :func:`check_lookahead`; ``times`` are the sampled decision times of the predictor check.
 
-    times: list[pd.Timestamp]
-    forecast_mismatches: list[tuple[pd.Timestamp, str]] = field(default_factory=list)
-    order_mismatches: list[tuple[pd.Timestamp, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    ``forecast_mismatches`` / ``order_mismatches``: ``(decision time, what differs)`` naming
+    the predictor / the strategy as the culprit; ``stats``: what was checked and the seconds
+    it took (sample counts, batch noise, replayed bars).
+    """
+
+    times: tuple[pd.Timestamp, ...] = ()
+    forecast_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
+    order_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
+    notes: tuple[str, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -130,6 +136,19 @@ class LookaheadReport:
             "order_mismatches": [[str(t), w] for t, w in self.order_mismatches],
             "notes": list(self.notes), "stats": dict(self.stats), "text": self.describe(),
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """metrics.json's ``lookahead`` entry (the same as :meth:`to_dict`)."""
+        return self.to_dict()
+
+    def invalid_reason(self) -> str | None:
+        """``"lookahead: <culprit> at <time>: <what>"`` naming the first mismatch, or None when the check passed."""
+        if self.ok:
+            return None
+        culprit, found = next((c, m) for c, m in (("predictor", self.forecast_mismatches),
+                                                 ("strategy", self.order_mismatches)) if m)
+        more = len(self.forecast_mismatches) + len(self.order_mismatches) - 1
+        return f"lookahead: {culprit} at {found[0][0]}: {found[0][1]}" + (f" (and {more} more)" if more else "")
 
 
 def sample_times(decisions: pd.DatetimeIndex, n: int, seed: int) -> list[pd.Timestamp]:
@@ -289,17 +308,16 @@ def replay_orders(
     strategy_cls: type[bt.Strategy],
     strategy_params: dict[str, Any],
     cash: float,
-    fee: float,
-    slippage: float,
-) -> tuple[list[tuple[int, str, float]], str | None]:
+    costs: Costs,
+) -> tuple[list[Order], str | None]:
     """The strategy's created orders ``(bar position, side, size)`` when each bar (and its
     forecast) is revealed only at its close (:class:`engine.feed.RevealingForecastData`).
 
     Returns ``(orders, error)``; ``error`` says why the replay stopped early (a strategy
     that reads a bar which has not closed yet fails here), else None.
     """
-    cerebro = build_cerebro(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, fee,
-                            slippage, bar_by_bar=True)
+    cerebro = build_cerebro(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, costs,
+                            bar_by_bar=True)
     (feed,) = cerebro.datas
     error = None
     try:
@@ -348,8 +366,9 @@ def check_lookahead(
     horizon: int,
     strategy_cls: type[bt.Strategy],
     strategy_params: dict[str, Any],
-    full_orders: list[tuple[int, str, float]],
-    broker: tuple[float, float, float],
+    full_orders: Sequence[Order],
+    cash: float,
+    costs: Costs,
     times: list[pd.Timestamp],
     *,
     batch_size: int = 1024,
@@ -362,39 +381,45 @@ def check_lookahead(
 
     ``bars``/``forecast_values`` are the full run's traded bars and aligned forecasts
     ``(n, Q, H)``; ``full_orders`` its created orders ``(bar position, side, size)``;
-    ``broker`` is ``(cash, fee, slippage)``; ``batch_size`` the run's windows per
+    ``cash`` and ``costs`` the run's broker set-up; ``batch_size`` the run's windows per
     ``predict`` call; ``times`` candidate decision times in checking order
     (:func:`sample_times`); ``run_forecast_s`` the run's inference seconds (None on a cache
     hit). An empty ``times`` turns the whole check off.
     """
-    report = LookaheadReport(times=[])
     if not times:
-        return report
+        return LookaheadReport()
+    checked: list[pd.Timestamp] = []
+    forecast_mismatches: list[tuple[pd.Timestamp, str]] = []
+    order_mismatches: list[tuple[pd.Timestamp, str]] = []
+    notes: list[str] = []
+    stats: dict[str, Any] = {}
     if predictor.batch_invariant:
-        checked, bad, notes, stats = check_predictor(
+        checked, bad, notes, predictor_stats = check_predictor(
             candles["close"], forecast, predictor, context_length, horizon, batch_size, times,
             min_samples, budget_s, seed, run_forecast_s,
         )
-        report.times, report.notes, report.stats = checked, notes, {"predictor": stats}
-        report.forecast_mismatches.extend(bad)
-        report.stats.update({k: stats[k] for k in ("full_windows",) if k in stats})
+        stats = {"predictor": predictor_stats}
+        forecast_mismatches.extend(bad)
+        stats.update({k: predictor_stats[k] for k in ("full_windows",) if k in predictor_stats})
     else:
-        report.notes.append(
+        notes.append(
             f"forecasts not re-checked: {predictor.name} with these parameters is not batch-size invariant "
             "(e.g. llmtime with batch_size > 1), so a leak across batch neighbours cannot be told from float "
             "noise; set its batch_size to 1 to check it"
         )
     t0 = time.perf_counter()
     orders, error = replay_orders(bars, forecast_values, forecast.quantile_levels, strategy_cls, strategy_params,
-                                  *broker)
-    report.stats["replay_bars"] = len(bars)
-    report.stats["replay_s"] = round(time.perf_counter() - t0, 4)
-    diff = first_order_difference(full_orders, orders, bars.index)
+                                  cash, costs)
+    stats["replay_bars"] = len(bars)
+    stats["replay_s"] = round(time.perf_counter() - t0, 4)
+    diff = first_order_difference(list(full_orders), orders, bars.index)
     if error:
         at = diff[0] if diff else bars.index[-1]
-        report.order_mismatches.append((at, error + (f"; first differing order: {diff[1]}" if diff else "")))
+        order_mismatches.append((at, error + (f"; first differing order: {diff[1]}" if diff else "")))
     elif diff:
-        report.order_mismatches.append(diff)
+        order_mismatches.append(diff)
+    report = LookaheadReport(times=tuple(checked), forecast_mismatches=tuple(forecast_mismatches),
+                             order_mismatches=tuple(order_mismatches), notes=tuple(notes), stats=stats)
     if not report.ok:
         logger.error(report.describe())
     return report

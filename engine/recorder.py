@@ -38,10 +38,6 @@ class RunRecorder(bt.Analyzer):
     def stop(self) -> None:
         self.final_value = float(self.strategy.broker.getvalue())
 
-    def get_analysis(self) -> dict:
-        created = getattr(self.strategy.broker, "created", [])
-        return {"fills": self.fills, "rejected": self.rejected, "final_value": self.final_value, "orders": list(created)}
-
 
 def equity_from_fills(fills: pd.DataFrame, close: pd.Series, cash: float) -> tuple[pd.Series, pd.Series]:
     """Equity at each close and position size, rebuilt from the fills.

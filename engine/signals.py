@@ -29,6 +29,7 @@ from loguru import logger
 from numpy.lib.stride_tricks import sliding_window_view
 
 from predictors.base import Forecast, Predictor
+from predictors.fingerprint import code_fingerprint
 
 #: Bump when the way forecasts are computed changes, so stale caches are not reused.
 SIGNALS_VERSION = 2
@@ -179,8 +180,6 @@ def predictor_identity(predictor: Predictor, context_length: int, horizon: int, 
     only for a predictor that is not batch invariant: for the others it changes no forecast.
     Progress bars and cache flags are never part of it.
     """
-    from predictors.fingerprint import code_fingerprint
-
     info = predictor.model_info()
     identity: dict[str, Any] = {
         "predictor": predictor.name,

@@ -7,7 +7,6 @@ quantstats and matplotlib load only when a tear-sheet is written.
 from reports.metrics import (
     SUMMARY_KEYS,
     annualised_volatility,
-    buy_and_hold_equity,
     cagr,
     calmar_ratio,
     exposure,
@@ -27,7 +26,6 @@ from reports.tearsheet import daily_returns, write_tearsheet
 __all__ = [
     "SUMMARY_KEYS",
     "annualised_volatility",
-    "buy_and_hold_equity",
     "cagr",
     "calmar_ratio",
     "daily_returns",

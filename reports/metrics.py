@@ -43,7 +43,6 @@ __all__ = [
     "exposure",
     "fees_paid",
     "performance_summary",
-    "buy_and_hold_equity",
     "SUMMARY_KEYS",
     "TRADE_COLUMNS",
 ]
@@ -438,79 +437,3 @@ def performance_summary(
         "fees_paid": fees_paid(fills),
         "final_equity": float(eq.iloc[-1]),
     }
-
-
-# ------------------------------------------------------------------- benchmark
-
-
-def buy_and_hold_equity(
-    open_: pd.Series,
-    close: pd.Series,
-    cash: float,
-    fee: float,
-    slippage: float,
-    start_time: Any = None,
-) -> pd.Series:
-    """Equity of the buy-and-hold benchmark on the same bars, with the same costs.
-
-    All cash buys at the **open** of the entry bar -- the first bar, or the first bar
-    whose timestamp is at or after ``start_time`` -- at ``price = open * (1 +
-    slippage)``, paying ``fee * size * price``; so ``size = cash / (price * (1 +
-    fee))`` and no cash is left. From the entry bar on, equity is ``size * close``
-    (marked to market at each close; no exit cost is deducted at the end, as an open
-    strategy position is marked too). Before the entry bar, equity is ``cash``.
-
-    This is what a backtrader broker with ``commission=fee`` (percentage) and
-    ``slip_perc=slippage, slip_open=True`` does for a market order filled at the open,
-    except that backtrader caps a slipped price at the bar's high (``slip_match``);
-    no cap is applied here.
-
-    Args:
-        open_, close: candle open and close prices (quote per base unit) on the same
-            strictly increasing index (candle open times, UTC).
-        cash: starting cash (quote currency), > 0.
-        fee: commission as a fraction of notional (0.001 = 0.1 %), >= 0.
-        slippage: adverse price move on the fill as a fraction (0.0005 = 5 bp), >= 0.
-        start_time: timestamp of the bar to enter at (the fill bar, not the decision
-            bar); ``None`` enters on the first bar. A naive timestamp is read as UTC
-            when the index is tz-aware.
-
-    Returns:
-        Equity in quote currency on ``close``'s index, named ``"buy_and_hold"``.
-
-    Raises:
-        ValueError: mismatched or malformed prices, bad costs, or no bar at/after
-            ``start_time``.
-    """
-    opn = _check_series(open_, "open_")
-    cls = _check_series(close, "close")
-    if not opn.index.equals(cls.index):
-        raise ValueError("open_ and close must share the same index (the candles' open times)")
-    if not cls.index.is_monotonic_increasing or not cls.index.is_unique:
-        raise ValueError("the candle index must be strictly increasing")
-    for name, series in (("open_", opn), ("close", cls)):
-        if (series.to_numpy() <= 0).any():
-            raise ValueError(f"{name} has non-positive prices; prices must be > 0")
-    cash = float(cash)
-    if not math.isfinite(cash) or cash <= 0:
-        raise ValueError(f"cash must be a positive amount, got {cash!r}")
-    for name, value in (("fee", fee), ("slippage", slippage)):
-        if not math.isfinite(float(value)) or not 0 <= float(value) < 1:
-            raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
-
-    entry = 0
-    if start_time is not None:
-        ts = pd.Timestamp(start_time)
-        tz = getattr(cls.index, "tz", None)
-        if tz is not None and ts.tzinfo is None:
-            ts = ts.tz_localize("UTC")
-        entry = int(cls.index.searchsorted(ts, side="left"))
-        if entry >= len(cls):
-            raise ValueError(
-                f"start_time {start_time!r} is after the last bar {cls.index[-1]!r}"
-            )
-    price = float(opn.iloc[entry]) * (1.0 + float(slippage))
-    size = cash / (price * (1.0 + float(fee)))
-    values = cls.to_numpy() * size
-    values[:entry] = cash
-    return pd.Series(values, index=cls.index, name="buy_and_hold")

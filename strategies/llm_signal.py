@@ -23,7 +23,7 @@ import math
 
 import backtrader as bt
 
-from engine.broker import round_trip_cost
+from engine.broker import costs_of
 
 
 class LLMSignal(bt.Strategy):
@@ -38,7 +38,7 @@ class LLMSignal(bt.Strategy):
     def __init__(self) -> None:
         if not 0 < self.p.stake <= 1:
             raise ValueError(f"stake = {self.p.stake} must be in (0, 1]")
-        self.threshold = round_trip_cost(self) if self.p.threshold is None else float(self.p.threshold)
+        self.threshold = costs_of(self).round_trip if self.p.threshold is None else float(self.p.threshold)
         self.pending = None
 
     def notify_order(self, order: bt.Order) -> None:

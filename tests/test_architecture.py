@@ -31,3 +31,89 @@ def test_package_imports_only_itself(package):
         if imported_packages(path) - ALLOWED[package]
     }
     assert offenders == {}, f"{package}/ must not import other project packages: {offenders}"
+
+
+# -- inside engine/: a graph without cycles, and no imports hidden in functions -------------------
+ENGINE = ROOT / "engine"
+#: Third-party libraries heavy enough (or optional enough) to import inside the one function that
+#: needs them. Never a project module, never the standard library.
+HEAVY_LIBRARIES = {"torch", "transformers", "peft", "chronos", "ray", "matplotlib", "quantstats", "tqdm", "scipy",
+                   "apscheduler"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(node: ast.AST, package: str) -> list[str]:
+    """Fully qualified modules one import statement names (``from a import b`` names ``a.b`` when that is a module)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+        return [base] + [f"{base}.{a.name}" for a in node.names]
+    return []
+
+
+def engine_import_graph() -> dict[str, set[str]]:
+    """engine module -> engine modules it imports, at module level, in functions, or under TYPE_CHECKING."""
+    files = {_module_name(p): p for p in ENGINE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets |= {m for m in _imported_modules(node, package) if m in files and m != name}
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle ``[a, b, ..., a]`` of ``graph``, or None (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_engine_modules_import_each_other_without_cycles():
+    cycle = find_cycle(engine_import_graph())
+    assert cycle is None, "import cycle inside engine/: " + " -> ".join(cycle)
+
+
+def test_cycle_finder_names_a_cycle_and_passes_a_layered_graph():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"cli": {"backtest", "compare"}, "compare": {"pipeline"}, "backtest": {"pipeline"},
+                       "pipeline": set()}) is None
+
+
+def test_engine_imports_inside_functions_are_only_heavy_libraries():
+    hidden = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or "."]
+                    hidden += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                               if n.split(".")[0] not in HEAVY_LIBRARIES]
+    assert hidden == [], "imports inside functions (move them to the top of the module): " + ", ".join(hidden)

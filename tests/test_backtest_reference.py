@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.config import load_config
 
 FEE, SLIP, CASH, STAKE, FAST, SLOW, CONTEXT = 0.001, 0.0005, 10_000.0, 0.95, 10, 30, 32
@@ -52,7 +52,7 @@ def test_sma_cross_matches_independent_reference(symbol, shared_data, tmp_path):
         "broker.slippage": SLIP, "strategy.sma_cross": {"fast": FAST, "slow": SLOW, "stake": STAKE},
         "output.dir": str(tmp_path / "runs"), "output.progress": False,
     })
-    result = run_backtest(cfg, "strategies/sma_cross.py", write=False)
+    result = run_pipeline(cfg, "strategies/sma_cross.py")
     ref_fills, ref_equity = reference_sma_cross(result.bars)
 
     assert len(ref_fills) > 20, "the reference should trade often enough to be a real check"

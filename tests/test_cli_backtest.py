@@ -61,16 +61,16 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
 
 
 def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
-    from engine.backtest import run_backtest
+    from engine.pipeline import run_pipeline
     from engine.config import load_config
 
     base = {"data.data_dir": str(shared_data), "data.timerange": "20240101-20240201", "predictor.name": "drift",
             "data.cache_dir": str(tmp_path / "cache"), "output.progress": False, "evaluation.lookahead_samples": 0}
-    a = run_backtest(load_config(ROOT / "config.toml", base), ROOT / "strategies/llm_signal.py", write=False)
-    b = run_backtest(load_config(ROOT / "config.toml", {**base, "strategy.llm_signal.allow_short": True}),
-                     ROOT / "strategies/llm_signal.py", write=False)
-    c = run_backtest(load_config(ROOT / "config.toml", {**base, "predictor.horizon": 6}),
-                     ROOT / "strategies/llm_signal.py", write=False)
+    a = run_pipeline(load_config(ROOT / "config.toml", base), ROOT / "strategies/llm_signal.py")
+    b = run_pipeline(load_config(ROOT / "config.toml", {**base, "strategy.llm_signal.allow_short": True}),
+                     ROOT / "strategies/llm_signal.py")
+    c = run_pipeline(load_config(ROOT / "config.toml", {**base, "predictor.horizon": 6}),
+                     ROOT / "strategies/llm_signal.py")
     assert not a.forecast_cache_hit and b.forecast_cache_hit and not c.forecast_cache_hit
     assert (a.forecast.values == b.forecast.values).all()
 

@@ -55,7 +55,7 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
         b = parallel.results[key]
         assert a.metrics.keys() == b.metrics.keys()
         assert all(_same(a.metrics[k], b.metrics[k]) for k in a.metrics)
-        assert a.significance == b.significance
+        assert serial.verdicts[key].significance == parallel.verdicts[key].significance
     # same bars and decision times for every predictor of a symbol
     for s in syms:
         idx = [serial.results[(s, p)].forecast.index for p in preds]
@@ -68,10 +68,10 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
         assert p in serial.text
     html = serial.html.read_text()
     assert "ETH/USDT" in html and "data:image/png;base64" in html
-    for result in serial.results.values():
-        assert (result.run_dir / "forecast.html").is_file()
+    for run_dir in serial.run_dirs.values():
+        assert (run_dir / "forecast.html").is_file()
     # all six runs of one comparison are judged against the same number of trials per symbol
-    trials = {(s, r.significance.get("n_trials")) for (s, _), r in serial.results.items() if "n_trials" in r.significance}
+    trials = {(s, v.significance.get("n_trials")) for (s, _), v in serial.verdicts.items() if "n_trials" in v.significance}
     assert trials == {("BTC/USDT", 3), ("ETH/USDT", 3)} or len({t for _, t in trials}) == 1
 
 
@@ -92,7 +92,7 @@ def test_ray_gives_the_same_results(shared_data, tmp_path, monkeypatch):
     for key, a in local.results.items():
         b = via_ray.results[key]
         assert all(_same(a.metrics[k], b.metrics[k]) for k in a.metrics)
-        assert a.significance == b.significance
+        assert local.verdicts[key].significance == via_ray.verdicts[key].significance
     ra, rb = _ledger_rows(tmp_path / "l"), _ledger_rows(tmp_path / "r")
     assert len(ra) == 2 and all(all(_same(x[k], y[k]) for k in x) for x, y in zip(ra, rb))
 

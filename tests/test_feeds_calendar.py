@@ -16,7 +16,7 @@ import pytest
 from pandas.tseries.holiday import USFederalHolidayCalendar
 
 from conftest import ROOT, read_shared_csv
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.config import ConfigError, load_config
 from feeds.timeframes import infer_bars_per_year
 from reports.metrics import sharpe_ratio, simple_returns
@@ -68,16 +68,16 @@ def test_five_day_market_warmup_spans_weekends_and_annualises_with_about_252(spy
         "predictor.name": "momentum", "predictor.context_length": CONTEXT,
         "predictor.params": {"momentum": {"lookback": 10}},
     })
-    result = run_backtest(cfg, ROOT / "strategies/sma_cross.py", write=False)
+    result = run_pipeline(cfg, ROOT / "strategies/sma_cross.py")
 
     assert result.bars.index[0] == pd.Timestamp("2024-01-08", tz="UTC")
-    assert result.calendar["warmup_bars"] == CONTEXT - 1
-    first_context = result.calendar["warmup_first_bar"]
+    assert result.calendar.warmup_bars == CONTEXT - 1
+    first_context = result.calendar.warmup_first_bar
     # 63 bars of a 5-day market reach ~13 weeks back: far more than 63 calendar days
     assert (result.bars.index[0] - first_context) > pd.Timedelta(days=CONTEXT + 20)
     assert set(result.bars.index.day_of_week) <= {0, 1, 2, 3, 4}
-    ppy = result.calendar["bars_per_year"]
-    assert 245 <= ppy <= 256, result.calendar["bars_per_year_source"]
+    ppy = result.calendar.bars_per_year
+    assert 245 <= ppy <= 256, result.calendar.bars_per_year_source
     assert result.metrics["sharpe"] == pytest.approx(sharpe_ratio(simple_returns(result.equity), ppy))
     assert result.metrics["n_trades"] >= 1, "the check needs a strategy that trades"
 
@@ -87,8 +87,8 @@ def test_bars_per_year_key_overrides_the_inference(spy_dir, tmp_path):
         "data.symbol": "SPY", "data.timeframe": "1d", "data.timerange": "20240108-20240701",
         "data.bars_per_year": 260, "predictor.name": "naive", "predictor.context_length": CONTEXT,
     })
-    result = run_backtest(cfg, ROOT / "strategies/buy_and_hold.py", write=False)
-    assert result.calendar["bars_per_year"] == 260
+    result = run_pipeline(cfg, ROOT / "strategies/buy_and_hold.py")
+    assert result.calendar.bars_per_year == 260
     assert result.metrics["sharpe"] == pytest.approx(sharpe_ratio(simple_returns(result.equity), 260))
 
 
@@ -123,17 +123,17 @@ def test_warmup_with_gaps_is_counted_in_bars(tmp_path, shared_data):
         "data.data_dir": str(shared_data), "data.symbol": "BTC/USDT", "data.timeframe": "1h",
         "data.timerange": "20180210-20180215", "predictor.name": "naive", "predictor.context_length": 72,
     })
-    result = run_backtest(cfg, ROOT / "strategies/buy_and_hold.py", write=False)
-    assert result.calendar["warmup_bars"] == 71
-    assert result.calendar["warmup_first_bar"] < pd.Timestamp("2018-02-10", tz="UTC") - pd.Timedelta(hours=71)
+    result = run_pipeline(cfg, ROOT / "strategies/buy_and_hold.py")
+    assert result.calendar.warmup_bars == 71
+    assert result.calendar.warmup_first_bar < pd.Timestamp("2018-02-10", tz="UTC") - pd.Timedelta(hours=71)
 
 
 def test_no_time_range_uses_the_first_bars_as_warmup(tmp_path, spy_dir):
     data = five_day_market(read_shared_csv("BTC_USDT-1d.csv"))
     cfg = config(tmp_path, **{"data.symbol": "SPY", "data.timeframe": "1d", "data.timerange": "",
                               "predictor.name": "naive", "predictor.context_length": CONTEXT})
-    result = run_backtest(cfg, ROOT / "strategies/buy_and_hold.py", write=False)
-    assert result.calendar["warmup_bars"] == CONTEXT - 1
+    result = run_pipeline(cfg, ROOT / "strategies/buy_and_hold.py")
+    assert result.calendar.warmup_bars == CONTEXT - 1
     assert result.bars.index[0] == data.index[CONTEXT - 1] and result.bars.index[-1] == data.index[-1]
 
 
@@ -144,7 +144,7 @@ def test_too_little_warmup_names_the_earliest_start(tmp_path, spy_dir):
     cfg = config(tmp_path, **{"data.symbol": "SPY", "data.timeframe": "1d",
                               "data.timerange": f"{data.index[10]:%Y%m%d}-", "predictor.context_length": CONTEXT})
     with pytest.raises(UserInputError, match=f"earliest start that works is {data.index[CONTEXT - 1]:%Y-%m-%d}"):
-        run_backtest(cfg, ROOT / "strategies/buy_and_hold.py", write=False)
+        run_pipeline(cfg, ROOT / "strategies/buy_and_hold.py")
 
 
 FLIP = '''
@@ -180,14 +180,14 @@ def test_gap_fill_never_fills_an_order_on_a_synthetic_candle(tmp_path, shared_da
         "data.timerange": "20180205-20180212", "data.gap_policy": "fill", "predictor.name": "naive",
         "predictor.context_length": 24, "broker.slippage": 0.0005,
     })
-    result = run_backtest(cfg, strategy, write=False)
+    result = run_pipeline(cfg, strategy)
     real = read_shared_csv("BTC_USDT-1h.csv")
     synthetic = result.bars.index.difference(real.index)
     assert len(synthetic) == 33
     fills = result.fills
     assert len(fills) > 100
     assert not fills["time"].isin(synthetic).any(), fills[fills["time"].isin(synthetic)]
-    assert result.calendar["no_trade_bars"] == 33
+    assert result.calendar.no_trade_bars == 33
     after = pd.Timestamp("2018-02-09 10:00", tz="UTC")  # first real candle after the outage
     assert synthetic.min() == pd.Timestamp("2018-02-08 01:00", tz="UTC") and synthetic.max() < after
     at_reopen = fills[fills["time"] == after]
@@ -206,6 +206,6 @@ def test_keep_policy_fills_unchanged_by_the_rule(tmp_path, shared_data):
         "data.data_dir": str(shared_data), "data.symbol": "BTC/USDT", "data.timeframe": "1h",
         "data.timerange": "20180205-20180212", "predictor.name": "naive", "predictor.context_length": 24,
     })
-    result = run_backtest(cfg, strategy, write=False)
+    result = run_pipeline(cfg, strategy)
     pos = result.bars.index.get_indexer(result.fills["time"])
     assert (pos >= 1).all() and np.all(np.diff(pos) == 1)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.config import load_config
 from engine.lookahead import MIN_SAMPLES_CHEAP, sample_times
 from predictors.base import Predictor
@@ -62,31 +62,31 @@ def _cfg(shared_data, tmp_path, **extra):
 
 
 def test_honest_predictor_and_strategy_pass(shared_data, tmp_path):
-    result = run_backtest(_cfg(shared_data, tmp_path, **{"predictor.name": "momentum"}),
-                          ROOT / "strategies/llm_signal.py", write=False)
+    result = run_pipeline(_cfg(shared_data, tmp_path, **{"predictor.name": "momentum"}),
+                          ROOT / "strategies/llm_signal.py")
     look = result.lookahead
-    assert look["ok"] and result.invalid is None
+    assert look.ok and result.invalid is None
     # momentum is cheap: every window rechecked in shuffled batches, at least 20 sampled times,
     # and every bar replayed one at a time
-    assert look["stats"]["full_windows"] == len(result.bars) == look["stats"]["replay_bars"]
-    assert len(look["times"]) >= MIN_SAMPLES_CHEAP
-    assert str(result.bars.index[-1]) not in look["times"]  # interior times only
+    assert look.stats["full_windows"] == len(result.bars) == look.stats["replay_bars"]
+    assert len(look.times) >= MIN_SAMPLES_CHEAP
+    assert result.bars.index[-1] not in look.times  # interior times only
     assert result.metrics["n_trades"] > 0  # the replay compared real orders
 
 
 def test_leaky_predictor_is_caught_and_named(shared_data, tmp_path):
-    result = run_backtest(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py",
-                          predictor=CentredMeanPredictor(), write=False)
-    text = result.lookahead["text"]
-    assert not result.lookahead["ok"] and result.invalid.startswith("lookahead: predictor at 2024-01-")
+    result = run_pipeline(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py",
+                          predictor=CentredMeanPredictor())
+    text = result.lookahead.describe()
+    assert not result.lookahead.ok and result.invalid.startswith("lookahead: predictor at 2024-01-")
     assert "lookahead detected" in text and text.count("predictor, at 2024-01-") >= 5
 
 
 def test_leaky_strategy_is_caught_and_named(shared_data, tmp_path):
     path = tmp_path / "peek_next_close.py"
     path.write_text(LEAKY_STRATEGY)
-    result = run_backtest(_cfg(shared_data, tmp_path, **{"predictor.name": "naive"}), path, write=False)
-    text = result.lookahead["text"]
+    result = run_pipeline(_cfg(shared_data, tmp_path, **{"predictor.name": "naive"}), path)
+    text = result.lookahead.describe()
     # the first order of the backtest is one the bar-by-bar replay never makes (it cannot peek)
     first = result.fills.iloc[0]
     assert f"strategy, at {result.bars.index[result.bars.index.get_loc(first['time']) - 1]}" in text
@@ -108,7 +108,7 @@ def test_strategy_reading_past_the_end_gets_a_clear_error(shared_data, tmp_path)
     path = tmp_path / "peek_crash.py"
     path.write_text(LEAKY_STRATEGY.replace("        if len(self.data) >= self.data.buflen():\n            return  # the last bar: nothing to peek at\n", ""))
     with pytest.raises(StrategyLoadError, match=r"PeekNextClose read a bar that does not exist .*lookahead"):
-        run_backtest(_cfg(shared_data, tmp_path, **{"predictor.name": "naive"}), path, write=False)
+        run_pipeline(_cfg(shared_data, tmp_path, **{"predictor.name": "naive"}), path)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.config import load_config
 from engine.lookahead import tolerance
 from predictors.base import Predictor
@@ -57,14 +57,14 @@ def _cfg(shared_data, tmp_path, **extra):
 
 def test_planted_leak_of_1e3_is_caught_and_its_honest_twin_passes(shared_data, tmp_path):
     cfg = _cfg(shared_data, tmp_path)
-    honest = run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=PlantedDrift(), write=False)
-    assert honest.lookahead["ok"] and honest.invalid is None
-    leaky = run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=PlantedDrift(leak=True), write=False)
+    honest = run_pipeline(cfg, ROOT / "strategies/llm_signal.py", predictor=PlantedDrift())
+    assert honest.lookahead.ok and honest.invalid is None
+    leaky = run_pipeline(cfg, ROOT / "strategies/llm_signal.py", predictor=PlantedDrift(leak=True))
     assert leaky.invalid and leaky.invalid.startswith("lookahead: predictor at ")
-    bad = dict(leaky.lookahead["forecast_mismatches"])
+    bad = dict(leaky.lookahead.forecast_mismatches)
     # every sampled time is caught: its recomputations cannot see the next bar, so they differ by the leak
-    assert set(leaky.lookahead["times"]) <= set(bad)
-    assert all(f"differs by up to {LEAK:.3g} " in bad[t] for t in leaky.lookahead["times"])
+    assert set(leaky.lookahead.times) <= set(bad)
+    assert all(f"differs by up to {LEAK:.3g} " in bad[t] for t in leaky.lookahead.times)
     # and the shuffled recomputation of every window finds it wherever the new neighbour moved the other way
     assert len(bad) > len(leaky.bars) / 3
 
@@ -135,11 +135,11 @@ def _bolt_cfg(shared_data, tmp_path, samples: int = 3):
 def test_batched_bolt_passes(shared_data, tmp_path, two_torch_threads, dtype):
     path = build_bolt(tmp_path / "bolt", d_model=96, num_layers=3, head_scale=0.2, seed=5)
     # 10 samples: the old check (rtol 1e-5, atol 1e-7) failed the float32 model on these with a false "lookahead"
-    result = run_backtest(_bolt_cfg(shared_data, tmp_path, samples=10), ROOT / "strategies/llm_signal.py",
-                          predictor=_chronos(path, dtype), write=False)
+    result = run_pipeline(_bolt_cfg(shared_data, tmp_path, samples=10), ROOT / "strategies/llm_signal.py",
+                          predictor=_chronos(path, dtype))
     look = result.lookahead
-    assert look["ok"], look["text"]
-    assert len(look["times"]) >= 10 and len(result.bars) > 1024
+    assert look.ok, look.describe()
+    assert len(look.times) >= 10 and len(result.bars) > 1024
 
 
 @pytest.mark.slow
@@ -150,19 +150,19 @@ def test_float32_bolt_batch_noise_is_real_and_tolerated(shared_data, tmp_path, t
     path = build_bolt(tmp_path / "bolt", d_model=96, num_layers=3, head_scale=0.2, seed=5)
     predictor = _chronos(path, "float32")
     cfg = _bolt_cfg(shared_data, tmp_path)
-    result = run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=predictor, write=False)
+    result = run_pipeline(cfg, ROOT / "strategies/llm_signal.py", predictor=predictor)
     closes = result.bars["close"].to_numpy()
     windows = np.array(context_windows(closes, 64))[:1024]
     batched = predictor.predict(windows, 6)
     single = np.stack([predictor.predict(windows[i : i + 1], 6)[0] for i in range(0, 1024, 128)])
     assert np.abs(batched[::128] - single).max() > 1e-7  # beyond the old atol: not bit-identical
-    assert result.lookahead["ok"], result.lookahead["text"]
+    assert result.lookahead.ok, result.lookahead.describe()
 
 
 @pytest.mark.slow
 def test_leak_on_top_of_a_batched_bolt_is_caught(shared_data, tmp_path, two_torch_threads):
     path = build_bolt(tmp_path / "bolt", d_model=64, num_layers=2, head_scale=0.05, seed=9)
-    result = run_backtest(_bolt_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py",
-                          predictor=_chronos(path, "float32", leak=True), write=False)
+    result = run_pipeline(_bolt_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py",
+                          predictor=_chronos(path, "float32", leak=True))
     assert result.invalid and result.invalid.startswith("lookahead: predictor at ")
-    assert len(result.lookahead["forecast_mismatches"]) == len(result.lookahead["times"])
+    assert len(result.lookahead.forecast_mismatches) == len(result.lookahead.times)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,21 +70,21 @@ def _write(tmp_path, name, text):
 
 @pytest.mark.parametrize("source,name", [(PEEK_ALWAYS, "peek_always"), (PEEK_RARELY, "peek_rarely")])
 def test_peeking_strategy_is_caught_with_its_first_differing_order(shared_data, tmp_path, source, name):
-    result = run_backtest(_cfg(shared_data, tmp_path), _write(tmp_path, name, source), write=False)
+    result = run_pipeline(_cfg(shared_data, tmp_path), _write(tmp_path, name, source))
     look = result.lookahead
-    assert not look["ok"] and not look["forecast_mismatches"]
-    ((when, what),) = look["order_mismatches"]
+    assert not look.ok and not look.forecast_mismatches
+    ((when, what),) = look.order_mismatches
     assert result.invalid.startswith(f"lookahead: strategy at {when}:")
     # the message names the order: time (where it was made), side and size
     assert what.startswith("order ") and ("buy 0.05" in what or "sell 0.05" in what)
-    made = [o for o in result.lookahead["text"].splitlines() if "strategy, at" in o]
-    assert made and when in made[0]
+    made = [o for o in result.lookahead.describe().splitlines() if "strategy, at" in o]
+    assert made and str(when) in made[0]
 
 
 def test_rare_peek_differs_first_at_a_peeking_bar(shared_data, tmp_path):
     """The first difference is at a bar where the strategy peeked (position % 50 == 49, 0-based)."""
-    result = run_backtest(_cfg(shared_data, tmp_path), _write(tmp_path, "peek_rarely", PEEK_RARELY), write=False)
-    ((when, what),) = result.lookahead["order_mismatches"]
+    result = run_pipeline(_cfg(shared_data, tmp_path), _write(tmp_path, "peek_rarely", PEEK_RARELY))
+    ((when, what),) = result.lookahead.order_mismatches
     position = result.bars.index.get_loc(when)
     assert (position + 1) % 50 == 0, (when, what)
     assert "the backtest made buy 0.05 here, the bar-by-bar replay made nothing" in what
@@ -93,7 +93,7 @@ def test_rare_peek_differs_first_at_a_peeking_bar(shared_data, tmp_path):
 @pytest.mark.slow
 def test_honest_strategies_pass_the_replay_on_another_market(shared_data, tmp_path):
     for strategy in ("sma_cross", "llm_signal", "buy_and_hold"):
-        result = run_backtest(_cfg(shared_data, tmp_path, timerange="20230601-20230801", **{"data.symbol": "BTC/USDT"}),
-                              ROOT / "strategies" / f"{strategy}.py", write=False)
-        assert result.lookahead["ok"], result.lookahead["text"]
-        assert result.lookahead["stats"]["replay_bars"] == len(result.bars)
+        result = run_pipeline(_cfg(shared_data, tmp_path, timerange="20230601-20230801", **{"data.symbol": "BTC/USDT"}),
+                              ROOT / "strategies" / f"{strategy}.py")
+        assert result.lookahead.ok, result.lookahead.describe()
+        assert result.lookahead.stats["replay_bars"] == len(result.bars)

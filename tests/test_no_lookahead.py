@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.config import load_config
 from engine.signals import compute_forecasts
 from predictors.base import Predictor
@@ -45,7 +45,7 @@ def test_backtest_feeds_only_past_candles(shared_data, tmp_path, btc_1h):
         "predictor.cache": False, "output.progress": False, "evaluation.lookahead_samples": 0,
     })
     predictor = RecordingPredictor()
-    result = run_backtest(cfg, "strategies/llm_signal.py", predictor=predictor, write=False)
+    result = run_pipeline(cfg, "strategies/llm_signal.py", predictor=predictor)
     windows = np.concatenate(predictor.windows)
     closes = btc_1h["close"]
     assert len(windows) == len(result.bars)

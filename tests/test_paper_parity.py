@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from binance_stub import BinanceStub
-from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner
 from test_paper_helpers import DELAY_MS, START_MS, STRATEGY, ManualClock, ManualTicks, backtest_config, paper_config
@@ -40,7 +40,7 @@ def test_sim_mode_equals_the_backtest(stub, tmp_path):
     paper_fills, equity, orders = journal.fills(), journal.equity(), journal.orders()
     journal.close()
 
-    bt_result = run_backtest(backtest_config(cfg, N_BARS), STRATEGY, write=False)
+    bt_result = run_pipeline(backtest_config(cfg, N_BARS), STRATEGY)
     assert len(bt_result.bars) == N_BARS
     assert equity.index.equals(bt_result.bars.index)
     assert len(bt_result.fills) >= 10, "the stretch should trade"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.backtest import run_backtest
+from engine.pipeline import run_pipeline
 from engine.cli import main
 from engine.config import ConfigError, load_config
 from engine.evaluation import SUSPICIOUS
@@ -52,8 +53,8 @@ def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(
     shared_data, tmp_path, symbol, timeframe, timerange, noise, expected,
 ) -> None:
     cfg = _cfg(shared_data, tmp_path, symbol, timeframe, timerange, LEAK)
-    r = run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak(noise=noise), write=False)
-    assert r.lookahead["ok"]  # invisible to the truncation check: it reads its own copy of the data
+    r = run_pipeline(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak(noise=noise))
+    assert r.lookahead.ok  # invisible to the truncation check: it reads its own copy of the data
     assert len(r.suspicious) == len(expected) and all(s.startswith(SUSPICIOUS) for s in r.suspicious)
     for what, finding in zip(expected, r.suspicious):
         assert f"{SUSPICIOUS}: {what}" in finding
@@ -61,11 +62,11 @@ def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(
 
 @pytest.mark.slow
 def test_run_folder_and_forecast_page_of_a_leak_say_suspicious(leak_run) -> None:
-    r = leak_run
+    r, run_dir = leak_run.result, leak_run.run_dir
     assert len(r.suspicious) == 3
-    metrics = json.loads((r.run_dir / "metrics.json").read_text())
-    assert metrics["suspicious"] == r.suspicious
-    page = (r.run_dir / "forecast.html").read_text(encoding="utf-8")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["suspicious"] == list(r.suspicious)
+    page = (run_dir / "forecast.html").read_text(encoding="utf-8")
     assert "<title>SUSPICIOUS \u2014 check for leaks:" in page and "directional accuracy" in page
 
 
@@ -83,14 +84,14 @@ def test_leaderboard_flags_the_leak_and_not_the_honest_run(leak_run, shared_data
                           ROOT / "strategies/llm_signal.py")
     rows = [
         {"predictor": name, "symbol": "BTC/USDT", "metrics": r.metrics, "buy_and_hold": r.benchmark_metrics,
-         "skill": r.skill, "significance": r.significance, "naive_comparison": r.versus_naive,
-         "random_sign": r.baselines.get("random sign"), "suspicious": r.suspicious}
-        for name, r in (("leak", leak_run), ("drift", honest))
+         "skill": r.skill, "significance": b.verdict.significance, "naive_comparison": r.versus_naive,
+         "random_sign": r.baselines.get("random sign"), "suspicious": list(r.suspicious)}
+        for name, b in (("leak", leak_run), ("drift", honest)) for r in [b.result]
     ]
     frame = leaderboard_frame(rows).set_index("predictor")
     assert frame.loc["leak", "verdict"].startswith("SUSPICIOUS \u2014 check for leaks")
     assert not frame.loc["drift", "verdict"].startswith("SUSPICIOUS") and frame.loc["drift", "suspicious"] == ""
-    assert frame.loc["leak", "random_sign_total_return"] == pytest.approx(leak_run.baselines["random sign"]["total_return"])
+    assert frame.loc["leak", "random_sign_total_return"] == pytest.approx(leak_run.result.baselines["random sign"]["total_return"])
     text = leaderboard_text(frame.reset_index())
     assert "random sign" in text.splitlines()[0]
     html = write_leaderboard_html(tmp_path / "lb.html", frame.reset_index(), {}, {}, {}, title="t").read_text()
@@ -127,9 +128,9 @@ _SLOW = pytest.mark.slow
 def test_honest_runs_on_untuned_markets_are_not_suspicious(
     shared_data, tmp_path, symbol, timeframe, timerange, predictor, strategy,
 ) -> None:
-    r = run_backtest(_cfg(shared_data, tmp_path, symbol, timeframe, timerange, predictor),
-                     ROOT / f"strategies/{strategy}.py", write=False)
-    assert r.suspicious == [], r.suspicious
+    r = run_pipeline(_cfg(shared_data, tmp_path, symbol, timeframe, timerange, predictor),
+                     ROOT / f"strategies/{strategy}.py")
+    assert r.suspicious == (), r.suspicious
 
 
 def test_bad_bounds_are_one_clear_line_and_exit_2(capsys) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.backtest import contamination_warning, run_backtest
+from engine.backtest import run_backtest
+from engine.pipeline import contamination_warning
 from engine.config import load_config
 from predictors.base import ModelInfo
 from tests import tiny_models
@@ -39,7 +40,7 @@ def _backtest(shared_data, tmp_path, predictor, params, **extra):
 
 
 def _check_run(result):
-    q = result.forecast.values
+    q = result.result.forecast.values
     assert q.shape == (96, 3, 4) and np.isfinite(q).all()
     assert (np.diff(q, axis=1) >= 0).all()  # q10 <= q50 <= q90
     assert (result.run_dir / "tearsheet.html").is_file() and (result.run_dir / "forecast.html").is_file()
@@ -56,7 +57,7 @@ def test_chronos_bolt_backtest_and_cache(shared_data, tmp_path):
     metrics = _check_run(first)
     assert metrics["model"]["name"] == str(model)
     second = _backtest(shared_data, tmp_path, "chronos", params)
-    assert second.forecast_cache_hit and np.array_equal(first.forecast.values, second.forecast.values)
+    assert second.result.forecast_cache_hit and np.array_equal(first.result.forecast.values, second.result.forecast.values)
 
 
 @pytest.mark.slow
@@ -72,7 +73,7 @@ def test_llmtime_backtest_counts_malformed_samples(shared_data, tmp_path):
     # batched generation: the check says plainly that it could not verify the predictor
     batched = _backtest(shared_data, tmp_path / "b", "llmtime", {**params, "batch_size": 16},
                         **{"predictor.context_length": 24})
-    assert "not batch-size invariant" in batched.lookahead["notes"][0]
+    assert "not batch-size invariant" in batched.result.lookahead.notes[0]
 
 
 @pytest.mark.slow

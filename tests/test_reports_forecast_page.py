@@ -28,7 +28,9 @@ from reports.forecast_page import (
     reliability_by_level,
     write_forecast_page,
 )
-from reports.metrics import buy_and_hold_equity, performance_summary, simple_returns
+from engine.costs import Costs
+from engine.simulate import buy_and_hold_equity
+from reports.metrics import performance_summary, simple_returns
 from reports.significance import sharpe_significance
 from reports.skill import forecast_skill
 
@@ -138,7 +140,7 @@ def build_run(candles: pd.DataFrame, predictor: str, n_bars: int = N_BARS) -> Ru
     skill = forecast_skill(q, LEVELS, realised, naive_quantiles=nq)
     equity, position, trades, fills = _long_flat(c, index, q[:, LEVELS.index(0.5), 0] > 0)
     metrics = performance_summary(equity, position, trades, fills, PPY)
-    bh = buy_and_hold_equity(c["open"].reindex(index), c["close"].reindex(index), CASH, FEE, 0.0005)
+    bh = buy_and_hold_equity(c["open"].reindex(index), c["close"].reindex(index), CASH, Costs(FEE, 0.0005))
     bh_metrics = performance_summary(bh, bh / c["close"].reindex(index), trades.iloc[:0],
                                      pd.DataFrame({"commission": [CASH * FEE]}), PPY)
     return Run(predictor, c, index, q, nq, realised, equity, metrics, bh_metrics, bh, skill)

@@ -1,4 +1,4 @@
-"""reports.metrics against quantstats, hand computations and a backtrader broker."""
+"""reports.metrics against quantstats and hand computations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from reports.metrics import (
     SUMMARY_KEYS,
     annualised_volatility,
-    buy_and_hold_equity,
     cagr,
     calmar_ratio,
     exposure,
@@ -282,77 +281,3 @@ def test_performance_summary_keys_and_values(
 def test_performance_summary_rejects_misaligned_position(btc_equity: pd.Series) -> None:
     with pytest.raises(ValueError, match="same index"):
         performance_summary(btc_equity, btc_equity.iloc[1:] * 0, _trades(), pd.DataFrame(), DAILY)
-
-
-# ----------------------------------------------------------------- buy and hold
-
-
-def test_buy_and_hold_by_hand_on_btc(btc_1d: pd.DataFrame) -> None:
-    fee, slip, cash = 0.001, 0.0005, 10_000.0
-    eq = buy_and_hold_equity(btc_1d["open"], btc_1d["close"], cash, fee, slip)
-    size = cash / (btc_1d["open"].iloc[0] * (1 + slip) * (1 + fee))
-    np.testing.assert_allclose(eq.to_numpy(), size * btc_1d["close"].to_numpy(), rtol=1e-12)
-    frictionless = buy_and_hold_equity(btc_1d["open"], btc_1d["close"], cash, 0.0, 0.0)
-    np.testing.assert_allclose(
-        (eq / frictionless).to_numpy(), 1 / ((1 + fee) * (1 + slip)), rtol=1e-12
-    )
-    assert eq.index.equals(btc_1d.index)
-
-
-def test_buy_and_hold_waits_for_start_time(btc_1d: pd.DataFrame) -> None:
-    start = btc_1d.index[100] - pd.Timedelta(hours=1)  # not on a bar: next bar is 100
-    eq = buy_and_hold_equity(btc_1d["open"], btc_1d["close"], 500.0, 0.001, 0.0, start_time=start)
-    assert (eq.iloc[:100] == 500.0).all()
-    size = 500.0 / (btc_1d["open"].iloc[100] * 1.001)
-    assert eq.iloc[100] == pytest.approx(size * btc_1d["close"].iloc[100], rel=1e-12)
-    naive = buy_and_hold_equity(
-        btc_1d["open"], btc_1d["close"], 500.0, 0.001, 0.0,
-        start_time=btc_1d.index[100].tz_localize(None),  # naive = UTC
-    )
-    pd.testing.assert_series_equal(naive, eq)
-
-
-def test_buy_and_hold_bad_inputs(btc_1d: pd.DataFrame) -> None:
-    o, c = btc_1d["open"], btc_1d["close"]
-    with pytest.raises(ValueError, match="after the last bar"):
-        buy_and_hold_equity(o, c, 1.0, 0.0, 0.0, start_time=c.index[-1] + pd.Timedelta(days=1))
-    with pytest.raises(ValueError, match="same index"):
-        buy_and_hold_equity(o.iloc[1:], c, 1.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match="cash"):
-        buy_and_hold_equity(o, c, 0.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match="fee"):
-        buy_and_hold_equity(o, c, 1.0, -0.001, 0.0)
-
-
-def test_buy_and_hold_matches_a_backtrader_broker(btc_1d: pd.DataFrame) -> None:
-    """Independent reference: backtrader's broker, percentage commission, slippage on
-    open, an order decided at the close of bar 0 and filled at the open of bar 1."""
-    bt = pytest.importorskip("backtrader")
-    candles = btc_1d.iloc[:400]
-    fee, slip, cash = 0.001, 0.0005, 10_000.0
-    entry = 1
-    assert candles["open"].iloc[entry] * (1 + slip) <= candles["high"].iloc[entry]  # no cap
-    size = cash / (candles["open"].iloc[entry] * (1 + slip) * (1 + fee))
-    size *= 1 - 1e-12  # backtrader refuses a fill that leaves cash at -1e-12 ("Margin")
-    values: list[float] = []
-
-    class BuyOnce(bt.Strategy):
-        def next(self) -> None:
-            if len(self) == 1:
-                self.buy(size=size)
-            values.append(self.broker.getvalue())
-
-    cerebro = bt.Cerebro(stdstats=False)
-    feed = candles.copy()
-    feed.index = feed.index.tz_localize(None)
-    cerebro.adddata(bt.feeds.PandasData(dataname=feed))
-    cerebro.addstrategy(BuyOnce)
-    cerebro.broker.setcash(cash)
-    cerebro.broker.setcommission(commission=fee)
-    cerebro.broker.set_slippage_perc(slip, slip_open=True)
-    cerebro.run()
-
-    ours = buy_and_hold_equity(
-        candles["open"], candles["close"], cash, fee, slip, start_time=candles.index[entry]
-    )
-    np.testing.assert_allclose(values, ours.to_numpy(), rtol=1e-9)

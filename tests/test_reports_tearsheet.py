@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.metrics import SUMMARY_KEYS, buy_and_hold_equity, simple_returns
+from engine.costs import Costs
+from engine.simulate import buy_and_hold_equity
+from reports.metrics import SUMMARY_KEYS, simple_returns
 from reports.summary import format_metric, summary_table
 from reports.tearsheet import daily_returns, write_tearsheet
 
@@ -20,7 +22,7 @@ def _strategy_and_benchmark(candles: pd.DataFrame) -> tuple[pd.Series, pd.Series
     """Real returns: a 30-bar SMA filter (decided at the close, held from the next bar)
     against buy-and-hold of the same bars with the same costs."""
     close = candles["close"]
-    bh = buy_and_hold_equity(candles["open"], close, 10_000.0, 0.001, 0.0005)
+    bh = buy_and_hold_equity(candles["open"], close, 10_000.0, Costs(0.001, 0.0005))
     bench = simple_returns(bh).rename("buy_and_hold")
     held = (close > close.rolling(30).mean()).shift(1, fill_value=False).astype(float)
     strat = (close.pct_change() * held).iloc[1:].rename("sma_filter")
@@ -190,10 +192,10 @@ def test_summary_table_bad_input() -> None:
 
 
 def test_a_strategy_that_never_trades_gets_a_plain_page(tmp_path, btc_1d):
-    from reports.metrics import buy_and_hold_equity, simple_returns
+    from reports.metrics import simple_returns
     from reports.tearsheet import write_tearsheet
 
-    bh = simple_returns(buy_and_hold_equity(btc_1d["open"], btc_1d["close"], 10_000.0, 0.001, 0.0005))
+    bh = simple_returns(buy_and_hold_equity(btc_1d["open"], btc_1d["close"], 10_000.0, Costs(0.001, 0.0005)))
     flat = bh * 0.0
     out = write_tearsheet(flat, bh, tmp_path / "t.html", title="never traded", periods_per_year=365)
     text = out.read_text()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.backtest import BacktestResult, run_backtest
+from engine.backtest import Backtest, run_backtest
 from engine.config import load_config
 from engine.ledger import TrialLedger
 
@@ -35,9 +35,9 @@ def backtest(shared_data, cache_dir, tmp_path, monkeypatch):
     The forecast page (HTML charts, ~5 s a run, judged elsewhere) is skipped; metrics.json,
     the ledger and the significance dict are the real ones.
     """
-    monkeypatch.setattr("engine.run_folder.write_forecast_page", lambda result: None)
+    monkeypatch.setattr("engine.run_folder.write_forecast_page", lambda *args: None)
 
-    def run(strategy: Path, **overrides: Any) -> BacktestResult:
+    def run(strategy: Path, **overrides: Any) -> Backtest:
         settings = {
             "data.data_dir": str(shared_data), "data.timeframe": "1d", "data.timerange": "20230101-20230401",
             "data.cache_dir": str(cache_dir), "predictor.name": "momentum", "predictor.context_length": 64,
@@ -49,8 +49,8 @@ def backtest(shared_data, cache_dir, tmp_path, monkeypatch):
     return run
 
 
-def _trials(result: BacktestResult) -> dict[str, Any]:
-    return result.significance["trials"]
+def _trials(result: Backtest) -> dict[str, Any]:
+    return result.verdict.significance["trials"]
 
 
 def test_three_strategies_on_one_market_are_three_trials(backtest, capsys) -> None:
@@ -58,14 +58,14 @@ def test_three_strategies_on_one_market_are_three_trials(backtest, capsys) -> No
     assert counts == [1, 2, 3]
     rerun = backtest(STRATEGIES / "sma_cross.py")  # the same variant again is not a new trial
     trials = _trials(rerun)
-    assert trials["n"] == 3 and trials["n_rows"] == 4 and rerun.significance["n_trials"] == 3
+    assert trials["n"] == 3 and trials["n_rows"] == 4 and rerun.verdict.significance["n_trials"] == 3
     assert "binance BTC/USDT 1d" in trials["how"] and "overlap 2023-01-01..2023-03-31" in trials["how"]
 
     saved = json.loads((rerun.run_dir / "metrics.json").read_text())["significance"]["trials"]
     assert saved["n"] == 3 and saved["how"] == trials["how"] and saved["sharpe_variance"] > 0
     from engine.cli import print_judgement
 
-    print_judgement(rerun)
+    print_judgement(rerun.result, rerun.verdict)
     assert f"deflated by {trials['how']}" in capsys.readouterr().out
 
 

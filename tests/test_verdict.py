@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from engine.backtest import run_backtest
+from engine.judge import judge
+from engine.pipeline import run_pipeline
 from engine.config import load_config
 from engine.evaluation import random_sign_forecast
 from predictors.base import Forecast
@@ -57,11 +59,11 @@ def test_random_sign_forecast_flips_whole_distributions_and_keeps_the_trade_rate
 
 
 def test_backtest_has_a_random_sign_baseline_that_trades_and_both_verdicts(shared_data, tmp_path) -> None:
-    r = run_backtest(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py", write=False)
+    r = run_pipeline(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py")
     coin, naive = r.baselines["random sign"], r.baselines["naive"]
     assert naive["n_trades"] == 0  # the zero median never clears the threshold
     assert 0.5 * r.metrics["n_trades"] <= coin["n_trades"] <= 2 * r.metrics["n_trades"] and coin["n_trades"] > 10
-    sig = r.significance
+    sig = judge([r], ROOT / "strategies/llm_signal.py").verdicts[0].significance
     vs = sig["versus_buy_and_hold"]
     assert vs["buy_and_hold_total_return"] == pytest.approx(r.benchmark_metrics["total_return"], rel=1e-9)
     assert vs["strategy_total_return"] == pytest.approx(r.metrics["total_return"], rel=1e-9)
@@ -71,7 +73,7 @@ def test_backtest_has_a_random_sign_baseline_that_trades_and_both_verdicts(share
 @pytest.mark.slow
 def test_run_folder_shows_the_random_sign_baseline_and_both_verdicts(shared_data, tmp_path) -> None:
     r = run_backtest(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py")
-    coin, vs = r.baselines["random sign"], r.significance["versus_buy_and_hold"]
+    coin, vs = r.result.baselines["random sign"], r.verdict.significance["versus_buy_and_hold"]
     metrics = json.loads((r.run_dir / "metrics.json").read_text())
     assert metrics["baselines"]["random sign"]["n_trades"] == coin["n_trades"]
     assert metrics["significance"]["versus_buy_and_hold"]["verdict"] == vs["verdict"]
@@ -81,7 +83,7 @@ def test_run_folder_shows_the_random_sign_baseline_and_both_verdicts(shared_data
 
 def test_random_sign_baseline_can_be_turned_off(shared_data, tmp_path) -> None:
     cfg = _cfg(shared_data, tmp_path, **{"evaluation.random_sign_baseline": False, "evaluation.naive_baseline": False})
-    r = run_backtest(cfg, ROOT / "strategies/llm_signal.py", write=False)
+    r = run_pipeline(cfg, ROOT / "strategies/llm_signal.py")
     assert list(r.baselines) == ["buy & hold"]
 
 

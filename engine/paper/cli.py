@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from engine.config import Config
+from engine.errors import UserInputError
 from engine.paper.clock import StopSignals
+from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config
 
 
 def add_paper_parser(
@@ -78,9 +80,6 @@ def run_paper(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _run_paper(args: argparse.Namespace, cfg: Config, signals: StopSignals) -> int:
-    from engine.errors import UserInputError
-    from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config
-
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         cfg = resumed_config(resume, cfg)

@@ -489,6 +489,7 @@ class PaperBroker(bt.brokers.BackBroker):
         params = {key: getattr(configured.p, key) for key in configured.params._getkeys()}
         broker = cls(desk=desk, **params)
         broker.comminfo = dict(configured.comminfo)
+        broker.costs = configured.costs
         return broker
 
     def transmit(self, order: bt.Order, check: bool = True) -> bt.Order:

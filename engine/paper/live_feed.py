@@ -18,6 +18,7 @@ median and outer quantiles at the last horizon), filled one bar at a time.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -251,8 +252,6 @@ class LiveBars:
 
 
 def _json_array(text: str | None) -> list:
-    import json
-
     return json.loads(text) if text else []
 
 

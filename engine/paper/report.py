@@ -17,13 +17,14 @@ from engine.config import Config
 from engine.paper.journal import Journal
 from engine.recorder import FILL_COLUMNS, round_trips
 from engine.run_folder import json_safe
+from engine.simulate import buy_and_hold_equity
 from feeds.timeframes import periods_per_year
+from reports.metrics import performance_summary, simple_returns
+from reports.tearsheet import write_tearsheet
 
 
 def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: str) -> None:
     """Rewrite the run's report files; fewer than 2 bars write nothing, under 2 days no tear-sheet."""
-    from reports.metrics import buy_and_hold_equity, performance_summary, simple_returns
-
     eq = journal.equity()
     fills = journal.fills()
     fills[FILL_COLUMNS].to_csv(run_dir / "fills.csv", index=False)
@@ -32,8 +33,7 @@ def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: s
         return
     candles = journal.candles().loc[eq.index]
     b = cfg.broker
-    benchmark = buy_and_hold_equity(candles["open"], candles["close"], b.cash, b.fee, b.slippage,
-                                    start_time=eq.index[1])
+    benchmark = buy_and_hold_equity(candles["open"], candles["close"], b.cash, b.costs, start_time=eq.index[1])
     equity = eq["value"].rename("equity")
     frame = pd.DataFrame({"equity": equity, "position": eq["position"], "buy_and_hold": benchmark,
                           "close": eq["close"], "forecast": eq["forecast"]})
@@ -52,8 +52,6 @@ def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: s
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
     if not cfg.output.tearsheet or eq.index[-1] - eq.index[0] < pd.Timedelta(days=2):
         return
-    from reports.tearsheet import write_tearsheet
-
     title = f"paper {strategy_stem} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe} ({cfg.paper.mode})"
     try:
         write_tearsheet(simple_returns(equity), simple_returns(benchmark).rename("buy & hold"),

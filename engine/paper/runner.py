@@ -1,7 +1,7 @@
 """The paper-trading run: wiring, resume, per-bar bookkeeping, kill switch, shutdown.
 
 One backtrader ``Cerebro`` runs for the whole session with the same strategy class,
-predictor, broker configuration and feed lines as :func:`engine.backtest.run_event_loop`;
+predictor, broker configuration and feed lines as :func:`engine.simulate.run_event_loop`;
 only the feed (:class:`~engine.paper.live_feed.LiveForecastData`, one bar per tick) and
 the broker's order hooks (:class:`~engine.paper.execution.PaperBroker`) differ. That is
 the parity argument: in ``sim`` mode a bar reaches backtrader's own broker and the
@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 import backtrader as bt
 from loguru import logger
 
-from engine.backtest import build_predictor
 from engine.broker import configure_broker
 from engine.config import Config, load_config
 from engine.errors import UserInputError
@@ -39,6 +38,7 @@ from engine.paper.live_feed import Bar, CandlePoller, LiveBars, LiveForecastData
 from engine.paper.report import write_outputs
 from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
+from engine.pipeline import build_predictor
 from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.download import make_exchange
@@ -327,7 +327,7 @@ class PaperRunner:
         self.bars.before_bar = self._before_bar
         self.cerebro = cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
         b = cfg.broker
-        configure_broker(cerebro, cash=b.cash, fee=b.fee, slippage=b.slippage)  # the backtest's costs ...
+        configure_broker(cerebro, b.cash, b.costs)  # the backtest's costs ...
         cerebro.broker = PaperBroker.like(cerebro.broker, self.desk)  # ... with the desk's order hooks
         cerebro.adddata(self.feed)
         cerebro.addstrategy(strategy_cls, **params)

@@ -1,0 +1,150 @@
+"""Judging 1..N computed runs against chance and against every trial in the ledger.
+
+:func:`judge` first appends one trial-ledger row per result (so all runs of a comparison
+face the same trial count), then computes each result's significance (Sharpe CI, PSR,
+DSR deflated by the trial count, versus buy-and-hold). It returns new frozen values and
+never changes the results. A ledger that cannot take the rows does not raise here: the
+:class:`Judgement` carries the failure, the caller writes its folders (without
+significance) and then raises :meth:`Judgement.unrecorded`, which says where the complete
+results are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.errors import LedgerUnusableError
+from engine.evaluation import significance_report
+from engine.ledger import LedgerError, TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
+from engine.pipeline import RunResult
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one result stands against chance, buy-and-hold and the trials it competed with.
+
+    ``significance``: :func:`engine.evaluation.significance_report`'s value (passed through
+    as it is); None when the run was not judged (the ledger was unusable).
+    ``trials``: the ledger's trial count (None when judged without a ledger: one trial).
+    """
+
+    significance: Any = None
+    trials: TrialCount | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdicts of :func:`judge`, one per result in the order given.
+
+    ``ledger_failure`` is the error of a ledger that could not take the rows (then every
+    verdict is unjudged); ``ledger_path`` the ledger that was used (None: no ledger).
+    """
+
+    verdicts: tuple[Verdict, ...]
+    ledger_path: Path | None = None
+    ledger_failure: BaseException | None = None
+
+    def unrecorded(self, folder: Path | None, what: str = "run folder") -> LedgerUnusableError | None:
+        """The error to raise once ``folder`` (the written results) is complete; None when the ledger worked."""
+        if self.ledger_failure is None or self.ledger_path is None:
+            return None
+        return ledger_unusable(self.ledger_path, self.ledger_failure, folder, what)
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, 16 hex digits (a strategy file's code identity)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def ledger_row(result: RunResult, strategy_path: str | Path, run_dir: Path | None, kind: str) -> TrialRow:
+    """The trial-ledger row of ``result``: its trial identity (``engine.ledger.trial_hash``:
+    strategy file hash and parameters, ``result.predictor_hash``, fee and slippage, exchange,
+    symbol, timeframe), its period (first and last bar), headline numbers and marks."""
+    cfg, m = result.config, result.metrics
+    timerange = cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-"
+    start, end = (t.isoformat() for t in (result.bars.index[0], result.bars.index[-1]))  # validated UTC (feeds)
+    strategy_params, strategy_hash = params_json(result.strategy_params), file_hash(strategy_path)
+    costs = cfg.broker.costs
+    identity = trial_hash(
+        strategy_hash=strategy_hash, strategy_params=strategy_params, predictor_hash=result.predictor_hash,
+        fee=costs.fee, slippage=costs.slippage,
+        exchange=cfg.data.exchange, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe,
+    )
+    return TrialRow(
+        run_id=run_dir.name if run_dir else utc_now_iso(), created_at=utc_now_iso(), kind=kind,
+        config_hash=cfg.hash(), strategy=Path(strategy_path).stem, strategy_params=strategy_params,
+        predictor=cfg.predictor.name, predictor_params=params_json(cfg.predictor.predictor_params()),
+        model=result.model_info.name, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe, timerange=timerange,
+        n_bars=len(result.bars), total_return=m["total_return"], sharpe=m["sharpe"], sortino=m["sortino"],
+        max_drawdown=m["max_drawdown"], n_trades=int(m["n_trades"]), run_dir=str(run_dir or ""),
+        exchange=cfg.data.exchange, trial_hash=identity, strategy_hash=strategy_hash,
+        predictor_hash=result.predictor_hash or None, period_start=start, period_end=end,
+        invalid=result.invalid, suspicious="; ".join(result.suspicious) or None,
+    )
+
+
+def judge(
+    results: Sequence[RunResult],
+    strategy_path: str | Path,
+    *,
+    ledger_dir: str | Path | None = None,
+    run_dirs: Sequence[Path | None] | None = None,
+    kind: str = "backtest",
+) -> Judgement:
+    """Ledger rows for every result first, then each result's significance.
+
+    Args:
+        results: computed runs (:func:`engine.pipeline.run_pipeline`), judged in this order.
+        strategy_path: the strategy file they ran (its hash is part of the trial identity).
+        ledger_dir: folder of ``ledger.sqlite``; None judges without a ledger (one trial each).
+        run_dirs: each result's run folder, recorded in its row (default: none).
+        kind: the rows' ``kind`` (``"backtest"``, ``"compare"``).
+
+    Returns:
+        A :class:`Judgement`; on an unusable ledger its verdicts are unjudged and
+        ``ledger_failure`` holds the error (nothing raised).
+    """
+    dirs = list(run_dirs) if run_dirs is not None else [None] * len(results)
+    if len(dirs) != len(results):
+        raise ValueError(f"{len(results)} results but {len(dirs)} run folders")
+    counts: list[TrialCount | None] = [None] * len(results)
+    ledger_path = None
+    if ledger_dir is not None:
+        ledger = TrialLedger.for_output_dir(ledger_dir)
+        ledger_path = ledger.path
+        try:
+            for result, run_dir in zip(results, dirs):
+                ledger.append(ledger_row(result, strategy_path, run_dir, kind))
+            for i, result in enumerate(results):  # every row is in: all face the same trials
+                d = result.config.data
+                start, end = (t.isoformat() for t in (result.bars.index[0], result.bars.index[-1]))
+                counts[i] = ledger.trial_count(d.exchange, d.symbol, d.timeframe, start, end, result.periods_per_year)
+        except (LedgerError, sqlite3.DatabaseError) as exc:
+            return Judgement(tuple(Verdict() for _ in results), ledger_path, exc)
+    verdicts = []
+    for result, trials in zip(results, counts):
+        ev = result.config.evaluation
+        n_trials, var_sharpes = trials if trials is not None else (1, 0.0)
+        significance = significance_report(
+            result.equity, result.periods_per_year, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
+            benchmark=result.benchmark_equity, trials=trials,
+        )
+        verdicts.append(Verdict(significance=significance, trials=trials))
+    return Judgement(tuple(verdicts), ledger_path)
+
+
+def ledger_unusable(path: Path, exc: BaseException, run_dir: Path | None, what: str = "run folder") -> LedgerUnusableError:
+    """One line: what failed, where the (complete) results are, how to move or repair the ledger."""
+    cause = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else type(exc).__name__
+    where = f"the {what} {run_dir} is complete" if run_dir else "no run folder was written"
+    bad = path.parent / "ledger-bad"
+    return LedgerUnusableError(
+        f"trial ledger {str(path)!r} is unusable ({cause}); {where} but not recorded in the ledger nor judged "
+        f"for significance. Move the ledger aside with its -wal/-shm files (mkdir {bad} && mv {path}* {bad}/; "
+        f"the next run starts a new ledger) or repair it (sqlite3 {path} .recover | sqlite3 "
+        f"{path}.fixed), then re-run"
+    )

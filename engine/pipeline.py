@@ -1,0 +1,327 @@
+"""The backtest's computation: candles -> forecasts -> simulation -> baselines -> skill -> lookahead.
+
+:func:`run_pipeline` computes everything one run of a strategy produces and returns it as
+a frozen :class:`RunResult`. It appends nothing to the trial ledger and writes no file
+(except the forecast cache): judging against the other trials is
+:func:`engine.judge.judge`, writing the run folder :func:`engine.run_folder.write_run_folder`,
+and :func:`engine.backtest.run_backtest` does all three in one call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from loguru import logger
+
+from engine.config import Config
+from engine.errors import UserInputError
+from engine.evaluation import (
+    naive_comparison, plausibility_findings, random_sign_forecast, skill_report,
+)
+from engine.feed import align_forecast
+from engine.lookahead import LookaheadReport, check_lookahead, sample_times
+from engine.signals import ForecastCache, cached_forecasts, predictor_hash
+from engine.simulate import Simulation, buy_and_hold, simulate
+from engine.strategy_loader import check_strategy_params, load_strategy
+from feeds.history import load_candles
+from feeds.timeframes import infer_bars_per_year, periods_per_year
+from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
+from predictors.registry import make_predictor
+from reports.metrics import performance_summary
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Which bars a run traded and how it annualised (metrics.json's ``calendar``).
+
+    Attributes:
+        warmup_bars: bars before the first traded bar, used only as model context.
+        warmup_first_bar: open time (UTC) of the first warm-up bar.
+        first_traded_bar: open time (UTC) of the first decision bar.
+        bars_per_year: bars per year used to annualise.
+        bars_per_year_source: where ``bars_per_year`` came from, in words.
+        no_trade_bars: traded-range bars with volume 0 (nothing fills there).
+        gap_policy: ``data.gap_policy`` the candles were loaded with.
+    """
+
+    warmup_bars: int
+    warmup_first_bar: pd.Timestamp
+    first_traded_bar: pd.Timestamp
+    bars_per_year: float
+    bars_per_year_source: str
+    no_trade_bars: int
+    gap_policy: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields by name, in metrics.json's order."""
+        return {
+            "warmup_bars": self.warmup_bars, "warmup_first_bar": self.warmup_first_bar,
+            "first_traded_bar": self.first_traded_bar, "bars_per_year": self.bars_per_year,
+            "bars_per_year_source": self.bars_per_year_source, "no_trade_bars": self.no_trade_bars,
+            "gap_policy": self.gap_policy,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one run computed, before it is judged against other trials or written.
+
+    ``bars`` are the traded bars (decision times); ``simulation`` the strategy's record on
+    them and ``benchmark`` buy-and-hold's, under the same costs. ``metrics``,
+    ``benchmark_metrics``, ``baselines`` (``"buy & hold"``, ``"naive"``, ``"random sign"``),
+    ``skill`` and ``versus_naive`` are the evaluation's values, passed through as they are.
+    ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``suspicious``
+    lists the plausibility guard's findings. ``timings`` are seconds per stage.
+    """
+
+    config: Config
+    strategy_name: str
+    strategy_params: dict[str, Any]
+    bars: pd.DataFrame
+    forecast: Forecast
+    forecast_cache_hit: bool
+    simulation: Simulation
+    benchmark: Simulation
+    metrics: Any
+    benchmark_metrics: Any
+    baselines: dict[str, Any]
+    skill: Any
+    versus_naive: Any
+    lookahead: LookaheadReport
+    model_info: ModelInfo
+    calendar: Calendar
+    predictor_hash: str
+    predictor_stats: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    invalid: str | None = None
+    suspicious: tuple[str, ...] = ()
+
+    @property
+    def equity(self) -> pd.Series:
+        """The strategy's equity at each bar's close (quote currency)."""
+        return self.simulation.equity
+
+    @property
+    def position(self) -> pd.Series:
+        return self.simulation.position
+
+    @property
+    def fills(self) -> pd.DataFrame:
+        return self.simulation.fills
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        return self.simulation.trades
+
+    @property
+    def benchmark_equity(self) -> pd.Series:
+        """Buy-and-hold's equity on the same bars, with the same costs."""
+        return self.benchmark.equity
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per year the run annualised with (``calendar``), else the timeframe's 24/7 count."""
+        return self.calendar.bars_per_year or periods_per_year(self.config.data.timeframe)
+
+
+def build_predictor(cfg: Config) -> Predictor:
+    """The configured predictor; a bad name or parameter is a UserInputError."""
+    p = cfg.predictor
+    try:
+        return make_predictor(p.name, p.predictor_params(), quantile_levels=p.quantiles, seed=p.seed)
+    except PredictorError as exc:
+        raise UserInputError(f"predictor: {exc}") from exc
+
+
+def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """Candles of the configured market with ``context_length - 1`` warm-up bars before the range.
+
+    The warm-up is counted in bars, whatever their timestamps: a weekend, a holiday or an
+    exchange outage before the start only reaches further back in time. Without a start,
+    the first ``context_length - 1`` bars of the data are the warm-up.
+
+    Returns ``(candles, first_traded_time)``; bars before ``first_traded_time`` only
+    serve as model context.
+
+    Raises:
+        UserInputError: the data holds fewer than ``context_length - 1`` bars before the
+            first traded bar (the message names the earliest start that works).
+    """
+    d = cfg.data
+    warmup = cfg.predictor.context_length - 1
+    candles, gaps = load_candles(
+        d.symbol, d.timeframe, d.range,
+        data_dir=Path(d.data_dir) if d.data_dir else None,
+        cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
+        warmup_bars=warmup, progress=progress, api_overrides=d.exchange_url or None,
+    )
+    start = d.range.start
+    if start is None:  # no explicit start: trade from the first bar with a full context
+        have = min(warmup, len(candles))
+    else:
+        have = int(candles.index.searchsorted(start, side="left"))  # bars before the range
+    if have < warmup or have >= len(candles):
+        earliest = f"; the earliest start that works is {candles.index[warmup]:%Y-%m-%d %H:%M} UTC" if len(
+            candles) > warmup else ""
+        raise UserInputError(
+            f"only {have} candles of {d.symbol} {d.timeframe} before {start or 'the first traded bar'} (the data starts "
+            f"{candles.index[0]:%Y-%m-%d %H:%M} UTC), but predictor.context_length = {cfg.predictor.context_length} "
+            f"needs {warmup} warm-up bars: start the time range later or lower context_length{earliest}"
+        )
+    first = candles.index[have]
+    logger.info(
+        "{} {}: {} warm-up bars ({} .. {}) as model context only; trading starts at {}",
+        d.symbol, d.timeframe, have, candles.index[0] if have else "-", candles.index[have - 1] if have else "-", first,
+    )
+    return candles, first
+
+
+def bars_per_year(cfg: Config, candles: pd.DataFrame) -> tuple[float, str]:
+    """Bars per year for annualising: ``data.bars_per_year`` when set (> 0), else inferred
+    from the candles' spacing and density (see :func:`feeds.timeframes.infer_bars_per_year`).
+
+    Returns ``(bars_per_year, how)``, ``how`` saying in words where the number came from.
+    """
+    if cfg.data.bars_per_year > 0:
+        return cfg.data.bars_per_year, f"{cfg.data.bars_per_year:g} from data.bars_per_year"
+    return infer_bars_per_year(candles.index)
+
+
+def decision_times(candles: pd.DataFrame, first_traded: pd.Timestamp) -> pd.DatetimeIndex:
+    """Every traded bar is a decision time: the strategy acts at its close."""
+    return candles.index[candles.index >= first_traded]
+
+
+def contamination_warning(info: ModelInfo, bars: pd.DataFrame) -> str | None:
+    """A warning when the backtest window starts before the model's training cut-off."""
+    if info.training_cutoff is None:
+        return None
+    cutoff = pd.Timestamp(info.training_cutoff)
+    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    if bars.index[0] <= cutoff:
+        source = f" ({info.source})" if info.source else ""
+        return (
+            f"model {info.name} may have been trained on data up to {cutoff:%Y-%m-%d}{source}; the backtest window "
+            f"starts {bars.index[0]:%Y-%m-%d}, so part of it may be in-sample for the model: judge only bars after "
+            f"{cutoff:%Y-%m-%d} as out of sample"
+        )
+    return None
+
+
+def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | None = None) -> RunResult:
+    """Compute one run of ``strategy_path`` with the configured data, predictor and costs.
+
+    Stages: load candles (with warm-up) -> forecasts (cached) -> simulation -> baselines
+    (buy-and-hold, the same strategy on the ``naive`` predictor, the forecast with a
+    random sign) -> forecast skill -> sampled lookahead check -> plausibility guard.
+
+    Args:
+        cfg: the resolved configuration.
+        strategy_path: a Python file defining one backtrader Strategy.
+        predictor: use this instance instead of building the configured one (tests).
+
+    A failed lookahead check does not raise: the result carries ``invalid = "lookahead: ..."``.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    stem = Path(strategy_path).stem
+    strategy_cls = load_strategy(strategy_path)
+    strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
+    predictor = predictor or build_predictor(cfg)
+    progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation
+    cash, costs = cfg.broker.cash, cfg.broker.costs
+
+    candles, first = load_bars(cfg, progress=progress)
+    ppy, ppy_how = bars_per_year(cfg, candles)
+    logger.info("annualising with {:g} bars per year: {}", ppy, ppy_how)
+    timings["load"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    decisions = decision_times(candles, first)
+    cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts") if p.cache else None
+    forecast, hit = cached_forecasts(
+        candles, predictor, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size, progress=progress,
+    )
+    timings["forecast"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    bars = candles.loc[decisions]
+    values = align_forecast(bars.index, forecast)
+
+    def run(on: Forecast, aligned: Any = None) -> Simulation:
+        aligned = align_forecast(bars.index, on) if aligned is None else aligned
+        return simulate(bars, aligned, on.quantile_levels, strategy_cls, strategy_params, cash, costs)
+
+    sim = run(forecast, values)
+    timings["event_loop"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    metrics = performance_summary(sim.equity, sim.position, sim.trades, sim.fills, ppy)
+    benchmark = buy_and_hold(bars, cash, costs)
+    benchmark_metrics = performance_summary(benchmark.equity, benchmark.position, benchmark.trades, benchmark.fills,
+                                            ppy)
+    baselines: dict[str, Any] = {"buy & hold": benchmark_metrics}
+    naive_forecast = None
+    if predictor.name != "naive" and ev.naive_baseline:
+        naive = make_predictor("naive", {}, quantile_levels=p.quantiles, seed=p.seed)
+        naive_forecast, _ = cached_forecasts(
+            candles, naive, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size, progress=progress,
+        )
+        n = run(naive_forecast)
+        baselines["naive"] = performance_summary(n.equity, n.position, n.trades, n.fills, ppy)
+    if ev.random_sign_baseline:  # the model's forecast with a seeded random sign: trades about as often
+        c = run(random_sign_forecast(forecast, ev.seed))
+        baselines["random sign"] = performance_summary(c.equity, c.position, c.trades, c.fills, ppy)
+    skill = skill_report(candles, forecast, naive_forecast, ev.alpha)
+    versus_naive = naive_comparison(skill, ev.alpha) if naive_forecast is not None else None
+    timings["evaluate"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    budget_s = ev.lookahead_budget * (t4 - t0)  # a share of the run's time so far (load, forecasts, loop, baselines)
+    lookahead = check_lookahead(
+        candles, bars, forecast, values, predictor, p.context_length, p.horizon, strategy_cls, strategy_params,
+        sim.orders, cash, costs,
+        sample_times(decisions, len(decisions) if ev.lookahead_samples else 0, ev.seed),
+        batch_size=p.batch_size, min_samples=ev.lookahead_samples, budget_s=budget_s, seed=ev.seed,
+        run_forecast_s=None if hit else timings["forecast"],
+    )
+    timings["lookahead"] = time.perf_counter() - t4
+
+    info = predictor.model_info()
+    warnings = [w for w in [contamination_warning(info, bars)] if w]
+    stats = dict(getattr(predictor, "stats", {}) or {})
+    if stats.get("failed_windows"):
+        warnings.append(
+            f"{stats['failed_windows']} of {stats.get('windows', '?')} forecast windows produced no well-formed "
+            f"sample and fell back to a zero-return forecast ({stats.get('malformed_samples', 0)} malformed samples)"
+        )
+    if sim.rejected:
+        warnings.append(
+            f"{len(sim.rejected)} orders were rejected for lack of cash (first at "
+            f"{bars.index[sim.rejected[0][0]]}); lower the strategy's stake"
+        )
+    for w in warnings:
+        logger.warning(w)
+    suspicious = plausibility_findings(  # logged as warnings; shown wherever the result is
+        skill, sim.equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
+        min_mase=ev.min_plausible_mase, alpha=ev.alpha,
+    )
+    return RunResult(
+        config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
+        forecast=forecast, forecast_cache_hit=hit, simulation=sim, benchmark=benchmark, metrics=metrics,
+        benchmark_metrics=benchmark_metrics, baselines=baselines, skill=skill, versus_naive=versus_naive,
+        lookahead=lookahead, model_info=info,
+        calendar=Calendar(
+            warmup_bars=int(candles.index.get_loc(first)), warmup_first_bar=candles.index[0], first_traded_bar=first,
+            bars_per_year=ppy, bars_per_year_source=ppy_how, no_trade_bars=int((bars["volume"] <= 0).sum()),
+            gap_policy=cfg.data.gap_policy,
+        ),
+        predictor_hash=predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
+        predictor_stats=stats, warnings=tuple(warnings), timings=timings, invalid=lookahead.invalid_reason(),
+        suspicious=tuple(suspicious),
+    )
