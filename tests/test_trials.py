@@ -82,7 +82,7 @@ def test_edited_strategy_file_is_a_new_trial(backtest, tmp_path) -> None:
 def test_batch_size_of_a_batch_invariant_predictor_is_the_same_trial(backtest) -> None:
     first = backtest(STRATEGIES / "llm_signal.py", **{"predictor.batch_size": 1024})
     second = backtest(STRATEGIES / "llm_signal.py", **{"predictor.batch_size": 16, "predictor.cache": False})
-    assert second.predictor_hash == first.predictor_hash
+    assert second.result.predictor_hash == first.result.predictor_hash
     assert _trials(second)["n"] == 1
     other_costs = backtest(STRATEGIES / "llm_signal.py", **{"broker.fee": 0.0002})
     assert _trials(other_costs)["n"] == 2  # costs are part of a trial
@@ -101,7 +101,7 @@ def test_overlapping_periods_count_together_disjoint_ones_do_not(backtest) -> No
     assert _trials(spanning)["n"] == 3 and _trials(spanning)["n_rows"] == 4
     eth = backtest(llm, **{"data.symbol": "ETH/USDT"})
     assert _trials(eth)["n"] == 1  # another market
-    assert len(TrialLedger.for_output_dir(spanning.config.output.dir).rows()) == 5
+    assert len(TrialLedger.for_output_dir(spanning.result.config.output.dir).rows()) == 5
 
 
 def test_config_hash_leaves_out_the_forecast_cache_flag() -> None:
