@@ -1,4 +1,6 @@
-"""The dependency direction of DESIGN.md: predictors, feeds and reports import no other project package."""
+"""The dependency direction of DESIGN.md: predictors, feeds and reports import no other project package;
+inside engine/ the modules import each other without a cycle, and never from inside a function
+(except optional heavy third-party libraries)."""
 
 from __future__ import annotations
 
