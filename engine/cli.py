@@ -1,8 +1,10 @@
 """Command line: ``python -m engine {backtest,download,predictors} ...``.
 
-User mistakes (config, data, strategy, predictor) print one ``error:`` line and exit 2;
-exchange and network failures exit 1, an error raised by the exchange client (any
-``ccxt`` error) included. No tracebacks for either (``--debug`` shows them). Everything
+Every error of the project's family (:mod:`engine.errors`) prints one ``error:`` line and
+exits with :func:`engine.errors.exit_code`: 2 when the user must fix the input (config,
+data, strategy, predictor, model id, exchange or symbol name), 1 when retrying later may
+work (network, exchange, model-hub outage, trial ledger, disk), an error raised by the
+exchange client (any ``ccxt`` error) included. No tracebacks for either (``--debug`` shows them). Everything
 the process prints, tracebacks included, passes :func:`engine.paper.secrets.redact`,
 which hides the API key and secret (see that module).
 """
@@ -18,10 +20,14 @@ from typing import Any, Sequence
 from loguru import logger
 
 from engine.config import Config, ConfigError, load_config
-from engine.errors import OperationalError, UserInputError
+from engine.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
+from feeds.errors import ExchangeRequestError, ExchangeUnavailable
 
-EXIT_USER = 2
-EXIT_OPERATIONAL = 1
+EXIT_USER = EXIT_FIX_INPUT
+EXIT_OPERATIONAL = EXIT_RETRY_LATER
+#: Exchange errors of a command that can read candles from files: the offline route is printed under them.
+FEED_EXCHANGE_ERRORS = (ExchangeRequestError, ExchangeUnavailable)
+CANDLE_FILE_COMMANDS = ("backtest", "lookahead", "compare")
 #: Printed under an exchange error of a command that needs candles: the offline route.
 OFFLINE_HINT = (
     "offline: read candles from files instead with --data-dir FOLDER, e.g. --data-dir ../shared/data; the folder "
@@ -280,7 +286,8 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from feeds.download import download_candles, make_exchange
+    from feeds.download import download_candles
+    from feeds.exchange import make_exchange
 
     cfg = _config(args)
     d = cfg.data
@@ -314,42 +321,22 @@ COMMANDS = {
 }
 
 
-def _exchange_error(exc: BaseException) -> bool:
-    """True for an error raised by the ccxt exchange client (checked without importing ccxt)."""
-    ccxt = sys.modules.get("ccxt")
-    return ccxt is not None and isinstance(exc, ccxt.BaseError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.paper.secrets import redact_output
 
     redact_output()  # first: every sink added below writes through the redacting streams
     args = _build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
-    from feeds.errors import CandleError, DownloadError
-    from predictors.base import PredictorError
-
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UserInputError, CandleError, PredictorError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER
-    except (OperationalError, DownloadError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, DownloadError) and args.command != "download":
-            print(OFFLINE_HINT, file=sys.stderr)
-        return EXIT_OPERATIONAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not _exchange_error(exc):
+        code = exit_code(exc)
+        if args.debug or code is None:
             raise
-        first = " ".join(str(exc).split())[:300]
-        print(f"error: the exchange client failed with {type(exc).__name__}: {first} (--debug shows the traceback)",
-              file=sys.stderr)
-        return EXIT_OPERATIONAL
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        if isinstance(exc, FEED_EXCHANGE_ERRORS) and args.command in CANDLE_FILE_COMMANDS:
+            print(OFFLINE_HINT, file=sys.stderr)
+        return code

@@ -22,7 +22,7 @@ from loguru import logger
 
 from engine.backtest import BacktestResult, run_backtest
 from engine.config import Config, ConfigError
-from engine.errors import LedgerUnusableError, OperationalError, UserInputError
+from engine.errors import LedgerUnusableError, OperationalError, UserInputError, exit_code
 
 
 @dataclass
@@ -130,14 +130,6 @@ def _ray_connect_message(address: str, exc: BaseException, auth_mode: str) -> st
     return f"cannot connect to the Ray cluster at --ray {address} ({first}); {hint}"
 
 
-def _one_line_errors() -> tuple[type[BaseException], ...]:
-    """The errors the CLI prints as one line (user input and operational ones)."""
-    from feeds.errors import CandleError, DownloadError
-    from predictors.base import PredictorError
-
-    return (UserInputError, OperationalError, ConfigError, CandleError, DownloadError, PredictorError)
-
-
 def _ray(address: str) -> Any:
     """The ``ray`` module, connected to the cluster at ``address`` (once per process)."""
     try:
@@ -160,7 +152,7 @@ def _execute(configs: list[Config], strategy_path: str, jobs: int, ray_address: 
             with tqdm(refs, desc="compare (ray)", unit="run") as bar:  # closed (a newline) before any error line
                 return [ray.get(r) for r in bar]
         except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
-            if isinstance(exc.cause, _one_line_errors()):
+            if exit_code(exc.cause) is not None:  # a member of the error family: its one line, its exit code
                 raise exc.cause from None
             raise
     if jobs <= 1:

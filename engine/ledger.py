@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from engine.errors import OperationalError
+
 T = TypeVar("T")
 
 __all__ = [
@@ -90,8 +92,9 @@ def _retry_locked(call: Callable[[], T], retries: int = _LOCKED_RETRIES, backoff
     raise AssertionError("unreachable")
 
 
-class LedgerError(RuntimeError):
-    """The ledger file is unusable (newer schema, not a ledger) or a row is invalid."""
+class LedgerError(OperationalError):
+    """The ledger file is unusable (newer schema, not a ledger, locked too long) or a row is
+    invalid; retry later, or move or repair the ledger (exit code 1)."""
 
 
 def utc_now_iso() -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 from loguru import logger
 
-from feeds.download import cache_path, download_candles, make_exchange
+from feeds.download import cache_path, download_candles
+from feeds.exchange import make_exchange
 from feeds.errors import CandleError
 from feeds.files import find_candle_file, load_candle_file, read_candle_parquet
 from feeds.timeframes import TimeRange, timeframe_ms, timeframe_to_timedelta
@@ -81,7 +82,7 @@ def load_candles(
             close); the slice is then taken by bars from what the data holds.
         progress: show a download progress bar.
         api_overrides: base URL to send exchange requests to (a stub or proxy), see
-            :func:`feeds.download.make_exchange`.
+            :func:`feeds.exchange.make_exchange`.
 
     Returns:
         The candles (gap policy applied) and the gap report of the slice before filling.
@@ -89,7 +90,8 @@ def load_candles(
     Raises:
         CandleError: missing or invalid data, nothing inside the range, or gaps with
             ``gap_policy="refuse"``.
-        DownloadError: the download failed.
+        ExchangeRequestError, ExchangeUnavailable: the download failed (see
+            :func:`feeds.download.download_candles`).
     """
     tf = timeframe_to_timedelta(timeframe)
     if gap_policy not in GAP_POLICIES:

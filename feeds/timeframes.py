@@ -8,16 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from feeds.errors import TimeframeError
+
 #: Timeframes whose candles sit on a grid anchored at the Unix epoch (Binance's and
 #: ccxt's convention for minute, hour and day candles).
 SUPPORTED_TIMEFRAMES: tuple[str, ...] = (
     "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
 )
 _UNITS = {"m": "min", "h": "h", "d": "D"}
-
-
-class TimeframeError(ValueError):
-    """An unsupported timeframe or a malformed time range."""
 
 
 def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
