@@ -4,7 +4,8 @@
   :class:`CandleError` (the candle data is wrong or missing: a file, a cache, an exchange
   answer), :class:`TimeframeError` (an unsupported timeframe, a malformed time range),
   :class:`ExchangeRequestError` (unknown exchange, symbol or timeframe, a malformed API
-  URL, no sandbox, a refusal that retrying does not fix).
+  URL, no sandbox, a refusal that retrying does not fix); the base itself for a bad
+  argument (an unknown gap policy, a malformed symbol).
 - :class:`FeedsUnavailable` (a ``RuntimeError``) — **retry later**:
   :class:`ExchangeUnavailable` (network errors, timeouts, HTTP 429 and 5xx that outlasted
   every retry; a partial download is kept in the cache and resumes).

@@ -10,7 +10,7 @@ from loguru import logger
 
 from feeds.download import cache_path, download_candles
 from feeds.exchange import make_exchange
-from feeds.errors import CandleError
+from feeds.errors import CandleError, FeedsInputError
 from feeds.files import find_candle_file, load_candle_file, read_candle_parquet
 from feeds.timeframes import TimeRange, timeframe_ms, timeframe_to_timedelta
 from feeds.validate import GAP_POLICIES, GapReport, apply_gap_policy
@@ -95,9 +95,9 @@ def load_candles(
     """
     tf = timeframe_to_timedelta(timeframe)
     if gap_policy not in GAP_POLICIES:
-        raise ValueError(f"unknown gap_policy {gap_policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
+        raise FeedsInputError(f"unknown gap_policy {gap_policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
     if not isinstance(warmup_bars, int) or warmup_bars < 0:
-        raise ValueError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
+        raise FeedsInputError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
     start = None if timerange.start is None else timerange.start - warmup_bars * tf
     wanted = TimeRange(start, timerange.end)
 
