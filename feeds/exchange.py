@@ -13,13 +13,16 @@ paper trading) both go through this module:
   ``ExchangeNotAvailable``/``OnMaintenance`` (HTTP 5xx), ``InvalidNonce``, dropped
   connections — plus ``BadResponse`` (a 200 whose body is not what was asked, e.g. not JSON)
   and the exchange's own "internal error, try again" codes that ccxt maps to
-  ``OperationFailed`` (Binance -1000, -1001, -1006). The ccxt manual on ``NetworkError``:
-  "All errors related to networking are usually recoverable, meaning that networking
-  problems, traffic congestion, unavailability is usually time-dependent. Making a retry
-  later is usually enough to recover from a NetworkError, but if it doesn't go away, then
-  it may indicate some persistent problem with the exchange or with your connection."
-  (https://docs.ccxt.com/#/README?id=networkerror). Every other ccxt error (an
-  ``ExchangeError``: a refusal, bad symbol, bad credentials) is raised at once.
+  ``OperationFailed`` (Binance -1000, -1001, -1006). The ccxt manual
+  (https://github.com/ccxt/ccxt/wiki/Manual#error-handling), on ``NetworkError``: "All
+  errors related to networking are usually recoverable, meaning that networking problems,
+  traffic congestion, unavailability is usually time-dependent. Making a retry later is
+  usually enough to recover from a NetworkError, but if it doesn't go away, then it may
+  indicate some persistent problem with the exchange or with your connection."; and on the
+  other family: "An ``ExchangeError`` is a fatal error, so, it means, something went bad and
+  it will go bad every time, unless you change the input." So every other ccxt error (an
+  ``ExchangeError``: a refusal, bad symbol, bad credentials) is raised at once, and for
+  public data it is a "fix the input" error (:class:`~feeds.errors.ExchangeRequestError`).
 - :func:`iter_ohlcv_pages`: ONE paging of ``fetch_ohlcv`` (forward with ``since``).
 - :func:`rows_to_candles`: ONE conversion of ccxt rows to validated Candles, dropping the
   still-open candle (:func:`closed_before`).
