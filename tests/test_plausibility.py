@@ -18,7 +18,8 @@ from engine.backtest import run_backtest
 from engine.cli import main
 from engine.config import ConfigError, load_config
 from engine.evaluation import SUSPICIOUS
-from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
+from reports.leaderboard import leaderboard_frame
+from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 from tests.leaky_plugins import FileLeak
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""reports.forecast_page (fan chart, calibration, skill and significance tables) on real BTC
+"""reports.render.forecast_page and reports.calibration (fan chart, calibration, skill and significance tables) on real BTC
 hourly candles, including a render in headless Chromium.
 
 Forecasts are built here with numpy from trailing one-bar log returns (quantiles of the last
@@ -22,13 +22,9 @@ import pandas as pd
 import pytest
 
 from browser import chromium_path, render
-from reports.forecast_page import (
-    DEFAULT_WINDOW_BARS,
-    fan_chart_data,
-    reliability_by_level,
-    write_forecast_page,
-)
+from reports.calibration import DEFAULT_WINDOW_BARS, fan_chart_data, reliability_by_level
 from reports.metrics import buy_and_hold_equity, performance_summary, simple_returns
+from reports.render.forecast_page import write_forecast_page
 from reports.significance import sharpe_significance
 from reports.skill import forecast_skill
 

@@ -16,12 +16,8 @@ import pytest
 
 from browser import chromium_path, render
 from conftest import read_shared_csv
-from reports.leaderboard import (
-    LEADERBOARD_COLUMNS,
-    leaderboard_frame,
-    leaderboard_text,
-    write_leaderboard_html,
-)
+from reports.leaderboard import LEADERBOARD_COLUMNS, leaderboard_frame
+from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 from reports.significance import sharpe_moments, sharpe_significance, verdict
 from reports.skill import forecast_skill
 from test_reports_forecast_page import (
