@@ -256,3 +256,26 @@ def test_beating_buy_and_hold_reads_better_and_pairs_the_resamples(btc_returns: 
     assert buy_and_hold_comparison(strat, bench, 365, n_boot=500, seed=2) == vs
     with pytest.raises(ValueError, match="same bars"):
         buy_and_hold_comparison(strat[1:], bench, 365)
+
+
+def test_a_judged_run_keeps_the_metrics_json_schema_and_makes_its_words_once(btc_returns: np.ndarray) -> None:
+    """judge_significance: the numbers of sharpe_significance, then versus_buy_and_hold; the
+    two-question words replace the one-question ones in a new frozen object (nothing is overwritten)."""
+    from dataclasses import FrozenInstanceError
+
+    from reports.significance import SharpeSignificance, judge_significance
+
+    strat = 0.3 * btc_returns
+    sig = sharpe_significance(strat, 365, n_trials=3, var_trial_sharpes=0.05 / 365, n_boot=300, seed=1)
+    vs = buy_and_hold_comparison(strat, btc_returns, 365, n_boot=300, seed=1)
+    judged = judge_significance(sig, vs)
+    keys = list(sig.to_json())
+    assert keys[:3] == ["n", "periods_per_year", "sharpe"] and keys[-2:] == ["dsr_verdict", "verdict"]
+    assert list(judged.to_json()) == [*keys, "versus_buy_and_hold"]  # "trials" only when given
+    assert judged.to_json()["versus_buy_and_hold"] == vs.to_json()
+    assert isinstance(judged, SharpeSignificance) and judged.sharpe == sig.sharpe
+    assert judged.verdict == two_question_verdict(sig, vs) != sig.verdict
+    assert judged.dsr_verdict.startswith("not a success over 3 trials")
+    assert sig.dsr_verdict.startswith("better than the luck")  # the input is unchanged
+    with pytest.raises(FrozenInstanceError):
+        judged.verdict = "better"  # type: ignore[misc]
