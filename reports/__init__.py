@@ -8,6 +8,8 @@ package is imported here (DESIGN.md, dependency direction).
 
 from reports.metrics import (
     SUMMARY_KEYS,
+    Performance,
+    TradeStats,
     annualised_volatility,
     buy_and_hold_equity,
     cagr,
@@ -26,6 +28,8 @@ from reports.metrics import (
 
 __all__ = [
     "SUMMARY_KEYS",
+    "Performance",
+    "TradeStats",
     "annualised_volatility",
     "buy_and_hold_equity",
     "cagr",

@@ -229,21 +229,21 @@ def _trades() -> pd.DataFrame:
 
 def test_trade_stats_by_hand() -> None:
     s = trade_stats(_trades())
-    assert s["n_trades"] == 4
-    assert s["win_rate"] == 0.25  # break-even is not a win
-    assert s["profit_factor"] == pytest.approx(30 / 15)
-    assert s["avg_trade_return"] == pytest.approx(0.00375)
-    assert s["avg_bars_held"] == 3.0
-    assert s["best_trade"] == 0.03 and s["worst_trade"] == -0.01
+    assert s.n_trades == 4
+    assert s.win_rate == 0.25  # break-even is not a win
+    assert s.profit_factor == pytest.approx(30 / 15)
+    assert s.avg_trade_return == pytest.approx(0.00375)
+    assert s.avg_bars_held == 3.0
+    assert s.best_trade == 0.03 and s.worst_trade == -0.01
 
 
 def test_trade_stats_edge_cases() -> None:
     empty = trade_stats(pd.DataFrame())
-    assert empty["n_trades"] == 0
-    assert all(math.isnan(v) for k, v in empty.items() if k != "n_trades")
+    assert empty.n_trades == 0
+    assert all(math.isnan(getattr(empty, k)) for k in empty.to_json() if k != "n_trades")
     winners = _trades().iloc[[0]]
-    assert trade_stats(winners)["profit_factor"] == math.inf
-    assert math.isnan(trade_stats(_trades().iloc[[2]])["profit_factor"])
+    assert trade_stats(winners).profit_factor == math.inf
+    assert math.isnan(trade_stats(_trades().iloc[[2]]).profit_factor)
     with pytest.raises(ValueError, match="return_pct"):
         trade_stats(_trades().drop(columns="return_pct"))
 
