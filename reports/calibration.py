@@ -148,7 +148,7 @@ def _target_times(close_index: pd.DatetimeIndex, target_pos: np.ndarray) -> pd.D
     return shifted.as_unit(close_index.unit)
 
 
-def fan_frame(  # the rows of fan_chart_data for validated inputs and a window mask
+def fan_frame(
     close: pd.Series,
     index: pd.DatetimeIndex,
     positions: np.ndarray,
@@ -157,6 +157,8 @@ def fan_frame(  # the rows of fan_chart_data for validated inputs and a window m
     horizon: int,
     mask: np.ndarray,
 ) -> pd.DataFrame:
+    """The rows of :func:`fan_chart_data` for inputs already checked by :func:`check_close`
+    and :func:`check_forecasts`, and a decision-time ``mask`` from :func:`window_mask`."""
     pos = positions[mask]
     target_pos = pos + horizon
     base = close.to_numpy()[pos]

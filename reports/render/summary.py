@@ -7,8 +7,8 @@ integers, money with thousands separators. NaN shows as ``n/a``, infinity as ``i
 
 from __future__ import annotations
 
-import io
 import dataclasses
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +42,6 @@ METRIC_LABELS: dict[str, str] = {
 _PERCENT = {"total_return", "cagr", "max_drawdown", "volatility", "win_rate",
             "avg_trade_return", "exposure"}
 _COUNT = {"n_trades"}
-_MONEY = {"fees_paid", "final_equity"}
 
 
 def _spec(key: str) -> str:
@@ -51,7 +50,7 @@ def _spec(key: str) -> str:
         return ",.2%"
     if key in _COUNT:
         return "d"
-    return ",.2f"  # ratios and money
+    return ",.2f"  # ratios, and money (fees_paid, final_equity) in quote currency
 
 
 def format_metric(key: str, value: float | None) -> str:
