@@ -192,7 +192,7 @@ def print_judgement(result: Any) -> None:
             print(f"  deflated by {sig.trials.how}")
         print(f"verdict: {sig.verdict}")
     else:
-        print(f"significance: {getattr(sig, 'verdict', None)}")
+        print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
     look = result.lookahead
     print(look.get("summary") or f"lookahead check: {'passed' if look['ok'] else 'FAILED'}")
     for note in look.get("notes", []):
