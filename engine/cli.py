@@ -20,7 +20,8 @@ from loguru import logger
 from engine.config import Config, ConfigError, load_config
 from engine.errors import OperationalError, UserInputError
 from reports.render.format import format_number
-from reports.significance import Significance
+from reports.render.summary import summary_table
+from reports.significance_types import Significance
 
 EXIT_USER = 2
 EXIT_OPERATIONAL = 1
@@ -201,7 +202,6 @@ def print_judgement(result: Any) -> None:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.backtest import run_backtest
-    from reports.render.summary import summary_table
 
     cfg = _config(args)
     result = run_backtest(cfg, args.strategy)
