@@ -22,6 +22,9 @@ from loguru import logger
 from engine.config import Config, ConfigError, load_config
 from engine.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
 from feeds.errors import ExchangeRequestError, ExchangeUnavailable
+from reports.render.format import format_number
+from reports.render.summary import summary_table
+from reports.significance_types import Significance
 
 EXIT_USER = EXIT_FIX_INPUT
 EXIT_OPERATIONAL = EXIT_RETRY_LATER
@@ -169,38 +172,34 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     return load_config(path, {**_overrides(args), **(extra or {})})
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def print_judgement(result: Any) -> None:
     """Forecast skill, significance and lookahead lines under the summary table."""
-    last = result.skill.get("last_horizon", {})
-    h = last.get("h")
-    direction = last.get("directional") or {}
+    last = result.skill.last_horizon
+    h = last.h
+    direction = last.directional
     print(
-        f"forecast skill at h={h}: MAE {_fmt(last.get('mae'), '.5f')}, MASE {_fmt(last.get('mase'), '.3f')}, "
-        f"CRPS {_fmt(last.get('crps'), '.5f')}, direction right {_fmt(direction.get('accuracy'), '.1%')}"
+        f"forecast skill at h={h}: MAE {format_number(last.mae, '.5f')}, MASE {format_number(last.mase, '.3f')}, "
+        f"CRPS {format_number(last.crps, '.5f')}, direction right {format_number(direction.accuracy, '.1%')}"
     )
     print(
-        f"direction at h={h} on {direction.get('n_independent', 'n/a')} non-overlapping outcomes: "
-        f"{direction.get('direction', 'n/a')}; Pesaran-Timmermann p = {_fmt(direction.get('pt_p_value'), '.3g')}"
+        f"direction at h={h} on {direction.n_independent} non-overlapping outcomes: "
+        f"{direction.direction}; Pesaran-Timmermann p = {format_number(direction.pt_p_value, '.3g')}"
     )
     if result.versus_naive:
-        print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive['verdict']}")
+        print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive.verdict}")
     sig = result.significance
-    ci = sig.get("sharpe_ci") or {}
-    if "sharpe" in sig:
+    if isinstance(sig, Significance):
+        ci = sig.sharpe_ci
         print(
-            f"Sharpe {_fmt(sig.get('sharpe'), '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
-            f"[{_fmt(ci.get('lower'), '.2f')}, {_fmt(ci.get('upper'), '.2f')}], PSR {_fmt(sig.get('psr'), '.3f')}, "
-            f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s)"
+            f"Sharpe {format_number(sig.sharpe, '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
+            f"[{format_number(ci.lower, '.2f')}, {format_number(ci.upper, '.2f')}], PSR {format_number(sig.psr, '.3f')}, "
+            f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)"
         )
-        if sig.get("trials"):
-            print(f"  deflated by {sig['trials']['how']}")
-        print(f"verdict: {sig.get('verdict')}")
+        if sig.trials:
+            print(f"  deflated by {sig.trials.how}")
+        print(f"verdict: {sig.verdict}")
     else:
-        print(f"significance: {sig.get('verdict')}")
+        print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
     look = result.lookahead
     print(look.get("summary") or f"lookahead check: {'passed' if look['ok'] else 'FAILED'}")
     for note in look.get("notes", []):
@@ -209,7 +208,6 @@ def print_judgement(result: Any) -> None:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.backtest import run_backtest
-    from reports.summary import summary_table
 
     cfg = _config(args)
     result = run_backtest(cfg, args.strategy)

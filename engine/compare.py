@@ -179,7 +179,8 @@ def run_compare(
     """
     from engine.evaluation import significance_report
     from engine.run_folder import append_to_ledger, check_writable, ledger_unusable, new_run_dir, write_significance
-    from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
+    from reports.leaderboard import LeaderboardRow, leaderboard_frame
+    from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 
     if not predictors:
         raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,drift,momentum")
@@ -220,13 +221,13 @@ def run_compare(
 
     rows, equity, benchmark, links = [], {}, {}, {}
     for (symbol, predictor), result in results.items():
-        rows.append({
-            "predictor": predictor, "symbol": symbol, "run_dir": str(result.run_dir.relative_to(out_dir)),
-            "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
-            "significance": result.significance, "naive_comparison": result.versus_naive,
-            "random_sign": result.baselines.get("random sign"), "suspicious": result.suspicious,
-            "invalid": result.invalid,
-        })
+        rows.append(LeaderboardRow(
+            predictor=predictor, symbol=symbol, run_dir=str(result.run_dir.relative_to(out_dir)),
+            metrics=result.metrics, buy_and_hold=result.benchmark_metrics, skill=result.skill,
+            significance=result.significance or None, naive_comparison=result.versus_naive,
+            random_sign=result.baselines.get("random sign"), suspicious=tuple(result.suspicious),
+            invalid=result.invalid,
+        ))
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity
         rel = result.run_dir.relative_to(out_dir)

@@ -121,8 +121,8 @@ def append_to_ledger(result: "BacktestResult", strategy_path: str | Path, kind: 
             config_hash=cfg.hash(), strategy=Path(strategy_path).stem, strategy_params=strategy_params,
             predictor=cfg.predictor.name, predictor_params=params_json(cfg.predictor.predictor_params()),
             model=result.model_info.name, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe, timerange=timerange,
-            n_bars=len(result.bars), total_return=m["total_return"], sharpe=m["sharpe"], sortino=m["sortino"],
-            max_drawdown=m["max_drawdown"], n_trades=int(m["n_trades"]), run_dir=str(result.run_dir or ""),
+            n_bars=len(result.bars), total_return=m.total_return, sharpe=m.sharpe, sortino=m.sortino,
+            max_drawdown=m.max_drawdown, n_trades=m.n_trades, run_dir=str(result.run_dir or ""),
             exchange=cfg.data.exchange, trial_hash=identity, strategy_hash=strategy_hash,
             predictor_hash=result.predictor_hash or None, period_start=start, period_end=end,
             invalid=result.invalid, suspicious="; ".join(result.suspicious) or None,
@@ -190,7 +190,7 @@ def write_run_folder(result: "BacktestResult", strategy_path: str | Path) -> Pat
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
     if cfg.output.tearsheet:
         from reports.metrics import simple_returns
-        from reports.tearsheet import write_tearsheet
+        from reports.render.tearsheet import write_tearsheet
 
         title = flag_prefix(result) + f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
         write_tearsheet(
@@ -223,7 +223,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def write_forecast_page(result: "BacktestResult") -> Path:
     """``forecast.html``: fan chart, calibration, skill and significance tables."""
-    from reports.forecast_page import write_forecast_page as render
+    from reports.render.forecast_page import write_forecast_page as render
 
     cfg = result.config
     return render(

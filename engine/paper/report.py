@@ -52,7 +52,7 @@ def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: s
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
     if not cfg.output.tearsheet or eq.index[-1] - eq.index[0] < pd.Timedelta(days=2):
         return
-    from reports.tearsheet import write_tearsheet
+    from reports.render.tearsheet import write_tearsheet
 
     title = f"paper {strategy_stem} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe} ({cfg.paper.mode})"
     try:
