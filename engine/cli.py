@@ -1,8 +1,10 @@
 """Command line: ``python -m engine {backtest,download,predictors} ...``.
 
-User mistakes (config, data, strategy, predictor) print one ``error:`` line and exit 2;
-exchange and network failures exit 1, an error raised by the exchange client (any
-``ccxt`` error) included. No tracebacks for either (``--debug`` shows them). Everything
+Every error of the project's family (:mod:`engine.errors`) prints one ``error:`` line and
+exits with :func:`engine.errors.exit_code`: 2 when the user must fix the input (config,
+data, strategy, predictor, model id, exchange or symbol name), 1 when retrying later may
+work (network, exchange, model-hub outage, trial ledger, disk), an error raised by the
+exchange client (any ``ccxt`` error) included. No tracebacks for either (``--debug`` shows them). Everything
 the process prints, tracebacks included, passes :func:`engine.paper.secrets.redact`,
 which hides the API key and secret (see that module).
 """
@@ -18,7 +20,7 @@ from typing import Any, Sequence
 from engine.backtest import run_backtest
 from engine.compare import run_compare
 from engine.config import Config, ConfigError, load_config
-from engine.errors import OperationalError, UserInputError
+from engine.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
 from engine.judge import Verdict
 from engine.ledger import TrialLedger, format_table
 from engine.logs import setup_logging
@@ -26,14 +28,19 @@ from engine.lookahead import LookaheadError
 from engine.paper.cli import add_paper_parser, run_paper
 from engine.paper.secrets import redact_output
 from engine.pipeline import RunResult, run_pipeline
-from feeds.download import download_candles, make_exchange
-from feeds.errors import CandleError, DownloadError
-from predictors.base import PredictorError
+from feeds.download import download_candles
+from feeds.errors import ExchangeRequestError, ExchangeUnavailable
+from feeds.exchange import make_exchange
 from predictors.registry import available
-from reports.summary import summary_table
+from reports.render.format import format_number
+from reports.render.summary import summary_table
+from reports.significance_types import Significance
 
-EXIT_USER = 2
-EXIT_OPERATIONAL = 1
+EXIT_USER = EXIT_FIX_INPUT
+EXIT_OPERATIONAL = EXIT_RETRY_LATER
+#: Exchange errors of a command that can read candles from files: the offline route is printed under them.
+FEED_EXCHANGE_ERRORS = (ExchangeRequestError, ExchangeUnavailable)
+CANDLE_FILE_COMMANDS = ("backtest", "lookahead", "compare")
 #: Printed under an exchange error of a command that needs candles: the offline route.
 OFFLINE_HINT = (
     "offline: read candles from files instead with --data-dir FOLDER, e.g. --data-dir ../shared/data; the folder "
@@ -149,38 +156,34 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     return load_config(path, {**_overrides(args), **(extra or {})})
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def print_judgement(result: RunResult, verdict: Verdict) -> None:
     """Forecast skill, significance and lookahead lines under the summary table."""
-    last = result.skill.get("last_horizon", {})
-    h = last.get("h")
-    direction = last.get("directional") or {}
+    last = result.skill.last_horizon
+    h = last.h
+    direction = last.directional
     print(
-        f"forecast skill at h={h}: MAE {_fmt(last.get('mae'), '.5f')}, MASE {_fmt(last.get('mase'), '.3f')}, "
-        f"CRPS {_fmt(last.get('crps'), '.5f')}, direction right {_fmt(direction.get('accuracy'), '.1%')}"
+        f"forecast skill at h={h}: MAE {format_number(last.mae, '.5f')}, MASE {format_number(last.mase, '.3f')}, "
+        f"CRPS {format_number(last.crps, '.5f')}, direction right {format_number(direction.accuracy, '.1%')}"
     )
     print(
-        f"direction at h={h} on {direction.get('n_independent', 'n/a')} non-overlapping outcomes: "
-        f"{direction.get('direction', 'n/a')}; Pesaran-Timmermann p = {_fmt(direction.get('pt_p_value'), '.3g')}"
+        f"direction at h={h} on {direction.n_independent} non-overlapping outcomes: "
+        f"{direction.direction}; Pesaran-Timmermann p = {format_number(direction.pt_p_value, '.3g')}"
     )
     if result.versus_naive:
-        print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive['verdict']}")
-    sig = verdict.significance if verdict.significance is not None else {}
-    ci = sig.get("sharpe_ci") or {}
-    if "sharpe" in sig:
+        print(f"forecast error versus naive (Diebold-Mariano): {result.versus_naive.verdict}")
+    sig = verdict.significance
+    if isinstance(sig, Significance):
+        ci = sig.sharpe_ci
         print(
-            f"Sharpe {_fmt(sig.get('sharpe'), '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
-            f"[{_fmt(ci.get('lower'), '.2f')}, {_fmt(ci.get('upper'), '.2f')}], PSR {_fmt(sig.get('psr'), '.3f')}, "
-            f"DSR {_fmt(sig.get('dsr'), '.3f')} over {sig.get('n_trials')} trial(s)"
+            f"Sharpe {format_number(sig.sharpe, '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
+            f"[{format_number(ci.lower, '.2f')}, {format_number(ci.upper, '.2f')}], PSR {format_number(sig.psr, '.3f')}, "
+            f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)"
         )
-        if sig.get("trials"):
-            print(f"  deflated by {sig['trials']['how']}")
-        print(f"verdict: {sig.get('verdict')}")
+        if sig.trials:
+            print(f"  deflated by {sig.trials.how}")
+        print(f"verdict: {sig.verdict}")
     else:
-        print(f"significance: {sig.get('verdict')}")
+        print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
     look = result.lookahead
     print(look.summary())
     for note in look.notes:
@@ -285,38 +288,20 @@ COMMANDS = {
 }
 
 
-def _exchange_error(exc: BaseException) -> bool:
-    """True for an error raised by the ccxt exchange client (checked without importing ccxt)."""
-    ccxt = sys.modules.get("ccxt")
-    return ccxt is not None and isinstance(exc, ccxt.BaseError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     redact_output()  # first: every sink added below writes through the redacting streams
     args = _build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UserInputError, CandleError, PredictorError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER
-    except (OperationalError, DownloadError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, DownloadError) and args.command != "download":
-            print(OFFLINE_HINT, file=sys.stderr)
-        return EXIT_OPERATIONAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not _exchange_error(exc):
+        code = exit_code(exc)
+        if args.debug or code is None:
             raise
-        first = " ".join(str(exc).split())[:300]
-        print(f"error: the exchange client failed with {type(exc).__name__}: {first} (--debug shows the traceback)",
-              file=sys.stderr)
-        return EXIT_OPERATIONAL
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        if isinstance(exc, FEED_EXCHANGE_ERRORS) and args.command in CANDLE_FILE_COMMANDS:
+            print(OFFLINE_HINT, file=sys.stderr)
+        return code

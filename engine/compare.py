@@ -24,15 +24,14 @@ import pandas as pd
 from loguru import logger
 
 from engine.config import Config, ConfigError
-from engine.errors import OperationalError, UserInputError
+from engine.errors import OperationalError, UserInputError, exit_code
 from engine.judge import Verdict, judge
 from engine.logs import setup_logging
 from engine.pipeline import RunResult, run_pipeline
 from engine.run_folder import check_writable, new_run_dir, write_run_folder
-from feeds.errors import CandleError, DownloadError
-from predictors.base import PredictorError
 from predictors.registry import predictor_class
-from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
+from reports.leaderboard import LeaderboardRow, leaderboard_frame
+from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 
 
 @dataclass(frozen=True)
@@ -145,11 +144,6 @@ def _ray_connect_message(address: str, exc: BaseException, auth_mode: str) -> st
     return f"cannot connect to the Ray cluster at --ray {address} ({first}); {hint}"
 
 
-def _one_line_errors() -> tuple[type[BaseException], ...]:
-    """The errors the CLI prints as one line (user input and operational ones)."""
-    return (UserInputError, OperationalError, ConfigError, CandleError, DownloadError, PredictorError)
-
-
 def _ray(address: str) -> Any:
     """The ``ray`` module, connected to the cluster at ``address`` (once per process)."""
     try:
@@ -174,7 +168,7 @@ def _execute(fn: Callable[..., Any], calls: list[tuple], jobs: int, ray_address:
             with tqdm(refs, desc=f"{what} (ray)", unit="run") as bar:  # closed (a newline) before any error line
                 return [ray.get(r) for r in bar]
         except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
-            if isinstance(exc.cause, _one_line_errors()):
+            if exit_code(exc.cause) is not None:  # a member of the error family: its one line, its exit code
                 raise exc.cause from None
             raise
     if jobs <= 1:
@@ -231,15 +225,13 @@ def run_compare(
     rows, equity, benchmark, links = [], {}, {}, {}
     for (symbol, predictor), result in results.items():
         run_dir = run_dirs[(symbol, predictor)]
-        significance = verdicts[(symbol, predictor)].significance
-        rows.append({
-            "predictor": predictor, "symbol": symbol, "run_dir": str(run_dir.relative_to(out_dir)),
-            "metrics": result.metrics, "buy_and_hold": result.benchmark_metrics, "skill": result.skill,
-            "significance": significance if significance is not None else {},
-            "naive_comparison": result.versus_naive,
-            "random_sign": result.baselines.get("random sign"), "suspicious": list(result.suspicious),
-            "invalid": result.invalid,
-        })
+        rows.append(LeaderboardRow(
+            predictor=predictor, symbol=symbol, run_dir=str(run_dir.relative_to(out_dir)),
+            metrics=result.metrics, buy_and_hold=result.benchmark_metrics, skill=result.skill,
+            significance=verdicts[(symbol, predictor)].significance, naive_comparison=result.versus_naive,
+            random_sign=result.baselines.get("random sign"), suspicious=tuple(result.suspicious),
+            invalid=result.invalid,
+        ))
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity
         rel = run_dir.relative_to(out_dir)

@@ -23,19 +23,20 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from engine.costs import Costs
+from engine.errors import UserInputError
 from feeds.timeframes import (
     SUPPORTED_TIMEFRAMES,
     TimeframeError,
     TimeRange,
     parse_timerange,
 )
+from feeds.validate import GAP_POLICIES
 
-GAP_POLICIES = ("keep", "fill", "refuse")
 PAPER_MODES = ("sim", "testnet")
 
 
-class ConfigError(ValueError):
-    """A config file or command-line value is wrong; the message says which and how to fix it."""
+class ConfigError(UserInputError):
+    """A config file or command-line value is wrong; the message says which and how to fix it (exit code 2)."""
 
 
 class FrozenMapping(Mapping[str, Any]):

@@ -2,12 +2,11 @@
 a random-sign baseline that trades, and a plausibility guard against leaks.
 
 Thin glue between the engine's objects and the pure functions of ``reports.skill`` and
-``reports.significance``.
+``reports.significance``; the typed results (``ForecastSkill``, ``VersusNaive``,
+``Significance``) are theirs.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,10 +16,16 @@ from scipy import stats
 from predictors.base import Forecast
 from reports.metrics import simple_returns
 from reports.significance import (
-    buy_and_hold_comparison, deflated_sharpe_words, probabilistic_sharpe_ratio, sharpe_moments, sharpe_significance,
-    two_question_verdict, verdict,
+    Significance,
+    SignificanceNotTestable,
+    TrialsLike,
+    buy_and_hold_comparison,
+    judge_significance,
+    probabilistic_sharpe_ratio,
+    sharpe_moments,
+    sharpe_significance,
 )
-from reports.skill import forecast_skill, realised_log_returns
+from reports.skill import ForecastSkill, VersusNaive, forecast_skill, realised_log_returns, versus_naive
 
 
 def realised_for(candles: pd.DataFrame, forecast: Forecast) -> np.ndarray:
@@ -29,7 +34,7 @@ def realised_for(candles: pd.DataFrame, forecast: Forecast) -> np.ndarray:
     return realised_log_returns(candles["close"].to_numpy(np.float64), positions, forecast.horizon)
 
 
-def skill_report(candles: pd.DataFrame, forecast: Forecast, naive: Forecast | None, alpha: float = 0.05) -> dict[str, Any]:
+def skill_report(candles: pd.DataFrame, forecast: Forecast, naive: Forecast | None, alpha: float = 0.05) -> ForecastSkill:
     """``reports.skill.forecast_skill`` of ``forecast`` on ``candles``, against ``naive`` when given."""
     return forecast_skill(
         forecast.values, forecast.quantile_levels, realised_for(candles, forecast),
@@ -37,30 +42,25 @@ def skill_report(candles: pd.DataFrame, forecast: Forecast, naive: Forecast | No
     )
 
 
-def naive_comparison(skill: dict[str, Any], alpha: float) -> dict[str, Any] | None:
-    """The Diebold-Mariano test of the median's absolute error against naive, in words."""
-    dm = (skill.get("mean_over_horizons") or {}).get("dm_abs_error") or skill.get("last_horizon", {}).get("dm_abs_error")
-    if not dm:
-        return None
-    stat, p = dm.get("statistic"), dm.get("p_value")
-    effect = None if stat is None else -float(stat)  # negative DM statistic = model better
-    text = verdict(float("nan") if p is None else float(p), alpha, kind="p_value", against="naive", effect=effect)
-    return {"dm_statistic": stat, "dm_p_value": p, "verdict": text}
+def naive_comparison(skill: ForecastSkill, alpha: float) -> VersusNaive | None:
+    """The Diebold-Mariano test of the median's absolute error against naive, in words
+    (:func:`reports.skill.versus_naive`); None when ``skill`` has no naive comparison."""
+    return versus_naive(skill, alpha)
 
 
 def significance_report(
     equity: pd.Series, periods_per_year: float, n_trials: int, var_trial_sharpes: float,
-    alpha: float, n_boot: int, seed: int, benchmark: pd.Series | None = None, trials: Any = None,
-) -> dict[str, Any]:
+    alpha: float, n_boot: int, seed: int, benchmark: pd.Series | None = None, trials: TrialsLike | None = None,
+) -> Significance | SignificanceNotTestable:
     """Sharpe with bootstrap CI, two-sided test against 0, PSR and DSR of the equity curve's
     per-bar returns; with ``benchmark`` (buy-and-hold equity on the same bars) also
-    ``versus_buy_and_hold`` (:func:`reports.significance.buy_and_hold_comparison`), and
-    ``verdict`` answering both questions in words
-    (:func:`reports.significance.two_question_verdict`). ``trials`` (an
-    :class:`engine.ledger.TrialCount`) is reported under ``trials`` when given."""
+    ``versus_buy_and_hold`` (:func:`reports.significance.buy_and_hold_comparison`); the
+    words of both questions are made once by :func:`reports.significance.judge_significance`.
+    ``trials`` (an :class:`engine.ledger.TrialCount`) is recorded when given. Fewer than 3
+    finite returns: :class:`reports.significance.SignificanceNotTestable`."""
     returns = simple_returns(equity).dropna().to_numpy()
     if len(returns) < 3 or not np.isfinite(returns).all():
-        return {"verdict": "not testable (fewer than 3 returns)"}
+        return SignificanceNotTestable("not testable (fewer than 3 returns)")
     sig = sharpe_significance(
         returns, periods_per_year, n_trials=max(1, n_trials), var_trial_sharpes=var_trial_sharpes,
         alpha=alpha, n_boot=n_boot, seed=seed,
@@ -70,12 +70,7 @@ def significance_report(
         bench = simple_returns(benchmark.reindex(equity.index)).dropna().to_numpy()
         if len(bench) == len(returns) and np.isfinite(bench).all():
             versus = buy_and_hold_comparison(returns, bench, periods_per_year, alpha=alpha, n_boot=n_boot, seed=seed)
-    sig["versus_buy_and_hold"] = versus
-    sig["dsr_verdict"] = deflated_sharpe_words(sig, versus)
-    sig["verdict"] = two_question_verdict(sig, versus)
-    if trials is not None:
-        sig["trials"] = trials.to_dict()
-    return sig
+    return judge_significance(sig, versus, trials)
 
 
 # -- a baseline that trades -------------------------------------------------------------------
@@ -124,7 +119,7 @@ SUSPICIOUS = "suspicious — check for leaks"
 
 
 def plausibility_findings(
-    skill: dict[str, Any], equity: pd.Series, periods_per_year: float, *,
+    skill: ForecastSkill, equity: pd.Series, periods_per_year: float, *,
     max_sharpe: float, max_accuracy: float, min_mase: float, alpha: float,
 ) -> list[str]:
     """Results no honest forecaster reaches, each as one ``"suspicious — check for leaks: ..."`` line.
@@ -146,11 +141,9 @@ def plausibility_findings(
     finding is also logged as a warning.
     """
     found: list[str] = []
-    by_h = skill.get("by_horizon") or {}
-    n_ind = by_h.get("dir_n_independent") or []
-    hits_ind = by_h.get("dir_hits_independent") or []
-    for h, (n, k) in enumerate(zip(n_ind, hits_ind), start=1):
-        if n is None or k is None or n < MIN_PLAUSIBILITY_OUTCOMES or k == 0:
+    by_h = skill.by_horizon
+    for h, (n, k) in enumerate(zip(by_h.dir_n_independent, by_h.dir_hits_independent), start=1):
+        if n < MIN_PLAUSIBILITY_OUTCOMES or k == 0:
             continue
         lower = float(stats.beta.ppf(alpha, k, n - k + 1))  # one-sided Clopper-Pearson lower bound
         if lower > max_accuracy:
@@ -159,9 +152,8 @@ def plausibility_findings(
                 f"(lower {1 - alpha:.0%} bound {lower:.1%}) is above evaluation.max_plausible_accuracy = {max_accuracy:g}"
             )
             break
-    n_forecasts = int(skill.get("n_forecasts") or 0)
-    for h, m in enumerate(by_h.get("mase") or [], start=1):
-        if m is not None and n_forecasts // h >= MIN_PLAUSIBILITY_OUTCOMES and m < min_mase:
+    for h, m in enumerate(by_h.mase, start=1):
+        if skill.n_forecasts // h >= MIN_PLAUSIBILITY_OUTCOMES and m < min_mase:  # NaN compares False
             found.append(
                 f"{SUSPICIOUS}: MASE {m:.3f} at h={h} (error vs the naive zero-return forecast) is below "
                 f"evaluation.min_plausible_mase = {min_mase:g}"

@@ -39,6 +39,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from engine.errors import OperationalError
+from reports.render.format import format_number
+
 T = TypeVar("T")
 
 __all__ = [
@@ -90,8 +93,9 @@ def _retry_locked(call: Callable[[], T], retries: int = _LOCKED_RETRIES, backoff
     raise AssertionError("unreachable")
 
 
-class LedgerError(RuntimeError):
-    """The ledger file is unusable (newer schema, not a ledger) or a row is invalid."""
+class LedgerError(OperationalError):
+    """The ledger file is unusable (newer schema, not a ledger, locked too long) or a row is
+    invalid; retry later, or move or repair the ledger (exit code 1)."""
 
 
 def utc_now_iso() -> str:
@@ -576,12 +580,6 @@ def _overlaps(row: TrialRow, lo: datetime, hi: datetime, timerange: str | None) 
 
 
 # -- display ---------------------------------------------------------------------------------------
-def _fmt(value: Any, spec: str) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "-"
-    return format(value, spec)
-
-
 _TABLE: tuple[tuple[str, str, str], ...] = (
     # (header, attribute, format spec)
     ("created (UTC)", "created_at", ""),
@@ -615,7 +613,8 @@ def _cell(row: TrialRow, attr: str) -> Any:
 def format_table(rows: Iterable[TrialRow]) -> str:
     """A plain-text table of ledger rows (for ``python -m engine ledger``), one line per run.
 
-    Returns and drawdowns in percent, Sharpe and Sortino annualised, ``-`` for NaN.
+    Returns and drawdowns in percent, Sharpe and Sortino annualised; numbers through
+    :func:`reports.render.format.format_number` (``n/a`` for NaN).
     ``trial``: the first 8 digits of the trial identity (``config:`` + config hash for rows
     from before schema version 2); ``flag``: ``INVALID`` or ``suspicious`` where marked.
     """
@@ -629,7 +628,7 @@ def format_table(rows: Iterable[TrialRow]) -> str:
             value = _cell(row, attr)
             if attr == "created_at":
                 value = value[:19].replace("T", " ")
-            line.append(_fmt(value, spec))
+            line.append(format_number(value, spec) if attr in _NUMERIC else str(value))
         cells.append(line)
     headers = [h for h, _, _ in _TABLE]
     widths = [max(len(headers[j]), *(len(c[j]) for c in cells)) for j in range(len(headers))]

@@ -24,9 +24,9 @@ from loguru import logger
 from engine.errors import OperationalError, UserInputError
 from engine.judge import Verdict
 from engine.pipeline import RunResult, contamination_warning
-from reports.forecast_page import write_forecast_page as render_forecast_page
+from reports.render.forecast_page import write_forecast_page as render_forecast_page
 from reports.metrics import simple_returns
-from reports.tearsheet import write_tearsheet
+from reports.render.tearsheet import write_tearsheet
 
 
 def new_run_dir(out_dir: Path, *parts: str, attempts: int = 1000) -> Path:

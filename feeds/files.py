@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from feeds.errors import CandleError
+from feeds.errors import CandleError, FeedsInputError
 from feeds.timeframes import timeframe_to_timedelta
 from feeds.validate import CANDLE_COLUMNS, validate_candles
 
@@ -33,7 +33,7 @@ def candle_stem(symbol: str, timeframe: str) -> str:
     """
     timeframe_to_timedelta(timeframe)  # raises TimeframeError for an unsupported one
     if not symbol or not symbol.strip() or any(ch in symbol for ch in " \\"):
-        raise ValueError(f"invalid symbol {symbol!r}; write it as ccxt does, e.g. 'BTC/USDT'")
+        raise FeedsInputError(f"invalid symbol {symbol!r}; write it as ccxt does, e.g. 'BTC/USDT'")
     return f"{symbol.replace('/', '_').replace(':', '_')}-{timeframe}"
 
 

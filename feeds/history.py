@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 from loguru import logger
 
-from feeds.download import cache_path, download_candles, make_exchange
-from feeds.errors import CandleError
+from feeds.download import cache_path, download_candles
+from feeds.exchange import make_exchange
+from feeds.errors import CandleError, FeedsInputError
 from feeds.files import find_candle_file, load_candle_file, read_candle_parquet
 from feeds.timeframes import TimeRange, timeframe_ms, timeframe_to_timedelta
 from feeds.validate import GAP_POLICIES, GapReport, apply_gap_policy
@@ -81,7 +82,7 @@ def load_candles(
             close); the slice is then taken by bars from what the data holds.
         progress: show a download progress bar.
         api_overrides: base URL to send exchange requests to (a stub or proxy), see
-            :func:`feeds.download.make_exchange`.
+            :func:`feeds.exchange.make_exchange`.
 
     Returns:
         The candles (gap policy applied) and the gap report of the slice before filling.
@@ -89,13 +90,14 @@ def load_candles(
     Raises:
         CandleError: missing or invalid data, nothing inside the range, or gaps with
             ``gap_policy="refuse"``.
-        DownloadError: the download failed.
+        ExchangeRequestError, ExchangeUnavailable: the download failed (see
+            :func:`feeds.download.download_candles`).
     """
     tf = timeframe_to_timedelta(timeframe)
     if gap_policy not in GAP_POLICIES:
-        raise ValueError(f"unknown gap_policy {gap_policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
+        raise FeedsInputError(f"unknown gap_policy {gap_policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
     if not isinstance(warmup_bars, int) or warmup_bars < 0:
-        raise ValueError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
+        raise FeedsInputError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
     start = None if timerange.start is None else timerange.start - warmup_bars * tf
     wanted = TimeRange(start, timerange.end)
 

@@ -8,16 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from feeds.errors import CandleError, TimeframeError
+
 #: Timeframes whose candles sit on a grid anchored at the Unix epoch (Binance's and
 #: ccxt's convention for minute, hour and day candles).
 SUPPORTED_TIMEFRAMES: tuple[str, ...] = (
     "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
 )
 _UNITS = {"m": "min", "h": "h", "d": "D"}
-
-
-class TimeframeError(ValueError):
-    """An unsupported timeframe or a malformed time range."""
 
 
 def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
@@ -67,7 +65,7 @@ def infer_bars_per_year(index: pd.DatetimeIndex) -> tuple[float, str]:
         ValueError: fewer than 2 candles.
     """
     if len(index) < 2:
-        raise ValueError(f"need at least 2 candles to infer bars per year, got {len(index)}; set data.bars_per_year")
+        raise CandleError(f"need at least 2 candles to infer bars per year, got {len(index)}; set data.bars_per_year")
     spacing = pd.Timedelta(np.median(np.diff(index.as_unit("ns").asi8)), unit="ns")
     nominal = pd.Timedelta(days=365) / spacing
     observed = len(index) / ((index[-1] - index[0] + spacing) / _YEAR)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from feeds.errors import CandleError
+from feeds.errors import CandleError, FeedsInputError
 from feeds.timeframes import timeframe_ms, timeframe_to_timedelta
 
 #: The columns of the Candles contract, in order.
@@ -231,7 +231,7 @@ def apply_gap_policy(
         The candles and the :class:`GapReport` of the input (before any filling).
     """
     if policy not in GAP_POLICIES:
-        raise ValueError(f"unknown gap_policy {policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
+        raise FeedsInputError(f"unknown gap_policy {policy!r}; use one of {', '.join(map(repr, GAP_POLICIES))}")
     report = find_gaps(df, timeframe)
     if policy == "keep" or report.count == 0:
         return df, report

@@ -26,11 +26,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from predictors.errors import PredictorError
+
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
-
-
-class PredictorError(ValueError):
-    """A predictor was misconfigured or returned something that breaks the contract."""
 
 
 @dataclass(frozen=True)

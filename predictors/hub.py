@@ -2,8 +2,11 @@
 
 :func:`resolve_model` never hangs and never prints a long traceback for the common
 offline case: a hub id that is not cached while ``HF_HUB_OFFLINE=1`` is set, or while
-the hub cannot be reached (probed with a short timeout), is a :class:`PredictorError`
-naming the model and the two fixes (download it once, or pass a local path).
+the hub cannot be reached (probed with a short timeout), is one error naming the model
+and the two fixes (download it once, or pass a local path): a :class:`PredictorError`
+(fix the input: the id is malformed, the path is not a folder, or ``HF_HUB_OFFLINE=1``
+forbids the download) or, when the hub is unreachable or fails mid-download, a
+:class:`PredictorUnavailable` (retry later: an outage, exit code 1).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from predictors.base import PredictorError
+from predictors.errors import PredictorError, PredictorUnavailable
 
 #: Seconds the reachability probe may take before the hub counts as unreachable.
 PROBE_TIMEOUT_S = 3.0
@@ -73,7 +76,9 @@ def resolve_model(model: str, revision: str | None = None) -> str:
     - a local directory: returned as is (``revision`` does not apply to it);
     - a hub id cached locally (at ``revision`` if given): the snapshot directory;
     - a hub id not cached, hub reachable and not offline: the hub id (it downloads);
-    - otherwise: :class:`PredictorError` with the fix.
+    - otherwise: :class:`PredictorError` with the fix (a malformed id, a path that is not a
+      folder, ``HF_HUB_OFFLINE=1``), or :class:`PredictorUnavailable` (the hub cannot be
+      reached: an outage, retry later).
     """
     if not isinstance(model, str) or not model.strip():
         raise PredictorError(f"model must be a hub id like 'amazon/chronos-bolt-small' or a local path, got {model!r}")
@@ -102,7 +107,7 @@ def resolve_model(model: str, revision: str | None = None) -> str:
             f"cache and HF_HUB_OFFLINE=1 forbids downloading it. {_fetch_hint(model, revision)}"
         )
     if not hub_reachable():
-        raise PredictorError(
+        raise PredictorUnavailable(
             f"model {model!r}{f' at revision {revision!r}' if revision else ''} is not in the local Hugging Face "
             f"cache and the hub ({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) cannot be reached. "
             f"{_fetch_hint(model, revision)}"
@@ -131,12 +136,41 @@ def snapshot_revision(path: str) -> str:
     return f"local-{digest.hexdigest()[:12]}"
 
 
-def load_error(model: str, revision: str | None, exc: BaseException) -> PredictorError:
-    """Turn a ``from_pretrained`` failure into a PredictorError with the fetch hint."""
-    return PredictorError(
+#: Names of the exception types (anywhere in a failure's cause chain) that mean the hub or
+#: the network failed rather than the model id: ``requests``/``httpx``/``urllib3`` connection
+#: and timeout errors, and the built-in ``ConnectionError``/``TimeoutError``.
+_OUTAGE_TYPES = frozenset({
+    "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutError", "ConnectError",
+    "TimeoutException", "NewConnectionError", "MaxRetryError", "ProtocolError", "RemoteDisconnected",
+})
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` or a cause of it is a network failure or an HTTP 429/5xx answer of the hub."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in _OUTAGE_TYPES:
+            return True
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(status, int) and (status == 429 or status >= 500):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def load_error(model: str, revision: str | None, exc: BaseException) -> PredictorError | PredictorUnavailable:
+    """Turn a ``from_pretrained`` failure into one error with the fetch hint: a
+    :class:`PredictorUnavailable` when the hub or the network failed (retry later), else a
+    :class:`PredictorError` (fix the model id, revision or checkpoint)."""
+    message = (
         f"could not load model {model!r}{f' at revision {revision!r}' if revision else ''}: "
         f"{type(exc).__name__}: {exc}. {_fetch_hint(model, revision)}"
     )
+    if _is_outage(exc):
+        return PredictorUnavailable(f"the model hub failed; retry later. {message}")
+    return PredictorError(message)
 
 
 def hub_model_info(model: str, revision: str | None, path: str | None) -> "ModelInfo":

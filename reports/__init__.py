@@ -1,11 +1,15 @@
-"""Reports: pure functions of equity, positions, trades and returns.
+"""Reports: statistics of equity, positions, trades, returns and forecasts, and their rendering.
 
-No other project package is imported here (DESIGN.md, dependency direction).
-quantstats and matplotlib load only when a tear-sheet is written.
+The modules of this package are pure statistics (numbers in, typed numbers out): metrics,
+skill, significance, calibration, leaderboard. Charts, HTML pages, tear-sheets, text
+tables and the one number formatter live in :mod:`reports.render`. No other project
+package is imported here (DESIGN.md, dependency direction).
 """
 
 from reports.metrics import (
     SUMMARY_KEYS,
+    Performance,
+    TradeStats,
     annualised_volatility,
     cagr,
     calmar_ratio,
@@ -20,26 +24,22 @@ from reports.metrics import (
     total_return,
     trade_stats,
 )
-from reports.summary import format_metric, summary_table
-from reports.tearsheet import daily_returns, write_tearsheet
 
 __all__ = [
     "SUMMARY_KEYS",
+    "Performance",
+    "TradeStats",
     "annualised_volatility",
     "cagr",
     "calmar_ratio",
-    "daily_returns",
     "exposure",
     "fees_paid",
-    "format_metric",
     "max_drawdown",
     "max_drawdown_duration",
     "performance_summary",
     "sharpe_ratio",
     "simple_returns",
     "sortino_ratio",
-    "summary_table",
     "total_return",
     "trade_stats",
-    "write_tearsheet",
 ]

@@ -24,10 +24,13 @@ Conventions used throughout (all results are plain ``float``/``int``):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from reports.jsonable import dataclass_json
 
 __all__ = [
     "simple_returns",
@@ -39,9 +42,11 @@ __all__ = [
     "max_drawdown",
     "max_drawdown_duration",
     "calmar_ratio",
+    "TradeStats",
     "trade_stats",
     "exposure",
     "fees_paid",
+    "Performance",
     "performance_summary",
     "SUMMARY_KEYS",
     "TRADE_COLUMNS",
@@ -307,7 +312,23 @@ def calmar_ratio(equity: pd.Series, periods_per_year: float) -> float:
 # ----------------------------------------------------------- trades, fills, exposure
 
 
-def trade_stats(trades: pd.DataFrame) -> dict[str, float]:
+@dataclass(frozen=True)
+class TradeStats:
+    """Statistics of closed round trips (:func:`trade_stats`); NaN but ``n_trades`` without trades."""
+
+    n_trades: int
+    win_rate: float
+    profit_factor: float
+    avg_trade_return: float
+    avg_bars_held: float
+    best_trade: float
+    worst_trade: float
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return dataclass_json(self)
+
+
+def trade_stats(trades: pd.DataFrame) -> TradeStats:
     """Statistics of closed round trips.
 
     Args:
@@ -317,7 +338,7 @@ def trade_stats(trades: pd.DataFrame) -> dict[str, float]:
             means no trades.
 
     Returns:
-        ``n_trades`` (int); ``win_rate``: fraction with ``pnl_net > 0`` (break-even
+        A :class:`TradeStats`: ``n_trades`` (int); ``win_rate``: fraction with ``pnl_net > 0`` (break-even
         is not a win); ``profit_factor``: sum of winning ``pnl_net`` / |sum of losing
         ``pnl_net``| (``inf`` with wins and no losses, NaN with neither);
         ``avg_trade_return``, ``best_trade``, ``worst_trade``: mean/max/min of
@@ -327,15 +348,7 @@ def trade_stats(trades: pd.DataFrame) -> dict[str, float]:
     frame = _check_frame(trades, "trades", TRADE_COLUMNS)
     n = len(frame)
     if n == 0:
-        return {
-            "n_trades": 0,
-            "win_rate": _NAN,
-            "profit_factor": _NAN,
-            "avg_trade_return": _NAN,
-            "avg_bars_held": _NAN,
-            "best_trade": _NAN,
-            "worst_trade": _NAN,
-        }
+        return TradeStats(0, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN)
     pnl = frame["pnl_net"].astype(float).to_numpy()
     ret = frame["return_pct"].astype(float).to_numpy()
     bars = frame["bars_held"].astype(float).to_numpy()
@@ -348,15 +361,15 @@ def trade_stats(trades: pd.DataFrame) -> dict[str, float]:
         profit_factor = gains / losses
     else:
         profit_factor = math.inf if gains > 0 else _NAN
-    return {
-        "n_trades": n,
-        "win_rate": float((pnl > 0).mean()),
-        "profit_factor": float(profit_factor),
-        "avg_trade_return": float(ret.mean()),
-        "avg_bars_held": float(bars.mean()),
-        "best_trade": float(ret.max()),
-        "worst_trade": float(ret.min()),
-    }
+    return TradeStats(
+        n_trades=n,
+        win_rate=float((pnl > 0).mean()),
+        profit_factor=float(profit_factor),
+        avg_trade_return=float(ret.mean()),
+        avg_bars_held=float(bars.mean()),
+        best_trade=float(ret.max()),
+        worst_trade=float(ret.min()),
+    )
 
 
 def exposure(position: pd.Series) -> float:
@@ -382,14 +395,47 @@ def fees_paid(fills: pd.DataFrame) -> float:
 # ------------------------------------------------------------------------ summary
 
 
+@dataclass(frozen=True)
+class Performance:
+    """The headline metrics of one equity curve (:func:`performance_summary`).
+
+    Fractions (0.05 = 5 %) for ``total_return``, ``cagr``, ``max_drawdown`` (negative),
+    ``volatility`` (annualised), ``win_rate``, ``avg_trade_return`` and ``exposure``;
+    annualised ratios ``sharpe``, ``sortino``, ``calmar``, ``profit_factor``;
+    ``n_trades`` a count; ``fees_paid`` and ``final_equity`` in quote currency. Undefined
+    values are NaN. Field order is :data:`SUMMARY_KEYS`.
+    """
+
+    total_return: float
+    cagr: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    volatility: float
+    calmar: float
+    n_trades: int
+    win_rate: float
+    profit_factor: float
+    avg_trade_return: float
+    exposure: float
+    fees_paid: float
+    final_equity: float
+
+    def to_json(self) -> dict[str, float | int | None]:
+        """``{metric: value}`` in :data:`SUMMARY_KEYS` order, NaN and inf as ``None``
+        (the ``performance`` entry of a run's metrics.json)."""
+        return dataclass_json(self)
+
+
+
 def performance_summary(
     equity: pd.Series,
     position: pd.Series,
     trades: pd.DataFrame,
     fills: pd.DataFrame,
     periods_per_year: float,
-) -> dict[str, float]:
-    """All headline metrics of one backtest in one flat dict (keys: :data:`SUMMARY_KEYS`).
+) -> Performance:
+    """All headline metrics of one backtest (fields in :data:`SUMMARY_KEYS` order).
 
     Args:
         equity: portfolio value at each bar's close (quote currency).
@@ -421,19 +467,20 @@ def performance_summary(
     ppy = _check_periods(periods_per_year)
     returns = simple_returns(eq)
     stats = trade_stats(trades)
-    return {
-        "total_return": total_return(eq),
-        "cagr": cagr(eq, ppy),
-        "sharpe": sharpe_ratio(returns, ppy),
-        "sortino": sortino_ratio(returns, ppy),
-        "max_drawdown": max_drawdown(eq),
-        "volatility": annualised_volatility(returns, ppy),
-        "calmar": calmar_ratio(eq, ppy),
-        "n_trades": stats["n_trades"],
-        "win_rate": stats["win_rate"],
-        "profit_factor": stats["profit_factor"],
-        "avg_trade_return": stats["avg_trade_return"],
-        "exposure": exposure(pos),
-        "fees_paid": fees_paid(fills),
-        "final_equity": float(eq.iloc[-1]),
-    }
+    return Performance(
+        total_return=total_return(eq),
+        cagr=cagr(eq, ppy),
+        sharpe=sharpe_ratio(returns, ppy),
+        sortino=sortino_ratio(returns, ppy),
+        max_drawdown=max_drawdown(eq),
+        volatility=annualised_volatility(returns, ppy),
+        calmar=calmar_ratio(eq, ppy),
+        n_trades=stats.n_trades,
+        win_rate=stats.win_rate,
+        profit_factor=stats.profit_factor,
+        avg_trade_return=stats.avg_trade_return,
+        exposure=exposure(pos),
+        fees_paid=fees_paid(fills),
+        final_equity=float(eq.iloc[-1]),
+    )
+

@@ -18,21 +18,36 @@ Conventions (read these before mixing numbers):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 from scipy import stats
 
+from reports.significance_types import (
+    ConfidenceInterval,
+    SharpeSignificance,
+    Significance,
+    SignificanceNotTestable,
+    TrialsLike,
+    VersusBuyAndHold,
+)
+
 __all__ = [
     "ConfidenceInterval",
     "SharpeMoments",
+    "SharpeSignificance",
+    "Significance",
+    "SignificanceNotTestable",
+    "TrialsLike",
+    "VersusBuyAndHold",
     "bootstrap_ci",
     "bootstrap_p_value",
     "buy_and_hold_comparison",
     "bootstrap_distribution",
     "deflated_sharpe_ratio",
     "deflated_sharpe_words",
+    "judge_significance",
     "expected_max_sharpe",
     "probabilistic_sharpe_ratio",
     "sharpe_confidence_interval",
@@ -125,16 +140,25 @@ def bootstrap_distributions(
     ``mean_block`` defaults to ``n ** (1/3)``. The result is a deterministic function of
     ``(returns, n_boot, mean_block, seed)``, the same for a statistic alone or in company.
     """
-    r = _returns(returns)
-    n = r.size
+    return _resampled_statistics(_returns(returns), stat_fns, n_boot, mean_block, seed)
+
+
+def _resampled_statistics(
+    series: np.ndarray, stat_fns: Mapping[str, StatFn], n_boot: int, mean_block: float | None, seed: int | None,
+) -> dict[str, np.ndarray]:
+    """The chunked loop of :func:`bootstrap_distributions` for validated ``series``: ``(n,)``,
+    or ``(n, k)`` columns resampled together by the same rows (paired series), when each
+    ``stat_fn`` gets ``(b, n, k)``."""
+    n = series.shape[0]
+    width = series.size // n  # series per row: 1, or k paired columns
     block = _default_mean_block(n) if mean_block is None else float(mean_block)
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * n)))
+    chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * width * n)))
     out = {name: np.empty(int(n_boot)) for name in stat_fns}
     done = 0
     while done < n_boot:  # a loop over memory-sized chunks, not over resamples
         b = min(chunk, int(n_boot) - done)
-        sample = r[stationary_bootstrap_indices(n, block, b, rng)]
+        sample = series[stationary_bootstrap_indices(n, block, b, rng)]
         for name, stat_fn in stat_fns.items():
             values = np.asarray(stat_fn(sample), dtype=np.float64)
             if values.shape != (b,):
@@ -155,26 +179,6 @@ def bootstrap_distribution(
 ) -> np.ndarray:
     """``(n_boot,)`` values of one statistic; see :func:`bootstrap_distributions`."""
     return bootstrap_distributions(returns, {"stat": stat_fn}, n_boot, mean_block, seed)["stat"]
-
-
-@dataclass(frozen=True)
-class ConfidenceInterval:
-    """A bootstrap confidence interval: ``[lower, upper]`` covers with probability ``1 - alpha``.
-
-    ``estimate`` is the statistic on the original series; ``mean_block`` the stationary
-    bootstrap's mean block length (periods); ``method`` is ``"percentile"``.
-    """
-
-    estimate: float
-    lower: float
-    upper: float
-    alpha: float
-    n_boot: int
-    mean_block: float
-    method: str = "percentile"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 def bootstrap_ci(
@@ -404,11 +408,6 @@ def verdict(
     return f"{side} than {against} at {level} (p = {p:.3g})"
 
 
-def _json_float(x: Any) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def sharpe_significance(
     returns: Any,
     periods_per_year: float,
@@ -419,7 +418,7 @@ def sharpe_significance(
     n_boot: int = 2000,
     mean_block: float | None = None,
     seed: int | None = 0,
-) -> dict[str, Any]:
+) -> SharpeSignificance:
     """Sharpe ratio, its bootstrap interval, a two-sided test against 0, PSR, DSR and words.
 
     Args:
@@ -428,7 +427,7 @@ def sharpe_significance(
         n_trials: trials that competed for this result (from the trial ledger, >= 1).
         var_trial_sharpes: variance of the trials' **per-period** Sharpe ratios.
 
-    Keys: ``n``, ``periods_per_year``, ``sharpe`` (annualised), ``sharpe_per_period``,
+    Fields of the :class:`SharpeSignificance`: ``n``, ``periods_per_year``, ``sharpe`` (annualised), ``sharpe_per_period``,
     ``skew``, ``kurtosis`` (non-excess), ``sharpe_ci`` and ``total_return_ci`` (see
     :class:`ConfidenceInterval`; Sharpe annualised), ``total_return``; ``chance_p_value``:
     the **two-sided** stationary-bootstrap p-value of ``Sharpe = 0`` (the dual of
@@ -439,8 +438,8 @@ def sharpe_significance(
     ``n_trials``, ``var_trial_sharpes``, ``sr0`` (per period) and ``sr0_annualised``,
     ``dsr`` and ``dsr_p_value`` (one-sided: "the best of ``n_trials`` is no better than
     luck"), ``dsr_verdict`` (None for one trial, where DSR = PSR); ``verdict``: the chance
-    verdict, then the DSR's when there were several trials. NaN and inf are ``None``.
-    Combine with :func:`buy_and_hold_comparison` through :func:`two_question_verdict`.
+    verdict, then the DSR's when there were several trials. NaN where undefined.
+    Combine with :func:`buy_and_hold_comparison` through :func:`judge_significance`.
     """
     _check_ppy(periods_per_year)
     _check_alpha(alpha)
@@ -463,31 +462,30 @@ def sharpe_significance(
     if n_trials > 1:
         dsr_words = verdict(dsr, alpha, kind="probability", against=f"the luck of the best of {n_trials} trials",
                             effect=mom.sharpe)
-    out = {
-        "n": mom.n,
-        "periods_per_year": float(periods_per_year),
-        "sharpe": mom.sharpe * scale,
-        "sharpe_per_period": mom.sharpe,
-        "skew": mom.skew,
-        "kurtosis": mom.kurtosis,
-        "sharpe_ci": sharpe_ci.to_dict(),
-        "total_return": float(np.expm1(np.log1p(r).sum())),
-        "total_return_ci": total_ci.to_dict(),
-        "chance_p_value": chance_p,
-        "chance_verdict": chance,
-        "psr": psr,
-        "psr_p_value": 1.0 - psr,
-        "psr_p_value_two_sided": 2.0 * min(psr, 1.0 - psr),
-        "n_trials": int(n_trials),
-        "var_trial_sharpes": float(var_trial_sharpes),
-        "sr0": sr0,
-        "sr0_annualised": sr0 * scale,
-        "dsr": dsr,
-        "dsr_p_value": 1.0 - dsr,
-        "dsr_verdict": dsr_words,
-        "verdict": chance if dsr_words is None else f"{chance}; {dsr_words}",
-    }
-    return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in out.items()}
+    return SharpeSignificance(
+        n=mom.n,
+        periods_per_year=float(periods_per_year),
+        sharpe=mom.sharpe * scale,
+        sharpe_per_period=mom.sharpe,
+        skew=mom.skew,
+        kurtosis=mom.kurtosis,
+        sharpe_ci=sharpe_ci,
+        total_return=float(np.expm1(np.log1p(r).sum())),
+        total_return_ci=total_ci,
+        chance_p_value=chance_p,
+        chance_verdict=chance,
+        psr=psr,
+        psr_p_value=1.0 - psr,
+        psr_p_value_two_sided=2.0 * min(psr, 1.0 - psr),
+        n_trials=int(n_trials),
+        var_trial_sharpes=float(var_trial_sharpes),
+        sr0=sr0,
+        sr0_annualised=sr0 * scale,
+        dsr=dsr,
+        dsr_p_value=1.0 - dsr,
+        dsr_verdict=dsr_words,
+        verdict=chance if dsr_words is None else f"{chance}; {dsr_words}",
+    )
 
 
 # -- better than buy-and-hold? ----------------------------------------------------------------------
@@ -513,7 +511,7 @@ def buy_and_hold_comparison(
     n_boot: int = 2000,
     mean_block: float | None = None,
     seed: int | None = 0,
-) -> dict[str, Any]:
+) -> VersusBuyAndHold:
     """Is the strategy better than buy-and-hold of the same bars? Excess return and information ratio.
 
     ``returns`` and ``benchmark_returns``: simple per-period returns of the strategy and of
@@ -529,7 +527,7 @@ def buy_and_hold_comparison(
     buy-and-hold of the same bars", then both total returns. "Better" needs a significant
     positive IR **and** a positive excess total return; a strategy that earned less than
     half of buy-and-hold's (positive) return says so explicitly and is never "better".
-    ``beats_buy_and_hold`` is True only for "better". NaN and inf are ``None``.
+    ``beats_buy_and_hold`` is True only for "better". NaN where undefined.
     """
     _check_ppy(periods_per_year)
     _check_alpha(alpha)
@@ -537,25 +535,17 @@ def buy_and_hold_comparison(
     n = r.size
     block = _default_mean_block(n) if mean_block is None else float(mean_block)
     scale = math.sqrt(periods_per_year)
-    both = np.concatenate([r, b])  # resample indices once for both series
+    paired = np.stack([r, b], axis=1)  # (n, 2): the same resampled bars for both series
 
     def ir_rows(x: np.ndarray) -> np.ndarray:
-        return _sharpe_rows(x[:, :n] - x[:, n:]) * scale
+        return _sharpe_rows(x[:, :, 0] - x[:, :, 1]) * scale
 
     def excess_rows(x: np.ndarray) -> np.ndarray:
-        return _total_return_rows(x[:, :n]) - _total_return_rows(x[:, n:])
+        return _total_return_rows(x[:, :, 0]) - _total_return_rows(x[:, :, 1])
 
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * 2 * n)))
-    ir_dist, ex_dist = np.empty(int(n_boot)), np.empty(int(n_boot))
-    done = 0
-    while done < n_boot:  # memory-sized chunks of paired resamples
-        k = min(chunk, int(n_boot) - done)
-        idx = stationary_bootstrap_indices(n, block, k, rng)
-        sample = both[np.concatenate([idx, idx + n], axis=1)]
-        ir_dist[done:done + k], ex_dist[done:done + k] = ir_rows(sample), excess_rows(sample)
-        done += k
-    pair = both[None, :]
+    dists = _resampled_statistics(paired, {"ir": ir_rows, "excess": excess_rows}, n_boot, block, seed)
+    ir_dist, ex_dist = dists["ir"], dists["excess"]
+    pair = paired[None, :, :]
     ir, excess = float(ir_rows(pair)[0]), float(excess_rows(pair)[0])
     total_r, total_b = float(_total_return_rows(r[None, :])[0]), float(_total_return_rows(b[None, :])[0])
     ir_p = bootstrap_p_value(ir_dist) if math.isfinite(ir) else math.nan
@@ -566,55 +556,65 @@ def buy_and_hold_comparison(
     returns_words = f"earned {total_r:.1%} vs {total_b:.1%} for buy-and-hold"
     if below_half:
         returns_words += ", less than half of it"
-    out = {
-        "n": n,
-        "strategy_total_return": total_r,
-        "buy_and_hold_total_return": total_b,
-        "excess_total_return": excess,
-        "excess_total_return_ci": _interval(excess, ex_dist, alpha, block).to_dict(),
-        "information_ratio": ir,
-        "information_ratio_ci": _interval(ir, ir_dist, alpha, block).to_dict(),
-        "ir_p_value": ir_p,
-        "below_half_of_buy_and_hold": bool(below_half),
-        "beats_buy_and_hold": words.startswith("better"),
-        "verdict": f"{words}; {returns_words}",
-    }
-    return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in out.items()}
+    return VersusBuyAndHold(
+        n=n,
+        strategy_total_return=total_r,
+        buy_and_hold_total_return=total_b,
+        excess_total_return=excess,
+        excess_total_return_ci=_interval(excess, ex_dist, alpha, block),
+        information_ratio=ir,
+        information_ratio_ci=_interval(ir, ir_dist, alpha, block),
+        ir_p_value=ir_p,
+        below_half_of_buy_and_hold=bool(below_half),
+        beats_buy_and_hold=words.startswith("better"),
+        verdict=f"{words}; {returns_words}",
+    )
 
 
-def two_question_verdict(significance: Mapping[str, Any], versus_buy_and_hold: Mapping[str, Any] | None) -> str:
+def two_question_verdict(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None) -> str:
     """The run's verdict in words: better than chance? better than buy-and-hold of the same bars?
 
     ``significance`` from :func:`sharpe_significance`, ``versus_buy_and_hold`` from
     :func:`buy_and_hold_comparison` (None: that question is "not tested"). With several
-    trials the deflated-Sharpe clause follows; it never claims to beat "the luck of the
-    best of N" for a strategy that earned less than buy-and-hold: then it reads "not a
-    success".
+    trials the deflated-Sharpe clause follows (:func:`deflated_sharpe_words`); it never
+    claims to beat "the luck of the best of N" for a strategy that earned less than
+    buy-and-hold: then it reads "not a success".
     """
-    chance = significance.get("chance_verdict") or significance.get("verdict") or "not testable"
-    parts = [f"chance: {chance}"]
+    parts = [f"chance: {significance.chance_verdict or 'not testable'}"]
     if versus_buy_and_hold is None:
         parts.append("buy-and-hold: not tested")
     else:
-        parts.append(f"buy-and-hold: {versus_buy_and_hold.get('verdict')}")
+        parts.append(f"buy-and-hold: {versus_buy_and_hold.verdict}")
     dsr_words = deflated_sharpe_words(significance, versus_buy_and_hold)
     if dsr_words:
         parts.append(f"trials: {dsr_words}")
     return "; ".join(parts)
 
 
-def deflated_sharpe_words(significance: Mapping[str, Any], versus_buy_and_hold: Mapping[str, Any] | None) -> str | None:
-    """The DSR clause (None for one trial): ``significance["dsr_verdict"]``, except that a
+def deflated_sharpe_words(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None) -> str | None:
+    """The DSR clause (None for one trial): ``significance.dsr_verdict``, except that a
     strategy that earned less than buy-and-hold of the same bars is "not a success" instead
     of "better than the luck of the best of N trials"."""
-    words = significance.get("dsr_verdict")
+    words = significance.dsr_verdict
     if not words:
         return None
-    excess = None if versus_buy_and_hold is None else versus_buy_and_hold.get("excess_total_return")
+    excess = None if versus_buy_and_hold is None else versus_buy_and_hold.excess_total_return
     if words.startswith("better") and excess is not None and excess < 0:
-        p = significance.get("dsr_p_value")
+        p = significance.dsr_p_value
         words = (
-            f"not a success over {significance.get('n_trials')} trials: it earned less than {_BH} "
-            f"(DSR p = {'n/a' if p is None else format(p, '.3g')})"
+            f"not a success over {significance.n_trials} trials: it earned less than {_BH} "
+            f"(DSR p = {'n/a' if not math.isfinite(p) else format(p, '.3g')})"
         )
     return words
+
+
+def judge_significance(
+    significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None, trials: TrialsLike | None = None,
+) -> Significance:
+    """A run's :class:`Significance`: ``significance``'s numbers with ``versus_buy_and_hold``
+    and ``trials`` attached, and the words of both questions made once
+    (:func:`deflated_sharpe_words`, :func:`two_question_verdict`)."""
+    numbers = {f.name: getattr(significance, f.name) for f in fields(SharpeSignificance)}
+    numbers["dsr_verdict"] = deflated_sharpe_words(significance, versus_buy_and_hold)
+    numbers["verdict"] = two_question_verdict(significance, versus_buy_and_hold)
+    return Significance(**numbers, versus_buy_and_hold=versus_buy_and_hold, trials=trials)

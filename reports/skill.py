@@ -20,12 +20,26 @@ on one horizon at a time; :func:`forecast_skill` puts everything together.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
 
+from reports.jsonable import dataclass_json
+from reports.significance import verdict
+
 __all__ = [
+    "CoverageAtHorizon",
+    "DieboldMariano",
+    "DirectionalTest",
+    "ForecastSkill",
+    "IntervalCoverage",
+    "LastHorizonSkill",
+    "MeanCoverage",
+    "MeanOverHorizons",
+    "SkillByHorizon",
+    "VersusNaive",
     "coin_flip_words",
     "crps_approx",
     "diebold_mariano",
@@ -38,9 +52,198 @@ __all__ = [
     "pinball_loss",
     "pinball_loss_series",
     "realised_log_returns",
+    "versus_naive",
 ]
 
 _LEVEL_TOL = 1e-9
+
+
+# -- typed results --------------------------------------------------------------------------
+# Each has ``to_json()``: its fields in order as plain JSON (NaN and inf as None), the shape
+# a run's metrics.json stores under ``forecast_skill``.
+
+
+@dataclass(frozen=True)
+class IntervalCoverage:
+    """Nominal vs empirical coverage of one central interval ``[lower_level, upper_level]``
+    (:func:`interval_coverage`): ``nominal = upper_level - lower_level``; ``empirical`` and
+    ``n`` (known outcomes) are ``(H,)`` arrays, one value per horizon."""
+
+    lower_level: float
+    upper_level: float
+    nominal: float
+    empirical: np.ndarray
+    n: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class DirectionalTest:
+    """Directional accuracy of one horizon and its two-sided tests (:func:`directional_accuracy`).
+
+    Shares are fractions; NaN where undefined (no directional call). ``direction`` is the
+    binomial test on non-overlapping outcomes in words.
+    """
+
+    accuracy: float
+    n: int
+    hits: int
+    n_excluded: int
+    horizon: int
+    n_independent: int
+    hits_independent: int
+    accuracy_independent: float
+    p_value: float
+    direction: str
+    hac_statistic: float
+    hac_p_value: float
+    share_up_realised: float
+    share_up_forecast: float
+    pt_statistic: float
+    pt_p_value: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class DieboldMariano:
+    """A Diebold-Mariano test of equal expected loss (:func:`diebold_mariano`): ``statistic``
+    (negative = forecast A has the smaller loss), two-sided ``p_value``, ``n`` rows and
+    ``mean_loss_diff`` (A - B); NaN where undefined."""
+
+    statistic: float
+    p_value: float
+    n: int
+    mean_loss_diff: float
+
+    def words(self, alpha: float = 0.05, against: str = "naive") -> str:
+        """The test in words, model = A (e.g. ``"better than naive at 5% (p = 0.01)"``)."""
+        effect = None if math.isnan(self.statistic) else -self.statistic  # negative statistic = A better
+        return verdict(self.p_value, alpha, against=against, effect=effect)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class SkillByHorizon:
+    """Per-horizon skill, each a tuple over ``h = 1..H`` (see :func:`forecast_skill`);
+    ``naive_pinball`` is None without naive quantiles."""
+
+    mae: tuple[float, ...]
+    mase: tuple[float, ...]
+    pinball: tuple[float, ...]
+    crps: tuple[float, ...]
+    naive_mae: tuple[float, ...]
+    naive_pinball: tuple[float, ...] | None
+    dir_accuracy: tuple[float, ...]
+    dir_n_independent: tuple[int, ...]
+    dir_hits_independent: tuple[int, ...]
+    dir_p_value: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class CoverageAtHorizon:
+    """Coverage of one central interval at one horizon (fractions)."""
+
+    nominal: float
+    empirical: float
+    lower_level: float
+    upper_level: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class MeanCoverage:
+    """Coverage of one central interval averaged over the horizons (fractions)."""
+
+    nominal: float
+    empirical: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class LastHorizonSkill:
+    """Skill at the last horizon ``h = H`` (see :func:`forecast_skill`); ``pinball_by_level``
+    maps ``f"{level:g}"`` to the mean pinball loss; the DM tests are None without naive
+    forecasts (``dm_pinball``: without naive quantiles)."""
+
+    h: int
+    n: int
+    mae: float
+    mase: float
+    pinball: float
+    pinball_by_level: dict[str, float]
+    crps: float
+    coverage: tuple[CoverageAtHorizon, ...]
+    directional: DirectionalTest
+    dm_abs_error: DieboldMariano | None
+    dm_pinball: DieboldMariano | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class MeanOverHorizons:
+    """Unweighted means over the horizons (see :func:`forecast_skill`) and DM tests on the
+    per-row loss averaged over horizons."""
+
+    mae: float
+    mase: float
+    pinball: float
+    crps: float
+    coverage: tuple[MeanCoverage, ...]
+    directional_accuracy: float
+    dm_abs_error: DieboldMariano | None
+    dm_pinball: DieboldMariano | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
+
+
+@dataclass(frozen=True)
+class ForecastSkill:
+    """Every skill metric of a quantile forecast against naive (:func:`forecast_skill`).
+
+    ``alpha`` is the significance level the words were made at (not written to JSON).
+    """
+
+    n_forecasts: int
+    horizon: int
+    levels: tuple[float, ...]
+    point_level: float
+    by_horizon: SkillByHorizon
+    last_horizon: LastHorizonSkill
+    mean_over_horizons: MeanOverHorizons
+    alpha: float = 0.05
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``forecast_skill`` entry of metrics.json (``alpha`` left out)."""
+        return dataclass_json(self, skip=("alpha",))
+
+
+@dataclass(frozen=True)
+class VersusNaive:
+    """Is the forecast's median better than naive? The Diebold-Mariano test of absolute
+    errors (averaged over horizons where there are several), with its words made once."""
+
+    dm_statistic: float
+    dm_p_value: float
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)
 
 
 # -- input handling -----------------------------------------------------------------------
@@ -181,17 +384,18 @@ def crps_approx(quantiles: Any, levels: Sequence[float], realised: Any) -> np.nd
     return 2.0 * mean
 
 
-def interval_coverage(quantiles: Any, levels: Sequence[float], realised: Any) -> list[dict[str, Any]]:
+def interval_coverage(quantiles: Any, levels: Sequence[float], realised: Any) -> list[IntervalCoverage]:
     """Nominal vs empirical coverage of every central interval the levels define.
 
     A central interval is a pair of levels ``(tau, 1 - tau)`` with ``tau < 0.5`` (matched to
     1e-9); its nominal coverage is ``1 - 2 tau``. Empirical coverage per horizon is the
-    share of known outcomes with ``lower <= realised <= upper``. Returns one dict per
-    interval, widest first: ``lower_level``, ``upper_level``, ``nominal`` (floats),
-    ``empirical`` and ``n`` (``(H,)`` arrays). An empty list when no level pair is symmetric.
+    share of known outcomes with ``lower <= realised <= upper``. Returns one
+    :class:`IntervalCoverage` per interval, widest first: ``lower_level``, ``upper_level``,
+    ``nominal`` (floats), ``empirical`` and ``n`` (``(H,)`` arrays). An empty list when no
+    level pair is symmetric.
     """
     q, lv, y = _check_quantiles(quantiles, levels, realised)
-    out: list[dict[str, Any]] = []
+    out: list[IntervalCoverage] = []
     known = ~np.isnan(y)
     n = known.sum(axis=0)
     for j, tau in enumerate(lv):
@@ -204,15 +408,7 @@ def interval_coverage(quantiles: Any, levels: Sequence[float], realised: Any) ->
         inside = (y >= q[:, j, :]) & (y <= q[:, k, :]) & known
         with np.errstate(invalid="ignore", divide="ignore"):
             emp = np.where(n > 0, inside.sum(axis=0) / np.maximum(n, 1), np.nan)
-        out.append(
-            {
-                "lower_level": float(tau),
-                "upper_level": float(lv[k]),
-                "nominal": float(lv[k] - tau),
-                "empirical": emp,
-                "n": n.copy(),
-            }
-        )
+        out.append(IntervalCoverage(float(tau), float(lv[k]), float(lv[k] - tau), emp, n.copy()))
     return out
 
 
@@ -273,7 +469,7 @@ def _hac_hit_test(hit: np.ndarray, horizon: int) -> tuple[float, float]:
     return float(z), float(2 * stats.norm.sf(abs(z)))
 
 
-def directional_accuracy(point: Any, realised: Any, horizon: int = 1, alpha: float = 0.05) -> dict[str, Any]:
+def directional_accuracy(point: Any, realised: Any, horizon: int = 1, alpha: float = 0.05) -> DirectionalTest:
     """Share of correctly forecast signs, with two-sided tests that respect overlapping outcomes.
 
     One horizon: ``point`` and ``realised`` are ``(n,)``, row ``i`` the forecast made at
@@ -289,7 +485,7 @@ def directional_accuracy(point: Any, realised: Any, horizon: int = 1, alpha: flo
     input, before dropping), whose ``h``-bar windows do not overlap.
 
     Returns:
-        ``accuracy`` (hits / n over all rows), ``n``, ``hits``, ``n_excluded`` (zero moves
+        A :class:`DirectionalTest`: ``accuracy`` (hits / n over all rows), ``n``, ``hits``, ``n_excluded`` (zero moves
         or zero forecasts); ``horizon``; ``n_independent``, ``hits_independent``,
         ``accuracy_independent`` (the non-overlapping rows); ``p_value``: two-sided exact
         binomial test of the non-overlapping hit rate against 50%
@@ -326,24 +522,24 @@ def directional_accuracy(point: Any, realised: Any, horizon: int = 1, alpha: flo
     p_value = float(stats.binomtest(hits_ind, n_ind, 0.5, alternative="two-sided").pvalue) if n_ind else math.nan
     hac_z, hac_p = _hac_hit_test(hit, h)
     pt_z, pt_p = _pesaran_timmermann(up_f_ind, up_y_ind)
-    return {
-        "accuracy": hits / n if n else math.nan,
-        "n": n,
-        "hits": hits,
-        "n_excluded": int(finite.sum()) - n,
-        "horizon": h,
-        "n_independent": n_ind,
-        "hits_independent": hits_ind,
-        "accuracy_independent": acc_ind,
-        "p_value": p_value,
-        "direction": coin_flip_words(p_value, acc_ind, alpha),
-        "hac_statistic": hac_z,
-        "hac_p_value": hac_p,
-        "share_up_realised": float(up_y.mean()) if n else math.nan,
-        "share_up_forecast": float(up_f.mean()) if n else math.nan,
-        "pt_statistic": pt_z,
-        "pt_p_value": pt_p,
-    }
+    return DirectionalTest(
+        accuracy=hits / n if n else math.nan,
+        n=n,
+        hits=hits,
+        n_excluded=int(finite.sum()) - n,
+        horizon=h,
+        n_independent=n_ind,
+        hits_independent=hits_ind,
+        accuracy_independent=acc_ind,
+        p_value=p_value,
+        direction=coin_flip_words(p_value, acc_ind, alpha),
+        hac_statistic=hac_z,
+        hac_p_value=hac_p,
+        share_up_realised=float(up_y.mean()) if n else math.nan,
+        share_up_forecast=float(up_f.mean()) if n else math.nan,
+        pt_statistic=pt_z,
+        pt_p_value=pt_p,
+    )
 
 
 def newey_west_variance(x: Any, lags: int) -> float:
@@ -366,7 +562,7 @@ def newey_west_variance(x: Any, lags: int) -> float:
     return s
 
 
-def diebold_mariano(loss_a: Any, loss_b: Any, horizon: int = 1, *, hln: bool = True) -> dict[str, float | int]:
+def diebold_mariano(loss_a: Any, loss_b: Any, horizon: int = 1, *, hln: bool = True) -> DieboldMariano:
     """Diebold-Mariano test of equal expected loss of two forecasts of one horizon.
 
     ``d_t = loss_a_t - loss_b_t`` over the rows where both are finite;
@@ -382,7 +578,8 @@ def diebold_mariano(loss_a: Any, loss_b: Any, horizon: int = 1, *, hln: bool = T
     variance; with Bartlett weights it is the customary, slightly conservative, choice.)
 
     Sign: **a negative statistic means forecast A has the smaller loss** (A better).
-    Returns ``statistic``, ``p_value`` (two-sided), ``n``, ``mean_loss_diff`` (A - B).
+    Returns a :class:`DieboldMariano`: ``statistic``, ``p_value`` (two-sided), ``n``,
+    ``mean_loss_diff`` (A - B).
     Identical losses give statistic 0 and p-value 1; fewer than 2 rows give NaN.
     """
     a = _one_horizon("loss_a", loss_a)
@@ -394,54 +591,30 @@ def diebold_mariano(loss_a: Any, loss_b: Any, horizon: int = 1, *, hln: bool = T
     keep = ~(np.isnan(a) | np.isnan(b))
     d = a[keep] - b[keep]
     n = int(d.size)
-    res: dict[str, float | int] = {"statistic": math.nan, "p_value": math.nan, "n": n, "mean_loss_diff": math.nan}
     if n < 2:
-        return res
+        return DieboldMariano(math.nan, math.nan, n, math.nan)
     mean = float(d.mean())
-    res["mean_loss_diff"] = mean
+    undefined = DieboldMariano(math.nan, math.nan, n, mean)
     s = newey_west_variance(d, h - 1)
     if s <= 0 or not math.isfinite(s):
         if np.all(d == d[0]) and d[0] == 0:
-            res.update(statistic=0.0, p_value=1.0)
-        elif np.all(d == d[0]):  # a constant, non-zero difference: no doubt which is better
-            res.update(statistic=math.copysign(math.inf, mean), p_value=0.0)
-        return res
+            return DieboldMariano(0.0, 1.0, n, mean)
+        if np.all(d == d[0]):  # a constant, non-zero difference: no doubt which is better
+            return DieboldMariano(math.copysign(math.inf, mean), 0.0, n, mean)
+        return undefined
     dm = mean / math.sqrt(s / n)
     if hln:
         factor = (n + 1 - 2 * h + h * (h - 1) / n) / n
         if factor <= 0:
-            return res  # too few rows for this horizon
+            return undefined  # too few rows for this horizon
         dm *= math.sqrt(factor)
         p = 2.0 * float(stats.t.sf(abs(dm), df=n - 1))
     else:
         p = 2.0 * float(stats.norm.sf(abs(dm)))
-    res.update(statistic=float(dm), p_value=p)
-    return res
+    return DieboldMariano(float(dm), p, n, mean)
 
 
 # -- all together ---------------------------------------------------------------------------
-def _json_float(x: Any) -> float | None:
-    """A Python float, or None for NaN/inf (strict JSON has no NaN)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _jsonify(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonify(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonify(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonify(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _json_float(obj)
-    return obj
-
-
 def _median_index(levels: np.ndarray) -> int:
     return int(np.argmin(np.abs(levels - 0.5)))
 
@@ -452,8 +625,8 @@ def forecast_skill(
     realised: Any,
     naive_quantiles: Any = None,
     alpha: float = 0.05,
-) -> dict[str, Any]:
-    """Every skill metric of a quantile forecast, against the naive forecast, JSON-ready.
+) -> ForecastSkill:
+    """Every skill metric of a quantile forecast, against the naive forecast.
 
     Args:
         quantiles: ``(n, Q, H)`` log-return quantiles, one row per decision bar (rows are
@@ -466,7 +639,8 @@ def forecast_skill(
             test is omitted (``None``).
         alpha: significance level of the directional test's words (default 0.05).
 
-    Returns a dict of plain floats/ints/lists (NaN and inf become ``None``):
+    Returns a :class:`ForecastSkill` (NaN where undefined; ``to_json()`` gives the
+    metrics.json entry, NaN and inf as ``None``):
 
     - ``n_forecasts``, ``horizon``, ``levels``, ``point_level``;
     - ``by_horizon``: lists over ``h = 1..H`` of ``mae``, ``mase``, ``pinball``, ``crps``,
@@ -511,67 +685,71 @@ def forecast_skill(
     last = H - 1
     direction_by_h = [directional_accuracy(point[:, h], y[:, h], horizon=h + 1, alpha=alpha) for h in range(H)]
 
-    def dm(loss_a: np.ndarray | None, loss_b: np.ndarray | None, horizon: int) -> dict[str, Any] | None:
+    def dm(loss_a: np.ndarray | None, loss_b: np.ndarray | None, horizon: int) -> DieboldMariano | None:
         if loss_a is None or loss_b is None:
             return None
         return diebold_mariano(loss_a, loss_b, horizon)
 
     all_known = ~np.isnan(y).any(axis=1)
     avg_rows = lambda x: np.where(all_known, x.mean(axis=1), np.nan)  # noqa: E731
+    floats = lambda x: tuple(float(v) for v in x)  # noqa: E731
+    mean_of = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else math.nan  # noqa: E731
+    accuracy = np.array([d.accuracy for d in direction_by_h])
 
-    result = {
-        "n_forecasts": n,
-        "horizon": H,
-        "levels": lv,
-        "point_level": lv[mid],
-        "by_horizon": {
-            "mae": m,
-            "mase": ms,
-            "pinball": pin,
-            "crps": crps,
-            "naive_mae": mae(naive_point, y),
-            "naive_pinball": pinball_loss(nq, lv, y)[1] if nq is not None else None,
-            "dir_accuracy": [d["accuracy"] for d in direction_by_h],
-            "dir_n_independent": [d["n_independent"] for d in direction_by_h],
-            "dir_hits_independent": [d["hits_independent"] for d in direction_by_h],
-            "dir_p_value": [d["p_value"] for d in direction_by_h],
-        },
-        "last_horizon": {
-            "h": H,
-            "n": int(np.sum(~np.isnan(y[:, last]))),
-            "mae": m[last],
-            "mase": ms[last],
-            "pinball": pin[last],
-            "pinball_by_level": {f"{tau:g}": per_level[j, last] for j, tau in enumerate(lv)},
-            "crps": crps[last],
-            "coverage": [
-                {k: (c[k][last] if k == "empirical" else c[k]) for k in ("nominal", "empirical", "lower_level", "upper_level")}
-                for c in cov
-            ],
-            "directional": direction_by_h[last],
-            "dm_abs_error": dm(ae[:, last], ae_naive[:, last], H),
-            "dm_pinball": dm(pl[:, last], None if pl_naive is None else pl_naive[:, last], H),
-        },
-        "mean_over_horizons": {
-            "mae": np.nanmean(m) if np.isfinite(m).any() else math.nan,
-            "mase": np.nanmean(ms) if np.isfinite(ms).any() else math.nan,
-            "pinball": np.nanmean(pin) if np.isfinite(pin).any() else math.nan,
-            "crps": np.nanmean(crps) if np.isfinite(crps).any() else math.nan,
-            "coverage": [
-                {
-                    "nominal": c["nominal"],
-                    "empirical": np.nanmean(c["empirical"]) if np.isfinite(c["empirical"]).any() else math.nan,
-                }
-                for c in cov
-            ],
-            "directional_accuracy": (
-                np.nanmean(acc) if np.isfinite(acc := np.array([d["accuracy"] for d in direction_by_h])).any() else math.nan
+    return ForecastSkill(
+        n_forecasts=int(n),
+        horizon=int(H),
+        levels=floats(lv),
+        point_level=float(lv[mid]),
+        by_horizon=SkillByHorizon(
+            mae=floats(m),
+            mase=floats(ms),
+            pinball=floats(pin),
+            crps=floats(crps),
+            naive_mae=floats(mae(naive_point, y)),
+            naive_pinball=floats(pinball_loss(nq, lv, y)[1]) if nq is not None else None,
+            dir_accuracy=tuple(d.accuracy for d in direction_by_h),
+            dir_n_independent=tuple(d.n_independent for d in direction_by_h),
+            dir_hits_independent=tuple(d.hits_independent for d in direction_by_h),
+            dir_p_value=tuple(d.p_value for d in direction_by_h),
+        ),
+        last_horizon=LastHorizonSkill(
+            h=int(H),
+            n=int(np.sum(~np.isnan(y[:, last]))),
+            mae=float(m[last]),
+            mase=float(ms[last]),
+            pinball=float(pin[last]),
+            pinball_by_level={f"{tau:g}": float(per_level[j, last]) for j, tau in enumerate(lv)},
+            crps=float(crps[last]),
+            coverage=tuple(
+                CoverageAtHorizon(c.nominal, float(c.empirical[last]), c.lower_level, c.upper_level) for c in cov
             ),
-            "dm_abs_error": dm(avg_rows(ae), avg_rows(ae_naive), H),
-            "dm_pinball": dm(avg_rows(pl), None if pl_naive is None else avg_rows(pl_naive), H),
-        },
-    }
-    return _jsonify(result)
+            directional=direction_by_h[last],
+            dm_abs_error=dm(ae[:, last], ae_naive[:, last], H),
+            dm_pinball=dm(pl[:, last], None if pl_naive is None else pl_naive[:, last], H),
+        ),
+        mean_over_horizons=MeanOverHorizons(
+            mae=mean_of(m),
+            mase=mean_of(ms),
+            pinball=mean_of(pin),
+            crps=mean_of(crps),
+            coverage=tuple(MeanCoverage(c.nominal, mean_of(c.empirical)) for c in cov),
+            directional_accuracy=mean_of(accuracy),
+            dm_abs_error=dm(avg_rows(ae), avg_rows(ae_naive), H),
+            dm_pinball=dm(avg_rows(pl), None if pl_naive is None else avg_rows(pl_naive), H),
+        ),
+        alpha=float(alpha),
+    )
+
+
+def versus_naive(skill: ForecastSkill, alpha: float) -> VersusNaive | None:
+    """The Diebold-Mariano test of the median's absolute error against naive, in words:
+    on the loss averaged over horizons, else at the last horizon; None without naive
+    forecasts."""
+    dm = skill.mean_over_horizons.dm_abs_error or skill.last_horizon.dm_abs_error
+    if dm is None:
+        return None
+    return VersusNaive(dm_statistic=dm.statistic, dm_p_value=dm.p_value, verdict=dm.words(alpha))
 
 
 # -- realised outcomes ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from binance_stub import DATA_DIR, BinanceStub
-from feeds.download import make_exchange
+from feeds.exchange import make_exchange
 from feeds.files import read_candle_csv
 
 BTC_1H_CSV = DATA_DIR / "BTC_USDT-1h.csv"

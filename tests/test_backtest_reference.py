@@ -63,5 +63,5 @@ def test_sma_cross_matches_independent_reference(symbol, shared_data, tmp_path):
     np.testing.assert_allclose(fills["price"], ref_fills["price"], rtol=1e-9)
     np.testing.assert_allclose(fills["commission"], ref_fills["commission"], atol=0.005)
     np.testing.assert_allclose(result.equity.to_numpy(), ref_equity, atol=0.01)  # to the cent, every bar
-    assert result.metrics["n_trades"] == len(ref_fills) // 2
-    assert result.metrics["fees_paid"] == pytest.approx(ref_fills["commission"].sum(), abs=0.01)
+    assert result.metrics.n_trades == len(ref_fills) // 2
+    assert result.metrics.fees_paid == pytest.approx(ref_fills["commission"].sum(), abs=0.01)

@@ -55,12 +55,13 @@ def test_download_is_incremental_and_backtest_uses_the_cache(tmp_path):
 
 
 @pytest.mark.slow
-def test_exchange_errors_are_clear_and_exit_1(tmp_path):
+def test_unknown_symbol_or_exchange_exits_2(tmp_path):
+    """Fixing the input (the symbol, the exchange id) is what the user must do: exit 2, one line."""
     with BinanceStub() as stub:
         proc = engine("download", "--exchange", "binance", "--symbol", "BTC/USDX", "--timeframe", "1h",
                       "--exchange-url", stub.url, "--cache-dir", str(tmp_path), "--timerange", "20240101-20240102",
                       cwd=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "BTC/USDX" in proc.stderr and "Traceback" not in proc.stderr
     proc = engine("download", "--exchange", "binanse", "--symbol", "BTC/USDT", "--cache-dir", str(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 1 and "binance" in proc.stderr
+    assert proc.returncode == 2 and "binance" in proc.stderr

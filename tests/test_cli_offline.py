@@ -23,7 +23,7 @@ def closed_loopback_port() -> int:
 
 
 def test_unreachable_exchange_names_the_offline_route(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("feeds.download.time.sleep", lambda s: None)  # skip the retry back-off, keep the retries
+    monkeypatch.setattr("feeds.exchange.time.sleep", lambda s: None)  # skip the retry back-off, keep the retries
     code = cli.main([
         "backtest", str(ROOT / "strategies/llm_signal.py"), "--config", str(ROOT / "config.toml"),
         "--exchange-url", f"http://127.0.0.1:{closed_loopback_port()}", "--cache-dir", str(tmp_path / "cache"),
@@ -37,7 +37,7 @@ def test_unreachable_exchange_names_the_offline_route(tmp_path, monkeypatch, cap
 
 
 def test_download_command_does_not_suggest_files(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("feeds.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("feeds.exchange.time.sleep", lambda s: None)
     code = cli.main([
         "download", "--config", str(ROOT / "config.toml"), "--exchange-url",
         f"http://127.0.0.1:{closed_loopback_port()}", "--cache-dir", str(tmp_path / "cache"),

@@ -19,6 +19,7 @@ import pytest
 from engine.compare import run_compare
 from engine.config import load_config
 from engine.ledger import TrialLedger
+from reports.significance import Significance
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY = ROOT / "strategies/llm_signal.py"
@@ -53,9 +54,8 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
     assert set(serial.results) == {(s, p) for s in syms for p in preds}
     for key, a in serial.results.items():
         b = parallel.results[key]
-        assert a.metrics.keys() == b.metrics.keys()
-        assert all(_same(a.metrics[k], b.metrics[k]) for k in a.metrics)
-        assert serial.verdicts[key].significance == parallel.verdicts[key].significance
+        assert a.metrics.to_json() == b.metrics.to_json()  # NaN as None: equal when both are undefined
+        assert serial.verdicts[key].significance.to_json() == parallel.verdicts[key].significance.to_json()
     # same bars and decision times for every predictor of a symbol
     for s in syms:
         idx = [serial.results[(s, p)].forecast.index for p in preds]
@@ -71,7 +71,7 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
     for run_dir in serial.run_dirs.values():
         assert (run_dir / "forecast.html").is_file()
     # all six runs of one comparison are judged against the same number of trials per symbol
-    trials = {(s, v.significance.get("n_trials")) for (s, _), v in serial.verdicts.items() if "n_trials" in v.significance}
+    trials = {(s, v.significance.n_trials) for (s, _), v in serial.verdicts.items() if isinstance(v.significance, Significance)}
     assert trials == {("BTC/USDT", 3), ("ETH/USDT", 3)} or len({t for _, t in trials}) == 1
 
 
@@ -91,8 +91,8 @@ def test_ray_gives_the_same_results(shared_data, tmp_path, monkeypatch):
     local = run_compare(_cfg(shared_data, tmp_path / "l"), STRATEGY, ["naive", "momentum"], ["BTC/USDT"], jobs=1)
     for key, a in local.results.items():
         b = via_ray.results[key]
-        assert all(_same(a.metrics[k], b.metrics[k]) for k in a.metrics)
-        assert local.verdicts[key].significance == via_ray.verdicts[key].significance
+        assert a.metrics.to_json() == b.metrics.to_json()
+        assert local.verdicts[key].significance.to_json() == via_ray.verdicts[key].significance.to_json()
     ra, rb = _ledger_rows(tmp_path / "l"), _ledger_rows(tmp_path / "r")
     assert len(ra) == 2 and all(all(_same(x[k], y[k]) for k in x) for x, y in zip(ra, rb))
 

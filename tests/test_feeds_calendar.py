@@ -78,8 +78,8 @@ def test_five_day_market_warmup_spans_weekends_and_annualises_with_about_252(spy
     assert set(result.bars.index.day_of_week) <= {0, 1, 2, 3, 4}
     ppy = result.calendar.bars_per_year
     assert 245 <= ppy <= 256, result.calendar.bars_per_year_source
-    assert result.metrics["sharpe"] == pytest.approx(sharpe_ratio(simple_returns(result.equity), ppy))
-    assert result.metrics["n_trades"] >= 1, "the check needs a strategy that trades"
+    assert result.metrics.sharpe == pytest.approx(sharpe_ratio(simple_returns(result.equity), ppy))
+    assert result.metrics.n_trades >= 1, "the check needs a strategy that trades"
 
 
 def test_bars_per_year_key_overrides_the_inference(spy_dir, tmp_path):
@@ -89,7 +89,7 @@ def test_bars_per_year_key_overrides_the_inference(spy_dir, tmp_path):
     })
     result = run_pipeline(cfg, ROOT / "strategies/buy_and_hold.py")
     assert result.calendar.bars_per_year == 260
-    assert result.metrics["sharpe"] == pytest.approx(sharpe_ratio(simple_returns(result.equity), 260))
+    assert result.metrics.sharpe == pytest.approx(sharpe_ratio(simple_returns(result.equity), 260))
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_gap_fill_never_fills_an_order_on_a_synthetic_candle(tmp_path, shared_da
     side = at_reopen["side"].iloc[0]
     expected = real.loc[after, "open"] * (1 + 0.0005 if side == "buy" else 1 - 0.0005)
     assert at_reopen["price"].iloc[0] == pytest.approx(expected, rel=1e-12)
-    assert math.isfinite(result.metrics["sharpe"])
+    assert math.isfinite(result.metrics.sharpe)
 
 
 def test_keep_policy_fills_unchanged_by_the_rule(tmp_path, shared_data):

@@ -7,8 +7,9 @@ import pytest
 
 import feeds.download as download_module
 from binance_stub import KLINES_PATH, BinanceStub
-from feeds.download import cache_path, download_candles, make_exchange
-from feeds.errors import DownloadError
+from feeds.download import cache_path, download_candles
+from feeds.errors import ExchangeRequestError, ExchangeUnavailable
+from feeds.exchange import make_exchange
 from feeds.files import read_candle_parquet
 from feeds.history import load_candles
 from feeds.timeframes import TimeRange
@@ -34,7 +35,7 @@ def test_api_overrides_rebase_every_url(stub):
     assert exchange.urls["api"]["fapiPublic"] == f"{stub.url}/fapi/v1"
     assert all(url.startswith(stub.url) for url in exchange.urls["api"].values())
     assert exchange.enableRateLimit is True
-    with pytest.raises(DownloadError, match=r"binance: invalid api_overrides '127.0.0.1:9'.*http://127.0.0.1:8080"):
+    with pytest.raises(ExchangeRequestError, match=r"binance: invalid api_overrides '127.0.0.1:9'.*http://127.0.0.1:8080"):
         make_exchange("binance", api_overrides="127.0.0.1:9")
 
 
@@ -76,7 +77,7 @@ def test_a_rate_limit_mid_download_is_retried(exchange, stub, tmp_path, btc_1h_c
 
 def test_retries_exhausted(exchange, stub, tmp_path):
     stub.fail_next(500, times=10)
-    with pytest.raises(DownloadError) as exc:
+    with pytest.raises(ExchangeUnavailable) as exc:
         download(exchange, tmp_path, max_retries=2)
     message = str(exc.value)
     assert "binance BTC/USDT" in message and "failed 3 time(s)" in message and "ExchangeNotAvailable" in message
@@ -87,7 +88,7 @@ def test_retries_exhausted(exchange, stub, tmp_path):
 
 def test_interrupted_download_resumes_without_duplicates_or_holes(exchange, stub, tmp_path, btc_1h_candles):
     stub.fail_after = 3  # three good pages of 500, then HTTP 500 for ever
-    with pytest.raises(DownloadError, match="failed 2 time"):
+    with pytest.raises(ExchangeUnavailable, match="failed 2 time"):
         download(exchange, tmp_path, page_limit=500, max_retries=1)
     path = cache_path(tmp_path, "binance", "BTC/USDT", "1h")
     partial = read_candle_parquet(path, "1h")
@@ -164,9 +165,9 @@ def test_progress_bar_runs(exchange, tmp_path, capsys):
 
 
 def test_unknown_symbol(exchange, stub, tmp_path):
-    with pytest.raises(DownloadError, match=r"binance: unknown symbol 'BTC/USDX'; did you mean 'BTC/USDT'"):
+    with pytest.raises(ExchangeRequestError, match=r"binance: unknown symbol 'BTC/USDX'; did you mean 'BTC/USDT'"):
         download_candles(exchange, "BTC/USDX", "1h", tmp_path, RANGE_2018, **FAST)
-    with pytest.raises(DownloadError, match=r"unknown symbol 'BTCUSDT'; did you mean 'BTC/USDT'\?.*BASE/QUOTE"):
+    with pytest.raises(ExchangeRequestError, match=r"unknown symbol 'BTCUSDT'; did you mean 'BTC/USDT'\?.*BASE/QUOTE"):
         download_candles(exchange, "BTCUSDT", "1h", tmp_path, RANGE_2018, **FAST)
     assert stub.requests_to(KLINES_PATH) == []
 
@@ -174,15 +175,15 @@ def test_unknown_symbol(exchange, stub, tmp_path):
 def test_symbol_refused_by_the_exchange(exchange, stub, tmp_path):
     stub.markets.append({**stub.markets[0], "symbol": "SOLUSDT", "baseAsset": "SOL"})  # listed, but no klines
     stub.routes[KLINES_PATH] = lambda params: (400, {"code": -1121, "msg": "Invalid symbol."})
-    with pytest.raises(DownloadError, match=r"binance SOL/USDT: the exchange refused the symbol.*Invalid symbol"):
+    with pytest.raises(ExchangeRequestError, match=r"binance SOL/USDT: the exchange refused the symbol.*Invalid symbol"):
         download_candles(exchange, "SOL/USDT", "1h", tmp_path, RANGE_2018, **FAST)
     assert len(stub.requests_to(KLINES_PATH)) == 1  # not retried
 
 
 def test_unknown_exchange():
-    with pytest.raises(DownloadError, match=r"unknown exchange 'binanse'; did you mean 'binance'"):
+    with pytest.raises(ExchangeRequestError, match=r"unknown exchange 'binanse'; did you mean 'binance'"):
         make_exchange("binanse")
-    with pytest.raises(DownloadError, match=r"unknown exchange 'nosuchplace'; Use a ccxt exchange id"):
+    with pytest.raises(ExchangeRequestError, match=r"unknown exchange 'nosuchplace'; Use a ccxt exchange id"):
         make_exchange("nosuchplace")
 
 

@@ -38,21 +38,21 @@ def two_results(shared_data, tmp_path_factory):
 
 
 def test_judge_appends_every_row_first_so_all_runs_face_the_same_trial_count(two_results, tmp_path) -> None:
-    before = [(r.equity.copy(), dict(r.metrics)) for r in two_results]
+    before = [(r.equity.copy(), r.metrics.to_json()) for r in two_results]
     judgement = judge(two_results, STRATEGY, ledger_dir=tmp_path, kind="compare")
     assert judgement.ledger_failure is None
     assert [v.trials.n for v in judgement.verdicts] == [2, 2]  # the first run is judged against the second too
-    assert [v.significance["n_trials"] for v in judgement.verdicts] == [2, 2]
+    assert [v.significance.n_trials for v in judgement.verdicts] == [2, 2]
     assert [row.kind for row in TrialLedger(tmp_path / "ledger.sqlite").rows()] == ["compare", "compare"]
     for r, (equity, metrics) in zip(two_results, before):  # nothing was changed on the results
-        assert r.equity.equals(equity) and r.metrics == metrics
+        assert r.equity.equals(equity) and r.metrics.to_json() == metrics
     with pytest.raises(dataclasses.FrozenInstanceError):
         two_results[0].invalid = "changed"  # type: ignore[misc]
 
 
 def test_judge_without_a_ledger_counts_one_trial(two_results) -> None:
     (verdict,) = judge(two_results[:1], STRATEGY).verdicts
-    assert verdict.trials is None and verdict.significance["n_trials"] == 1
+    assert verdict.trials is None and verdict.significance.n_trials == 1
 
 
 def test_judge_on_an_unusable_ledger_raises_nothing_and_names_the_complete_folder(two_results, tmp_path) -> None:

@@ -161,7 +161,7 @@ def test_format_table() -> None:
     assert lines[0].split()[:3] == ["created", "(UTC)", "kind"]
     assert len(lines) == 4 and set(lines[1]) <= {"-", " "}
     assert "2025-01-31 12:00:00" in lines[2] and "+12.0%" in lines[2] and "0.80" in lines[2] and "-25.0%" in lines[2]
-    assert "-3.1%" in lines[3] and " - " in lines[3] and lines[3].endswith("run-b")
+    assert "-3.1%" in lines[3] and " n/a " in lines[3] and lines[3].endswith("run-b")
     assert "config:hash-run" in lines[2]  # a row without a trial identity shows its config hash
     marked = format_table([make_row("run-c", trial_hash="0123456789abcdef", invalid="lookahead: forecast")])
     assert "01234567" in marked.splitlines()[2] and "INVALID" in marked.splitlines()[2]

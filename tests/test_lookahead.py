@@ -71,7 +71,7 @@ def test_honest_predictor_and_strategy_pass(shared_data, tmp_path):
     assert look.stats["full_windows"] == len(result.bars) == look.stats["replay_bars"]
     assert len(look.times) >= MIN_SAMPLES_CHEAP
     assert result.bars.index[-1] not in look.times  # interior times only
-    assert result.metrics["n_trades"] > 0  # the replay compared real orders
+    assert result.metrics.n_trades > 0  # the replay compared real orders
 
 
 def test_leaky_predictor_is_caught_and_named(shared_data, tmp_path):

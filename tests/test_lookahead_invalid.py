@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import ConfigError, load_config
-from reports.leaderboard import leaderboard_frame
+from reports.leaderboard import LeaderboardRow, leaderboard_frame
+from reports.metrics import Performance
+from reports.significance import SignificanceNotTestable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,12 +57,14 @@ def test_cli_backtest_keeps_an_invalid_run_and_exits_2(shared_data, tmp_path):
 
 
 def test_leaderboard_marks_invalid_rows():
-    metrics = {"total_return": 0.5, "sharpe": 3.0, "sortino": 4.0, "max_drawdown": -0.1, "n_trades": 10,
-               "fees_paid": 5.0}
+    metrics = Performance(total_return=0.5, cagr=0.6, sharpe=3.0, sortino=4.0, max_drawdown=-0.1, volatility=0.2,
+                          calmar=6.0, n_trades=10, win_rate=0.6, profit_factor=2.0, avg_trade_return=0.01,
+                          exposure=0.5, fees_paid=5.0, final_equity=15_000.0)
     rows = [
-        {"predictor": "leaky", "symbol": "BTC/USDT", "metrics": metrics, "significance": {"verdict": "skill"},
-         "invalid": "lookahead: strategy at 2024-01-01: order 1"},
-        {"predictor": "drift", "symbol": "BTC/USDT", "metrics": metrics, "significance": {"verdict": "chance"}},
+        LeaderboardRow(predictor="leaky", symbol="BTC/USDT", metrics=metrics,
+                       significance=SignificanceNotTestable("skill"), invalid="lookahead: strategy at 2024-01-01: order 1"),
+        LeaderboardRow(predictor="drift", symbol="BTC/USDT", metrics=metrics,
+                       significance=SignificanceNotTestable("chance")),
     ]
     frame = leaderboard_frame(rows).set_index("predictor")
     assert frame.loc["leaky", "verdict"].startswith("INVALID: lookahead;")

@@ -166,6 +166,7 @@ def test_testnet_needs_keys_and_a_sandbox(stub, tmp_path, monkeypatch):
         run(stub, tmp_path, 1, mode="testnet")
     from engine.paper.execution import sandbox_exchange
     from engine.paper.secrets import Credentials
+    from feeds.errors import ExchangeRequestError
 
-    with pytest.raises(UserInputError, match="'kraken' has no sandbox.*--mode sim"):
+    with pytest.raises(ExchangeRequestError, match="'kraken' has no sandbox.*--mode sim"):  # fix the input: exit 2
         sandbox_exchange("kraken", Credentials("k", "s"), "", 5.0)

@@ -19,7 +19,8 @@ from engine.pipeline import run_pipeline
 from engine.cli import main
 from engine.config import ConfigError, load_config
 from engine.evaluation import SUSPICIOUS
-from reports.leaderboard import leaderboard_frame, leaderboard_text, write_leaderboard_html
+from reports.leaderboard import LeaderboardRow, leaderboard_frame
+from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 from tests.leaky_plugins import FileLeak
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,15 +84,15 @@ def test_leaderboard_flags_the_leak_and_not_the_honest_run(leak_run, shared_data
     honest = run_backtest(_cfg(shared_data, tmp_path, "BTC/USDT", "1d", "20230101-20231001", "drift"),
                           ROOT / "strategies/llm_signal.py")
     rows = [
-        {"predictor": name, "symbol": "BTC/USDT", "metrics": r.metrics, "buy_and_hold": r.benchmark_metrics,
-         "skill": r.skill, "significance": b.verdict.significance, "naive_comparison": r.versus_naive,
-         "random_sign": r.baselines.get("random sign"), "suspicious": list(r.suspicious)}
+        LeaderboardRow(predictor=name, symbol="BTC/USDT", metrics=r.metrics, buy_and_hold=r.benchmark_metrics,
+                       skill=r.skill, significance=b.verdict.significance, naive_comparison=r.versus_naive,
+                       random_sign=r.baselines.get("random sign"), suspicious=tuple(r.suspicious))
         for name, b in (("leak", leak_run), ("drift", honest)) for r in [b.result]
     ]
     frame = leaderboard_frame(rows).set_index("predictor")
     assert frame.loc["leak", "verdict"].startswith("SUSPICIOUS \u2014 check for leaks")
     assert not frame.loc["drift", "verdict"].startswith("SUSPICIOUS") and frame.loc["drift", "suspicious"] == ""
-    assert frame.loc["leak", "random_sign_total_return"] == pytest.approx(leak_run.result.baselines["random sign"]["total_return"])
+    assert frame.loc["leak", "random_sign_total_return"] == pytest.approx(leak_run.result.baselines["random sign"].total_return)
     text = leaderboard_text(frame.reset_index())
     assert "random sign" in text.splitlines()[0]
     html = write_leaderboard_html(tmp_path / "lb.html", frame.reset_index(), {}, {}, {}, title="t").read_text()

@@ -13,6 +13,7 @@ import pytest
 
 from predictors import PredictorError, make_predictor
 from predictors.contamination import cutoff_source, training_cutoff
+from predictors.errors import PredictorUnavailable
 from predictors.hub import resolve_model, snapshot_revision
 
 UNCACHED = "amazon/chronos-bolt-small-not-cached-here"
@@ -57,7 +58,7 @@ def test_uncached_model_unreachable_hub_fails_fast(monkeypatch, empty_hf_cache):
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
     start = time.monotonic()
-    with pytest.raises(PredictorError, match="cannot be reached") as err:
+    with pytest.raises(PredictorUnavailable, match="cannot be reached") as err:  # an outage: retry later
         resolve_model(UNCACHED, revision="v1")
     assert time.monotonic() - start < 5.0
     assert "--revision v1" in str(err.value)

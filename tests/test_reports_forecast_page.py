@@ -1,4 +1,4 @@
-"""reports.forecast_page (fan chart, calibration, skill and significance tables) on real BTC
+"""reports.render.forecast_page and reports.calibration (fan chart, calibration, skill and significance tables) on real BTC
 hourly candles, including a render in headless Chromium.
 
 Forecasts are built here with numpy from trailing one-bar log returns (quantiles of the last
@@ -15,24 +15,19 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from browser import chromium_path, render
-from reports.forecast_page import (
-    DEFAULT_WINDOW_BARS,
-    fan_chart_data,
-    reliability_by_level,
-    write_forecast_page,
-)
+from reports.calibration import DEFAULT_WINDOW_BARS, fan_chart_data, reliability_by_level
 from engine.costs import Costs
 from engine.simulate import buy_and_hold_equity
-from reports.metrics import performance_summary, simple_returns
-from reports.significance import sharpe_significance
-from reports.skill import forecast_skill
+from reports.metrics import Performance, performance_summary, simple_returns
+from reports.render.forecast_page import write_forecast_page
+from reports.significance import SharpeSignificance, sharpe_significance
+from reports.skill import ForecastSkill, forecast_skill
 
 LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 H = 24
@@ -57,10 +52,10 @@ class Run:
     naive_quantiles: np.ndarray  # (n, Q, H)
     realised: np.ndarray  # (n, H)
     equity: pd.Series
-    metrics: dict[str, float]
-    buy_and_hold: dict[str, float]
+    metrics: Performance
+    buy_and_hold: Performance
     bh_equity: pd.Series
-    skill: dict[str, Any]
+    skill: ForecastSkill
 
     @property
     def returns(self) -> np.ndarray:
@@ -152,7 +147,7 @@ def drift_run(btc_1h: pd.DataFrame) -> Run:
 
 
 @pytest.fixture(scope="module")
-def significance(drift_run: Run) -> dict[str, Any]:
+def significance(drift_run: Run) -> SharpeSignificance:
     return sharpe_significance(drift_run.returns, PPY, n_trials=3, var_trial_sharpes=2e-5, n_boot=500)
 
 
@@ -160,7 +155,7 @@ NOTE = "Model <chronos-bolt> may have seen data up to 2024-06 & later: contamina
 
 
 @pytest.fixture(scope="module")
-def page(drift_run: Run, significance: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def page(drift_run: Run, significance: SharpeSignificance, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "pages" / "forecast.html"
     return write_forecast_page(
         out, title="BTC/USDT 1h <drift> & co", close=drift_run.candles["close"],
@@ -196,7 +191,7 @@ def assert_self_contained(text: str) -> None:
 # ------------------------------------------------------------------- the page
 
 
-def test_forecast_page_on_real_btc(page: Path, drift_run: Run, significance: dict[str, Any]) -> None:
+def test_forecast_page_on_real_btc(page: Path, drift_run: Run, significance: SharpeSignificance) -> None:
     assert page.is_file() and page.name == "forecast.html"
     text = page.read_text(encoding="utf-8")
     assert "<title>BTC/USDT 1h &lt;drift&gt; &amp; co</title>" in text
@@ -205,28 +200,28 @@ def test_forecast_page_on_real_btc(page: Path, drift_run: Run, significance: dic
     assert text.count('<img src="data:image/png;base64,') == 2  # fan chart + calibration
     assert_self_contained(text)
 
-    last, mean = drift_run.skill["last_horizon"], drift_run.skill["mean_over_horizons"]
+    last, mean = drift_run.skill.last_horizon, drift_run.skill.mean_over_horizons
     assert _row(text, "skill", "MAE of the median (log return)") == [
-        "MAE of the median (log return)", f"{last['mae']:#.4g}", f"{mean['mae']:#.4g}"]
-    assert _row(text, "skill", "MASE vs naive (< 1 beats naive)")[1:] == [f"{last['mase']:.3f}", f"{mean['mase']:.3f}"]
-    assert _row(text, "skill", "CRPS (approx., 2 x pinball)")[1] == f"{last['crps']:#.4g}"
-    cov80 = next(c for c in last["coverage"] if abs(c["nominal"] - 0.8) < 1e-9)
-    assert _row(text, "skill", "Coverage of the 80% interval (0.1\u20130.9)")[1] == f"{cov80['empirical'] * 100:.1f}%"
-    d = last["directional"]
-    assert _row(text, "skill", "Directional accuracy")[1] == f"{d['accuracy'] * 100:.1f}%"
-    assert _row(text, "skill", "Directional p-value, binomial test vs 50%")[1] == f"{d['p_value']:.3g}"
-    dm = last["dm_pinball"]
-    assert _row(text, "skill", "DM vs naive, pinball loss: statistic (< 0 = model better)")[1] == f"{dm['statistic']:.2f}"
-    assert _row(text, "skill", "DM vs naive, pinball loss: p-value")[1] == f"{dm['p_value']:.3g}"
+        "MAE of the median (log return)", f"{last.mae:#.4g}", f"{mean.mae:#.4g}"]
+    assert _row(text, "skill", "MASE vs naive (< 1 beats naive)")[1:] == [f"{last.mase:.3f}", f"{mean.mase:.3f}"]
+    assert _row(text, "skill", "CRPS (approx., 2 x pinball)")[1] == f"{last.crps:#.4g}"
+    cov80 = next(c for c in last.coverage if abs(c.nominal - 0.8) < 1e-9)
+    assert _row(text, "skill", "Coverage of the 80% interval (0.1\u20130.9)")[1] == f"{cov80.empirical * 100:.1f}%"
+    d = last.directional
+    assert _row(text, "skill", "Directional accuracy")[1] == f"{d.accuracy * 100:.1f}%"
+    assert _row(text, "skill", "Directional p-value, binomial test vs 50%")[1] == f"{d.p_value:.3g}"
+    dm = last.dm_pinball
+    assert _row(text, "skill", "DM vs naive, pinball loss: statistic (< 0 = model better)")[1] == f"{dm.statistic:.2f}"
+    assert _row(text, "skill", "DM vs naive, pinball loss: p-value")[1] == f"{dm.p_value:.3g}"
     words = _row(text, "skill", "DM vs naive, pinball loss: verdict")[1]
-    assert "naive at 5%" in words and f"p = {dm['p_value']:.3g}" in words
+    assert "naive at 5%" in words and f"p = {dm.p_value:.3g}" in words
 
-    ci = significance["sharpe_ci"]
-    assert _row(text, "significance", "Sharpe ratio (annualised)")[1] == f"{significance['sharpe']:.2f}"
-    assert _row(text, "significance", "Sharpe 95% CI (stationary bootstrap)")[1] == f"[{ci['lower']:.2f}, {ci['upper']:.2f}]"
-    assert _row(text, "significance", "DSR: P(true Sharpe > SR0)")[1] == f"{significance['dsr']:.3f}"
+    ci = significance.sharpe_ci
+    assert _row(text, "significance", "Sharpe ratio (annualised)")[1] == f"{significance.sharpe:.2f}"
+    assert _row(text, "significance", "Sharpe 95% CI (stationary bootstrap)")[1] == f"[{ci.lower:.2f}, {ci.upper:.2f}]"
+    assert _row(text, "significance", "DSR: P(true Sharpe > SR0)")[1] == f"{significance.dsr:.3f}"
     assert _row(text, "significance", "Trials competing (ledger)")[1] == "3"
-    assert _row(text, "significance", "Verdict")[1] == significance["verdict"]
+    assert _row(text, "significance", "Verdict")[1] == significance.verdict
 
     # reliability table: the share of realised values below each quantile, from the arrays
     y, q = drift_run.realised, drift_run.quantiles
@@ -235,7 +230,7 @@ def test_forecast_page_on_real_btc(page: Path, drift_run: Run, significance: dic
     assert _row(text, "reliability", "0.1")[2] == f"{share * 100:.1f}%"
 
 
-def test_fan_chart_covers_the_chosen_window(drift_run: Run, significance: dict[str, Any], tmp_path: Path) -> None:
+def test_fan_chart_covers_the_chosen_window(drift_run: Run, significance: SharpeSignificance, tmp_path: Path) -> None:
     idx, close = drift_run.index, drift_run.candles["close"]
     start, end = idx[700], idx[820]
     frame = fan_chart_data(close, idx, drift_run.quantiles, LEVELS, H, window=(start, end))
@@ -310,7 +305,7 @@ def test_a_flat_run_and_no_naive_quantiles_read_n_a(
     assert (dict(matplotlib.rcParams), font_logger.level) == before
 
 
-def test_bad_inputs_name_the_bad_value(drift_run: Run, significance: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_inputs_name_the_bad_value(drift_run: Run, significance: SharpeSignificance, tmp_path: Path) -> None:
     idx, close, q = drift_run.index, drift_run.candles["close"], drift_run.quantiles
     kw = dict(title="t", close=close, forecast_index=idx, quantiles=q, levels=LEVELS,
               skill=drift_run.skill, significance=significance)
@@ -323,7 +318,7 @@ def test_bad_inputs_name_the_bad_value(drift_run: Run, significance: dict[str, A
         write_forecast_page(out, **{**kw, "levels": (0.1, 0.5, 0.9)})
     with pytest.raises(ValueError, match="skill was computed for horizon 24 but quantiles have H = 12"):
         write_forecast_page(out, **{**kw, "quantiles": q[:, :, :12]})
-    with pytest.raises(ValueError, match="skill lacks key"):
+    with pytest.raises(ValueError, match="skill must be a reports.skill.ForecastSkill .*got dict"):
         write_forecast_page(out, **{**kw, "skill": {"mae": 1.0}})
     with pytest.raises(ValueError, match="is not a bar of close"):
         write_forecast_page(out, **{**kw, "close": close.iloc[600:]})

@@ -1,14 +1,14 @@
-"""reports.leaderboard (frame, terminal table, HTML page) on real BTC and ETH hourly candles:
+"""reports.leaderboard (the frame) and reports.render.leaderboard (terminal table, HTML page) on real BTC and ETH hourly candles:
 three numpy-built predictors per symbol, scored with reports.skill and reports.significance,
 and the page rendered in headless Chromium."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,14 +16,10 @@ import pytest
 
 from browser import chromium_path, render
 from conftest import read_shared_csv
-from reports.leaderboard import (
-    LEADERBOARD_COLUMNS,
-    leaderboard_frame,
-    leaderboard_text,
-    write_leaderboard_html,
-)
+from reports.leaderboard import LEADERBOARD_COLUMNS, LeaderboardRow, leaderboard_frame
+from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 from reports.significance import sharpe_moments, sharpe_significance, verdict
-from reports.skill import forecast_skill
+from reports.skill import VersusNaive, forecast_skill
 from test_reports_forecast_page import (
     LEVELS,
     PPY,
@@ -38,15 +34,11 @@ SYMBOLS = {"ETH/USDT": "ETH_USDT-1h.csv", "BTC/USDT": "BTC_USDT-1h.csv"}
 N_BARS = 1500
 
 
-def _comparison(run: Run) -> dict[str, Any] | None:
+def _comparison(run: Run) -> VersusNaive | None:
     if run.predictor == "naive":
         return None
-    dm = run.skill["last_horizon"]["dm_pinball"]
-    return {
-        "dm_statistic": dm["statistic"],
-        "dm_p_value": dm["p_value"],
-        "verdict": verdict(dm["p_value"], against="naive", effect=-dm["statistic"]),
-    }
+    dm = run.skill.last_horizon.dm_pinball
+    return VersusNaive(dm.statistic, dm.p_value, verdict(dm.p_value, against="naive", effect=-dm.statistic))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def runs(btc_1h: pd.DataFrame) -> dict[tuple[str, str], Run]:
 
 
 @pytest.fixture(scope="module")
-def rows(runs: dict[tuple[str, str], Run]) -> list[dict[str, Any]]:
+def rows(runs: dict[tuple[str, str], Run]) -> list[LeaderboardRow]:
     out = []
     for symbol in SYMBOLS:  # ETH first: the frame must sort
         sharpes = [sharpe_moments(runs[(symbol, p)].returns).sharpe for p in PREDICTORS]
@@ -64,39 +56,39 @@ def rows(runs: dict[tuple[str, str], Run]) -> list[dict[str, Any]]:
         for p in PREDICTORS:
             run = runs[(symbol, p)]
             out.append(
-                {
-                    "predictor": p,
-                    "symbol": symbol,
-                    "run_dir": f"runs/{symbol.replace('/', '_')}_{p}",
-                    "metrics": run.metrics,
-                    "buy_and_hold": run.buy_and_hold,
-                    "skill": run.skill,
-                    "significance": sharpe_significance(run.returns, PPY, n_trials=len(PREDICTORS),
-                                                        var_trial_sharpes=var, n_boot=300),
-                    "naive_comparison": _comparison(run),
-                }
+                LeaderboardRow(
+                    predictor=p,
+                    symbol=symbol,
+                    run_dir=f"runs/{symbol.replace('/', '_')}_{p}",
+                    metrics=run.metrics,
+                    buy_and_hold=run.buy_and_hold,
+                    skill=run.skill,
+                    significance=sharpe_significance(run.returns, PPY, n_trials=len(PREDICTORS),
+                                                     var_trial_sharpes=var, n_boot=300),
+                    naive_comparison=_comparison(run),
+                )
             )
     return out
 
 
 @pytest.fixture(scope="module")
-def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def frame(rows: list[LeaderboardRow]) -> pd.DataFrame:
     return leaderboard_frame(rows)
 
 
-def _same(a: float, b: float | None) -> bool:
-    """Equal, or both missing (the frame holds NaN where the dicts hold None)."""
-    return math.isnan(a) if b is None else a == b
+def _same(a: float, b: float) -> bool:
+    """Equal, or both missing (NaN)."""
+    return math.isnan(a) and math.isnan(b) or a == b
 
 
-def _row_of(rows: list[dict[str, Any]], symbol: str, predictor: str) -> dict[str, Any]:
-    return next(r for r in rows if r["symbol"] == symbol and r["predictor"] == predictor)
+def _row_of(rows: list[LeaderboardRow], symbol: str, predictor: str) -> LeaderboardRow:
+    return next(r for r in rows if r.symbol == symbol and r.predictor == predictor)
 
 
 # ------------------------------------------------------------------- the frame
 
 
-def test_leaderboard_frame_columns_order_and_values(frame: pd.DataFrame, rows: list[dict[str, Any]]) -> None:
+def test_leaderboard_frame_columns_order_and_values(frame: pd.DataFrame, rows: list[LeaderboardRow]) -> None:
     assert tuple(frame.columns) == LEADERBOARD_COLUMNS and len(frame) == 6
     assert list(frame["symbol"]) == ["BTC/USDT"] * 3 + ["ETH/USDT"] * 3
     for _, group in frame.groupby("symbol"):
@@ -108,55 +100,59 @@ def test_leaderboard_frame_columns_order_and_values(frame: pd.DataFrame, rows: l
 
     for rec in frame.to_dict("records"):
         row = _row_of(rows, rec["symbol"], rec["predictor"])
-        last, sig = row["skill"]["last_horizon"], row["significance"]
-        assert rec["total_return"] == row["metrics"]["total_return"]
-        assert rec["n_trades"] == row["metrics"]["n_trades"] and rec["fees_paid"] == row["metrics"]["fees_paid"]
-        assert rec["bh_total_return"] == row["buy_and_hold"]["total_return"]
-        assert (rec["mae"], rec["mase"], rec["crps"]) == (last["mae"], last["mase"], last["crps"])
-        cov80 = next(c for c in last["coverage"] if abs(c["nominal"] - 0.8) < 1e-9)
-        assert rec["coverage_80"] == cov80["empirical"] and rec["coverage_nominal"] == pytest.approx(0.8)
-        assert _same(rec["dir_accuracy"], last["directional"]["accuracy"])  # None for naive: no calls
-        assert _same(rec["dir_p_value"], last["directional"]["p_value"])
-        assert _same(rec["sharpe_ci_low"], sig["sharpe_ci"]["lower"])
-        assert _same(rec["sharpe_ci_high"], sig["sharpe_ci"]["upper"])
-        assert _same(rec["dsr"], sig["dsr"]) and _same(rec["psr"], sig["psr"])
-        assert rec["run_dir"] == row["run_dir"]
-        assert sig["verdict"] in rec["verdict"]
+        last, sig = row.skill.last_horizon, row.significance
+        assert rec["total_return"] == row.metrics.total_return
+        assert rec["n_trades"] == row.metrics.n_trades and rec["fees_paid"] == row.metrics.fees_paid
+        assert rec["bh_total_return"] == row.buy_and_hold.total_return
+        assert (rec["mae"], rec["mase"], rec["crps"]) == (last.mae, last.mase, last.crps)
+        cov80 = next(c for c in last.coverage if abs(c.nominal - 0.8) < 1e-9)
+        assert rec["coverage_80"] == cov80.empirical and rec["coverage_nominal"] == pytest.approx(0.8)
+        assert _same(rec["dir_accuracy"], last.directional.accuracy)  # None for naive: no calls
+        assert _same(rec["dir_p_value"], last.directional.p_value)
+        assert _same(rec["sharpe_ci_low"], sig.sharpe_ci.lower)
+        assert _same(rec["sharpe_ci_high"], sig.sharpe_ci.upper)
+        assert _same(rec["dsr"], sig.dsr) and _same(rec["psr"], sig.psr)
+        assert rec["run_dir"] == row.run_dir
+        assert sig.verdict in rec["verdict"]
         if rec["predictor"] == "naive":
             assert math.isnan(rec["dm_stat"]) and math.isnan(rec["dm_p_value"]) and math.isnan(rec["psr"])
             assert rec["verdict"].startswith("forecast: n/a (no naive comparison); Sharpe: not testable")
         else:
-            comp = row["naive_comparison"]
-            assert (rec["dm_stat"], rec["dm_p_value"]) == (comp["dm_statistic"], comp["dm_p_value"])
-            assert rec["verdict"].startswith(f"forecast: {comp['verdict']}; Sharpe: ")
-    assert frame["sharpe"].dtype == np.float64 and frame["n_trades"].dtype == np.float64
+            comp = row.naive_comparison
+            assert (rec["dm_stat"], rec["dm_p_value"]) == (comp.dm_statistic, comp.dm_p_value)
+            assert rec["verdict"].startswith(f"forecast: {comp.verdict}; Sharpe: ")
+    assert frame.sharpe.dtype == np.float64 and frame.n_trades.dtype == np.float64
 
 
-def test_coverage_falls_back_to_the_widest_interval(runs: dict[tuple[str, str], Run], rows: list[dict[str, Any]]) -> None:
+def test_coverage_falls_back_to_the_widest_interval(runs: dict[tuple[str, str], Run], rows: list[LeaderboardRow]) -> None:
     run = runs[("BTC/USDT", "drift")]
     inner = [1, 2, 3]  # levels 0.25, 0.5, 0.75: only a 50% interval
     skill = forecast_skill(run.quantiles[:, inner], [LEVELS[j] for j in inner], run.realised)
-    row = {**_row_of(rows, "BTC/USDT", "drift"), "skill": skill, "naive_comparison": None, "buy_and_hold": None}
+    row = dataclasses.replace(_row_of(rows, "BTC/USDT", "drift"), skill=skill, naive_comparison=None, buy_and_hold=None)
     rec = leaderboard_frame([row]).iloc[0]
     assert rec["coverage_nominal"] == pytest.approx(0.5)
-    assert rec["coverage_80"] == skill["last_horizon"]["coverage"][0]["empirical"]
+    assert rec["coverage_80"] == skill.last_horizon.coverage[0].empirical
     assert math.isnan(rec["bh_total_return"]) and math.isnan(rec["dm_stat"])
-    rec = leaderboard_frame([{**row, "skill": None}]).iloc[0]
+    rec = leaderboard_frame([dataclasses.replace(row, skill=None)]).iloc[0]
     assert all(math.isnan(rec[c]) for c in ("mae", "mase", "crps", "coverage_80", "dir_accuracy"))
 
 
-def test_leaderboard_frame_bad_rows(rows: list[dict[str, Any]]) -> None:
+def test_leaderboard_frame_bad_rows(rows: list[LeaderboardRow]) -> None:
     good = rows[1]
     with pytest.raises(ValueError, match="non-empty list"):
         leaderboard_frame([])
-    with pytest.raises(ValueError, match=r"unknown key 'signficance'.*Did you mean 'significance'\?"):
-        leaderboard_frame([{**{k: v for k, v in good.items() if k != "significance"}, "signficance": {}}])
-    with pytest.raises(ValueError, match=r"rows\[0\] \(predictor 'drift', symbol 'ETH/USDT'\) lacks \['metrics'\]"):
-        leaderboard_frame([{**good, "metrics": None}])
-    with pytest.raises(ValueError, match=r"metrics lack \['sortino'\]"):
-        leaderboard_frame([{**good, "metrics": {k: v for k, v in good["metrics"].items() if k != "sortino"}}])
-    with pytest.raises(ValueError, match=r"metrics\['sharpe'\] must be a number or None, got 'high'"):
-        leaderboard_frame([{**good, "metrics": {**good["metrics"], "sharpe": "high"}}])
+    with pytest.raises(ValueError, match=r"rows\[0\] must be a reports.leaderboard.LeaderboardRow, got dict"):
+        leaderboard_frame([{"predictor": "drift", "symbol": "ETH/USDT"}])
+    with pytest.raises(ValueError, match=r"LeaderboardRow \(ETH/USDT drift\) metrics must be a reports.metrics.Performance"):
+        dataclasses.replace(good, metrics=None)
+    with pytest.raises(ValueError, match=r"metrics must be a reports.metrics.Performance .*got \{'total_return'"):
+        dataclasses.replace(good, metrics={"total_return": 0.1})
+    with pytest.raises(ValueError, match=r"significance must be a reports.significance.SharpeSignificance"):
+        dataclasses.replace(good, significance={"verdict": "better"})
+    with pytest.raises(ValueError, match=r"predictor must be a non-empty string, got ''"):
+        dataclasses.replace(good, predictor="")
+    with pytest.raises(ValueError, match=r"metrics.sharpe must be a number or None, got 'high'"):
+        leaderboard_frame([dataclasses.replace(good, metrics=dataclasses.replace(good.metrics, sharpe="high"))])
     with pytest.raises(ValueError, match="two rows for symbol 'ETH/USDT' and predictor 'drift'"):
         leaderboard_frame([good, good])
 

@@ -195,10 +195,10 @@ def test_constant_nonzero_returns_have_nan_sharpe_not_a_huge_number() -> None:
 def test_single_bar_summary_is_all_defined_or_nan() -> None:
     eq = _series([1000.0])
     s = performance_summary(eq, eq * 0, pd.DataFrame(), pd.DataFrame(), DAILY)
-    assert s["total_return"] == 0.0 and s["final_equity"] == 1000.0
-    assert s["max_drawdown"] == 0.0 and s["exposure"] == 0.0 and s["fees_paid"] == 0.0
+    assert s.total_return == 0.0 and s.final_equity == 1000.0
+    assert s.max_drawdown == 0.0 and s.exposure == 0.0 and s.fees_paid == 0.0
     for key in ("cagr", "sharpe", "sortino", "volatility", "calmar", "win_rate"):
-        assert math.isnan(s[key]), key
+        assert math.isnan(getattr(s, key)), key
 
 
 def test_cagr_after_total_loss() -> None:
@@ -228,21 +228,21 @@ def _trades() -> pd.DataFrame:
 
 def test_trade_stats_by_hand() -> None:
     s = trade_stats(_trades())
-    assert s["n_trades"] == 4
-    assert s["win_rate"] == 0.25  # break-even is not a win
-    assert s["profit_factor"] == pytest.approx(30 / 15)
-    assert s["avg_trade_return"] == pytest.approx(0.00375)
-    assert s["avg_bars_held"] == 3.0
-    assert s["best_trade"] == 0.03 and s["worst_trade"] == -0.01
+    assert s.n_trades == 4
+    assert s.win_rate == 0.25  # break-even is not a win
+    assert s.profit_factor == pytest.approx(30 / 15)
+    assert s.avg_trade_return == pytest.approx(0.00375)
+    assert s.avg_bars_held == 3.0
+    assert s.best_trade == 0.03 and s.worst_trade == -0.01
 
 
 def test_trade_stats_edge_cases() -> None:
     empty = trade_stats(pd.DataFrame())
-    assert empty["n_trades"] == 0
-    assert all(math.isnan(v) for k, v in empty.items() if k != "n_trades")
+    assert empty.n_trades == 0
+    assert all(math.isnan(getattr(empty, k)) for k in empty.to_json() if k != "n_trades")
     winners = _trades().iloc[[0]]
-    assert trade_stats(winners)["profit_factor"] == math.inf
-    assert math.isnan(trade_stats(_trades().iloc[[2]])["profit_factor"])
+    assert trade_stats(winners).profit_factor == math.inf
+    assert math.isnan(trade_stats(_trades().iloc[[2]]).profit_factor)
     with pytest.raises(ValueError, match="return_pct"):
         trade_stats(_trades().drop(columns="return_pct"))
 
@@ -267,15 +267,15 @@ def test_performance_summary_keys_and_values(
     position.iloc[:10] = 0.0
     fills = pd.DataFrame({"commission": [3.0, 4.0]})
     s = performance_summary(btc_equity, position, _trades(), fills, DAILY)
-    assert tuple(s) == SUMMARY_KEYS
+    assert tuple(s.to_json()) == SUMMARY_KEYS  # metrics.json order
     r = simple_returns(btc_equity)
-    assert s["sharpe"] == pytest.approx(qs.stats.sharpe(r, periods=365))
+    assert s.sharpe == pytest.approx(qs.stats.sharpe(r, periods=365))
     closes = btc_1d["close"]
-    assert s["total_return"] == pytest.approx(closes.iloc[-1] / closes.iloc[0] - 1)
-    assert s["exposure"] == pytest.approx(1 - 10 / len(btc_equity))
-    assert s["n_trades"] == 4 and s["fees_paid"] == 7.0
-    assert s["final_equity"] == pytest.approx(btc_equity.iloc[-1])
-    assert all(isinstance(v, (int, float)) for v in s.values())
+    assert s.total_return == pytest.approx(closes.iloc[-1] / closes.iloc[0] - 1)
+    assert s.exposure == pytest.approx(1 - 10 / len(btc_equity))
+    assert s.n_trades == 4 and s.fees_paid == 7.0
+    assert s.final_equity == pytest.approx(btc_equity.iloc[-1])
+    assert all(isinstance(getattr(s, k), (int, float)) for k in SUMMARY_KEYS)
 
 
 def test_performance_summary_rejects_misaligned_position(btc_equity: pd.Series) -> None:

@@ -152,16 +152,16 @@ def test_bad_returns_name_the_index() -> None:
 # -- the summary --------------------------------------------------------------------------------------
 def test_sharpe_significance_on_real_btc_returns(btc_returns: np.ndarray) -> None:
     one = sharpe_significance(btc_returns, 365, n_boot=500)
-    json.dumps(one, allow_nan=False)
+    json.dumps(one.to_json(), allow_nan=False)
     mom = sharpe_moments(btc_returns)
-    assert one["sharpe"] == pytest.approx(mom.sharpe * math.sqrt(365))
-    assert one["kurtosis"] > 3  # crypto returns are fat-tailed
-    assert one["dsr"] == pytest.approx(one["psr"])  # one trial: DSR = PSR(0)
-    assert one["sharpe_ci"]["lower"] < one["sharpe"] < one["sharpe_ci"]["upper"]
+    assert one.sharpe == pytest.approx(mom.sharpe * math.sqrt(365))
+    assert one.kurtosis > 3  # crypto returns are fat-tailed
+    assert one.dsr == pytest.approx(one.psr)  # one trial: DSR = PSR(0)
+    assert one.sharpe_ci.lower < one.sharpe < one.sharpe_ci.upper
     many = sharpe_significance(btc_returns, 365, n_trials=50, var_trial_sharpes=0.5 / 365, n_boot=500)
-    assert many["sr0_annualised"] == pytest.approx(expected_max_sharpe(50, 0.5))
-    assert many["dsr"] < many["psr"] and many["dsr_p_value"] == pytest.approx(1 - many["dsr"])
-    assert "50 trials" in many["verdict"]
+    assert many.sr0_annualised == pytest.approx(expected_max_sharpe(50, 0.5))
+    assert many.dsr < many.psr and many.dsr_p_value == pytest.approx(1 - many.dsr)
+    assert "50 trials" in many.verdict
 
 
 def test_verdict_in_words() -> None:
@@ -183,10 +183,10 @@ def test_shared_resamples_give_the_same_intervals_as_separate_ones(btc_1d) -> No
 
     r = btc_1d["close"].pct_change().dropna().to_numpy()
     together = sharpe_significance(r, 365, n_boot=500, seed=3)
-    alone_sharpe = sharpe_confidence_interval(r, 365, n_boot=500, seed=3).to_dict()
-    alone_total = total_return_confidence_interval(r, n_boot=500, seed=3).to_dict()
-    assert together["sharpe_ci"] == alone_sharpe
-    assert together["total_return_ci"] == alone_total
+    alone_sharpe = sharpe_confidence_interval(r, 365, n_boot=500, seed=3)
+    alone_total = total_return_confidence_interval(r, n_boot=500, seed=3)
+    assert together.sharpe_ci == alone_sharpe
+    assert together.total_return_ci == alone_total
 
 
 # -- two-sided, beta-aware verdicts (issue 8, item 7) ---------------------------------------------------
@@ -206,14 +206,14 @@ def btc_1h_2023_returns(btc_1h) -> np.ndarray:
 def test_a_sharpe_of_minus_2_5_with_its_interval_below_zero_reads_worse_than_chance(btc_1h_2023_returns) -> None:
     short = -btc_1h_2023_returns  # shorting BTC through 2023 (no costs): Sharpe about -2.4
     res = sharpe_significance(short, 8760, n_boot=1000, seed=11)
-    assert res["sharpe"] < -2 and res["sharpe_ci"]["upper"] < 0
-    assert res["chance_verdict"].startswith("worse than chance at 5%")
-    assert res["verdict"].startswith("worse than chance")
-    assert res["chance_p_value"] < 0.05 and res["psr_p_value_two_sided"] < 0.05  # bootstrap and analytic agree
-    assert res["psr_p_value"] > 0.95  # the old one-sided reading: "not distinguishable"
+    assert res.sharpe < -2 and res.sharpe_ci.upper < 0
+    assert res.chance_verdict.startswith("worse than chance at 5%")
+    assert res.verdict.startswith("worse than chance")
+    assert res.chance_p_value < 0.05 and res.psr_p_value_two_sided < 0.05  # bootstrap and analytic agree
+    assert res.psr_p_value > 0.95  # the old one-sided reading: "not distinguishable"
     long = sharpe_significance(btc_1h_2023_returns, 8760, n_boot=1000, seed=11)
-    assert long["chance_verdict"].startswith("better than chance")
-    assert long["chance_p_value"] == pytest.approx(res["chance_p_value"], abs=0.01)
+    assert long.chance_verdict.startswith("better than chance")
+    assert long.chance_p_value == pytest.approx(res.chance_p_value, abs=0.01)
 
 
 def test_bootstrap_p_value_is_the_dual_of_the_percentile_interval() -> None:
@@ -221,7 +221,7 @@ def test_bootstrap_p_value_is_the_dual_of_the_percentile_interval() -> None:
     for mean in (-0.002, -0.0005, 0.0, 0.0007, 0.003):  # sizes/effects not used elsewhere
         r = rng.standard_t(4, size=700) * 0.01 + mean
         ci = sharpe_confidence_interval(r, 365, n_boot=999, seed=5)
-        p = sharpe_significance(r, 365, n_boot=999, seed=5)["chance_p_value"]
+        p = sharpe_significance(r, 365, n_boot=999, seed=5).chance_p_value
         excludes = ci.upper < 0 or ci.lower > 0
         assert (p <= 0.05 + 2 / 1000) == excludes or abs(p - 0.05) < 0.01
     assert bootstrap_p_value([1.0, 2.0, 3.0]) == pytest.approx(2 * 1 / 4)
@@ -233,12 +233,12 @@ def test_less_than_half_of_buy_and_hold_is_never_a_success(btc_returns: np.ndarr
     bench = btc_returns
     strat = 0.3 * bench
     sig = sharpe_significance(strat, 365, n_trials=3, var_trial_sharpes=0.05 / 365, n_boot=500, seed=1)
-    assert sig["dsr_verdict"].startswith("better than the luck of the best of 3 trials")  # what it used to print
+    assert sig.dsr_verdict.startswith("better than the luck of the best of 3 trials")  # what it used to print
     vs = buy_and_hold_comparison(strat, bench, 365, n_boot=500, seed=1)
-    assert vs["below_half_of_buy_and_hold"] and not vs["beats_buy_and_hold"]
-    assert vs["excess_total_return"] == pytest.approx(np.prod(1 + strat) - np.prod(1 + bench))
+    assert vs.below_half_of_buy_and_hold and not vs.beats_buy_and_hold
+    assert vs.excess_total_return == pytest.approx(np.prod(1 + strat) - np.prod(1 + bench))
     a = strat - bench
-    assert vs["information_ratio"] == pytest.approx(a.mean() / a.std(ddof=1) * math.sqrt(365))
+    assert vs.information_ratio == pytest.approx(a.mean() / a.std(ddof=1) * math.sqrt(365))
     words = two_question_verdict(sig, vs)
     assert "better than the luck" not in words and "not a success over 3 trials" in words
     assert "less than half of it" in words and "buy-and-hold: better" not in words
@@ -249,10 +249,33 @@ def test_beating_buy_and_hold_reads_better_and_pairs_the_resamples(btc_returns: 
     bench = btc_returns
     strat = bench + 0.002 + rng.normal(0, 0.002, bench.size)  # +20 bp a day over holding, little tracking error
     vs = buy_and_hold_comparison(strat, bench, 365, n_boot=500, seed=2)
-    assert vs["beats_buy_and_hold"] and vs["verdict"].startswith("better than buy-and-hold of the same bars at 5%")
-    assert vs["information_ratio_ci"]["lower"] > 0
+    assert vs.beats_buy_and_hold and vs.verdict.startswith("better than buy-and-hold of the same bars at 5%")
+    assert vs.information_ratio_ci.lower > 0
     # paired resamples: the tracking error, not the (much larger) market volatility, sets the IR's width
-    assert vs["information_ratio_ci"]["upper"] - vs["information_ratio_ci"]["lower"] < 10
+    assert vs.information_ratio_ci.upper - vs.information_ratio_ci.lower < 10
     assert buy_and_hold_comparison(strat, bench, 365, n_boot=500, seed=2) == vs
     with pytest.raises(ValueError, match="same bars"):
         buy_and_hold_comparison(strat[1:], bench, 365)
+
+
+def test_a_judged_run_keeps_the_metrics_json_schema_and_makes_its_words_once(btc_returns: np.ndarray) -> None:
+    """judge_significance: the numbers of sharpe_significance, then versus_buy_and_hold; the
+    two-question words replace the one-question ones in a new frozen object (nothing is overwritten)."""
+    from dataclasses import FrozenInstanceError
+
+    from reports.significance import SharpeSignificance, judge_significance
+
+    strat = 0.3 * btc_returns
+    sig = sharpe_significance(strat, 365, n_trials=3, var_trial_sharpes=0.05 / 365, n_boot=300, seed=1)
+    vs = buy_and_hold_comparison(strat, btc_returns, 365, n_boot=300, seed=1)
+    judged = judge_significance(sig, vs)
+    keys = list(sig.to_json())
+    assert keys[:3] == ["n", "periods_per_year", "sharpe"] and keys[-2:] == ["dsr_verdict", "verdict"]
+    assert list(judged.to_json()) == [*keys, "versus_buy_and_hold"]  # "trials" only when given
+    assert judged.to_json()["versus_buy_and_hold"] == vs.to_json()
+    assert isinstance(judged, SharpeSignificance) and judged.sharpe == sig.sharpe
+    assert judged.verdict == two_question_verdict(sig, vs) != sig.verdict
+    assert judged.dsr_verdict.startswith("not a success over 3 trials")
+    assert sig.dsr_verdict.startswith("better than the luck")  # the input is unchanged
+    with pytest.raises(FrozenInstanceError):
+        judged.verdict = "better"  # type: ignore[misc]

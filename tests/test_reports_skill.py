@@ -103,11 +103,11 @@ def test_interval_coverage_hand_computed_and_pairing() -> None:
     q = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])[None, :, None].repeat(4, axis=0)
     y = np.array([[0.5], [1.5], [-3.0], [np.nan]])
     cov = interval_coverage(q, levels, y)
-    assert [(c["lower_level"], c["upper_level"]) for c in cov] == [(0.05, 0.95), (0.1, 0.9)]
-    assert cov[0]["nominal"] == pytest.approx(0.9) and cov[1]["nominal"] == pytest.approx(0.8)
-    np.testing.assert_allclose(cov[0]["empirical"], [2 / 3])  # 0.5 and 1.5 inside [-2, 2]
-    np.testing.assert_allclose(cov[1]["empirical"], [1 / 3])  # only 0.5 inside [-1, 1]
-    assert cov[0]["n"].tolist() == [3]
+    assert [(c.lower_level, c.upper_level) for c in cov] == [(0.05, 0.95), (0.1, 0.9)]
+    assert cov[0].nominal == pytest.approx(0.9) and cov[1].nominal == pytest.approx(0.8)
+    np.testing.assert_allclose(cov[0].empirical, [2 / 3])  # 0.5 and 1.5 inside [-2, 2]
+    np.testing.assert_allclose(cov[1].empirical, [1 / 3])  # only 0.5 inside [-1, 1]
+    assert cov[0].n.tolist() == [3]
     assert interval_coverage(q[:, :3], (0.05, 0.1, 0.5), y) == []  # no symmetric pair
 
 
@@ -118,7 +118,7 @@ def test_calibrated_quantiles_have_nominal_coverage() -> None:
     y = rng.normal(size=(20000, 2)) * sigma
     q = np.broadcast_to(stats.norm.ppf(levels)[None, :, None] * sigma[None, None, :], (20000, 5, 2))
     for c in interval_coverage(q, levels, y):
-        np.testing.assert_allclose(c["empirical"], c["nominal"], atol=0.012)
+        np.testing.assert_allclose(c.empirical, c.nominal, atol=0.012)
 
 
 # -- directional accuracy ---------------------------------------------------------------------------
@@ -127,11 +127,11 @@ def test_directional_accuracy_matches_scipy_binomtest_and_excludes_zeros() -> No
     realised = np.array([0.2, -0.1, -0.3, 0.5, 0.0, -0.4, 0.1, 0.3])
     res = directional_accuracy(point, realised)
     # kept: rows 0,1,2,5,6 (row 3 forecast 0, row 4 move 0, row 7 NaN): hits at 0,1,5,6
-    assert (res["n"], res["hits"], res["n_excluded"]) == (5, 4, 2)
-    assert res["accuracy"] == pytest.approx(0.8)
-    assert res["p_value"] == pytest.approx(stats.binomtest(4, 5, 0.5).pvalue)
+    assert (res.n, res.hits, res.n_excluded) == (5, 4, 2)
+    assert res.accuracy == pytest.approx(0.8)
+    assert res.p_value == pytest.approx(stats.binomtest(4, 5, 0.5).pvalue)
     naive = directional_accuracy(np.zeros(8), realised)
-    assert naive["n"] == 0 and math.isnan(naive["accuracy"]) and math.isnan(naive["p_value"])
+    assert naive.n == 0 and math.isnan(naive.accuracy) and math.isnan(naive.p_value)
 
 
 def test_pesaran_timmermann_agrees_with_chi_square_independence_test() -> None:
@@ -142,16 +142,16 @@ def test_pesaran_timmermann_agrees_with_chi_square_independence_test() -> None:
     res = directional_accuracy(p, y)
     table = [[np.sum((p > 0) & (y > 0)), np.sum((p > 0) & (y < 0))], [np.sum((p < 0) & (y > 0)), np.sum((p < 0) & (y < 0))]]
     chi2 = stats.chi2_contingency(table, correction=False)
-    assert res["pt_statistic"] ** 2 == pytest.approx(chi2.statistic, rel=0.01)
-    assert res["pt_p_value"] == pytest.approx(chi2.pvalue, rel=0.05)
+    assert res.pt_statistic ** 2 == pytest.approx(chi2.statistic, rel=0.01)
+    assert res.pt_p_value == pytest.approx(chi2.pvalue, rel=0.05)
 
 
 def test_always_up_in_a_rising_market_fools_the_binomial_test_not_pt() -> None:
     rng = np.random.default_rng(2)
     y = rng.normal(0.5, 1, 400)  # ~69% up moves
     res = directional_accuracy(np.ones(400), y)
-    assert res["p_value"] < 1e-6
-    assert math.isnan(res["pt_p_value"])  # no variation in the forecast: no evidence of skill
+    assert res.p_value < 1e-6
+    assert math.isnan(res.pt_p_value)  # no variation in the forecast: no evidence of skill
 
 
 # -- Diebold-Mariano -----------------------------------------------------------------------------------
@@ -179,13 +179,13 @@ def test_dm_statistic_without_hln_is_the_hac_t_statistic_of_statsmodels() -> Non
     d = loss_a - loss_b
     fit = sm.OLS(d, np.ones(d.size)).fit(cov_type="HAC", cov_kwds={"maxlags": h - 1, "use_correction": False})
     res = diebold_mariano(loss_a, loss_b, horizon=h, hln=False)
-    assert res["statistic"] == pytest.approx(fit.tvalues[0], rel=1e-10)
-    assert res["p_value"] == pytest.approx(fit.pvalues[0], rel=1e-8)  # normal reference both
+    assert res.statistic == pytest.approx(fit.tvalues[0], rel=1e-10)
+    assert res.p_value == pytest.approx(fit.pvalues[0], rel=1e-8)  # normal reference both
     hln = diebold_mariano(loss_a, loss_b, horizon=h)
     n = 400
     factor = math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)  # Harvey, Leybourne & Newbold (1997)
-    assert hln["statistic"] == pytest.approx(res["statistic"] * factor)
-    assert hln["p_value"] == pytest.approx(2 * stats.t.sf(abs(hln["statistic"]), n - 1))
+    assert hln.statistic == pytest.approx(res.statistic * factor)
+    assert hln.p_value == pytest.approx(2 * stats.t.sf(abs(hln.statistic), n - 1))
 
 
 def test_dm_sign_nan_handling_and_degenerate_cases() -> None:
@@ -193,13 +193,13 @@ def test_dm_sign_nan_handling_and_degenerate_cases() -> None:
     good = np.abs(rng.normal(0, 1, 300))
     bad = good + np.abs(rng.normal(0.5, 0.5, 300))
     res = diebold_mariano(good, bad)
-    assert res["statistic"] < 0 and res["p_value"] < 1e-6  # A better -> negative
+    assert res.statistic < 0 and res.p_value < 1e-6  # A better -> negative
     with_nan = good.copy()
     with_nan[:10] = np.nan
-    assert diebold_mariano(with_nan, bad)["n"] == 290
+    assert diebold_mariano(with_nan, bad).n == 290
     same = diebold_mariano(good, good)
-    assert (same["statistic"], same["p_value"]) == (0.0, 1.0)
-    assert math.isnan(diebold_mariano([1.0], [2.0])["p_value"])
+    assert (same.statistic, same.p_value) == (0.0, 1.0)
+    assert math.isnan(diebold_mariano([1.0], [2.0]).p_value)
     with pytest.raises(ValueError, match="horizon must be an integer >= 1, got 0"):
         diebold_mariano(good, bad, horizon=0)
 
@@ -207,7 +207,7 @@ def test_dm_sign_nan_handling_and_degenerate_cases() -> None:
 def test_dm_size_under_the_null_is_near_nominal() -> None:
     rng = np.random.default_rng(8)
     d = rng.normal(size=(400, 150))
-    rejections = np.mean([diebold_mariano(row, np.zeros(150))["p_value"] < 0.05 for row in d])
+    rejections = np.mean([diebold_mariano(row, np.zeros(150)).p_value < 0.05 for row in d])
     assert 0.025 <= rejections <= 0.08
 
 
@@ -244,31 +244,31 @@ def test_forecast_skill_on_real_btc_candles(btc_close: np.ndarray) -> None:
     model_q = _rolling_gaussian_quantiles(btc_close, positions, H, centre=momentum)
 
     report = forecast_skill(model_q, LEVELS, y, naive_q)
-    json.dumps(report, allow_nan=False)  # strict JSON
-    last = report["last_horizon"]
-    assert report["n_forecasts"] == positions.size and report["horizon"] == H
-    assert last["n"] == positions.size - H
-    assert last["mae"] == pytest.approx(mae(momentum[:, -1], y[:, -1]))
-    assert last["mase"] == pytest.approx(mae(momentum[:, -1], y[:, -1]) / np.nanmean(np.abs(y[:, -1])))
-    assert last["crps"] == pytest.approx(crps_approx(model_q, LEVELS, y)[-1])
+    json.dumps(report.to_json(), allow_nan=False)  # strict JSON
+    last = report.last_horizon
+    assert report.n_forecasts == positions.size and report.horizon == H
+    assert last.n == positions.size - H
+    assert last.mae == pytest.approx(mae(momentum[:, -1], y[:, -1]))
+    assert last.mase == pytest.approx(mae(momentum[:, -1], y[:, -1]) / np.nanmean(np.abs(y[:, -1])))
+    assert last.crps == pytest.approx(crps_approx(model_q, LEVELS, y)[-1])
     dm = diebold_mariano(np.abs(y[:, -1] - momentum[:, -1]), np.abs(y[:, -1]), H)
-    assert last["dm_abs_error"]["statistic"] == pytest.approx(dm["statistic"])
-    assert 0.0 <= last["dm_pinball"]["p_value"] <= 1.0
-    assert last["directional"]["n"] > 1000
+    assert last.dm_abs_error.statistic == pytest.approx(dm.statistic)
+    assert 0.0 <= last.dm_pinball.p_value <= 1.0
+    assert last.directional.n > 1000
     # An 80% interval from 30-day volatility covers a fair share of BTC moves.
-    assert 0.6 < last["coverage"][0]["empirical"] < 0.95
-    means = report["mean_over_horizons"]
-    assert means["mae"] == pytest.approx(np.mean(report["by_horizon"]["mae"]))
-    assert means["dm_abs_error"]["n"] == positions.size - H
+    assert 0.6 < last.coverage[0].empirical < 0.95
+    means = report.mean_over_horizons
+    assert means.mae == pytest.approx(np.mean(report.by_horizon.mae))
+    assert means.dm_abs_error.n == positions.size - H
 
     # naive against itself: no skill, no difference, JSON None where undefined.
     self_report = forecast_skill(naive_q, LEVELS, y, naive_q)
-    assert self_report["last_horizon"]["mase"] == pytest.approx(1.0)
-    assert self_report["last_horizon"]["dm_pinball"]["p_value"] == 1.0
-    assert self_report["last_horizon"]["directional"]["accuracy"] is None
+    assert self_report.last_horizon.mase == pytest.approx(1.0)
+    assert self_report.last_horizon.dm_pinball.p_value == 1.0
+    assert math.isnan(self_report.last_horizon.directional.accuracy)
     no_naive = forecast_skill(model_q, LEVELS, y)
-    assert no_naive["last_horizon"]["dm_pinball"] is None
-    assert no_naive["last_horizon"]["dm_abs_error"] == last["dm_abs_error"]
+    assert no_naive.last_horizon.dm_pinball is None
+    assert no_naive.last_horizon.dm_abs_error == last.dm_abs_error
 
 
 # -- overlapping outcomes (issue 8, item 8) ------------------------------------------------------------
@@ -285,16 +285,16 @@ def test_always_up_at_h12_on_a_rising_market_is_not_p_1e40(btc_1h) -> None:
     close = btc_1h["close"]["2020-10-01":"2021-03-31"].to_numpy(np.float64)
     y = realised_log_returns(close, np.arange(close.size), h)[:, h - 1]
     res = directional_accuracy(np.ones_like(y), y, horizon=h)
-    all_rows = stats.binomtest(res["hits"], res["n"], 0.5).pvalue  # what overlap-blind counting says
+    all_rows = stats.binomtest(res.hits, res.n, 0.5).pvalue  # what overlap-blind counting says
     assert all_rows < 1e-20
     # the test uses every 12th decision only; checked against scipy on an independent slice
     ind = y[::h]
     ind = ind[np.isfinite(ind) & (ind != 0)]
-    assert res["n_independent"] == ind.size and res["hits_independent"] == int((ind > 0).sum())
-    assert res["p_value"] == pytest.approx(stats.binomtest(int((ind > 0).sum()), ind.size, 0.5).pvalue, rel=1e-12)
-    assert res["p_value"] > 1e-4
-    assert res["hac_p_value"] > 1e-10  # the HAC cross-check is less conservative, but not ~1e-31 either
-    assert math.isnan(res["pt_p_value"])  # a forecast that never changes sign carries no information
+    assert res.n_independent == ind.size and res.hits_independent == int((ind > 0).sum())
+    assert res.p_value == pytest.approx(stats.binomtest(int((ind > 0).sum()), ind.size, 0.5).pvalue, rel=1e-12)
+    assert res.p_value > 1e-4
+    assert res.hac_p_value > 1e-10  # the HAC cross-check is less conservative, but not ~1e-31 either
+    assert math.isnan(res.pt_p_value)  # a forecast that never changes sign carries no information
 
 
 def test_below_coin_flip_hit_rate_never_reads_as_skill(btc_1h_2023: np.ndarray) -> None:
@@ -305,16 +305,16 @@ def test_below_coin_flip_hit_rate_never_reads_as_skill(btc_1h_2023: np.ndarray) 
     y = realised_log_returns(btc_1h_2023, pos, h)[:, h - 1]
     past = np.log(btc_1h_2023[pos] / btc_1h_2023[pos - h])
     res = directional_accuracy(past, y, horizon=h, alpha=0.05)
-    assert res["accuracy"] < 0.5
-    assert stats.binomtest(res["hits"], res["n"], 0.5).pvalue < 0.05  # overlap-blind: "significant"
-    assert not res["direction"].startswith("better")
-    if res["p_value"] <= 0.05:
-        assert res["direction"].startswith("worse than a coin flip")
+    assert res.accuracy < 0.5
+    assert stats.binomtest(res.hits, res.n, 0.5).pvalue < 0.05  # overlap-blind: "significant"
+    assert not res.direction.startswith("better")
+    if res.p_value <= 0.05:
+        assert res.direction.startswith("worse than a coin flip")
     else:
-        assert res["direction"].startswith("not distinguishable from a coin flip")
+        assert res.direction.startswith("not distinguishable from a coin flip")
     flipped = directional_accuracy(-past, y, horizon=h)  # the mirror image: above 50%, same p
-    assert flipped["p_value"] == pytest.approx(res["p_value"])
-    assert flipped["direction"].split(" at ")[0] in ("better than a coin flip", "not distinguishable from a coin flip")
+    assert flipped.p_value == pytest.approx(res.p_value)
+    assert flipped.direction.split(" at ")[0] in ("better than a coin flip", "not distinguishable from a coin flip")
 
 
 def test_hac_hit_test_matches_statsmodels(btc_1h_2023: np.ndarray) -> None:
@@ -328,8 +328,8 @@ def test_hac_hit_test_matches_statsmodels(btc_1h_2023: np.ndarray) -> None:
         hit = ((point[keep] > 0) == (y[keep] > 0)).astype(float)
         fit = sm.OLS(hit - 0.5, np.ones((hit.size, 1))).fit(
             cov_type="HAC", cov_kwds={"maxlags": h - 1, "use_correction": False})
-        assert res["hac_statistic"] == pytest.approx(float(fit.tvalues[0]), rel=1e-9)
-        assert res["hac_p_value"] == pytest.approx(float(fit.pvalues[0]), rel=1e-7)
+        assert res.hac_statistic == pytest.approx(float(fit.tvalues[0]), rel=1e-9)
+        assert res.hac_p_value == pytest.approx(float(fit.pvalues[0]), rel=1e-7)
 
 
 def test_non_overlapping_test_keeps_its_size_under_the_null() -> None:
@@ -343,7 +343,7 @@ def test_non_overlapping_test_keeps_its_size_under_the_null() -> None:
         y = np.convolve(steps, np.ones(h), mode="valid")[1 : n + 1]  # h-bar sums: MA(h-1)
         point = np.repeat(rng.choice([-1.0, 1.0], size=n // h + 1), h)[:n]  # persistent calls, no information
         res = directional_accuracy(point, y, horizon=h)
-        rejected += res["p_value"] < 0.05
-        blind += stats.binomtest(res["hits"], res["n"], 0.5).pvalue < 0.05
+        rejected += res.p_value < 0.05
+        blind += stats.binomtest(res.hits, res.n, 0.5).pvalue < 0.05
     assert rejected / reps < 0.09
     assert blind / reps > 0.25

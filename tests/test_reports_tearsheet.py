@@ -1,4 +1,4 @@
-"""reports.tearsheet (quantstats HTML, offline, quiet) and reports.summary (text table)."""
+"""reports.render.tearsheet (quantstats HTML, offline, quiet) and reports.render.summary (text table)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from engine.costs import Costs
 from engine.simulate import buy_and_hold_equity
 from reports.metrics import SUMMARY_KEYS, simple_returns
-from reports.summary import format_metric, summary_table
-from reports.tearsheet import daily_returns, write_tearsheet
+from reports.render.summary import format_metric, summary_table
+from reports.render.tearsheet import daily_returns, write_tearsheet
 
 def _strategy_and_benchmark(candles: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Real returns: a 30-bar SMA filter (decided at the close, held from the next bar)
@@ -193,7 +193,7 @@ def test_summary_table_bad_input() -> None:
 
 def test_a_strategy_that_never_trades_gets_a_plain_page(tmp_path, btc_1d):
     from reports.metrics import simple_returns
-    from reports.tearsheet import write_tearsheet
+    from reports.render.tearsheet import write_tearsheet
 
     bh = simple_returns(buy_and_hold_equity(btc_1d["open"], btc_1d["close"], 10_000.0, Costs(0.001, 0.0005)))
     flat = bh * 0.0

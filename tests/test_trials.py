@@ -50,7 +50,7 @@ def backtest(shared_data, cache_dir, tmp_path, monkeypatch):
 
 
 def _trials(result: Backtest) -> dict[str, Any]:
-    return result.verdict.significance["trials"]
+    return result.verdict.significance.trials.to_dict()
 
 
 def test_three_strategies_on_one_market_are_three_trials(backtest, capsys) -> None:
@@ -58,7 +58,7 @@ def test_three_strategies_on_one_market_are_three_trials(backtest, capsys) -> No
     assert counts == [1, 2, 3]
     rerun = backtest(STRATEGIES / "sma_cross.py")  # the same variant again is not a new trial
     trials = _trials(rerun)
-    assert trials["n"] == 3 and trials["n_rows"] == 4 and rerun.verdict.significance["n_trials"] == 3
+    assert trials["n"] == 3 and trials["n_rows"] == 4 and rerun.verdict.significance.n_trials == 3
     assert "binance BTC/USDT 1d" in trials["how"] and "overlap 2023-01-01..2023-03-31" in trials["how"]
 
     saved = json.loads((rerun.run_dir / "metrics.json").read_text())["significance"]["trials"]

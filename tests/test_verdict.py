@@ -61,22 +61,22 @@ def test_random_sign_forecast_flips_whole_distributions_and_keeps_the_trade_rate
 def test_backtest_has_a_random_sign_baseline_that_trades_and_both_verdicts(shared_data, tmp_path) -> None:
     r = run_pipeline(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py")
     coin, naive = r.baselines["random sign"], r.baselines["naive"]
-    assert naive["n_trades"] == 0  # the zero median never clears the threshold
-    assert 0.5 * r.metrics["n_trades"] <= coin["n_trades"] <= 2 * r.metrics["n_trades"] and coin["n_trades"] > 10
+    assert naive.n_trades == 0  # the zero median never clears the threshold
+    assert 0.5 * r.metrics.n_trades <= coin.n_trades <= 2 * r.metrics.n_trades and coin.n_trades > 10
     sig = judge([r], ROOT / "strategies/llm_signal.py").verdicts[0].significance
-    vs = sig["versus_buy_and_hold"]
-    assert vs["buy_and_hold_total_return"] == pytest.approx(r.benchmark_metrics["total_return"], rel=1e-9)
-    assert vs["strategy_total_return"] == pytest.approx(r.metrics["total_return"], rel=1e-9)
-    assert sig["verdict"].startswith(f"chance: {sig['chance_verdict']}; buy-and-hold: {vs['verdict']}")
+    vs = sig.versus_buy_and_hold
+    assert vs.buy_and_hold_total_return == pytest.approx(r.benchmark_metrics.total_return, rel=1e-9)
+    assert vs.strategy_total_return == pytest.approx(r.metrics.total_return, rel=1e-9)
+    assert sig.verdict.startswith(f"chance: {sig.chance_verdict}; buy-and-hold: {vs.verdict}")
 
 
 @pytest.mark.slow
 def test_run_folder_shows_the_random_sign_baseline_and_both_verdicts(shared_data, tmp_path) -> None:
     r = run_backtest(_cfg(shared_data, tmp_path), ROOT / "strategies/llm_signal.py")
-    coin, vs = r.result.baselines["random sign"], r.verdict.significance["versus_buy_and_hold"]
+    coin, vs = r.result.baselines["random sign"], r.verdict.significance.versus_buy_and_hold
     metrics = json.loads((r.run_dir / "metrics.json").read_text())
-    assert metrics["baselines"]["random sign"]["n_trades"] == coin["n_trades"]
-    assert metrics["significance"]["versus_buy_and_hold"]["verdict"] == vs["verdict"]
+    assert metrics["baselines"]["random sign"]["n_trades"] == coin.n_trades
+    assert metrics["significance"]["versus_buy_and_hold"]["verdict"] == vs.verdict
     page = (r.run_dir / "forecast.html").read_text(encoding="utf-8")
     assert "Better than buy-and-hold?" in page and "Better than chance?" in page
 
@@ -95,7 +95,7 @@ def test_significance_report_never_records_a_dsr_success_for_a_strategy_below_bu
     bench = 10_000 * close / close.iloc[0]
     strat = 10_000 * (1 + 0.3 * close.pct_change().fillna(0)).cumprod()
     sig = significance_report(strat, 365, 3, 0.05 / 365, 0.05, 300, 0, benchmark=bench)
-    assert sig["dsr"] > 0.95  # the deflated Sharpe alone would call it luck-proof
-    assert sig["dsr_verdict"].startswith("not a success over 3 trials")
-    assert "better than the luck" not in json.dumps(sig)
-    assert sig["verdict"].endswith(f"trials: {sig['dsr_verdict']}")
+    assert sig.dsr > 0.95  # the deflated Sharpe alone would call it luck-proof
+    assert sig.dsr_verdict.startswith("not a success over 3 trials")
+    assert "better than the luck" not in json.dumps(sig.to_json())
+    assert sig.verdict.endswith(f"trials: {sig.dsr_verdict}")

@@ -2,7 +2,7 @@
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM, at any time: during start-up the run
 stops after the current step), 3 when the kill switch stopped trading, 130 after a second
-signal (stop at once), and the CLI's usual 2 (user error) and 1 (exchange unreachable).
+signal (stop at once), and the CLI's usual 2 (fix the input) and 1 (retry later), from :func:`engine.errors.exit_code`.
 A stop prints the run folder and the exact ``--resume`` command that continues it.
 
 Environment: ``LLM4MP_API_KEY`` / ``LLM4MP_API_SECRET`` (testnet mode only). Test hooks:
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.config import Config
-from engine.errors import UserInputError
+from engine.errors import EXIT_FIX_INPUT, UserInputError, exit_code
 from engine.paper.clock import StopSignals
 from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config
 
@@ -91,7 +91,7 @@ def _run_paper(args: argparse.Namespace, cfg: Config, signals: StopSignals) -> i
     try:
         outcome = runner.run()
     except BaseException as exc:  # an error or a second signal: say where the run is, then the CLI reports it
-        if runner.run_dir is not None and not isinstance(exc, UserInputError):
+        if runner.run_dir is not None and exit_code(exc) != EXIT_FIX_INPUT:
             _print_where(args, runner.run_dir, resumable=True)
         raise
     kill = outcome.stopped_by.startswith("kill switch")

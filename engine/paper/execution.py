@@ -1,4 +1,5 @@
-"""Orders: the exchange clients, idempotent order placement, and the strategy's broker.
+"""Orders: idempotent order placement and the strategy's broker (the exchange clients
+themselves are built by :func:`feeds.exchange.make_exchange`).
 
 Two modes, one broker (:class:`PaperBroker`, a subclass of backtrader's ``BackBroker``
 configured exactly like a backtest's by :func:`engine.broker.configure_broker`):
@@ -39,11 +40,11 @@ import backtrader as bt
 import ccxt
 from loguru import logger
 
-from engine.errors import OperationalError, UserInputError
+from engine.errors import OperationalError
 from engine.paper.journal import FINAL_STATUSES, Journal
-from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
 from engine.paper.secrets import Credentials
-from feeds.download import make_exchange, override_api_urls
+from feeds.errors import ExchangeUnavailable
+from feeds.exchange import RetryPolicy, call_with_retries, make_exchange
 
 #: Test hook: ``"after_send:<seq>"`` SIGKILLs the process right after the exchange accepted
 #: order ``seq`` and before its answer is journaled.
@@ -62,39 +63,21 @@ UNCERTAIN = (ccxt.BaseError, ValueError, TypeError, KeyError)
 
 def public_exchange(exchange_id: str, api_url: str, timeout_s: float) -> ccxt.Exchange:
     """A key-less ccxt client for candles (the exchange's real public API, or a loopback stub)."""
-    exchange = make_exchange(exchange_id, api_overrides=api_url or None)
-    exchange.timeout = int(timeout_s * 1000)
-    return exchange
+    return make_exchange(exchange_id, api_overrides=api_url or None, timeout_s=timeout_s)
 
 
 def sandbox_exchange(
     exchange_id: str, credentials: Credentials, api_url: str, timeout_s: float, recv_window_s: float = 5.0,
 ) -> ccxt.Exchange:
-    """A ccxt client in sandbox mode with the given credentials; refuses anything else.
+    """A ccxt client in sandbox mode (:func:`feeds.exchange.make_exchange`) with the given
+    credentials and receive window (seconds, Binance family).
 
     Raises:
-        UserInputError: the exchange has no sandbox in ccxt (``urls['test']``).
-        OperationalError: after sandbox mode an API URL is not a sandbox URL (never trade real money).
+        ExchangeRequestError: the exchange has no sandbox in ccxt (``urls['test']``), or after
+            sandbox mode an API URL is not a sandbox URL (never trade real money).
     """
-    exchange = make_exchange(exchange_id)
-    test_urls = exchange.urls.get("test")
-    if not test_urls:
-        raise UserInputError(
-            f"exchange {exchange_id!r} has no sandbox (testnet) in ccxt (no urls['test']), so --mode testnet cannot "
-            "trade it without real money; use --mode sim, or an exchange with a sandbox such as 'binance'"
-        )
-    exchange.set_sandbox_mode(True)
-    allowed = set(_strings(test_urls))
-    real = [url for url in _strings(exchange.urls["api"]) if url not in allowed]
-    if real:
-        raise OperationalError(
-            f"{exchange_id}: refusing to trade, sandbox mode left real-money endpoints in place ({real[0]}); "
-            "use --mode sim"
-        )
-    if api_url:
-        override_api_urls(exchange, api_url)
+    exchange = make_exchange(exchange_id, api_overrides=api_url or None, sandbox=True, timeout_s=timeout_s)
     exchange.apiKey, exchange.secret = credentials.api_key, credentials.secret
-    exchange.timeout = int(timeout_s * 1000)
     if "recvWindow" in exchange.options:  # Binance family: signed requests expire after the window
         exchange.options["recvWindow"] = int(recv_window_s * 1000)
     return exchange
@@ -104,14 +87,6 @@ def receive_window_s(exchange: ccxt.Exchange | None) -> float | None:
     """Seconds after signing during which the exchange still accepts a request, if it enforces one."""
     window = (exchange.options or {}).get("recvWindow") if exchange is not None else None
     return None if window is None else float(window) / 1000.0
-
-
-def _strings(tree: object) -> list[str]:
-    if isinstance(tree, str):
-        return [tree]
-    if isinstance(tree, dict):
-        return [s for v in tree.values() for s in _strings(v)]
-    return []
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Live candles -> forecasts -> the backtrader feed, bar by bar.
 
-:class:`CandlePoller` fetches closed candles through ccxt's public API (no keys) and
-drops the still-open last one. :class:`LiveBars` waits for each bar tick, fetches the
+:class:`feeds.live.CandlePoller` fetches closed candles through ccxt's public API (no keys)
+and drops the still-open last one. :class:`LiveBars` waits for each bar tick, fetches the
 candle that just closed (retrying a late one until ``late_candle_wait_s`` after the
 boundary, then skipping the bar with a warning; a candle received after that time, for
 whatever reason — the exchange served it late, or this process was busy or stalled — is
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import backtrader as bt
-import ccxt
 import numpy as np
 import pandas as pd
 from loguru import logger
@@ -33,12 +32,10 @@ from loguru import logger
 from engine.feed import datetimes_to_num
 from engine.paper.clock import Clock, Ticks
 from engine.paper.journal import Journal
-from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
 from engine.signals import compute_forecasts
-from feeds.validate import validate_candles
+from feeds.errors import ExchangeUnavailable
+from feeds.live import CandlePoller, latest_closed_open_ms
 from predictors.base import Predictor
-
-PAGE_LIMIT = 1000
 
 
 def forecast_lines(values: np.ndarray, quantile_levels: tuple[float, ...]) -> tuple[float, float, float]:
@@ -64,39 +61,6 @@ class Bar:
     volume: float
     forecast: np.ndarray
     replay: bool = False
-
-
-class CandlePoller:
-    """Closed candles of one market through ccxt (public endpoints)."""
-
-    def __init__(self, exchange: ccxt.Exchange, symbol: str, timeframe: str, timeframe_ms: int,
-                 policy: RetryPolicy, stop: threading.Event) -> None:
-        self.exchange, self.symbol, self.timeframe, self.tf = exchange, symbol, timeframe, timeframe_ms
-        self.policy, self.stop = policy, stop
-
-    def closed_since(self, since_ms: int, now_ms: int) -> pd.DataFrame:
-        """Candles opening at or after ``since_ms`` that are closed at ``now_ms`` (open + timeframe <= now)."""
-        rows: list[list] = []
-        since = since_ms
-        for _ in range(10_000):  # bounded: every page advances by at least one candle
-            page = call_with_retries(
-                lambda: self.exchange.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=PAGE_LIMIT),
-                f"{self.exchange.id} {self.symbol} fetch_ohlcv", self.policy, self.stop,
-            )
-            page = [r for r in page if int(r[0]) >= since and int(r[0]) + self.tf <= now_ms]
-            if not page:
-                break
-            rows.extend(page)
-            since = int(page[-1][0]) + self.tf
-            if len(page) < PAGE_LIMIT - 1:
-                break
-        if not rows:
-            return pd.DataFrame(columns=["open", "high", "low", "close", "volume"], dtype="float64",
-                                index=pd.DatetimeIndex([], tz="UTC", name="time"))
-        frame = pd.DataFrame([r[1:6] for r in rows], columns=["open", "high", "low", "close", "volume"], dtype="float64")
-        frame.index = pd.DatetimeIndex(pd.to_datetime([int(r[0]) for r in rows], unit="ms", utc=True), name="time")
-        frame = frame[~frame.index.duplicated(keep="last")]
-        return validate_candles(frame, self.timeframe, f"{self.exchange.id} {self.symbol} live candles")
 
 
 class LiveBars:
@@ -143,7 +107,7 @@ class LiveBars:
     def warm_up(self) -> None:
         """Fetch enough closed candles for the first forecast (``context_length`` of them) as context."""
         now = self.clock.now_ms()
-        latest = now // self.tf * self.tf - self.tf
+        latest = latest_closed_open_ms(now, self.tf)
         need = self.context_length + 1
         since = latest - need * self.tf if self.last_ms is None else self.last_ms + self.tf
         frame = self.poller.closed_since(since, now)
@@ -180,7 +144,7 @@ class LiveBars:
     def poll(self) -> Bar | None:
         """Fetch the candle that closed at the last boundary; retry while late; forecast and journal it."""
         now = self.clock.now_ms()
-        expected = now // self.tf * self.tf - self.tf  # open time of the newest closed candle
+        expected = latest_closed_open_ms(now, self.tf)  # open time of the newest closed candle
         if self.last_ms is not None and self.last_ms >= expected:
             return None  # already have it (a spurious tick)
         deadline = expected + self.tf + self.late_wait_ms

@@ -20,7 +20,7 @@ from engine.run_folder import json_safe
 from engine.simulate import buy_and_hold_equity
 from feeds.timeframes import periods_per_year
 from reports.metrics import performance_summary, simple_returns
-from reports.tearsheet import write_tearsheet
+from reports.render.tearsheet import write_tearsheet
 
 
 def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: str) -> None:

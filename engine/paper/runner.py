@@ -30,18 +30,19 @@ from loguru import logger
 
 from engine.broker import configure_broker
 from engine.config import Config, load_config
-from engine.errors import UserInputError
+from engine.errors import OperationalError, UserInputError
 from engine.paper.clock import BarTicks, Clock, StopSignals, Ticks, clock_from_env
 from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sandbox_exchange
 from engine.paper.journal import FINAL_STATUSES, Journal
-from engine.paper.live_feed import Bar, CandlePoller, LiveBars, LiveForecastData, forecast_lines, ms_to_time
+from engine.paper.live_feed import Bar, LiveBars, LiveForecastData, forecast_lines, ms_to_time
 from engine.paper.report import write_outputs
-from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
 from engine.pipeline import build_predictor
 from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
-from feeds.download import make_exchange
+from feeds.errors import ExchangeUnavailable
+from feeds.exchange import RetryPolicy, call_with_retries, require_sandbox
+from feeds.live import CandlePoller
 from feeds.timeframes import timeframe_ms
 from predictors.base import Predictor
 
@@ -73,26 +74,14 @@ def resumed_config(run_dir: Path, cli_cfg: Config) -> Config:
     return dataclasses.replace(stored, paper=paper, output=cli_cfg.output)
 
 
-class StoppedDuringStartup(Exception):
-    """A stop was requested (SIGINT/SIGTERM) while the run was starting; ``step`` is where."""
+class StoppedDuringStartup(OperationalError):
+    """A stop was requested (SIGINT/SIGTERM) while the run was starting; ``step`` is where.
+
+    Caught by :meth:`PaperRunner.run` (a clean stop); were it to escape, it is "retry later"."""
 
     def __init__(self, step: str) -> None:
         super().__init__(step)
         self.step = step
-
-
-def check_sandbox(exchange_id: str) -> None:
-    """Testnet mode's first check, before any network request or file: ccxt knows a sandbox
-    (``exchange.urls['test']``; without one ``set_sandbox_mode`` raises).
-
-    Raises:
-        UserInputError: no sandbox (the CLI exits 2, leaving no run folder).
-    """
-    if not make_exchange(exchange_id).urls.get("test"):
-        raise UserInputError(
-            f"exchange {exchange_id!r} has no sandbox (testnet) in ccxt, so --mode testnet cannot trade it without "
-            "real money; use --mode sim, or an exchange with a sandbox such as 'binance'"
-        )
 
 
 def api_host(exchange: Any, *keys: str) -> str:
@@ -233,7 +222,7 @@ class PaperRunner:
         """
         cfg, p = self.cfg, self.cfg.paper
         if p.mode == "testnet":
-            check_sandbox(cfg.data.exchange)  # first: no network request, no run folder without a sandbox
+            require_sandbox(cfg.data.exchange)  # first: no network request, no run folder without a sandbox
             self.credentials = credentials_from_env()  # before anything is logged or written
             install_redaction(self.credentials)
         signals = StopSignals(self.stop).install() if self.install_signals else None
@@ -305,7 +294,7 @@ class PaperRunner:
                         api_host(private, "private"))
         else:
             logger.info("orders: simulated here (sim mode): nothing is sent to any exchange")
-        poller = CandlePoller(public, cfg.data.symbol, cfg.data.timeframe, self.tf, policy, self.stop)
+        poller = CandlePoller(public, cfg.data.symbol, cfg.data.timeframe, policy, self.stop)
         self.bars = LiveBars(poller, predictor, self.journal, self.clock, self.ticks, self.stop,
                              cfg.predictor.context_length, cfg.predictor.horizon,
                              p.late_candle_wait_s, p.late_candle_retry_s)

@@ -6,14 +6,11 @@ base64 PNG data URI, so a page is one file that opens offline: no external scrip
 styles, fonts or images. Figures are cleared (and closed, if pyplot manages them) once
 rendered.
 
-Side effects are contained as in :mod:`reports.tearsheet`: charts are drawn under
+Side effects are contained as in :mod:`reports.render.tearsheet`: charts are drawn under
 matplotlib's default style inside an ``rc_context`` (so a ``font.family = Arial`` left by
 quantstats does not apply), with the ``matplotlib.font_manager`` logger raised to ERROR and
 warnings silenced; rcParams, the logger level and the warning filters are restored
 afterwards.
-
-The HTML helpers (:func:`html_page`, :func:`html_table`, :func:`notes_html`,
-:func:`format_value`) escape every piece of text they are given.
 """
 
 from __future__ import annotations
@@ -24,25 +21,20 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from reports.numbers import number_or_text
 
 __all__ = [
     "calibration_chart",
     "equity_overlay_chart",
     "fan_chart",
     "figure_to_img",
-    "format_value",
-    "html_page",
-    "html_table",
     "new_figure",
-    "notes_html",
     "quiet_matplotlib",
 ]
 
@@ -57,8 +49,6 @@ _RC: dict[str, Any] = {
     "legend.fontsize": 8,
     "legend.frameon": False,
 }
-
-ValueKind = Literal["float", "sig4", "ratio", "stat", "percent", "percent1", "pvalue", "prob", "int", "money"]
 
 
 # --------------------------------------------------------------------------- matplotlib
@@ -170,7 +160,7 @@ def fan_chart(
         fans: horizon ``h`` -> frame with one row per decision time, a ``target`` column
             (the time of bar ``t + h``, where the forecast price is drawn) and one column
             ``f"q{level:g}"`` of forecast **prices** per level (see
-            :func:`reports.forecast_page.fan_chart_data`).
+            :func:`reports.calibration.fan_chart_data`).
         levels: the quantile levels; bands are shaded between symmetric pairs, outer
             lightest, and the level nearest 0.5 is drawn as the median line.
 
@@ -320,126 +310,3 @@ def equity_overlay_chart(
         _date_axis(ax)
         ax.legend(loc="best")
         return figure_to_img(fig, alt)
-
-
-# --------------------------------------------------------------------------- HTML
-
-
-def format_value(value: Any, kind: ValueKind = "float") -> str:
-    """Format one number for a report table; ``None``/NaN -> ``"n/a"``, inf -> ``"inf"``.
-
-    Kinds: ``float`` (``0.1235``: 4 decimals), ``sig4`` (4 significant digits, trailing zeros
-    kept, for losses in log-return units: ``0.005123``, ``0.01200``), ``ratio`` (3 decimals), ``stat`` (2 decimals, test
-    statistics and Sharpe ratios), ``percent`` (a fraction as ``12.34%``), ``percent1``
-    (``12.3%``), ``pvalue`` (3 significant digits, ``0.0342``), ``prob`` (3 decimals),
-    ``int``, ``money`` (thousands separators, 2 decimals: ``1,234.50``).
-    """
-    x = number_or_text(value, f"expected a number to format as {kind!r}")
-    if isinstance(x, str):
-        return x
-    formatter = _VALUE_FORMATS.get(kind)
-    if formatter is None:
-        raise ValueError(f"unknown format kind {kind!r}; use one of {ValueKind.__args__}")  # type: ignore[attr-defined]
-    return formatter(x)
-
-
-_VALUE_FORMATS: dict[str, Callable[[float], str]] = {
-    "float": lambda x: f"{x:.4f}",
-    "sig4": lambda x: f"{x:#.4g}",
-    "ratio": lambda x: f"{x:.3f}",
-    "stat": lambda x: f"{x:.2f}",
-    "percent": lambda x: f"{x * 100:.2f}%",
-    "percent1": lambda x: f"{x * 100:.1f}%",
-    "pvalue": lambda x: f"{x:.3g}",
-    "prob": lambda x: f"{x:.3f}",
-    "int": lambda x: f"{int(round(x)):d}",
-    "money": lambda x: f"{x:,.2f}",
-}
-
-
-def html_table(
-    header: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    *,
-    table_id: str = "",
-    caption: str = "",
-    raw_columns: Sequence[int] = (),
-    column_classes: Mapping[int, str] | None = None,
-) -> str:
-    """An HTML ``<table>``; every cell is escaped except those in ``raw_columns`` (column
-    positions whose cells are already HTML, e.g. links built by the caller).
-
-    ``column_classes`` maps a column position to a CSS class of its cells: ``"text"``
-    (left-aligned) or ``"words"`` (left-aligned, wrapping, at least 24em wide: a verdict).
-    """
-    raw = set(raw_columns)
-    classes = {int(k): html.escape(v, quote=True) for k, v in (column_classes or {}).items()}
-    width = len(header)
-    parts = [f'<table id="{html.escape(table_id, quote=True)}">' if table_id else "<table>"]
-    if caption:
-        parts.append(f"<caption>{html.escape(caption)}</caption>")
-    parts.append(
-        "<thead><tr>"
-        + "".join(
-            (f'<th class="{classes[j]}">' if j in classes else "<th>") + html.escape(h) + "</th>"
-            for j, h in enumerate(header)
-        )
-        + "</tr></thead>"
-    )
-    parts.append("<tbody>")
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise ValueError(f"table row {i} has {len(row)} cells but the header has {width}: {list(row)!r}")
-        cells = "".join(
-            (f'<td class="{classes[j]}">' if j in classes else "<td>")
-            + (cell if j in raw else html.escape(str(cell)))
-            + "</td>"
-            for j, cell in enumerate(row)
-        )
-        parts.append(f"<tr>{cells}</tr>")
-    parts.append("</tbody></table>")
-    return "\n".join(parts)
-
-
-def notes_html(notes: Sequence[str]) -> str:
-    """The notes (e.g. contamination warnings) as a highlighted box; empty for no notes."""
-    items = [str(n) for n in notes if str(n).strip()]
-    if not items:
-        return ""
-    lis = "".join(f"<li>{html.escape(n)}</li>" for n in items)
-    return f'<div class="notes" role="alert"><strong>Read first</strong><ul>{lis}</ul></div>'
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;
-margin:24px auto;max-width:1200px;padding:0 16px;color:#1b1f23;background:#fff}
-h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
-.sub{color:#586069;margin-top:0;font-size:0.9em}
-table{border-collapse:collapse;margin:8px 0;font-size:0.85em}
-th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
-.text{text-align:left}.words{text-align:left}td.words{white-space:normal;min-width:24em}
-caption{text-align:left;font-weight:600;padding:4px 0}
-.notes{background:#fff8c5;border:2px solid #d4a72c;border-radius:6px;padding:8px 14px;margin:12px 0}
-.notes ul{margin:4px 0 0 0}
-.scroll{overflow-x:auto}
-figure{margin:12px 0}figcaption{color:#586069;font-size:0.85em}
-"""
-
-#: Blocks every network load: only inline styles and data: images are allowed.
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-def html_page(title: str, body: str, *, subtitle: str = "") -> str:
-    """A complete, self-contained HTML document: inline CSS, a Content-Security-Policy
-    that forbids any network load, the escaped ``title`` as ``<title>`` and ``<h1>``, and
-    ``body`` (already HTML) after it."""
-    t = html.escape(title)
-    sub = f'<p class="sub">{html.escape(subtitle)}</p>\n' if subtitle else ""
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{t}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{t}</h1>\n{sub}{body}\n</body>\n</html>\n"
-    )

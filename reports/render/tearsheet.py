@@ -136,8 +136,6 @@ def write_tearsheet(
 
 def _write_flat_page(path: Path, title: str, strategy_title: str, value: float, n_bars: int) -> None:
     """A minimal page for a strategy whose returns never vary (it never traded)."""
-    import html
-
     body = (
         f"<h1>{html.escape(title)}</h1><p>{html.escape(strategy_title)} returned {value:.6%} on every one of "
         f"{n_bars} bars: it never held a position, so there is no return series to analyse. "

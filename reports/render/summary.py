@@ -7,15 +7,17 @@ integers, money with thousands separators. NaN shows as ``n/a``, infinity as ``i
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from reports.metrics import SUMMARY_KEYS
-from reports.numbers import number_or_text
+from reports.metrics import SUMMARY_KEYS, Performance
+from reports.render.format import format_number
 
 __all__ = ["summary_table", "format_metric", "METRIC_LABELS"]
 
@@ -40,33 +42,15 @@ METRIC_LABELS: dict[str, str] = {
 _PERCENT = {"total_return", "cagr", "max_drawdown", "volatility", "win_rate",
             "avg_trade_return", "exposure"}
 _COUNT = {"n_trades"}
-_MONEY = {"fees_paid", "final_equity"}
 
 
-def _percent(x: float) -> str:
-    return f"{x * 100:,.2f}%"
-
-
-def _ratio(x: float) -> str:
-    return f"{x:,.2f}"
-
-
-def _count(x: float) -> str:
-    return f"{int(round(x)):d}"
-
-
-def _money(x: float) -> str:
-    return f"{x:,.2f}"
-
-
-def _formatter(key: str) -> Callable[[float], str]:
+def _spec(key: str) -> str:
+    """The format spec of a metric (see :func:`reports.render.format.format_number`)."""
     if key in _PERCENT:
-        return _percent
+        return ",.2%"
     if key in _COUNT:
-        return _count
-    if key in _MONEY:
-        return _money
-    return _ratio
+        return "d"
+    return ",.2f"  # ratios, and money (fees_paid, final_equity) in quote currency
 
 
 def format_metric(key: str, value: float | None) -> str:
@@ -79,16 +63,24 @@ def format_metric(key: str, value: float | None) -> str:
     currency); anything else, including unknown keys, as a ratio.
     ``None``/NaN -> ``"n/a"``; infinities -> ``"inf"``/``"-inf"``.
     """
-    x = number_or_text(value, f"metric {key!r} must be a number")
-    return x if isinstance(x, str) else _formatter(key)(x)
+    try:
+        return format_number(value, _spec(key))
+    except ValueError:
+        raise ValueError(f"metric {key!r} must be a number, got {value!r}") from None
 
 
-def summary_table(columns: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+def _values(metrics: Performance | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A :class:`reports.metrics.Performance` as ``{metric: value}``; a mapping as it is."""
+    return dataclasses.asdict(metrics) if isinstance(metrics, Performance) else metrics
+
+
+def summary_table(columns: Mapping[str, Performance | Mapping[str, Any]], title: str = "") -> str:
     """Render performance summaries side by side as a plain-text table.
 
     Args:
-        columns: column name -> metrics dict (as from
-            :func:`reports.metrics.performance_summary`), e.g. ``{"strategy": {...},
+        columns: column name -> :class:`reports.metrics.Performance` (from
+            :func:`reports.metrics.performance_summary`) or a ``{metric: value}`` mapping
+            (extra metrics allowed), e.g. ``{"strategy": {...},
             "buy & hold": {...}, "naive": {...}}``; column order is kept. A metric
             missing from a column shows as ``n/a``.
         title: optional caption above the table.
@@ -102,6 +94,7 @@ def summary_table(columns: Mapping[str, Mapping[str, float]], title: str = "") -
     """
     if not columns:
         raise ValueError("columns is empty; pass e.g. {'strategy': performance_summary(...)}")
+    columns = {name: _values(m) for name, m in columns.items()}
     present = set().union(*(m.keys() for m in columns.values()))
     keys = [k for k in SUMMARY_KEYS if k in present]
     keys += sorted(present - set(SUMMARY_KEYS))
