@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 from numpy.lib.stride_tricks import sliding_window_view
+from tqdm.auto import tqdm
 
 from predictors.base import Forecast, Predictor
+from predictors.fingerprint import code_fingerprint
 
 #: Bump when the way forecasts are computed changes, so stale caches are not reused.
 SIGNALS_VERSION = 2
@@ -96,9 +98,6 @@ def compute_forecasts(
     levels = predictor.quantile_levels
     out = np.empty((len(positions), len(levels), horizon), dtype=np.float64)
     windows = context_windows(values, context_length) if len(values) >= context_length else None
-
-    from tqdm.auto import tqdm
-
     bar = tqdm(
         total=len(positions), desc=f"forecasts [{predictor.name}]", unit="fc",
         disable=not progress or len(positions) == 0, leave=False,
@@ -179,8 +178,6 @@ def predictor_identity(predictor: Predictor, context_length: int, horizon: int, 
     only for a predictor that is not batch invariant: for the others it changes no forecast.
     Progress bars and cache flags are never part of it.
     """
-    from predictors.fingerprint import code_fingerprint
-
     info = predictor.model_info()
     identity: dict[str, Any] = {
         "predictor": predictor.name,

@@ -35,14 +35,14 @@ from engine.paper.journal import Journal
 from engine.paper.retry import ExchangeUnavailable, RetryPolicy, call_with_retries
 from engine.signals import compute_forecasts
 from feeds.validate import validate_candles
-from predictors.base import Predictor
+from predictors.base import Predictor, median_index
 
 PAGE_LIMIT = 1000
 
 
 def forecast_lines(values: np.ndarray, quantile_levels: tuple[float, ...]) -> tuple[float, float, float]:
     """``(median, lower, upper)`` at the last horizon of a ``(Q, H)`` forecast, as ForecastData builds them."""
-    j_med = int(np.argmin(np.abs(np.asarray(quantile_levels) - 0.5)))
+    j_med = median_index(quantile_levels)
     last = values[:, -1]
     return float(last[j_med]), float(last[0]), float(last[-1])
 
