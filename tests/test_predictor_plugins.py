@@ -131,6 +131,17 @@ def test_compare_gives_model_and_revision_only_to_configs_that_take_them(tmp_pat
         variant(bad, "BTC/USDT", "with_model", tmp_path)
 
 
+def test_a_module_class_plugin_reads_the_table_of_its_name():
+    name = "tests.leaky_plugins:FileLeak"  # FileLeak.name == "file_leak"
+    by_name = load_config(None, {"predictor.name": name, "predictor.params.file_leak.noise": 0.1}).predictor
+    assert by_name.predictor_params() == {"noise": 0.1}
+    literal = load_config(None, {"predictor.name": name, "predictor.params": {name: {"noise": 0.2}}}).predictor
+    assert literal.predictor_params() == {"noise": 0.2}
+    both = load_config(None, {"predictor.name": name, "predictor.params": {name: {}, "file_leak": {}}}).predictor
+    with pytest.raises(PredictorError, match="keep one table"):
+        both.predictor_params()
+
+
 # -- the config is the cache key ---------------------------------------------------------------------
 def _other_value(f: dataclasses.Field, value, model_dir: Path):
     """A different valid value for field ``f`` of a built-in config."""
