@@ -10,7 +10,6 @@ are the same whichever way the runs were executed.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from loguru import logger
 from engine.backtest import BacktestResult, run_backtest
 from engine.config import Config, ConfigError
 from engine.errors import LedgerUnusableError, OperationalError, UserInputError, exit_code
+from predictors.base import PredictorError
+from predictors.registry import config_class, make_config
 
 
 @dataclass
@@ -38,22 +39,27 @@ class Comparison:
 
 
 def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
-    """``cfg`` for one pair; ``model``/``revision`` only reach predictors that take them."""
-    from predictors.registry import predictor_class
+    """``cfg`` for one pair; ``model``/``revision`` only reach predictors whose config takes them.
 
-    try:
-        takes_model = "model" in inspect.signature(predictor_class(predictor)).parameters
-    except Exception as exc:  # PredictorError: unknown name, bad module path
-        raise UserInputError(f"--predictors: {exc}") from exc
+    Raises:
+        UserInputError: an unknown predictor, or parameters its config class refuses.
+    """
     p = cfg.predictor
-    return dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, symbol=symbol),
-        predictor=dataclasses.replace(
-            p, name=predictor, model=p.model if takes_model else "", revision=p.revision if takes_model else "",
-        ),
-        output=dataclasses.replace(cfg.output, dir=str(out_dir), progress=False),
-    )
+    try:
+        takes = config_class(predictor)
+        out = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(cfg.data, symbol=symbol),
+            predictor=dataclasses.replace(
+                p, name=predictor, model=p.model if takes.takes("model") else "",
+                revision=p.revision if takes.takes("revision") else "",
+            ),
+            output=dataclasses.replace(cfg.output, dir=str(out_dir), progress=False),
+        )
+        make_config(predictor, out.predictor.predictor_params())
+    except PredictorError as exc:  # unknown name, bad module path, a parameter the config refuses
+        raise UserInputError(f"--predictors: {exc}") from exc
+    return out
 
 
 def resolve_paths(cfg: Config, base: Path | None = None) -> Config:
