@@ -12,7 +12,6 @@ are the same whichever way the runs were executed; then each run folder is writt
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,7 +28,8 @@ from engine.judge import Verdict, judge
 from engine.logs import setup_logging
 from engine.pipeline import RunResult, run_pipeline
 from engine.run_folder import check_writable, new_run_dir, write_run_folder
-from predictors.registry import predictor_class
+from predictors.base import PredictorError
+from predictors.registry import config_class, make_config
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 
@@ -49,20 +49,27 @@ class Comparison:
 
 
 def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
-    """``cfg`` for one pair; ``model``/``revision`` only reach predictors that take them."""
-    try:
-        takes_model = "model" in inspect.signature(predictor_class(predictor)).parameters
-    except Exception as exc:  # PredictorError: unknown name, bad module path
-        raise UserInputError(f"--predictors: {exc}") from exc
+    """``cfg`` for one pair; ``model``/``revision`` only reach predictors whose config takes them.
+
+    Raises:
+        UserInputError: an unknown predictor, or parameters its config class refuses.
+    """
     p = cfg.predictor
-    return dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, symbol=symbol),
-        predictor=dataclasses.replace(
-            p, name=predictor, model=p.model if takes_model else "", revision=p.revision if takes_model else "",
-        ),
-        output=dataclasses.replace(cfg.output, dir=str(out_dir), progress=False),
-    )
+    try:
+        takes = config_class(predictor)
+        out = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(cfg.data, symbol=symbol),
+            predictor=dataclasses.replace(
+                p, name=predictor, model=p.model if takes.takes("model") else "",
+                revision=p.revision if takes.takes("revision") else "",
+            ),
+            output=dataclasses.replace(cfg.output, dir=str(out_dir), progress=False),
+        )
+        make_config(predictor, out.predictor.predictor_params())
+    except PredictorError as exc:  # unknown name, bad module path, a parameter the config refuses
+        raise UserInputError(f"--predictors: {exc}") from exc
+    return out
 
 
 def resolve_paths(cfg: Config, base: Path | None = None) -> Config:

@@ -3,8 +3,10 @@
 Every section is a frozen dataclass; :func:`load_config` reads the TOML file, applies
 overrides (dotted keys such as ``"data.symbol"``), checks every key, type and value, and
 raises one :class:`ConfigError` naming the key, the bad value and the fix ("did you
-mean ...?"). Nothing downstream sees an untyped dict except the free-form parameter
-tables of the predictor and the strategy, which their plugins check.
+mean ...?"). The ``[predictor.params.<name>]`` table of every registered predictor is
+checked against its config class (``predictors.registry.make_config``) here too; a
+``"module:Class"`` plugin's table is checked when the plugin is built. The strategy's
+table is checked by its class.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from feeds.timeframes import (
     parse_timerange,
 )
 from feeds.validate import GAP_POLICIES
+from predictors.base import PredictorError
+from predictors.registry import available, config_class, make_config, table_name
 
 PAPER_MODES = ("sim", "testnet")
 
@@ -116,12 +120,33 @@ class PredictorConfig:
     params: Mapping[str, Any] = field(default_factory=_frozen_mapping)
 
     def predictor_params(self) -> dict[str, Any]:
-        """Constructor keywords: the ``[predictor.params.<name>]`` table plus ``model``/``revision`` when set."""
-        out = dict(self.params.get(self.name, {}))
-        if self.model:
-            out["model"] = self.model
-        if self.revision:
-            out["revision"] = self.revision
+        """The predictor's parameter table plus ``model``/``revision`` when set.
+
+        The table is ``[predictor.params.<name>]``; for a ``"module:Class"`` plugin, ``<name>`` is
+        the class's ``name`` (the literal ``"module:Class"`` key works too, but not both).
+
+        Raises:
+            PredictorError: an unknown predictor, a ``"module:Class"`` that cannot be imported,
+                ``model``/``revision`` set for a predictor whose config takes none, or a plugin's
+                parameters given in two tables.
+        """
+        takes = config_class(self.name)
+        tables = [self.name] if ":" not in self.name else [table_name(self.name), self.name]
+        found = [t for t in dict.fromkeys(tables) if t in self.params]
+        if len(found) > 1:
+            raise PredictorError(
+                f"predictor.params.{found[0]} and predictor.params.\"{found[1]}\" both hold parameters of "
+                f"{self.name}; keep one table"
+            )
+        out = dict(self.params[found[0]]) if found else {}
+        for key, value in (("model", self.model), ("revision", self.revision)):
+            if value and not takes.takes(key):
+                raise PredictorError(
+                    f"predictor.{key} = {value!r}, but predictor {self.name!r} takes no {key}; "
+                    f"leave predictor.{key}{' (--model)' if key == 'model' else ''} empty for it"
+                )
+            if value:
+                out[key] = value
         return out
 
 
@@ -429,6 +454,7 @@ def _validate(cfg: Config) -> None:
                 f"predictor.params.{name} = {table!r}: predictor parameters go in a table per predictor, "
                 "e.g. [predictor.params.momentum] with lookback = 24"
             )
+    _validate_predictor_params(p)
     if p.batch_size < 1:
         raise ConfigError(f"predictor.batch_size = {p.batch_size} must be >= 1")
     q = list(p.quantiles)
@@ -438,6 +464,18 @@ def _validate(cfg: Config) -> None:
             "e.g. [0.1, 0.5, 0.9]"
         )
     _validate_paper(cfg.paper)
+
+
+def _validate_predictor_params(p: PredictorConfig) -> None:
+    """Check the ``[predictor.params.<name>]`` table of every registered predictor against its config
+    class (unknown key, wrong type, value out of range). ``model``/``revision`` and the tables of
+    ``module:Class`` plugins are checked when the predictor is built."""
+    registered = set(available())
+    for name in [n for n in p.params if n in registered]:
+        try:
+            make_config(name, p.params[name])
+        except PredictorError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _validate_paper(c: PaperConfig) -> None:

@@ -22,7 +22,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from predictors.base import Forecast
+from predictors.base import Forecast, median_index
 
 # backtrader's date2num: days since 0001-01-01 (ordinal 1) as a float.
 _EPOCH_ORDINAL = 719163.0  # datetime(1970, 1, 1).toordinal()
@@ -56,7 +56,7 @@ class ForecastData(bt.feed.DataBase):
             values = np.full((len(frame), 1, 1), np.nan)
         self.forecast_values = values
         self.quantile_levels = tuple(self.p.quantile_levels)
-        j_med = int(np.argmin(np.abs(np.asarray(self.quantile_levels) - 0.5)))
+        j_med = median_index(self.quantile_levels)
         horizon_last = values[:, :, -1]
         # Plain Python lists: per-bar list indexing is the cheapest access in the loop.
         self._columns = [

@@ -294,7 +294,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
-    stats = dict(getattr(predictor, "stats", {}) or {})
+    stats = predictor.stats().to_json()
     if stats.get("failed_windows"):
         warnings.append(
             f"{stats['failed_windows']} of {stats.get('windows', '?')} forecast windows produced no well-formed "

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 from numpy.lib.stride_tricks import sliding_window_view
+from tqdm.auto import tqdm
 
 from predictors.base import Forecast, Predictor
 from predictors.fingerprint import code_fingerprint
@@ -97,9 +98,6 @@ def compute_forecasts(
     levels = predictor.quantile_levels
     out = np.empty((len(positions), len(levels), horizon), dtype=np.float64)
     windows = context_windows(values, context_length) if len(values) >= context_length else None
-
-    from tqdm.auto import tqdm
-
     bar = tqdm(
         total=len(positions), desc=f"forecasts [{predictor.name}]", unit="fc",
         disable=not progress or len(positions) == 0, leave=False,
@@ -175,7 +173,9 @@ def predictor_identity(predictor: Predictor, context_length: int, horizon: int, 
 
     Code fingerprint (``predictors.fingerprint.code_fingerprint``: the source of the class,
     its bases and the helpers it uses, plus the project version for built-ins), the
-    parameters that change forecasts (``Predictor.cache_params``), model name and revision,
+    parameters (``Predictor.cache_params``: quantile levels, seed and every field of the
+    predictor's config but placement knobs such as ``device``), model name and revision (the
+    cached snapshot's commit, or a local folder's content hash, when none is pinned),
     context length and horizon. ``batch_size`` (windows per ``predict`` call) is included
     only for a predictor that is not batch invariant: for the others it changes no forecast.
     Progress bars and cache flags are never part of it.

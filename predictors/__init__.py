@@ -1,17 +1,35 @@
-"""Forecasting plugins (stage 0 baselines to fine-tuned LLMs) behind one small base class."""
+"""Forecasting plugins (stage 0 baselines to fine-tuned LLMs) behind one small base class.
 
-from predictors.base import DEFAULT_QUANTILES, Forecast, ModelInfo, Predictor, PredictorError
-from predictors.registry import available, make_predictor, predictor_class, register, register_builtin
+Importing the package registers the built-in predictors (their modules import no optional
+package at import time, so ``naive`` never costs a torch import).
+"""
+
+from predictors.base import (
+    DEFAULT_QUANTILES,
+    Forecast,
+    ModelInfo,
+    PluginConfig,
+    Predictor,
+    PredictorError,
+    PredictorStats,
+    param,
+)
+from predictors.registry import available, config_class, make_config, make_predictor, predictor_class, register
+from predictors import baselines, chronos, llmtime, timesfm  # noqa: E402,F401 - registers the built-ins
 
 __all__ = [
     "DEFAULT_QUANTILES",
     "Forecast",
     "ModelInfo",
+    "PluginConfig",
     "Predictor",
     "PredictorError",
+    "PredictorStats",
     "available",
+    "config_class",
+    "make_config",
     "make_predictor",
+    "param",
     "predictor_class",
     "register",
-    "register_builtin",
 ]

@@ -20,6 +20,8 @@ differences in the logits themselves (which only matter at near-exact ties).
 from __future__ import annotations
 
 import hashlib
+import importlib
+import random
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,8 +49,6 @@ def import_torch() -> Any:
 
 def import_optional(module: str, extra_hint: str) -> Any:
     """Import an optional package or raise a PredictorError that names the install command."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -88,8 +88,6 @@ def pick_dtype(dtype: str, device: str) -> "torch.dtype":
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch global generators (the hashed sampler needs none of them)."""
-    import random
-
     torch = import_torch()
     random.seed(seed)
     np.random.seed(seed % 2**32)

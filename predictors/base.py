@@ -13,12 +13,21 @@ Shapes (``n`` windows, ``L`` context length, ``Q`` quantile levels, ``H`` horizo
   ``quantile_levels[j]`` of ``log(close[t_i + h] / close[t_i])``. Non-decreasing along the
   quantile axis.
 
+A predictor's parameters are one frozen dataclass (a :class:`PluginConfig` subclass, its
+``config_class``): validated on construction in one style, and, with the quantile levels and the
+seed, the forecast cache key (:meth:`Predictor.cache_params`). Counters a predictor keeps over a
+run (malformed samples, clipped quantiles) come out of one hook, :meth:`Predictor.stats`.
+
 This module imports nothing from the engine, feeds or strategies (see DESIGN.md).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import difflib
+import types
+import typing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Mapping, Sequence
@@ -72,9 +81,8 @@ class Forecast:
 
     @property
     def median(self) -> np.ndarray:
-        """``(n, H)`` point forecast: the 0.5 level, or the level closest to it."""
-        j = int(np.argmin(np.abs(np.asarray(self.quantile_levels) - 0.5)))
-        return self.values[:, j, :]
+        """``(n, H)`` point forecast: the 0.5 level, or the level closest to it (:func:`median_index`)."""
+        return self.values[:, median_index(self.quantile_levels), :]
 
     def to_frame(self) -> pd.DataFrame:
         """Long-to-wide frame: one column ``q{level}_h{h}`` per quantile and horizon."""
@@ -114,54 +122,276 @@ class ModelInfo:
     source: str = ""
 
 
+def median_index(levels: Sequence[float]) -> int:
+    """Position of the point forecast among quantile ``levels``: the 0.5 level, or the level
+    closest to it (the first of two equally close). Every reader of "the median" uses this."""
+    return int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))
+
+
+# -- parameters: one frozen, validated config dataclass per predictor ------------------------------
+class ParamError(PredictorError):
+    """One parameter value breaks its declared rule; the message names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: Any, rule: str, where: str = "") -> None:
+        self.key, self.value, self.rule, self.where = key, value, rule, where
+        super().__init__(f"{where + '.' if where else ''}{key} = {value!r} must be {rule}")
+
+    def at(self, where: str) -> "ParamError":
+        """The same error located in a config table, e.g. ``predictor.params.momentum``."""
+        return ParamError(self.key, self.value, self.rule, where)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What :func:`param` declares about one field: bounds, allowed values, cache-key membership."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] | None = None
+    key: bool = True
+
+    def allows(self, value: Any) -> bool:
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.choices is None or value in self.choices)
+        )
+
+    def describe(self, kind: str) -> str:
+        """``"an integer >= 1"``, ``"a number in (0, 1]"``, ``"one of 'zero', 'raise'"``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        if low is not None and self.le is not None:
+            return f"{kind} in {low}, {self.le:g}]"
+        bounds = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le)) if v is not None]
+        return " ".join([kind, *bounds])
+
+
+_SPEC = "llm4mp_param"
+_KINDS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def param(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: Sequence[Any] | None = None,
+    key: bool = True,
+) -> Any:
+    """A :class:`PluginConfig` field with its rule: ``lookback: int = param(24, ge=1)``.
+
+    ``ge``/``gt``/``le`` bound a number (inclusive, exclusive, inclusive), ``choices`` lists the
+    allowed values. ``key=False`` leaves the field out of the forecast cache key and the trial
+    identity; only for placement knobs that change no forecast beyond float rounding (``device``).
+    A field named ``batch_size`` is left out by the base class when the predictor is batch invariant.
+    """
+    spec = ParamSpec(ge=ge, gt=gt, le=le, choices=tuple(choices) if choices is not None else None, key=key)
+    return dataclasses.field(default=default, metadata={_SPEC: spec})
+
+
+def _field_spec(f: dataclasses.Field) -> ParamSpec:
+    return f.metadata.get(_SPEC) or ParamSpec()
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    found = _HINTS.get(cls)
+    if found is None:
+        found = _HINTS[cls] = typing.get_type_hints(cls)
+    return found
+
+
+def _checked(key: str, value: Any, annotation: Any, spec: ParamSpec) -> Any:
+    """``value`` checked against the field's type and rule; ints become floats for float fields."""
+    optional = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        annotation = args[0] if len(args) == 1 else Any
+    if value is None and optional:
+        return None
+    kind = _KINDS.get(annotation)
+    rule = spec.describe(kind or "a value") + (" or omitted" if optional else "")
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is not None and (type(value) is not annotation):
+        raise ParamError(key, value, rule)
+    if not spec.allows(value):
+        raise ParamError(key, value, rule)
+    return value
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Base of every predictor's parameters: the frozen, validated ``[predictor.params.<name>]`` table.
+
+    A predictor declares one subclass (its ``config_class``): a ``@dataclass(frozen=True)`` whose
+    fields are the parameters with their defaults, typed ``int``, ``float``, ``bool``, ``str`` or
+    ``X | None`` (``None``: "omitted"), and bounded with :func:`param`. On construction every field is
+    checked against its type and rule, then :meth:`check` runs the cross-field rules; a bad value is a
+    :class:`ParamError` naming the key, the value and the rule. The fields, all of them but those
+    declared ``key=False``, are the predictor's part of the forecast cache key and trial identity
+    (:meth:`cache_key`); nothing is listed by hand.
+    """
+
+    def __post_init__(self) -> None:
+        hints = _type_hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name), hints[f.name], _field_spec(f)))
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field rules; raise :class:`ParamError` (default: none)."""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The parameter names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def takes(cls, key: str) -> bool:
+        """Whether ``key`` (e.g. ``model``, ``revision``) is one of this predictor's parameters."""
+        return key in cls.keys()
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str = "") -> "PluginConfig":
+        """Build from a parameter table (config file, command line, keywords).
+
+        ``where`` (e.g. ``predictor.params.momentum``) prefixes every message. Raises a
+        :class:`PredictorError` for an unknown key (naming the allowed keys, with "did you mean"),
+        a missing required key, or a bad value (:class:`ParamError`).
+        """
+        allowed = cls.keys()
+        place = where or cls.__name__
+        for key, value in table.items():
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                takes = f"allowed in [{place}]: {', '.join(allowed)}" if allowed else f"{cls.__name__} takes no parameters"
+                raise PredictorError(
+                    f"unknown key {place}.{key} (= {value!r}); {takes}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+                )
+        required = [
+            f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in table
+        ]
+        if required:
+            raise PredictorError(f"{place}.{required[0]} is required (it has no default); set it in [{place}]")
+        try:
+            return cls(**table)
+        except ParamError as exc:
+            raise exc.at(where) if where else exc from None
+
+    def cache_key(self) -> dict[str, Any]:
+        """Every field but those declared ``key=False``: the config's part of the forecast cache key."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _field_spec(f).key}
+
+    def to_json(self) -> dict[str, Any]:
+        """All fields, as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def _declared_frozen_dataclass(cls: Any, base: type) -> bool:
+    """``cls`` is a subclass of ``base`` declared with its own ``@dataclass(frozen=True)``."""
+    params = vars(cls).get("__dataclass_params__") if isinstance(cls, type) else None
+    return isinstance(cls, type) and issubclass(cls, base) and params is not None and params.frozen
+
+
+# -- counters: the stats hook ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PredictorStats:
+    """Counters one predictor instance kept over its ``predict`` calls (``metrics.json`` →
+    ``predictor_stats``). The base has none; a predictor that counts declares a frozen subclass of
+    ``int`` fields defaulting to 0 (its ``stats_class``) and calls :meth:`Predictor.count`."""
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# -- the predictor ---------------------------------------------------------------------------------
 class Predictor(abc.ABC):
     """Base class of every forecaster (stage 0 baselines to fine-tuned LLMs).
 
-    Subclasses set ``name`` and implement :meth:`predict_quantiles`; the public
-    :meth:`predict` validates inputs and outputs around it. Constructor keyword
-    arguments are the predictor's parameters (from config ``[predictor.params]``);
-    :meth:`params` returns them for the run record, :meth:`cache_params` those that change
-    forecasts (the forecast cache key and the trial identity).
+    A subclass sets ``name``, ``config_class`` (its :class:`PluginConfig`; default: no parameters)
+    and optionally ``stats_class`` (its :class:`PredictorStats`), implements
+    :meth:`predict_quantiles`, and may fill :meth:`setup` (resolve a device, locate a checkpoint).
+    It defines no ``__init__``: parameters live in the config, so that every one of them is in the
+    forecast cache key. The public :meth:`predict` validates inputs and outputs around the hook.
+
+    Construction: ``Momentum(MomentumConfig(lookback=12))`` or ``Momentum(lookback=12)`` (keywords
+    are checked like a ``[predictor.params.momentum]`` table), plus ``quantile_levels`` (default
+    ``(0.1, 0.5, 0.9)``) and ``seed`` (default 0), which come from ``[predictor]``.
     """
 
     name: ClassVar[str] = ""
+    #: The predictor's parameters (the ``[predictor.params.<name>]`` table); default: none.
+    config_class: ClassVar[type[PluginConfig]] = PluginConfig
+    #: The counters :meth:`stats` returns; default: none.
+    stats_class: ClassVar[type[PredictorStats]] = PredictorStats
     #: True for predictors whose ``fit`` does something (stages 2 and 3).
     trainable: ClassVar[bool] = False
 
-    def __init__(self, quantile_levels: Sequence[float] = DEFAULT_QUANTILES, seed: int = 0) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            raise PredictorError(
+                f"{cls.__module__}.{cls.__qualname__} defines __init__: declare its parameters as fields of a "
+                "PluginConfig dataclass (config_class) and do its set-up in setup(); parameters a constructor of its "
+                "own takes would be missing from the forecast cache key"
+            )
+        if not _declared_frozen_dataclass(cls.config_class, PluginConfig):
+            raise PredictorError(
+                f"{cls.__qualname__}.config_class = {cls.config_class!r} must be a PluginConfig subclass declared "
+                "with @dataclass(frozen=True)"
+            )
+        if not _declared_frozen_dataclass(cls.stats_class, PredictorStats):
+            raise PredictorError(
+                f"{cls.__qualname__}.stats_class = {cls.stats_class!r} must be a PredictorStats subclass declared "
+                "with @dataclass(frozen=True)"
+            )
+
+    def __init__(
+        self,
+        config: PluginConfig | None = None,
+        *,
+        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
+        seed: int = 0,
+        **params: Any,
+    ) -> None:
         levels = tuple(float(q) for q in quantile_levels)
         if not levels or any(not 0.0 < q < 1.0 for q in levels) or list(levels) != sorted(set(levels)):
             raise PredictorError(
                 f"quantile_levels must be strictly increasing values in (0, 1), got {list(quantile_levels)}"
             )
+        if config is None:
+            config = self.config_class.from_table(params, where=f"predictor.params.{self.name or type(self).__name__}")
+        elif params:
+            raise PredictorError(f"{type(self).__name__}: pass a {self.config_class.__name__} or keywords, not both")
+        elif not isinstance(config, self.config_class):
+            raise PredictorError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {config!r}")
+        self.config: Any = config
         self.quantile_levels = levels
         self.seed = int(seed)
+        self.reset_stats()
+        self.setup()
 
     # -- the hooks subclasses fill -------------------------------------------------
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Per-instance set-up once the config is validated: resolve the device, find the checkpoint
+        (load weights lazily, on first predict, so a cache hit costs nothing). May replace
+        ``self.config`` by a resolved copy (``dataclasses.replace``, e.g. ``dtype="auto"`` ->
+        ``"float32"``) so that the cache key names what actually runs."""
+
     @abc.abstractmethod
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         """``(n, L)`` close-price windows -> ``(n, Q, H)`` log-return quantiles."""
 
     def fit(self, train_candles: pd.DataFrame) -> None:  # noqa: B027 - optional hook
         """Train on candles strictly before the fold's cut-off (stages 2 and 3)."""
-
-    def params(self) -> dict[str, Any]:
-        """The predictor's parameters, for the run record (see :meth:`cache_params` for the cache key)."""
-        return {"quantile_levels": list(self.quantile_levels), "seed": self.seed}
-
-    def cache_params(self) -> dict[str, Any]:
-        """Parameters that change the forecasts: the forecast cache key and the trial
-        identity use these, next to the code fingerprint (``predictors.fingerprint``).
-
-        Default: :meth:`params`, plus the predictor's own ``batch_size`` attribute when it is
-        not :attr:`batch_invariant` (its forecasts then depend on how windows are batched);
-        the batch size of a batch-invariant predictor is a memory knob and is left out.
-        Override to drop parameters that never change a forecast (progress bars, caches).
-        """
-        out = dict(self.params())
-        if not self.batch_invariant and hasattr(self, "batch_size"):
-            out["batch_size"] = getattr(self, "batch_size")
-        return out
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(name=self.name)
@@ -172,6 +402,33 @@ class Predictor(abc.ABC):
         (up to float tolerance). The lookahead check relies on it to tell a predictor that
         peeks at its batch neighbours from numerical noise."""
         return True
+
+    # -- what the engine reads -------------------------------------------------------
+    def cache_params(self) -> dict[str, Any]:
+        """Parameters that change the forecasts: the forecast cache key and the trial identity use
+        these, next to the code fingerprint (``predictors.fingerprint``) and the model revision.
+
+        The quantile levels, the seed and the config's :meth:`PluginConfig.cache_key` (every field
+        not declared ``key=False``); a ``batch_size`` field only when the predictor is not
+        :attr:`batch_invariant` (its forecasts then depend on how windows are batched).
+        """
+        out: dict[str, Any] = {"quantile_levels": list(self.quantile_levels), "seed": self.seed}
+        out.update(self.config.cache_key())
+        if self.batch_invariant:
+            out.pop("batch_size", None)
+        return out
+
+    def stats(self) -> PredictorStats:
+        """The counters kept since construction (or :meth:`reset_stats`), as a frozen ``stats_class``."""
+        return self.stats_class(**self._counts)
+
+    def reset_stats(self) -> None:
+        """Set every counter of ``stats_class`` to 0."""
+        self._counts = dict.fromkeys((f.name for f in dataclasses.fields(self.stats_class)), 0)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to one counter of ``stats_class`` (a KeyError names an undeclared one)."""
+        self._counts[counter] += int(n)
 
     # -- the public, validating entry point ------------------------------------------
     def predict(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
@@ -195,8 +452,8 @@ class Predictor(abc.ABC):
         return np.sort(out, axis=1)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({args})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.to_json().items())
+        return f"{type(self).__name__}({args}{', ' if args else ''}quantile_levels={self.quantile_levels}, seed={self.seed})"
 
 
 def log_returns(contexts: np.ndarray) -> np.ndarray:
@@ -204,25 +461,16 @@ def log_returns(contexts: np.ndarray) -> np.ndarray:
     return np.diff(np.log(contexts), axis=1)
 
 
-def check_params(name: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    """Raise a PredictorError with a "did you mean" hint for unknown parameter names."""
-    import difflib
-
-    for key in given:
-        if key not in allowed:
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            extra = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise PredictorError(
-                f"unknown parameter {key!r} for predictor {name!r}; allowed: {sorted(allowed)}.{extra}"
-            )
-
-
 __all__ = [
     "DEFAULT_QUANTILES",
     "Forecast",
     "ModelInfo",
+    "ParamError",
+    "PluginConfig",
     "Predictor",
     "PredictorError",
-    "check_params",
+    "PredictorStats",
     "log_returns",
+    "median_index",
+    "param",
 ]

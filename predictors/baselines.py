@@ -14,34 +14,49 @@ Every computation is a vectorised numpy expression over the whole batch.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from predictors.base import DEFAULT_QUANTILES, Predictor, PredictorError, log_returns
+from predictors.base import PluginConfig, Predictor, PredictorError, log_returns, param
 from predictors.registry import register
+
+
+@dataclass(frozen=True)
+class BaselineConfig(PluginConfig):
+    """``[predictor.params.naive]`` / ``[predictor.params.drift]``.
+
+    window: the last ``window`` one-bar returns make the spread (and drift's mean);
+        ``None`` (default): the whole context.
+    """
+
+    window: int | None = param(None, ge=2)
+
+
+@dataclass(frozen=True)
+class MomentumConfig(BaselineConfig):
+    """``[predictor.params.momentum]``: lookback, bars whose mean one-bar return persists (default 24)."""
+
+    lookback: int = param(24, ge=1)
+
+
+@dataclass(frozen=True)
+class SeasonalNaiveConfig(BaselineConfig):
+    """``[predictor.params.seasonal_naive]``: season, bars per season (default 24: a day of 1h bars)."""
+
+    season: int = param(24, ge=1)
 
 
 class _SpreadBaseline(Predictor):
     """Shared spread model: centred empirical quantiles of one-bar returns x sqrt(h)."""
 
-    def __init__(
-        self,
-        window: int | None = None,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(quantile_levels=quantile_levels, seed=seed)
-        if window is not None and (not isinstance(window, int) or window < 2):
-            raise PredictorError(f"{self.name}: window must be an integer >= 2 or omitted, got {window!r}")
-        self.window = window
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "window": self.window}
+    config_class = BaselineConfig
+    config: BaselineConfig
 
     def _returns(self, contexts: np.ndarray) -> np.ndarray:
         r = log_returns(contexts)
-        return r if self.window is None else r[:, -self.window :]
+        window = self.config.window
+        return r if window is None else r[:, -window:]
 
     def _centre(self, contexts: np.ndarray, returns: np.ndarray, horizon: int) -> np.ndarray:
         """``(n, H)`` median forecast of the cumulative log return (``returns``: the window's)."""
@@ -82,32 +97,20 @@ class MomentumPredictor(_SpreadBaseline):
     """Time-series momentum: the mean return of the last ``lookback`` bars persists."""
 
     name = "momentum"
-
-    def __init__(
-        self,
-        lookback: int = 24,
-        window: int | None = None,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(window=window, quantile_levels=quantile_levels, seed=seed)
-        if not isinstance(lookback, int) or lookback < 1:
-            raise PredictorError(f"momentum: lookback must be an integer >= 1, got {lookback!r}")
-        self.lookback = lookback
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "lookback": self.lookback}
+    config_class = MomentumConfig
+    config: MomentumConfig
 
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
-        if contexts.shape[1] - 1 < self.lookback:
+        lookback = self.config.lookback
+        if contexts.shape[1] - 1 < lookback:
             raise PredictorError(
-                f"momentum: lookback {self.lookback} needs a context of at least {self.lookback + 1} bars, "
+                f"momentum: lookback {lookback} needs a context of at least {lookback + 1} bars, "
                 f"got {contexts.shape[1]}; raise context_length or lower lookback"
             )
         return super().predict_quantiles(contexts, horizon)
 
     def _centre(self, contexts: np.ndarray, returns: np.ndarray, horizon: int) -> np.ndarray:
-        mean = log_returns(contexts[:, -(self.lookback + 1) :]).mean(axis=1, keepdims=True)
+        mean = log_returns(contexts[:, -(self.config.lookback + 1) :]).mean(axis=1, keepdims=True)
         return mean * np.arange(1, horizon + 1, dtype=np.float64)[None, :]
 
 
@@ -116,31 +119,20 @@ class SeasonalNaivePredictor(_SpreadBaseline):
     """Seasonal random walk: bar ``t+j`` repeats the return of bar ``t+j-season``."""
 
     name = "seasonal_naive"
-
-    def __init__(
-        self,
-        season: int = 24,
-        window: int | None = None,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(window=window, quantile_levels=quantile_levels, seed=seed)
-        if not isinstance(season, int) or season < 1:
-            raise PredictorError(f"seasonal_naive: season must be an integer >= 1, got {season!r}")
-        self.season = season
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "season": self.season}
+    config_class = SeasonalNaiveConfig
+    config: SeasonalNaiveConfig
 
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
-        if contexts.shape[1] - 1 < self.season:
+        season = self.config.season
+        if contexts.shape[1] - 1 < season:
             raise PredictorError(
-                f"seasonal_naive: season {self.season} needs a context of at least {self.season + 1} bars, "
+                f"seasonal_naive: season {season} needs a context of at least {season + 1} bars, "
                 f"got {contexts.shape[1]}; raise context_length or lower season"
             )
         return super().predict_quantiles(contexts, horizon)
 
     def _centre(self, contexts: np.ndarray, returns: np.ndarray, horizon: int) -> np.ndarray:
-        last_season = log_returns(contexts[:, -(self.season + 1) :])
-        steps = np.arange(horizon) % self.season  # position within the last season
+        season = self.config.season
+        last_season = log_returns(contexts[:, -(season + 1) :])
+        steps = np.arange(horizon) % season  # position within the last season
         return np.cumsum(last_season[:, steps], axis=1)

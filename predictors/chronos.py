@@ -19,7 +19,7 @@ How the model's native output becomes the Forecast contract
   the (relative) future price; ``log(q / 1.0)`` is the same quantile of the log return, since
   ``log`` is monotone. A price quantile <= 0 (possible for a quantile head far in the tail)
   is clipped to ``1e-6`` of the last close (log return about -13.8) and counted in
-  ``self.stats["clipped_quantiles"]``.
+  ``stats().clipped_quantiles``.
 - **Quantile levels** other than the model's training levels are interpolated by the
   pipeline (Bolt / Chronos-2); Chronos-T5 takes empirical quantiles of ``num_samples``
   sample paths.
@@ -42,15 +42,26 @@ sample by one bin.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from predictors._torch import HashedGumbelSampler, import_optional, import_torch, pick_device, pick_dtype, row_seeds
-from predictors.base import DEFAULT_QUANTILES, ModelInfo, Predictor, PredictorError
-from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
+from predictors._torch import (
+    DEVICES,
+    DTYPES,
+    HashedGumbelSampler,
+    import_optional,
+    import_torch,
+    pick_device,
+    pick_dtype,
+    row_seeds,
+)
+from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorStats, param
+from predictors.hub import hub_model_info, load_error, resolve_model
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -60,82 +71,75 @@ CHRONOS_HINT = "pip install 'chronos-forecasting>=2.0' (after torch; see pyproje
 MIN_RELATIVE_PRICE = 1e-6
 
 
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise PredictorError(f"chronos: {name} must be an integer >= {low}{' or omitted' if allow_none else ''}, got {value!r}")
+def clipped_log(rel_prices: np.ndarray) -> tuple[np.ndarray, int]:
+    """Relative price quantiles -> ``(log returns, how many were clipped)``: values not above
+    :data:`MIN_RELATIVE_PRICE` are floored at it first (shared with :mod:`predictors.timesfm`)."""
+    bad = ~(rel_prices > MIN_RELATIVE_PRICE)
+    clipped = int(bad.sum())
+    if clipped:
+        rel_prices = np.where(bad, MIN_RELATIVE_PRICE, rel_prices)
+    return np.log(rel_prices), clipped
+
+
+@dataclass(frozen=True)
+class ClippedQuantileStats(PredictorStats):
+    """``clipped_quantiles``: price quantiles <= 0 floored at ``MIN_RELATIVE_PRICE`` of the last close."""
+
+    clipped_quantiles: int = 0
+
+
+@dataclass(frozen=True)
+class ChronosConfig(PluginConfig):
+    """``[predictor.params.chronos]``.
+
+    model: hub id or local checkpoint directory (default ``amazon/chronos-bolt-small``).
+    revision: hub revision (branch, tag or commit) to pin; ignored for a local path.
+    device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps`` (not in the cache key).
+    dtype: ``auto`` (bfloat16 on CUDA, float32 elsewhere), ``float32``, ``bfloat16``, ``float16``.
+    batch_size: windows per forward pass (memory knob; results do not depend on it). Default 64.
+    num_samples: sample paths per window (Chronos-T5 only; Bolt and Chronos-2 output quantiles). Default 20.
+    context_length: use only the last ``context_length`` values of each window
+        (default: the whole window, which the model truncates to its own maximum).
+    temperature, top_k, top_p: Chronos-T5 sampling; ``None`` takes the checkpoint's values.
+    """
+
+    model: str = "amazon/chronos-bolt-small"
+    revision: str | None = None
+    device: str = param("auto", choices=DEVICES, key=False)
+    dtype: str = param("auto", choices=DTYPES)
+    batch_size: int = param(64, ge=1)
+    num_samples: int = param(20, ge=1)
+    context_length: int | None = param(None, ge=2)
+    temperature: float | None = param(None, gt=0)
+    top_k: int | None = param(None, ge=0)
+    top_p: float | None = param(None, gt=0, le=1)
 
 
 @register
 class ChronosPredictor(Predictor):
     """Chronos / Chronos-Bolt / Chronos-2 quantile forecasts of cumulative log returns.
 
-    Args:
-        model: hub id or local checkpoint directory (default ``amazon/chronos-bolt-small``).
-        revision: hub revision (branch, tag or commit) to pin; ignored for a local path.
-        device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps``.
-        dtype: ``auto`` (bfloat16 on CUDA, float32 elsewhere), ``float32``, ``bfloat16``, ``float16``.
-        batch_size: windows per forward pass (memory knob; results do not depend on it).
-        num_samples: sample paths per window (Chronos-T5 only; Bolt and Chronos-2 output quantiles).
-        context_length: use only the last ``context_length`` values of each window
-            (default: the whole window, which the model truncates to its own maximum).
-        temperature, top_k, top_p: Chronos-T5 sampling; ``None`` takes the checkpoint's values.
-        quantile_levels, seed: see :class:`predictors.base.Predictor`.
+    Parameters: :class:`ChronosConfig`; ``quantile_levels`` and ``seed``: see
+    :class:`predictors.base.Predictor`. ``setup`` resolves ``device`` and ``dtype`` (``auto`` ->
+    what runs) and finds the checkpoint (fails fast offline); weights load on first use.
     """
 
     name = "chronos"
+    config_class = ChronosConfig
+    stats_class = ClippedQuantileStats
+    config: ChronosConfig
 
-    def __init__(
-        self,
-        model: str = "amazon/chronos-bolt-small",
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        batch_size: int = 64,
-        num_samples: int = 20,
-        context_length: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(quantile_levels=quantile_levels, seed=seed)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("num_samples", num_samples, 1)
-        _check_int("context_length", context_length, 2, allow_none=True)
-        self.model = str(model)
-        self.revision = revision
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
-        self.batch_size = batch_size
-        self.num_samples = num_samples
-        self.context_length = context_length
-        self.temperature = temperature
-        self.top_k = top_k
-        self.top_p = top_p
-        self.path = resolve_model(self.model, revision)  # fails fast offline
-        self.stats: dict[str, int] = {"clipped_quantiles": 0}
+    def setup(self) -> None:
+        device = pick_device(self.config.device)
+        self.torch_dtype = pick_dtype(self.config.dtype, device)
+        self.config = dataclasses.replace(self.config, device=device, dtype=str(self.torch_dtype).replace("torch.", ""))
+        self.path = resolve_model(self.config.model, self.config.revision)  # fails fast offline
         self._pipeline: Any = None
         self._warned_horizon = False
 
     # -- metadata -----------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "model": self.model,
-            "revision": self.revision or snapshot_revision(self.path) or None,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "num_samples": self.num_samples,
-            "context_length": self.context_length,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
-        }
-
     def model_info(self) -> ModelInfo:
-        return hub_model_info(self.model, self.revision, self.path)
+        return hub_model_info(self.config.model, self.config.revision, self.path)
 
     # -- loading --------------------------------------------------------------------------
     @property
@@ -144,13 +148,14 @@ class ChronosPredictor(Predictor):
         if self._pipeline is None:
             import_torch()
             chronos = import_optional("chronos", CHRONOS_HINT)
-            kwargs: dict[str, Any] = {"device_map": self.device, "dtype": self.dtype}
-            if self.revision and self.path == self.model:  # downloading from the hub
-                kwargs["revision"] = self.revision
+            c = self.config
+            kwargs: dict[str, Any] = {"device_map": c.device, "dtype": self.torch_dtype}
+            if c.revision and self.path == c.model:  # downloading from the hub
+                kwargs["revision"] = c.revision
             try:
                 pipe = chronos.BaseChronosPipeline.from_pretrained(self.path, **kwargs)
             except (OSError, ValueError) as exc:
-                raise load_error(self.model, self.revision, exc) from exc
+                raise load_error(c.model, c.revision, exc) from exc
             inner = getattr(pipe, "inner_model", None)
             if inner is not None:
                 inner.eval()
@@ -176,19 +181,20 @@ class ChronosPredictor(Predictor):
                 "chronos: horizon %d exceeds %s's native prediction length %d; forecasts beyond it are "
                 "autoregressive and may degrade",
                 horizon,
-                self.model,
+                self.config.model,
                 self.native_prediction_length,
             )
             self._warned_horizon = True
-        if self.context_length is not None:
-            contexts = contexts[:, -self.context_length :]
+        if self.config.context_length is not None:
+            contexts = contexts[:, -self.config.context_length :]
         relative = contexts / contexts[:, -1:]
         out = np.empty((contexts.shape[0], len(self.quantile_levels), horizon), dtype=np.float64)
         family = self.family
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="We recommend keeping prediction length")
-            for start in range(0, len(relative), self.batch_size):
-                chunk = relative[start : start + self.batch_size]
+            batch_size = self.config.batch_size
+            for start in range(0, len(relative), batch_size):
+                chunk = relative[start : start + batch_size]
                 if family == "t5":
                     prices = self._t5_quantiles(pipe, chunk, horizon)
                 else:
@@ -197,11 +203,9 @@ class ChronosPredictor(Predictor):
         return out
 
     def _to_log_returns(self, rel_prices: np.ndarray) -> np.ndarray:
-        bad = ~(rel_prices > MIN_RELATIVE_PRICE)
-        if bad.any():
-            self.stats["clipped_quantiles"] += int(bad.sum())
-            rel_prices = np.where(bad, MIN_RELATIVE_PRICE, rel_prices)
-        return np.log(rel_prices)
+        log_returns, clipped = clipped_log(rel_prices)
+        self.count("clipped_quantiles", clipped)
+        return log_returns
 
     def _quantile_head(self, pipe: Any, chunk: np.ndarray, horizon: int, family: str) -> np.ndarray:
         """Bolt / Chronos-2: ``(b, L)`` relative prices -> ``(b, Q, H)`` relative price quantiles."""
@@ -222,13 +226,14 @@ class ChronosPredictor(Predictor):
         torch = import_torch()
         from transformers import GenerationConfig, LogitsProcessorList
 
-        cfg = pipe.model.config  # chronos.ChronosConfig
+        c = self.config
+        cfg = pipe.model.config  # the chronos library's own ChronosConfig
         inner = pipe.model.model  # the transformers seq2seq / causal LM
-        temperature = cfg.temperature if self.temperature is None else self.temperature
-        top_k = cfg.top_k if self.top_k is None else self.top_k
-        top_p = cfg.top_p if self.top_p is None else self.top_p
+        temperature = cfg.temperature if c.temperature is None else c.temperature
+        top_k = cfg.top_k if c.top_k is None else c.top_k
+        top_p = cfg.top_p if c.top_p is None else c.top_p
         context = torch.from_numpy(chunk.astype(np.float32))
-        b, s = len(chunk), self.num_samples
+        b, s = len(chunk), c.num_samples
         paths: list[torch.Tensor] = []
         remaining, round_ = horizon, 0
         while remaining > 0:

@@ -11,10 +11,15 @@ forbids the download) or, when the hub is unreachable or fails mid-download, a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from predictors.base import ModelInfo
+from predictors.contamination import cutoff_source, training_cutoff
 from predictors.errors import PredictorError, PredictorUnavailable
 
 #: Seconds the reachability probe may take before the hub counts as unreachable.
@@ -39,9 +44,6 @@ def hub_reachable(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     Any HTTP answer counts as reachable; DNS failures, refused connections and the
     timeout do not. Runs in a daemon thread so that a slow DNS lookup cannot hang us.
     """
-    import urllib.error
-    import urllib.request
-
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     result: list[bool] = []
 
@@ -127,8 +129,6 @@ def snapshot_revision(path: str) -> str:
         return p.name
     if not p.is_dir():
         return ""
-    import hashlib
-
     digest = hashlib.sha256()
     for f in sorted(q for q in p.rglob("*") if q.is_file()):
         st = f.stat()
@@ -173,12 +173,9 @@ def load_error(model: str, revision: str | None, exc: BaseException) -> Predicto
     return PredictorError(message)
 
 
-def hub_model_info(model: str, revision: str | None, path: str | None) -> "ModelInfo":
+def hub_model_info(model: str, revision: str | None, path: str | None) -> ModelInfo:
     """ModelInfo of a hub or local checkpoint: the pinned revision (or the cached snapshot's
     commit) and the training-data cut-off from :mod:`predictors.contamination`."""
-    from predictors.base import ModelInfo
-    from predictors.contamination import cutoff_source, training_cutoff
-
     return ModelInfo(
         name=model,
         revision=revision or (snapshot_revision(path) if path else "") or "",

@@ -24,29 +24,39 @@ as text and lets a language model continue it. This predictor follows the paper:
 4. **Parse** each continuation: split on the value separator, take the first ``horizon``
    values, each ``-?digits`` once whitespace is removed, each terminated by a separator.
    A sample with fewer well-formed values, or a non-positive price, is **malformed**: it
-   is dropped and counted (``self.stats``).
+   is dropped and counted (``stats()``).
 5. **Convert** each kept sample to a price path (inverse scaling), then to cumulative log
    returns ``log(p[t+h] / close[t])``, and take empirical quantiles over the samples.
 
 A window whose samples are all malformed is a **failed window**: with
 ``on_failed_window="zero"`` (default) it gets a zero-return point mass (all quantiles 0,
-the naive forecast), is counted in ``self.stats["failed_windows"]`` and logged; with
-``"raise"`` it is a PredictorError. ``self.stats`` accumulates over calls:
-``{"windows", "failed_windows", "total_samples", "malformed_samples"}``.
+the naive forecast), is counted in ``stats().failed_windows`` and logged; with
+``"raise"`` it is a PredictorError. ``stats()`` (:class:`LLMTimeStats`) accumulates over calls:
+``windows``, ``failed_windows``, ``total_samples``, ``malformed_samples``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from predictors._torch import HashedGumbelSampler, import_optional, import_torch, pick_device, pick_dtype, row_seeds
-from predictors.base import DEFAULT_QUANTILES, ModelInfo, Predictor, PredictorError
-from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
+from predictors._torch import (
+    DEVICES,
+    DTYPES,
+    HashedGumbelSampler,
+    import_optional,
+    import_torch,
+    pick_device,
+    pick_dtype,
+    row_seeds,
+)
+from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, PredictorStats, param
+from predictors.hub import hub_model_info, load_error, resolve_model
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -130,114 +140,92 @@ def _stop_criterion(sep_id: int, horizon: int, prompt_len: int, budgets: "Any") 
     return _Stop()
 
 
-@register
-class LLMTimePredictor(Predictor):
-    """Zero-shot LLM forecaster (LLMTime). Parameters as in the module docstring, plus:
+@dataclass(frozen=True)
+class LLMTimeConfig(PluginConfig):
+    """``[predictor.params.llmtime]``; the serialisation and sampling parameters as in the module
+    docstring (defaults: the paper's), plus:
 
-    Args:
-        model: hub id or local directory of a causal LM with its tokenizer (default ``gpt2``).
-        revision: hub revision to pin; ignored for a local path.
-        device, dtype: see :mod:`predictors._torch` (``auto``: best device; bf16 on CUDA).
-        batch_size: windows per ``generate`` call (rows = ``batch_size * num_samples``).
-            With ``batch_size > 1`` prompts of different token lengths are left-padded and
-            float noise can flip sampled tokens at near-ties, so a window's forecast can
-            depend on its batch neighbours; ``batch_size = 1`` is exactly reproducible
-            window by window (and what the lookahead check needs to verify the predictor),
-            hence the default; raise it for speed when exact reproducibility can go.
-        num_samples: continuations sampled per window (default 20).
-        max_context_values: use only the last N values of each window (prompt length).
-        token_budget_factor: new-token budget per window = factor x (prompt tokens per
-            value) x horizon + 8.
+    model: hub id or local directory of a causal LM with its tokenizer (default ``gpt2``).
+    revision: hub revision to pin; ignored for a local path.
+    device, dtype: see :mod:`predictors._torch` (``auto``: best device; bf16 on CUDA); device is
+        not in the cache key.
+    batch_size: windows per ``generate`` call (rows = ``batch_size * num_samples``).
+        With ``batch_size > 1`` prompts of different token lengths are left-padded and
+        float noise can flip sampled tokens at near-ties, so a window's forecast can
+        depend on its batch neighbours; ``batch_size = 1`` is exactly reproducible
+        window by window (and what the lookahead check needs to verify the predictor),
+        hence the default; raise it for speed when exact reproducibility can go.
+    num_samples: continuations sampled per window (default 20).
+    max_context_values: use only the last N values of each window (prompt length).
+    token_budget_factor: new-token budget per window = factor x (prompt tokens per
+        value) x horizon + 8.
     """
 
-    name = "llmtime"
+    model: str = "gpt2"
+    revision: str | None = None
+    device: str = param("auto", choices=DEVICES, key=False)
+    dtype: str = param("auto", choices=DTYPES)
+    batch_size: int = param(1, ge=1)
+    num_samples: int = param(20, ge=1)
+    max_context_values: int | None = param(None, ge=2)
+    precision: int = param(3, ge=0)
+    digit_sep: str = " "
+    value_sep: str = " ,"
+    scaling: str = param("affine", choices=("affine", "basic"))
+    alpha: float = param(0.95, gt=0, le=1)
+    beta: float = param(0.3, ge=0)
+    temperature: float = param(0.7, gt=0)
+    top_p: float = param(0.9, gt=0, le=1)
+    top_k: int = param(0, ge=0)
+    restrict_tokens: bool = True
+    token_budget_factor: float = param(1.3, ge=1)
+    on_failed_window: str = param("zero", choices=("zero", "raise"))
 
-    def __init__(
-        self,
-        model: str = "gpt2",
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        batch_size: int = 1,
-        num_samples: int = 20,
-        max_context_values: int | None = None,
-        precision: int = 3,
-        digit_sep: str = " ",
-        value_sep: str = " ,",
-        scaling: str = "affine",
-        alpha: float = 0.95,
-        beta: float = 0.3,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        top_k: int = 0,
-        restrict_tokens: bool = True,
-        token_budget_factor: float = 1.3,
-        on_failed_window: str = "zero",
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(quantile_levels=quantile_levels, seed=seed)
-        for key, val, low in (("batch_size", batch_size, 1), ("num_samples", num_samples, 1), ("precision", precision, 0)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                raise PredictorError(f"llmtime: {key} must be an integer >= {low}, got {val!r}")
-        if max_context_values is not None and (not isinstance(max_context_values, int) or max_context_values < 2):
-            raise PredictorError(f"llmtime: max_context_values must be an integer >= 2 or omitted, got {max_context_values!r}")
-        if not value_sep.strip():
-            raise PredictorError(f"llmtime: value_sep must contain a non-space character (e.g. ' ,'), got {value_sep!r}")
-        if any(c.isdigit() or c == "-" for c in digit_sep + value_sep):
-            raise PredictorError(f"llmtime: separators may not contain digits or '-': {digit_sep!r}, {value_sep!r}")
-        if on_failed_window not in ("zero", "raise"):
-            raise PredictorError(f"llmtime: on_failed_window must be 'zero' or 'raise', got {on_failed_window!r}")
-        if scaling not in ("affine", "basic"):
-            raise PredictorError(f"llmtime: scaling must be 'affine' or 'basic', got {scaling!r}")
-        if not 0 < alpha <= 1 or beta < 0:
-            raise PredictorError(f"llmtime: need 0 < alpha <= 1 and beta >= 0, got alpha={alpha}, beta={beta}")
-        if token_budget_factor < 1:
-            raise PredictorError(f"llmtime: token_budget_factor must be >= 1, got {token_budget_factor}")
-        self.model = str(model)
-        self.revision = revision
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
-        self.batch_size = batch_size
-        self.num_samples = num_samples
-        self.max_context_values = max_context_values
-        self.precision = precision
-        self.digit_sep = digit_sep
-        self.value_sep = value_sep
-        self.scaling = scaling
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.top_k = int(top_k)
-        self.restrict_tokens = bool(restrict_tokens)
-        self.token_budget_factor = float(token_budget_factor)
-        self.on_failed_window = on_failed_window
-        self.path = resolve_model(self.model, revision)
-        self.stats: dict[str, int] = {"windows": 0, "failed_windows": 0, "total_samples": 0, "malformed_samples": 0}
+    def check(self) -> None:
+        if not self.value_sep.strip():
+            raise ParamError("value_sep", self.value_sep, "a separator with a non-space character, e.g. ' ,'")
+        for key in ("digit_sep", "value_sep"):
+            value = getattr(self, key)
+            if any(c.isdigit() or c == "-" for c in value):
+                raise ParamError(key, value, "free of digits and '-' (they are the values' characters)")
+
+
+@dataclass(frozen=True)
+class LLMTimeStats(PredictorStats):
+    """Windows forecast, windows whose samples were all malformed, samples drawn, samples dropped."""
+
+    windows: int = 0
+    failed_windows: int = 0
+    total_samples: int = 0
+    malformed_samples: int = 0
+
+
+@register
+class LLMTimePredictor(Predictor):
+    """Zero-shot LLM forecaster (LLMTime). Parameters: :class:`LLMTimeConfig`; counters:
+    :class:`LLMTimeStats`. ``setup`` resolves ``device``/``dtype`` and finds the checkpoint;
+    the model loads on first use."""
+
+    name = "llmtime"
+    config_class = LLMTimeConfig
+    stats_class = LLMTimeStats
+    config: LLMTimeConfig
+
+    def setup(self) -> None:
+        device = pick_device(self.config.device)
+        self.torch_dtype = pick_dtype(self.config.dtype, device)
+        self.config = dataclasses.replace(self.config, device=device, dtype=str(self.torch_dtype).replace("torch.", ""))
+        self.path = resolve_model(self.config.model, self.config.revision)
         self._lm: Any = None
         self._tokenizer: Any = None
         self._allowed: Any = None
 
     @property
     def batch_invariant(self) -> bool:
-        return self.batch_size == 1
-
-    def params(self) -> dict[str, Any]:
-        keys = (
-            "num_samples max_context_values precision digit_sep value_sep scaling alpha beta temperature "
-            "top_p top_k restrict_tokens token_budget_factor on_failed_window"
-        ).split()
-        return {
-            **super().params(),
-            "model": self.model,
-            "revision": self.revision or snapshot_revision(self.path) or None,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            **{k: getattr(self, k) for k in keys},
-        }
+        return self.config.batch_size == 1
 
     def model_info(self) -> ModelInfo:
-        return hub_model_info(self.model, self.revision, self.path)
+        return hub_model_info(self.config.model, self.config.revision, self.path)
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -245,43 +233,48 @@ class LLMTimePredictor(Predictor):
             return
         import_torch()
         transformers = import_optional("transformers", "pip install 'transformers>=4.45'")
+        c = self.config
         kwargs: dict[str, Any] = {}
-        if self.revision and self.path == self.model:
-            kwargs["revision"] = self.revision
+        if c.revision and self.path == c.model:
+            kwargs["revision"] = c.revision
         try:
             tok = transformers.AutoTokenizer.from_pretrained(self.path, **kwargs)
             lm = transformers.AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=self.dtype, device_map=self.device, **kwargs
+                self.path, dtype=self.torch_dtype, device_map=c.device, **kwargs
             )
         except (OSError, ValueError) as exc:
-            raise load_error(self.model, self.revision, exc) from exc
+            raise load_error(c.model, c.revision, exc) from exc
         tok.padding_side = "left"
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         lm.eval()
         self._tokenizer, self._lm = tok, lm
-        if self.restrict_tokens:
+        if c.restrict_tokens:
             self._allowed = self._allowed_tokens(tok)
 
     def _allowed_tokens(self, tok: Any) -> Any:
         """Bool mask over the vocabulary: tokens that decode to digits, '-' and separator characters only."""
         torch = import_torch()
-        chars = set("0123456789-" + self.digit_sep + self.value_sep)
+        chars = set("0123456789-" + self.config.digit_sep + self.config.value_sep)
         special = set(tok.all_special_ids)
         texts = tok.batch_decode([[i] for i in range(len(tok))])
         mask = [i not in special and bool(t) and set(t) <= chars for i, t in enumerate(texts)]
         if not any(mask):
-            raise PredictorError(f"llmtime: tokenizer of {self.model!r} has no digit tokens; set restrict_tokens=false")
+            raise PredictorError(
+                f"llmtime: tokenizer of {self.config.model!r} has no digit tokens; "
+                "set predictor.params.llmtime.restrict_tokens = false"
+            )
         return torch.tensor(mask, dtype=torch.bool)
 
     # -- forecasting -------------------------------------------------------------------------
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         self._load()
-        if self.max_context_values is not None:
-            contexts = contexts[:, -self.max_context_values :]
+        c = self.config
+        if c.max_context_values is not None:
+            contexts = contexts[:, -c.max_context_values :]
         out = np.empty((len(contexts), len(self.quantile_levels), horizon), dtype=np.float64)
-        for start in range(0, len(contexts), self.batch_size):
-            chunk = contexts[start : start + self.batch_size]
+        for start in range(0, len(contexts), c.batch_size):
+            chunk = contexts[start : start + c.batch_size]
             out[start : start + len(chunk)] = self._predict_chunk(chunk, horizon)
         return out
 
@@ -289,18 +282,19 @@ class LLMTimePredictor(Predictor):
         torch = import_torch()
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        tok, lm, s = self._tokenizer, self._lm, self.num_samples
-        scalers = [Scaler.fit(w, self.alpha, self.beta, self.scaling) for w in chunk]
-        prompts = [serialize(sc.transform(w), self.precision, self.digit_sep, self.value_sep) for sc, w in zip(scalers, chunk)]
+        c = self.config
+        tok, lm, s = self._tokenizer, self._lm, c.num_samples
+        scalers = [Scaler.fit(w, c.alpha, c.beta, c.scaling) for w in chunk]
+        prompts = [serialize(sc.transform(w), c.precision, c.digit_sep, c.value_sep) for sc, w in zip(scalers, chunk)]
         enc = tok(prompts, return_tensors="pt", padding=True)
         prompt_len = enc["input_ids"].shape[1]
         n_tokens = enc["attention_mask"].sum(dim=1).to(torch.float64)  # per window, padding excluded
         per_value = n_tokens / chunk.shape[1]
-        budgets = torch.ceil(self.token_budget_factor * per_value * horizon + 8).to(torch.int64)  # (b,)
+        budgets = torch.ceil(c.token_budget_factor * per_value * horizon + 8).to(torch.int64)  # (b,)
         row_budgets = budgets.repeat_interleave(s)
         seeds = torch.from_numpy(row_seeds(chunk, self.seed, s))
-        sampler = HashedGumbelSampler(seeds, self.temperature, self.top_k, self.top_p, allowed=self._allowed)
-        sep_ids = tok.encode(self.value_sep, add_special_tokens=False)
+        sampler = HashedGumbelSampler(seeds, c.temperature, c.top_k, c.top_p, allowed=self._allowed)
+        sep_ids = tok.encode(c.value_sep, add_special_tokens=False)
         stopping = StoppingCriteriaList()
         if sep_ids:
             stopping.append(_stop_criterion(sep_ids[-1], horizon, prompt_len, row_budgets))
@@ -328,12 +322,12 @@ class LLMTimePredictor(Predictor):
         out = np.empty((len(chunk), len(self.quantile_levels), horizon), dtype=np.float64)
         for i, (window, scaler) in enumerate(zip(chunk, scalers)):
             paths = self._parse_window(texts[i * s : (i + 1) * s], scaler, float(window[-1]), horizon)
-            self.stats["windows"] += 1
+            self.count("windows")
             if paths is None:
-                self.stats["failed_windows"] += 1
-                if self.on_failed_window == "raise":
+                self.count("failed_windows")
+                if c.on_failed_window == "raise":
                     raise PredictorError(
-                        f"llmtime: all {s} samples of a window were malformed (model {self.model!r}); "
+                        f"llmtime: all {s} samples of a window were malformed (model {c.model!r}); "
                         "raise num_samples or token_budget_factor, check digit_sep/value_sep suit the tokenizer, "
                         "or set on_failed_window='zero'"
                     )
@@ -347,11 +341,11 @@ class LLMTimePredictor(Predictor):
         """``(kept, horizon)`` cumulative log returns of the well-formed samples, or None if none."""
         kept = []
         for text in texts:
-            self.stats["total_samples"] += 1
-            values = parse_sample(text, horizon, self.precision, self.value_sep)
+            self.count("total_samples")
+            values = parse_sample(text, horizon, self.config.precision, self.config.value_sep)
             prices = None if values is None else scaler.inverse(values)
             if prices is None or not np.all(prices > 0):
-                self.stats["malformed_samples"] += 1
+                self.count("malformed_samples")
                 continue
             kept.append(np.log(prices / close))
         return np.stack(kept) if kept else None

@@ -17,7 +17,7 @@ Conversion to the Forecast contract
   future relative price. Levels among the deciles are taken as is; others are linearly
   interpolated between deciles (levels outside [0.1, 0.9] are clamped to the end deciles,
   with a logged warning). ``log`` of a relative price quantile is the log-return quantile;
-  prices <= 0 are clipped like in :mod:`predictors.chronos` (``self.stats``).
+  prices <= 0 are clipped like in :mod:`predictors.chronos` (``stats()``).
 - Deterministic (no sampling); each series is forecast independently, so batch size only
   changes float rounding. Horizons up to the compiled maximum (a multiple of 128) are one
   decoding pass; longer ones are the model's own autoregressive decoding.
@@ -25,16 +25,18 @@ Conversion to the Forecast contract
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from predictors._torch import import_optional, import_torch, pick_device
-from predictors.base import DEFAULT_QUANTILES, ModelInfo, Predictor, PredictorError
-from predictors.chronos import MIN_RELATIVE_PRICE
-from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
+from predictors._torch import DEVICES, import_optional, import_torch, pick_device
+from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, param
+from predictors.chronos import ClippedQuantileStats, clipped_log
+from predictors.hub import hub_model_info, load_error, resolve_model
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -64,86 +66,75 @@ def interpolate_deciles(deciles: np.ndarray, levels: Sequence[float]) -> np.ndar
     return out
 
 
+#: ``timesfm.ForecastConfig`` flags that are parameters here.
+FORECAST_FLAGS = ("normalize_inputs", "use_continuous_quantile_head", "force_flip_invariance", "fix_quantile_crossing")
+
+
+@dataclass(frozen=True)
+class TimesFMConfig(PluginConfig):
+    """``[predictor.params.timesfm]``.
+
+    model: hub id or local directory (default ``google/timesfm-2.5-200m-pytorch``).
+    revision: hub revision to pin; ignored for a local path.
+    device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps`` (not in the cache key).
+        TimesFM runs float32.
+    batch_size: series per forward pass (memory knob; results do not depend on it). Default 64.
+    context_length: use only the last N values of each window (default: all, up to 16k - horizon).
+    normalize_inputs, use_continuous_quantile_head, force_flip_invariance, fix_quantile_crossing:
+        ``timesfm.ForecastConfig`` flags (defaults, all true, as in the TimesFM README).
+    """
+
+    model: str = "google/timesfm-2.5-200m-pytorch"
+    revision: str | None = None
+    device: str = param("auto", choices=DEVICES, key=False)
+    batch_size: int = param(64, ge=1)
+    context_length: int | None = param(None, ge=2)
+    normalize_inputs: bool = True
+    use_continuous_quantile_head: bool = True
+    force_flip_invariance: bool = True
+    fix_quantile_crossing: bool = True
+
+
 @register
 class TimesFMPredictor(Predictor):
     """TimesFM 2.5 quantile forecasts of cumulative log returns.
 
-    Args:
-        model: hub id or local directory (default ``google/timesfm-2.5-200m-pytorch``).
-        revision: hub revision to pin; ignored for a local path.
-        device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps``. TimesFM runs float32.
-        batch_size: series per forward pass (memory knob; results do not depend on it).
-        context_length: use only the last N values of each window (default: all, up to 16k - horizon).
-        normalize_inputs, use_continuous_quantile_head, force_flip_invariance,
-        fix_quantile_crossing: ``timesfm.ForecastConfig`` flags (defaults as in the TimesFM README).
-        quantile_levels, seed: see :class:`predictors.base.Predictor` (seed unused: no sampling).
+    Parameters: :class:`TimesFMConfig`; ``quantile_levels``, ``seed``: see
+    :class:`predictors.base.Predictor` (seed unused: no sampling). ``setup`` needs the
+    ``timesfm`` package (a PredictorError with the install hint otherwise).
     """
 
     name = "timesfm"
+    config_class = TimesFMConfig
+    stats_class = ClippedQuantileStats
+    config: TimesFMConfig
 
-    def __init__(
-        self,
-        model: str = "google/timesfm-2.5-200m-pytorch",
-        revision: str | None = None,
-        device: str = "auto",
-        batch_size: int = 64,
-        context_length: int | None = None,
-        normalize_inputs: bool = True,
-        use_continuous_quantile_head: bool = True,
-        force_flip_invariance: bool = True,
-        fix_quantile_crossing: bool = True,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(quantile_levels=quantile_levels, seed=seed)
+    def setup(self) -> None:
         import_timesfm()  # fail at construction, with the install hint
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise PredictorError(f"timesfm: batch_size must be an integer >= 1, got {batch_size!r}")
-        if context_length is not None and (not isinstance(context_length, int) or context_length < 2):
-            raise PredictorError(f"timesfm: context_length must be an integer >= 2 or omitted, got {context_length!r}")
-        self.model = str(model)
-        self.revision = revision
-        self.device = pick_device(device)
-        self.batch_size = batch_size
-        self.context_length = context_length
-        self.flags = {
-            "normalize_inputs": bool(normalize_inputs),
-            "use_continuous_quantile_head": bool(use_continuous_quantile_head),
-            "force_flip_invariance": bool(force_flip_invariance),
-            "fix_quantile_crossing": bool(fix_quantile_crossing),
-        }
-        self.path = resolve_model(self.model, revision)
-        self.stats: dict[str, int] = {"clipped_quantiles": 0}
+        self.config = dataclasses.replace(self.config, device=pick_device(self.config.device))
+        self.path = resolve_model(self.config.model, self.config.revision)
         self._tfm: Any = None
         self._compiled_for: tuple[int, int] | None = None
         outside = [q for q in self.quantile_levels if q < DECILES[0] or q > DECILES[-1]]
         if outside:
             log.warning("timesfm: quantile levels %s lie outside [0.1, 0.9] and are clamped to the end deciles", outside)
 
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "model": self.model,
-            "revision": self.revision or snapshot_revision(self.path) or None,
-            "context_length": self.context_length,
-            **self.flags,
-        }
-
     def model_info(self) -> ModelInfo:
-        return hub_model_info(self.model, self.revision, self.path)
+        return hub_model_info(self.config.model, self.config.revision, self.path)
 
     def _load(self) -> Any:
         if self._tfm is None:
             torch = import_torch()
             timesfm = import_timesfm()
+            c = self.config
             kwargs: dict[str, Any] = {"torch_compile": False}
-            if self.revision and self.path == self.model:
-                kwargs["revision"] = self.revision
+            if c.revision and self.path == c.model:
+                kwargs["revision"] = c.revision
             try:
                 tfm = timesfm.TimesFM_2p5_200M_torch.from_pretrained(self.path, **kwargs)
             except (OSError, ValueError, RuntimeError) as exc:
-                raise load_error(self.model, self.revision, exc) from exc
-            tfm.model.device = torch.device(self.device)
+                raise load_error(c.model, c.revision, exc) from exc
+            tfm.model.device = torch.device(c.device)
             tfm.model.to(tfm.model.device).eval()
             self._tfm = tfm
         return self._tfm
@@ -158,9 +149,9 @@ class TimesFMPredictor(Predictor):
                 timesfm.ForecastConfig(
                     max_context=max_context,
                     max_horizon=max_horizon,
-                    per_core_batch_size=self.batch_size,
+                    per_core_batch_size=self.config.batch_size,
                     infer_is_positive=True,
-                    **self.flags,
+                    **{flag: getattr(self.config, flag) for flag in FORECAST_FLAGS},
                 )
             )
             self._compiled_for = (max_context, max_horizon)
@@ -168,16 +159,14 @@ class TimesFMPredictor(Predictor):
 
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         torch = import_torch()
-        if self.context_length is not None:
-            contexts = contexts[:, -self.context_length :]
+        if self.config.context_length is not None:
+            contexts = contexts[:, -self.config.context_length :]
         tfm = self._compile(contexts.shape[1], horizon)
         relative = contexts / contexts[:, -1:]
         with torch.inference_mode():
             _point, quantiles = tfm.forecast(horizon=horizon, inputs=[row.astype(np.float32) for row in relative])
         deciles = np.asarray(quantiles, dtype=np.float64)[:, :horizon, 1:10]  # (n, H, 9)
         rel = interpolate_deciles(deciles, self.quantile_levels).transpose(0, 2, 1)  # (n, Q, H)
-        bad = ~(rel > MIN_RELATIVE_PRICE)
-        if bad.any():
-            self.stats["clipped_quantiles"] += int(bad.sum())
-            rel = np.where(bad, MIN_RELATIVE_PRICE, rel)
-        return np.log(rel)
+        log_returns, clipped = clipped_log(rel)
+        self.count("clipped_quantiles", clipped)
+        return log_returns

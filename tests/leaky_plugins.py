@@ -11,16 +11,25 @@ blurred by a fraction ``noise`` of their own size, as the median. Load it as
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from predictors.base import DEFAULT_QUANTILES, Predictor, PredictorError
+from predictors.base import PluginConfig, Predictor, PredictorError
 
 _DATA = Path(os.environ.get("LLM4MP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 _KEY = 4  # closes that identify a window's end (a 4-tuple of closes is unique in these files)
+
+
+@dataclass(frozen=True)
+class FileLeakConfig(PluginConfig):
+    """``noise``, ``spread``: see :class:`FileLeak`; ``data_dir``: the candle files (default: the shared data)."""
+
+    noise: float = 0.5
+    spread: float = 0.01
+    data_dir: str = ""
 
 
 class FileLeak(Predictor):
@@ -31,18 +40,12 @@ class FileLeak(Predictor):
     """
 
     name = "file_leak"
+    config_class = FileLeakConfig
+    config: FileLeakConfig
 
-    def __init__(
-        self, noise: float = 0.5, spread: float = 0.01, data_dir: str = "",
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILES, seed: int = 0,
-    ) -> None:
-        super().__init__(quantile_levels=quantile_levels, seed=seed)
-        self.noise, self.spread = float(noise), float(spread)
-        self.data_dir = Path(data_dir) if data_dir else _DATA
+    def setup(self) -> None:
+        self.data_dir = Path(self.config.data_dir) if self.config.data_dir else _DATA
         self._files_cache: list[tuple[np.ndarray, dict[tuple[float, ...], int]]] | None = None
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "noise": self.noise, "spread": self.spread, "data_dir": str(self.data_dir)}
 
     def _files(self) -> list[tuple[np.ndarray, dict[tuple[float, ...], int]]]:
         """Each file's closes and a map from its ``_KEY`` consecutive closes to the last one's position."""
@@ -71,6 +74,6 @@ class FileLeak(Predictor):
         # noise drawn per position in the file (not per batch row), so a window gets the same
         # forecast in any batch: the lookahead check's recomputation cannot tell anything
         z = np.random.default_rng(self.seed).standard_normal((close.size, horizon))[pos]
-        median = realised * (1.0 + self.noise * z)
-        offsets = np.linspace(-self.spread, self.spread, len(self.quantile_levels))
+        median = realised * (1.0 + self.config.noise * z)
+        offsets = np.linspace(-self.config.spread, self.config.spread, len(self.quantile_levels))
         return median[:, None, :] + offsets[None, :, None]

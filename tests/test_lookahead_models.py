@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,15 @@ import pytest
 from engine.pipeline import run_pipeline
 from engine.config import load_config
 from engine.lookahead import tolerance
-from predictors.base import Predictor
+from predictors.base import PluginConfig, Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 LEAK = 1e-3  # log return
+
+
+@dataclass(frozen=True)
+class PlantedDriftConfig(PluginConfig):
+    leak: bool = False
 
 
 class PlantedDrift(Predictor):
@@ -30,17 +36,14 @@ class PlantedDrift(Predictor):
     (in a backtest: the window of the next bar) shifts by +-LEAK towards the next bar's move."""
 
     name = "planted_drift"
-
-    def __init__(self, leak: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.leak = leak
+    config_class = PlantedDriftConfig
 
     def predict_quantiles(self, contexts, horizon):
         r = np.diff(np.log(contexts), axis=1)
         h = np.arange(1, horizon + 1)
         z = np.array([-1.2816 if q < 0.5 else 1.2816 if q > 0.5 else 0.0 for q in self.quantile_levels])
         out = r.mean(axis=1)[:, None, None] * h + z[None, :, None] * r.std(axis=1)[:, None, None] * np.sqrt(h)
-        if self.leak and len(contexts) > 1:
+        if self.config.leak and len(contexts) > 1:
             nxt = np.sign(np.log(contexts[1:, -1] / contexts[:-1, -1]))
             out[:-1] += LEAK * nxt[:, None, None]
         return out

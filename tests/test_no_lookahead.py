@@ -15,8 +15,7 @@ class RecordingPredictor(Predictor):
 
     name = "recording"
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def setup(self) -> None:
         self.windows: list[np.ndarray] = []
 
     def predict_quantiles(self, contexts, horizon):

@@ -105,10 +105,11 @@ def test_context_length_truncates(chronos_dirs, contexts):
 
 def test_params_and_model_info(chronos_dirs):
     pred = _make(chronos_dirs["bolt"])
-    params = pred.params()
-    assert params["model"] == chronos_dirs["bolt"]
-    assert params["dtype"] == "float32"
-    assert {"revision", "num_samples", "quantile_levels", "seed", "context_length"} <= set(params)
+    assert pred.config.model == chronos_dirs["bolt"]
+    assert pred.config.dtype == "float32" and pred.config.device == "cpu"  # "auto" resolved to what runs
+    key = pred.cache_params()
+    assert {"model", "revision", "dtype", "num_samples", "quantile_levels", "seed", "context_length"} <= set(key)
+    assert "device" not in key and "batch_size" not in key  # placement and memory knobs
     info = pred.model_info()
     assert info.name == chronos_dirs["bolt"] and info.training_cutoff is None  # unknown local model
 

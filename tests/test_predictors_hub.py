@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from engine.signals import predictor_identity
 from predictors import PredictorError, make_predictor
 from predictors.contamination import cutoff_source, training_cutoff
 from predictors.errors import PredictorUnavailable
@@ -83,7 +84,7 @@ def test_cached_hub_id_resolves_to_snapshot_and_loads(monkeypatch, empty_hf_cach
     assert resolve_model("amazon/chronos-bolt-tiny") == str(snapshot)
     assert snapshot_revision(str(snapshot)) == sha
     pred = make_predictor("chronos", {"model": "amazon/chronos-bolt-tiny", "device": "cpu"})
-    assert pred.params()["revision"] == sha
+    assert predictor_identity(pred, 64, 2, 1)["revision"] == sha  # the cache key pins the cached snapshot
     info = pred.model_info()
     assert info.revision == sha and info.training_cutoff == datetime(2024, 11, 30, tzinfo=timezone.utc)
     assert "release" in info.source
@@ -164,7 +165,7 @@ def test_timesfm_tiny_model(monkeypatch, tmp_path, btc_1h):
     assert (np.diff(out_a, axis=1) >= 0).all()
     np.testing.assert_allclose(np.exp(out_a), np.exp(out_b), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(out_a, a.predict(ctx, 12))
-    assert a.params()["model"] == str(path) and a.model_info().training_cutoff is None
+    assert a.config.model == str(path) and a.model_info().training_cutoff is None
 
 
 def test_local_model_folder_revision_changes_when_weights_change(tmp_path):

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 import tiny_models  # noqa: E402
 from predictors import PredictorError, make_predictor  # noqa: E402
-from predictors.llmtime import Scaler, parse_sample, serialize  # noqa: E402
+from predictors.llmtime import LLMTimeConfig, LLMTimeStats, Scaler, parse_sample, serialize  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -73,14 +73,14 @@ def test_malformed_samples_are_dropped_and_counted(contexts):
     from predictors.llmtime import LLMTimePredictor
 
     pred = LLMTimePredictor.__new__(LLMTimePredictor)
-    pred.stats = {"windows": 0, "failed_windows": 0, "total_samples": 0, "malformed_samples": 0}
-    pred.precision, pred.value_sep = 3, " ,"
+    pred.config = LLMTimeConfig(precision=3, value_sep=" ,")
+    pred.reset_stats()
     scaler = Scaler(offset=0.0, scale=1000.0)  # " 1 0 0" -> 0.100 -> 100.0
     texts = [" 1 0 0 , 1 0 1 ,", " 1 0 0 , x ,", " 9 9 ,", "- 1 0 0 , 1 0 0 ,", " 1 0 2 , 1 0 3 , 1"]
     paths = pred._parse_window(texts, scaler, close=100.0, horizon=2)
     assert paths.shape == (2, 2)  # the first and last texts
     np.testing.assert_allclose(paths[0], [0.0, np.log(1.01)])
-    assert pred.stats == {"windows": 0, "failed_windows": 0, "total_samples": 5, "malformed_samples": 3}
+    assert pred.stats() == LLMTimeStats(windows=0, failed_windows=0, total_samples=5, malformed_samples=3)
     assert pred._parse_window(["junk"], scaler, 100.0, 2) is None
 
 
@@ -90,9 +90,10 @@ def test_shapes_ordering_and_stats(llama_dir, contexts):
     out = pred.predict(contexts, 4)
     assert out.shape == (10, 3, 4) and np.isfinite(out).all()
     assert (out[:, 0] <= out[:, 1]).all() and (out[:, 1] <= out[:, 2]).all()
-    assert pred.stats["windows"] == 10 and pred.stats["total_samples"] == 80
-    assert pred.stats["failed_windows"] == 0
-    assert pred.stats["malformed_samples"] < 40  # the trained tiny model mostly writes numbers
+    stats = pred.stats()
+    assert stats.windows == 10 and stats.total_samples == 80
+    assert stats.failed_windows == 0
+    assert stats.malformed_samples < 40  # the trained tiny model mostly writes numbers
     assert np.abs(out).max() < 1.0  # parsed values are prices near the context, not garbage
 
 
@@ -118,10 +119,11 @@ def test_compact_format(llama_dir, contexts):
 def test_failed_windows_fall_back_to_zero_and_are_counted(random_llama_dir, contexts):
     pred = _make(random_llama_dir, restrict_tokens=False, num_samples=4)
     out = pred.predict(contexts[:3], 3)
-    assert pred.stats["failed_windows"] >= 1
-    assert pred.stats["malformed_samples"] >= 4 * pred.stats["failed_windows"]
+    stats = pred.stats()
+    assert stats.failed_windows >= 1
+    assert stats.malformed_samples >= 4 * stats.failed_windows
     failed = np.all(out == 0.0, axis=(1, 2))
-    assert failed.sum() == pred.stats["failed_windows"]
+    assert failed.sum() == stats.failed_windows
 
 
 def test_failed_window_can_raise(random_llama_dir, contexts):
@@ -131,8 +133,8 @@ def test_failed_window_can_raise(random_llama_dir, contexts):
 
 
 def test_params_and_bad_values(llama_dir):
-    params = _make(llama_dir).params()
-    assert params["model"] == llama_dir and params["value_sep"] == " ," and params["temperature"] == 0.7
+    config = _make(llama_dir).config
+    assert config.model == llama_dir and config.value_sep == " ," and config.temperature == 0.7
     with pytest.raises(PredictorError, match="value_sep"):
         _make(llama_dir, value_sep="  ")
     with pytest.raises(PredictorError, match="scaling"):

@@ -35,12 +35,12 @@ from engine.paper.journal import Journal
 from engine.signals import compute_forecasts
 from feeds.errors import ExchangeUnavailable
 from feeds.live import CandlePoller, latest_closed_open_ms
-from predictors.base import Predictor
+from predictors.base import Predictor, median_index
 
 
 def forecast_lines(values: np.ndarray, quantile_levels: tuple[float, ...]) -> tuple[float, float, float]:
     """``(median, lower, upper)`` at the last horizon of a ``(Q, H)`` forecast, as ForecastData builds them."""
-    j_med = int(np.argmin(np.abs(np.asarray(quantile_levels) - 0.5)))
+    j_med = median_index(quantile_levels)
     last = values[:, -1]
     return float(last[j_med]), float(last[0]), float(last[-1])
 

@@ -246,7 +246,7 @@ class PaperRunner:
                             self.stopped_by)
 
     def _run(self) -> None:
-        cfg, p = self.cfg, self.cfg.paper
+        cfg = self.cfg
         strategy_cls = load_strategy(self.strategy_path)
         params = check_strategy_params(strategy_cls, cfg.strategy.params_for(self.strategy_path.stem),
                                        self.strategy_path.stem)
