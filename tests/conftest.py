@@ -52,13 +52,18 @@ def btc_1h() -> pd.DataFrame:
     return read_shared_csv("BTC_USDT-1h.csv")
 
 
+#: CPU threads for torch in one test process: this machine's 2 cores, shared by the xdist workers
+#: (two workers at 2 threads each on 2 cores spin-wait on each other and run many times slower).
+TORCH_THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(scope="session")
 def two_torch_threads():
-    """Tiny models on at most 2 CPU threads (this machine's size), restored afterwards."""
+    """Tiny models on at most :data:`TORCH_THREADS` CPU threads (2 cores over the workers), restored afterwards."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
+    torch.set_num_threads(min(TORCH_THREADS, before))
     yield
     torch.set_num_threads(before)
 
