@@ -1,4 +1,11 @@
-"""Shared fixtures: real candles from ../shared/data (read in place, never copied)."""
+"""Shared fixtures: real candles from ../shared/data (read in place, never copied), and the
+tiny trained Llama that the llmtime tests share.
+
+Test helpers are imported under one name each, the bare module name (``tests/`` is on the
+path while pytest runs): ``conftest``, ``binance_stub``, ``tiny_models``, ``test_paper_helpers``,
+``feeds_helpers``, ``browser``. The one exception is ``tests.leaky_plugins``, which the CLI
+loads by that dotted name from the repository root.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from filelock import FileLock
+
+import tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The real candle files; ``LLM4MP_SHARED_DATA`` overrides the default ``../shared/data``.
 SHARED_DATA = Path(os.environ.get("LLM4MP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+#: Adam steps of the shared tiny Llama (:func:`tiny_models.train_digit_llama`): enough for mostly
+#: well-formed numbers, a few seconds on 2 threads.
+LLAMA_TRAIN_STEPS = 100
 
 
 def read_shared_csv(name: str) -> pd.DataFrame:
@@ -38,15 +52,41 @@ def btc_1h() -> pd.DataFrame:
     return read_shared_csv("BTC_USDT-1h.csv")
 
 
+#: CPU threads for torch in one test process: this machine's 2 cores, shared by the xdist workers
+#: (two workers at 2 threads each on 2 cores spin-wait on each other and run many times slower).
+TORCH_THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(scope="session")
 def two_torch_threads():
-    """Tiny models on at most 2 CPU threads (this machine's size), restored afterwards."""
+    """Tiny models on at most :data:`TORCH_THREADS` CPU threads (2 cores over the workers), restored afterwards."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
+    torch.set_num_threads(min(TORCH_THREADS, before))
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_llama(tmp_path_factory, two_torch_threads) -> Path:
+    """A tiny Llama + digit tokenizer trained for :data:`LLAMA_TRAIN_STEPS` steps, made once per test run.
+
+    Under pytest-xdist the workers share it: the first worker that needs it trains it under a
+    file lock in the run's common temp folder; the others wait and load the same files
+    (training is seeded, so every worker would make the same weights anyway). Without xdist
+    it is trained into this session's own temp folder.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent  # pytest-N/, common to this run's workers only
+    else:
+        root = tmp_path_factory.getbasetemp()
+    path, done = root / "trained-llama", root / "trained-llama.done"
+    with FileLock(str(root / "trained-llama.lock")):
+        if not done.is_file():  # written last: a worker that died while training leaves no marker
+            tiny_models.train_digit_llama(path, steps=LLAMA_TRAIN_STEPS)
+            done.write_text(str(LLAMA_TRAIN_STEPS))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -48,7 +48,7 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
     assert "buy &amp; hold" in html.lower() or "buy & hold" in html.lower()
     assert "findfont" not in first.stderr
 
-    second = engine(*args, cwd=tmp_path)
+    second = engine(*args, "--no-tearsheet", cwd=tmp_path)  # the tear-sheet was checked above
     assert second.returncode == 0, second.stderr
     assert "forecasts: cache hit, no inference ran" in second.stdout
     second_dir = Path(second.stdout.split("run folder: ")[-1].strip())

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.binance_stub import BinanceStub
-from tests.conftest import read_shared_csv
+from binance_stub import BinanceStub
+from conftest import read_shared_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -72,6 +72,7 @@ def crashed_and_resumed(tmp_path_factory):
         stub.stop()
 
 
+@pytest.mark.slow  # its fixture runs two paper processes on the accelerated clock (~10 s)
 def test_sigkill_after_send_then_resume_makes_no_second_order(crashed_and_resumed):
     r = crashed_and_resumed
     assert r["first"].returncode == -signal.SIGKILL, r["first"].stderr[-2000:]
@@ -97,6 +98,7 @@ def test_sigkill_after_send_then_resume_makes_no_second_order(crashed_and_resume
     assert fills["client_id"].iloc[0] == cid
 
 
+@pytest.mark.slow  # the same two paper processes
 def test_no_secret_in_logs_journal_or_reports(crashed_and_resumed):
     r = crashed_and_resumed
     texts = [r["first"].stdout, r["first"].stderr, r["stdout"], r["stderr"]]

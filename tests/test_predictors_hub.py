@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from conftest import TORCH_THREADS
 from engine.signals import predictor_identity
 from predictors import PredictorError, make_predictor
 from predictors.contamination import cutoff_source, training_cutoff
@@ -41,8 +42,15 @@ def test_path_that_is_not_a_directory(tmp_path):
         resolve_model(str(tmp_path / "missing-model"))
 
 
+@pytest.fixture()
+def model_library_loaded(name):
+    """The predictor's model library imported before the test times a call: "fast" is about
+    waiting on the network, and the first import of torch + transformers in a worker takes seconds."""
+    pytest.importorskip({"chronos": "chronos", "llmtime": "transformers"}[name])
+
+
 @pytest.mark.parametrize("name", ["chronos", "llmtime"])
-def test_uncached_model_offline_fails_fast_with_the_fix(monkeypatch, empty_hf_cache, name):
+def test_uncached_model_offline_fails_fast_with_the_fix(monkeypatch, empty_hf_cache, name, model_library_loaded):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(PredictorError) as err:
@@ -72,7 +80,7 @@ def test_cached_hub_id_resolves_to_snapshot_and_loads(monkeypatch, empty_hf_cach
 
     import tiny_models
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(min(TORCH_THREADS, torch.get_num_threads()))  # 2 cores over the xdist workers
     sha = "0123456789abcdef0123456789abcdef01234567"
     repo = empty_hf_cache / "models--amazon--chronos-bolt-tiny"
     (repo / "refs").mkdir(parents=True)
@@ -151,7 +159,7 @@ def test_timesfm_tiny_model(monkeypatch, tmp_path, btc_1h):
 
     import tiny_models
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(min(TORCH_THREADS, torch.get_num_threads()))  # 2 cores over the xdist workers
     path = tiny_models.build_tiny_timesfm(tmp_path / "timesfm")
     # the package hard-codes the 200M shapes; load the tiny widths through the same from_pretrained
     monkeypatch.setattr(tt.TimesFM_2p5_200M_torch_module, "config", tiny_models.tiny_timesfm_definition())

@@ -4,15 +4,19 @@ offline digit tokenizer (briefly trained to emit numbers) loaded through the reg
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import tiny_models
+from predictors import PredictorError, make_predictor
+from predictors.llmtime import LLMTimeConfig, LLMTimeStats, Scaler, parse_sample, serialize
 
-import tiny_models  # noqa: E402
-from predictors import PredictorError, make_predictor  # noqa: E402
-from predictors.llmtime import LLMTimeConfig, LLMTimeStats, Scaler, parse_sample, serialize  # noqa: E402
+# skip markers, not importorskip: torch/transformers/chronos load when a test here runs, not when
+# every worker collects the suite (~10 s each)
+pytestmark = pytest.mark.skipif(find_spec("torch") is None or find_spec("transformers") is None,
+                                reason="needs torch and transformers")
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +25,9 @@ def _two_threads(two_torch_threads):
 
 
 @pytest.fixture(scope="session")
-def llama_dir(tmp_path_factory) -> str:
-    return str(tiny_models.train_digit_llama(tmp_path_factory.mktemp("llama") / "trained", steps=100))
+def llama_dir(trained_llama) -> str:
+    """The tiny Llama trained once per test run (conftest), shared with test_predictors_backtest."""
+    return str(trained_llama)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +90,7 @@ def test_malformed_samples_are_dropped_and_counted(contexts):
 
 
 # -- the tiny model end to end ----------------------------------------------------------------
+@pytest.mark.slow  # trains the shared tiny Llama (conftest) once per run, then samples it
 def test_shapes_ordering_and_stats(llama_dir, contexts):
     pred = _make(llama_dir)
     out = pred.predict(contexts, 4)
@@ -97,6 +103,7 @@ def test_shapes_ordering_and_stats(llama_dir, contexts):
     assert np.abs(out).max() < 1.0  # parsed values are prices near the context, not garbage
 
 
+@pytest.mark.slow  # trains the shared tiny Llama (conftest) once per run, then samples it
 def test_same_seed_same_forecasts_other_seed_differs(llama_dir, contexts):
     a = _make(llama_dir, seed=3).predict(contexts, 4)
     b = _make(llama_dir, seed=3).predict(contexts, 4)
@@ -105,12 +112,14 @@ def test_same_seed_same_forecasts_other_seed_differs(llama_dir, contexts):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow  # trains the shared tiny Llama (conftest) once per run, then samples it
 def test_batch_size_invariance(llama_dir, contexts):
     one = _make(llama_dir, batch_size=1).predict(contexts, 4)
     many = _make(llama_dir, batch_size=16).predict(contexts, 4)
     np.testing.assert_allclose(one, many, atol=1e-9, rtol=0)
 
 
+@pytest.mark.slow  # trains the shared tiny Llama (conftest) once per run, then samples it
 def test_compact_format(llama_dir, contexts):
     out = _make(llama_dir, digit_sep="", value_sep=",", restrict_tokens=True).predict(contexts[:2], 2)
     assert out.shape == (2, 3, 2)
@@ -132,7 +141,8 @@ def test_failed_window_can_raise(random_llama_dir, contexts):
         pred.predict(contexts[:3], 3)
 
 
-def test_params_and_bad_values(llama_dir):
+def test_params_and_bad_values(random_llama_dir):  # parameters only: the untrained checkpoint will do
+    llama_dir = random_llama_dir
     config = _make(llama_dir).config
     assert config.model == llama_dir and config.value_sep == " ," and config.temperature == 0.7
     with pytest.raises(PredictorError, match="value_sep"):

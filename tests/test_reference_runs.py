@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import os
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).with_name("golden")
-SHARED = Path(os.environ.get("LLM4MP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 #: name -> command line (after ``python -m engine``); data/cache/out are added per run.
 REFERENCE_RUNS: dict[str, list[str]] = {
@@ -60,12 +59,13 @@ def _normalise(tree, path=()):
     return tree
 
 
-def reference_outputs(name: str, work: Path) -> dict:
-    """Run one reference command in-process; the normalised metrics.json (and leaderboard rows) it wrote."""
+def reference_outputs(name: str, work: Path, data_dir: Path = SHARED_DATA) -> dict:
+    """Run one reference command in-process on the candles in ``data_dir``; the normalised metrics.json
+    (and leaderboard rows) it wrote."""
     from engine.cli import main
 
     out = work / "runs"
-    args = [*REFERENCE_RUNS[name], "--data-dir", str(SHARED), "--cache-dir", str(work / "cache"),
+    args = [*REFERENCE_RUNS[name], "--data-dir", str(data_dir), "--cache-dir", str(work / "cache"),
             "--out", str(out), "--no-progress", "--no-tearsheet"]
     code = main(args)
     assert code == 0, f"{name}: exit {code}"
@@ -102,7 +102,7 @@ def _diff(a, b, path="") -> list[str]:
 @pytest.mark.parametrize("name", sorted(REFERENCE_RUNS))
 def test_reference_run_unchanged(name, tmp_path, shared_data):
     golden = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(reference_outputs(name, tmp_path)))
+    now = json.loads(json.dumps(reference_outputs(name, tmp_path, shared_data)))
     differences = _diff(golden, now)
     assert not differences, f"{name} changed ({len(differences)} differences):\n" + "\n".join(differences[:40])
 

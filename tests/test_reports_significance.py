@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from conftest import SHARED_DATA
 import reports.significance as sig
 from reports.significance import (
     bootstrap_ci,
@@ -26,7 +26,7 @@ from reports.significance import (
     verdict,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTC_USDT-1d.csv"
+DATA = SHARED_DATA / "BTC_USDT-1d.csv"  # LLM4MP_SHARED_DATA or ../shared/data (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import SHARED_DATA
 from reports.skill import (
     crps_approx,
     diebold_mariano,
@@ -25,7 +25,7 @@ from reports.skill import (
     realised_log_returns,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTC_USDT-1d.csv"
+DATA = SHARED_DATA / "BTC_USDT-1d.csv"  # LLM4MP_SHARED_DATA or ../shared/data (conftest)
 LEVELS = (0.1, 0.5, 0.9)
 
 
