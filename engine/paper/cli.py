@@ -20,7 +20,6 @@ from typing import Callable
 from engine.config import Config
 from engine.errors import EXIT_FIX_INPUT, UserInputError, exit_code
 from engine.paper.clock import StopSignals
-from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config
 
 
 def add_paper_parser(
@@ -80,6 +79,8 @@ def run_paper(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _run_paper(args: argparse.Namespace, cfg: Config, signals: StopSignals) -> int:
+    from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config  # loaded by the command (start-up time)
+
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         cfg = resumed_config(resume, cfg)
