@@ -190,9 +190,9 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
 # `ledger` and a config error answer in ~0.6 s instead of the ~2 s the backtest path (scipy, ccxt,
 # backtrader) costs to import. tests/test_architecture.py still counts these imports in its cycle check.
 def cmd_backtest(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # first: a config error answers before the backtest path is imported
     from engine.backtest import run_backtest
 
-    cfg = _config(args)
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
     d = cfg.data
@@ -223,9 +223,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from engine.compare import run_compare
 
-    cfg = _config(args)
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(
         cfg, args.strategy, split(args.predictors), split(args.symbols) or [cfg.data.symbol],

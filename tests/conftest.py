@@ -53,7 +53,7 @@ def btc_1h() -> pd.DataFrame:
 
 
 #: CPU threads for torch in one test process: this machine's 2 cores, shared by the xdist workers
-#: (two workers at 2 threads each on 2 cores spin-wait on each other and run many times slower).
+#: (workers at 2 threads each on 2 cores spin-wait on each other and run many times slower).
 TORCH_THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 

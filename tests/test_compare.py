@@ -77,6 +77,7 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # starts a local Ray cluster (~15 s): with the other cluster tests in CI's soak step
 def test_ray_gives_the_same_results(shared_data, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     # Ray 2.60's ray.init() of a new local cluster turns token auth on and writes ~/.ray/auth_token,
