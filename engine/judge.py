@@ -15,24 +15,25 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from engine.errors import LedgerUnusableError
 from engine.evaluation import significance_report
 from engine.ledger import LedgerError, TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
 from engine.pipeline import RunResult
+from reports.significance_types import Significance, SignificanceNotTestable
 
 
 @dataclass(frozen=True)
 class Verdict:
     """How one result stands against chance, buy-and-hold and the trials it competed with.
 
-    ``significance``: :func:`engine.evaluation.significance_report`'s value (passed through
-    as it is); None when the run was not judged (the ledger was unusable).
+    ``significance``: :func:`engine.evaluation.significance_report`'s value; None when the run
+    was not judged (the ledger was unusable).
     ``trials``: the ledger's trial count (None when judged without a ledger: one trial).
     """
 
-    significance: Any = None
+    significance: Significance | SignificanceNotTestable | None = None
     trials: TrialCount | None = None
 
 

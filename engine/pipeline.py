@@ -29,9 +29,10 @@ from engine.simulate import Simulation, buy_and_hold, simulate
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.history import load_candles
 from feeds.timeframes import infer_bars_per_year, periods_per_year
-from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
+from predictors.base import Forecast, ModelInfo, Predictor, PredictorError, PredictorStats
 from predictors.registry import make_predictor
-from reports.metrics import performance_summary
+from reports.metrics import Performance, performance_summary
+from reports.skill import ForecastSkill, VersusNaive
 
 
 @dataclass(frozen=True)
@@ -86,16 +87,16 @@ class RunResult:
     forecast_cache_hit: bool
     simulation: Simulation
     benchmark: Simulation
-    metrics: Any
-    benchmark_metrics: Any
-    baselines: dict[str, Any]
-    skill: Any
-    versus_naive: Any
+    metrics: Performance
+    benchmark_metrics: Performance
+    baselines: dict[str, Performance]
+    skill: ForecastSkill
+    versus_naive: VersusNaive | None
     lookahead: LookaheadReport
     model_info: ModelInfo
     calendar: Calendar
     predictor_hash: str
-    predictor_stats: dict[str, Any] = field(default_factory=dict)
+    predictor_stats: PredictorStats = field(default_factory=PredictorStats)
     warnings: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     invalid: str | None = None
@@ -265,7 +266,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     benchmark = buy_and_hold(bars, cash, costs)
     benchmark_metrics = performance_summary(benchmark.equity, benchmark.position, benchmark.trades, benchmark.fills,
                                             ppy)
-    baselines: dict[str, Any] = {"buy & hold": benchmark_metrics}
+    baselines: dict[str, Performance] = {"buy & hold": benchmark_metrics}
     naive_forecast = None
     if predictor.name != "naive" and ev.naive_baseline:
         naive = make_predictor("naive", {}, quantile_levels=p.quantiles, seed=p.seed)
@@ -294,12 +295,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
-    stats = predictor.stats().to_json()
-    if stats.get("failed_windows"):
-        warnings.append(
-            f"{stats['failed_windows']} of {stats.get('windows', '?')} forecast windows produced no well-formed "
-            f"sample and fell back to a zero-return forecast ({stats.get('malformed_samples', 0)} malformed samples)"
-        )
+    stats = predictor.stats()
+    warnings += stats.warnings()
     if sim.rejected:
         warnings.append(
             f"{len(sim.rejected)} orders were rejected for lack of cash (first at "

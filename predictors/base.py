@@ -311,6 +311,10 @@ class PredictorStats:
     def to_json(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    def warnings(self) -> list[str]:
+        """What the counters say went wrong, in words, for the run's warnings (default: nothing)."""
+        return []
+
 
 # -- the predictor ---------------------------------------------------------------------------------
 class Predictor(abc.ABC):

@@ -199,6 +199,12 @@ class LLMTimeStats(PredictorStats):
     total_samples: int = 0
     malformed_samples: int = 0
 
+    def warnings(self) -> list[str]:
+        if not self.failed_windows:
+            return []
+        return [f"{self.failed_windows} of {self.windows} forecast windows produced no well-formed sample and fell "
+                f"back to a zero-return forecast ({self.malformed_samples} malformed samples)"]
+
 
 @register
 class LLMTimePredictor(Predictor):
