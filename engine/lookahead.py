@@ -87,6 +87,53 @@ class LookaheadError(UserInputError):
 
 
 @dataclass(frozen=True)
+class PredictorCheckStats:
+    """What the forecast recomputation did: ``samples`` decision times recomputed (each alone and
+    as the last window of a past-only batch of ``past_batch_size``), the largest ``batch_noise``
+    (log return) between the two, the ``budget_s`` it was given, ``full_windows`` re-checked in a
+    shuffled batch arrangement (None when the budget did not allow it) and the ``seconds`` spent."""
+
+    samples: int
+    batch_noise: float
+    budget_s: float
+    past_batch_size: int
+    full_windows: int | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"samples": self.samples, "batch_noise": self.batch_noise, "budget_s": self.budget_s,
+                               "past_batch_size": self.past_batch_size}
+        if self.full_windows is not None:
+            out["full_windows"] = self.full_windows
+        out["seconds"] = self.seconds
+        return out
+
+
+@dataclass(frozen=True)
+class LookaheadStats:
+    """What the whole check did: the forecast recomputation (None when the predictor is not
+    batch-size invariant) and the bar-by-bar replay (``replay_bars`` bars in ``replay_s`` seconds)."""
+
+    predictor: PredictorCheckStats | None = None
+    replay_bars: int | None = None
+    replay_s: float | None = None
+
+    @property
+    def full_windows(self) -> int | None:
+        return self.predictor.full_windows if self.predictor else None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.predictor is not None:
+            out["predictor"] = self.predictor.to_json()
+        if self.full_windows is not None:
+            out["full_windows"] = self.full_windows
+        if self.replay_bars is not None:
+            out["replay_bars"], out["replay_s"] = self.replay_bars, self.replay_s
+        return out
+
+
+@dataclass(frozen=True)
 class LookaheadReport:
     """Outcome of :func:`check_lookahead`; ``times`` are the sampled decision times of the predictor check.
 
@@ -99,7 +146,7 @@ class LookaheadReport:
     forecast_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
     order_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
     notes: tuple[str, ...] = ()
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: LookaheadStats = field(default_factory=LookaheadStats)
 
     @property
     def ok(self) -> bool:
@@ -109,8 +156,8 @@ class LookaheadReport:
         """One line: what was checked and the verdict."""
         s = self.stats
         what = (f"forecasts at {len(self.times)} sampled decision times"
-                + (f" and all {s['full_windows']} in a shuffled batch arrangement" if s.get("full_windows") else "")
-                + (f", orders at all {s['replay_bars']} bars in a bar-by-bar replay" if s.get("replay_bars") else ""))
+                + (f" and all {s.full_windows} in a shuffled batch arrangement" if s.full_windows else "")
+                + (f", orders at all {s.replay_bars} bars in a bar-by-bar replay" if s.replay_bars else ""))
         if self.ok:
             return f"lookahead check: passed ({what})"
         culprits = [c for c, bad in (("predictor", self.forecast_mismatches), ("strategy", self.order_mismatches)) if bad]
@@ -134,7 +181,7 @@ class LookaheadReport:
             "times": [str(t) for t in self.times], "ok": self.ok, "summary": self.summary(),
             "forecast_mismatches": [[str(t), w] for t, w in self.forecast_mismatches],
             "order_mismatches": [[str(t), w] for t, w in self.order_mismatches],
-            "notes": list(self.notes), "stats": dict(self.stats), "text": self.describe(),
+            "notes": list(self.notes), "stats": self.stats.to_json(), "text": self.describe(),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -204,7 +251,7 @@ def check_predictor(
     seed: int = 0,
     run_forecast_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
-) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, str]], list[str], dict[str, Any]]:
+) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, str]], list[str], PredictorCheckStats]:
     """Recompute forecasts at ``times`` (in order, while the budget lasts) and judge them.
 
     Args:
@@ -255,8 +302,7 @@ def check_predictor(
         tol = float(tolerance(s.width, noise))
         if s.diff > tol:
             mismatches.append((s.time, _mismatch_words(s.diff, tol, s.width, noise)))
-    stats: dict[str, Any] = {"samples": len(samples), "batch_noise": noise, "budget_s": round(budget_s, 4),
-                             "past_batch_size": b_size}
+    full_windows = None
     if full_check is not None:
         diff, width = full_check
         tol = tolerance(width, noise)
@@ -266,7 +312,7 @@ def check_predictor(
                 mismatches.append((forecast.index[k], _mismatch_words(float(diff[k]), float(tol[k]), float(width[k]),
                                                                       noise) + " (batch neighbours shuffled)"))
         mismatches.sort(key=lambda m: m[0])
-        stats["full_windows"] = len(rows)
+        full_windows = len(rows)
     notes: list[str] = []
     if samples and noise > 0:
         worst = max(samples, key=lambda s: s.noise)
@@ -276,7 +322,8 @@ def check_predictor(
                 f"more than {NOISE_CAP_SHARE:.0%} of their interval width: differences beyond that share are judged "
                 "as leaks, smaller ones cannot be told from noise"
             )
-    stats["seconds"] = round(clock() - t0, 4)
+    stats = PredictorCheckStats(samples=len(samples), batch_noise=noise, budget_s=round(budget_s, 4),
+                                past_batch_size=b_size, full_windows=full_windows, seconds=round(clock() - t0, 4))
     return [s.time for s in samples], mismatches, notes, stats
 
 
@@ -392,15 +439,13 @@ def check_lookahead(
     forecast_mismatches: list[tuple[pd.Timestamp, str]] = []
     order_mismatches: list[tuple[pd.Timestamp, str]] = []
     notes: list[str] = []
-    stats: dict[str, Any] = {}
+    predictor_stats = None
     if predictor.batch_invariant:
         checked, bad, notes, predictor_stats = check_predictor(
             candles["close"], forecast, predictor, context_length, horizon, batch_size, times,
             min_samples, budget_s, seed, run_forecast_s,
         )
-        stats = {"predictor": predictor_stats}
         forecast_mismatches.extend(bad)
-        stats.update({k: predictor_stats[k] for k in ("full_windows",) if k in predictor_stats})
     else:
         notes.append(
             f"forecasts not re-checked: {predictor.name} with these parameters is not batch-size invariant "
@@ -410,8 +455,7 @@ def check_lookahead(
     t0 = time.perf_counter()
     orders, error = replay_orders(bars, forecast_values, forecast.quantile_levels, strategy_cls, strategy_params,
                                   cash, costs)
-    stats["replay_bars"] = len(bars)
-    stats["replay_s"] = round(time.perf_counter() - t0, 4)
+    stats = LookaheadStats(predictor_stats, replay_bars=len(bars), replay_s=round(time.perf_counter() - t0, 4))
     diff = first_order_difference(list(full_orders), orders, bars.index)
     if error:
         at = diff[0] if diff else bars.index[-1]

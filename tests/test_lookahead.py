@@ -68,7 +68,7 @@ def test_honest_predictor_and_strategy_pass(shared_data, tmp_path):
     assert look.ok and result.invalid is None
     # momentum is cheap: every window rechecked in shuffled batches, at least 20 sampled times,
     # and every bar replayed one at a time
-    assert look.stats["full_windows"] == len(result.bars) == look.stats["replay_bars"]
+    assert look.stats.full_windows == len(result.bars) == look.stats.replay_bars
     assert len(look.times) >= MIN_SAMPLES_CHEAP
     assert result.bars.index[-1] not in look.times  # interior times only
     assert result.metrics.n_trades > 0  # the replay compared real orders

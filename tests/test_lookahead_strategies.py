@@ -96,4 +96,4 @@ def test_honest_strategies_pass_the_replay_on_another_market(shared_data, tmp_pa
         result = run_pipeline(_cfg(shared_data, tmp_path, timerange="20230601-20230801", **{"data.symbol": "BTC/USDT"}),
                               ROOT / "strategies" / f"{strategy}.py")
         assert result.lookahead.ok, result.lookahead.describe()
-        assert result.lookahead.stats["replay_bars"] == len(result.bars)
+        assert result.lookahead.stats.replay_bars == len(result.bars)
