@@ -35,7 +35,7 @@ from loguru import logger  # noqa: E402
 
 from engine.judge import judge  # noqa: E402
 from engine.pipeline import load_bars, run_pipeline  # noqa: E402
-from engine.simulate import run_event_loop  # noqa: E402
+from engine.simulate import StrategySetup, run_event_loop  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.feed import align_forecast  # noqa: E402
 from engine.strategy_loader import load_strategy  # noqa: E402
@@ -115,7 +115,7 @@ def main() -> None:
 
         raw_s, raw_value = best_of(args.repeat, lambda: raw_backtrader(bars, values, cls, params, b.cash, b.fee, b.slippage))
         loop_s, analysis = best_of(args.repeat, lambda: run_event_loop(
-            bars, values, first.forecast.quantile_levels, cls, params, b.cash, b.costs))
+            bars, values, first.forecast.quantile_levels, StrategySetup(cls, params, b.cash, b.costs)))
         fast = load_config(ROOT / "config.toml", {
             "data.data_dir": args.data_dir, "data.timerange": "", "data.cache_dir": tmp,
             "predictor.name": args.predictor, "output.progress": False, "output.dir": tmp,

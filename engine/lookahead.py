@@ -59,15 +59,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import backtrader as bt
 import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.costs import Costs
 from engine.errors import UserInputError
 from engine.signals import context_windows
-from engine.simulate import Order, build_cerebro
+from engine.simulate import Order, StrategySetup, build_cerebro
 from predictors.base import Forecast, Predictor
 
 #: Differences below this (log return) are float noise whatever the forecast's scale.
@@ -352,10 +350,7 @@ def replay_orders(
     bars: pd.DataFrame,
     forecast_values: np.ndarray | None,
     quantile_levels: tuple[float, ...],
-    strategy_cls: type[bt.Strategy],
-    strategy_params: dict[str, Any],
-    cash: float,
-    costs: Costs,
+    setup: StrategySetup,
 ) -> tuple[list[Order], str | None]:
     """The strategy's created orders ``(bar position, side, size)`` when each bar (and its
     forecast) is revealed only at its close (:class:`engine.feed.RevealingForecastData`).
@@ -363,8 +358,7 @@ def replay_orders(
     Returns ``(orders, error)``; ``error`` says why the replay stopped early (a strategy
     that reads a bar which has not closed yet fails here), else None.
     """
-    cerebro = build_cerebro(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, costs,
-                            bar_by_bar=True)
+    cerebro = build_cerebro(bars, forecast_values, quantile_levels, setup, bar_by_bar=True)
     (feed,) = cerebro.datas
     error = None
     try:
@@ -411,11 +405,8 @@ def check_lookahead(
     predictor: Predictor,
     context_length: int,
     horizon: int,
-    strategy_cls: type[bt.Strategy],
-    strategy_params: dict[str, Any],
+    setup: StrategySetup,
     full_orders: Sequence[Order],
-    cash: float,
-    costs: Costs,
     times: list[pd.Timestamp],
     *,
     batch_size: int = 1024,
@@ -428,7 +419,7 @@ def check_lookahead(
 
     ``bars``/``forecast_values`` are the full run's traded bars and aligned forecasts
     ``(n, Q, H)``; ``full_orders`` its created orders ``(bar position, side, size)``;
-    ``cash`` and ``costs`` the run's broker set-up; ``batch_size`` the run's windows per
+    ``setup`` the run's strategy, parameters, cash and costs; ``batch_size`` the run's windows per
     ``predict`` call; ``times`` candidate decision times in checking order
     (:func:`sample_times`); ``run_forecast_s`` the run's inference seconds (None on a cache
     hit). An empty ``times`` turns the whole check off.
@@ -453,8 +444,7 @@ def check_lookahead(
             "noise; set its batch_size to 1 to check it"
         )
     t0 = time.perf_counter()
-    orders, error = replay_orders(bars, forecast_values, forecast.quantile_levels, strategy_cls, strategy_params,
-                                  cash, costs)
+    orders, error = replay_orders(bars, forecast_values, forecast.quantile_levels, setup)
     stats = LookaheadStats(predictor_stats, replay_bars=len(bars), replay_s=round(time.perf_counter() - t0, 4))
     diff = first_order_difference(list(full_orders), orders, bars.index)
     if error:

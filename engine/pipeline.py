@@ -25,7 +25,7 @@ from engine.evaluation import (
 from engine.feed import align_forecast
 from engine.lookahead import LookaheadReport, check_lookahead, sample_times
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
-from engine.simulate import Simulation, buy_and_hold, simulate
+from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.history import load_candles
 from feeds.timeframes import infer_bars_per_year, periods_per_year
@@ -235,7 +235,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
     predictor = predictor or build_predictor(cfg)
     progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation
-    cash, costs = cfg.broker.cash, cfg.broker.costs
+    setup = StrategySetup(strategy_cls, strategy_params, cfg.broker.cash, cfg.broker.costs)
 
     candles, first = load_bars(cfg, progress=progress)
     ppy, ppy_how = bars_per_year(cfg, candles)
@@ -256,14 +256,14 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
 
     def run(on: Forecast, aligned: Any = None) -> Simulation:
         aligned = align_forecast(bars.index, on) if aligned is None else aligned
-        return simulate(bars, aligned, on.quantile_levels, strategy_cls, strategy_params, cash, costs)
+        return simulate(bars, aligned, on.quantile_levels, setup)
 
     sim = run(forecast, values)
     timings["event_loop"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
     metrics = performance_summary(sim.equity, sim.position, sim.trades, sim.fills, ppy)
-    benchmark = buy_and_hold(bars, cash, costs)
+    benchmark = buy_and_hold(bars, setup.cash, setup.costs)
     benchmark_metrics = performance_summary(benchmark.equity, benchmark.position, benchmark.trades, benchmark.fills,
                                             ppy)
     baselines: dict[str, Performance] = {"buy & hold": benchmark_metrics}
@@ -285,8 +285,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     t4 = time.perf_counter()
     budget_s = ev.lookahead_budget * (t4 - t0)  # a share of the run's time so far (load, forecasts, loop, baselines)
     lookahead = check_lookahead(
-        candles, bars, forecast, values, predictor, p.context_length, p.horizon, strategy_cls, strategy_params,
-        sim.orders, cash, costs,
+        candles, bars, forecast, values, predictor, p.context_length, p.horizon, setup, sim.orders,
         sample_times(decisions, len(decisions) if ev.lookahead_samples else 0, ev.seed),
         batch_size=p.batch_size, min_samples=ev.lookahead_samples, budget_s=budget_s, seed=ev.seed,
         run_forecast_s=None if hit else timings["forecast"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import backtrader as bt
 import numpy as np
@@ -27,6 +27,18 @@ from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_t
 
 #: One order as the broker logged it when it was created: ``(bar position, "buy"|"sell", size)``.
 Order = tuple[int, str, float]
+
+
+@dataclass(frozen=True)
+class StrategySetup:
+    """What every event loop of one backtest shares (the strategy run, its naive and random-sign
+    baselines, the lookahead replay): the strategy class, its checked parameters, the starting
+    ``cash`` (quote currency) and the ``costs`` of every fill."""
+
+    strategy_cls: type[bt.Strategy]
+    params: Mapping[str, Any]
+    cash: float
+    costs: Costs
 
 
 @dataclass(frozen=True)
@@ -71,25 +83,21 @@ def build_cerebro(
     bars: pd.DataFrame,
     forecast_values: np.ndarray | None,
     quantile_levels: tuple[float, ...],
-    strategy_cls: type[bt.Strategy],
-    strategy_params: dict[str, Any],
-    cash: float,
-    costs: Costs,
+    setup: StrategySetup,
     *,
     bar_by_bar: bool = False,
 ) -> bt.Cerebro:
-    """One Cerebro over ``bars`` with the engine's broker (``costs`` on every fill) and the strategy.
+    """One Cerebro over ``bars`` with the engine's broker (``setup.costs`` on every fill) and the strategy.
 
-    ``forecast_values`` is ``(n_bars, Q, H)`` aligned to ``bars`` (NaN where none), ``cash``
-    the starting cash (quote currency).
+    ``forecast_values`` is ``(n_bars, Q, H)`` aligned to ``bars`` (NaN where none).
     ``bar_by_bar=False``: everything preloaded (the backtest's fast path).
     ``bar_by_bar=True``: :class:`engine.feed.RevealingForecastData`, nothing preloaded (the lookahead replay).
     """
     cerebro = bt.Cerebro(stdstats=False, preload=not bar_by_bar, runonce=not bar_by_bar, exactbars=False)
-    configure_broker(cerebro, cash, costs)
+    configure_broker(cerebro, setup.cash, setup.costs)
     data_cls = RevealingForecastData if bar_by_bar else ForecastData
     cerebro.adddata(data_cls(dataname=bars, forecast_values=forecast_values, quantile_levels=quantile_levels))
-    cerebro.addstrategy(strategy_cls, **strategy_params)
+    cerebro.addstrategy(setup.strategy_cls, **setup.params)
     return cerebro
 
 
@@ -97,25 +105,22 @@ def run_event_loop(
     bars: pd.DataFrame,
     forecast_values: np.ndarray | None,
     quantile_levels: tuple[float, ...],
-    strategy_cls: type[bt.Strategy],
-    strategy_params: dict[str, Any],
-    cash: float,
-    costs: Costs,
+    setup: StrategySetup,
 ) -> EventLoopRecord:
     """One preloaded backtrader run over ``bars``; what the recorder saw.
 
     Raises:
         StrategyLoadError: the strategy failed (a bad parameter, or it read a bar that does not exist).
     """
-    cerebro = build_cerebro(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, costs)
+    cerebro = build_cerebro(bars, forecast_values, quantile_levels, setup)
     cerebro.addanalyzer(RunRecorder, _name="recorder")
     try:
         (strategy,) = cerebro.run()
     except (ValueError, TypeError) as exc:
-        raise StrategyLoadError(f"strategy {strategy_cls.__name__} failed: {exc}") from exc
+        raise StrategyLoadError(f"strategy {setup.strategy_cls.__name__} failed: {exc}") from exc
     except IndexError as exc:
         raise StrategyLoadError(
-            f"strategy {strategy_cls.__name__} read a bar that does not exist ({exc}): it reads bars after the "
+            f"strategy {setup.strategy_cls.__name__} read a bar that does not exist ({exc}): it reads bars after the "
             "current one (lookahead, e.g. data.close[1]) or further back than the data goes"
         ) from exc
     recorder: RunRecorder = strategy.analyzers.recorder
@@ -129,19 +134,16 @@ def simulate(
     bars: pd.DataFrame,
     forecast_values: np.ndarray | None,
     quantile_levels: tuple[float, ...],
-    strategy_cls: type[bt.Strategy],
-    strategy_params: dict[str, Any],
-    cash: float,
-    costs: Costs,
+    setup: StrategySetup,
 ) -> Simulation:
     """The event loop over ``bars`` and its fills, equity, position and round trips.
 
     Equity is rebuilt from the fills (:func:`engine.recorder.equity_from_fills`) and must
     equal the broker's final value; a difference is an engine bug (RuntimeError).
     """
-    record = run_event_loop(bars, forecast_values, quantile_levels, strategy_cls, strategy_params, cash, costs)
+    record = run_event_loop(bars, forecast_values, quantile_levels, setup)
     fills = fills_frame(list(record.fills), bars.index)
-    equity, position = equity_from_fills(fills, bars["close"], cash)
+    equity, position = equity_from_fills(fills, bars["close"], setup.cash)
     if not np.isclose(equity.iloc[-1], record.final_value, rtol=1e-9, atol=1e-6):
         raise RuntimeError(  # an engine bug, never user input
             f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's ({record.final_value:.6f})"

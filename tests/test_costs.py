@@ -13,7 +13,7 @@ import pytest
 
 from engine.broker import costs_of
 from engine.costs import Costs
-from engine.simulate import buy_and_hold, buy_and_hold_equity, simulate
+from engine.simulate import StrategySetup, buy_and_hold, buy_and_hold_equity, simulate
 
 
 class _BuyThenSell(bt.Strategy):
@@ -35,7 +35,7 @@ def test_costs_fill_rule_is_the_engines_broker(btc_1d: pd.DataFrame) -> None:
     costs = Costs(fee=0.001, slippage=0.0005)
     bars = btc_1d.iloc[:20]
     _BuyThenSell.seen = []
-    sim = simulate(bars, None, (0.5,), _BuyThenSell, {}, 100_000.0, costs)
+    sim = simulate(bars, None, (0.5,), StrategySetup(_BuyThenSell, {}, 100_000.0, costs))
     buy, sell = sim.fills.itertuples(index=False)
     assert buy.side == "buy" and buy.price == pytest.approx(costs.fill_price("buy", bars["open"].iloc[1]), rel=1e-12)
     assert sell.side == "sell" and sell.price == pytest.approx(costs.fill_price("sell", bars["open"].iloc[5]), rel=1e-12)
