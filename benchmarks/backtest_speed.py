@@ -67,6 +67,9 @@ def raw_backtrader(bars, values, strategy_cls, params, cash, fee, slippage) -> f
     cerebro.adddata(RawForecastData(dataname=frame.reset_index()[
         ["time", "open", "high", "low", "close", "volume", "fc_median", "fc_lower", "fc_upper"]
     ], datetime=1, open=2, high=3, low=4, close=5, volume=6, fc_median=7, fc_lower=8, fc_upper=9))
+    # a plain broker carries no engine Costs: give llm_signal its default threshold (the round trip) explicitly
+    if "threshold" in strategy_cls.params._getkeys() and params.get("threshold") is None:
+        params = {**params, "threshold": 2 * (fee + slippage)}
     cerebro.addstrategy(strategy_cls, **params)
     (strategy,) = cerebro.run()
     return strategy.broker.getvalue()
@@ -119,7 +122,8 @@ def main() -> None:
         fast = load_config(ROOT / "config.toml", {
             "data.data_dir": args.data_dir, "data.timerange": "", "data.cache_dir": tmp,
             "predictor.name": args.predictor, "output.progress": False, "output.dir": tmp,
-            "evaluation.naive_baseline": False, "evaluation.lookahead_samples": 0,
+            "evaluation.naive_baseline": False, "evaluation.random_sign_baseline": False,
+            "evaluation.lookahead_samples": 0,
         })
         hit_s, hit = best_of(args.repeat, lambda: run_pipeline(fast, strategy_path))
         judged_s, judged = best_of(1, lambda: judged_run(cfg, strategy_path))

@@ -615,8 +615,11 @@ def diebold_mariano(loss_a: Any, loss_b: Any, horizon: int = 1, *, hln: bool = T
 
 
 # -- all together ---------------------------------------------------------------------------
-def _median_index(levels: np.ndarray) -> int:
-    return int(np.argmin(np.abs(levels - 0.5)))
+def median_index(levels: Sequence[float]) -> int:
+    """Position of the point forecast among quantile ``levels``: the 0.5 level, or the level closest
+    to it (the first of two equally close) — the same rule as ``predictors.base.median_index``, which
+    reports may not import (DESIGN.md); every report reads the median through this one."""
+    return int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))
 
 
 def forecast_skill(
@@ -659,7 +662,7 @@ def forecast_skill(
     """
     q, lv, y = _check_quantiles(quantiles, levels, realised)
     n, _, H = q.shape
-    mid = _median_index(lv)
+    mid = median_index(lv)
     point = q[:, mid, :]
     if naive_quantiles is not None:
         nq = np.asarray(naive_quantiles, dtype=np.float64)

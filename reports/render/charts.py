@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.skill import median_index
 
 __all__ = [
     "calibration_chart",
@@ -142,10 +143,6 @@ def _band_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
     return [(j, q - 1 - j) for j in range(q // 2)]
 
 
-def _median_position(levels: Sequence[float]) -> int:
-    return int(np.argmin(np.abs(np.asarray(levels, dtype=float) - 0.5)))
-
-
 def fan_chart(
     close: pd.Series,
     fans: Mapping[int, pd.DataFrame],
@@ -170,7 +167,7 @@ def fan_chart(
     if not fans:
         raise ValueError("fans is empty; pass at least one horizon -> fan frame")
     lv = list(levels)
-    mid = _median_position(lv)
+    mid = median_index(lv)
     pairs = _band_pairs(lv)
     with quiet_matplotlib():
         fig = new_figure(11.0, 3.4 * len(fans))
