@@ -467,10 +467,16 @@ def _validate(cfg: Config) -> None:
 
 
 def _validate_predictor_params(p: PredictorConfig) -> None:
-    """Check the ``[predictor.params.<name>]`` table of every registered predictor against its config
+    """Check ``predictor.name`` (a registered name or ``module:Class``) and the
+    ``[predictor.params.<name>]`` table of every registered predictor against its config
     class (unknown key, wrong type, value out of range). ``model``/``revision`` and the tables of
     ``module:Class`` plugins are checked when the predictor is built."""
     registered = set(available())
+    if ":" not in p.name and p.name not in registered:  # a typo is refused before any work
+        try:
+            config_class(p.name)
+        except PredictorError as exc:
+            raise ConfigError(f"predictor.name: {exc}") from None
     for name in [n for n in p.params if n in registered]:
         try:
             make_config(name, p.params[name])
