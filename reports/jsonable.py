@@ -40,3 +40,11 @@ def json_value(value: Any) -> Any:
 def dataclass_json(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """``{field: json_value(value)}`` of a dataclass instance in field order, without ``skip``."""
     return {f.name: json_value(getattr(obj, f.name)) for f in fields(obj) if f.name not in skip}
+
+
+class JsonFields:
+    """Base of the frozen result dataclasses: ``to_json()`` is their fields in declaration order
+    through :func:`json_value` (NaN and inf as ``None``), the entry they write in metrics.json."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclass_json(self)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.jsonable import dataclass_json
+from reports.jsonable import JsonFields, dataclass_json
 
 __all__ = [
     "simple_returns",
@@ -313,7 +313,7 @@ def calmar_ratio(equity: pd.Series, periods_per_year: float) -> float:
 
 
 @dataclass(frozen=True)
-class TradeStats:
+class TradeStats(JsonFields):
     """Statistics of closed round trips (:func:`trade_stats`); NaN but ``n_trades`` without trades."""
 
     n_trades: int
@@ -323,9 +323,6 @@ class TradeStats:
     avg_bars_held: float
     best_trade: float
     worst_trade: float
-
-    def to_json(self) -> dict[str, float | int | None]:
-        return dataclass_json(self)
 
 
 def trade_stats(trades: pd.DataFrame) -> TradeStats:
@@ -425,7 +422,6 @@ class Performance:
         """``{metric: value}`` in :data:`SUMMARY_KEYS` order, NaN and inf as ``None``
         (the ``performance`` entry of a run's metrics.json)."""
         return dataclass_json(self)
-
 
 
 def performance_summary(

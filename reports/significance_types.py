@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reports.jsonable import dataclass_json
+from reports.jsonable import JsonFields, dataclass_json
 
 __all__ = [
     "ConfidenceInterval",
@@ -25,7 +25,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ConfidenceInterval:
+class ConfidenceInterval(JsonFields):
     """A bootstrap confidence interval: ``[lower, upper]`` covers with probability ``1 - alpha``.
 
     ``estimate`` is the statistic on the original series; ``mean_block`` the stationary
@@ -40,10 +40,6 @@ class ConfidenceInterval:
     mean_block: float
     method: str = "percentile"
 
-    def to_json(self) -> dict[str, Any]:
-        """The fields in order, NaN and inf as ``None``."""
-        return dataclass_json(self)
-
 
 class TrialsLike(Protocol):
     """How the trials behind a deflated Sharpe were counted (``engine.ledger.TrialCount``):
@@ -55,7 +51,7 @@ class TrialsLike(Protocol):
 
 
 @dataclass(frozen=True)
-class SharpeSignificance:
+class SharpeSignificance(JsonFields):
     """Is a return series' Sharpe ratio more than chance? (:func:`sharpe_significance`)
 
     Sharpe ``sharpe`` annualised, ``sharpe_per_period`` not; ``kurtosis`` non-excess;
@@ -87,12 +83,9 @@ class SharpeSignificance:
     dsr_verdict: str | None
     verdict: str
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class VersusBuyAndHold:
+class VersusBuyAndHold(JsonFields):
     """Is the strategy better than buy-and-hold of the same bars? (:func:`buy_and_hold_comparison`)
 
     Total returns and ``excess_total_return`` as fractions, ``information_ratio``
@@ -111,9 +104,6 @@ class VersusBuyAndHold:
     below_half_of_buy_and_hold: bool
     beats_buy_and_hold: bool
     verdict: str
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
 
 
 @dataclass(frozen=True)

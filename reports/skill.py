@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from reports.jsonable import dataclass_json
+from reports.jsonable import JsonFields, dataclass_json
 from reports.significance import verdict
 
 __all__ = [
@@ -64,7 +64,7 @@ _LEVEL_TOL = 1e-9
 
 
 @dataclass(frozen=True)
-class IntervalCoverage:
+class IntervalCoverage(JsonFields):
     """Nominal vs empirical coverage of one central interval ``[lower_level, upper_level]``
     (:func:`interval_coverage`): ``nominal = upper_level - lower_level``; ``empirical`` and
     ``n`` (known outcomes) are ``(H,)`` arrays, one value per horizon."""
@@ -75,12 +75,9 @@ class IntervalCoverage:
     empirical: np.ndarray
     n: np.ndarray
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class DirectionalTest:
+class DirectionalTest(JsonFields):
     """Directional accuracy of one horizon and its two-sided tests (:func:`directional_accuracy`).
 
     Shares are fractions; NaN where undefined (no directional call). ``direction`` is the
@@ -104,12 +101,9 @@ class DirectionalTest:
     pt_statistic: float
     pt_p_value: float
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class DieboldMariano:
+class DieboldMariano(JsonFields):
     """A Diebold-Mariano test of equal expected loss (:func:`diebold_mariano`): ``statistic``
     (negative = forecast A has the smaller loss), two-sided ``p_value``, ``n`` rows and
     ``mean_loss_diff`` (A - B); NaN where undefined."""
@@ -124,12 +118,9 @@ class DieboldMariano:
         effect = None if math.isnan(self.statistic) else -self.statistic  # negative statistic = A better
         return verdict(self.p_value, alpha, against=against, effect=effect)
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class SkillByHorizon:
+class SkillByHorizon(JsonFields):
     """Per-horizon skill, each a tuple over ``h = 1..H`` (see :func:`forecast_skill`);
     ``naive_pinball`` is None without naive quantiles."""
 
@@ -144,12 +135,9 @@ class SkillByHorizon:
     dir_hits_independent: tuple[int, ...]
     dir_p_value: tuple[float, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class CoverageAtHorizon:
+class CoverageAtHorizon(JsonFields):
     """Coverage of one central interval at one horizon (fractions)."""
 
     nominal: float
@@ -157,23 +145,17 @@ class CoverageAtHorizon:
     lower_level: float
     upper_level: float
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class MeanCoverage:
+class MeanCoverage(JsonFields):
     """Coverage of one central interval averaged over the horizons (fractions)."""
 
     nominal: float
     empirical: float
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class LastHorizonSkill:
+class LastHorizonSkill(JsonFields):
     """Skill at the last horizon ``h = H`` (see :func:`forecast_skill`); ``pinball_by_level``
     maps ``f"{level:g}"`` to the mean pinball loss; the DM tests are None without naive
     forecasts (``dm_pinball``: without naive quantiles)."""
@@ -190,12 +172,9 @@ class LastHorizonSkill:
     dm_abs_error: DieboldMariano | None
     dm_pinball: DieboldMariano | None
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
-
 
 @dataclass(frozen=True)
-class MeanOverHorizons:
+class MeanOverHorizons(JsonFields):
     """Unweighted means over the horizons (see :func:`forecast_skill`) and DM tests on the
     per-row loss averaged over horizons."""
 
@@ -207,9 +186,6 @@ class MeanOverHorizons:
     directional_accuracy: float
     dm_abs_error: DieboldMariano | None
     dm_pinball: DieboldMariano | None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
 
 
 @dataclass(frozen=True)
@@ -234,16 +210,13 @@ class ForecastSkill:
 
 
 @dataclass(frozen=True)
-class VersusNaive:
+class VersusNaive(JsonFields):
     """Is the forecast's median better than naive? The Diebold-Mariano test of absolute
     errors (averaged over horizons where there are several), with its words made once."""
 
     dm_statistic: float
     dm_p_value: float
     verdict: str
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclass_json(self)
 
 
 # -- input handling -----------------------------------------------------------------------
