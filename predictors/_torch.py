@@ -19,14 +19,17 @@ differences in the logits themselves (which only matter at near-exact ties).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from predictors.base import PredictorError
+
+C = TypeVar("C")  # a predictor config with ``device`` and ``dtype`` fields
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -84,6 +87,15 @@ def pick_dtype(dtype: str, device: str) -> "torch.dtype":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return getattr(torch, dtype)
+
+
+def resolve_placement(config: C) -> "tuple[C, torch.dtype]":
+    """``config`` with its ``device`` and ``dtype`` ``"auto"`` replaced by what will really run, and
+    that torch dtype: resolved before the config becomes a cache key, so bf16 on CUDA and fp32 on the
+    CPU never share forecasts."""
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    return dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", "")), dtype
 
 
 def seed_everything(seed: int) -> None:

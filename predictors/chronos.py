@@ -42,7 +42,6 @@ sample by one bin.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -56,8 +55,7 @@ from predictors._torch import (
     HashedGumbelSampler,
     import_optional,
     import_torch,
-    pick_device,
-    pick_dtype,
+    resolve_placement,
     row_seeds,
 )
 from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorStats, param
@@ -130,9 +128,7 @@ class ChronosPredictor(Predictor):
     config: ChronosConfig
 
     def setup(self) -> None:
-        device = pick_device(self.config.device)
-        self.torch_dtype = pick_dtype(self.config.dtype, device)
-        self.config = dataclasses.replace(self.config, device=device, dtype=str(self.torch_dtype).replace("torch.", ""))
+        self.config, self.torch_dtype = resolve_placement(self.config)
         self.path = resolve_model(self.config.model, self.config.revision)  # fails fast offline
         self._pipeline: Any = None
         self._warned_horizon = False

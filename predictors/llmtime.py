@@ -37,7 +37,6 @@ the naive forecast), is counted in ``stats().failed_windows`` and logged; with
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -51,8 +50,7 @@ from predictors._torch import (
     HashedGumbelSampler,
     import_optional,
     import_torch,
-    pick_device,
-    pick_dtype,
+    resolve_placement,
     row_seeds,
 )
 from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, PredictorStats, param
@@ -218,9 +216,7 @@ class LLMTimePredictor(Predictor):
     config: LLMTimeConfig
 
     def setup(self) -> None:
-        device = pick_device(self.config.device)
-        self.torch_dtype = pick_dtype(self.config.dtype, device)
-        self.config = dataclasses.replace(self.config, device=device, dtype=str(self.torch_dtype).replace("torch.", ""))
+        self.config, self.torch_dtype = resolve_placement(self.config)
         self.path = resolve_model(self.config.model, self.config.revision)
         self._lm: Any = None
         self._tokenizer: Any = None
