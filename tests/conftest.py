@@ -107,6 +107,17 @@ def _cli_logging_left_as_found():
     logger.add(lambda message: sys.stderr.write(message), level="DEBUG")
 
 
+@pytest.fixture()
+def empty_hf_cache(tmp_path, monkeypatch):
+    """Point huggingface_hub at an empty cache directory (a model that is not downloaded)."""
+    import huggingface_hub.constants as c
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
 def pytest_addoption(parser):
     parser.addoption("--soak", action="store_true", default=False,
                      help="also run the soak tests (marker 'soak': random-kill crash harness, concurrent "

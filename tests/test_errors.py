@@ -127,16 +127,6 @@ def test_a_locked_ledger_is_retry_later(tmp_path, monkeypatch):
     assert exit_code(err.value) == EXIT_RETRY_LATER
 
 
-@pytest.fixture()
-def empty_hf_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as c
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def _backtest_with_model(tmp_path, model: str) -> list[str]:
     return ["backtest", str(ROOT / "strategies/llm_signal.py"), "--config", str(ROOT / "config.toml"),
             "--data-dir", str(ROOT.parent / "shared/data"), "--predictor", "chronos", "--model", model,

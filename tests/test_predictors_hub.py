@@ -21,17 +21,6 @@ from predictors.hub import resolve_model, snapshot_revision
 UNCACHED = "amazon/chronos-bolt-small-not-cached-here"
 
 
-@pytest.fixture()
-def empty_hf_cache(tmp_path, monkeypatch):
-    """Point huggingface_hub at an empty cache directory."""
-    import huggingface_hub.constants as c
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
 # -- resolve_model -------------------------------------------------------------------------------
 def test_local_directory_is_returned_as_is(tmp_path):
     assert resolve_model(str(tmp_path)) == str(tmp_path)
