@@ -61,14 +61,17 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def ledger_row(result: RunResult, strategy_path: str | Path, run_dir: Path | None, kind: str) -> TrialRow:
+def ledger_row(
+    result: RunResult, strategy_path: str | Path, strategy_hash: str, run_dir: Path | None, kind: str,
+) -> TrialRow:
     """The trial-ledger row of ``result``: its trial identity (``engine.ledger.trial_hash``:
-    strategy file hash and parameters, ``result.predictor_hash``, fee and slippage, exchange,
-    symbol, timeframe), its period (first and last bar), headline numbers and marks."""
+    ``strategy_hash`` (:func:`file_hash` of ``strategy_path``) and parameters, ``result.predictor_hash``,
+    fee and slippage, exchange, symbol, timeframe), its period (first and last bar), headline
+    numbers and marks."""
     cfg, m = result.config, result.metrics
     timerange = cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-"
-    start, end = (t.isoformat() for t in (result.bars.index[0], result.bars.index[-1]))  # validated UTC (feeds)
-    strategy_params, strategy_hash = params_json(result.strategy_params), file_hash(strategy_path)
+    start, end = result.period  # validated UTC (feeds)
+    strategy_params = params_json(result.strategy_params)
     costs = cfg.broker.costs
     identity = trial_hash(
         strategy_hash=strategy_hash, strategy_params=strategy_params, predictor_hash=result.predictor_hash,
@@ -117,13 +120,13 @@ def judge(
     if ledger_dir is not None:
         ledger = TrialLedger.for_output_dir(ledger_dir)
         ledger_path = ledger.path
+        strategy_hash = file_hash(strategy_path)
         try:
             for result, run_dir in zip(results, dirs):
-                ledger.append(ledger_row(result, strategy_path, run_dir, kind))
+                ledger.append(ledger_row(result, strategy_path, strategy_hash, run_dir, kind))
             for i, result in enumerate(results):  # every row is in: all face the same trials
                 d = result.config.data
-                start, end = (t.isoformat() for t in (result.bars.index[0], result.bars.index[-1]))
-                counts[i] = ledger.trial_count(d.exchange, d.symbol, d.timeframe, start, end, result.periods_per_year)
+                counts[i] = ledger.trial_count(d.exchange, d.symbol, d.timeframe, *result.period, result.periods_per_year)
         except (LedgerError, sqlite3.DatabaseError) as exc:
             return Judgement(tuple(Verdict() for _ in results), ledger_path, exc)
     verdicts = []

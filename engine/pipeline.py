@@ -125,6 +125,11 @@ class RunResult:
         return self.benchmark.equity
 
     @property
+    def period(self) -> tuple[str, str]:
+        """First and last traded bar as ISO-8601 UTC strings (the trial ledger's period)."""
+        return self.bars.index[0].isoformat(), self.bars.index[-1].isoformat()
+
+    @property
     def periods_per_year(self) -> float:
         """Bars per year the run annualised with (``calendar``), else the timeframe's 24/7 count."""
         return self.calendar.bars_per_year or periods_per_year(self.config.data.timeframe)
