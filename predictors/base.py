@@ -8,7 +8,9 @@ Shapes (``n`` windows, ``L`` context length, ``Q`` quantile levels, ``H`` horizo
 
 - ``contexts``: ``float64 (n, L)`` close prices, oldest first; ``contexts[i, -1]`` is the
   close of the decision bar ``t_i``. All values are finite and > 0 (the engine validates
-  candles before building windows).
+  candles before building windows). A predictor that reads more than the close declares its
+  :meth:`Predictor.input_channels` (e.g. ``("open", "high", "low", "close", "volume")``) and gets
+  ``float64 (n, L, C)`` windows, channels in the declared order (volume may be 0).
 - returned quantiles: ``float64 (n, Q, H)``, ``out[i, j, h-1]`` = quantile
   ``quantile_levels[j]`` of ``log(close[t_i + h] / close[t_i])``. Non-decreasing along the
   quantile axis.
@@ -30,12 +32,16 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from predictors.errors import PredictorError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from predictors.training import FitContext
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
 
@@ -336,7 +342,8 @@ class Predictor(abc.ABC):
     config_class: ClassVar[type[PluginConfig]] = PluginConfig
     #: The counters :meth:`stats` returns; default: none.
     stats_class: ClassVar[type[PredictorStats]] = PredictorStats
-    #: True for predictors whose ``fit`` does something (stages 2 and 3).
+    #: True for predictors the engine trains walk-forward, one model per fold (stages 2 and 3):
+    #: they implement :meth:`fit`, :meth:`save`, :meth:`load` and :meth:`weights_digest`.
     trainable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -352,6 +359,13 @@ class Predictor(abc.ABC):
                 f"{cls.__qualname__}.config_class = {cls.config_class!r} must be a PluginConfig subclass declared "
                 "with @dataclass(frozen=True)"
             )
+        if cls.trainable:
+            missing = [m for m in ("fit", "save", "load", "weights_digest") if getattr(cls, m) is getattr(Predictor, m)]
+            if missing:
+                raise PredictorError(
+                    f"{cls.__module__}.{cls.__qualname__} is trainable but does not implement {', '.join(missing)}; "
+                    "see predictors/training.py for the contract"
+                )
         if not _declared_frozen_dataclass(cls.stats_class, PredictorStats):
             raise PredictorError(
                 f"{cls.__qualname__}.stats_class = {cls.stats_class!r} must be a PredictorStats subclass declared "
@@ -392,10 +406,41 @@ class Predictor(abc.ABC):
 
     @abc.abstractmethod
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
-        """``(n, L)`` close-price windows -> ``(n, Q, H)`` log-return quantiles."""
+        """``(n, L)`` close-price windows (``(n, L, C)`` with :meth:`input_channels`) -> ``(n, Q, H)``
+        log-return quantiles."""
 
-    def fit(self, train_candles: pd.DataFrame) -> None:  # noqa: B027 - optional hook
-        """Train on candles strictly before the fold's cut-off (stages 2 and 3)."""
+    def input_channels(self) -> tuple[str, ...]:
+        """The candle columns this predictor reads, in the order its windows hold them.
+
+        Default ``("close",)``: windows are ``(n, L)`` close prices. Any other tuple of
+        ``open high low close volume`` gets ``(n, L, C)`` windows. May depend on the config
+        (e.g. optional range and volume channels), never on the data.
+        """
+        return ("close",)
+
+    # -- the training hooks (trainable predictors only; see predictors/training.py) -------------
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, ctx: "FitContext") -> None:
+        """Train on one fold's candles, all of them before its cut-off (stages 2 and 3).
+
+        ``train`` and ``valid`` are contiguous candle frames (``open high low close volume``, UTC
+        index), ``valid`` following ``train``, held out for early stopping (may be empty when
+        ``training.val_fraction = 0``). ``ctx`` carries the settings, a work folder for resumable
+        state and the progress callbacks (:class:`predictors.training.FitContext`).
+        """
+        raise PredictorError(f"predictor {self.name!r} is not trainable (it has no fit)")
+
+    def save(self, directory: Path) -> None:
+        """Write the fitted model to ``directory`` (exists, empty): everything :meth:`load` needs."""
+        raise PredictorError(f"predictor {self.name!r} is not trainable (it has no save)")
+
+    def load(self, directory: Path) -> None:
+        """Read a model :meth:`save` wrote; afterwards :meth:`predict` serves with it."""
+        raise PredictorError(f"predictor {self.name!r} is not trainable (it has no load)")
+
+    def weights_digest(self) -> str:
+        """A hash of the fitted weights (hex): two fits are the same model when their digests are
+        equal. The lookahead check re-fits one fold on truncated candles and compares digests."""
+        raise PredictorError(f"predictor {self.name!r} is not trainable (it has no weights_digest)")
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(name=self.name)
@@ -443,8 +488,15 @@ class Predictor(abc.ABC):
         predictor.
         """
         contexts = np.asarray(contexts, dtype=np.float64)
-        if contexts.ndim != 2 or contexts.shape[1] < 2:
-            raise PredictorError(f"contexts must be (n, L>=2) close prices, got shape {contexts.shape}")
+        channels = self.input_channels()
+        if channels == ("close",):
+            if contexts.ndim != 2 or contexts.shape[1] < 2:
+                raise PredictorError(f"contexts must be (n, L>=2) close prices, got shape {contexts.shape}")
+        elif contexts.ndim != 3 or contexts.shape[1] < 2 or contexts.shape[2] != len(channels):
+            raise PredictorError(
+                f"predictor {self.name!r} reads channels {list(channels)}: contexts must be (n, L>=2, {len(channels)}), "
+                f"got shape {contexts.shape}"
+            )
         if horizon < 1:
             raise PredictorError(f"horizon must be >= 1, got {horizon}")
         out = np.asarray(self.predict_quantiles(contexts, int(horizon)), dtype=np.float64)

@@ -1,0 +1,132 @@
+"""What the engine hands a trainable predictor's ``fit``: the training settings and a fit context.
+
+A trainable predictor (stages 2 and 3, ``Predictor.trainable = True``) is trained once per
+walk-forward fold by the engine (``engine/training.py``)::
+
+    predictor.fit(train, valid, ctx)   # candles before the fold's cut-off only
+    predictor.save(directory)          # the fold's checkpoint
+    ...
+    fresh.load(directory)              # a new instance serves the fold's decision times
+
+``train`` and ``valid`` are candle frames (UTC index, columns ``open high low close volume``),
+contiguous and in time order: ``valid`` is the end of the fold's training window, held out for
+early stopping, and starts right after ``train`` ends. Every candle of both ends before the
+fold's cut-off; the engine builds them, so a predictor never sees a later candle.
+
+``ctx`` (:class:`FitContext`) carries the ``[training]`` settings (:class:`TrainSettings`), a
+private ``work_dir`` where ``fit`` keeps resumable state (an interrupted ``train`` resumes at the
+last finished epoch from what it finds there), the previous fold's checkpoint when
+``training.warm_start`` is on, and two calls back into the engine: :meth:`FitContext.log_epoch`
+after each epoch (the progress bar and the fold's training curve) and
+:meth:`FitContext.stop_requested` (Ctrl-C: save state, then return early by raising
+:class:`FitInterrupted`).
+
+This module imports nothing from the engine, feeds or strategies (see DESIGN.md), and no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from predictors.errors import PredictorError
+
+#: Candle columns every training frame holds, in this order; also the channel names a predictor may read.
+CANDLE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+class FitInterrupted(PredictorError):
+    """``fit`` stopped early because the engine asked it to (Ctrl-C); its resumable state is saved."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``[training]`` settings a fit uses, plus the window geometry from ``[predictor]``.
+
+    Attributes:
+        context_length: bars per input window ``L`` (the decision bar included).
+        horizon: forecast steps ``H``; a training target is the cumulative log return over 1..H bars.
+        epochs: passes over the training windows at most.
+        max_steps: optimiser steps at most over the whole fit (0 = no cap).
+        patience: stop after this many epochs without a better validation loss (0 = never stop early).
+        lr: learning rate.
+        batch_size: training windows per optimiser step.
+        device: "auto" (cuda, then mps, then cpu), "cpu", "cuda" or "mps".
+        seed: seeds every random draw of the fit (initialisation, shuffling, dropout).
+    """
+
+    context_length: int
+    horizon: int
+    epochs: int = 20
+    max_steps: int = 0
+    patience: int = 3
+    lr: float = 1e-3
+    batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch: the losses the fold's training curve records (``valid_loss`` NaN without validation)."""
+
+    epoch: int
+    train_loss: float
+    valid_loss: float = math.nan
+    steps: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "train_loss": self.train_loss,
+            "valid_loss": None if math.isnan(self.valid_loss) else self.valid_loss,
+            "steps": self.steps, "seconds": self.seconds,
+        }
+
+
+@dataclass
+class FitContext:
+    """The engine's side of one fold's fit (see the module docstring).
+
+    Attributes:
+        settings: the training settings.
+        work_dir: a folder private to this fold's fit; empty on a fresh fit, holding what the
+            predictor saved there when an earlier attempt was interrupted. The engine deletes it
+            once the fold's checkpoint is stored.
+        warm_start_from: the previous fold's checkpoint folder when ``training.warm_start`` is on
+            (``load`` it before training), else None.
+        fold: the fold's number (for messages).
+        on_epoch: called with every :class:`EpochRecord` (progress bar, training curve).
+        stop_event: set by the engine on Ctrl-C.
+    """
+
+    settings: TrainSettings
+    work_dir: Path
+    warm_start_from: Path | None = None
+    fold: int = 0
+    on_epoch: Callable[[EpochRecord], None] | None = None
+    on_step: Callable[[int, float], None] | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    curve: list[EpochRecord] = field(default_factory=list)
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        """Record one finished epoch (and tell the engine's progress bar)."""
+        self.curve.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+    def log_step(self, step: int, loss: float) -> None:
+        """Report one optimiser step (progress bar only; optional)."""
+        if self.on_step is not None:
+            self.on_step(step, loss)
+
+    def stop_requested(self) -> bool:
+        """Whether the engine asked the fit to stop (Ctrl-C). Check it between steps or epochs; when
+        true, save resumable state to ``work_dir`` and raise :class:`FitInterrupted`."""
+        return self.stop_event.is_set()
+
+
+__all__ = ["CANDLE_COLUMNS", "EpochRecord", "FitContext", "FitInterrupted", "TrainSettings"]
