@@ -21,6 +21,10 @@ after each epoch (the progress bar and the fold's training curve) and
 :meth:`FitContext.stop_requested` (Ctrl-C: save state, then return early by raising
 :class:`FitInterrupted`).
 
+Channels: :func:`channel_array` is the one definition of what a channel holds (candle columns,
+plus ``hour`` and ``weekday`` of each bar's open time); the engine builds ``(n, L, C)`` prediction
+windows with it and predictors build their training windows with it.
+
 This module imports nothing from the engine, feeds or strategies (see DESIGN.md), and no torch.
 """
 
@@ -30,12 +34,41 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
 
 from predictors.errors import PredictorError
 
-#: Candle columns every training frame holds, in this order; also the channel names a predictor may read.
+#: Candle columns every training frame holds, in this order.
 CANDLE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+#: Channels computed from each bar's open time (UTC), known in advance: hour of day 0..23, weekday 0..6 (Monday 0).
+CALENDAR_CHANNELS: tuple[str, ...] = ("hour", "weekday")
+#: Every channel a predictor may declare in ``input_channels``.
+CHANNELS: tuple[str, ...] = CANDLE_COLUMNS + CALENDAR_CHANNELS
+
+
+def channel_array(candles: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
+    """``(n_bars, C)`` float64 array of ``channels`` for every candle (UTC index), in the given order.
+
+    The one definition of a channel's values: the engine builds prediction windows from it and a
+    predictor builds its training windows from it, so the two can never disagree. Candle columns
+    are read as they are; ``hour`` and ``weekday`` come from each bar's open time.
+    """
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise PredictorError(f"unknown input channel {unknown[0]!r}; channels are {', '.join(CHANNELS)}")
+    index = pd.DatetimeIndex(candles.index)
+    cols = []
+    for c in channels:
+        if c == "hour":
+            cols.append(index.hour.to_numpy(dtype=np.float64))
+        elif c == "weekday":
+            cols.append(index.dayofweek.to_numpy(dtype=np.float64))
+        else:
+            cols.append(candles[c].to_numpy(dtype=np.float64))
+    return np.stack(cols, axis=1) if cols else np.empty((len(index), 0))
 
 
 class FitInterrupted(PredictorError):
@@ -129,4 +162,4 @@ class FitContext:
         return self.stop_event.is_set()
 
 
-__all__ = ["CANDLE_COLUMNS", "EpochRecord", "FitContext", "FitInterrupted", "TrainSettings"]
+__all__ = ["CALENDAR_CHANNELS", "CANDLE_COLUMNS", "CHANNELS", "channel_array", "EpochRecord", "FitContext", "FitInterrupted", "TrainSettings"]
