@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+import pandas as pd
+
 from engine.costs import Costs
 from engine.errors import UserInputError
 from feeds.timeframes import (
@@ -34,7 +36,7 @@ from feeds.timeframes import (
 )
 from feeds.validate import GAP_POLICIES
 from predictors.base import PredictorError
-from predictors.registry import available, config_class, make_config, table_name
+from predictors.registry import available, config_class, make_config, predictor_class, table_name
 
 PAPER_MODES = ("sim", "testnet")
 
@@ -245,6 +247,72 @@ def parse_order_age(text: str, timeframe_ms: int) -> int:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """Walk-forward training of trainable predictors (stages 2 and 3): the fold plan and the fit settings.
+
+    ``retrain_every``: a duration (``"90d"``, ``"12h"``, ``"2w"``) or a bar count (``"500bars"``);
+    ``train_window``: ``"expanding"`` or the same kinds; ``history_start``: ``YYYYMMDD`` or empty (all
+    candles there are before the traded range serve as training history); ``embargo_bars``: bars
+    between a fold's cut-off and its first decision time (0 = the horizon; never below it).
+    See :mod:`engine.folds` for the plan and :class:`predictors.training.TrainSettings` for the rest.
+    """
+
+    retrain_every: str = "90d"
+    train_window: str = "expanding"
+    history_start: str = ""
+    embargo_bars: int = 0
+    val_fraction: float = 0.1
+    epochs: int = 20
+    max_steps: int = 0
+    patience: int = 3
+    lr: float = 1e-3
+    batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+    warm_start: bool = False
+
+    def embargo(self, horizon: int) -> int:
+        """Bars of embargo for ``horizon``: ``embargo_bars``, or the horizon when it is 0."""
+        return self.embargo_bars or horizon
+
+
+#: ``training.device`` values.
+TRAINING_DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Duration units of ``training.retrain_every`` / ``train_window``.
+_SPAN_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A length in bars or as a duration (``training.retrain_every``, ``training.train_window``)."""
+
+    bars: int = 0
+    duration: pd.Timedelta | None = None
+
+    def __str__(self) -> str:
+        return f"{self.bars}bars" if self.duration is None else str(self.duration)
+
+
+def parse_span(text: str, where: str) -> Span:
+    """``"90d"``, ``"12h"``, ``"2w"``, ``"30m"`` -> a duration; ``"500bars"`` / ``"500bar"`` -> bars (> 0).
+
+    Raises:
+        ConfigError: anything else, naming ``where`` and the accepted forms.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([a-z]+)\s*", str(text).lower())
+    if match and int(match.group(1)) > 0:
+        n, unit = int(match.group(1)), match.group(2)
+        if unit in ("bar", "bars"):
+            return Span(bars=n)
+        if unit in _SPAN_UNITS:
+            return Span(duration=pd.Timedelta(n, unit=_SPAN_UNITS[unit]))
+    raise ConfigError(
+        f"{where} = {text!r} must be a positive duration such as \"90d\", \"12h\", \"2w\" or a bar count such as "
+        "\"500bars\""
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -253,6 +321,7 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/TOML-serialisable dict of the resolved config."""
@@ -288,6 +357,9 @@ class Config:
         tree["data"].pop("cache_dir")
         tree["predictor"].pop("cache")
         tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
+        tree["training"].pop("device")  # where a model trains, not what it learns (as predictor device knobs)
+        if not _is_trainable(self.predictor.name):  # training settings change no forecast of the others
+            tree.pop("training")
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -300,7 +372,48 @@ _SECTIONS: dict[str, type] = {
     "evaluation": EvaluationConfig,
     "output": OutputConfig,
     "paper": PaperConfig,
+    "training": TrainingConfig,
 }
+
+
+def _validate_training(t: TrainingConfig, horizon: int) -> None:
+    parse_span(t.retrain_every, "training.retrain_every")
+    if t.train_window != "expanding":
+        try:
+            parse_span(t.train_window, "training.train_window")
+        except ConfigError:
+            raise ConfigError(
+                f"training.train_window = {t.train_window!r} must be \"expanding\" (every candle before the cut-off) "
+                "or a length such as \"365d\" or \"5000bars\""
+            ) from None
+    if t.history_start:
+        try:
+            parse_timerange(f"{t.history_start}-")
+        except TimeframeError:
+            raise ConfigError(
+                f"training.history_start = {t.history_start!r} must be a date YYYYMMDD (e.g. \"20200101\") or empty "
+                "(all candles before the traded range)"
+            ) from None
+    if t.embargo_bars < 0 or (t.embargo_bars and t.embargo_bars < horizon):
+        raise ConfigError(
+            f"training.embargo_bars = {t.embargo_bars} must be 0 (= the horizon, {horizon}) or >= predictor.horizon = "
+            f"{horizon}: a smaller gap lets training targets reach the bars just before the fold"
+        )
+    if not 0 <= t.val_fraction < 0.5:
+        raise ConfigError(
+            f"training.val_fraction = {t.val_fraction} must be in [0, 0.5): the share of each training window held "
+            "out at its end for early stopping, e.g. 0.1 (0 = no validation, no early stopping)"
+        )
+    for key, low in (("epochs", 1), ("max_steps", 0), ("patience", 0), ("batch_size", 1)):
+        if getattr(t, key) < low:
+            raise ConfigError(f"training.{key} = {getattr(t, key)} must be >= {low}")
+    if not 0 < t.lr < 1:
+        raise ConfigError(f"training.lr = {t.lr} must be a learning rate in (0, 1), e.g. 0.001")
+    if t.device not in TRAINING_DEVICES:
+        raise ConfigError(
+            f"training.device = {t.device!r}; use one of {', '.join(TRAINING_DEVICES)}."
+            + _did_you_mean(t.device, TRAINING_DEVICES)
+        )
 
 
 def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
@@ -464,6 +577,15 @@ def _validate(cfg: Config) -> None:
             "e.g. [0.1, 0.5, 0.9]"
         )
     _validate_paper(cfg.paper)
+    _validate_training(cfg.training, p.horizon)
+
+
+def _is_trainable(name: str) -> bool:
+    """Whether predictor ``name`` is trained walk-forward (False for a name that does not resolve)."""
+    try:
+        return bool(predictor_class(name).trainable)
+    except PredictorError:
+        return False
 
 
 def _validate_predictor_params(p: PredictorConfig) -> None:

@@ -1,0 +1,114 @@
+"""A tiny trainable predictor for the engine's walk-forward tests (numpy only, fast, deterministic).
+
+:class:`LinearAR` regresses the cumulative log return over 1..H bars on the last ``lags`` one-bar
+log returns by full-batch gradient descent, one step per "epoch", and takes its quantiles from the
+training residuals. It follows the trainable contract (``predictors/training.py``) the way a real
+model does: it saves resumable state to ``ctx.work_dir`` after every epoch, resumes from it, stops
+on ``ctx.stop_requested()`` with :class:`FitInterrupted`, early-stops on the validation loss, and
+reports every epoch. Load it as ``--predictor tests.trainable_plugins:LinearAR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from predictors.base import PluginConfig, Predictor, PredictorError, param
+from predictors.training import EpochRecord, FitContext, FitInterrupted
+
+
+@dataclass(frozen=True)
+class LinearARConfig(PluginConfig):
+    lags: int = param(8, ge=1)
+    step_size: float = param(0.5, gt=0)
+
+
+def _samples(close: np.ndarray, lags: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lagged one-bar log returns -> cumulative log returns 1..H, every window inside ``close``."""
+    r = np.diff(np.log(close))
+    n = len(r) - lags - horizon + 1
+    if n <= 0:
+        return np.empty((0, lags)), np.empty((0, horizon))
+    x = np.lib.stride_tricks.sliding_window_view(r, lags)[:n]
+    csum = np.concatenate([[0.0], np.cumsum(r)])
+    ends = np.arange(lags, lags + n)  # x[i] ends at return index ends[i]-1, i.e. close index ends[i]
+    y = np.stack([csum[ends + h] - csum[ends] for h in range(1, horizon + 1)], axis=1)
+    return x, y
+
+
+class LinearAR(Predictor):
+    name = "linear_ar"
+    config_class = LinearARConfig
+    trainable = True
+
+    def setup(self) -> None:
+        self.w: np.ndarray | None = None
+        self.offsets: np.ndarray | None = None
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        return x * 100.0  # returns in percent: one step size suits every market
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, ctx: FitContext) -> None:
+        s = ctx.settings
+        x, y = _samples(train["close"].to_numpy(), self.config.lags, s.horizon)
+        xv, yv = _samples(valid["close"].to_numpy(), self.config.lags, s.horizon)
+        if len(x) == 0:
+            raise PredictorError("linear_ar: not enough training candles for one window")
+        x, xv = self._scale(x), self._scale(xv)
+        state = ctx.work_dir / "state.npz"
+        rng = np.random.default_rng(s.seed)
+        w = rng.normal(0, 1e-3, (x.shape[1], s.horizon))
+        epoch, best, best_w, bad = 0, math.inf, w.copy(), 0
+        if state.exists():
+            saved = np.load(state)
+            w, best_w = saved["w"], saved["best_w"]
+            epoch, best, bad = int(saved["epoch"]), float(saved["best"]), int(saved["bad"])
+        while epoch < s.epochs:
+            if ctx.stop_requested():
+                raise FitInterrupted(f"linear_ar: stopped after epoch {epoch}")
+            grad = x.T @ (x @ w - y) / len(x)
+            w = w - self.config.step_size * s.lr * 1e3 * grad
+            loss = float(np.mean((x @ w - y) ** 2))
+            vloss = float(np.mean((xv @ w - yv) ** 2)) if len(xv) else math.nan
+            epoch += 1
+            ctx.log_step(epoch, loss)
+            score = vloss if len(xv) else loss
+            if score < best:
+                best, best_w, bad = score, w.copy(), 0
+            else:
+                bad += 1
+            np.savez(state, w=w, best_w=best_w, epoch=epoch, best=best, bad=bad)
+            ctx.log_epoch(EpochRecord(epoch=epoch, train_loss=loss, valid_loss=vloss, steps=epoch))
+            if s.patience and bad >= s.patience:
+                break
+        self.w = best_w
+        resid = y - x @ self.w
+        self.offsets = np.quantile(resid, self.quantile_levels, axis=0)  # (Q, H)
+
+    def save(self, directory: Path) -> None:
+        np.savez(directory / "weights.npz", w=self.w, offsets=self.offsets)
+        (directory / "config.json").write_text(json.dumps(self.config.to_json()))
+
+    def load(self, directory: Path) -> None:
+        saved = np.load(directory / "weights.npz")
+        self.w, self.offsets = saved["w"], saved["offsets"]
+
+    def weights_digest(self) -> str:
+        if self.w is None:
+            raise PredictorError("linear_ar: not fitted")
+        return hashlib.sha256(self.w.tobytes() + self.offsets.tobytes()).hexdigest()
+
+    def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
+        if self.w is None:
+            raise PredictorError("linear_ar: predict before fit/load")
+        if horizon != self.w.shape[1]:
+            raise PredictorError(f"linear_ar was trained for horizon {self.w.shape[1]}, asked for {horizon}")
+        r = self._scale(np.diff(np.log(contexts), axis=1)[:, -self.config.lags:])
+        median = r @ self.w  # (n, H)
+        return median[:, None, :] + self.offsets[None, :, :]
