@@ -28,7 +28,7 @@ from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.history import load_candles
-from feeds.timeframes import infer_bars_per_year, periods_per_year
+from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange, periods_per_year
 from predictors.base import Forecast, ModelInfo, Predictor, PredictorError, PredictorStats
 from predictors.registry import make_predictor
 from reports.metrics import Performance, performance_summary
@@ -144,8 +144,11 @@ def build_predictor(cfg: Config) -> Predictor:
         raise UserInputError(f"predictor: {exc}") from exc
 
 
-def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Timestamp]:
+def load_bars(cfg: Config, progress: bool = True, history: bool = False) -> tuple[pd.DataFrame, pd.Timestamp]:
     """Candles of the configured market with ``context_length - 1`` warm-up bars before the range.
+
+    ``history=True`` (trainable predictors) also loads the training history before the range:
+    from ``training.history_start``, or every candle there is when it is empty.
 
     The warm-up is counted in bars, whatever their timestamps: a weekend, a holiday or an
     exchange outage before the start only reaches further back in time. Without a start,
@@ -160,8 +163,13 @@ def load_bars(cfg: Config, progress: bool = True) -> tuple[pd.DataFrame, pd.Time
     """
     d = cfg.data
     warmup = cfg.predictor.context_length - 1
+    wanted = d.range
+    if history:
+        since = parse_timerange(f"{cfg.training.history_start}-").start if cfg.training.history_start else None
+        if since is None or d.range.start is None or since < d.range.start:
+            wanted = TimeRange(since, d.range.end)
     candles, gaps = load_candles(
-        d.symbol, d.timeframe, d.range,
+        d.symbol, d.timeframe, wanted,
         data_dir=Path(d.data_dir) if d.data_dir else None,
         cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
         warmup_bars=warmup, progress=progress, api_overrides=d.exchange_url or None,

@@ -127,21 +127,31 @@ def _read_meta(directory: Path) -> dict[str, Any] | None:
         return None
 
 
+def fit_fold(
+    factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, fold: Fold, work_dir: Path,
+    warm_from: Path | None = None,
+) -> tuple[Predictor, FitContext, float]:
+    """A fresh predictor fitted on ``fold``'s candles; nothing stored. Returns it, its fit context
+    (curve) and the seconds the fit took. The lookahead check re-fits with this on truncated candles."""
+    p = cfg.predictor
+    predictor = factory()
+    train, valid = fold_frames(candles, fold)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ctx = FitContext(settings=train_settings(cfg.training, p.context_length, p.horizon), work_dir=work_dir,
+                     warm_start_from=warm_from, fold=fold.k)
+    t0 = time.perf_counter()
+    predictor.fit(train, valid, ctx)
+    return predictor, ctx, time.perf_counter() - t0
+
+
 def _fit_one(
     factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, fold: Fold, key: str, directory: Path,
     warm_from: Path | None,
 ) -> FoldModel:
     """Fit, save and store one fold (no cache lookup)."""
     p = cfg.predictor
-    predictor = factory()
-    train, valid = fold_frames(candles, fold)
     work = directory.parent / f".work-{directory.name}"
-    work.mkdir(parents=True, exist_ok=True)
-    ctx = FitContext(settings=train_settings(cfg.training, p.context_length, p.horizon), work_dir=work,
-                     warm_start_from=warm_from, fold=fold.k)
-    t0 = time.perf_counter()
-    predictor.fit(train, valid, ctx)
-    seconds = time.perf_counter() - t0
+    predictor, ctx, seconds = fit_fold(factory, cfg, candles, fold, work, warm_from)
     tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     (tmp / "model").mkdir(parents=True)
     predictor.save(tmp / "model")
@@ -193,5 +203,5 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 __all__ = [
     "FoldModel", "PredictorFactory", "candles_fingerprint", "checkpoint_key", "checkpoint_root",
-    "ensure_fold_models", "fold_frames", "load_fold_predictor", "train_settings",
+    "ensure_fold_models", "fit_fold", "fold_frames", "load_fold_predictor", "train_settings",
 ]
