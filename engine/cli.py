@@ -1,4 +1,4 @@
-"""Command line: ``python -m engine {backtest,download,predictors} ...``.
+"""Command line: ``python -m engine {backtest,compare,lookahead,train,download,predictors,ledger,paper} ...``.
 
 Every error of the project's family (:mod:`engine.errors`) prints one ``error:`` line and
 exits with :func:`engine.errors.exit_code`: 2 when the user must fix the input (config,
@@ -36,7 +36,7 @@ EXIT_USER = EXIT_FIX_INPUT
 EXIT_OPERATIONAL = EXIT_RETRY_LATER
 #: Exchange errors of a command that can read candles from files: the offline route is printed under them.
 FEED_EXCHANGE_ERRORS = (ExchangeRequestError, ExchangeUnavailable)
-CANDLE_FILE_COMMANDS = ("backtest", "lookahead", "compare")
+CANDLE_FILE_COMMANDS = ("backtest", "lookahead", "compare", "train")
 #: Printed under an exchange error of a command that needs candles: the offline route.
 OFFLINE_HINT = (
     "offline: read candles from files instead with --data-dir FOLDER, e.g. --data-dir ../shared/data; the folder "
@@ -111,6 +111,17 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="at least this many decision times get their forecast recomputed (default 20)")
     la.add_argument("--budget", type=float, default=1.0,
                     help="keep sampling while the check has spent under this share of the run's time (default 1.0)")
+
+    tr = sub.add_parser("train", help="train a trainable predictor's walk-forward folds (cached; resumes after Ctrl-C)")
+    tr.add_argument("strategy", help="the strategy file the backtest will run (its folds are the backtest's)")
+    _add_market_flags(tr)
+    tr.add_argument("--predictor", help="a trainable predictor's name or module:Class")
+    tr.add_argument("--model", help="model hub id or local path, for predictors that take one")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config key, e.g. --set training.epochs=5 --set training.retrain_every=30d")
+    tr.add_argument("--jobs", type=int, default=1, help="train independent folds in this many local processes (default 1)")
+    tr.add_argument("--ray", metavar="ADDRESS", help="train folds as Ray tasks on this cluster, e.g. auto")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     add_paper_parser(sub, _add_market_flags, _add_run_flags)
     return parser
@@ -267,6 +278,22 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from engine.train_command import StopOnCtrlC, print_report, run_train
+    from engine.training import TrainingInterrupted
+
+    try:
+        with StopOnCtrlC() as stop:
+            report = run_train(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray, stop=stop)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {len(exc.done)} of {exc.total} folds stored; run the same command again to resume the "
+              "interrupted fold(s) at their last finished epoch", file=sys.stderr)
+        return 130
+    print_report(cfg, report)
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from feeds.download import download_candles
     from feeds.exchange import make_exchange
@@ -297,7 +324,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "backtest": cmd_backtest, "download": cmd_download, "predictors": cmd_predictors, "paper": cmd_paper,
-    "ledger": cmd_ledger, "lookahead": cmd_lookahead, "compare": cmd_compare,
+    "ledger": cmd_ledger, "lookahead": cmd_lookahead, "compare": cmd_compare, "train": cmd_train,
 }
 
 

@@ -4,45 +4,69 @@ For each fold of the plan (:mod:`engine.folds`) the engine builds a fresh predic
 ``fit`` the fold's training and validation candles (nothing at or after the cut-off), and stores
 ``save``'s output with the training curve and timing under a **checkpoint key** of
 
-    predictor code fingerprint + parameters (Predictor.cache_params) + training settings
-    (all of [training] but the device) + context length + horizon + fingerprint of the
-    fold's training candles (all columns, index included) + cut-off (+ the previous fold's
-    key with warm_start)
+    predictor code fingerprint + parameters (Predictor.cache_params) + fit settings
+    (epochs, max_steps, patience, lr, batch_size, seed, warm_start) + context length + horizon + fingerprint of the
+    fold's training candles (all columns, index included) + cut-off + training/validation
+    split (+ the previous fold's key with warm_start)
 
 so a re-run trains nothing, and a changed input retrains only the folds it changes (a new
 candle after a fold's cut-off changes no earlier fold's key).
 
 Layout: ``<cache_dir>/checkpoints/<predictor>-<key>/`` holding ``model/`` (what ``save`` wrote)
 and ``meta.json`` (fold, key, curve, seconds, weights digest), written to a temporary folder and
-renamed into place, so a folder that exists is complete.
+renamed into place, so a folder that exists is complete. A fit's resumable state lives in
+``<cache_dir>/checkpoints/.work-<predictor>-<key>/`` (``fit/``: the predictor's ``work_dir``;
+``curve.jsonl``: the epochs finished so far) until the fold is stored: an interrupted fold
+(Ctrl-C) resumes there at its last finished epoch.
+
+Concurrency: a per-checkpoint file lock (``.<predictor>-<key>.lock``) makes sure two processes
+wanting the same fold (a ``train`` and a ``backtest``, two ``--jobs`` workers) never train it
+twice: the second waits, then loads what the first stored. A damaged checkpoint folder
+(unreadable ``meta.json``, no ``model/``) is a warning and a retrain. Independent folds train in
+parallel in local worker processes (``jobs``) or as Ray tasks (``ray_module``); with
+``training.warm_start`` every fold depends on the one before, so they train one after the other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import pickle
 import shutil
+import signal
+import sys
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 from loguru import logger
 
-from engine.config import Config, TrainingConfig
+from engine.config import Config, ConfigError, TrainingConfig
+from engine.errors import OperationalError
 from engine.folds import Fold, FoldPlan
+from engine.logs import setup_logging
 from engine.signals import predictor_identity
+from engine.train_progress import FoldProgress, NullReporter, QueueReporter
 from predictors.base import Predictor
-from predictors.training import CANDLE_COLUMNS, FitContext, TrainSettings
+from predictors.registry import make_predictor
+from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings
 
 #: Bump when the way checkpoints are made changes, so stale ones are not reused.
 TRAINING_VERSION = 1
 
 PredictorFactory = Callable[[], Predictor]
+#: ``[training]`` keys left out of a checkpoint key: where a model trains (``device``) and how the
+#: folds are cut (the fold's own candles, cut-off and split are in the key instead, so a changed
+#: ``retrain_every`` reuses every fold whose training candles stay the same).
+PLAN_KEYS = ("device", "retrain_every", "train_window", "history_start", "embargo_bars", "val_fraction")
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,15 @@ class FoldModel:
     digest: str
     seconds: float
     curve: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: epochs an interrupted earlier attempt had finished when this fit resumed (0: a fresh fit or cached)
+    resumed_at: int = 0
+
+    @property
+    def status(self) -> str:
+        """``cached``, ``trained now`` or ``resumed at epoch e`` (the train command's table)."""
+        if not self.trained_now:
+            return "cached"
+        return f"resumed at epoch {self.resumed_at}" if self.resumed_at else "trained now"
 
     @property
     def model_dir(self) -> Path:
@@ -101,7 +134,8 @@ def checkpoint_key(
 ) -> str:
     """The fold's checkpoint key (see the module docstring)."""
     training = dict(cfg.to_dict()["training"])
-    training.pop("device")
+    for plan_key in PLAN_KEYS:  # they shape the fold, which the data fingerprint, cut-off and split already say
+        training.pop(plan_key)
     p = cfg.predictor
     payload = {
         "v": TRAINING_VERSION,
@@ -122,76 +156,419 @@ def checkpoint_root(cfg: Config) -> Path:
 
 def _read_meta(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict) or not {"digest", "seconds", "curve"} <= set(meta):
+        return None
+    return meta
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold to obtain: where its checkpoint goes and what it starts from (picklable, for workers)."""
+
+    fold: Fold
+    key: str
+    directory: Path
+    warm_from: Path | None = None
+
+
+class TrainingInterrupted(OperationalError):
+    """Training stopped on request (Ctrl-C) with folds left: ``done`` holds the folds stored so far.
+
+    Every interrupted fold kept its work dir, so running the same command again resumes it at
+    its last finished epoch.
+    """
+
+    def __init__(self, done: list[FoldModel], total: int) -> None:
+        super().__init__(f"training interrupted: {len(done)} of {total} folds stored; run the same command again to "
+                         "resume at the last finished epoch")
+        self.done = done
+        self.total = total
+
+    def __reduce__(self):
+        return (type(self), (self.done, self.total))
+
+
+@dataclass(frozen=True)
+class ConfigFactory:
+    """A picklable predictor factory: the configured predictor, built fresh on every call
+    (what worker processes and Ray tasks build their fold's predictor with)."""
+
+    name: str
+    params: dict[str, Any]
+    quantiles: tuple[float, ...]
+    seed: int
+
+    def __call__(self) -> Predictor:
+        return make_predictor(self.name, self.params, quantile_levels=self.quantiles, seed=self.seed)
+
+
+def predictor_factory(cfg: Config) -> ConfigFactory:
+    """The configured predictor's :class:`ConfigFactory`."""
+    p = cfg.predictor
+    return ConfigFactory(p.name, dict(p.predictor_params()), tuple(p.quantiles), p.seed)
 
 
 def fit_fold(
     factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, fold: Fold, work_dir: Path,
-    warm_from: Path | None = None,
+    warm_from: Path | None = None, *, on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None, stop_event: Any = None,
+    curve: tuple[EpochRecord, ...] = (),
 ) -> tuple[Predictor, FitContext, float]:
     """A fresh predictor fitted on ``fold``'s candles; nothing stored. Returns it, its fit context
-    (curve) and the seconds the fit took. The lookahead check re-fits with this on truncated candles."""
+    (curve) and the seconds the fit took. The lookahead check re-fits with this on truncated candles.
+
+    ``on_epoch``/``on_step``/``stop_event`` become the fit context's hooks; ``curve`` the epochs an
+    interrupted earlier attempt finished (resuming)."""
     p = cfg.predictor
     predictor = factory()
     train, valid = fold_frames(candles, fold)
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = FitContext(settings=train_settings(cfg.training, p.context_length, p.horizon), work_dir=work_dir,
-                     warm_start_from=warm_from, fold=fold.k)
+                     warm_start_from=warm_from, fold=fold.k, on_epoch=on_epoch, on_step=on_step,
+                     curve=list(curve))
+    if stop_event is not None:
+        ctx.stop_event = stop_event
     t0 = time.perf_counter()
     predictor.fit(train, valid, ctx)
     return predictor, ctx, time.perf_counter() - t0
 
 
+def work_dir_of(directory: Path) -> Path:
+    """The resumable work dir of the checkpoint folder ``directory`` (kept until the fold is stored)."""
+    return directory.parent / f".work-{directory.name}"
+
+
+def _read_curve(path: Path) -> tuple[EpochRecord, ...]:
+    """The epochs an interrupted attempt finished (``curve.jsonl``; a torn last line is dropped)."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ()
+    for line in lines:
+        try:
+            r = json.loads(line)
+            records.append(EpochRecord(epoch=int(r["epoch"]), train_loss=float(r["train_loss"]),
+                                       valid_loss=float("nan") if r.get("valid_loss") is None else float(r["valid_loss"]),
+                                       steps=int(r.get("steps", 0)), seconds=float(r.get("seconds", 0.0))))
+        except (ValueError, KeyError, TypeError):
+            break
+    return tuple(records)
+
+
 def _fit_one(
     factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, fold: Fold, key: str, directory: Path,
-    warm_from: Path | None,
+    warm_from: Path | None, reporter: Any = None, stop_event: Any = None,
 ) -> FoldModel:
-    """Fit, save and store one fold (no cache lookup)."""
+    """Fit, save and store one fold (no cache lookup; the caller holds the fold's lock).
+
+    The fit runs in ``.work-<name>/fit`` and every finished epoch is appended to
+    ``.work-<name>/curve.jsonl``, so an interrupted fit (:class:`FitInterrupted`, or a crash)
+    leaves what a rerun resumes from. The checkpoint is written to a temporary folder and renamed
+    into place; then the work dir is deleted.
+    """
+    reporter = reporter or NullReporter()
     p = cfg.predictor
-    work = directory.parent / f".work-{directory.name}"
-    predictor, ctx, seconds = fit_fold(factory, cfg, candles, fold, work, warm_from)
+    work = work_dir_of(directory)
+    curve_file = work / "curve.jsonl"
+    previous = _read_curve(curve_file) if (work / "fit").is_dir() else ()
+    if not previous and work.exists():
+        shutil.rmtree(work, ignore_errors=True)  # nothing finished there: start clean
+    work.mkdir(parents=True, exist_ok=True)
+    reporter.started(fold.k, len(previous))
+
+    def on_epoch(record: EpochRecord) -> None:
+        row = record.to_json()
+        with curve_file.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        reporter.epoch(fold.k, row)
+
+    predictor, ctx, seconds = fit_fold(
+        factory, cfg, candles, fold, work / "fit", warm_from, on_epoch=on_epoch,
+        on_step=lambda step, loss: reporter.step(fold.k, step, loss), stop_event=stop_event, curve=previous,
+    )
     tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    (tmp / "model").mkdir(parents=True)
-    predictor.save(tmp / "model")
-    digest = predictor.weights_digest()
-    curve = tuple(r.to_json() for r in ctx.curve)
-    meta = {"fold": fold.to_json(), "key": key, "predictor": p.name, "digest": digest, "seconds": seconds,
-            "curve": curve}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
     try:
-        os.replace(tmp, directory)
-    except OSError:  # another process stored the same fold first: keep theirs
+        (tmp / "model").mkdir(parents=True)
+        predictor.save(tmp / "model")
+        digest = predictor.weights_digest()
+        curve = tuple(r.to_json() for r in ctx.curve)
+        meta = {"fold": fold.to_json(), "key": key, "predictor": p.name, "digest": digest, "seconds": seconds,
+                "curve": curve, "resumed_at": len(previous)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        try:
+            os.replace(tmp, directory)
+        except OSError:  # another process stored the same fold first: keep theirs
+            logger.debug("fold {}: {} already stored by another process", fold.k, directory.name)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return FoldModel(fold=fold, key=key, directory=directory, trained_now=True, digest=digest, seconds=seconds,
-                     curve=curve)
+                     curve=curve, resumed_at=len(previous))
+
+
+def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
+    """The fold's stored checkpoint, or None. With ``warn``, a damaged folder is reported and removed
+    (only under the fold's lock)."""
+    directory = job.directory
+    if not directory.exists():
+        return None
+    meta = _read_meta(directory)
+    if meta is not None and (directory / "model").is_dir():
+        return FoldModel(fold=job.fold, key=job.key, directory=directory, trained_now=False, digest=meta["digest"],
+                         seconds=float(meta["seconds"]), curve=tuple(meta["curve"]))
+    if warn:
+        problem = "its meta.json is missing or unreadable" if meta is None else "it has no model/ folder"
+        logger.warning("fold {}: checkpoint {} is damaged ({}); retraining the fold", job.fold.k, directory, problem)
+        shutil.rmtree(directory, ignore_errors=True)
+    return None
+
+
+def lock_path(directory: Path) -> Path:
+    """The file lock of the checkpoint folder ``directory``."""
+    return directory.parent / f".{directory.name}.lock"
+
+
+def obtain_fold(
+    factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, job: FoldJob, reporter: Any = None,
+    stop_event: Any = None,
+) -> FoldModel:
+    """``job``'s checkpoint: loaded when stored, else trained now under the fold's file lock.
+
+    A process that finds the lock taken (another process is training the same fold) says so,
+    waits, and loads what the other stored.
+    """
+    found = _cached(job)
+    if found is not None:
+        return found
+    lock = FileLock(str(lock_path(job.directory)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("fold {}: another process is training it ({}); waiting for it", job.fold.k, job.directory.name)
+        lock.acquire()
+    try:
+        found = _cached(job, warn=True)
+        if found is not None:
+            return found
+        f = job.fold
+        logger.info("fold {}: no checkpoint for key {}; training {} on {} + {} candles before {}", f.k, job.key,
+                    cfg.predictor.name, f.train_bars, f.valid_bars, f.cutoff)
+        return _fit_one(factory, cfg, candles, f, job.key, job.directory, job.warm_from, reporter, stop_event)
+    finally:
+        lock.release()
+
+
+def plan_jobs(probe: Predictor, cfg: Config, candles: pd.DataFrame, plan: FoldPlan) -> list[FoldJob]:
+    """Every fold's key and checkpoint folder (with warm_start, each key chains the previous one)."""
+    root = checkpoint_root(cfg)
+    jobs: list[FoldJob] = []
+    previous: FoldJob | None = None
+    for fold in plan.folds:
+        key = checkpoint_key(probe, cfg, candles, fold, previous.key if previous else None)
+        warm = previous.directory / "model" if (cfg.training.warm_start and previous) else None
+        previous = FoldJob(fold=fold, key=key, directory=root / f"{probe.name}-{key}", warm_from=warm)
+        jobs.append(previous)
+    return jobs
+
+
+# -- worker processes ---------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(stop_event: Any, queue: Any, threads: int) -> None:
+    """A fold worker: Ctrl-C is the parent's to handle (it sets ``stop_event``), logging is quiet
+    (warnings only; progress and the resume line go to the parent through ``queue``), and the
+    CPU threads of numerical libraries are capped so ``jobs`` workers do not oversubscribe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    setup_logging(verbose=False, quiet=True)
+    _WORKER.update(stop=stop_event, reporter=QueueReporter(queue), threads=threads)
+
+
+def _cap_torch_threads(threads: int) -> None:
+    if "torch" in sys.modules and sys.modules["torch"].get_num_threads() > threads:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _worker_fold(factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, job: FoldJob) -> FoldModel:
+    """One fold in a worker process (see :func:`obtain_fold`)."""
+
+    def capped() -> Predictor:  # a predictor module may import torch when it builds: cap it then
+        predictor = factory()
+        _cap_torch_threads(_WORKER["threads"])
+        return predictor
+
+    return obtain_fold(capped, cfg, candles, job, _WORKER["reporter"], _WORKER["stop"])
+
+
+def _ray_fold(factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, job: FoldJob) -> FoldModel:
+    """One fold as a Ray task (one CPU: torch on one thread)."""
+    setup_logging(verbose=False, quiet=True)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+    def capped() -> Predictor:
+        predictor = factory()
+        _cap_torch_threads(1)
+        return predictor
+
+    return obtain_fold(capped, cfg, candles, job)
+
+
+def _shippable(factory: PredictorFactory, cfg: Config) -> PredictorFactory:
+    """``factory`` when it pickles (worker processes need that), else the configured predictor's."""
+    try:
+        pickle.dumps(factory)
+        return factory
+    except Exception:  # a lambda or closure: build from the config instead
+        return predictor_factory(cfg)
+
+
+def _run_local(
+    factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, jobs: list[FoldJob], workers: int,
+    progress: FoldProgress, stop_event: Any,
+) -> tuple[dict[int, FoldModel], bool]:
+    """Fit ``jobs`` in ``workers`` spawned processes; returns the stored folds by number and whether
+    a stop was requested. The parent forwards its ``stop_event`` (Ctrl-C) to the workers."""
+    mp = multiprocessing.get_context("spawn")
+    worker_stop, queue = mp.Event(), mp.Queue()
+    listener = progress.listen(queue)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    shipped = _shippable(factory, cfg)
+    done: dict[int, FoldModel] = {}
+    interrupted = False
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_worker_init,
+                               initargs=(worker_stop, queue, threads))
+    try:
+        pending = {pool.submit(_worker_fold, shipped, cfg, candles.iloc[: j.fold.stop], j): j for j in jobs}
+        while pending:
+            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            if stop_event is not None and stop_event.is_set() and not worker_stop.is_set():
+                worker_stop.set()
+                for future in pending:
+                    future.cancel()  # folds not started yet never start
+            for future in finished:
+                job = pending.pop(future)
+                if future.cancelled():
+                    interrupted = True
+                    continue
+                try:
+                    model = future.result()
+                except FitInterrupted:
+                    interrupted = True
+                    continue
+                done[job.fold.k] = model
+                progress.finished(job.fold.k, model.status)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting (the workers stop at their next epoch)
+        worker_stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=not worker_stop.is_set() or not interrupted, cancel_futures=True)
+        queue.put(None)
+        listener.join(timeout=5)
+    return done, interrupted
+
+
+def _run_ray(
+    ray: Any, factory: PredictorFactory, cfg: Config, candles: pd.DataFrame, jobs: list[FoldJob],
+    progress: FoldProgress, stop_event: Any,
+) -> tuple[dict[int, FoldModel], bool]:
+    """Fit ``jobs`` as Ray tasks (one CPU each); a stop request cancels the tasks still running
+    (their work dirs keep what their last finished epochs saved)."""
+    task = ray.remote(num_cpus=1)(_ray_fold)
+    shipped = _shippable(factory, cfg)
+    refs = {task.remote(shipped, cfg, candles.iloc[: j.fold.stop], j): j for j in jobs}
+    done: dict[int, FoldModel] = {}
+    interrupted = False
+    while refs:
+        if stop_event is not None and stop_event.is_set() and not interrupted:
+            interrupted = True
+            for ref in refs:
+                ray.cancel(ref)
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+        for ref in ready:
+            job = refs.pop(ref)
+            try:
+                model = ray.get(ref)
+            except (ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError) as exc:
+                if interrupted:
+                    continue
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+            done[job.fold.k] = model
+            progress.finished(job.fold.k, model.status)
+    return done, interrupted
 
 
 def ensure_fold_models(
     cfg: Config, candles: pd.DataFrame, plan: FoldPlan, factory: PredictorFactory, progress: bool = True,
+    *, jobs: int = 1, ray_module: Any = None, stop_event: Any = None,
 ) -> list[FoldModel]:
-    """Every fold's checkpoint: loaded from the cache when its key matches, else trained now (and said so)."""
-    root = checkpoint_root(cfg)
-    root.mkdir(parents=True, exist_ok=True)
-    probe = factory()
-    out: list[FoldModel] = []
-    previous: str | None = None
-    for fold in plan.folds:
-        key = checkpoint_key(probe, cfg, candles, fold, previous)
-        directory = root / f"{probe.name}-{key}"
-        meta = _read_meta(directory) if directory.is_dir() else None
-        if meta is not None:
-            out.append(FoldModel(fold=fold, key=key, directory=directory, trained_now=False, digest=meta["digest"],
-                                 seconds=float(meta["seconds"]), curve=tuple(meta["curve"])))
+    """Every fold's checkpoint: loaded from the cache when its key matches, else trained now (and said so).
+
+    Args:
+        progress: the folds bar and an epoch bar per fold being fitted (stderr).
+        jobs: fit missing folds in this many local worker processes (1: in this process).
+        ray_module: a connected ``ray`` module: fit missing folds as Ray tasks instead.
+        stop_event: set it (Ctrl-C) to stop: fits save their state and stop at the end of an epoch.
+
+    Raises:
+        ConfigError: ``jobs`` < 1, or parallel folds asked for with ``training.warm_start``.
+        TrainingInterrupted: ``stop_event`` was set before every fold was stored.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be >= 1")
+    parallel = jobs > 1 or ray_module is not None
+    if parallel and cfg.training.warm_start:
+        raise ConfigError(
+            "training.warm_start = true starts every fold from the previous fold's checkpoint, so folds cannot train "
+            "in parallel: drop --jobs/--ray, or set training.warm_start = false (every fold from scratch)"
+        )
+    checkpoint_root(cfg).mkdir(parents=True, exist_ok=True)
+    all_jobs = plan_jobs(factory(), cfg, candles, plan)
+    bars = FoldProgress(len(all_jobs), cfg.training.epochs, progress)
+    models: dict[int, FoldModel] = {}
+    try:
+        missing = []
+        for job in all_jobs:
+            found = _cached(job)
+            if found is None:
+                missing.append(job)
+            else:
+                models[job.fold.k] = found
+                bars.finished(job.fold.k, "cached")
+        interrupted = False
+        if missing and parallel and len(missing) > 1:
+            if ray_module is not None:
+                done, interrupted = _run_ray(ray_module, factory, cfg, candles, missing, bars, stop_event)
+            else:
+                done, interrupted = _run_local(factory, cfg, candles, missing, min(jobs, len(missing)), bars,
+                                               stop_event)
+            models.update(done)
         else:
-            logger.info("fold {}: no checkpoint for key {}; training {} on {} + {} candles before {}", fold.k, key,
-                        probe.name, fold.train_bars, fold.valid_bars, fold.cutoff)
-            warm = out[-1].model_dir if (cfg.training.warm_start and out) else None
-            out.append(_fit_one(factory, cfg, candles, fold, key, directory, warm))
-        previous = key
-    return out
+            for job in missing:
+                if stop_event is not None and stop_event.is_set():
+                    interrupted = True
+                    break
+                try:
+                    model = obtain_fold(factory, cfg, candles, job, bars, stop_event)
+                except FitInterrupted:
+                    interrupted = True
+                    break
+                models[job.fold.k] = model
+                bars.finished(job.fold.k, model.status)
+    finally:
+        bars.close()
+    if interrupted or len(models) < len(all_jobs):
+        raise TrainingInterrupted([models[k] for k in sorted(models)], len(all_jobs))
+    return [models[j.fold.k] for j in all_jobs]
 
 
 def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predictor:
@@ -202,6 +579,7 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 
 __all__ = [
-    "FoldModel", "PredictorFactory", "candles_fingerprint", "checkpoint_key", "checkpoint_root",
-    "ensure_fold_models", "fit_fold", "fold_frames", "load_fold_predictor", "train_settings",
+    "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted", "candles_fingerprint",
+    "checkpoint_key", "checkpoint_root", "ensure_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
+    "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",
 ]

@@ -45,7 +45,7 @@ HEAVY_LIBRARIES = {"torch", "transformers", "peft", "chronos", "ray", "matplotli
 #: `ledger` and input errors answer in ~0.6 s rather than the ~2 s the backtest path costs to import.
 #: Only these command entry points may do so; the cycle test above still counts their imports.
 LAZY_COMMAND_IMPORTS = {"engine/cli.py": {"cmd_backtest", "cmd_compare", "cmd_ledger", "cmd_lookahead", "cmd_download",
-                                          "cmd_paper"},
+                                          "cmd_paper", "cmd_train"},
                         "engine/paper/cli.py": {"_run_paper"}}
 
 

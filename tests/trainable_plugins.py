@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from predictors.training import EpochRecord, FitContext, FitInterrupted
 class LinearARConfig(PluginConfig):
     lags: int = param(8, ge=1)
     step_size: float = param(0.5, gt=0)
+    #: seconds slept per epoch: makes a fit slow enough for the Ctrl-C tests to interrupt (no effect on the weights)
+    sleep_s: float = param(0.0, ge=0)
 
 
 def _samples(close: np.ndarray, lags: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +80,8 @@ class LinearAR(Predictor):
             loss = float(np.mean((x @ w - y) ** 2))
             vloss = float(np.mean((xv @ w - yv) ** 2)) if len(xv) else math.nan
             epoch += 1
+            if self.config.sleep_s:
+                time.sleep(self.config.sleep_s)
             ctx.log_step(epoch, loss)
             score = vloss if len(xv) else loss
             if score < best:

@@ -1,0 +1,157 @@
+"""``python -m engine train STRATEGY --predictor NAME``: fit every walk-forward fold a backtest would use.
+
+The candles, decision times and fold plan are exactly the backtest's for a trainable predictor
+(:func:`engine.pipeline.load_bars` with the training history, every traded bar a decision
+time, :func:`engine.folds.plan_folds`), so the checkpoints it stores are the ones a later
+``backtest``, ``compare`` or ``lookahead`` with the same settings loads instead of training.
+Folds already in the cache are not trained again; missing ones train here, one after the
+other, in ``--jobs`` local processes or as Ray tasks (``--ray``).
+
+Ctrl-C asks every running fit to save its state and stop at the end of its epoch; the command
+then says how many folds are stored and exits 130. Running the same command again resumes the
+interrupted folds at their last finished epoch. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.compare import _ray, resolve_paths
+from engine.config import Config, ConfigError
+from engine.errors import UserInputError
+from engine.folds import FoldPlan, plan_folds
+from engine.pipeline import decision_times, load_bars
+from engine.strategy_loader import check_strategy_params, load_strategy
+from engine.training import FoldModel, checkpoint_root, ensure_fold_models, predictor_factory
+from predictors.base import PredictorError
+from predictors.registry import available, predictor_class
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a train command did: the plan, every fold's model, where they are and how long it took."""
+
+    plan: FoldPlan
+    models: list[FoldModel]
+    checkpoints: Path
+    wall_s: float
+
+
+def trainable_predictors() -> list[str]:
+    """Registered predictors that can be trained (``Predictor.trainable``)."""
+    return [name for name in available() if predictor_class(name).trainable]
+
+
+def check_trainable(name: str) -> None:
+    """Raises UserInputError unless ``name`` is a trainable predictor, naming the trainable ones."""
+    try:
+        cls = predictor_class(name)
+    except PredictorError as exc:
+        raise UserInputError(f"--predictor: {exc}") from exc
+    if not cls.trainable:
+        names = ", ".join(trainable_predictors()) or "none registered"
+        raise UserInputError(
+            f"predictor {name!r} is not trainable, so there is nothing to train: `train` fits trainable predictors "
+            f"({names}, or a plugin 'module:Class' with trainable = True); `backtest` runs {name!r} as it is"
+        )
+
+
+class StopOnCtrlC:
+    """While active, the first SIGINT sets ``event`` (fits stop at the end of an epoch, state saved);
+    a second one raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("\nstopping: every running fold saves its state at the end of its epoch (Ctrl-C again to kill)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopOnCtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run_train(
+    cfg: Config, strategy_path: str | Path, *, jobs: int = 1, ray_address: str | None = None,
+    stop: StopOnCtrlC | None = None,
+) -> TrainReport:
+    """Plan the folds of ``strategy_path``'s backtest and make sure each has a checkpoint.
+
+    Raises:
+        UserInputError: the predictor is not trainable, the strategy file or its parameters are bad.
+        ConfigError: bad ``--jobs``, parallel folds with ``training.warm_start``, too little history.
+        engine.training.TrainingInterrupted: ``stop`` was triggered (Ctrl-C) before every fold was stored.
+    """
+    check_trainable(cfg.predictor.name)
+    stem = Path(strategy_path).stem
+    check_strategy_params(load_strategy(strategy_path), cfg.strategy.params_for(stem), stem)
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be >= 1")
+    if (jobs > 1 or ray_address) and cfg.training.warm_start:
+        raise ConfigError(
+            "training.warm_start = true starts every fold from the previous fold's checkpoint, so folds cannot train "
+            "in parallel: drop --jobs/--ray, or set training.warm_start = false (every fold from scratch)"
+        )
+    ray = None
+    if ray_address:
+        cfg = resolve_paths(cfg)  # Ray workers run in another directory: every path absolute
+        ray = _ray(ray_address)
+    t0 = time.perf_counter()
+    p = cfg.predictor
+    candles, first = load_bars(cfg, progress=cfg.output.progress, history=True)
+    plan = plan_folds(candles.index, decision_times(candles, first), cfg.training, p.context_length, p.horizon)
+    models = ensure_fold_models(cfg, candles, plan, predictor_factory(cfg), progress=cfg.output.progress, jobs=jobs,
+                                ray_module=ray, stop_event=stop.event if stop else None)
+    return TrainReport(plan=plan, models=models, checkpoints=checkpoint_root(cfg), wall_s=time.perf_counter() - t0)
+
+
+def _loss(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
+
+
+def fold_table(models: list[FoldModel]) -> str:
+    """One line per fold: cut-off, training/validation bars, epochs, final losses, seconds, status."""
+    header = ("fold", "cut-off (UTC)", "train bars", "valid bars", "epochs", "train loss", "valid loss", "seconds",
+              "checkpoint")
+    rows = [header]
+    for m in models:
+        last = m.curve[-1] if m.curve else {}
+        rows.append((str(m.fold.k), f"{m.fold.cutoff:%Y-%m-%d %H:%M}", str(m.fold.train_bars), str(m.fold.valid_bars),
+                     str(len(m.curve)), _loss(last.get("train_loss")), _loss(last.get("valid_loss")),
+                     f"{m.seconds:.2f}", m.status))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i in (1, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def print_report(cfg: Config, report: TrainReport) -> None:
+    d, p = cfg.data, cfg.predictor
+    plan = report.plan
+    trained = sum(m.trained_now for m in report.models)
+    print(f"{p.name} | {d.symbol} {d.timeframe} | {len(plan.folds)} folds, retrain every {plan.retrain_every}, "
+          f"window {plan.train_window}, embargo {plan.embargo} bars, val_fraction {plan.val_fraction:g}")
+    print(fold_table(report.models))
+    print(f"{trained} fold(s) trained now, {len(report.models) - trained} cached ({report.wall_s:.1f} s)")
+    print(f"checkpoints: {report.checkpoints}")
+
+
+__all__ = ["StopOnCtrlC", "TrainReport", "check_trainable", "fold_table", "print_report", "run_train",
+           "trainable_predictors"]
