@@ -128,16 +128,16 @@ def _loss(value: Any) -> str:
 
 def fold_table(models: list[FoldModel]) -> str:
     """One line per fold: cut-off, training/validation bars, epochs, final losses, seconds, status."""
-    header = ("fold", "cut-off (UTC)", "train bars", "valid bars", "epochs", "train loss", "valid loss", "seconds",
-              "checkpoint")
+    header = ("fold", "cut-off (UTC)", "train bars", "valid bars", "epochs", "train loss", "valid loss",
+              "valid pinball", "seconds", "checkpoint")
     rows = [header]
     for m in models:
         last = m.curve[-1] if m.curve else {}
         rows.append((str(m.fold.k), f"{m.fold.cutoff:%Y-%m-%d %H:%M}", str(m.fold.train_bars), str(m.fold.valid_bars),
                      str(len(m.curve)), _loss(last.get("train_loss")), _loss(last.get("valid_loss")),
-                     f"{m.seconds:.2f}", m.status))
+                     _loss(m.valid_pinball), f"{m.seconds:.2f}", m.status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i in (1, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines = ["  ".join(c.ljust(w) if i in (1, 9) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -151,6 +151,8 @@ def print_report(cfg: Config, report: TrainReport) -> None:
     print(fold_table(report.models))
     print(f"{trained} fold(s) trained now, {len(report.models) - trained} cached ({report.wall_s:.1f} s)")
     print(f"checkpoints: {report.checkpoints}")
+    print("train/valid loss: each model's own training loss; valid pinball: the engine's mean pinball loss (log "
+          "return) on the fold's validation candles, the same yardstick for every model")
 
 
 __all__ = ["StopOnCtrlC", "TrainReport", "check_trainable", "fold_table", "print_report", "run_train",

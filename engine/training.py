@@ -57,7 +57,8 @@ from engine.signals import predictor_identity
 from engine.train_progress import FoldProgress, NullReporter, QueueReporter
 from predictors.base import Predictor
 from predictors.registry import make_predictor
-from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings
+from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings, channel_array
+from reports.skill import pinball_loss
 
 #: Bump when the way checkpoints are made changes, so stale ones are not reused.
 TRAINING_VERSION = 1
@@ -82,6 +83,9 @@ class FoldModel:
     curve: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: epochs an interrupted earlier attempt had finished when this fit resumed (0: a fresh fit or cached)
     resumed_at: int = 0
+    #: the engine's own score of the fitted model on the fold's validation candles (:func:`validation_pinball`):
+    #: the same loss for every model, unlike each model's own training loss; None without validation windows
+    valid_pinball: float | None = None
 
     @property
     def status(self) -> str:
@@ -103,6 +107,7 @@ class FoldModel:
             "final_train_loss": last.get("train_loss"), "final_valid_loss": last.get("valid_loss"),
             "best_valid_loss": min((r["valid_loss"] for r in self.curve if r.get("valid_loss") is not None),
                                    default=None),
+            "valid_pinball": self.valid_pinball,
         }
 
 
@@ -236,6 +241,35 @@ def fit_fold(
     return predictor, ctx, time.perf_counter() - t0
 
 
+#: Validation windows scored per fold at most (evenly spaced): enough for a stable mean, cheap for any model.
+VALIDATION_WINDOWS = 512
+
+
+def validation_pinball(predictor: Predictor, candles: pd.DataFrame, fold: Fold, horizon: int, context_length: int,
+                       batch_size: int = 256) -> float | None:
+    """Mean pinball loss (log return; over quantile levels, horizons and windows) of a fitted model on its
+    fold's validation candles: decision bars in ``[split, stop - horizon)``, targets inside the
+    validation part, context reaching back into training (the past). The engine's one yardstick for
+    every trainable model, whatever loss it trains with (our PatchTST vs neuralforecast's). None when
+    the validation part holds no window."""
+    ends = np.arange(max(fold.split, context_length - 1), fold.stop - horizon)
+    if len(ends) == 0:
+        return None
+    if len(ends) > VALIDATION_WINDOWS:
+        ends = ends[np.linspace(0, len(ends) - 1, VALIDATION_WINDOWS).round().astype(int)]
+    channels = predictor.input_channels()
+    values = channel_array(candles.iloc[: fold.stop], channels)
+    log_close = np.log(candles["close"].to_numpy(dtype=np.float64)[: fold.stop])
+    realised = np.stack([log_close[ends + h] - log_close[ends] for h in range(1, horizon + 1)], axis=1)
+    windows = np.stack([values[e - context_length + 1 : e + 1] for e in ends])  # (n, L, C)
+    if channels == ("close",):
+        windows = windows[:, :, 0]
+    preds = np.concatenate([predictor.predict(windows[i : i + batch_size], horizon)
+                            for i in range(0, len(ends), batch_size)])
+    _, mean = pinball_loss(preds, predictor.quantile_levels, realised)
+    return float(np.mean(mean))
+
+
 def work_dir_of(directory: Path) -> Path:
     """The resumable work dir of the checkpoint folder ``directory`` (kept until the fold is stored)."""
     return directory.parent / f".work-{directory.name}"
@@ -296,8 +330,9 @@ def _fit_one(
         predictor.save(tmp / "model")
         digest = predictor.weights_digest()
         curve = tuple(r.to_json() for r in ctx.curve)
+        score = validation_pinball(predictor, candles, fold, p.horizon, p.context_length, p.batch_size)
         meta = {"fold": fold.to_json(), "key": key, "predictor": p.name, "digest": digest, "seconds": seconds,
-                "curve": curve, "resumed_at": len(previous)}
+                "curve": curve, "resumed_at": len(previous), "valid_pinball": score}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         try:
             os.replace(tmp, directory)
@@ -307,7 +342,7 @@ def _fit_one(
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return FoldModel(fold=fold, key=key, directory=directory, trained_now=True, digest=digest, seconds=seconds,
-                     curve=curve, resumed_at=len(previous))
+                     curve=curve, resumed_at=len(previous), valid_pinball=score)
 
 
 def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
@@ -319,7 +354,8 @@ def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
     meta = _read_meta(directory)
     if meta is not None and (directory / "model").is_dir():
         return FoldModel(fold=job.fold, key=job.key, directory=directory, trained_now=False, digest=meta["digest"],
-                         seconds=float(meta["seconds"]), curve=tuple(meta["curve"]))
+                         seconds=float(meta["seconds"]), curve=tuple(meta["curve"]),
+                         valid_pinball=meta.get("valid_pinball"))
     if warn:
         problem = "its meta.json is missing or unreadable" if meta is None else "it has no model/ folder"
         logger.warning("fold {}: checkpoint {} is damaged ({}); retraining the fold", job.fold.k, directory, problem)

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from filelock import FileLock
 from loguru import logger
@@ -245,3 +246,31 @@ def test_ray_tasks_give_the_same_weights_as_sequential_folds(shared_data, tmp_pa
     on_ray = train(cfg)
     assert not any(m.trained_now for m in on_ray)
     assert [m.digest for m in on_ray] == [m.digest for m in sequential]
+
+
+def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_validation_windows(btc_1h, tmp_path):
+    """The engine's yardstick: the same score on candles truncated at the cut-off, and the mean pinball
+    loss of the model's forecasts at evenly spaced validation decision bars (computed here by hand)."""
+    from engine.config import TrainingConfig
+    from engine.folds import plan_folds
+    from engine.training import VALIDATION_WINDOWS, validation_pinball
+    from predictors.training import FitContext, TrainSettings
+    from trainable_plugins import LinearAR
+
+    candles = btc_1h.loc["2023-06-01":"2023-09-01"]
+    decisions = candles.index[candles.index >= "2023-08-01"]
+    plan = plan_folds(candles.index, decisions, TrainingConfig(retrain_every="60d", val_fraction=0.2), 32, 4)
+    fold = plan.folds[0]
+    model = LinearAR(lags=4)
+    model.fit(candles.iloc[fold.start:fold.split], candles.iloc[fold.split:fold.stop],
+              FitContext(settings=TrainSettings(context_length=32, horizon=4, epochs=5), work_dir=tmp_path))
+    score = validation_pinball(model, candles, fold, 4, 32)
+    assert score == validation_pinball(model, candles.iloc[: fold.stop], fold, 4, 32)
+    ends = np.arange(fold.split, fold.stop - 4)
+    ends = ends[np.linspace(0, len(ends) - 1, min(len(ends), VALIDATION_WINDOWS)).round().astype(int)]
+    close = candles["close"].to_numpy()
+    preds = model.predict(np.stack([close[e - 31 : e + 1] for e in ends]), 4)
+    y = np.log(close[ends[:, None] + np.arange(1, 5)] / close[ends][:, None])
+    tau = np.asarray(model.quantile_levels)[None, :, None]
+    diff = y[:, None, :] - preds
+    assert score == pytest.approx(float(np.maximum(tau * diff, (tau - 1) * diff).mean()), rel=1e-12)
