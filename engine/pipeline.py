@@ -25,7 +25,7 @@ from engine.evaluation import (
 from engine.feed import align_forecast
 from engine.lookahead import LookaheadReport, check_lookahead, sample_times
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
-from engine.walkforward import WalkForward, walk_forward_forecasts
+from engine.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
 from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.history import load_candles
@@ -343,7 +343,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
             bars_per_year=ppy, bars_per_year_source=ppy_how, no_trade_bars=int((bars["volume"] <= 0).sum()),
             gap_policy=cfg.data.gap_policy,
         ),
-        predictor_hash=predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
+        predictor_hash=trained_predictor_hash(predictor, cfg) if trainable else predictor_hash(
+            predictor, p.context_length, p.horizon, p.batch_size),
         predictor_stats=stats, warnings=tuple(warnings), timings=timings, invalid=lookahead.invalid_reason(),
         suspicious=tuple(suspicious), walk_forward=walk_forward,
     )

@@ -23,6 +23,7 @@ not even in state a plugin keeps at module level.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -41,7 +42,7 @@ from loguru import logger
 from engine.config import Config
 from engine.errors import OperationalError
 from engine.folds import Fold, FoldPlan, plan_folds
-from engine.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key
+from engine.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
 from engine.training import (
     FoldModel, checkpoint_key, checkpoint_root, ensure_fold_models, fit_fold, load_fold_predictor,
 )
@@ -104,6 +105,17 @@ class WalkForward:
                 "final_valid_loss": rec.get("final_valid_loss"), "trained_now": m.trained_now,
             })
         return rows
+
+
+def trained_predictor_hash(predictor: Predictor, cfg: Config) -> str:
+    """The trial ledger's predictor part for a trained predictor: :func:`engine.signals.predictor_hash`
+    plus the ``[training]`` settings but the device (another fold plan or fit is another trial)."""
+    p = cfg.predictor
+    training = dict(cfg.to_dict()["training"])
+    training.pop("device", None)
+    blob = json.dumps({"predictor": predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
+                       "training": training}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def fold_keys(cfg: Config, candles: pd.DataFrame, plan: FoldPlan, probe: Predictor) -> list[str]:
@@ -205,10 +217,20 @@ def _refit(factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, fold: Fo
         return predictor.weights_digest()
 
 
+def _torch_threads() -> int | None:
+    """This process's torch CPU threads when torch is loaded (a fit's float sums may depend on them), else None."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
 def _refit_main() -> None:
-    """Entry point of the re-fit child: ``argv[1]`` a pickle of (factory, cfg, candles, fold), ``argv[2]`` the
-    file to write the digest to."""
-    factory, cfg, candles, fold = pickle.loads(Path(sys.argv[1]).read_bytes())
+    """Entry point of the re-fit child: ``argv[1]`` a pickle of (factory, cfg, candles, fold, torch threads),
+    ``argv[2]`` the file to write the digest to."""
+    factory, cfg, candles, fold, threads = pickle.loads(Path(sys.argv[1]).read_bytes())
+    if threads is not None:  # the parent's thread count, so that a deterministic CPU fit sums in the same order
+        import torch
+
+        torch.set_num_threads(threads)
     Path(sys.argv[2]).write_text(_refit(factory, cfg, candles, fold), encoding="utf-8")
 
 
@@ -219,7 +241,8 @@ def refit_digest(
 
     With ``fresh_process`` the fit runs in a new interpreter (``python -c``, this process's
     ``sys.path``; no state of this process, such as candles a plugin stashed at module level,
-    exists there, and the caller's main script is not re-run). A factory that cannot be pickled (a
+    exists there, and the caller's main script is not re-run; torch, when loaded here, gets this
+    process's thread count there). A factory that cannot be pickled (a
     class defined in ``__main__`` or inside a function) is re-fitted here instead.
     Returns ``(digest, ran_in_fresh_process, seconds)``.
 
@@ -231,7 +254,7 @@ def refit_digest(
     payload = b""
     if fresh_process:
         try:
-            payload = pickle.dumps((factory, cfg, truncated, fold))
+            payload = pickle.dumps((factory, cfg, truncated, fold, _torch_threads()))
         except Exception as exc:  # a local or __main__ class: not importable by a child
             logger.warning("re-fit of fold {} runs in this process: the predictor cannot be sent to a fresh one ({})",
                            fold.k, exc)
@@ -255,4 +278,4 @@ def refit_digest(
 
 
 __all__ = ["FreshPredictor", "WalkForward", "checkpoint_meta", "fold_keys", "refit_digest", "stored_models",
-           "walk_forward_forecasts"]
+           "trained_predictor_hash", "walk_forward_forecasts"]

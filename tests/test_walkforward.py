@@ -129,3 +129,13 @@ def test_compare_puts_linear_ar_beside_the_baselines(shared_data, tmp_path):
     assert len(metrics["fold_plan"]["folds"]) == len(metrics["training"]) == len(ours.walk_forward.models)
     naive = json.loads((comparison.run_dirs[("ETH/USDT", "naive")] / "metrics.json").read_text())
     assert "fold_plan" not in naive and "training" not in naive  # non-trainable runs: unchanged output
+
+
+def test_training_settings_are_part_of_the_trial_identity(shared_data, tmp_path):
+    cfg = walk_config(shared_data, tmp_path)
+    ar = LinearAR(LinearARConfig(), quantile_levels=cfg.predictor.quantiles, seed=cfg.predictor.seed)
+    other = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, epochs=31))
+    placed = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, device="cpu"))
+    base = walkforward.trained_predictor_hash(ar, cfg)
+    assert walkforward.trained_predictor_hash(ar, other) != base  # another fit is another trial
+    assert walkforward.trained_predictor_hash(ar, placed) == base  # where it ran is not
