@@ -193,6 +193,8 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
     look = result.lookahead
     print(look.summary())
+    if look.stats.walk_forward is not None:
+        print("  " + look.stats.walk_forward.describe().replace("\n", "\n  "))
     for note in look.notes:
         print(f"  note: {note}")
 
@@ -223,6 +225,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print_judgement(result, backtest.verdict)
     if result.forecast_cache_hit:
         print("forecasts: cache hit, no inference ran")
+    if result.walk_forward is not None:
+        wf = result.walk_forward
+        print(f"walk-forward: {len(wf.models)} folds every {wf.plan.retrain_every}, {wf.trained_now} trained by this run, "
+              f"{len(wf.models) - wf.trained_now} from stored checkpoints (fold plan in metrics.json)")
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"run folder: {backtest.run_dir}")
@@ -275,6 +281,8 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
         raise LookaheadError(result.lookahead.describe())  # one error block, exit 2
     times = sorted(str(t) for t in result.lookahead.times)
     print(f"{result.lookahead.summary()}: {', '.join(times[:5])}{' ...' if len(times) > 5 else ''}")
+    if result.lookahead.stats.walk_forward is not None:
+        print(result.lookahead.stats.walk_forward.describe())
     return 0
 
 

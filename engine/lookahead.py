@@ -44,17 +44,40 @@ must equal the backtest's. A strategy that reads ``data.close[1]`` (or any later
 forecast) reads a bar that does not exist yet in the replay; a mismatch names the first
 differing order (time, side, size).
 
+**Walk-forward training** (trainable predictors, :mod:`engine.walkforward`). Three more checks:
+
+(a) *served by an earlier cut-off*: every decision time was served by exactly one fold's
+    checkpoint, and the cut-off **recorded in that checkpoint's meta.json** (what it was really
+    trained up to, not only what the plan says) lies at least ``embargo`` bars before it
+    (:meth:`engine.folds.FoldPlan.violations` with ``served_by``, then the recorded cut-offs);
+(b) *re-fit*: at one fold drawn with ``evaluation.seed`` the fit is repeated on
+    ``candles.iloc[:stop]`` — nothing at or after the cut-off exists — in a fresh interpreter
+    (``spawn``, so not even candles a plugin stashed at module level survive), and its
+    ``weights_digest`` must equal the digest of the checkpoint that served the fold, as loaded,
+    and the one recorded when it was trained (deterministic CPU fits); every fold's checkpoint is
+    also loaded and must give back the digest recorded for it (a ``save``/``load`` that shares one
+    path between folds serves the last fold's model everywhere);
+(c) the per-window recomputation above runs with **each fold's own predictor** (sampled times
+    grouped by fold, the budget shared in proportion).
+
+A failure of any of them is a ``training`` mismatch: the run is kept and marked invalid.
+
 **What the check cannot see.** A plugin that reads candles on its own (a file, the
 exchange, a global frame) instead of from the windows it is handed is invisible to it:
 the recomputation hands it the same truncated windows, and it reads the same future data
 again. So is a predictor whose leak is smaller than the noise tolerance above, a
 predictor that is not batch-invariant by design (llmtime with ``batch_size > 1``; noted,
 not checked), and a model trained on data that overlaps the backtest (see the
-contamination warning).
+contamination warning). For trainable predictors: a ``fit`` that reads its own copy of the
+data (a file, a download) instead of the frames it is handed re-reads the same future in the
+re-fit and gives the same weights; a non-deterministic fit (GPU kernels, unseeded draws) fails
+(b) without leaking; and (b) re-fits one fold only, so a leak confined to other folds is caught
+only by (a), the digest round-trip and (c).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -63,9 +86,12 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
+from engine.config import Config
 from engine.errors import UserInputError
-from engine.signals import context_windows
+from engine.signals import context_windows, input_values
 from engine.simulate import Order, StrategySetup, build_cerebro
+from engine.training import load_fold_predictor
+from engine.walkforward import FreshPredictor, WalkForward, checkpoint_meta, refit_digest
 from predictors.base import Forecast, Predictor
 
 #: Differences below this (log return) are float noise whatever the forecast's scale.
@@ -108,13 +134,59 @@ class PredictorCheckStats:
 
 
 @dataclass(frozen=True)
+class WalkForwardCheckStats:
+    """What the walk-forward checks did (trainable predictors; see the module docstring).
+
+    ``decisions`` decision times checked against the ``folds`` checkpoints' recorded cut-offs,
+    ``min_gap_bars`` the smallest gap (bars) between a decision and the cut-off of the checkpoint
+    that served it (``embargo`` at least); ``refit_fold`` the fold re-fitted on truncated candles,
+    its ``refit_digest`` against the served checkpoint's ``served_digest`` (as loaded) and
+    ``recorded_digest`` (meta.json), ``refit_fresh_process`` whether the re-fit ran in a new
+    interpreter, ``refit_s`` its seconds; ``digests_checked`` folds whose loaded weights were
+    compared with their recorded digest; ``folds_recomputed`` folds whose sampled windows were
+    recomputed with their own predictor."""
+
+    folds: int
+    decisions: int
+    embargo: int
+    min_gap_bars: int
+    refit_fold: int
+    refit_digest: str
+    served_digest: str
+    recorded_digest: str
+    refit_fresh_process: bool
+    refit_s: float
+    digests_checked: int
+    folds_recomputed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """Two lines: the cut-off check and the re-fit, with their numbers."""
+        where = "in a fresh process" if self.refit_fresh_process else "in this process"
+        same = self.refit_digest == self.served_digest == self.recorded_digest
+        return (
+            f"walk-forward: {self.decisions} decision times served by {self.folds} fold checkpoints, each trained on "
+            f"candles ending >= {self.embargo} bars (the embargo) before every decision it served (closest: "
+            f"{self.min_gap_bars} bars); {self.digests_checked} checkpoints load as the weights their fit recorded\n"
+            f"re-fit of fold {self.refit_fold} on candles truncated at its cut-off ({where}, {self.refit_s:.2f} s): "
+            f"weights digest {self.refit_digest[:12]} {'=' if same else '!='} served {self.served_digest[:12]} "
+            f"(recorded {self.recorded_digest[:12]}); sampled windows recomputed with {self.folds_recomputed} folds' "
+            "own models"
+        )
+
+
+@dataclass(frozen=True)
 class LookaheadStats:
     """What the whole check did: the forecast recomputation (None when the predictor is not
-    batch-size invariant) and the bar-by-bar replay (``replay_bars`` bars in ``replay_s`` seconds)."""
+    batch-size invariant), the bar-by-bar replay (``replay_bars`` bars in ``replay_s`` seconds) and,
+    for a trainable predictor, the walk-forward checks."""
 
     predictor: PredictorCheckStats | None = None
     replay_bars: int | None = None
     replay_s: float | None = None
+    walk_forward: WalkForwardCheckStats | None = None
 
     @property
     def full_windows(self) -> int | None:
@@ -128,6 +200,8 @@ class LookaheadStats:
             out["full_windows"] = self.full_windows
         if self.replay_bars is not None:
             out["replay_bars"], out["replay_s"] = self.replay_bars, self.replay_s
+        if self.walk_forward is not None:
+            out["walk_forward"] = self.walk_forward.to_json()
         return out
 
 
@@ -135,9 +209,10 @@ class LookaheadStats:
 class LookaheadReport:
     """Outcome of :func:`check_lookahead`; ``times`` are the sampled decision times of the predictor check.
 
-    ``forecast_mismatches`` / ``order_mismatches``: ``(decision time, what differs)`` naming
-    the predictor / the strategy as the culprit; ``stats``: what was checked and the seconds
-    it took (sample counts, batch noise, replayed bars).
+    ``forecast_mismatches`` / ``order_mismatches`` / ``training_mismatches``: ``(decision time,
+    what differs)`` naming the predictor / the strategy / the walk-forward training as the culprit;
+    ``stats``: what was checked and the seconds it took (sample counts, batch noise, replayed bars,
+    the walk-forward checks).
     """
 
     times: tuple[pd.Timestamp, ...] = ()
@@ -145,26 +220,36 @@ class LookaheadReport:
     order_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
     notes: tuple[str, ...] = ()
     stats: LookaheadStats = field(default_factory=LookaheadStats)
+    training_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.forecast_mismatches and not self.order_mismatches
+        return not self.forecast_mismatches and not self.order_mismatches and not self.training_mismatches
+
+    def _culprits(self) -> list[tuple[str, tuple[tuple[pd.Timestamp, str], ...]]]:
+        return [("training", self.training_mismatches), ("predictor", self.forecast_mismatches),
+                ("strategy", self.order_mismatches)]
 
     def summary(self) -> str:
         """One line: what was checked and the verdict."""
         s = self.stats
-        what = (f"forecasts at {len(self.times)} sampled decision times"
+        w = s.walk_forward
+        what = ((f"{w.decisions} decision times against their {w.folds} fold checkpoints' cut-offs, fold {w.refit_fold} "
+                 f"re-fitted on truncated candles, " if w else "")
+                + f"forecasts at {len(self.times)} sampled decision times"
                 + (f" and all {s.full_windows} in a shuffled batch arrangement" if s.full_windows else "")
                 + (f", orders at all {s.replay_bars} bars in a bar-by-bar replay" if s.replay_bars else ""))
         if self.ok:
             return f"lookahead check: passed ({what})"
-        culprits = [c for c, bad in (("predictor", self.forecast_mismatches), ("strategy", self.order_mismatches)) if bad]
+        culprits = [c for c, bad in self._culprits() if bad]
         return f"INVALID: lookahead in the {' and the '.join(culprits)} ({what})"
 
     def describe(self) -> str:
         if self.ok:
             return self.summary() + "".join(f"; {n}" for n in self.notes)
         lines = ["lookahead detected: results change when candles after the decision time are removed"]
+        for t, what in self.training_mismatches[:10]:
+            lines.append(f"  training, at {t}: {what}")
         shown = self.forecast_mismatches[:10]
         for t, what in shown:
             lines.append(f"  predictor, at {t}: {what}")
@@ -180,6 +265,8 @@ class LookaheadReport:
             "forecast_mismatches": [[str(t), w] for t, w in self.forecast_mismatches],
             "order_mismatches": [[str(t), w] for t, w in self.order_mismatches],
             "notes": list(self.notes), "stats": self.stats.to_json(), "text": self.describe(),
+            **({"training_mismatches": [[str(t), w] for t, w in self.training_mismatches]}
+               if self.stats.walk_forward is not None or self.training_mismatches else {}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -190,9 +277,8 @@ class LookaheadReport:
         """``"lookahead: <culprit> at <time>: <what>"`` naming the first mismatch, or None when the check passed."""
         if self.ok:
             return None
-        culprit, found = next((c, m) for c, m in (("predictor", self.forecast_mismatches),
-                                                 ("strategy", self.order_mismatches)) if m)
-        more = len(self.forecast_mismatches) + len(self.order_mismatches) - 1
+        culprit, found = next((c, m) for c, m in self._culprits() if m)
+        more = sum(len(m) for _, m in self._culprits()) - 1
         return f"lookahead: {culprit} at {found[0][0]}: {found[0][1]}" + (f" (and {more} more)" if more else "")
 
 
@@ -237,7 +323,7 @@ class _Sample:
 
 
 def check_predictor(
-    close: pd.Series,
+    close: pd.DataFrame | pd.Series,
     forecast: Forecast,
     predictor: Predictor,
     context_length: int,
@@ -253,7 +339,8 @@ def check_predictor(
     """Recompute forecasts at ``times`` (in order, while the budget lasts) and judge them.
 
     Args:
-        close: every close the run had (warm-up included), UTC index.
+        close: every candle the run had (warm-up included), UTC index; or only their close
+            prices for a predictor that reads close prices only.
         forecast: the run's forecasts ``(n, Q, H)`` over its decision times.
         batch_size: the run's windows per ``predict`` call.
         times: candidate decision times in the order to check them (see :func:`sample_times`).
@@ -268,7 +355,7 @@ def check_predictor(
         ``(checked times, mismatches, notes, stats)``.
     """
     t0 = clock()
-    windows = context_windows(close.to_numpy(dtype=np.float64), context_length)
+    windows = context_windows(input_values(close, predictor.input_channels()), context_length)
     rows = close.index.get_indexer(forecast.index) - (context_length - 1)  # window row of each decision
     samples: list[_Sample] = []
     full_check: tuple[np.ndarray, np.ndarray] | None = None  # (diff, width) of every window, shuffled batches
@@ -281,14 +368,14 @@ def check_predictor(
         i = forecast.index.get_loc(t)
         pos = int(rows[i])
         s0 = clock()
-        a = predictor.predict(np.array(windows[pos : pos + 1]), horizon)[0]
+        a = predictor.predict(np.array(windows[pos : pos + 1], order="C"), horizon)[0]
         if not samples:  # size the past-only batch so that min_samples of them fit the budget
             per_window = estimate / len(rows) if estimate else clock() - s0
             fit = int(budget_s / max(min_samples, 1) / max(per_window, 1e-9)) - 1
             b_size = min(batch_size, max(2, fit))
             estimate = estimate if estimate is not None else per_window * len(rows)
         lo = max(0, pos - b_size + 1)
-        b = predictor.predict(np.array(windows[lo : pos + 1]), horizon)[-1] if pos > lo else a
+        b = predictor.predict(np.array(windows[lo : pos + 1], order="C"), horizon)[-1] if pos > lo else a
         full = forecast.values[i]
         samples.append(_Sample(t, float(min(_max_abs(full, a), _max_abs(full, b))), float(_max_abs(a, b)),
                                float(forecast_width(full))))
@@ -342,7 +429,7 @@ def _shuffled_recheck(
     again = np.empty_like(forecast.values)
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
-        again[chunk] = predictor.predict(np.array(windows[rows[chunk]]), horizon)
+        again[chunk] = predictor.predict(np.array(windows[rows[chunk]], order="C"), horizon)
     return _max_abs(forecast.values, again), forecast_width(forecast.values)
 
 
@@ -397,6 +484,113 @@ def first_order_difference(
     return None
 
 
+def served_cutoffs(candles: pd.DataFrame, wf: WalkForward) -> tuple[list[tuple[pd.Timestamp, str]], int]:
+    """Check (a): the plan's rules with ``served_by``, then every decision time against the cut-off
+    recorded in the meta.json of the checkpoint that served it. Returns ``(mismatches, min gap in bars)``."""
+    positions = candles.index.get_indexer(wf.decisions)
+    embargo = wf.plan.embargo
+    bad = [(wf.decisions[0], f"fold plan: {p}") for p in wf.plan.violations(positions, wf.served_by)]
+    min_gap = None
+    for model in wf.models:
+        k = model.fold.k
+        served = np.flatnonzero(wf.served_by == k)
+        if not len(served):
+            continue
+        first = wf.decisions[served[0]]
+        meta = checkpoint_meta(model.directory)
+        if meta is None:
+            bad.append((first, f"fold {k}: the checkpoint that served it has no readable meta.json in {model.directory}"))
+            continue
+        if meta.get("digest") != model.digest:
+            bad.append((first, f"fold {k}: the run used weights digest {model.digest[:16]}, its checkpoint records "
+                               f"{str(meta.get('digest'))[:16]}"))
+        cutoff = pd.Timestamp(meta["fold"]["cutoff"])
+        cut = int(candles.index.get_indexer([cutoff])[0])
+        if cut < 0:
+            bad.append((first, f"fold {k}: its checkpoint's recorded cut-off {cutoff} is not a candle of this run"))
+            continue
+        gaps = positions[served] - cut
+        min_gap = int(gaps.min()) if min_gap is None else min(min_gap, int(gaps.min()))
+        if (gaps < embargo).any():
+            j = int(np.flatnonzero(gaps < embargo)[0])
+            bad.append((wf.decisions[served[j]], f"served by fold {k}, whose checkpoint was trained on candles before "
+                                                 f"{cutoff} (its meta.json), only {int(gaps[j])} bars earlier; the "
+                                                 f"embargo is {embargo} bars"))
+    return bad, int(min_gap if min_gap is not None else -1)
+
+
+def check_walk_forward(
+    candles: pd.DataFrame, wf: WalkForward, cfg: Config, factory: FreshPredictor, seed: int,
+) -> tuple[list[tuple[pd.Timestamp, str]], dict[int, Predictor], WalkForwardCheckStats]:
+    """Checks (a) and (b) of the module docstring, and every fold's checkpoint round-trip.
+
+    Returns ``(mismatches, fold predictors loaded from the checkpoints by fold number, stats)``.
+    """
+    bad, min_gap = served_cutoffs(candles, wf)
+    loaded: dict[int, Predictor] = {}
+    for model in wf.models:
+        loaded[model.fold.k] = serving = load_fold_predictor(factory, model)
+        got = serving.weights_digest()
+        if got != model.digest:
+            bad.append((model.fold.test_start, f"fold {model.fold.k}: its checkpoint loads as weights {got[:16]}, "
+                                               f"but its fit recorded {model.digest[:16]}: save/load do not give back "
+                                               "the fold's own model (do folds share one path?)"))
+    model = wf.models[int(np.random.default_rng(seed).integers(len(wf.models)))]
+    fold = model.fold
+    logger.info("lookahead: re-fitting fold {} on the {} candles before its cut-off {} in a fresh process",
+                fold.k, fold.stop, fold.cutoff)
+    digest, fresh, seconds = refit_digest(factory, cfg, candles, fold)
+    served = loaded[fold.k].weights_digest()
+    if digest != served or digest != model.digest:
+        bad.append((fold.test_start, f"fold {fold.k}: a re-fit on the {fold.stop - fold.start} candles before its cut-off "
+                                     f"{fold.cutoff} gives weights digest {digest[:16]}, the checkpoint that served it "
+                                     f"{served[:16]} (recorded at training: {model.digest[:16]}): its fit read "
+                                     "something besides the candles it was handed, or is not deterministic"))
+    stats = WalkForwardCheckStats(
+        folds=len(wf.models), decisions=len(wf.decisions), embargo=wf.plan.embargo, min_gap_bars=min_gap,
+        refit_fold=fold.k, refit_digest=digest, served_digest=served, recorded_digest=model.digest,
+        refit_fresh_process=fresh, refit_s=round(seconds, 4), digests_checked=len(loaded),
+    )
+    bad.sort(key=lambda m: m[0])
+    return bad, loaded, stats
+
+
+def _check_folds(
+    candles: pd.DataFrame, forecast: Forecast, wf: WalkForward, loaded: dict[int, Predictor], context_length: int,
+    horizon: int, batch_size: int, times: list[pd.Timestamp], min_samples: int, budget_s: float, seed: int,
+) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, str]], list[str], PredictorCheckStats | None, int]:
+    """Check (c): :func:`check_predictor` per fold with that fold's own predictor on its sampled times
+    (kept in drawn order), the budget and minimum shared in proportion. Pooled stats."""
+    fold_of = dict(zip(wf.decisions, wf.served_by.tolist()))
+    groups: dict[int, list[pd.Timestamp]] = {}
+    for t in times:
+        groups.setdefault(int(fold_of[t]), []).append(t)
+    checked: list[pd.Timestamp] = []
+    bad: list[tuple[pd.Timestamp, str]] = []
+    notes: list[str] = []
+    parts: list[PredictorCheckStats] = []
+    for k, ts in sorted(groups.items()):
+        rows = np.flatnonzero(wf.served_by == k)
+        part = Forecast(index=forecast.index[rows], quantile_levels=forecast.quantile_levels, values=forecast.values[rows])
+        share = len(ts) / len(times)
+        c, m, n, st = check_predictor(candles, part, loaded[k], context_length, horizon, batch_size, ts,
+                                      max(1, int(np.ceil(min_samples * share))), budget_s * share, seed, None)
+        checked += c
+        bad += m
+        notes += [f"fold {k}: {x}" for x in n]
+        parts.append(st)
+    if not parts:
+        return checked, bad, notes, None, 0
+    full = [st.full_windows for st in parts]
+    stats = PredictorCheckStats(
+        samples=sum(st.samples for st in parts), batch_noise=max(st.batch_noise for st in parts),
+        budget_s=round(budget_s, 4), past_batch_size=min(st.past_batch_size for st in parts),
+        full_windows=sum(full) if all(f is not None for f in full) else None,
+        seconds=round(sum(st.seconds for st in parts), 4),
+    )
+    return checked, sorted(bad, key=lambda m: m[0]), notes, stats, len(parts)
+
+
 def check_lookahead(
     candles: pd.DataFrame,
     bars: pd.DataFrame,
@@ -414,6 +608,8 @@ def check_lookahead(
     budget_s: float = float("inf"),
     seed: int = 0,
     run_forecast_s: float | None = None,
+    walk_forward: WalkForward | None = None,
+    config: Config | None = None,
 ) -> LookaheadReport:
     """Check the predictor at ``times`` (within ``budget_s``) and the strategy at every bar.
 
@@ -422,22 +618,38 @@ def check_lookahead(
     ``setup`` the run's strategy, parameters, cash and costs; ``batch_size`` the run's windows per
     ``predict`` call; ``times`` candidate decision times in checking order
     (:func:`sample_times`); ``run_forecast_s`` the run's inference seconds (None on a cache
-    hit). An empty ``times`` turns the whole check off.
+    hit). An empty ``times`` turns the whole check off. ``walk_forward`` (with the run's ``config``):
+    a trainable predictor's record; the walk-forward checks run and each fold's own predictor is
+    recomputed (see the module docstring).
     """
     if not times:
         return LookaheadReport()
     checked: list[pd.Timestamp] = []
     forecast_mismatches: list[tuple[pd.Timestamp, str]] = []
     order_mismatches: list[tuple[pd.Timestamp, str]] = []
+    training_mismatches: list[tuple[pd.Timestamp, str]] = []
     notes: list[str] = []
     predictor_stats = None
-    if predictor.batch_invariant:
+    wf_stats = None
+    if walk_forward is not None:
+        if config is None:
+            raise ValueError("check_lookahead: a walk-forward run needs its config for the re-fit")
+        training_mismatches, loaded, wf_stats = check_walk_forward(candles, walk_forward, config,
+                                                                   FreshPredictor.like(predictor), seed)
+        if predictor.batch_invariant:  # the re-fit is the check's fixed price: the sampling keeps its whole budget
+            checked, bad, notes, predictor_stats, recomputed = _check_folds(
+                candles, forecast, walk_forward, loaded, context_length, horizon, batch_size, times, min_samples,
+                budget_s, seed,
+            )
+            forecast_mismatches.extend(bad)
+            wf_stats = dataclasses.replace(wf_stats, folds_recomputed=recomputed)
+    if predictor.batch_invariant and walk_forward is None:
         checked, bad, notes, predictor_stats = check_predictor(
-            candles["close"], forecast, predictor, context_length, horizon, batch_size, times,
+            candles, forecast, predictor, context_length, horizon, batch_size, times,
             min_samples, budget_s, seed, run_forecast_s,
         )
         forecast_mismatches.extend(bad)
-    else:
+    elif not predictor.batch_invariant:
         notes.append(
             f"forecasts not re-checked: {predictor.name} with these parameters is not batch-size invariant "
             "(e.g. llmtime with batch_size > 1), so a leak across batch neighbours cannot be told from float "
@@ -445,7 +657,8 @@ def check_lookahead(
         )
     t0 = time.perf_counter()
     orders, error = replay_orders(bars, forecast_values, forecast.quantile_levels, setup)
-    stats = LookaheadStats(predictor_stats, replay_bars=len(bars), replay_s=round(time.perf_counter() - t0, 4))
+    stats = LookaheadStats(predictor_stats, replay_bars=len(bars), replay_s=round(time.perf_counter() - t0, 4),
+                           walk_forward=wf_stats)
     diff = first_order_difference(list(full_orders), orders, bars.index)
     if error:
         at = diff[0] if diff else bars.index[-1]
@@ -453,7 +666,8 @@ def check_lookahead(
     elif diff:
         order_mismatches.append(diff)
     report = LookaheadReport(times=tuple(checked), forecast_mismatches=tuple(forecast_mismatches),
-                             order_mismatches=tuple(order_mismatches), notes=tuple(notes), stats=stats)
+                             order_mismatches=tuple(order_mismatches), notes=tuple(notes), stats=stats,
+                             training_mismatches=tuple(training_mismatches))
     if not report.ok:
         logger.error(report.describe())
     return report

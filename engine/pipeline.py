@@ -25,6 +25,7 @@ from engine.evaluation import (
 from engine.feed import align_forecast
 from engine.lookahead import LookaheadReport, check_lookahead, sample_times
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
+from engine.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
 from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.history import load_candles
@@ -76,7 +77,9 @@ class RunResult:
     ``benchmark_metrics``, ``baselines`` (``"buy & hold"``, ``"naive"``, ``"random sign"``),
     ``skill`` and ``versus_naive`` are the evaluation's values, passed through as they are.
     ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``suspicious``
-    lists the plausibility guard's findings. ``timings`` are seconds per stage.
+    lists the plausibility guard's findings. ``timings`` are seconds per stage. ``walk_forward``
+    is the fold plan, fold checkpoints and which fold served each decision time of a trainable
+    predictor's run (None for the others).
     """
 
     config: Config
@@ -101,6 +104,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     invalid: str | None = None
     suspicious: tuple[str, ...] = ()
+    walk_forward: WalkForward | None = None
 
     @property
     def equity(self) -> pd.Series:
@@ -230,7 +234,8 @@ def contamination_warning(info: ModelInfo, bars: pd.DataFrame) -> str | None:
 def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | None = None) -> RunResult:
     """Compute one run of ``strategy_path`` with the configured data, predictor and costs.
 
-    Stages: load candles (with warm-up) -> forecasts (cached) -> simulation -> baselines
+    Stages: load candles (with warm-up) -> forecasts (cached; for a trainable predictor walk-forward,
+    training the folds that have no checkpoint: :mod:`engine.walkforward`) -> simulation -> baselines
     (buy-and-hold, the same strategy on the ``naive`` predictor, the forecast with a
     random sign) -> forecast skill -> sampled lookahead check -> plausibility guard.
 
@@ -250,7 +255,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation
     setup = StrategySetup(strategy_cls, strategy_params, cfg.broker.cash, cfg.broker.costs)
 
-    candles, first = load_bars(cfg, progress=progress)
+    trainable = predictor.trainable
+    candles, first = load_bars(cfg, progress=progress, history=trainable)
     ppy, ppy_how = bars_per_year(cfg, candles)
     logger.info("annualising with {:g} bars per year: {}", ppy, ppy_how)
     timings["load"] = time.perf_counter() - t0
@@ -258,9 +264,15 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     t1 = time.perf_counter()
     decisions = decision_times(candles, first)
     cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts") if p.cache else None
-    forecast, hit = cached_forecasts(
-        candles, predictor, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size, progress=progress,
-    )
+    walk_forward: WalkForward | None = None
+    if trainable:
+        forecast, walk_forward, stats = walk_forward_forecasts(cfg, candles, decisions, predictor, cache, progress)
+        hit = walk_forward.forecast_cache_hit
+    else:
+        forecast, hit = cached_forecasts(
+            candles, predictor, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size,
+            progress=progress,
+        )
     timings["forecast"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -301,13 +313,14 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
         candles, bars, forecast, values, predictor, p.context_length, p.horizon, setup, sim.orders,
         sample_times(decisions, len(decisions) if ev.lookahead_samples else 0, ev.seed),
         batch_size=p.batch_size, min_samples=ev.lookahead_samples, budget_s=budget_s, seed=ev.seed,
-        run_forecast_s=None if hit else timings["forecast"],
+        run_forecast_s=None if hit else timings["forecast"], walk_forward=walk_forward, config=cfg,
     )
     timings["lookahead"] = time.perf_counter() - t4
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
-    stats = predictor.stats()
+    if not trainable:
+        stats = predictor.stats()
     warnings += stats.warnings()
     if sim.rejected:
         warnings.append(
@@ -330,7 +343,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
             bars_per_year=ppy, bars_per_year_source=ppy_how, no_trade_bars=int((bars["volume"] <= 0).sum()),
             gap_policy=cfg.data.gap_policy,
         ),
-        predictor_hash=predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
+        predictor_hash=trained_predictor_hash(predictor, cfg) if trainable else predictor_hash(
+            predictor, p.context_length, p.horizon, p.batch_size),
         predictor_stats=stats, warnings=tuple(warnings), timings=timings, invalid=lookahead.invalid_reason(),
-        suspicious=tuple(suspicious),
+        suspicious=tuple(suspicious), walk_forward=walk_forward,
     )

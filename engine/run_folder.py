@@ -97,7 +97,8 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
 
     Writes ``config.toml``, ``forecasts.parquet``, ``fills.csv``, ``trades.csv``,
     ``equity.csv``, ``metrics.json``, ``tearsheet.html`` (``output.tearsheet``) and, for a
-    judged run, ``forecast.html``. An unjudged verdict (the ledger was unusable) writes
+    judged run, ``forecast.html``. A trainable predictor's run also records its ``fold_plan`` and
+    per-fold ``training`` in metrics.json and the fold table on the forecast page. An unjudged verdict (the ledger was unusable) writes
     ``significance: {}`` and no forecast page. Each file is written once.
     """
     cfg = result.config
@@ -135,6 +136,9 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
         "timings_s": result.timings,
         "config_hash": cfg.hash(),
     }
+    if result.walk_forward is not None:  # trainable predictors: the fold plan and each fold's checkpoint
+        metrics["fold_plan"] = result.walk_forward.plan.to_json()
+        metrics["training"] = result.walk_forward.training_json()
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
     if cfg.output.tearsheet:
         title = flag_prefix(result) + f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
@@ -150,7 +154,7 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
 
 
 def write_forecast_page(result: RunResult, significance: Any, run_dir: Path) -> Path:
-    """``run_dir/forecast.html``: fan chart, calibration, skill and significance tables."""
+    """``run_dir/forecast.html``: fan chart, calibration, skill and significance tables (and the fold plan)."""
     cfg = result.config
     return render_forecast_page(
         run_dir / "forecast.html",
@@ -158,6 +162,7 @@ def write_forecast_page(result: RunResult, significance: Any, run_dir: Path) -> 
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=significance,
         notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [*result.suspicious, *result.warnings],
+        folds=result.walk_forward.fold_rows() if result.walk_forward is not None else None,
     )
 
 

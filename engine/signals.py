@@ -5,9 +5,15 @@ the window ``close[t-L+1 .. t]`` — it ends at the decision bar and holds nothi
 it — and hands windows to the predictor in large batches. Windows are zero-copy views
 (``sliding_window_view``) copied batch by batch, so memory stays ``O(batch x L)``.
 
+A predictor that declares more :meth:`~predictors.base.Predictor.input_channels` than the close
+gets ``(n, L, C)`` windows instead: rows ``t-L+1 .. t`` of
+:func:`predictors.training.channel_array` (the one definition of every channel), built the same
+way (one ``(n_bars, C)`` array, zero-copy window views, copied per batch).
+
 Forecasts are cached on disk under a key of the predictor's code fingerprint +
 forecast-changing parameters + model revision + data fingerprint + context length +
-horizon (+ batch size for predictors that are not batch invariant), so a re-run with
+horizon (+ batch size for predictors that are not batch invariant), the data fingerprint
+covering every channel the predictor reads, so a re-run with
 other strategy parameters costs only the event loop, and an edited predictor never
 reuses the forecasts of its old code.
 """
@@ -31,6 +37,10 @@ from tqdm.auto import tqdm
 
 from predictors.base import Forecast, Predictor
 from predictors.fingerprint import code_fingerprint
+from predictors.training import channel_array
+
+#: The channels of a predictor that reads close prices only: ``(n, L)`` windows.
+CLOSE_ONLY: tuple[str, ...] = ("close",)
 
 #: Bump when the way forecasts are computed changes, so stale caches are not reused.
 SIGNALS_VERSION = 2
@@ -45,17 +55,35 @@ def decision_positions(n_bars: int, context_length: int, first: int = 0) -> np.n
     return np.arange(max(context_length - 1, first), n_bars)
 
 
-def context_windows(close: np.ndarray, context_length: int) -> np.ndarray:
-    """Read-only view ``(n_bars - L + 1, L)``: row ``k`` is ``close[k .. k+L-1]``.
+def context_windows(values: np.ndarray, context_length: int) -> np.ndarray:
+    """Read-only view of every window: ``(n_bars - L + 1, L)`` for a ``(n_bars,)`` close array,
+    ``(n_bars - L + 1, L, C)`` for a ``(n_bars, C)`` channel array; row ``k`` holds bars ``k .. k+L-1``.
 
-    The window of decision position ``i`` is row ``i - L + 1``; its last element is
-    ``close[i]``.
+    The window of decision position ``i`` is row ``i - L + 1``; its last bar is bar ``i``.
     """
-    return sliding_window_view(np.ascontiguousarray(close, dtype=np.float64), context_length)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        return sliding_window_view(values, context_length)
+    return sliding_window_view(values, context_length, axis=0).transpose(0, 2, 1)  # (k, C, L) -> (k, L, C), a view
+
+
+def input_values(data: pd.DataFrame | pd.Series, channels: tuple[str, ...]) -> np.ndarray:
+    """What windows of ``channels`` are cut from: ``(n_bars,)`` closes for close-only predictors,
+    else the ``(n_bars, C)`` :func:`predictors.training.channel_array`.
+
+    ``data`` is a candle frame, or a close Series (then only close-only predictors can read it).
+    """
+    if isinstance(data, pd.Series):
+        if tuple(channels) != CLOSE_ONLY:
+            raise ValueError(f"the predictor reads channels {list(channels)}: pass the candles, not only the close")
+        return data.to_numpy(dtype=np.float64)
+    if tuple(channels) == CLOSE_ONLY:
+        return data["close"].to_numpy(dtype=np.float64)
+    return channel_array(data, channels)
 
 
 def compute_forecasts(
-    close: pd.Series,
+    close: pd.DataFrame | pd.Series,
     predictor: Predictor,
     context_length: int,
     horizon: int,
@@ -66,7 +94,9 @@ def compute_forecasts(
     """Forecast every decision time of ``close`` in batches; no cache.
 
     Args:
-        close: close prices with a UTC DatetimeIndex (bar open times).
+        close: the candles (UTC DatetimeIndex of bar open times), or only their close prices
+            for a predictor that reads close prices only; windows hold the predictor's
+            :meth:`~predictors.base.Predictor.input_channels`.
         predictor: any :class:`predictors.base.Predictor`.
         context_length: bars per window ``L`` (the decision bar included).
         horizon: forecast steps ``H``.
@@ -82,7 +112,7 @@ def compute_forecasts(
         raise ValueError(f"context_length must be >= 2, got {context_length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    values = close.to_numpy(dtype=np.float64)
+    values = input_values(close, predictor.input_channels())
     if decision_index is None:
         positions = decision_positions(len(values), context_length)
     else:
@@ -105,7 +135,7 @@ def compute_forecasts(
     try:
         for start in range(0, len(positions), batch_size):
             rows = positions[start : start + batch_size] - (context_length - 1)
-            batch = np.array(windows[rows])  # copy: the predictor gets its own memory
+            batch = np.array(windows[rows], order="C")  # copy: the predictor gets its own memory
             out[start : start + len(rows)] = predictor.predict(batch, horizon)
             bar.update(len(rows))
     finally:
@@ -160,11 +190,19 @@ class ForecastCache:
         return path
 
 
-def data_fingerprint(candles: pd.DataFrame) -> str:
-    """SHA-256 of the index and close prices the forecasts depend on."""
+def data_fingerprint(candles: pd.DataFrame, channels: tuple[str, ...] = CLOSE_ONLY) -> str:
+    """SHA-256 (16 hex) of the index and the channels the forecasts read (default: the close).
+
+    For close-only predictors it is the fingerprint of index + close it always was (existing
+    caches stay valid); other channel sets also hash their names, in the predictor's order.
+    """
     digest = hashlib.sha256()
     digest.update(candles.index.asi8.tobytes())
-    digest.update(np.ascontiguousarray(candles["close"].to_numpy(dtype=np.float64)).tobytes())
+    if tuple(channels) == CLOSE_ONLY:
+        digest.update(np.ascontiguousarray(candles["close"].to_numpy(dtype=np.float64)).tobytes())
+    else:
+        digest.update(json.dumps(list(channels)).encode())
+        digest.update(np.ascontiguousarray(channel_array(candles, channels)).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -204,11 +242,11 @@ def predictor_hash(predictor: Predictor, context_length: int, horizon: int, batc
 
 def forecast_key(
     predictor: Predictor, fingerprint: str, context_length: int, horizon: int,
-    decision_index: pd.DatetimeIndex, batch_size: int = 1024,
+    decision_index: pd.DatetimeIndex, batch_size: int = 1024, extra: dict[str, Any] | None = None,
 ) -> str:
     """Cache key: :func:`predictor_identity` (code, forecast-changing params, model
     revision, windows; batch size only for batch-dependent predictors) + data fingerprint +
-    decision span."""
+    decision span (+ ``extra``: e.g. the fold checkpoints that serve a walk-forward run)."""
     payload: dict[str, Any] = {
         "v": SIGNALS_VERSION,
         **predictor_identity(predictor, context_length, horizon, batch_size),
@@ -217,6 +255,8 @@ def forecast_key(
         if len(decision_index)
         else [],
     }
+    if extra:
+        payload["extra"] = extra
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{predictor.name}-{hashlib.sha256(blob).hexdigest()[:20]}"
 
@@ -235,7 +275,8 @@ def cached_forecasts(
 
     Returns ``(forecast, cache_hit)``. On a hit no inference runs, and the log says so.
     """
-    key = forecast_key(predictor, data_fingerprint(candles), context_length, horizon, decision_index, batch_size)
+    fingerprint = data_fingerprint(candles, predictor.input_channels())
+    key = forecast_key(predictor, fingerprint, context_length, horizon, decision_index, batch_size)
     if cache is not None:
         hit = cache.load(key)
         if hit is not None and hit.index.equals(decision_index):
@@ -246,7 +287,7 @@ def cached_forecasts(
         len(decision_index), predictor.name, context_length, horizon,
     )
     forecast = compute_forecasts(
-        candles["close"], predictor, context_length, horizon,
+        candles, predictor, context_length, horizon,
         batch_size=batch_size, decision_index=decision_index, progress=progress,
     )
     if cache is not None and (stored := cache.store(key, forecast)) is not None:

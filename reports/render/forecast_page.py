@@ -16,8 +16,9 @@ and ``reports.calibration``; imports nothing outside ``reports``.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,25 @@ def _reliability_rows(levels: tuple[float, ...], frac: np.ndarray, n: np.ndarray
     return rows
 
 
+#: Columns of the walk-forward fold table: (header, key in a fold row, format).
+FOLD_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("fold", "fold", "int"), ("train start", "train_start", "time"), ("train end", "train_end", "time"),
+    ("cut-off", "cutoff", "time"), ("test start", "test_start", "time"), ("test end", "test_end", "time"),
+    ("train bars", "train_bars", "int"), ("valid bars", "valid_bars", "int"), ("test bars", "test_bars", "int"),
+    ("final valid loss", "final_valid_loss", "sig4"),
+)
+
+
+def _fold_rows(folds: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """One row per fold, from plain fold records (times as timestamps or ISO strings)."""
+    def cell(value: Any, kind: str) -> str:
+        if kind == "time":
+            return "n/a" if value is None else _fmt_time(pd.Timestamp(value))
+        return format_number(value, kind)
+
+    return [[cell(f.get(key), kind) for _, key, kind in FOLD_COLUMNS] for f in folds]
+
+
 # --------------------------------------------------------------------------- the page
 
 
@@ -157,6 +177,7 @@ def write_forecast_page(
     significance: SharpeSignificance,
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     notes: Sequence[str] = (),
+    folds: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write the forecast page of one run as a self-contained HTML file.
 
@@ -174,6 +195,9 @@ def write_forecast_page(
         window: ``(start, end)`` decision times shown by the fan chart (inclusive); None:
             the last :data:`DEFAULT_WINDOW_BARS` decision bars.
         notes: warnings shown first, prominently (e.g. a training-data contamination flag).
+        folds: a walk-forward run's fold plan, one plain record per fold with the keys of
+            :data:`FOLD_COLUMNS` (train start/end, cut-off, test start/end, bar counts, final
+            validation loss); shown as a table after the skill table. None: no table.
 
     The page has: the notes; a fan chart for ``h = 1`` and ``h = H`` (band between the
     outer levels, inner bands darker, median line, realised close in black); a calibration
@@ -275,6 +299,13 @@ def write_forecast_page(
         html_table(["statistic", "value"], _significance_rows(sig), table_id="significance",
                    caption="Could luck, given the number of trials, explain the Sharpe ratio?"),
     ]
+    if folds:
+        body += [
+            "<h2>Walk-forward folds</h2>",
+            html_table([h for h, _, _ in FOLD_COLUMNS], _fold_rows(folds), table_id="folds",
+                       caption="Each fold's decision times (test start..end) were forecast by a model trained only "
+                               "on candles before its cut-off (training, then validation for early stopping)"),
+        ]
     subtitle = (
         f"{len(index)} forecasts of {len(lv)} quantiles ({', '.join(f'{x:g}' for x in lv)}), horizons 1..{H} bars, "
         f"decision times {_fmt_time(index[0])} to {_fmt_time(index[-1])}"

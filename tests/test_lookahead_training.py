@@ -1,0 +1,105 @@
+"""The lookahead check of walk-forward training: honest LinearAR passes, planted training leaks are caught.
+
+Honest :class:`tests.trainable_plugins.LinearAR` passes on ETH/USDT and BTC/USDT 1h ranges, seeds
+and fold lengths other than those of tests/test_walkforward.py. The planted leaks of
+``tests/leaky_trainable.py`` — a fit that trains on candles it stashed from an earlier run
+(past its cut-off) and a save/load that shares one path between folds — make the run invalid,
+with messages that name the fold and the digests. A checkpoint record whose cut-off is too late,
+and a decision served by the wrong fold, are caught by the served-by check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import leaky_trainable
+from engine.config import load_config
+from engine.lookahead import served_cutoffs
+from engine.pipeline import load_bars, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+STRATEGY = ROOT / "strategies" / "llm_signal.py"
+
+
+def cfg_for(shared_data, tmp: Path, predictor: str, **extra):
+    table = {
+        "data.data_dir": str(shared_data), "data.symbol": "ETH/USDT", "data.timeframe": "1h",
+        "data.timerange": "20230301-20230420", "data.cache_dir": str(tmp / "cache"),
+        "predictor.name": predictor, "predictor.context_length": 24, "predictor.horizon": 3,
+        "predictor.cache": False, "training.retrain_every": "20d", "training.history_start": "20230101",
+        "training.epochs": 25, "training.seed": 7, "evaluation.seed": 11, "evaluation.naive_baseline": False,
+        "evaluation.random_sign_baseline": False, "output.progress": False, "output.tearsheet": False,
+        "output.dir": str(tmp / "runs"),
+    }
+    table.update(extra)
+    return load_config(None, table)
+
+
+@pytest.fixture(scope="module")
+def honest_eth(shared_data, tmp_path_factory):
+    cfg = cfg_for(shared_data, tmp_path_factory.mktemp("honest"), "tests.trainable_plugins:LinearAR")
+    return cfg, run_pipeline(cfg, STRATEGY)
+
+
+def test_honest_linear_ar_passes_every_walk_forward_check(honest_eth):
+    cfg, result = honest_eth
+    look = result.lookahead
+    assert result.invalid is None and look.ok, look.describe()
+    wf = look.stats.walk_forward
+    assert wf.folds == len(result.walk_forward.models) >= 3 and wf.decisions == len(result.bars)
+    assert wf.refit_fresh_process and wf.refit_digest == wf.served_digest == wf.recorded_digest
+    assert wf.min_gap_bars == cfg.predictor.horizon  # the embargo defaults to the horizon, the plan uses all of it
+    assert wf.digests_checked == wf.folds and wf.folds_recomputed >= 1 and look.stats.predictor.samples >= 3
+
+
+def test_a_checkpoint_trained_past_its_embargo_or_a_wrong_fold_is_caught(honest_eth):
+    cfg, result = honest_eth
+    candles, _ = load_bars(cfg, progress=False, history=True)
+    wf = result.walk_forward
+    assert served_cutoffs(candles, wf)[0] == []
+    moved = dataclasses.replace(wf, served_by=wf.served_by.copy())
+    first_of_1 = int(np.flatnonzero(wf.served_by == 1)[0])
+    moved.served_by[first_of_1 - 1] = 1  # fold 0's last decision served by fold 1, trained up to just before fold 1
+    bad, _ = served_cutoffs(candles, moved)
+    assert any("served by fold 1" in w for _, w in bad), bad
+    meta_path = wf.models[1].directory / "meta.json"
+    original = meta_path.read_text()
+    try:
+        meta = json.loads(original)
+        meta["fold"]["cutoff"] = wf.models[1].fold.test_start.isoformat()  # "trained" up to its first decision
+        meta_path.write_text(json.dumps(meta))
+        bad, _ = served_cutoffs(candles, wf)
+        assert len(bad) == 1 and "served by fold 1" in bad[0][1] and "only 0 bars earlier" in bad[0][1], bad
+    finally:
+        meta_path.write_text(original)
+
+
+def test_a_fit_on_candles_stashed_from_a_later_run_is_caught(shared_data, tmp_path):
+    leaky_trainable.forget()
+    name = "leaky_trainable:StashLeak"
+    later = cfg_for(shared_data, tmp_path, name, **{"data.timerange": "20230301-20230601",
+                                                     "evaluation.lookahead_samples": 0})
+    assert run_pipeline(later, STRATEGY).invalid is None  # check off: a run that fills the stash
+    cfg = cfg_for(shared_data, tmp_path, name, **{"training.seed": 8})  # new checkpoint keys, trained now
+    result = run_pipeline(cfg, STRATEGY)
+    leaky_trainable.forget()
+    wf = result.lookahead.stats.walk_forward
+    assert result.invalid and result.invalid.startswith("lookahead: training"), result.invalid
+    assert wf.refit_digest != wf.served_digest
+    (_, words), = [m for m in result.lookahead.training_mismatches if "re-fit" in m[1]]
+    assert f"fold {wf.refit_fold}:" in words and wf.refit_digest[:16] in words and wf.served_digest[:16] in words
+
+
+def test_folds_sharing_one_checkpoint_path_are_caught(shared_data, tmp_path):
+    cfg = cfg_for(shared_data, tmp_path, "leaky_trainable:SharedPathLeak",
+                  **{"predictor.params.shared_path_leak.shared_dir": str(tmp_path / "shared")})
+    result = run_pipeline(cfg, STRATEGY)
+    folds = len(result.walk_forward.models)
+    bad = [w for _, w in result.lookahead.training_mismatches if "loads as weights" in w]
+    assert result.invalid and len(bad) == folds - 1, result.lookahead.describe()  # every fold but the last
+    assert all(f"fold {k}:" in " ".join(bad) for k in range(folds - 1))
