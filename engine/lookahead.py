@@ -90,8 +90,8 @@ from engine.config import Config
 from engine.errors import UserInputError
 from engine.signals import context_windows, input_values
 from engine.simulate import Order, StrategySetup, build_cerebro
-from engine.training import load_fold_predictor
-from engine.walkforward import FreshPredictor, WalkForward, checkpoint_meta, refit_digest
+from engine.training import load_fold_predictor, read_meta
+from engine.walkforward import FreshPredictor, WalkForward, refit_digest
 from predictors.base import Forecast, Predictor
 
 #: Differences below this (log return) are float noise whatever the forecast's scale.
@@ -497,7 +497,7 @@ def served_cutoffs(candles: pd.DataFrame, wf: WalkForward) -> tuple[list[tuple[p
         if not len(served):
             continue
         first = wf.decisions[served[0]]
-        meta = checkpoint_meta(model.directory)
+        meta = read_meta(model.directory)
         if meta is None:
             bad.append((first, f"fold {k}: the checkpoint that served it has no readable meta.json in {model.directory}"))
             continue

@@ -159,7 +159,7 @@ def checkpoint_root(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) / "checkpoints"
 
 
-def _read_meta(directory: Path) -> dict[str, Any] | None:
+def read_meta(directory: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -351,7 +351,7 @@ def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
     directory = job.directory
     if not directory.exists():
         return None
-    meta = _read_meta(directory)
+    meta = read_meta(directory)
     if meta is not None and (directory / "model").is_dir():
         return FoldModel(fold=job.fold, key=job.key, directory=directory, trained_now=False, digest=meta["digest"],
                          seconds=float(meta["seconds"]), curve=tuple(meta["curve"]),
@@ -409,6 +409,13 @@ def plan_jobs(probe: Predictor, cfg: Config, candles: pd.DataFrame, plan: FoldPl
         previous = FoldJob(fold=fold, key=key, directory=root / f"{probe.name}-{key}", warm_from=warm)
         jobs.append(previous)
     return jobs
+
+
+def stored_fold_models(cfg: Config, candles: pd.DataFrame, plan: FoldPlan, probe: Predictor) -> list[FoldModel] | None:
+    """Every fold's stored checkpoint record (``meta.json``; no model loaded, nothing trained), or None
+    when one is missing or damaged."""
+    models = [_cached(job) for job in plan_jobs(probe, cfg, candles, plan)]
+    return None if any(m is None for m in models) else models  # type: ignore[return-value]
 
 
 # -- worker processes ---------------------------------------------------------------------------------
@@ -616,6 +623,6 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 __all__ = [
     "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted", "candles_fingerprint",
-    "checkpoint_key", "checkpoint_root", "ensure_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
+    "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",
 ]

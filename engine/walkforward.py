@@ -44,7 +44,7 @@ from engine.errors import OperationalError
 from engine.folds import Fold, FoldPlan, plan_folds
 from engine.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
 from engine.training import (
-    FoldModel, checkpoint_key, checkpoint_root, ensure_fold_models, fit_fold, load_fold_predictor,
+    FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models,
 )
 from predictors.base import Forecast, Predictor, PredictorStats
 
@@ -102,7 +102,8 @@ class WalkForward:
                 "fold": f.k, "train_start": f.train_start, "train_end": f.train_end, "cutoff": f.cutoff,
                 "test_start": f.test_start, "test_end": f.test_end, "train_bars": f.train_bars,
                 "valid_bars": f.valid_bars, "test_bars": f.last - f.first + 1,
-                "final_valid_loss": rec.get("final_valid_loss"), "trained_now": m.trained_now,
+                "final_valid_loss": rec.get("final_valid_loss"), "valid_pinball": m.valid_pinball,
+                "trained_now": m.trained_now,
             })
         return rows
 
@@ -116,37 +117,6 @@ def trained_predictor_hash(predictor: Predictor, cfg: Config) -> str:
     blob = json.dumps({"predictor": predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
                        "training": training}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def fold_keys(cfg: Config, candles: pd.DataFrame, plan: FoldPlan, probe: Predictor) -> list[str]:
-    """Every fold's checkpoint key, chained as :func:`engine.training.ensure_fold_models` chains them."""
-    keys: list[str] = []
-    previous: str | None = None
-    for fold in plan.folds:
-        previous = checkpoint_key(probe, cfg, candles, fold, previous)
-        keys.append(previous)
-    return keys
-
-
-def stored_models(cfg: Config, plan: FoldPlan, keys: list[str], name: str) -> list[FoldModel] | None:
-    """Every fold's stored checkpoint record (``meta.json``; no model loaded), or None when one is missing."""
-    root = checkpoint_root(cfg)
-    out = []
-    for fold, key in zip(plan.folds, keys):
-        meta = checkpoint_meta(root / f"{name}-{key}")
-        if meta is None:
-            return None
-        out.append(FoldModel(fold=fold, key=key, directory=root / f"{name}-{key}", trained_now=False,
-                             digest=meta["digest"], seconds=float(meta["seconds"]), curve=tuple(meta["curve"])))
-    return out
-
-
-def checkpoint_meta(directory: Path) -> dict[str, Any] | None:
-    """A stored checkpoint's ``meta.json`` (fold, key, digest, curve), or None when absent or unreadable."""
-    try:
-        return json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _sum_stats(stats: list[PredictorStats]) -> PredictorStats:
@@ -175,13 +145,13 @@ def walk_forward_forecasts(
     factory = FreshPredictor.like(predictor)
     positions = candles.index.get_indexer(decisions)
     served_by = plan.fold_of(positions)
-    keys = fold_keys(cfg, candles, plan, predictor)
+    keys = [job.key for job in plan_jobs(predictor, cfg, candles, plan)]
     spans = [[f.test_start.isoformat(), f.test_end.isoformat()] for f in plan.folds]
     key = forecast_key(predictor, data_fingerprint(candles, predictor.input_channels()), p.context_length, p.horizon,
                        decisions, p.batch_size, extra={"checkpoints": keys, "folds": spans})
     if cache is not None:
         hit = cache.load(key)
-        stored = stored_models(cfg, plan, keys, predictor.name) if hit is not None else None
+        stored = stored_fold_models(cfg, candles, plan, predictor) if hit is not None else None
         if hit is not None and stored is not None and hit.index.equals(decisions):
             logger.info("forecast cache hit ({}): {} fold checkpoints on record, no training or inference needed",
                         cache.path(key).name, len(stored))
@@ -277,5 +247,4 @@ def refit_digest(
     return digest, True, time.perf_counter() - t0
 
 
-__all__ = ["FreshPredictor", "WalkForward", "checkpoint_meta", "fold_keys", "refit_digest", "stored_models",
-           "trained_predictor_hash", "walk_forward_forecasts"]
+__all__ = ["FreshPredictor", "WalkForward", "refit_digest", "trained_predictor_hash", "walk_forward_forecasts"]
