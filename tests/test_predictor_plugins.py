@@ -24,7 +24,7 @@ from predictors.base import PluginConfig, Predictor, PredictorError, PredictorSt
 from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["chronos", "drift", "llmtime", "momentum", "naive", "seasonal_naive", "timesfm"]
+BUILTINS = ["chronos", "drift", "llmtime", "momentum", "naive", "patchtst", "seasonal_naive", "timesfm"]
 
 
 @pytest.fixture
