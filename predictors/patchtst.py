@@ -43,8 +43,12 @@ checkpoint; predicting with another ``L`` or ``H`` is an error.
 Sizes. The official code's defaults (``PatchTST/supervised``, long-term forecasting): context
 336, patch 16, stride 8, 3 layers, 16 heads, ``d_model`` 128, ``d_ff`` 256, dropout 0.2. The
 default here is sized for a CPU: ``d_model`` 32, 4 heads, 2 layers, ``d_ff`` 64, patch 16,
-stride 8, dropout 0.2 (about 20k parameters at context 96, horizon 24 and three quantiles). Measured
-on 2 shared CPU cores: see the README's ``patchtst`` entry.
+stride 8, dropout 0.2: 30,758 parameters at context 96, horizon 12 and three quantiles (66,278 at
+context 336; the flatten head grows with the context). Measured on 2 CPU cores (BTC/USDT 1h, a fold
+of 19,800 training bars, horizon 12, batch 256): an epoch of ~19.7k windows takes ~1.8 s at context
+96 (~11k windows/s) and ~5.5-8 s at context 336 (2.4-3.6k windows/s); with ``[training]``'s
+defaults (20 epochs, patience 3) early stopping ended the context-96 fit after 14 epochs (~26 s).
+Building batches takes < 1 % of a fit (index slicing of one pre-built tensor).
 
 Batch invariance: in eval mode nothing mixes windows (no batch statistics, no sampling), so a
 window's forecast does not depend on its batch neighbours (up to float rounding).

@@ -118,6 +118,11 @@ def test_a_reloaded_checkpoint_forecasts_the_same_and_checks_its_geometry(fitted
     other = make_predictor("patchtst", {**TINY, "d_model": 8}, quantile_levels=(0.1, 0.5, 0.9))
     with pytest.raises(PredictorError, match="use the same parameters"):
         other.load(tmp_path)
+    # warm start: the previous fold's checkpoint is the starting point (0 epochs: kept as it is)
+    warm = make_predictor("patchtst", TINY, quantile_levels=(0.1, 0.5, 0.9))
+    ctx = FitContext(TrainSettings(**{**SETTINGS.__dict__, "epochs": 0}), tmp_path / "warm", warm_start_from=tmp_path)
+    warm.fit(sine.iloc[:560], sine.iloc[560:700], ctx)
+    assert warm.weights_digest() == predictor.weights_digest()
 
 
 def test_an_interrupted_fit_resumes_at_its_last_epoch_with_identical_weights(fitted, sine, tmp_path):
