@@ -20,7 +20,8 @@ The model, input to output (``B`` windows, ``L`` context bars, ``C`` channels, `
 5. **Encoder**: a linear patch embedding to ``d_model``, a learnable positional embedding,
    dropout, then ``n_layers`` of ``nn.TransformerEncoderLayer`` — **pre-norm with LayerNorm**
    and GELU (the paper's official code uses post-norm BatchNorm; pre-norm LayerNorm trains
-   stably at small sizes, and nothing in eval mode depends on the batch).
+   stably at small sizes, and nothing in eval mode depends on the batch). Dropout acts on the
+   residual and feed-forward paths, not on the attention weights (the official ``attn_dropout = 0``).
 6. **Flatten head**: the ``C x P x d_model`` encoder outputs of a window are flattened into one
    linear layer that gives, for every horizon step ``h = 1..H``, ``Q`` numbers: the lowest
    quantile and ``Q - 1`` increments made positive by ``softplus`` and summed, so the
@@ -46,8 +47,9 @@ default here is sized for a CPU: ``d_model`` 32, 4 heads, 2 layers, ``d_ff`` 64,
 stride 8, dropout 0.2: 30,758 parameters at context 96, horizon 12 and three quantiles (66,278 at
 context 336; the flatten head grows with the context). Measured on 2 CPU cores (BTC/USDT 1h, a fold
 of 19,800 training bars, horizon 12, batch 256): an epoch of ~19.7k windows takes ~1.8 s at context
-96 (~11k windows/s) and ~5.5-8 s at context 336 (2.4-3.6k windows/s); with ``[training]``'s
-defaults (20 epochs, patience 3) early stopping ended the context-96 fit after 14 epochs (~26 s).
+96 (~10-11k windows/s) and ~5.5-8 s at context 336 (2.5-3.6k windows/s); with ``[training]``'s
+defaults (20 epochs, patience 3) early stopping ended the context-96 fit after 14 epochs (~26 s);
+at context 336 as many epochs take 1.3-1.8 min (``n_layers = 1`` about halves it).
 Building batches takes < 1 % of a fit (index slicing of one pre-built tensor).
 
 Batch invariance: in eval mode nothing mixes windows (no batch statistics, no sampling), so a
