@@ -24,7 +24,7 @@ from predictors.base import PluginConfig, Predictor, PredictorError, PredictorSt
 from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["chronos", "drift", "llmtime", "momentum", "naive", "seasonal_naive", "timesfm"]
+BUILTINS = ["chronos", "drift", "llmtime", "momentum", "naive", "patchtst", "seasonal_naive", "timesfm"]
 
 
 @pytest.fixture
@@ -145,7 +145,8 @@ def test_a_module_class_plugin_reads_the_table_of_its_name():
 # -- the config is the cache key ---------------------------------------------------------------------
 def _other_value(f: dataclasses.Field, value, model_dir: Path):
     """A different valid value for field ``f`` of a built-in config."""
-    special = {"model": str(model_dir), "revision": "v2", "digit_sep": "", "value_sep": " ;", "device": "auto"}
+    special = {"model": str(model_dir), "revision": "v2", "digit_sep": "", "value_sep": " ;", "device": "auto",
+               "d_model": 64, "n_heads": 8}  # patchtst: n_heads must divide d_model
     if f.name in special:
         return special[f.name]
     spec = f.metadata.get("llm4mp_param")
