@@ -23,7 +23,11 @@ the features is the q-quantile of ``y`` over ``s``), and it makes every step and
 look alike, so one booster serves all H steps. Versus one booster per (quantile, step): the same
 rows and the same tree-building work in total (Q boosters on n·H rows vs Q·H on n rows), but the
 steps share their splits and their data, there are Q early-stopping decisions instead of Q·H, and
-Q model files. Quantiles are sorted after predicting (independent boosters can cross).
+Q model files. Measured (2026-12-02, BTC/USDT 1h, 9000 training bars, L 512, H 12, stride 2, 150
+rounds, 2 threads on a busy 2-core machine): 21 s to fit and 0.18 s to predict 3000 windows here,
+against 53 s and 1.3 s for 36 boosters per (level, step), with a test pinball loss of the scaled
+target 0.6% higher (0.2496 vs 0.2480). Quantiles are sorted after predicting (independent boosters
+can cross).
 
 Training: all Q boosters grow in lockstep, one round at a time (``Booster.update``). Every
 ``log_every`` rounds is one "epoch" for the engine: an :class:`EpochRecord` with the mean pinball
