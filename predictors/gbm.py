@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -57,13 +58,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from loguru import logger
 
 from predictors._torch import import_optional
 from predictors.base import PluginConfig, Predictor, PredictorError, param
 from predictors.registry import register
 from predictors.training import EpochRecord, FitContext, FitInterrupted, channel_array
 
+log = logging.getLogger(__name__)
 STAGE2_HINT = 'install the optional extra: pip install -e ".[stage2]" (or pip install "lightgbm>=4")'
 #: The channels every window carries, in this order.
 CHANNELS = ("high", "low", "close", "volume", "hour", "weekday")
@@ -221,7 +222,7 @@ class GBMPredictor(Predictor):
         joined = pd.concat([train.iloc[-(s.context_length - 1):], valid]) if len(valid) else valid
         Xv, zv, _ = _training_rows(joined, s.context_length, s.horizon, c.sample_stride, s.context_length - 1, c) if len(valid) else (None, np.empty(0), [])
         if ctx.warm_start_from is not None:
-            logger.info("lightgbm: warm_start is ignored, fold {} boosts from scratch", ctx.fold)
+            log.info("lightgbm: warm_start is ignored, fold %s boosts from scratch", ctx.fold)
         data_params = {"max_bin": c.max_bin, "verbose": -1, "num_threads": c.num_threads}
         dtrain = lgb.Dataset(X, z, feature_name=names, params=data_params, free_raw_data=True)
         dvalid = lgb.Dataset(Xv, zv, reference=dtrain, params=data_params) if len(zv) else None
@@ -233,7 +234,7 @@ class GBMPredictor(Predictor):
             boosters.append(booster)
         rounds = c.n_estimators if s.max_steps <= 0 else min(c.n_estimators, s.max_steps)
         best, best_round, stale, epoch = math.inf, rounds, 0, 0
-        logger.debug("lightgbm fold {}: {} train rows, {} valid rows, {} features, up to {} rounds",
+        log.debug("lightgbm fold %s: %s train rows, %s valid rows, %s features, up to %s rounds",
                      ctx.fold, len(z), len(zv), len(names), rounds)
         for done in range(1, rounds + 1):
             if ctx.stop_requested():
@@ -254,7 +255,7 @@ class GBMPredictor(Predictor):
             else:
                 stale += 1
                 if s.patience > 0 and stale >= s.patience:
-                    logger.debug("lightgbm fold {}: early stop at round {}, best round {}", ctx.fold, done, best_round)
+                    log.debug("lightgbm fold %s: early stop at round %s, best round %s", ctx.fold, done, best_round)
                     break
         self._set_models([b.model_to_string(num_iteration=best_round) for b in boosters], {
             "context_length": s.context_length, "horizon": s.horizon, "quantile_levels": list(self.quantile_levels),

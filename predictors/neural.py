@@ -62,13 +62,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-from loguru import logger
 
-from predictors._torch import DEVICES, import_optional, import_torch, pick_device
+from predictors._torch import DEVICES, import_optional, pick_device
 from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, param
 from predictors.registry import register
 from predictors.training import EpochRecord, FitContext, FitInterrupted
 
+log = logging.getLogger(__name__)
 STAGE2_HINT = 'install the optional extra: pip install -e ".[stage2]" (or pip install "neuralforecast>=3")'
 META_FILE = "neural.json"
 SCALERS = ("identity", "standard", "robust", "minmax", "minmax1", "invariant", "revin")
@@ -227,7 +227,7 @@ class NeuralPredictor(Predictor):
                 f"{s.context_length + s.horizon}; lengthen training.train_window"
             )
         if ctx.warm_start_from is not None:
-            logger.info("neural: warm_start is ignored, fold {} trains from scratch", ctx.fold)
+            log.info("neural: warm_start is ignored, fold %s trains from scratch", ctx.fold)
         val_size = len(valid) if len(valid) >= s.horizon else 0
         close = pd.concat([train["close"], valid["close"]]) if val_size else train["close"]
         y = np.log(close.to_numpy(dtype=np.float64))
@@ -301,7 +301,6 @@ class NeuralPredictor(Predictor):
             "y": (logc - logc[:, -1:]).reshape(-1),
         })
         columns = [f"{self.config.model}{suffix}" for suffix in model.loss.output_names]
-        import_torch()
         with quiet_lightning():
             if getattr(model, "MULTIVARIATE", False):
                 # a multivariate model reads every series of a call as one channel of one sample: windows

@@ -138,7 +138,7 @@ def test_multivariate_model_keeps_windows_apart(series, tmp_path):
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
-def test_real_btc_candles(btc_1h, tmp_path):
+def test_real_btc_candles(btc_1h, tmp_path, capfd):
     candles = btc_1h.iloc[-1500:]
     p = make_predictor("neural", TINY)
     ctx = FitContext(TrainSettings(**{**SETTINGS, "epochs": 2, "patience": 1}), tmp_path)
@@ -149,6 +149,9 @@ def test_real_btc_candles(btc_1h, tmp_path):
     q = p.predict(windows, H)
     assert q.shape == (len(windows), 3, H) and np.isfinite(q).all()
     assert (q[:, 2] > q[:, 0]).all()
+    printed = capfd.readouterr()
+    for chatter in ("GPU available", "Seed set", "Trainer.fit", "LeafSpec", "hparams"):  # Lightning kept quiet
+        assert chatter not in printed.out + printed.err
 
 
 def test_stop_request_interrupts(series, tmp_path):
