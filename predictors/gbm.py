@@ -33,7 +33,7 @@ Training: all Q boosters grow in lockstep, one round at a time (``Booster.update
 ``log_every`` rounds is one "epoch" for the engine: an :class:`EpochRecord` with the mean pinball
 loss of the scaled target over the levels (train and valid). Early stopping: ``settings.patience``
 epochs without a better valid loss, i.e. ``patience · log_every`` rounds; the boosters are cut
-back to the best epoch's round. ``settings.max_steps`` (> 0) caps the rounds below
+back to the best epoch's round (``patience = 0``: all rounds, the valid loss only recorded). ``settings.max_steps`` (> 0) caps the rounds below
 ``n_estimators``; ``settings.lr``, ``batch_size`` and ``epochs`` are neural-net settings and
 unused (the learning rate is ``learning_rate`` here). Ctrl-C: checked every round; the fit
 raises :class:`FitInterrupted` and the fold restarts next time (a fit takes seconds, no partial
@@ -219,8 +219,10 @@ class GBMPredictor(Predictor):
                 f"{s.context_length + s.horizon}; lengthen training.train_window"
             )
         # valid windows may reach back into train for their context; their decision bars and targets are in valid
-        joined = pd.concat([train.iloc[-(s.context_length - 1):], valid]) if len(valid) else valid
-        Xv, zv, _ = _training_rows(joined, s.context_length, s.horizon, c.sample_stride, s.context_length - 1, c) if len(valid) else (None, np.empty(0), [])
+        Xv, zv = None, np.empty(0)
+        if len(valid):
+            joined = pd.concat([train.iloc[-(s.context_length - 1):], valid])
+            Xv, zv, _ = _training_rows(joined, s.context_length, s.horizon, c.sample_stride, s.context_length - 1, c)
         if ctx.warm_start_from is not None:
             log.info("lightgbm: warm_start is ignored, fold %s boosts from scratch", ctx.fold)
         data_params = {"max_bin": c.max_bin, "verbose": -1, "num_threads": c.num_threads}
@@ -235,7 +237,7 @@ class GBMPredictor(Predictor):
         rounds = c.n_estimators if s.max_steps <= 0 else min(c.n_estimators, s.max_steps)
         best, best_round, stale, epoch = math.inf, rounds, 0, 0
         log.debug("lightgbm fold %s: %s train rows, %s valid rows, %s features, up to %s rounds",
-                     ctx.fold, len(z), len(zv), len(names), rounds)
+                  ctx.fold, len(z), len(zv), len(names), rounds)
         for done in range(1, rounds + 1):
             if ctx.stop_requested():
                 raise FitInterrupted(f"lightgbm: fold {ctx.fold} stopped at round {done - 1} of {rounds}; it restarts next time")
@@ -248,7 +250,7 @@ class GBMPredictor(Predictor):
             valid_loss = float(np.mean([b.eval_valid()[0][2] for b in boosters])) if dvalid is not None else math.nan
             ctx.log_epoch(EpochRecord(epoch=epoch, train_loss=train_loss, valid_loss=valid_loss, steps=done,
                                       seconds=time.perf_counter() - started))
-            if dvalid is None:
+            if dvalid is None or s.patience <= 0:  # patience 0: every round is kept, valid only recorded
                 continue
             if valid_loss < best:
                 best, best_round, stale = valid_loss, done, 0

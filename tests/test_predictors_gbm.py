@@ -138,6 +138,9 @@ def test_without_valid_and_with_max_steps(synthetic, tmp_path):
     p.fit(synthetic.iloc[:1500], synthetic.iloc[:0], ctx)
     assert [r.steps for r in ctx.curve] == [5, 10, 12]
     assert all(np.isnan(r.valid_loss) for r in ctx.curve)
+    kept, ctx = fit(synthetic.iloc[:2000], tmp_path, patience=0, learning_rate=0.5)  # patience 0: no early stop
+    assert kept._geometry["best_round"] == 40 and [r.steps for r in ctx.curve][-1] == 40
+    assert all(np.isfinite(r.valid_loss) for r in ctx.curve)
 
 
 def test_stop_request_interrupts(synthetic, tmp_path):
