@@ -223,6 +223,9 @@ class GBMPredictor(Predictor):
         if len(valid):
             joined = pd.concat([train.iloc[-(s.context_length - 1):], valid])
             Xv, zv, _ = _training_rows(joined, s.context_length, s.horizon, c.sample_stride, s.context_length - 1, c)
+        if ctx.curve:  # an interrupted earlier attempt: this fit does not resume, its curve starts again
+            log.info("lightgbm: fold %s restarts from scratch (no epoch resume)", ctx.fold)
+            ctx.curve.clear()
         if ctx.warm_start_from is not None:
             log.info("lightgbm: warm_start is ignored, fold %s boosts from scratch", ctx.fold)
         data_params = {"max_bin": c.max_bin, "verbose": -1, "num_threads": c.num_threads}

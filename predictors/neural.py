@@ -226,6 +226,9 @@ class NeuralPredictor(Predictor):
                 f"neural: fold {ctx.fold} has {len(train)} training candles, fewer than context_length + horizon = "
                 f"{s.context_length + s.horizon}; lengthen training.train_window"
             )
+        if ctx.curve:  # an interrupted earlier attempt: this fit does not resume, its curve starts again
+            log.info("neural: fold %s restarts from scratch (no epoch resume)", ctx.fold)
+            ctx.curve.clear()
         if ctx.warm_start_from is not None:
             log.info("neural: warm_start is ignored, fold %s trains from scratch", ctx.fold)
         val_size = len(valid) if len(valid) >= s.horizon else 0

@@ -149,6 +149,11 @@ def test_stop_request_interrupts(synthetic, tmp_path):
     ctx.on_epoch = lambda record: ctx.stop_event.set()  # Ctrl-C after the first record
     with pytest.raises(FitInterrupted, match="round 5"):
         p.fit(synthetic.iloc[:1500], synthetic.iloc[1500:2000], ctx)
+    assert len(ctx.curve) == 1
+    ctx.stop_event.clear()
+    ctx.on_epoch = None
+    p.fit(synthetic.iloc[:1500], synthetic.iloc[1500:2000], ctx)  # the rerun starts again: one curve, epochs from 1
+    assert [r.epoch for r in ctx.curve] == list(range(1, len(ctx.curve) + 1))
 
 
 def test_errors_name_the_value_and_the_fix(synthetic, tmp_path):
