@@ -65,7 +65,7 @@ def channel_array(candles: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
         if c == "hour":
             cols.append(index.hour.to_numpy(dtype=np.float64))
         elif c == "weekday":
-            cols.append(index.dayofweek.to_numpy(dtype=np.float64))
+            cols.append(index.day_of_week.to_numpy(dtype=np.float64))
         else:
             cols.append(candles[c].to_numpy(dtype=np.float64))
     return np.stack(cols, axis=1) if cols else np.empty((len(index), 0))

@@ -24,7 +24,8 @@ from predictors.base import PluginConfig, Predictor, PredictorError, PredictorSt
 from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["chronos", "drift", "llmtime", "momentum", "naive", "patchtst", "seasonal_naive", "timesfm"]
+BUILTINS = ["chronos", "drift", "lightgbm", "llmtime", "momentum", "naive", "neural", "patchtst", "seasonal_naive",
+            "timesfm"]
 
 
 @pytest.fixture
@@ -163,22 +164,36 @@ def _other_value(f: dataclasses.Field, value, model_dir: Path):
 
 
 @pytest.mark.parametrize("name", BUILTINS)
-def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_path):
+def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_path, monkeypatch):
     if name in ("chronos", "llmtime", "timesfm"):
         pytest.importorskip("torch")
     if name == "timesfm":
         pytest.importorskip("timesfm")
+    if name == "neural":
+        # neural checks its model name and model_kwargs against the neuralforecast class (a ~6 s import):
+        # a stand-in class with a hidden_size argument answers instead
+        import predictors.neural
+
+        class StandIn:
+            def __init__(self, h, input_size, hidden_size=16, **kwargs):
+                pass
+
+        monkeypatch.setattr(predictors.neural, "model_class", lambda model: StandIn)
     folders = [tmp_path / "model_a", tmp_path / "model_b"]
     for folder in folders:
         folder.mkdir()  # local folders: constructing resolves the path and loads nothing
     cls = registry.predictor_class(name)
     base_params = {"model": str(folders[0]), "device": "cpu"} if cls.config_class.takes("model") else {}
+    # neural's model is a neuralforecast class name, its model_kwargs a JSON object
+    others = {"model": "NHITS", "model_kwargs": '{"hidden_size": 8}'} if name == "neural" else {}
+    if name == "neural":
+        base_params = {"model": "PatchTST", "device": "cpu"}
     idx = pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC")
     base = registry.make_predictor(name, base_params)
     key = forecast_key(base, "data", 32, 3, idx)
     for f in dataclasses.fields(cls.config_class):
-        changed = registry.make_predictor(name, {**base_params, f.name: _other_value(f, getattr(base.config, f.name),
-                                                                                       folders[1])})
+        other = others[f.name] if f.name in others else _other_value(f, getattr(base.config, f.name), folders[1])
+        changed = registry.make_predictor(name, {**base_params, f.name: other})
         spec = f.metadata.get("llm4mp_param")
         knob = (spec is not None and not spec.key) or (
             f.name == "batch_size" and base.batch_invariant and changed.batch_invariant)
