@@ -28,6 +28,7 @@ from engine.judge import Verdict, judge
 from engine.logs import setup_logging
 from engine.pipeline import RunResult, run_pipeline
 from engine.run_folder import check_writable, new_run_dir, write_run_folder
+from engine.training import cap_threads
 from predictors.base import PredictorError
 from predictors.registry import config_class, make_config
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
@@ -180,9 +181,17 @@ def _execute(fn: Callable[..., Any], calls: list[tuple], jobs: int, ray_address:
             raise
     if jobs <= 1:
         return [fn(*args, worker=False) for args in tqdm(calls, desc=what, unit="run")]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # trained or model predictors: no oversubscribed cores
+    with ProcessPoolExecutor(max_workers=jobs, initializer=cap_threads, initargs=(threads,)) as pool:
         futures = [pool.submit(fn, *args) for args in calls]
         return [f.result() for f in tqdm(futures, desc=f"{what} ({jobs} workers)", unit="run")]
+
+
+def _mean_valid_pinball(result: RunResult) -> float | None:
+    """A trained model's validation pinball loss, averaged over its folds (None for other predictors)."""
+    scores = [m.valid_pinball for m in result.walk_forward.models if m.valid_pinball is not None] \
+        if result.walk_forward is not None else []
+    return sum(scores) / len(scores) if scores else None
 
 
 def run_compare(
@@ -237,7 +246,7 @@ def run_compare(
             metrics=result.metrics, buy_and_hold=result.benchmark_metrics, skill=result.skill,
             significance=verdicts[(symbol, predictor)].significance, naive_comparison=result.versus_naive,
             random_sign=result.baselines.get("random sign"), suspicious=tuple(result.suspicious),
-            invalid=result.invalid,
+            invalid=result.invalid, valid_pinball=_mean_valid_pinball(result),
         ))
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity

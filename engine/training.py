@@ -427,12 +427,20 @@ def _worker_init(stop_event: Any, queue: Any, threads: int) -> None:
     (warnings only; progress and the resume line go to the parent through ``queue``), and the
     CPU threads of numerical libraries are capped so ``jobs`` workers do not oversubscribe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cap_threads(threads)
+    setup_logging(verbose=False, quiet=True)
+    _WORKER.update(stop=stop_event, reporter=QueueReporter(queue), threads=threads)
+
+
+def cap_threads(threads: int) -> None:
+    """Cap the CPU threads of numerical libraries in this (worker) process: the environment variables
+    that torch, LightGBM's OpenMP and BLAS read when they load, and torch itself if already loaded.
+    ``jobs`` workers on ``n`` cores each get ``n // jobs``: oversubscribed torch threads spin-wait on
+    each other and run many times slower."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    setup_logging(verbose=False, quiet=True)
-    _WORKER.update(stop=stop_event, reporter=QueueReporter(queue), threads=threads)
 
 
 def _cap_torch_threads(threads: int) -> None:
@@ -622,6 +630,7 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 
 __all__ = [
+    "cap_threads",
     "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted", "candles_fingerprint",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",

@@ -38,6 +38,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "mae",
     "mase",
     "crps",
+    "valid_pinball",
     "coverage_80",
     "coverage_nominal",
     "dir_accuracy",
@@ -94,8 +95,10 @@ class LeaderboardRow:
     bars), ``skill`` (:class:`reports.skill.ForecastSkill`), ``naive_comparison``
     (:class:`reports.skill.VersusNaive`; None for the naive run itself), ``random_sign``
     (performance of the same strategy on the model's forecast with a random sign),
-    ``suspicious`` (the plausibility guard's findings) and ``invalid`` (why the run is
-    invalid, e.g. ``"lookahead: ..."``). Checked when made; a wrong type is a ``ValueError``.
+    ``suspicious`` (the plausibility guard's findings), ``invalid`` (why the run is
+    invalid, e.g. ``"lookahead: ..."``) and ``valid_pinball`` (a model trained walk-forward: the mean
+    over its folds of the pinball loss on each fold's validation candles, the same yardstick for every
+    trained model). Checked when made; a wrong type is a ``ValueError``.
     """
 
     predictor: str
@@ -109,6 +112,7 @@ class LeaderboardRow:
     random_sign: Performance | None = None
     suspicious: tuple[str, ...] = ()
     invalid: str | None = None
+    valid_pinball: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("predictor", "symbol"):
@@ -161,7 +165,7 @@ def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
     Returns:
         A frame with :data:`LEADERBOARD_COLUMNS`: P&L metrics (fractions; ``fees_paid`` in
         quote currency), ``bh_total_return``, ``random_sign_total_return``; forecast skill **at the last horizon**
-        (``mae``, ``mase``, ``crps``, ``coverage_80``: empirical coverage of the 80%
+        (``mae``, ``mase``, ``crps``; ``valid_pinball`` of trained models, see :class:`LeaderboardRow`; ``coverage_80``: empirical coverage of the 80%
         central interval, or of the widest one when there is no 80% interval --
         ``coverage_nominal`` says which -- ``dir_accuracy`` and its binomial ``dir_p_value``);
         ``dm_stat``/``dm_p_value`` from ``naive_comparison`` (negative = better than naive);
@@ -198,6 +202,7 @@ def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
             "mae": nan if last is None else last.mae,
             "mase": nan if last is None else last.mase,
             "crps": nan if last is None else last.crps,
+            "valid_pinball": nan if row.valid_pinball is None else float(row.valid_pinball),
             "coverage_80": cov,
             "coverage_nominal": nominal,
             "dir_accuracy": nan if direction is None else direction.accuracy,

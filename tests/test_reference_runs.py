@@ -6,6 +6,10 @@ of results, and say why in the commit). Each reference run goes through the comm
 a user runs it; the comparison drops what legitimately differs between two runs of the same
 code: wall-clock timings, absolute paths, folder names, and the lookahead check's
 time-budgeted sample counts.
+
+Intended changes since: issue 11 added the leaderboard column ``valid_pinball`` (a trained model's
+validation pinball loss; null for every predictor these runs use) — added to the golden
+leaderboard by hand, no number changed.
 """
 
 from __future__ import annotations

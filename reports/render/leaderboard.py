@@ -43,6 +43,7 @@ _DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("mae", "MAE", "sig4"),
     ("mase", "MASE", "ratio"),
     ("crps", "CRPS", "sig4"),
+    ("valid_pinball", "valid pinball", "sig4"),
     ("coverage_80", "coverage", "percent1"),
     ("dir_accuracy", "dir. acc.", "percent1"),
     ("dir_p_value", "dir. p", "pvalue"),
@@ -92,7 +93,7 @@ def leaderboard_text(frame: pd.DataFrame) -> str:
     """The leaderboard as a plain-text table (no ANSI codes), one line per predictor x symbol.
 
     Columns: symbol, predictor, return, buy-and-hold return, Sharpe and its bootstrap CI,
-    Sortino, max drawdown, trades, fees, MAE, MASE, CRPS, interval coverage, directional
+    Sortino, max drawdown, trades, fees, MAE, MASE, CRPS, valid pinball (trained models), interval coverage, directional
     accuracy and p-value, DM statistic and p-value vs naive, PSR, DSR and the verdict.
     Missing values read ``n/a``; rows keep the frame's order.
     """
