@@ -274,3 +274,13 @@ def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_validat
     tau = np.asarray(model.quantile_levels)[None, :, None]
     diff = y[:, None, :] - preds
     assert score == pytest.approx(float(np.maximum(tau * diff, (tau - 1) * diff).mean()), rel=1e-12)
+
+
+def test_paper_trading_refuses_a_trained_predictor_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = cli.main(["paper", str(ROOT / "strategies" / "llm_signal.py"), "--mode", "sim", "--predictor", PLUGIN,
+                     "--out", str(out), "--exchange-url", "http://127.0.0.1:9"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "is trained walk-forward" in err and "backtest / compare" in err
+    assert not out.exists() or list(out.iterdir()) == []

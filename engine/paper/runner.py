@@ -252,6 +252,12 @@ class PaperRunner:
                                        self.strategy_path.stem)
         self._check_stop("loading the strategy")
         predictor = self.predictor or build_predictor(cfg)
+        if predictor.trainable:
+            raise UserInputError(
+                f"predictor {predictor.name!r} is trained walk-forward (one model per fold of a backtest), and paper "
+                "trading does not serve trained models yet: paper-trade a predictor that needs no training (see "
+                "`python -m engine predictors`), and judge this one with backtest / compare"
+            )
         self._check_stop("building the predictor")
         self.run_dir, self.journal = self._open_run_dir()
         log_file = RedactingStream(open(self.run_dir / "paper.log", "a", encoding="utf-8"))
