@@ -255,7 +255,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation
     setup = StrategySetup(strategy_cls, strategy_params, cfg.broker.cash, cfg.broker.costs)
 
-    trainable = predictor.trainable
+    trainable = predictor.needs_training()
     candles, first = load_bars(cfg, progress=progress, history=trainable)
     ppy, ppy_how = bars_per_year(cfg, candles)
     logger.info("annualising with {:g} bars per year: {}", ppy, ppy_how)

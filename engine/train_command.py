@@ -100,6 +100,12 @@ def run_train(
         engine.training.TrainingInterrupted: ``stop`` was triggered (Ctrl-C) before every fold was stored.
     """
     check_trainable(cfg.predictor.name)
+    factory = predictor_factory(cfg)
+    if not factory().needs_training():
+        raise UserInputError(
+            f"predictor {cfg.predictor.name!r} as configured needs no training (it runs as it is, e.g. zero-shot); "
+            "its parameters say whether it trains (e.g. predictor.params.chronos.finetune = \"lora\")"
+        )
     stem = Path(strategy_path).stem
     check_strategy_params(load_strategy(strategy_path), cfg.strategy.params_for(stem), stem)
     if jobs < 1:
@@ -117,7 +123,7 @@ def run_train(
     p = cfg.predictor
     candles, first = load_bars(cfg, progress=cfg.output.progress, history=True)
     plan = plan_folds(candles.index, decision_times(candles, first), cfg.training, p.context_length, p.horizon)
-    models = ensure_fold_models(cfg, candles, plan, predictor_factory(cfg), progress=cfg.output.progress, jobs=jobs,
+    models = ensure_fold_models(cfg, candles, plan, factory, progress=cfg.output.progress, jobs=jobs,
                                 ray_module=ray, stop_event=stop.event if stop else None)
     return TrainReport(plan=plan, models=models, checkpoints=checkpoint_root(cfg), wall_s=time.perf_counter() - t0)
 

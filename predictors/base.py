@@ -342,8 +342,9 @@ class Predictor(abc.ABC):
     config_class: ClassVar[type[PluginConfig]] = PluginConfig
     #: The counters :meth:`stats` returns; default: none.
     stats_class: ClassVar[type[PredictorStats]] = PredictorStats
-    #: True for predictors the engine trains walk-forward, one model per fold (stages 2 and 3):
-    #: they implement :meth:`fit`, :meth:`save`, :meth:`load` and :meth:`weights_digest`.
+    #: True for predictors the engine can train walk-forward, one model per fold (stages 2 and 3):
+    #: they implement :meth:`fit`, :meth:`save`, :meth:`load` and :meth:`weights_digest`. Whether an
+    #: instance is trained is :meth:`needs_training` (the engine asks that).
     trainable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -408,6 +409,12 @@ class Predictor(abc.ABC):
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         """``(n, L)`` close-price windows (``(n, L, C)`` with :meth:`input_channels`) -> ``(n, Q, H)``
         log-return quantiles."""
+
+    def needs_training(self) -> bool:
+        """Whether the engine trains this instance walk-forward, one model per fold. Default: the class's
+        ``trainable``. A predictor that is trainable only in some configurations (e.g. ``chronos`` with
+        ``finetune`` set, zero-shot otherwise) declares ``trainable = True`` and overrides this."""
+        return self.trainable
 
     def input_channels(self) -> tuple[str, ...]:
         """The candle columns this predictor reads, in the order its windows hold them.

@@ -252,7 +252,7 @@ class PaperRunner:
                                        self.strategy_path.stem)
         self._check_stop("loading the strategy")
         predictor = self.predictor or build_predictor(cfg)
-        if predictor.trainable:
+        if predictor.needs_training():
             raise UserInputError(
                 f"predictor {predictor.name!r} is trained walk-forward (one model per fold of a backtest), and paper "
                 "trading does not serve trained models yet: paper-trade a predictor that needs no training (see "
