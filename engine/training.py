@@ -439,6 +439,9 @@ def cap_threads(threads: int) -> None:
     each other and run many times slower."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    # idle OpenMP threads sleep instead of spinning: spinning workers on shared cores measured ~20x slower
+    # (benchmarks/train_speed.py); read when torch/LightGBM load, so a user's own setting wins
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
 
