@@ -136,12 +136,13 @@ class ChronosConfig(PluginConfig):
     finetune_lr: float | None = param(None, gt=0)
 
     def cache_key(self) -> dict[str, Any]:
-        """The base key; a zero-shot config leaves the fine-tuning fields out, so its key is the one it had
-        before fine-tuning existed (cached zero-shot forecasts and trial identities stay valid)."""
+        """The base key without the fine-tuning fields left at their defaults (``finetune = ""``,
+        ``finetune_lr = None``): a zero-shot config keeps the key it had before fine-tuning existed, so
+        its cached forecasts and trial identity stay valid."""
         key = super().cache_key()
-        if not self.finetune:
-            key.pop("finetune")
-            key.pop("finetune_lr")
+        for field, default in (("finetune", ""), ("finetune_lr", None)):
+            if key[field] == default:
+                key.pop(field)
         return key
 
 

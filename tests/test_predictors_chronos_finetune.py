@@ -64,7 +64,7 @@ def _fit(path: str, mode: str, fold, work: Path, seed: int = 0, **settings):
 
 
 @pytest.fixture(scope="session")
-def fitted(chronos2_dir, fold, tmp_path_factory):
+def fitted(chronos2_dir, fold, tmp_path_factory, two_torch_threads):
     """One fitted predictor per mode (2 epochs of 6 steps each), shared by the tests here."""
     return {mode: _fit(chronos2_dir, mode, fold, tmp_path_factory.mktemp(f"fit-{mode}")) for mode in MODES}
 
@@ -162,6 +162,7 @@ def test_serving_without_a_fit_is_a_clear_error(chronos2_dir, fold):
 
 
 # -- compare: zero-shot and fine-tuned Chronos-2 side by side ------------------------------------------
+@pytest.mark.slow  # ~10 s: the lookahead check re-fits the fold in a fresh interpreter (imports torch and chronos)
 def test_compare_zero_shot_beside_fine_tuned(chronos2_dir, shared_data, tmp_path):
     from engine.compare import run_compare
     from engine.config import load_config
@@ -183,7 +184,7 @@ def test_compare_zero_shot_beside_fine_tuned(chronos2_dir, shared_data, tmp_path
     zero, tuned = (comparison.results[("BTC/USDT", label)] for label in labels)
     assert zero.walk_forward is None and tuned.walk_forward is not None
     assert len(tuned.walk_forward.models) == 1 and tuned.walk_forward.trained_now == 1
-    assert tuned.invalid is None
+    assert tuned.invalid is None and tuned.lookahead.ok  # incl. the fold re-fitted in a fresh process: same digest
     q = tuned.forecast.values
     assert q.shape == zero.forecast.values.shape and np.isfinite(q).all() and (np.diff(q, axis=1) >= 0).all()
     assert not np.allclose(q, zero.forecast.values)
