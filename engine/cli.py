@@ -92,7 +92,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(cp)
     _add_run_flags(cp, predictor=False)
-    cp.add_argument("--predictors", required=True, help="comma-separated predictor names, e.g. naive,drift,momentum")
+    cp.add_argument("--predictors", required=True, help='comma-separated predictor names or variants, e.g. naive,momentum,chronos,chronos[finetune="lora"] '
+                    '(a variant\'s key=value pairs are TOML literals merged over [predictor.params.NAME])')
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
@@ -241,11 +242,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from engine.compare import run_compare
+    from engine.compare import run_compare, split_predictors
 
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(
-        cfg, args.strategy, split(args.predictors), split(args.symbols) or [cfg.data.symbol],
+        cfg, args.strategy, split_predictors(args.predictors), split(args.symbols) or [cfg.data.symbol],
         jobs=args.jobs, ray_address=args.ray,
     )
     print(comparison.text)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
+import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, FrozenMapping
 from engine.errors import OperationalError, UserInputError, exit_code
 from engine.judge import Verdict, judge
 from engine.logs import setup_logging
@@ -30,7 +32,7 @@ from engine.pipeline import RunResult, run_pipeline
 from engine.run_folder import check_writable, new_run_dir, write_run_folder
 from engine.training import cap_threads
 from predictors.base import PredictorError
-from predictors.registry import config_class, make_config
+from predictors.registry import config_class, make_config, table_name
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 
@@ -49,27 +51,105 @@ class Comparison:
     wall_s: float
 
 
-def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
-    """``cfg`` for one pair; ``model``/``revision`` only reach predictors whose config takes them.
+# -- predictor variants: "chronos,chronos[finetune=\"lora\"]" ------------------------------------------
+_VARIANT = re.compile(r"^\s*([^\[\]=,\s]+)\s*(?:\[(.*)\])?\s*$", re.S)
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at ``sep`` outside brackets and quotes (so a variant's own commas stay in it).
 
     Raises:
-        UserInputError: an unknown predictor, or parameters its config class refuses.
+        ConfigError: an unbalanced bracket or quote.
+    """
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"--predictors {text!r}: a ']' without its '['")
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth or quote:
+        raise ConfigError(f"--predictors {text!r}: an unclosed {'quote' if quote else '['}")
+    parts.append(text[start:])
+    return parts
+
+
+def split_predictors(text: str) -> list[str]:
+    """The ``--predictors`` list: comma-separated names or variants, commas inside ``[...]`` kept."""
+    return [x.strip() for x in _split_top(text or "") if x.strip()]
+
+
+def parse_variant(label: str) -> tuple[str, dict[str, Any]]:
+    """``"chronos[finetune=\"lora\", finetune_lr=1e-5]"`` -> ``("chronos", {"finetune": "lora", ...})``.
+
+    A predictor name (or ``module:Class``) optionally followed by ``[key=value, ...]``; values are TOML
+    literals as with ``--set`` (numbers, booleans, quoted strings), a bare word is a string.
+
+    Raises:
+        ConfigError: the syntax is broken (the message shows the form).
+    """
+    form = 'use NAME or NAME[key=value, ...], e.g. chronos[finetune="lora"]'
+    match = _VARIANT.match(label)
+    if match is None:
+        raise ConfigError(f"--predictors entry {label!r} is not a predictor variant; {form}")
+    name, body = match.group(1), match.group(2)
+    params: dict[str, Any] = {}
+    if body is None:
+        return name, params
+    items = [x for x in _split_top(body) if x.strip()]
+    if not items:
+        raise ConfigError(f"--predictors entry {label!r} has empty brackets; {form}")
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or not text.strip():
+            raise ConfigError(f"--predictors entry {label!r}: {item.strip()!r} is not key=value; {form}")
+        if key in params:
+            raise ConfigError(f"--predictors entry {label!r} sets {key} twice")
+        try:
+            params[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key] = text.strip()
+    return name, params
+
+
+def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
+    """``cfg`` for one pair; ``predictor`` is a name or a variant ``name[key=value, ...]`` whose parameters are
+    merged over ``[predictor.params.<name>]`` (a variant's ``model``/``revision`` replace ``predictor.model``/
+    ``revision``); ``model``/``revision`` only reach predictors whose config takes them.
+
+    Raises:
+        UserInputError: a broken variant, an unknown predictor, or parameters its config class refuses.
     """
     p = cfg.predictor
+    name, overrides = parse_variant(predictor)
     try:
-        takes = config_class(predictor)
+        takes = config_class(name)
+        model, revision = overrides.pop("model", p.model), overrides.pop("revision", p.revision)
+        params = dict(p.params)
+        if overrides:
+            tables = [t for t in dict.fromkeys([table_name(name), name]) if t in params] or [table_name(name)]
+            params[tables[0]] = {**params.get(tables[0], {}), **overrides}
         out = dataclasses.replace(
             cfg,
             data=dataclasses.replace(cfg.data, symbol=symbol),
             predictor=dataclasses.replace(
-                p, name=predictor, model=p.model if takes.takes("model") else "",
-                revision=p.revision if takes.takes("revision") else "",
+                p, name=name, model=str(model) if takes.takes("model") else "",
+                revision=str(revision) if takes.takes("revision") else "", params=FrozenMapping(params),
             ),
             output=dataclasses.replace(cfg.output, dir=str(out_dir), progress=False),
         )
-        make_config(predictor, out.predictor.predictor_params())
+        make_config(name, out.predictor.predictor_params())
     except PredictorError as exc:  # unknown name, bad module path, a parameter the config refuses
-        raise UserInputError(f"--predictors: {exc}") from exc
+        raise UserInputError(f"--predictors {predictor}: {exc}") from exc
     return out
 
 
@@ -221,6 +301,9 @@ def run_compare(
         _ray(ray_address)
     strategy_path = str(Path(strategy_path).resolve())
     out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
+    twice = sorted({p for p in predictors if list(predictors).count(p) > 1})
+    if twice:
+        raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
     pairs = [(s, p) for s in symbols for p in predictors]
     configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
 

@@ -358,7 +358,7 @@ class Config:
         tree["predictor"].pop("cache")
         tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
         tree["training"].pop("device")  # where a model trains, not what it learns (as predictor device knobs)
-        if not _is_trainable(self.predictor.name):  # training settings change no forecast of the others
+        if not _is_trainable(self.predictor):  # training settings change no forecast of the others
             tree.pop("training")
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -580,10 +580,13 @@ def _validate(cfg: Config) -> None:
     _validate_training(cfg.training, p.horizon)
 
 
-def _is_trainable(name: str) -> bool:
-    """Whether predictor ``name`` is trained walk-forward (False for a name that does not resolve)."""
+def _is_trainable(p: PredictorConfig) -> bool:
+    """Whether the configured predictor is trained walk-forward: a trainable class whose parameters ask for
+    it (``Predictor.trains_with``; ``chronos`` only with ``finetune`` set). False for a name or a table
+    that does not resolve."""
     try:
-        return bool(predictor_class(name).trainable)
+        cls = predictor_class(p.name)
+        return bool(cls.trainable) and cls.trains_with(make_config(p.name, p.predictor_params()))
     except PredictorError:
         return False
 

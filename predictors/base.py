@@ -410,11 +410,18 @@ class Predictor(abc.ABC):
         """``(n, L)`` close-price windows (``(n, L, C)`` with :meth:`input_channels`) -> ``(n, Q, H)``
         log-return quantiles."""
 
+    @classmethod
+    def trains_with(cls, config: PluginConfig) -> bool:
+        """Whether an instance with ``config`` is trained walk-forward, from the parameters alone (the
+        config's hash asks this without building the predictor). Default: the class's ``trainable``. A
+        predictor that is trainable only in some configurations (e.g. ``chronos`` with ``finetune`` set,
+        zero-shot otherwise) declares ``trainable = True`` and overrides this."""
+        return cls.trainable
+
     def needs_training(self) -> bool:
-        """Whether the engine trains this instance walk-forward, one model per fold. Default: the class's
-        ``trainable``. A predictor that is trainable only in some configurations (e.g. ``chronos`` with
-        ``finetune`` set, zero-shot otherwise) declares ``trainable = True`` and overrides this."""
-        return self.trainable
+        """Whether the engine trains this instance walk-forward, one model per fold: :meth:`trains_with`
+        its config."""
+        return self.trains_with(self.config)
 
     def input_channels(self) -> tuple[str, ...]:
         """The candle columns this predictor reads, in the order its windows hold them.

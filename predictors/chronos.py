@@ -38,16 +38,28 @@ generation here replaces ``transformers``' global-RNG multinomial by the batch-i
 ``seed`` and the window itself, not on ``batch_size`` or its neighbours. A token choice can
 still flip where two logits tie to within float rounding; that is rare and moves one
 sample by one bin.
+
+Fine-tuning (stage 3)
+---------------------
+``finetune = "lora"`` or ``"full"`` (Chronos-2 checkpoints only) makes the predictor trainable:
+the engine fine-tunes one model per walk-forward fold with chronos-forecasting's own
+``Chronos2Pipeline.fit`` and serves each fold's decision times with it; after ``load`` the
+forecast path is the zero-shot one above. What it trains on, how ``[training]`` maps onto the
+library's settings, and the checkpoint format: :mod:`predictors.chronos_finetune`. With
+``finetune = ""`` (the default) nothing changes: the fine-tuning parameters stay out of the cache key.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from predictors._torch import (
     DEVICES,
@@ -55,12 +67,18 @@ from predictors._torch import (
     HashedGumbelSampler,
     import_optional,
     import_torch,
+    pick_device,
     resolve_placement,
     row_seeds,
 )
-from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorStats, param
+from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, param
+from predictors.chronos_finetune import (
+    FINETUNE_MODES, check_chronos2, finetune, pipeline_class_of, read_checkpoint, read_meta,
+    tensors_digest, write_checkpoint,
+)
 from predictors.hub import hub_model_info, load_error, resolve_model
 from predictors.registry import register
+from predictors.training import FitContext
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +117,9 @@ class ChronosConfig(PluginConfig):
     context_length: use only the last ``context_length`` values of each window
         (default: the whole window, which the model truncates to its own maximum).
     temperature, top_k, top_p: Chronos-T5 sampling; ``None`` takes the checkpoint's values.
+    finetune: ``""`` zero-shot (default), ``"lora"`` (a LoRA adapter) or ``"full"`` (every weight),
+        fine-tuned walk-forward per fold (Chronos-2 only; :mod:`predictors.chronos_finetune`).
+    finetune_lr: the fine-tuning learning rate; ``None`` takes ``[training] lr``.
     """
 
     model: str = "amazon/chronos-bolt-small"
@@ -111,6 +132,18 @@ class ChronosConfig(PluginConfig):
     temperature: float | None = param(None, gt=0)
     top_k: int | None = param(None, ge=0)
     top_p: float | None = param(None, gt=0, le=1)
+    finetune: str = param("", choices=FINETUNE_MODES)
+    finetune_lr: float | None = param(None, gt=0)
+
+    def cache_key(self) -> dict[str, Any]:
+        """The base key without the fine-tuning fields left at their defaults (``finetune = ""``,
+        ``finetune_lr = None``): a zero-shot config keeps the key it had before fine-tuning existed, so
+        its cached forecasts and trial identity stay valid."""
+        key = super().cache_key()
+        for field, default in (("finetune", ""), ("finetune_lr", None)):
+            if key[field] == default:
+                key.pop(field)
+        return key
 
 
 @register
@@ -126,12 +159,23 @@ class ChronosPredictor(Predictor):
     config_class = ChronosConfig
     stats_class = ClippedQuantileStats
     config: ChronosConfig
+    #: trained walk-forward when ``finetune`` is set (:meth:`needs_training`), zero-shot otherwise
+    trainable = True
 
     def setup(self) -> None:
         self.config, self.torch_dtype = resolve_placement(self.config)
         self.path = resolve_model(self.config.model, self.config.revision)  # fails fast offline
         self._pipeline: Any = None
         self._warned_horizon = False
+        self._checkpoint: Path | None = None  # the fine-tuned checkpoint serving (finetune set)
+        self._digest = ""
+        if self.config.finetune:  # a T5 / Bolt model is refused now when its config says so, else at fit
+            check_chronos2(pipeline_class_of(self.path), self.config.model)
+
+    @classmethod
+    def trains_with(cls, config: PluginConfig) -> bool:
+        """Fine-tuned walk-forward when ``finetune`` is ``"lora"`` or ``"full"``; zero-shot otherwise."""
+        return getattr(config, "finetune", "") != ""  # needs_training() asks this of the instance's config
 
     # -- metadata -----------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
@@ -140,7 +184,13 @@ class ChronosPredictor(Predictor):
     # -- loading --------------------------------------------------------------------------
     @property
     def pipeline(self) -> Any:
-        """The loaded ``chronos`` pipeline (loaded on first use, so a cache hit costs nothing)."""
+        """The loaded ``chronos`` pipeline (loaded on first use, so a cache hit costs nothing); with
+        ``finetune`` set, the fine-tuned one ``fit`` or ``load`` installed."""
+        if self._pipeline is None and self.needs_training():
+            raise PredictorError(
+                f"chronos with finetune = {self.config.finetune!r} has no fine-tuned model: the engine fits it per "
+                "fold (fit) or loads a fold's checkpoint (load)"
+            )
         if self._pipeline is None:
             import_torch()
             chronos = import_optional("chronos", CHRONOS_HINT)
@@ -167,6 +217,72 @@ class ChronosPredictor(Predictor):
     @property
     def native_prediction_length(self) -> int:
         return int(self.pipeline.model_prediction_length)
+
+    # -- fine-tuning (finetune set; see predictors.chronos_finetune) -------------------------
+    def _base_for_training(self, ctx: FitContext) -> Any:
+        """The pipeline a fold fine-tunes: the base model in float32 on ``[training] device`` (with
+        ``warm_start``, the previous fold's fine-tuned model for ``full``)."""
+        torch = import_torch()
+        chronos = import_optional("chronos", CHRONOS_HINT)
+        device = pick_device(ctx.settings.device)
+        if ctx.warm_start_from is not None:
+            if self.config.finetune == "lora":
+                raise PredictorError(
+                    "chronos: training.warm_start = true with finetune = 'lora': Chronos2Pipeline.fit always starts a "
+                    "fresh adapter on the base model; set training.warm_start = false, or finetune = 'full'"
+                )
+            return read_checkpoint(Path(ctx.warm_start_from), self.path, device, torch.float32)
+        kwargs: dict[str, Any] = {"device_map": device, "dtype": torch.float32}
+        if self.config.revision and self.path == self.config.model:
+            kwargs["revision"] = self.config.revision
+        try:
+            base = chronos.BaseChronosPipeline.from_pretrained(self.path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise load_error(self.config.model, self.config.revision, exc) from exc
+        check_chronos2(type(base).__name__, self.config.model)
+        return base
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, ctx: FitContext) -> None:
+        """Fine-tune on the fold's candles with ``Chronos2Pipeline.fit``, then serve with the result."""
+        if not self.needs_training():
+            raise PredictorError("chronos with finetune = '' is zero-shot and has nothing to fit; set finetune = "
+                                 "'lora' or 'full' to fine-tune it per fold")
+        s = ctx.settings
+        context_length = min(s.context_length, self.config.context_length or s.context_length)
+        lr = self.config.finetune_lr if self.config.finetune_lr is not None else s.lr
+        tuned = finetune(self._base_for_training(ctx), train, valid, ctx, self.config.finetune, context_length, lr)
+        checkpoint = Path(ctx.work_dir) / "checkpoint"
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        write_checkpoint(tuned, checkpoint, {"finetune": self.config.finetune, "model": self.config.model,
+                                             "revision": self.config.revision, "context_length": context_length,
+                                             "horizon": s.horizon})
+        self.load(checkpoint)
+
+    def save(self, directory: Path) -> None:
+        """Copy the fitted checkpoint (the adapter for lora, the model for full, and its record) to ``directory``."""
+        if self._checkpoint is None or not self._checkpoint.is_dir():
+            raise PredictorError("chronos has no fine-tuned checkpoint to save: fit or load one first")
+        shutil.copytree(self._checkpoint, directory, dirs_exist_ok=True)
+
+    def load(self, directory: Path) -> None:
+        """Serve with the fine-tuned checkpoint in ``directory`` (made with this model and finetune mode)."""
+        directory = Path(directory)
+        meta = read_meta(directory)
+        if meta.get("finetune") != self.config.finetune or meta.get("model") != self.config.model:
+            raise PredictorError(
+                f"chronos: the checkpoint in {directory} is a {meta.get('finetune')!r} fine-tune of "
+                f"{meta.get('model')!r}; this predictor has finetune = {self.config.finetune!r}, model = "
+                f"{self.config.model!r}: use the same ones"
+            )
+        self._pipeline = read_checkpoint(directory, self.path, self.config.device, self.torch_dtype)
+        self._checkpoint = directory
+        self._digest = tensors_digest(directory)
+
+    def weights_digest(self) -> str:
+        """sha256 over the checkpoint's tensors (the adapter's for lora, the model's for full)."""
+        if not self._digest:
+            raise PredictorError("chronos has no fine-tuned model to digest: fit or load one first")
+        return self._digest
 
     # -- forecasting ----------------------------------------------------------------------
     def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
