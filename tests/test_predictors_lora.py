@@ -241,7 +241,7 @@ def test_backtest_with_lora_llm_writes_a_tearsheet_and_a_fold_plan(trained_llama
         "predictor.name": "lora_llm", "predictor.context_length": L, "predictor.horizon": H,
         "predictor.params.lora_llm": {"model": str(trained_llama), "objective": "bucket", "n_buckets": 4,
                                       "context_bars": BARS, "example_stride": 4},
-        "training.retrain_every": "1d", "training.history_start": "20240105", "training.epochs": 1,
+        "training.retrain_every": "1d", "training.history_start": "20231228", "training.epochs": 1,
         "training.max_steps": 6, "training.batch_size": 8, "training.device": "cpu",
         "evaluation.bootstrap_samples": 100, "output.dir": str(tmp_path / "runs"), "output.progress": False,
     })
