@@ -34,6 +34,13 @@ Batching is index slicing of tensors already on the device (:class:`TensorSample
 object with ``__len__``, ``batch(index)`` and ``to(device)``), so data costs little next to the
 forward and backward passes; :attr:`FitReport.data_seconds` measures it.
 
+Large models (stage 3, ``lora_llm``): ``accumulate = k`` splits every batch of ``settings.batch_size``
+samples into ``k`` micro-batches, each forward and backward on its own (gradients summed, weighted by
+micro-batch size), then one optimiser step: the same update as one big batch in a k-th of the
+activation memory. ``trainable_only = True`` keeps only the parameters that require gradients (a LoRA
+adapter, not the frozen base model) in the best-weights copy and in ``state.pt``, and hands only those
+to the optimiser; the defaults (1, False) are the plain loop ``patchtst`` uses.
+
 Torch is imported inside the functions (``import predictors.torch_fit`` is free).
 """
 
@@ -121,8 +128,9 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _state_dict_copy(model: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def _state_dict_copy(model: "torch.nn.Module", keys: "set[str] | None" = None) -> dict[str, "torch.Tensor"]:
+    """A CPU copy of the model's state dict (only ``keys`` when given)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if keys is None or k in keys}
 
 
 def _save_atomically(state: dict[str, Any], path: os.PathLike) -> None:
@@ -154,6 +162,8 @@ def fit_model(
     *,
     clip_norm: float = 1.0,
     weight_decay: float = 0.01,
+    accumulate: int = 1,
+    trainable_only: bool = False,
 ) -> FitReport:
     """Train ``model`` in place (see the module docstring); it ends in eval mode with its best weights.
 
@@ -164,6 +174,8 @@ def fit_model(
         ctx: the engine's fit context (settings, work folder, callbacks, stop request).
         clip_norm: gradients are clipped to this total norm before each step.
         weight_decay: AdamW's decoupled weight decay.
+        accumulate: micro-batches per optimiser step (gradient accumulation; see the module docstring).
+        trainable_only: keep and save only the parameters that require gradients (see the module docstring).
 
     Raises:
         FitInterrupted: ``ctx.stop_requested()`` became true; the last finished epoch is on disk.
@@ -173,11 +185,16 @@ def fit_model(
     began = time.perf_counter()
     if len(train) == 0:
         raise PredictorError("fit_model needs at least one training sample")
+    if accumulate < 1:
+        raise PredictorError(f"fit_model: accumulate must be >= 1, got {accumulate}")
     device = pick_device(s.device)
     model.to(device)
     train = train.to(device)
     valid = valid.to(device) if valid is not None and len(valid) else None
-    optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=weight_decay)
+    keys = {name for name, p in model.named_parameters() if p.requires_grad} if trainable_only else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=s.lr, weight_decay=weight_decay)
+    eval_batch = max(1, s.batch_size // accumulate)
     shuffle = torch.Generator().manual_seed(s.seed)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     state_path = ctx.work_dir / STATE_FILE
@@ -186,11 +203,11 @@ def fit_model(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(s.seed)  # dropout
         epoch, steps, bad_epochs, best_epoch = 0, 0, 0, 0
-        best_loss, best_state = math.inf, _state_dict_copy(model)
+        best_loss, best_state = math.inf, _state_dict_copy(model, keys)
         curve: list[EpochRecord] = []
         if state_path.is_file():
             saved = torch.load(state_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(saved["model"])
+            model.load_state_dict(saved["model"], strict=keys is None)
             optimiser.load_state_dict(saved["optimiser"])
             epoch, steps, bad_epochs, best_epoch = saved["epoch"], saved["steps"], saved["bad_epochs"], saved["best_epoch"]
             best_loss, best_state = saved["best_loss"], saved["best_state"]
@@ -224,29 +241,40 @@ def fit_model(
                 if s.max_steps > 0 and steps >= s.max_steps:
                     break
                 t0 = time.perf_counter()
-                batch = train.batch(order[start:start + s.batch_size])
-                data_seconds += time.perf_counter() - t0
-                loss = loss_fn(model, *batch)
+                index = order[start:start + s.batch_size]
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                if accumulate == 1:
+                    batch = train.batch(index)
+                    data_seconds += time.perf_counter() - t0
+                    loss = loss_fn(model, *batch)
+                    loss.backward()
+                else:
+                    loss = torch.zeros((), device=device)
+                    for part in index.split(math.ceil(len(index) / accumulate)):
+                        t0 = time.perf_counter()
+                        micro_batch = train.batch(part)
+                        data_seconds += time.perf_counter() - t0
+                        micro = loss_fn(model, *micro_batch) * (len(part) / len(index))
+                        micro.backward()
+                        loss = loss + micro.detach()
+                torch.nn.utils.clip_grad_norm_(params, clip_norm)
                 optimiser.step()
                 steps, epoch_steps = steps + 1, epoch_steps + 1
-                total += loss.detach() * len(batch[0])
+                total += loss.detach() * len(index)
                 if ctx.on_step is not None:
                     ctx.log_step(steps, float(loss.detach()))
             epoch += 1
             seen = min(len(train), epoch_steps * s.batch_size)
             train_loss = float(total) / seen if seen else math.nan
-            valid_loss = mean_loss(model, loss_fn, valid, s.batch_size) if valid is not None else math.nan
+            valid_loss = mean_loss(model, loss_fn, valid, eval_batch) if valid is not None else math.nan
             if valid is None or valid_loss < best_loss:
-                best_loss, best_state, best_epoch, bad_epochs = valid_loss, _state_dict_copy(model), epoch, 0
+                best_loss, best_state, best_epoch, bad_epochs = valid_loss, _state_dict_copy(model, keys), epoch, 0
             else:
                 bad_epochs += 1
             record = EpochRecord(epoch, train_loss, valid_loss, epoch_steps, time.perf_counter() - started)
             curve.append(record)
             _save_atomically({
-                "model": _state_dict_copy(model), "optimiser": optimiser.state_dict(),
+                "model": _state_dict_copy(model, keys), "optimiser": optimiser.state_dict(),
                 "epoch": epoch, "steps": steps, "bad_epochs": bad_epochs, "best_epoch": best_epoch,
                 "best_loss": best_loss, "best_state": best_state, "curve": [asdict(r) for r in curve],
                 "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
@@ -254,7 +282,7 @@ def fit_model(
             }, state_path)
             ctx.log_epoch(record)
 
-    model.load_state_dict(copy.deepcopy(best_state))
+    model.load_state_dict(copy.deepcopy(best_state), strict=keys is None)
     model.eval()
     return FitReport(
         epochs=epoch, steps=steps, best_epoch=best_epoch,

@@ -24,7 +24,7 @@ from predictors.base import PluginConfig, Predictor, PredictorError, PredictorSt
 from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["chronos", "drift", "lightgbm", "llmtime", "momentum", "naive", "neural", "patchtst", "seasonal_naive",
+BUILTINS = ["chronos", "drift", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "seasonal_naive",
             "timesfm"]
 
 
@@ -147,7 +147,8 @@ def test_a_module_class_plugin_reads_the_table_of_its_name():
 def _other_value(f: dataclasses.Field, value, model_dir: Path):
     """A different valid value for field ``f`` of a built-in config."""
     special = {"model": str(model_dir), "revision": "v2", "digit_sep": "", "value_sep": " ;", "device": "auto",
-               "d_model": 64, "n_heads": 8}  # patchtst: n_heads must divide d_model
+               "d_model": 64, "n_heads": 8,  # patchtst: n_heads must divide d_model
+               "target_modules": "q_proj,v_proj", "prompt_template": "{features}\n{history}"}  # lora_llm
     if f.name in special:
         return special[f.name]
     spec = f.metadata.get("llm4mp_param")
@@ -165,7 +166,7 @@ def _other_value(f: dataclasses.Field, value, model_dir: Path):
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_path, monkeypatch):
-    if name in ("chronos", "llmtime", "timesfm"):
+    if name in ("chronos", "llmtime", "lora_llm", "timesfm"):
         pytest.importorskip("torch")
     if name == "timesfm":
         pytest.importorskip("timesfm")
@@ -192,6 +193,8 @@ def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_pa
     base = registry.make_predictor(name, base_params)
     key = forecast_key(base, "data", 32, 3, idx)
     for f in dataclasses.fields(cls.config_class):
+        if name == "lora_llm" and f.name == "quantize" and base.config.quantize == "none":
+            continue  # without CUDA and bitsandbytes every choice resolves to "none" (and "4bit" is an error)
         other = others[f.name] if f.name in others else _other_value(f, getattr(base.config, f.name), folders[1])
         changed = registry.make_predictor(name, {**base_params, f.name: other})
         spec = f.metadata.get("llm4mp_param")
