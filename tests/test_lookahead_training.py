@@ -95,6 +95,7 @@ def test_a_fit_on_candles_stashed_from_a_later_run_is_caught(shared_data, tmp_pa
     assert f"fold {wf.refit_fold}:" in words and wf.refit_digest[:16] in words and wf.served_digest[:16] in words
 
 
+@pytest.mark.slow  # ~4 s (a fresh-process re-fit); the fast subset keeps the stash leak and the honest pass
 def test_folds_sharing_one_checkpoint_path_are_caught(shared_data, tmp_path):
     cfg = cfg_for(shared_data, tmp_path, "leaky_trainable:SharedPathLeak",
                   **{"predictor.params.shared_path_leak.shared_dir": str(tmp_path / "shared")})

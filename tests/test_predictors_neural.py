@@ -18,7 +18,12 @@ from predictors import PredictorError, make_predictor
 from predictors.training import FitContext, FitInterrupted, TrainSettings
 
 # skip markers, not importorskip: neuralforecast loads when a test here runs, not at collection
-pytestmark = pytest.mark.skipif(find_spec("neuralforecast") is None, reason='needs neuralforecast (pip install -e ".[stage2]")')
+pytestmark = [
+    pytest.mark.skipif(find_spec("neuralforecast") is None, reason='needs neuralforecast (pip install -e ".[stage2]")'),
+    # importing neuralforecast and Lightning alone costs ~5 s per process: the fast subset keeps the
+    # trained-model checks of patchtst and lightgbm and leaves this file to the whole suite
+    pytest.mark.slow,
+]
 
 L, H = 48, 6
 TINY = {"model": "PatchTST", "model_kwargs": '{"hidden_size": 16, "n_heads": 2, "encoder_layers": 1, "linear_hidden_size": 32, '
