@@ -138,6 +138,70 @@ def _stop_criterion(sep_id: int, horizon: int, prompt_len: int, budgets: "Any") 
     return _Stop()
 
 
+def sample_texts(
+    tok: Any, lm: Any, enc: Any, sampler: Any, row_budgets: Any, max_new_tokens: int, num_samples: int,
+    value_sep: str, horizon: int,
+) -> list[str]:
+    """``num_samples`` generations per prompt of ``enc`` (the batch-invariant ``sampler``), each stopped
+    after ``horizon`` values or its token budget (``row_budgets``, one per generated row), decoded.
+    Shared by ``llmtime`` and ``lora_llm``."""
+    torch = import_torch()
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+    prompt_len = enc["input_ids"].shape[1]
+    sep_ids = tok.encode(value_sep, add_special_tokens=False)
+    stopping = StoppingCriteriaList()
+    if sep_ids:
+        stopping.append(_stop_criterion(sep_ids[-1], horizon, prompt_len, row_budgets))
+    device = next(lm.parameters()).device
+    with torch.inference_mode():
+        generated = lm.generate(
+            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+            generation_config=GenerationConfig(
+                do_sample=True, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+                pad_token_id=tok.pad_token_id, eos_token_id=None, temperature=1.0, top_k=None, top_p=1.0,
+            ),
+            logits_processor=LogitsProcessorList([sampler]), stopping_criteria=stopping,
+        )
+    new = generated[:, prompt_len:].cpu()
+    return tok.batch_decode([row[: int(b)].tolist() for row, b in zip(new, row_budgets)], skip_special_tokens=True)
+
+
+def quantiles_from_samples(
+    predictor: Predictor, texts: list[str], chunk: np.ndarray, scalers: list[Scaler], horizon: int, fix: str,
+) -> np.ndarray:
+    """``(n, Q, H)`` quantiles over each window's well-formed samples (``num_samples`` consecutive
+    ``texts`` per window), counting total/malformed samples and failed windows on ``predictor``'s
+    stats; a window with no well-formed sample raises (naming ``fix``) or forecasts zero, as its
+    config's ``on_failed_window`` says. Shared by ``llmtime`` and ``lora_llm``."""
+    c = predictor.config
+    s = c.num_samples
+    out = np.empty((len(chunk), len(predictor.quantile_levels), horizon), dtype=np.float64)
+    for i, (window, scaler) in enumerate(zip(chunk, scalers)):
+        kept = []
+        for text in texts[i * s : (i + 1) * s]:
+            predictor.count("total_samples")
+            values = parse_sample(text, horizon, c.precision, c.value_sep)
+            prices = None if values is None else scaler.inverse(values)
+            if prices is None or not np.all(prices > 0):
+                predictor.count("malformed_samples")
+                continue
+            kept.append(np.log(prices / float(window[-1])))
+        predictor.count("windows")
+        if not kept:
+            predictor.count("failed_windows")
+            if c.on_failed_window == "raise":
+                raise PredictorError(
+                    f"{predictor.name}: all {s} samples of a window were malformed (model {c.model!r}); {fix}, "
+                    "or set on_failed_window='zero'"
+                )
+            log.warning("%s: all %d samples of a window were malformed; forecasting zero return", predictor.name, s)
+            out[i] = 0.0
+        else:
+            out[i] = np.quantile(np.stack(kept), predictor.quantile_levels, axis=0)
+    return out
+
+
 @dataclass(frozen=True)
 class LLMTimeConfig(PluginConfig):
     """``[predictor.params.llmtime]``; the serialisation and sampling parameters as in the module
@@ -282,73 +346,20 @@ class LLMTimePredictor(Predictor):
 
     def _predict_chunk(self, chunk: np.ndarray, horizon: int) -> np.ndarray:
         torch = import_torch()
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
         c = self.config
         tok, lm, s = self._tokenizer, self._lm, c.num_samples
         scalers = [Scaler.fit(w, c.alpha, c.beta, c.scaling) for w in chunk]
         prompts = [serialize(sc.transform(w), c.precision, c.digit_sep, c.value_sep) for sc, w in zip(scalers, chunk)]
         enc = tok(prompts, return_tensors="pt", padding=True)
-        prompt_len = enc["input_ids"].shape[1]
         n_tokens = enc["attention_mask"].sum(dim=1).to(torch.float64)  # per window, padding excluded
         per_value = n_tokens / chunk.shape[1]
         budgets = torch.ceil(c.token_budget_factor * per_value * horizon + 8).to(torch.int64)  # (b,)
         row_budgets = budgets.repeat_interleave(s)
         seeds = torch.from_numpy(row_seeds(chunk, self.seed, s))
         sampler = HashedGumbelSampler(seeds, c.temperature, c.top_k, c.top_p, allowed=self._allowed)
-        sep_ids = tok.encode(c.value_sep, add_special_tokens=False)
-        stopping = StoppingCriteriaList()
-        if sep_ids:
-            stopping.append(_stop_criterion(sep_ids[-1], horizon, prompt_len, row_budgets))
-        with torch.inference_mode():
-            generated = lm.generate(
-                input_ids=enc["input_ids"].to(lm.device),
-                attention_mask=enc["attention_mask"].to(lm.device),
-                generation_config=GenerationConfig(
-                    do_sample=True,
-                    max_new_tokens=int(budgets.max()),
-                    num_return_sequences=s,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=None,
-                    temperature=1.0,
-                    top_k=None,
-                    top_p=1.0,
-                ),
-                logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=stopping,
-            )
-        new = generated[:, prompt_len:].cpu()
-        texts = tok.batch_decode(
-            [row[: int(b)].tolist() for row, b in zip(new, row_budgets)], skip_special_tokens=True
+        texts = sample_texts(tok, lm, enc, sampler, row_budgets, int(budgets.max()), s, c.value_sep, horizon)
+        return quantiles_from_samples(
+            self, texts, chunk, scalers, horizon,
+            fix="raise num_samples or token_budget_factor, check digit_sep/value_sep suit the tokenizer",
         )
-        out = np.empty((len(chunk), len(self.quantile_levels), horizon), dtype=np.float64)
-        for i, (window, scaler) in enumerate(zip(chunk, scalers)):
-            paths = self._parse_window(texts[i * s : (i + 1) * s], scaler, float(window[-1]), horizon)
-            self.count("windows")
-            if paths is None:
-                self.count("failed_windows")
-                if c.on_failed_window == "raise":
-                    raise PredictorError(
-                        f"llmtime: all {s} samples of a window were malformed (model {c.model!r}); "
-                        "raise num_samples or token_budget_factor, check digit_sep/value_sep suit the tokenizer, "
-                        "or set on_failed_window='zero'"
-                    )
-                log.warning("llmtime: all %d samples of a window were malformed; forecasting zero return", s)
-                out[i] = 0.0
-            else:
-                out[i] = np.quantile(paths, self.quantile_levels, axis=0)
-        return out
-
-    def _parse_window(self, texts: list[str], scaler: Scaler, close: float, horizon: int) -> np.ndarray | None:
-        """``(kept, horizon)`` cumulative log returns of the well-formed samples, or None if none."""
-        kept = []
-        for text in texts:
-            self.count("total_samples")
-            values = parse_sample(text, horizon, self.config.precision, self.config.value_sep)
-            prices = None if values is None else scaler.inverse(values)
-            if prices is None or not np.all(prices > 0):
-                self.count("malformed_samples")
-                continue
-            kept.append(np.log(prices / close))
-        return np.stack(kept) if kept else None
 

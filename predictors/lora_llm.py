@@ -90,7 +90,7 @@ from predictors._torch import (
 )
 from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, param
 from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
-from predictors.llmtime import LLMTimeStats, Scaler, _stop_criterion, parse_sample, serialize
+from predictors.llmtime import LLMTimeStats, Scaler, quantiles_from_samples, sample_texts, serialize
 from predictors.registry import register
 from predictors.torch_fit import TensorSamples, fit_model, seeded
 from predictors.training import FitContext
@@ -556,13 +556,10 @@ class LoraLLMPredictor(Predictor):
     def _sample_chunk(self, chunk: np.ndarray, horizon: int) -> np.ndarray:
         """llmtime's batched, batch-invariant sampling with this predictor's prompts (module docstring)."""
         torch = import_torch()
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
         c = self.config
         tok, lm, s = self._tokenizer, self._lm, c.num_samples
         scalers = [Scaler.fit(w, c.alpha, c.beta, c.scaling) for w in chunk]
         enc = tok([self._prompt(w, sc) for w, sc in zip(chunk, scalers)], return_tensors="pt", padding=True)
-        prompt_len = enc["input_ids"].shape[1]
         history_tokens = [len(ids) for ids in tok(
             [serialize(sc.transform(w), c.precision, c.digit_sep, c.value_sep) for sc, w in zip(scalers, chunk)],
             add_special_tokens=False)["input_ids"]]
@@ -571,51 +568,8 @@ class LoraLLMPredictor(Predictor):
         row_budgets = budgets.repeat_interleave(s)
         sampler = HashedGumbelSampler(torch.from_numpy(row_seeds(chunk, self.seed, s)), c.temperature, c.top_k, c.top_p,
                                       allowed=self._allowed)
-        sep_ids = tok.encode(c.value_sep, add_special_tokens=False)
-        stopping = StoppingCriteriaList()
-        if sep_ids:
-            stopping.append(_stop_criterion(sep_ids[-1], horizon, prompt_len, row_budgets))
-        device = next(lm.parameters()).device
-        with torch.inference_mode():
-            generated = lm.generate(
-                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                generation_config=GenerationConfig(
-                    do_sample=True, max_new_tokens=int(budgets.max()), num_return_sequences=s,
-                    pad_token_id=tok.pad_token_id, eos_token_id=None, temperature=1.0, top_k=None, top_p=1.0,
-                ),
-                logits_processor=LogitsProcessorList([sampler]), stopping_criteria=stopping,
-            )
-        new = generated[:, prompt_len:].cpu()
-        texts = tok.batch_decode([row[:int(b)].tolist() for row, b in zip(new, row_budgets)], skip_special_tokens=True)
-        out = np.empty((len(chunk), len(self.quantile_levels), horizon), dtype=np.float64)
-        for i, (window, scaler) in enumerate(zip(chunk, scalers)):
-            paths = self._parse_window(texts[i * s:(i + 1) * s], scaler, float(window[-1]), horizon)
-            self.count("windows")
-            if paths is None:
-                self.count("failed_windows")
-                if c.on_failed_window == "raise":
-                    raise PredictorError(
-                        f"lora_llm: all {s} samples of a window were malformed (model {c.model!r}); raise num_samples, "
-                        "train longer, or set on_failed_window='zero'"
-                    )
-                logger.warning(f"lora_llm: all {s} samples of a window were malformed; forecasting zero return")
-                out[i] = 0.0
-            else:
-                out[i] = np.quantile(paths, self.quantile_levels, axis=0)
-        return out
-
-    def _parse_window(self, texts: list[str], scaler: Scaler, close: float, horizon: int) -> np.ndarray | None:
-        """``(kept, horizon)`` cumulative log returns of the well-formed samples, or None if none."""
-        kept = []
-        for text in texts:
-            self.count("total_samples")
-            values = parse_sample(text, horizon, self.config.precision, self.config.value_sep)
-            prices = None if values is None else scaler.inverse(values)
-            if prices is None or not np.all(prices > 0):
-                self.count("malformed_samples")
-                continue
-            kept.append(np.log(prices / close))
-        return np.stack(kept) if kept else None
+        texts = sample_texts(tok, lm, enc, sampler, row_budgets, int(budgets.max()), s, c.value_sep, horizon)
+        return quantiles_from_samples(self, texts, chunk, scalers, horizon, fix="raise num_samples or train longer")
 
 
 def _resolve_quantize(config: LoraLLMConfig) -> LoraLLMConfig:

@@ -75,18 +75,22 @@ def test_parse_sample_roundtrip_and_malformed():
 
 def test_malformed_samples_are_dropped_and_counted(contexts):
     # parse crafted continuations through the predictor's own accounting, without a model
-    from predictors.llmtime import LLMTimePredictor
+    from predictors.llmtime import LLMTimePredictor, quantiles_from_samples
 
     pred = LLMTimePredictor.__new__(LLMTimePredictor)
-    pred.config = LLMTimeConfig(precision=3, value_sep=" ,")
+    pred.config = LLMTimeConfig(precision=3, value_sep=" ,", num_samples=5, on_failed_window="zero")
+    pred.quantile_levels = (0.1, 0.5, 0.9)
     pred.reset_stats()
     scaler = Scaler(offset=0.0, scale=1000.0)  # " 1 0 0" -> 0.100 -> 100.0
     texts = [" 1 0 0 , 1 0 1 ,", " 1 0 0 , x ,", " 9 9 ,", "- 1 0 0 , 1 0 0 ,", " 1 0 2 , 1 0 3 , 1"]
-    paths = pred._parse_window(texts, scaler, close=100.0, horizon=2)
-    assert paths.shape == (2, 2)  # the first and last texts
-    np.testing.assert_allclose(paths[0], [0.0, np.log(1.01)])
-    assert pred.stats() == LLMTimeStats(windows=0, failed_windows=0, total_samples=5, malformed_samples=3)
-    assert pred._parse_window(["junk"], scaler, 100.0, 2) is None
+    window = np.full((1, 8), 100.0)  # the decision close is 100
+    out = quantiles_from_samples(pred, texts, window, [scaler], 2, fix="")
+    kept = np.log(np.array([[100.0, 101.0], [102.0, 103.0]]) / 100.0)  # the first and last texts
+    np.testing.assert_allclose(out[0], np.quantile(kept, [0.1, 0.5, 0.9], axis=0))
+    assert pred.stats() == LLMTimeStats(windows=1, failed_windows=0, total_samples=5, malformed_samples=3)
+    junk = quantiles_from_samples(pred, ["junk"] * 5, window, [scaler], 2, fix="")
+    assert (junk == 0).all()  # on_failed_window = "zero"
+    assert pred.stats() == LLMTimeStats(windows=2, failed_windows=1, total_samples=10, malformed_samples=8)
 
 
 # -- the tiny model end to end ----------------------------------------------------------------
