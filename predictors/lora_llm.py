@@ -584,7 +584,7 @@ def _resolve_quantize(config: LoraLLMConfig) -> LoraLLMConfig:
         raise PredictorError(
             f"lora_llm: quantize = '4bit' (QLoRA) needs CUDA and bitsandbytes; here device = {config.device!r}, "
             f"bitsandbytes {'installed' if bnb else 'missing'}. Install bitsandbytes on a CUDA machine "
-            "(pip install -e ".[qlora]") or set quantize = 'none' (or 'auto')"
+            "(pip install -e '.[qlora]') or set quantize = 'none' (or 'auto')"
         )
     if config.quantize == "auto":
         return dataclasses.replace(config, quantize="4bit" if cuda and bnb else "none")
