@@ -296,6 +296,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"in-sample: Sharpe {format_number(sig.sharpe, '.2f')}, PSR {format_number(sig.psr, '.3f')}, "
               f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)")
         print(f"  deflated by {sweep.trial_count.how}")
+        print(f"  {sig.verdict}")
     print(f"verdict: {sweep.verdict}")
     print(f"trials: {sweep.trials_csv}")
     print(f"report: {sweep.html}")

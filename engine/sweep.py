@@ -157,7 +157,14 @@ def _sampler(name: str, dims: Sequence[Dimension], seed: int) -> Any:
     import optuna
 
     if name == "grid":
-        return optuna.samplers.GridSampler(grid_space(dims), seed=seed)
+        class AskTellGrid(optuna.samplers.GridSampler):
+            """GridSampler without its ``study.stop()`` once the grid is done: that works only inside
+            ``optimize``; this sweep asks and tells and never asks for more trials than grid points."""
+
+            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+                return None
+
+        return AskTellGrid(grid_space(dims), seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)

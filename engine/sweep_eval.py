@@ -69,6 +69,17 @@ class SweepMarket:
     benchmark_metrics: Performance
     memo: dict[str, tuple[Forecast, np.ndarray, str]] = field(default_factory=dict, compare=False, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the strategy class (its module exists only where the file was loaded) and
+        without the memo: a Ray worker reloads the class from ``strategy_path`` (:meth:`__setstate__`)."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**state, "strategy_cls": None, "memo": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "strategy_cls", load_strategy(self.strategy_path))
+
     @property
     def stem(self) -> str:
         return Path(self.strategy_path).stem

@@ -273,3 +273,12 @@ def test_report_renders_in_chromium(swept):
     assert dom.count("<img") == 3 and "Objective against each parameter" in dom
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert os.path.getsize(result.html) < 2_000_000 and not math.isnan(result.best_metrics.sharpe)
+
+
+@pytest.mark.slow
+def test_grid_sampler_visits_each_point_once_and_stops_at_the_grid(shared_data, tmp_path):
+    result = run_sweep(_cfg(shared_data, tmp_path), STRATEGY, "threshold=0.0:0.008:0.004, allow_short=true|false",
+                       trials=10, holdout=HOLDOUT, sampler="grid", objective="excess")
+    seen = sorted(zip(result.trials["threshold"], result.trials["allow_short"]))
+    assert seen == sorted((t, s) for t in (0.0, 0.004, 0.008) for s in (True, False))
+    assert "the grid has 6 points: 6 trials, not 10" in result.lines
