@@ -62,6 +62,7 @@ from engine.training import cap_threads
 from feeds.timeframes import TimeRange, parse_timerange
 from predictors.base import PredictorError
 from predictors.registry import config_class, make_config, predictor_class
+from reports.jsonable import json_value
 from reports.metrics import Performance, performance_summary
 from reports.render.sweep_page import SweepPage, write_sweep_html
 from reports.significance_types import Significance, SignificanceNotTestable
@@ -357,7 +358,8 @@ def run_sweep(
     d = cfg.data
     out_dir = Path(cfg.output.dir) / "-".join(["sweep", stem, p.name, d.symbol.replace("/", "_"), d.timeframe, key])
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"search range {search} ({'the time range minus the holdout' if search != cfg.data.range else 'the time range'}); "
+    how = "the time range minus the holdout" if search != cfg.data.range else "the time range"
+    lines = [f"search range {search} ({how}); "
              f"holdout {hold} is never seen by the search"]
 
     market = prepare_market(search_cfg, strategy_path)
@@ -479,7 +481,7 @@ def run_sweep(
         "in_sample": page.in_sample, "holdout_run": page.holdout, "holdout_dir": holdout_run.run_dir.name,
         "verdict": page.verdict, "importance": importance, "fast_path": fast, "reconciled": reconciled,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(json_value(summary), indent=2, default=str, allow_nan=False) + "\n")
     wall = time.perf_counter() - t0
     logger.info("sweep finished in {:.1f} s: {}", wall, out_dir)
     return Sweep(out_dir=out_dir, study_db=study_db, trials_csv=trials_csv, html=html, trials=frame,
@@ -511,10 +513,12 @@ def _holdout_verdict(objective: str, best: Performance, bench: Performance, run:
     after = objective_value(objective, run.result.metrics, run.result.benchmark_metrics)
     if not math.isfinite(after):
         held = "the holdout is undefined (no trade)"
-    elif after > 0 and before > 0:
+    elif before > 0 and after > 0:
         held = "the sign held out of sample" + (" but it shrank" if after < before else "")
-    elif after <= 0 < before:
+    elif before > 0:
         held = "it did NOT hold out of sample"
+    elif after > 0:
+        held = "the best in-sample result is not positive, so the holdout's positive one is not the search's doing"
     else:
         held = "neither in-sample nor holdout is positive"
     sig = run.verdict.significance

@@ -157,9 +157,8 @@ def write_sweep_html(path: Path, page: SweepPage) -> Path:
     """Write the page to ``path``; returns it."""
     link = (f'<p>Holdout run folder: <a href="{html.escape(page.run_link, quote=True)}">'
             f"{html.escape(page.run_link)}</a></p>") if page.run_link else ""
-    best = html_table(["parameter", "best value"],
-                      [[k, format_number(v, ".6g") if isinstance(v, float) else str(v)] for k, v in page.best_params.items()],
-                      table_id="best-params")
+    values = [[k, format_number(v, ".6g") if isinstance(v, float) else str(v)] for k, v in page.best_params.items()]
+    best = html_table(["parameter", "best value"], values, table_id="best-params")
     body = "\n".join([
         notes_html(list(page.notes)),
         f'<h2>Verdict</h2>\n<p id="verdict">{html.escape(page.verdict)}</p>',
