@@ -28,7 +28,9 @@ class Backtest:
     run_dir: Path
 
 
-def run_backtest(cfg: Config, strategy_path: str | Path, *, predictor: Predictor | None = None) -> Backtest:
+def run_backtest(
+    cfg: Config, strategy_path: str | Path, *, predictor: Predictor | None = None, runs_dir: str | Path | None = None,
+) -> Backtest:
     """Backtest ``strategy_path`` with the configured data, predictor and costs; judge it; write its folder.
 
     ``output.dir`` is checked for writing before any work. The run folder is claimed, the
@@ -40,6 +42,8 @@ def run_backtest(cfg: Config, strategy_path: str | Path, *, predictor: Predictor
         cfg: the resolved configuration.
         strategy_path: a Python file defining one backtrader Strategy.
         predictor: use this instance instead of building the configured one (tests).
+        runs_dir: make the run folder in this folder instead of ``output.dir`` (a sweep's holdout
+            run goes into the sweep folder); the ledger stays ``output.dir``'s.
 
     Raises:
         LedgerUnusableError: the ledger could not take the row; the folder is complete
@@ -48,7 +52,7 @@ def run_backtest(cfg: Config, strategy_path: str | Path, *, predictor: Predictor
     check_writable(cfg.output.dir)
     result = run_pipeline(cfg, strategy_path, predictor)
     p = cfg.predictor
-    run_dir = new_run_dir(Path(cfg.output.dir), Path(strategy_path).stem, p.name, cfg.data.symbol, cfg.data.timeframe)
+    run_dir = new_run_dir(Path(runs_dir or cfg.output.dir), Path(strategy_path).stem, p.name, cfg.data.symbol, cfg.data.timeframe)
     judgement = judge([result], strategy_path, ledger_dir=cfg.output.dir, run_dirs=[run_dir])
     (verdict,) = judgement.verdicts
     write_run_folder(result, verdict, run_dir, strategy_path)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m engine {backtest,compare,lookahead,train,download,predictors,ledger,paper} ...``.
+"""Command line: ``python -m engine {backtest,compare,sweep,lookahead,train,download,predictors,ledger,paper} ...``.
 
 Every error of the project's family (:mod:`engine.errors`) prints one ``error:`` line and
 exits with :func:`engine.errors.exit_code`: 2 when the user must fix the input (config,
@@ -36,7 +36,7 @@ EXIT_USER = EXIT_FIX_INPUT
 EXIT_OPERATIONAL = EXIT_RETRY_LATER
 #: Exchange errors of a command that can read candles from files: the offline route is printed under them.
 FEED_EXCHANGE_ERRORS = (ExchangeRequestError, ExchangeUnavailable)
-CANDLE_FILE_COMMANDS = ("backtest", "lookahead", "compare", "train")
+CANDLE_FILE_COMMANDS = ("backtest", "lookahead", "compare", "train", "sweep")
 #: Printed under an exchange error of a command that needs candles: the offline route.
 OFFLINE_HINT = (
     "offline: read candles from files instead with --data-dir FOLDER, e.g. --data-dir ../shared/data; the folder "
@@ -97,6 +97,24 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
+
+    sw = sub.add_parser("sweep", help="search strategy/predictor parameters with Optuna; deflated, checked on a holdout")
+    sw.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
+    _add_market_flags(sw)
+    _add_run_flags(sw)
+    sw.add_argument("--space", required=True,
+                    help='parameters to search: "threshold=0.0:0.01, stake=0.3:1.0, predictor.lookback=6:96:int"; '
+                         "RANGE is lo:hi, lo:hi:int, lo:hi:log, lo:hi:STEP or a|b|c")
+    sw.add_argument("--trials", type=int, default=100, help="finished trials wanted in total (a rerun resumes; default 100)")
+    sw.add_argument("--objective", default="sharpe", help="sharpe | sortino | total_return | calmar | excess (default sharpe)")
+    sw.add_argument("--holdout", required=True,
+                    help="START-END cut from --timerange and never searched; the best parameters run on it once")
+    sw.add_argument("--sampler", default="tpe", help="tpe | grid | random (default tpe)")
+    sw.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    sw.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    sw.add_argument("--ray", metavar="ADDRESS", help="evaluate trials as Ray tasks on this cluster, e.g. auto")
+    sw.add_argument("--batch", type=int, default=8,
+                    help="trials asked from Optuna at a time (default 8; results depend on it, not on --jobs)")
 
     lg = sub.add_parser("ledger", help="list every trial recorded in the output folder's ledger")
     lg.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
@@ -255,6 +273,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from engine.sweep import run_sweep
+
+    try:
+        sweep = run_sweep(cfg, args.strategy, args.space, trials=args.trials, objective=args.objective,
+                          holdout=args.holdout, sampler=args.sampler, jobs=args.jobs, ray_address=args.ray,
+                          seed=args.seed, batch=args.batch)
+    except KeyboardInterrupt:
+        print("interrupted: the finished trials are in the study and the ledger; run the same command again to "
+              "resume up to --trials", file=sys.stderr)
+        return 130
+    for line in sweep.lines:
+        print(line)
+    hold = sweep.holdout
+    best = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sweep.best_params.items())
+    print(f"{len(sweep.trials)} trials; best: {best}")
+    print(summary_table({"in-sample": sweep.best_metrics, "holdout": hold.result.metrics}))
+    sig = sweep.best_significance
+    if isinstance(sig, Significance):
+        print(f"in-sample: Sharpe {format_number(sig.sharpe, '.2f')}, PSR {format_number(sig.psr, '.3f')}, "
+              f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)")
+        print(f"  deflated by {sweep.trial_count.how}")
+        print(f"  {sig.verdict}")
+    print(f"verdict: {sweep.verdict}")
+    print(f"trials: {sweep.trials_csv}")
+    print(f"report: {sweep.html}")
+    print(f"holdout run folder: {hold.run_dir}")
+    print(f"sweep folder: {sweep.out_dir} ({sweep.wall_s:.1f} s)")
+    return 0
+
+
 def cmd_ledger(args: argparse.Namespace) -> int:
     from engine.ledger import TrialLedger, format_table
 
@@ -333,7 +383,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "backtest": cmd_backtest, "download": cmd_download, "predictors": cmd_predictors, "paper": cmd_paper,
-    "ledger": cmd_ledger, "lookahead": cmd_lookahead, "compare": cmd_compare, "train": cmd_train,
+    "ledger": cmd_ledger, "lookahead": cmd_lookahead, "compare": cmd_compare, "train": cmd_train, "sweep": cmd_sweep,
 }
 
 

@@ -59,10 +59,11 @@ __all__ = [
 ]
 
 LEDGER_FILENAME = "ledger.sqlite"
-SCHEMA_VERSION = 2
-TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper")
-#: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_count`.
-DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare")
+SCHEMA_VERSION = 3
+TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper", "sweep")
+#: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_count`
+#: (``sweep``: every trial of a parameter sweep, ``python -m engine sweep``).
+DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "sweep")
 _TIMEOUT_S = 60.0
 #: Extra tries, after SQLite's own busy timeout, for the "database is locked" answers SQLite
 #: gives without waiting (WAL recovery, switching journal mode, a stale snapshot).
@@ -275,9 +276,7 @@ class TrialCount:
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrialRow))
 _FLOAT_COLUMNS = frozenset(("total_return", "sharpe", "sortino", "max_drawdown"))
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS trials (
+_TRIALS_TABLE = f"""CREATE TABLE IF NOT EXISTS {{name}} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL,
@@ -298,12 +297,27 @@ CREATE TABLE IF NOT EXISTS trials (
     max_drawdown REAL,
     n_trades INTEGER NOT NULL,
     run_dir TEXT NOT NULL
-);
+)"""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{_TRIALS_TABLE.format(name="trials")};
 CREATE INDEX IF NOT EXISTS trials_market ON trials (symbol, timeframe, timerange);
 """
 #: Columns added after version 1, all nullable TEXT: ``ALTER TABLE ... ADD COLUMN`` adds them
 #: to an older ledger on first use, keeping every row (old rows read them as NULL).
 _ADDED_COLUMNS: tuple[str, ...] = _OPTIONAL_TEXT
+
+
+def _rebuild_trials(conn: sqlite3.Connection) -> None:
+    """Copy every row (ids included) into a trials table whose kind CHECK allows every
+    :data:`TRIAL_KINDS` (SQLite cannot alter a CHECK constraint in place); inside the caller's transaction."""
+    columns = ", ".join(("id", *_COLUMNS))
+    conn.execute(_TRIALS_TABLE.format(name="trials_new"))
+    for name in _ADDED_COLUMNS:
+        conn.execute(f"ALTER TABLE trials_new ADD COLUMN {name} TEXT")
+    conn.execute(f"INSERT INTO trials_new ({columns}) SELECT {columns} FROM trials")
+    conn.execute("DROP TABLE trials")  # its indexes go with it; _migrate makes them again
+    conn.execute("ALTER TABLE trials_new RENAME TO trials")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -314,6 +328,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
     for name in _ADDED_COLUMNS:
         if name not in present:
             conn.execute(f"ALTER TABLE trials ADD COLUMN {name} TEXT")
+    (table_sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'trials'").fetchone()
+    if any(repr(kind) not in table_sql for kind in TRIAL_KINDS):  # before version 3: no 'sweep' in the kind CHECK
+        _rebuild_trials(conn)
+    conn.execute("CREATE INDEX IF NOT EXISTS trials_market ON trials (symbol, timeframe, timerange)")
     conn.execute("CREATE INDEX IF NOT EXISTS trials_market_tf ON trials (symbol, timeframe)")
     conn.execute(
         "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
