@@ -245,13 +245,19 @@ class _Broker:
             order.ex_size += execsize
             order.ex_price = (oldvalue + execsize * price) / order.ex_size
             order.ex_comm += closedcomm + openedcomm
-            if not order.remsize:  # Completed: what the engine's recorder writes
-                self.fills.append((bar, "buy" if order.size > 0 else "sell", abs(order.ex_size), order.ex_price,
-                                   order.ex_comm, abs(order.ex_size * order.ex_price)))
-        if popened and not opened:
+            if not order.remsize:  # Completed
+                self._fill(order, bar)
+        if popened and not opened:  # the opening part refused: what executed before is a fill too
+            if order.ex_size:
+                self._fill(order, bar)
             self.rejected.append((bar, "Margin", order.size))
             return True
         return not order.remsize
+
+    def _fill(self, order: _Order, bar: int) -> None:
+        """What the engine's recorder writes for an order's executed part."""
+        self.fills.append((bar, "buy" if order.size > 0 else "sell", abs(order.ex_size), order.ex_price,
+                           order.ex_comm, abs(order.ex_size * order.ex_price)))
 
 
 def _next_set(targets: np.ndarray) -> np.ndarray:

@@ -25,14 +25,17 @@ class RunRecorder(bt.Analyzer):
         self.final_value = float("nan")
 
     def notify_order(self, order: bt.Order) -> None:
-        if order.status == order.Completed:
+        """A completed order is one fill. A refused one is a rejection; when part of it had
+        executed first (a flip whose closing part filled and whose opening part the cash could
+        not pay), that part is a fill too."""
+        if order.status == order.Completed or (order.status == order.Margin and order.executed.size):
             ex = order.executed
             self.fills.append((
                 len(self._data) - 1,  # bar position where it filled (the open of this bar)
                 "buy" if order.isbuy() else "sell",
                 abs(float(ex.size)), float(ex.price), float(ex.comm), abs(float(ex.size) * float(ex.price)),
             ))
-        elif order.status in (order.Margin, order.Rejected):
+        if order.status in (order.Margin, order.Rejected):
             self.rejected.append((len(self._data) - 1, order.getstatusname(), float(order.created.size)))
 
     def stop(self) -> None:

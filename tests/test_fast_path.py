@@ -51,7 +51,7 @@ def random_params(rng: np.random.Generator, strategy) -> dict:
             "exit_threshold": float(rng.uniform(-0.002, 0.002)),
             "allow_short": bool(rng.random() < 0.6),
             "confidence": bool(rng.random() < 0.4),
-            "stake": 1.0 if rng.random() < 0.15 else float(rng.uniform(0.3, 1.0)),
+            "stake": float(rng.choice([1.0, rng.uniform(0.99, 1.0), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)])),
         }
     if strategy is SMA:
         fast = int(rng.integers(2, 20))
@@ -127,6 +127,19 @@ def test_orders_at_the_last_bar_never_fill(outage):
     one_bar = both(bars.iloc[:1], aligned[:1], levels, StrategySetup(BAH, {}, 10_000.0, Costs()))
     assert_same(*one_bar, "one bar")
     assert len(one_bar[1].orders) == 1 and one_bar[1].fills.empty
+
+
+def test_flip_whose_opening_part_the_cash_cannot_pay(outage):
+    """A stake near 1 with high slippage: the short closes, the long it flips into is refused
+    (Margin) at the fill; the closed part is still a fill, on both paths (and equity rebuilt
+    from the fills equals the broker's, which :func:`simulate` checks)."""
+    bars, aligned, levels = outage["keep"]
+    setup = StrategySetup(LLM, {"allow_short": True, "stake": 0.995, "threshold": 0.0}, 10_000.0,
+                          Costs(slippage=0.002))
+    fast, event = both(bars, aligned, levels, setup)
+    assert_same(fast, event, "refused flips")
+    fill_bars = set(bars.index.get_indexer(event.fills["time"]).tolist())
+    assert sum(bar in fill_bars for bar, _, _ in event.rejected) >= 5
 
 
 def test_planted_fee_difference_names_the_first_differing_fill(outage):
