@@ -25,14 +25,17 @@ class RunRecorder(bt.Analyzer):
         self.final_value = float("nan")
 
     def notify_order(self, order: bt.Order) -> None:
-        if order.status == order.Completed:
+        """A completed order is one fill. A refused one is a rejection; when part of it had
+        executed first (a flip whose closing part filled and whose opening part the cash could
+        not pay), that part is a fill too."""
+        if order.status == order.Completed or (order.status == order.Margin and order.executed.size):
             ex = order.executed
             self.fills.append((
                 len(self._data) - 1,  # bar position where it filled (the open of this bar)
                 "buy" if order.isbuy() else "sell",
                 abs(float(ex.size)), float(ex.price), float(ex.comm), abs(float(ex.size) * float(ex.price)),
             ))
-        elif order.status in (order.Margin, order.Rejected):
+        if order.status in (order.Margin, order.Rejected):
             self.rejected.append((len(self._data) - 1, order.getstatusname(), float(order.created.size)))
 
     def stop(self) -> None:
@@ -78,8 +81,9 @@ def round_trips(fills: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
     entry_price = entry_comm = 0.0
     entry_time = None
     eps = 1e-12
-    bar_of = {t: i for i, t in enumerate(index)} if len(fills) else {}
-    for fill in fills.itertuples(index=False):
+    bars = index.get_indexer(fills["time"]).tolist() if len(fills) else []
+    entry_bar = 0
+    for fill, bar in zip(fills.itertuples(index=False), bars):
         signed = fill.size if fill.side == "buy" else -fill.size
         remaining = signed
         comm_per_unit = fill.commission / fill.size if fill.size else 0.0
@@ -93,7 +97,7 @@ def round_trips(fills: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
                 "entry_time": entry_time, "exit_time": fill.time, "side": side, "size": closed,
                 "entry_price": entry_price, "exit_price": fill.price, "pnl": pnl, "commission": comm,
                 "pnl_net": pnl - comm, "return_pct": (pnl - comm) / (closed * entry_price),
-                "bars_held": bar_of[fill.time] - bar_of[entry_time],
+                "bars_held": bar - entry_bar,
             })
             pos += direction * -closed
             remaining -= -direction * closed
@@ -101,7 +105,7 @@ def round_trips(fills: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
                 pos = 0.0
         if abs(remaining) > eps:
             if pos == 0:
-                entry_price, entry_comm, entry_time = fill.price, comm_per_unit, fill.time
+                entry_price, entry_comm, entry_time, entry_bar = fill.price, comm_per_unit, fill.time, bar
             else:  # adding to a position: average the entry
                 total = abs(pos) + abs(remaining)
                 entry_price = (entry_price * abs(pos) + fill.price * abs(remaining)) / total

@@ -15,6 +15,9 @@ close to the close ``horizon`` bars ahead, ``fc_lower``/``fc_upper`` the outer q
   bar's open, with the configured fee and slippage.
 
 Bars without a forecast (NaN: warm-up) change nothing.
+
+:meth:`LLMSignal.fast_targets` is the same rule on whole arrays, for sweeps
+(``engine/fast_path.py``; reconciled against this class's event loop).
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ from __future__ import annotations
 import math
 
 import backtrader as bt
+import numpy as np
 
 from engine.broker import costs_of
+from engine.costs import Costs
+from engine.fast_path import FastMarket, FastTargets
+
+
+def _check_stake(stake: float) -> None:
+    if not 0 < stake <= 1:
+        raise ValueError(f"stake = {stake} must be in (0, 1]")
 
 
 class LLMSignal(bt.Strategy):
@@ -36,8 +47,7 @@ class LLMSignal(bt.Strategy):
     )
 
     def __init__(self) -> None:
-        if not 0 < self.p.stake <= 1:
-            raise ValueError(f"stake = {self.p.stake} must be in (0, 1]")
+        _check_stake(self.p.stake)
         self.threshold = costs_of(self).round_trip if self.p.threshold is None else float(self.p.threshold)
         self.pending = None
 
@@ -70,3 +80,20 @@ class LLMSignal(bt.Strategy):
                 self.pending = self.order_target_percent(target=self.p.stake)
             elif median >= -self.p.exit_threshold:
                 self.pending = self.close()
+
+    @staticmethod
+    def fast_targets(market: FastMarket, params: dict, costs: Costs) -> FastTargets:
+        """:meth:`next` on whole arrays: the target per bar when flat, long or short (NaN: no order)."""
+        _check_stake(params["stake"])
+        threshold = costs.round_trip if params["threshold"] is None else float(params["threshold"])
+        median, lower, upper = market.fc_median, market.fc_lower, market.fc_upper
+        confidence, stake, exit_at = bool(params["confidence"]), params["stake"], params["exit_threshold"]
+        with np.errstate(invalid="ignore"):
+            go_long = (median > threshold) & ((lower > 0) if confidence else True)
+            go_short = (median < -threshold) & ((upper < 0) if confidence else True) & bool(params["allow_short"])
+            fade_long, fade_short = median <= exit_at, median >= -exit_at
+        nan = np.full(len(median), np.nan)
+        flat = np.where(go_long, stake, np.where(go_short, -stake, nan))
+        long = np.where(go_short, -stake, np.where(fade_long, 0.0, nan))
+        short = np.where(go_long, stake, np.where(fade_short, 0.0, nan))
+        return FastTargets(flat=flat, long=long, short=short, wait_for_pending=True)
