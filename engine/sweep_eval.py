@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from engine.config import Config, FrozenMapping
+from engine.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
 from engine.feed import align_forecast
 from engine.pipeline import bars_per_year, build_predictor, decision_times, load_bars
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
@@ -33,11 +34,6 @@ from engine.strategy_loader import check_strategy_params, load_strategy
 from predictors.base import Forecast
 from predictors.registry import table_name
 from reports.metrics import Performance, performance_summary
-
-try:  # issue 13 part 1; until engine/fast_path.py lands the fallback stands in (every variant via backtrader)
-    from engine.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
-except ModuleNotFoundError:  # pragma: no cover - replaced when the fast path is merged
-    from engine.fast_path_fallback import FastPathMismatch, fast_simulate, has_fast_path, reconcile
 
 __all__ = [
     "OBJECTIVES", "FastPathMismatch", "SweepMarket", "TrialOutcome", "evaluate", "forecasts_for", "objective_value",

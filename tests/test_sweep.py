@@ -2,8 +2,8 @@
 run, reconciliation of the fast path, --jobs, resume after Ctrl-C and the report in Chromium.
 
 One small sweep (momentum x llm_signal on six weeks of real BTC/USDT 1h candles, 12 trials) is shared
-by the module. Until ``engine/fast_path.py`` lands, the fast path is a shim that calls the event loop
-(:func:`_shim`), patched in where the sweep looks it up, so the reconciliation path runs too.
+by the module; it runs on the real fast path (``engine/fast_path.py``: llm_signal has a vectorized
+form), so the reconciliation against backtrader runs on every sweep here too.
 """
 
 from __future__ import annotations
@@ -51,22 +51,8 @@ def _cfg(shared_data: Path, out: Path, **extra: object):
     })
 
 
-def _shim(bars, aligned, levels, setup):
-    """Stand-in fast path: the event loop itself (what fast_simulate must equal)."""
-    return simulate(bars, aligned, levels, setup)
-
-
 @pytest.fixture(scope="module")
-def fast_path_shim():
-    with pytest.MonkeyPatch.context() as mp:
-        for module in (sweep_mod, sweep_eval):
-            mp.setattr(module, "has_fast_path", lambda cls: True)
-        mp.setattr(sweep_eval, "fast_simulate", _shim)
-        yield
-
-
-@pytest.fixture(scope="module")
-def swept(shared_data, tmp_path_factory, fast_path_shim):
+def swept(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     cfg = _cfg(shared_data, out)
     return run_sweep(cfg, STRATEGY, SPACE, trials=TRIALS, holdout=HOLDOUT, seed=3, batch=4), cfg
