@@ -10,8 +10,12 @@ serves them to a sweep), in one invocation, for ``llm_signal`` and ``sma_cross``
 - memory: ``--memory-runs`` fast variants under ``tracemalloc``, keeping one number per variant
   as a sweep does; its peak (target < 1 GiB).
 
+- scaling: the same ``python -m engine sweep`` (``--sweep-trials`` trials of llm_signal's threshold and
+  stake over 2022-2023, holdout 2024, forecasts cached) with ``--jobs 1`` and ``--jobs 2``, each in a
+  fresh sweep folder: the wall-time ratio.
+
 Prints variants/s of each and the ratio fast / backtrader (target >= 50). Usage:
-``python benchmarks/sweep_speed.py [--bt-runs 3] [--fast-runs 200] [--memory-runs 1000]``.
+``python benchmarks/sweep_speed.py [--bt-runs 3] [--fast-runs 200] [--memory-runs 1000] [--sweep-trials 96]``.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--bt-runs", type=int, default=3)
     parser.add_argument("--fast-runs", type=int, default=200)
     parser.add_argument("--memory-runs", type=int, default=1000)
+    parser.add_argument("--sweep-trials", type=int, default=96, help="trials per sweep for --jobs 1 vs 2 (0 = skip)")
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -117,6 +122,34 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  {args.memory_runs} fast llm_signal variants under tracemalloc: peak {peak / 2**20:.0f} MiB traced "
           f"(target < 1024), {memory_s:.0f} s; process peak RSS {rss:.0f} MiB")
+    if args.sweep_trials:
+        jobs_scaling(Path(args.data_dir), args.sweep_trials)
+
+
+def jobs_scaling(data_dir: Path, trials: int) -> None:
+    """Wall time of one sweep with --jobs 1 and --jobs 2 (fresh folders, a shared warm forecast cache)."""
+    import tempfile
+
+    from engine.config import load_config
+    from engine.sweep import run_sweep
+
+    with tempfile.TemporaryDirectory(prefix="sweep-speed-") as tmp:
+        def cfg(out: str):
+            return load_config(None, {
+                "data.data_dir": str(data_dir), "data.symbol": "BTC/USDT", "data.timeframe": "1h",
+                "data.timerange": "20220101-20250101", "data.cache_dir": f"{tmp}/cache", "predictor.name": "momentum",
+                "output.dir": f"{tmp}/{out}", "output.tearsheet": False, "output.progress": False,
+            })
+        space, holdout = "threshold=0.0:0.01, stake=0.3:1.0", "20240101-20250101"
+        run_sweep(cfg("warm"), ROOT / "strategies" / "llm_signal.py", space, trials=8, holdout=holdout)  # caches
+        seconds = {}
+        for jobs in (1, 2):
+            t = time.perf_counter()
+            run_sweep(cfg(f"jobs{jobs}"), ROOT / "strategies" / "llm_signal.py", space, trials=trials,
+                      holdout=holdout, jobs=jobs)
+            seconds[jobs] = time.perf_counter() - t
+    print(f"  sweep of {trials} trials (fast path, forecasts cached, holdout run included): --jobs 1 "
+          f"{seconds[1]:.1f} s, --jobs 2 {seconds[2]:.1f} s: {seconds[1] / seconds[2]:.2f}x")
 
 
 if __name__ == "__main__":
