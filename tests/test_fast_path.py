@@ -189,10 +189,10 @@ def test_bad_parameters_fail_as_in_the_event_loop(outage):
 
 
 @pytest.mark.slow
-def test_many_variants_over_a_year_of_candles(btc_1h):
-    """More variants on a longer, unrelated stretch (2021: big moves, the 2021-02-11 no-trade candle)."""
-    raw = btc_1h.loc["2021-01-01":"2021-12-31"]
+def test_many_variants_over_half_a_year_of_candles(btc_1h):
+    """More variants on a longer, unrelated stretch (2021 H1: big moves, the 2021-02-11 no-trade candle)."""
+    raw = btc_1h.loc["2021-01-01":"2021-06-30"]
     markets = {"keep": market(raw, lookback=12), "fill": market(fill_gaps(raw, "1h"), lookback=12)}
-    seen = check_random_variants(markets, LLM, n=8, seed=2021)
-    assert seen["fills"] > 1000 and seen["short"] >= 3, seen
-    check_random_variants(markets, SMA, n=3, seed=2022)
+    seen = check_random_variants(markets, LLM, n=6, seed=2021)
+    assert seen["fills"] > 500 and seen["short"] >= 2, seen
+    check_random_variants(markets, SMA, n=2, seed=2022)

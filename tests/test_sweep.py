@@ -218,7 +218,7 @@ def _finished_trials(db: Path) -> int:
 
 @pytest.mark.slow
 def test_ctrl_c_then_the_same_command_resumes_to_the_total(shared_data, tmp_path):
-    total = 40
+    total = 24
     cmd = [sys.executable, "-m", "engine", "-q", "sweep", STRATEGY, "--predictor", "momentum", "--symbol", "BTC/USDT",
            "--timeframe", "1h", "--timerange", TIMERANGE, "--holdout", HOLDOUT, "--space", SPACE,
            "--trials", str(total), "--batch", "2", "--data-dir", str(shared_data), "--out", str(tmp_path / "runs"),
