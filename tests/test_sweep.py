@@ -216,7 +216,7 @@ def _finished_trials(db: Path) -> int:
         return 0
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # a real SIGINT to a subprocess, then a rerun (fault injection; CI runs soak tests)
 def test_ctrl_c_then_the_same_command_resumes_to_the_total(shared_data, tmp_path):
     total = 24
     cmd = [sys.executable, "-m", "engine", "-q", "sweep", STRATEGY, "--predictor", "momentum", "--symbol", "BTC/USDT",

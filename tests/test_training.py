@@ -195,7 +195,7 @@ def _engine(args: list[str], **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # a real SIGINT to a subprocess, then a rerun (fault injection; CI runs soak tests)
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_same_weights(shared_data, tmp_path):
     cache = tmp_path / "cache"
     slow = ["--set", "predictor.params.linear_ar.sleep_s=0.03", "--set", "training.patience=0"]
