@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXT, HORIZON = 64, 4
-MODES = ("lora", "full")
+MODES = ("lora", pytest.param("full", marks=pytest.mark.slow))  # full fine-tuning: whole suite only
 
 
 @pytest.fixture(autouse=True)
@@ -63,10 +63,22 @@ def _fit(path: str, mode: str, fold, work: Path, seed: int = 0, **settings):
     return pred, ctx
 
 
+class _Fits(dict):
+    """One fitted predictor per mode, fitted when a test first asks for it (the fast subset runs lora only)."""
+
+    def __init__(self, fit_mode) -> None:
+        super().__init__()
+        self._fit_mode = fit_mode
+
+    def __missing__(self, mode: str):
+        self[mode] = self._fit_mode(mode)
+        return self[mode]
+
+
 @pytest.fixture(scope="session")
 def fitted(chronos2_dir, fold, tmp_path_factory, two_torch_threads):
     """One fitted predictor per mode (2 epochs of 6 steps each), shared by the tests here."""
-    return {mode: _fit(chronos2_dir, mode, fold, tmp_path_factory.mktemp(f"fit-{mode}")) for mode in MODES}
+    return _Fits(lambda mode: _fit(chronos2_dir, mode, fold, tmp_path_factory.mktemp(f"fit-{mode}")))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -20,6 +20,10 @@ from predictors.base import PredictorError
 from predictors.lora_llm import ADAPTER_DIR, META_FILE, example_decisions, label_quantiles
 from predictors.training import FitContext, TrainSettings
 
+#: The tests that fine-tune run in the whole suite, not in the fast subset: they share the trained tiny Llama
+#: (conftest ``trained_llama``, ~9 s to train, which the fast subset would pay for this file alone).
+needs_llama = pytest.mark.slow
+
 L, H, BARS = 16, 3, 10
 SETTINGS = TrainSettings(context_length=L, horizon=H, epochs=2, max_steps=24, patience=0, lr=1e-2, batch_size=8,
                          device="cpu", seed=0)
@@ -93,6 +97,7 @@ def bucket(trained_llama, sine, tmp_path_factory):
     return fit(trained_llama, sine, tmp_path_factory.mktemp("bucket"), objective="bucket", n_buckets=4)
 
 
+@needs_llama
 def test_digits_adapter_loss_falls_and_its_generations_parse(digits, sine):
     predictor, ctx, losses = digits
     assert len(losses) == SETTINGS.max_steps and [r.epoch for r in ctx.curve] == [1, 2]
@@ -106,6 +111,7 @@ def test_digits_adapter_loss_falls_and_its_generations_parse(digits, sine):
     assert np.median(np.abs(q[:, 1])) < 0.05  # parsed into returns of the series' size (~1 %), not garbage scales
 
 
+@needs_llama
 @pytest.mark.parametrize("objective", ["bucket", "direction"])
 def test_label_objectives_give_valid_quantiles(objective, bucket, trained_llama, sine, tmp_path):
     predictor, ctx, losses = bucket if objective == "bucket" else fit(trained_llama, sine, tmp_path, objective=objective)
@@ -135,6 +141,7 @@ def test_label_quantile_mappings():
     assert (top[0, :, 0] >= 0.01 - 1e-6).all()  # all mass in the top bucket: every quantile above its lower edge
 
 
+@needs_llama
 def test_reloaded_adapter_gives_identical_forecasts_and_stores_no_base_weights(digits, bucket, trained_llama, sine, tmp_path):
     history = windows(sine, range(300, 306))
     for k, (predictor, _, _) in enumerate((digits, bucket)):
@@ -167,6 +174,7 @@ def test_no_training_example_reaches_past_the_training_window(n, bars, horizon, 
     assert later.min() == n and later.max() + horizon == n + 39
 
 
+@needs_llama
 def test_training_examples_come_from_the_training_frame_only(trained_llama, sine, tmp_path):
     """Other validation candles change the validation loss, never the trained adapter (one epoch: no selection)."""
     settings = TrainSettings(context_length=L, horizon=H, epochs=1, max_steps=3, patience=0, lr=5e-3, batch_size=8,
@@ -182,6 +190,7 @@ def test_training_examples_come_from_the_training_frame_only(trained_llama, sine
     assert curves[0].train_loss == curves[1].train_loss and curves[0].valid_loss != curves[1].valid_loss
 
 
+@needs_llama
 def test_seeded_fits_repeat_and_other_seeds_differ(trained_llama, sine, tmp_path):
     settings = TrainSettings(context_length=L, horizon=H, epochs=1, max_steps=4, patience=0, lr=5e-3, batch_size=8,
                              device="cpu", seed=0)
@@ -204,11 +213,13 @@ def test_seeded_fits_repeat_and_other_seeds_differ(trained_llama, sine, tmp_path
     ({"lora_dropout": 1.5}, "lora_dropout = 1.5"),
     ({"quantize": "4bit", "device": "cpu"}, "needs CUDA and bitsandbytes"),
 ])
+@needs_llama
 def test_a_bad_parameter_is_a_clear_error(trained_llama, params, message):
     with pytest.raises(PredictorError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
         make(trained_llama, **params)
 
 
+@needs_llama
 def test_bad_geometry_and_unknown_layers_are_clear_errors(trained_llama, sine, tmp_path):
     with pytest.raises(PredictorError, match="context_bars = 32 exceeds the engine's context_length = 16"):
         make(trained_llama, context_bars=32).fit(sine.iloc[:250], sine.iloc[250:], FitContext(SETTINGS, tmp_path / "a"))
@@ -220,6 +231,7 @@ def test_bad_geometry_and_unknown_layers_are_clear_errors(trained_llama, sine, t
         make(trained_llama).predict(windows(sine, [300]), H)
 
 
+@needs_llama
 def test_features_line_goes_into_the_prompt(trained_llama):
     predictor = make(trained_llama, prompt_template="{features}\n{history}")
     from predictors.llmtime import Scaler
@@ -262,6 +274,7 @@ def test_backtest_with_lora_llm_writes_a_tearsheet_and_a_fold_plan(trained_llama
     assert np.isfinite(q).all() and (np.diff(q, axis=1) >= 0).all()
 
 
+@needs_llama
 def test_an_interrupted_fit_resumes_to_the_same_adapter_and_keeps_only_adapter_state(trained_llama, sine, tmp_path):
     import torch
 
@@ -286,6 +299,7 @@ def test_an_interrupted_fit_resumes_to_the_same_adapter_and_keeps_only_adapter_s
     assert resumed.weights_digest() == whole.weights_digest()
 
 
+@needs_llama
 def test_gradient_accumulation_matches_one_big_batch(trained_llama, sine, tmp_path):
     settings = TrainSettings(context_length=L, horizon=H, epochs=1, max_steps=3, patience=0, lr=5e-3, batch_size=16,
                              device="cpu", seed=0)

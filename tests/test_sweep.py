@@ -196,6 +196,7 @@ def test_a_fast_path_that_differs_stops_the_sweep_naming_the_difference(shared_d
     assert not list((tmp_path / "runs").glob("*/study.db"))  # stopped before any trial
 
 
+@pytest.mark.slow  # a second sweep in two worker processes
 def test_jobs_2_gives_the_same_trials(swept, shared_data, tmp_path):
     result, _ = swept
     again = run_sweep(_cfg(shared_data, tmp_path), STRATEGY, SPACE, trials=TRIALS, holdout=HOLDOUT, seed=3, batch=4,
