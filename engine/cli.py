@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from engine.config import Config, ConfigError, load_config
+from engine.config import Config, ConfigError, load_config, parse_literal
 from engine.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
 from engine.logs import setup_logging
 from engine.paper.cli import add_paper_parser
@@ -146,14 +145,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
-    """``--set`` values are TOML literals (numbers, booleans, quoted strings, lists); bare words are strings."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     mapping = {
         "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
@@ -166,7 +157,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r} must be KEY=VALUE, e.g. --set broker.fee=0.0005")
-        out[key.strip()] = _parse_value(value.strip())
+        out[key.strip()] = parse_literal(value.strip())
     if getattr(args, "no_tearsheet", False):
         out["output.tearsheet"] = False
     if getattr(args, "no_progress", False):

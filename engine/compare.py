@@ -15,7 +15,6 @@ import dataclasses
 import os
 import re
 import time
-import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config, ConfigError, FrozenMapping
+from engine.config import Config, ConfigError, FrozenMapping, parse_literal
 from engine.errors import OperationalError, UserInputError, exit_code
 from engine.judge import Verdict, judge
 from engine.logs import setup_logging
@@ -114,10 +113,7 @@ def parse_variant(label: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"--predictors entry {label!r}: {item.strip()!r} is not key=value; {form}")
         if key in params:
             raise ConfigError(f"--predictors entry {label!r} sets {key} twice")
-        try:
-            params[key] = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            params[key] = text.strip()
+        params[key] = parse_literal(text.strip())
     return name, params
 
 

@@ -645,6 +645,16 @@ def _validate_paper(c: PaperConfig) -> None:
             )
 
 
+def parse_literal(text: str) -> Any:
+    """A command-line value as a TOML literal (numbers, booleans, quoted strings, lists); a bare word is
+    the string itself. One rule for ``--set KEY=VALUE``, ``--predictors 'name[key=value]'`` and
+    ``--space`` choices."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Read ``path`` (TOML; ``None`` = defaults only), apply dotted ``overrides``, validate.
 

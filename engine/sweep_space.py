@@ -21,12 +21,12 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from engine.config import parse_literal
 from engine.errors import UserInputError
 
 #: What ``--space`` entries look like, for error messages.
@@ -121,13 +121,6 @@ def _number(text: str, entry: str) -> float:
     return value
 
 
-def _literal(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -144,7 +137,7 @@ def parse_entry(entry: str) -> Dimension:
         raise SpaceError(f"--space entry {entry.strip()!r}: {name!r} is not a parameter name (strategy "
                          "parameters by name, predictor parameters as predictor.<key>)")
     if "|" in body:
-        choices = tuple(_literal(c.strip()) for c in body.split("|"))
+        choices = tuple(parse_literal(c.strip()) for c in body.split("|"))
         if any(c == "" for c in choices):
             raise SpaceError(f"--space entry {entry.strip()!r}: an empty choice; write a|b|c")
         if len(set(map(repr, choices))) != len(choices):
