@@ -203,7 +203,36 @@ def quantiles_from_samples(
 
 
 @dataclass(frozen=True)
-class LLMTimeConfig(PluginConfig):
+class DigitSamplingConfig(PluginConfig):
+    """The digit serialisation and sampling parameters of LLMTime (Gruver et al. 2023), shared by
+    ``llmtime`` (zero-shot) and ``lora_llm`` (fine-tuned, ``digits`` objective); see the module
+    docstring. A predictor's config adds its own fields to these."""
+
+    num_samples: int = param(20, ge=1)
+    precision: int = param(3, ge=0)
+    digit_sep: str = " "
+    value_sep: str = " ,"
+    scaling: str = param("affine", choices=("affine", "basic"))
+    alpha: float = param(0.95, gt=0, le=1)
+    beta: float = param(0.3, ge=0)
+    temperature: float = param(0.7, gt=0)
+    top_p: float = param(0.9, gt=0, le=1)
+    top_k: int = param(0, ge=0)
+    restrict_tokens: bool = True
+    token_budget_factor: float = param(1.3, ge=1)
+    on_failed_window: str = param("zero", choices=("zero", "raise"))
+
+    def check(self) -> None:
+        if not self.value_sep.strip():
+            raise ParamError("value_sep", self.value_sep, "a separator with a non-space character, e.g. ' ,'")
+        for key in ("digit_sep", "value_sep"):
+            value = getattr(self, key)
+            if any(c.isdigit() or c == "-" for c in value):
+                raise ParamError(key, value, "free of digits and '-' (they are the values' characters)")
+
+
+@dataclass(frozen=True)
+class LLMTimeConfig(DigitSamplingConfig):
     """``[predictor.params.llmtime]``; the serialisation and sampling parameters as in the module
     docstring (defaults: the paper's), plus:
 
@@ -228,28 +257,7 @@ class LLMTimeConfig(PluginConfig):
     device: str = param("auto", choices=DEVICES, key=False)
     dtype: str = param("auto", choices=DTYPES)
     batch_size: int = param(1, ge=1)
-    num_samples: int = param(20, ge=1)
     max_context_values: int | None = param(None, ge=2)
-    precision: int = param(3, ge=0)
-    digit_sep: str = " "
-    value_sep: str = " ,"
-    scaling: str = param("affine", choices=("affine", "basic"))
-    alpha: float = param(0.95, gt=0, le=1)
-    beta: float = param(0.3, ge=0)
-    temperature: float = param(0.7, gt=0)
-    top_p: float = param(0.9, gt=0, le=1)
-    top_k: int = param(0, ge=0)
-    restrict_tokens: bool = True
-    token_budget_factor: float = param(1.3, ge=1)
-    on_failed_window: str = param("zero", choices=("zero", "raise"))
-
-    def check(self) -> None:
-        if not self.value_sep.strip():
-            raise ParamError("value_sep", self.value_sep, "a separator with a non-space character, e.g. ' ,'")
-        for key in ("digit_sep", "value_sep"):
-            value = getattr(self, key)
-            if any(c.isdigit() or c == "-" for c in value):
-                raise ParamError(key, value, "free of digits and '-' (they are the values' characters)")
 
 
 @dataclass(frozen=True)

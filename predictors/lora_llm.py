@@ -88,9 +88,9 @@ from predictors._torch import (
     resolve_placement,
     row_seeds,
 )
-from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, param
+from predictors.base import ModelInfo, ParamError, Predictor, PredictorError, param
 from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
-from predictors.llmtime import LLMTimeStats, Scaler, quantiles_from_samples, sample_texts, serialize
+from predictors.llmtime import DigitSamplingConfig, LLMTimeStats, Scaler, quantiles_from_samples, sample_texts, serialize
 from predictors.registry import register
 from predictors.torch_fit import TensorSamples, fit_model, seeded
 from predictors.training import FitContext
@@ -109,7 +109,7 @@ IGNORE = -100
 
 
 @dataclass(frozen=True)
-class LoraLLMConfig(PluginConfig):
+class LoraLLMConfig(DigitSamplingConfig):
     """``[predictor.params.lora_llm]``.
 
     model, revision: base causal LM (hub id or local folder) and the hub revision to pin.
@@ -131,7 +131,8 @@ class LoraLLMConfig(PluginConfig):
     batch_size: windows per forward/generate call when forecasting. ``digits``: as llmtime (1 is
         exactly batch invariant; more left-pads and may flip near-tie samples); labels: one forward
         pass, batch invariant up to float rounding.
-    num_samples ... on_failed_window: llmtime's serialisation and sampling parameters (``digits``).
+    num_samples ... on_failed_window: llmtime's serialisation and sampling parameters (``digits``), from
+        :class:`predictors.llmtime.DigitSamplingConfig`.
     """
 
     model: str = "Qwen/Qwen2.5-0.5B"
@@ -150,19 +151,6 @@ class LoraLLMConfig(PluginConfig):
     example_stride: int = param(1, ge=1)
     grad_accum: int = param(1, ge=1)
     batch_size: int = param(1, ge=1)
-    num_samples: int = param(20, ge=1)
-    precision: int = param(3, ge=0)
-    digit_sep: str = " "
-    value_sep: str = " ,"
-    scaling: str = param("affine", choices=("affine", "basic"))
-    alpha: float = param(0.95, gt=0, le=1)
-    beta: float = param(0.3, ge=0)
-    temperature: float = param(0.7, gt=0)
-    top_p: float = param(0.9, gt=0, le=1)
-    top_k: int = param(0, ge=0)
-    restrict_tokens: bool = True
-    token_budget_factor: float = param(1.3, ge=1)
-    on_failed_window: str = param("zero", choices=("zero", "raise"))
 
     def check(self) -> None:
         if not self.modules():
@@ -173,12 +161,7 @@ class LoraLLMConfig(PluginConfig):
             raise ParamError("prompt_template", self.prompt_template, f"a format string ({exc}); write literal braces as {{{{ }}}}") from None
         if "history" not in fields or fields - {"history", "features"}:
             raise ParamError("prompt_template", self.prompt_template, "text with {history} and optionally {features}, no other {fields}")
-        if not self.value_sep.strip():
-            raise ParamError("value_sep", self.value_sep, "a separator with a non-space character, e.g. ' ,'")
-        for key in ("digit_sep", "value_sep"):
-            value = getattr(self, key)
-            if any(c.isdigit() or c == "-" for c in value):
-                raise ParamError(key, value, "free of digits and '-' (they are the values' characters)")
+        super().check()  # the serialisation's rules
 
     def modules(self) -> list[str]:
         """``target_modules`` as a list."""
