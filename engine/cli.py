@@ -12,6 +12,7 @@ which hides the API key and secret (see that module).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -22,7 +23,7 @@ from engine.logs import setup_logging
 from engine.paper.cli import add_paper_parser
 from engine.paper.secrets import redact_output
 from feeds.errors import ExchangeRequestError, ExchangeUnavailable
-from predictors.registry import available
+from predictors.registry import available, make_config, predictor_class
 from reports.render.format import format_number
 from reports.render.summary import summary_table
 from reports.significance_types import Significance
@@ -360,9 +361,27 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(cls: type) -> str:
+    """The first sentence of a predictor class's docstring, without reStructuredText markup."""
+    first = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    first = re.sub(r"\s*\((see )?(the )?module docstring\)", "", first)
+    first = re.sub(r":\w+:`~?([^`]+)`", r"\1", first).replace("``", "")
+    return re.split(r"[.;]\s", first + " ", maxsplit=1)[0].strip().rstrip(".;")
+
+
 def cmd_predictors(args: argparse.Namespace) -> int:
+    """One line per registered predictor: name, whether the engine trains it walk-forward, what it is."""
+    rows = []
     for name in available():
-        print(name)
+        cls = predictor_class(name)
+        trains = cls.trainable and cls.trains_with(make_config(name, {}))
+        rows.append((name, "walk-forward" if trains else "with params" if cls.trainable else "-", _summary(cls)))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'name':<{width}}  {'trained':<12}  what it is")
+    for name, trained, what in rows:
+        print(f"{name:<{width}}  {trained:<12}  {what}")
+    print("trained: walk-forward = one model per fold (`train`, or any backtest trains missing folds); with params = "
+          "trained only when its parameters ask for it (e.g. chronos finetune); '-' = runs as it is")
     return 0
 
 

@@ -284,3 +284,11 @@ def test_paper_trading_refuses_a_trained_predictor_before_anything_starts(tmp_pa
     err = capsys.readouterr().err
     assert "is trained walk-forward" in err and "backtest / compare" in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_the_predictors_command_says_which_predictors_train_walk_forward(capsys):
+    assert cli.main(["predictors"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows["patchtst"] == rows["lightgbm"] == rows["neural"] == rows["lora_llm"] == "walk-forward"
+    assert rows["chronos"] == "with"  # "with params": only with finetune set
+    assert rows["naive"] == rows["momentum"] == rows["llmtime"] == "-"
