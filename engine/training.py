@@ -53,12 +53,12 @@ from engine.config import Config, ConfigError, TrainingConfig
 from engine.errors import OperationalError
 from engine.folds import Fold, FoldPlan
 from engine.logs import setup_logging
-from engine.signals import predictor_identity
+from engine.signals import context_windows, data_fingerprint, input_values, predictor_identity
 from engine.train_progress import FoldProgress, NullReporter, QueueReporter
 from predictors.base import Predictor
 from predictors.registry import make_predictor
-from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings, channel_array
-from reports.skill import pinball_loss
+from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings
+from reports.skill import pinball_loss, realised_log_returns
 
 #: Bump when the way checkpoints are made changes, so stale ones are not reused.
 TRAINING_VERSION = 1
@@ -120,14 +120,6 @@ def train_settings(training: TrainingConfig, context_length: int, horizon: int) 
     )
 
 
-def candles_fingerprint(candles: pd.DataFrame) -> str:
-    """SHA-256 (16 hex) of the index and every candle column: what a fit can read."""
-    digest = hashlib.sha256()
-    digest.update(candles.index.asi8.tobytes())
-    digest.update(np.ascontiguousarray(candles[list(CANDLE_COLUMNS)].to_numpy(dtype=np.float64)).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def fold_frames(candles: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(train, valid)`` candle frames of ``fold``: copies, so a fit cannot reach later rows through a view."""
     cols = list(CANDLE_COLUMNS)
@@ -146,7 +138,7 @@ def checkpoint_key(
         "v": TRAINING_VERSION,
         **predictor_identity(predictor, p.context_length, p.horizon, p.batch_size),
         "training": training,
-        "train_data": candles_fingerprint(candles.iloc[fold.start : fold.stop]),
+        "train_data": data_fingerprint(candles.iloc[fold.start : fold.stop], CANDLE_COLUMNS),  # all a fit can read
         "cutoff": fold.cutoff.isoformat(),
         "split": fold.split - fold.start,
         "warm_start_from": previous if cfg.training.warm_start else None,
@@ -257,14 +249,11 @@ def validation_pinball(predictor: Predictor, candles: pd.DataFrame, fold: Fold, 
         return None
     if len(ends) > VALIDATION_WINDOWS:
         ends = ends[np.linspace(0, len(ends) - 1, VALIDATION_WINDOWS).round().astype(int)]
-    channels = predictor.input_channels()
-    values = channel_array(candles.iloc[: fold.stop], channels)
-    log_close = np.log(candles["close"].to_numpy(dtype=np.float64)[: fold.stop])
-    realised = np.stack([log_close[ends + h] - log_close[ends] for h in range(1, horizon + 1)], axis=1)
-    windows = np.stack([values[e - context_length + 1 : e + 1] for e in ends])  # (n, L, C)
-    if channels == ("close",):
-        windows = windows[:, :, 0]
-    preds = np.concatenate([predictor.predict(windows[i : i + batch_size], horizon)
+    past = candles.iloc[: fold.stop]
+    windows = context_windows(input_values(past, predictor.input_channels()), context_length)
+    rows = ends - (context_length - 1)  # the window that ends at each decision bar (engine.signals)
+    realised = realised_log_returns(past["close"].to_numpy(dtype=np.float64), ends, horizon)
+    preds = np.concatenate([predictor.predict(np.array(windows[rows[i : i + batch_size]]), horizon)
                             for i in range(0, len(ends), batch_size)])
     _, mean = pinball_loss(preds, predictor.quantile_levels, realised)
     return float(np.mean(mean))
@@ -634,7 +623,7 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 __all__ = [
     "cap_threads",
-    "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted", "candles_fingerprint",
+    "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",
 ]
