@@ -93,6 +93,7 @@ from engine.simulate import Order, StrategySetup, build_cerebro
 from engine.training import load_fold_predictor, read_meta
 from engine.walkforward import FreshPredictor, WalkForward, refit_digest
 from predictors.base import Forecast, Predictor
+from reports.jsonable import JsonFields
 
 #: Differences below this (log return) are float noise whatever the forecast's scale.
 ATOL = 1e-7
@@ -134,7 +135,7 @@ class PredictorCheckStats:
 
 
 @dataclass(frozen=True)
-class WalkForwardCheckStats:
+class WalkForwardCheckStats(JsonFields):
     """What the walk-forward checks did (trainable predictors; see the module docstring).
 
     ``decisions`` decision times checked against the ``folds`` checkpoints' recorded cut-offs,
@@ -158,9 +159,6 @@ class WalkForwardCheckStats:
     refit_s: float
     digests_checked: int
     folds_recomputed: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def describe(self) -> str:
         """Two lines: the cut-off check and the re-fit, with their numbers."""
