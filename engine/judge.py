@@ -15,12 +15,14 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from engine.config import Config
 from engine.errors import LedgerUnusableError
 from engine.evaluation import significance_report
 from engine.ledger import LedgerError, TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
 from engine.pipeline import RunResult
+from reports.metrics import Performance
 from reports.significance_types import Significance, SignificanceNotTestable
 
 
@@ -61,33 +63,47 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def trial_row(
+    cfg: Config, *, kind: str, run_id: str, run_dir: str, strategy: str, strategy_params: Mapping[str, Any],
+    strategy_hash: str, predictor_params: Mapping[str, Any], predictor_hash: str | None, model: str,
+    metrics: Performance, n_bars: int, period: tuple[str, str], timerange: str, invalid: str | None = None,
+    suspicious: str | None = None,
+) -> TrialRow:
+    """One trial-ledger row: its trial identity (``engine.ledger.trial_hash``: ``strategy_hash`` and the
+    strategy parameters, ``predictor_hash``, fee and slippage, exchange, symbol, timeframe), its period
+    (first and last traded bar), headline numbers and marks. Backtests and compares
+    (:func:`ledger_row`) and sweep trials (``engine.sweep``) record trials through this one function,
+    so the same variant has the same identity whichever command ran it."""
+    d, costs, params = cfg.data, cfg.broker.costs, params_json(dict(strategy_params))
+    identity = trial_hash(
+        strategy_hash=strategy_hash, strategy_params=params, predictor_hash=predictor_hash,
+        fee=costs.fee, slippage=costs.slippage, exchange=d.exchange, symbol=d.symbol, timeframe=d.timeframe,
+    )
+    start, end = period
+    return TrialRow(
+        run_id=run_id, created_at=utc_now_iso(), kind=kind, config_hash=cfg.hash(), strategy=strategy,
+        strategy_params=params, predictor=cfg.predictor.name, predictor_params=params_json(dict(predictor_params)),
+        model=model, symbol=d.symbol, timeframe=d.timeframe, timerange=timerange, n_bars=n_bars,
+        total_return=metrics.total_return, sharpe=metrics.sharpe, sortino=metrics.sortino,
+        max_drawdown=metrics.max_drawdown, n_trades=metrics.n_trades, run_dir=run_dir, exchange=d.exchange,
+        trial_hash=identity, strategy_hash=strategy_hash, predictor_hash=predictor_hash or None, period_start=start,
+        period_end=end, invalid=invalid, suspicious=suspicious,
+    )
+
+
 def ledger_row(
     result: RunResult, strategy_path: str | Path, strategy_hash: str, run_dir: Path | None, kind: str,
 ) -> TrialRow:
-    """The trial-ledger row of ``result``: its trial identity (``engine.ledger.trial_hash``:
-    ``strategy_hash`` (:func:`file_hash` of ``strategy_path``) and parameters, ``result.predictor_hash``,
-    fee and slippage, exchange, symbol, timeframe), its period (first and last bar), headline
-    numbers and marks."""
-    cfg, m = result.config, result.metrics
-    timerange = cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-"
-    start, end = result.period  # validated UTC (feeds)
-    strategy_params = params_json(result.strategy_params)
-    costs = cfg.broker.costs
-    identity = trial_hash(
-        strategy_hash=strategy_hash, strategy_params=strategy_params, predictor_hash=result.predictor_hash,
-        fee=costs.fee, slippage=costs.slippage,
-        exchange=cfg.data.exchange, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe,
-    )
-    return TrialRow(
-        run_id=run_dir.name if run_dir else utc_now_iso(), created_at=utc_now_iso(), kind=kind,
-        config_hash=cfg.hash(), strategy=Path(strategy_path).stem, strategy_params=strategy_params,
-        predictor=cfg.predictor.name, predictor_params=params_json(cfg.predictor.predictor_params()),
-        model=result.model_info.name, symbol=cfg.data.symbol, timeframe=cfg.data.timeframe, timerange=timerange,
-        n_bars=len(result.bars), total_return=m.total_return, sharpe=m.sharpe, sortino=m.sortino,
-        max_drawdown=m.max_drawdown, n_trades=m.n_trades, run_dir=str(run_dir or ""),
-        exchange=cfg.data.exchange, trial_hash=identity, strategy_hash=strategy_hash,
-        predictor_hash=result.predictor_hash or None, period_start=start, period_end=end,
-        invalid=result.invalid, suspicious="; ".join(result.suspicious) or None,
+    """The trial-ledger row of ``result`` (:func:`trial_row`); its period is its first and last bar
+    (validated UTC)."""
+    cfg = result.config
+    return trial_row(
+        cfg, kind=kind, run_id=run_dir.name if run_dir else utc_now_iso(), run_dir=str(run_dir or ""),
+        strategy=Path(strategy_path).stem, strategy_params=result.strategy_params, strategy_hash=strategy_hash,
+        predictor_params=cfg.predictor.predictor_params(), predictor_hash=result.predictor_hash,
+        model=result.model_info.name, metrics=result.metrics, n_bars=len(result.bars), period=result.period,
+        timerange=cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-", invalid=result.invalid,
+        suspicious="; ".join(result.suspicious) or None,
     )
 
 

@@ -48,8 +48,8 @@ from engine.compare import _ray, resolve_paths
 from engine.config import Config, ConfigError
 from engine.errors import UserInputError, exit_code
 from engine.evaluation import significance_report
-from engine.judge import file_hash
-from engine.ledger import TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
+from engine.judge import file_hash, trial_row
+from engine.ledger import TrialCount, TrialLedger, TrialRow, params_json
 from engine.logs import setup_logging
 from engine.run_folder import check_writable
 from engine.strategy_loader import load_strategy, strategy_param_names
@@ -246,22 +246,14 @@ class _Evaluator:
 # -- ledger rows --------------------------------------------------------------------------------------------
 def _ledger_row(market: SweepMarket, outcome: TrialOutcome, number: int, out_dir: Path, strategy_hash: str,
                 ) -> TrialRow:
-    """The ledger row of one sweep trial, with the identity a backtest of the same parameters would have."""
+    """The ledger row of one sweep trial, with the identity a backtest of the same parameters would have
+    (:func:`engine.judge.trial_row`)."""
     cfg = variant_config(market.cfg, market.stem, outcome.strategy_params, outcome.predictor_params)
-    d, costs, m = cfg.data, cfg.broker.costs, outcome.metrics
-    strategy_params = params_json(outcome.strategy_params)
-    start, end = market.period
-    return TrialRow(
-        run_id=f"{out_dir.name}#{number}", created_at=utc_now_iso(), kind="sweep", config_hash=cfg.hash(),
-        strategy=market.stem, strategy_params=strategy_params, predictor=cfg.predictor.name,
-        predictor_params=params_json(outcome.predictor_params), model=outcome.model, symbol=d.symbol,
-        timeframe=d.timeframe, timerange=d.timerange, n_bars=len(market.bars), total_return=m.total_return,
-        sharpe=m.sharpe, sortino=m.sortino, max_drawdown=m.max_drawdown, n_trades=m.n_trades, run_dir=str(out_dir),
-        exchange=d.exchange, strategy_hash=strategy_hash, predictor_hash=outcome.predictor_hash,
-        trial_hash=trial_hash(strategy_hash=strategy_hash, strategy_params=strategy_params,
-                              predictor_hash=outcome.predictor_hash, fee=costs.fee, slippage=costs.slippage,
-                              exchange=d.exchange, symbol=d.symbol, timeframe=d.timeframe),
-        period_start=start, period_end=end,
+    return trial_row(
+        cfg, kind="sweep", run_id=f"{out_dir.name}#{number}", run_dir=str(out_dir), strategy=market.stem,
+        strategy_params=outcome.strategy_params, strategy_hash=strategy_hash,
+        predictor_params=outcome.predictor_params, predictor_hash=outcome.predictor_hash, model=outcome.model,
+        metrics=outcome.metrics, n_bars=len(market.bars), period=market.period, timerange=cfg.data.timerange,
     )
 
 
