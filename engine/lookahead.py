@@ -537,7 +537,7 @@ def check_walk_forward(
     fold = model.fold
     logger.info("lookahead: re-fitting fold {} on the {} candles before its cut-off {} in a fresh process",
                 fold.k, fold.stop, fold.cutoff)
-    digest, fresh, seconds = refit_digest(factory, cfg, candles, fold)
+    digest, fresh, seconds = refit_digest(factory, cfg, candles, fold, threads=model.torch_threads)
     served = loaded[fold.k].weights_digest()
     if digest != served or digest != model.digest:
         bad.append((fold.test_start, f"fold {fold.k}: a re-fit on the {fold.stop - fold.start} candles before its cut-off "

@@ -83,6 +83,9 @@ class FoldModel:
     curve: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: epochs an interrupted earlier attempt had finished when this fit resumed (0: a fresh fit or cached)
     resumed_at: int = 0
+    #: torch CPU threads the fit ran with (None: torch not loaded): a CPU fit's float sums, hence its weights,
+    #: depend on them, so the lookahead re-fit uses the same count
+    torch_threads: int | None = None
     #: the engine's own score of the fitted model on the fold's validation candles (:func:`validation_pinball`):
     #: the same loss for every model, unlike each model's own training loss; None without validation windows
     valid_pinball: float | None = None
@@ -320,8 +323,9 @@ def _fit_one(
         digest = predictor.weights_digest()
         curve = tuple(r.to_json() for r in ctx.curve)
         score = validation_pinball(predictor, candles, fold, p.horizon, p.context_length, p.batch_size)
+        threads = torch_threads()
         meta = {"fold": fold.to_json(), "key": key, "predictor": p.name, "digest": digest, "seconds": seconds,
-                "curve": curve, "resumed_at": len(previous), "valid_pinball": score}
+                "curve": curve, "resumed_at": len(previous), "valid_pinball": score, "torch_threads": threads}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         try:
             os.replace(tmp, directory)
@@ -331,7 +335,7 @@ def _fit_one(
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return FoldModel(fold=fold, key=key, directory=directory, trained_now=True, digest=digest, seconds=seconds,
-                     curve=curve, resumed_at=len(previous), valid_pinball=score)
+                     curve=curve, resumed_at=len(previous), valid_pinball=score, torch_threads=threads)
 
 
 def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
@@ -344,7 +348,7 @@ def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
     if meta is not None and (directory / "model").is_dir():
         return FoldModel(fold=job.fold, key=job.key, directory=directory, trained_now=False, digest=meta["digest"],
                          seconds=float(meta["seconds"]), curve=tuple(meta["curve"]),
-                         valid_pinball=meta.get("valid_pinball"))
+                         valid_pinball=meta.get("valid_pinball"), torch_threads=meta.get("torch_threads"))
     if warn:
         problem = "its meta.json is missing or unreadable" if meta is None else "it has no model/ folder"
         logger.warning("fold {}: checkpoint {} is damaged ({}); retraining the fold", job.fold.k, directory, problem)
@@ -419,6 +423,12 @@ def _worker_init(stop_event: Any, queue: Any, threads: int) -> None:
     cap_threads(threads)
     setup_logging(verbose=False, quiet=True)
     _WORKER.update(stop=stop_event, reporter=QueueReporter(queue), threads=threads)
+
+
+def torch_threads() -> int | None:
+    """This process's torch CPU threads when torch is loaded, else None."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
 
 
 def cap_threads(threads: int) -> None:
@@ -622,7 +632,7 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 
 __all__ = [
-    "cap_threads",
+    "cap_threads", "torch_threads",
     "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",

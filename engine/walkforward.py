@@ -44,7 +44,7 @@ from engine.errors import OperationalError
 from engine.folds import Fold, FoldPlan, plan_folds
 from engine.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
 from engine.training import (
-    FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models,
+    FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models, torch_threads,
 )
 from predictors.base import Forecast, Predictor, PredictorStats
 
@@ -180,39 +180,42 @@ def walk_forward_forecasts(
 
 
 # -- the lookahead check's re-fit -----------------------------------------------------------------
-def _refit(factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, fold: Fold) -> str:
-    """Fit ``fold`` on ``candles`` (already truncated at its cut-off) and return the weights digest."""
-    with tempfile.TemporaryDirectory(prefix="llm4mp-refit-") as work:
-        predictor, _, _ = fit_fold(factory, cfg, candles, fold, Path(work) / "work")
-        return predictor.weights_digest()
+def _refit(factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, fold: Fold, threads: int | None) -> str:
+    """Fit ``fold`` on ``candles`` (already truncated at its cut-off) with torch on ``threads`` CPU threads
+    (None: as it is) and return the weights digest; this process's thread count is restored afterwards."""
+    before = torch_threads()
+    if threads is not None:
+        import torch
 
-
-def _torch_threads() -> int | None:
-    """This process's torch CPU threads when torch is loaded (a fit's float sums may depend on them), else None."""
-    torch = sys.modules.get("torch")
-    return int(torch.get_num_threads()) if torch is not None else None
+        torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="llm4mp-refit-") as work:
+            predictor, _, _ = fit_fold(factory, cfg, candles, fold, Path(work) / "work")
+            return predictor.weights_digest()
+    finally:
+        if threads is not None and before is not None:
+            sys.modules["torch"].set_num_threads(before)
 
 
 def _refit_main() -> None:
     """Entry point of the re-fit child: ``argv[1]`` a pickle of (factory, cfg, candles, fold, torch threads),
     ``argv[2]`` the file to write the digest to."""
     factory, cfg, candles, fold, threads = pickle.loads(Path(sys.argv[1]).read_bytes())
-    if threads is not None:  # the parent's thread count, so that a deterministic CPU fit sums in the same order
-        import torch
-
-        torch.set_num_threads(threads)
-    Path(sys.argv[2]).write_text(_refit(factory, cfg, candles, fold), encoding="utf-8")
+    Path(sys.argv[2]).write_text(_refit(factory, cfg, candles, fold, threads), encoding="utf-8")
 
 
 def refit_digest(
     factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, fold: Fold, fresh_process: bool = True,
+    threads: int | None = None,
 ) -> tuple[str, bool, float]:
     """Re-fit ``fold`` on the candles before its cut-off only (``candles.iloc[:fold.stop]``).
 
     With ``fresh_process`` the fit runs in a new interpreter (``python -c``, this process's
     ``sys.path``; no state of this process, such as candles a plugin stashed at module level,
-    exists there, and the caller's main script is not re-run; torch, when loaded here, gets this
-    process's thread count there). A factory that cannot be pickled (a
+    exists there, and the caller's main script is not re-run). Torch runs on ``threads`` CPU threads:
+    the count the fold's fit recorded (``FoldModel.torch_threads``), since a CPU fit's float sums and
+    so its weights depend on it (our PatchTST's did, 1 vs 2 threads); None: this process's count,
+    when torch is loaded here. A factory that cannot be pickled (a
     class defined in ``__main__`` or inside a function) is re-fitted here instead.
     Returns ``(digest, ran_in_fresh_process, seconds)``.
 
@@ -220,17 +223,18 @@ def refit_digest(
         OperationalError: the child process failed (its last lines of stderr are quoted).
     """
     t0 = time.perf_counter()
+    threads = torch_threads() if threads is None else threads
     truncated = candles.iloc[: fold.stop].copy()
     payload = b""
     if fresh_process:
         try:
-            payload = pickle.dumps((factory, cfg, truncated, fold, _torch_threads()))
+            payload = pickle.dumps((factory, cfg, truncated, fold, threads))
         except Exception as exc:  # a local or __main__ class: not importable by a child
             logger.warning("re-fit of fold {} runs in this process: the predictor cannot be sent to a fresh one ({})",
                            fold.k, exc)
             fresh_process = False
     if not fresh_process:
-        return _refit(factory, cfg, truncated, fold), False, time.perf_counter() - t0
+        return _refit(factory, cfg, truncated, fold, threads), False, time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="llm4mp-refit-") as tmp:
         inp, out = Path(tmp) / "in.pickle", Path(tmp) / "digest.txt"
         inp.write_bytes(payload)

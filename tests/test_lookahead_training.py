@@ -104,3 +104,40 @@ def test_folds_sharing_one_checkpoint_path_are_caught(shared_data, tmp_path):
     bad = [w for _, w in result.lookahead.training_mismatches if "loads as weights" in w]
     assert result.invalid and len(bad) == folds - 1, result.lookahead.describe()  # every fold but the last
     assert all(f"fold {k}:" in " ".join(bad) for k in range(folds - 1))
+
+
+@pytest.mark.slow  # two tiny PatchTST fits and a re-fit in a fresh process
+def test_the_refit_runs_on_the_thread_count_its_fold_was_trained_with(shared_data, tmp_path):
+    """A CPU fit's weights depend on torch's thread count (tiny PatchTST: 1 vs 2 threads differ), and
+    folds trained by `train --jobs 2` or in compare workers run on fewer threads than a later backtest:
+    the re-fit must use the count the fold recorded, or an honest model is called leaky."""
+    torch = pytest.importorskip("torch")
+    from engine.folds import plan_folds
+    from engine.pipeline import decision_times, load_bars
+    from engine.training import ensure_fold_models, predictor_factory
+    from engine.walkforward import refit_digest
+
+    cfg = load_config(None, {
+        "data.data_dir": str(shared_data), "data.symbol": "ETH/USDT", "data.timeframe": "1h",
+        "data.timerange": "20230201-20230208", "data.cache_dir": str(tmp_path / "cache"),
+        "predictor.name": "patchtst", "predictor.context_length": 32, "predictor.horizon": 4,
+        "predictor.params.patchtst": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32, "patch_len": 8,
+                                      "stride": 4},
+        "training.retrain_every": "30d", "training.history_start": "20230101", "training.epochs": 1,
+        "training.max_steps": 10, "training.batch_size": 64, "training.device": "cpu", "output.progress": False,
+    })
+    candles, first = load_bars(cfg, progress=False, history=True)
+    plan = plan_folds(candles.index, decision_times(candles, first), cfg.training, 32, 4)
+    factory, before = predictor_factory(cfg), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        (model,) = ensure_fold_models(cfg, candles, plan, factory, progress=False)
+        assert model.torch_threads == 1
+        torch.set_num_threads(2)  # the backtest that checks it runs on more threads
+        digest, fresh, _ = refit_digest(factory, cfg, candles, model.fold, threads=model.torch_threads)
+        assert fresh and digest == model.digest
+        other, _, _ = refit_digest(factory, cfg, candles, model.fold, fresh_process=False, threads=2)
+        assert other != model.digest  # why the count is recorded: on 2 threads the same fit sums differently
+        assert torch.get_num_threads() == 2  # the in-process re-fit gave this process its count back
+    finally:
+        torch.set_num_threads(before)
