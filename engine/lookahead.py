@@ -90,8 +90,9 @@ from engine.config import Config
 from engine.errors import UserInputError
 from engine.signals import context_windows, input_values
 from engine.simulate import Order, StrategySetup, build_cerebro
-from engine.training import load_fold_predictor, read_meta
-from engine.walkforward import FreshPredictor, WalkForward, refit_digest
+from engine.folds import Fold
+from engine.training import load_fold_predictor, plan_frames_record, read_meta, torch_threads
+from engine.walkforward import FreshPredictor, RefitJob, RefitResult, ServeJob, WalkForward, fresh_runs
 from predictors.base import Forecast, Predictor
 from reports.jsonable import JsonFields
 
@@ -138,40 +139,75 @@ class PredictorCheckStats:
 class WalkForwardCheckStats(JsonFields):
     """What the walk-forward checks did (trainable predictors; see the module docstring).
 
-    ``decisions`` decision times checked against the ``folds`` checkpoints' recorded cut-offs,
-    ``min_gap_bars`` the smallest gap (bars) between a decision and the cut-off of the checkpoint
-    that served it (``embargo`` at least); ``refit_fold`` the fold re-fitted on truncated candles,
-    its ``refit_digest`` against the served checkpoint's ``served_digest`` (as loaded) and
-    ``recorded_digest`` (meta.json), ``refit_fresh_process`` whether the re-fit ran in a new
-    interpreter, ``refit_s`` its seconds; ``digests_checked`` folds whose loaded weights were
-    compared with their recorded digest; ``folds_recomputed`` folds whose sampled windows were
-    recomputed with their own predictor."""
+    Check (a): ``decisions`` decision times checked against the ``folds`` checkpoints' recorded
+    cut-offs and the frames their fits really received (``frames_checked`` checkpoints whose
+    ``fit_frames`` equal the plan's slices); ``min_gap_bars`` the smallest gap (bars) between a
+    decision and the end of the candles that served it (``embargo`` at least).
+
+    Check (b), the re-fit of fold ``refit_fold`` on truncated candles in fresh processes, in
+    ``refit_mode``: ``"digest"`` (the fit declared itself deterministic: its ``refit_digest`` must
+    equal the served checkpoint's ``served_digest``, as loaded, and ``recorded_digest``, meta.json) or
+    ``"forecasts"`` (the fit declared ``refit_nondeterministic`` reasons: a second honest re-fit is made,
+    and on ``refit_windows`` windows of the fold the served checkpoint's forecasts must lie within
+    a tolerance of the nearer re-fit's — ``refit_diff`` and ``refit_tolerance`` are that distance and
+    tolerance at the window nearest to failing (largest ratio), ``refit_spread`` the largest distance
+    between the two re-fits; log return; None in digest mode).
+    ``refit_s``: seconds of all fresh-process work (re-fits and the serving below).
+
+    ``digests_checked`` folds whose loaded weights were compared with their recorded digest;
+    ``fresh_folds`` the folds served again each from a process that loaded only that fold,
+    ``fresh_windows`` sampled windows over them, ``fresh_noise`` their batch noise (log return);
+    ``folds_recomputed`` folds whose sampled windows were recomputed in this process with their own
+    predictor (check (c))."""
 
     folds: int
     decisions: int
     embargo: int
     min_gap_bars: int
+    frames_checked: int
     refit_fold: int
+    refit_mode: str
     refit_digest: str
     served_digest: str
     recorded_digest: str
-    refit_fresh_process: bool
     refit_s: float
     digests_checked: int
+    refit_nondeterministic: tuple[str, ...] = ()
+    refit_windows: int = 0
+    refit_diff: float | None = None
+    refit_spread: float | None = None
+    refit_tolerance: float | None = None
+    fresh_folds: tuple[int, ...] = ()
+    fresh_windows: int = 0
+    fresh_noise: float = 0.0
     folds_recomputed: int = 0
 
+    def _refit_words(self) -> str:
+        if self.refit_mode == "digest":
+            same = self.refit_digest == self.served_digest == self.recorded_digest
+            return (f"weights digest {self.refit_digest[:12]} {'=' if same else '!='} served {self.served_digest[:12]} "
+                    f"(recorded {self.recorded_digest[:12]}; a deterministic fit: digests compared)")
+        within = self.refit_diff is not None and self.refit_tolerance is not None and \
+            self.refit_diff <= self.refit_tolerance
+        return (f"fit declared not bit-reproducible ({'; '.join(self.refit_nondeterministic)}), so re-fitted twice and "
+                f"compared by forecasts on {self.refit_windows} windows of the fold: at the window nearest to failing the "
+                f"served checkpoint is {self.refit_diff:.3g} (log return) from the nearer re-fit, "
+                f"{'within' if within else 'beyond'} its tolerance {self.refit_tolerance:.3g} (from the two re-fits' "
+                f"spread {self.refit_spread:.3g}: "
+                "max(1e-7, 0.1% of the interval width, min(10 x spread, 5% of the width)))")
+
     def describe(self) -> str:
-        """Two lines: the cut-off check and the re-fit, with their numbers."""
-        where = "in a fresh process" if self.refit_fresh_process else "in this process"
-        same = self.refit_digest == self.served_digest == self.recorded_digest
+        """Three lines: the cut-off and frames check, the re-fit, the per-fold serving, with their numbers."""
         return (
             f"walk-forward: {self.decisions} decision times served by {self.folds} fold checkpoints, each trained on "
             f"candles ending >= {self.embargo} bars (the embargo) before every decision it served (closest: "
-            f"{self.min_gap_bars} bars); {self.digests_checked} checkpoints load as the weights their fit recorded\n"
-            f"re-fit of fold {self.refit_fold} on candles truncated at its cut-off ({where}, {self.refit_s:.2f} s): "
-            f"weights digest {self.refit_digest[:12]} {'=' if same else '!='} served {self.served_digest[:12]} "
-            f"(recorded {self.recorded_digest[:12]}); sampled windows recomputed with {self.folds_recomputed} folds' "
-            "own models"
+            f"{self.min_gap_bars} bars); {self.frames_checked} checkpoints' fits received exactly the plan's candles "
+            f"(fingerprints in meta.json); {self.digests_checked} checkpoints load as the weights their fit recorded\n"
+            f"re-fit of fold {self.refit_fold} on candles truncated at its cut-off, in fresh processes "
+            f"({self.refit_s:.2f} s with the serving below): {self._refit_words()}\n"
+            f"folds {', '.join(map(str, self.fresh_folds)) or 'none'} served again each from a process that loaded only "
+            f"that fold ({self.fresh_windows} sampled windows, batch noise {self.fresh_noise:.3g}); sampled windows "
+            f"recomputed here with {self.folds_recomputed} folds' own models"
         )
 
 
@@ -482,13 +518,25 @@ def first_order_difference(
     return None
 
 
-def served_cutoffs(candles: pd.DataFrame, wf: WalkForward) -> tuple[list[tuple[pd.Timestamp, str]], int]:
-    """Check (a): the plan's rules with ``served_by``, then every decision time against the cut-off
-    recorded in the meta.json of the checkpoint that served it. Returns ``(mismatches, min gap in bars)``."""
+def _frames_words(rec: dict[str, Any]) -> str:
+    return (f"{rec['train_rows']} + {rec['valid_rows']} candles {rec['train_first']} .. "
+            f"{rec['valid_last'] or rec['train_last']} (fingerprints {rec['train_fingerprint']}, {rec['valid_fingerprint']})")
+
+
+def served_cutoffs(
+    candles: pd.DataFrame, wf: WalkForward,
+) -> tuple[list[tuple[pd.Timestamp, str]], int, int]:
+    """Check (a): the plan's rules with ``served_by``, then every decision time against what the checkpoint
+    that served it records in its meta.json — its cut-off and the frames its fit really received
+    (``fit_frames``: first and last candle and fingerprints, taken from the frames handed to ``fit``).
+    The frames must equal the plan's slices of this run's candles; the last candle fitted must open
+    before the recorded cut-off; every decision must lie ``embargo`` bars or more after the later of
+    the two. Returns ``(mismatches, min gap in bars, checkpoints whose frames matched the plan)``."""
     positions = candles.index.get_indexer(wf.decisions)
     embargo = wf.plan.embargo
     bad = [(wf.decisions[0], f"fold plan: {p}") for p in wf.plan.violations(positions, wf.served_by)]
     min_gap = None
+    frames_ok = 0
     for model in wf.models:
         k = model.fold.k
         served = np.flatnonzero(wf.served_by == k)
@@ -507,24 +555,86 @@ def served_cutoffs(candles: pd.DataFrame, wf: WalkForward) -> tuple[list[tuple[p
         if cut < 0:
             bad.append((first, f"fold {k}: its checkpoint's recorded cut-off {cutoff} is not a candle of this run"))
             continue
-        gaps = positions[served] - cut
+        received = meta.get("fit_frames")
+        if not isinstance(received, dict):
+            bad.append((first, f"fold {k}: its checkpoint's meta.json does not record the frames its fit received "
+                               f"(fit_frames), so what it was trained on cannot be checked: delete {model.directory} "
+                               "to retrain it"))
+            continue
+        planned = plan_frames_record(candles, model.fold)
+        if received != planned:
+            bad.append((first, f"fold {k}: its fit received {_frames_words(received)}, the fold plan gives it "
+                               f"{_frames_words(planned)}"))
+        else:
+            frames_ok += 1
+        last = received.get("valid_last") or received.get("train_last")
+        fit_end = int(candles.index.get_indexer([pd.Timestamp(last)])[0]) + 1 if last else 0
+        if fit_end <= 0 and last:
+            bad.append((first, f"fold {k}: the last candle its fit received, {last}, is not a candle of this run"))
+            fit_end = len(candles)
+        if fit_end > cut:
+            bad.append((first, f"fold {k}: its fit received candles up to {last}, at or after the cut-off {cutoff} "
+                               "its meta.json records"))
+        end = max(cut, fit_end)
+        gaps = positions[served] - end
         min_gap = int(gaps.min()) if min_gap is None else min(min_gap, int(gaps.min()))
         if (gaps < embargo).any():
             j = int(np.flatnonzero(gaps < embargo)[0])
             bad.append((wf.decisions[served[j]], f"served by fold {k}, whose checkpoint was trained on candles before "
-                                                 f"{cutoff} (its meta.json), only {int(gaps[j])} bars earlier; the "
-                                                 f"embargo is {embargo} bars"))
-    return bad, int(min_gap if min_gap is not None else -1)
+                                                 f"{candles.index[end] if end < len(candles) else cutoff} (its "
+                                                 f"meta.json), only {int(gaps[j])} bars earlier; the embargo is "
+                                                 f"{embargo} bars"))
+    return bad, int(min_gap if min_gap is not None else -1), frames_ok
+
+
+#: Windows of the re-fitted fold forecast by both re-fits and the served checkpoint in forecasts mode (evenly spaced).
+REFIT_WINDOWS = 256
+#: Folds served again each from a process that loaded only that fold (drawn with the seed; all when fewer).
+FRESH_FOLDS = 6
+#: Sampled decision times per such fold, each recomputed alone and as the last row of a past-only batch ...
+FRESH_SAMPLES = 3
+#: ... of at most this many windows.
+FRESH_PAST_BATCH = 8
+
+
+def _forecast_refit(
+    fold: Fold, served: np.ndarray, refits: list[np.ndarray],
+) -> tuple[list[tuple[pd.Timestamp, str]], float, float, float]:
+    """Forecasts mode of check (b) on one fold's windows, all ``(n, Q, H)``: ``served`` the served checkpoint's
+    forecasts (from a process that loaded only it), ``refits`` two honest re-fits'. The rule: spread = max
+    |refit 1 - refit 2| over windows, quantiles and horizons; a window is leaky when the served forecast's
+    distance to the nearer re-fit exceeds ``tolerance(width, spread)`` (the predictor check's rule with
+    the repeat spread as its noise). Returns ``(mismatches, distance, spread, tolerance)``, distance and
+    tolerance at the window with the largest distance / tolerance ratio (the one nearest to failing)."""
+    spread = float(_max_abs(refits[0], refits[1]).max())
+    diff = np.minimum(_max_abs(served, refits[0]), _max_abs(served, refits[1]))
+    tol = tolerance(forecast_width(served), spread)
+    bad = []
+    over = np.flatnonzero(diff > tol)
+    j = int(np.argmax(diff / tol))  # the window closest to (or furthest beyond) its tolerance
+    if len(over):
+        bad.append((fold.test_start, f"fold {fold.k}: a re-fit on the {fold.stop - fold.start} candles before its cut-off "
+                                     f"{fold.cutoff} forecasts {len(over)} of {len(diff)} windows of the fold differently "
+                                     f"from the checkpoint that served it, by up to {float(diff[j]):.3g} (log return), "
+                                     f"beyond the tolerance {float(tol[j]):.3g} that two honest re-fits' spread "
+                                     f"({spread:.3g}) allows: its fit read something besides the candles it was handed"))
+    return bad, float(diff[j]), spread, float(tol[j])
 
 
 def check_walk_forward(
     candles: pd.DataFrame, wf: WalkForward, cfg: Config, factory: FreshPredictor, seed: int,
+    forecast: Forecast | None = None, times: Sequence[pd.Timestamp] = (),
 ) -> tuple[list[tuple[pd.Timestamp, str]], dict[int, Predictor], WalkForwardCheckStats]:
-    """Checks (a) and (b) of the module docstring, and every fold's checkpoint round-trip.
+    """Checks (a) and (b) of the module docstring, every fold's checkpoint round-trip, and the serving of
+    up to :data:`FRESH_FOLDS` folds each from a process that loaded only that fold (at ``times`` of
+    the fold, the first :data:`FRESH_SAMPLES` of them, against the run's ``forecast``).
 
     Returns ``(mismatches, fold predictors loaded from the checkpoints by fold number, stats)``.
+
+    Raises:
+        UserInputError: the predictor cannot be rebuilt in a fresh process (:func:`ensure_refittable`).
     """
-    bad, min_gap = served_cutoffs(candles, wf)
+    bad, min_gap, frames_ok = served_cutoffs(candles, wf)
     loaded: dict[int, Predictor] = {}
     for model in wf.models:
         loaded[model.fold.k] = serving = load_fold_predictor(factory, model)
@@ -533,21 +643,86 @@ def check_walk_forward(
             bad.append((model.fold.test_start, f"fold {model.fold.k}: its checkpoint loads as weights {got[:16]}, "
                                                f"but its fit recorded {model.digest[:16]}: save/load do not give back "
                                                "the fold's own model (do folds share one path?)"))
-    model = wf.models[int(np.random.default_rng(seed).integers(len(wf.models)))]
+    rng = np.random.default_rng(seed)
+    model = wf.models[int(rng.integers(len(wf.models)))]
     fold = model.fold
-    logger.info("lookahead: re-fitting fold {} on the {} candles before its cut-off {} in a fresh process",
-                fold.k, fold.stop, fold.cutoff)
-    digest, fresh, seconds = refit_digest(factory, cfg, candles, fold, threads=model.torch_threads)
+    p = cfg.predictor
+    windows = context_windows(input_values(candles, loaded[fold.k].input_channels()), p.context_length)
+    positions = candles.index.get_indexer(wf.decisions)
+    forecast_mode = bool(model.nondeterministic)
+    jobs: list[Any] = []
+    refit_rows = np.empty(0, dtype=np.int64)
+    if forecast_mode:  # the fold's decision windows, evenly spaced
+        own = positions[wf.served_by == fold.k] - (p.context_length - 1)
+        refit_rows = own[np.unique(np.linspace(0, len(own) - 1, min(REFIT_WINDOWS, len(own))).round().astype(int))]
+    truncated = candles.iloc[: fold.stop].copy()
+    for _ in range(2 if forecast_mode else 1):
+        jobs.append(RefitJob(fold, truncated, np.array(windows[refit_rows]) if forecast_mode else None))
+    # per-fold serving from a process that loaded only that fold
+    ks = [m.fold.k for m in wf.models]
+    fresh = sorted(ks if len(ks) <= FRESH_FOLDS else rng.choice(ks, FRESH_FOLDS, replace=False).tolist())
+    fold_of = dict(zip(wf.decisions, wf.served_by.tolist()))
+    samples: dict[int, list[pd.Timestamp]] = {k: [] for k in fresh}
+    for t in times:
+        k = int(fold_of.get(t, -1))
+        if k in samples and len(samples[k]) < FRESH_SAMPLES:
+            samples[k].append(t)
+    past = max(2, min(p.batch_size, FRESH_PAST_BATCH))
+    serve_at: dict[int, int] = {}
+    for k in fresh:
+        batches = []
+        for t in samples[k]:
+            row = int(candles.index.get_loc(t)) - (p.context_length - 1)
+            batches += [np.array(windows[row : row + 1]), np.array(windows[max(0, row - past + 1) : row + 1])]
+        if k == fold.k and forecast_mode:
+            batches += [np.array(windows[refit_rows[i : i + p.batch_size]]) for i in range(0, len(refit_rows), p.batch_size)]
+        serve_at[k] = len(jobs)
+        jobs.append(ServeJob(k, wf.model_of(k).model_dir, tuple(batches)))
+    logger.info("lookahead: re-fitting fold {} on the {} candles before its cut-off {} in a fresh process{}; serving "
+                "folds {} each from a process that loaded only that fold", fold.k, fold.stop, fold.cutoff,
+                " (twice: its fit is not bit-reproducible)" if forecast_mode else "", fresh)
+    results, seconds = fresh_runs(factory, cfg, jobs, torch_threads() if model.torch_threads is None else model.torch_threads)
+    refits: list[RefitResult] = results[: 2 if forecast_mode else 1]
     served = loaded[fold.k].weights_digest()
-    if digest != served or digest != model.digest:
+    digest = refits[0].digest
+    diff = spread = tol = None
+    if forecast_mode:
+        outs = results[serve_at[fold.k]]
+        served_f = np.concatenate(outs[2 * len(samples[fold.k]) :])
+        found, diff, spread, tol = _forecast_refit(fold, served_f, [r.forecasts for r in refits])
+        bad += found
+    elif digest != served or digest != model.digest:
         bad.append((fold.test_start, f"fold {fold.k}: a re-fit on the {fold.stop - fold.start} candles before its cut-off "
                                      f"{fold.cutoff} gives weights digest {digest[:16]}, the checkpoint that served it "
                                      f"{served[:16]} (recorded at training: {model.digest[:16]}): its fit read "
-                                     "something besides the candles it was handed, or is not deterministic"))
+                                     "something besides the candles it was handed, or is not deterministic (a fit that "
+                                     "is not must say so with ctx.declare_nondeterministic)"))
+    # judge the fresh serving with the predictor check's rule
+    noise = 0.0
+    judged: list[tuple[pd.Timestamp, float, float]] = []
+    row_of = {t: i for i, t in enumerate(forecast.index)} if forecast is not None else {}
+    for k in fresh:
+        outs = results[serve_at[k]]
+        for j, t in enumerate(samples[k]):
+            a, b = outs[2 * j][0], outs[2 * j + 1][-1]
+            noise = max(noise, float(_max_abs(a, b)))
+            if t in row_of:
+                full = forecast.values[row_of[t]]
+                judged.append((t, float(min(_max_abs(full, a), _max_abs(full, b))), float(forecast_width(full))))
+    for t, d, width in judged:
+        limit = float(tolerance(width, noise))
+        if d > limit:
+            bad.append((t, f"fold {int(fold_of[t])}: served again from a process that loaded only that fold's checkpoint, "
+                           f"the forecast differs by up to {d:.3g} (log return) from the run's, tolerance {limit:.3g}: "
+                           "the run served it with state left by other folds (module- or class-level state set in "
+                           "fit or load)"))
     stats = WalkForwardCheckStats(
         folds=len(wf.models), decisions=len(wf.decisions), embargo=wf.plan.embargo, min_gap_bars=min_gap,
-        refit_fold=fold.k, refit_digest=digest, served_digest=served, recorded_digest=model.digest,
-        refit_fresh_process=fresh, refit_s=round(seconds, 4), digests_checked=len(loaded),
+        frames_checked=frames_ok, refit_fold=fold.k, refit_mode="forecasts" if forecast_mode else "digest",
+        refit_digest=digest, served_digest=served, recorded_digest=model.digest, refit_s=round(seconds, 4),
+        digests_checked=len(loaded), refit_nondeterministic=tuple(model.nondeterministic),
+        refit_windows=len(refit_rows), refit_diff=diff, refit_spread=spread, refit_tolerance=tol,
+        fresh_folds=tuple(fresh), fresh_windows=len(judged), fresh_noise=noise,
     )
     bad.sort(key=lambda m: m[0])
     return bad, loaded, stats
@@ -633,7 +808,7 @@ def check_lookahead(
         if config is None:
             raise ValueError("check_lookahead: a walk-forward run needs its config for the re-fit")
         training_mismatches, loaded, wf_stats = check_walk_forward(candles, walk_forward, config,
-                                                                   FreshPredictor.like(predictor), seed)
+                                                                   FreshPredictor.like(predictor), seed, forecast, times)
         if predictor.batch_invariant:  # the re-fit is the check's fixed price: the sampling keeps its whole budget
             checked, bad, notes, predictor_stats, recomputed = _check_folds(
                 candles, forecast, walk_forward, loaded, context_length, horizon, batch_size, times, min_samples,

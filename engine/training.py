@@ -13,7 +13,9 @@ so a re-run trains nothing, and a changed input retrains only the folds it chang
 candle after a fold's cut-off changes no earlier fold's key).
 
 Layout: ``<cache_dir>/checkpoints/<predictor>-<key>/`` holding ``model/`` (what ``save`` wrote)
-and ``meta.json`` (fold, key, curve, seconds, weights digest), written to a temporary folder and
+and ``meta.json`` (fold, key, curve, seconds, weights digest, ``fit_frames``: first/last candle, rows and
+fingerprint of the train and valid frames the fit really received; ``nondeterministic``: the reasons
+the fit gave for not being bit-reproducible, empty for a deterministic fit), written to a temporary folder and
 renamed into place, so a folder that exists is complete. A fit's resumable state lives in
 ``<cache_dir>/checkpoints/.work-<predictor>-<key>/`` (``fit/``: the predictor's ``work_dir``;
 ``curve.jsonl``: the epochs finished so far) until the fold is stored: an interrupted fold
@@ -58,10 +60,10 @@ from engine.train_progress import FoldProgress, NullReporter, QueueReporter
 from predictors.base import Predictor
 from predictors.registry import make_predictor
 from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings
-from reports.skill import pinball_loss, realised_log_returns
 
 #: Bump when the way checkpoints are made changes, so stale ones are not reused.
-TRAINING_VERSION = 1
+#: 2: meta.json records the frames the fit received (``fit_frames``) and its ``nondeterministic`` reasons.
+TRAINING_VERSION = 2
 
 PredictorFactory = Callable[[], Predictor]
 #: ``[training]`` keys left out of a checkpoint key: where a model trains (``device``) and how the
@@ -89,6 +91,9 @@ class FoldModel:
     #: the engine's own score of the fitted model on the fold's validation candles (:func:`validation_pinball`):
     #: the same loss for every model, unlike each model's own training loss; None without validation windows
     valid_pinball: float | None = None
+    #: why the fit is not bit-reproducible (:meth:`FitContext.declare_nondeterministic`); empty: deterministic,
+    #: so the lookahead re-fit compares weights digests, else forecasts within a tolerance
+    nondeterministic: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -127,6 +132,27 @@ def fold_frames(candles: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.Dat
     """``(train, valid)`` candle frames of ``fold``: copies, so a fit cannot reach later rows through a view."""
     cols = list(CANDLE_COLUMNS)
     return candles.iloc[fold.start : fold.split][cols].copy(), candles.iloc[fold.split : fold.stop][cols].copy()
+
+
+def frames_record(train: pd.DataFrame, valid: pd.DataFrame) -> dict[str, Any]:
+    """What a fit received, for meta.json's ``fit_frames``: first and last candle open time (ISO-8601 UTC; None
+    for an empty frame), row count and :func:`engine.signals.data_fingerprint` over every candle column (index
+    included) of ``train`` and of ``valid``. The lookahead check compares it with the same record of the fold
+    plan's slices (:func:`plan_frames_record`)."""
+    out: dict[str, Any] = {}
+    for part, frame in (("train", train), ("valid", valid)):
+        out[f"{part}_first"] = frame.index[0].isoformat() if len(frame) else None
+        out[f"{part}_last"] = frame.index[-1].isoformat() if len(frame) else None
+        out[f"{part}_rows"] = len(frame)
+        out[f"{part}_fingerprint"] = data_fingerprint(frame, CANDLE_COLUMNS)
+    return out
+
+
+def plan_frames_record(candles: pd.DataFrame, fold: Fold) -> dict[str, Any]:
+    """:func:`frames_record` of the slices the fold plan says ``fold``'s fit gets (``[start, split)``,
+    ``[split, stop)`` of the run's candles), cut here and not through :func:`fold_frames`."""
+    cols = list(CANDLE_COLUMNS)
+    return frames_record(candles.iloc[fold.start : fold.split][cols], candles.iloc[fold.split : fold.stop][cols])
 
 
 def checkpoint_key(
@@ -216,9 +242,11 @@ def fit_fold(
     warm_from: Path | None = None, *, on_epoch: Callable[[EpochRecord], None] | None = None,
     on_step: Callable[[int, float], None] | None = None, stop_event: Any = None,
     curve: tuple[EpochRecord, ...] = (),
-) -> tuple[Predictor, FitContext, float]:
+) -> tuple[Predictor, FitContext, float, dict[str, Any]]:
     """A fresh predictor fitted on ``fold``'s candles; nothing stored. Returns it, its fit context
-    (curve) and the seconds the fit took. The lookahead check re-fits with this on truncated candles.
+    (curve, ``nondeterministic`` reasons), the seconds the fit took and :func:`frames_record` of the
+    frames handed to ``fit`` (taken from those very frames, not from the plan). The lookahead check
+    re-fits with this on truncated candles.
 
     ``on_epoch``/``on_step``/``stop_event`` become the fit context's hooks; ``curve`` the epochs an
     interrupted earlier attempt finished (resuming)."""
@@ -231,9 +259,10 @@ def fit_fold(
                      curve=list(curve))
     if stop_event is not None:
         ctx.stop_event = stop_event
+    received = frames_record(train, valid)
     t0 = time.perf_counter()
     predictor.fit(train, valid, ctx)
-    return predictor, ctx, time.perf_counter() - t0
+    return predictor, ctx, time.perf_counter() - t0, received
 
 
 #: Validation windows scored per fold at most (evenly spaced): enough for a stable mean, cheap for any model.
@@ -247,6 +276,8 @@ def validation_pinball(predictor: Predictor, candles: pd.DataFrame, fold: Fold, 
     validation part, context reaching back into training (the past). The engine's one yardstick for
     every trainable model, whatever loss it trains with (our PatchTST vs neuralforecast's). None when
     the validation part holds no window."""
+    from reports.skill import pinball_loss, realised_log_returns  # here: scipy costs the lookahead's fresh processes ~2 s
+
     ends = np.arange(max(fold.split, context_length - 1), fold.stop - horizon)
     if len(ends) == 0:
         return None
@@ -312,7 +343,7 @@ def _fit_one(
             f.write(json.dumps(row) + "\n")
         reporter.epoch(fold.k, row)
 
-    predictor, ctx, seconds = fit_fold(
+    predictor, ctx, seconds, received = fit_fold(
         factory, cfg, candles, fold, work / "fit", warm_from, on_epoch=on_epoch,
         on_step=lambda step, loss: reporter.step(fold.k, step, loss), stop_event=stop_event, curve=previous,
     )
@@ -325,7 +356,8 @@ def _fit_one(
         score = validation_pinball(predictor, candles, fold, p.horizon, p.context_length, p.batch_size)
         threads = torch_threads()
         meta = {"fold": fold.to_json(), "key": key, "predictor": p.name, "digest": digest, "seconds": seconds,
-                "curve": curve, "resumed_at": len(previous), "valid_pinball": score, "torch_threads": threads}
+                "curve": curve, "resumed_at": len(previous), "valid_pinball": score, "torch_threads": threads,
+                "fit_frames": received, "nondeterministic": list(ctx.nondeterministic)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         try:
             os.replace(tmp, directory)
@@ -335,7 +367,8 @@ def _fit_one(
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return FoldModel(fold=fold, key=key, directory=directory, trained_now=True, digest=digest, seconds=seconds,
-                     curve=curve, resumed_at=len(previous), valid_pinball=score, torch_threads=threads)
+                     curve=curve, resumed_at=len(previous), valid_pinball=score, torch_threads=threads,
+                     nondeterministic=tuple(ctx.nondeterministic))
 
 
 def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
@@ -348,7 +381,8 @@ def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
     if meta is not None and (directory / "model").is_dir():
         return FoldModel(fold=job.fold, key=job.key, directory=directory, trained_now=False, digest=meta["digest"],
                          seconds=float(meta["seconds"]), curve=tuple(meta["curve"]),
-                         valid_pinball=meta.get("valid_pinball"), torch_threads=meta.get("torch_threads"))
+                         valid_pinball=meta.get("valid_pinball"), torch_threads=meta.get("torch_threads"),
+                         nondeterministic=tuple(meta.get("nondeterministic") or ()))
     if warn:
         problem = "its meta.json is missing or unreadable" if meta is None else "it has no model/ folder"
         logger.warning("fold {}: checkpoint {} is damaged ({}); retraining the fold", job.fold.k, directory, problem)
@@ -635,5 +669,6 @@ __all__ = [
     "cap_threads", "torch_threads",
     "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
+    "frames_record", "plan_frames_record",
     "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",
 ]

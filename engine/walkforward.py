@@ -15,15 +15,19 @@ fold (:mod:`engine.folds`), never from one model for the whole run:
    models and which fold served each decision time (``served_by``) — that metrics.json, the
    forecast page and the lookahead check read.
 
-:func:`refit_digest` re-fits one fold in a fresh interpreter (the lookahead check's re-fit): the
-child process gets only the candles before the fold's cut-off, so nothing later exists in it,
-not even in state a plugin keeps at module level.
+:func:`fresh_runs` runs the lookahead check's jobs each in a process that started fresh: re-fits
+of one fold (:class:`RefitJob`: the child gets only the candles before the fold's cut-off, so
+nothing later exists in it, not even in state a plugin keeps at module level) and the serving of
+single folds (:class:`ServeJob`: a process that has loaded only that fold's checkpoint). There is
+no in-process fallback: a predictor that cannot be sent there is refused up front
+(:func:`ensure_refittable`, before any training when the check is on).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -40,11 +44,11 @@ import pandas as pd
 from loguru import logger
 
 from engine.config import Config
-from engine.errors import OperationalError
+from engine.errors import OperationalError, UserInputError
 from engine.folds import Fold, FoldPlan, plan_folds
 from engine.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
 from engine.training import (
-    FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models, torch_threads,
+    FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models,
 )
 from predictors.base import Forecast, Predictor, PredictorStats
 
@@ -139,10 +143,14 @@ def walk_forward_forecasts(
 
     Raises:
         ConfigError: the fold plan cannot be made (too little history before a fold).
+        UserInputError: the lookahead check is on and the predictor cannot be rebuilt in a fresh process
+            (:func:`ensure_refittable`), said before anything is trained.
     """
     p = cfg.predictor
     plan = plan_folds(candles.index, decisions, cfg.training, p.context_length, p.horizon)
     factory = FreshPredictor.like(predictor)
+    if cfg.evaluation.lookahead_samples > 0:  # its re-fit needs a fresh process: refuse now, before any training
+        ensure_refittable(factory)
     positions = candles.index.get_indexer(decisions)
     served_by = plan.fold_of(positions)
     keys = [job.key for job in plan_jobs(predictor, cfg, candles, plan)]
@@ -179,76 +187,181 @@ def walk_forward_forecasts(
     return forecast, record, _sum_stats(stats)
 
 
-# -- the lookahead check's re-fit -----------------------------------------------------------------
-def _refit(factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, fold: Fold, threads: int | None) -> str:
-    """Fit ``fold`` on ``candles`` (already truncated at its cut-off) with torch on ``threads`` CPU threads
-    (None: as it is) and return the weights digest; this process's thread count is restored afterwards."""
-    before = torch_threads()
+# -- the lookahead check's fresh processes -----------------------------------------------------------
+@dataclass(frozen=True)
+class RefitJob:
+    """Re-fit ``fold`` on ``candles`` (the run's candles truncated at the fold's cut-off: nothing later
+    exists in the child), then forecast ``windows`` (``(n, L)`` or ``(n, L, C)``; None: digest only)."""
+
+    fold: Fold
+    candles: pd.DataFrame
+    windows: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """A re-fit's weights digest, the reasons its fit gave for not being bit-reproducible, its forecasts
+    ``(n, Q, H)`` of the job's windows (None without) and :func:`engine.training.frames_record` of what it fit."""
+
+    digest: str
+    nondeterministic: tuple[str, ...]
+    forecasts: np.ndarray | None
+    received: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServeJob:
+    """Load fold ``k``'s checkpoint from ``model_dir`` (nothing else loaded, nothing fitted in the process)
+    and ``predict`` each of ``batches`` in one call; the result is their forecasts, in order."""
+
+    k: int
+    model_dir: Path
+    batches: tuple[np.ndarray, ...]
+
+
+def ensure_refittable(factory: FreshPredictor) -> None:
+    """Refuse, before any training, a predictor the lookahead check cannot rebuild in a fresh process.
+
+    The re-fit and the per-fold serving check run in a new interpreter, which imports the
+    predictor's class by module path and unpickles its config: a class defined in ``__main__`` or
+    inside a function, or a config that does not pickle, cannot get there, and re-fitting in this
+    process instead would be a weaker check (module state of this process survives into it).
+
+    Raises:
+        UserInputError: naming the class, why, and the fix.
+    """
+    cls = factory.cls
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    problem = None
+    if cls.__module__ == "__main__":
+        problem = "it is defined in __main__ (the script being run), which a fresh process cannot import"
+    elif "<locals>" in cls.__qualname__:
+        problem = "it is defined inside a function, which a fresh process cannot import"
+    else:
+        try:
+            obj: Any = importlib.import_module(cls.__module__)
+            for part in cls.__qualname__.split("."):
+                obj = getattr(obj, part)
+            if obj is not cls:
+                problem = f"importing {where} gives another object than the class in use"
+        except (ImportError, AttributeError) as exc:
+            problem = f"importing {where} fails ({type(exc).__name__}: {exc})"
+    if problem is None:
+        try:
+            pickle.dumps(factory)
+        except Exception as exc:  # noqa: BLE001 - any reason a config does not pickle, named
+            problem = f"its config {factory.config!r} cannot be pickled ({type(exc).__name__}: {exc})"
+    if problem is not None:
+        raise UserInputError(
+            f"the lookahead check re-fits and serves folds of predictor {where} in fresh Python processes, but {problem}. "
+            "Fix: define the class in a module on the Python path and load it as --predictor module:Class "
+            "(e.g. tests.trainable_plugins:LinearAR), with a config of plain picklable values; or turn the check off "
+            "with evaluation.lookahead_samples = 0 (the run is then not checked)"
+        )
+
+
+def _set_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="llm4mp-refit-") as work:
-            predictor, _, _ = fit_fold(factory, cfg, candles, fold, Path(work) / "work")
-            return predictor.weights_digest()
-    finally:
-        if threads is not None and before is not None:
-            sys.modules["torch"].set_num_threads(before)
 
 
-def _refit_main() -> None:
-    """Entry point of the re-fit child: ``argv[1]`` a pickle of (factory, cfg, candles, fold, torch threads),
-    ``argv[2]`` the file to write the digest to."""
-    factory, cfg, candles, fold, threads = pickle.loads(Path(sys.argv[1]).read_bytes())
-    Path(sys.argv[2]).write_text(_refit(factory, cfg, candles, fold, threads), encoding="utf-8")
+def _predict_all(predictor: Predictor, windows: np.ndarray, horizon: int, batch_size: int) -> np.ndarray:
+    return np.concatenate([predictor.predict(np.array(windows[i : i + batch_size], order="C"), horizon)
+                           for i in range(0, len(windows), batch_size)])
 
 
-def refit_digest(
-    factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, fold: Fold, fresh_process: bool = True,
-    threads: int | None = None,
-) -> tuple[str, bool, float]:
-    """Re-fit ``fold`` on the candles before its cut-off only (``candles.iloc[:fold.stop]``).
+def _run_job(factory: FreshPredictor, cfg: Config, job: RefitJob | ServeJob, threads: int | None) -> Any:
+    """One job, in the (fresh) process that calls it."""
+    _set_threads(threads)
+    p = cfg.predictor
+    if isinstance(job, ServeJob):
+        predictor = factory()
+        predictor.load(job.model_dir)
+        return tuple(predictor.predict(np.array(b, order="C"), p.horizon) for b in job.batches)
+    with tempfile.TemporaryDirectory(prefix="llm4mp-refit-") as work:
+        predictor, ctx, _, received = fit_fold(factory, cfg, job.candles, job.fold, Path(work) / "work")
+        forecasts = None if job.windows is None else _predict_all(predictor, job.windows, p.horizon, p.batch_size)
+        return RefitResult(predictor.weights_digest(), tuple(ctx.nondeterministic), forecasts, received)
 
-    With ``fresh_process`` the fit runs in a new interpreter (``python -c``, this process's
-    ``sys.path``; no state of this process, such as candles a plugin stashed at module level,
-    exists there, and the caller's main script is not re-run). Torch runs on ``threads`` CPU threads:
-    the count the fold's fit recorded (``FoldModel.torch_threads``), since a CPU fit's float sums and
-    so its weights depend on it (our PatchTST's did, 1 vs 2 threads); None: this process's count,
-    when torch is loaded here. A factory that cannot be pickled (a
-    class defined in ``__main__`` or inside a function) is re-fitted here instead.
-    Returns ``(digest, ran_in_fresh_process, seconds)``.
+
+def _fresh_main() -> None:
+    """Entry point of the fresh process: ``argv[1]`` a pickle of (factory, cfg, jobs, threads, fork), ``argv[2]``
+    the folder for ``<i>.pickle`` (job i's result) or ``<i>.err`` (its traceback).
+
+    With ``fork`` the process imports what the jobs need once (unpickling the factory imports the
+    plugin's module; :mod:`engine.training` is loaded already), then runs every job in a child
+    forked from this state, one at a time: each job starts from a process that has only imported
+    modules — no fit ran, no checkpoint was loaded, no other job's module or class state exists."""
+    import traceback
+
+    factory, cfg, jobs, threads, fork = pickle.loads(Path(sys.argv[1]).read_bytes())
+    out = Path(sys.argv[2])
+
+    def run(i: int, job: Any) -> int:
+        try:
+            (out / f"{i}.pickle").write_bytes(pickle.dumps(_run_job(factory, cfg, job, threads)))
+            return 0
+        except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+            (out / f"{i}.err").write_text(traceback.format_exc(), encoding="utf-8")
+            return 1
+
+    for i, job in enumerate(jobs):
+        if not fork:
+            run(i, job)
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the job's own process
+            os._exit(run(i, job))
+        os.waitpid(pid, 0)
+
+
+def fresh_runs(
+    factory: FreshPredictor, cfg: Config, jobs: list[RefitJob | ServeJob], threads: int | None,
+) -> tuple[list[Any], float]:
+    """Run ``jobs`` each in a process of its own that started fresh (see :func:`_fresh_main`): one new
+    interpreter (``python -c``, this process's ``sys.path``) whose imports are shared by children
+    forked per job (where ``os.fork`` exists; elsewhere one new interpreter per job). Torch runs on
+    ``threads`` CPU threads (None: torch's default). Returns the results in job order
+    (:class:`RefitResult` or a tuple of forecast arrays) and the wall seconds.
 
     Raises:
-        OperationalError: the child process failed (its last lines of stderr are quoted).
+        UserInputError: the predictor cannot be sent to a fresh process (:func:`ensure_refittable`).
+        OperationalError: a job failed there (the last lines of its traceback are quoted).
     """
+    ensure_refittable(factory)
     t0 = time.perf_counter()
-    threads = torch_threads() if threads is None else threads
-    truncated = candles.iloc[: fold.stop].copy()
-    payload = b""
-    if fresh_process:
-        try:
-            payload = pickle.dumps((factory, cfg, truncated, fold, threads))
-        except Exception as exc:  # a local or __main__ class: not importable by a child
-            logger.warning("re-fit of fold {} runs in this process: the predictor cannot be sent to a fresh one ({})",
-                           fold.k, exc)
-            fresh_process = False
-    if not fresh_process:
-        return _refit(factory, cfg, truncated, fold, threads), False, time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="llm4mp-refit-") as tmp:
-        inp, out = Path(tmp) / "in.pickle", Path(tmp) / "digest.txt"
-        inp.write_bytes(payload)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        done = subprocess.run(
-            [sys.executable, "-c", "from engine.walkforward import _refit_main; _refit_main()", str(inp), str(out)],
-            env=env, capture_output=True, text=True,
-        )
-        if done.returncode != 0 or not out.is_file():
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            raise OperationalError(f"the lookahead re-fit of fold {fold.k} failed in its own process "
-                                   f"(exit {done.returncode}): {tail}")
-        digest = out.read_text(encoding="utf-8").strip()
-    return digest, True, time.perf_counter() - t0
+    fork = hasattr(os, "fork")
+    groups = [list(range(len(jobs)))] if fork else [[i] for i in range(len(jobs))]
+    results: list[Any] = [None] * len(jobs)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    for group in groups:
+        with tempfile.TemporaryDirectory(prefix="llm4mp-fresh-") as tmp:
+            inp, out = Path(tmp) / "in.pickle", Path(tmp) / "out"
+            out.mkdir()
+            inp.write_bytes(pickle.dumps((factory, cfg, [jobs[i] for i in group], threads, fork)))
+            done = subprocess.run(
+                [sys.executable, "-c", "from engine.walkforward import _fresh_main; _fresh_main()", str(inp), str(out)],
+                env=env, capture_output=True, text=True,
+            )
+            for j, i in enumerate(group):
+                job = jobs[i]
+                what = (f"re-fit of fold {job.fold.k}" if isinstance(job, RefitJob)
+                        else f"serving of fold {job.k} from its checkpoint alone")
+                if (out / f"{j}.pickle").is_file():
+                    results[i] = pickle.loads((out / f"{j}.pickle").read_bytes())
+                    continue
+                err = (out / f"{j}.err").read_text(encoding="utf-8") if (out / f"{j}.err").is_file() else done.stderr
+                tail = " | ".join(err.strip().splitlines()[-3:])
+                raise OperationalError(f"the lookahead check's {what} failed in its own process "
+                                       f"(exit {done.returncode}): {tail}")
+    return results, time.perf_counter() - t0
 
 
-__all__ = ["FreshPredictor", "WalkForward", "refit_digest", "trained_predictor_hash", "walk_forward_forecasts"]
+__all__ = [
+    "FreshPredictor", "RefitJob", "RefitResult", "ServeJob", "WalkForward", "ensure_refittable", "fresh_runs",
+    "trained_predictor_hash", "walk_forward_forecasts",
+]

@@ -144,6 +144,17 @@ class FitContext:
     on_step: Callable[[int, float], None] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     curve: list[EpochRecord] = field(default_factory=list)
+    #: why this fit is not bit-reproducible (:meth:`declare_nondeterministic`); empty: it is
+    nondeterministic: list[str] = field(default_factory=list)
+
+    def declare_nondeterministic(self, reason: str) -> None:
+        """Say that two honest fits of this fold may not give bit-identical weights, and why (GPU kernels
+        without a deterministic implementation, bf16 mixed precision, an unseeded draw). The engine records
+        it in the checkpoint's meta.json; the lookahead re-fit then compares forecasts within a tolerance
+        measured on a repeat of the same fit instead of weights digests. A fit that does not call it
+        promises bit-identical weights on the same data, settings and thread count."""
+        if reason not in self.nondeterministic:
+            self.nondeterministic.append(reason)
 
     def log_epoch(self, record: EpochRecord) -> None:
         """Record one finished epoch (and tell the engine's progress bar)."""

@@ -52,9 +52,13 @@ def test_honest_linear_ar_passes_every_walk_forward_check(honest_eth):
     assert result.invalid is None and look.ok, look.describe()
     wf = look.stats.walk_forward
     assert wf.folds == len(result.walk_forward.models) >= 3 and wf.decisions == len(result.bars)
-    assert wf.refit_fresh_process and wf.refit_digest == wf.served_digest == wf.recorded_digest
+    assert wf.refit_mode == "digest" and wf.refit_digest == wf.served_digest == wf.recorded_digest
+    assert wf.refit_nondeterministic == () and wf.refit_diff is None  # LinearAR's fit is deterministic
     assert wf.min_gap_bars == cfg.predictor.horizon  # the embargo defaults to the horizon, the plan uses all of it
-    assert wf.digests_checked == wf.folds and wf.folds_recomputed >= 1 and look.stats.predictor.samples >= 3
+    assert wf.frames_checked == wf.digests_checked == wf.folds and wf.folds_recomputed >= 1
+    assert wf.fresh_folds == tuple(range(wf.folds)) and wf.fresh_windows == 3 * wf.folds
+    assert look.stats.predictor.samples >= 3
+    assert "in fresh processes" in wf.describe() and "digests compared" in wf.describe()
 
 
 def test_a_checkpoint_trained_past_its_embargo_or_a_wrong_fold_is_caught(honest_eth):
@@ -65,7 +69,7 @@ def test_a_checkpoint_trained_past_its_embargo_or_a_wrong_fold_is_caught(honest_
     moved = dataclasses.replace(wf, served_by=wf.served_by.copy())
     first_of_1 = int(np.flatnonzero(wf.served_by == 1)[0])
     moved.served_by[first_of_1 - 1] = 1  # fold 0's last decision served by fold 1, trained up to just before fold 1
-    bad, _ = served_cutoffs(candles, moved)
+    bad = served_cutoffs(candles, moved)[0]
     assert any("served by fold 1" in w for _, w in bad), bad
     meta_path = wf.models[1].directory / "meta.json"
     original = meta_path.read_text()
@@ -73,10 +77,64 @@ def test_a_checkpoint_trained_past_its_embargo_or_a_wrong_fold_is_caught(honest_
         meta = json.loads(original)
         meta["fold"]["cutoff"] = wf.models[1].fold.test_start.isoformat()  # "trained" up to its first decision
         meta_path.write_text(json.dumps(meta))
-        bad, _ = served_cutoffs(candles, wf)
+        bad = served_cutoffs(candles, wf)[0]
         assert len(bad) == 1 and "served by fold 1" in bad[0][1] and "only 0 bars earlier" in bad[0][1], bad
     finally:
         meta_path.write_text(original)
+
+
+def test_a_record_claiming_an_earlier_cutoff_than_the_candles_its_fit_received_is_caught(honest_eth):
+    """meta.json's cut-off is a claim; the frames the fit received (recorded inside the engine's call of
+    fit) are what it was trained on: a cut-off edited to before them is caught, as is a record of frames
+    other than the plan's."""
+    cfg, result = honest_eth
+    candles, _ = load_bars(cfg, progress=False, history=True)
+    wf = result.walk_forward
+    model = wf.models[1]
+    meta_path = model.directory / "meta.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    assert meta["fit_frames"]["valid_last"] == model.fold.train_end.isoformat()  # the last candle before the cut-off
+    try:
+        meta["fold"]["cutoff"] = candles.index[model.fold.stop - 10].isoformat()  # claims 10 bars less than it fit
+        meta_path.write_text(json.dumps(meta))
+        bad, _, ok = served_cutoffs(candles, wf)
+        assert ok == len(wf.models) and len(bad) == 1, bad
+        assert "fold 1: its fit received candles up to " + model.fold.train_end.isoformat() in bad[0][1], bad
+        meta = json.loads(original)
+        meta["fit_frames"]["train_fingerprint"] = "0" * 16  # a record of other candles than the plan's
+        meta_path.write_text(json.dumps(meta))
+        bad, _, ok = served_cutoffs(candles, wf)
+        assert ok == len(wf.models) - 1 and len(bad) == 1 and "the fold plan gives it" in bad[0][1], bad
+    finally:
+        meta_path.write_text(original)
+
+
+def test_an_engine_that_hands_fit_more_candles_than_the_plan_is_caught(honest_eth, monkeypatch, tmp_path):
+    """A planted engine bug: fold 1's fit gets its validation frame 5 candles past the cut-off (into the
+    embargo). The plan and meta.json's cut-off stay right, and fold 1 is not the re-fitted fold, so only the
+    record of the frames fit really received shows it."""
+    import engine.training as training
+    from engine.training import ensure_fold_models, predictor_factory
+
+    cfg, result = honest_eth
+    candles, _ = load_bars(cfg, progress=False, history=True)
+    wf = result.walk_forward
+    honest_frames = training.fold_frames
+
+    def too_long(frame, fold):
+        train, valid = honest_frames(frame, fold)
+        if fold.k == 1:
+            valid = frame.iloc[fold.split : fold.stop + 5][list(valid.columns)].copy()
+        return train, valid
+
+    monkeypatch.setattr(training, "fold_frames", too_long)
+    other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=str(tmp_path / "cache")))
+    models = ensure_fold_models(other, candles, wf.plan, predictor_factory(other), progress=False)
+    bad = served_cutoffs(candles, dataclasses.replace(wf, models=tuple(models)))[0]
+    words = " ".join(w for _, w in bad)
+    assert "fold 1: its fit received" in words and "at or after the cut-off" in words, bad
+    assert all("fold 1" in w for _, w in bad), bad  # folds 0 and 2 were fitted as planned
 
 
 def test_a_fit_on_candles_stashed_from_a_later_run_is_caught(shared_data, tmp_path):
@@ -104,6 +162,71 @@ def test_folds_sharing_one_checkpoint_path_are_caught(shared_data, tmp_path):
     bad = [w for _, w in result.lookahead.training_mismatches if "loads as weights" in w]
     assert result.invalid and len(bad) == folds - 1, result.lookahead.describe()  # every fold but the last
     assert all(f"fold {k}:" in " ".join(bad) for k in range(folds - 1))
+
+
+def test_a_fold_served_with_state_left_by_other_folds_is_caught(shared_data, tmp_path):
+    """CalibrationCacheLeak's fits and weights are honest, but in one process every fold serves with the
+    quantile offsets of the last fold trained: only serving each fold from a process that loaded nothing
+    else shows it, and a default run does that."""
+    leaky_trainable.forget()
+    cfg = cfg_for(shared_data, tmp_path, "leaky_trainable:CalibrationCacheLeak")
+    result = run_pipeline(cfg, STRATEGY)
+    leaky_trainable.forget()
+    wf = result.lookahead.stats.walk_forward
+    assert result.invalid and result.invalid.startswith("lookahead: training"), result.invalid
+    assert wf.refit_digest == wf.served_digest and result.lookahead.forecast_mismatches == ()  # nothing else sees it
+    bad = [w for _, w in result.lookahead.training_mismatches]
+    last = wf.folds - 1
+    assert bad and all("loaded only that fold's checkpoint" in w for w in bad), bad
+    assert {w.split(":")[0] for w in bad} == {f"fold {k}" for k in range(last)}  # the last fold's own offsets are right
+
+
+@pytest.mark.parametrize(("symbol", "seed"), [("ETH/USDT", 3), ("BTC/USDT", 5)])
+def test_an_honest_fit_that_is_not_bit_reproducible_passes_by_its_forecasts(shared_data, tmp_path, symbol, seed):
+    """JitterAR perturbs its initial weights with an unseeded draw (and declares it): a re-fit never gives the
+    served digest, so the check compares forecasts within ten times the spread of two honest re-fits."""
+    cfg = cfg_for(shared_data, tmp_path, "leaky_trainable:JitterAR",
+                  **{"data.symbol": symbol, "training.seed": seed, "evaluation.seed": seed + 1})
+    result = run_pipeline(cfg, STRATEGY)
+    wf = result.lookahead.stats.walk_forward
+    assert result.invalid is None, result.lookahead.describe()
+    assert wf.refit_mode == "forecasts" and wf.refit_digest != wf.served_digest, wf
+    assert wf.refit_nondeterministic == ("jitter_ar: an unseeded draw perturbs the initial weights",)
+    assert 0 < wf.refit_spread and 0 < wf.refit_diff <= wf.refit_tolerance and wf.refit_windows >= 200, wf
+    assert "within its tolerance" in wf.describe()
+
+
+def test_a_leak_in_a_fit_that_is_not_bit_reproducible_is_still_caught(shared_data, tmp_path):
+    leaky_trainable.forget()
+    name = "leaky_trainable:JitterStashLeak"
+    later = cfg_for(shared_data, tmp_path, name, **{"data.timerange": "20230301-20230601",
+                                                     "evaluation.lookahead_samples": 0})
+    assert run_pipeline(later, STRATEGY).invalid is None  # check off: a run that fills the stash
+    result = run_pipeline(cfg_for(shared_data, tmp_path, name, **{"training.seed": 8}), STRATEGY)
+    leaky_trainable.forget()
+    wf = result.lookahead.stats.walk_forward
+    assert wf.refit_mode == "forecasts" and wf.refit_diff > wf.refit_tolerance, wf
+    assert result.invalid and result.invalid.startswith("lookahead: training"), result.invalid
+    (words,) = [w for _, w in result.lookahead.training_mismatches if "re-fit" in w]
+    assert f"fold {wf.refit_fold}:" in words and "beyond the tolerance" in words
+    assert "beyond its tolerance" in wf.describe()
+
+
+def test_a_predictor_a_fresh_process_cannot_import_is_refused_before_training(shared_data, tmp_path):
+    """No in-process fallback for the re-fit: a class defined inside a function is refused, naming it and the
+    fix, before any fold is trained."""
+    from engine.errors import UserInputError
+    from trainable_plugins import LinearAR
+
+    class LocalAR(LinearAR):  # defined inside a function: a fresh process cannot import it
+        name = "local_ar"
+
+    cfg = cfg_for(shared_data, tmp_path, "tests.trainable_plugins:LinearAR")
+    with pytest.raises(UserInputError) as err:
+        run_pipeline(cfg, STRATEGY, predictor=LocalAR(quantile_levels=cfg.predictor.quantiles))
+    words = str(err.value)
+    assert "LocalAR" in words and "inside a function" in words and "--predictor module:Class" in words, words
+    assert not (tmp_path / "cache" / "checkpoints").exists()  # refused before any fold was trained
 
 
 @pytest.mark.slow  # two tiny PatchTST fits and a re-fit in a fresh process

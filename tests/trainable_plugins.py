@@ -65,8 +65,7 @@ class LinearAR(Predictor):
             raise PredictorError("linear_ar: not enough training candles for one window")
         x, xv = self._scale(x), self._scale(xv)
         state = ctx.work_dir / "state.npz"
-        rng = np.random.default_rng(s.seed)
-        w = rng.normal(0, 1e-3, (x.shape[1], s.horizon))
+        w = self._initial_weights((x.shape[1], s.horizon), ctx)
         epoch, best, best_w, bad = 0, math.inf, w.copy(), 0
         if state.exists():
             saved = np.load(state)
@@ -95,6 +94,10 @@ class LinearAR(Predictor):
         self.w = best_w
         resid = y - x @ self.w
         self.offsets = np.quantile(resid, self.quantile_levels, axis=0)  # (Q, H)
+
+    def _initial_weights(self, shape: tuple[int, int], ctx: FitContext) -> np.ndarray:
+        """The weights gradient descent starts from: small, drawn from ``settings.seed``."""
+        return np.random.default_rng(ctx.settings.seed).normal(0, 1e-3, shape)
 
     def save(self, directory: Path) -> None:
         np.savez(directory / "weights.npz", w=self.w, offsets=self.offsets)
