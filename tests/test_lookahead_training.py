@@ -238,7 +238,7 @@ def test_the_refit_runs_on_the_thread_count_its_fold_was_trained_with(shared_dat
     from engine.folds import plan_folds
     from engine.pipeline import decision_times, load_bars
     from engine.training import ensure_fold_models, predictor_factory
-    from engine.walkforward import refit_digest
+    from engine.walkforward import FreshPredictor, RefitJob, fresh_runs
 
     cfg = load_config(None, {
         "data.data_dir": str(shared_data), "data.symbol": "ETH/USDT", "data.timeframe": "1h",
@@ -257,10 +257,12 @@ def test_the_refit_runs_on_the_thread_count_its_fold_was_trained_with(shared_dat
         (model,) = ensure_fold_models(cfg, candles, plan, factory, progress=False)
         assert model.torch_threads == 1
         torch.set_num_threads(2)  # the backtest that checks it runs on more threads
-        digest, fresh, _ = refit_digest(factory, cfg, candles, model.fold, threads=model.torch_threads)
-        assert fresh and digest == model.digest
-        other, _, _ = refit_digest(factory, cfg, candles, model.fold, fresh_process=False, threads=2)
-        assert other != model.digest  # why the count is recorded: on 2 threads the same fit sums differently
-        assert torch.get_num_threads() == 2  # the in-process re-fit gave this process its count back
+        fresh = FreshPredictor.like(factory())
+        job = RefitJob(model.fold, candles.iloc[: model.fold.stop].copy())
+        (same,), _ = fresh_runs(fresh, cfg, [job], threads=model.torch_threads)
+        assert same.digest == model.digest and same.nondeterministic == ()  # a CPU fit: deterministic
+        (two,), _ = fresh_runs(fresh, cfg, [job], threads=2)
+        assert two.digest != model.digest  # why the count is recorded: on 2 threads the same fit sums differently
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
