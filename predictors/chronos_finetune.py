@@ -77,6 +77,7 @@ import pandas as pd
 from loguru import logger
 
 from predictors._torch import import_optional, import_torch, pick_device, seed_everything
+from predictors.torch_fit import deterministic_torch
 from predictors.base import PredictorError
 from predictors.training import EpochRecord, FitContext, FitInterrupted
 
@@ -230,7 +231,11 @@ def finetune(base: Any, train: pd.DataFrame, valid: pd.DataFrame, ctx: FitContex
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        with seeded_fit(s.seed):
+        device = pick_device(s.device)
+        torch = import_torch()
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            ctx.declare_nondeterministic("chronos: the library fine-tunes in bf16 mixed precision on this GPU")
+        with deterministic_torch(ctx, device), seeded_fit(s.seed):
             tuned = base.fit(
                 [series], prediction_length=s.horizon, validation_inputs=validation or None, finetune_mode=mode,
                 context_length=context_length, min_past=context_length, learning_rate=lr, num_steps=num_steps,

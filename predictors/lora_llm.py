@@ -406,6 +406,8 @@ class LoraLLMPredictor(Predictor):
             )
         device = pick_device(s.device)
         tok, lm = self._base(device)
+        if device != "cpu" and str(getattr(lm, "dtype", "")).endswith("float16"):  # bfloat16 or float16
+            ctx.declare_nondeterministic(f"lora_llm: {str(lm.dtype).replace('torch.', '')} weights on {device}")
         label_ids = self._label_ids(tok) if c.objective != "digits" else []
         if c.objective == "bucket":
             histories = np.stack([close[t - cb + 1:t + 1] for t in decisions])

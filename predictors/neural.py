@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from predictors._torch import DEVICES, import_optional, pick_device
+from predictors.torch_fit import deterministic_torch
 from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, param
 from predictors.registry import register
 from predictors.training import EpochRecord, FitContext, FitInterrupted
@@ -236,7 +237,7 @@ class NeuralPredictor(Predictor):
         y = np.log(close.to_numpy(dtype=np.float64))
         frame = pd.DataFrame({"unique_id": 0, "ds": np.arange(len(y)), "y": y - y[0]})
         callback = _progress_callback(ctx)
-        with quiet_lightning():
+        with quiet_lightning(), deterministic_torch(ctx, pick_device(s.device)):
             model = self._build(ctx, val_size, callback)
             nf = core.NeuralForecast(models=[model], freq=1)
             nf.fit(df=frame, val_size=val_size)

@@ -30,6 +30,18 @@ raises :class:`FitInterrupted`, leaving the last finished epoch's state on disk,
 fit resumes there. On a deterministic device (the CPU) an interrupted-then-resumed fit ends with
 bit-identical weights to an uninterrupted one (``tests/test_predictors_patchtst.py``).
 
+Bit-reproducible fits (the lookahead re-fit compares weights digests): :func:`fit_model` trains inside
+:func:`deterministic_torch`, which sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless set; cuBLAS reads it
+when it makes its first handle, so it works when the fit is the process's first CUDA work — the
+lookahead re-fit's fresh process always is), turns on ``torch.use_deterministic_algorithms(True,
+warn_only=True)`` and cuDNN's deterministic mode (benchmarking off), and restores all of it afterwards.
+An op without a deterministic implementation then warns instead of failing; the warning is caught and
+the fit declares itself not bit-reproducible (``ctx.declare_nondeterministic``), as does a fit on MPS
+(no determinism guarantee) or on CUDA whose cuBLAS was initialised before the setting could apply.
+Such a fold's re-fit is compared by forecasts within a tolerance measured on a repeat of the fit
+(``engine/lookahead.py``). There is no data loader to seed: batches are index slices drawn with the
+seeded generator above. Cost on the CPU: see the README (``benchmarks/train_speed.py``).
+
 Batching is index slicing of tensors already on the device (:class:`TensorSamples`, or any
 object with ``__len__``, ``batch(index)`` and ``to(device)``), so data costs little next to the
 forward and backward passes; :attr:`FitReport.data_seconds` measures it.
@@ -51,6 +63,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
@@ -128,6 +141,43 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+#: What torch's warnings say when ``use_deterministic_algorithms(True, warn_only=True)`` meets an op without a
+#: deterministic implementation (or a cuBLAS set up without ``CUBLAS_WORKSPACE_CONFIG``).
+_NONDETERMINISTIC_WARNINGS = ("does not have a deterministic implementation", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@contextlib.contextmanager
+def deterministic_torch(ctx: FitContext, device: str) -> Iterator[None]:
+    """Train a block bit-reproducibly where torch allows it (see the module docstring) on ``device``
+    (``cpu``, ``cuda``, ``mps``); whatever torch cannot make deterministic is declared on ``ctx``
+    (:meth:`FitContext.declare_nondeterministic`). Torch's settings are restored afterwards; other
+    warnings raised in the block are re-issued."""
+    torch = import_torch()
+    if device == "cuda" and torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        ctx.declare_nondeterministic("cuda: cuBLAS was set up before CUBLAS_WORKSPACE_CONFIG could be set; set "
+                                     "CUBLAS_WORKSPACE_CONFIG=:4096:8 before the process's first CUDA work")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if device == "mps":
+        ctx.declare_nondeterministic("mps: torch gives no determinism guarantee on the MPS backend")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+        for w in caught:
+            text = str(w.message)
+            if any(marker in text for marker in _NONDETERMINISTIC_WARNINGS):
+                ctx.declare_nondeterministic(f"{device}: {text.splitlines()[0][:200]}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _state_dict_copy(model: "torch.nn.Module", keys: "set[str] | None" = None) -> dict[str, "torch.Tensor"]:
     """A CPU copy of the model's state dict (only ``keys`` when given)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if keys is None or k in keys}
@@ -200,7 +250,7 @@ def fit_model(
     state_path = ctx.work_dir / STATE_FILE
     fork_devices = [torch.cuda.current_device()] if device == "cuda" else []
 
-    with torch.random.fork_rng(devices=fork_devices):
+    with deterministic_torch(ctx, device), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(s.seed)  # dropout
         epoch, steps, bad_epochs, best_epoch = 0, 0, 0, 0
         best_loss, best_state = math.inf, _state_dict_copy(model, keys)
@@ -291,4 +341,6 @@ def fit_model(
     )
 
 
-__all__ = ["FitReport", "STATE_FILE", "Samples", "TensorSamples", "fit_model", "mean_loss", "seeded"]
+__all__ = [
+    "FitReport", "STATE_FILE", "Samples", "TensorSamples", "deterministic_torch", "fit_model", "mean_loss", "seeded",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +267,29 @@ def test_the_refit_runs_on_the_thread_count_its_fold_was_trained_with(shared_dat
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_shared_torch_fit_runs_deterministic_and_declares_what_torch_cannot_make_so(tmp_path):
+    """Inside ``deterministic_torch`` torch's deterministic algorithms are on (warn-only) and cuDNN's benchmark off,
+    and restored afterwards; torch's warning for an op without a deterministic implementation (on CPU no op
+    raises it, so the test issues its text) becomes a declaration on the fit context, other warnings pass on."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from predictors.torch_fit import deterministic_torch
+    from predictors.training import FitContext, TrainSettings
+
+    ctx = FitContext(settings=TrainSettings(context_length=8, horizon=2), work_dir=tmp_path)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.warns(UserWarning, match="an unrelated warning"):
+        with deterministic_torch(ctx, "cpu"):
+            assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+            assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+            assert ctx.nondeterministic == []
+            warnings.warn("an unrelated warning")
+            warnings.warn("scatter_add_cuda_kernel does not have a deterministic implementation, but you set "
+                          "'torch.use_deterministic_algorithms(True, warn_only=True)'.")
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert ctx.nondeterministic == ["cpu: scatter_add_cuda_kernel does not have a deterministic implementation, but "
+                                    "you set 'torch.use_deterministic_algorithms(True, warn_only=True)'."]
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
