@@ -324,7 +324,8 @@ def fresh_runs(
 ) -> tuple[list[Any], float]:
     """Run ``jobs`` each in a process of its own that started fresh (see :func:`_fresh_main`): one new
     interpreter (``python -c``, this process's ``sys.path``) whose imports are shared by children
-    forked per job (where ``os.fork`` exists; elsewhere one new interpreter per job). Torch runs on
+    forked per job (where ``os.fork`` exists; elsewhere one new interpreter per job); ``-P`` keeps the
+    current directory off the front of its path, so it imports the engine and plugin this process uses. Torch runs on
     ``threads`` CPU threads (None: torch's default). Returns the results in job order
     (:class:`RefitResult` or a tuple of forecast arrays) and the wall seconds.
 
@@ -337,14 +338,15 @@ def fresh_runs(
     fork = hasattr(os, "fork")
     groups = [list(range(len(jobs)))] if fork else [[i] for i in range(len(jobs))]
     results: list[Any] = [None] * len(jobs)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)}
     for group in groups:
         with tempfile.TemporaryDirectory(prefix="llm4mp-fresh-") as tmp:
             inp, out = Path(tmp) / "in.pickle", Path(tmp) / "out"
             out.mkdir()
             inp.write_bytes(pickle.dumps((factory, cfg, [jobs[i] for i in group], threads, fork)))
             done = subprocess.run(
-                [sys.executable, "-c", "from engine.walkforward import _fresh_main; _fresh_main()", str(inp), str(out)],
+                # -P: the current directory is not put before this process's path (another checkout there would win)
+                [sys.executable, "-P", "-c", "from engine.walkforward import _fresh_main; _fresh_main()", str(inp), str(out)],
                 env=env, capture_output=True, text=True,
             )
             for j, i in enumerate(group):
