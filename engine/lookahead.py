@@ -83,8 +83,8 @@ differing order (time, side, size).
 (c) the per-window recomputation above runs with **each fold's own predictor** in this process
     (sampled times grouped by fold, the budget shared in proportion);
 (d) *each fold served alone*: up to :data:`FRESH_FOLDS` folds (all when there are no more; else
-    drawn with the seed) are served again, each from a process that has loaded **only that fold's
-    checkpoint** (no fit ran there, no other fold was loaded), at :data:`FRESH_SAMPLES` sampled
+    the re-fitted fold and others drawn with the seed) are served again, each from a process that
+    has loaded **only that fold's checkpoint** (no fit ran there, no other fold was loaded), at :data:`FRESH_SAMPLES` sampled
     decision times of the fold, each alone and as the last row of a past-only batch; judged
     against the run's forecasts with the predictor check's rule (batch noise measured there). A
     plugin whose class- or module-level state survives between folds in one process and changes
@@ -643,7 +643,8 @@ def refit_tolerance(width: np.ndarray | float, spread: float) -> np.ndarray:
     width, ``spread`` the largest difference between two honest re-fits."""
     width = np.abs(np.asarray(width, dtype=np.float64))
     return np.maximum(np.maximum(ATOL, REFIT_FLOOR_SHARE * width), REFIT_FACTOR * spread)
-#: Folds served again each from a process that loaded only that fold (drawn with the seed; all when fewer).
+#: Folds served again each from a process that loaded only that fold: the re-fitted one and others drawn with the
+#: seed (all of them when there are no more).
 FRESH_FOLDS = 6
 #: Sampled decision times per such fold, each recomputed alone and as the last row of a past-only batch ...
 FRESH_SAMPLES = 3
@@ -657,7 +658,8 @@ def _forecast_refit(
     """Forecasts mode of check (b) on one fold's windows, all ``(n, Q, H)``: ``served`` the served checkpoint's
     forecasts (from a process that loaded only it), ``refits`` two honest re-fits'. The rule: spread = max
     |refit 1 - refit 2| over windows, quantiles and horizons; a window is leaky when the served forecast's
-    distance to the nearer re-fit exceeds :func:`refit_tolerance` of its width and the spread. Returns ``(mismatches, distance, spread, tolerance)``, distance and
+    distance to the nearer re-fit exceeds :func:`refit_tolerance` of its width and the spread. Returns
+    ``(mismatches, distance, spread, tolerance)``, distance and
     tolerance at the window with the largest distance / tolerance ratio (the one nearest to failing)."""
     spread = float(_max_abs(refits[0], refits[1]).max())
     diff = np.minimum(_max_abs(served, refits[0]), _max_abs(served, refits[1]))
@@ -712,8 +714,9 @@ def check_walk_forward(
     for _ in range(2 if forecast_mode else 1):
         jobs.append(RefitJob(fold, truncated, np.array(windows[refit_rows]) if forecast_mode else None))
     # per-fold serving from a process that loaded only that fold
-    ks = [m.fold.k for m in wf.models]
-    fresh = sorted(ks if len(ks) <= FRESH_FOLDS else rng.choice(ks, FRESH_FOLDS, replace=False).tolist())
+    others = [m.fold.k for m in wf.models if m.fold.k != fold.k]  # the re-fitted fold is always served alone too
+    drawn = others if len(others) < FRESH_FOLDS else rng.choice(others, FRESH_FOLDS - 1, replace=False).tolist()
+    fresh = sorted([fold.k, *map(int, drawn)])
     fold_of = dict(zip(wf.decisions, wf.served_by.tolist()))
     samples: dict[int, list[pd.Timestamp]] = {k: [] for k in fresh}
     for t in times:

@@ -298,6 +298,8 @@ def _fresh_main() -> None:
 
     factory, cfg, jobs, threads, fork = pickle.loads(Path(sys.argv[1]).read_bytes())
     out = Path(sys.argv[2])
+    if fork and threads is not None:  # the caller runs torch: import it once here (no op runs before the forks)
+        import torch  # noqa: F401
 
     def run(i: int, job: Any) -> int:
         try:
