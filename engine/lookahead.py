@@ -752,7 +752,9 @@ def check_walk_forward(
                                      f"{fold.cutoff} gives weights digest {digest[:16]}, the checkpoint that served it "
                                      f"{served[:16]} (recorded at training: {model.digest[:16]}): its fit read "
                                      "something besides the candles it was handed, or is not deterministic (a fit that "
-                                     "is not must say so with ctx.declare_nondeterministic)"))
+                                     "is not must say so with ctx.declare_nondeterministic"
+                                     + (f"; the re-fit said: {'; '.join(refits[0].nondeterministic)}, the checkpoint's "
+                                        "fit did not" if refits[0].nondeterministic else "") + ")"))
     # judge the fresh serving with the predictor check's rule
     noise = 0.0
     judged: list[tuple[pd.Timestamp, float, float]] = []
