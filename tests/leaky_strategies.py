@@ -111,11 +111,11 @@ LEAKY: dict[str, type[bt.Strategy]] = {
 
 class FrameReader(bt.Strategy):
     """Honest: reads the same routes at the current bar only (the frame's row ``i``, a trailing
-    rolling mean of the revealed rows, the forecast of bar ``i``), and must pass the replay."""
+    5-bar mean of the revealed rows, the forecast of bar ``i``), and must pass the replay."""
 
     def next(self) -> None:
         i = len(self.data) - 1
         frame = self.data.p.dataname
-        trailing = frame["close"].iloc[max(0, i - 9): i + 1].rolling(5, min_periods=1).mean().iloc[-1]
+        trailing = frame["close"].iloc[max(0, i - 4): i + 1].mean()
         forecast = self.data.p.forecast_values[i][:, -1].mean()
         _trade(self, bool(frame["close"].iloc[i] > trailing and forecast > 0))

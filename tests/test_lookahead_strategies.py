@@ -1,14 +1,34 @@
-"""The bar-by-bar replay catches strategies that peek at later bars, always or rarely,
-and names the first order that differs (time, side, size); honest strategies pass."""
+"""The bar-by-bar replay catches strategies that peek at later bars, always or rarely, through
+their feed's lines or through anything else they can reach (the feed's frame, forecast array and
+attributes, cerebro), and names the first order that differs (time, side, size); honest strategies
+pass, and trade alike in paper trading's feed."""
 
 from __future__ import annotations
 
+import array
+import collections
+import functools
+import types
 from pathlib import Path
 
+import backtrader as bt
+import numpy as np
+import pandas as pd
 import pytest
 
-from engine.pipeline import run_pipeline
+import leaky_strategies
+from conftest import read_shared_csv
+from engine.broker import configure_broker
 from engine.config import load_config
+from engine.costs import Costs
+from engine.feed import align_forecast, datetimes_to_num
+from engine.lookahead import first_order_difference, replay_orders
+from engine.paper.live_feed import Bar, LiveForecastData
+from engine.pipeline import run_pipeline
+from engine.signals import compute_forecasts
+from engine.simulate import StrategySetup, run_event_loop
+from engine.strategy_loader import load_strategy
+from predictors.registry import make_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +108,11 @@ def _write(tmp_path, name, text):
     return path
 
 
-@pytest.mark.parametrize("source,name", [(PEEK_ALWAYS, "peek_always"), (PEEK_RARELY, "peek_rarely"),
-                                         (PEEK_FRAME, "peek_frame")], ids=["peek_always", "peek_rarely", "peek_frame"])
+@pytest.mark.parametrize("source,name", [
+    pytest.param(PEEK_ALWAYS, "peek_always", id="peek_always"),
+    pytest.param(PEEK_RARELY, "peek_rarely", id="peek_rarely"),
+    pytest.param(PEEK_FRAME, "peek_frame", id="peek_frame", marks=pytest.mark.slow),  # the cheap tests below: one per route
+])
 def test_peeking_strategy_is_caught_with_its_first_differing_order(shared_data, tmp_path, source, name):
     result = run_pipeline(_cfg(shared_data, tmp_path), _write(tmp_path, name, source))
     look = result.lookahead
@@ -122,29 +145,8 @@ def test_honest_strategies_pass_the_replay_on_another_market(shared_data, tmp_pa
 
 # -- what a strategy can reach in the replay (engine.feed.RevealingForecastData) ----------------------------------
 
-import array
-import collections
-import functools
-import types
-
-import backtrader as bt
-import numpy as np
-import pandas as pd
-
-import leaky_strategies
-from conftest import read_shared_csv
-from engine.broker import configure_broker
-from engine.costs import Costs
-from engine.feed import align_forecast, datetimes_to_num
-from engine.lookahead import first_order_difference, replay_orders
-from engine.paper.live_feed import Bar, LiveForecastData
-from engine.signals import compute_forecasts
-from engine.simulate import StrategySetup, run_event_loop
-from engine.strategy_loader import load_strategy
-from predictors.registry import make_predictor
-
-
-MARKETS = {"ETH 1h": ("ETH_USDT-1h.csv", "2024-02-01", "2024-02-18"), "BTC 4h": ("BTC_USDT-4h.csv", "2023-06-01", "2023-08-10")}
+MARKETS = {"ETH 1h": ("ETH_USDT-1h.csv", "2024-02-01", "2024-02-18"),
+           "BTC 4h": ("BTC_USDT-4h.csv", "2023-06-01", "2023-08-10")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,7 +173,8 @@ def _backtest_and_replay(market, strategy_cls):
     return full, replayed, error, first_order_difference(full, replayed, bars.index)
 
 
-@pytest.mark.parametrize("route,market_name", [(route, list(MARKETS)[k % 2]) for k, route in enumerate(leaky_strategies.LEAKY)])
+@pytest.mark.parametrize("route,market_name",
+                         [(route, list(MARKETS)[k % 2]) for k, route in enumerate(leaky_strategies.LEAKY)])
 def test_a_strategy_reading_later_bars_off_its_feed_fails_the_replay(route, market_name):
     """Each planted route reaches later bars in the backtest (it trades on them and never crashes)
     and reaches only the revealed bars in the replay, so their orders differ (routes alternate
@@ -189,7 +192,7 @@ def test_a_feature_precomputed_on_the_frame_has_no_rows_in_the_replay(market):
 
     full, replayed, error, diff = _backtest_and_replay(market, ShiftNoFallback)
     assert full and not replayed and diff is not None
-    assert error.startswith("the strategy ShiftNoFallback read a bar that had not closed yet at " + str(market[0].index[0]))
+    assert error.startswith(f"the strategy ShiftNoFallback read a bar that had not closed yet at {market[0].index[0]}")
 
 
 def test_honest_strategies_pass_the_replay_whatever_they_read(market):
@@ -305,18 +308,18 @@ class _ListedBars:
     """A paper feed's bar source (``LiveBars.next_bar``) over a list of :class:`engine.paper.live_feed.Bar`."""
 
     def __init__(self, bars: pd.DataFrame, values: np.ndarray) -> None:
-        self.queue = collections.deque(
-            Bar(int(t.value // 1_000_000), *row, forecast=f)
-            for t, row, f in zip(bars.index, bars[["open", "high", "low", "close", "volume"]].itertuples(index=False), values))
+        rows = bars[["open", "high", "low", "close", "volume"]].itertuples(index=False)
+        self.queue = collections.deque(Bar(int(t.value // 1_000_000), *row, forecast=f)
+                                       for t, row, f in zip(bars.index, rows, values))
 
     def next_bar(self):
         return self.queue.popleft() if self.queue else None
 
 
-def test_the_same_strategies_trade_alike_in_paper_trading(market):
+def test_the_same_strategies_trade_alike_in_paper_trading():
     """Paper trading's feed offers the routes the replay offers (``p.dataname``, ``p.forecast_values``,
     ``forecast_values`` of the bars so far): the frame reader and llm_signal make the backtest's orders."""
-    bars, values, levels = market
+    bars, values, levels = _market("ETH 1h")
     part = slice(0, 150)
     for strategy in (leaky_strategies.FrameReader, load_strategy(ROOT / "strategies" / "llm_signal.py")):
         setup = StrategySetup(strategy, {}, 10_000.0, Costs())
