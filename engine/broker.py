@@ -29,17 +29,26 @@ class RecordingBroker(bt.brokers.BackBroker):
 
     ``created`` holds ``(bar position, "buy"|"sell", size)``: the lookahead check compares
     orders made on truncated data with those of the full run, including orders made at
-    the last bar, which never fill.
+    the last bar, which never fill. ``canceled`` holds ``(bar position, "Canceled", size)`` of
+    every order canceled (by the strategy, or as the other side of a bracket), at the bar
+    where it was canceled: the fast path's reconciliation compares them.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.created: list[tuple[int, str, float]] = []
+        self.canceled: list[tuple[int, str, float]] = []
         self.costs: Costs | None = None  # set by configure_broker
 
     def submit(self, order: bt.Order, check: bool = True) -> bt.Order:
         self.created.append((len(order.data) - 1, "buy" if order.isbuy() else "sell", float(order.created.size)))
         return super().submit(order, check=check)
+
+    def cancel(self, order: bt.Order, bracket: bool = False) -> bool:
+        canceled = super().cancel(order, bracket=bracket)
+        if canceled:
+            self.canceled.append((len(order.data) - 1, "Canceled", float(order.created.size)))
+        return canceled
 
     def _try_exec(self, order: bt.Order) -> None:
         """Fill only on a candle with trades: a bar with volume 0 (a flat candle that

@@ -37,7 +37,7 @@ import pandas as pd
 
 from engine.costs import Costs
 from engine.errors import OperationalError, StrategyLoadError
-from engine.recorder import equity_from_fills, fills_frame, round_trips
+from engine.recorder import equity_from_fills, fills_frame, position_path, round_trips
 from engine.simulate import Simulation, StrategySetup
 from predictors.base import median_index
 
@@ -177,6 +177,7 @@ class _Broker:
         self.pprice = 0.0
         self.fills: list[tuple] = []
         self.rejected: list[tuple] = []
+        self.held: list[tuple[int, float]] = []  # (bar, position size) after each execution
 
     def value(self, close: float) -> float:
         """``BackBroker._get_value()`` at a bar's close (what ``getvalue()`` returns at that bar)."""
@@ -239,6 +240,7 @@ class _Broker:
         execsize = closed + opened
         if execsize:
             self.size, self.pprice, _, _ = _position_update(execsize, price, self.size, self.pprice)
+            self.held.append((bar, self.size))
             # Order.executed.add: one execution bit, averaged into what was executed before
             order.remsize -= execsize
             oldvalue = order.ex_size * order.ex_price
@@ -350,7 +352,8 @@ def fast_simulate(bars: pd.DataFrame, aligned: np.ndarray | None, levels: Sequen
             f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's ({final_value:.6f})"
         )
     return Simulation(fills=fills, equity=equity, position=position, trades=round_trips(fills, bars.index),
-                      orders=tuple(created), rejected=tuple(broker.rejected))
+                      orders=tuple(created), rejected=tuple(broker.rejected), canceled=(),
+                      broker_position=tuple(broker.held))
 
 
 _FILL_FIELDS = ("time", "side", "size", "price", "commission")
@@ -361,14 +364,29 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def reconcile(fast: Simulation, event: Simulation, rtol: float = 1e-9) -> str | None:
-    """None when the fast path agrees with the event-driven run; else the first difference in words.
+def _record_words(record: tuple) -> str:
+    """An order record in words: ``buy 0.25`` (created) or ``Margin of 0.25`` (rejected, canceled)."""
+    _, what, size = record
+    return f"{what} {size!r}" if what in ("buy", "sell") else f"{what} of {size!r}"
 
-    Fills must be identical (time, side, size, price, commission: exact equality), equity at
-    every bar equal to ``rtol`` relative. The message names the bar time, what differs and both
-    values (fast first), e.g. for a :class:`FastPathMismatch`.
-    """
-    a, b = fast.fills, event.fills
+
+def _first_record_difference(what: str, fast: Sequence[tuple], event: Sequence[tuple],
+                             index: pd.DatetimeIndex) -> str | None:
+    """The first differing ``(bar position, ...)`` record of two lists (exact equality), named by
+    bar time and both values, fast first."""
+    for k, (x, y) in enumerate(zip(fast, event)):
+        if x != y:
+            return (f"{what} {k + 1} at {index[min(x[0], y[0])]}: fast path {_record_words(x)} at {index[x[0]]}, "
+                    f"event-driven engine {_record_words(y)} at {index[y[0]]}")
+    if len(fast) != len(event):
+        longer, who = (fast, "fast path") if len(fast) > len(event) else (event, "event-driven engine")
+        extra = longer[min(len(fast), len(event))]
+        return (f"{what} {min(len(fast), len(event)) + 1} at {index[extra[0]]}: only the {who} has it "
+                f"({_record_words(extra)}); fast path {len(fast)}, event-driven engine {len(event)}")
+    return None
+
+
+def _fills_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     for i in range(min(len(a), len(b))):
         for field in _FILL_FIELDS:
             x, y = _plain(a[field].iloc[i]), _plain(b[field].iloc[i])
@@ -381,6 +399,23 @@ def reconcile(fast: Simulation, event: Simulation, rtol: float = 1e-9) -> str | 
         return (f"fill {min(len(a), len(b)) + 1} at {extra['time']}: only the {who} has it "
                 f"({extra['side']} {_plain(extra['size'])!r} at {_plain(extra['price'])!r}); fast path {len(a)} fills, "
                 f"event-driven engine {len(b)}")
+    return None
+
+
+def _position_difference(fast: Simulation, event: Simulation, index: pd.DatetimeIndex) -> str | None:
+    missing = [who for who, sim in (("fast path", fast), ("event-driven engine", event)) if sim.broker_position is None]
+    if missing:
+        return f"position: the {' and the '.join(missing)} recorded no broker position, so it cannot be compared"
+    pa, pb = (position_path(sim.broker_position, len(index)) for sim in (fast, event))
+    bad = np.flatnonzero(pa != pb)
+    if len(bad):
+        i = int(bad[0])
+        return (f"position at {index[i]} differs: fast path {float(pa[i])!r}, event-driven engine {float(pb[i])!r} "
+                f"({len(bad)} bar(s) differ)")
+    return None
+
+
+def _equity_difference(fast: Simulation, event: Simulation, rtol: float) -> str | None:
     ea, eb = fast.equity.to_numpy(dtype=float), event.equity.to_numpy(dtype=float)
     if len(ea) != len(eb):
         return f"equity has {len(ea)} bars on the fast path, {len(eb)} in the event-driven engine"
@@ -390,3 +425,30 @@ def reconcile(fast: Simulation, event: Simulation, rtol: float = 1e-9) -> str | 
         return (f"equity at {event.equity.index[i]} differs beyond {rtol:g} relative: fast path {float(ea[i])!r}, "
                 f"event-driven engine {float(eb[i])!r}")
     return None
+
+
+def reconcile(fast: Simulation, event: Simulation, rtol: float = 1e-9) -> str | None:
+    """None when the fast path agrees with the event-driven run; else what differs, in words.
+
+    Six records are compared, each on its own (none is derived from another here): the created
+    orders (bar, side, size), the rejected orders (bar, status, size), the canceled or expired
+    orders, and the fills (time, side, size, price, commission), all by exact equality; the
+    position at every bar's close as each simulator's broker held it
+    (``Simulation.broker_position``, exact; not the position rebuilt from the fills), and equity
+    at every bar to ``rtol`` relative. The message gives the first difference of each record that
+    differs, joined by ``"; "``: the list, the bar time and both values (fast first), e.g. for a
+    :class:`FastPathMismatch`.
+    """
+    if len(fast.equity) != len(event.equity):
+        return _equity_difference(fast, event, rtol)
+    index = event.equity.index
+    found = [
+        _first_record_difference("created order", fast.orders, event.orders, index),
+        _first_record_difference("rejected order", fast.rejected, event.rejected, index),
+        _first_record_difference("canceled order", fast.canceled, event.canceled, index),
+        _fills_difference(fast.fills, event.fills),
+        _position_difference(fast, event, index),
+        _equity_difference(fast, event, rtol),
+    ]
+    found = [f for f in found if f is not None]
+    return "; ".join(found) if found else None

@@ -512,22 +512,28 @@ def replay_orders(
     setup: StrategySetup,
 ) -> tuple[list[Order], str | None]:
     """The strategy's created orders ``(bar position, side, size)`` when each bar (and its
-    forecast) is revealed only at its close (:class:`engine.feed.RevealingForecastData`).
+    forecast) is revealed only at its close (:class:`engine.feed.RevealingForecastData`: its
+    lines, ``forecast_values``, ``p.forecast_values`` and ``p.dataname`` hold the revealed bars
+    only, in ``__init__`` none).
 
     Returns ``(orders, error)``; ``error`` says why the replay stopped early (a strategy
-    that reads a bar which has not closed yet fails here), else None.
+    that reads a bar which has not closed yet fails here), naming the strategy class, else None.
     """
     cerebro = build_cerebro(bars, forecast_values, quantile_levels, setup, bar_by_bar=True)
     (feed,) = cerebro.datas
+    name = setup.strategy_cls.__name__
     error = None
     try:
         cerebro.run()
     except IndexError as exc:
         at = bars.index[min(len(feed) - 1, len(bars) - 1)] if len(feed) else bars.index[0]
-        error = (f"the strategy read a bar that had not closed yet at {at} ({exc}): "
-                 "it reads bars after the current one (e.g. data.close[1])")
+        error = (f"the strategy {name} read a bar that had not closed yet at {at} ({exc}): "
+                 "it reads bars after the current one (e.g. data.close[1], or its feed's frame p.dataname or "
+                 "forecast_values at a later row)")
     except Exception as exc:  # it ran on preloaded bars: failing only bar by bar is a lookahead symptom
-        error = f"the strategy failed when bars arrived one at a time: {type(exc).__name__}: {exc}"
+        error = (f"the strategy {name} failed when bars arrived one at a time: {type(exc).__name__}: {exc} "
+                 "(in the replay its feed holds only the bars revealed so far, none in __init__: a feature "
+                 "precomputed there from p.dataname has no rows)")
     return list(cerebro.broker.created), error
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import backtrader as bt
 import numpy as np
 import pandas as pd
@@ -14,13 +16,17 @@ TRADE_COLUMNS = [
 
 
 class RunRecorder(bt.Analyzer):
-    """Executed and rejected orders. Equity and position per bar are derived from the
-    fills afterwards (:func:`equity_from_fills`), which keeps the event loop free of
-    per-bar bookkeeping."""
+    """Executed, rejected and expired orders, and the broker's position after each bar where an
+    order executed. Equity and position per bar are derived from the fills afterwards
+    (:func:`equity_from_fills`), which keeps the event loop free of per-bar bookkeeping; the
+    broker's own position (``positions``) is recorded only when it can change, for the fast
+    path's reconciliation."""
 
     def start(self) -> None:
         self.fills: list[tuple] = []
         self.rejected: list[tuple] = []
+        self.expired: list[tuple[int, str, float]] = []
+        self.positions: list[tuple[int, float]] = []
         self._data = self.strategy.data
         self.final_value = float("nan")
 
@@ -37,6 +43,10 @@ class RunRecorder(bt.Analyzer):
             ))
         if order.status in (order.Margin, order.Rejected):
             self.rejected.append((len(self._data) - 1, order.getstatusname(), float(order.created.size)))
+        if order.status == order.Expired:
+            self.expired.append((len(self._data) - 1, "Expired", float(order.created.size)))
+        if order.executed.size:  # the broker's position at this bar's close (notified after the bar's fills)
+            self.positions.append((len(self._data) - 1, float(self.strategy.broker.getposition(self._data).size)))
 
     def stop(self) -> None:
         self.final_value = float(self.strategy.broker.getvalue())
@@ -61,6 +71,17 @@ def equity_from_fills(fills: pd.DataFrame, close: pd.Series, cash: float) -> tup
     position = pd.Series(np.cumsum(delta_pos), index=close.index, name="position")
     equity = pd.Series(cash + np.cumsum(delta_cash) + position.to_numpy() * close.to_numpy(), index=close.index, name="equity")
     return equity, position
+
+
+def position_path(changes: Sequence[tuple[int, float]], n: int) -> np.ndarray:
+    """``(n,)`` position size at each bar's close from ``(bar position, size after)`` records in
+    bar order (a bar's last record counts; 0 before the first)."""
+    if not changes:
+        return np.zeros(n)
+    bars = np.array([bar for bar, _ in changes], dtype=np.int64)
+    sizes = np.array([size for _, size in changes], dtype=np.float64)
+    last = np.searchsorted(bars, np.arange(n), side="right") - 1  # the last record at or before each bar
+    return np.where(last >= 0, sizes[np.maximum(last, 0)], 0.0)
 
 
 def fills_frame(fills: list[tuple], index: pd.DatetimeIndex) -> pd.DataFrame:

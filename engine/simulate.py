@@ -50,12 +50,16 @@ class EventLoopRecord:
         rejected: ``(bar position, status name, size)`` per order refused for lack of cash.
         orders: every created order (:data:`Order`), including those that never filled.
         final_value: the broker's equity after the last bar (quote currency).
+        canceled: ``(bar position, "Canceled"|"Expired", size)`` per order canceled or expired unfilled.
+        positions: ``(bar position, size)``: the broker's own position after each bar where an order executed.
     """
 
     fills: tuple[tuple, ...]
     rejected: tuple[tuple[int, str, float], ...]
     orders: tuple[Order, ...]
     final_value: float
+    canceled: tuple[tuple[int, str, float], ...] = ()
+    positions: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class Simulation:
         trades: closed round trips (``engine.recorder.TRADE_COLUMNS``).
         orders: every created order (:data:`Order`), in creation order.
         rejected: ``(bar position, status name, size)`` per order refused for lack of cash.
+        canceled: ``(bar position, "Canceled"|"Expired", size)`` per order canceled or expired unfilled.
+        broker_position: ``(bar position, size)``: the simulator's own position after each bar where
+            an order executed, as its broker held it (not rebuilt from ``fills``; expand it with
+            :func:`engine.recorder.position_path`); None where no broker recorded it (buy-and-hold).
     """
 
     fills: pd.DataFrame
@@ -77,6 +85,8 @@ class Simulation:
     trades: pd.DataFrame
     orders: tuple[Order, ...] = ()
     rejected: tuple[tuple[int, str, float], ...] = ()
+    canceled: tuple[tuple[int, str, float], ...] = ()
+    broker_position: tuple[tuple[int, float], ...] | None = None
 
 
 def build_cerebro(
@@ -127,6 +137,8 @@ def run_event_loop(
     return EventLoopRecord(
         fills=tuple(recorder.fills), rejected=tuple(recorder.rejected),
         orders=tuple(strategy.broker.created), final_value=recorder.final_value,
+        canceled=tuple(sorted(strategy.broker.canceled + recorder.expired, key=lambda c: c[0])),
+        positions=tuple(recorder.positions),
     )
 
 
@@ -149,7 +161,8 @@ def simulate(
             f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's ({record.final_value:.6f})"
         )
     return Simulation(fills=fills, equity=equity, position=position, trades=round_trips(fills, bars.index),
-                      orders=record.orders, rejected=record.rejected)
+                      orders=record.orders, rejected=record.rejected, canceled=record.canceled,
+                      broker_position=record.positions)
 
 
 def buy_and_hold_equity(

@@ -189,7 +189,9 @@ def event_simulation(market: SweepMarket, strategy: Mapping[str, Any], predictor
 
 def reconcile_variant(market: SweepMarket, strategy: Mapping[str, Any], predictor: Mapping[str, Any],
                       rtol: float = 1e-9) -> Simulation:
-    """The variant on the fast path and through backtrader; their fills and equity must agree.
+    """The variant on the fast path and through backtrader; they must agree on every record
+    :func:`engine.fast_path.reconcile` compares (created, rejected and canceled orders, fills, the
+    broker's position at each bar, equity).
 
     Returns the backtrader simulation.
 

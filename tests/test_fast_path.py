@@ -9,6 +9,8 @@ identical to the last bit, equity to 1e-9, and the same created and rejected ord
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +20,7 @@ from engine.errors import OperationalError, StrategyLoadError
 from engine.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
 from engine.feed import align_forecast
 from engine.signals import compute_forecasts
+from engine.recorder import position_path
 from engine.simulate import StrategySetup, simulate
 from engine.strategy_loader import load_strategy
 from feeds.validate import fill_gaps
@@ -153,11 +156,10 @@ def test_planted_fee_difference_names_the_first_differing_fill(outage):
     assert "commission" in message and repr(float(first["commission"])) in message
     assert issubclass(FastPathMismatch, OperationalError)
 
-    shifted = type(event)(fills=event.fills, equity=event.equity * (1 + 1e-6), position=event.position,
-                          trades=event.trades)
-    assert "equity at " + str(bars.index[0]) in reconcile(shifted, event)
-    missing = type(event)(fills=event.fills.iloc[:-1], equity=event.equity, position=event.position,
-                          trades=event.trades)
+    shifted = dataclasses.replace(event, equity=event.equity * (1 + 1e-6))
+    assert reconcile(shifted, event).startswith("equity at " + str(bars.index[0]))
+    missing = dataclasses.replace(event, fills=event.fills.iloc[:-1])
+    assert reconcile(missing, event).startswith(f"fill {len(event.fills)} at ")
     assert "only the event-driven engine has it" in reconcile(missing, event)
 
 
@@ -196,3 +198,86 @@ def test_many_variants_over_half_a_year_of_candles(btc_1h):
     seen = check_random_variants(markets, LLM, n=6, seed=2021)
     assert seen["fills"] > 500 and seen["short"] >= 2, seen
     check_random_variants(markets, SMA, n=2, seed=2022)
+
+
+# -- reconciliation that fails on its own: records the fills and equity cannot show -----------------------------
+
+def test_a_refused_order_the_fast_path_skips_is_caught(outage, monkeypatch):
+    """A simulator that skips the orders the cash refuses instead of recording them as Margin
+    rejections: fills, equity and position stay the same; the rejected orders differ."""
+    import engine.fast_path as fast_path
+
+    bars, aligned, levels = outage["keep"]  # refused flips, as in test_flip_whose_opening_part_the_cash_cannot_pay
+    setup = StrategySetup(LLM, {"allow_short": True, "stake": 0.995, "threshold": 0.0}, 10_000.0,
+                          Costs(slippage=0.002))
+    event = simulate(bars, aligned, levels, setup)
+    assert len(event.rejected) >= 5 and len(event.fills) >= 10
+
+    class Skipped(list):
+        def append(self, refused):
+            pass
+
+    init = fast_path._Broker.__init__
+
+    def skipping_broker(self, cash, costs):
+        init(self, cash, costs)
+        self.rejected = Skipped()
+
+    monkeypatch.setattr(fast_path._Broker, "__init__", skipping_broker)
+    fast = fast_simulate(bars, aligned, levels, setup)
+    pd.testing.assert_frame_equal(fast.fills, event.fills, check_exact=True)  # all the old reconciliation saw
+    pd.testing.assert_series_equal(fast.equity, event.equity, check_exact=True)
+    first = event.rejected[0]
+    assert reconcile(fast, event) == (
+        f"rejected order 1 at {bars.index[first[0]]}: only the event-driven engine has it (Margin of {first[2]!r}); "
+        f"fast path 0, event-driven engine {len(event.rejected)}")
+
+
+class CancelOverTheGap(BAH):
+    """Buy-and-hold whose order, still waiting while a candle has no trades, is canceled and made again
+    with the same size: it fills where buy-and-hold's fills, at the same price."""
+
+    def next(self):
+        if not self.ordered:
+            self.waiting = self.order_target_percent(target=self.p.stake)
+            self.ordered = True
+        elif self.waiting.alive() and self.data.volume[0] <= 0:
+            size = self.waiting.created.size
+            self.cancel(self.waiting)
+            self.waiting = self.buy(size=size)
+
+
+def test_an_order_created_and_canceled_is_caught(outage):
+    bars, aligned, levels = outage["keep"]
+    start = bars.index.get_loc(OUTAGE) - 1
+    part = slice(start, start + 10)
+    fast = fast_simulate(bars.iloc[part], aligned[part], levels, StrategySetup(BAH, {}, 10_000.0, Costs()))
+    event = simulate(bars.iloc[part], aligned[part], levels, StrategySetup(CancelOverTheGap, {}, 10_000.0, Costs()))
+    pd.testing.assert_frame_equal(fast.fills, event.fills, check_exact=True)
+    pd.testing.assert_series_equal(fast.equity, event.equity, check_exact=True)
+    (bar, side, size), = fast.orders
+    assert event.canceled == ((1, "Canceled", size),) and event.orders == ((0, side, size), (1, side, size))
+    message = reconcile(fast, event)
+    assert message == (
+        f"created order 2 at {OUTAGE}: only the event-driven engine has it (buy {size!r}); fast path 1, "
+        f"event-driven engine 2; canceled order 1 at {OUTAGE}: only the event-driven engine has it "
+        f"(Canceled of {size!r}); fast path 0, event-driven engine 1")
+
+
+@pytest.mark.parametrize("policy", ["keep", "fill"])
+def test_a_position_that_differs_for_one_bar_is_caught(outage, policy):
+    """The broker's own position is compared bar by bar, not rebuilt from the fills: a fast path
+    whose broker held a position one bar late (its fills, equity and orders unchanged) is caught."""
+    bars, aligned, levels = outage[policy]
+    setup = StrategySetup(LLM, {"allow_short": True}, 10_000.0, Costs())
+    fast, event = both(bars, aligned, levels, setup)
+    assert_same(fast, event, policy)
+    held = list(fast.broker_position)
+    k = len(held) // 2
+    bar, size = held[k]
+    assert held[k + 1][0] > bar + 1
+    late = dataclasses.replace(fast, broker_position=tuple(held[:k] + [(bar + 1, size)] + held[k + 1:]))
+    before = position_path(held, len(bars))[bar]
+    assert reconcile(late, event) == (
+        f"position at {bars.index[bar]} differs: fast path {float(position_path(held[:k], len(bars))[bar])!r}, "
+        f"event-driven engine {float(before)!r} (1 bar(s) differ)")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.feed import datetimes_to_num
+from engine.feed import datetimes_to_num, reveal_dataname
 from engine.paper.clock import Clock, Ticks
 from engine.paper.journal import Journal
 from engine.signals import compute_forecasts
@@ -222,12 +222,14 @@ def _json_array(text: str | None) -> list:
 class LiveForecastData(bt.feed.DataBase):
     """ForecastData's lines, one bar at a time from a :class:`LiveBars`.
 
-    ``forecast_values[i]`` is the ``(Q, H)`` forecast of the ``i``-th bar (as
-    ``ForecastData.forecast_values[i]`` in a backtest); ``current`` is the bar being processed.
+    ``forecast_values[i]`` (also ``p.forecast_values``) is the ``(Q, H)`` forecast of the ``i``-th bar (as
+    ``ForecastData.forecast_values[i]`` in a backtest); ``p.dataname`` is the frame of the candles
+    handed to the strategy so far (as in the lookahead replay,
+    :class:`engine.feed.RevealingForecastData`); ``current`` is the bar being processed.
     """
 
     lines = ("fc_median", "fc_lower", "fc_upper")
-    params = (("bars", None), ("quantile_levels", (0.1, 0.5, 0.9)))
+    params = (("bars", None), ("quantile_levels", (0.1, 0.5, 0.9)), ("forecast_values", None))
 
     def islive(self) -> bool:
         return True
@@ -236,6 +238,10 @@ class LiveForecastData(bt.feed.DataBase):
         super().start()
         self.quantile_levels = tuple(self.p.quantile_levels)
         self.forecast_values: list[np.ndarray] = []
+        self.p.forecast_values = self.forecast_values
+        self._candles: list[tuple[int, float, float, float, float, float]] = []
+        self._frame: pd.DataFrame | None = None
+        reveal_dataname(self, self._candles_frame)
         self.current: Bar | None = None
         # callback(bar) before the bar reaches broker and strategy; set before cerebro.run()
         # calls start(), so it is kept here, not reset (resets lost the runner's replay hook)
@@ -250,7 +256,17 @@ class LiveForecastData(bt.feed.DataBase):
         ln.open[0], ln.high[0], ln.low[0], ln.close[0], ln.volume[0] = bar.open, bar.high, bar.low, bar.close, bar.volume
         ln.fc_median[0], ln.fc_lower[0], ln.fc_upper[0] = forecast_lines(bar.forecast, self.quantile_levels)
         self.forecast_values.append(bar.forecast)
+        self._candles.append((bar.time_ms, bar.open, bar.high, bar.low, bar.close, bar.volume))
         self.current = bar
         if self.on_bar is not None:
             self.on_bar(bar)
         return True
+
+    def _candles_frame(self) -> pd.DataFrame:
+        """The candles handed to the strategy so far (``p.dataname``), built when read."""
+        if self._frame is None or len(self._frame) != len(self._candles):
+            rows = np.array([c[1:] for c in self._candles], dtype=np.float64).reshape(-1, 5)
+            times = pd.to_datetime([c[0] for c in self._candles], unit="ms", utc=True).as_unit("ns")
+            self._frame = pd.DataFrame(rows, index=pd.DatetimeIndex(times, name="time"),
+                                       columns=["open", "high", "low", "close", "volume"])
+        return self._frame
