@@ -232,3 +232,25 @@ def test_sampling_misses_a_sparse_leak_as_often_as_the_power_line_says(leaky_run
             assert exact <= 0.05 and misses / len(seeds) <= 0.05 + 4 * sd
         else:
             assert exact > 0.3  # 5 samples: this leak goes unseen often, as its line (>= 45 %) says
+
+
+def test_a_refit_in_this_process_is_a_weaker_check_and_the_run_unchecked(shared_data, tmp_path):
+    from trainable_plugins import LinearAR
+
+    class LocalLinearAR(LinearAR):  # defined inside a function: a fresh process cannot import it
+        name = "local_linear_ar"
+
+    cfg = load_config(None, {
+        "data.data_dir": str(shared_data), "data.symbol": "ETH/USDT", "data.timeframe": "4h",
+        "data.timerange": "20240101-20240301", "data.cache_dir": str(tmp_path / "cache"),
+        "predictor.name": "tests.trainable_plugins:LinearAR", "predictor.context_length": 32, "predictor.horizon": 4,
+        "training.retrain_every": "30d", "training.history_start": "20231001", "training.epochs": 10,
+        "evaluation.naive_baseline": False, "output.progress": False, "output.dir": str(tmp_path / "runs"),
+    })
+    result = run_pipeline(cfg, STRATEGY, predictor=LocalLinearAR(quantile_levels=cfg.predictor.quantiles))
+    look = result.lookahead
+    assert look.ok and not look.stats.walk_forward.refit_fresh_process
+    assert look.status == "unchecked" and result.unchecked.startswith("lookahead: walk-forward re-fit: weaker")
+    summary = look.summary()
+    assert summary.startswith("lookahead check: UNCHECKED (walk-forward re-fit: weaker")
+    assert "in this process, not a fresh one" in summary and "in a fresh process" not in summary
