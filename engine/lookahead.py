@@ -71,7 +71,8 @@ differing order (time, side, size).
     (:meth:`engine.folds.FoldPlan.violations` with ``served_by``, then the recorded cut-offs);
 (b) *re-fit*: at one fold drawn with ``evaluation.seed`` the fit is repeated on
     ``candles.iloc[:stop]`` — nothing at or after the cut-off exists — in a fresh interpreter
-    (``spawn``, so not even candles a plugin stashed at module level survive), and its
+    (``spawn``, so not even candles a plugin stashed at module level survive; a predictor that
+    cannot be pickled is re-fitted in this process, listed in ``not_run`` as weaker), and its
     ``weights_digest`` must equal the digest of the checkpoint that served the fold, as loaded,
     and the one recorded when it was trained (deterministic CPU fits); every fold's checkpoint is
     also loaded and must give back the digest recorded for it (a ``save``/``load`` that shares one
