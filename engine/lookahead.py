@@ -486,7 +486,8 @@ def check_predictor(
         min_samples: check at least this many (or all of ``times``) whatever the budget.
         budget_s: wall-clock seconds to spend; sampling stops once it is spent.
         run_forecast_s: seconds the run's own inference took (None: unknown, e.g. a cache
-            hit; then it is estimated from the first sample). When the whole run's
+            hit; then it is estimated from the first sample's calls, at the cheaper per-window
+            rate of the batch of one and the past-only batch). When the whole run's
             recomputation fits :func:`full_recheck_allowance` (``max(budget_s, full_seconds)``),
             or ``thorough`` is set, every window is rechecked in a shuffled batch arrangement and
             at least :data:`MIN_SAMPLES_CHEAP` times are sampled.
@@ -513,15 +514,21 @@ def check_predictor(
         pos = int(rows[i])
         s0 = clock()
         a = predictor.predict(np.array(windows[pos : pos + 1], order="C"), horizon)[0]
-        if not samples:  # decide the full recheck, then size the past-only batch so that `need` of them fit the budget
+        if not samples:  # size the past-only batch so that `need` of them fit the budget
             per_window = estimate / len(rows) if estimate else clock() - s0
-            estimate = estimate if estimate is not None else per_window * len(rows)
-            full_planned = thorough or estimate <= allowance - (clock() - t0)
-            need = max(min_samples, MIN_SAMPLES_CHEAP if full_planned else 0, 1)
+            planned = thorough or per_window * len(rows) <= allowance - (clock() - t0)
+            need = max(min_samples, MIN_SAMPLES_CHEAP if planned else 0, 1)
             fit = int(budget_s / need / max(per_window, 1e-9)) - 1
             b_size = min(batch_size, max(2, fit))
         lo = max(0, pos - b_size + 1)
+        s1 = clock()
         b = predictor.predict(np.array(windows[lo : pos + 1], order="C"), horizon)[-1] if pos > lo else a
+        if not samples:  # decide the full recheck; unknown inference time: the batched call's rate, if cheaper
+            if estimate is None:
+                if pos > lo:
+                    per_window = min(per_window, (clock() - s1) / (pos - lo + 1))
+                estimate = per_window * len(rows)
+            full_planned = thorough or estimate <= allowance - (clock() - t0)
         full = forecast.values[i]
         samples.append(_Sample(t, float(min(_max_abs(full, a), _max_abs(full, b))), float(_max_abs(a, b)),
                                float(forecast_width(full))))
