@@ -68,6 +68,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, predictor: bool = True) -> Non
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_check_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the commands that run the lookahead check (backtest, compare, lookahead)."""
+    p.add_argument("--thorough", action="store_true",
+                   help="lookahead check: recheck every window in shuffled batches whatever the budget "
+                        "(evaluation.lookahead_thorough), for a run meant to be trusted")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
@@ -82,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(bt)
     _add_run_flags(bt)
+    _add_check_flags(bt)
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -92,6 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(cp)
     _add_run_flags(cp, predictor=False)
+    _add_check_flags(cp)
     cp.add_argument("--predictors", required=True, help='comma-separated predictor names or variants, e.g. naive,momentum,chronos,chronos[finetune="lora"] '
                     '(a variant\'s key=value pairs are TOML literals merged over [predictor.params.NAME])')
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
@@ -126,6 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     la.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(la)
     _add_run_flags(la)
+    _add_check_flags(la)
     la.add_argument("--samples", type=int, default=20,
                     help="at least this many decision times get their forecast recomputed (default 20)")
     la.add_argument("--budget", type=float, default=1.0,
@@ -163,6 +173,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["output.tearsheet"] = False
     if getattr(args, "no_progress", False):
         out["output.progress"] = False
+    if getattr(args, "thorough", False):
+        out["evaluation.lookahead_thorough"] = True
     return out
 
 
@@ -172,6 +184,14 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     if path is None and Path("config.toml").is_file():
         path = "config.toml"
     return load_config(path, {**_overrides(args), **(extra or {})})
+
+
+def _unchecked_words(result: "RunResult") -> str:
+    """The verdict's lead on an unchecked run (the lookahead check did not run in full), else ""."""
+    if not result.unchecked:
+        return ""
+    return ("UNCHECKED for lookahead (the check " + ("did not run" if not result.lookahead.ran else "did not run in full")
+            + "; see the lookahead line) — ")
 
 
 def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
@@ -199,7 +219,7 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         )
         if sig.trials:
             print(f"  deflated by {sig.trials.how}")
-        print(f"verdict: {sig.verdict}")
+        print(f"verdict: {_unchecked_words(result)}{sig.verdict}")
     else:
         print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
     look = result.lookahead
@@ -222,6 +242,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     d = cfg.data
     if result.invalid:
         print(f"INVALID: {result.invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
+    elif result.unchecked:
+        print(f"UNCHECKED: lookahead check {'NOT RUN' if not result.lookahead.ran else 'not run in full'} — the numbers "
+              "below were not checked for lookahead (why: the lookahead line)")
     print(
         f"{result.strategy_name} | predictor {cfg.predictor.name} | {d.symbol} {d.timeframe} | "
         f"{result.bars.index[0]:%Y-%m-%d %H:%M} -> {result.bars.index[-1]:%Y-%m-%d %H:%M} UTC | "
@@ -319,6 +342,8 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
         "evaluation.lookahead_samples": args.samples, "evaluation.lookahead_budget": args.budget,
         "evaluation.naive_baseline": False, "output.tearsheet": False,
     })
+    if args.samples < 1 and not args.thorough:
+        raise ConfigError(f"--samples {args.samples} would check nothing; give at least 1 (default 20) or --thorough")
     result = run_pipeline(cfg, args.strategy)
     if result.invalid:
         raise LookaheadError(result.lookahead.describe())  # one error block, exit 2
@@ -326,6 +351,9 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
     print(f"{result.lookahead.summary()}: {', '.join(times[:5])}{' ...' if len(times) > 5 else ''}")
     if result.lookahead.stats.walk_forward is not None:
         print(result.lookahead.stats.walk_forward.describe())
+    if result.unchecked:  # the command's one job is the check: an unchecked answer is not a pass
+        print(f"error: not every lookahead check ran, so the run is not passed: {result.unchecked}", file=sys.stderr)
+        return EXIT_USER
     return 0
 
 

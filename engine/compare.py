@@ -325,7 +325,7 @@ def run_compare(
             metrics=result.metrics, buy_and_hold=result.benchmark_metrics, skill=result.skill,
             significance=verdicts[(symbol, predictor)].significance, naive_comparison=result.versus_naive,
             random_sign=result.baselines.get("random sign"), suspicious=tuple(result.suspicious),
-            invalid=result.invalid, valid_pinball=_mean_valid_pinball(result),
+            invalid=result.invalid, valid_pinball=_mean_valid_pinball(result), unchecked=result.unchecked,
         ))
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity

@@ -175,6 +175,8 @@ class EvaluationConfig:
     bootstrap_samples: int = 2000
     lookahead_samples: int = 3
     lookahead_budget: float = 0.1
+    lookahead_full_seconds: float = 15.0
+    lookahead_thorough: bool = False
     seed: int = 0
     random_sign_baseline: bool = True
     max_plausible_sharpe: float = 3.0
@@ -554,6 +556,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"evaluation.lookahead_budget = {e.lookahead_budget} is a share of the run's time and must be in [0, 10], "
             "e.g. 0.1"
+        )
+    if not 0 <= e.lookahead_full_seconds <= 86_400:
+        raise ConfigError(
+            f"evaluation.lookahead_full_seconds = {e.lookahead_full_seconds} is the seconds the full recheck of every "
+            "window may cost by default and must be in [0, 86400], e.g. 15 (0: only lookahead_budget decides)"
         )
     if not p.name:
         raise ConfigError('predictor.name is empty; set e.g. "naive" (see `python -m engine predictors`)')

@@ -67,11 +67,12 @@ def trial_row(
     cfg: Config, *, kind: str, run_id: str, run_dir: str, strategy: str, strategy_params: Mapping[str, Any],
     strategy_hash: str, predictor_params: Mapping[str, Any], predictor_hash: str | None, model: str,
     metrics: Performance, n_bars: int, period: tuple[str, str], timerange: str, invalid: str | None = None,
-    suspicious: str | None = None,
+    suspicious: str | None = None, unchecked: str | None = None,
 ) -> TrialRow:
     """One trial-ledger row: its trial identity (``engine.ledger.trial_hash``: ``strategy_hash`` and the
     strategy parameters, ``predictor_hash``, fee and slippage, exchange, symbol, timeframe), its period
-    (first and last traded bar), headline numbers and marks. Backtests and compares
+    (first and last traded bar), headline numbers and marks (``invalid``, ``suspicious``, ``unchecked``:
+    why the lookahead check did not run in full). Backtests and compares
     (:func:`ledger_row`) and sweep trials (``engine.sweep``) record trials through this one function,
     so the same variant has the same identity whichever command ran it."""
     d, costs, params = cfg.data, cfg.broker.costs, params_json(dict(strategy_params))
@@ -87,7 +88,7 @@ def trial_row(
         total_return=metrics.total_return, sharpe=metrics.sharpe, sortino=metrics.sortino,
         max_drawdown=metrics.max_drawdown, n_trades=metrics.n_trades, run_dir=run_dir, exchange=d.exchange,
         trial_hash=identity, strategy_hash=strategy_hash, predictor_hash=predictor_hash or None, period_start=start,
-        period_end=end, invalid=invalid, suspicious=suspicious,
+        period_end=end, invalid=invalid, suspicious=suspicious, unchecked=unchecked,
     )
 
 
@@ -103,7 +104,7 @@ def ledger_row(
         predictor_params=cfg.predictor.predictor_params(), predictor_hash=result.predictor_hash,
         model=result.model_info.name, metrics=result.metrics, n_bars=len(result.bars), period=result.period,
         timerange=cfg.data.timerange or f"{result.bars.index[0]:%Y%m%d}-", invalid=result.invalid,
-        suspicious="; ".join(result.suspicious) or None,
+        suspicious="; ".join(result.suspicious) or None, unchecked=result.unchecked,
     )
 
 

@@ -17,7 +17,12 @@ stored beside it, not in it: :meth:`TrialLedger.trial_count` counts the distinct
 among rows on the same market and timeframe whose periods overlap the judged run's. Rows
 written before schema version 2 have no identity or period: they count by their old
 ``config_hash`` and the period their ``timerange`` string names. Rows marked ``invalid`` or
-``suspicious`` count as trials but are kept out of the variance of Sharpe ratios.
+``suspicious`` count as trials but are kept out of the variance of Sharpe ratios. Rows marked
+``unchecked`` (schema version 4: the lookahead check did not run in full) count as trials and stay
+in the variance: an unchecked run is not known to be leaky (a leak big enough to distort the
+spread of Sharpe ratios is what the plausibility guard's ``suspicious`` mark keeps out), and
+dropping the quick runs made with the check off would estimate the spread from fewer of the trials
+that were really tried.
 
 Only the standard library (plus numpy, for the variance) is imported: nothing else from
 the project.
@@ -59,7 +64,7 @@ __all__ = [
 ]
 
 LEDGER_FILENAME = "ledger.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper", "sweep")
 #: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_count`
 #: (``sweep``: every trial of a parameter sweep, ``python -m engine sweep``).
@@ -127,6 +132,10 @@ class TrialRow:
     ``period_start``/``period_end``: the first and last bar's open time, UTC ISO 8601;
     ``invalid``: why the run is invalid (e.g. ``"lookahead: ..."``); ``suspicious``: the
     plausibility guard's findings joined by ``"; "``.
+
+    Added in schema version 4: ``unchecked``: why the run's lookahead check did not run in full
+    (``"lookahead: NOT RUN (...)"``, or the checks that did not run or ran weaker); None for a run
+    that passed it, an invalid run, and rows written before version 4 (not recorded then).
     """
 
     run_id: str
@@ -156,6 +165,7 @@ class TrialRow:
     period_end: str | None = None
     invalid: str | None = None
     suspicious: str | None = None
+    unchecked: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not self.run_id:
@@ -206,6 +216,7 @@ class TrialRow:
 
 _OPTIONAL_TEXT: tuple[str, ...] = (
     "exchange", "trial_hash", "strategy_hash", "predictor_hash", "period_start", "period_end", "invalid", "suspicious",
+    "unchecked",
 )
 
 
@@ -539,6 +550,9 @@ class TrialLedger:
         no_sharpe = sum(1 for r in latest.values() if not (r.invalid or r.suspicious) and not math.isfinite(r.sharpe))
         if no_sharpe:
             notes.append(f"{no_sharpe} without a Sharpe ratio")
+        unchecked = sum(1 for r in latest.values() if r.unchecked and not (r.invalid or r.suspicious))
+        if unchecked:
+            notes.append(f"{unchecked} unchecked for lookahead, kept in the variance")
         if notes:
             how += " (" + "; ".join(notes) + ")"
         return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),
@@ -623,8 +637,9 @@ _NUMERIC = {"n_bars", "total_return", "sharpe", "sortino", "max_drawdown", "n_tr
 def _cell(row: TrialRow, attr: str) -> Any:
     if attr == "trial":
         return row.trial_hash[:8] if row.trial_hash else f"config:{row.config_hash[:8]}"
-    if attr == "flag":
-        return "INVALID" if row.invalid else ("suspicious" if row.suspicious else "")
+    if attr == "flag":  # INVALID, else UNCHECKED (the lookahead check did not run in full); suspicious beside either
+        marks = ["INVALID"] * bool(row.invalid) + ["UNCHECKED"] * bool(row.unchecked and not row.invalid)
+        return ",".join(marks + ["suspicious"] * bool(row.suspicious))
     return getattr(row, attr)
 
 
@@ -634,7 +649,9 @@ def format_table(rows: Iterable[TrialRow]) -> str:
     Returns and drawdowns in percent, Sharpe and Sortino annualised; numbers through
     :func:`reports.render.format.format_number` (``n/a`` for NaN).
     ``trial``: the first 8 digits of the trial identity (``config:`` + config hash for rows
-    from before schema version 2); ``flag``: ``INVALID`` or ``suspicious`` where marked.
+    from before schema version 2); ``flag``: ``INVALID`` (the lookahead check failed) or ``UNCHECKED``
+    (it did not run in full), and ``suspicious``, joined by commas where marked; empty for a run that
+    passed (or a row from before schema version 4, which did not record unchecked runs).
     """
     rows = list(rows)
     if not rows:

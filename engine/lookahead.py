@@ -29,13 +29,32 @@ so neither recomputation can see anything after ``t``. Then
 
 Predictors whose whole run is cheap to recompute are also checked at **every** decision
 time: all windows again, in a shuffled batch arrangement (batch neighbours that are no
-longer the next bars), judged with the same tolerance.
+longer the next bars), judged with the same tolerance. The rule that decides
+(:func:`full_recheck_allowance`): the full recheck runs when its estimated cost (the run's own
+inference seconds, else the first sample's seconds per window x windows) is at most
+``max(evaluation.lookahead_budget x the run's time, evaluation.lookahead_full_seconds)``, or
+always with ``evaluation.lookahead_thorough`` (``--thorough``). A ~1 ms/window predictor (a
+Python loop over numpy windows) on a year of 1h bars (8,760 windows, ~9 s) is rechecked in full
+by default; a model whose inference takes minutes is sampled.
 
 The number of sampled times is budget-based: as many as fit in
 ``evaluation.lookahead_budget`` (a share of the run's time), at least
-``evaluation.lookahead_samples`` (at least 20 when the full recomputation fits the budget).
+``evaluation.lookahead_samples`` (at least 20 when the full recomputation runs).
 Samples are drawn from interior decision times; the last bar (where truncation removes
 nothing) is only included when every time is checked.
+
+**Power.** With ``k`` sampled times and no full recheck, a leak that touches a share ``q`` of the
+decision times is missed with probability at most ``(1 - q)**k`` (sampling without replacement
+misses less), so it is caught with 95 % probability once ``q >= 1 - 0.05**(1/k)`` (about ``3/k``;
+:func:`detectable_share`). The summary line states that share; with the full recheck it says
+every window was rechecked.
+
+**Unchecked.** A check that did not run (``evaluation.lookahead_samples = 0``, a predictor that
+is not batch-size invariant) or ran in a weaker mode (a walk-forward re-fit in this process
+because the predictor cannot be pickled) is listed in :attr:`LookaheadReport.not_run` with its
+reason; such a run is *unchecked* (:attr:`LookaheadReport.unchecked`,
+:meth:`LookaheadReport.unchecked_reason`, ``status == "unchecked"``), never "passed", and
+metrics.json, the trial ledger and the leaderboard carry the mark.
 
 **Strategy.** One replay of the strategy through a bar-by-bar feed
 (:class:`engine.feed.RevealingForecastData`, as paper trading's ``LiveForecastData``:
@@ -100,8 +119,8 @@ A failure of any of them is a ``training`` mismatch: the run is kept and marked 
 exchange, a global frame) instead of from the windows it is handed is invisible to it:
 the recomputation hands it the same truncated windows, and it reads the same future data
 again. So is a predictor whose leak is smaller than the noise tolerance above, a
-predictor that is not batch-invariant by design (llmtime with ``batch_size > 1``; noted,
-not checked), and a model trained on data that overlaps the backtest (see the
+predictor that is not batch-invariant by design (llmtime with ``batch_size > 1``; listed
+in ``not_run``: the run is unchecked), and a model trained on data that overlaps the backtest (see the
 contamination warning). For trainable predictors: a ``fit`` that reads its own copy of the
 data (a file, a download) instead of the frames it is handed re-reads the same future in the
 re-fit and gives the same weights; a fit that is not bit-reproducible but does not declare it
@@ -145,6 +164,32 @@ NOISE_FACTOR = 10.0
 NOISE_CAP_SHARE = 0.05
 #: Sampled times for predictors whose full recomputation fits the budget.
 MIN_SAMPLES_CHEAP = 20
+#: Probability with which the power line's share of decision times is caught.
+POWER_CONFIDENCE = 0.95
+#: ``LookaheadReport.status`` values.
+STATUSES: tuple[str, ...] = ("passed", "unchecked", "invalid")
+
+
+def detectable_share(k: int, confidence: float = POWER_CONFIDENCE) -> float:
+    """The smallest share of decision times a leak must touch to be caught with probability
+    ``confidence`` by ``k`` uniformly sampled times: ``1 - (1 - confidence)**(1/k)`` (~ 3/k at 95 %).
+
+    Exact for sampling with replacement, conservative without (the check's case). 1.0 for ``k <= 0``.
+    """
+    if k <= 0:
+        return 1.0
+    return float(1.0 - (1.0 - confidence) ** (1.0 / k))
+
+
+def full_recheck_allowance(budget_s: float, full_seconds: float) -> float:
+    """Seconds the full shuffled recheck may cost and still run by default:
+    ``max(budget_s, full_seconds)``, where ``budget_s`` is ``evaluation.lookahead_budget`` x the run's
+    time and ``full_seconds`` is ``evaluation.lookahead_full_seconds`` (``--thorough`` ignores it)."""
+    return max(float(budget_s), float(full_seconds))
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.2g} %"
 
 
 class LookaheadError(UserInputError):
@@ -164,6 +209,34 @@ class PredictorCheckStats:
     past_batch_size: int
     full_windows: int | None = None
     seconds: float = 0.0
+    #: decision times the run forecast (the population the samples were drawn from)
+    windows: int = 0
+    #: estimated seconds of the full recheck, and what it was allowed (:func:`full_recheck_allowance`)
+    full_estimate_s: float | None = None
+    full_allowance_s: float | None = None
+    #: the full recheck was forced (``evaluation.lookahead_thorough`` / ``--thorough``)
+    thorough: bool = False
+
+    @property
+    def detectable_share(self) -> float | None:
+        """Share of decision times a leak must touch to be caught with 95 % probability by the
+        samples alone (:func:`detectable_share`); None when every window was rechecked."""
+        return None if self.full_windows is not None else detectable_share(self.samples)
+
+    def power_words(self) -> str:
+        """The power clause of the summary line."""
+        if self.full_windows is not None:
+            why = "--thorough" if self.thorough else (
+                f"est. {self.full_estimate_s:.2g} s <= {self.full_allowance_s:.3g} s allowed"
+                if self.full_estimate_s is not None and self.full_allowance_s is not None else "")
+            return f"every window rechecked{f', {why}' if why else ''}"
+        share = self.detectable_share
+        words = (f"would catch a leak at >= {_percent(share)} of decision times with "
+                 f"{_percent(POWER_CONFIDENCE)} probability")
+        if self.full_estimate_s is not None and self.full_allowance_s is not None:
+            words += (f"; not every window: the full recheck, est. {self.full_estimate_s:.3g} s, exceeds "
+                      f"max(lookahead_budget x run time, lookahead_full_seconds) = {self.full_allowance_s:.3g} s")
+        return words + "; --thorough rechecks every window"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"samples": self.samples, "batch_noise": self.batch_noise, "budget_s": self.budget_s,
@@ -171,6 +244,8 @@ class PredictorCheckStats:
         if self.full_windows is not None:
             out["full_windows"] = self.full_windows
         out["seconds"] = self.seconds
+        out.update(windows=self.windows, full_estimate_s=self.full_estimate_s, full_allowance_s=self.full_allowance_s,
+                   thorough=self.thorough, detectable_share=self.detectable_share)
         return out
 
 
@@ -284,7 +359,14 @@ class LookaheadReport:
     ``forecast_mismatches`` / ``order_mismatches`` / ``training_mismatches``: ``(decision time,
     what differs)`` naming the predictor / the strategy / the walk-forward training as the culprit;
     ``stats``: what was checked and the seconds it took (sample counts, batch noise, replayed bars,
-    the walk-forward checks).
+    the walk-forward checks); ``not_run``: one line per check that did not run or ran in a weaker
+    mode, ``"<check>: <what and why>"`` (e.g. ``"predictor recomputation: not run, ..."``,
+    ``"walk-forward re-fit: weaker, ran in this process ..."``).
+
+    Three outcomes (:attr:`status`): ``"invalid"`` (a mismatch: :attr:`ok` is False,
+    :meth:`invalid_reason`), ``"unchecked"`` (no mismatch, but a check did not run, ran weaker, or
+    nothing ran at all: :attr:`unchecked`, :meth:`unchecked_reason`), ``"passed"`` (every check ran
+    and found nothing). A default ``LookaheadReport()`` ran nothing and is unchecked.
     """
 
     times: tuple[pd.Timestamp, ...] = ()
@@ -293,28 +375,68 @@ class LookaheadReport:
     notes: tuple[str, ...] = ()
     stats: LookaheadStats = field(default_factory=LookaheadStats)
     training_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
+    not_run: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """No mismatch was found (True also when nothing ran: see :attr:`status`)."""
         return not self.forecast_mismatches and not self.order_mismatches and not self.training_mismatches
+
+    @property
+    def ran(self) -> bool:
+        """Whether any check ran (the forecast recomputation, the replay or the walk-forward checks)."""
+        s = self.stats
+        return s.predictor is not None or s.replay_bars is not None or s.walk_forward is not None
+
+    @property
+    def unchecked(self) -> bool:
+        """No mismatch, but not everything was checked: a check did not run or ran weaker, or none ran."""
+        return self.ok and (bool(self.not_run) or not self.ran)
+
+    @property
+    def status(self) -> str:
+        """``"passed"``, ``"unchecked"`` or ``"invalid"`` (metrics.json's ``lookahead.status``)."""
+        return "invalid" if not self.ok else ("unchecked" if self.unchecked else "passed")
 
     def _culprits(self) -> list[tuple[str, tuple[tuple[pd.Timestamp, str], ...]]]:
         return [("training", self.training_mismatches), ("predictor", self.forecast_mismatches),
                 ("strategy", self.order_mismatches)]
 
-    def summary(self) -> str:
-        """One line: what was checked and the verdict."""
+    def _what(self) -> str:
+        """What ran, with the predictor check's power, in words."""
         s = self.stats
         w = s.walk_forward
-        what = ((f"{w.decisions} decision times against their {w.folds} fold checkpoints' cut-offs, fold {w.refit_fold} "
-                 f"re-fitted on truncated candles, " if w else "")
-                + f"forecasts at {len(self.times)} sampled decision times"
-                + (f" and all {s.full_windows} in a shuffled batch arrangement" if s.full_windows else "")
-                + (f", orders at all {s.replay_bars} bars in a bar-by-bar replay" if s.replay_bars else ""))
-        if self.ok:
-            return f"lookahead check: passed ({what})"
-        culprits = [c for c, bad in self._culprits() if bad]
-        return f"INVALID: lookahead in the {' and the '.join(culprits)} ({what})"
+        parts = []
+        if w:
+            how = "same weights digest" if w.refit_mode == "digest" else "forecasts within the repeat-spread tolerance"
+            parts.append(f"{w.decisions} decision times against their {w.folds} fold checkpoints' cut-offs, "
+                         f"fold {w.refit_fold} re-fitted on truncated candles in a fresh process ({how}), "
+                         f"{len(w.fresh_folds)} folds served alone")
+        if s.predictor is not None:
+            parts.append(f"forecasts at {len(self.times)} sampled decision times"
+                         + (f" and all {s.full_windows} in a shuffled batch arrangement" if s.full_windows else "")
+                         + f" ({s.predictor.power_words()})")
+        if s.replay_bars:
+            parts.append(f"orders at all {s.replay_bars} bars in a bar-by-bar replay")
+        return ", ".join(parts)
+
+    def summary(self) -> str:
+        """One line: what was checked (with the predictor check's power), what was not, and the verdict.
+
+        ``lookahead check: passed (...)`` only when every check ran; ``lookahead check: NOT RUN (why)``
+        when none did; ``lookahead check: UNCHECKED (what did not run; what ran passed: ...)`` when
+        part did; ``INVALID: lookahead in the <culprit> (...)`` on a mismatch.
+        """
+        if not self.ran:
+            return f"lookahead check: NOT RUN ({'; '.join(self.not_run) or 'no check ran'})"
+        what = self._what()
+        if not self.ok:
+            culprits = [c for c, bad in self._culprits() if bad]
+            skipped = f"; also {'; '.join(self.not_run)}" if self.not_run else ""
+            return f"INVALID: lookahead in the {' and the '.join(culprits)} ({what}{skipped})"
+        if self.not_run:
+            return f"lookahead check: UNCHECKED ({'; '.join(self.not_run)}; what ran passed: {what})"
+        return f"lookahead check: passed ({what})"
 
     def describe(self) -> str:
         if self.ok:
@@ -333,6 +455,7 @@ class LookaheadReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "status": self.status, "not_run": list(self.not_run),
             "times": [str(t) for t in self.times], "ok": self.ok, "summary": self.summary(),
             "forecast_mismatches": [[str(t), w] for t, w in self.forecast_mismatches],
             "order_mismatches": [[str(t), w] for t, w in self.order_mismatches],
@@ -346,12 +469,27 @@ class LookaheadReport:
         return self.to_dict()
 
     def invalid_reason(self) -> str | None:
-        """``"lookahead: <culprit> at <time>: <what>"`` naming the first mismatch, or None when the check passed."""
+        """``"lookahead: <culprit> at <time>: <what>"`` naming the first mismatch, or None when none was found."""
         if self.ok:
             return None
         culprit, found = next((c, m) for c, m in self._culprits() if m)
         more = sum(len(m) for _, m in self._culprits()) - 1
         return f"lookahead: {culprit} at {found[0][0]}: {found[0][1]}" + (f" (and {more} more)" if more else "")
+
+    def unchecked_reason(self) -> str | None:
+        """``"lookahead: NOT RUN (<why>)"`` when no check ran, ``"lookahead: <what did not run or ran
+        weaker>"`` when part did; None for a passed or an invalid run (the ledger's ``unchecked`` mark)."""
+        if not self.unchecked:
+            return None
+        if not self.ran:
+            return f"lookahead: NOT RUN ({'; '.join(self.not_run) or 'no check ran'})"
+        return "lookahead: " + "; ".join(self.not_run)
+
+
+def not_run_report(reason: str) -> LookaheadReport:
+    """The report of a check that did not run at all: ``reason`` says why and how to run it
+    (its summary reads ``lookahead check: NOT RUN (<reason>)``)."""
+    return LookaheadReport(not_run=(reason,))
 
 
 def sample_times(decisions: pd.DatetimeIndex, n: int, seed: int) -> list[pd.Timestamp]:
@@ -407,6 +545,9 @@ def check_predictor(
     seed: int = 0,
     run_forecast_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    *,
+    full_seconds: float = 0.0,
+    thorough: bool = False,
 ) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, str]], list[str], PredictorCheckStats]:
     """Recompute forecasts at ``times`` (in order, while the budget lasts) and judge them.
 
@@ -419,9 +560,13 @@ def check_predictor(
         min_samples: check at least this many (or all of ``times``) whatever the budget.
         budget_s: wall-clock seconds to spend; sampling stops once it is spent.
         run_forecast_s: seconds the run's own inference took (None: unknown, e.g. a cache
-            hit; then it is estimated from the first sample). When the whole run's
-            recomputation fits ``budget_s``, every window is rechecked in a shuffled batch
-            arrangement and at least :data:`MIN_SAMPLES_CHEAP` times are sampled.
+            hit; then it is estimated from the first sample's calls, at the cheaper per-window
+            rate of the batch of one and the past-only batch). When the whole run's
+            recomputation fits :func:`full_recheck_allowance` (``max(budget_s, full_seconds)``),
+            or ``thorough`` is set, every window is rechecked in a shuffled batch arrangement and
+            at least :data:`MIN_SAMPLES_CHEAP` times are sampled.
+        full_seconds: absolute seconds the full recheck may cost (``evaluation.lookahead_full_seconds``).
+        thorough: recheck every window whatever the budget (``--thorough``).
 
     Returns:
         ``(checked times, mismatches, notes, stats)``.
@@ -432,26 +577,36 @@ def check_predictor(
     samples: list[_Sample] = []
     full_check: tuple[np.ndarray, np.ndarray] | None = None  # (diff, width) of every window, shuffled batches
     estimate = run_forecast_s
+    allowance = full_recheck_allowance(budget_s, full_seconds)
+    full_planned = thorough
     b_size = batch_size
     for t in times:
-        need = max(min_samples, MIN_SAMPLES_CHEAP if full_check is not None else 0)
+        need = max(min_samples, MIN_SAMPLES_CHEAP if full_planned else 0)
         if len(samples) >= need and clock() - t0 >= budget_s:
             break
         i = forecast.index.get_loc(t)
         pos = int(rows[i])
         s0 = clock()
         a = predictor.predict(np.array(windows[pos : pos + 1], order="C"), horizon)[0]
-        if not samples:  # size the past-only batch so that min_samples of them fit the budget
+        if not samples:  # size the past-only batch so that `need` of them fit the budget
             per_window = estimate / len(rows) if estimate else clock() - s0
-            fit = int(budget_s / max(min_samples, 1) / max(per_window, 1e-9)) - 1
+            planned = thorough or per_window * len(rows) <= allowance - (clock() - t0)
+            need = max(min_samples, MIN_SAMPLES_CHEAP if planned else 0, 1)
+            fit = int(budget_s / need / max(per_window, 1e-9)) - 1
             b_size = min(batch_size, max(2, fit))
-            estimate = estimate if estimate is not None else per_window * len(rows)
         lo = max(0, pos - b_size + 1)
+        s1 = clock()
         b = predictor.predict(np.array(windows[lo : pos + 1], order="C"), horizon)[-1] if pos > lo else a
+        if not samples:  # decide the full recheck; unknown inference time: the batched call's rate, if cheaper
+            if estimate is None:
+                if pos > lo:
+                    per_window = min(per_window, (clock() - s1) / (pos - lo + 1))
+                estimate = per_window * len(rows)
+            full_planned = thorough or estimate <= allowance - (clock() - t0)
         full = forecast.values[i]
         samples.append(_Sample(t, float(min(_max_abs(full, a), _max_abs(full, b))), float(_max_abs(a, b)),
                                float(forecast_width(full))))
-        if len(samples) == 1 and estimate <= budget_s - (clock() - t0):
+        if len(samples) == 1 and full_planned:
             full_check = _shuffled_recheck(windows, rows, forecast, predictor, batch_size, horizon, seed)
     noise = max((s.noise for s in samples), default=0.0)
     mismatches: list[tuple[pd.Timestamp, str]] = []
@@ -480,7 +635,9 @@ def check_predictor(
                 "as leaks, smaller ones cannot be told from noise"
             )
     stats = PredictorCheckStats(samples=len(samples), batch_noise=noise, budget_s=round(budget_s, 4),
-                                past_batch_size=b_size, full_windows=full_windows, seconds=round(clock() - t0, 4))
+                                past_batch_size=b_size, full_windows=full_windows, seconds=round(clock() - t0, 4),
+                                windows=len(rows), full_estimate_s=None if estimate is None else round(estimate, 4),
+                                full_allowance_s=round(allowance, 4), thorough=thorough)
     return [s.time for s in samples], mismatches, notes, stats
 
 
@@ -493,11 +650,19 @@ def _shuffled_recheck(
     windows: np.ndarray, rows: np.ndarray, forecast: Forecast, predictor: Predictor, batch_size: int,
     horizon: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every window of the run again, in batches of a seeded random arrangement (so a window's
-    batch neighbours are no longer the bars after it). Returns ``(diff, width)``, each ``(n,)``:
+    """Every window of the run again, in batches of a seeded random arrangement in which no window
+    is followed by its own next bar (so a window's batch neighbours are no longer the bars after it). Returns ``(diff, width)``, each ``(n,)``:
     max |run - recomputed| and the run forecast's interval width per decision time."""
     n = len(rows)
-    order = np.random.default_rng(seed + 1).permutation(n)
+    rng = np.random.default_rng(seed + 1)
+    order = rng.permutation(n)
+    for _ in range(100):  # a window followed by its own next bar would see the run's neighbour again: move that bar
+        stuck = np.flatnonzero(order[1:] == order[:-1] + 1)
+        if not len(stuck):
+            break
+        for j in stuck:
+            k = int(rng.integers(n))
+            order[j + 1], order[k] = order[k], order[j + 1]
     again = np.empty_like(forecast.values)
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
@@ -795,9 +960,11 @@ def check_walk_forward(
 def _check_folds(
     candles: pd.DataFrame, forecast: Forecast, wf: WalkForward, loaded: dict[int, Predictor], context_length: int,
     horizon: int, batch_size: int, times: list[pd.Timestamp], min_samples: int, budget_s: float, seed: int,
+    full_seconds: float = 0.0, thorough: bool = False,
 ) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, str]], list[str], PredictorCheckStats | None, int]:
     """Check (c): :func:`check_predictor` per fold with that fold's own predictor on its sampled times
-    (kept in drawn order), the budget and minimum shared in proportion. Pooled stats."""
+    (kept in drawn order), the budget, the full recheck's seconds and the minimum shared in proportion.
+    Pooled stats."""
     fold_of = dict(zip(wf.decisions, wf.served_by.tolist()))
     groups: dict[int, list[pd.Timestamp]] = {}
     for t in times:
@@ -811,7 +978,8 @@ def _check_folds(
         part = Forecast(index=forecast.index[rows], quantile_levels=forecast.quantile_levels, values=forecast.values[rows])
         share = len(ts) / len(times)
         c, m, n, st = check_predictor(candles, part, loaded[k], context_length, horizon, batch_size, ts,
-                                      max(1, int(np.ceil(min_samples * share))), budget_s * share, seed, None)
+                                      max(1, int(np.ceil(min_samples * share))), budget_s * share, seed, None,
+                                      full_seconds=full_seconds * share, thorough=thorough)
         checked += c
         bad += m
         notes += [f"fold {k}: {x}" for x in n]
@@ -823,7 +991,9 @@ def _check_folds(
         samples=sum(st.samples for st in parts), batch_noise=max(st.batch_noise for st in parts),
         budget_s=round(budget_s, 4), past_batch_size=min(st.past_batch_size for st in parts),
         full_windows=sum(full) if all(f is not None for f in full) else None,
-        seconds=round(sum(st.seconds for st in parts), 4),
+        seconds=round(sum(st.seconds for st in parts), 4), windows=len(forecast.index),
+        full_estimate_s=round(sum(st.full_estimate_s or 0.0 for st in parts), 4),
+        full_allowance_s=round(full_recheck_allowance(budget_s, full_seconds), 4), thorough=thorough,
     )
     return checked, sorted(bad, key=lambda m: m[0]), notes, stats, len(parts)
 
@@ -847,6 +1017,9 @@ def check_lookahead(
     run_forecast_s: float | None = None,
     walk_forward: WalkForward | None = None,
     config: Config | None = None,
+    full_seconds: float = 0.0,
+    thorough: bool = False,
+    off_reason: str = "no decision times were given to check",
 ) -> LookaheadReport:
     """Check the predictor at ``times`` (within ``budget_s``) and the strategy at every bar.
 
@@ -855,12 +1028,17 @@ def check_lookahead(
     ``setup`` the run's strategy, parameters, cash and costs; ``batch_size`` the run's windows per
     ``predict`` call; ``times`` candidate decision times in checking order
     (:func:`sample_times`); ``run_forecast_s`` the run's inference seconds (None on a cache
-    hit). An empty ``times`` turns the whole check off. ``walk_forward`` (with the run's ``config``):
-    a trainable predictor's record; the walk-forward checks run and each fold's own predictor is
-    recomputed (see the module docstring).
+    hit). ``full_seconds``/``thorough``: the full recheck's rule (:func:`check_predictor`). An empty
+    ``times`` turns the whole check off: the report is NOT RUN with ``off_reason``. ``walk_forward``
+    (with the run's ``config``): a trainable predictor's record; the walk-forward checks run and each
+    fold's own predictor is recomputed (see the module docstring).
+
+    Checks that do not run (a predictor that is not batch-size invariant) or run weaker (a re-fit in
+    this process: the predictor cannot be pickled) are listed in the report's ``not_run``.
     """
     if not times:
-        return LookaheadReport()
+        return not_run_report(off_reason)
+    not_run: list[str] = []
     checked: list[pd.Timestamp] = []
     forecast_mismatches: list[tuple[pd.Timestamp, str]] = []
     order_mismatches: list[tuple[pd.Timestamp, str]] = []
@@ -876,19 +1054,19 @@ def check_lookahead(
         if predictor.batch_invariant:  # the re-fit is the check's fixed price: the sampling keeps its whole budget
             checked, bad, notes, predictor_stats, recomputed = _check_folds(
                 candles, forecast, walk_forward, loaded, context_length, horizon, batch_size, times, min_samples,
-                budget_s, seed,
+                budget_s, seed, full_seconds, thorough,
             )
             forecast_mismatches.extend(bad)
             wf_stats = dataclasses.replace(wf_stats, folds_recomputed=recomputed)
     if predictor.batch_invariant and walk_forward is None:
         checked, bad, notes, predictor_stats = check_predictor(
             candles, forecast, predictor, context_length, horizon, batch_size, times,
-            min_samples, budget_s, seed, run_forecast_s,
+            min_samples, budget_s, seed, run_forecast_s, full_seconds=full_seconds, thorough=thorough,
         )
         forecast_mismatches.extend(bad)
     elif not predictor.batch_invariant:
-        notes.append(
-            f"forecasts not re-checked: {predictor.name} with these parameters is not batch-size invariant "
+        not_run.append(
+            f"predictor recomputation: not run, {predictor.name} with these parameters is not batch-size invariant "
             "(e.g. llmtime with batch_size > 1), so a leak across batch neighbours cannot be told from float "
             "noise; set its batch_size to 1 to check it"
         )
@@ -904,7 +1082,9 @@ def check_lookahead(
         order_mismatches.append(diff)
     report = LookaheadReport(times=tuple(checked), forecast_mismatches=tuple(forecast_mismatches),
                              order_mismatches=tuple(order_mismatches), notes=tuple(notes), stats=stats,
-                             training_mismatches=tuple(training_mismatches))
+                             training_mismatches=tuple(training_mismatches), not_run=tuple(not_run))
     if not report.ok:
         logger.error(report.describe())
+    elif report.unchecked:
+        logger.warning(report.summary())
     return report

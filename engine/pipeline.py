@@ -76,7 +76,8 @@ class RunResult:
     them and ``benchmark`` buy-and-hold's, under the same costs. ``metrics``,
     ``benchmark_metrics``, ``baselines`` (``"buy & hold"``, ``"naive"``, ``"random sign"``),
     ``skill`` and ``versus_naive`` are the evaluation's values, passed through as they are.
-    ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``suspicious``
+    ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``unchecked`` (a
+    property) why the lookahead check did not run in full, else None; ``suspicious``
     lists the plausibility guard's findings. ``timings`` are seconds per stage. ``walk_forward``
     is the fold plan, fold checkpoints and which fold served each decision time of a trainable
     predictor's run (None for the others).
@@ -105,6 +106,12 @@ class RunResult:
     invalid: str | None = None
     suspicious: tuple[str, ...] = ()
     walk_forward: WalkForward | None = None
+
+    @property
+    def unchecked(self) -> str | None:
+        """Why the run is unchecked (``"lookahead: NOT RUN (...)"`` or the checks that did not run or ran
+        weaker: :meth:`engine.lookahead.LookaheadReport.unchecked_reason`); None when it passed or is invalid."""
+        return None if self.invalid else self.lookahead.unchecked_reason()
 
     @property
     def equity(self) -> pd.Series:
@@ -309,11 +316,16 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
 
     t4 = time.perf_counter()
     budget_s = ev.lookahead_budget * (t4 - t0)  # a share of the run's time so far (load, forecasts, loop, baselines)
+    run_check = bool(ev.lookahead_samples) or ev.lookahead_thorough
     lookahead = check_lookahead(
         candles, bars, forecast, values, predictor, p.context_length, p.horizon, setup, sim.orders,
-        sample_times(decisions, len(decisions) if ev.lookahead_samples else 0, ev.seed),
-        batch_size=p.batch_size, min_samples=ev.lookahead_samples, budget_s=budget_s, seed=ev.seed,
+        sample_times(decisions, len(decisions) if run_check else 0, ev.seed),
+        batch_size=p.batch_size, min_samples=max(ev.lookahead_samples, 1), budget_s=budget_s, seed=ev.seed,
         run_forecast_s=None if hit else timings["forecast"], walk_forward=walk_forward, config=cfg,
+        full_seconds=ev.lookahead_full_seconds, thorough=ev.lookahead_thorough,
+        off_reason="evaluation.lookahead_samples = 0 turns it off: no forecast was recomputed, no order replayed"
+                   + (", no fold re-fitted" if trainable else "")
+                   + "; set it to 3 or more, or pass --thorough, to check the run",
     )
     timings["lookahead"] = time.perf_counter() - t4
 

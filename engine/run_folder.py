@@ -88,8 +88,11 @@ def json_safe(value: Any) -> Any:
 
 
 def flag_prefix(result: RunResult) -> str:
-    """The title prefix of an invalid or suspicious run ("INVALID: lookahead — SUSPICIOUS — check for leaks: ")."""
-    return ("INVALID: lookahead — " if result.invalid else "") + ("SUSPICIOUS — check for leaks: " if result.suspicious else "")
+    """The title prefix of an invalid, unchecked or suspicious run ("INVALID: lookahead — SUSPICIOUS — check for
+    leaks: ", "UNCHECKED: lookahead check not run in full — ")."""
+    return (("INVALID: lookahead — " if result.invalid else "")
+            + ("UNCHECKED: lookahead check not run in full — " if result.unchecked else "")
+            + ("SUSPICIOUS — check for leaks: " if result.suspicious else ""))
 
 
 def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strategy_path: str | Path) -> Path:
@@ -113,6 +116,7 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
     info = result.model_info
     metrics = {
         "invalid": result.invalid,
+        "unchecked": result.unchecked,
         "strategy": {"name": result.strategy_name, "file": str(strategy_path), "params": result.strategy_params},
         "predictor": {"name": cfg.predictor.name, "params": cfg.predictor.predictor_params()},
         "model": {"name": info.name, "revision": info.revision, "training_cutoff": info.training_cutoff,
@@ -161,7 +165,8 @@ def write_forecast_page(result: RunResult, significance: Any, run_dir: Path) -> 
         title=flag_prefix(result) + f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=significance,
-        notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [*result.suspicious, *result.warnings],
+        notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [f"UNCHECKED: {result.unchecked}"] * bool(
+            result.unchecked) + [*result.suspicious, *result.warnings],
         folds=result.walk_forward.fold_rows() if result.walk_forward is not None else None,
     )
 

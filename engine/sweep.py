@@ -254,6 +254,8 @@ def _ledger_row(market: SweepMarket, outcome: TrialOutcome, number: int, out_dir
         strategy_params=outcome.strategy_params, strategy_hash=strategy_hash,
         predictor_params=outcome.predictor_params, predictor_hash=outcome.predictor_hash, model=outcome.model,
         metrics=outcome.metrics, n_bars=len(market.bars), period=market.period, timerange=cfg.data.timerange,
+        unchecked="lookahead: NOT RUN (a sweep trial: no lookahead check runs on the search range; the best "
+                  "parameters' holdout run is a backtest with its own check)",
     )
 
 

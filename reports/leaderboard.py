@@ -50,11 +50,12 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "psr",
     "dsr",
     "verdict",
+    "lookahead",
     "suspicious",
     "run_dir",
 )
 
-_TEXT_COLUMNS = ("symbol", "predictor", "verdict", "suspicious", "run_dir")
+_TEXT_COLUMNS = ("symbol", "predictor", "verdict", "lookahead", "suspicious", "run_dir")
 _NUMERIC_COLUMNS = tuple(c for c in LEADERBOARD_COLUMNS if c not in _TEXT_COLUMNS)
 
 _METRIC_KEYS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "fees_paid")
@@ -96,7 +97,8 @@ class LeaderboardRow:
     (:class:`reports.skill.VersusNaive`; None for the naive run itself), ``random_sign``
     (performance of the same strategy on the model's forecast with a random sign),
     ``suspicious`` (the plausibility guard's findings), ``invalid`` (why the run is
-    invalid, e.g. ``"lookahead: ..."``) and ``valid_pinball`` (a model trained walk-forward: the mean
+    invalid, e.g. ``"lookahead: ..."``), ``unchecked`` (why its lookahead check did not run in full,
+    e.g. ``"lookahead: NOT RUN (...)"``) and ``valid_pinball`` (a model trained walk-forward: the mean
     over its folds of the pinball loss on each fold's validation candles, the same yardstick for every
     trained model). Checked when made; a wrong type is a ``ValueError``.
     """
@@ -113,6 +115,7 @@ class LeaderboardRow:
     suspicious: tuple[str, ...] = ()
     invalid: str | None = None
     valid_pinball: float | None = None
+    unchecked: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("predictor", "symbol"):
@@ -144,8 +147,13 @@ def _coverage(skill: ForecastSkill | None) -> tuple[float, float]:
     return chosen.empirical, chosen.nominal
 
 
+def _lookahead(row: LeaderboardRow) -> str:
+    """``"invalid"``, ``"unchecked"`` or ``"passed"``: the run's lookahead status (as metrics.json's)."""
+    return "invalid" if row.invalid else ("unchecked" if row.unchecked else "passed")
+
+
 def _verdict(row: LeaderboardRow) -> str:
-    """``"forecast: <versus naive>; Sharpe: <significance>"``, led by the INVALID and SUSPICIOUS marks."""
+    """``"forecast: <versus naive>; Sharpe: <significance>"``, led by the INVALID, UNCHECKED and SUSPICIOUS marks."""
     fc_words = "n/a (no naive comparison)" if row.naive_comparison is None else row.naive_comparison.verdict
     sig_words = None if row.significance is None else row.significance.verdict
     text = f"forecast: {fc_words}; Sharpe: {sig_words or 'n/a'}"
@@ -153,6 +161,8 @@ def _verdict(row: LeaderboardRow) -> str:
         text = f"SUSPICIOUS \u2014 check for leaks ({len(row.suspicious)} finding(s)); {text}"
     if row.invalid:  # e.g. "INVALID: lookahead"
         text = f"INVALID: {str(row.invalid).split(':')[0]}; {text}"
+    elif row.unchecked:  # "UNCHECKED: lookahead not checked in full", never read as passed
+        text = f"UNCHECKED: {str(row.unchecked).split(':')[0]} not checked in full; {text}"
     return text
 
 
@@ -171,7 +181,9 @@ def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
         ``dm_stat``/``dm_p_value`` from ``naive_comparison`` (negative = better than naive);
         the Sharpe bootstrap interval, ``psr``, ``dsr``; ``verdict`` in words
         (``"forecast: ...; Sharpe: ..."``, led by ``"SUSPICIOUS — check for leaks"`` when the
-        plausibility guard fired), ``suspicious`` (its findings joined by "; ") and ``run_dir``. Numbers are float64, NaN where
+        plausibility guard fired, by ``"INVALID: lookahead"`` or ``"UNCHECKED: lookahead not checked in
+        full"``), ``lookahead`` (``"passed"``, ``"unchecked"`` or ``"invalid"``), ``suspicious`` (its
+        findings joined by "; ") and ``run_dir``. Numbers are float64, NaN where
         not available.
 
     Raises:
@@ -214,6 +226,7 @@ def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
             "psr": sig.psr if tested else nan,
             "dsr": sig.dsr if tested else nan,
             "verdict": _verdict(row),
+            "lookahead": _lookahead(row),
             "suspicious": "; ".join(row.suspicious),
             "run_dir": str(row.run_dir or ""),
         }

@@ -212,8 +212,9 @@ def test_old_ledger_is_migrated_in_place_and_old_rows_count_by_their_old_hash(tm
     ledger = TrialLedger(path)
     rows = ledger.rows()
     assert [r.run_id for r in rows] == ["old-a", "old-a2", "old-b", "old-2022", "old-odd"]  # every row kept
-    assert all(r.trial_hash is None and r.period_start is None and r.invalid is None for r in rows)
-    assert ledger.schema_version == SCHEMA_VERSION == 3
+    assert all(r.trial_hash is None and r.period_start is None and r.invalid is None and r.unchecked is None
+               for r in rows)
+    assert ledger.schema_version == SCHEMA_VERSION == 4
     ledger.append(_period_row("new", "t-new", "2024-06-01", "2024-12-31", sharpe=-0.5))
     count = ledger.trial_count("binance", "BTC/USDT", "1d", "2024-06-01T00:00:00+00:00",
                                "2024-12-31T00:00:00+00:00", periods_per_year=365)
@@ -223,6 +224,7 @@ def test_old_ledger_is_migrated_in_place_and_old_rows_count_by_their_old_hash(tm
     with closing(sqlite3.connect(path)) as conn:  # the migration ran once; reopening adds nothing
         columns = [rec[1] for rec in conn.execute("PRAGMA table_info(trials)")]
     assert columns.count("trial_hash") == 1 and "period_end" in columns and "suspicious" in columns
+    assert columns.count("unchecked") == 1  # version 4: the lookahead check's unchecked mark
     assert len(TrialLedger(path).rows()) == 6
     # version 3: the kind CHECK was rebuilt to take sweep trials, which count like backtests
     ledger.append(_period_row("sweep-1", "t-sweep", "2024-06-01", "2024-12-31", kind="sweep", sharpe=0.1))

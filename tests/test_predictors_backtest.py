@@ -76,10 +76,13 @@ def test_llmtime_backtest_counts_malformed_samples(shared_data, tmp_path, traine
     assert metrics["lookahead"]["notes"] == []
     stats = metrics["predictor_stats"]
     assert stats["total_samples"] >= BARS * 4 and 0 <= stats["malformed_samples"] <= stats["total_samples"]
-    # batched generation: the check says plainly that it could not verify the predictor
+    assert metrics["lookahead"]["status"] == "passed" and metrics["unchecked"] is None
+    # batched generation: the check says plainly that it could not verify the predictor, and the run is unchecked
     batched = _backtest(shared_data, tmp_path / "b", "llmtime", {**params, "batch_size": 16},
                         **{"predictor.context_length": 24, "output.tearsheet": False})
-    assert "not batch-size invariant" in batched.result.lookahead.notes[0]
+    assert "not batch-size invariant" in batched.result.lookahead.not_run[0]
+    assert batched.result.lookahead.status == "unchecked" and "UNCHECKED" in batched.result.lookahead.summary()
+    assert "not batch-size invariant" in batched.result.unchecked
 
 
 @pytest.mark.slow

@@ -139,6 +139,7 @@ def test_every_trial_lands_in_the_ledger_and_trials_csv(swept):
         assert by_id[t["trial"]].sharpe == pytest.approx(t["sharpe"], nan_ok=True)
         assert by_id[t["trial"]].n_trades == t["n_trades"]
         assert '"stake":' in by_id[t["trial"]].strategy_params
+        assert by_id[t["trial"]].unchecked.startswith("lookahead: NOT RUN (a sweep trial")  # never read as passed
     assert len({r.predictor_hash for r in rows}) == frame["predictor.lookback"].nunique()  # one per predictor config
 
 
