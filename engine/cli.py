@@ -62,6 +62,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, predictor: bool = True) -> Non
         p.add_argument("--predictor", help="predictor name (see `python -m engine predictors`) or module:Class")
     p.add_argument("--model", help="model hub id or local path for model predictors")
     p.add_argument("--out", help="output folder for run folders and the ledger")
+    p.add_argument("--study", help="the study the run's trial counts in (evaluation.study; default \"default\")")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set broker.fee=0.0005 --set strategy.llm_signal.stake=0.5")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
@@ -151,7 +152,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
         "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
         "exchange_url": "data.exchange_url",
-        "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir",
+        "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
     }
     out = {dotted: getattr(args, name) for name, dotted in mapping.items() if getattr(args, name, None) is not None}
     for item in getattr(args, "set", []):
@@ -172,6 +173,13 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     if path is None and Path("config.toml").is_file():
         path = "config.toml"
     return load_config(path, {**_overrides(args), **(extra or {})})
+
+
+def dsr_words(sig: Significance) -> str:
+    """``"DSR 0.412 over 7 trial(s)"``, or ``"DSR 0.204, not deflated: 1 comparable trial (...)"``."""
+    if sig.deflated:
+        return f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)"
+    return f"DSR {format_number(sig.dsr, '.3f')}, {sig.deflation}"
 
 
 def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
@@ -195,10 +203,10 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         print(
             f"Sharpe {format_number(sig.sharpe, '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
             f"[{format_number(ci.lower, '.2f')}, {format_number(ci.upper, '.2f')}], PSR {format_number(sig.psr, '.3f')}, "
-            f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)"
+            f"{dsr_words(sig)}"
         )
         if sig.trials:
-            print(f"  deflated by {sig.trials.how}")
+            print(f"  {'deflated by' if sig.deflated else 'counted'} {sig.trials.how}")
         print(f"verdict: {sig.verdict}")
     else:
         print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
@@ -286,10 +294,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sig = sweep.best_significance
     if isinstance(sig, Significance):
         print(f"in-sample: Sharpe {format_number(sig.sharpe, '.2f')}, PSR {format_number(sig.psr, '.3f')}, "
-              f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)")
-        print(f"  deflated by {sweep.trial_count.how}")
+              f"{dsr_words(sig)}")
+        print(f"  {'deflated by' if sig.deflated else 'counted'} {sweep.trial_count.how}")
         print(f"  {sig.verdict}")
     print(f"verdict: {sweep.verdict}")
+    print(f"holdout run: {hold.result.lookahead.summary()}")
+    for finding in hold.result.suspicious:
+        print(f"holdout run: {finding.replace('suspicious', 'SUSPICIOUS', 1)}")
+    if not hold.result.suspicious:
+        print("holdout run: plausibility guard passed")
     print(f"trials: {sweep.trials_csv}")
     print(f"report: {sweep.html}")
     print(f"holdout run folder: {hold.run_dir}")

@@ -56,8 +56,10 @@ class SharpeSignificance(JsonFields):
 
     Sharpe ``sharpe`` annualised, ``sharpe_per_period`` not; ``kurtosis`` non-excess;
     ``sr0`` per period; fractions for returns; NaN where undefined. Words: ``chance_verdict``
-    (bootstrap test of Sharpe = 0), ``dsr_verdict`` (None for one trial) and ``verdict``
-    (the two joined). ``to_json()``: the fields in order, NaN and inf as ``None``.
+    (bootstrap test of Sharpe = 0), ``dsr_verdict`` (``"not deflated: N comparable trials
+    (...)"`` when ``deflated`` is False: one trial, fewer than 2 finite trial Sharpes, or no
+    spread; ``deflation`` says which) and ``verdict`` (the two joined). ``to_json()``: the
+    fields in order, NaN and inf as ``None``.
     """
 
     n: int
@@ -80,6 +82,8 @@ class SharpeSignificance(JsonFields):
     sr0_annualised: float
     dsr: float
     dsr_p_value: float
+    deflated: bool
+    deflation: str
     dsr_verdict: str | None
     verdict: str
 
