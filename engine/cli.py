@@ -207,6 +207,8 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         )
         if sig.trials:
             print(f"  {'deflated by' if sig.deflated else 'counted'} {sig.trials.how}")
+        if result.random_sign is not None:
+            print(result.random_sign.summary())
         print(f"verdict: {sig.verdict}")
     else:
         print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged

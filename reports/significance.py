@@ -26,6 +26,7 @@ from scipy import stats
 
 from reports.significance_types import (
     ConfidenceInterval,
+    DrawsRank,
     SharpeSignificance,
     Significance,
     SignificanceNotTestable,
@@ -35,6 +36,7 @@ from reports.significance_types import (
 
 __all__ = [
     "ConfidenceInterval",
+    "DrawsRank",
     "SharpeMoments",
     "SharpeSignificance",
     "Significance",
@@ -51,6 +53,7 @@ __all__ = [
     "judge_significance",
     "expected_max_sharpe",
     "probabilistic_sharpe_ratio",
+    "rank_among_draws",
     "sharpe_confidence_interval",
     "sharpe_moments",
     "sharpe_significance",
@@ -519,6 +522,42 @@ def sharpe_significance(
         dsr_verdict=dsr_words,
         verdict=f"{chance}; {dsr_words}",
     )
+
+
+# -- against draws under a null (random-sign baselines) ---------------------------------------------
+_DRAW_QUANTILES: tuple[tuple[str, float], ...] = (
+    ("min", 0.0), ("q05", 0.05), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("q95", 0.95), ("max", 1.0),
+)
+
+
+def rank_among_draws(value: float, draws: Any, alpha: float = 0.05, *, against: str = "the draws") -> DrawsRank:
+    """Where ``value`` falls among ``draws`` (the same statistic on runs drawn under a null), with
+    empirical p-values (Davison & Hinkley 1997, eq. 4.11: the observed value counts as one draw).
+
+    ``p_value_upper = (1 + #{draws >= value}) / (1 + K)``, ``p_value_lower = (1 + #{draws <= value})
+    / (1 + K)`` (ties count against the claim), ``p_value = min(1, 2 min(upper, lower))``,
+    two-sided; ``percentile = 100 (#{draws < value} + #{draws == value} / 2) / K``. The verdict
+    reads "better than" / "worse than" / "not distinguishable from ``against``" at ``alpha``
+    (:func:`verdict`), with the percentile. A NaN ``value`` (or no draws) is not testable; NaN
+    draws are an error (the caller decides what an undefined statistic stands for).
+    """
+    _check_alpha(alpha)
+    d = np.asarray(draws, dtype=np.float64).ravel()
+    if not np.isfinite(d).all():
+        raise ValueError(f"draws must be finite, got {int((~np.isfinite(d)).sum())} NaN/inf of {d.size}")
+    k = d.size
+    quantiles = {name: (float(np.quantile(d, q)) if k else math.nan) for name, q in _DRAW_QUANTILES}
+    if k == 0 or not math.isfinite(value):
+        return DrawsRank(float(value), k, quantiles, math.nan, math.nan, math.nan, math.nan,
+                         verdict(math.nan, alpha, against=against))
+    below, ties = int((d < value).sum()), int((d == value).sum())
+    upper = (1 + k - below) / (1 + k)
+    lower = (1 + below + ties) / (1 + k)
+    p = min(1.0, 2.0 * min(upper, lower))
+    percentile = 100.0 * (below + 0.5 * ties) / k
+    words = verdict(p, alpha, against=against, effect=value - float(np.median(d)))
+    return DrawsRank(float(value), k, quantiles, percentile, upper, lower, p,
+                     f"{words}; percentile {percentile:.0f} of {k} draws")
 
 
 # -- better than buy-and-hold? ----------------------------------------------------------------------

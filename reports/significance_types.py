@@ -16,6 +16,7 @@ from reports.jsonable import JsonFields, dataclass_json
 
 __all__ = [
     "ConfidenceInterval",
+    "DrawsRank",
     "SharpeSignificance",
     "Significance",
     "SignificanceNotTestable",
@@ -39,6 +40,28 @@ class ConfidenceInterval(JsonFields):
     n_boot: int
     mean_block: float
     method: str = "percentile"
+
+
+@dataclass(frozen=True)
+class DrawsRank(JsonFields):
+    """Where one value falls among ``n_draws`` values drawn under a null (:func:`rank_among_draws`).
+
+    ``value``: the observed statistic; ``quantiles``: the draws' ``min``, ``q05``, ``q25``,
+    ``median``, ``q75``, ``q95``, ``max``; ``percentile``: 100 x (draws below + half the ties)
+    / ``n_draws``; ``p_value_upper`` = (1 + draws >= value) / (1 + n_draws) and ``p_value_lower``
+    = (1 + draws <= value) / (1 + n_draws), one-sided empirical (Monte Carlo) p-values;
+    ``p_value`` = min(1, 2 x the smaller of the two), two-sided (its smallest possible value is
+    2 / (1 + n_draws)); ``verdict`` in words. NaN where undefined.
+    """
+
+    value: float
+    n_draws: int
+    quantiles: dict[str, float]
+    percentile: float
+    p_value_upper: float
+    p_value_lower: float
+    p_value: float
+    verdict: str
 
 
 class TrialsLike(Protocol):

@@ -153,3 +153,25 @@ def test_config_hash_leaves_out_the_forecast_cache_flag() -> None:
     """Whether forecasts came from the cache changes no result, so it is no part of the config's id."""
     assert load_config(None, {"predictor.cache": False}).hash() == load_config(None).hash()
     assert load_config(None, {"predictor.horizon": 6}).hash() != load_config(None).hash()
+
+
+def test_backtest_ranks_the_strategy_among_random_sign_draws(backtest, capsys) -> None:
+    """metrics.json ``random_sign`` and the terminal line beside the Sharpe test: 50 draws on llm_signal's
+    reconciled fast path; the "random sign" column is draw 0; 0 draws switch it off."""
+    from engine.cli import print_judgement
+
+    run = backtest(STRATEGIES / "llm_signal.py", **{"evaluation.seed": 5})
+    saved = json.loads((run.run_dir / "metrics.json").read_text())
+    draws = saved["random_sign"]
+    assert (draws["requested"], draws["draws"], draws["fast_path"], draws["reconciled"]) == (50, 50, True, True)
+    assert draws["sharpe"]["value"] == pytest.approx(run.result.metrics.sharpe)
+    assert 0 <= draws["sharpe"]["percentile"] <= 100 and 2 / 51 <= draws["sharpe"]["p_value"] <= 1
+    assert "random_sign_draws" in saved["timings_s"] and "draw 0" in draws["baseline_column"]
+    column = saved["baselines"]["random sign"]["total_return"]
+    assert draws["total_return"]["quantiles"]["min"] <= column <= draws["total_return"]["quantiles"]["max"]
+    print_judgement(run.result, run.verdict)
+    out = capsys.readouterr().out
+    assert "random sign x50 (fast path, draw 0 reconciled with the event loop)" in out
+    off = backtest(STRATEGIES / "llm_signal.py", **{"evaluation.random_sign_draws": 0})
+    assert off.result.random_sign is None
+    assert json.loads((off.run_dir / "metrics.json").read_text())["random_sign"] is None
