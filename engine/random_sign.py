@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,6 +35,7 @@ from engine.simulate import Simulation, StrategySetup, simulate
 from predictors.base import Forecast
 from reports.jsonable import JsonFields
 from reports.metrics import Performance, sharpe_ratio, simple_returns, total_return
+from reports.render.format import format_number
 from reports.significance import rank_among_draws
 from reports.significance_types import DrawsRank
 
@@ -78,13 +78,14 @@ class RandomSignDraws(JsonFields):
     verdict: str
 
     def summary(self) -> str:
-        """One line for the terminal, e.g. ``random sign x50 (fast path, reconciled): Sharpe -0.83 at
-        percentile 12 (draws median -1.41, 5-95% [-2.9, 0.4]); better than ... (p = 0.04)``."""
+        """One line for the terminal, e.g. ``random sign x50 (fast path, ...): Sharpe -0.83 vs the draws' median
+        -1.20, 5-95% [-2.40, -0.48]: not distinguishable from 50 random-sign draws at 5% (p = 0.471);
+        percentile 78 of 50 draws``."""
         q = self.sharpe.quantiles
         return (
-            f"random sign x{self.draws} ({self.engine}): Sharpe {self.sharpe.value:.2f} at percentile "
-            f"{self.sharpe.percentile:.0f} (draws: median {q['median']:.2f}, 5-95% [{q['q05']:.2f}, {q['q95']:.2f}]); "
-            f"{self.verdict}"
+            f"random sign x{self.draws} ({self.engine}): Sharpe {format_number(self.sharpe.value, '.2f')} vs the "
+            f"draws' median {format_number(q['median'], '.2f')}, 5-95% [{format_number(q['q05'], '.2f')}, "
+            f"{format_number(q['q95'], '.2f')}]: {self.sharpe.verdict}"
         )
 
 
