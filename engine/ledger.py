@@ -698,6 +698,7 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("max dd", "max_drawdown", ".1%"),
     ("trades", "n_trades", "d"),
     ("trial", "trial", ""),
+    ("study", "study", ""),
     ("flag", "flag", ""),
     ("run", "run_id", ""),
 )
@@ -707,6 +708,8 @@ _NUMERIC = {"n_bars", "total_return", "sharpe", "sortino", "max_drawdown", "n_tr
 def _cell(row: TrialRow, attr: str) -> Any:
     if attr == "trial":
         return row.trial_hash[:8] if row.trial_hash else f"config:{row.config_hash[:8]}"
+    if attr == "study":
+        return row.study or DEFAULT_STUDY
     if attr == "flag":
         return "INVALID" if row.invalid else ("suspicious" if row.suspicious else "")
     return getattr(row, attr)
@@ -718,7 +721,8 @@ def format_table(rows: Iterable[TrialRow]) -> str:
     Returns and drawdowns in percent, Sharpe and Sortino annualised; numbers through
     :func:`reports.render.format.format_number` (``n/a`` for NaN).
     ``trial``: the first 8 digits of the trial identity (``config:`` + config hash for rows
-    from before schema version 2); ``flag``: ``INVALID`` or ``suspicious`` where marked.
+    from before schema version 2); ``study``: the row's study (:data:`DEFAULT_STUDY` for rows
+    without one); ``flag``: ``INVALID`` or ``suspicious`` where marked.
     """
     rows = list(rows)
     if not rows:

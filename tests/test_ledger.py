@@ -165,6 +165,7 @@ def test_format_table() -> None:
     assert "config:hash-run" in lines[2]  # a row without a trial identity shows its config hash
     marked = format_table([make_row("run-c", trial_hash="0123456789abcdef", invalid="lookahead: forecast")])
     assert "01234567" in marked.splitlines()[2] and "INVALID" in marked.splitlines()[2]
+    assert " default " in lines[2] and " q3 " in format_table([make_row("run-d", study="q3")]).splitlines()[2]
 
 
 # -- schema version 2: trial identities, periods, invalid/suspicious marks ----------------------
