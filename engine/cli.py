@@ -332,7 +332,7 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
 
     cfg = _config(args, {
         "evaluation.lookahead_samples": args.samples, "evaluation.lookahead_budget": args.budget,
-        "evaluation.naive_baseline": False, "output.tearsheet": False,
+        "evaluation.naive_baseline": False, "evaluation.random_sign_draws": 0, "output.tearsheet": False,
     })
     result = run_pipeline(cfg, args.strategy)
     if result.invalid:
