@@ -15,8 +15,8 @@
    on ``jobs``. The study lives in ``<sweep folder>/study.db`` (SQLite, ``load_if_exists``): the
    same command again resumes an interrupted sweep up to ``--trials`` finished trials;
 5. appends every trial to the trial ledger (kind ``sweep``) before telling Optuna, and judges
-   the best trial with the deflated Sharpe ratio over the real trial count and the variance of
-   the trials' Sharpe ratios (:meth:`engine.ledger.TrialLedger.trial_count`);
+   the best trial with the deflated Sharpe ratio over the real trial count of its study and the
+   variance of the trials' Sharpe ratios (:meth:`engine.ledger.TrialLedger.study_count`);
 6. re-runs the best parameters once through backtrader on the holdout
    (:func:`engine.backtest.run_backtest`: an ordinary, ledgered run folder inside the sweep folder,
    with every check a backtest gets: the lookahead check's predictor recomputation and bar-by-bar
