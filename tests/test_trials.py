@@ -42,6 +42,7 @@ def backtest(shared_data, cache_dir, tmp_path, monkeypatch):
             "data.data_dir": str(shared_data), "data.timeframe": "1d", "data.timerange": "20230101-20230401",
             "data.cache_dir": str(cache_dir), "predictor.name": "momentum", "predictor.context_length": 64,
             "predictor.horizon": 3, "evaluation.naive_baseline": False, "evaluation.bootstrap_samples": 200,
+            "evaluation.random_sign_draws": 0,  # judged in test_backtest_ranks_the_strategy_among_random_sign_draws
             "output.dir": str(tmp_path / "runs"), "output.tearsheet": False, "output.progress": False,
         }
         return run_backtest(load_config(None, {**settings, **overrides}), strategy)
@@ -160,7 +161,7 @@ def test_backtest_ranks_the_strategy_among_random_sign_draws(backtest, capsys) -
     reconciled fast path; the "random sign" column is draw 0; 0 draws switch it off."""
     from engine.cli import print_judgement
 
-    run = backtest(STRATEGIES / "llm_signal.py", **{"evaluation.seed": 5})
+    run = backtest(STRATEGIES / "llm_signal.py", **{"evaluation.seed": 5, "evaluation.random_sign_draws": 50})
     saved = json.loads((run.run_dir / "metrics.json").read_text())
     draws = saved["random_sign"]
     assert (draws["requested"], draws["draws"], draws["fast_path"], draws["reconciled"]) == (50, 50, True, True)
