@@ -123,7 +123,7 @@ def main() -> None:
             "data.data_dir": args.data_dir, "data.timerange": "", "data.cache_dir": tmp,
             "predictor.name": args.predictor, "output.progress": False, "output.dir": tmp,
             "evaluation.naive_baseline": False, "evaluation.random_sign_baseline": False,
-            "evaluation.lookahead_samples": 0,
+            "evaluation.random_sign_draws": 0, "evaluation.lookahead_samples": 0,
         })
         hit_s, hit = best_of(args.repeat, lambda: run_pipeline(fast, strategy_path))
         judged_s, judged = best_of(1, lambda: judged_run(cfg, strategy_path))

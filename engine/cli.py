@@ -62,6 +62,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, predictor: bool = True) -> Non
         p.add_argument("--predictor", help="predictor name (see `python -m engine predictors`) or module:Class")
     p.add_argument("--model", help="model hub id or local path for model predictors")
     p.add_argument("--out", help="output folder for run folders and the ledger")
+    p.add_argument("--study", help="the study the run's trial counts in (evaluation.study; default \"default\")")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set broker.fee=0.0005 --set strategy.llm_signal.stake=0.5")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
@@ -161,7 +162,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
         "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
         "exchange_url": "data.exchange_url",
-        "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir",
+        "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
     }
     out = {dotted: getattr(args, name) for name, dotted in mapping.items() if getattr(args, name, None) is not None}
     for item in getattr(args, "set", []):
@@ -192,6 +193,11 @@ def _unchecked_words(result: "RunResult") -> str:
         return ""
     return ("UNCHECKED for lookahead (the check " + ("did not run" if not result.lookahead.ran else "did not run in full")
             + "; see the lookahead line) — ")
+def dsr_words(sig: Significance) -> str:
+    """``"DSR 0.412 over 7 trial(s)"``, or ``"DSR 0.204, not deflated: 1 comparable trial (...)"``."""
+    if sig.deflated:
+        return f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)"
+    return f"DSR {format_number(sig.dsr, '.3f')}, {sig.deflation}"
 
 
 def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
@@ -215,10 +221,12 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         print(
             f"Sharpe {format_number(sig.sharpe, '.2f')}, {1 - result.config.evaluation.alpha:.0%} CI "
             f"[{format_number(ci.lower, '.2f')}, {format_number(ci.upper, '.2f')}], PSR {format_number(sig.psr, '.3f')}, "
-            f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)"
+            f"{dsr_words(sig)}"
         )
         if sig.trials:
-            print(f"  deflated by {sig.trials.how}")
+            print(f"  {'deflated by' if sig.deflated else 'counted'} {sig.trials.how}")
+        if result.random_sign is not None:
+            print(result.random_sign.summary())
         print(f"verdict: {_unchecked_words(result)}{sig.verdict}")
     else:
         print(f"significance: {sig.verdict if sig else None}")  # not testable, or {} when not judged
@@ -309,10 +317,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sig = sweep.best_significance
     if isinstance(sig, Significance):
         print(f"in-sample: Sharpe {format_number(sig.sharpe, '.2f')}, PSR {format_number(sig.psr, '.3f')}, "
-              f"DSR {format_number(sig.dsr, '.3f')} over {sig.n_trials} trial(s)")
-        print(f"  deflated by {sweep.trial_count.how}")
+              f"{dsr_words(sig)}")
+        print(f"  {'deflated by' if sig.deflated else 'counted'} {sweep.trial_count.how}")
         print(f"  {sig.verdict}")
     print(f"verdict: {sweep.verdict}")
+    print(f"holdout run: {hold.result.lookahead.summary()}")
+    for finding in hold.result.suspicious:
+        print(f"holdout run: {finding.replace('suspicious', 'SUSPICIOUS', 1)}")
+    if not hold.result.suspicious:
+        print("holdout run: plausibility guard passed")
     print(f"trials: {sweep.trials_csv}")
     print(f"report: {sweep.html}")
     print(f"holdout run folder: {hold.run_dir}")
@@ -340,7 +353,7 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
 
     cfg = _config(args, {
         "evaluation.lookahead_samples": args.samples, "evaluation.lookahead_budget": args.budget,
-        "evaluation.naive_baseline": False, "output.tearsheet": False,
+        "evaluation.naive_baseline": False, "evaluation.random_sign_draws": 0, "output.tearsheet": False,
     })
     if args.samples < 1 and not args.thorough:
         raise ConfigError(f"--samples {args.samples} would check nothing; give at least 1 (default 20) or --thorough")

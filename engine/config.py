@@ -179,6 +179,8 @@ class EvaluationConfig:
     lookahead_thorough: bool = False
     seed: int = 0
     random_sign_baseline: bool = True
+    random_sign_draws: int = 50
+    study: str = "default"
     max_plausible_sharpe: float = 3.0
     max_plausible_accuracy: float = 0.6
     min_plausible_mase: float = 0.8
@@ -544,6 +546,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"evaluation.bootstrap_samples = {e.bootstrap_samples} must be >= 100 (2000 is usual)")
     if e.lookahead_samples < 0:
         raise ConfigError(f"evaluation.lookahead_samples = {e.lookahead_samples} must be >= 0 (0 turns the check off)")
+    if e.random_sign_draws < 0:
+        raise ConfigError(
+            f"evaluation.random_sign_draws = {e.random_sign_draws} must be >= 0 (50 or more is usual; 0 turns the draws off)")
+    if not e.study.strip() or e.study != e.study.strip():
+        raise ConfigError(f"evaluation.study = {e.study!r} must be a name without surrounding blanks, e.g. \"default\" "
+                          "or \"btc-momentum-2024\"")
     if not 0 < e.max_plausible_sharpe < 1e6:
         raise ConfigError(f"evaluation.max_plausible_sharpe = {e.max_plausible_sharpe} must be an annualised Sharpe > 0, e.g. 3")
     if not 0.5 < e.max_plausible_accuracy < 1:

@@ -63,7 +63,7 @@ def significance_report(
         return SignificanceNotTestable("not testable (fewer than 3 returns)")
     sig = sharpe_significance(
         returns, periods_per_year, n_trials=max(1, n_trials), var_trial_sharpes=var_trial_sharpes,
-        alpha=alpha, n_boot=n_boot, seed=seed,
+        alpha=alpha, n_boot=n_boot, seed=seed, n_in_variance=getattr(trials, "n_in_variance", None),
     )
     versus = None
     if benchmark is not None:

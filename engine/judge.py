@@ -71,8 +71,8 @@ def trial_row(
 ) -> TrialRow:
     """One trial-ledger row: its trial identity (``engine.ledger.trial_hash``: ``strategy_hash`` and the
     strategy parameters, ``predictor_hash``, fee and slippage, exchange, symbol, timeframe), its period
-    (first and last traded bar), headline numbers and marks (``invalid``, ``suspicious``, ``unchecked``:
-    why the lookahead check did not run in full). Backtests and compares
+    (first and last traded bar), headline numbers, marks (``invalid``, ``suspicious``, ``unchecked``:
+    why the lookahead check did not run in full) and study (``evaluation.study``). Backtests and compares
     (:func:`ledger_row`) and sweep trials (``engine.sweep``) record trials through this one function,
     so the same variant has the same identity whichever command ran it."""
     d, costs, params = cfg.data, cfg.broker.costs, params_json(dict(strategy_params))
@@ -88,7 +88,7 @@ def trial_row(
         total_return=metrics.total_return, sharpe=metrics.sharpe, sortino=metrics.sortino,
         max_drawdown=metrics.max_drawdown, n_trades=metrics.n_trades, run_dir=run_dir, exchange=d.exchange,
         trial_hash=identity, strategy_hash=strategy_hash, predictor_hash=predictor_hash or None, period_start=start,
-        period_end=end, invalid=invalid, suspicious=suspicious, unchecked=unchecked,
+        period_end=end, invalid=invalid, suspicious=suspicious, unchecked=unchecked, study=cfg.evaluation.study,
     )
 
 
@@ -116,7 +116,9 @@ def judge(
     run_dirs: Sequence[Path | None] | None = None,
     kind: str = "backtest",
 ) -> Judgement:
-    """Ledger rows for every result first, then each result's significance.
+    """Ledger rows for every result first, then each result's significance, deflated by the
+    trials of its study (:meth:`engine.ledger.TrialLedger.study_count`: a compare's K markets
+    and predictors all count in it).
 
     Args:
         results: computed runs (:func:`engine.pipeline.run_pipeline`), judged in this order.
@@ -143,7 +145,8 @@ def judge(
                 ledger.append(ledger_row(result, strategy_path, strategy_hash, run_dir, kind))
             for i, result in enumerate(results):  # every row is in: all face the same trials
                 d = result.config.data
-                counts[i] = ledger.trial_count(d.exchange, d.symbol, d.timeframe, *result.period, result.periods_per_year)
+                counts[i] = ledger.study_count(result.config.evaluation.study, result.periods_per_year,
+                                               market=(d.exchange, d.symbol, d.timeframe, *result.period))
         except (LedgerError, sqlite3.DatabaseError) as exc:
             return Judgement(tuple(Verdict() for _ in results), ledger_path, exc)
     verdicts = []

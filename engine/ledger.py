@@ -24,6 +24,13 @@ spread of Sharpe ratios is what the plausibility guard's ``suspicious`` mark kee
 dropping the quick runs made with the check off would estimate the spread from fewer of the trials
 that were really tried.
 
+Studies (schema version 4). The deflated Sharpe ratio of a run counts its *study*
+(:meth:`TrialLedger.study_count`): every trial in the ledger under the same study name
+(``evaluation.study``, the ``study`` column; older rows belong to :data:`DEFAULT_STUDY`), over
+any market, timeframe and period, once per identity and period. Choosing the best of K
+symbols or of several periods is a selection too, so neither the symbol nor the period of a
+row takes it out of the count.
+
 Only the standard library (plus numpy, for the variance) is imported: nothing else from
 the project.
 """
@@ -50,6 +57,7 @@ from reports.render.format import format_number
 T = TypeVar("T")
 
 __all__ = [
+    "DEFAULT_STUDY",
     "LEDGER_FILENAME",
     "SCHEMA_VERSION",
     "TRIAL_KINDS",
@@ -65,6 +73,8 @@ __all__ = [
 
 LEDGER_FILENAME = "ledger.sqlite"
 SCHEMA_VERSION = 4
+#: The study of rows that name none (``evaluation.study``'s default; rows written before schema version 4).
+DEFAULT_STUDY = "default"
 TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper", "sweep")
 #: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_count`
 #: (``sweep``: every trial of a parameter sweep, ``python -m engine sweep``).
@@ -136,6 +146,8 @@ class TrialRow:
     Added in schema version 4: ``unchecked``: why the run's lookahead check did not run in full
     (``"lookahead: NOT RUN (...)"``, or the checks that did not run or ran weaker); None for a run
     that passed it, an invalid run, and rows written before version 4 (not recorded then).
+    Added in schema version 4: ``study``, the name of the study the trial belongs to
+    (``evaluation.study``; NULL in older rows, which belong to :data:`DEFAULT_STUDY`).
     """
 
     run_id: str
@@ -166,6 +178,7 @@ class TrialRow:
     invalid: str | None = None
     suspicious: str | None = None
     unchecked: str | None = None
+    study: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not self.run_id:
@@ -217,6 +230,7 @@ class TrialRow:
 _OPTIONAL_TEXT: tuple[str, ...] = (
     "exchange", "trial_hash", "strategy_hash", "predictor_hash", "period_start", "period_end", "invalid", "suspicious",
     "unchecked",
+    "study",
 )
 
 
@@ -266,7 +280,8 @@ class TrialCount:
     identities in ``n_in_variance`` (finite Sharpe, latest row neither invalid nor
     suspicious); 0.0 with fewer than two. ``n_kept_out``: identities whose latest row is
     invalid or suspicious. ``n_rows``: ledger rows behind the count (re-runs included).
-    ``how``: one sentence saying how the count was formed. Iterating gives
+    ``how``: one sentence saying how the count was formed. ``study``: the study counted
+    (:meth:`TrialLedger.study_count`; None for a count of one market, :meth:`TrialLedger.trial_count`). Iterating gives
     ``(n, sharpe_variance)``, the inputs of the deflated Sharpe ratio.
     """
 
@@ -276,12 +291,13 @@ class TrialCount:
     n_kept_out: int
     n_rows: int
     how: str
+    study: str | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.n, self.sharpe_variance))
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"n", "sharpe_variance", "n_in_variance", "n_kept_out", "n_rows", "how"}``."""
+        """``{"n", "sharpe_variance", "n_in_variance", "n_kept_out", "n_rows", "how", "study"}``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -558,6 +574,73 @@ class TrialLedger:
         return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),
                           n_rows=n_rows, how=how)
 
+    def study_count(
+        self,
+        study: str,
+        periods_per_year: float,
+        kinds: Sequence[str] = DEFAULT_TRIAL_KINDS,
+        market: tuple[str | None, str, str, str, str] | None = None,
+    ) -> TrialCount:
+        """Trials of the study ``study`` that competed with a run, for the deflated Sharpe ratio.
+
+        A *study* is the family of trials a researcher picks the best from: every row of ``kinds``
+        (default backtests, comparisons and sweep trials) in this ledger whose ``study`` is
+        ``study`` (rows without one, written before schema version 4, belong to
+        :data:`DEFAULT_STUDY`), over **any** market, timeframe and period: the best of K symbols,
+        or of several periods, is a selection too. Counted once per distinct identity:
+        ``trial_hash`` (or the old ``config_hash``) **and** the period (first and last bar, else
+        the ``timerange`` string), so a re-run on the same bars counts once and another period
+        is another trial. The latest row of an identity stands for it.
+
+        The variance is over finite Sharpe ratios of identities whose latest row is neither
+        invalid nor suspicious. Each row's Sharpe is annualised with its own run's bars per year,
+        so annualised Sharpes of different timeframes are comparable; they are converted to the
+        judged run's per-period units with ``periods_per_year`` (``sharpe / sqrt(periods_per_year)``).
+
+        ``market``: ``(exchange, symbol, timeframe, start, end)`` of the judged run; ``how`` then
+        also says how many of the trials ran on that market over overlapping periods
+        (:meth:`trial_count`, the count before studies). Append the run being judged before calling.
+        """
+        if not (periods_per_year > 0 and math.isfinite(periods_per_year)):
+            raise LedgerError(f"periods_per_year must be a positive number (365 for daily bars), got {periods_per_year!r}")
+        if not isinstance(study, str) or not study.strip():
+            raise LedgerError(f"study must be a non-empty name, got {study!r}")
+        latest: dict[tuple[str, str], TrialRow] = {}
+        n_rows = 0
+        for row in self.rows(kinds=kinds):
+            if (row.study or DEFAULT_STUDY) != study:
+                continue
+            n_rows += 1
+            period = f"{row.period_start}..{row.period_end}" if row.period_start and row.period_end else row.timerange
+            latest[(row.trial_hash or f"config:{row.config_hash}", period)] = row
+        flagged = [r for r in latest.values() if r.invalid or r.suspicious]
+        kept = [r.sharpe for r in latest.values() if not (r.invalid or r.suspicious) and math.isfinite(r.sharpe)]
+        sharpes = np.array(kept, dtype=np.float64) / math.sqrt(periods_per_year)
+        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+        n = len(latest)
+        markets = {(r.exchange or "", r.symbol, r.timeframe) for r in latest.values()}
+        how = (
+            f"{n} trial{'s' if n != 1 else ''} in study {study!r}: distinct strategy/predictor/cost variants x "
+            f"market x period in this ledger ({len(markets)} market/timeframe{'s' if len(markets) != 1 else ''}; "
+            f"{n_rows} ledger row{'s' if n_rows != 1 else ''}; re-runs on the same bars count once)"
+        )
+        if market is not None:
+            exchange, symbol, timeframe, start, end = market
+            local = self.trial_count(exchange, symbol, timeframe, start, end, periods_per_year, kinds=kinds)
+            lo, hi = _parse_utc(start, "start"), _parse_utc(end, "end")
+            how += (f"; {local.n} trial{'s' if local.n != 1 else ''} of any study ran on {exchange or 'any exchange'} "
+                    f"{symbol} {timeframe} over periods overlapping {lo:%Y-%m-%d}..{hi:%Y-%m-%d}")
+        notes = []
+        if flagged:
+            notes.append(f"{len(flagged)} invalid/suspicious kept out of the Sharpe variance")
+        no_sharpe = sum(1 for r in latest.values() if not (r.invalid or r.suspicious) and not math.isfinite(r.sharpe))
+        if no_sharpe:
+            notes.append(f"{no_sharpe} without a Sharpe ratio")
+        if notes:
+            how += " (" + "; ".join(notes) + ")"
+        return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),
+                          n_rows=n_rows, how=how, study=study)
+
     def trial_stats(
         self,
         symbol: str,
@@ -628,6 +711,7 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("max dd", "max_drawdown", ".1%"),
     ("trades", "n_trades", "d"),
     ("trial", "trial", ""),
+    ("study", "study", ""),
     ("flag", "flag", ""),
     ("run", "run_id", ""),
 )
@@ -637,6 +721,8 @@ _NUMERIC = {"n_bars", "total_return", "sharpe", "sortino", "max_drawdown", "n_tr
 def _cell(row: TrialRow, attr: str) -> Any:
     if attr == "trial":
         return row.trial_hash[:8] if row.trial_hash else f"config:{row.config_hash[:8]}"
+    if attr == "study":
+        return row.study or DEFAULT_STUDY
     if attr == "flag":  # INVALID, else UNCHECKED (the lookahead check did not run in full); suspicious beside either
         marks = ["INVALID"] * bool(row.invalid) + ["UNCHECKED"] * bool(row.unchecked and not row.invalid)
         return ",".join(marks + ["suspicious"] * bool(row.suspicious))
@@ -649,7 +735,8 @@ def format_table(rows: Iterable[TrialRow]) -> str:
     Returns and drawdowns in percent, Sharpe and Sortino annualised; numbers through
     :func:`reports.render.format.format_number` (``n/a`` for NaN).
     ``trial``: the first 8 digits of the trial identity (``config:`` + config hash for rows
-    from before schema version 2); ``flag``: ``INVALID`` (the lookahead check failed) or ``UNCHECKED``
+    from before schema version 2); ``study``: the row's study (:data:`DEFAULT_STUDY` for rows
+    without one); ``flag``: ``INVALID`` (the lookahead check failed) or ``UNCHECKED``
     (it did not run in full), and ``suspicious``, joined by commas where marked; empty for a run that
     passed (or a row from before schema version 4, which did not record unchecked runs).
     """

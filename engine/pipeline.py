@@ -24,6 +24,7 @@ from engine.evaluation import (
 )
 from engine.feed import align_forecast
 from engine.lookahead import LookaheadReport, check_lookahead, sample_times
+from engine.random_sign import RandomSignDraws, random_sign_draws
 from engine.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
 from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
@@ -80,7 +81,8 @@ class RunResult:
     property) why the lookahead check did not run in full, else None; ``suspicious``
     lists the plausibility guard's findings. ``timings`` are seconds per stage. ``walk_forward``
     is the fold plan, fold checkpoints and which fold served each decision time of a trainable
-    predictor's run (None for the others).
+    predictor's run (None for the others). ``random_sign``: the strategy ranked among
+    ``evaluation.random_sign_draws`` random-sign draws (:mod:`engine.random_sign`; None when off).
     """
 
     config: Config
@@ -106,6 +108,7 @@ class RunResult:
     invalid: str | None = None
     suspicious: tuple[str, ...] = ()
     walk_forward: WalkForward | None = None
+    random_sign: RandomSignDraws | None = None
 
     @property
     def unchecked(self) -> str | None:
@@ -244,7 +247,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     Stages: load candles (with warm-up) -> forecasts (cached; for a trainable predictor walk-forward,
     training the folds that have no checkpoint: :mod:`engine.walkforward`) -> simulation -> baselines
     (buy-and-hold, the same strategy on the ``naive`` predictor, the forecast with a
-    random sign) -> forecast skill -> sampled lookahead check -> plausibility guard.
+    random sign, K random-sign draws: :mod:`engine.random_sign`) -> forecast skill -> sampled lookahead check -> plausibility guard.
 
     Args:
         cfg: the resolved configuration.
@@ -307,15 +310,24 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
         )
         n = run(naive_forecast)
         baselines["naive"] = performance_summary(n.equity, n.position, n.trades, n.fills, ppy)
+    first_draw = None
     if ev.random_sign_baseline:  # the model's forecast with a seeded random sign: trades about as often
-        c = run(random_sign_forecast(forecast, ev.seed))
-        baselines["random sign"] = performance_summary(c.equity, c.position, c.trades, c.fills, ppy)
+        first_draw = run(random_sign_forecast(forecast, ev.seed))
+        baselines["random sign"] = performance_summary(
+            first_draw.equity, first_draw.position, first_draw.trades, first_draw.fills, ppy)
+    random_sign = None
+    if ev.random_sign_draws:  # K draws: where the strategy falls among them (draw 0 is the column above)
+        t_draws = time.perf_counter()
+        random_sign = random_sign_draws(bars, forecast, setup, ppy, metrics, draws=ev.random_sign_draws, seed=ev.seed,
+                                        alpha=ev.alpha, first_event=first_draw)
+        timings["random_sign_draws"] = time.perf_counter() - t_draws
     skill = skill_report(candles, forecast, naive_forecast, ev.alpha)
     versus_naive = naive_comparison(skill, ev.alpha) if naive_forecast is not None else None
     timings["evaluate"] = time.perf_counter() - t3
 
     t4 = time.perf_counter()
-    budget_s = ev.lookahead_budget * (t4 - t0)  # a share of the run's time so far (load, forecasts, loop, baselines)
+    # a share of the run's time so far (load, forecasts, loop, baselines; not the random-sign draws)
+    budget_s = ev.lookahead_budget * (t4 - t0 - timings.get("random_sign_draws", 0.0))
     run_check = bool(ev.lookahead_samples) or ev.lookahead_thorough
     lookahead = check_lookahead(
         candles, bars, forecast, values, predictor, p.context_length, p.horizon, setup, sim.orders,
@@ -358,5 +370,5 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
         predictor_hash=trained_predictor_hash(predictor, cfg) if trainable else predictor_hash(
             predictor, p.context_length, p.horizon, p.batch_size),
         predictor_stats=stats, warnings=tuple(warnings), timings=timings, invalid=lookahead.invalid_reason(),
-        suspicious=tuple(suspicious), walk_forward=walk_forward,
+        suspicious=tuple(suspicious), walk_forward=walk_forward, random_sign=random_sign,
     )

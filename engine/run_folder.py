@@ -132,6 +132,7 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
         "forecast_skill": result.skill,
         "versus_naive": result.versus_naive,
         "significance": significance,
+        "random_sign": result.random_sign,
         "lookahead": result.lookahead,
         "predictor_stats": result.predictor_stats,
         "forecast_cache_hit": result.forecast_cache_hit,

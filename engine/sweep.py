@@ -15,10 +15,12 @@
    on ``jobs``. The study lives in ``<sweep folder>/study.db`` (SQLite, ``load_if_exists``): the
    same command again resumes an interrupted sweep up to ``--trials`` finished trials;
 5. appends every trial to the trial ledger (kind ``sweep``) before telling Optuna, and judges
-   the best trial with the deflated Sharpe ratio over the real trial count and the variance of
-   the trials' Sharpe ratios (:meth:`engine.ledger.TrialLedger.trial_count`);
+   the best trial with the deflated Sharpe ratio over the real trial count of its study and the
+   variance of the trials' Sharpe ratios (:meth:`engine.ledger.TrialLedger.study_count`);
 6. re-runs the best parameters once through backtrader on the holdout
-   (:func:`engine.backtest.run_backtest`: an ordinary, ledgered run folder inside the sweep folder);
+   (:func:`engine.backtest.run_backtest`: an ordinary, ledgered run folder inside the sweep folder,
+   with every check a backtest gets: the lookahead check's predictor recomputation and bar-by-bar
+   replay, and the plausibility guard; ``summary.json`` and the page show their outcome);
 7. writes ``trials.csv``, ``summary.json`` and ``sweep.html`` (:mod:`reports.render.sweep_page`).
 
 The sweep folder's name is a hash of what defines the search (strategy file, config of the search
@@ -441,7 +443,8 @@ def run_sweep(
     best_metrics = performance_summary(best_sim.equity, best_sim.position, best_sim.trades, best_sim.fills,
                                        market.periods_per_year)
 
-    count = ledger.trial_count(d.exchange, d.symbol, d.timeframe, *market.period, market.periods_per_year)
+    count = ledger.study_count(cfg.evaluation.study, market.periods_per_year,
+                               market=(d.exchange, d.symbol, d.timeframe, *market.period))
     ev = cfg.evaluation
     significance = significance_report(best_sim.equity, market.periods_per_year, count.n, count.sharpe_variance,
                                        ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=market.benchmark.equity,
@@ -474,6 +477,8 @@ def run_sweep(
         "best_params": best_params, "best_objective": best.value, "trial_count": count.to_dict(),
         "in_sample": page.in_sample, "holdout_run": page.holdout, "holdout_dir": holdout_run.run_dir.name,
         "verdict": page.verdict, "importance": importance, "fast_path": fast, "reconciled": reconciled,
+        "holdout_checks": {"lookahead": holdout_run.result.lookahead.to_json(),
+                           "suspicious": list(holdout_run.result.suspicious), "invalid": holdout_run.result.invalid},
     }
     (out_dir / "summary.json").write_text(json.dumps(json_value(summary), indent=2, default=str, allow_nan=False) + "\n")
     wall = time.perf_counter() - t0
@@ -498,7 +503,24 @@ def _column(metrics: Performance, benchmark: Performance, sig: Any, objective: s
     else:
         out.update({"psr": math.nan, "dsr": math.nan, "n_trials": 0,
                     "verdict": getattr(sig, "verdict", "not judged")})
+    out.update(_checks(run))
     return out
+
+
+#: What the in-sample column says of the checks: search trials run only the strategy (fast path or backtrader).
+_NOT_RUN_IN_SAMPLE = "NOT RUN on search trials (the holdout run is checked)"
+
+
+def _checks(run: Backtest | None) -> dict[str, Any]:
+    """The holdout run's lookahead check (predictor recomputation and bar-by-bar replay, as every
+    backtest runs it) and plausibility guard in words, and its INVALID mark; NOT RUN for the
+    in-sample column (``run`` None)."""
+    if run is None:
+        return {"lookahead": _NOT_RUN_IN_SAMPLE, "plausibility": _NOT_RUN_IN_SAMPLE, "invalid": None}
+    result = run.result
+    plausible = ("; ".join(result.suspicious) if result.suspicious
+                 else "passed: directional accuracy, MASE and Sharpe within the evaluation.max_plausible_* bounds")
+    return {"lookahead": result.lookahead.summary(), "plausibility": plausible, "invalid": result.invalid}
 
 
 def _holdout_verdict(objective: str, best: Performance, bench: Performance, run: Backtest) -> str:

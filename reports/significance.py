@@ -26,6 +26,7 @@ from scipy import stats
 
 from reports.significance_types import (
     ConfidenceInterval,
+    DrawsRank,
     SharpeSignificance,
     Significance,
     SignificanceNotTestable,
@@ -35,6 +36,7 @@ from reports.significance_types import (
 
 __all__ = [
     "ConfidenceInterval",
+    "DrawsRank",
     "SharpeMoments",
     "SharpeSignificance",
     "Significance",
@@ -47,9 +49,11 @@ __all__ = [
     "bootstrap_distribution",
     "deflated_sharpe_ratio",
     "deflated_sharpe_words",
+    "deflation_words",
     "judge_significance",
     "expected_max_sharpe",
     "probabilistic_sharpe_ratio",
+    "rank_among_draws",
     "sharpe_confidence_interval",
     "sharpe_moments",
     "sharpe_significance",
@@ -380,6 +384,28 @@ def deflated_sharpe_ratio(
 
 
 # -- the summary and its words --------------------------------------------------------------------
+def deflation_words(n_trials: int, var_trial_sharpes: float, n_in_variance: int | None = None) -> str | None:
+    """None when the deflated Sharpe ratio really deflates (SR0 > 0); else why not, in words.
+
+    Not deflated: one trial; fewer than 2 trials with a finite Sharpe ratio in the variance
+    (``n_in_variance``; invalid, suspicious and flat runs are kept out of it); or a variance of
+    0 (all trial Sharpes equal). Then SR0 = 0 and DSR = PSR, and the words say
+    ``"not deflated: N comparable trials (...)"`` instead of claiming "the luck of the best of N".
+    """
+    n = int(n_trials)
+    plural = "s" if n != 1 else ""
+    counted = n if n_in_variance is None else int(n_in_variance)
+    if n < 2:
+        why = "one trial: DSR = PSR"
+    elif counted < 2:
+        why = f"{counted} of them with a finite Sharpe ratio in the variance, 2 needed: DSR = PSR"
+    elif not var_trial_sharpes > 0:
+        why = "their Sharpe ratios do not vary: SR0 = 0, DSR = PSR"
+    else:
+        return None
+    return f"not deflated: {n} comparable trial{plural} ({why})"
+
+
 def verdict(
     value: float,
     alpha: float = 0.05,
@@ -418,6 +444,7 @@ def sharpe_significance(
     n_boot: int = 2000,
     mean_block: float | None = None,
     seed: int | None = 0,
+    n_in_variance: int | None = None,
 ) -> SharpeSignificance:
     """Sharpe ratio, its bootstrap interval, a two-sided test against 0, PSR, DSR and words.
 
@@ -426,6 +453,7 @@ def sharpe_significance(
         periods_per_year: bars per year (365 for daily crypto bars, 8760 hourly).
         n_trials: trials that competed for this result (from the trial ledger, >= 1).
         var_trial_sharpes: variance of the trials' **per-period** Sharpe ratios.
+        n_in_variance: trials whose (finite) Sharpe ratio is in that variance (None: ``n_trials``).
 
     Fields of the :class:`SharpeSignificance`: ``n``, ``periods_per_year``, ``sharpe`` (annualised), ``sharpe_per_period``,
     ``skew``, ``kurtosis`` (non-excess), ``sharpe_ci`` and ``total_return_ci`` (see
@@ -437,8 +465,11 @@ def sharpe_significance(
     and ``psr_p_value_two_sided`` (``2 min(psr, 1 - psr)``, an analytic cross-check);
     ``n_trials``, ``var_trial_sharpes``, ``sr0`` (per period) and ``sr0_annualised``,
     ``dsr`` and ``dsr_p_value`` (one-sided: "the best of ``n_trials`` is no better than
-    luck"), ``dsr_verdict`` (None for one trial, where DSR = PSR); ``verdict``: the chance
-    verdict, then the DSR's when there were several trials. NaN where undefined.
+    luck"); ``deflated``: whether SR0 > 0 deflated the DSR (:func:`deflation_words`: at least 2
+    trials, at least 2 of them with a finite Sharpe in the variance, and a variance > 0; else
+    DSR = PSR) and ``deflation`` saying so in words; ``dsr_verdict``: the DSR test in words
+    when deflated, else ``"not deflated: N comparable trials (...)"`` -- never "the luck of
+    the best of N" then; ``verdict``: the chance verdict, then ``dsr_verdict``. NaN where undefined.
     Combine with :func:`buy_and_hold_comparison` through :func:`judge_significance`.
     """
     _check_ppy(periods_per_year)
@@ -448,7 +479,9 @@ def sharpe_significance(
     scale = math.sqrt(periods_per_year)
     finite = math.isfinite(mom.sharpe)
     psr = probabilistic_sharpe_ratio(mom.sharpe, 0.0, mom.n, mom.skew, mom.kurtosis) if finite else math.nan
-    sr0 = expected_max_sharpe(n_trials, var_trial_sharpes)
+    deflation = deflation_words(n_trials, var_trial_sharpes, n_in_variance)
+    deflated = deflation is None
+    sr0 = expected_max_sharpe(n_trials, var_trial_sharpes) if deflated else 0.0
     dsr = probabilistic_sharpe_ratio(mom.sharpe, sr0, mom.n, mom.skew, mom.kurtosis) if finite else math.nan
     # One set of resamples for both intervals and the p-value (identical to each alone with this seed).
     block = _default_mean_block(r.size) if mean_block is None else float(mean_block)
@@ -458,10 +491,11 @@ def sharpe_significance(
     total_ci = _interval(float(_total_return_rows(r[None, :])[0]), dists["total"], alpha, block)
     chance_p = bootstrap_p_value(dists["sharpe"]) if finite else math.nan
     chance = verdict(chance_p, alpha, against="chance", effect=mom.sharpe)
-    dsr_words = None
-    if n_trials > 1:
+    if deflated:
         dsr_words = verdict(dsr, alpha, kind="probability", against=f"the luck of the best of {n_trials} trials",
                             effect=mom.sharpe)
+    else:
+        dsr_words = deflation
     return SharpeSignificance(
         n=mom.n,
         periods_per_year=float(periods_per_year),
@@ -483,9 +517,47 @@ def sharpe_significance(
         sr0_annualised=sr0 * scale,
         dsr=dsr,
         dsr_p_value=1.0 - dsr,
+        deflated=deflated,
+        deflation=deflation or f"deflated by the best of {int(n_trials)} trials",
         dsr_verdict=dsr_words,
-        verdict=chance if dsr_words is None else f"{chance}; {dsr_words}",
+        verdict=f"{chance}; {dsr_words}",
     )
+
+
+# -- against draws under a null (random-sign baselines) ---------------------------------------------
+_DRAW_QUANTILES: tuple[tuple[str, float], ...] = (
+    ("min", 0.0), ("q05", 0.05), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("q95", 0.95), ("max", 1.0),
+)
+
+
+def rank_among_draws(value: float, draws: Any, alpha: float = 0.05, *, against: str = "the draws") -> DrawsRank:
+    """Where ``value`` falls among ``draws`` (the same statistic on runs drawn under a null), with
+    empirical p-values (Davison & Hinkley 1997, eq. 4.11: the observed value counts as one draw).
+
+    ``p_value_upper = (1 + #{draws >= value}) / (1 + K)``, ``p_value_lower = (1 + #{draws <= value})
+    / (1 + K)`` (ties count against the claim), ``p_value = min(1, 2 min(upper, lower))``,
+    two-sided; ``percentile = 100 (#{draws < value} + #{draws == value} / 2) / K``. The verdict
+    reads "better than" / "worse than" / "not distinguishable from ``against``" at ``alpha``
+    (:func:`verdict`), with the percentile. A NaN ``value`` (or no draws) is not testable; NaN
+    draws are an error (the caller decides what an undefined statistic stands for).
+    """
+    _check_alpha(alpha)
+    d = np.asarray(draws, dtype=np.float64).ravel()
+    if not np.isfinite(d).all():
+        raise ValueError(f"draws must be finite, got {int((~np.isfinite(d)).sum())} NaN/inf of {d.size}")
+    k = d.size
+    quantiles = {name: (float(np.quantile(d, q)) if k else math.nan) for name, q in _DRAW_QUANTILES}
+    if k == 0 or not math.isfinite(value):
+        return DrawsRank(float(value), k, quantiles, math.nan, math.nan, math.nan, math.nan,
+                         verdict(math.nan, alpha, against=against))
+    below, ties = int((d < value).sum()), int((d == value).sum())
+    upper = (1 + k - below) / (1 + k)
+    lower = (1 + below + ties) / (1 + k)
+    p = min(1.0, 2.0 * min(upper, lower))
+    percentile = 100.0 * (below + 0.5 * ties) / k
+    words = verdict(p, alpha, against=against, effect=value - float(np.median(d)))
+    return DrawsRank(float(value), k, quantiles, percentile, upper, lower, p,
+                     f"{words}; percentile {percentile:.0f} of {k} draws")
 
 
 # -- better than buy-and-hold? ----------------------------------------------------------------------
@@ -592,12 +664,12 @@ def two_question_verdict(significance: SharpeSignificance, versus_buy_and_hold: 
 
 
 def deflated_sharpe_words(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None) -> str | None:
-    """The DSR clause (None for one trial): ``significance.dsr_verdict``, except that a
-    strategy that earned less than buy-and-hold of the same bars is "not a success" instead
-    of "better than the luck of the best of N trials"."""
+    """The DSR clause: ``significance.dsr_verdict`` ("not deflated: N comparable trials ..." when
+    the DSR was not deflated), except that a strategy that earned less than buy-and-hold of the
+    same bars is "not a success" instead of "better than the luck of the best of N trials"."""
     words = significance.dsr_verdict
-    if not words:
-        return None
+    if not words or not significance.deflated:
+        return words or None
     excess = None if versus_buy_and_hold is None else versus_buy_and_hold.excess_total_return
     if words.startswith("better") and excess is not None and excess < 0:
         p = significance.dsr_p_value

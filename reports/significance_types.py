@@ -16,6 +16,7 @@ from reports.jsonable import JsonFields, dataclass_json
 
 __all__ = [
     "ConfidenceInterval",
+    "DrawsRank",
     "SharpeSignificance",
     "Significance",
     "SignificanceNotTestable",
@@ -41,6 +42,28 @@ class ConfidenceInterval(JsonFields):
     method: str = "percentile"
 
 
+@dataclass(frozen=True)
+class DrawsRank(JsonFields):
+    """Where one value falls among ``n_draws`` values drawn under a null (:func:`rank_among_draws`).
+
+    ``value``: the observed statistic; ``quantiles``: the draws' ``min``, ``q05``, ``q25``,
+    ``median``, ``q75``, ``q95``, ``max``; ``percentile``: 100 x (draws below + half the ties)
+    / ``n_draws``; ``p_value_upper`` = (1 + draws >= value) / (1 + n_draws) and ``p_value_lower``
+    = (1 + draws <= value) / (1 + n_draws), one-sided empirical (Monte Carlo) p-values;
+    ``p_value`` = min(1, 2 x the smaller of the two), two-sided (its smallest possible value is
+    2 / (1 + n_draws)); ``verdict`` in words. NaN where undefined.
+    """
+
+    value: float
+    n_draws: int
+    quantiles: dict[str, float]
+    percentile: float
+    p_value_upper: float
+    p_value_lower: float
+    p_value: float
+    verdict: str
+
+
 class TrialsLike(Protocol):
     """How the trials behind a deflated Sharpe were counted (``engine.ledger.TrialCount``):
     ``how`` in one sentence, ``to_dict()`` for the record."""
@@ -56,8 +79,10 @@ class SharpeSignificance(JsonFields):
 
     Sharpe ``sharpe`` annualised, ``sharpe_per_period`` not; ``kurtosis`` non-excess;
     ``sr0`` per period; fractions for returns; NaN where undefined. Words: ``chance_verdict``
-    (bootstrap test of Sharpe = 0), ``dsr_verdict`` (None for one trial) and ``verdict``
-    (the two joined). ``to_json()``: the fields in order, NaN and inf as ``None``.
+    (bootstrap test of Sharpe = 0), ``dsr_verdict`` (``"not deflated: N comparable trials
+    (...)"`` when ``deflated`` is False: one trial, fewer than 2 finite trial Sharpes, or no
+    spread; ``deflation`` says which) and ``verdict`` (the two joined). ``to_json()``: the
+    fields in order, NaN and inf as ``None``.
     """
 
     n: int
@@ -80,6 +105,8 @@ class SharpeSignificance(JsonFields):
     sr0_annualised: float
     dsr: float
     dsr_p_value: float
+    deflated: bool
+    deflation: str
     dsr_verdict: str | None
     verdict: str
 

@@ -70,10 +70,10 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
     assert "ETH/USDT" in html and "data:image/png;base64" in html
     for run_dir in serial.run_dirs.values():
         assert (run_dir / "forecast.html").is_file()
-    # all six runs of one comparison are judged against the same number of trials per symbol:
-    # its three predictors (the ledger was empty before)
+    # all six runs of one comparison are judged against the same number of trials: its three predictors
+    # on both symbols, one study (the ledger was empty before)
     trials = sorted((s, v.significance.n_trials) for (s, _), v in serial.verdicts.items())
-    assert trials == [("BTC/USDT", 3)] * 3 + [("ETH/USDT", 3)] * 3, trials
+    assert trials == [("BTC/USDT", 6)] * 3 + [("ETH/USDT", 6)] * 3, trials
 
 
 @pytest.mark.slow

@@ -55,6 +55,8 @@ def test_overrides_win_over_the_file():
         ({"predictor.params": 3}, ["predictor.params must be a table"]),
         ({"predictor.params": {"lookback": 3}}, ["predictor.params.lookback = 3", "[predictor.params.momentum]"]),
         ({"strategy": {"stake": 0.5}}, ["strategy.stake = 0.5", "[strategy.llm_signal]"]),
+        ({"evaluation.random_sign_draws": -1}, ["evaluation.random_sign_draws = -1", "0 turns the draws off"]),
+        ({"evaluation.study": " "}, ["evaluation.study = ' '", "e.g. \"default\""]),
     ],
 )
 def test_bad_values_are_named_with_a_fix(overrides, needles):

@@ -165,6 +165,7 @@ def test_format_table() -> None:
     assert "config:hash-run" in lines[2]  # a row without a trial identity shows its config hash
     marked = format_table([make_row("run-c", trial_hash="0123456789abcdef", invalid="lookahead: forecast")])
     assert "01234567" in marked.splitlines()[2] and "INVALID" in marked.splitlines()[2]
+    assert " default " in lines[2] and " q3 " in format_table([make_row("run-d", study="q3")]).splitlines()[2]
 
 
 # -- schema version 2: trial identities, periods, invalid/suspicious marks ----------------------
@@ -231,6 +232,36 @@ def test_old_ledger_is_migrated_in_place_and_old_rows_count_by_their_old_hash(tm
     assert [r.run_id for r in TrialLedger(path).rows()][-2:] == ["new", "sweep-1"]
     assert ledger.trial_count("binance", "BTC/USDT", "1d", "2024-06-01T00:00:00+00:00",
                               "2024-12-31T00:00:00+00:00", periods_per_year=365).n == 4
+    # version 4: old rows have no study and belong to the default one, over any period: h1 (2024, two rows,
+    # one trial), h2, h3 (2022), h4 ("last-year"), the new row and the sweep trial
+    assert all(r.study is None for r in TrialLedger(path).rows())
+    study = ledger.study_count("default", periods_per_year=365)
+    assert (study.n, study.n_rows, study.study) == (6, 7, "default")
+    assert ledger.study_count("other", periods_per_year=365).n == 0
+
+
+def test_a_study_counts_every_market_and_period_of_its_trials(tmp_path: Path) -> None:
+    """The best of K symbols or of several periods is a selection: neither resets a study's count."""
+    ledger = TrialLedger(tmp_path / LEDGER_FILENAME)
+    ledger.append(_period_row("btc", "A-btc", "2024-01-01", "2024-12-31", sharpe=0.4, study="q"))
+    ledger.append(_period_row("eth", "A-eth", "2024-01-01", "2024-12-31", sharpe=-0.2, study="q", symbol="ETH/USDT"))
+    ledger.append(_period_row("btc-2023", "A-btc", "2023-01-01", "2023-12-31", sharpe=1.1, study="q"))  # disjoint period
+    ledger.append(_period_row("btc-again", "A-btc", "2024-01-01", "2024-12-31", sharpe=0.5, study="q"))  # a re-run
+    ledger.append(_period_row("btc-4h", "A-btc-4h", "2024-01-01", "2024-12-31", sharpe=0.9, study="q", timeframe="4h"))
+    ledger.append(_period_row("other", "B", "2024-01-01", "2024-12-31", sharpe=3.0, study="another question"))
+    ledger.append(_period_row("leak", "L", "2024-01-01", "2024-12-31", sharpe=9.0, study="q", invalid="lookahead: x"))
+    count = ledger.study_count("q", periods_per_year=365,
+                               market=("binance", "BTC/USDT", "1d", "2024-01-01T00:00:00+00:00",
+                                       "2024-12-31T00:00:00+00:00"))
+    # btc 2024 (latest: the re-run, 0.5), eth, btc 2023, btc 4h, the leak: 5 trials, 4 in the variance; annualised
+    # Sharpes (each with its own run's bars per year) in the judged run's per-period units
+    assert (count.n, count.n_rows, count.n_in_variance, count.n_kept_out) == (5, 6, 4, 1)
+    assert count.sharpe_variance == pytest.approx(np.var(np.array([0.5, -0.2, 1.1, 0.9]) / math.sqrt(365), ddof=1))
+    assert count.how.startswith("5 trials in study 'q': ") and "3 market/timeframes" in count.how
+    assert "of any study ran on binance BTC/USDT 1d over periods overlapping 2024-01-01..2024-12-31" in count.how
+    assert ledger.study_count("another question", 365).n == 1
+    with pytest.raises(LedgerError, match="study must be a non-empty name"):
+        ledger.study_count(" ", 365)
 
 
 def test_shifted_period_counts_earlier_overlapping_trials_disjoint_ones_do_not(tmp_path: Path) -> None:

@@ -9,7 +9,11 @@ time-budgeted sample counts.
 
 Intended changes since: issue 11 added the leaderboard column ``valid_pinball`` (a trained model's
 validation pinball loss; null for every predictor these runs use) — added to the golden
-leaderboard by hand, no number changed.
+leaderboard by hand, no number changed. Issue 18 (items 5, 6) rewrote them: ``random_sign`` (the
+strategy among 50 random-sign draws), ``significance.deflated``/``deflation`` and ``trials.study``
+are new keys; one trial reads "not deflated: 1 comparable trial"; the compare's runs count the
+4 trials of their study (both symbols) instead of 2 per symbol (whose Sharpe variance was 0, so the
+old "over 2 trials" DSR was not deflated at all), which changes its DSR numbers and words.
 """
 
 from __future__ import annotations

@@ -164,6 +164,28 @@ def test_sharpe_significance_on_real_btc_returns(btc_returns: np.ndarray) -> Non
     assert "50 trials" in many.verdict
 
 
+def test_without_a_spread_of_trial_sharpes_the_dsr_says_not_deflated(btc_returns: np.ndarray) -> None:
+    """One trial, fewer than two finite trial Sharpes, or a zero variance: SR0 = 0 and DSR = PSR, and the words
+    say "not deflated: N comparable trials", never "the luck of the best of N"."""
+    r = 0.5 * btc_returns + 0.001  # a positive Sharpe, so the DSR words would claim "better than the luck ..."
+    cases = {
+        "one trial": sharpe_significance(r, 365, n_boot=300),
+        "no spread": sharpe_significance(r, 365, n_trials=4, var_trial_sharpes=0.0, n_boot=300),
+        "one finite": sharpe_significance(r, 365, n_trials=3, var_trial_sharpes=0.2 / 365, n_in_variance=1, n_boot=300),
+    }
+    for name, sig in cases.items():
+        assert not sig.deflated and sig.dsr == pytest.approx(sig.psr), name
+        assert sig.dsr_verdict.startswith(f"not deflated: {sig.n_trials} comparable trial"), name
+        assert "luck of the best" not in sig.verdict and sig.verdict.endswith(sig.dsr_verdict), name
+        assert sig.to_json()["deflated"] is False and sig.to_json()["deflation"] == sig.dsr_verdict, name
+    assert "(one trial: DSR = PSR)" in cases["one trial"].dsr_verdict
+    assert "do not vary" in cases["no spread"].dsr_verdict and "1 of them" in cases["one finite"].dsr_verdict
+    vs = buy_and_hold_comparison(r, btc_returns, 365, n_boot=300)
+    assert "trials: not deflated: 4 comparable trials" in two_question_verdict(cases["no spread"], vs)
+    deflated = sharpe_significance(r, 365, n_trials=3, var_trial_sharpes=0.2 / 365, n_in_variance=3, n_boot=300)
+    assert deflated.deflated and deflated.dsr < deflated.psr and "the luck of the best of 3 trials" in deflated.verdict
+
+
 def test_verdict_in_words() -> None:
     assert verdict(0.34, against="naive") == "not distinguishable from naive at 5% (p = 0.34)"
     assert verdict(0.001, 0.01, against="naive") == "better than naive at 1% (p = 0.001)"

@@ -177,6 +177,26 @@ def test_holdout_run_folder_and_report_show_both_sides(swept):
     assert (result.out_dir / "study.db").is_file() and (result.out_dir / "summary.json").is_file()
 
 
+def test_holdout_run_gets_the_full_lookahead_and_plausibility_checks(swept):
+    """The best trial's holdout run is an ordinary backtest: predictor recomputation, the bar-by-bar replay
+    and the plausibility guard ran, and summary.json and the page say so (search trials: NOT RUN)."""
+    import json
+
+    result, _ = swept
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    checks, look = summary["holdout_checks"], result.holdout.result.lookahead
+    bars = result.holdout.result.bars
+    assert checks["lookahead"]["ok"] is True and checks["invalid"] is None and checks["suspicious"] == []
+    assert len(checks["lookahead"]["times"]) >= 3 and checks["lookahead"]["stats"]["replay_bars"] == len(bars)
+    metrics = json.loads((result.holdout.run_dir / "metrics.json").read_text())
+    assert checks["lookahead"] == metrics["lookahead"]
+    assert summary["holdout_run"]["lookahead"] == look.summary() and "bar-by-bar replay" in look.summary()
+    assert summary["holdout_run"]["plausibility"].startswith("passed")
+    assert summary["in_sample"]["lookahead"].startswith("NOT RUN")
+    html = unescape(result.html.read_text())
+    assert "lookahead check" in html and look.summary() in html and "plausibility guard" in html
+
+
 def test_fast_path_is_reconciled_before_and_after(swept):
     result, _ = swept
     assert result.reconciled == 5 + 3

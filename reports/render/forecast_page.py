@@ -116,6 +116,7 @@ def _significance_rows(sig: SharpeSignificance) -> list[list[str]]:
         *_buy_and_hold_rows(versus, level),
         ["PSR: P(true Sharpe > 0)", format_number(sig.psr, "prob")],
         ["Trials competing (ledger)", format_number(sig.n_trials, "int")],
+        ["Deflated?", "yes" if sig.deflated else sig.deflation],
         ["SR0: expected best Sharpe of the trials by luck (annualised)", format_number(sig.sr0_annualised, "stat")],
         ["DSR: P(true Sharpe > SR0)", format_number(sig.dsr, "prob")],
         ["DSR p-value", format_number(sig.dsr_p_value, "pvalue")],

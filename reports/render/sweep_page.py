@@ -40,6 +40,8 @@ COMPARISON_ROWS: tuple[tuple[str, str, str], ...] = (
     ("dsr", "DSR", ".3f"),
     ("n_trials", "trials deflated over", "d"),
     ("verdict", "verdict", ""),
+    ("lookahead", "lookahead check", ""),
+    ("plausibility", "plausibility guard", ""),
 )
 
 
