@@ -88,8 +88,18 @@ def json_safe(value: Any) -> Any:
 
 
 def flag_prefix(result: RunResult) -> str:
-    """The title prefix of an invalid or suspicious run ("INVALID: lookahead — SUSPICIOUS — check for leaks: ")."""
-    return ("INVALID: lookahead — " if result.invalid else "") + ("SUSPICIOUS — check for leaks: " if result.suspicious else "")
+    """The title prefix of an invalid, suspicious or unchecked-quality run ("INVALID: lookahead — SUSPICIOUS —
+    check for leaks: UNCHECKED QUALITY: ")."""
+    unchecked = result.fallback is not None and result.fallback.unchecked_quality
+    return (("INVALID: lookahead — " if result.invalid else "") + ("SUSPICIOUS — check for leaks: " if result.suspicious else "")
+            + ("UNCHECKED QUALITY: " if unchecked else ""))
+
+
+def fallback_note(result: RunResult) -> list[str]:
+    """The forecast-fallback count in words when the predictor can fall back (shown even when 0) and the
+    warnings do not already say it."""
+    fb = result.fallback
+    return [] if fb is None or fb.text in result.warnings else [fb.text]
 
 
 def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strategy_path: str | Path) -> Path:
@@ -131,6 +141,7 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
         "lookahead": result.lookahead,
         "predictor_stats": result.predictor_stats,
         "forecast_cache_hit": result.forecast_cache_hit,
+        "forecast_fallback": result.fallback,
         "warnings": result.warnings,
         "suspicious": result.suspicious,
         "timings_s": result.timings,
@@ -161,7 +172,8 @@ def write_forecast_page(result: RunResult, significance: Any, run_dir: Path) -> 
         title=flag_prefix(result) + f"{cfg.predictor.name} forecasts, {cfg.data.symbol} {cfg.data.timeframe}",
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=significance,
-        notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [*result.suspicious, *result.warnings],
+        notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [*result.suspicious, *result.warnings,
+                                                                        *fallback_note(result)],
         folds=result.walk_forward.fold_rows() if result.walk_forward is not None else None,
     )
 

@@ -47,8 +47,9 @@ def leak_run(shared_data, tmp_path_factory):
 
 @pytest.mark.parametrize("symbol,timeframe,timerange,noise,expected", [
     ("ETH/USDT", "4h", "20230101-20230301", 0.5, ("directional accuracy", "MASE", "Sharpe")),
-    # a noisier leak (~86% right) in a falling market: long-only, its Sharpe is not surely above 3
-    ("BTC/USDT", "1d", "20220101-20221001", 1.0, ("directional accuracy", "MASE")),
+    # a noisier leak (~86% right) in a falling market: long-only, its Sharpe is not surely above 3, and its
+    # MASE (E|z| = 0.80 for median = realised * (1 + z)) sits at the bound: not surely below 0.8
+    ("BTC/USDT", "1d", "20220101-20221001", 1.0, ("directional accuracy",)),
 ])
 def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(
     shared_data, tmp_path, symbol, timeframe, timerange, noise, expected,
