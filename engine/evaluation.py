@@ -191,7 +191,7 @@ def plausibility_findings(
         if bound.n // h >= MIN_PLAUSIBILITY_OUTCOMES and bound.upper < min_mase:  # NaN compares False
             found.append(
                 f"{SUSPICIOUS}: MASE {bound.mase:.3f} at h={h} on {bound.n} forecasts (upper {conf} confidence "
-                f"bound {bound.upper:.3f}, delta method, Newey-West {bound.lags} lags; error vs the naive "
+                f"bound {bound.upper:.3f}, delta method on the log ratio, Newey-West {bound.lags} lags; error vs the naive "
                 f"zero-return forecast) is below evaluation.min_plausible_mase = {min_mase:g}"
             )
             break

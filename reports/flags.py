@@ -19,7 +19,7 @@ __all__ = ["SUSPICIOUS_MARK", "UNCHECKED_MARK", "flagged_verdict", "suspicious_m
 SUSPICIOUS_MARK = "SUSPICIOUS \u2014 check for leaks"
 UNCHECKED_MARK = "UNCHECKED QUALITY"
 
-_MARK = re.compile(rf"^(?:{re.escape(SUSPICIOUS_MARK)}|{re.escape(UNCHECKED_MARK)}) \([^)]*\): ")
+_MARK = re.compile(rf"^(?:{re.escape(SUSPICIOUS_MARK)} \(\d+ finding\(s\)\)|{re.escape(UNCHECKED_MARK)} \([^)]*\)): ")
 
 
 def suspicious_mark(n_findings: int) -> str:

@@ -337,9 +337,11 @@ def mase_upper_bound(point: Any, realised: Any, naive_point: Any = None, horizon
     |y_t - n_t|`` (the linearised ratio), ``se = sqrt(S / n) / mean|y - n|`` where ``S`` is the
     Newey-West long-run variance of ``d`` (:func:`newey_west_variance`) with
     ``max(horizon - 1, floor(4 (n/100)^(2/9)))`` lags, so overlapping ``horizon``-bar outcomes and
-    short-range volatility clustering are not counted as independent; ``upper = MASE + z_{1-alpha} se``.
-    Asymptotic: with few rows (or a few huge errors) it is optimistic; the guard asks for at least 30
-    non-overlapping outcomes before it uses it.
+    short-range volatility clustering are not counted as independent; the interval is taken on the
+    log of the ratio (which is right-skewed): ``upper = MASE * exp(z_{1-alpha} se / MASE)``.
+    Asymptotic and a little optimistic on fat-tailed returns: on 200-1000 consecutive real BTC/ETH
+    1h and 1d returns (h = 1, 4, 12) a nominal 95% bound covered the true ratio 90-95% of the time
+    (``tests/test_plausibility.py``); the guard asks for at least 30 non-overlapping outcomes.
     """
     p, y = _one_horizon("point", point), _one_horizon("realised", realised)
     _same_shape("point", p, "realised", y)
@@ -356,7 +358,8 @@ def mase_upper_bound(point: Any, realised: Any, naive_point: Any = None, horizon
     ratio = float(a.mean() / b.mean())
     lrv = newey_west_variance(a - ratio * b, lags)
     se = math.sqrt(max(lrv, 0.0) / n) / float(b.mean())
-    return MaseBound(ratio, ratio + float(stats.norm.ppf(1 - alpha)) * se, n, lags, float(alpha))
+    upper = ratio * math.exp(float(stats.norm.ppf(1 - alpha)) * se / ratio) if ratio > 0 else 0.0
+    return MaseBound(ratio, upper, n, lags, float(alpha))
 
 
 # -- quantile-forecast scores ---------------------------------------------------------------
