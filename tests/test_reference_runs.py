@@ -9,7 +9,8 @@ time-budgeted sample counts.
 
 Intended changes since: issue 11 added the leaderboard column ``valid_pinball`` (a trained model's
 validation pinball loss; null for every predictor these runs use) — added to the golden
-leaderboard by hand, no number changed.
+leaderboard by hand, no number changed. Issue 18 added metrics.json's ``forecast_fallback`` (null for
+predictors that never fall back to a zero return, as all of these) — added by hand, no number changed.
 """
 
 from __future__ import annotations
