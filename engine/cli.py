@@ -267,6 +267,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print_judgement(result, backtest.verdict)
     if result.forecast_cache_hit:
         print("forecasts: cache hit, no inference ran")
+    if result.fallback is not None:
+        print(f"forecast fallback: {result.fallback.text}")
     if result.walk_forward is not None:
         wf = result.walk_forward
         print(f"walk-forward: {len(wf.models)} folds every {wf.plan.retrain_every}, {wf.trained_now} trained by this run, "

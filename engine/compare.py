@@ -326,6 +326,7 @@ def run_compare(
             significance=verdicts[(symbol, predictor)].significance, naive_comparison=result.versus_naive,
             random_sign=result.baselines.get("random sign"), suspicious=tuple(result.suspicious),
             invalid=result.invalid, valid_pinball=_mean_valid_pinball(result), unchecked=result.unchecked,
+            unchecked_quality=result.fallback.reason if result.fallback and result.fallback.unchecked_quality else None,
         ))
         equity[(symbol, predictor)] = result.equity
         benchmark[symbol] = result.benchmark_equity

@@ -184,6 +184,7 @@ class EvaluationConfig:
     max_plausible_sharpe: float = 3.0
     max_plausible_accuracy: float = 0.6
     min_plausible_mase: float = 0.8
+    max_fallback_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -560,6 +561,10 @@ def _validate(cfg: Config) -> None:
         )
     if not 0 < e.min_plausible_mase < 1:
         raise ConfigError(f"evaluation.min_plausible_mase = {e.min_plausible_mase} must be in (0, 1), e.g. 0.8")
+    if not 0 <= e.max_fallback_share <= 1:
+        raise ConfigError(
+            f"evaluation.max_fallback_share = {e.max_fallback_share} must be a share of forecast windows in [0, 1], e.g. 0.05"
+        )
     if not 0 <= e.lookahead_budget <= 10:
         raise ConfigError(
             f"evaluation.lookahead_budget = {e.lookahead_budget} is a share of the run's time and must be in [0, 10], "

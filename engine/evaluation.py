@@ -8,12 +8,19 @@ Thin glue between the engine's objects and the pure functions of ``reports.skill
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from loguru import logger
 from scipy import stats
 
-from predictors.base import Forecast
+from predictors.base import Forecast, PredictorStats
+from reports.flags import flagged_verdict
+from reports.jsonable import JsonFields
 from reports.metrics import simple_returns
 from reports.significance import (
     Significance,
@@ -25,7 +32,9 @@ from reports.significance import (
     sharpe_moments,
     sharpe_significance,
 )
-from reports.skill import ForecastSkill, VersusNaive, forecast_skill, realised_log_returns, versus_naive
+from reports.skill import (
+    ForecastSkill, VersusNaive, forecast_skill, mase_upper_bound, realised_log_returns, versus_naive,
+)
 
 
 def realised_for(candles: pd.DataFrame, forecast: Forecast) -> np.ndarray:
@@ -118,29 +127,51 @@ MIN_PLAUSIBILITY_OUTCOMES = 30
 SUSPICIOUS = "suspicious — check for leaks"
 
 
+def sharpe_lower_bound(returns: np.ndarray, periods_per_year: float, alpha: float) -> tuple[float, float, int]:
+    """``(sharpe, lower)`` annualised, and the number of returns: the observed Sharpe ratio of the
+    per-bar ``returns`` and its one-sided lower ``1 - alpha`` confidence bound, ``SR - z_{1-alpha} *
+    sqrt((1 - skew SR + (kurtosis - 1)/4 SR^2) / (n - 1))`` per bar (the probabilistic Sharpe
+    ratio's standard error: PSR against a bound exceeds ``1 - alpha`` exactly when the bound is
+    below ``lower``). NaN where undefined."""
+    mom = sharpe_moments(returns)
+    scale = float(np.sqrt(periods_per_year))
+    var_term = 1.0 - mom.skew * mom.sharpe + (mom.kurtosis - 1.0) / 4.0 * mom.sharpe**2
+    if not (np.isfinite(mom.sharpe) and var_term > 0 and mom.n >= 2):
+        return mom.sharpe * scale, float("nan"), mom.n
+    lower = mom.sharpe - float(stats.norm.ppf(1 - alpha)) * float(np.sqrt(var_term / (mom.n - 1)))
+    return mom.sharpe * scale, lower * scale, mom.n
+
+
 def plausibility_findings(
     skill: ForecastSkill, equity: pd.Series, periods_per_year: float, *,
     max_sharpe: float, max_accuracy: float, min_mase: float, alpha: float,
+    point: np.ndarray, realised: np.ndarray, naive_point: np.ndarray | None = None,
 ) -> list[str]:
-    """Results no honest forecaster reaches, each as one ``"suspicious — check for leaks: ..."`` line.
+    """Results no honest forecaster reaches, each as one ``"suspicious — check for leaks: ..."`` line
+    that prints its one-sided ``1 - alpha`` confidence bound.
 
     A result is flagged only when it is beyond its bound **with confidence** ``1 - alpha``
-    (one-sided), so a short lucky window does not raise a false alarm, while a leak (which
-    beats the bounds by far) is flagged on any reasonable sample:
+    (one-sided), so a short lucky window does not raise a false alarm; how strong a leak must be
+    to be flagged is measured by ``benchmarks/guard_power.py`` (README, Judging):
 
     - directional accuracy: at some horizon ``h``, the Clopper-Pearson lower bound of the hit
       rate on non-overlapping outcomes (every ``h``-th decision) exceeds ``max_accuracy``
       (a share, e.g. 0.6); at least :data:`MIN_PLAUSIBILITY_OUTCOMES` outcomes;
-    - MASE against the naive (zero-return) forecast below ``min_mase`` at some horizon with
-      at least :data:`MIN_PLAUSIBILITY_OUTCOMES` outcomes per independent window
-      (MASE of honest return forecasts sits at or just above 1);
+    - MASE against the naive forecast: at some horizon with at least
+      :data:`MIN_PLAUSIBILITY_OUTCOMES` non-overlapping windows, the upper confidence bound of
+      MASE (:func:`reports.skill.mase_upper_bound`: delta method, Newey-West variance) is below
+      ``min_mase`` (MASE of honest return forecasts sits at or just above 1);
     - annualised Sharpe: the probabilistic Sharpe ratio against ``max_sharpe`` (annualised)
-      exceeds ``1 - alpha``, i.e. the Sharpe is above the bound with that confidence.
+      exceeds ``1 - alpha``, i.e. the lower confidence bound of the Sharpe
+      (:func:`sharpe_lower_bound`) is above the bound.
 
-    ``skill`` from :func:`skill_report`; ``equity`` the strategy's equity per bar. Each
-    finding is also logged as a warning.
+    ``skill`` from :func:`skill_report`; ``equity`` the strategy's equity per bar; ``point``,
+    ``realised`` and ``naive_point`` ``(n, H)`` log returns: the forecast's median, the realised
+    returns (:func:`realised_for`) and the naive median (None: zero). Each finding is also logged
+    as a warning.
     """
     found: list[str] = []
+    conf = f"{1 - alpha:.0%}"
     by_h = skill.by_horizon
     for h, (n, k) in enumerate(zip(by_h.dir_n_independent, by_h.dir_hits_independent), start=1):
         if n < MIN_PLAUSIBILITY_OUTCOMES or k == 0:
@@ -149,14 +180,19 @@ def plausibility_findings(
         if lower > max_accuracy:
             found.append(
                 f"{SUSPICIOUS}: directional accuracy {k / n:.1%} at h={h} on {n} non-overlapping outcomes "
-                f"(lower {1 - alpha:.0%} bound {lower:.1%}) is above evaluation.max_plausible_accuracy = {max_accuracy:g}"
+                f"(lower {conf} confidence bound {lower:.1%}, Clopper-Pearson) is above "
+                f"evaluation.max_plausible_accuracy = {max_accuracy:g}"
             )
             break
-    for h, m in enumerate(by_h.mase, start=1):
-        if skill.n_forecasts // h >= MIN_PLAUSIBILITY_OUTCOMES and m < min_mase:  # NaN compares False
+    point, realised = np.asarray(point, dtype=np.float64), np.asarray(realised, dtype=np.float64)
+    for h in range(1, point.shape[1] + 1):
+        nv = None if naive_point is None else naive_point[:, h - 1]
+        bound = mase_upper_bound(point[:, h - 1], realised[:, h - 1], nv, horizon=h, alpha=alpha)
+        if bound.n // h >= MIN_PLAUSIBILITY_OUTCOMES and bound.upper < min_mase:  # NaN compares False
             found.append(
-                f"{SUSPICIOUS}: MASE {m:.3f} at h={h} (error vs the naive zero-return forecast) is below "
-                f"evaluation.min_plausible_mase = {min_mase:g}"
+                f"{SUSPICIOUS}: MASE {bound.mase:.3f} at h={h} on {bound.n} forecasts (upper {conf} confidence "
+                f"bound {bound.upper:.3f}, delta method on the log ratio, Newey-West {bound.lags} lags; error vs the naive "
+                f"zero-return forecast) is below evaluation.min_plausible_mase = {min_mase:g}"
             )
             break
     returns = simple_returns(equity).dropna().to_numpy()
@@ -166,10 +202,65 @@ def plausibility_findings(
             scale = float(np.sqrt(periods_per_year))
             confidence = probabilistic_sharpe_ratio(mom.sharpe, max_sharpe / scale, mom.n, mom.skew, mom.kurtosis)
             if confidence > 1 - alpha:
+                sharpe, lower, _ = sharpe_lower_bound(returns, periods_per_year, alpha)
                 found.append(
-                    f"{SUSPICIOUS}: Sharpe {mom.sharpe * scale:.2f} is above evaluation.max_plausible_sharpe = "
-                    f"{max_sharpe:g} with probability {confidence:.3f} (PSR against the bound)"
+                    f"{SUSPICIOUS}: Sharpe {sharpe:.2f} (lower {conf} confidence bound {lower:.2f}, PSR standard "
+                    f"error) is above evaluation.max_plausible_sharpe = {max_sharpe:g} with probability "
+                    f"{confidence:.3f} (PSR against the bound)"
                 )
     for finding in found:
         logger.warning(finding)
     return found
+
+
+# -- forecast quality: windows that fell back to a zero return ---------------------------------
+@dataclass(frozen=True)
+class FallbackShare(JsonFields):
+    """Forecast windows a predictor replaced by a zero-return forecast (metrics.json ``forecast_fallback``).
+
+    ``fallback_windows`` of ``windows`` (every window of the run's forecasts, restored from the
+    forecast cache on a hit), ``share`` their ratio, ``max_share`` ``evaluation.max_fallback_share``;
+    ``unchecked_quality``: ``share > max_share``, the run's numbers then judge the fallback as much as
+    the model; ``text`` says it in words.
+    """
+
+    fallback_windows: int
+    windows: int
+    share: float
+    max_share: float
+    unchecked_quality: bool
+    text: str
+
+    @property
+    def reason(self) -> str:
+        """The UNCHECKED QUALITY mark's reason (:func:`reports.flags.unchecked_mark`)."""
+        return f"{self.share:.1%} of forecast windows fell back to a zero return"
+
+
+def fallback_share(stats: PredictorStats, max_share: float) -> FallbackShare | None:
+    """The share of windows ``stats`` says fell back to a zero return (LLM predictors whose samples were
+    all malformed: :meth:`predictors.base.PredictorStats.fallback_counts`); None for a predictor that
+    never falls back or forecast no window."""
+    counts = stats.fallback_counts()
+    if counts is None or counts[1] <= 0:
+        return None
+    failed, windows = int(counts[0]), int(counts[1])
+    share = failed / windows
+    unchecked = share > max_share
+    text = (f"{failed} of {windows} forecast windows ({share:.1%}) had no well-formed sample and were replaced by "
+            f"a zero-return forecast")
+    if unchecked:
+        text = (f"UNCHECKED QUALITY: {text}, more than evaluation.max_fallback_share = {max_share:.1%}: the run "
+                "judges the fallback as much as the model")
+    return FallbackShare(failed, windows, share, float(max_share), unchecked, text)
+
+
+def flag_significance(significance: Any, suspicious: Sequence[str], fallback: FallbackShare | None) -> Any:
+    """``significance`` (a :class:`reports.significance.Significance` or ``SignificanceNotTestable``)
+    with its ``verdict`` led by the run's marks (:func:`reports.flags.flagged_verdict`): SUSPICIOUS when
+    the plausibility guard made findings, UNCHECKED QUALITY when too many windows fell back. Unflagged
+    runs and unjudged ones (None) come back as they are."""
+    unchecked = fallback.reason if fallback is not None and fallback.unchecked_quality else None
+    if significance is None or not (suspicious or unchecked):
+        return significance
+    return dataclasses.replace(significance, verdict=flagged_verdict(significance.verdict, len(suspicious), unchecked))

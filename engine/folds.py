@@ -11,8 +11,16 @@ the loaded candles, where
   ``horizon`` bars ahead of its window) reaches the bars just before the fold;
 - ``start`` is the first loaded candle (``train_window = "expanding"``), or the first candle
   within ``train_window`` (a duration or a bar count) before the cut-off;
-- the last ``val_fraction`` of ``[start, stop)`` is the validation part ``[split, stop)``, held
-  out for early stopping; training proper is ``[start, split)``.
+- the last ``val_fraction`` of ``[start, stop)`` is the held-out part ``[split, stop)``, never
+  trained on; training proper is ``[start, split)``. Its first half ``[split, score)`` is what
+  ``fit`` gets as ``valid``, for early stopping; its second half ``[score, stop)`` is never handed
+  to ``fit`` at all: the engine scores the fitted model there (``valid_pinball``,
+  :func:`engine.training.validation_pinball`), on candles the early stopping did not see. No embargo
+  is needed between the parts: a fit's targets stay inside the frame it was given (training targets
+  end before ``split``, early-stopping targets before ``score``), and a scored window's target runs
+  from its decision bar ``t >= score`` forward, so no return is both a target the fit saw and a
+  scored one (a scored window's *context* reaches back into the earlier parts: the past, as at
+  test time).
 
 Positions, not timestamps, define the plan, so weekends, outages and filled gaps change nothing
 about the rules: the embargo is always counted in bars. :meth:`FoldPlan.violations` checks the
@@ -35,8 +43,9 @@ class Fold:
     """One fold: the candle positions it trains on and the decision times it serves.
 
     Positions index the run's loaded candles (warm-up and training history included):
-    training ``[start, split)``, validation ``[split, stop)``, cut-off ``stop`` (never trained on),
-    decision bars ``first..last`` (inclusive).
+    training ``[start, split)``, held out ``[split, stop)``: early stopping ``[split, score)`` and
+    scoring ``[score, stop)``; cut-off ``stop`` (never trained on), decision bars ``first..last``
+    (inclusive). ``score_start``: the time of candle ``score``.
     """
 
     k: int
@@ -50,6 +59,8 @@ class Fold:
     cutoff: pd.Timestamp
     test_start: pd.Timestamp
     test_end: pd.Timestamp
+    score: int
+    score_start: pd.Timestamp | None
 
     @property
     def train_bars(self) -> int:
@@ -57,7 +68,18 @@ class Fold:
 
     @property
     def valid_bars(self) -> int:
+        """Held-out candles: early stopping and scoring together."""
         return self.stop - self.split
+
+    @property
+    def stopping_bars(self) -> int:
+        """Held-out candles ``fit`` gets for early stopping (the first half)."""
+        return self.score - self.split
+
+    @property
+    def scoring_bars(self) -> int:
+        """Held-out candles only the engine's ``valid_pinball`` reads (the second half)."""
+        return self.stop - self.score
 
     def to_json(self) -> dict[str, Any]:
         """metrics.json's ``folds`` entry: times as ISO-8601 UTC strings, bar counts."""
@@ -65,6 +87,8 @@ class Fold:
             "fold": self.k, "train_start": self.train_start.isoformat(), "train_end": self.train_end.isoformat(),
             "cutoff": self.cutoff.isoformat(), "test_start": self.test_start.isoformat(),
             "test_end": self.test_end.isoformat(), "train_bars": self.train_bars, "valid_bars": self.valid_bars,
+            "stopping_bars": self.stopping_bars, "scoring_bars": self.scoring_bars,
+            "score_start": None if self.score_start is None else self.score_start.isoformat(),
             "test_bars": self.last - self.first + 1,
         }
 
@@ -99,9 +123,9 @@ class FoldPlan:
         covering = np.zeros(decision_positions.shape, dtype=np.int64)
         for f in self.folds:
             covering += (decision_positions >= f.first) & (decision_positions <= f.last)
-            if not f.start <= f.split <= f.stop:
-                problems.append(f"fold {f.k}: training [{f.start}, {f.split}) and validation [{f.split}, {f.stop}) "
-                                "are out of order")
+            if not f.start <= f.split <= f.score <= f.stop:
+                problems.append(f"fold {f.k}: training [{f.start}, {f.split}), early stopping [{f.split}, {f.score}) "
+                                f"and scoring [{f.score}, {f.stop}) are out of order")
             if f.first - f.stop < self.embargo:
                 problems.append(f"fold {f.k}: its cut-off {f.cutoff} is {f.first - f.stop} bars before its first "
                                 f"decision {f.test_start}, fewer than the embargo of {self.embargo}")
@@ -180,8 +204,18 @@ def plan_folds(
         start = _window_start(index, stop, training.train_window) if stop > 0 else 0
         n_valid = int(round((stop - start) * training.val_fraction)) if training.val_fraction > 0 else 0
         split = stop - n_valid
+        score = stop - n_valid // 2  # the held-out part's second half: scored, never handed to fit
         short = [(what, n) for what, n in (("training", split - start), ("validation", n_valid)) if n < need and
                  (what == "training" or training.val_fraction > 0)]
+        halves = [(what, n) for what, n in (("early-stopping", score - split), ("scoring", stop - score))
+                  if training.val_fraction > 0 and n < horizon + 1]
+        if stop > 0 and not short and halves:
+            what, n = halves[0]
+            raise ConfigError(
+                f"fold {k} (decisions from {index[first]}) would have {n} {what} candles (half of the {n_valid} "
+                f"held out), fewer than horizon + 1 = {horizon + 1} for one target: a larger training.val_fraction, "
+                "more history before the traded range (training.history_start), or a shorter predictor.horizon"
+            )
         if stop <= 0 or short:
             what, n = short[0] if short else ("training", 0)
             raise ConfigError(
@@ -193,7 +227,8 @@ def plan_folds(
         folds.append(Fold(
             k=k, start=start, split=split, stop=stop, first=first, last=last,
             train_start=index[start], train_end=index[stop - 1], cutoff=index[stop],
-            test_start=index[first], test_end=index[last],
+            test_start=index[first], test_end=index[last], score=score,
+            score_start=index[score] if score < stop else None,
         ))
     return FoldPlan(
         folds=tuple(folds), embargo=embargo, retrain_every=training.retrain_every,

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from engine.config import Config
 from engine.errors import LedgerUnusableError
-from engine.evaluation import significance_report
+from engine.evaluation import flag_significance, significance_report
 from engine.ledger import LedgerError, TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
 from engine.pipeline import RunResult
 from reports.metrics import Performance
@@ -157,6 +157,7 @@ def judge(
             result.equity, result.periods_per_year, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
             benchmark=result.benchmark_equity, trials=trials,
         )
+        significance = flag_significance(significance, result.suspicious, result.fallback)  # the verdict's marks
         verdicts.append(Verdict(significance=significance, trials=trials))
     return Judgement(tuple(verdicts), ledger_path)
 

@@ -20,7 +20,8 @@ from loguru import logger
 from engine.config import Config
 from engine.errors import UserInputError
 from engine.evaluation import (
-    naive_comparison, plausibility_findings, random_sign_forecast, skill_report,
+    FallbackShare, fallback_share, naive_comparison, plausibility_findings, random_sign_forecast, realised_for,
+    skill_report,
 )
 from engine.feed import align_forecast
 from engine.lookahead import LookaheadReport, check_lookahead, sample_times
@@ -79,7 +80,8 @@ class RunResult:
     ``skill`` and ``versus_naive`` are the evaluation's values, passed through as they are.
     ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``unchecked`` (a
     property) why the lookahead check did not run in full, else None; ``suspicious``
-    lists the plausibility guard's findings. ``timings`` are seconds per stage. ``walk_forward``
+    lists the plausibility guard's findings. ``fallback``: how many forecast windows an LLM predictor
+    replaced by a zero return (None for predictors that never do). ``timings`` are seconds per stage. ``walk_forward``
     is the fold plan, fold checkpoints and which fold served each decision time of a trainable
     predictor's run (None for the others). ``random_sign``: the strategy ranked among
     ``evaluation.random_sign_draws`` random-sign draws (:mod:`engine.random_sign`; None when off).
@@ -109,6 +111,7 @@ class RunResult:
     suspicious: tuple[str, ...] = ()
     walk_forward: WalkForward | None = None
     random_sign: RandomSignDraws | None = None
+    fallback: FallbackShare | None = None
 
     @property
     def unchecked(self) -> str | None:
@@ -283,6 +286,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
             candles, predictor, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size,
             progress=progress,
         )
+        stats = predictor.stats()  # the run's windows only (restored from the cache on a hit), not the lookahead check's
     timings["forecast"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -343,9 +347,10 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
-    if not trainable:
-        stats = predictor.stats()
     warnings += stats.warnings()
+    fallback = fallback_share(stats, ev.max_fallback_share)
+    if fallback is not None and fallback.unchecked_quality:
+        warnings.append(fallback.text)
     if sim.rejected:
         warnings.append(
             f"{len(sim.rejected)} orders were rejected for lack of cash (first at "
@@ -355,7 +360,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
         logger.warning(w)
     suspicious = plausibility_findings(  # logged as warnings; shown wherever the result is
         skill, sim.equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
-        min_mase=ev.min_plausible_mase, alpha=ev.alpha,
+        min_mase=ev.min_plausible_mase, alpha=ev.alpha, point=forecast.median, realised=realised_for(candles, forecast),
+        naive_point=None if naive_forecast is None else naive_forecast.median,
     )
     return RunResult(
         config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
@@ -370,5 +376,5 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
         predictor_hash=trained_predictor_hash(predictor, cfg) if trainable else predictor_hash(
             predictor, p.context_length, p.horizon, p.batch_size),
         predictor_stats=stats, warnings=tuple(warnings), timings=timings, invalid=lookahead.invalid_reason(),
-        suspicious=tuple(suspicious), walk_forward=walk_forward, random_sign=random_sign,
+        suspicious=tuple(suspicious), walk_forward=walk_forward, random_sign=random_sign, fallback=fallback,
     )

@@ -88,11 +88,20 @@ def json_safe(value: Any) -> Any:
 
 
 def flag_prefix(result: RunResult) -> str:
-    """The title prefix of an invalid, unchecked or suspicious run ("INVALID: lookahead — SUSPICIOUS — check for
-    leaks: ", "UNCHECKED: lookahead check not run in full — ")."""
+    """The title prefix of an invalid, unchecked, suspicious or unchecked-quality run ("INVALID: lookahead — SUSPICIOUS —
+    check for leaks: ", "UNCHECKED: lookahead check not run in full — ", "UNCHECKED QUALITY: ")."""
+    unchecked_quality = result.fallback is not None and result.fallback.unchecked_quality
     return (("INVALID: lookahead — " if result.invalid else "")
             + ("UNCHECKED: lookahead check not run in full — " if result.unchecked else "")
-            + ("SUSPICIOUS — check for leaks: " if result.suspicious else ""))
+            + ("SUSPICIOUS — check for leaks: " if result.suspicious else "")
+            + ("UNCHECKED QUALITY: " if unchecked_quality else ""))
+
+
+def fallback_note(result: RunResult) -> list[str]:
+    """The forecast-fallback count in words when the predictor can fall back (shown even when 0) and the
+    warnings do not already say it."""
+    fb = result.fallback
+    return [] if fb is None or fb.text in result.warnings else [fb.text]
 
 
 def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strategy_path: str | Path) -> Path:
@@ -136,6 +145,7 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
         "lookahead": result.lookahead,
         "predictor_stats": result.predictor_stats,
         "forecast_cache_hit": result.forecast_cache_hit,
+        "forecast_fallback": result.fallback,
         "warnings": result.warnings,
         "suspicious": result.suspicious,
         "timings_s": result.timings,
@@ -167,7 +177,7 @@ def write_forecast_page(result: RunResult, significance: Any, run_dir: Path) -> 
         close=result.bars["close"], forecast_index=result.forecast.index, quantiles=result.forecast.values,
         levels=result.forecast.quantile_levels, skill=result.skill, significance=significance,
         notes=[f"INVALID: {result.invalid}"] * bool(result.invalid) + [f"UNCHECKED: {result.unchecked}"] * bool(
-            result.unchecked) + [*result.suspicious, *result.warnings],
+            result.unchecked) + [*result.suspicious, *result.warnings, *fallback_note(result)],
         folds=result.walk_forward.fold_rows() if result.walk_forward is not None else None,
     )
 

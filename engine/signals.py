@@ -27,7 +27,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,12 @@ from predictors.training import channel_array
 #: The channels of a predictor that reads close prices only: ``(n, L)`` windows.
 CLOSE_ONLY: tuple[str, ...] = ("close",)
 
-#: Bump when the way forecasts are computed changes, so stale caches are not reused.
-SIGNALS_VERSION = 2
+#: Bump when the way forecasts are computed changes, so stale caches are not reused
+#: (3: the predictor's counters are stored with the forecasts; older files hold none).
+SIGNALS_VERSION = 3
+
+#: The parquet metadata entry (pandas ``DataFrame.attrs``) holding the predictor's counters.
+STATS_ATTR = "predictor_stats"
 
 
 def decision_positions(n_bars: int, context_length: int, first: int = 0) -> np.ndarray:
@@ -162,11 +166,19 @@ class ForecastCache:
 
     def load(self, key: str) -> Forecast | None:
         """The cached forecast of ``key``; ``None`` when absent or unreadable (logged)."""
+        loaded = self.load_with_stats(key)
+        return None if loaded is None else loaded[0]
+
+    def load_with_stats(self, key: str) -> tuple[Forecast, dict[str, int]] | None:
+        """The cached forecast of ``key`` and the predictor counters stored with it (``{}`` when none
+        were); ``None`` when absent or unreadable (logged)."""
         path = self.path(key)
         if not path.exists():
             return None
         try:
-            return Forecast.from_frame(pd.read_parquet(path))
+            frame = pd.read_parquet(path)
+            stats = frame.attrs.get(STATS_ATTR, {})
+            return Forecast.from_frame(frame), {str(k): int(v) for k, v in dict(stats).items()}
         except Exception as exc:  # pyarrow.ArrowInvalid, OSError, ValueError from a damaged file
             logger.warning(
                 "forecast cache file {} is unreadable ({}: {}); treating it as a miss and recomputing",
@@ -174,13 +186,17 @@ class ForecastCache:
             )
             return None
 
-    def store(self, key: str, forecast: Forecast) -> Path | None:
-        """Write ``forecast`` under ``key`` atomically; ``None`` (and a warning) if it cannot be written."""
+    def store(self, key: str, forecast: Forecast, stats: Mapping[str, int] | None = None) -> Path | None:
+        """Write ``forecast`` under ``key`` atomically, with the predictor's counters of the computation
+        ``stats`` (e.g. windows that fell back to a zero return) in the same file's metadata, so a cache
+        hit reports them too; ``None`` (and a warning) if it cannot be written."""
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # parallel runs share the cache
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            forecast.to_frame().to_parquet(tmp)
+            frame = forecast.to_frame()
+            frame.attrs[STATS_ATTR] = {str(k): int(v) for k, v in (stats or {}).items()}
+            frame.to_parquet(tmp)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -273,15 +289,24 @@ def cached_forecasts(
 ) -> tuple[Forecast, bool]:
     """Forecasts for ``decision_index``, from the cache when the key matches.
 
-    Returns ``(forecast, cache_hit)``. On a hit no inference runs, and the log says so.
+    Returns ``(forecast, cache_hit)``. On a hit no inference runs, and the log says so. The
+    predictor's counters (:meth:`~predictors.base.Predictor.stats`) of the computation are stored
+    with the forecasts, and added to the predictor's counters on a hit, so ``predictor.stats()``
+    says the same (e.g. how many windows fell back to a zero return) whether the forecasts were
+    computed or read.
     """
     fingerprint = data_fingerprint(candles, predictor.input_channels())
     key = forecast_key(predictor, fingerprint, context_length, horizon, decision_index, batch_size)
     if cache is not None:
-        hit = cache.load(key)
-        if hit is not None and hit.index.equals(decision_index):
+        loaded = cache.load_with_stats(key)
+        if loaded is not None and loaded[0].index.equals(decision_index):
             logger.info("forecast cache hit ({}): no inference needed", cache.path(key).name)
-            return hit, True
+            known = predictor.stats().to_json()
+            for name, n in loaded[1].items():
+                if name in known:
+                    predictor.count(name, n)
+            return loaded[0], True
+    before = predictor.stats().to_json()
     logger.info(
         "computing {} forecasts with {} (context {}, horizon {})",
         len(decision_index), predictor.name, context_length, horizon,
@@ -290,6 +315,7 @@ def cached_forecasts(
         candles, predictor, context_length, horizon,
         batch_size=batch_size, decision_index=decision_index, progress=progress,
     )
-    if cache is not None and (stored := cache.store(key, forecast)) is not None:
+    counted = {name: n - before.get(name, 0) for name, n in predictor.stats().to_json().items()}
+    if cache is not None and (stored := cache.store(key, forecast, counted)) is not None:
         logger.info("forecasts cached at {}", stored)
     return forecast, False

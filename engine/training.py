@@ -7,7 +7,7 @@ For each fold of the plan (:mod:`engine.folds`) the engine builds a fresh predic
     predictor code fingerprint + parameters (Predictor.cache_params) + fit settings
     (epochs, max_steps, patience, lr, batch_size, seed, warm_start) + context length + horizon + fingerprint of the
     fold's training candles (all columns, index included) + cut-off + training/validation
-    split (+ the previous fold's key with warm_start)
+    split and early-stopping/scoring split (+ the previous fold's key with warm_start)
 
 so a re-run trains nothing, and a changed input retrains only the folds it changes (a new
 candle after a fold's cut-off changes no earlier fold's key).
@@ -88,8 +88,9 @@ class FoldModel:
     #: torch CPU threads the fit ran with (None: torch not loaded): a CPU fit's float sums, hence its weights,
     #: depend on them, so the lookahead re-fit uses the same count
     torch_threads: int | None = None
-    #: the engine's own score of the fitted model on the fold's validation candles (:func:`validation_pinball`):
-    #: the same loss for every model, unlike each model's own training loss; None without validation windows
+    #: the engine's own score of the fitted model on the fold's scoring candles, which early stopping did not see
+    #: (:func:`validation_pinball`): the same loss for every model, unlike each model's own training loss; None
+    #: without scoring windows
     valid_pinball: float | None = None
     #: why the fit is not bit-reproducible (:meth:`FitContext.declare_nondeterministic`); empty: deterministic,
     #: so the lookahead re-fit compares weights digests, else forecasts within a tolerance
@@ -129,9 +130,11 @@ def train_settings(training: TrainingConfig, context_length: int, horizon: int) 
 
 
 def fold_frames(candles: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(train, valid)`` candle frames of ``fold``: copies, so a fit cannot reach later rows through a view."""
+    """``(train, valid)`` candle frames of ``fold``: training ``[start, split)`` and the early-stopping half
+    ``[split, score)`` of the held-out part (its scoring half ``[score, stop)`` is never handed to a fit:
+    :func:`validation_pinball` scores it). Copies, so a fit cannot reach later rows through a view."""
     cols = list(CANDLE_COLUMNS)
-    return candles.iloc[fold.start : fold.split][cols].copy(), candles.iloc[fold.split : fold.stop][cols].copy()
+    return candles.iloc[fold.start : fold.split][cols].copy(), candles.iloc[fold.split : fold.score][cols].copy()
 
 
 def frames_record(train: pd.DataFrame, valid: pd.DataFrame) -> dict[str, Any]:
@@ -170,6 +173,7 @@ def checkpoint_key(
         "train_data": data_fingerprint(candles.iloc[fold.start : fold.stop], CANDLE_COLUMNS),  # all a fit can read
         "cutoff": fold.cutoff.isoformat(),
         "split": fold.split - fold.start,
+        "score": fold.score - fold.start,  # where the early-stopping half ends (what fit's valid holds)
         "warm_start_from": previous if cfg.training.warm_start else None,
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -272,13 +276,15 @@ VALIDATION_WINDOWS = 512
 def validation_pinball(predictor: Predictor, candles: pd.DataFrame, fold: Fold, horizon: int, context_length: int,
                        batch_size: int = 256) -> float | None:
     """Mean pinball loss (log return; over quantile levels, horizons and windows) of a fitted model on its
-    fold's validation candles: decision bars in ``[split, stop - horizon)``, targets inside the
-    validation part, context reaching back into training (the past). The engine's one yardstick for
-    every trainable model, whatever loss it trains with (our PatchTST vs neuralforecast's). None when
-    the validation part holds no window."""
+    fold's scoring candles, the held-out half early stopping never saw: decision bars in
+    ``[score, stop - horizon)``, targets inside ``[score + 1, stop)``, context reaching back into the
+    early-stopping and training candles (the past). The engine's one yardstick for every trainable
+    model, whatever loss it trains with (our PatchTST vs neuralforecast's), and a fair one: neither
+    the fit nor its early stopping chose anything on these targets. None when the scoring half holds
+    no window."""
     from reports.skill import pinball_loss, realised_log_returns  # here: scipy costs the lookahead's fresh processes ~2 s
 
-    ends = np.arange(max(fold.split, context_length - 1), fold.stop - horizon)
+    ends = np.arange(max(fold.score, context_length - 1), fold.stop - horizon)
     if len(ends) == 0:
         return None
     if len(ends) > VALIDATION_WINDOWS:

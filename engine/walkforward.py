@@ -158,14 +158,17 @@ def walk_forward_forecasts(
     key = forecast_key(predictor, data_fingerprint(candles, predictor.input_channels()), p.context_length, p.horizon,
                        decisions, p.batch_size, extra={"checkpoints": keys, "folds": spans})
     if cache is not None:
-        hit = cache.load(key)
+        loaded = cache.load_with_stats(key)
+        hit = None if loaded is None else loaded[0]
         stored = stored_fold_models(cfg, candles, plan, predictor) if hit is not None else None
         if hit is not None and stored is not None and hit.index.equals(decisions):
             logger.info("forecast cache hit ({}): {} fold checkpoints on record, no training or inference needed",
                         cache.path(key).name, len(stored))
             record = WalkForward(plan=plan, models=tuple(stored), served_by=served_by, decisions=decisions,
                                  trained_now=0, forecast_cache_hit=True)
-            return hit, record, predictor.stats()
+            known = predictor.stats().to_json()  # the serving predictors' counters, stored with the forecasts
+            restored = type(predictor.stats())(**{k: v for k, v in loaded[1].items() if k in known})
+            return hit, record, restored
     models = ensure_fold_models(cfg, candles, plan, factory, progress=progress)
     trained = sum(m.trained_now for m in models)
     logger.info("walk-forward: {} folds ({} trained now, {} from checkpoints); forecasting {} decision times",
@@ -180,11 +183,12 @@ def walk_forward_forecasts(
         out[rows] = part.values
         stats.append(serving.stats())
     forecast = Forecast(index=decisions, quantile_levels=tuple(predictor.quantile_levels), values=out)
-    if cache is not None and (path := cache.store(key, forecast)) is not None:
+    total = _sum_stats(stats)
+    if cache is not None and (path := cache.store(key, forecast, total.to_json())) is not None:
         logger.info("forecasts cached at {}", path)
     record = WalkForward(plan=plan, models=tuple(models), served_by=served_by, decisions=decisions,
                          trained_now=trained, forecast_cache_hit=False)
-    return forecast, record, _sum_stats(stats)
+    return forecast, record, total
 
 
 # -- the lookahead check's fresh processes -----------------------------------------------------------

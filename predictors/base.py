@@ -321,6 +321,12 @@ class PredictorStats:
         """What the counters say went wrong, in words, for the run's warnings (default: nothing)."""
         return []
 
+    def fallback_counts(self) -> tuple[int, int] | None:
+        """``(windows that fell back to a zero-return forecast, windows forecast)``, or None for a
+        predictor that never falls back (default). The engine stores these counters with the cached
+        forecasts and marks a run whose share is above ``evaluation.max_fallback_share``."""
+        return None
+
 
 # -- the predictor ---------------------------------------------------------------------------------
 class Predictor(abc.ABC):

@@ -275,6 +275,9 @@ class LLMTimeStats(PredictorStats):
         return [f"{self.failed_windows} of {self.windows} forecast windows produced no well-formed sample and fell "
                 f"back to a zero-return forecast ({self.malformed_samples} malformed samples)"]
 
+    def fallback_counts(self) -> tuple[int, int]:
+        return self.failed_windows, self.windows
+
 
 @register
 class LLMTimePredictor(Predictor):

@@ -2,7 +2,7 @@
 
 One row per run with P&L metrics, buy-and-hold, forecast skill, the Diebold-Mariano test
 against ``naive``, Sharpe significance and a verdict in words, as a frame
-(:func:`leaderboard_frame`), sorted by symbol then Sharpe. Its terminal table and HTML page
+(:func:`leaderboard_frame`), sorted by symbol, unflagged runs first, then Sharpe. Its terminal table and HTML page
 are drawn by :mod:`reports.render.leaderboard`.
 
 Pure: numbers in, a frame out; no drawing, no HTML.
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from reports.flags import suspicious_mark, unchecked_mark, unflagged_verdict
 from reports.metrics import Performance
 from reports.significance import SharpeSignificance, SignificanceNotTestable
 from reports.skill import CoverageAtHorizon, ForecastSkill, VersusNaive
@@ -98,7 +99,9 @@ class LeaderboardRow:
     (performance of the same strategy on the model's forecast with a random sign),
     ``suspicious`` (the plausibility guard's findings), ``invalid`` (why the run is
     invalid, e.g. ``"lookahead: ..."``), ``unchecked`` (why its lookahead check did not run in full,
-    e.g. ``"lookahead: NOT RUN (...)"``) and ``valid_pinball`` (a model trained walk-forward: the mean
+    e.g. ``"lookahead: NOT RUN (...)"``), ``unchecked_quality`` (why the run's forecasts are of
+    unchecked quality, e.g. ``"12.0% of forecast windows fell back to a zero return"``) and
+    ``valid_pinball`` (a model trained walk-forward: the mean
     over its folds of the pinball loss on each fold's validation candles, the same yardstick for every
     trained model). Checked when made; a wrong type is a ``ValueError``.
     """
@@ -116,6 +119,7 @@ class LeaderboardRow:
     invalid: str | None = None
     valid_pinball: float | None = None
     unchecked: str | None = None
+    unchecked_quality: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("predictor", "symbol"):
@@ -153,12 +157,15 @@ def _lookahead(row: LeaderboardRow) -> str:
 
 
 def _verdict(row: LeaderboardRow) -> str:
-    """``"forecast: <versus naive>; Sharpe: <significance>"``, led by the INVALID, UNCHECKED and SUSPICIOUS marks."""
+    """``"forecast: <versus naive>; Sharpe: <significance>"``, led by the INVALID, UNCHECKED, SUSPICIOUS and
+    UNCHECKED QUALITY marks (the significance verdict's own marks are taken off: said once, first)."""
     fc_words = "n/a (no naive comparison)" if row.naive_comparison is None else row.naive_comparison.verdict
-    sig_words = None if row.significance is None else row.significance.verdict
+    sig_words = None if row.significance is None else unflagged_verdict(row.significance.verdict)
     text = f"forecast: {fc_words}; Sharpe: {sig_words or 'n/a'}"
+    if row.unchecked_quality:
+        text = f"{unchecked_mark(row.unchecked_quality)}; {text}"
     if row.suspicious:
-        text = f"SUSPICIOUS \u2014 check for leaks ({len(row.suspicious)} finding(s)); {text}"
+        text = f"{suspicious_mark(len(row.suspicious))}; {text}"
     if row.invalid:  # e.g. "INVALID: lookahead"
         text = f"INVALID: {str(row.invalid).split(':')[0]}; {text}"
     elif row.unchecked:  # "UNCHECKED: lookahead not checked in full", never read as passed
@@ -167,7 +174,9 @@ def _verdict(row: LeaderboardRow) -> str:
 
 
 def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
-    """One row per predictor x symbol, sorted by symbol then Sharpe (best first, NaN last).
+    """One row per predictor x symbol, sorted by symbol, then unflagged before flagged (invalid,
+    suspicious or unchecked-quality runs, whose verdict starts with the mark), then Sharpe (best
+    first, NaN last).
 
     Args:
         rows: one :class:`LeaderboardRow` per run.
@@ -182,8 +191,8 @@ def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
         the Sharpe bootstrap interval, ``psr``, ``dsr``; ``verdict`` in words
         (``"forecast: ...; Sharpe: ..."``, led by ``"SUSPICIOUS — check for leaks"`` when the
         plausibility guard fired, by ``"INVALID: lookahead"`` or ``"UNCHECKED: lookahead not checked in
-        full"``), ``lookahead`` (``"passed"``, ``"unchecked"`` or ``"invalid"``), ``suspicious`` (its
-        findings joined by "; ") and ``run_dir``. Numbers are float64, NaN where
+        full"``, and ``"UNCHECKED QUALITY"`` when too many forecasts fell back), ``lookahead`` (``"passed"``,
+        ``"unchecked"`` or ``"invalid"``), ``suspicious`` (its findings joined by "; ") and ``run_dir``. Numbers are float64, NaN where
         not available.
 
     Raises:
@@ -237,5 +246,9 @@ def leaderboard_frame(rows: Sequence[LeaderboardRow]) -> pd.DataFrame:
     if duplicated.any():
         first = frame[duplicated].iloc[0]
         raise ValueError(f"two rows for symbol {first['symbol']!r} and predictor {first['predictor']!r}; give one run each")
-    frame = frame.sort_values(["symbol", "sharpe"], ascending=[True, False], na_position="last", kind="stable")
-    return frame.reset_index(drop=True)
+    # flagged runs (invalid, suspicious, unchecked quality, unchecked lookahead) rank below every unflagged run of their symbol:
+    # the first row of a symbol is never a flagged run unless every run of it is flagged (its verdict says so)
+    frame["_flagged"] = [bool(r.invalid or r.suspicious or r.unchecked_quality or r.unchecked) for r in rows]
+    frame = frame.sort_values(["symbol", "_flagged", "sharpe"], ascending=[True, True, False], na_position="last",
+                              kind="stable")
+    return frame.drop(columns="_flagged").reset_index(drop=True)

@@ -48,6 +48,8 @@ __all__ = [
     "interval_coverage",
     "mae",
     "mase",
+    "MaseBound",
+    "mase_upper_bound",
     "newey_west_variance",
     "pinball_loss",
     "pinball_loss_series",
@@ -308,6 +310,56 @@ def mase(point: Any, realised: Any, naive_point: Any = None) -> float | np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return _out(out, one_d)
+
+
+@dataclass(frozen=True)
+class MaseBound(JsonFields):
+    """MASE at one horizon with a one-sided upper confidence bound (:func:`mase_upper_bound`).
+
+    ``mase``: the ratio of mean absolute errors (model / naive); ``upper``: its upper
+    ``1 - alpha`` confidence bound; ``n``: rows used; ``lags``: Newey-West lags. NaN where undefined.
+    """
+
+    mase: float
+    upper: float
+    n: int
+    lags: int
+    alpha: float
+
+
+def mase_upper_bound(point: Any, realised: Any, naive_point: Any = None, horizon: int = 1,
+                     alpha: float = 0.05) -> MaseBound:
+    """MASE of one horizon's point forecasts and a one-sided upper ``1 - alpha`` confidence bound.
+
+    ``MASE = mean|y - p| / mean|y - n|`` (:func:`mase`; ``n`` = ``naive_point``, default 0) over
+    rows where all three are finite; ``point``, ``realised``, ``naive_point``: ``(n,)`` log returns.
+    The bound is the delta method on the ratio of two means: with ``d_t = |y_t - p_t| - MASE *
+    |y_t - n_t|`` (the linearised ratio), ``se = sqrt(S / n) / mean|y - n|`` where ``S`` is the
+    Newey-West long-run variance of ``d`` (:func:`newey_west_variance`) with
+    ``max(horizon - 1, floor(4 (n/100)^(2/9)))`` lags, so overlapping ``horizon``-bar outcomes and
+    short-range volatility clustering are not counted as independent; the interval is taken on the
+    log of the ratio (which is right-skewed): ``upper = MASE * exp(z_{1-alpha} se / MASE)``.
+    Asymptotic and a little optimistic on fat-tailed returns: on 200-1000 consecutive real BTC/ETH
+    1h and 1d returns (h = 1, 4, 12) a nominal 95% bound covered the true ratio 90-95% of the time
+    (``tests/test_plausibility.py``); the guard asks for at least 30 non-overlapping outcomes.
+    """
+    p, y = _one_horizon("point", point), _one_horizon("realised", realised)
+    _same_shape("point", p, "realised", y)
+    nv = np.zeros_like(p) if naive_point is None else _one_horizon("naive_point", naive_point)
+    _same_shape("naive_point", nv, "realised", y)
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    ok = np.isfinite(p) & np.isfinite(y) & np.isfinite(nv)
+    a, b = np.abs(y[ok] - p[ok]), np.abs(y[ok] - nv[ok])
+    n = int(a.size)
+    lags = max(horizon - 1, int(4 * (n / 100.0) ** (2.0 / 9.0))) if n else 0
+    if n < 2 or not b.mean() > 0:
+        return MaseBound(math.nan, math.nan, n, lags, float(alpha))
+    ratio = float(a.mean() / b.mean())
+    lrv = newey_west_variance(a - ratio * b, lags)
+    se = math.sqrt(max(lrv, 0.0) / n) / float(b.mean())
+    upper = ratio * math.exp(float(stats.norm.ppf(1 - alpha)) * se / ratio) if ratio > 0 else 0.0
+    return MaseBound(ratio, upper, n, lags, float(alpha))
 
 
 # -- quantile-forecast scores ---------------------------------------------------------------

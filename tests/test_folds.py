@@ -69,6 +69,9 @@ def _check_plan(plan: FoldPlan, index: pd.DatetimeIndex, decisions: pd.DatetimeI
         # validation is the end of the window, val_fraction of it; both parts hold a window and its target
         assert f.valid_bars == round((f.stop - f.start) * t.val_fraction)
         assert f.train_bars >= need and (t.val_fraction == 0 or f.valid_bars >= need)
+        # the held-out part: its first half for early stopping, its second half scored (never handed to fit)
+        assert f.split <= f.score <= f.stop and f.scoring_bars == f.valid_bars // 2
+        assert t.val_fraction == 0 or min(f.stopping_bars, f.scoring_bars) >= horizon + 1
         if i:  # folds in time order, contiguous over the decisions
             prev = plan.folds[i - 1]
             assert prev.last < f.first and prev.cutoff < f.cutoff
@@ -106,7 +109,8 @@ def test_fold_rules_hold_for_random_configs_on_real_candles(btc_1h):
         except ConfigError as exc:
             refused += 1
             text = str(exc)
-            assert "fewer than context_length + horizon" in text and "history_start" in text, text
+            assert ("fewer than context_length + horizon" in text or "fewer than horizon + 1" in text) and \
+                "history_start" in text, text
             continue
         planned += 1
         _check_plan(plan, index, decisions, t, context, horizon)

@@ -9,14 +9,17 @@ and bar sizes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.backtest import run_backtest
 from engine.pipeline import run_pipeline
 from engine.cli import main
+from engine.judge import judge
 from engine.config import ConfigError, load_config
 from engine.evaluation import SUSPICIOUS
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
@@ -45,20 +48,67 @@ def leak_run(shared_data, tmp_path_factory):
     return run_backtest(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak())
 
 
-@pytest.mark.parametrize("symbol,timeframe,timerange,noise,expected", [
-    ("ETH/USDT", "4h", "20230101-20230301", 0.5, ("directional accuracy", "MASE", "Sharpe")),
-    # a noisier leak (~86% right) in a falling market: long-only, its Sharpe is not surely above 3
-    ("BTC/USDT", "1d", "20220101-20221001", 1.0, ("directional accuracy", "MASE")),
-])
-def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(
-    shared_data, tmp_path, symbol, timeframe, timerange, noise, expected,
-) -> None:
-    cfg = _cfg(shared_data, tmp_path, symbol, timeframe, timerange, LEAK)
-    r = run_pipeline(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak(noise=noise))
+LEAK_CASES = {
+    "eth-4h": ("ETH/USDT", "4h", "20230101-20230301", 0.5, ("directional accuracy", "MASE", "Sharpe")),
+    # a noisier leak (~86% right) in a falling market: long-only, its Sharpe is not surely above 3, and its
+    # MASE (E|z| = 0.80 for median = realised * (1 + z)) sits at the bound: not surely below 0.8, though
+    # its point estimate at h=2 is 0.77 (flagged before the bound carried its confidence)
+    "btc-1d-noisy": ("BTC/USDT", "1d", "20220101-20221001", 1.0, ("directional accuracy",)),
+}
+
+
+@pytest.fixture(scope="module")
+def leak_results(shared_data, tmp_path_factory):
+    """run_pipeline of each planted leak of LEAK_CASES (no folder written)."""
+    out = {}
+    for name, (symbol, timeframe, timerange, noise, _) in LEAK_CASES.items():
+        cfg = _cfg(shared_data, tmp_path_factory.mktemp(name), symbol, timeframe, timerange, LEAK)
+        out[name] = run_pipeline(cfg, ROOT / "strategies/llm_signal.py", predictor=FileLeak(noise=noise))
+    return out
+
+
+@pytest.mark.parametrize("case", list(LEAK_CASES))
+def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(leak_results, case) -> None:
+    r, expected = leak_results[case], LEAK_CASES[case][-1]
     assert r.lookahead.ok  # invisible to the truncation check: it reads its own copy of the data
-    assert len(r.suspicious) == len(expected) and all(s.startswith(SUSPICIOUS) for s in r.suspicious)
+    assert len(r.suspicious) == len(expected) and all(s.startswith(SUSPICIOUS) for s in r.suspicious), r.suspicious
     for what, finding in zip(expected, r.suspicious):
         assert f"{SUSPICIOUS}: {what}" in finding
+
+
+def test_each_finding_prints_its_confidence_bound(leak_results) -> None:
+    accuracy, mase, sharpe = leak_results["eth-4h"].suspicious
+    assert "(lower 95% confidence bound " in accuracy and "Clopper-Pearson" in accuracy
+    assert "(upper 95% confidence bound " in mase and "Newey-West" in mase
+    upper = float(mase.split("upper 95% confidence bound ")[1].split(",")[0])
+    point = float(mase.split("MASE ")[1].split(" ")[0])
+    assert point < upper < 0.8
+    assert "(lower 95% confidence bound " in sharpe
+    lower = float(sharpe.split("lower 95% confidence bound ")[1].split(",")[0])
+    assert 3 < lower < float(sharpe.split("Sharpe ")[1].split(" ")[0])
+
+
+def test_a_flagged_run_verdict_starts_with_suspicious_and_never_ranks_first_unmarked(leak_results) -> None:
+    """The verdict line itself starts with the mark, and the leaderboard ranks an unflagged run of the same
+    symbol above the leak even when the leak's Sharpe is higher."""
+    leak = leak_results["eth-4h"]
+    (verdict,) = judge([leak], ROOT / "strategies/llm_signal.py").verdicts
+    words = verdict.significance.verdict
+    assert words.startswith("SUSPICIOUS \u2014 check for leaks (3 finding(s)): chance: "), words
+    assert verdict.significance.to_json()["verdict"] == words  # metrics.json's significance.verdict
+    honest_metrics = dataclasses.replace(leak.metrics, sharpe=leak.metrics.sharpe - 5.0)
+    rows = [
+        LeaderboardRow(predictor="leak", symbol="ETH/USDT", metrics=leak.metrics, significance=verdict.significance,
+                       skill=leak.skill, suspicious=leak.suspicious),
+        LeaderboardRow(predictor="honest", symbol="ETH/USDT", metrics=honest_metrics, significance=None, skill=leak.skill),
+    ]
+    frame = leaderboard_frame(rows)
+    assert list(frame["predictor"]) == ["honest", "leak"]
+    flagged = frame.set_index("predictor").loc["leak", "verdict"]
+    assert flagged.startswith("SUSPICIOUS \u2014 check for leaks (3 finding(s)); forecast: ")
+    assert flagged.count("SUSPICIOUS") == 1  # the significance verdict's own mark is not repeated
+    text = leaderboard_text(frame).splitlines()
+    assert text.index(next(line for line in text if "honest" in line)) < text.index(next(line for line in text if "leak" in line))
 
 
 @pytest.mark.slow
@@ -67,6 +117,7 @@ def test_run_folder_and_forecast_page_of_a_leak_say_suspicious(leak_run) -> None
     assert len(r.suspicious) == 3
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["suspicious"] == list(r.suspicious)
+    assert metrics["significance"]["verdict"].startswith("SUSPICIOUS \u2014 check for leaks (3 finding(s)): chance: ")
     page = (run_dir / "forecast.html").read_text(encoding="utf-8")
     assert "<title>SUSPICIOUS \u2014 check for leaks:" in page and "directional accuracy" in page
 
@@ -112,6 +163,7 @@ def test_terminal_shows_the_finding_loudly(shared_data, tmp_path, capsys, monkey
     out = capsys.readouterr().out
     assert rc == 0
     assert out.count("SUSPICIOUS \u2014 check for leaks:") == 3
+    assert "verdict: SUSPICIOUS \u2014 check for leaks (3 finding(s)): chance: " in out  # the verdict line itself
     assert "random sign" in out.splitlines()[1]  # a column of the summary table
 
 
@@ -142,3 +194,38 @@ def test_bad_bounds_are_one_clear_line_and_exit_2(capsys) -> None:
     rc = main(["backtest", "strategies/llm_signal.py", "--set", "evaluation.max_plausible_sharpe=-1"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "evaluation.max_plausible_sharpe = -1.0" in err
+
+
+@pytest.mark.parametrize("name,horizon,dtype", [("BTC_USDT-1h.csv", 1, np.float64), ("ETH_USDT-1h.csv", 4, np.float32)])
+def test_mase_upper_bound_covers_the_true_ratio_on_real_returns(name, horizon, dtype) -> None:
+    """A forecast ``realised * (1 + z)`` (z standard normal, independent) has true MASE E|z| = 0.798 on any
+    returns: the one-sided 95% upper bound, on 400-bar stretches of real (fat-tailed, clustered) returns,
+    covers it 90-95% of the time (asymptotic: a little optimistic on fat tails), and is tight enough to
+    separate a leak from an honest forecast."""
+    from reports.skill import mase_upper_bound
+    from tests.conftest import read_shared_csv
+
+    close = read_shared_csv(name)["close"].to_numpy()[-30_000:]
+    realised = np.log(close[horizon:] / close[:-horizon]).astype(dtype)  # h-bar returns of consecutive bars: overlapping
+    rng = np.random.default_rng(7)
+    true, covered, widths = np.sqrt(2 / np.pi), 0, []
+    reps = 300
+    for start in rng.integers(0, len(realised) - 400, reps):
+        y = realised[start : start + 400]
+        bound = mase_upper_bound(y * (1 + rng.standard_normal(400)), y, horizon=horizon)
+        covered += bound.upper >= true
+        widths.append(bound.upper - bound.mase)
+        assert bound.n == 400 and bound.lags >= horizon - 1
+    assert 0.88 <= covered / reps <= 0.99, covered / reps
+    assert np.median(widths) < 0.12  # a leak at MASE 0.4-0.6 stays below 0.8 with room
+
+
+def test_mase_upper_bound_handles_missing_and_degenerate_input() -> None:
+    from reports.skill import mase_upper_bound
+
+    y = np.array([0.01, -0.02, np.nan, 0.03, 0.0])
+    b = mase_upper_bound(np.zeros(5), y)  # the naive forecast itself: MASE 1, no spread in the ratio's error
+    assert b.n == 4 and b.mase == pytest.approx(1.0) and b.upper == pytest.approx(1.0)
+    assert np.isnan(mase_upper_bound(np.zeros(3), np.zeros(3)).mase)  # naive error 0: undefined, never flagged
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        mase_upper_bound(np.zeros(3), y[:3], horizon=0)

@@ -14,6 +14,8 @@ strategy among 50 random-sign draws), ``significance.deflated``/``deflation`` an
 are new keys; one trial reads "not deflated: 1 comparable trial"; the compare's runs count the
 4 trials of their study (both symbols) instead of 2 per symbol (whose Sharpe variance was 0, so the
 old "over 2 trials" DSR was not deflated at all), which changes its DSR numbers and words.
+leaderboard by hand, no number changed. Issue 18 added metrics.json's ``forecast_fallback`` (null for
+predictors that never fall back to a zero return, as all of these) — added by hand, no number changed.
 """
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def test_ray_tasks_give_the_same_weights_as_sequential_folds(shared_data, tmp_pa
     assert [m.digest for m in on_ray] == [m.digest for m in sequential]
 
 
-def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_validation_windows(btc_1h, tmp_path):
+def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_scoring_windows(btc_1h, tmp_path):
     """The engine's yardstick: the same score on candles truncated at the cut-off, and the mean pinball
     loss of the model's forecasts at evenly spaced validation decision bars (computed here by hand)."""
     from engine.config import TrainingConfig
@@ -262,11 +262,11 @@ def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_validat
     plan = plan_folds(candles.index, decisions, TrainingConfig(retrain_every="60d", val_fraction=0.2), 32, 4)
     fold = plan.folds[0]
     model = LinearAR(lags=4)
-    model.fit(candles.iloc[fold.start:fold.split], candles.iloc[fold.split:fold.stop],
+    model.fit(candles.iloc[fold.start:fold.split], candles.iloc[fold.split:fold.score],
               FitContext(settings=TrainSettings(context_length=32, horizon=4, epochs=5), work_dir=tmp_path))
     score = validation_pinball(model, candles, fold, 4, 32)
     assert score == validation_pinball(model, candles.iloc[: fold.stop], fold, 4, 32)
-    ends = np.arange(fold.split, fold.stop - 4)
+    ends = np.arange(fold.score, fold.stop - 4)  # the scoring half only
     ends = ends[np.linspace(0, len(ends) - 1, min(len(ends), VALIDATION_WINDOWS)).round().astype(int)]
     close = candles["close"].to_numpy()
     preds = model.predict(np.stack([close[e - 31 : e + 1] for e in ends]), 4)
@@ -274,6 +274,49 @@ def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_validat
     tau = np.asarray(model.quantile_levels)[None, :, None]
     diff = y[:, None, :] - preds
     assert score == pytest.approx(float(np.maximum(tau * diff, (tau - 1) * diff).mean()), rel=1e-12)
+
+
+@pytest.mark.parametrize("symbol,timeframe,timerange,history,every", [
+    ("BTC/USDT", "1h", "20240101-20240301", "20231101", "20d"),
+    ("ETH/USDT", "1d", "20230101-20230601", "20210101", "60d"),
+])
+def test_scored_candles_are_disjoint_from_what_early_stopping_saw(shared_data, tmp_path, symbol, timeframe, timerange,
+                                                                   history, every):
+    """The engine's fit hands a predictor's early stopping the first half of the held-out candles only, and
+    valid_pinball scores windows whose decision bars (and so every target) lie in the second half."""
+    from trainable_plugins import LinearAR
+
+    seen: dict[str, list] = {"valid": [], "last_closes": []}
+
+    class Spy(LinearAR):
+        def fit(self, train, valid, ctx):
+            seen["valid"].append(valid.index)
+            super().fit(train, valid, ctx)
+
+        def predict_quantiles(self, contexts, horizon):
+            seen["last_closes"].append(contexts[:, -4:].copy())  # only validation_pinball predicts in _fit_one
+            return super().predict_quantiles(contexts, horizon)
+
+    cfg = make_cfg(shared_data, tmp_path, **{"data.symbol": symbol, "data.timeframe": timeframe,
+                                             "data.timerange": timerange, "training.history_start": history,
+                                             "training.retrain_every": every, "predictor.context_length": 32,
+                                             "predictor.horizon": 4, "training.val_fraction": 0.2})
+    candles, plan = setup_run(cfg)
+    for fold in (plan.folds[0], plan.folds[-1]):
+        seen["valid"].clear()
+        seen["last_closes"].clear()
+        model = _fit_one(lambda: Spy(lags=4), cfg, candles, fold, f"key{fold.k}", tmp_path / f"ck{fold.k}", None)
+        (valid,) = seen["valid"]
+        scored = np.concatenate(seen["last_closes"])
+        assert len(scored) > 0 and model.valid_pinball is not None
+        close = candles["close"].to_numpy()[: fold.stop]
+        end_of = {tuple(w): i + 3 for i, w in enumerate(np.lib.stride_tricks.sliding_window_view(close, 4).tolist())}
+        ends = np.array([end_of[tuple(w)] for w in scored.tolist()])  # the decision bar of each scored window
+        # every scored decision bar (and so every target bar after it) comes after the last bar the early
+        # stopping's frame held; targets end before the cut-off
+        assert ends.min() > candles.index.get_loc(valid[-1]) and ends.max() == fold.stop - 4 - 1
+        assert valid[0] == candles.index[fold.split] and len(valid) == fold.stopping_bars > 0
+        assert ends.min() == fold.score and abs(fold.scoring_bars - fold.stopping_bars) <= 1
 
 
 def test_paper_trading_refuses_a_trained_predictor_before_anything_starts(tmp_path, capsys):
