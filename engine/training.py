@@ -152,10 +152,11 @@ def frames_record(train: pd.DataFrame, valid: pd.DataFrame) -> dict[str, Any]:
 
 
 def plan_frames_record(candles: pd.DataFrame, fold: Fold) -> dict[str, Any]:
-    """:func:`frames_record` of the slices the fold plan says ``fold``'s fit gets (``[start, split)``,
-    ``[split, stop)`` of the run's candles), cut here and not through :func:`fold_frames`."""
+    """:func:`frames_record` of the slices the fold plan says ``fold``'s fit gets (``[start, split)`` to train,
+    ``[split, score)``, the early-stopping half of the held-out part, to validate), cut here and not through
+    :func:`fold_frames`, so a change there that hands ``fit`` other candles than the plan shows."""
     cols = list(CANDLE_COLUMNS)
-    return frames_record(candles.iloc[fold.start : fold.split][cols], candles.iloc[fold.split : fold.stop][cols])
+    return frames_record(candles.iloc[fold.start : fold.split][cols], candles.iloc[fold.split : fold.score][cols])
 
 
 def checkpoint_key(

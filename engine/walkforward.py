@@ -34,6 +34,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import traceback
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,8 +299,6 @@ def _fresh_main() -> None:
     plugin's module; :mod:`engine.training` is loaded already), then runs every job in a child
     forked from this state, one at a time: each job starts from a process that has only imported
     modules — no fit ran, no checkpoint was loaded, no other job's module or class state exists."""
-    import traceback
-
     factory, cfg, jobs, threads, fork = pickle.loads(Path(sys.argv[1]).read_bytes())
     out = Path(sys.argv[2])
     if fork and threads is not None:  # the caller runs torch: import it once here (no op runs before the forks)

@@ -98,13 +98,14 @@ def test_a_record_claiming_an_earlier_cutoff_than_the_candles_its_fit_received_i
     meta_path = model.directory / "meta.json"
     original = meta_path.read_text()
     meta = json.loads(original)
-    assert meta["fit_frames"]["valid_last"] == model.fold.train_end.isoformat()  # the last candle before the cut-off
+    fit_last = candles.index[model.fold.score - 1].isoformat()  # the early-stopping half's last candle
+    assert meta["fit_frames"]["valid_last"] == fit_last
     try:
-        meta["fold"]["cutoff"] = candles.index[model.fold.stop - 10].isoformat()  # claims 10 bars less than it fit
+        meta["fold"]["cutoff"] = candles.index[model.fold.score - 10].isoformat()  # claims 10 bars less than it fit
         meta_path.write_text(json.dumps(meta))
         bad, _, ok = served_cutoffs(candles, wf)
         assert ok == len(wf.models) and len(bad) == 1, bad
-        assert "fold 1: its fit received candles up to " + model.fold.train_end.isoformat() in bad[0][1], bad
+        assert "fold 1: its fit received candles up to " + fit_last in bad[0][1], bad
         meta = json.loads(original)
         meta["fit_frames"]["train_fingerprint"] = "0" * 16  # a record of other candles than the plan's
         meta_path.write_text(json.dumps(meta))
