@@ -12,6 +12,7 @@ which hides the API key and secret (see that module).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -82,6 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(bt)
     _add_run_flags(bt)
+    bt.add_argument("--timings", action="store_true", help="print the seconds of each step (metrics.json's timings)")
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -97,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
+    cp.add_argument("--timings", action="store_true", help="print the seconds of each step of every run")
 
     sw = sub.add_parser("sweep", help="search strategy/predictor parameters with Optuna; deflated, checked on a holdout")
     sw.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
@@ -210,6 +213,15 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         print(f"  note: {note}")
 
 
+def print_timings(columns: dict[str, dict[str, float]]) -> None:
+    """The ``--timings`` table (metrics.json's ``timings`` of each run, in step order)."""
+    from engine.run_folder import TIMING_STEPS
+    from reports.render.timings import timings_table
+
+    print("timings (seconds per step, as metrics.json records them; imports and start-up not counted):")
+    print(timings_table(columns, TIMING_STEPS))
+
+
 # Each command loads the modules it runs when it runs (`LAZY_COMMAND_IMPORTS`): `--help`, `predictors`,
 # `ledger` and a config error answer in ~0.6 s instead of the ~2 s the backtest path (scipy, ccxt,
 # backtrader) costs to import. tests/test_architecture.py still counts these imports in its cycle check.
@@ -243,6 +255,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"run folder: {backtest.run_dir}")
+    if args.timings:
+        print_timings({"seconds": backtest.timings})
     if result.invalid:
         print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
         print(f"error: run kept in {backtest.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
@@ -262,6 +276,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(comparison.text)
     print(f"leaderboard: {comparison.html}")
     print(f"compare folder: {comparison.out_dir} ({comparison.wall_s:.1f} s)")
+    if args.timings:
+        print_timings({f"{symbol} {predictor}": json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["timings"]
+                       for (symbol, predictor), run_dir in comparison.run_dirs.items()})
     return 0
 
 
