@@ -27,6 +27,7 @@ from feeds.errors import ExchangeRequestError, ExchangeUnavailable
 from predictors.registry import available, make_config, predictor_class
 from reports.render.format import format_number
 from reports.render.summary import summary_table
+from reports.render.timings import timings_table
 from reports.significance_types import Significance
 
 if TYPE_CHECKING:
@@ -213,13 +214,10 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         print(f"  note: {note}")
 
 
-def print_timings(columns: dict[str, dict[str, float]]) -> None:
-    """The ``--timings`` table (metrics.json's ``timings`` of each run, in step order)."""
-    from engine.run_folder import TIMING_STEPS
-    from reports.render.timings import timings_table
-
+def print_timings(columns: dict[str, dict[str, float]], order: Sequence[str]) -> None:
+    """The ``--timings`` table: metrics.json's ``timings`` of each run, steps in ``order``."""
     print("timings (seconds per step, as metrics.json records them; imports and start-up not counted):")
-    print(timings_table(columns, TIMING_STEPS))
+    print(timings_table(columns, order))
 
 
 # Each command loads the modules it runs when it runs (`LAZY_COMMAND_IMPORTS`): `--help`, `predictors`,
@@ -228,6 +226,7 @@ def print_timings(columns: dict[str, dict[str, float]]) -> None:
 def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args)  # first: a config error answers before the backtest path is imported
     from engine.backtest import run_backtest
+    from engine.run_folder import TIMING_STEPS
 
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
@@ -256,7 +255,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     print(f"run folder: {backtest.run_dir}")
     if args.timings:
-        print_timings({"seconds": backtest.timings})
+        print_timings({"seconds": backtest.timings}, TIMING_STEPS)
     if result.invalid:
         print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
         print(f"error: run kept in {backtest.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
@@ -267,6 +266,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from engine.compare import run_compare, split_predictors
+    from engine.run_folder import TIMING_STEPS
 
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(
@@ -278,7 +278,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"compare folder: {comparison.out_dir} ({comparison.wall_s:.1f} s)")
     if args.timings:
         print_timings({f"{symbol} {predictor}": json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["timings"]
-                       for (symbol, predictor), run_dir in comparison.run_dirs.items()})
+                       for (symbol, predictor), run_dir in comparison.run_dirs.items()}, TIMING_STEPS)
     return 0
 
 
