@@ -253,9 +253,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
               f"{len(wf.models) - wf.trained_now} from stored checkpoints (fold plan in metrics.json)")
     for warning in result.warnings:
         print(f"warning: {warning}")
-    print(f"run folder: {backtest.run_dir}")
     if args.timings:
         print_timings({"seconds": backtest.timings}, TIMING_STEPS)
+    print(f"run folder: {backtest.run_dir}")
     if result.invalid:
         print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
         print(f"error: run kept in {backtest.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
