@@ -16,8 +16,8 @@ def timings_table(columns: Mapping[str, Mapping[str, float]], order: Sequence[st
         order: steps in this order first; the others follow as they first appear.
 
     Returns:
-        Lines ``step  seconds...  share`` (share of the first column's ``total``, when it has one),
-        ``total`` last, seconds with 2 decimals.
+        Lines ``step  seconds...``, ``total`` last, seconds with 2 decimals; for one run also each
+        step's share of its ``total``.
 
     Raises:
         ValueError: no columns, or a value that is not a finite number >= 0.
@@ -35,7 +35,7 @@ def timings_table(columns: Mapping[str, Mapping[str, float]], order: Sequence[st
         steps.remove("total")
         steps.append("total")
     first = next(iter(columns.values()))
-    total = first.get("total")
+    total = first.get("total") if len(columns) == 1 else None
     labels = list(columns)
     width = max(len(s) for s in [*steps, "step"])
     widths = [max(8, len(label)) for label in labels]
