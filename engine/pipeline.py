@@ -296,7 +296,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     Stages: load candles (with warm-up) -> forecasts (cached; for a trainable predictor walk-forward,
     training the folds that have no checkpoint: :mod:`engine.walkforward`) -> simulation -> baselines
     (buy-and-hold, the same strategy on the ``naive`` predictor, the forecast with a
-    random sign) -> forecast skill -> sampled lookahead check -> plausibility guard.
+    random sign; those two on the reconciled fast path where the strategy has one: :func:`baseline_simulator`) -> forecast skill -> sampled lookahead check -> plausibility guard.
 
     Args:
         cfg: the resolved configuration.
