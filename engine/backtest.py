@@ -8,6 +8,8 @@ Code that only needs the numbers calls :func:`engine.pipeline.run_pipeline` dire
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,11 @@ class Backtest:
     result: RunResult
     verdict: Verdict
     run_dir: Path
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per step as metrics.json records them (``timings``, see :func:`engine.run_folder.run_timings`)."""
+        return json.loads((self.run_dir / "metrics.json").read_text(encoding="utf-8"))["timings"]
 
 
 def run_backtest(
@@ -49,13 +56,14 @@ def run_backtest(
         LedgerUnusableError: the ledger could not take the row; the folder is complete
             (without significance) and the message names it.
     """
+    started = time.perf_counter()
     check_writable(cfg.output.dir)
     result = run_pipeline(cfg, strategy_path, predictor)
     p = cfg.predictor
     run_dir = new_run_dir(Path(runs_dir or cfg.output.dir), Path(strategy_path).stem, p.name, cfg.data.symbol, cfg.data.timeframe)
     judgement = judge([result], strategy_path, ledger_dir=cfg.output.dir, run_dirs=[run_dir])
     (verdict,) = judgement.verdicts
-    write_run_folder(result, verdict, run_dir, strategy_path)
+    write_run_folder(result, verdict, run_dir, strategy_path, started=started)
     error = judgement.unrecorded(run_dir)
     if error is not None:
         raise error from judgement.ledger_failure

@@ -12,6 +12,7 @@ which hides the API key and secret (see that module).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from feeds.errors import ExchangeRequestError, ExchangeUnavailable
 from predictors.registry import available, make_config, predictor_class
 from reports.render.format import format_number
 from reports.render.summary import summary_table
+from reports.render.timings import timings_table
 from reports.significance_types import Significance
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_market_flags(bt)
     _add_run_flags(bt)
     _add_check_flags(bt)
+    bt.add_argument("--timings", action="store_true", help="print the seconds of each step (metrics.json's timings)")
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -107,6 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
+    cp.add_argument("--timings", action="store_true", help="print the seconds of each step of every run")
 
     sw = sub.add_parser("sweep", help="search strategy/predictor parameters with Optuna; deflated, checked on a holdout")
     sw.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
@@ -238,12 +242,19 @@ def print_judgement(result: "RunResult", verdict: "Verdict") -> None:
         print(f"  note: {note}")
 
 
+def print_timings(columns: dict[str, dict[str, float]], order: Sequence[str]) -> None:
+    """The ``--timings`` table: metrics.json's ``timings`` of each run, steps in ``order``."""
+    print("timings (seconds per step, as metrics.json records them; imports and start-up not counted):")
+    print(timings_table(columns, order))
+
+
 # Each command loads the modules it runs when it runs (`LAZY_COMMAND_IMPORTS`): `--help`, `predictors`,
 # `ledger` and a config error answer in ~0.6 s instead of the ~2 s the backtest path (scipy, ccxt,
 # backtrader) costs to import. tests/test_architecture.py still counts these imports in its cycle check.
 def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args)  # first: a config error answers before the backtest path is imported
     from engine.backtest import run_backtest
+    from engine.run_folder import TIMING_STEPS
 
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
@@ -275,6 +286,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
               f"{len(wf.models) - wf.trained_now} from stored checkpoints (fold plan in metrics.json)")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    if args.timings:
+        print_timings({"seconds": backtest.timings}, TIMING_STEPS)
     print(f"run folder: {backtest.run_dir}")
     if result.invalid:
         print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
@@ -286,6 +299,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from engine.compare import run_compare, split_predictors
+    from engine.run_folder import TIMING_STEPS
 
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(
@@ -295,6 +309,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(comparison.text)
     print(f"leaderboard: {comparison.html}")
     print(f"compare folder: {comparison.out_dir} ({comparison.wall_s:.1f} s)")
+    if args.timings:
+        print_timings({f"{symbol} {predictor}": json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["timings"]
+                       for (symbol, predictor), run_dir in comparison.run_dirs.items()}, TIMING_STEPS)
     return 0
 
 

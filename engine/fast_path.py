@@ -387,7 +387,12 @@ def _first_record_difference(what: str, fast: Sequence[tuple], event: Sequence[t
 
 
 def _fills_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
-    for i in range(min(len(a), len(b))):
+    m = min(len(a), len(b))
+    first = m  # the first fill where any field differs: whole columns compared at once, rows read only there
+    for field in _FILL_FIELDS:
+        differ = np.flatnonzero(a[field].to_numpy()[:m] != b[field].to_numpy()[:m])
+        first = min(first, int(differ[0])) if len(differ) else first
+    for i in range(first, m):
         for field in _FILL_FIELDS:
             x, y = _plain(a[field].iloc[i]), _plain(b[field].iloc[i])
             if x != y:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,10 +34,13 @@ class Verdict:
     ``significance``: :func:`engine.evaluation.significance_report`'s value; None when the run
     was not judged (the ledger was unusable).
     ``trials``: the ledger's trial count (None when judged without a ledger: one trial).
+    ``timings``: seconds of ``ledger`` (this result's share of the judge call's ledger rows and
+    trial counts; absent without a ledger) and ``significance`` (absent when not judged).
     """
 
     significance: Significance | SignificanceNotTestable | None = None
     trials: TrialCount | None = None
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,9 @@ def judge(
         raise ValueError(f"{len(results)} results but {len(dirs)} run folders")
     counts: list[TrialCount | None] = [None] * len(results)
     ledger_path = None
+    shared: dict[str, float] = {}
     if ledger_dir is not None:
+        t0 = time.perf_counter()
         ledger = TrialLedger.for_output_dir(ledger_dir)
         ledger_path = ledger.path
         strategy_hash = file_hash(strategy_path)
@@ -148,17 +154,21 @@ def judge(
                 counts[i] = ledger.study_count(result.config.evaluation.study, result.periods_per_year,
                                                market=(d.exchange, d.symbol, d.timeframe, *result.period))
         except (LedgerError, sqlite3.DatabaseError) as exc:
-            return Judgement(tuple(Verdict() for _ in results), ledger_path, exc)
+            spent = {"ledger": (time.perf_counter() - t0) / max(1, len(results))}
+            return Judgement(tuple(Verdict(timings=dict(spent)) for _ in results), ledger_path, exc)
+        shared["ledger"] = (time.perf_counter() - t0) / max(1, len(results))
     verdicts = []
     for result, trials in zip(results, counts):
         ev = result.config.evaluation
         n_trials, var_sharpes = trials if trials is not None else (1, 0.0)
+        t = time.perf_counter()
         significance = significance_report(
             result.equity, result.periods_per_year, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
             benchmark=result.benchmark_equity, trials=trials,
         )
         significance = flag_significance(significance, result.suspicious, result.fallback)  # the verdict's marks
-        verdicts.append(Verdict(significance=significance, trials=trials))
+        timings = {**shared, "significance": time.perf_counter() - t}
+        verdicts.append(Verdict(significance=significance, trials=trials, timings=timings))
     return Judgement(tuple(verdicts), ledger_path)
 
 

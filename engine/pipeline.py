@@ -18,11 +18,12 @@ import pandas as pd
 from loguru import logger
 
 from engine.config import Config
-from engine.errors import UserInputError
+from engine.errors import StrategyLoadError, UserInputError
 from engine.evaluation import (
     FallbackShare, fallback_share, naive_comparison, plausibility_findings, random_sign_forecast, realised_for,
     skill_report,
 )
+from engine.fast_path import fast_simulate, has_fast_path, reconcile
 from engine.feed import align_forecast
 from engine.lookahead import LookaheadReport, check_lookahead, sample_times
 from engine.random_sign import RandomSignDraws, random_sign_draws
@@ -81,10 +82,12 @@ class RunResult:
     ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``unchecked`` (a
     property) why the lookahead check did not run in full, else None; ``suspicious``
     lists the plausibility guard's findings. ``fallback``: how many forecast windows an LLM predictor
-    replaced by a zero return (None for predictors that never do). ``timings`` are seconds per stage. ``walk_forward``
-    is the fold plan, fold checkpoints and which fold served each decision time of a trainable
-    predictor's run (None for the others). ``random_sign``: the strategy ranked among
-    ``evaluation.random_sign_draws`` random-sign draws (:mod:`engine.random_sign`; None when off).
+    replaced by a zero return (None for predictors that never do). ``timings`` are seconds per step
+    (:data:`PIPELINE_STEPS`). ``walk_forward`` is the fold plan, fold checkpoints and which fold served
+    each decision time of a trainable predictor's run (None for the others). ``random_sign``: the
+    strategy ranked among ``evaluation.random_sign_draws`` random-sign draws (:mod:`engine.random_sign`;
+    None when off). ``baselines_simulated`` says in words how the naive and random-sign baselines were
+    simulated (:class:`BaselineSimulator`; None: neither ran).
     """
 
     config: Config
@@ -112,6 +115,7 @@ class RunResult:
     walk_forward: WalkForward | None = None
     random_sign: RandomSignDraws | None = None
     fallback: FallbackShare | None = None
+    baselines_simulated: str | None = None
 
     @property
     def unchecked(self) -> str | None:
@@ -150,6 +154,62 @@ class RunResult:
     def periods_per_year(self) -> float:
         """Bars per year the run annualised with (``calendar``), else the timeframe's 24/7 count."""
         return self.calendar.bars_per_year or periods_per_year(self.config.data.timeframe)
+
+
+#: The pipeline's steps in ``RunResult.timings`` (seconds), in the order they run.
+PIPELINE_STEPS = ("load", "forecast", "event_loop", "baselines", "random_sign_draws", "skill", "lookahead_predictor", "replay",
+                  "plausibility")
+
+
+@dataclass(frozen=True)
+class BaselineSimulator:
+    """Runs the run's strategy (same bars, parameters, cash and costs) on other forecasts: the naive
+    and random-sign baselines, or any number of random-sign draws.
+
+    ``fast``: on :func:`engine.fast_path.fast_simulate`, which :func:`baseline_simulator` reconciled
+    fill for fill with the run's own event loop; else on :func:`engine.simulate.simulate`.
+    ``how``: that in words (metrics.json's ``baselines_simulated``). ``warning``: why a strategy with a
+    fast form was not run on it (its fast form disagreed with the event loop), else None.
+    """
+
+    bars: pd.DataFrame
+    setup: StrategySetup
+    fast: bool
+    how: str
+    warning: str | None = None
+
+    def run(self, forecast: Forecast) -> Simulation:
+        """The strategy's record on ``forecast`` (decision times of the run's bars)."""
+        aligned = align_forecast(self.bars.index, forecast)
+        if self.fast:
+            return fast_simulate(self.bars, aligned, forecast.quantile_levels, self.setup)
+        return simulate(self.bars, aligned, forecast.quantile_levels, self.setup)
+
+
+def baseline_simulator(
+    bars: pd.DataFrame, setup: StrategySetup, levels: tuple[float, ...], reference: Simulation, aligned: Any,
+) -> BaselineSimulator:
+    """A :class:`BaselineSimulator` for the run whose event-loop record is ``reference`` (on the aligned
+    forecast values ``aligned``, ``(n_bars, Q, H)``).
+
+    The fast path is used only when the strategy has a fast form (:func:`engine.fast_path.has_fast_path`)
+    and that form, run on the run's own forecast, reproduces ``reference`` exactly
+    (:func:`engine.fast_path.reconcile`: every fill, equity at every bar); DESIGN.md rule 8. It then
+    repeats backtrader's arithmetic on other forecasts of the same bars (``tests/test_fast_path.py``
+    checks it fill for fill on many) at a fraction of an event loop's cost. Otherwise every baseline
+    runs through the event loop, as the run itself did.
+    """
+    if not has_fast_path(setup.strategy_cls):
+        return BaselineSimulator(bars, setup, False, "event loop (the strategy has no fast form)")
+    try:
+        difference = reconcile(fast_simulate(bars, aligned, levels, setup), reference)
+    except (RuntimeError, StrategyLoadError) as exc:
+        difference = f"the fast path failed: {exc}"
+    if difference is None:
+        return BaselineSimulator(bars, setup, True, "fast path, reconciled fill for fill with the run's event loop")
+    warning = (f"baselines ran on the event loop: the fast form of {setup.strategy_cls.__name__} disagrees with "
+               f"backtrader on this run ({difference}); fix its fast_targets")
+    return BaselineSimulator(bars, setup, False, "event loop (the fast path disagreed with it on this run)", warning)
 
 
 def build_predictor(cfg: Config) -> Predictor:
@@ -250,7 +310,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     Stages: load candles (with warm-up) -> forecasts (cached; for a trainable predictor walk-forward,
     training the folds that have no checkpoint: :mod:`engine.walkforward`) -> simulation -> baselines
     (buy-and-hold, the same strategy on the ``naive`` predictor, the forecast with a
-    random sign, K random-sign draws: :mod:`engine.random_sign`) -> forecast skill -> sampled lookahead check -> plausibility guard.
+    random sign, those two on the reconciled fast path where the strategy has one: :func:`baseline_simulator`;
+    K random-sign draws: :mod:`engine.random_sign`) -> forecast skill -> sampled lookahead check -> plausibility guard.
 
     Args:
         cfg: the resolved configuration.
@@ -292,12 +353,7 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     t2 = time.perf_counter()
     bars = candles.loc[decisions]
     values = align_forecast(bars.index, forecast)
-
-    def run(on: Forecast, aligned: Any = None) -> Simulation:
-        aligned = align_forecast(bars.index, on) if aligned is None else aligned
-        return simulate(bars, aligned, on.quantile_levels, setup)
-
-    sim = run(forecast, values)
+    sim = simulate(bars, values, forecast.quantile_levels, setup)  # the record: backtrader's event loop
     timings["event_loop"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -307,27 +363,35 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
                                             ppy)
     baselines: dict[str, Performance] = {"buy & hold": benchmark_metrics}
     naive_forecast = None
-    if predictor.name != "naive" and ev.naive_baseline:
+    simulator = None
+    want_naive = predictor.name != "naive" and ev.naive_baseline
+    if want_naive or ev.random_sign_baseline:
+        simulator = baseline_simulator(bars, setup, forecast.quantile_levels, sim, values)
+    if want_naive:
         naive = make_predictor("naive", {}, quantile_levels=p.quantiles, seed=p.seed)
         naive_forecast, _ = cached_forecasts(
             candles, naive, p.context_length, p.horizon, decisions, cache, batch_size=p.batch_size, progress=progress,
         )
-        n = run(naive_forecast)
+        n = simulator.run(naive_forecast)
         baselines["naive"] = performance_summary(n.equity, n.position, n.trades, n.fills, ppy)
     first_draw = None
     if ev.random_sign_baseline:  # the model's forecast with a seeded random sign: trades about as often
-        first_draw = run(random_sign_forecast(forecast, ev.seed))
+        first_draw = simulator.run(random_sign_forecast(forecast, ev.seed))
         baselines["random sign"] = performance_summary(
             first_draw.equity, first_draw.position, first_draw.trades, first_draw.fills, ppy)
+    timings["baselines"] = time.perf_counter() - t3
     random_sign = None
     if ev.random_sign_draws:  # K draws: where the strategy falls among them (draw 0 is the column above)
         t_draws = time.perf_counter()
+        event_draw = first_draw if simulator is not None and not simulator.fast else None  # reused when event-loop
         random_sign = random_sign_draws(bars, forecast, setup, ppy, metrics, draws=ev.random_sign_draws, seed=ev.seed,
-                                        alpha=ev.alpha, first_event=first_draw)
+                                        alpha=ev.alpha, first_event=event_draw)
         timings["random_sign_draws"] = time.perf_counter() - t_draws
+
+    t = time.perf_counter()
     skill = skill_report(candles, forecast, naive_forecast, ev.alpha)
     versus_naive = naive_comparison(skill, ev.alpha) if naive_forecast is not None else None
-    timings["evaluate"] = time.perf_counter() - t3
+    timings["skill"] = time.perf_counter() - t
 
     t4 = time.perf_counter()
     # a share of the run's time so far (load, forecasts, loop, baselines; not the random-sign draws)
@@ -343,7 +407,10 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
                    + (", no fold re-fitted" if trainable else "")
                    + "; set it to 3 or more, or pass --thorough, to check the run",
     )
-    timings["lookahead"] = time.perf_counter() - t4
+    spent = time.perf_counter() - t4
+    replay_s = min(spent, lookahead.stats.replay_s or 0.0)  # the check's own clock around the bar-by-bar replay
+    timings["lookahead_predictor"] = spent - replay_s  # forecast recomputation (and a walk-forward re-fit)
+    timings["replay"] = replay_s
 
     info = predictor.model_info()
     warnings = [w for w in [contamination_warning(info, bars)] if w]
@@ -356,13 +423,17 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
             f"{len(sim.rejected)} orders were rejected for lack of cash (first at "
             f"{bars.index[sim.rejected[0][0]]}); lower the strategy's stake"
         )
+    if simulator is not None and simulator.warning:
+        warnings.append(simulator.warning)
     for w in warnings:
         logger.warning(w)
+    t = time.perf_counter()
     suspicious = plausibility_findings(  # logged as warnings; shown wherever the result is
         skill, sim.equity, ppy, max_sharpe=ev.max_plausible_sharpe, max_accuracy=ev.max_plausible_accuracy,
         min_mase=ev.min_plausible_mase, alpha=ev.alpha, point=forecast.median, realised=realised_for(candles, forecast),
         naive_point=None if naive_forecast is None else naive_forecast.median,
     )
+    timings["plausibility"] = time.perf_counter() - t
     return RunResult(
         config=cfg, strategy_name=strategy_cls.__name__, strategy_params=strategy_params, bars=bars,
         forecast=forecast, forecast_cache_hit=hit, simulation=sim, benchmark=benchmark, metrics=metrics,
@@ -377,4 +448,5 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
             predictor, p.context_length, p.horizon, p.batch_size),
         predictor_stats=stats, warnings=tuple(warnings), timings=timings, invalid=lookahead.invalid_reason(),
         suspicious=tuple(suspicious), walk_forward=walk_forward, random_sign=random_sign, fallback=fallback,
+        baselines_simulated=simulator.how if simulator is not None else None,
     )

@@ -63,7 +63,7 @@ class RandomSignDraws(JsonFields):
     words (a refused fast path names its first difference); ``baseline_column``: which draw the
     "random sign" baseline column is. ``sharpe`` and ``total_return``: :class:`DrawsRank` of the
     strategy's annualised Sharpe ratio and total return among the draws'. ``verdict``: the
-    Sharpe ranking in words. (Their wall time is metrics.json's ``timings_s.random_sign_draws``.)
+    Sharpe ranking in words. (Their wall time is metrics.json's ``timings.random_sign_draws``.)
     """
 
     requested: int

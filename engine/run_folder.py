@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from loguru import logger
 
 from engine.errors import OperationalError, UserInputError
 from engine.judge import Verdict
-from engine.pipeline import RunResult, contamination_warning
+from engine.pipeline import PIPELINE_STEPS, RunResult, contamination_warning
 from reports.render.forecast_page import write_forecast_page as render_forecast_page
 from reports.metrics import simple_returns
 from reports.render.tearsheet import write_tearsheet
@@ -104,15 +105,46 @@ def fallback_note(result: RunResult) -> list[str]:
     return [] if fb is None or fb.text in result.warnings else [fb.text]
 
 
-def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strategy_path: str | Path) -> Path:
+#: Steps of metrics.json's ``timings`` (seconds), in the order they run: the pipeline's
+#: (:data:`engine.pipeline.PIPELINE_STEPS`), the judge's (``ledger``, ``significance``) and the run
+#: folder's (``tearsheet``, ``forecast_page``, ``write``: config, forecasts, fills, trades, equity and
+#: the metrics); ``other`` is what the steps leave of ``total``. A step that did not run is absent.
+TIMING_STEPS = (*PIPELINE_STEPS, "ledger", "significance", "tearsheet", "forecast_page", "write", "other", "total")
+
+
+def run_timings(
+    result: RunResult, verdict: Verdict, written: dict[str, float], total: float | None = None,
+) -> dict[str, float]:
+    """metrics.json's ``timings``: every step's seconds (:data:`TIMING_STEPS` order) and ``total``.
+
+    ``written``: the run folder's own steps. ``total``: seconds from the start of the run to the
+    metrics (e.g. :func:`engine.backtest.run_backtest`'s); None when the steps ran apart (a compare's
+    workers): then ``total`` is their sum. ``other`` = ``total`` minus the steps (never negative), so
+    the steps and ``other`` add up to ``total``. Imports and Python's start-up are not counted.
+    """
+    steps = {**result.timings, **verdict.timings, **written}
+    ordered = {k: float(steps[k]) for k in TIMING_STEPS if k in steps}
+    measured = sum(ordered.values())
+    total = measured if total is None else max(float(total), measured)
+    ordered["other"] = total - measured
+    ordered["total"] = total
+    return ordered
+
+
+def write_run_folder(
+    result: RunResult, verdict: Verdict, run_dir: Path, strategy_path: str | Path, *, started: float | None = None,
+) -> Path:
     """Write every output of ``result`` and its ``verdict`` into ``run_dir`` (claimed by :func:`new_run_dir`).
 
     Writes ``config.toml``, ``forecasts.parquet``, ``fills.csv``, ``trades.csv``,
-    ``equity.csv``, ``metrics.json``, ``tearsheet.html`` (``output.tearsheet``) and, for a
-    judged run, ``forecast.html``. A trainable predictor's run also records its ``fold_plan`` and
-    per-fold ``training`` in metrics.json and the fold table on the forecast page. An unjudged verdict (the ledger was unusable) writes
-    ``significance: {}`` and no forecast page. Each file is written once.
+    ``equity.csv``, ``tearsheet.html`` (``output.tearsheet``), for a judged run ``forecast.html``,
+    and last ``metrics.json`` (also when a page failed: the error is raised after it). A trainable
+    predictor's run also records its ``fold_plan`` and per-fold ``training`` in metrics.json and the
+    fold table on the forecast page. An unjudged verdict (the ledger was unusable) writes
+    ``significance: {}`` and no forecast page. Each file is written once. ``started``: the
+    ``time.perf_counter()`` at which the run began, for ``timings.total`` (:func:`run_timings`).
     """
+    t0 = time.perf_counter()
     cfg = result.config
     significance = verdict.significance if verdict.significance is not None else {}
     write_resolved_config(cfg, run_dir / "config.toml")
@@ -138,6 +170,7 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
         "performance": result.metrics,
         "buy_and_hold": result.benchmark_metrics,
         "baselines": result.baselines,
+        "baselines_simulated": result.baselines_simulated,
         "forecast_skill": result.skill,
         "versus_naive": result.versus_naive,
         "significance": significance,
@@ -148,22 +181,32 @@ def write_run_folder(result: RunResult, verdict: Verdict, run_dir: Path, strateg
         "forecast_fallback": result.fallback,
         "warnings": result.warnings,
         "suspicious": result.suspicious,
-        "timings_s": result.timings,
+        "timings": {},  # filled last, below
         "config_hash": cfg.hash(),
     }
     if result.walk_forward is not None:  # trainable predictors: the fold plan and each fold's checkpoint
         metrics["fold_plan"] = result.walk_forward.plan.to_json()
         metrics["training"] = result.walk_forward.training_json()
-    (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
-    if cfg.output.tearsheet:
-        title = flag_prefix(result) + f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
-        write_tearsheet(
-            simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
-            run_dir / "tearsheet.html", title=title,
-            periods_per_year=result.periods_per_year,
-        )
-    if significance:
-        write_forecast_page(result, significance, run_dir)
+    metrics = json_safe(metrics)
+    written = {"write": time.perf_counter() - t0}
+    try:
+        if cfg.output.tearsheet:
+            t = time.perf_counter()
+            title = flag_prefix(result) + f"{result.strategy_name} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe}"
+            write_tearsheet(
+                simple_returns(result.equity), simple_returns(result.benchmark_equity).rename("buy & hold"),
+                run_dir / "tearsheet.html", title=title,
+                periods_per_year=result.periods_per_year,
+            )
+            written["tearsheet"] = time.perf_counter() - t
+        if significance:
+            t = time.perf_counter()
+            write_forecast_page(result, significance, run_dir)
+            written["forecast_page"] = time.perf_counter() - t
+    finally:
+        metrics["timings"] = json_safe(run_timings(
+            result, verdict, written, None if started is None else time.perf_counter() - started))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     logger.info("run folder: {}", run_dir)
     return run_dir
 

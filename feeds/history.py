@@ -8,8 +8,6 @@ from pathlib import Path
 import pandas as pd
 from loguru import logger
 
-from feeds.download import cache_path, download_candles
-from feeds.exchange import make_exchange
 from feeds.errors import CandleError, FeedsInputError
 from feeds.files import find_candle_file, load_candle_file, read_candle_parquet
 from feeds.timeframes import TimeRange, timeframe_ms, timeframe_to_timedelta
@@ -106,6 +104,10 @@ def load_candles(
         source = str(path)
         everything = load_candle_file(path, timeframe)
     else:
+        # the exchange client (ccxt, ~0.5 s to import) only when candles come from an exchange, not from files
+        from feeds.download import cache_path, download_candles
+        from feeds.exchange import make_exchange
+
         path = cache_path(Path(cache_dir), exchange_id, symbol, timeframe)
         source = str(path)
         cached = read_candle_parquet(path, timeframe) if path.exists() else None

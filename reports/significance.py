@@ -106,6 +106,19 @@ def stationary_bootstrap_indices(n: int, mean_block: float, n_boot: int, rng: np
 
     Returns ``int64 (n_boot, n)``; fully vectorised (no loop over resamples).
     """
+    offsets = _block_offsets(n, mean_block, n_boot, rng)
+    return np.where(offsets >= n, offsets - n, offsets)
+
+
+def _block_offsets(n: int, mean_block: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`stationary_bootstrap_indices` before the wrap: ``int64 (n_boot, n)`` positions in ``[0, 2n)``
+    of the series repeated twice (``concatenate([x, x])[offsets]`` is the resampled series).
+
+    The draws: ``rng.random((n_boot, n)) < 1 / mean_block`` marks where a block begins (always at
+    position 0), then one ``rng.integers(0, n)`` start per block in row-major order. Each
+    position reads its block's start plus its distance from the block's beginning; written with
+    ``np.repeat`` over the blocks (no cumulative sums, maxima or modulo over every position).
+    """
     if int(n) != n or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if int(n_boot) != n_boot or n_boot < 1:
@@ -115,13 +128,12 @@ def stationary_bootstrap_indices(n: int, mean_block: float, n_boot: int, rng: np
     n, n_boot = int(n), int(n_boot)
     new_block = rng.random((n_boot, n)) < 1.0 / float(mean_block)
     new_block[:, 0] = True
-    # One uniform start per block (not per position): block k of the flattened resamples
-    # starts at starts[k]; every position then reads its block's start.
-    starts = rng.integers(0, n, size=int(new_block.sum()))
-    first = starts[np.cumsum(new_block, axis=None).reshape(n_boot, n) - 1]
-    t = np.arange(n)
-    block_pos = np.maximum.accumulate(np.where(new_block, t, 0), axis=1)  # where the current block began
-    return (first + (t - block_pos)) % n
+    begins = np.flatnonzero(new_block)  # flat positions where a block begins; rows never share a block
+    starts = rng.integers(0, n, size=begins.size)  # one uniform start per block, in row-major order
+    lengths = np.diff(begins, append=n_boot * n)
+    offsets = np.repeat(starts - begins % n, lengths).reshape(n_boot, n)
+    offsets += np.arange(n)  # start + (t - where the block began), in [0, 2n)
+    return offsets
 
 
 def _default_mean_block(n: int) -> float:
@@ -159,10 +171,14 @@ def _resampled_statistics(
     rng = np.random.default_rng(seed)
     chunk = max(1, min(int(n_boot), _CHUNK_BYTES // (3 * 8 * width * n)))
     out = {name: np.empty(int(n_boot)) for name in stat_fns}
+    # the series twice, one contiguous row per column: each resampled column is one gather and stays
+    # contiguous in the (b, n, k) view the statistics get
+    doubled = np.concatenate([series, series]).reshape(2 * n, width).T.copy()
     done = 0
     while done < n_boot:  # a loop over memory-sized chunks, not over resamples
         b = min(chunk, int(n_boot) - done)
-        sample = series[stationary_bootstrap_indices(n, block, b, rng)]
+        offsets = _block_offsets(n, block, b, rng)  # doubled[:, i] == series[i % n]: no modulo
+        sample = doubled[0][offsets] if series.ndim == 1 else np.moveaxis(doubled[:, offsets], 0, -1)
         for name, stat_fn in stat_fns.items():
             values = np.asarray(stat_fn(sample), dtype=np.float64)
             if values.shape != (b,):

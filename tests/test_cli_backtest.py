@@ -26,7 +26,7 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
     args = ["backtest", str(ROOT / "strategies/llm_signal.py"), "--config", str(ROOT / "config.toml"),
             "--data-dir", str(shared_data), "--predictor", "momentum", "--timerange", "20240101-20240401",
             "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
-    first = engine(*args, cwd=tmp_path)
+    first = engine(*args, "--timings", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     out = first.stdout
     for needle in ["Total return", "CAGR", "Sharpe", "Sortino", "Max drawdown", "Trades", "Win rate",
@@ -44,6 +44,16 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
     assert metrics["costs"] == {"fee": 0.001, "slippage": 0.0005}
     assert metrics["market"]["first_bar"].startswith("2024-01-01T00:00")
     assert metrics["significance"]["sharpe_ci"]["lower"] <= metrics["significance"]["sharpe"]
+    timings = metrics["timings"]  # every step of a judged run with a tear-sheet, in order, adding up to the total
+    assert list(timings) == ["load", "forecast", "event_loop", "baselines", "skill", "lookahead_predictor", "replay",
+                             "plausibility", "ledger", "significance", "tearsheet", "forecast_page", "write", "other",
+                             "total"]
+    assert all(v >= 0 for v in timings.values())
+    assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(timings["total"], rel=1e-9)
+    table = out.split("timings (seconds per step")[1].split("run folder:")[0].splitlines()[2:]
+    assert [line.split()[0] for line in table] == list(timings)
+    assert table[-1].split()[1:] == [f"{timings['total']:.2f}", "100.0%"]
+    assert metrics["baselines_simulated"] == "fast path, reconciled fill for fill with the run's event loop"
     html = (run_dir / "tearsheet.html").read_text()
     assert "buy &amp; hold" in html.lower() or "buy & hold" in html.lower()
     assert "findfont" not in first.stderr

@@ -52,6 +52,7 @@ def test_tearsheet_on_real_btc_is_offline_quiet_and_self_contained(
     no_network: list[object],
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import matplotlib
 
@@ -60,8 +61,16 @@ def test_tearsheet_on_real_btc_is_offline_quiet_and_self_contained(
     before = (matplotlib.rcParams["font.family"], font_logger.level)
     caplog.set_level(logging.DEBUG)
 
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    agg_draws: list[object] = []
+    agg_draw = FigureCanvasAgg.draw
+    monkeypatch.setattr(FigureCanvasAgg, "draw", lambda self, *a, **k: agg_draws.append(self) or agg_draw(self, *a, **k))
     out = write_tearsheet(strat, bench, tmp_path / "run" / "tearsheet.html",
                           "BTC <SMA> & co", periods_per_year=365)
+    # each chart is rendered into its SVG, not a second time on Agg after pyplot.savefig (issue 18: 15 Agg
+    # renders before); the one left is seaborn's heatmap laying out its labels while the chart is made
+    assert len(agg_draws) == 1
 
     assert out == tmp_path / "run" / "tearsheet.html" and out.is_file()
     text = out.read_text(encoding="utf-8")

@@ -167,7 +167,7 @@ def test_backtest_ranks_the_strategy_among_random_sign_draws(backtest, capsys) -
     assert (draws["requested"], draws["draws"], draws["fast_path"], draws["reconciled"]) == (50, 50, True, True)
     assert draws["sharpe"]["value"] == pytest.approx(run.result.metrics.sharpe)
     assert 0 <= draws["sharpe"]["percentile"] <= 100 and 2 / 51 <= draws["sharpe"]["p_value"] <= 1
-    assert "random_sign_draws" in saved["timings_s"] and "draw 0" in draws["baseline_column"]
+    assert "random_sign_draws" in saved["timings"] and "draw 0" in draws["baseline_column"]
     column = saved["baselines"]["random sign"]["total_return"]
     assert draws["total_return"]["quantiles"]["min"] <= column <= draws["total_return"]["quantiles"]["max"]
     print_judgement(run.result, run.verdict)

@@ -14,7 +14,11 @@ The report covers every bar given (``match_dates=False``): by default quantstats
 start it at the first nonzero return of strategy or benchmark, silently dropping a
 strategy's flat warm-up period, which the metrics JSON does count.
 
-Side effects are contained: the Agg backend, matplotlib rcParams (quantstats sets
+The charts are drawn with Agg without its redraw after ``pyplot.savefig``
+(:mod:`reports.render.files_only_backend`): quantstats saves each chart through pyplot, and under
+plain Agg every chart was rendered a second time for a window that does not exist.
+
+Side effects are contained: the backend, matplotlib rcParams (quantstats sets
 ``font.family = Arial`` when imported), the ``matplotlib.font_manager`` logger level
 (which otherwise floods "findfont: Font family 'Arial' not found") and the warning
 filters are all restored afterwards, and figures quantstats leaves open are closed.
@@ -34,6 +38,8 @@ import pandas as pd
 __all__ = ["write_tearsheet", "daily_returns"]
 
 _DAY = pd.Timedelta(days=1)
+#: The backend the charts are drawn with (:mod:`reports.render.files_only_backend`).
+FILES_ONLY_BACKEND = "module://reports.render.files_only_backend"
 
 
 def _check_returns(values: object, name: str) -> pd.Series:
@@ -188,7 +194,7 @@ def _run_quantstats(
 
             old_backend = plt.get_backend()
             old_figs = set(plt.get_fignums())
-            plt.switch_backend("Agg")
+            plt.switch_backend(FILES_ONLY_BACKEND)  # Agg, without a second render of each chart after saving it
             try:
                 import quantstats as qs
 
@@ -206,7 +212,7 @@ def _run_quantstats(
             finally:
                 for num in set(plt.get_fignums()) - old_figs:
                     plt.close(num)
-                if old_backend.lower() != "agg":
+                if old_backend != FILES_ONLY_BACKEND:
                     try:
                         plt.switch_backend(old_backend)
                     except ImportError:  # an interactive backend unusable here
