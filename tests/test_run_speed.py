@@ -92,7 +92,8 @@ def test_a_fast_form_that_disagrees_is_refused_and_the_baselines_run_on_the_even
     late = run_pipeline(cfg, strategy)
     assert late.baselines_simulated == "event loop (the fast path disagreed with it on this run)"
     (warning,) = [w for w in late.warnings if "fast form" in w]
-    assert "fast form of LateFastForm disagrees with backtrader on this run (fill 1 at" in warning
+    assert "fast form of LateFastForm disagrees with backtrader on this run (created order 1 at" in warning
+    assert "; fill 1 at" in warning  # reconcile names every record that differs
     honest = run_pipeline(cfg, ROOT / "strategies" / "llm_signal.py")
     assert honest.baselines_simulated == FAST
     assert _numbers(late.baselines) == _numbers(honest.baselines)  # the event loop's numbers, not the late form's
