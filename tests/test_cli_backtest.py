@@ -45,7 +45,7 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
     assert metrics["market"]["first_bar"].startswith("2024-01-01T00:00")
     assert metrics["significance"]["sharpe_ci"]["lower"] <= metrics["significance"]["sharpe"]
     timings = metrics["timings"]  # every step of a judged run with a tear-sheet, in order, adding up to the total
-    assert list(timings) == ["load", "forecast", "event_loop", "baselines", "skill", "lookahead_predictor", "replay",
+    assert list(timings) == ["load", "forecast", "event_loop", "baselines", "random_sign_draws", "skill", "lookahead_predictor", "replay",
                              "plausibility", "ledger", "significance", "tearsheet", "forecast_page", "write", "other",
                              "total"]
     assert all(v >= 0 for v in timings.values())

@@ -17,7 +17,8 @@ old "over 2 trials" DSR was not deflated at all), which changes its DSR numbers 
 Issue 18 also added metrics.json's ``forecast_fallback`` (null for predictors that never fall back
 to a zero return, as all of these) and ``baselines_simulated`` (how the naive and random-sign
 baselines ran: here on the fast path, reconciled with the event loop) by hand, no number changed,
-and renamed the volatile ``timings_s`` to ``timings``.
+and renamed the volatile ``timings_s`` to ``timings``. Item 1 added ``unchecked``, ``lookahead.status``
+and ``lookahead.not_run`` and the leaderboard's ``lookahead`` column (regenerated; only new keys, no number changed).
 """
 
 from __future__ import annotations
