@@ -309,6 +309,13 @@ def test_gradient_accumulation_matches_one_big_batch(trained_llama, sine, tmp_pa
         predictor.fit(sine.iloc[:250], sine.iloc[250:290], FitContext(settings, tmp_path / str(accum)))
         states.append(predictor.adapter_state())
     assert states[0].keys() == states[1].keys()
+    # Float32 sums in another order differ in the last bits, and Adam divides each gradient by its own running
+    # scale, so a weight whose gradient is near zero can move by a few % of lr differently after 3 steps
+    # (measured: 1 of 512 elements, 1.2e-4 with lr 5e-3). A broken accumulation (stepping on one micro-batch,
+    # or every micro-batch) moves most weights by ~lr per step.
     for name, tensor in states[0].items():
-        np.testing.assert_allclose(states[1][name].numpy(), tensor.numpy(), rtol=1e-3, atol=1e-5, err_msg=name)
+        a, b = states[1][name].numpy(), tensor.numpy()
+        off = ~np.isclose(a, b, rtol=1e-3, atol=1e-5)
+        assert off.mean() <= 0.01, (name, int(off.sum()), off.size)
+        np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * settings.lr, err_msg=name)
     assert any(float(t.abs().max()) > 1e-3 for t in states[0].values())  # the adapter moved
