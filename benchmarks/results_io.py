@@ -5,7 +5,7 @@ Every script in ``benchmarks/`` ends with :func:`write_result`, which writes
 
     {"name": ..., "command": "python benchmarks/x.py --flag 1", "git_commit": "<40 hex>", "dirty": false,
      "machine": {"cores": 2, "cpu": "...", "python": "3.11.9", "torch": "2.13.0", "platform": "...",
-                 "load_avg_1m_start": 0.4},
+                 "load_avg_1m_start": 0.4, "load_avg_1m_end": 3.1},
      "date": "2026-12-07T16:30:00Z", "wall_s": 61.2, "config": {...}, "numbers": {...}}
 
 ``config`` holds the run's settings (its command-line arguments and fixed choices), ``numbers`` every
@@ -125,7 +125,7 @@ def write_result(name: str, config: dict[str, Any], numbers: dict[str, Any], *, 
         "command": command or command_line(),
         "git_commit": commit,
         "dirty": dirty,
-        "machine": machine(),
+        "machine": {**machine(), "load_avg_1m_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_s": round(time.perf_counter() - _START, 3),
         "config": _clean(config),
