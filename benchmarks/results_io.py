@@ -59,6 +59,10 @@ def git_state(root: Path = ROOT) -> tuple[str | None, bool | None]:
     return commit, bool(status.strip())
 
 
+#: The commit and dirty flag when the benchmark started (the code it imported), not when it ended.
+_START_GIT = git_state()
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -119,7 +123,7 @@ def write_result(name: str, config: dict[str, Any], numbers: dict[str, Any], *, 
     """
     if not name or any(c in name for c in "/\\ "):
         raise ValueError(f"result name must be a plain file stem such as 'backtest_speed_naive', got {name!r}")
-    commit, dirty = git_state()
+    commit, dirty = _START_GIT
     record = {
         "name": name,
         "command": command or command_line(),
