@@ -451,6 +451,7 @@ def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
         if missing:
             problems += missing
             continue
+        command = " and ".join(rec.get("command") or "?" for rec in records.values())  # as they ran
         try:
             rendered = block.render(records)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
