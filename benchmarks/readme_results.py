@@ -120,11 +120,14 @@ def render_stage2(r: Records) -> str:
             training.setdefault(row["predictor"], []).append(
                 f"{row['symbol'].split('/')[0]} {row['train_seconds']:.0f} s ({row['folds_trained_now']} of {row['folds']} folds trained in this run)")
     train_text = "; ".join(f"`{p}` " + ", ".join(parts) for p, parts in training.items()) or "no trained model"
+    folds = max((row.get("folds") or 0) for row in rows) if rows else 0
+    per_market = {row["symbol"].split("/")[0]: row.get("n_bars") or 0 for row in rows}
+    bars = ", ".join(f"{market} {count:,}" for market, count in per_market.items())
+    embargo = max((row.get("embargo_bars") or 0) for row in rows) if rows else 0
     lines = [provenance(rec),
              f"{duration(n['wall_s'])} for the whole comparison ({n['wall_source']}); "
-             f"{first.get('n_bars') or 0:,} decision bars per market ({(first.get('first_bar') or '')[:10]} to "
-             f"{(first.get('last_bar') or '')[:10]}), {max((row.get('folds') or 0) for row in rows)} folds per market "
-             f"(embargo {first.get('embargo_bars') if first.get('embargo_bars') is not None else max((row.get('embargo_bars') or 0) for row in rows)} bars). "
+             f"decision bars {bars} ({(first.get('first_bar') or '')[:10]} to {(first.get('last_bar') or '')[:10]}), "
+             f"{folds} folds per market (embargo {embargo} bars). "
              f"Training, summed over the folds: {train_text}.",
              "",
              "| market | predictor | return | B&H | random sign | Sharpe [95 % CI] | trades | fees | MASE | valid pinball "
