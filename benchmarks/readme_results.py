@@ -82,6 +82,11 @@ def num(value: float | None, digits: int = 2) -> str:
     return "n/a" if na(value) else f"{value:,.{digits}f}"
 
 
+def rate(value: float) -> str:
+    """A rate: whole numbers from 100 on (523), one decimal below (13.3)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
 def kilo(value: float) -> str:
     """A rate in thousands: 24812 -> ``24.8k``."""
     return f"{value / 1000:.1f}k"
@@ -227,8 +232,8 @@ def render_inference(r: Records) -> str:
              "", "| model | engine batched | one call per bar | raw pipeline batched | engine / per-bar (≥ 4) "
                  "| engine / raw (≥ 0.9) | the same ratios in process CPU time |", "|---|---|---|---|---|---|---|"]
     for name, n in rec["numbers"].items():
-        lines.append(f"| bolt-{name} shapes | {n['engine_fc_per_s']:.0f} fc/s | {n['per_bar_fc_per_s']:.0f} fc/s "
-                     f"| {n['raw_fc_per_s']:.0f} fc/s | {n['engine_over_per_bar']:.2f}× | {n['engine_over_raw']:.3f} "
+        lines.append(f"| bolt-{name} shapes | {rate(n['engine_fc_per_s'])} fc/s | {rate(n['per_bar_fc_per_s'])} fc/s "
+                     f"| {rate(n['raw_fc_per_s'])} fc/s | {n['engine_over_per_bar']:.2f}× | {n['engine_over_raw']:.3f} "
                      f"| {n['engine_over_per_bar_cpu']:.2f}×, {n['engine_over_raw_cpu']:.3f} |")
     return "\n".join(lines)
 
@@ -248,7 +253,8 @@ def render_train(r: Records) -> str:
         lines += ["| model (size) | parameters | training | fit | forecasts/s |", "|---|---|---|---|---|"]
         for row in n["throughput"]:
             name, _, variant = row["model"].partition(" ")
-            label = f"`{name}`{' ' + variant if variant else ''} ({row['size'].split(';')[0]})"
+            variant = variant.strip("()").replace("nf default", "neuralforecast's default size")
+            label = f"`{name}`{', ' + variant if variant else ''} ({row['size'].split(';')[0]})"
             if "row_rounds_per_s" in row:
                 train = (f"{row['row_rounds_per_s'] / 1e6:.2f} M row-rounds/s ({row['train_rows']:,} rows × "
                          f"{row['rounds']} rounds × {row['boosters']} boosters)")
