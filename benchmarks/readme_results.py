@@ -368,6 +368,7 @@ OPEN_RE = re.compile(r"<!-- (results|commentary):([\w-]+)|<!-- measured-by-hand"
 #: A measured figure written as prose: a number with a unit of time, size or rate, a speed-up, or a p-value.
 FIGURE_RE = re.compile(r"(?<![\w.\-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min|MiB|GiB|fc/s|bars/s|variants/s|tokens/s|windows/s)(?![\w/])"
                        r"|(?<![\w.])\d[\d,]*(?:\.\d+)?\s?×|\bp\s?(?:=|<|>|≥|≤|>=|<=)\s?\d")
+NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
 #: Words before a figure that make it a limit or a target rather than a measurement.
 LIMIT_RE = re.compile(r"(?:\bover|\bunder|\bbelow|\babove|\btarget|<|>|≤|≥)\s*~?\s*$")
 #: A time figure (the test-suite timings of "Install, run, test").
@@ -431,7 +432,7 @@ def _diff(name: str, readme: str, rendered: str, command: str) -> list[str]:
             continue
         if g.startswith("|") and w.startswith("|") and not set(w) <= set("|-"):
             gc, wc = _cells(g), _cells(w)
-            row = " ".join(wc[:2]) if len(wc) > 1 else wc[0]
+            row = f"{wc[0]} {wc[1]}" if header[:1] == ["market"] and len(wc) > 1 else wc[0]
             for j in range(max(len(gc), len(wc))):
                 a = gc[j] if j < len(gc) else "<missing cell>"
                 b = wc[j] if j < len(wc) else "<extra cell>"
@@ -440,7 +441,9 @@ def _diff(name: str, readme: str, rendered: str, command: str) -> list[str]:
                     problems.append(f"results:{name} table {table}, row '{row}', column '{column}': README {a!r}, "
                                     f"JSON {b!r}; re-run: {command}, then python benchmarks/readme_results.py --write")
         else:
-            problems.append(f"results:{name} line {i + 1}: README {g!r}, JSON {w!r}; re-run: {command}, then "
+            figures = [(a, b) for a, b in zip(NUMBER_RE.findall(g), NUMBER_RE.findall(w)) if a != b][:1]
+            which = f" (figure {figures[0][0]} where the JSON gives {figures[0][1]})" if figures else ""
+            problems.append(f"results:{name} line {i + 1}{which}: README {g!r}, JSON {w!r}; re-run: {command}, then "
                             f"python benchmarks/readme_results.py --write")
     return problems
 
