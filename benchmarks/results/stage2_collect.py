@@ -98,7 +98,13 @@ def collect(compare_dir: Path) -> list[dict[str, Any]]:
     """One dict per leaderboard row, in the leaderboard's order (symbol, then Sharpe)."""
     rows = []
     with (compare_dir / "leaderboard.csv").open(newline="") as handle:
-        for line in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        absent = [key for key in ("symbol", "predictor", "run_dir", *NUMERIC) if key not in (reader.fieldnames or ())]
+        if absent:  # a renamed column would otherwise read as n/a in the README
+            raise SystemExit(f"{compare_dir / 'leaderboard.csv'} has no column(s) {', '.join(absent)}: the leaderboard "
+                             f"changed; update NUMERIC in benchmarks/results/stage2_collect.py and render_stage2 in "
+                             f"benchmarks/readme_results.py")
+        for line in reader:
             row: dict[str, Any] = {"symbol": line["symbol"], "predictor": line["predictor"]}
             row.update({key: _float(line.get(key, "")) for key in NUMERIC})
             row["n_trades"] = None if row["n_trades"] is None else int(row["n_trades"])
