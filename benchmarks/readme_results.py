@@ -204,7 +204,7 @@ def render_sweep(r: Records) -> str:
              "| strategy | backtrader | fast path | fast / backtrader (≥ 50×) | reconciled |", "|---|---|---|---|---|"]
     for name in ("llm_signal", "sma_cross"):
         s = n[name]
-        lines.append(f"| `{name}` (~{s['mean_fills']:,.0f} fills per variant) | {s['bt_variants_per_s']:.2f} variants/s "
+        lines.append(f"| `{name}` ({s['mean_fills']:,.0f} fills per variant on average) | {s['bt_variants_per_s']:.2f} variants/s "
                      f"({s['bt_s_per_variant']:.2f} s each, {c['bt_runs']} runs) | {s['fast_variants_per_s']:.1f} variants/s "
                      f"({s['fast_s_per_variant'] * 1000:.1f} ms each, {c['fast_runs']} runs) | {s['fast_over_bt']:.0f}× "
                      f"| {s['reconciled_identical']}/{s['reconciled']} identical |")
