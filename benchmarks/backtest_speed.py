@@ -38,6 +38,7 @@ from engine.pipeline import load_bars, run_pipeline  # noqa: E402
 from engine.simulate import StrategySetup, run_event_loop  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.feed import align_forecast  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 from engine.strategy_loader import load_strategy  # noqa: E402
 
 
@@ -144,6 +145,13 @@ def main() -> None:
     print(f"  peak RSS:                        {peak_mib:7.0f} MiB (target < 1024)")
     same = np.isclose(raw_value, analysis.final_value, rtol=1e-9)
     print(f"  raw and engine final values agree: {same}")
+    write_result(f"backtest_speed_{args.predictor}", {"predictor": args.predictor, "repeat": args.repeat,
+                                                       "symbol": "BTC/USDT", "timeframe": "1h", "timerange": "all"},
+                 {"bars": n, "fills": len(first.fills), "first_run_s": first_s, "raw_s": raw_s, "loop_s": loop_s,
+                  "cache_hit_s": hit_s, "load_s": load_s, "judged_s": judged_s, "judged_stages_s": judged,
+                  "loop_over_raw": loop_s / raw_s, "hit_over_raw": hit_s / raw_s, "peak_rss_mib": peak_mib,
+                  "raw_final_value": raw_value, "engine_final_value": analysis.final_value,
+                  "final_values_agree": bool(same)})
 
 
 if __name__ == "__main__":

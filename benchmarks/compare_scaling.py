@@ -20,6 +20,7 @@ from loguru import logger  # noqa: E402
 
 from engine.compare import run_compare  # noqa: E402
 from engine.config import load_config  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -46,6 +47,9 @@ def main() -> None:
     print(f"  1 worker:  {walls[1]:6.1f} s")
     print(f"  2 workers: {walls[2]:6.1f} s")
     print(f"  speed-up:  {walls[1] / walls[2]:6.2f}x")
+    write_result("compare_scaling", {"predictors": preds, "symbols": syms, "timeframe": "1h",
+                                     "timerange": args.timerange, "tearsheet": False},
+                 {"wall_1_worker_s": walls[1], "wall_2_workers_s": walls[2], "speedup": walls[1] / walls[2]})
 
 
 if __name__ == "__main__":

@@ -114,7 +114,11 @@ def bench_model(name: str, path: str, close: pd.Series, args: argparse.Namespace
         f"engine/raw {rates['engine'] / rates['raw']:5.3f} (target >= 0.90)",
         flush=True,
     )
-    return rates
+    return {"n": n, "per_bar_n": m, **{f"{k}_fc_per_s": v for k, v in rates.items()},
+            **{f"{k}_fc_per_cpu_s": v for k, v in cpu_rates.items()},
+            "engine_over_per_bar": rates["engine"] / rates["per_bar"], "engine_over_raw": rates["engine"] / rates["raw"],
+            "engine_over_per_bar_cpu": cpu_rates["engine"] / cpu_rates["per_bar"],
+            "engine_over_raw_cpu": cpu_rates["engine"] / cpu_rates["raw"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,16 +142,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import tiny_models
 
+    from benchmarks.results_io import write_result
+
     torch.set_num_threads(args.threads)
     close = load_close(args.n, args.context)
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; BTC/USDT 1h, last {args.n} decision times")
+    numbers = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             shape = SHAPES[name]
             path = tiny_models.build_chronos_bolt(
                 Path(tmp) / name, prediction_length=64, context_length=2048, **shape
             )
-            bench_model(name, str(path), close, args)
+            numbers[name] = bench_model(name, str(path), close, args)
+    write_result("inference_speed", {**vars(args), "shapes": {m: SHAPES[m] for m in numbers}}, numbers)
     return 0
 
 

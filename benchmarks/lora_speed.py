@@ -42,6 +42,20 @@ QWEN_SHAPES = {
 }
 
 
+def lora_share(shape: dict, rank: int = 8) -> dict[str, float]:
+    """LoRA parameters (rank ``rank`` on q, k, v, o, gate, up, down) and the model's parameters, from its shape.
+
+    Arithmetic on the published config (attention biases on q, k, v as in Qwen2; tied or separate lm head):
+    the share the adapter adds without building the model.
+    """
+    h, inter, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    kv = shape["num_key_value_heads"] * (h // shape["num_attention_heads"])
+    per_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * inter + 2 * h
+    total = shape["vocab_size"] * h * (1 if shape["tie_word_embeddings"] else 2) + layers * per_layer + h
+    lora = layers * rank * (2 * h + 2 * (h + kv) + 2 * h + 2 * (h + inter) + (inter + h))
+    return {"lora_params": lora, "total_params": total, "share": lora / total}
+
+
 def sine(n: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     t = np.arange(n)
@@ -50,7 +64,7 @@ def sine(n: int) -> pd.DataFrame:
                         index=pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC"))
 
 
-def cpu_part(args: argparse.Namespace) -> None:
+def cpu_part(args: argparse.Namespace) -> dict:
     import torch
 
     import tiny_models
@@ -67,6 +81,7 @@ def cpu_part(args: argparse.Namespace) -> None:
                              lr=1e-2, batch_size=args.batch, device="cpu", seed=0)
     print(f"CPU, {args.threads} torch thread(s); tiny Llama (2 layers, hidden 64), context_bars {length}, horizon {horizon}, "
           f"batch {args.batch}, {args.steps} steps")
+    out: dict = {}
     for objective in ("digits", "bucket"):
         predictor = make_predictor("lora_llm", {"model": str(llama), "objective": objective, "num_samples": 20,
                                                 "batch_size": args.infer_batch}, quantile_levels=(0.1, 0.5, 0.9))
@@ -90,21 +105,27 @@ def cpu_part(args: argparse.Namespace) -> None:
               f"({step_s * 1e3:.0f} ms/step, {tokens_per_example:.0f} tokens/example); "
               f"forecasts {per_s:7.1f}/s (batch {args.infer_batch}{', 20 samples each' if objective == 'digits' else ''}); "
               f"trainable {trainable:,} of {total:,} parameters ({trainable / total:.1%})")
-    print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        out[objective] = {"train_tokens_per_s": args.batch * tokens_per_example / step_s, "step_s": step_s,
+                          "tokens_per_example": tokens_per_example, "forecasts_per_s": per_s,
+                          "trainable_params": trainable, "total_params": total, "trainable_share": trainable / total}
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS {out['peak_rss_mib']:.0f} MiB")
+    return out
 
 
-def gpu_part(args: argparse.Namespace) -> None:
+def gpu_part(args: argparse.Namespace) -> dict:
     import importlib.util
 
     import torch
 
     if not torch.cuda.is_available():
         print("GPU part skipped: torch.cuda.is_available() is False (a CPU-only machine)")
-        return
+        return {"skipped": "torch.cuda.is_available() is False (a CPU-only machine)"}
     import peft
     import transformers
 
     qlora = importlib.util.find_spec("bitsandbytes") is not None
+    out: dict = {"device": torch.cuda.get_device_name(0)}
     for name, shape in QWEN_SHAPES.items():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -140,8 +161,12 @@ def gpu_part(args: argparse.Namespace) -> None:
         print(f"  {name} {'QLoRA 4-bit' if qlora else 'LoRA bf16'}: {args.gpu_batch * args.gpu_tokens / step:,.0f} training "
               f"tokens/s ({args.gpu_batch} x {args.gpu_tokens} tokens, {step:.2f} s/step), trainable {trainable:,}, "
               f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        out[name] = {"mode": "QLoRA 4-bit" if qlora else "LoRA bf16", "train_tokens_per_s": args.gpu_batch * args.gpu_tokens / step,
+                     "step_s": step, "trainable_params": trainable,
+                     "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30}
         del model, optimiser
         torch.cuda.empty_cache()
+    return out
 
 
 def main() -> None:
@@ -156,8 +181,16 @@ def main() -> None:
     parser.add_argument("--gpu-tokens", type=int, default=512)
     args = parser.parse_args()
     logger.remove()
-    cpu_part(args)
-    gpu_part(args)
+    from benchmarks.results_io import write_result
+
+    cpu = cpu_part(args)
+    shares = {name: lora_share(shape) for name, shape in QWEN_SHAPES.items()}
+    print("  LoRA r 8 share, from the published shapes: " + ", ".join(
+        f"{name} {s['lora_params'] / 1e6:.1f} M of {s['total_params'] / 1e6:,.0f} M ({s['share']:.2%})" for name, s in shares.items()))
+    gpu = gpu_part(args)
+    write_result("lora_speed", {**vars(args), "tiny_model": "tests' tiny Llama (2 layers, hidden 64)", "horizon": 4,
+                                "qwen_shapes": QWEN_SHAPES},
+                 {"cpu": cpu, "qwen_lora_r8_share": shares, "gpu": gpu})
 
 
 if __name__ == "__main__":

@@ -106,13 +106,15 @@ def tiny_bolt(tmp: Path) -> str | None:
         return None
 
 
-def report(name: str, r: dict[str, np.ndarray]) -> None:
+def report(name: str, r: dict[str, np.ndarray]) -> dict[str, float]:
     lat, inf = r["latency"] * 1000, r["inference"] * 1000
     own = lat - inf
     print(f"{name:>13}: {len(lat)} orders | candle served -> order at stub: median {np.median(lat):6.1f} ms, "
           f"p99 {np.percentile(lat, 99):6.1f} ms | inference median {np.median(inf):6.1f} ms | engine's own part: "
           f"median {np.median(own):5.1f} ms, p99 {np.percentile(own, 99):5.1f} ms "
           f"({'within' if np.percentile(own, 99) < 50 else 'ABOVE'} the 50 ms target at p99)")
+    return {"orders": len(lat), "latency_median_ms": np.median(lat), "latency_p99_ms": np.percentile(lat, 99),
+            "inference_median_ms": np.median(inf), "own_median_ms": np.median(own), "own_p99_ms": np.percentile(own, 99)}
 
 
 def main() -> None:
@@ -121,12 +123,19 @@ def main() -> None:
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    from benchmarks.results_io import write_result
+
+    numbers: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        report("naive", run_once("naive", args.bars, None, tmp))
+        numbers["naive"] = report("naive", run_once("naive", args.bars, None, tmp))
         model = tiny_bolt(tmp)
         if model:
-            report("chronos-bolt", run_once("chronos", args.bars, model, tmp))
+            numbers["chronos_bolt"] = report("chronos-bolt", run_once("chronos", args.bars, model, tmp))
+        else:
+            numbers["chronos_bolt"] = {"skipped": "no tiny Chronos-Bolt (see the line above)"}
+    write_result("paper_latency", {"bars": args.bars, "symbol": "BTC/USDT", "timeframe": "1h", "mode": "testnet stub",
+                                   "orders": "one per bar"}, numbers)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from engine.signals import compute_forecasts  # noqa: E402
 from engine.simulate import StrategySetup, simulate  # noqa: E402
 from engine.strategy_loader import load_strategy  # noqa: E402
 from predictors.registry import make_predictor  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 
 CONTEXT, HORIZON, CASH = 512, 12, 10_000.0
 
@@ -83,6 +84,7 @@ def main() -> None:
     aligned, levels = align_forecast(bars.index, forecast), forecast.quantile_levels
     costs = Costs()
     print(f"BTC/USDT 1h, {len(bars)} bars, momentum forecasts computed once in {forecast_s:.1f} s")
+    numbers: dict[str, object] = {"bars": len(bars), "forecast_s": forecast_s}
 
     for name, variant in (("llm_signal", llm_variant), ("sma_cross", sma_variant)):
         cls = load_strategy(ROOT / "strategies" / f"{name}.py")
@@ -107,6 +109,9 @@ def main() -> None:
               f"{fills:.0f} fills on average)")
         print(f"  {name}: ratio fast / backtrader {bt_s / fast_s:6.1f}x (target >= 50); reconciled "
               f"{agree}/{len(differences)} identical" + ("" if agree == len(differences) else f": {differences}"))
+        numbers[name] = {"bt_s_per_variant": bt_s, "fast_s_per_variant": fast_s, "bt_variants_per_s": 1 / bt_s,
+                         "fast_variants_per_s": 1 / fast_s, "fast_over_bt": bt_s / fast_s, "mean_fills": fills,
+                         "reconciled_identical": agree, "reconciled": len(differences)}
 
     cls = load_strategy(ROOT / "strategies" / "llm_signal.py")
     rng = np.random.default_rng(1)
@@ -122,11 +127,14 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  {args.memory_runs} fast llm_signal variants under tracemalloc: peak {peak / 2**20:.0f} MiB traced "
           f"(target < 1024), {memory_s:.0f} s; process peak RSS {rss:.0f} MiB")
-    if args.sweep_trials:
-        jobs_scaling(Path(args.data_dir), args.sweep_trials)
+    numbers["memory"] = {"runs": args.memory_runs, "tracemalloc_peak_mib": peak / 2**20, "seconds": memory_s,
+                         "peak_rss_mib": rss}
+    numbers["scaling"] = jobs_scaling(Path(args.data_dir), args.sweep_trials) if args.sweep_trials else None
+    write_result("sweep_speed", {**vars(args), "symbol": "BTC/USDT", "timeframe": "1h", "context": CONTEXT,
+                                 "horizon": HORIZON, "predictor": "momentum"}, numbers)
 
 
-def jobs_scaling(data_dir: Path, trials: int) -> None:
+def jobs_scaling(data_dir: Path, trials: int) -> dict[str, float]:
     """Wall time of one sweep with --jobs 1 and --jobs 2 (fresh folders, a shared warm forecast cache)."""
     import tempfile
 
@@ -150,6 +158,8 @@ def jobs_scaling(data_dir: Path, trials: int) -> None:
             seconds[jobs] = time.perf_counter() - t
     print(f"  sweep of {trials} trials (fast path, forecasts cached, holdout run included): --jobs 1 "
           f"{seconds[1]:.1f} s, --jobs 2 {seconds[2]:.1f} s: {seconds[1] / seconds[2]:.2f}x")
+    return {"trials": trials, "jobs1_s": seconds[1], "jobs2_s": seconds[2], "speedup": seconds[1] / seconds[2],
+            "timerange": "20220101-20250101", "holdout": holdout}
 
 
 if __name__ == "__main__":

@@ -157,6 +157,8 @@ def throughput(train, valid, test, args, tmp: Path) -> list[dict]:
             "model": label, "size": f"{size}; {n_params(pred):,} params", "fit_s": seconds,
             "train": f"{steps * args.batch_size / seconds:,.0f} fit / {args.batch_size / clock.median_step():,.0f} step windows/s",
             "predict": predict_rate(pred, test, args),
+            "params": n_params(pred), "steps": steps, "fit_windows_per_s": steps * args.batch_size / seconds,
+            "step_windows_per_s": args.batch_size / clock.median_step(),
         })
         print(f"  {label}: {steps} steps x {args.batch_size} windows, fit {seconds:.1f} s", flush=True)
     pred = make_predictor("lightgbm", {"num_threads": args.threads}, quantile_levels=LEVELS)
@@ -168,6 +170,8 @@ def throughput(train, valid, test, args, tmp: Path) -> list[dict]:
         "model": "lightgbm", "size": f"{rounds} rounds x {len(LEVELS)} boosters, 15 leaves; {train_rows:,} rows",
         "fit_s": seconds, "train": f"{train_rows * rounds * len(LEVELS) / seconds / 1e6:,.2f} M row-rounds/s",
         "predict": predict_rate(pred, test, args),
+        "rounds": rounds, "boosters": len(LEVELS), "train_rows": train_rows,
+        "row_rounds_per_s": train_rows * rounds * len(LEVELS) / seconds,
     })
     print(f"  lightgbm: {rounds} rounds, fit {seconds:.1f} s", flush=True)
     return rows
@@ -314,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
               f"wall {cmp['ours']:.3f} vs {cmp['nf']:.3f}, {ratio_wall:.2f}x; whole fit wall "
               f"{cmp['ours_fit']:.3f} vs {cmp['nf_fit']:.3f}, {cmp['ours_fit'] / cmp['nf_fit']:.2f}x")
     print(f"total {time.perf_counter() - started:.0f} s")
+    from benchmarks.results_io import write_result
+
+    write_result("train_speed", {**vars(args), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "symbol": "BTC/USDT",
+                                 "timeframe": "1h", "train_bars": len(train), "valid_bars": len(valid)},
+                 {"throughput": rows, "overhead": share, "ours_vs_nf": cmp})
     return 0
 
 

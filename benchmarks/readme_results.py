@@ -1,0 +1,555 @@
+"""The README's result blocks, rendered from ``benchmarks/results/*.json``, and the check that they match.
+
+Every measured figure of README.md's sections "Results: stage 2" and "Performance" sits in a generated
+block::
+
+    <!-- results:NAME (generated from benchmarks/results/*.json by python benchmarks/readme_results.py --write) -->
+    ...tables and lines rendered by BLOCKS[NAME] from the JSON...
+    <!-- /results:NAME -->
+
+or, for a figure no script produces, in a block that says so and why::
+
+    <!-- measured-by-hand: REASON -->
+    ...
+    <!-- /measured-by-hand -->
+
+and prose that interprets a result names the result file it was written against
+(``<!-- commentary:stage2 DATE -->`` ... ``<!-- /commentary:stage2 -->``, DATE = ``stage2.json``'s
+``date``), so a re-run that changes the numbers also flags the words about them.
+
+``python benchmarks/readme_results.py`` checks README.md (exit 1 and one line per problem: block, table,
+row, column, README value, JSON value, the command to re-run); ``--write`` re-renders every block whose
+JSON exists; ``--print NAME`` prints one block. ``tests/test_readme_results.py`` runs the check.
+Standard library only (the test imports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+Records = dict[str, dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- formatting (the README's rounding)
+
+
+def na(value: Any) -> bool:
+    return value is None
+
+
+def pct(value: float | None, digits: int = 1, space: bool = True) -> str:
+    """A fraction as a percentage: 0.75 -> ``75.0 %``; None -> ``n/a``."""
+    if na(value):
+        return "n/a"
+    text = f"{value * 100:.{digits}f}"
+    if text.lstrip("-").strip("0.") == "":  # -0.0 -> 0.0: no sign on a zero
+        text = text.lstrip("-")
+    return f"{text} %" if space else f"{text}%"
+
+
+def p_value(value: float | None) -> str:
+    """p >= 0.1: two decimals (0.75); 0.001 <= p < 0.1: two significant digits (0.017, 0.007); below: 7e-4."""
+    if na(value):
+        return "n/a"
+    if value >= 0.095:
+        return f"{value:.2f}"
+    if value >= 0.001:
+        return f"{value:.2g}"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def stat(value: float | None) -> str:
+    """A test statistic: |x| >= 10 with one decimal (24.1), else two (-0.55)."""
+    if na(value):
+        return "n/a"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if na(value) else f"{value:,.{digits}f}"
+
+
+def rate(value: float) -> str:
+    """A rate: whole numbers from 100 on (523), one decimal below (13.3)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def kilo(value: float) -> str:
+    """A rate in thousands: 24812 -> ``24.8k``."""
+    return f"{value / 1000:.1f}k"
+
+
+def duration(seconds: float | None) -> str:
+    """``17 min`` from 120 s on, else ``95 s``."""
+    if na(seconds):
+        return "n/a"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def provenance(record: dict[str, Any]) -> str:
+    """``Measured 2026-12-07 16:05 UTC on 2 cores (AMD EPYC, load 4.5 at start), commit 6100926: `cmd`.``"""
+    m = record.get("machine") or {}
+    stamp = record.get("date") or "n/a"
+    date = f"{stamp[:10]} {stamp[11:16]} UTC" if len(stamp) >= 16 else stamp
+    load, end = m.get("load_avg_1m_start"), m.get("load_avg_1m_end")
+    loads = "" if load is None else f", load average {load:.1f} at the start" + ("" if end is None else f", {end:.1f} at the end")
+    where = f"{m.get('cores')} cores ({m.get('cpu')}{loads})"
+    commit = (record.get("git_commit") or "no git")[:7] + (" with uncommitted changes" if record.get("dirty") else "")
+    return f"Measured {date} on {where}, commit {commit}: `{record['command']}`."
+
+
+# --------------------------------------------------------------------------- renderers, one per block
+
+
+def render_stage2(r: Records) -> str:
+    rec = r["stage2"]
+    n = rec["numbers"]
+    rows = n["rows"]
+    first = rows[0] if rows else {}
+    training: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("train_seconds") is not None:
+            training.setdefault(row["predictor"], []).append(
+                f"{row['symbol'].split('/')[0]} {row['train_seconds']:.0f} s ({row['folds_trained_now']} of {row['folds']} folds trained in this run)")
+    train_text = "; ".join(f"`{p}` " + ", ".join(parts) for p, parts in training.items()) or "no trained model"
+    folds = max((row.get("folds") or 0) for row in rows) if rows else 0
+    per_market = {row["symbol"].split("/")[0]: row.get("n_bars") or 0 for row in rows}
+    bars = ", ".join(f"{market} {count:,}" for market, count in per_market.items())
+    embargo = max((row.get("embargo_bars") or 0) for row in rows) if rows else 0
+    lines = [provenance(rec),
+             f"{duration(n['wall_s'])} for the whole comparison ({n['wall_source']}); "
+             f"decision bars {bars} ({(first.get('first_bar') or '')[:10]} to {(first.get('last_bar') or '')[:10]}), "
+             f"{folds} folds per market (embargo {embargo} bars). "
+             f"Training, summed over the folds: {train_text}.",
+             "",
+             "| market | predictor | return | B&H | random sign | Sharpe [95 % CI] | trades | fees | MASE | valid pinball "
+             "| dir. acc. (p) | DM vs naive (p) | DSR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        sharpe = "n/a" if na(row["sharpe"]) else (
+            f"{row['sharpe']:.2f} [{num(row['sharpe_ci_low'])}, {num(row['sharpe_ci_high'])}]")
+        direction = "n/a" if na(row["dir_accuracy"]) else f"{pct(row['dir_accuracy'])} ({p_value(row['dir_p_value'])})"
+        dm = "n/a" if na(row["dm_stat"]) else f"{stat(row['dm_stat'])} ({p_value(row['dm_p_value'])})"
+        lines.append(
+            f"| {row['symbol'].split('/')[0]} | `{row['predictor']}` | {pct(row['total_return'])} | {pct(row['bh_total_return'])} "
+            f"| {pct(row['random_sign_total_return'])} | {sharpe} | {row['n_trades'] if row['n_trades'] is not None else 'n/a'} "
+            f"| {num(row['fees_paid'], 0)} | {num(row['mase'], 3)} | {num(row['valid_pinball'], 5)} | {direction} | {dm} "
+            f"| {num(row['dsr'])} |")
+    lines += ["",
+              "| market | predictor | chance (p) | vs buy-and-hold (p) | DSR (p, trials) | lookahead check | plausibility guard |",
+              "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if row.get("lookahead_ok") is None:
+            look = "not run"
+        elif row["lookahead_ok"]:
+            look = "passed" + ("" if row.get("refit_fold") is None else
+                               f" (fold {row['refit_fold']} re-fit{' in a fresh process' if row.get('refit_fresh_process') else ''}: "
+                               f"{'same weights digest' if row.get('refit_digest_matches') else 'DIFFERENT weights digest'})")
+        else:
+            look = "FAILED"
+        flags = row.get("suspicious") or []
+        guard = "nothing flagged" if not flags else f"SUSPICIOUS ({len(flags)} finding(s))"
+        dsr = "n/a" if na(row.get("dsr_p_value")) else f"{p_value(row['dsr_p_value'])}, {row.get('n_trials')}"
+        lines.append(f"| {row['symbol'].split('/')[0]} | `{row['predictor']}` | {p_value(row.get('chance_p_value'))} "
+                     f"| {p_value(row.get('bh_p_value'))} | {dsr} | {look} | {guard} |")
+    return "\n".join(lines)
+
+
+def _backtest_row(rec: dict[str, Any]) -> str:
+    n = rec["numbers"]
+    bars = n["bars"]
+    fills = "no trades" if not n["fills"] else f"{n['fills']:,} fills"
+    label = f"{rec['config']['predictor']} ({fills})"
+    return (f"| {label} | {n['raw_s']:.2f} s, {kilo(bars / n['raw_s'])} bars/s | {n['loop_s']:.2f} s, "
+            f"{kilo(bars / n['loop_s'])} bars/s | {n['cache_hit_s']:.2f} s | {n['loop_over_raw']:.2f} | {n['hit_over_raw']:.2f} "
+            f"| {n['peak_rss_mib']:.0f} MiB |")
+
+
+def render_backtest(r: Records) -> str:
+    recs = [r["backtest_speed_naive"], r["backtest_speed_momentum"]]
+    lines = [provenance(rec) for rec in recs]
+    first = recs[0]
+    lines += [f"BTC/USDT 1h, {first['numbers']['bars']:,} decision bars, best of {first['config']['repeat']}.", "",
+              "| predictor | raw backtrader | engine event loop | engine run, cache hit | loop / raw (≤ 1.15) "
+              "| run / raw (≤ 1.2) | peak RSS (< 1 GiB) |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [_backtest_row(rec) for rec in recs]
+    lines.append("")
+    for rec in recs:
+        n = rec["numbers"]
+        stages = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in n["judged_stages_s"].items())
+        lines.append(f"`{rec['config']['predictor']}`: final values of raw backtrader and the engine agree to 1e-9: "
+                     f"{'yes' if n['final_values_agree'] else 'NO'}; the judged run (all checks on, no ledger) took "
+                     f"{n['judged_s']:.1f} s ({stages} s); candle load and validation {n['load_s']:.2f} s.")
+    return "\n".join(lines)
+
+
+def render_sweep(r: Records) -> str:
+    rec = r["sweep_speed"]
+    n, c = rec["numbers"], rec["config"]
+    lines = [provenance(rec), f"BTC/USDT 1h, {n['bars']:,} decision bars.", "",
+             "| strategy | backtrader | fast path | fast / backtrader (≥ 50×) | reconciled |", "|---|---|---|---|---|"]
+    for name in ("llm_signal", "sma_cross"):
+        s = n[name]
+        lines.append(f"| `{name}` ({s['mean_fills']:,.0f} fills per variant on average) | {s['bt_variants_per_s']:.2f} variants/s "
+                     f"({s['bt_s_per_variant']:.2f} s each, {c['bt_runs']} runs) | {s['fast_variants_per_s']:.1f} variants/s "
+                     f"({s['fast_s_per_variant'] * 1000:.1f} ms each, {c['fast_runs']} runs) | {s['fast_over_bt']:.0f}× "
+                     f"| {s['reconciled_identical']}/{s['reconciled']} identical |")
+    m = n["memory"]
+    lines += ["", f"Memory: {m['runs']:,} fast `llm_signal` variants, one number kept per variant as a sweep keeps its "
+                  f"objective: tracemalloc peak {m['tracemalloc_peak_mib']:.0f} MiB (target < 1 GiB), process peak RSS "
+                  f"{m['peak_rss_mib']:.0f} MiB; the traced pass took {m['seconds']:.0f} s."]
+    s = n.get("scaling")
+    if s:
+        lines.append(f"Scaling (`--sweep-trials {s['trials']}`, a sweep of `llm_signal`'s threshold and stake over "
+                     f"{s['timerange'][:4]}-{int(s['holdout'][:4]) - 1} with the {s['holdout'][:4]} holdout, forecasts cached, "
+                     f"fresh sweep folders): `--jobs 1` {s['jobs1_s']:.1f} s, `--jobs 2` {s['jobs2_s']:.1f} s, "
+                     f"{s['speedup']:.2f}×.")
+    else:
+        lines.append("Scaling: NOT RUN (`--sweep-trials 0`).")
+    return "\n".join(lines)
+
+
+def render_inference(r: Records) -> str:
+    rec = r["inference_speed"]
+    c = rec["config"]
+    lines = [provenance(rec),
+             f"Context {c['context']}, horizon {c['horizon']}, the last {c['n']:,} decision times of BTC/USDT 1h "
+             f"({c['per_bar_n']} timed one call each), batch {c['batch_size']}, {c['threads']} CPU threads, best of {c['repeat']}.",
+             "", "| model | engine batched | one call per bar | raw pipeline batched | engine / per-bar (≥ 4) "
+                 "| engine / raw (≥ 0.9) | the same ratios in process CPU time |", "|---|---|---|---|---|---|---|"]
+    for name, n in rec["numbers"].items():
+        lines.append(f"| bolt-{name} shapes | {rate(n['engine_fc_per_s'])} fc/s | {rate(n['per_bar_fc_per_s'])} fc/s "
+                     f"| {rate(n['raw_fc_per_s'])} fc/s | {n['engine_over_per_bar']:.2f}× | {n['engine_over_raw']:.3f} "
+                     f"| {n['engine_over_per_bar_cpu']:.2f}×, {n['engine_over_raw_cpu']:.3f} |")
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def render_train(r: Records) -> str:
+    rec = r["train_speed"]
+    c, n = rec["config"], rec["numbers"]
+    lines = [provenance(rec),
+             f"Training {c['train_bars']:,} + validation {c['valid_bars']:,} bars, context {c['context']}, horizon "
+             f"{c['horizon']}, batch {c['batch_size']} windows, {c['steps']} optimiser steps per torch fit, {c['rounds']} "
+             f"LightGBM rounds, {c['n_predict']:,} forecasts, {c['threads']} threads, best of {c['repeat']}.", ""]
+    if n.get("throughput"):
+        lines += ["| model (size) | parameters | training | fit | forecasts/s |", "|---|---|---|---|---|"]
+        for row in n["throughput"]:
+            name, _, variant = row["model"].partition(" ")
+            variant = variant.strip("()").replace("nf default", "neuralforecast's default size")
+            label = f"`{name}`{', ' + variant if variant else ''} ({row['size'].split(';')[0]})"
+            if "row_rounds_per_s" in row:
+                train = (f"{row['row_rounds_per_s'] / 1e6:.2f} M row-rounds/s ({row['train_rows']:,} rows × "
+                         f"{row['rounds']} rounds × {row['boosters']} boosters)")
+                params = "—"
+            else:
+                train = f"{row['fit_windows_per_s']:,.0f} windows/s whole fit, {row['step_windows_per_s']:,.0f} per step"
+                params = f"{row['params']:,}"
+            lines.append(f"| {label} | {params} | {train} | {row['fit_s']:.1f} s | {row['predict']:,.0f} |")
+        lines.append("")
+    lines += ["| check | measured | target |", "|---|---|---|"]
+    share, cmp = n.get("overhead"), n.get("ours_vs_nf")
+    if share:
+        lines.append(f"| share of a `patchtst` training step outside forward + backward + AdamW ({c['steps']} steps of "
+                     f"`fit_model` vs the same steps on pre-built batches; process CPU time) | {share['share_cpu']:.1%} "
+                     f"(wall {share['share']:.1%}; `FitReport.data_seconds`: {share['data_share']:.2%} of the fit) "
+                     f"| < 10%: {_verdict(share['share_cpu'] < 0.10)} |")
+    else:
+        lines.append("| share of a `patchtst` training step outside forward + backward + AdamW | NOT RUN (`--skip 2`) | < 10% |")
+    if cmp:
+        ratio = cmp["ours_cpu"] / cmp["nf_cpu"]
+        lines.append(f"| our `patchtst` vs neuralforecast's PatchTST at the same size, s per 1000 training windows (step "
+                     f"loop, process CPU) | {cmp['ours_cpu']:.3f} vs {cmp['nf_cpu']:.3f} s: {ratio:.2f}× (wall "
+                     f"{cmp['ours'] / cmp['nf']:.2f}×, whole fit {cmp['ours_fit'] / cmp['nf_fit']:.2f}×) "
+                     f"| ≤ 1.0×: {_verdict(ratio <= 1.0)} |")
+    else:
+        lines.append("| our `patchtst` vs neuralforecast's PatchTST at the same size | NOT RUN (`--skip 3`) | ≤ 1.0× |")
+    return "\n".join(lines)
+
+
+def render_compare(r: Records) -> str:
+    rec = r["compare_scaling"]
+    c, n = rec["config"], rec["numbers"]
+    return (provenance(rec) + "\n" +
+            f"{len(c['predictors'])} predictors × {len(c['symbols'])} symbols, {c['timeframe']} bars, {c['timerange']}, "
+            f"cold forecast cache: {n['wall_1_worker_s']:.1f} s with 1 worker, {n['wall_2_workers_s']:.1f} s with 2 "
+            f"({n['speedup']:.2f}× on {rec['machine']['cores']} cores).")
+
+
+def render_paper(r: Records) -> str:
+    rec = r["paper_latency"]
+    n = rec["numbers"]
+    a = n["naive"]
+    text = (f"{rec['config']['bars']} bars, one order per bar: `naive` median {a['latency_median_ms']:.1f} ms, p99 "
+            f"{a['latency_p99_ms']:.1f} ms (engine's own part {a['own_median_ms']:.1f} / {a['own_p99_ms']:.1f} ms)")
+    b = n.get("chronos_bolt") or {}
+    if "skipped" in b:
+        text += f"; tiny Chronos-Bolt: NOT RUN ({b['skipped']})"
+        own = [a["own_p99_ms"]]
+    else:
+        text += (f"; tiny Chronos-Bolt median {b['latency_median_ms']:.1f} ms, p99 {b['latency_p99_ms']:.1f} ms (inference "
+                 f"{b['inference_median_ms']:.1f} ms median; engine's own part {b['own_median_ms']:.1f} / "
+                 f"{b['own_p99_ms']:.1f} ms)")
+        own = [a["own_p99_ms"], b["own_p99_ms"]]
+    verdict = "within" if max(own) < 50 else "ABOVE"
+    return provenance(rec) + "\n" + text + f" — the engine's own part is {verdict} the 50 ms target at p99."
+
+
+def render_lora(r: Records) -> str:
+    rec = r["lora_speed"]
+    c, n = rec["config"], rec["numbers"]
+    d, b = n["cpu"]["digits"], n["cpu"]["bucket"]
+    q = n["qwen_lora_r8_share"]
+    text = (f"The tests' tiny Llama on {c['threads']} CPU thread(s) ({c['context_bars']}-bar prompts, batch {c['batch']}, "
+            f"{c['steps']} steps): training {d['train_tokens_per_s']:,.0f} tokens/s with `digits` and "
+            f"{b['train_tokens_per_s']:,.0f} with `bucket`; {d['forecasts_per_s']:.1f} forecasts/s with `digits` (20 samples "
+            f"each) and {b['forecasts_per_s']:.0f}/s with `bucket`; adapter {d['trainable_share']:.0%} of the tiny model's "
+            f"parameters ({q['Qwen2.5-0.5B']['share'] * 100:.2f} % of Qwen2.5-0.5B and {q['Qwen2.5-7B']['share'] * 100:.2f} % "
+            f"of Qwen2.5-7B at rank 8, from their shapes); peak RSS {n['cpu']['peak_rss_mib']:.0f} MiB.")
+    gpu = n.get("gpu") or {}
+    if "skipped" in gpu:
+        text += f" GPU part: NOT RUN ({gpu['skipped']})."
+    else:
+        parts = [f"{k} {v['mode']} {v['train_tokens_per_s']:,.0f} training tokens/s, peak {v['peak_gpu_gib']:.1f} GiB"
+                 for k, v in gpu.items() if isinstance(v, dict)]
+        text += f" GPU part on {gpu.get('device')}: " + "; ".join(parts) + "."
+    return provenance(rec) + "\n" + text
+
+
+@dataclass(frozen=True)
+class Block:
+    """One generated README block: the JSON files it reads (stems under benchmarks/results), the commands
+    that write them, and the renderer."""
+
+    name: str
+    sources: tuple[str, ...]
+    commands: tuple[str, ...]
+    render: Callable[[Records], str]
+
+
+BLOCKS: dict[str, Block] = {b.name: b for b in (
+    Block("stage2", ("stage2",), ("bash benchmarks/results/stage2.sh",), render_stage2),
+    Block("backtest_speed", ("backtest_speed_naive", "backtest_speed_momentum"),
+          ("python benchmarks/backtest_speed.py", "python benchmarks/backtest_speed.py --predictor momentum"), render_backtest),
+    Block("sweep_speed", ("sweep_speed",), ("python benchmarks/sweep_speed.py",), render_sweep),
+    Block("inference_speed", ("inference_speed",), ("python benchmarks/inference_speed.py",), render_inference),
+    Block("train_speed", ("train_speed",), ("python benchmarks/train_speed.py",), render_train),
+    Block("compare_scaling", ("compare_scaling",), ("python benchmarks/compare_scaling.py",), render_compare),
+    Block("paper_latency", ("paper_latency",), ("python benchmarks/paper_latency.py --bars 300",), render_paper),
+    Block("lora_speed", ("lora_speed",), ("python benchmarks/lora_speed.py",), render_lora),
+)}
+
+
+# --------------------------------------------------------------------------- README blocks
+
+
+BLOCK_RE = re.compile(r"<!-- results:(?P<name>[\w-]+)(?: [^\n]*?)? -->\n(?P<body>.*?)\n?<!-- /results:(?P=name) -->", re.S)
+HAND_RE = re.compile(r"<!-- measured-by-hand: (?P<reason>[^\n]*?) -->\n(?P<body>.*?)<!-- /measured-by-hand -->", re.S)
+COMMENTARY_RE = re.compile(r"<!-- commentary:(?P<name>[\w-]+) (?P<date>\S+) -->\n(?P<body>.*?)<!-- /commentary:(?P=name) -->",
+                           re.S)
+OPEN_RE = re.compile(r"<!-- (results|commentary):([\w-]+)|<!-- measured-by-hand")
+#: A measured figure written as prose: a number with a unit of time, size or rate, a speed-up, or a p-value.
+FIGURE_RE = re.compile(r"(?<![\w.\-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min|MiB|GiB|fc/s|bars/s|variants/s|tokens/s|windows/s)(?![\w/])"
+                       r"|(?<![\w.])\d[\d,]*(?:\.\d+)?\s?×|\bp\s?(?:=|<|>|≥|≤|>=|<=)\s?\d")
+NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
+#: Words before a figure that make it a limit or a target rather than a measurement.
+LIMIT_RE = re.compile(r"(?:\bover|\bunder|\bbelow|\babove|\btarget|<|>|≤|≥)\s*~?\s*$")
+#: A time figure (the test-suite timings of "Install, run, test").
+TIME_RE = re.compile(r"(?<![\w.\-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min)(?![\w/])")
+#: Sections of README.md whose measured figures must come from a JSON file (or sit in a block saying they were
+#: measured by hand, when and why), with what counts as a measured figure there. Table rows count everywhere.
+CHECKED_SECTIONS = {"## Install, run, test": TIME_RE, "## Results: stage 2": FIGURE_RE, "## Performance": FIGURE_RE}
+HEADER = "<!-- results:{name} (generated from benchmarks/results/*.json by python benchmarks/readme_results.py --write) -->"
+
+
+def load_records(block: Block, results_dir: Path = RESULTS_DIR) -> tuple[Records, list[str]]:
+    """The block's JSON records by stem, and a problem line per missing file."""
+    records, missing = {}, []
+    for stem, command in zip(block.sources, block.commands * len(block.sources) if len(block.commands) == 1
+                             else block.commands):
+        path = results_dir / f"{stem}.json"
+        if not path.is_file():
+            missing.append(f"results:{block.name}: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+                           f"does not exist, so the README's figures have no source; run: {command}")
+            continue
+        records[stem] = json.loads(path.read_text())
+    return records, missing
+
+
+def render_block(name: str, *records: dict[str, Any]) -> str:
+    """The body of block ``name`` from its records (given, or read from benchmarks/results)."""
+    block = BLOCKS[name]
+    if records:
+        recs = {rec["name"]: rec for rec in records}
+    else:
+        recs, missing = load_records(block)
+        if missing:
+            raise FileNotFoundError("; ".join(missing))
+    return block.render(recs)
+
+
+def _section(text: str, title: str) -> tuple[int, int] | None:
+    start = text.find("\n" + title)
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + 1)
+    return start + 1, (len(text) if end < 0 else end + 1)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _diff(name: str, readme: str, rendered: str, command: str) -> list[str]:
+    """Problem lines naming table, row, column, README value and JSON value (or the line) where they differ."""
+    problems = []
+    got, want = readme.strip("\n").split("\n"), rendered.strip("\n").split("\n")
+    header: list[str] = []
+    table = 0
+    for i in range(max(len(got), len(want))):
+        g = got[i] if i < len(got) else "<missing line>"
+        w = want[i] if i < len(want) else "<no such line in the JSON's rendering>"
+        if w.startswith("|") and (i == 0 or not want[i - 1].startswith("|")):
+            header, table = _cells(w), table + 1
+        if g == w:
+            continue
+        if g.startswith("|") and w.startswith("|") and not set(w) <= set("|-"):
+            gc, wc = _cells(g), _cells(w)
+            row = f"{wc[0]} {wc[1]}" if header[:1] == ["market"] and len(wc) > 1 else wc[0]
+            for j in range(max(len(gc), len(wc))):
+                a = gc[j] if j < len(gc) else "<missing cell>"
+                b = wc[j] if j < len(wc) else "<extra cell>"
+                if a != b:
+                    column = header[j] if j < len(header) else f"column {j + 1}"
+                    problems.append(f"results:{name} table {table}, row '{row}', column '{column}': README {a!r}, "
+                                    f"JSON {b!r}; re-run: {command}, then python benchmarks/readme_results.py --write")
+        else:
+            figures = [(a, b) for a, b in zip(NUMBER_RE.findall(g), NUMBER_RE.findall(w)) if a != b][:1]
+            which = f" (figure {figures[0][0]} where the JSON gives {figures[0][1]})" if figures else ""
+            problems.append(f"results:{name} line {i + 1}{which}: README {g!r}, JSON {w!r}; re-run: {command}, then "
+                            f"python benchmarks/readme_results.py --write")
+    return problems
+
+
+def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Every problem of README text ``text`` against the JSON under ``results_dir`` (empty: all figures match)."""
+    problems: list[str] = []
+    found = {m.group("name"): m for m in BLOCK_RE.finditer(text)}
+    for name, block in BLOCKS.items():
+        command = " and ".join(block.commands)
+        if name not in found:
+            problems.append(f"README.md has no block <!-- results:{name} ... --> ... <!-- /results:{name} --> "
+                            f"(its figures come from {', '.join(s + '.json' for s in block.sources)}; "
+                            f"python benchmarks/readme_results.py --write fills it once the marker is there)")
+            continue
+        records, missing = load_records(block, results_dir)
+        if missing:
+            problems += missing
+            continue
+        command = " and ".join(rec.get("command") or "?" for rec in records.values())  # as they ran
+        try:
+            rendered = block.render(records)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            problems.append(f"results:{name}: its JSON cannot be rendered ({type(exc).__name__}: {exc}): written by an "
+                            f"older script? re-run: {command}")
+            continue
+        problems += _diff(name, found[name].group("body"), rendered, command)
+    for name in found:
+        if name not in BLOCKS:
+            problems.append(f"README.md block results:{name} has no renderer: add it to BLOCKS in benchmarks/readme_results.py")
+    for m in COMMENTARY_RE.finditer(text):
+        path = results_dir / f"{m.group('name')}.json"
+        date = json.loads(path.read_text()).get("date") if path.is_file() else None
+        if date != m.group("date"):
+            problems.append(f"commentary:{m.group('name')} was written against the run of {m.group('date')}, but "
+                            + (f"{path.name} is from {date}" if date else f"{path.name} does not exist")
+                            + ": re-read the prose against the new figures and set its date")
+    for m in HAND_RE.finditer(text):
+        if not re.search(r"\d{4}-\d{2}-\d{2}", m.group("reason")) or len(m.group("reason")) < 20:
+            problems.append(f"measured-by-hand block must say when (YYYY-MM-DD) and why no script measures it, "
+                            f"got {m.group('reason')!r}")
+    for title, figure_re in CHECKED_SECTIONS.items():
+        span = _section(text, title)
+        if span is None:
+            problems.append(f"README.md has no section {title!r}")
+            continue
+        body = text[span[0]:span[1]]
+        for regex in (BLOCK_RE, HAND_RE, COMMENTARY_RE):
+            body = regex.sub(lambda m: "\n" * m.group(0).count("\n"), body)
+        body = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), body, flags=re.S)
+        first_line = text[:span[0]].count("\n") + 1
+        for k, line in enumerate(body.split("\n")):
+            where = f"README.md line {first_line + k} (section {title!r})"
+            if OPEN_RE.search(line):
+                problems.append(f"{where}: an unclosed or malformed block marker: {line.strip()!r}")
+            elif line.lstrip().startswith("|"):
+                problems.append(f"{where}: a table row outside a generated block, with no JSON source: {line.strip()[:80]!r}")
+            else:
+                for fig in figure_re.finditer(line):
+                    if LIMIT_RE.search(line[:fig.start()]):
+                        continue  # a limit or target ("over ~2 s", "< 50 ms"), not a measurement
+                    problems.append(f"{where}: the figure {fig.group(0)!r} has no JSON source: put it in a "
+                                    f"<!-- results:NAME --> block or a <!-- measured-by-hand: DATE, REASON --> block")
+    return problems
+
+
+def write(text: str, results_dir: Path = RESULTS_DIR) -> tuple[str, list[str]]:
+    """``text`` with every block whose JSON exists re-rendered, and the names of the blocks left as they were."""
+    skipped: list[str] = []
+
+    def replace(m: re.Match[str]) -> str:
+        name = m.group("name")
+        block = BLOCKS.get(name)
+        if block is None:
+            skipped.append(f"{name} (no renderer)")
+            return m.group(0)
+        records, missing = load_records(block, results_dir)
+        if missing:
+            skipped.append(f"{name} ({'; '.join(missing)})")
+            return m.group(0)
+        return f"{HEADER.format(name=name)}\n{block.render(records)}\n<!-- /results:{name} -->"
+
+    return BLOCK_RE.sub(replace, text), skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="re-render the README's blocks from the JSON")
+    parser.add_argument("--print", dest="name", help="print one block rendered from its JSON")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    if args.name:
+        print(render_block(args.name))
+        return 0
+    text = args.readme.read_text()
+    if args.write:
+        new, skipped = write(text)
+        args.readme.write_text(new)
+        for line in skipped:
+            print(f"left as it was: {line}")
+    problems = check(args.readme.read_text())
+    for line in problems:
+        print(line)
+    print(f"{len(problems)} problem(s)" if problems else "README.md: every result block matches its JSON")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
