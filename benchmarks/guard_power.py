@@ -16,7 +16,8 @@ loop: forecasts (``engine.signals.compute_forecasts`` for the baselines), foreca
 (``engine.fast_path.fast_simulate``: bar-exact with the event loop, reconciled in the sweeps) and the
 guard on them. A period is ``--bars`` decision bars at a seeded random start; every market and
 timeframe gets ``--periods`` of them. Output: a table on stdout and ``benchmarks/results/guard_power.json``
-(command, git commit, settings, every row).
+(``benchmarks/results_io.write_result``: command, git commit, machine, date, settings, every row; ``--out``
+another path).
 
 Usage: ``python benchmarks/guard_power.py [--periods 5] [--seed 0] [--quick]`` (about a minute here).
 """
@@ -24,9 +25,8 @@ Usage: ``python benchmarks/guard_power.py [--periods 5] [--seed 0] [--quick]`` (
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import subprocess
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
 
+from benchmarks.results_io import write_result  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.evaluation import plausibility_findings, realised_for, skill_report  # noqa: E402
 from engine.fast_path import fast_simulate  # noqa: E402
@@ -209,23 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows)
     print(text)
     wall = time.perf_counter() - t0
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     ev = cfg.evaluation
-    result = {
-        "command": "python benchmarks/guard_power.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git_commit": commit,
-        "settings": {
-            "markets": [s for _, s in MARKETS], "timeframes": list(TIMEFRAMES), "periods_per_market": args.periods,
-            "bars": {"1h": args.bars_1h, "1d": args.bars_1d}, "seed": args.seed, "context_length": CONTEXT,
-            "horizon": p.horizon, "quantiles": list(p.quantiles), "strategy": "llm_signal (defaults)",
-            "fee": cfg.broker.fee, "slippage": cfg.broker.slippage, "alpha": ev.alpha,
-            "max_plausible_accuracy": ev.max_plausible_accuracy, "min_plausible_mase": ev.min_plausible_mase,
-            "max_plausible_sharpe": ev.max_plausible_sharpe, "n_periods": len(chosen),
-        },
-        "rows": rows, "table": text, "wall_s": round(wall, 1),
+    settings = {
+        "markets": [s for _, s in MARKETS], "timeframes": list(TIMEFRAMES), "periods_per_market": args.periods,
+        "bars": {"1h": args.bars_1h, "1d": args.bars_1d}, "seed": args.seed, "context_length": CONTEXT,
+        "horizon": p.horizon, "quantiles": list(p.quantiles), "strategy": "llm_signal (defaults)",
+        "fee": cfg.broker.fee, "slippage": cfg.broker.slippage, "alpha": ev.alpha,
+        "max_plausible_accuracy": ev.max_plausible_accuracy, "min_plausible_mase": ev.min_plausible_mase,
+        "max_plausible_sharpe": ev.max_plausible_sharpe, "n_periods": len(chosen),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    command = None if argv is None else shlex.join(["python", "benchmarks/guard_power.py", *argv])
+    write_result(args.out.stem, settings, {"rows": rows, "table": text, "wall_s": wall}, command=command,
+                 results_dir=args.out.parent)
     print(f"{len(chosen)} periods, {sum(len(r) for r in runs.values())} runs judged in {wall:.0f} s; {args.out}")
     return 0
 

@@ -11,7 +11,7 @@ one process, CPU seconds (``time.process_time``: the machine is shared, wall tim
 
 And for a strategy that reads its feed's frame ``p.dataname`` at every bar (a copy of the revealed
 rows per bar in the replay), the same backtest and replay. Orders of each pair must agree.
-Usage: ``python benchmarks/replay_cost.py [--repeat 5]``.
+Usage: ``python benchmarks/replay_cost.py [--repeat 5]``; writes ``benchmarks/results/replay_cost.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import backtrader as bt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.results_io import write_result  # noqa: E402
 from engine.broker import configure_broker  # noqa: E402
 from engine.costs import Costs  # noqa: E402
 from engine.feed import ForecastData  # noqa: E402
@@ -90,6 +91,7 @@ def main() -> None:
     levels = (0.1, 0.5, 0.9)
     print(f"{len(bars)} bars of BTC/USDT 1h ({bars.index[0]:%Y-%m-%d} .. {bars.index[-1]:%Y-%m-%d}), "
           f"CPU seconds, best of {args.repeat}")
+    numbers: dict[str, object] = {"bars": len(bars), "cases": []}
     cases = [(name, load_strategy(ROOT / "strategies" / f"{name}.py")) for name in ("llm_signal", "sma_cross")]
     for name, cls in [*cases, ("reads p.dataname every bar", FrameEveryBar)]:
         setup = StrategySetup(cls, {}, 10_000.0, Costs())
@@ -113,6 +115,16 @@ def main() -> None:
             line += (f", previous replay {best['previous replay']:.2f} s (replay / previous: best "
                      f"{best['replay'] / best['previous replay']:.2f}, median of pairs {paired:.2f})")
         print(line)
+        numbers["cases"].append({"strategy": name, "orders": len(orders["replay"]),
+                                 "best_cpu_s": best, "all_cpu_s": times,
+                                 "replay_over_backtest": best["replay"] / best["backtest"],
+                                 "replay_over_previous": (best["replay"] / best["previous replay"]
+                                                          if "previous replay" in best else None),
+                                 "replay_over_previous_median_of_pairs": paired if "previous replay" in best else None})
+    write_result("replay_cost", {"repeat": args.repeat, "symbol": "BTC/USDT", "timeframe": "1h",
+                                 "period": f"{bars.index[0]:%Y-%m-%d}..{bars.index[-1]:%Y-%m-%d}",
+                                 "forecast": "stand-in: 0.5 x 4-bar log return, quantiles +-0.01", "clock": "process_time"},
+                 numbers)
 
 
 if __name__ == "__main__":

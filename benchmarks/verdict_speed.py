@@ -19,7 +19,7 @@ output and cache folders, as a user's first run:
 Wall seconds and CPU seconds are both reported (and one more in-process run's steps in CPU
 seconds): on a machine shared with other work the wall figures are noisy, the CPU figures and the
 ratio less so. Target (issue 18): the fully judged run
-within 10 s on 2 cores. Writes ``benchmarks/results/verdict_speed.json``.
+within 10 s on 2 cores. Writes ``benchmarks/results/verdict_speed.json`` (``benchmarks/results_io.write_result``).
 
 Usage: ``python benchmarks/verdict_speed.py [--repeat 3] [--no-subprocess]``.
 """
@@ -29,13 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
 
+from benchmarks.results_io import write_result  # noqa: E402
 from engine.backtest import run_backtest  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.feed import align_forecast  # noqa: E402
@@ -107,41 +106,6 @@ def cpu_steps(data_dir: str) -> dict[str, float]:
             return run_backtest(cfg, ROOT / STRATEGY).timings
         finally:
             time.perf_counter = wall_clock
-
-
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def write_json(config: dict[str, Any], numbers: dict[str, Any]) -> Path:
-    """benchmarks/results/verdict_speed.json, through ``benchmarks/results_io.write_result`` where it exists
-    (the same fields otherwise: command, git commit, dirty, machine, date, config, numbers)."""
-    try:
-        from results_io import write_result  # benchmarks/ is this script's folder, first on sys.path
-    except ImportError:
-        write_result = None
-    if write_result is not None:
-        return write_result("verdict_speed", config, numbers)
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md", ":!benchmarks/results/*.json")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.lower().startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else ""
-    record = {
-        "name": "verdict_speed",
-        "command": shlex.join(["python", str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]]),
-        "git_commit": _git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
-        "machine": {"cores": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
-                    "platform": platform.platform(), "load_avg_1m_start": LOAD_AT_START},
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "config": config, "numbers": numbers,
-    }
-    path = ROOT / "benchmarks" / "results" / "verdict_speed.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    print(f"results written to {path.relative_to(ROOT)}")
-    return path
 
 
 LOAD_AT_START = os.getloadavg()[0]
@@ -221,7 +185,7 @@ def main() -> None:
               "subprocess_repeat": 0 if args.no_subprocess else args.subprocess_repeat,
               "cli_command": shlex.join(["python", *cli_command("../shared/data", Path("/tmp/x"))[1:]]),
               "target_s": TARGET_S}
-    write_json(config, numbers)
+    write_result("verdict_speed", config, numbers)
 
 
 if __name__ == "__main__":
