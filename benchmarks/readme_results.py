@@ -7,7 +7,10 @@ block::
     ...tables and lines rendered by BLOCKS[NAME] from the JSON...
     <!-- /results:NAME -->
 
-or, for a figure no script produces, in a block that says so and why::
+A block may stand anywhere in the README (the plausibility guard's table and the determinism cost sit in
+"Judging"), indented inside a list item (its markers and lines by the same spaces); every block found is
+checked against its JSON, wherever it is. Or, for a figure no script produces, in a block that says so and
+why::
 
     <!-- measured-by-hand: REASON -->
     ...
@@ -19,7 +22,7 @@ and prose that interprets a result names the result file it was written against
 
 ``python benchmarks/readme_results.py`` checks README.md (exit 1 and one line per problem: block, table,
 row, column, README value, JSON value, the command to re-run); ``--write`` re-renders every block whose
-JSON exists; ``--print NAME`` prints one block. ``tests/test_readme_results.py`` runs the check.
+JSON exists (``--only NAME ...``: those blocks only); ``--print NAME`` prints one block. ``tests/test_readme_results.py`` runs the check.
 Standard library only (the test imports it).
 """
 
@@ -29,7 +32,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -333,6 +336,106 @@ def render_lora(r: Records) -> str:
     return provenance(rec) + "\n" + text
 
 
+#: metrics.json's timing steps as the README names them.
+STEP_NAMES = {"event_loop": "event loop", "lookahead_predictor": "lookahead forecast recheck", "tearsheet": "tear-sheet",
+              "forecast_page": "forecast page", "write": "writing"}
+
+
+def render_verdict(r: Records) -> str:
+    rec = r["verdict_speed"]
+    c, n = rec["config"], rec["numbers"]
+    ex = c["example"]
+    later = len(n["judged_all_s"]) - 1
+    lines = [provenance(rec),
+             f"{ex['symbol']} {ex['timeframe']} {ex['timerange']}, `{ex['predictor']}`, {n['n_bars']:,} decision bars "
+             f"(the CPU seconds are the steadier figures on a shared machine).",
+             "",
+             "| | wall | CPU | / bare event loop |",
+             "|---|---|---|---|",
+             f"| bare event loop | {n['event_loop_s']:.2f} s | {n['event_loop_cpu_s']:.2f} s | 1 |",
+             f"| fully judged run, in process (best of {later}, after a first run that also imports quantstats: "
+             f"{n['judged_first_s']:.2f} s) | {n['judged_s']:.2f} s | {n['judged_cpu_s']:.2f} s "
+             f"| {n['ratio_judged_to_event_loop']:.1f} (CPU {n['ratio_judged_to_event_loop_cpu']:.1f}) |"]
+    if n.get("cli_wall_s") is None:
+        lines.append("| the command end to end | NOT RUN (`--no-subprocess`) | | |")
+    else:
+        lines.append(f"| the command end to end (`python -m engine backtest ...`, best of {len(n['cli_all_wall_s'])}; "
+                     f"{n['cli_outside_run_s']:.1f} s of it start-up, imports and printing) | {n['cli_wall_s']:.2f} s "
+                     f"| {n['cli_cpu_s']:.2f} s | {n['ratio_cli_to_event_loop']:.1f} |")
+    steps = ", ".join(f"{STEP_NAMES.get(k, k)} {v:.2f}" for k, v in n["steps_s"].items() if k not in ("total", "other"))
+    lines += ["", f"Per step (seconds, the best in-process run; `--timings` prints the same table for any run): {steps}."]
+    if n.get("cli_wall_s") is not None:
+        met = "met" if n["cli_wall_s"] <= c["target_s"] else "NOT met"
+        lines.append(f"Target, the judged command within {c['target_s']:g} s on 2 cores: {met} in this run.")
+    return "\n".join(lines)
+
+
+def render_replay(r: Records) -> str:
+    rec = r["replay_cost"]
+    c, n = rec["config"], rec["numbers"]
+    lines = [provenance(rec),
+             f"{c['symbol']} {c['timeframe']} {c['period']} ({n['bars']:,} bars), CPU seconds, best of {c['repeat']}, "
+             f"interleaved in one process; the orders of each row agree (the script stops otherwise).",
+             "",
+             "| strategy | backtest | replay | replay before issue 18 | replay / before |",
+             "|---|---|---|---|---|"]
+    for case in n["cases"]:
+        b = case["best_cpu_s"]
+        name = f"`{case['strategy']}`" if " " not in case["strategy"] else case["strategy"].replace("p.dataname", "`p.dataname`")
+        before = "—" if b.get("previous replay") is None else f"{b['previous replay']:.2f} s"
+        ratio = "—" if case.get("replay_over_previous") is None else f"{case['replay_over_previous']:.2f}"
+        lines.append(f"| {name} ({case['orders']:,} orders) | {b['backtest']:.2f} s | {b['replay']:.2f} s | {before} | {ratio} |")
+    frame = [case for case in n["cases"] if case.get("replay_over_previous") is None]
+    if frame:
+        b = frame[0]["best_cpu_s"]
+        lines += ["", f"Reading `p.dataname` at every bar: the replay costs {(b['replay'] - b['backtest']) / n['bars'] * 1000:.2f} ms "
+                      f"per bar more than the backtest."]
+    return "\n".join(lines)
+
+
+def render_guard(r: Records) -> str:
+    rec = r["guard_power"]
+    c, n = rec["config"], rec["numbers"]
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    lines = [provenance(rec),
+             f"{len(c['markets'])} markets × {', '.join(c['timeframes'])}, {c['periods_per_market']} periods each "
+             f"({c['n_periods']} periods; {c['bars']['1h']:,} decision bars at 1h, {c['bars']['1d']:,} at 1d), seed "
+             f"{c['seed']}; bounds: accuracy {c['max_plausible_accuracy']:g}, MASE {c['min_plausible_mase']:g}, Sharpe "
+             f"{c['max_plausible_sharpe']:g}, alpha {c['alpha']:g}; {duration(n['wall_s'])} in all.",
+             "",
+             "| planted | runs | hit rate h=1 | MASE h=1 | Sharpe | flagged by accuracy | by MASE | by Sharpe | "
+             "by any: all | 1h | 1d |",
+             "|" + "---|" * 11]
+    for row in n["rows"]:
+        name = row["kind"] if row["strength"] is None else f"{row['kind']} {row['strength']:g}"
+        f, tf = row["flag_rate"], row["any_flag_rate_by_timeframe"]
+        lines.append(
+            f"| {name} | {row['runs']} | {fmt(row['median_hit_rate_h1'], '.1%')} | {fmt(row['median_mase_h1'], '.2f')} | "
+            f"{fmt(row['median_sharpe'], '.1f')} | {f['directional accuracy']:.0%} | {f['MASE']:.0%} | {f['Sharpe']:.0%} | "
+            f"{f['any']:.0%} | {fmt(tf.get('1h'), '.0%')} | {fmt(tf.get('1d'), '.0%')} |")
+    return "\n".join(lines)
+
+
+def render_deterministic(r: Records) -> str:
+    rec = r["deterministic_fit"]
+    c, n = rec["config"], rec["numbers"]
+    ratio = n["ratio_cpu"]
+    cost = ("nothing measurable (within 5 %)" if abs(ratio - 1) <= 0.05 else
+            f"{(ratio - 1) * 100:+.0f} % CPU time (more than the 5 % of noise)")
+    same = ("every fit bit-identical" if n["distinct_digests"] == 1 else
+            f"{n['distinct_digests']} distinct weights digests: NOT bit-identical")
+    declared = ", ".join(n["declared_nondeterministic"]) or "none"
+    return (provenance(rec) + "\n" +
+            f"On {c['device']} the deterministic settings cost {cost}: `{c['predictor']}` at its default size, "
+            f"{c['steps']} steps of {c['batch_size']} windows, {c['threads']} threads, best of {c['repeat']}: "
+            f"{n['deterministic_cpu_s']:.2f} s CPU ({n['deterministic_wall_s']:.2f} s wall) with them, "
+            f"{n['default_cpu_s']:.2f} s ({n['default_wall_s']:.2f} s) without, {ratio:.3f} × the CPU time; "
+            f"{same}; declared not bit-reproducible: {declared}.")
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated README block: the JSON files it reads (stems under benchmarks/results), the commands
@@ -354,13 +457,20 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("compare_scaling", ("compare_scaling",), ("python benchmarks/compare_scaling.py",), render_compare),
     Block("paper_latency", ("paper_latency",), ("python benchmarks/paper_latency.py --bars 300",), render_paper),
     Block("lora_speed", ("lora_speed",), ("python benchmarks/lora_speed.py",), render_lora),
+    Block("verdict_speed", ("verdict_speed",), ("python benchmarks/verdict_speed.py",), render_verdict),
+    Block("replay_cost", ("replay_cost",), ("python benchmarks/replay_cost.py",), render_replay),
+    Block("guard_power", ("guard_power",), ("python benchmarks/guard_power.py",), render_guard),
+    Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
 )}
 
 
 # --------------------------------------------------------------------------- README blocks
 
 
-BLOCK_RE = re.compile(r"<!-- results:(?P<name>[\w-]+)(?: [^\n]*?)? -->\n(?P<body>.*?)\n?<!-- /results:(?P=name) -->", re.S)
+#: A block starts a line; inside a Markdown list item it is indented (markers and every line by the same
+#: spaces, which ``--write`` keeps and the check strips before comparing).
+BLOCK_RE = re.compile(r"^(?P<indent>[ \t]*)<!-- results:(?P<name>[\w-]+)(?: [^\n]*?)? -->\n(?P<body>.*?)\n?"
+                      r"(?P=indent)<!-- /results:(?P=name) -->", re.S | re.M)
 HAND_RE = re.compile(r"<!-- measured-by-hand: (?P<reason>[^\n]*?) -->\n(?P<body>.*?)<!-- /measured-by-hand -->", re.S)
 COMMENTARY_RE = re.compile(r"<!-- commentary:(?P<name>[\w-]+) (?P<date>\S+) -->\n(?P<body>.*?)<!-- /commentary:(?P=name) -->",
                            re.S)
@@ -377,6 +487,16 @@ TIME_RE = re.compile(r"(?<![\w.\-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min)(?![\w/])")
 #: measured by hand, when and why), with what counts as a measured figure there. Table rows count everywhere.
 CHECKED_SECTIONS = {"## Install, run, test": TIME_RE, "## Results: stage 2": FIGURE_RE, "## Performance": FIGURE_RE}
 HEADER = "<!-- results:{name} (generated from benchmarks/results/*.json by python benchmarks/readme_results.py --write) -->"
+
+
+def block_body(m: re.Match[str]) -> str:
+    """The body of a BLOCK_RE match without the block's indentation."""
+    indent = m.group("indent")
+    return "\n".join(line[len(indent):] if line.startswith(indent) else line for line in m.group("body").split("\n"))
+
+
+def _indent(text: str, indent: str) -> str:
+    return "\n".join(indent + line if line else line for line in text.split("\n"))
 
 
 def load_records(block: Block, results_dir: Path = RESULTS_DIR) -> tuple[Records, list[str]]:
@@ -470,7 +590,7 @@ def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
             problems.append(f"results:{name}: its JSON cannot be rendered ({type(exc).__name__}: {exc}): written by an "
                             f"older script? re-run: {command}")
             continue
-        problems += _diff(name, found[name].group("body"), rendered, command)
+        problems += _diff(name, block_body(found[name]), rendered, command)
     for name in found:
         if name not in BLOCKS:
             problems.append(f"README.md block results:{name} has no renderer: add it to BLOCKS in benchmarks/readme_results.py")
@@ -510,12 +630,15 @@ def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
     return problems
 
 
-def write(text: str, results_dir: Path = RESULTS_DIR) -> tuple[str, list[str]]:
-    """``text`` with every block whose JSON exists re-rendered, and the names of the blocks left as they were."""
+def write(text: str, results_dir: Path = RESULTS_DIR, only: Collection[str] | None = None) -> tuple[str, list[str]]:
+    """``text`` with every block whose JSON exists (of ``only``'s names, when given) re-rendered, and the names of
+    the blocks left as they were."""
     skipped: list[str] = []
 
     def replace(m: re.Match[str]) -> str:
         name = m.group("name")
+        if only is not None and name not in only:
+            return m.group(0)
         block = BLOCKS.get(name)
         if block is None:
             skipped.append(f"{name} (no renderer)")
@@ -524,7 +647,8 @@ def write(text: str, results_dir: Path = RESULTS_DIR) -> tuple[str, list[str]]:
         if missing:
             skipped.append(f"{name} ({'; '.join(missing)})")
             return m.group(0)
-        return f"{HEADER.format(name=name)}\n{block.render(records)}\n<!-- /results:{name} -->"
+        indent = m.group("indent")
+        return f"{indent}{HEADER.format(name=name)}\n{_indent(block.render(records), indent)}\n{indent}<!-- /results:{name} -->"
 
     return BLOCK_RE.sub(replace, text), skipped
 
@@ -533,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="re-render the README's blocks from the JSON")
     parser.add_argument("--print", dest="name", help="print one block rendered from its JSON")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(BLOCKS),
+                        help="with --write: re-render only these blocks (e.g. while another benchmark is still "
+                             "writing its JSON)")
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
     if args.name:
@@ -540,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text = args.readme.read_text()
     if args.write:
-        new, skipped = write(text)
+        new, skipped = write(text, only=args.only)
         args.readme.write_text(new)
         for line in skipped:
             print(f"left as it was: {line}")

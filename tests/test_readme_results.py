@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 README_TEXT = (ROOT / "README.md").read_text()
 
 
+def _body(name: str) -> str:
+    """Block ``name``'s body in README.md, its indentation (inside a list item) stripped."""
+    return rr.block_body(next(m for m in rr.BLOCK_RE.finditer(README_TEXT) if m.group("name") == name))
+
+
 def _present_blocks() -> list[str]:
     """Blocks whose JSON files are all committed (the others are reported by the first test)."""
     return [name for name, block in rr.BLOCKS.items() if not rr.load_records(block)[1]]
@@ -59,7 +64,7 @@ def test_an_edited_table_figure_names_table_row_column_and_both_values():
     if not tabled:
         pytest.skip("no result JSON committed yet (the first test fails and names the commands)")
     for name in tabled:
-        body = rr.BLOCK_RE.search(README_TEXT[README_TEXT.index(f"<!-- results:{name} "):]).group("body")
+        body = _body(name)
         old, new, row, column = _first_table_cell(body)
         problems = rr.check(README_TEXT.replace(old, new, 1))
         mine = [p for p in problems if p.startswith(f"results:{name} ")]
@@ -70,7 +75,7 @@ def test_an_edited_table_figure_names_table_row_column_and_both_values():
 
 def test_an_edited_prose_figure_is_caught():
     for name in _present_blocks():
-        body = rr.BLOCK_RE.search(README_TEXT[README_TEXT.index(f"<!-- results:{name} "):]).group("body")
+        body = _body(name)
         line = next(x for x in body.split("\n")[1:] if x and not x.startswith("|") and re.search(r"\d", x))
         edited = re.sub(r"\d", lambda m: str((int(m.group(0)) + 1) % 10), line, count=1)
         problems = rr.check(README_TEXT.replace(line, edited, 1))
@@ -112,3 +117,12 @@ def test_the_readme_rounding():
         ["0.75", "0.10", "0.017", "0.007", "7e-4", "6e-21", "n/a"]
     assert [rr.pct(x) for x in (0.75, -0.356, -0.00001, None)] == ["75.0 %", "-35.6 %", "0.0 %", "n/a"]
     assert [rr.stat(x) for x in (24.14, -0.552, None)] == ["24.1", "-0.55", "n/a"]
+
+
+def test_write_only_rerenders_the_named_blocks():
+    """``--write --only NAME`` leaves every other block as it is (a benchmark still writing its JSON)."""
+    line = next(x for x in _body("lora_speed").split("\n")[1:] if re.search(r"\d", x))
+    edited = README_TEXT.replace(line, re.sub(r"\d", lambda m: str((int(m.group(0)) + 1) % 10), line, count=1), 1)
+    assert edited != README_TEXT
+    assert rr.write(edited, only=["backtest_speed"])[0] == edited
+    assert rr.write(edited, only=["lora_speed"])[0] == README_TEXT
