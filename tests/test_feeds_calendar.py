@@ -46,6 +46,7 @@ def config(tmp_path: Path, **overrides):
         "data.data_dir": str(tmp_path / "data"), "data.cache_dir": str(tmp_path / "cache"),
         "output.dir": str(tmp_path / "runs"), "output.progress": False, "output.tearsheet": False,
         "evaluation.lookahead_samples": 0, "evaluation.naive_baseline": False,
+        "evaluation.random_sign_draws": 0,  # the test strategies have no fast form (40 event loops each)
     }
     return load_config(None, {**base, **overrides})
 

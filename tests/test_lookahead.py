@@ -57,6 +57,7 @@ def _cfg(shared_data, tmp_path, **extra):
         "data.data_dir": str(shared_data), "data.timeframe": "1h", "data.timerange": "20240101-20240115",
         "predictor.context_length": 48, "predictor.horizon": 6, "predictor.cache": False,
         "evaluation.lookahead_samples": 4, "evaluation.naive_baseline": False,
+        "evaluation.random_sign_draws": 0,  # leaky test strategies have no fast form (40 event loops each)
         "output.progress": False, "output.dir": str(tmp_path / "runs"), **extra,
     })
 
@@ -118,7 +119,8 @@ def test_lookahead_command_fails_loudly_with_exit_code(shared_data, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "engine", "lookahead", str(path), "--data-dir", str(shared_data),
          "--timerange", "20240101-20240110", "--predictor", "naive", "--samples", "5",
-         "--set", "predictor.context_length=48", "--set", "predictor.cache=false"],
+         "--set", "predictor.context_length=48", "--set", "predictor.cache=false",
+         "--set", "evaluation.random_sign_draws=0"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
     )

@@ -71,7 +71,9 @@ def test_llmtime_backtest_counts_malformed_samples(shared_data, tmp_path, traine
     model = trained_llama  # trained once per test run (conftest), shared with test_predictors_llmtime
     # batch_size 1: each window generated alone, reproducible, so the lookahead check covers the predictor
     params = {"model": str(model), "device": "cpu", "num_samples": 4, "batch_size": 1}
-    result = _backtest(shared_data, tmp_path, "llmtime", params, **{"predictor.context_length": 24})
+    # sampled check only: rechecking every window (est. < evaluation.lookahead_full_seconds) doubles this test
+    result = _backtest(shared_data, tmp_path, "llmtime", params,
+                       **{"predictor.context_length": 24, "evaluation.lookahead_full_seconds": 0})
     metrics = _check_run(result)
     assert metrics["lookahead"]["notes"] == []
     stats = metrics["predictor_stats"]

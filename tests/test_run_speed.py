@@ -85,6 +85,7 @@ class LateFastForm(LLMSignal):
 '''
 
 
+@pytest.mark.slow  # ~4 s: two judged runs; test_random_sign.py checks a refused fast form in the fast subset
 def test_a_fast_form_that_disagrees_is_refused_and_the_baselines_run_on_the_event_loop(shared_data, tmp_path):
     strategy = tmp_path / "late_fast_form.py"
     strategy.write_text(WRONG_FAST_FORM, encoding="utf-8")
