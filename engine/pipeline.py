@@ -385,7 +385,8 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
         t_draws = time.perf_counter()
         event_draw = first_draw if simulator is not None and not simulator.fast else None  # reused when event-loop
         random_sign = random_sign_draws(bars, forecast, setup, ppy, metrics, draws=ev.random_sign_draws, seed=ev.seed,
-                                        alpha=ev.alpha, first_event=event_draw)
+                                        alpha=ev.alpha, first_event=event_draw,
+                                        fast_form_reconciled=simulator is not None and simulator.fast)
         timings["random_sign_draws"] = time.perf_counter() - t_draws
 
     t = time.perf_counter()

@@ -172,7 +172,7 @@ def test_backtest_ranks_the_strategy_among_random_sign_draws(backtest, capsys) -
     assert draws["total_return"]["quantiles"]["min"] <= column <= draws["total_return"]["quantiles"]["max"]
     print_judgement(run.result, run.verdict)
     out = capsys.readouterr().out
-    assert "random sign x50 (fast path, draw 0 reconciled with the event loop)" in out
+    assert "random sign x50 (fast path, reconciled fill for fill with the run's own event loop)" in out
     off = backtest(STRATEGIES / "llm_signal.py", **{"evaluation.random_sign_draws": 0})
     assert off.result.random_sign is None
     assert json.loads((off.run_dir / "metrics.json").read_text())["random_sign"] is None
