@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
 
+from benchmarks.readme_results import guard_power_table  # noqa: E402
 from benchmarks.results_io import write_result  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.evaluation import plausibility_findings, realised_for, skill_report  # noqa: E402
@@ -157,19 +158,8 @@ def summarise(kind: str, strength: float | None, runs: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a Markdown table (medians over the runs; flag rates: share of runs flagged)."""
-    head = ("| planted | runs | hit rate h=1 | MASE h=1 | Sharpe | flagged by accuracy | by MASE | by Sharpe | "
-            "by any: all | 1h | 1d |")
-    lines = [head, "|" + "---|" * 11]
-    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
-    for r in rows:
-        name = r["kind"] if r["strength"] is None else f"{r['kind']} {r['strength']:g}"
-        f, tf = r["flag_rate"], r["any_flag_rate_by_timeframe"]
-        lines.append(
-            f"| {name} | {r['runs']} | {fmt(r['median_hit_rate_h1'], '.1%')} | {fmt(r['median_mase_h1'], '.2f')} | "
-            f"{fmt(r['median_sharpe'], '.1f')} | {f['directional accuracy']:.0%} | {f['MASE']:.0%} | {f['Sharpe']:.0%} | "
-            f"{f['any']:.0%} | {fmt(tf.get('1h'), '.0%')} | {fmt(tf.get('1d'), '.0%')} |")
-    return "\n".join(lines)
+    """The rows as a Markdown table: the README's renderer (:func:`benchmarks.readme_results.guard_power_table`)."""
+    return guard_power_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -393,29 +393,34 @@ def render_replay(r: Records) -> str:
     return "\n".join(lines)
 
 
-def render_guard(r: Records) -> str:
-    rec = r["guard_power"]
-    c, n = rec["config"], rec["numbers"]
 
+def guard_power_table(rows: list[dict]) -> str:
+    """``benchmarks/guard_power.py``'s rows as a Markdown table (medians over the runs; flag rates: the
+    share of runs flagged): printed by the benchmark and rendered into the README from its JSON."""
     def fmt(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    lines = [provenance(rec),
-             f"{len(c['markets'])} markets × {', '.join(c['timeframes'])}, {c['periods_per_market']} periods each "
-             f"({c['n_periods']} periods; {c['bars']['1h']:,} decision bars at 1h, {c['bars']['1d']:,} at 1d), seed "
-             f"{c['seed']}; bounds: accuracy {c['max_plausible_accuracy']:g}, MASE {c['min_plausible_mase']:g}, Sharpe "
-             f"{c['max_plausible_sharpe']:g}, alpha {c['alpha']:g}; {duration(n['wall_s'])} in all.",
-             "",
-             "| planted | runs | hit rate h=1 | MASE h=1 | Sharpe | flagged by accuracy | by MASE | by Sharpe | "
-             "by any: all | 1h | 1d |",
-             "|" + "---|" * 11]
-    for row in n["rows"]:
+    lines = ["| planted | runs | hit rate h=1 | MASE h=1 | Sharpe | flagged by accuracy | by MASE | by Sharpe | "
+             "by any: all | 1h | 1d |", "|" + "---|" * 11]
+    for row in rows:
         name = row["kind"] if row["strength"] is None else f"{row['kind']} {row['strength']:g}"
         f, tf = row["flag_rate"], row["any_flag_rate_by_timeframe"]
         lines.append(
             f"| {name} | {row['runs']} | {fmt(row['median_hit_rate_h1'], '.1%')} | {fmt(row['median_mase_h1'], '.2f')} | "
             f"{fmt(row['median_sharpe'], '.1f')} | {f['directional accuracy']:.0%} | {f['MASE']:.0%} | {f['Sharpe']:.0%} | "
             f"{f['any']:.0%} | {fmt(tf.get('1h'), '.0%')} | {fmt(tf.get('1d'), '.0%')} |")
+    return "\n".join(lines)
+
+def render_guard(r: Records) -> str:
+    rec = r["guard_power"]
+    c, n = rec["config"], rec["numbers"]
+
+    lines = [provenance(rec),
+             f"{len(c['markets'])} markets × {', '.join(c['timeframes'])}, {c['periods_per_market']} periods each "
+             f"({c['n_periods']} periods; {c['bars']['1h']:,} decision bars at 1h, {c['bars']['1d']:,} at 1d), seed "
+             f"{c['seed']}; bounds: accuracy {c['max_plausible_accuracy']:g}, MASE {c['min_plausible_mase']:g}, Sharpe "
+             f"{c['max_plausible_sharpe']:g}, alpha {c['alpha']:g}; {duration(n['wall_s'])} in all.",
+             "", guard_power_table(n["rows"])]
     return "\n".join(lines)
 
 

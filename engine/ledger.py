@@ -366,6 +366,30 @@ def _migrate(conn: sqlite3.Connection) -> None:
     )
 
 
+
+def _trial_spread(
+    rows: Iterable[TrialRow], periods_per_year: float,
+) -> tuple[list[TrialRow], np.ndarray, float, list[str]]:
+    """The deflated Sharpe ratio's spread over the trials ``rows`` (the latest row of each identity):
+    ``(flagged rows kept out, per-period Sharpe ratios in the variance, their variance (ddof 1; 0 below
+    two), notes in words)``. Invalid and suspicious rows are kept out; unchecked ones stay in (README,
+    "Judging"); rows without a finite Sharpe ratio add nothing. Annualised Sharpes become per-period
+    ones with ``periods_per_year`` of the judged run."""
+    rows = list(rows)
+    flagged = [r for r in rows if r.invalid or r.suspicious]
+    clean = [r for r in rows if not (r.invalid or r.suspicious)]
+    sharpes = np.array([r.sharpe for r in clean if math.isfinite(r.sharpe)], dtype=np.float64)
+    sharpes /= math.sqrt(periods_per_year)
+    var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+    notes = []
+    if flagged:
+        notes.append(f"{len(flagged)} invalid/suspicious kept out of the Sharpe variance")
+    if no_sharpe := sum(1 for r in clean if not math.isfinite(r.sharpe)):
+        notes.append(f"{no_sharpe} without a Sharpe ratio")
+    if unchecked := sum(1 for r in clean if r.unchecked):
+        notes.append(f"{unchecked} unchecked for lookahead, kept in the variance")
+    return flagged, sharpes, var, notes
+
 class TrialLedger:
     """A SQLite trial ledger at ``path`` (a file; see :meth:`for_output_dir`).
 
@@ -550,25 +574,13 @@ class TrialLedger:
                 continue
             n_rows += 1
             latest[row.trial_hash or f"config:{row.config_hash}"] = row
-        flagged = [r for r in latest.values() if r.invalid or r.suspicious]
-        kept = [r.sharpe for r in latest.values() if not (r.invalid or r.suspicious) and math.isfinite(r.sharpe)]
-        sharpes = np.array(kept, dtype=np.float64) / math.sqrt(periods_per_year)
-        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+        flagged, sharpes, var, notes = _trial_spread(latest.values(), periods_per_year)
         n = len(latest)
         how = (
             f"{n} trial{'s' if n != 1 else ''}: distinct strategy/predictor/cost variants on "
             f"{exchange or 'any exchange'} {symbol} {timeframe} whose periods overlap {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({n_rows} ledger "
             f"row{'s' if n_rows != 1 else ''}; re-runs of a variant count once)"
         )
-        notes = []
-        if flagged:
-            notes.append(f"{len(flagged)} invalid/suspicious kept out of the Sharpe variance")
-        no_sharpe = sum(1 for r in latest.values() if not (r.invalid or r.suspicious) and not math.isfinite(r.sharpe))
-        if no_sharpe:
-            notes.append(f"{no_sharpe} without a Sharpe ratio")
-        unchecked = sum(1 for r in latest.values() if r.unchecked and not (r.invalid or r.suspicious))
-        if unchecked:
-            notes.append(f"{unchecked} unchecked for lookahead, kept in the variance")
         if notes:
             how += " (" + "; ".join(notes) + ")"
         return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),
@@ -613,10 +625,7 @@ class TrialLedger:
             n_rows += 1
             period = f"{row.period_start}..{row.period_end}" if row.period_start and row.period_end else row.timerange
             latest[(row.trial_hash or f"config:{row.config_hash}", period)] = row
-        flagged = [r for r in latest.values() if r.invalid or r.suspicious]
-        kept = [r.sharpe for r in latest.values() if not (r.invalid or r.suspicious) and math.isfinite(r.sharpe)]
-        sharpes = np.array(kept, dtype=np.float64) / math.sqrt(periods_per_year)
-        var = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else 0.0
+        flagged, sharpes, var, notes = _trial_spread(latest.values(), periods_per_year)
         n = len(latest)
         markets = {(r.exchange or "", r.symbol, r.timeframe) for r in latest.values()}
         how = (
@@ -630,12 +639,6 @@ class TrialLedger:
             lo, hi = _parse_utc(start, "start"), _parse_utc(end, "end")
             how += (f"; {local.n} trial{'s' if local.n != 1 else ''} of any study ran on {exchange or 'any exchange'} "
                     f"{symbol} {timeframe} over periods overlapping {lo:%Y-%m-%d}..{hi:%Y-%m-%d}")
-        notes = []
-        if flagged:
-            notes.append(f"{len(flagged)} invalid/suspicious kept out of the Sharpe variance")
-        no_sharpe = sum(1 for r in latest.values() if not (r.invalid or r.suspicious) and not math.isfinite(r.sharpe))
-        if no_sharpe:
-            notes.append(f"{no_sharpe} without a Sharpe ratio")
         if notes:
             how += " (" + "; ".join(notes) + ")"
         return TrialCount(n=n, sharpe_variance=var, n_in_variance=int(sharpes.size), n_kept_out=len(flagged),

@@ -142,15 +142,21 @@ def test_an_engine_that_hands_fit_more_candles_than_the_plan_is_caught(honest_et
     assert all("fold 1" in w for _, w in bad), bad  # folds 0 and 2 were fitted as planned
 
 
-def test_a_fit_on_candles_stashed_from_a_later_run_is_caught(shared_data, tmp_path):
+def run_after_a_later_run_filled_the_stash(shared_data, tmp_path, name):
+    """A run of the stash-reading plugin ``name`` with the check off over later candles (it fills the
+    module-level stash), then the judged run with new checkpoint keys (training seed 8: trained now)."""
     leaky_trainable.forget()
-    name = "leaky_trainable:StashLeak"
     later = cfg_for(shared_data, tmp_path, name, **{"data.timerange": "20230301-20230601",
                                                      "evaluation.lookahead_samples": 0})
     assert run_pipeline(later, STRATEGY).invalid is None  # check off: a run that fills the stash
-    cfg = cfg_for(shared_data, tmp_path, name, **{"training.seed": 8})  # new checkpoint keys, trained now
-    result = run_pipeline(cfg, STRATEGY)
-    leaky_trainable.forget()
+    try:
+        return run_pipeline(cfg_for(shared_data, tmp_path, name, **{"training.seed": 8}), STRATEGY)
+    finally:
+        leaky_trainable.forget()
+
+
+def test_a_fit_on_candles_stashed_from_a_later_run_is_caught(shared_data, tmp_path):
+    result = run_after_a_later_run_filled_the_stash(shared_data, tmp_path, "leaky_trainable:StashLeak")
     wf = result.lookahead.stats.walk_forward
     assert result.invalid and result.invalid.startswith("lookahead: training"), result.invalid
     assert wf.refit_digest != wf.served_digest
@@ -203,13 +209,7 @@ def test_an_honest_fit_that_is_not_bit_reproducible_passes_by_its_forecasts(shar
 
 @pytest.mark.slow  # ~3 s: two runs (one fills the stash) and three fresh-process fits
 def test_a_leak_in_a_fit_that_is_not_bit_reproducible_is_still_caught(shared_data, tmp_path):
-    leaky_trainable.forget()
-    name = "leaky_trainable:JitterStashLeak"
-    later = cfg_for(shared_data, tmp_path, name, **{"data.timerange": "20230301-20230601",
-                                                     "evaluation.lookahead_samples": 0})
-    assert run_pipeline(later, STRATEGY).invalid is None  # check off: a run that fills the stash
-    result = run_pipeline(cfg_for(shared_data, tmp_path, name, **{"training.seed": 8}), STRATEGY)
-    leaky_trainable.forget()
+    result = run_after_a_later_run_filled_the_stash(shared_data, tmp_path, "leaky_trainable:JitterStashLeak")
     wf = result.lookahead.stats.walk_forward
     assert wf.refit_mode == "forecasts" and wf.refit_diff > wf.refit_tolerance, wf
     assert result.invalid and result.invalid.startswith("lookahead: training"), result.invalid
