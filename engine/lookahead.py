@@ -408,7 +408,8 @@ class LookaheadReport:
         w = s.walk_forward
         parts = []
         if w:
-            how = "same weights digest" if w.refit_mode == "digest" else "forecasts within the repeat-spread tolerance"
+            how = ("compared by weights digest" if w.refit_mode == "digest"
+                   else "compared by forecasts against the repeat-spread tolerance")
             parts.append(f"{w.decisions} decision times against their {w.folds} fold checkpoints' cut-offs, "
                          f"fold {w.refit_fold} re-fitted on truncated candles in a fresh process ({how}), "
                          f"{len(w.fresh_folds)} folds served alone")
