@@ -38,6 +38,8 @@ from feeds.validate import GAP_POLICIES
 from predictors.base import PredictorError
 from predictors.registry import available, config_class, make_config, predictor_class, table_name
 
+#: ``paper.model`` values (trained predictors).
+SERVING_MODELS = ("retrain", "frozen")
 PAPER_MODES = ("sim", "testnet")
 
 
@@ -224,6 +226,12 @@ class PaperConfig:
     api_url: str = ""
     recv_window_s: float = 5.0
     max_order_age: str = "1bar"
+    #: trained predictors: "retrain" (the live fold plan, retrained on schedule) or "frozen" (``checkpoint`` only)
+    model: str = "retrain"
+    #: a stored checkpoint folder served frozen (``--checkpoint``; ``--from-run`` resolves a backtest's last fold)
+    checkpoint: str = ""
+    #: a serving model older than this since its cut-off opens no position; "" = 2 x training.retrain_every
+    max_model_age: str = ""
 
     def max_order_age_ms(self, timeframe_ms: int) -> int:
         """``max_order_age`` in milliseconds of exchange time (``"2bars"`` = 2 x ``timeframe_ms``)."""
@@ -656,6 +664,19 @@ def _validate_paper(c: PaperConfig) -> None:
     if c.tearsheet_every_bars < 0:
         raise ConfigError(f"paper.tearsheet_every_bars = {c.tearsheet_every_bars} must be >= 0 (0 = only at exit)")
     parse_order_age(c.max_order_age, 60_000)  # the unit and number; bars are checked against any timeframe
+    if c.model not in SERVING_MODELS:
+        raise ConfigError(
+            f"paper.model = {c.model!r}; use \"retrain\" (the live fold plan, retrained on schedule) or \"frozen\" "
+            "(one checkpoint: paper.checkpoint, --checkpoint or --from-run)" + _did_you_mean(c.model, SERVING_MODELS)
+        )
+    if c.model == "frozen" and not c.checkpoint:
+        raise ConfigError("paper.model = \"frozen\" needs the checkpoint to serve: paper.checkpoint = \"PATH\", "
+                          "--checkpoint PATH, or --from-run RUN_DIR (a backtest's run folder)")
+    if c.checkpoint and c.model != "frozen":
+        raise ConfigError(f"paper.checkpoint = {c.checkpoint!r} is served only with paper.model = \"frozen\"; set it, or "
+                          "empty paper.checkpoint to retrain on schedule")
+    if c.max_model_age.strip():
+        parse_span(c.max_model_age, "paper.max_model_age")
     if c.api_url:
         parts = urlsplit(c.api_url)
         if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:

@@ -118,5 +118,7 @@ class LinearAR(Predictor):
         if horizon != self.w.shape[1]:
             raise PredictorError(f"linear_ar was trained for horizon {self.w.shape[1]}, asked for {horizon}")
         r = self._scale(np.diff(np.log(contexts), axis=1)[:, -self.config.lags:])
-        median = r @ self.w  # (n, H)
+        # numpy's own loop (not BLAS, whose kernel and summation order change with the batch size): each window's
+        # forecast is the same bits whether it is predicted alone (paper trading) or in a batch (backtest)
+        median = np.einsum("nl,lh->nh", r, self.w, optimize=False)  # (n, H)
         return median[:, None, :] + self.offsets[None, :, :]

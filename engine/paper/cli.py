@@ -39,6 +39,11 @@ def add_paper_parser(
                    help="sim: fills at the next open with the backtest's fee and slippage (default, no keys); "
                         "testnet: market orders to the exchange sandbox")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a paper run from its folder (journal + config)")
+    p.add_argument("--from-run", metavar="RUN_DIR",
+                   help="trained predictors: serve the last fold's checkpoint of this backtest run folder, frozen "
+                        "(paper.model = \"frozen\"; its predictor, market and timeframe must be this run's)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="trained predictors: serve this stored checkpoint folder, frozen (paper.checkpoint)")
     add_run_flags(p)
 
 
@@ -46,12 +51,12 @@ def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     """The command that continues ``run_dir``: the same strategy, config file and operational
     overrides (``--set paper.*``/``output.*``, ``--out``, ``--no-tearsheet``); the run's market,
     predictor, strategy parameters and mode come from its folder."""
-    parts = ["python", "-m", "engine", "paper", str(args.strategy), "--resume", str(run_dir)]
+    parts = ["python", "-m", "engine", "paper", str(args.strategy), "--resume", str(run_dir)]  # never --from-run
     if args.config:
         parts += ["--config", str(args.config)]
     for item in args.set:
         key = item.partition("=")[0].strip()
-        if key.startswith(("paper.", "output.")) and key != "paper.mode":
+        if key.startswith(("paper.", "output.")) and key not in ("paper.mode", "paper.model", "paper.checkpoint"):
             parts += ["--set", item]
     if args.out:
         parts += ["--out", str(args.out)]
@@ -82,6 +87,15 @@ def _run_paper(args: argparse.Namespace, cfg: Config, signals: StopSignals) -> i
     from engine.paper.runner import EXIT_KILL_SWITCH, PaperRunner, resumed_config  # loaded by the command (start-up time)
 
     resume = Path(args.resume) if args.resume else None
+    if (args.from_run or args.checkpoint) and resume is not None:
+        raise UserInputError("--resume serves what the run served: drop --from-run/--checkpoint")
+    if args.from_run and args.checkpoint:
+        raise UserInputError("--from-run and --checkpoint both name the checkpoint to serve: pass one of them")
+    if args.from_run or args.checkpoint:
+        from engine.paper.serving import checkpoint_of_run  # loaded by the command (start-up time)
+
+        path = checkpoint_of_run(Path(args.from_run), cfg) if args.from_run else Path(args.checkpoint)
+        cfg = dataclasses.replace(cfg, paper=dataclasses.replace(cfg.paper, model="frozen", checkpoint=str(path)))
     if resume is not None:
         cfg = resumed_config(resume, cfg)
         if args.mode and args.mode != cfg.paper.mode:

@@ -52,6 +52,9 @@ CRASH_ENV = "LLM4MP_PAPER_CRASH"
 #: After a timed-out order, wait this multiple of the exchange's receive window before
 #: looking it up and resending (margin for clock skew between us and the exchange).
 RECV_WINDOW_MARGIN = 1.2
+#: the start of the reason of an order refused because no position may open (model age, decayed skill)
+NO_NEW_POSITIONS = "no new positions"
+
 #: ccxt errors that mean "the exchange refused this order" (trading goes on).
 REJECTIONS = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.BadSymbol)
 #: ccxt errors that no retry fixes and that stop the run.
@@ -170,6 +173,8 @@ class OrderDesk:
         self.seq = 0
         self.replaying = False
         self.killed: str | None = None
+        #: why no position may open now (the serving model is too old, or its skill decayed), else None
+        self.no_new_positions: Callable[[], str | None] = lambda: None
         self.results: dict[str, ExchangeResult] = {}
         self.sent_wall: dict[str, float] = {}  # client id -> wall time (s) of its last request
         crash = os.environ.get(CRASH_ENV, "")
@@ -242,8 +247,9 @@ class OrderDesk:
         logger.info("account: {:.8f} {} {}, as journaled", actual, self.base, when)
 
     # -- order lifecycle -----------------------------------------------------------------
-    def admit(self, order: bt.Order) -> str | None:
-        """Number and journal a new order; returns a refusal reason (kill switch) or None."""
+    def admit(self, order: bt.Order, opening: bool = False) -> str | None:
+        """Number and journal a new order; returns a refusal reason (kill switch; or, for an ``opening`` order
+        (one that grows the absolute position), :attr:`no_new_positions`) or None."""
         self.seq += 1
         seq, cid = self.seq, self.client_id(self.seq)
         order.addinfo(seq=seq, client_id=cid)
@@ -257,7 +263,7 @@ class OrderDesk:
                        f"the strategy now makes {side} {size}")
                 logger.warning(msg)
                 self.journal.event("replay_diverged", msg)
-            if row.status == "rejected" and (row.reason or "").startswith("kill switch"):
+            if row.status == "rejected" and (row.reason or "").startswith(("kill switch", NO_NEW_POSITIONS)):
                 return row.reason
             return None
         if self.killed is None and self.max_orders_per_day:
@@ -270,6 +276,12 @@ class OrderDesk:
         if self.killed is not None:
             reason = f"kill switch: {self.killed}"
             self.journal.order_answer(cid, "rejected", reason=reason)
+            return reason
+        blocked = self.no_new_positions() if opening else None
+        if blocked is not None:
+            reason = f"{NO_NEW_POSITIONS}: {blocked}"
+            self.journal.order_answer(cid, "rejected", reason=reason)
+            logger.warning("order {} refused: {}", cid, reason)
             return reason
         return None
 
@@ -476,7 +488,7 @@ class PaperBroker(bt.brokers.BackBroker):
             logger.warning("order refused: {}", order.info["reason"])
             self.notify(order)
             return order
-        refusal = desk.admit(order)
+        refusal = desk.admit(order, opening=self._opens(order))
         if refusal is not None:
             order.submit()
             order.reject()
@@ -487,6 +499,13 @@ class PaperBroker(bt.brokers.BackBroker):
         if desk.exchange_fills:
             desk.send(order)
         return order
+
+    def _opens(self, order: bt.Order) -> bool:
+        """Whether ``order`` would grow the absolute position (opening or adding; not reducing or closing)."""
+        held = float(self.getposition(order.data).size)
+        size = abs(float(order.created.size))
+        after = held + (size if order.isbuy() else -size)
+        return abs(after) > abs(held) + 1e-12
 
     def check_submitted(self) -> None:
         if not self.p.desk.exchange_fills:

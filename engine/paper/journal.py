@@ -5,7 +5,10 @@ Tables (times are candle open times in epoch ms, UTC):
 - ``meta``: the run's identity (mode, symbol, timeframe, strategy, client-id prefix).
 - ``candles``: every closed candle received, with ``traded = 1`` when it reached the
   strategy (with its forecast, JSON ``[Q][H]``) and 0 when it only serves as model context
-  (warm-up, or too late to trade on).
+  (warm-up, or too late to trade on); for a trained predictor, the ``fold`` and ``checkpoint``
+  (folder name) that made the forecast.
+- ``models``: each checkpoint that served (fold, cut-off, weights digest, trained-on range) and
+  its first decision.
 - ``orders``: one row per strategy order, keyed by ``seq`` and its client order id. The row
   is committed **before** an order is sent (status ``sending`` in testnet mode,
   ``submitted`` in sim mode), then updated with the answer (``filled``, ``rejected``,
@@ -50,6 +53,10 @@ CREATE TABLE IF NOT EXISTS fills (
 CREATE TABLE IF NOT EXISTS equity (
     time INTEGER PRIMARY KEY, close REAL, forecast REAL, position REAL, cash REAL, value REAL
 );
+CREATE TABLE IF NOT EXISTS models (
+    checkpoint TEXT PRIMARY KEY, fold INTEGER, cutoff TEXT, train_start TEXT, train_end TEXT, train_bars INTEGER,
+    digest TEXT, first_decision INTEGER
+);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, ms INTEGER, kind TEXT, message TEXT);
 """
 
@@ -91,6 +98,10 @@ class Journal:
         for column, kind in (("fee_asset", "TEXT"), ("base_delta", "REAL")):  # journals written before them
             if column not in columns:
                 self.db.execute(f"ALTER TABLE orders ADD COLUMN {column} {kind}")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(candles)")}
+        for column, kind in (("fold", "INTEGER"), ("checkpoint", "TEXT")):
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE candles ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -121,17 +132,36 @@ class Journal:
         if frame.empty:
             return
         times = (frame.index.as_unit("ms").asi8).tolist()
-        rows = [(t, *map(float, vals), 0, None, _now_ms()) for t, vals in zip(times, frame.to_numpy(np.float64))]
+        values = frame[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)
+        rows = [(t, *map(float, vals), 0, None, _now_ms()) for t, vals in zip(times, values)]
         with self.db:
-            self.db.executemany("INSERT OR IGNORE INTO candles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT OR IGNORE INTO candles(time, open, high, low, close, volume, traded, forecast, received_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
+            )
 
-    def add_traded_candle(self, time_ms: int, ohlcv: tuple[float, ...], forecast: np.ndarray) -> None:
-        """A candle that reaches the strategy, with its forecast ``(Q, H)``."""
+    def add_traded_candle(self, time_ms: int, ohlcv: tuple[float, ...], forecast: np.ndarray,
+                          fold: int | None = None, checkpoint: str | None = None) -> None:
+        """A candle that reaches the strategy, with its forecast ``(Q, H)`` and the fold/checkpoint that made it."""
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO candles VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                (time_ms, *map(float, ohlcv), json.dumps(np.asarray(forecast).tolist()), _now_ms()),
+                "INSERT OR REPLACE INTO candles(time, open, high, low, close, volume, traded, forecast, received_ms, "
+                "fold, checkpoint) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                (time_ms, *map(float, ohlcv), json.dumps(np.asarray(forecast).tolist()), _now_ms(), fold, checkpoint),
             )
+
+    def add_model(self, record: dict[str, Any], first_decision_ms: int) -> None:
+        """A checkpoint that served (``ServingCheckpoint.to_json()``), kept with its first decision."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record["checkpoint"], record["fold"], record["cutoff"], record["train_start"], record["train_end"],
+                 record["train_bars"], record["weights_digest"], int(first_decision_ms)),
+            )
+
+    def models(self) -> pd.DataFrame:
+        """The checkpoints that served, in the order they first served."""
+        return pd.read_sql_query("SELECT * FROM models ORDER BY first_decision", self.db)
 
     def candles(self) -> pd.DataFrame:
         """All journaled candles (Candles contract) plus ``traded`` and ``forecast`` (JSON) columns."""
@@ -192,7 +222,7 @@ class Journal:
         """Orders sent (not refused locally) for decision bars of the UTC day starting at ``day_start_ms``."""
         (n,) = self.db.execute(
             "SELECT COUNT(*) FROM orders WHERE bar_time >= ? AND bar_time < ? AND "
-            "(reason IS NULL OR reason NOT LIKE 'kill switch%')",
+            "(reason IS NULL OR (reason NOT LIKE 'kill switch%' AND reason NOT LIKE 'no new positions%'))",
             (day_start_ms, day_start_ms + 86_400_000),
         ).fetchone()
         return int(n)

@@ -22,7 +22,7 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import backtrader as bt
 import numpy as np
@@ -77,12 +77,16 @@ class LiveBars:
         self.late_wait_ms, self.late_retry_ms = int(late_wait_s * 1000), int(late_retry_s * 1000)
         self.replay: deque[Bar] = deque()
         self._times: list[int] = []
-        self._closes: list[float] = []
+        self._rows: list[tuple[float, float, float, float, float]] = []  # OHLCV of each candle in _times
         self.last_ms: int | None = None  # open time of the newest candle known
         self.skipped = 0
         #: called with each bar (replayed or live) before it is handed to the feed
         self.before_bar: Callable[[Bar], None] | None = None
         self.nan_forecast = np.full((len(predictor.quantile_levels), horizon), np.nan)
+        #: trained predictors: the live models (:class:`engine.paper.serving.LiveModels`) serving each decision
+        self.models: Any = None
+        #: the checkpoint that made the last live forecast (None: an untrained predictor)
+        self.last_checkpoint: Any = None
 
     # -- history -------------------------------------------------------------------------
     def _extend(self, frame: pd.DataFrame) -> None:
@@ -90,8 +94,10 @@ class LiveBars:
             return
         times = frame.index.as_unit("ms").asi8.tolist()
         self._times.extend(times)
-        self._closes.extend(frame["close"].tolist())
+        self._rows.extend(map(tuple, frame[["open", "high", "low", "close", "volume"]].to_numpy(np.float64).tolist()))
         self.last_ms = times[-1]
+        if self.models is not None:
+            self.models.add_candles(frame)
 
     def restore(self, journaled: pd.DataFrame) -> int:
         """Load the journal's candles as history and queue its traded bars for replay; returns how many."""
@@ -195,22 +201,32 @@ class LiveBars:
         self.journal.event("late", msg)
 
     def _make_bar(self, row: pd.Series, time_ms: int) -> Bar:
-        self._times.append(time_ms)
-        self._closes.append(float(row["close"]))
-        self.last_ms = time_ms
-        forecast = self.forecast_last()
         ohlcv = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]), float(row["volume"]))
-        self.journal.add_traded_candle(time_ms, ohlcv, forecast)
+        self._times.append(time_ms)
+        self._rows.append(ohlcv)
+        self.last_ms = time_ms
+        if self.models is not None:
+            self.models.add_candle(time_ms, ohlcv)
+        forecast = self.forecast_last()
+        ck = self.last_checkpoint
+        self.journal.add_traded_candle(time_ms, ohlcv, forecast, fold=None if ck is None else ck.fold,
+                                       checkpoint=None if ck is None else ck.name)
         return Bar(time_ms, *ohlcv, forecast=forecast)
 
     def forecast_last(self) -> np.ndarray:
-        """``(Q, H)`` forecast for the newest candle from the last ``context_length`` closes (NaN if fewer)."""
+        """``(Q, H)`` forecast for the newest candle from the last ``context_length`` candles (NaN if fewer),
+        by the predictor, or for a trained one by the checkpoint the live fold plan serves it with."""
         L = self.context_length
-        if len(self._closes) < L:
+        if len(self._times) < L:
+            self.last_checkpoint = None
             return self.nan_forecast.copy()
+        predictor = self.predictor
+        if self.models is not None:
+            predictor, self.last_checkpoint = self.models.for_decision(self._times[-1])
         index = pd.DatetimeIndex(pd.to_datetime(self._times[-L:], unit="ms", utc=True), name="time")
-        close = pd.Series(self._closes[-L:], index=index, dtype="float64")
-        forecast = compute_forecasts(close, self.predictor, L, self.horizon, batch_size=1,
+        window = pd.DataFrame(self._rows[-L:], index=index, columns=["open", "high", "low", "close", "volume"],
+                              dtype="float64")
+        forecast = compute_forecasts(window, predictor, L, self.horizon, batch_size=1,
                                      decision_index=index[-1:], progress=False)
         return forecast.values[0]
 

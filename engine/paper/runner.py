@@ -26,6 +26,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import backtrader as bt
+import pandas as pd
 from loguru import logger
 
 from engine.broker import configure_broker
@@ -36,13 +37,15 @@ from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sand
 from engine.paper.journal import FINAL_STATUSES, Journal
 from engine.paper.live_feed import Bar, LiveBars, LiveForecastData, forecast_lines, ms_to_time
 from engine.paper.report import write_outputs
+from engine.paper.serving import LiveModels, ServingCheckpoint, anchor_of, ensure_checkpoint_of, history_since, shape_history
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
 from engine.pipeline import build_predictor
 from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
 from feeds.errors import ExchangeUnavailable
 from feeds.exchange import RetryPolicy, call_with_retries, require_sandbox
-from feeds.live import CandlePoller
+from feeds.live import CandlePoller, latest_closed_open_ms
+from feeds.validate import CANDLE_COLUMNS
 from feeds.timeframes import timeframe_ms
 from predictors.base import Predictor
 
@@ -70,7 +73,9 @@ def resumed_config(run_dir: Path, cli_cfg: Config) -> Config:
             "pass the folder a previous `python -m engine paper` run printed"
         )
     stored = load_config(path)
-    paper = dataclasses.replace(cli_cfg.paper, mode=stored.paper.mode)
+    # the mode and the serving model are the run's own: a resume serves what the run served
+    paper = dataclasses.replace(cli_cfg.paper, mode=stored.paper.mode, model=stored.paper.model,
+                                checkpoint=stored.paper.checkpoint, max_model_age=stored.paper.max_model_age)
     return dataclasses.replace(stored, paper=paper, output=cli_cfg.output)
 
 
@@ -175,6 +180,9 @@ class PaperRunner:
         self.credentials: Credentials | None = None
         self.run_dir: Path | None = None
         self._prev_bar_ms: int | None = None
+        self.models: LiveModels | None = None
+        self._journaled_models: set[str] = set()
+        self.frozen: ServingCheckpoint | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _open_run_dir(self) -> tuple[Path, Journal]:
@@ -252,12 +260,10 @@ class PaperRunner:
                                        self.strategy_path.stem)
         self._check_stop("loading the strategy")
         predictor = self.predictor or build_predictor(cfg)
-        if predictor.needs_training():
-            raise UserInputError(
-                f"predictor {predictor.name!r} is trained walk-forward (one model per fold of a backtest), and paper "
-                "trading does not serve trained models yet: paper-trade a predictor that needs no training (see "
-                "`python -m engine predictors`), and judge this one with backtest / compare"
-            )
+        self.frozen = None
+        if predictor.needs_training() and cfg.paper.model == "frozen":
+            self.frozen = ServingCheckpoint.from_folder(Path(cfg.paper.checkpoint))
+            ensure_checkpoint_of(self.frozen, cfg)  # before a run folder is made or anything is sent
         self._check_stop("building the predictor")
         self.run_dir, self.journal = self._open_run_dir()
         log_file = RedactingStream(open(self.run_dir / "paper.log", "a", encoding="utf-8"))
@@ -267,6 +273,8 @@ class PaperRunner:
             self._trade(strategy_cls, params, predictor)
         finally:
             self.ticks.close()
+            if self.models is not None:
+                self.models.close()
             try:
                 write_outputs(self.journal, self.run_dir, cfg, self.strategy_path.stem)
             except Exception as exc:  # never hide the error that ended the run
@@ -304,11 +312,16 @@ class PaperRunner:
         self.bars = LiveBars(poller, predictor, self.journal, self.clock, self.ticks, self.stop,
                              cfg.predictor.context_length, cfg.predictor.horizon,
                              p.late_candle_wait_s, p.late_candle_retry_s)
+        if predictor.needs_training():
+            self.bars.models = self.models = self._live_models(predictor, poller)
         self.replayed = self.bars.restore(self.journal.candles())
         if self.replayed:
             logger.info("resume: replaying {} journaled bars through the strategy", self.replayed)
         self.bars.warm_up()
         self._check_stop("warming up")
+        if self.models is not None:
+            self.models.prepare(progress=cfg.output.progress)  # no order before the first model is ready
+            self._check_stop("preparing the serving model")
 
         self.feed = LiveForecastData(bars=self.bars, quantile_levels=predictor.quantile_levels)
         self.desk = AgeLimitedDesk(
@@ -318,6 +331,7 @@ class PaperRunner:
         )
         self.desk.max_age_ms, self.desk.max_age_text = p.max_order_age_ms(self.tf), p.max_order_age
         self.desk.timeframe_ms, self.desk.now_ms = self.tf, self.clock.now_ms
+        self.desk.no_new_positions = self._no_new_positions
         self.feed.on_bar = self._on_bar_start
         self.bars.before_bar = self._before_bar
         self.cerebro = cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, exactbars=False)
@@ -331,6 +345,45 @@ class PaperRunner:
                     cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, p.mode, self.run_dir)
         self.ticks.start()
         cerebro.run()
+
+    def _live_models(self, predictor: Predictor, poller: CandlePoller) -> LiveModels:
+        """The live fold plan's models: the training history fetched (retrain mode), the anchor kept in the journal."""
+        cfg = self.cfg
+        meta = self.journal.meta()
+        now = self.clock.now_ms()
+        first_live = latest_closed_open_ms(now, self.tf) + self.tf
+        if "fold_anchor" in meta:
+            anchor = pd.Timestamp(meta["fold_anchor"])
+        else:
+            anchor = anchor_of(cfg, first_live)
+            self.journal.set_meta(fold_anchor=anchor.isoformat())
+        history = pd.DataFrame()
+        if self.frozen is None:
+            since = history_since(cfg)
+            warm = (cfg.predictor.context_length - 1) * 2 * self.tf  # the warm-up bars before it, with room for gaps
+            since_ms = 0 if since is None else max(0, int(since.value // 1_000_000) - warm)
+            logger.info("training history: fetching closed candles since {} (training.history_start = {!r})",
+                        ms_to_time(since_ms), cfg.training.history_start)
+            history = shape_history(cfg, poller.closed_since(since_ms, now))
+            if history.empty:
+                raise UserInputError(f"no {cfg.data.symbol} {cfg.data.timeframe} candles since {ms_to_time(since_ms)} "
+                                     "for the training history; set training.history_start to a date the exchange has")
+            logger.info("training history: {} candles {} .. {}; folds planned from {} every {} ({} window)",
+                        len(history), history.index[0], history.index[-1], anchor, cfg.training.retrain_every,
+                        cfg.training.train_window)
+
+        def wait_s(time_ms: int) -> float:  # a decision may wait for its retrain until its candle's late deadline
+            deadline = time_ms + self.tf + int(cfg.paper.late_candle_wait_s * 1000)
+            return max(0.0, (deadline - self.clock.now_ms()) / 1000.0 / self.clock.speed)
+
+        return LiveModels(cfg, predictor, history if len(history) else pd.DataFrame(columns=list(CANDLE_COLUMNS)),
+                          anchor, self.tf, self.run_dir, frozen=self.frozen, wait_s=wait_s)
+
+    def _no_new_positions(self) -> str | None:
+        """Why no position may open now, or None (see :attr:`OrderDesk.no_new_positions`)."""
+        if self.models is not None and self.models.aged is not None:
+            return self.models.aged
+        return None
 
     # -- callbacks -----------------------------------------------------------------------
     def _before_bar(self, bar: Bar) -> None:
@@ -387,6 +440,18 @@ class PaperRunner:
         elif order.status in (order.Canceled, order.Expired):
             self.journal.order_answer(cid, "canceled", reason=order.info.get("reason"))
 
+    def _after_model_bar(self, bar: Bar) -> None:
+        """A live bar of a trained predictor: journal a newly serving checkpoint and a late switch, then let the
+        models start the next fold's retrain when its cut-off passed."""
+        models = self.models
+        ck = self.bars.last_checkpoint
+        if ck is not None and ck.name not in self._journaled_models:
+            self.journal.add_model(ck.to_json(), bar.time_ms)
+            self._journaled_models.add(ck.name)
+        if models.late_switch:
+            self.journal.event("late_switch", models.late_switch)
+        models.after_candle()
+
     def on_bar_done(self, strategy: bt.Strategy) -> None:
         bar = self.feed.current
         broker = strategy.broker
@@ -405,8 +470,12 @@ class PaperRunner:
                             ms_to_time(bar.time_ms), position, value)
         else:
             self.live_bars += 1
-            logger.info("{:%Y-%m-%d %H:%M} close {:.2f} forecast {:+.5f} position {:.6f} equity {:.2f}",
-                        ms_to_time(bar.time_ms), bar.close, median, position, value)
+            ck = self.bars.last_checkpoint
+            served = "" if ck is None else f" fold {ck.fold}"
+            logger.info("{:%Y-%m-%d %H:%M} close {:.2f} forecast {:+.5f}{} position {:.6f} equity {:.2f}",
+                        ms_to_time(bar.time_ms), bar.close, median, served, position, value)
+            if self.models is not None:
+                self._after_model_bar(bar)
             every = self.cfg.paper.tearsheet_every_bars
             if every and self.live_bars % every == 0:
                 write_outputs(self.journal, self.run_dir, self.cfg, self.strategy_path.stem)
