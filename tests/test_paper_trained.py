@@ -3,6 +3,8 @@ switches with background retraining, parity with the backtest of the same stretc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,6 +75,7 @@ def paper_run(tmp_path_factory, stub):
     journal.close()
 
 
+@pytest.mark.slow  # paper runs with background retrains (spawned processes): seconds each
 def test_sim_paper_of_a_trained_model_equals_the_backtest_across_fold_switches(paper_run):
     cfg, outcome, journal, runner, tmp, backtest = paper_run
     assert outcome.bars == N_BARS
@@ -103,8 +106,19 @@ def test_sim_paper_of_a_trained_model_equals_the_backtest_across_fold_switches(p
     np.testing.assert_allclose(eq["value"].to_numpy(), result.equity.to_numpy(), rtol=1e-10)
     models = journal.models()
     assert list(models["fold"]) == sorted(set(served.tolist()))
+    # the paper report names each serving checkpoint with its cut-off, digest and decisions
+    import json
+
+    serving = json.loads((outcome.run_dir / "metrics.json").read_text())["serving"]
+    by_fold = {m.fold.k: m for m in wf.models}
+    assert [s["fold"] for s in serving] == sorted(by_fold)
+    for s in serving:
+        m = by_fold[s["fold"]]
+        assert (s["checkpoint"], s["digest"]) == (m.directory.name, m.digest)
+        assert pd.Timestamp(s["cutoff"]) == m.fold.cutoff and s["decisions"] == int((served == m.fold.k).sum())
 
 
+@pytest.mark.slow  # paper runs with background retrains (spawned processes): seconds each
 @pytest.mark.parametrize("flags, named", [
     (["--predictor", "naive"], "predictor is 'tests.trainable_plugins:LinearAR', this paper run's is 'naive'"),
     (["--symbol", "ETH/USDT"], "symbol is 'BTC/USDT', this paper run's is 'ETH/USDT'"),
@@ -125,6 +139,7 @@ def test_from_run_of_another_predictor_market_or_timeframe_is_refused_naming_bot
     assert not stub.requests_to("/api/v3/order")
 
 
+@pytest.mark.slow  # paper runs with background retrains (spawned processes): seconds each
 def test_frozen_from_run_serves_the_last_fold_and_stops_opening_positions_when_too_old(paper_run, stub, tmp_path):
     cfg, outcome, journal, runner, tmp, backtest = paper_run
     ck_dir = checkpoint_of_run(backtest.run_dir, cfg)
@@ -158,3 +173,107 @@ def test_frozen_from_run_serves_the_last_fold_and_stops_opening_positions_when_t
         assert list(j.models()["checkpoint"]) == [ck.name]
     finally:
         j.close()
+
+
+@pytest.mark.slow  # paper runs with background retrains (spawned processes): seconds each
+def test_a_failed_retrain_keeps_the_old_model_serving_retries_and_expires_it(stub, tmp_path):
+    flaky = "tests.trainable_plugins:FlakyAR"
+    cfg = load_config(ROOT / "config.toml", {
+        **_paper_flat(trained_paper_config(tmp_path, stub.url)), **trained_overrides(tmp_path),
+        "predictor.name": flaky, "predictor.params": {flaky: {"fail_above_rows": 900}},  # fold 0 fits 888 rows
+        "paper.max_model_age": "3d", "strategy.llm_signal.threshold": 0.0,
+    })
+    clock = ManualClock(stub, START_MS + DELAY_MS)
+    runner = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, 72), install_signals=False)
+    outcome = runner.run()
+    j = Journal(outcome.run_dir / JOURNAL_FILE)
+    try:
+        traded = j.candles().query("traded == 1")
+        assert set(traded["fold"]) == {0}, "fold 0 serves on: fold 1 never trained"
+        cutoff0 = pd.Timestamp(j.models()["cutoff"].iloc[0])
+        assert any(k == "late_switch" for k, _ in j.events())
+        # fold 1's retrain started at its cut-off, failed (one line), and started again at the next candle
+        assert runner.models.retrains_started >= 2
+        lines = (outcome.run_dir / "paper.log").read_text().splitlines()
+        failed = [i for i, line in enumerate(lines) if "retrain of fold 1 failed" in line]
+        started = [i for i, line in enumerate(lines) if "retraining fold 1 in the background" in line]
+        assert failed and "MemoryError" in lines[failed[0]] and "the serving model stays" in lines[failed[0]]
+        assert started[0] < failed[0] < started[1]
+        # past max_model_age (3 days after fold 0's cut-off) no position opens; before it, they did
+        orders = j.orders()
+        times = pd.to_datetime(orders["bar_time"], unit="ms", utc=True)
+        late = times - cutoff0 > pd.Timedelta(days=3)
+        refused = orders["reason"].fillna("").str.startswith("no new positions")
+        assert refused.any() and (refused == (late & (orders["side"] == "buy"))).all()
+        assert (orders.loc[~late, "status"] == "filled").all()
+    finally:
+        j.close()
+
+
+@pytest.mark.slow  # paper runs with background retrains (spawned processes): seconds each
+def test_a_run_stopped_during_a_retrain_resumes_as_if_never_stopped(paper_run, stub, tmp_path):
+    cfg, outcome, journal, runner, tmp, backtest = paper_run
+    # fold 1's cut-off passes after bar 44: stop at bar 46 with its retrain running (the stop ends it unstored),
+    # in a fresh checkpoint cache, so that nothing the uninterrupted run stored helps
+    fresh = load_config(ROOT / "config.toml", {**_paper_flat(trained_paper_config(tmp_path, stub.url)),
+                                                **trained_overrides(tmp_path)})
+    clock = ManualClock(stub, START_MS + DELAY_MS)
+    first = PaperRunner(fresh, STRATEGY, clock=clock, ticks=ManualTicks(clock, 46), install_signals=False)
+    stopped = first.run()
+    assert first.models.retrains_started == 1 and first.models.retrain is None
+    ck_root = Path(fresh.data.cache_dir) / "checkpoints"
+    assert len([d for d in ck_root.iterdir() if d.name.startswith("linear_ar-")]) == 1, "fold 1 was not stored"
+
+    from engine.paper.runner import resumed_config
+
+    clock = ManualClock(stub, START_MS + 46 * HOUR_MS + DELAY_MS)
+    resumed = PaperRunner(resumed_config(stopped.run_dir, fresh), STRATEGY, resume_dir=stopped.run_dir, clock=clock,
+                          ticks=ManualTicks(clock, 14), install_signals=False).run()
+    assert resumed.replayed == 46 and resumed.bars == 14
+    j = Journal(stopped.run_dir / JOURNAL_FILE)
+    try:
+        got = j.candles().query("traded == 1")
+        want = journal.candles().query("traded == 1").iloc[:60]
+        assert got.index.equals(want.index)
+        assert list(got["fold"]) == list(want["fold"]) and got["fold"].nunique() == 2  # the switch at bar 48
+        assert list(got["checkpoint"]) == list(want["checkpoint"])
+        assert list(got["forecast"]) == list(want["forecast"])
+        f_got, f_want = j.fills(), journal.fills()
+        f_want = f_want[f_want["time"] <= got.index[-1]]
+        assert list(f_got["time"]) == list(f_want["time"])
+        np.testing.assert_array_equal(f_got["price"].to_numpy(), f_want["price"].to_numpy())
+    finally:
+        j.close()
+
+
+# -- cheap checks of the serving settings (no paper run) ------------------------------------------------------------
+@pytest.mark.parametrize("overrides, message", [
+    ({"paper.model": "frozn"}, "paper.model = 'frozn'"),
+    ({"paper.model": "frozen"}, "needs the checkpoint to serve"),
+    ({"paper.checkpoint": "/x"}, "served only with paper.model = \"frozen\""),
+    ({"paper.max_model_age": "soon"}, "paper.max_model_age = 'soon'"),
+])
+def test_bad_serving_settings_name_the_value_and_the_fix(overrides, message):
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(ROOT / "config.toml", overrides)
+
+
+def test_max_model_age_defaults_to_twice_the_retrain_interval():
+    from engine.paper.serving import max_model_age
+
+    assert max_model_age(load_config(ROOT / "config.toml", {"training.retrain_every": "30d"}), HOUR_MS) == \
+        pd.Timedelta(days=60)
+    assert max_model_age(load_config(ROOT / "config.toml", {"training.retrain_every": "500bars"}), HOUR_MS) == \
+        pd.Timedelta(hours=1000)
+    assert max_model_age(load_config(ROOT / "config.toml", {"paper.max_model_age": "36h"}), HOUR_MS) == \
+        pd.Timedelta(hours=36)
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
+    from engine.errors import UserInputError
+
+    (tmp_path / "model").mkdir()
+    with pytest.raises(UserInputError, match="is not a stored checkpoint"):
+        ServingCheckpoint.from_folder(tmp_path)

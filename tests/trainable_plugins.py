@@ -122,3 +122,22 @@ class LinearAR(Predictor):
         # forecast is the same bits whether it is predicted alone (paper trading) or in a batch (backtest)
         median = np.einsum("nl,lh->nh", r, self.w, optimize=False)  # (n, H)
         return median[:, None, :] + self.offsets[None, :, :]
+
+
+@dataclass(frozen=True)
+class FlakyARConfig(LinearARConfig):
+    #: a fit handed more than this many training candles fails (0: never), as a retrain that runs out of memory would
+    fail_above_rows: int = param(0, ge=0)
+
+
+class FlakyAR(LinearAR):
+    """:class:`LinearAR` whose fit fails on a training frame longer than ``fail_above_rows`` (the paper-trading
+    tests' failed retrain). Load it as ``--predictor tests.trainable_plugins:FlakyAR``."""
+
+    name = "flaky_ar"
+    config_class = FlakyARConfig
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, ctx: FitContext) -> None:
+        if self.config.fail_above_rows and len(train) > self.config.fail_above_rows:
+            raise MemoryError(f"flaky_ar: {len(train)} training candles > fail_above_rows = {self.config.fail_above_rows}")
+        super().fit(train, valid, ctx)

@@ -23,6 +23,24 @@ from reports.metrics import performance_summary, simple_returns
 from reports.render.tearsheet import write_tearsheet
 
 
+def serving_record(journal: Journal) -> list[dict]:
+    """The checkpoints that served a trained predictor's decisions (metrics.json's ``serving``), in order: fold,
+    checkpoint folder name (``<predictor>-<key>``), cut-off, trained-on range, weights digest, its first decision and
+    how many decisions it made; empty for a predictor that needs no training."""
+    models = journal.models()
+    if models.empty:
+        return []
+    traded = journal.candles().query("traded == 1")
+    counts = traded["checkpoint"].value_counts()
+    rows = []
+    for row in models.itertuples(index=False):
+        rows.append({"fold": int(row.fold), "checkpoint": row.checkpoint, "cutoff": row.cutoff,
+                     "train_start": row.train_start, "train_end": row.train_end, "train_bars": int(row.train_bars),
+                     "digest": row.digest, "first_decision": pd.Timestamp(int(row.first_decision), unit="ms", tz="UTC"),
+                     "decisions": int(counts.get(row.checkpoint, 0))})
+    return rows
+
+
 def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: str) -> None:
     """Rewrite the run's report files; fewer than 2 bars write nothing, under 2 days no tear-sheet."""
     eq = journal.equity()
@@ -49,10 +67,17 @@ def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: s
         "performance": performance_summary(equity, eq["position"], trades, in_index, ppy),
         "orders": int(len(journal.orders())),
     }
+    served = serving_record(journal)
+    if served:
+        metrics["serving"] = served
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2), encoding="utf-8")
     if not cfg.output.tearsheet or eq.index[-1] - eq.index[0] < pd.Timedelta(days=2):
         return
     title = f"paper {strategy_stem} / {cfg.predictor.name} on {cfg.data.symbol} {cfg.data.timeframe} ({cfg.paper.mode})"
+    if served:
+        last = served[-1]
+        title += (f", served by fold {last['fold']} {last['checkpoint']} (cut-off {last['cutoff'][:16]}, "
+                  f"digest {last['digest'][:12]})")
     try:
         write_tearsheet(simple_returns(equity), simple_returns(benchmark).rename("buy & hold"),
                         run_dir / "tearsheet.html", title=title, periods_per_year=ppy)

@@ -182,6 +182,7 @@ class PaperRunner:
         self._prev_bar_ms: int | None = None
         self.models: LiveModels | None = None
         self._journaled_models: set[str] = set()
+        self._late_said: str | None = None
         self.frozen: ServingCheckpoint | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -448,8 +449,9 @@ class PaperRunner:
         if ck is not None and ck.name not in self._journaled_models:
             self.journal.add_model(ck.to_json(), bar.time_ms)
             self._journaled_models.add(ck.name)
-        if models.late_switch:
+        if models.late_switch and models.late_switch != self._late_said:
             self.journal.event("late_switch", models.late_switch)
+        self._late_said = models.late_switch
         models.after_candle()
 
     def on_bar_done(self, strategy: bt.Strategy) -> None:

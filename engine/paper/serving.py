@@ -387,7 +387,8 @@ class LiveModels:
                    time_ms: int) -> None:
         decision = pd.Timestamp(time_ms, unit="ms", tz="UTC")
         self.poll_retrain()
-        if not (directory / "meta.json").is_file() and self.retrain is not None and self.retrain.key == key:
+        at_switch = fold.first == len(candles) - 1  # the fold's first decision: the backtest's switch point
+        if not (directory / "meta.json").is_file() and self.retrain is not None and self.retrain.key == key and at_switch:
             budget = self.wait_s(time_ms) if self.wait_s is not None else 0.0
             if budget > 0:
                 logger.info("fold {} is still training: waiting up to {:.0f} s for it", fold.k, budget)
