@@ -209,6 +209,10 @@ class PaperConfig:
     (``"1bar"``, ``"2bars"``) or a duration (``"90s"``, ``"15m"``, ``"1h"``); an order not
     yet answered and older than this since its decision is never sent (looked up by client
     id, else canceled and recorded).
+
+    Live skill monitor (:mod:`engine.paper.monitor`): ``monitor_window`` resolved forecasts are
+    measured (the last N), nothing is judged before ``monitor_min_resolved`` of them, and with
+    ``stop_on_decay`` no new position is opened while the monitor says the model decayed.
     """
 
     mode: str = "sim"
@@ -224,6 +228,9 @@ class PaperConfig:
     api_url: str = ""
     recv_window_s: float = 5.0
     max_order_age: str = "1bar"
+    monitor_window: int = 100
+    monitor_min_resolved: int = 30
+    stop_on_decay: bool = False
 
     def max_order_age_ms(self, timeframe_ms: int) -> int:
         """``max_order_age`` in milliseconds of exchange time (``"2bars"`` = 2 x ``timeframe_ms``)."""
@@ -656,6 +663,15 @@ def _validate_paper(c: PaperConfig) -> None:
     if c.tearsheet_every_bars < 0:
         raise ConfigError(f"paper.tearsheet_every_bars = {c.tearsheet_every_bars} must be >= 0 (0 = only at exit)")
     parse_order_age(c.max_order_age, 60_000)  # the unit and number; bars are checked against any timeframe
+    if not 10 <= c.monitor_window <= 100_000:
+        raise ConfigError(
+            f"paper.monitor_window = {c.monitor_window} must be a number of resolved forecasts in [10, 100000], e.g. 100"
+        )
+    if not 10 <= c.monitor_min_resolved <= c.monitor_window:
+        raise ConfigError(
+            f"paper.monitor_min_resolved = {c.monitor_min_resolved} must be in [10, paper.monitor_window = "
+            f"{c.monitor_window}], e.g. 30: fewer resolved forecasts judge nothing but noise"
+        )
     if c.api_url:
         parts = urlsplit(c.api_url)
         if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:

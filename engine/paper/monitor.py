@@ -9,53 +9,56 @@ look-ahead): :meth:`SkillMonitor.add_close` resolves a decision exactly when the
 - **coverage**: share of decisions whose realised return at horizon ``H`` lies inside the outer
   quantiles ``[q_lowest, q_highest]`` (nominal ``highest - lowest``, 0.8 for levels 0.1..0.9);
 - **hit rate**: share of decisions whose median forecast at ``H`` has the realised sign (decisions
-  with a zero median or a zero move are left out; the ``naive`` median is always 0, so serving
-  naive leaves the hit rate NOT JUDGED);
+  with a zero median or a zero move are left out; the ``naive`` median is always 0);
 - **pinball loss**: mean over levels and horizons (``reports.skill.pinball_loss_series``), of the
   model and of the project's ``naive`` predictor on the **same** context window and bars, and the
   **skill** ``1 - pinball / naive pinball`` (> 0 beats naive; scale-free, so folds in calm and wild
   markets compare);
-- **P&L**: the strategy's equity change over the stretch of those decisions (from the first
-  one's decision bar to the last one's), against the backtest of the same model over stretches
-  of the same length, when the backtest's equity was given (else NOT COMPARED, said so).
+- **P&L**: the strategy's log-equity change over the stretch of those decisions (from the first
+  one's decision bar to the last one's), against a backtest of the same model over stretches of
+  the same number of bars, when the backtest's equity was given (else NOT COMPARED, said so).
 
-**The reference band.** The same measures are computed on the model's own walk-forward folds:
-each stored fold's checkpoint forecasts its held-out scoring windows ``[score, stop)`` (candles
-neither its fit nor its early stopping saw; targets end before the cut-off), or, for a predictor
-that needs no training, on ``chunks`` consecutive stretches of recent history
-(:func:`reference_from_history`). The band of a measure is ``[min, max]`` over those folds' values.
+**The reference band.** The same measures on the model's own walk-forward folds: each stored
+fold's checkpoint forecasts its held-out scoring windows ``[score, stop)`` (candles neither its
+fit nor its early stopping saw; targets end before the cut-off), or, for a predictor that needs no
+training, ``chunks`` consecutive stretches of recent history (:func:`reference_from_history`).
+The band of a measure over K folds is ``[min, max]`` of their values, widened to the Student-t
+95 % prediction interval of one more fold, ``mean +- t_{K-1} sd sqrt(1 + 1/K)``, where that is
+wider (:func:`band_of`): the plain range of 4 folds misses a new fold's value 40 % of the time.
 
-**The alert rule** (each measure on its own, after ``min_resolved`` resolved decisions; before
-that nothing is judged and the status says so):
+**The alert rule** (coverage and skill; nothing is judged before ``min_resolved`` resolved
+decisions, and the status says so):
 
-- coverage and hit rate: a Wilson score interval at ``confidence`` (two-sided, default 95 %) with
-  the **effective** sample size ``n_eff = n * p(1-p) / S``, where ``S`` is the Newey-West long-run
-  variance (Bartlett, ``max(H - 1, floor(4 (n/100)^(2/9)))`` lags) of the 0/1 series: outcomes of
-  consecutive decisions share ``H - 1`` bars and misses cluster in volatile spells, so ``n``
-  overlapping outcomes carry the information of ``n_eff <= n`` independent ones (``n_eff`` is
-  capped at ``n``; with ``H = 1`` and no autocorrelation it is ``n``, the plain Wilson interval);
-- skill: the delta-method interval of the loss ratio ``R = mean(pinball) / mean(naive pinball)``
-  with the same Newey-West variance of ``pinball_t - R naive_t`` (as :func:`reports.skill.mase_upper_bound`),
-  taken on ``log R``; skill = ``1 - R``;
-- a measure is **out** when its whole interval lies outside the band: below ``min`` or above ``max``.
+- coverage: a Wilson score interval at ``confidence`` (two-sided, default 95 %) at the
+  **effective** sample size ``n_eff = n var / S``, ``S = max(Newey-West long-run variance, H var)``
+  (Bartlett, ``max(H - 1, floor(4 (n/100)^(2/9)))`` lags) of the 0/1 series: ``n`` overlapping
+  ``H``-bar outcomes are worth at most the ``n / H`` that do not overlap, fewer when misses
+  cluster in volatile spells;
+- skill: the delta-method interval of the loss ratio ``R = mean(pinball) / mean(naive pinball)``,
+  ``se = sqrt(S / n) / mean(naive pinball)`` with ``S`` as above for ``pinball_t - R naive_t``
+  (as :func:`reports.skill.mase_upper_bound`), taken on ``log R``; skill = ``1 - R``;
+- a measure goes **out** when its whole interval lies outside the band (below ``lo`` or above
+  ``hi``), and comes back once its value is inside the band again (hysteresis: no flapping).
 
 One alert line is printed when a measure goes out and one when it comes back (edge-triggered;
 :meth:`SkillMonitor.alert`). The monitor is **decayed** while coverage is out (either side:
-intervals too narrow or too wide), or hit rate or skill is below the band; a hit rate or skill
-*above* the band is alerted (it is suspicious, not decay) but is not decay. With
-``paper.stop_on_decay = true`` the runner opens no new position while decayed.
+intervals too narrow or too wide) or skill is below the band; skill *above* the band is alerted
+(suspicious, not decay). With ``paper.stop_on_decay = true`` the runner opens no new position
+while decayed. The hit rate is shown with its interval and band but never judged: the median's sign
+persists over a whole move, so hits hang together far beyond ``H`` bars and no interval from one
+window is honest about them (an honest drift model's 100-bar hit rate fell to 0.27 on BTC 1h in
+June 2019, far below its folds).
 
 The P&L is one draw, not a mean: it is compared with the central ``confidence`` range of the
-backtest's rolling log-equity changes over the same number of bars (a prediction range, not a
-confidence interval), alerted when outside, and never counted as decay (a bad month is not proof
-of a broken model).
+backtest's log-equity changes over the same number of bars (a prediction range, not a confidence
+interval), alerted when outside, and never counted as decay (a bad month is no proof of a broken
+model).
 
-What it cannot tell: with ``H``-bar overlapping outcomes, N decisions hold about ``N / H``
-independent ones, so a 100-decision window at ``H = 12`` only catches gross decay (e.g. coverage
-0.4 where the folds showed 0.8); a band from few folds is narrow but uncertain (it is not widened
-for that); a stable model in a market unlike every fold (a regime none of them saw) looks decayed;
-and each bar's check is a new look, so over a long run an alert can fire by chance (the interval
-must leave the whole band, which keeps that rare, but not impossible).
+What it cannot tell: N decisions hold about ``N / H`` independent outcomes, so a 100-decision
+window at ``H = 12`` only catches gross decay (coverage 0.4 where the folds showed 0.8); a
+well-behaved model in a market unlike every fold (a crash none of them held) reads decayed, because
+its coverage really did leave what the folds showed; a band from few folds is wide (2 folds: the t
+quantile is 12.7); and each bar's check is a new look, so over a long run an alert can fire by chance.
 
 Shapes: a forecast is ``float64 (Q, H)`` (one decision) or ``(n, Q, H)``; realised returns
 ``(H,)`` or ``(n, H)``; times are candle open times in epoch ms, UTC.
@@ -63,9 +66,11 @@ Shapes: a forecast is ``float64 (Q, H)`` (one decision) or ``(n, Q, H)``; realis
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -80,8 +85,12 @@ from predictors.base import Predictor
 from predictors.registry import make_predictor
 from reports.skill import median_index, newey_west_variance, pinball_loss_series, realised_log_returns
 
-#: Measures judged against the band, in the order they are printed.
+#: Measures shown against the band, in the order they are printed; all but the hit rate are judged.
 MEASURES = ("coverage", "hit_rate", "skill")
+#: Why the hit rate is shown with its interval and band but never judged (no alert, not decay).
+HIT_RATE_SHOWN = ("shown, not judged: the median's sign persists over many bars (a drift or trend model keeps "
+                  "its call for a whole move), so a window's hits hang together far beyond the horizon and its "
+                  "interval claims more certainty than it has")
 #: Windows scored per reference fold at most (evenly spaced), as engine.training.VALIDATION_WINDOWS.
 REFERENCE_WINDOWS = 512
 
@@ -203,8 +212,10 @@ def effective_size(x: np.ndarray, horizon: int) -> float:
     return float(n * var / s)
 
 
+@functools.lru_cache(maxsize=8)
 def _z(confidence: float) -> float:
-    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+    """The two-sided standard normal quantile of ``confidence`` (cached: it is asked every bar)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
 def wilson_interval(share: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -256,8 +267,9 @@ def skill_interval(loss: np.ndarray, naive_loss: np.ndarray, horizon: int,
 # -- the reference band -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReferenceBand:
-    """Per-measure ``(min, max)`` over the reference folds, how it was made, and optionally the
-    log equity of a backtest of the same model (one value per bar) for the P&L comparison."""
+    """Per-measure band ``(lo, hi)`` over the reference folds (:func:`band_of`), how it was made (``how``),
+    the folds' own measures, and optionally the log equity of a backtest of the same model (one value
+    per bar) for the P&L comparison (:meth:`with_pnl`)."""
 
     coverage: tuple[float, float]
     hit_rate: tuple[float, float]
@@ -498,13 +510,13 @@ class MonitorSnapshot:
             return (f"monitor {self.n}/{self.min_resolved} resolved (not judged yet), {self.pending} pending: {values}")
         parts = []
         for x in self.judgements:
-            mark = {"in": "ok", "below": "LOW", "above": "HIGH"}.get(x.state, "n/j")
+            mark = {"in": "ok", "below": "LOW", "above": "HIGH"}.get(x.state, "shown" if x.name == "hit_rate" else "n/j")
             parts.append(f"{_SHORT[x.name]} {_f(x.value, _FMT[x.name])} [{_f(x.lo, _FMT[x.name])},{_f(x.hi, _FMT[x.name])}] {mark}")
         pnl = self.pnl
         mark = {"in": "ok", "below": "LOW", "above": "HIGH"}.get(pnl.state, "not compared")
         parts.append(f"P&L {_pct(pnl.value)} {mark}")
         text = f"monitor n={self.n}{' DECAYED' if self.decayed else ''}: " + " | ".join(parts)
-        if all(x.state == "not judged" for x in self.judgements):
+        if all(x.state == "not judged" for x in self.judgements if x.name != "hit_rate"):
             text += f" (not judged: {self.judgements[0].why})"
         return text
 
@@ -695,8 +707,7 @@ class SkillMonitor:
         sk = skill_interval(arr("pinball"), arr("naive_pinball"), H, conf)
         judgements = (
             _judge("coverage", *cov, band and band.coverage, early),
-            _judge("hit_rate", *hit, band and band.hit_rate,
-                   early or ("" if np.isfinite(arr("hit")).any() else "no directional call (median forecast 0)")),
+            _judge("hit_rate", *hit, band and band.hit_rate, HIT_RATE_SHOWN),
             _judge("skill", *sk, band and band.skill, early),
         )
         judgements = tuple(_hold(states.get(j.name, "in"), j) for j in judgements)
@@ -733,10 +744,11 @@ class SkillMonitor:
         return Judgement("pnl", value, value, value, (lo, hi), state), bars
 
     def snapshot(self) -> MonitorSnapshot:
-        """The monitor now (recomputed only when a decision resolves)."""
+        """The monitor now: measures as of the last resolved decision (they change only then), pending and
+        dropped counts as of now."""
         if self._snapshot is None:
             self._snapshot = self._compute(None, self._states)
-        return self._snapshot
+        return replace(self._snapshot, pending=len(self._pending), dropped=self.dropped)
 
     def alert(self) -> str | None:
         """The alert line(s) since the last call, one line each joined by newlines, or None.
@@ -750,7 +762,7 @@ class SkillMonitor:
 
     @property
     def decayed(self) -> bool:
-        """Coverage out of its band, or hit rate or skill below it (``paper.stop_on_decay``)."""
+        """Coverage out of its band, or skill below it (``paper.stop_on_decay``)."""
         return self.snapshot().decayed
 
 
