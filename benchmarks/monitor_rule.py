@@ -30,6 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_io import write_result  # noqa: E402
 from engine.paper.monitor import SkillMonitor, reference_from_history  # noqa: E402
 from engine.signals import context_windows  # noqa: E402
 from predictors.registry import make_predictor  # noqa: E402
@@ -88,13 +89,22 @@ def main() -> None:
                     print(f"{name[:-4]:13s} {candles.index[pos]:%Y-%m-%d} {model:9s} {kind:7s} decayed {share:6.1%}"
                           f" first at decision {first}", flush=True)
     table = pd.DataFrame(rows, columns=["market", "start", "model", "kind", "decayed_share", "first"])
+    summary = {}
     print()
     for kind, part in table.groupby("kind", sort=False):
         caught = part["first"].notna()
+        summary[kind] = {"cases": int(len(part)), "ever_decayed": int(caught.sum()),
+                         "mean_decayed_share": float(part["decayed_share"].mean()),
+                         "median_first_decayed": float(part.loc[caught, "first"].median()) if caught.any() else None}
         print(f"{kind:7s}: {caught.sum()}/{len(part)} cases ever decayed, mean share of bars decayed "
               f"{part['decayed_share'].mean():.1%}, median first decayed decision "
               f"{part.loc[caught, 'first'].median() if caught.any() else float('nan'):.0f}")
-
+    write_result("monitor_rule", {
+        "markets": [m for m, _ in MARKETS], "start_fractions": [0.15, 0.30, 0.45, 0.60],
+        "models": [{"name": m, "context_length": L, "horizon": H} for m, L, H in MODELS], "history_bars": HISTORY,
+        "live_bars": LIVE, "window": 100, "min_resolved": 30, "levels": list(LEVELS), "chunks": 4,
+        "narrow": "spread around the median x 0.5", "biased": "median + 0.25 x (q0.9 - q0.1)",
+    }, {"summary": summary, "rows": table.astype({"first": "float64"}).to_dict(orient="records")})
 
 if __name__ == "__main__":
     main()
