@@ -447,7 +447,8 @@ def render_monitor_rule(r: Records) -> str:
     models = ", ".join(f"`{m['name']}` H={m['horizon']}" for m in c["models"])
     cases = sum(v["cases"] for v in n["summary"].values()) // len(n["summary"])
     lines = [provenance(rec),
-             f"{models} on {', '.join(m.replace('_', '/') for m in c['markets'])}: {cases} stretches of "
+             f"{models} on {', '.join(m.removesuffix('.csv').replace('_', '/').replace('-', ' ') for m in c['markets'])}: "
+             f"{cases} stretches of "
              f"{c['live_bars']} live bars, each judged against the band of the {c['history_bars']} bars before it "
              f"(window {c['window']}, judged from {c['min_resolved']} resolved).",
              "",
