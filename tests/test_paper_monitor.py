@@ -122,6 +122,8 @@ def test_honest_forecasts_stay_in_their_band_and_narrowed_ones_alert_once(reques
     assert mon.snapshot().n == 100 and not any(decayed), alerts
     assert not [a for a in alerts if "below" in a[1] or "coverage" in a[1]], alerts
     assert "DECAYED" not in mon.snapshot().status_text()
+    hit = mon.snapshot().judgement("hit_rate")
+    assert hit.state == "not judged" and hit.why.startswith("shown, not judged") and 0 <= hit.lo <= hit.value <= hit.hi
 
     mon, alerts, decayed = live_run(live, narrowed(honest, 0.3), band, H, L, tf_ms)
     assert mon.decayed and decayed[-1]
@@ -320,7 +322,6 @@ def test_journal_monitor_rows_round_trip_and_old_journals_gain_the_table(journal
         journal.add_monitor(0, {"coverag": 0.5})
 
 
-@pytest.mark.slow  # ~4 s alone (matplotlib's import and one 4-panel render), ~1 s in a run that drew charts before
 def test_paper_report_writes_the_monitor_csv_and_chart(journaled):
     journal, _, tmp = journaled
     rows = journal.monitor()
