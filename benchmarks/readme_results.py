@@ -441,6 +441,28 @@ def render_deterministic(r: Records) -> str:
             f"{same}; declared not bit-reproducible: {declared}.")
 
 
+def render_monitor_rule(r: Records) -> str:
+    rec = r["monitor_rule"]
+    c, n = rec["config"], rec["numbers"]
+    models = ", ".join(f"`{m['name']}` H={m['horizon']}" for m in c["models"])
+    cases = sum(v["cases"] for v in n["summary"].values()) // len(n["summary"])
+    lines = [provenance(rec),
+             f"{models} on {', '.join(m.removesuffix('.csv').replace('_', '/').replace('-', ' ') for m in c['markets'])}: "
+             f"{cases} stretches of "
+             f"{c['live_bars']} live bars, each judged against the band of the {c['history_bars']} bars before it "
+             f"(window {c['window']}, judged from {c['min_resolved']} resolved).",
+             "",
+             "| forecasts | stretches ever decayed | bars read decayed (mean) | first decayed decision (median) |",
+             "|---|---|---|---|"]
+    names = {"honest": "honest (the band's own model)", "narrow": "spread halved (too narrow)",
+             "biased": "median shifted up by half the 80 % half-width"}
+    for kind, v in n["summary"].items():
+        first = "—" if v["median_first_decayed"] is None else f"{v['median_first_decayed']:.0f}"
+        lines.append(f"| {names.get(kind, kind)} | {v['ever_decayed']} / {v['cases']} | {pct(v['mean_decayed_share'])} "
+                     f"| {first} |")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated README block: the JSON files it reads (stems under benchmarks/results), the commands
@@ -466,6 +488,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("replay_cost", ("replay_cost",), ("python benchmarks/replay_cost.py",), render_replay),
     Block("guard_power", ("guard_power",), ("python benchmarks/guard_power.py",), render_guard),
     Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
+    Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
 )}
 
 

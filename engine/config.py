@@ -211,6 +211,10 @@ class PaperConfig:
     (``"1bar"``, ``"2bars"``) or a duration (``"90s"``, ``"15m"``, ``"1h"``); an order not
     yet answered and older than this since its decision is never sent (looked up by client
     id, else canceled and recorded).
+
+    Live skill monitor (:mod:`engine.paper.monitor`): ``monitor_window`` resolved forecasts are
+    measured (the last N), nothing is judged before ``monitor_min_resolved`` of them, and with
+    ``stop_on_decay`` no new position is opened while the monitor says the model decayed.
     """
 
     mode: str = "sim"
@@ -232,6 +236,9 @@ class PaperConfig:
     checkpoint: str = ""
     #: a serving model older than this since its cut-off opens no position; "" = 2 x training.retrain_every
     max_model_age: str = ""
+    monitor_window: int = 100
+    monitor_min_resolved: int = 30
+    stop_on_decay: bool = False
 
     def max_order_age_ms(self, timeframe_ms: int) -> int:
         """``max_order_age`` in milliseconds of exchange time (``"2bars"`` = 2 x ``timeframe_ms``)."""
@@ -677,6 +684,15 @@ def _validate_paper(c: PaperConfig) -> None:
                           "empty paper.checkpoint to retrain on schedule")
     if c.max_model_age.strip():
         parse_span(c.max_model_age, "paper.max_model_age")
+    if not 10 <= c.monitor_window <= 100_000:
+        raise ConfigError(
+            f"paper.monitor_window = {c.monitor_window} must be a number of resolved forecasts in [10, 100000], e.g. 100"
+        )
+    if not 10 <= c.monitor_min_resolved <= c.monitor_window:
+        raise ConfigError(
+            f"paper.monitor_min_resolved = {c.monitor_min_resolved} must be in [10, paper.monitor_window = "
+            f"{c.monitor_window}], e.g. 30: fewer resolved forecasts judge nothing but noise"
+        )
     if c.api_url:
         parts = urlsplit(c.api_url)
         if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:

@@ -18,6 +18,9 @@ Tables (times are candle open times in epoch ms, UTC):
 - ``fills``: executions as the strategy's broker booked them (the backtest's columns).
 - ``equity``: cash, position and value at each traded bar's close.
 - ``events``: warnings and decisions worth keeping (skipped bars, kill switch, resume).
+- ``monitor``: the live skill monitor after each bar that resolved a forecast
+  (:class:`engine.paper.monitor.MonitorSnapshot.to_row`: decisions in the window, each measure's value,
+  interval, band and state, ``decayed``), with the alert line printed then, if any.
 
 Every write is its own transaction (WAL, ``synchronous=FULL``), so a SIGKILL loses only
 what was not yet acknowledged. Secrets are never written here.
@@ -58,7 +61,24 @@ CREATE TABLE IF NOT EXISTS models (
     digest TEXT, first_decision INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, ms INTEGER, kind TEXT, message TEXT);
+CREATE TABLE IF NOT EXISTS monitor (
+    time INTEGER PRIMARY KEY, n INTEGER, resolved INTEGER, pending INTEGER, nominal_coverage REAL, pinball REAL,
+    naive_pinball REAL,
+    coverage REAL, coverage_lo REAL, coverage_hi REAL, coverage_band_lo REAL, coverage_band_hi REAL, coverage_state TEXT,
+    hit_rate REAL, hit_rate_lo REAL, hit_rate_hi REAL, hit_rate_band_lo REAL, hit_rate_band_hi REAL, hit_rate_state TEXT,
+    skill REAL, skill_lo REAL, skill_hi REAL, skill_band_lo REAL, skill_band_hi REAL, skill_state TEXT,
+    pnl REAL, pnl_lo REAL, pnl_hi REAL, pnl_band_lo REAL, pnl_band_hi REAL, pnl_state TEXT,
+    decayed INTEGER, alert TEXT
+);
 """
+
+#: The ``monitor`` table's columns after ``time`` and before ``alert``: a snapshot's ``to_row()`` keys.
+MONITOR_COLUMNS = (
+    "n", "resolved", "pending", "nominal_coverage", "pinball", "naive_pinball",
+    *(f"{m}{part}" for m in ("coverage", "hit_rate", "skill", "pnl")
+      for part in ("", "_lo", "_hi", "_band_lo", "_band_hi", "_state")),
+    "decayed",
+)
 
 FINAL_STATUSES = ("filled", "rejected", "canceled")
 
@@ -253,5 +273,24 @@ class Journal:
 
     def equity(self) -> pd.DataFrame:
         frame = pd.read_sql_query("SELECT * FROM equity ORDER BY time", self.db)
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="ms", utc=True), name="time").as_unit("ns")
+        return frame
+
+    # -- skill monitor -------------------------------------------------------------------
+    def add_monitor(self, time_ms: int, row: dict[str, Any], alert: str | None = None) -> None:
+        """The skill monitor at bar ``time_ms``: ``row`` is ``MonitorSnapshot.to_row()`` (the keys of
+        :data:`MONITOR_COLUMNS`), ``alert`` the line printed then; a bar written again is replaced."""
+        unknown = set(row) - set(MONITOR_COLUMNS)
+        if unknown:
+            raise ValueError(f"monitor row has unknown columns {sorted(unknown)}; expected {list(MONITOR_COLUMNS)}")
+        names = ["time", *MONITOR_COLUMNS, "alert"]
+        values = [int(time_ms), *(row.get(c) for c in MONITOR_COLUMNS), alert]
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO monitor({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                            values)
+
+    def monitor(self) -> pd.DataFrame:
+        """The monitor rows in time order, indexed by bar time (UTC); empty when none was written."""
+        frame = pd.read_sql_query("SELECT * FROM monitor ORDER BY time", self.db)
         frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="ms", utc=True), name="time").as_unit("ns")
         return frame

@@ -1,4 +1,5 @@
-"""A paper run's reports from its journal: equity.csv, fills.csv, metrics.json, tearsheet.html.
+"""A paper run's reports from its journal: equity.csv, fills.csv, metrics.json, tearsheet.html, and the
+live skill monitor's monitor.csv and monitor.png (when the journal holds monitor rows).
 
 The same files and formats as a backtest's run folder, rebuilt from the journal (so a
 resumed run's reports cover the whole run). The benchmark is buy-and-hold of the same
@@ -20,6 +21,7 @@ from engine.run_folder import json_safe
 from engine.simulate import buy_and_hold_equity
 from feeds.timeframes import periods_per_year
 from reports.metrics import performance_summary, simple_returns
+from reports.render.charts import new_figure, quiet_matplotlib
 from reports.render.tearsheet import write_tearsheet
 
 
@@ -39,6 +41,37 @@ def serving_record(journal: Journal) -> list[dict]:
                      "digest": row.digest, "first_decision": pd.Timestamp(int(row.first_decision), unit="ms", tz="UTC"),
                      "decisions": int(counts.get(row.checkpoint, 0))})
     return rows
+def write_monitor(monitor: pd.DataFrame, run_dir: Path, title: str) -> None:
+    """monitor.csv (the journal's ``monitor`` rows) and monitor.png: coverage, hit rate and skill over
+    time, each with its interval (shaded) and the reference band (dashed), and the P&L over the
+    window against the backtest's range; red marks where the monitor said decayed. Nothing without rows."""
+    if monitor.empty:
+        return
+    monitor.to_csv(run_dir / "monitor.csv", index_label="time")
+    x = monitor.index.tz_convert("UTC").tz_localize(None).to_numpy()
+    panels = (("coverage", "coverage of the outer quantiles"), ("hit_rate", "hit rate (median's sign)"),
+              ("skill", "pinball skill vs naive"), ("pnl", "P&L over the window (log equity)"))
+    with quiet_matplotlib():
+        fig = new_figure(10.0, 1.8 * len(panels))
+        axes = fig.subplots(len(panels), 1, sharex=True)
+        for ax, (name, label) in zip(axes, panels):
+            col = monitor[name].astype(float)
+            ax.fill_between(x, monitor[f"{name}_lo"].astype(float), monitor[f"{name}_hi"].astype(float),
+                            color="tab:blue", alpha=0.2, linewidth=0, label="interval")
+            ax.plot(x, col, color="tab:blue", linewidth=1.0, label=label)
+            for edge in ("_band_lo", "_band_hi"):
+                ax.plot(x, monitor[f"{name}{edge}"].astype(float), color="black", linestyle="--", linewidth=0.8,
+                        label="reference band" if edge == "_band_lo" else None)
+            if name == "coverage":
+                ax.plot(x, monitor["nominal_coverage"].astype(float), color="grey", linewidth=0.8, label="nominal")
+            out = monitor[f"{name}_state"].isin(["below", "above"]).to_numpy()
+            ax.plot(x[out], col.to_numpy()[out], "o", color="tab:red", markersize=2.5, label="out of band")
+            ax.set_ylabel(name)
+            ax.legend(loc="upper left", ncols=5)
+        axes[0].set_title(title)
+        axes[-1].set_xlabel("bar time (UTC)")
+        fig.savefig(run_dir / "monitor.png", dpi=80)
+        fig.clear()
 
 
 def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: str) -> None:
@@ -47,6 +80,8 @@ def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: s
     fills = journal.fills()
     fills[FILL_COLUMNS].to_csv(run_dir / "fills.csv", index=False)
     journal.orders().to_csv(run_dir / "orders.csv", index=False)
+    write_monitor(journal.monitor(), run_dir, f"live skill monitor: {cfg.predictor.name} on {cfg.data.symbol} "
+                  f"{cfg.data.timeframe}, last {cfg.paper.monitor_window} resolved forecasts")
     if len(eq) < 2:
         return
     candles = journal.candles().loc[eq.index]
