@@ -87,6 +87,8 @@ class LiveBars:
         self.models: Any = None
         #: the checkpoint that made the last live forecast (None: an untrained predictor)
         self.last_checkpoint: Any = None
+        #: called with ``(open time ms, close)`` of every candle received from now on (context or traded)
+        self.on_close: Callable[[int, float], None] | None = None
 
     # -- history -------------------------------------------------------------------------
     def _extend(self, frame: pd.DataFrame) -> None:
@@ -98,6 +100,9 @@ class LiveBars:
         self.last_ms = times[-1]
         if self.models is not None:
             self.models.add_candles(frame)
+        if self.on_close is not None:
+            for t, close in zip(times, frame["close"].tolist()):
+                self.on_close(t, float(close))
 
     def restore(self, journaled: pd.DataFrame) -> int:
         """Load the journal's candles as history and queue its traded bars for replay; returns how many."""
@@ -207,11 +212,17 @@ class LiveBars:
         self.last_ms = time_ms
         if self.models is not None:
             self.models.add_candle(time_ms, ohlcv)
+        if self.on_close is not None:
+            self.on_close(time_ms, ohlcv[3])
         forecast = self.forecast_last()
         ck = self.last_checkpoint
         self.journal.add_traded_candle(time_ms, ohlcv, forecast, fold=None if ck is None else ck.fold,
                                        checkpoint=None if ck is None else ck.name)
         return Bar(time_ms, *ohlcv, forecast=forecast)
+
+    def context_closes(self) -> np.ndarray:
+        """``(L,)`` closes of the newest candle's context window (fewer while warming up)."""
+        return np.array([row[3] for row in self._rows[-self.context_length:]], dtype=np.float64)
 
     def forecast_last(self) -> np.ndarray:
         """``(Q, H)`` forecast for the newest candle from the last ``context_length`` candles (NaN if fewer),

@@ -41,13 +41,16 @@ def serving_record(journal: Journal) -> list[dict]:
                      "digest": row.digest, "first_decision": pd.Timestamp(int(row.first_decision), unit="ms", tz="UTC"),
                      "decisions": int(counts.get(row.checkpoint, 0))})
     return rows
-def write_monitor(monitor: pd.DataFrame, run_dir: Path, title: str) -> None:
+def write_monitor(monitor: pd.DataFrame, run_dir: Path, title: str, chart: bool = True) -> None:
     """monitor.csv (the journal's ``monitor`` rows) and monitor.png: coverage, hit rate and skill over
     time, each with its interval (shaded) and the reference band (dashed), and the P&L over the
-    window against the backtest's range; red marks where the monitor said decayed. Nothing without rows."""
+    window against the backtest's range; red marks where the monitor said decayed (the chart only with
+    ``chart``: ``output.tearsheet``). Nothing without rows."""
     if monitor.empty:
         return
     monitor.to_csv(run_dir / "monitor.csv", index_label="time")
+    if not chart:  # output.tearsheet = false: the numbers only
+        return
     x = monitor.index.tz_convert("UTC").tz_localize(None).to_numpy()
     panels = (("coverage", "coverage of the outer quantiles"), ("hit_rate", "hit rate (median's sign)"),
               ("skill", "pinball skill vs naive"), ("pnl", "P&L over the window (log equity)"))
@@ -81,7 +84,8 @@ def write_outputs(journal: Journal, run_dir: Path, cfg: Config, strategy_stem: s
     fills[FILL_COLUMNS].to_csv(run_dir / "fills.csv", index=False)
     journal.orders().to_csv(run_dir / "orders.csv", index=False)
     write_monitor(journal.monitor(), run_dir, f"live skill monitor: {cfg.predictor.name} on {cfg.data.symbol} "
-                  f"{cfg.data.timeframe}, last {cfg.paper.monitor_window} resolved forecasts")
+                  f"{cfg.data.timeframe}, last {cfg.paper.monitor_window} resolved forecasts",
+                  chart=cfg.output.tearsheet)
     if len(eq) < 2:
         return
     candles = journal.candles().loc[eq.index]

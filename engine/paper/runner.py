@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 from loguru import logger
 
@@ -36,6 +38,7 @@ from engine.paper.clock import BarTicks, Clock, StopSignals, Ticks, clock_from_e
 from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sandbox_exchange
 from engine.paper.journal import FINAL_STATUSES, Journal
 from engine.paper.live_feed import Bar, LiveBars, LiveForecastData, forecast_lines, ms_to_time
+from engine.paper.monitor import ReferenceBand, SkillMonitor, reference_from_checkpoints, reference_from_history
 from engine.paper.report import write_outputs
 from engine.paper.serving import LiveModels, ServingCheckpoint, anchor_of, ensure_checkpoint_of, history_since, shape_history
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
@@ -50,6 +53,12 @@ from feeds.timeframes import timeframe_ms
 from predictors.base import Predictor
 
 JOURNAL_FILE = "journal.sqlite"
+#: the skill monitor's band: history bars it is made from for a predictor that needs no training (4 stretches),
+#: the newest stored folds it is made from for a trained one, and the windows forecast per fold or stretch
+#: (evenly spaced; bounds the start-up cost of a slow model: at most 4 x 128 forecasts)
+REFERENCE_BARS = 2000
+REFERENCE_FOLDS = 4
+REFERENCE_WINDOWS = 128
 EXIT_KILL_SWITCH = 3
 
 
@@ -77,6 +86,24 @@ def resumed_config(run_dir: Path, cli_cfg: Config) -> Config:
     paper = dataclasses.replace(cli_cfg.paper, mode=stored.paper.mode, model=stored.paper.model,
                                 checkpoint=stored.paper.checkpoint, max_model_age=stored.paper.max_model_age)
     return dataclasses.replace(stored, paper=paper, output=cli_cfg.output)
+
+
+def newest_backtest(out_dir: Path, strategy_stem: str, cfg: Config) -> Path | None:
+    """The newest backtest run folder in ``out_dir`` of this strategy, predictor, market and timeframe (by its
+    config.toml) that has an equity.csv, or None."""
+    pattern = "-".join(["*", strategy_stem, cfg.predictor.name, cfg.data.symbol, cfg.data.timeframe])
+    pattern = "".join(c if c.isalnum() or c in "*_.-" else "_" for c in pattern)
+    for run in sorted(Path(out_dir).glob(pattern), reverse=True) if Path(out_dir).is_dir() else []:
+        if "-paper-" in run.name or not (run / "equity.csv").is_file() or not (run / "config.toml").is_file():
+            continue
+        try:
+            theirs = load_config(run / "config.toml")
+        except Exception:  # noqa: BLE001 - an unreadable folder is not the reference
+            continue
+        if (theirs.predictor, theirs.data.symbol, theirs.data.timeframe) == (cfg.predictor, cfg.data.symbol,
+                                                                          cfg.data.timeframe):
+            return run
+    return None
 
 
 class StoppedDuringStartup(OperationalError):
@@ -183,6 +210,7 @@ class PaperRunner:
         self.models: LiveModels | None = None
         self._journaled_models: set[str] = set()
         self._late_said: str | None = None
+        self.monitor: SkillMonitor | None = None
         self.frozen: ServingCheckpoint | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -315,14 +343,21 @@ class PaperRunner:
                              p.late_candle_wait_s, p.late_candle_retry_s)
         if predictor.needs_training():
             self.bars.models = self.models = self._live_models(predictor, poller)
-        self.replayed = self.bars.restore(self.journal.candles())
+        journaled = self.journal.candles()
+        self.replayed = self.bars.restore(journaled)
         if self.replayed:
             logger.info("resume: replaying {} journaled bars through the strategy", self.replayed)
+        self.monitor = SkillMonitor(predictor.quantile_levels, cfg.predictor.horizon, self.tf,
+                                    window=p.monitor_window, min_resolved=p.monitor_min_resolved)
+        self._replay_monitor(journaled)
+        self.bars.on_close = self._on_close
         self.bars.warm_up()
         self._check_stop("warming up")
         if self.models is not None:
             self.models.prepare(progress=cfg.output.progress)  # no order before the first model is ready
             self._check_stop("preparing the serving model")
+        self.monitor.band = self._monitor_band(predictor, poller)
+        self._check_stop("making the skill monitor's reference band")
 
         self.feed = LiveForecastData(bars=self.bars, quantile_levels=predictor.quantile_levels)
         self.desk = AgeLimitedDesk(
@@ -384,7 +419,73 @@ class PaperRunner:
         """Why no position may open now, or None (see :attr:`OrderDesk.no_new_positions`)."""
         if self.models is not None and self.models.aged is not None:
             return self.models.aged
+        if self.cfg.paper.stop_on_decay and self.monitor is not None and self.monitor.decayed:
+            return f"the skill monitor reads DECAYED and paper.stop_on_decay = true ({self.monitor.snapshot().status_text()})"
         return None
+
+    # -- the skill monitor ---------------------------------------------------------------------
+    def _monitor_band(self, predictor: Predictor, poller: CandlePoller) -> ReferenceBand | None:
+        """The monitor's reference band (README "Live skill monitor"), with the P&L range of the newest
+        backtest of the same strategy, predictor and market in ``output.dir`` when there is one; None (the
+        measures are shown, nothing is judged) when it cannot be made, said in one line."""
+        cfg, p = self.cfg, self.cfg.predictor
+        try:
+            if self.models is not None:
+                if self.frozen is not None:
+                    candles, folds, models = self.models.frozen_reference(
+                        lambda since, until: poller.closed_since(since, until))
+                else:
+                    candles, folds, models = self.models.reference_models()
+                if not folds:
+                    raise UserInputError("the serving checkpoint records no held-out scoring candles "
+                                         "(training.val_fraction = 0)")
+                folds, models = folds[-REFERENCE_FOLDS:], models[-REFERENCE_FOLDS:]
+                band = reference_from_checkpoints(candles, folds, models, self.models.factory, p.context_length,
+                                                  p.horizon, p.batch_size, max_windows=REFERENCE_WINDOWS)
+            else:
+                now = self.clock.now_ms()
+                history = poller.closed_since(now - (REFERENCE_BARS + p.context_length + 1) * self.tf, now)
+                band = reference_from_history(history, predictor, p.context_length, p.horizon, bars=REFERENCE_BARS,
+                                              batch_size=p.batch_size, max_windows=REFERENCE_WINDOWS)
+        except (UserInputError, ExchangeUnavailable) as exc:
+            logger.warning("skill monitor: no reference band ({}); its measures are shown, nothing is judged", exc)
+            return None
+        backtest = newest_backtest(Path(cfg.output.dir), self.strategy_path.stem, cfg)
+        if backtest is not None:
+            equity = pd.read_csv(backtest / "equity.csv", index_col=0)["equity"]
+            band = band.with_pnl(equity.to_numpy(), f"backtest {backtest.name}")
+        logger.info("skill monitor: band {} (coverage {:.2f}..{:.2f}, skill {:+.3f}..{:+.3f}); P&L {}", band.how,
+                    *band.coverage, *band.skill,
+                    f"against {backtest.name}" if backtest is not None else "not compared (no backtest of this "
+                    f"strategy, predictor and market in {cfg.output.dir})")
+        return band
+
+    def _replay_monitor(self, journaled: pd.DataFrame) -> None:
+        """A resumed run's monitor: the journal's candles and decisions fed again, its alerts not repeated."""
+        if journaled.empty:
+            return
+        equity = self.journal.equity()["value"]
+        closes = journaled["close"].to_numpy(np.float64)
+        times = journaled.index.as_unit("ms").asi8
+        L = self.cfg.predictor.context_length
+        for i, (t, row) in enumerate(zip(times.tolist(), journaled.itertuples(index=False))):
+            self.monitor.add_close(t, float(row.close))
+            if row.traded == 1 and row.forecast and i + 1 >= L and journaled.index[i] in equity.index:
+                forecast = np.array(json.loads(row.forecast), dtype=np.float64)
+                if np.isfinite(forecast).all():
+                    self.monitor.add_decision(t, closes[i + 1 - L : i + 1], forecast, float(equity.loc[journaled.index[i]]))
+        self.monitor.alert()  # said before the stop
+
+    def _on_close(self, time_ms: int, close: float) -> None:
+        """A candle received: resolve the monitor's decisions; journal its numbers and say an alert."""
+        if not self.monitor.add_close(time_ms, close):
+            return
+        line = self.monitor.alert()
+        self.journal.add_monitor(time_ms, self.monitor.snapshot().to_row(), line)
+        if line:
+            for text in line.splitlines():
+                logger.warning(text)
+            self.journal.event("monitor_alert", line)
 
     # -- callbacks -----------------------------------------------------------------------
     def _before_bar(self, bar: Bar) -> None:
@@ -476,6 +577,9 @@ class PaperRunner:
             served = "" if ck is None else f" fold {ck.fold}"
             logger.info("{:%Y-%m-%d %H:%M} close {:.2f} forecast {:+.5f}{} position {:.6f} equity {:.2f}",
                         ms_to_time(bar.time_ms), bar.close, median, served, position, value)
+            if np.isfinite(bar.forecast).all():
+                self.monitor.add_decision(bar.time_ms, self.bars.context_closes(), bar.forecast, value)
+            logger.info("  {}", self.monitor.snapshot().status_text())
             if self.models is not None:
                 self._after_model_bar(bar)
             every = self.cfg.paper.tearsheet_every_bars

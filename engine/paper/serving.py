@@ -426,6 +426,42 @@ class LiveModels:
                         self.serving.name)
             self.aged = None
 
+    # -- the monitor's reference ---------------------------------------------------------------------
+    def reference_models(self) -> tuple[pd.DataFrame, list[Fold], list[FoldModel]]:
+        """The live plan's folds whose checkpoints are stored now (the serving one at least, after
+        :meth:`prepare`; earlier ones a backtest or this run stored), with the candles their positions
+        index: what the skill monitor's band is made from (nothing is trained for it)."""
+        from engine.training import _cached
+
+        candles = self.candles
+        plan = self.plan_until(self._virtual(candles, 1))
+        stored = [(job.fold, m) for job in plan_jobs(self.probe, self.cfg, candles, plan)
+                  if (m := _cached(job)) is not None]
+        return candles, [f for f, _ in stored], [m for _, m in stored]
+
+    def frozen_reference(self, fetch: Callable[[int, int], pd.DataFrame]) -> tuple[pd.DataFrame, list[Fold],
+                                                                                  list[FoldModel]]:
+        """:meth:`reference_models` for a frozen checkpoint: its fold's held-out scoring candles (and the
+        context before them), fetched with ``fetch(since_ms, until_ms)``, positions re-indexed to them."""
+        ck = self.frozen
+        assert ck is not None
+        meta = read_meta(ck.directory) or {}
+        f = meta.get("fold") or {}
+        if not f.get("score_start"):
+            return pd.DataFrame(), [], []
+        score_start, cutoff = pd.Timestamp(f["score_start"]), pd.Timestamp(f["cutoff"])
+        L = self.cfg.predictor.context_length
+        since = int(score_start.value // 1_000_000) - 2 * L * self.tf
+        candles = fetch(since, int(cutoff.value // 1_000_000))
+        candles = candles[candles.index < cutoff]
+        score = int(candles.index.searchsorted(score_start))
+        fold = Fold(k=ck.fold, start=0, split=score, stop=len(candles), first=len(candles), last=len(candles),
+                    train_start=ck.train_start, train_end=ck.train_end, cutoff=cutoff, test_start=cutoff,
+                    test_end=cutoff, score=score, score_start=score_start)
+        model = FoldModel(fold=fold, key=ck.name, directory=ck.directory, trained_now=False, digest=ck.digest,
+                          seconds=0.0)
+        return candles, [fold], [model]
+
     # -- scheduled retraining ----------------------------------------------------------------------
     def after_candle(self) -> None:
         """After each candle: reap a finished retrain, and start the coming fold's once its cut-off passed."""
