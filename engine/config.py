@@ -239,6 +239,8 @@ class PaperConfig:
     monitor_window: int = 100
     monitor_min_resolved: int = 30
     stop_on_decay: bool = False
+    #: forecasts per reference fold (or history stretch) the monitor's band is made from at start-up; 0 = no band
+    monitor_reference_windows: int = 128
 
     def max_order_age_ms(self, timeframe_ms: int) -> int:
         """``max_order_age`` in milliseconds of exchange time (``"2bars"`` = 2 x ``timeframe_ms``)."""
@@ -688,6 +690,9 @@ def _validate_paper(c: PaperConfig) -> None:
         raise ConfigError(
             f"paper.monitor_window = {c.monitor_window} must be a number of resolved forecasts in [10, 100000], e.g. 100"
         )
+    if not 0 <= c.monitor_reference_windows <= 100_000:
+        raise ConfigError(f"paper.monitor_reference_windows = {c.monitor_reference_windows} must be in [0, 100000], "
+                          "e.g. 128 (0 = no reference band: the monitor shows its measures and judges nothing)")
     if not 10 <= c.monitor_min_resolved <= c.monitor_window:
         raise ConfigError(
             f"paper.monitor_min_resolved = {c.monitor_min_resolved} must be in [10, paper.monitor_window = "

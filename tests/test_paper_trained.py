@@ -277,3 +277,50 @@ def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
     (tmp_path / "model").mkdir()
     with pytest.raises(UserInputError, match="is not a stored checkpoint"):
         ServingCheckpoint.from_folder(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_monitor_alerts_once_and_stop_on_decay_refuses_new_positions(stub, tmp_path, monkeypatch):
+    from tests.trainable_plugins import LinearAR  # the module the predictor name loads (not tests/ on the path)
+
+    cfg = load_config(ROOT / "config.toml", {
+        **_paper_flat(trained_paper_config(tmp_path, stub.url)), **trained_overrides(tmp_path),
+        "training.retrain_every": "30d", "paper.monitor_window": 40, "paper.monitor_min_resolved": 20,
+        "paper.stop_on_decay": True, "strategy.llm_signal.threshold": 0.0,
+    })
+    honest = LinearAR.predict_quantiles
+
+    def narrowed(self, contexts, horizon):  # live, the intervals shrink to a fifth of the fold's own
+        q = honest(self, contexts, horizon)
+        median = q[:, 1:2, :]
+        return median + 0.2 * (q - median)
+
+    # the band is made at start-up from the honest checkpoint; from the first live bar on it forecasts narrowed
+    def on_tick(count):
+        if count == 1:
+            monkeypatch.setattr(LinearAR, "predict_quantiles", narrowed)
+
+    clock = ManualClock(stub, START_MS + DELAY_MS)
+    outcome = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, 72, on_tick=on_tick),
+                          install_signals=False).run()
+    j = Journal(outcome.run_dir / JOURNAL_FILE)
+    try:
+        monitor = j.monitor()
+        alerts = [a for a in monitor["alert"].dropna()]
+        # narrowed intervals: skill and coverage fall below the fold's band, each said once (edge-triggered)
+        said = [line for a in alerts for line in a.splitlines()]
+        measures = [m for line in said for m in ("coverage", "pinball skill") if f"decisions: {m}" in line]
+        assert sorted(measures) == ["coverage", "pinball skill"], said
+        assert all("below the reference band" in line and "DECAYED" in line for line in said)
+        assert len(j.events("monitor_alert")) == len(alerts)
+        alert_time = monitor.index[monitor["alert"].notna()][0]
+        assert monitor.loc[:alert_time, "n"].iloc[-1] >= 20  # nothing judged before monitor_min_resolved
+        log = (outcome.run_dir / "paper.log").read_text()
+        assert log.count("skill monitor ALERT") == len(said) and "skill monitor: band" in log
+        orders = j.orders()
+        times = pd.to_datetime(orders["bar_time"], unit="ms", utc=True)
+        refused = orders["reason"].fillna("").str.contains("skill monitor reads DECAYED")
+        assert refused.any() and (times[refused] >= alert_time).all() and (orders.loc[refused, "side"] == "buy").all()
+        assert (orders.loc[times < alert_time, "status"] == "filled").all()
+    finally:
+        j.close()

@@ -24,7 +24,9 @@ fit nor its early stopping saw; targets end before the cut-off), or, for a predi
 training, ``chunks`` consecutive stretches of recent history (:func:`reference_from_history`).
 The band of a measure over K folds is ``[min, max]`` of their values, widened to the Student-t
 95 % prediction interval of one more fold, ``mean +- t_{K-1} sd sqrt(1 + 1/K)``, where that is
-wider (:func:`band_of`): the plain range of 4 folds misses a new fold's value 40 % of the time.
+wider (:func:`band_of`): the plain range of 4 folds misses a new fold's value 40 % of the time;
+and widened to each fold's own 95 % interval of coverage and skill (a fold's value is an estimate
+from its few hundred windows too: with one fold, the band is that interval, not a point).
 
 **The alert rule** (coverage and skill; nothing is judged before ``min_resolved`` resolved
 decisions, and the status says so):
@@ -146,9 +148,16 @@ class FoldMeasures:
     pinball: float
     naive_pinball: float
     skill: float
+    #: the fold's own 95 % intervals of coverage and skill (its value is an estimate from its windows too)
+    coverage_ci: tuple[float, float] = (math.nan, math.nan)
+    skill_ci: tuple[float, float] = (math.nan, math.nan)
 
     def value(self, measure: str) -> float:
         return float(getattr(self, measure))
+
+    def interval(self, measure: str) -> tuple[float, float]:
+        """The fold's own interval of ``measure`` (NaN where none is computed, e.g. the hit rate)."""
+        return getattr(self, f"{measure}_ci", (math.nan, math.nan))
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -156,13 +165,16 @@ def _nanmean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-def _measures_of(scores: DecisionScores, label: str) -> FoldMeasures:
+def _measures_of(scores: DecisionScores, label: str, horizon: int = 1) -> FoldMeasures:
     ok = ~(np.isnan(scores.pinball) | np.isnan(scores.naive_pinball))
     pin, naive = (float(scores.pinball[ok].mean()), float(scores.naive_pinball[ok].mean())) if ok.any() else (math.nan,) * 2
     skill = 1.0 - pin / naive if naive > 0 else math.nan
+    _, cov_lo, cov_hi = share_interval(scores.cover, horizon)
+    _, skill_lo, skill_hi = skill_interval(scores.pinball, scores.naive_pinball, horizon)
     return FoldMeasures(
         label=label, n=int(np.sum(~np.isnan(scores.cover))), n_calls=int(np.sum(~np.isnan(scores.hit))),
         coverage=_nanmean(scores.cover), hit_rate=_nanmean(scores.hit), pinball=pin, naive_pinball=naive, skill=skill,
+        coverage_ci=(cov_lo, cov_hi), skill_ci=(skill_lo, skill_hi),
     )
 
 
@@ -176,7 +188,7 @@ def fold_measures(forecasts: np.ndarray, realised: np.ndarray, naive: np.ndarray
         naive: ``(n, Q, H)`` the ``naive`` predictor's quantiles on the same windows.
         label: what the decisions are (e.g. ``"fold 3"``).
     """
-    return _measures_of(decision_scores(forecasts, realised, naive, levels), label)
+    return _measures_of(decision_scores(forecasts, realised, naive, levels), label, np.asarray(forecasts).shape[-1])
 
 
 # -- intervals --------------------------------------------------------------------------------
@@ -328,10 +340,14 @@ def reference_band(folds: Sequence[FoldMeasures], how: str, confidence: float = 
         raise UserInputError("no reference folds to make a band from: at least one fold with scoring windows is needed")
 
     def span(measure: str) -> tuple[float, float]:
-        return band_of([f.value(measure) for f in folds], confidence)
+        lo, hi = band_of([f.value(measure) for f in folds], confidence)
+        own = np.array([f.interval(measure) for f in folds], dtype=np.float64)
+        if own.size and not np.isnan(own).all():  # each fold's value is an estimate from its windows: its interval
+            lo, hi = float(np.nanmin([lo, *own[:, 0]])), float(np.nanmax([hi, *own[:, 1]]))
+        return lo, hi
 
     text = (f"[min, max] over {len(folds)} {how}, widened to a {confidence:.0%} prediction interval "
-            "for one more fold")
+            f"for one more fold and to each fold's own {confidence:.0%} interval")
     return ReferenceBand(coverage=span("coverage"), hit_rate=span("hit_rate"), skill=span("skill"), how=text,
                          folds=tuple(folds))
 

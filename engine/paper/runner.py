@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -54,11 +55,9 @@ from predictors.base import Predictor
 
 JOURNAL_FILE = "journal.sqlite"
 #: the skill monitor's band: history bars it is made from for a predictor that needs no training (4 stretches),
-#: the newest stored folds it is made from for a trained one, and the windows forecast per fold or stretch
-#: (evenly spaced; bounds the start-up cost of a slow model: at most 4 x 128 forecasts)
+#: and the newest stored folds it is made from for a trained one (paper.monitor_reference_windows forecasts each)
 REFERENCE_BARS = 2000
 REFERENCE_FOLDS = 4
-REFERENCE_WINDOWS = 128
 EXIT_KILL_SWITCH = 3
 
 
@@ -429,6 +428,12 @@ class PaperRunner:
         backtest of the same strategy, predictor and market in ``output.dir`` when there is one; None (the
         measures are shown, nothing is judged) when it cannot be made, said in one line."""
         cfg, p = self.cfg, self.cfg.predictor
+        windows = cfg.paper.monitor_reference_windows
+        if windows == 0:
+            logger.info("skill monitor: no reference band (paper.monitor_reference_windows = 0): measures shown, "
+                        "nothing judged")
+            return None
+        t0 = time.perf_counter()
         try:
             if self.models is not None:
                 if self.frozen is not None:
@@ -441,12 +446,12 @@ class PaperRunner:
                                          "(training.val_fraction = 0)")
                 folds, models = folds[-REFERENCE_FOLDS:], models[-REFERENCE_FOLDS:]
                 band = reference_from_checkpoints(candles, folds, models, self.models.factory, p.context_length,
-                                                  p.horizon, p.batch_size, max_windows=REFERENCE_WINDOWS)
+                                                  p.horizon, p.batch_size, max_windows=windows)
             else:
                 now = self.clock.now_ms()
                 history = poller.closed_since(now - (REFERENCE_BARS + p.context_length + 1) * self.tf, now)
                 band = reference_from_history(history, predictor, p.context_length, p.horizon, bars=REFERENCE_BARS,
-                                              batch_size=p.batch_size, max_windows=REFERENCE_WINDOWS)
+                                              batch_size=p.batch_size, max_windows=windows)
         except (UserInputError, ExchangeUnavailable) as exc:
             logger.warning("skill monitor: no reference band ({}); its measures are shown, nothing is judged", exc)
             return None
@@ -454,8 +459,8 @@ class PaperRunner:
         if backtest is not None:
             equity = pd.read_csv(backtest / "equity.csv", index_col=0)["equity"]
             band = band.with_pnl(equity.to_numpy(), f"backtest {backtest.name}")
-        logger.info("skill monitor: band {} (coverage {:.2f}..{:.2f}, skill {:+.3f}..{:+.3f}); P&L {}", band.how,
-                    *band.coverage, *band.skill,
+        logger.info("skill monitor: band {} (coverage {:.2f}..{:.2f}, skill {:+.3f}..{:+.3f}; made in {:.1f} s); "
+                    "P&L {}", band.how, *band.coverage, *band.skill, time.perf_counter() - t0,
                     f"against {backtest.name}" if backtest is not None else "not compared (no backtest of this "
                     f"strategy, predictor and market in {cfg.output.dir})")
         return band
