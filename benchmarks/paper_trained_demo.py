@@ -35,7 +35,51 @@ from engine.paper.runner import JOURNAL_FILE  # noqa: E402
 from test_paper_helpers import START_MS  # noqa: E402
 
 KEEP = re.compile(r"training history|serving|no checkpoint|retrain|fold switch|still training|not trained yet|"
-                  r"max_model_age|ALERT|monitor|paper run stopped|run folder|continue with|paper trading ")
+                  r"max_model_age|ALERT|monitor|paper run stopped|run folder|continue with|paper trading |"
+                  r" 00:00 close")
+
+
+def narrowed_run() -> list[str]:
+    """The monitor's alert and stop_on_decay in a run whose served intervals narrow live (log lines)."""
+    from loguru import logger
+
+    from engine.config import load_config
+    from engine.paper.runner import PaperRunner
+    from test_paper_helpers import DELAY_MS, STRATEGY, ManualClock, ManualTicks
+    from tests.trainable_plugins import LinearAR
+
+    honest = LinearAR.predict_quantiles
+
+    def narrowed(self, contexts, horizon):
+        q = honest(self, contexts, horizon)
+        return q[:, 1:2, :] + 0.2 * (q - q[:, 1:2, :])
+
+    def on_tick(count):
+        if count == 1:
+            LinearAR.predict_quantiles = narrowed
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"), level="INFO")
+    try:
+        with tempfile.TemporaryDirectory(prefix="l4m-demo-") as tmp, BinanceStub() as stub:
+            cfg = load_config(ROOT / "config.toml", {
+                "predictor.name": "tests.trainable_plugins:LinearAR", "predictor.context_length": 32,
+                "predictor.horizon": 4, "data.timerange": "20240110-", "training.history_start": "20231201",
+                "training.retrain_every": "30d", "data.cache_dir": f"{tmp}/cache", "output.dir": f"{tmp}/runs",
+                "output.tearsheet": False, "output.progress": False, "paper.api_url": stub.url,
+                "paper.poll_delay_s": 1.0, "paper.late_candle_wait_s": 600.0, "paper.monitor_window": 40,
+                "paper.monitor_min_resolved": 20, "paper.stop_on_decay": True, "strategy.llm_signal.threshold": 0.0,
+            })
+            clock = ManualClock(stub, START_MS + DELAY_MS)
+            PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, 48, on_tick=on_tick),
+                        install_signals=False).run()
+    finally:
+        logger.remove(sink)
+        LinearAR.predict_quantiles = honest
+    kept = [line for line in lines if re.search(r"skill monitor|ALERT|no new positions", line)]
+    refused = [i for i, line in enumerate(kept) if "no new positions" in line]
+    return [line for i, line in enumerate(kept) if i not in refused[1:]] + [
+        f"# ... {len(refused)} opening orders refused in all (reason 'no new positions: ...' in the journal)"]
 
 
 def main() -> int:
@@ -70,8 +114,18 @@ def main() -> int:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         text, _ = proc.communicate(timeout=60)
-    lines = [re.sub(r"^\S+ \S+ \+00:00 \| (\w+)\s*\| [\w.:]+ - ", r"\1 ", line).replace(tmp, "$TMP")
-             for line in text.splitlines() if KEEP.search(line)]
+    lines, bars = [], 0
+    for line in text.splitlines():
+        line = re.sub(r"^\S+ \S+ \+00:00 \| (\w+)\s*\| [\w.:]+ - ", r"\1 ", line.split("fold/s]")[-1])
+        if "  monitor " in line:  # the status's second line: one a day
+            bars += 1
+            if bars % 24:
+                continue
+        if KEEP.search(line):
+            lines.append(line.replace(tmp, "$TMP"))
+    lines += ["", "# the monitor's alert: the same model served in process on the stand-in's manual clock, its live",
+              "# intervals narrowed to a fifth from the first bar (tests/test_paper_trained.py's decayed run), with",
+              "# paper.stop_on_decay = true", *narrowed_run()]
     header = (f"# python benchmarks/paper_trained_demo.py --bars {args.bars} --speed {args.speed}  "
               f"(exit {proc.returncode}; lines filtered: {KEEP.pattern})\n")
     out_file.write_text(header + "\n".join(lines) + "\n", encoding="utf-8")

@@ -280,8 +280,7 @@ class OrderDesk:
         blocked = self.no_new_positions() if opening else None
         if blocked is not None:
             reason = f"{NO_NEW_POSITIONS}: {blocked}"
-            self.journal.order_answer(cid, "rejected", reason=reason)
-            logger.warning("order {} refused: {}", cid, reason)
+            self.journal.order_answer(cid, "rejected", reason=reason)  # the runner logs the rejection
             return reason
         return None
 

@@ -117,11 +117,19 @@ class Journal:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(orders)")}
         for column, kind in (("fee_asset", "TEXT"), ("base_delta", "REAL")):  # journals written before them
             if column not in columns:
-                self.db.execute(f"ALTER TABLE orders ADD COLUMN {column} {kind}")
+                self._add_column("orders", column, kind)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(candles)")}
         for column, kind in (("fold", "INTEGER"), ("checkpoint", "TEXT")):
             if column not in columns:
-                self.db.execute(f"ALTER TABLE candles ADD COLUMN {column} {kind}")
+                self._add_column("candles", column, kind)
+
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        """Add a column a journal written before it lacks (another connection may add it first)."""
+        try:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
     def close(self) -> None:
         self.db.close()

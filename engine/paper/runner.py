@@ -419,7 +419,7 @@ class PaperRunner:
         if self.models is not None and self.models.aged is not None:
             return self.models.aged
         if self.cfg.paper.stop_on_decay and self.monitor is not None and self.monitor.decayed:
-            return f"the skill monitor reads DECAYED and paper.stop_on_decay = true ({self.monitor.snapshot().status_text()})"
+            return "the skill monitor reads DECAYED and paper.stop_on_decay = true (its last alert says why)"
         return None
 
     # -- the skill monitor ---------------------------------------------------------------------
