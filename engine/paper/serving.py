@@ -476,7 +476,13 @@ class LiveModels:
                        tail[0] if tail else "no traceback")
 
     def close(self) -> None:
-        """Stop a retrain still running (its fit resumes from its work dir next time; nothing half-stored is served)."""
+        """Stop a retrain still running (its fit resumes from its work dir next time; nothing half-stored is served).
+        One that has stored its checkpoint (it may already serve) is only ending: it is waited for, not stopped."""
+        r = self.retrain
+        if r is not None and r.process.is_alive() and any(
+                key == r.key and (directory / "meta.json").is_file() for key, directory in self._job_cache.values()):
+            r.process.join(10)
+            self.poll_retrain()  # "fold k retrained in ..."
         r, self.retrain = self.retrain, None
         if r is not None and r.process.is_alive():
             logger.info("stopping the retrain of fold {} (it resumes next time)", r.fold.k)
