@@ -409,3 +409,49 @@ def test_closing_while_a_stored_retrain_is_still_ending_waits_for_it_instead_of_
                 assert process.terminated and "stopping the retrain of fold 1 (it resumes next time)" in lines
     finally:
         logger.remove(sink)
+
+
+class _Running:
+    """A retrain process still running (never ends here)."""
+
+    exitcode = None
+
+    def is_alive(self) -> bool:
+        return True
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+
+def test_a_retrain_finished_after_its_fold_passed_serves_until_the_plans_fold_is_stored(tmp_path):
+    """Seen under the suite's load (3 workers on 2 cores, retrains slower than a fold): fold 1's retrain finished while
+    fold 2's decisions were being made; fold 0 kept serving although fold 1 (cut-off before them) was stored, and
+    as every retrain finished after its fold had passed, no fold after 0 ever served. The newest stored fold serves."""
+    from conftest import read_shared_csv
+    from engine.paper.serving import LiveModels, Retrain
+    from engine.training import ensure_fold_models
+
+    cfg = load_config(ROOT / "config.toml", {
+        "predictor.name": LINEAR_AR, "predictor.context_length": 32, "predictor.horizon": 4, "predictor.params": {},
+        "data.timerange": f"{START:%Y%m%d}-", "data.cache_dir": str(tmp_path), "training.retrain_every": "1d",
+        "training.val_fraction": 0.3, "training.history_start": "20240105",
+    })
+    candles = read_shared_csv("BTC_USDT-1h.csv")[["open", "high", "low", "close", "volume"]]
+    candles = candles.loc[pd.Timestamp("2024-01-05", tz="UTC") - 31 * pd.Timedelta(hours=1):START + pd.Timedelta(hours=60)]
+    at = lambda hours: int(candles.index.searchsorted(START + pd.Timedelta(hours=hours)))  # noqa: E731
+    models = LiveModels(cfg, make_predictor(LINEAR_AR, {}), candles.iloc[:at(11)], START, HOUR_MS, tmp_path)
+    assert models.prepare(progress=False).fold == 0
+    models.add_candles(candles.iloc[at(11):at(48) + 1])  # the first decision of fold 2 (START + 48 h)
+    plan = models.plan_until(models.candles.index)
+    assert [f.k for f in plan.folds] == [0, 1, 2]
+    _, _, sub1 = models._job(models.candles, plan, plan.folds[1])
+    ensure_fold_models(cfg, models.candles.iloc[: plan.folds[1].stop], sub1, models.factory, progress=False)  # the late retrain
+    key2, _, _ = models._job(models.candles, plan, plan.folds[2])
+    models.retrain = Retrain(plan.folds[2], key2, _Running(), tmp_path / "err", time.time())  # fold 2's, running
+    _, ck = models.for_decision(int(plan.folds[2].test_start.value // 1_000_000))
+    assert ck.fold == 1, "the newest stored fold serves while the plan's fold 2 trains"
+    assert models.late_switch is not None and "fold 1 serves" in models.late_switch
+    assert models.switches == [(int(plan.folds[2].test_start.value // 1_000_000), 1)]
