@@ -256,7 +256,11 @@ def check_served_run(run: CliRun, cache: Path, out: Path) -> tuple[pd.DataFrame,
 def check_backtest_reuses(run: CliRun, traded: pd.DataFrame, late: set, tmp: Path) -> None:
     """A backtest of the run's stretch (offline, from the shared CSVs) trains nothing and serves the journaled fold
     and checkpoint at every decision of the paper run (a journaled late switch served the previous one)."""
-    end = traded.index[-1] + pd.Timedelta(hours=1)
+    # up to the end of the newest fold that served: a fold the run had not stored yet (it served late) is not the
+    # paper run's to share
+    fold_days = int(traded["fold"].max()) + 1
+    end = min(traded.index[-1] + pd.Timedelta(hours=1), START + fold_days * pd.Timedelta(RETRAIN_EVERY))
+    traded = traded.loc[:end - pd.Timedelta(hours=1)]
     cfg = load_config(run.run_dir / "config.toml", {
         "data.data_dir": str(DATA_DIR), "data.exchange_url": "", "output.dir": str(tmp / "bt"),
         "data.timerange": f"{START_MS // 1000}-{int(end.value // 10**9)}", "output.tearsheet": False,
@@ -266,6 +270,7 @@ def check_backtest_reuses(run: CliRun, traded: pd.DataFrame, late: set, tmp: Pat
     assert wf.trained_now == 0, "the backtest reuses the paper run's checkpoints (same keys)"
     served = pd.Series(np.asarray(wf.served_by), index=wf.decisions)
     names = {m.fold.k: m.directory.name for m in wf.models}
+    late = {t for t in late if t in traded.index}
     on_time = traded.loc[~traded.index.isin(list(late))]
     assert len(on_time) >= 2
     np.testing.assert_array_equal(on_time["fold"].astype(int).to_numpy(), served.loc[on_time.index].to_numpy())
@@ -285,7 +290,7 @@ def test_a_trained_family_serves_live_through_the_cli_across_a_fold_switch(name,
     fam = resolved(fam, tiny_dirs)
     out, cache = tmp_path / "runs", tmp_path / "cache"
     preload(fam)
-    run = run_cli(paper_args(stub, out, cache, fam), stub, out, monkeypatch, lambda j: traded_after_switch(j) >= 2)
+    run = run_cli(paper_args(stub, out, cache, fam), stub, out, monkeypatch, lambda j: traded_after_switch(j) >= 1)
     print(f"{name}: wall {run.wall_s:.1f} s, stopped after {run.stopped_after_s}")
     print(run.log)
     traded, models, late = check_served_run(run, cache, out)
@@ -330,7 +335,7 @@ def test_testnet_with_a_trained_model_sends_the_decisions_each_journaled_with_it
     out, cache = tmp_path / "runs", tmp_path / "cache"
     before = len(stub.orders)
     run = run_cli(paper_args(stub, out, cache, fam, mode="testnet"), stub, out, monkeypatch,
-                  lambda j: traded_after_switch(j) >= 2 and bool(_read(j, ORDERS_ON_FOLD_1)))
+                  lambda j: traded_after_switch(j) >= 1 and bool(_read(j, ORDERS_ON_FOLD_1)))
     traded, models, late = check_served_run(run, cache, out)
     assert "orders: binance sandbox at " + stub.url in run.log
     journal = Journal(run.run_dir / JOURNAL_FILE)
