@@ -2,7 +2,8 @@
 sim mode on the loopback exchange stand-in, on its accelerated clock, with a tiny model of each
 family (baselines, `patchtst`, `lightgbm`, `lora_llm` on a tiny Llama, Chronos-2 LoRA, `neural`),
 across one fold switch: the start-up line names the serving checkpoint, the next fold is retrained
-in the background and served from the backtest's switch point, every traded decision journals its
+in the background and served from the backtest's switch point (or, when the retrain is slower than
+that, from the first decision after it is stored, a journaled late switch), every traded decision journals its
 fold and checkpoint, the checkpoints are stored, and a backtest of the same stretch reuses them
 (nothing trained) and serves the same fold at each decision. Plus testnet mode with a trained model:
 the stand-in's orders carry the decisions, the journal the checkpoint of each.
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -39,7 +41,7 @@ from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
 from predictors import make_predictor
-from test_paper_helpers import HOUR_MS, ROOT, START, START_MS, STRATEGY, stub_fixture
+from test_paper_helpers import HOUR_MS, ROOT, START, START_MS, STRATEGY
 
 KEY, SECRET = "k3y-Families-Test-Q1W2E3R4T5Y6U7I8", "s3cret-Families-Test-P0O9I8U7Y6T5R4"
 #: exchange time runs this many times faster: one 1h bar per second of wall time
@@ -50,8 +52,8 @@ SPEED = 3600.0
 #: from START + 24 h (a retrain slower than that is a journaled late switch, never a skipped check)
 RETRAIN_EVERY, EMBARGO = "1d", 12
 ORIGIN_MS = START_MS + 11 * HOUR_MS + HOUR_MS // 2
-BOUND_S = 120
-LINEAR_AR = "tests.trainable_plugins:LinearAR"  # every wait is bounded
+BOUND_S = 120  # every wait is bounded
+LINEAR_AR = "tests.trainable_plugins:LinearAR"
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ FAMILIES = {
 
 
 @pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory) -> dict[str, str]:
+def tiny_dirs(tmp_path_factory) -> Callable[[str], str]:
     """Built when a test asks for one (a family whose packages are missing is skipped before)."""
     root = tmp_path_factory.mktemp("tiny")
     built: dict[str, str] = {}
@@ -100,8 +102,9 @@ def tiny_dirs(tmp_path_factory) -> dict[str, str]:
     return get
 
 
-def resolved(fam: Family, tiny) -> Family:
-    params = {k: (tiny(v[1:-1]) if isinstance(v, str) and v.startswith("{") and v.endswith("}") and "\"" not in v else v)
+def resolved(fam: Family, tiny: Callable[[str], str]) -> Family:
+    """``fam`` with its "{name}" parameters replaced by the tiny checkpoints' folders."""
+    params = {k: tiny(v[1:-1]) if isinstance(v, str) and re.fullmatch(r"\{\w+\}", v) else v
               for k, v in fam.params.items()}
     return Family(fam.predictor, fam.context_length, fam.horizon, params, fam.training, fam.needs)
 
@@ -119,8 +122,8 @@ def paper_args(stub: BinanceStub, out: Path, cache: Path, fam: Family, mode: str
         "predictor.context_length": fam.context_length, "predictor.horizon": fam.horizon, "predictor.cache": False,
         **{f"predictor.params.{fam.predictor}.{k}": v for k, v in fam.params.items()},
         "data.timerange": f"{START:%Y%m%d}-", "data.cache_dir": str(cache), "data.exchange_url": stub.url,
-        "training.retrain_every": RETRAIN_EVERY, "training.history_start": "20240105", "training.val_fraction": 0.3, "training.epochs": 2,
-        "training.batch_size": 64, "training.device": "cpu", "training.embargo_bars": EMBARGO,
+        "training.retrain_every": RETRAIN_EVERY, "training.history_start": "20240105", "training.val_fraction": 0.3,
+        "training.epochs": 2, "training.batch_size": 64, "training.device": "cpu", "training.embargo_bars": EMBARGO,
         **{f"training.{k}": v for k, v in fam.training.items()},
         "strategy.llm_signal.threshold": 0.0, "paper.api_url": stub.url, "paper.poll_delay_s": 60.0,
         # a decision waits for its fold's retrain up to 50 min of exchange time past its candle's close
@@ -147,6 +150,7 @@ def _read(journal: Path, sql: str) -> list[tuple]:
         db.close()
 
 
+TRADED = "SELECT 1 FROM candles WHERE traded = 1"
 ORDERS_ON_FOLD_1 = ("SELECT 1 FROM orders JOIN candles ON orders.bar_time = candles.time "
                     "WHERE candles.fold >= 1 AND orders.status = 'filled'")
 
@@ -236,9 +240,10 @@ def check_served_run(run: CliRun, cache: Path, out: Path) -> tuple[pd.DataFrame,
     assert traded["fold"].notna().all() and traded["checkpoint"].notna().all(), "every decision names its model"
     folds = traded["fold"].astype(int).to_numpy()
     assert folds[0] == 0 and folds.max() >= 1 and (np.diff(folds) >= 0).all(), folds
-    assert list(models["checkpoint"]) == list(dict.fromkeys(traded["checkpoint"])), "one models row per served checkpoint"
+    assert list(models["checkpoint"]) == list(dict.fromkeys(traded["checkpoint"])), "a models row per served checkpoint"
     for name in models["checkpoint"]:
-        assert (cache / "checkpoints" / name / "meta.json").is_file() and (cache / "checkpoints" / name / "model").is_dir()
+        stored = cache / "checkpoints" / name
+        assert (stored / "meta.json").is_file() and (stored / "model").is_dir()
     # the start-up line names the first decision's checkpoint, as journaled
     (start,) = SERVING.findall(run.log)
     first = models.iloc[0]
@@ -249,13 +254,14 @@ def check_served_run(run: CliRun, cache: Path, out: Path) -> tuple[pd.DataFrame,
     assert re.search(r"retraining fold 1 in the background \(pid \d+", run.log), run.log[-3000:]
     assert "fold 0: no checkpoint for key" in run.log and "fold 1: no checkpoint for key" not in run.log
     switches = SWITCH.findall(run.log)
-    assert [(int(k), name) for _, k, name in switches] == [(int(r.fold), r.checkpoint) for r in models.iloc[1:].itertuples()]
+    assert [(int(k), name) for _, k, name in switches] == [(int(r.fold), r.checkpoint)
+                                                          for r in models.iloc[1:].itertuples()]
     return traded, models, late
 
 
 def check_backtest_reuses(run: CliRun, traded: pd.DataFrame, late: set, tmp: Path) -> None:
     """A backtest of the run's stretch (offline, from the shared CSVs) trains nothing and serves the journaled fold
-    and checkpoint at every decision of the paper run (a journaled late switch served the previous one)."""
+    and checkpoint at every decision of the paper run (at a journaled late switch an earlier fold served)."""
     # up to the end of the newest fold that served: a fold the run had not stored yet (it served late) is not the
     # paper run's to share
     fold_days = int(traded["fold"].max()) + 1
@@ -281,8 +287,8 @@ def check_backtest_reuses(run: CliRun, traded: pd.DataFrame, late: set, tmp: Pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_a_trained_family_serves_live_through_the_cli_across_a_fold_switch(name, stub, tiny_dirs, tmp_path, monkeypatch,
-                                                                          two_torch_threads):
+def test_a_trained_family_serves_live_through_the_cli_across_a_fold_switch(name, stub, tiny_dirs, tmp_path,
+                                                                          monkeypatch, two_torch_threads):
     fam = FAMILIES[name]
     missing = [m for m in fam.needs if find_spec(m) is None]
     if missing:
@@ -308,7 +314,7 @@ def test_the_untrained_baselines_serve_through_the_cli_with_no_model_to_journal(
         out = tmp_path / name
         args = paper_args(stub, out, tmp_path / "cache", fam)
         args[args.index("--predictor") + 1] = name
-        run = run_cli(args, stub, out, monkeypatch, lambda j: len(_read(j, "SELECT 1 FROM candles WHERE traded = 1")) >= 3,
+        run = run_cli(args, stub, out, monkeypatch, lambda j: len(_read(j, TRADED)) >= 3,
                       origin_ms=START_MS + HOUR_MS // 2, speed=3600 / 0.3)
         assert run.code == 0 and run.stopped_after_s is not None, run.log[-3000:]
         journal = Journal(run.run_dir / JOURNAL_FILE)
@@ -326,7 +332,8 @@ def test_the_untrained_baselines_serve_through_the_cli_with_no_model_to_journal(
 
 
 @pytest.mark.slow
-def test_testnet_with_a_trained_model_sends_the_decisions_each_journaled_with_its_checkpoint(stub, tmp_path, monkeypatch):
+def test_testnet_with_a_trained_model_sends_the_decisions_each_journaled_with_its_checkpoint(stub, tmp_path,
+                                                                                            monkeypatch):
     """LinearAR (numpy) in testnet mode against the stand-in, across the fold switch: every order the stand-in took
     is a journaled decision, and that decision names the fold and checkpoint whose forecast made it."""
     monkeypatch.setenv(API_KEY_ENV, KEY)
@@ -381,8 +388,8 @@ class _EndingProcess:
 
 
 def test_closing_while_a_stored_retrain_is_still_ending_waits_for_it_instead_of_saying_it_resumes(tmp_path):
-    """Seen in the lora_llm and patchtst runs above: a retrain that stored fold 1 (then serving) was still exiting at
-    the stop, and the run logged "stopping the retrain of fold 1 (it resumes next time)" and killed it."""
+    """Seen in this file's lora_llm and patchtst runs: a retrain that had stored fold 1 (then serving) was still
+    exiting at the stop; the run logged "stopping the retrain of fold 1 (it resumes next time)" and killed it."""
     from loguru import logger
 
     from engine.folds import Fold
@@ -390,8 +397,8 @@ def test_closing_while_a_stored_retrain_is_still_ending_waits_for_it_instead_of_
 
     cfg = load_config(ROOT / "config.toml", {"predictor.name": LINEAR_AR, "predictor.context_length": 32,
                                              "predictor.horizon": 4, "data.cache_dir": str(tmp_path)})
-    models = LiveModels(cfg, make_predictor(LINEAR_AR, {}), pd.DataFrame(columns=["open", "high", "low", "close", "volume"]),
-                        START, HOUR_MS, tmp_path)
+    empty = pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
+    models = LiveModels(cfg, make_predictor(LINEAR_AR, {}), empty, START, HOUR_MS, tmp_path)
     stored = tmp_path / "linear_ar-key1"
     stored.mkdir()
     (stored / "meta.json").write_text("{}")
@@ -400,7 +407,7 @@ def test_closing_while_a_stored_retrain_is_still_ending_waits_for_it_instead_of_
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
     try:
-        for key, directory, ends_in in (("key1", stored, 0.3), ("key2", tmp_path / "linear_ar-key2", 0.3)):
+        for key, directory, ends_in in (("key1", stored, 0.1), ("key2", tmp_path / "linear_ar-key2", 0.1)):
             models._job_cache[(key,)] = (key, directory)
             process = _EndingProcess(ends_in)
             models.retrain = Retrain(fold, key, process, tmp_path / "err", time.time())
@@ -431,7 +438,8 @@ class _Running:
         pass
 
 
-def test_a_retrain_finished_after_its_fold_passed_serves_until_the_plans_fold_is_stored(tmp_path):
+@pytest.mark.parametrize("market", ["BTC/USDT", "ETH/USDT"])
+def test_a_retrain_finished_after_its_fold_passed_serves_until_the_plans_fold_is_stored(tmp_path, market):
     """Seen under the suite's load (3 workers on 2 cores, retrains slower than a fold): fold 1's retrain finished while
     fold 2's decisions were being made; fold 0 kept serving although fold 1 (cut-off before them) was stored, and
     as every retrain finished after its fold had passed, no fold after 0 ever served. The newest stored fold serves."""
@@ -441,22 +449,25 @@ def test_a_retrain_finished_after_its_fold_passed_serves_until_the_plans_fold_is
 
     cfg = load_config(ROOT / "config.toml", {
         "predictor.name": LINEAR_AR, "predictor.context_length": 32, "predictor.horizon": 4, "predictor.params": {},
-        "data.timerange": f"{START:%Y%m%d}-", "data.cache_dir": str(tmp_path), "training.retrain_every": "1d",
-        "training.val_fraction": 0.3, "training.history_start": "20240105",
+        "data.symbol": market, "data.timerange": f"{START:%Y%m%d}-", "data.cache_dir": str(tmp_path),
+        "training.retrain_every": "1d", "training.val_fraction": 0.3, "training.history_start": "20240105",
     })
-    candles = read_shared_csv("BTC_USDT-1h.csv")[["open", "high", "low", "close", "volume"]]
-    candles = candles.loc[pd.Timestamp("2024-01-05", tz="UTC") - 31 * pd.Timedelta(hours=1):START + pd.Timedelta(hours=60)]
+    candles = read_shared_csv(f"{market.replace('/', '_')}-1h.csv")[["open", "high", "low", "close", "volume"]]
+    hour = pd.Timedelta(hours=1)
+    candles = candles.loc[pd.Timestamp("2024-01-05", tz="UTC") - 31 * hour:START + 80 * hour]
     at = lambda hours: int(candles.index.searchsorted(START + pd.Timedelta(hours=hours)))  # noqa: E731
     models = LiveModels(cfg, make_predictor(LINEAR_AR, {}), candles.iloc[:at(11)], START, HOUR_MS, tmp_path)
     assert models.prepare(progress=False).fold == 0
-    models.add_candles(candles.iloc[at(11):at(48) + 1])  # the first decision of fold 2 (START + 48 h)
+    models.add_candles(candles.iloc[at(11):at(72) + 1])  # the first decision of fold 3 (START + 72 h)
     plan = models.plan_until(models.candles.index)
-    assert [f.k for f in plan.folds] == [0, 1, 2]
-    _, _, sub1 = models._job(models.candles, plan, plan.folds[1])
-    ensure_fold_models(cfg, models.candles.iloc[: plan.folds[1].stop], sub1, models.factory, progress=False)  # the late retrain
-    key2, _, _ = models._job(models.candles, plan, plan.folds[2])
-    models.retrain = Retrain(plan.folds[2], key2, _Running(), tmp_path / "err", time.time())  # fold 2's, running
-    _, ck = models.for_decision(int(plan.folds[2].test_start.value // 1_000_000))
-    assert ck.fold == 1, "the newest stored fold serves while the plan's fold 2 trains"
-    assert models.late_switch is not None and "fold 1 serves" in models.late_switch
-    assert models.switches == [(int(plan.folds[2].test_start.value // 1_000_000), 1)]
+    assert [f.k for f in plan.folds] == [0, 1, 2, 3]
+    for late in plan.folds[1:3]:  # the retrains of folds 1 and 2, stored late (during fold 3's decisions)
+        _, _, sub = models._job(models.candles, plan, late)
+        ensure_fold_models(cfg, models.candles.iloc[: late.stop], sub, models.factory, progress=False)
+    key3, _, _ = models._job(models.candles, plan, plan.folds[3])
+    models.retrain = Retrain(plan.folds[3], key3, _Running(), tmp_path / "err", time.time())  # fold 3's, running
+    decision = int(plan.folds[3].test_start.value // 1_000_000)
+    _, ck = models.for_decision(decision)
+    assert ck.fold == 2, "the newest stored fold serves while the plan's fold 3 trains"
+    assert models.late_switch is not None and "fold 2 serves" in models.late_switch
+    assert models.switches == [(decision, 2)]
