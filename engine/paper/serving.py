@@ -21,8 +21,9 @@ the backtest's walk-forward (:mod:`engine.folds`, :mod:`engine.walkforward`):
   threads capped to leave a core to the candle loop) on those candles only, never two at once. It
   serves from the fold's first decision (cut-off + embargo), the backtest's switch point. At that
   decision a retrain still running is waited for until the candle's ``late_candle_wait_s`` runs out;
-  if it is not ready then (or failed), the previous fold keeps serving, one line says so, the
-  journal records which fold served, and the retrain is started again on the next candle.
+  if it is not ready then (or failed), the previous fold keeps serving (the newest one stored: a retrain that
+  finished after its own fold's decisions had passed serves until the plan's fold is stored), one line says so,
+  the journal records which fold served, and the retrain is started again on the next candle.
 - **Frozen** (``paper.model = "frozen"`` with ``paper.checkpoint``, or ``--from-run``/``--checkpoint``):
   one checkpoint serves every decision and is never retrained.
 - **Model age**: a serving model whose cut-off is more than ``paper.max_model_age`` (default
@@ -403,6 +404,7 @@ class LiveModels:
             models = ensure_fold_models(self.cfg, candles.iloc[: fold.stop], sub, self.factory, progress=False)
             self._load(models[-1], decision)
             return
+        self._serve_newest_stored(fold, candles, decision)
         msg = (f"fold {fold.k} (cut-off {fold.cutoff}) is not trained yet"
                f"{' (its retrain is running)' if self.retrain is not None else ''}: fold "
                f"{self.serving.fold if self.serving else '-'} serves {decision} instead; the switch happens at the "
@@ -411,6 +413,22 @@ class LiveModels:
         self.late_switch = msg
         if self.retrain is None:
             self._start_retrain(fold, key, sub, candles)
+
+    def _serve_newest_stored(self, fold: Fold, candles: pd.DataFrame, decision: pd.Timestamp) -> None:
+        """The plan's ``fold`` is not stored: serve the newest earlier fold that is, if newer than the serving one.
+
+        A retrain that finished after its own fold's decisions had passed (slower than ``retrain_every``) stored a
+        fold whose cut-off is still before this decision; without this the oldest model would serve on, and every
+        later retrain, as slow, would finish too late as well: the run would never switch again."""
+        if self.serving is None:
+            return
+        plan = self.plan_until(candles.index)
+        for earlier in reversed([f for f in plan.folds if self.serving.fold < f.k < fold.k]):
+            _, directory, sub = self._job(candles, plan, earlier)
+            if (directory / "meta.json").is_file():
+                models = ensure_fold_models(self.cfg, candles.iloc[: earlier.stop], sub, self.factory, progress=False)
+                self._load(models[-1], decision)
+                return
 
     def _check_age(self, time_ms: int) -> None:
         assert self.serving is not None
@@ -513,7 +531,13 @@ class LiveModels:
                        tail[0] if tail else "no traceback")
 
     def close(self) -> None:
-        """Stop a retrain still running (its fit resumes from its work dir next time; nothing half-stored is served)."""
+        """Stop a retrain still running (its fit resumes from its work dir next time; nothing half-stored is served).
+        One that has stored its checkpoint (it may already serve) is only ending: it is waited for, not stopped."""
+        r = self.retrain
+        if r is not None and r.process.is_alive() and any(
+                key == r.key and (directory / "meta.json").is_file() for key, directory in self._job_cache.values()):
+            r.process.join(10)
+            self.poll_retrain()  # "fold k retrained in ..."
         r, self.retrain = self.retrain, None
         if r is not None and r.process.is_alive():
             logger.info("stopping the retrain of fold {} (it resumes next time)", r.fold.k)
