@@ -46,6 +46,7 @@ from engine.paper.secrets import Credentials, RedactingStream, credentials_from_
 from engine.pipeline import build_predictor
 from engine.run_folder import new_run_dir, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
+from engine.training import TrainingInterrupted
 from feeds.errors import ExchangeUnavailable
 from feeds.exchange import RetryPolicy, call_with_retries, require_sandbox
 from feeds.live import CandlePoller, latest_closed_open_ms
@@ -353,7 +354,12 @@ class PaperRunner:
         self.bars.warm_up()
         self._check_stop("warming up")
         if self.models is not None:
-            self.models.prepare(progress=cfg.output.progress)  # no order before the first model is ready
+            try:  # no order before the first model is ready; a stop ends its training at the next epoch
+                self.models.prepare(progress=cfg.output.progress, stop_event=self.stop)
+            except TrainingInterrupted:
+                if self.stop.is_set():
+                    raise StoppedDuringStartup("training the first live decision's model") from None
+                raise
             self._check_stop("preparing the serving model")
         self.monitor.band = self._monitor_band(predictor, poller)
         self._check_stop("making the skill monitor's reference band")

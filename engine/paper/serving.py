@@ -52,10 +52,10 @@ import pandas as pd
 from loguru import logger
 
 from engine.config import Config, ConfigError, load_config, parse_span
-from engine.errors import OperationalError, UserInputError
+from engine.errors import UserInputError
 from engine.folds import Fold, FoldPlan, plan_folds
 from engine.training import (
-    FoldModel, TrainingInterrupted, cap_threads, checkpoint_root, ensure_fold_models, load_fold_predictor,
+    FoldModel, cap_threads, checkpoint_root, ensure_fold_models, load_fold_predictor,
     plan_jobs, read_meta,
 )
 from engine.walkforward import FreshPredictor
@@ -320,8 +320,13 @@ class LiveModels:
         return candles.index.append(ahead.as_unit(candles.index.unit))
 
     # -- serving -----------------------------------------------------------------------------------
-    def prepare(self, progress: bool = True) -> ServingCheckpoint:
-        """Before the first live decision (the candle after the last one known): load or train its model."""
+    def prepare(self, progress: bool = True, stop_event: Any = None) -> ServingCheckpoint:
+        """Before the first live decision (the candle after the last one known): load or train its model.
+
+        Raises:
+            TrainingInterrupted: ``stop_event`` was set while it trained (its fit saved its state: the next start
+                resumes it).
+        """
         if self.frozen is not None:
             self._serve_frozen()
             return self.serving  # type: ignore[return-value]
@@ -335,10 +340,8 @@ class LiveModels:
             logger.info("no checkpoint for the first live decision's fold {} ({} + {} candles before {}): training "
                         "it now; no order is sent before it is ready", fold.k, fold.train_bars, fold.valid_bars,
                         fold.cutoff)
-        try:
-            models = ensure_fold_models(self.cfg, candles.iloc[: fold.stop], sub, self.factory, progress=progress)
-        except TrainingInterrupted as exc:
-            raise OperationalError(f"training of fold {fold.k} was interrupted: {exc}") from None
+        models = ensure_fold_models(self.cfg, candles.iloc[: fold.stop], sub, self.factory, progress=progress,
+                                    stop_event=stop_event)
         self._load(models[-1], candles.index[-1] + pd.Timedelta(self.tf, "ms"), first=True)
         return self.serving  # type: ignore[return-value]
 
