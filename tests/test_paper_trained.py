@@ -324,3 +324,26 @@ def test_the_monitor_alerts_once_and_stop_on_decay_refuses_new_positions(stub, t
         assert (orders.loc[times < alert_time, "status"] == "filled").all()
     finally:
         j.close()
+
+
+def test_a_stop_during_the_first_models_training_ends_the_run_cleanly_with_nothing_sent(stub, tmp_path):
+    import threading
+
+    cfg = load_config(ROOT / "config.toml", {
+        **_paper_flat(trained_paper_config(tmp_path, stub.url)), **trained_overrides(tmp_path),
+        "predictor.params": {LINEAR_AR: {"sleep_s": 0.2}}, "training.patience": 0,  # 20 epochs of 0.2 s
+    })
+    stop = threading.Event()
+    clock = ManualClock(stub, START_MS + DELAY_MS)
+    runner = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, 5), install_signals=False, stop=stop)
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    try:
+        outcome = runner.run()
+    finally:
+        timer.cancel()
+    assert outcome.stopped_by == "signal" and outcome.bars == 0 and outcome.orders == 0
+    ck_root = Path(cfg.data.cache_dir) / "checkpoints"
+    assert not [d for d in ck_root.iterdir() if d.name.startswith("linear_ar-")], "the fit stopped at its next epoch: nothing stored"
+    works = [d for d in ck_root.iterdir() if d.name.startswith(".work-linear_ar-")]
+    assert len(works) == 1 and (works[0] / "curve.jsonl").is_file(), "the fit kept its state to resume from"
