@@ -26,7 +26,10 @@ request -> order at the stub) is classed by those intervals: *during a retrain* 
 (outside every one), *partial* (crossing a start or an end), and *switch* bars (a newly trained
 fold loaded for the decision, or a decision that waited for its retrain) and the run's first
 ``FIRST_BARS`` orders (torch's first forecasts) apart; the forecast call's share spent choosing the
-serving model (the live fold plan, :meth:`LiveModels.for_decision`) is timed too. The ratio of the
+serving model (the live fold plan, :meth:`LiveModels.for_decision`) is timed too. The trained run
+is made twice: with the serving process's torch at its default (every core; the engine caps it to the
+cores a retrain leaves while one runs), and on one torch thread throughout, where the during/no-retrain
+ratio isolates the retrain's load from the thread count. The ratio of the
 during-retrain to the no-retrain figure, both from this one run, is what the retrain costs the candle
 loop on this machine.
 
@@ -139,16 +142,23 @@ def trained_overrides(tmp: Path, stub_url: str, args: argparse.Namespace) -> dic
     }
 
 
-def run_trained(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
-    """One testnet paper run of a trained patchtst over ``args.trained_bars`` bars with background retrains.
+def run_trained(args: argparse.Namespace, tmp: Path, threads: int | None = None) -> dict[str, object]:
+    """One testnet paper run of a trained patchtst over ``args.trained_bars`` bars with background retrains;
+    ``threads``: this (serving) process's torch threads for the whole run (None: torch's default, every core).
 
     Returns per order: ``latency``/``inference`` (s), ``klass`` (no_retrain, during_retrain, partial, switch),
     ``fold``; and the retrains' intervals (perf_counter s) and the fold switches.
     """
+    import torch
+
+    tmp.mkdir(parents=True, exist_ok=True)
     strategy = tmp / "flip_every_bar.py"
     strategy.write_text(FLIP_STRATEGY)
     stub = BinanceStub(api_key="bench-key", api_secret="bench-secret", balances={"USDT": 1e9, "BTC": 0.0}).start()
     os.environ[API_KEY_ENV], os.environ[API_SECRET_ENV] = "bench-key", "bench-secret"
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     forecasts: list[dict[str, object]] = []  # one per forecast call: perf_counter start/end, bar, fold, switch
     retrains: list[dict[str, object]] = []  # one per background retrain: fold, start/end perf_counter, exit code
     original_fc, original_start = live_feed.LiveBars.forecast_last, LiveModels._start_retrain
@@ -232,18 +242,20 @@ def run_trained(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             r["seconds"] = (r["end"] if r["end"] is not None else end) - r["start"]
         return {"latency": np.array(lat), "inference": np.array(inf), "pick": np.array(pick), "klass": np.array(klass), "fold": folds,
                 "retrains": retrains, "switches": list(runner.models.switches), "orders_total": len(orders),
-                "retrains_started": runner.models.retrains_started}
+                "retrains_started": runner.models.retrains_started,
+                "serving_threads": threads if threads is not None else threads_before}
     finally:
         live_feed.LiveBars.forecast_last = original_fc
         LiveModels._start_retrain = original_start
         LiveModels.for_decision = original_pick
+        torch.set_num_threads(threads_before)
         stub.stop()
 
 
-def report_trained(r: dict[str, object]) -> dict[str, object]:
+def report_trained(r: dict[str, object], label: str = "patchtst") -> dict[str, object]:
     """Print and return the trained run's figures by class, and the during/no-retrain ratios."""
     klass = r["klass"]
-    out: dict[str, object] = {"orders_total": r["orders_total"], "retrains_started": r["retrains_started"],
+    out: dict[str, object] = {"serving_threads": r["serving_threads"], "orders_total": r["orders_total"], "retrains_started": r["retrains_started"],
                               "retrain_seconds": [x["seconds"] for x in r["retrains"]],
                               "retrain_folds": [x["fold"] for x in r["retrains"]],
                               "fold_switches": len(r["switches"]), "served_folds": sorted({f for f in r["fold"] if f is not None})}
@@ -251,16 +263,16 @@ def report_trained(r: dict[str, object]) -> dict[str, object]:
         sel = klass == name
         if not sel.any():
             out[name] = {"orders": 0}
-            print(f"{'patchtst ' + name:>24}: 0 orders")
+            print(f"{label + ' ' + name:>24}: 0 orders")
             continue
         if name in ("no_retrain", "during_retrain"):
-            out[name] = report(f"patchtst {name}", {"latency": r["latency"][sel], "inference": r["inference"][sel],
+            out[name] = report(f"{label} {name}", {"latency": r["latency"][sel], "inference": r["inference"][sel],
                                                     "pick": r["pick"][sel]})
         else:  # few bars: their worst case, not percentiles
             lat = r["latency"][sel] * 1000
             own = lat - r["inference"][sel] * 1000
             out[name] = {"orders": int(sel.sum()), "latency_max_ms": float(lat.max()), "own_max_ms": float(own.max())}
-            print(f"{'patchtst ' + name:>24}: {int(sel.sum())} orders | latency max {lat.max():.1f} ms, "
+            print(f"{label + ' ' + name:>24}: {int(sel.sum())} orders | latency max {lat.max():.1f} ms, "
                   f"engine's own part max {own.max():.1f} ms")
     a, b = out["no_retrain"], out["during_retrain"]
     if a.get("orders", 0) and b.get("orders", 0):
@@ -332,9 +344,15 @@ def main() -> None:
         else:
             numbers["chronos_bolt"] = {"skipped": "no tiny Chronos-Bolt (see the line above)"}
         if args.trained_bars:
-            numbers["patchtst"] = report_trained(run_trained(args, tmp))
+            import torch
+
+            print(f"trained patchtst, serving process's torch at its default {torch.get_num_threads()} threads "
+                  "(capped to the cores a retrain leaves while it runs):")
+            numbers["patchtst"] = report_trained(run_trained(args, tmp / "default"))
+            print("trained patchtst, serving process's torch on 1 thread throughout:")
+            numbers["patchtst_1_thread"] = report_trained(run_trained(args, tmp / "one", 1), "patchtst 1t")
         else:
-            numbers["patchtst"] = {"skipped": "--trained-bars 0"}
+            numbers["patchtst"] = numbers["patchtst_1_thread"] = {"skipped": "--trained-bars 0"}
     write_result("paper_latency", {
         "bars": args.bars, "symbol": "BTC/USDT", "timeframe": "1h", "mode": "testnet stub", "orders": "one per bar",
         "trained": {"bars": args.trained_bars, "bar_sleep_s": args.bar_sleep, "predictor": "patchtst",

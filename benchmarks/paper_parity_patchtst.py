@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from binance_stub import DATA_DIR, BinanceStub  # noqa: E402
@@ -64,7 +63,7 @@ def paper_run(stub: BinanceStub, tmp: Path, args: argparse.Namespace) -> tuple[P
     cfg = load_config(ROOT / "config.toml", {
         **overrides(tmp, args), "data.timerange": f"{START:%Y%m%d}-", "output.dir": str(tmp / "runs"),
         "paper.mode": "sim", "paper.api_url": stub.url, "paper.poll_delay_s": 1.0,
-        "paper.late_candle_wait_s": 3600.0,  # the switch-point decision waits for its retrain (wall s, manual clock)
+        "paper.late_candle_wait_s": 1800.0,  # the switch-point decision waits for its retrain (wall s, manual clock)
         "paper.late_candle_retry_s": 60.0, "paper.backoff_base_s": 0.01, "paper.request_timeout_s": 10.0,
     })
     clock = ManualClock(stub, START_MS + DELAY_MS)

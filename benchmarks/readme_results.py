@@ -313,12 +313,12 @@ def render_paper(r: Records) -> str:
         own = [a["own_p99_ms"], b["own_p99_ms"]]
     verdict = "within" if max(own) < 50 else "ABOVE"
     return provenance(rec) + "\n" + text + f" — the engine's own part is {verdict} the 50 ms target at p99." + \
-        _paper_trained(rec)
+        _paper_trained(rec, "patchtst") + _paper_trained(rec, "patchtst_1_thread")
 
 
-def _paper_trained(rec: dict[str, Any]) -> str:
-    """The trained patchtst run's line (no retrain vs during a background retrain), when the JSON has it."""
-    t, c = rec["numbers"].get("patchtst"), rec["config"].get("trained")
+def _paper_trained(rec: dict[str, Any], key: str) -> str:
+    """A trained patchtst run's line (no retrain vs during a background retrain), when the JSON has it."""
+    t, c = rec["numbers"].get(key), rec["config"].get("trained")
     if t is None:
         return ""
     if "skipped" in t:
@@ -331,9 +331,15 @@ def _paper_trained(rec: dict[str, Any]) -> str:
 
     a, b, ratio = t["no_retrain"], t["during_retrain"], t.get("ratio")
     secs = ", ".join(f"{s:.0f} s" for s in t["retrain_seconds"])
-    text = (f"\nTrained tiny `patchtst`, {c['bars']} bars ({c['bar_sleep_s']} s of wall time slept before each), a fold "
-            f"every {c['retrain_every']}, {t['retrains_started']} background retrains ({secs}; {c['epochs']} epochs, "
-            f"{c['retrain_threads']} thread, nice {c['retrain_nice']}), {t['fold_switches']} fold switches: ")
+    if key.endswith("1_thread"):
+        text = (f"\nThe same run with the serving process's torch on {t['serving_threads']} thread throughout "
+                f"({t['retrains_started']} retrains: {secs}; {t['fold_switches']} fold switches): ")
+    else:
+        text = (f"\nTrained tiny `patchtst`, serving torch at its default {t['serving_threads']} threads (capped to the "
+                f"cores left while a retrain runs), {c['bars']} bars ({c['bar_sleep_s']} s of wall time slept before "
+                f"each), a fold every {c['retrain_every']}, {t['retrains_started']} background retrains ({secs}; "
+                f"{c['epochs']} epochs, {c['retrain_threads']} thread, nice {c['retrain_nice']}), {t['fold_switches']} "
+                "fold switches: ")
     text += f"no retrain running {cls(a)}" if a.get("orders") else "no retrain running: no orders"
     text += f"; during a retrain {cls(b)}" if b.get("orders") else "; during a retrain: no orders"
     if ratio:
