@@ -18,7 +18,8 @@ the backtest's walk-forward (:mod:`engine.folds`, :mod:`engine.walkforward`):
 - **Scheduled retraining** (``paper.model = "retrain"``): on every candle (the bar tick APScheduler
   fires), the plan is looked at ``embargo + 1`` bars ahead; once the candles before a coming fold's
   cut-off have all closed, that fold trains in a separate process (spawned, niced, its numerical
-  threads capped to leave a core to the candle loop) on those candles only, never two at once. It
+  threads capped to leave a core to the candle loop, whose torch is capped to the cores left while it
+  runs) on those candles only, never two at once. It
   serves from the fold's first decision (cut-off + embargo), the backtest's switch point. At that
   decision a retrain still running is waited for until the candle's ``late_candle_wait_s`` runs out;
   if it is not ready then (or failed), the previous fold keeps serving, one line says so, the
