@@ -33,7 +33,7 @@ ratio isolates the retrain's load from the thread count. The ratio of the
 during-retrain to the no-retrain figure, both from this one run, is what the retrain costs the candle
 loop on this machine.
 
-Usage: ``python benchmarks/paper_latency.py [--bars 300] [--trained-bars 288] [--bar-sleep 0.5] [--epochs 20]``.
+Usage: ``python benchmarks/paper_latency.py [--bars 300] [--trained-bars 288] [--bar-sleep 0.5] [--epochs 40]``.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ def main() -> None:
     parser.add_argument("--bar-sleep", type=float, default=0.5, help="trained run: wall seconds slept before each bar")
     parser.add_argument("--retrain-every", default="4d", help="trained run: training.retrain_every")
     parser.add_argument("--embargo", type=int, default=48, help="trained run: training.embargo_bars (cut-off to switch)")
-    parser.add_argument("--epochs", type=int, default=20, help="trained run: epochs of each fold's fit (patience 0)")
+    parser.add_argument("--epochs", type=int, default=40, help="trained run: epochs of each fold's fit (patience 0)")
     parser.add_argument("--history-start", default="20231101", help="trained run: training.history_start")
     args = parser.parse_args()
     logger.remove()
