@@ -312,7 +312,77 @@ def render_paper(r: Records) -> str:
                  f"{b['own_p99_ms']:.1f} ms)")
         own = [a["own_p99_ms"], b["own_p99_ms"]]
     verdict = "within" if max(own) < 50 else "ABOVE"
-    return provenance(rec) + "\n" + text + f" — the engine's own part is {verdict} the 50 ms target at p99."
+    return provenance(rec) + "\n" + text + f" — the engine's own part is {verdict} the 50 ms target at p99." + \
+        _paper_trained(rec, "patchtst") + _paper_trained(rec, "patchtst_1_thread")
+
+
+def _paper_trained(rec: dict[str, Any], key: str) -> str:
+    """A trained patchtst run's line (no retrain vs during a background retrain), when the JSON has it."""
+    t, c = rec["numbers"].get(key), rec["config"].get("trained")
+    if t is None:
+        return ""
+    if "skipped" in t:
+        return f"\nTrained `patchtst` during a background retrain: NOT RUN ({t['skipped']})."
+
+    def cls(x: dict[str, Any]) -> str:
+        return (f"median {x['latency_median_ms']:.1f} ms, p99 {x['latency_p99_ms']:.1f} ms (forecast call "
+                f"{x['inference_median_ms']:.1f} ms median; engine's own part {x['own_median_ms']:.1f} / "
+                f"{x['own_p99_ms']:.1f} ms; {x['orders']} orders)")
+
+    a, b, ratio = t["no_retrain"], t["during_retrain"], t.get("ratio")
+    secs = ", ".join(f"{s:.0f} s" for s in t["retrain_seconds"])
+    if key.endswith("1_thread"):
+        text = (f"\nThe same run with the serving process's torch on {t['serving_threads']} thread throughout "
+                f"({t['retrains_started']} retrains: {secs}; {t['fold_switches']} fold switches): ")
+    else:
+        text = (f"\nTrained tiny `patchtst`, serving torch at its default {t['serving_threads']} threads (capped to the "
+                f"cores left while a retrain runs), {c['bars']} bars ({c['bar_sleep_s']} s of wall time slept before "
+                f"each), a fold every {c['retrain_every']}, {t['retrains_started']} background retrains ({secs}; "
+                f"{c['epochs']} epochs, {c['retrain_threads']} thread, nice {c['retrain_nice']}), {t['fold_switches']} "
+                "fold switches: ")
+    text += f"no retrain running {cls(a)}" if a.get("orders") else "no retrain running: no orders"
+    text += f"; during a retrain {cls(b)}" if b.get("orders") else "; during a retrain: no orders"
+    if ratio:
+        text += (f"; during / no retrain: latency {ratio['latency_median_ms']:.2f}× at the median, "
+                 f"{ratio['latency_p99_ms']:.2f}× at p99, engine's own part {ratio['own_median_ms']:.2f}× / "
+                 f"{ratio['own_p99_ms']:.2f}×, forecast call {ratio['inference_median_ms']:.2f}× at the median")
+    else:
+        text += "; during / no retrain: NOT MEASURED (a class has no orders)"
+    sw = t.get("switch") or {}
+    if sw.get("orders"):
+        text += (f". Switch bars (a new fold loaded, or a decision waiting for its retrain): {sw['orders']}, latency "
+                 f"up to {sw['latency_max_ms']:.0f} ms")
+    part = t.get("partial") or {}
+    if part.get("orders"):
+        text += f"; orders whose window crossed a retrain's start or end: {part['orders']}, up to {part['latency_max_ms']:.0f} ms"
+    return text + "."
+
+
+def render_paper_parity(r: Records) -> str:
+    rec = r["paper_parity_patchtst"]
+    c, n = rec["config"], rec["numbers"]
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "NO"
+
+    text = (f"Sim paper run vs the backtest of the same stretch, tiny `patchtst` (CPU, {c['epochs']} epochs), {c['symbol']} "
+            f"{c['timeframe']}, {c['bars']} bars from {c['start']}, a fold every {c['retrain_every']}: "
+            f"{n['decisions_paper']} paper decisions, {n['decisions_backtest']} backtest decisions, the same: "
+            f"{yes(n['same_decisions'])}; folds served {n['folds_served']} ({n['fold_switches']} switches, "
+            f"{n['retrains_started']} background retrains; the backtest trained {n['backtest_trained_now']} folds, "
+            f"reusing the paper run's checkpoints)")
+    if not n["same_decisions"]:
+        return provenance(rec) + "\n" + text + "; nothing further compared (the decisions differ)."
+    text += (f"; decisions served by another fold: {n['decisions_other_fold']}, by another checkpoint: "
+             f"{n['decisions_other_checkpoint']}; forecasts (batch of 1 live, batched in the backtest): max |difference| "
+             f"{n['forecast_max_abs_diff']:.3g} in log return over {n['forecast_shape'][0]} decisions × "
+             f"{n['forecast_shape'][1]} quantiles × {n['forecast_shape'][2]} steps, {n['forecast_decisions_differing']} "
+             f"decisions differing at all (median |forecast| {n['forecast_median_abs_scale']:.3g}); fills "
+             f"{n['fills_paper']} paper / {n['fills_backtest']} backtest, identical (time, side, size, price, "
+             f"commission): {yes(n['fills_identical'])}")
+    if "equity_max_rel_diff" in n:
+        text += f"; equity max relative difference {n['equity_max_rel_diff']:.2g}"
+    return provenance(rec) + "\n" + text + "."
 
 
 def render_lora(r: Records) -> str:
@@ -483,6 +553,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("train_speed", ("train_speed",), ("python benchmarks/train_speed.py",), render_train),
     Block("compare_scaling", ("compare_scaling",), ("python benchmarks/compare_scaling.py",), render_compare),
     Block("paper_latency", ("paper_latency",), ("python benchmarks/paper_latency.py --bars 300",), render_paper),
+    Block("paper_parity_patchtst", ("paper_parity_patchtst",), ("python benchmarks/paper_parity_patchtst.py",),
+          render_paper_parity),
     Block("lora_speed", ("lora_speed",), ("python benchmarks/lora_speed.py",), render_lora),
     Block("verdict_speed", ("verdict_speed",), ("python benchmarks/verdict_speed.py",), render_verdict),
     Block("replay_cost", ("replay_cost",), ("python benchmarks/replay_cost.py",), render_replay),

@@ -4,6 +4,7 @@ switches with background retraining, parity with the backtest of the same stretc
 from __future__ import annotations
 
 from pathlib import Path
+import os
 
 import numpy as np
 import pandas as pd
@@ -62,13 +63,41 @@ def backtest_cfg(cfg, tmp):
     })
 
 
+class ThreadProbe:
+    """This process's torch threads at each bar tick, and whether a background retrain was running then."""
+
+    def __init__(self, torch) -> None:
+        self.torch, self.runner, self.seen, self.after = torch, None, [], None
+
+    def on_tick(self, _count: int) -> None:
+        models = self.runner.models if self.runner is not None else None
+        retrain = models.retrain if models is not None else None
+        running = retrain is not None and retrain.process.is_alive()
+        self.seen.append((running, self.torch.get_num_threads() if self.torch else None))
+
+
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory, stub):
+def thread_probe():
+    try:
+        import torch
+    except ImportError:
+        yield ThreadProbe(None)
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # torch's default: every core
+    yield ThreadProbe(torch)
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory, stub, thread_probe):
     tmp = tmp_path_factory.mktemp("trained")
     cfg = trained_paper_config(tmp, stub.url)
     clock = ManualClock(stub, START_MS + DELAY_MS)
-    runner = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ManualTicks(clock, N_BARS), install_signals=False)
+    ticks = ManualTicks(clock, N_BARS, on_tick=thread_probe.on_tick)
+    runner = thread_probe.runner = PaperRunner(cfg, STRATEGY, clock=clock, ticks=ticks, install_signals=False)
     outcome = runner.run()
+    thread_probe.after = thread_probe.torch.get_num_threads() if thread_probe.torch else None
     journal = Journal(outcome.run_dir / JOURNAL_FILE)
     backtest = run_backtest(backtest_cfg(cfg, tmp), STRATEGY)  # after the paper run: it finds its checkpoints
     yield cfg, outcome, journal, runner, tmp, backtest
@@ -116,6 +145,23 @@ def test_sim_paper_of_a_trained_model_equals_the_backtest_across_fold_switches(p
         m = by_fold[s["fold"]]
         assert (s["checkpoint"], s["digest"]) == (m.directory.name, m.digest)
         assert pd.Timestamp(s["cutoff"]) == m.fold.cutoff and s["decisions"] == int((served == m.fold.k).sum())
+
+
+@pytest.mark.slow  # reads the module's paper run
+def test_serving_torch_leaves_the_retrains_cores_while_it_runs_and_gets_them_back_after(paper_run, thread_probe):
+    """A retrain on cpu_count - 1 threads beside this process's torch on every core oversubscribes them (the
+    forecast call ran 4x slower at the median, benchmarks/paper_latency.py): while it runs, torch here is capped
+    to the cores left, and gets its thread count back once the retrain is reaped and when the run ends."""
+    cores = os.cpu_count() or 1
+    if thread_probe.torch is None or cores < 2:
+        pytest.skip(f"needs torch and 2+ cores (torch: {thread_probe.torch is not None}, cores: {cores})")
+    running = [threads for alive, threads in thread_probe.seen if alive]
+    idle = [threads for alive, threads in thread_probe.seen if not alive]
+    assert running and idle, "the run should tick both while a retrain runs and while none does"
+    left = max(1, cores - max(1, cores - 1))
+    assert set(running) == {left}, f"torch threads while a retrain ran: {sorted(set(running))}, expected {left}"
+    assert set(idle) == {cores}, f"torch threads with no retrain running: {sorted(set(idle))}, expected {cores}"
+    assert thread_probe.after == cores
 
 
 @pytest.mark.slow  # paper runs with background retrains (spawned processes): seconds each

@@ -18,7 +18,8 @@ the backtest's walk-forward (:mod:`engine.folds`, :mod:`engine.walkforward`):
 - **Scheduled retraining** (``paper.model = "retrain"``): on every candle (the bar tick APScheduler
   fires), the plan is looked at ``embargo + 1`` bars ahead; once the candles before a coming fold's
   cut-off have all closed, that fold trains in a separate process (spawned, niced, its numerical
-  threads capped to leave a core to the candle loop) on those candles only, never two at once. It
+  threads capped to leave a core to the candle loop, whose torch is capped to the cores left while it
+  runs) on those candles only, never two at once. It
   serves from the fold's first decision (cut-off + embargo), the backtest's switch point. At that
   decision a retrain still running is waited for until the candle's ``late_candle_wait_s`` runs out;
   if it is not ready then (or failed), the previous fold keeps serving (the newest one stored: a retrain that
@@ -41,6 +42,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -256,6 +258,8 @@ class LiveModels:
         self.late_switch: str | None = None
         self._probe_name = probe.name
         self.retrains_started = 0
+        #: this process's torch threads before a running retrain capped them (None: not capped)
+        self._own_threads: int | None = None
 
     # -- candles -----------------------------------------------------------------------------------
     def add_candles(self, frame: pd.DataFrame) -> None:
@@ -512,6 +516,7 @@ class LiveModels:
                           args=(self.factory, self.cfg, candles.iloc[: fold.stop], sub, threads, str(err)))
         proc.start()
         self.retrain = Retrain(fold, key, proc, err, time.time())
+        self._share_cores(threads)
         self.retrains_started += 1
         logger.info("retraining fold {} in the background (pid {}, {} thread(s)): {} + {} candles before its cut-off "
                     "{}; it serves from {}", fold.k, proc.pid, threads, fold.train_bars, fold.valid_bars, fold.cutoff,
@@ -524,6 +529,7 @@ class LiveModels:
             return
         r.process.join()
         self.retrain = None
+        self._share_cores(0)
         if r.process.exitcode == 0:
             logger.info("fold {} retrained in {:.1f} s", r.fold.k, time.time() - r.started_wall)
             return
@@ -546,6 +552,24 @@ class LiveModels:
             logger.info("stopping the retrain of fold {} (it resumes next time)", r.fold.k)
             r.process.terminate()
             r.process.join(10)
+        self._share_cores(0)
+
+    def _share_cores(self, retrain_threads: int) -> None:
+        """While a retrain runs on ``retrain_threads`` threads, this process's torch (when loaded) uses at most
+        the other cores; ``0``: the retrain ended, restore its thread count. Torch at its default (every core)
+        beside the retrain oversubscribes the cores and its OpenMP threads wait on each other: the forecast call
+        of a tiny patchtst ran 4x slower at the median during a retrain on 2 cores (benchmarks/paper_latency.py)."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return
+        if retrain_threads <= 0:
+            if self._own_threads is not None:
+                torch.set_num_threads(self._own_threads)
+                self._own_threads = None
+            return
+        if self._own_threads is None:
+            self._own_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(self._own_threads, (os.cpu_count() or 2) - retrain_threads)))
 
 
 # -- the history ---------------------------------------------------------------------------------------
