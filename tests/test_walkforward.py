@@ -131,6 +131,7 @@ def test_compare_puts_linear_ar_beside_the_baselines(shared_data, tmp_path):
     assert "fold_plan" not in naive and "training" not in naive  # non-trainable runs: unchanged output
 
 
+@pytest.mark.slow  # ~2-3 s: a fresh interpreter; a speed feature, not a check of a run's honesty
 def test_fresh_imports_are_imported_once_before_the_jobs_fork(shared_data, tmp_path, monkeypatch):
     """A predictor's ``fresh_imports`` (libraries its fit or load imports lazily, e.g. neuralforecast ~5 s) are
     imported by the fresh process once, before it forks a process per job, not again by every job."""
