@@ -296,13 +296,20 @@ def _fresh_main() -> None:
     the folder for ``<i>.pickle`` (job i's result) or ``<i>.err`` (its traceback).
 
     With ``fork`` the process imports what the jobs need once (unpickling the factory imports the
-    plugin's module; :mod:`engine.training` is loaded already), then runs every job in a child
+    plugin's module; :mod:`engine.training` is loaded already; the class's ``fresh_imports``, the
+    libraries it imports lazily, e.g. neuralforecast ~5 s), then runs every job in a child
     forked from this state, one at a time: each job starts from a process that has only imported
     modules — no fit ran, no checkpoint was loaded, no other job's module or class state exists."""
     factory, cfg, jobs, threads, fork = pickle.loads(Path(sys.argv[1]).read_bytes())
     out = Path(sys.argv[2])
     if fork and threads is not None:  # the caller runs torch: import it once here (no op runs before the forks)
         import torch  # noqa: F401
+    if fork:  # the libraries the predictor imports lazily, once here instead of once per job (no op runs)
+        for name in factory.cls.fresh_imports:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the job that needs it says so, with the predictor's own install hint
+                pass
 
     def run(i: int, job: Any) -> int:
         try:

@@ -352,6 +352,11 @@ class Predictor(abc.ABC):
     #: they implement :meth:`fit`, :meth:`save`, :meth:`load` and :meth:`weights_digest`. Whether an
     #: instance is trained is :meth:`needs_training` (the engine asks that).
     trainable: ClassVar[bool] = False
+    #: Modules a trainable predictor imports lazily (inside ``fit``/``load``) that take seconds to import:
+    #: the lookahead check's fresh process imports them once before it forks a process per re-fit and per
+    #: fold served (:func:`engine.walkforward.fresh_runs`), instead of each forked job importing them
+    #: again. Importing a library runs no fit and loads no checkpoint. Default: none.
+    fresh_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -161,6 +161,7 @@ class ChronosPredictor(Predictor):
     config: ChronosConfig
     #: trained walk-forward when ``finetune`` is set (:meth:`needs_training`), zero-shot otherwise
     trainable = True
+    fresh_imports = ("chronos",)
 
     def setup(self) -> None:
         self.config, self.torch_dtype = resolve_placement(self.config)

@@ -189,6 +189,7 @@ class GBMPredictor(Predictor):
     config_class = GBMConfig
     config: GBMConfig
     trainable = True
+    fresh_imports = ("lightgbm",)
 
     def input_channels(self) -> tuple[str, ...]:
         return CHANNELS

@@ -251,6 +251,7 @@ class LoraLLMPredictor(Predictor):
     stats_class = LoraLLMStats
     config: LoraLLMConfig
     trainable = True
+    fresh_imports = ("transformers", "peft")
 
     def setup(self) -> None:
         self.config, self.torch_dtype = resolve_placement(self.config)

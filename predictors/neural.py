@@ -181,6 +181,7 @@ class NeuralPredictor(Predictor):
     config_class = NeuralConfig
     config: NeuralConfig
     trainable = True
+    fresh_imports = ("neuralforecast", "neuralforecast.models", "neuralforecast.losses.pytorch", "pytorch_lightning")
 
     def setup(self) -> None:
         cls = model_class(self.config.model)  # a bad name fails at construction, with the choices

@@ -22,7 +22,7 @@ def engine(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, tmp_path):
+def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, tmp_path, capsys, monkeypatch):
     args = ["backtest", str(ROOT / "strategies/llm_signal.py"), "--config", str(ROOT / "config.toml"),
             "--data-dir", str(shared_data), "--predictor", "momentum", "--timerange", "20240101-20240401",
             "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
@@ -58,16 +58,22 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
     assert "buy &amp; hold" in html.lower() or "buy & hold" in html.lower()
     assert "findfont" not in first.stderr
 
-    second = engine(*args, "--no-tearsheet", cwd=tmp_path)  # the tear-sheet was checked above
-    assert second.returncode == 0, second.stderr
-    assert "forecasts: cache hit, no inference ran" in second.stdout
-    second_dir = Path(second.stdout.split("run folder: ")[-1].strip())
+    # the second run and the ledger in this process (the first run above is the end-to-end one): two
+    # interpreter starts fewer, the same command lines and the same checks of what they print
+    from engine import cli
+
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli.main([*args, "--no-tearsheet"]) == 0  # the tear-sheet was checked above
+    second = capsys.readouterr()
+    assert "forecasts: cache hit, no inference ran" in second.out
+    second_dir = Path(second.out.split("run folder: ")[-1].strip())
     assert second_dir != run_dir
     assert json.loads((second_dir / "metrics.json").read_text())["performance"] == metrics["performance"]
 
-    ledger = engine("ledger", "--out", str(tmp_path / "runs"), cwd=tmp_path)
-    assert ledger.returncode == 0, ledger.stderr
-    assert "2 trial(s)" in ledger.stdout and "momentum" in ledger.stdout
+    assert cli.main(["ledger", "--out", str(tmp_path / "runs")]) == 0
+    ledger = capsys.readouterr().out
+    assert "2 trial(s)" in ledger and "momentum" in ledger
 
 
 def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
@@ -86,15 +92,18 @@ def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_gap_policy_refuse_stops_and_fill_trades_every_bar(shared_data, tmp_path):
-    """The 34 h Binance outage of 2018-02-08 inside the range: refuse names it, fill completes the grid."""
+def test_gap_policy_refuse_stops_and_fill_trades_every_bar(shared_data, tmp_path, capsys, monkeypatch):
+    """The 34 h Binance outage of 2018-02-08 inside the range: refuse names it, fill completes the grid.
+    (The command runs in this process: the end-to-end subprocess run is the test above.)"""
+    from engine import cli
+
+    monkeypatch.chdir(tmp_path)
     args = ["backtest", str(ROOT / "strategies/llm_signal.py"), "--data-dir", str(shared_data),
             "--timerange", "20180201-20180301", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "c"),
             "--no-tearsheet", "--no-progress", "--set", "predictor.context_length=48"]
-    refused = engine(*args, "--set", "data.gap_policy=refuse", cwd=tmp_path)
-    assert refused.returncode == 2
-    assert "33 missing bars" in refused.stderr and "2018-02-08 00:00:00" in refused.stderr
-    assert "gap_policy='fill'" in refused.stderr
-    filled = engine(*args, "--set", "data.gap_policy=fill", cwd=tmp_path)
-    assert filled.returncode == 0, filled.stderr
-    assert "| 672 bars |" in filled.stdout  # 28 days x 24 h: every hour present after filling
+    assert cli.main([*args, "--set", "data.gap_policy=refuse"]) == 2
+    refused = capsys.readouterr().err
+    assert "33 missing bars" in refused and "2018-02-08 00:00:00" in refused
+    assert "gap_policy='fill'" in refused
+    assert cli.main([*args, "--set", "data.gap_policy=fill"]) == 0
+    assert "| 672 bars |" in capsys.readouterr().out  # 28 days x 24 h: every hour present after filling

@@ -113,7 +113,7 @@ def test_strategy_reading_past_the_end_gets_a_clear_error(shared_data, tmp_path)
 
 
 @pytest.mark.slow
-def test_lookahead_command_fails_loudly_with_exit_code(shared_data, tmp_path):
+def test_lookahead_command_fails_loudly_with_exit_code(shared_data, tmp_path, monkeypatch, capsys):
     path = tmp_path / "peek_next_close.py"
     path.write_text(LEAKY_STRATEGY)
     proc = subprocess.run(
@@ -126,12 +126,12 @@ def test_lookahead_command_fails_loudly_with_exit_code(shared_data, tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "lookahead detected" in proc.stderr and "strategy, at" in proc.stderr
-    ok = subprocess.run(
-        [sys.executable, "-m", "engine", "lookahead", str(ROOT / "strategies/llm_signal.py"),
-         "--data-dir", str(shared_data), "--timerange", "20240101-20240110", "--predictor", "momentum",
-         "--samples", "5", "--set", "predictor.context_length=48", "--set", "predictor.cache=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert "lookahead check: passed (forecasts at" in ok.stdout and "orders at all 216 bars" in ok.stdout
+    from engine import cli  # the passing run in this process (one interpreter start fewer)
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["lookahead", str(ROOT / "strategies/llm_signal.py"),
+                     "--data-dir", str(shared_data), "--timerange", "20240101-20240110", "--predictor", "momentum",
+                     "--samples", "5", "--set", "predictor.context_length=48", "--set", "predictor.cache=false"])
+    ok = capsys.readouterr()
+    assert code == 0, ok.err
+    assert "lookahead check: passed (forecasts at" in ok.out and "orders at all 216 bars" in ok.out

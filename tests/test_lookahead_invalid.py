@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,22 +29,26 @@ class NextClosePeeker(bt.Strategy):
 
 
 @pytest.mark.slow
-def test_cli_backtest_keeps_an_invalid_run_and_exits_2(shared_data, tmp_path):
+def test_cli_backtest_keeps_an_invalid_run_and_exits_2(shared_data, tmp_path, capsys, monkeypatch):
+    # the command runs in this process (one interpreter start fewer; end-to-end subprocess runs of the
+    # CLI are in tests/test_cli_backtest.py): same command line, exit code and output
+    from engine import cli
+
     path = tmp_path / "next_close_peeker.py"
     path.write_text(PEEKER)
     out = tmp_path / "runs"
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "backtest", str(path), "--data-dir", str(shared_data),
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(
+        ["backtest", str(path), "--data-dir", str(shared_data),
          "--symbol", "ETH/USDT", "--timeframe", "4h", "--timerange", "20230101-20230301", "--predictor", "drift",
          "--out", str(out), "--no-progress", "--set", "predictor.context_length=32", "--set", "predictor.cache=false",
          "--set", "evaluation.naive_baseline=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stdout.startswith("INVALID: lookahead")
-    assert "lookahead detected" in proc.stderr and "strategy, at 2023-01-" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    proc = capsys.readouterr()
+    assert code == 2, proc.err[-2000:]
+    assert proc.out.startswith("INVALID: lookahead")
+    assert "lookahead detected" in proc.err and "strategy, at 2023-01-" in proc.err
+    assert "Traceback" not in proc.err
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["invalid"].startswith("lookahead: strategy at 2023-01-")

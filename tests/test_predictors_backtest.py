@@ -1,4 +1,5 @@
-"""Each stage-1 predictor drives a full backtest on real candles and produces a tear-sheet.
+"""Each stage-1 predictor drives a full backtest on real candles and writes its run folder (the chronos
+run also its tear-sheet).
 
 Tiny random-weight checkpoints are built from configs, saved to a temp dir and loaded
 through the same ``from_pretrained(path)`` code users hit with a hub id.
@@ -36,6 +37,7 @@ def _two_threads(two_torch_threads):
 
 def _backtest(shared_data, tmp_path, predictor, params, **extra):
     cfg = load_config(ROOT / "config.toml", {
+        "output.tearsheet": False,
         "data.data_dir": str(shared_data), "data.timerange": TIMERANGE, "data.cache_dir": str(tmp_path / "cache"),
         "predictor.name": predictor, "predictor.context_length": 64, "predictor.horizon": 4,
         "predictor.batch_size": 32, f"predictor.params.{predictor}": params,
@@ -44,11 +46,14 @@ def _backtest(shared_data, tmp_path, predictor, params, **extra):
     return run_backtest(cfg, ROOT / "strategies/llm_signal.py")
 
 
-def _check_run(result):
+def _check_run(result, tearsheet: bool = False):
+    """The forecasts, the run folder's forecast page (and with ``tearsheet`` its tear-sheet), the lookahead check.
+    The tear-sheet draws equity whatever the predictor (~2-3 s of CPU each): the chronos run checks it."""
     q = result.result.forecast.values
     assert q.shape == (BARS, 3, 4) and np.isfinite(q).all()
     assert (np.diff(q, axis=1) >= 0).all()  # q10 <= q50 <= q90
-    assert (result.run_dir / "tearsheet.html").is_file() and (result.run_dir / "forecast.html").is_file()
+    assert (result.run_dir / "forecast.html").is_file()
+    assert (result.run_dir / "tearsheet.html").is_file() == tearsheet
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["lookahead"]["ok"]
     return metrics
@@ -58,10 +63,10 @@ def _check_run(result):
 def test_chronos_bolt_backtest_and_cache(shared_data, tmp_path):
     model = tiny_models.build_chronos_bolt(tmp_path / "bolt")
     params = {"model": str(model), "device": "cpu"}
-    first = _backtest(shared_data, tmp_path, "chronos", params)
-    metrics = _check_run(first)
+    first = _backtest(shared_data, tmp_path, "chronos", params, **{"output.tearsheet": True})
+    metrics = _check_run(first, tearsheet=True)
     assert metrics["model"]["name"] == str(model)
-    second = _backtest(shared_data, tmp_path, "chronos", params, **{"output.tearsheet": False})
+    second = _backtest(shared_data, tmp_path, "chronos", params)
     assert second.result.forecast_cache_hit and np.array_equal(first.result.forecast.values, second.result.forecast.values)
 
 
@@ -81,7 +86,7 @@ def test_llmtime_backtest_counts_malformed_samples(shared_data, tmp_path, traine
     assert metrics["lookahead"]["status"] == "passed" and metrics["unchecked"] is None
     # batched generation: the check says plainly that it could not verify the predictor, and the run is unchecked
     batched = _backtest(shared_data, tmp_path / "b", "llmtime", {**params, "batch_size": 16},
-                        **{"predictor.context_length": 24, "output.tearsheet": False})
+                        **{"predictor.context_length": 24})
     assert "not batch-size invariant" in batched.result.lookahead.not_run[0]
     assert batched.result.lookahead.status == "unchecked" and "UNCHECKED" in batched.result.lookahead.summary()
     assert "not batch-size invariant" in batched.result.unchecked

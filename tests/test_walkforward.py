@@ -131,6 +131,30 @@ def test_compare_puts_linear_ar_beside_the_baselines(shared_data, tmp_path):
     assert "fold_plan" not in naive and "training" not in naive  # non-trainable runs: unchanged output
 
 
+@pytest.mark.slow  # ~2-3 s: a fresh interpreter; a speed feature, not a check of a run's honesty
+def test_fresh_imports_are_imported_once_before_the_jobs_fork(shared_data, tmp_path, monkeypatch):
+    """A predictor's ``fresh_imports`` (libraries its fit or load imports lazily, e.g. neuralforecast ~5 s) are
+    imported by the fresh process once, before it forks a process per job, not again by every job."""
+    import os
+
+    from engine.folds import plan_folds
+    from engine.pipeline import decision_times
+    from fresh_import_probe import ProbeAR
+
+    marks = tmp_path / "imports.txt"
+    monkeypatch.setenv("LLM4MP_IMPORT_PROBE", str(marks))
+    cfg = walk_config(shared_data, tmp_path)
+    candles, first = load_bars(cfg, progress=False, history=True)
+    plan = plan_folds(candles.index, decision_times(candles, first), cfg.training, 32, 4)
+    fold = plan.folds[0]
+    job = walkforward.RefitJob(fold, candles.iloc[: fold.stop].copy())
+    factory = walkforward.FreshPredictor(ProbeAR, ProbeAR.config_class(), cfg.predictor.quantiles, 0)
+    (a, b), _ = walkforward.fresh_runs(factory, cfg, [job, job], threads=None)
+    assert a.digest == b.digest  # two re-fits of the same fold, each in its own forked process
+    pids = marks.read_text().split() if marks.exists() else []
+    assert len(pids) == 1 and pids[0] != str(os.getpid()), pids  # once, in the fresh interpreter
+
+
 def test_training_settings_are_part_of_the_trial_identity(shared_data, tmp_path):
     cfg = walk_config(shared_data, tmp_path)
     ar = LinearAR(LinearARConfig(), quantile_levels=cfg.predictor.quantiles, seed=cfg.predictor.seed)
