@@ -397,6 +397,11 @@ def _cached(job: FoldJob, warn: bool = False) -> FoldModel | None:
     return None
 
 
+def stored_fold(job: FoldJob) -> FoldModel | None:
+    """``job``'s stored checkpoint record (``meta.json``; nothing loaded or trained), or None."""
+    return _cached(job)
+
+
 def lock_path(directory: Path) -> Path:
     """The file lock of the checkpoint folder ``directory``."""
     return directory.parent / f".{directory.name}.lock"
@@ -677,5 +682,5 @@ __all__ = [
     "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "frames_record", "plan_frames_record",
-    "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "train_settings", "work_dir_of",
+    "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "stored_fold", "train_settings", "work_dir_of",
 ]

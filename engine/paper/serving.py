@@ -42,6 +42,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -56,11 +57,13 @@ from loguru import logger
 from engine.config import Config, ConfigError, load_config, parse_span
 from engine.errors import UserInputError
 from engine.folds import Fold, FoldPlan, plan_folds
+from engine.logs import setup_logging
 from engine.training import (
     FoldModel, cap_threads, checkpoint_root, ensure_fold_models, load_fold_predictor,
-    plan_jobs, read_meta,
+    plan_jobs, read_meta, stored_fold,
 )
 from engine.walkforward import FreshPredictor
+from feeds.history import slice_with_warmup
 from feeds.timeframes import TimeRange, parse_timerange
 from feeds.validate import CANDLE_COLUMNS, apply_gap_policy
 from predictors.base import Predictor
@@ -186,16 +189,12 @@ def ensure_checkpoint_of(ck: ServingCheckpoint, cfg: Config) -> None:
 def _retrain_main(factory: FreshPredictor, cfg: Config, candles: pd.DataFrame, plan: FoldPlan, threads: int,
                   err_path: str) -> None:
     """The retrain process: fit the plan's missing folds on ``candles`` (those before the last cut-off only)."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the runner's; it ends this process itself
     try:
         os.nice(10)  # the candle loop comes first
     except (AttributeError, OSError):
         pass
     cap_threads(threads)
-    from engine.logs import setup_logging
-
     setup_logging(verbose=False, quiet=True)
     try:
         ensure_fold_models(cfg, candles, plan, factory, progress=False)
@@ -456,12 +455,10 @@ class LiveModels:
         """The live plan's folds whose checkpoints are stored now (the serving one at least, after
         :meth:`prepare`; earlier ones a backtest or this run stored), with the candles their positions
         index: what the skill monitor's band is made from (nothing is trained for it)."""
-        from engine.training import _cached
-
         candles = self.candles
         plan = self.plan_until(self._virtual(candles, 1))
         stored = [(job.fold, m) for job in plan_jobs(self.probe, self.cfg, candles, plan)
-                  if (m := _cached(job)) is not None]
+                  if (m := stored_fold(job)) is not None]
         return candles, [f for f, _ in stored], [m for _, m in stored]
 
     def frozen_reference(self, fetch: Callable[[int, int], pd.DataFrame]) -> tuple[pd.DataFrame, list[Fold],
@@ -581,8 +578,6 @@ def history_since(cfg: Config) -> pd.Timestamp | None:
 def shape_history(cfg: Config, fetched: pd.DataFrame) -> pd.DataFrame:
     """Fetched closed candles cut as :func:`engine.pipeline.load_bars` cuts a backtest's: from
     ``training.history_start`` with ``context_length - 1`` warm-up bars before it, gap policy applied."""
-    from feeds.history import slice_with_warmup
-
     since = history_since(cfg)
     if since is not None:
         fetched = slice_with_warmup(fetched, TimeRange(since, None), cfg.predictor.context_length - 1)

@@ -8,9 +8,9 @@ running from 2024-01-10 at ``--speed`` hours per wall second, and runs
 as a separate process in sim mode until ``--bars`` bars were traded, then stops it with SIGINT. The
 folds switch every ``training.retrain_every = 2d``, so the run shows the start-up training, background
 retrains and fold switches. The lines worth reading (start-up, serving checkpoint, retrains, switches,
-alerts, the stop) are written to ``benchmarks/results/paper_trained_demo.log`` (the README quotes it).
+alerts, the stop) are written to ``examples/paper_trained_demo.log`` (the README quotes it).
 
-Usage: ``python benchmarks/paper_trained_demo.py [--bars 130] [--speed 1.0]``.
+Usage: ``python examples/paper_trained_demo.py [--bars 130] [--speed 1.0]``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> int:
     ap.add_argument("--bars", type=int, default=130)
     ap.add_argument("--speed", type=float, default=1.0, help="hours of exchange time per wall second")
     args = ap.parse_args()
-    out_file = ROOT / "benchmarks" / "results" / "paper_trained_demo.log"
+    out_file = ROOT / "examples" / "paper_trained_demo.log"
     with tempfile.TemporaryDirectory(prefix="l4m-demo-") as tmp, BinanceStub() as stub:
         env = {**os.environ, "PYTHONPATH": str(ROOT), CLOCK_ENV: stub.accelerate(START_MS, 3600 * args.speed)}
         sets = {"predictor.name": '"tests.trainable_plugins:LinearAR"', "predictor.context_length": "32",
@@ -126,7 +126,7 @@ def main() -> int:
     lines += ["", "# the monitor's alert: the same model served in process on the stand-in's manual clock, its live",
               "# intervals narrowed to a fifth from the first bar (tests/test_paper_trained.py's decayed run), with",
               "# paper.stop_on_decay = true", *narrowed_run()]
-    header = (f"# python benchmarks/paper_trained_demo.py --bars {args.bars} --speed {args.speed}  "
+    header = (f"# python examples/paper_trained_demo.py --bars {args.bars} --speed {args.speed}  "
               f"(exit {proc.returncode}; lines filtered: {KEEP.pattern})\n")
     out_file.write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
     print(out_file.read_text(encoding="utf-8"))
