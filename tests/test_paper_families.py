@@ -290,14 +290,14 @@ def check_backtest_reuses(run: CliRun, traded: pd.DataFrame, late: set, tmp: Pat
         assert traded.loc[t, "fold"] < served.loc[t]
 
 
-#: the torch families wait on a retrain of 15-60 s each on 2 shared cores: soak tests (CI runs them after the suite),
-#: so the suite keeps its time budget; lightgbm (15 s) runs in the suite
-SOAK_FAMILIES = ("patchtst", "lora_llm", "chronos2_lora", "neural")
+#: The runs below wait on the accelerated clock (one 1h bar per wall second) and on retrains of 5-60 s each on 2
+#: shared cores: soak tests, which CI runs after the suite (`--soak -m soak -n 0`); the suite's own paper tests
+#: of trained models (tests/test_paper_trained.py) run the runner in process on the manual clock instead.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.soak) if n in SOAK_FAMILIES else n
-                                  for n in FAMILIES])
+@pytest.mark.soak
+@pytest.mark.parametrize("name", list(FAMILIES))
 def test_a_trained_family_serves_live_through_the_cli_across_a_fold_switch(name, stub, tiny_dirs, tmp_path,
                                                                           monkeypatch, two_torch_threads):
     fam = FAMILIES[name]
@@ -317,6 +317,7 @@ def test_a_trained_family_serves_live_through_the_cli_across_a_fold_switch(name,
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_the_untrained_baselines_serve_through_the_cli_with_no_model_to_journal(stub, tmp_path, monkeypatch):
     """naive, drift, momentum, seasonal_naive: no training history, no fold plan, no checkpoint; every decision
     forecast and journaled with an empty fold and checkpoint."""
@@ -343,6 +344,7 @@ def test_the_untrained_baselines_serve_through_the_cli_with_no_model_to_journal(
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_testnet_with_a_trained_model_sends_the_decisions_each_journaled_with_its_checkpoint(stub, tmp_path,
                                                                                             monkeypatch):
     """LinearAR (numpy) in testnet mode against the stand-in, across the fold switch: every order the stand-in took
