@@ -31,6 +31,31 @@ def _cache_covers(cached: pd.DataFrame, wanted: TimeRange, timeframe: str, now_m
     return start_ok and last + tf >= hi
 
 
+#: Real candles shipped with the package for the first run without a network (feeds/sample/SOURCES.md):
+#: ``(exchange, symbol, timeframe) -> file``.
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+BUNDLED = {("binance", "BTC/USDT", "1h"): SAMPLE_DIR / "BTC_USDT-1h.parquet"}
+
+
+def seed_from_sample(path: Path, exchange_id: str, symbol: str, timeframe: str, wanted: TimeRange,
+                     now_ms: int) -> pd.DataFrame | None:
+    """An empty cache file ``path`` seeded with the bundled sample of this market when it covers ``wanted``
+    (said in one line); None when there is no sample for it, or it does not cover the range."""
+    sample = BUNDLED.get((exchange_id, symbol, timeframe))
+    if sample is None or not sample.is_file() or path.exists():
+        return None
+    candles = read_candle_parquet(sample, timeframe)
+    if not _cache_covers(candles, wanted, timeframe, now_ms):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
+    tmp.write_bytes(sample.read_bytes())
+    tmp.replace(path)  # whole or not at all
+    logger.info("{} {} {}: used the bundled candles ({} .. {}, {}; provenance in {}), no download", exchange_id,
+                symbol, timeframe, candles.index[0], candles.index[-1], sample.name, SAMPLE_DIR / "SOURCES.md")
+    return candles
+
+
 def slice_with_warmup(candles: pd.DataFrame, timerange: TimeRange, warmup_bars: int) -> pd.DataFrame:
     """Rows of ``candles`` inside ``timerange`` plus up to ``warmup_bars`` rows before its start.
 
@@ -110,8 +135,9 @@ def load_candles(
 
         path = cache_path(Path(cache_dir), exchange_id, symbol, timeframe)
         source = str(path)
-        cached = read_candle_parquet(path, timeframe) if path.exists() else None
         now_ms = int(time.time() * 1000)
+        seeded = None if api_overrides else seed_from_sample(path, exchange_id, symbol, timeframe, wanted, now_ms)
+        cached = seeded if seeded is not None else read_candle_parquet(path, timeframe) if path.exists() else None
         if download and (cached is None or not _cache_covers(cached, wanted, timeframe, now_ms)):
             exchange = make_exchange(exchange_id, api_overrides=api_overrides)
             download_candles(exchange, symbol, timeframe, Path(cache_dir), wanted, progress=progress)
