@@ -76,6 +76,20 @@ class FlipEveryBar(bt.Strategy):
 '''
 
 
+def candle_to_order(stub: BinanceStub) -> list[tuple[float, float]]:
+    """``(candles request, order)`` arrival times at the stub for each order: the order POST that followed the
+    klines request serving its bar's candle (the stub's own timestamps)."""
+    pairs = []
+    last_klines = None
+    for request in stub.requests:
+        if request.path == "/api/v3/klines":
+            last_klines = request.at
+        elif request.path == "/api/v3/order" and request.method == "POST" and last_klines is not None:
+            pairs.append((last_klines, request.at))
+            last_klines = None
+    return pairs
+
+
 def run_once(predictor: str, bars: int, model: str | None, tmp: Path) -> dict[str, np.ndarray]:
     strategy = tmp / "flip_every_bar.py"
     strategy.write_text(FLIP_STRATEGY)
@@ -104,14 +118,7 @@ def run_once(predictor: str, bars: int, model: str | None, tmp: Path) -> dict[st
         cfg = load_config(ROOT / "config.toml", overrides)
         clock = ManualClock(stub, START_MS + DELAY_MS)
         PaperRunner(cfg, strategy, clock=clock, ticks=ManualTicks(clock, bars), install_signals=False).run()
-        latencies = []
-        last_klines = None
-        for request in stub.requests:
-            if request.path == "/api/v3/klines":
-                last_klines = request.at
-            elif request.path == "/api/v3/order" and request.method == "POST" and last_klines is not None:
-                latencies.append(request.at - last_klines)
-                last_klines = None
+        latencies = [order_at - klines_at for klines_at, order_at in candle_to_order(stub)]
         return {"latency": np.array(latencies), "inference": np.array(inference[-len(latencies):])}
     finally:
         live_feed.LiveBars.forecast_last = original
@@ -207,14 +214,7 @@ def run_trained(args: argparse.Namespace, tmp: Path, threads: int | None = None)
         runner = PaperRunner(cfg, strategy, clock=clock, ticks=ticks, install_signals=False)
         runner.run()
         end = time.perf_counter()
-        orders = []
-        last_klines = None
-        for request in stub.requests:
-            if request.path == "/api/v3/klines":
-                last_klines = request.at
-            elif request.path == "/api/v3/order" and request.method == "POST" and last_klines is not None:
-                orders.append((last_klines, request.at))
-                last_klines = None
+        orders = candle_to_order(stub)
         intervals = [(r["start"], r["end"] if r["end"] is not None else end) for r in retrains]
         lat, inf, pick, klass, folds = [], [], [], [], []
         for a, b in orders:
