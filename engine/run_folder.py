@@ -30,6 +30,11 @@ from reports.metrics import simple_returns
 from reports.render.tearsheet import write_tearsheet
 
 
+def run_dir_part(text: str) -> str:
+    """One part of a run folder's name as :func:`new_run_dir` writes it (``BTC/USDT`` -> ``BTC_USDT``)."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text)
+
+
 def new_run_dir(out_dir: Path, *parts: str, attempts: int = 1000) -> Path:
     """``out_dir/20261125-121500-llm_signal-naive-BTC_USDT-1h`` (``-2``, ``-3``, ... if taken).
 
@@ -38,7 +43,7 @@ def new_run_dir(out_dir: Path, *parts: str, attempts: int = 1000) -> Path:
     ``attempts`` bounds the suffixes tried.
     """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    name = "-".join([stamp, *(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)])
+    name = "-".join([stamp, *(run_dir_part(p) for p in parts)])
     out_dir.mkdir(parents=True, exist_ok=True)
     for n in range(1, attempts + 1):
         path = out_dir / (name if n == 1 else f"{name}-{n}")

@@ -393,3 +393,19 @@ def test_a_stop_during_the_first_models_training_ends_the_run_cleanly_with_nothi
     assert not [d for d in ck_root.iterdir() if d.name.startswith("linear_ar-")], "the fit stopped at its next epoch: nothing stored"
     works = [d for d in ck_root.iterdir() if d.name.startswith(".work-linear_ar-")]
     assert len(works) == 1 and (works[0] / "curve.jsonl").is_file(), "the fit kept its state to resume from"
+
+
+@pytest.mark.slow  # reads the module's backtest run folder
+def test_the_monitors_pnl_reference_is_the_newest_backtest_of_the_same_strategy_predictor_and_market(paper_run, tmp_path):
+    import dataclasses
+
+    from engine.paper.runner import newest_backtest
+
+    cfg, *_, backtest = paper_run
+    bt_cfg = backtest_cfg(cfg, tmp_path)
+    runs = backtest.run_dir.parent
+    assert newest_backtest(runs, "llm_signal", bt_cfg) == backtest.run_dir  # its folder name: module:Class sanitised
+    other = dataclasses.replace(bt_cfg, data=dataclasses.replace(bt_cfg.data, symbol="ETH/USDT"))
+    assert newest_backtest(runs, "llm_signal", other) is None
+    assert newest_backtest(runs, "sma_cross", bt_cfg) is None
+    assert newest_backtest(tmp_path / "nowhere", "llm_signal", bt_cfg) is None

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feeds.validate import CANDLE_COLUMNS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS candles (
@@ -160,7 +162,7 @@ class Journal:
         if frame.empty:
             return
         times = (frame.index.as_unit("ms").asi8).tolist()
-        values = frame[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)
+        values = frame[list(CANDLE_COLUMNS)].to_numpy(np.float64)
         rows = [(t, *map(float, vals), 0, None, _now_ms()) for t, vals in zip(times, values)]
         with self.db:
             self.db.executemany(

@@ -35,6 +35,7 @@ from engine.paper.journal import Journal
 from engine.signals import compute_forecasts
 from feeds.errors import ExchangeUnavailable
 from feeds.live import CandlePoller, latest_closed_open_ms
+from feeds.validate import CANDLE_COLUMNS
 from predictors.base import Predictor, median_index
 
 
@@ -96,7 +97,7 @@ class LiveBars:
             return
         times = frame.index.as_unit("ms").asi8.tolist()
         self._times.extend(times)
-        self._rows.extend(map(tuple, frame[["open", "high", "low", "close", "volume"]].to_numpy(np.float64).tolist()))
+        self._rows.extend(map(tuple, frame[list(CANDLE_COLUMNS)].to_numpy(np.float64).tolist()))
         self.last_ms = times[-1]
         if self.models is not None:
             self.models.add_candles(frame)
@@ -108,7 +109,7 @@ class LiveBars:
         """Load the journal's candles as history and queue its traded bars for replay; returns how many."""
         if journaled.empty:
             return 0
-        self._extend(journaled[["open", "high", "low", "close", "volume"]])
+        self._extend(journaled[list(CANDLE_COLUMNS)])
         traded = journaled[journaled["traded"] == 1]
         for t, row in zip(traded.index.as_unit("ms").asi8.tolist(), traded.itertuples(index=False)):
             forecast = np.array(_json_array(row.forecast), dtype=np.float64)
@@ -235,7 +236,7 @@ class LiveBars:
         if self.models is not None:
             predictor, self.last_checkpoint = self.models.for_decision(self._times[-1])
         index = pd.DatetimeIndex(pd.to_datetime(self._times[-L:], unit="ms", utc=True), name="time")
-        window = pd.DataFrame(self._rows[-L:], index=index, columns=["open", "high", "low", "close", "volume"],
+        window = pd.DataFrame(self._rows[-L:], index=index, columns=list(CANDLE_COLUMNS),
                               dtype="float64")
         forecast = compute_forecasts(window, predictor, L, self.horizon, batch_size=1,
                                      decision_index=index[-1:], progress=False)
@@ -295,5 +296,5 @@ class LiveForecastData(bt.feed.DataBase):
             rows = np.array([c[1:] for c in self._candles], dtype=np.float64).reshape(-1, 5)
             times = pd.to_datetime([c[0] for c in self._candles], unit="ms", utc=True).as_unit("ns")
             self._frame = pd.DataFrame(rows, index=pd.DatetimeIndex(times, name="time"),
-                                       columns=["open", "high", "low", "close", "volume"])
+                                       columns=list(CANDLE_COLUMNS))
         return self._frame

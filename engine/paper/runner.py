@@ -44,7 +44,7 @@ from engine.paper.report import write_outputs
 from engine.paper.serving import LiveModels, ServingCheckpoint, anchor_of, ensure_checkpoint_of, history_since, shape_history
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
 from engine.pipeline import build_predictor
-from engine.run_folder import new_run_dir, write_resolved_config
+from engine.run_folder import new_run_dir, run_dir_part, write_resolved_config
 from engine.strategy_loader import check_strategy_params, load_strategy
 from engine.training import TrainingInterrupted
 from feeds.errors import ExchangeUnavailable
@@ -91,8 +91,7 @@ def resumed_config(run_dir: Path, cli_cfg: Config) -> Config:
 def newest_backtest(out_dir: Path, strategy_stem: str, cfg: Config) -> Path | None:
     """The newest backtest run folder in ``out_dir`` of this strategy, predictor, market and timeframe (by its
     config.toml) that has an equity.csv, or None."""
-    pattern = "-".join(["*", strategy_stem, cfg.predictor.name, cfg.data.symbol, cfg.data.timeframe])
-    pattern = "".join(c if c.isalnum() or c in "*_.-" else "_" for c in pattern)
+    pattern = "-".join(["*", *map(run_dir_part, (strategy_stem, cfg.predictor.name, cfg.data.symbol, cfg.data.timeframe))])
     for run in sorted(Path(out_dir).glob(pattern), reverse=True) if Path(out_dir).is_dir() else []:
         if "-paper-" in run.name or not (run / "equity.csv").is_file() or not (run / "config.toml").is_file():
             continue
@@ -289,7 +288,6 @@ class PaperRunner:
                                        self.strategy_path.stem)
         self._check_stop("loading the strategy")
         predictor = self.predictor or build_predictor(cfg)
-        self.frozen = None
         if predictor.needs_training() and cfg.paper.model == "frozen":
             self.frozen = ServingCheckpoint.from_folder(Path(cfg.paper.checkpoint))
             ensure_checkpoint_of(self.frozen, cfg)  # before a run folder is made or anything is sent

@@ -250,12 +250,10 @@ class LiveModels:
         self._job_cache: dict[tuple, tuple[str, Path]] = {}
         self.retrain: Retrain | None = None
         self.failed: dict[str, int] = {}  # checkpoint key -> failed retrain attempts
-        self.served: list[ServingCheckpoint] = []
         self.switches: list[tuple[int, int]] = []  # (decision ms, fold) where a new checkpoint started serving
         self.aged: str | None = None
         #: why the last decision was not served by its plan's fold (a retrain not ready), else None
         self.late_switch: str | None = None
-        self._probe_name = probe.name
         self.retrains_started = 0
         #: this process's torch threads before a running retrain capped them (None: not capped)
         self._own_threads: int | None = None
@@ -358,7 +356,6 @@ class LiveModels:
                 raise UserInputError(f"checkpoint {ck.directory}: its weights digest {predictor.weights_digest()[:12]} "
                                      f"is not the {ck.digest[:12]} its meta.json records; the folder was changed")
             self.predictor, self.serving = predictor, ck
-            self.served.append(ck)
             logger.info("serving (frozen, never retrained): {}", ck.describe())
 
     def _load(self, model: FoldModel, decision: pd.Timestamp, first: bool = False) -> None:
@@ -366,7 +363,6 @@ class LiveModels:
         ck = ServingCheckpoint.of(model)
         previous = self.serving
         self.predictor, self.serving = predictor, ck
-        self.served.append(ck)
         if first:
             logger.info("serving from {}: {}", decision, ck.describe())
         else:
