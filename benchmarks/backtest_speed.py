@@ -33,13 +33,13 @@ import backtrader as bt  # noqa: E402
 import numpy as np  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from engine.judge import judge  # noqa: E402
-from engine.pipeline import load_bars, run_pipeline  # noqa: E402
-from engine.simulate import StrategySetup, run_event_loop  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.feed import align_forecast  # noqa: E402
+from engine.judging.verdict import judge  # noqa: E402
+from engine.runs.pipeline import load_bars, run_pipeline  # noqa: E402
+from engine.backtesting.simulate import StrategySetup, run_event_loop  # noqa: E402
+from engine.core.config import load_config  # noqa: E402
+from engine.backtesting.feed import align_forecast  # noqa: E402
 from benchmarks.results_io import write_result  # noqa: E402
-from engine.strategy_loader import load_strategy  # noqa: E402
+from engine.backtesting.strategy_loader import load_strategy  # noqa: E402
 
 
 class RawForecastData(bt.feeds.PandasDirectData):

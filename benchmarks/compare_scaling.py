@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
 
-from engine.compare import run_compare  # noqa: E402
-from engine.config import load_config  # noqa: E402
+from engine.runs.compare import run_compare  # noqa: E402
+from engine.core.config import load_config  # noqa: E402
 from benchmarks.results_io import write_result  # noqa: E402
 
 

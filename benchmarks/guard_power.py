@@ -1,7 +1,7 @@
 """How strong must a leak be before the plausibility guard flags it, and how often do honest runs raise a false alarm?
 
 Planted leaks of graded strength, on real candles of several markets, timeframes and periods, against
-the guard's three bounds (``engine.evaluation.plausibility_findings``, the bounds of ``config.toml``):
+the guard's three bounds (``engine.judging.evaluation.plausibility_findings``, the bounds of ``config.toml``):
 
 - ``share s``: the honest ``momentum`` forecast, except that on a random share ``s`` of the decision
   times (seeded) its median's sign at every horizon is set to the realised return's (magnitude
@@ -11,9 +11,9 @@ the guard's three bounds (``engine.evaluation.plausibility_findings``, the bound
 - honest baselines (``naive``, ``drift``, ``momentum``, ``seasonal_naive``): the false-alarm rate.
 
 Each run is what a backtest judges, computed with the same functions and without backtrader's event
-loop: forecasts (``engine.signals.compute_forecasts`` for the baselines), forecast skill
-(``engine.evaluation.skill_report``), the ``llm_signal`` strategy's equity with the config's costs
-(``engine.fast_path.fast_simulate``: bar-exact with the event loop, reconciled in the sweeps) and the
+loop: forecasts (``engine.forecasting.signals.compute_forecasts`` for the baselines), forecast skill
+(``engine.judging.evaluation.skill_report``), the ``llm_signal`` strategy's equity with the config's costs
+(``engine.backtesting.fast_path.fast_simulate``: bar-exact with the event loop, reconciled in the sweeps) and the
 guard on them. A period is ``--bars`` decision bars at a seeded random start; every market and
 timeframe gets ``--periods`` of them. Output: a table on stdout and ``benchmarks/results/guard_power.json``
 (``benchmarks/results_io.write_result``: command, git commit, machine, date, settings, every row; ``--out``
@@ -41,13 +41,13 @@ from loguru import logger  # noqa: E402
 
 from benchmarks.readme_results import guard_power_table  # noqa: E402
 from benchmarks.results_io import write_result  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.evaluation import plausibility_findings, realised_for, skill_report  # noqa: E402
-from engine.fast_path import fast_simulate  # noqa: E402
-from engine.feed import align_forecast  # noqa: E402
-from engine.signals import compute_forecasts  # noqa: E402
-from engine.simulate import StrategySetup  # noqa: E402
-from engine.strategy_loader import load_strategy  # noqa: E402
+from engine.core.config import load_config  # noqa: E402
+from engine.judging.evaluation import plausibility_findings, realised_for, skill_report  # noqa: E402
+from engine.backtesting.fast_path import fast_simulate  # noqa: E402
+from engine.backtesting.feed import align_forecast  # noqa: E402
+from engine.forecasting.signals import compute_forecasts  # noqa: E402
+from engine.backtesting.simulate import StrategySetup  # noqa: E402
+from engine.backtesting.strategy_loader import load_strategy  # noqa: E402
 from feeds.files import find_candle_file, load_candle_file  # noqa: E402
 from feeds.timeframes import periods_per_year  # noqa: E402
 from predictors.base import Forecast  # noqa: E402

@@ -6,7 +6,7 @@ Random-weight Chronos-Bolt models in the real shapes of ``amazon/chronos-bolt-ti
 checkpoint. Over the last ``--n`` decision times of BTC/USDT 1h (context 512, horizon 12)
 it times, in one invocation:
 
-- engine: ``engine.signals.compute_forecasts(close, predictor, 512, 12, batch_size=...)``
+- engine: ``engine.forecasting.signals.compute_forecasts(close, predictor, 512, 12, batch_size=...)``
   with the ``chronos`` predictor (windowing, validation, log-return conversion included);
 - per-bar: ``predictor.predict`` on one window per call (over ``--per-bar-n`` bars, the rate
   extrapolates);
@@ -62,7 +62,7 @@ def timed(fn) -> tuple[float, float, object]:
 def bench_model(name: str, path: str, close: pd.Series, args: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from engine.signals import compute_forecasts
+    from engine.forecasting.signals import compute_forecasts
     from predictors import make_predictor
 
     ctx, horizon, bs = args.context, args.horizon, args.batch_size

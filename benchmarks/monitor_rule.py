@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import write_result  # noqa: E402
 from engine.paper.monitor import SkillMonitor, reference_from_history  # noqa: E402
-from engine.signals import context_windows  # noqa: E402
+from engine.forecasting.signals import context_windows  # noqa: E402
 from predictors.registry import make_predictor  # noqa: E402
 
 DATA = Path(os.environ.get("LLM4MP_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from binance_stub import BinanceStub  # noqa: E402
-from engine.config import load_config  # noqa: E402
+from engine.core.config import load_config  # noqa: E402
 from engine.paper import live_feed  # noqa: E402
 from engine.paper.runner import PaperRunner  # noqa: E402
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV  # noqa: E402

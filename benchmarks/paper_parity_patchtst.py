@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from binance_stub import DATA_DIR, BinanceStub  # noqa: E402
-from engine.backtest import run_backtest  # noqa: E402
-from engine.config import load_config  # noqa: E402
+from engine.runs.backtest import run_backtest  # noqa: E402
+from engine.core.config import load_config  # noqa: E402
 from engine.paper.journal import Journal  # noqa: E402
 from engine.paper.runner import JOURNAL_FILE, PaperRunner  # noqa: E402
 from test_paper_helpers import (  # noqa: E402

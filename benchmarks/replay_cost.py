@@ -3,8 +3,8 @@
 For ``llm_signal`` and ``sma_cross`` (they read their feed's lines only) it times, interleaved in
 one process, CPU seconds (``time.process_time``: the machine is shared, wall time is noise):
 
-- backtest: the preloaded event loop (:func:`engine.simulate.run_event_loop`), the reference;
-- replay: :func:`engine.lookahead.replay_orders` (:class:`engine.feed.RevealingForecastData`:
+- backtest: the preloaded event loop (:func:`engine.backtesting.simulate.run_event_loop`), the reference;
+- replay: :func:`engine.judging.lookahead.replay_orders` (:class:`engine.backtesting.feed.RevealingForecastData`:
   lines, forecasts and ``p.dataname`` hold only revealed bars);
 - replay, previous feed: the feed before issue 18 (the whole frame and forecast array left on the
   feed's parameters), rebuilt here, for the before/after ratio.
@@ -29,12 +29,12 @@ import backtrader as bt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.results_io import write_result  # noqa: E402
-from engine.broker import configure_broker  # noqa: E402
-from engine.costs import Costs  # noqa: E402
-from engine.feed import ForecastData  # noqa: E402
-from engine.lookahead import replay_orders  # noqa: E402
-from engine.simulate import StrategySetup, run_event_loop  # noqa: E402
-from engine.strategy_loader import load_strategy  # noqa: E402
+from engine.backtesting.broker import configure_broker  # noqa: E402
+from engine.core.costs import Costs  # noqa: E402
+from engine.backtesting.feed import ForecastData  # noqa: E402
+from engine.judging.lookahead import replay_orders  # noqa: E402
+from engine.backtesting.simulate import StrategySetup, run_event_loop  # noqa: E402
+from engine.backtesting.strategy_loader import load_strategy  # noqa: E402
 from feeds.files import load_candle_file  # noqa: E402
 
 

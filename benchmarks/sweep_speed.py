@@ -4,8 +4,8 @@ Over all BTC/USDT 1h candles with forecasts computed once (momentum, as the fore
 serves them to a sweep), in one invocation, for ``llm_signal`` and ``sma_cross``:
 
 - backtrader: ``--bt-runs`` seeded random variants, each one event loop
-  (:func:`engine.simulate.simulate`);
-- fast path: ``--fast-runs`` seeded random variants through :func:`engine.fast_path.fast_simulate`
+  (:func:`engine.backtesting.simulate.simulate`);
+- fast path: ``--fast-runs`` seeded random variants through :func:`engine.backtesting.fast_path.fast_simulate`
   (the backtrader variants among them, each reconciled: fills identical, equity to 1e-9);
 - memory: ``--memory-runs`` fast variants under ``tracemalloc``, keeping one number per variant
   as a sweep does; its peak (target < 1 GiB).
@@ -34,12 +34,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from engine.costs import Costs  # noqa: E402
-from engine.fast_path import fast_simulate, reconcile  # noqa: E402
-from engine.feed import align_forecast  # noqa: E402
-from engine.signals import compute_forecasts  # noqa: E402
-from engine.simulate import StrategySetup, simulate  # noqa: E402
-from engine.strategy_loader import load_strategy  # noqa: E402
+from engine.core.costs import Costs  # noqa: E402
+from engine.backtesting.fast_path import fast_simulate, reconcile  # noqa: E402
+from engine.backtesting.feed import align_forecast  # noqa: E402
+from engine.forecasting.signals import compute_forecasts  # noqa: E402
+from engine.backtesting.simulate import StrategySetup, simulate  # noqa: E402
+from engine.backtesting.strategy_loader import load_strategy  # noqa: E402
 from predictors.registry import make_predictor  # noqa: E402
 from benchmarks.results_io import write_result  # noqa: E402
 
@@ -138,8 +138,8 @@ def jobs_scaling(data_dir: Path, trials: int) -> dict[str, float]:
     """Wall time of one sweep with --jobs 1 and --jobs 2 (fresh folders, a shared warm forecast cache)."""
     import tempfile
 
-    from engine.config import load_config
-    from engine.sweep import run_sweep
+    from engine.core.config import load_config
+    from engine.sweeps.search import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="sweep-speed-") as tmp:
         def cfg(out: str):

@@ -14,7 +14,7 @@ what count (absolute rates move with the machine's other load). It measures, in 
      median time between two optimiser steps (from ``ctx.on_step``, the engine's step callback);
    - ``lightgbm``: row-rounds/s = training rows x boosting rounds x quantile boosters / the fit's
      seconds, a row being one (window, step h) pair (windows every ``sample_stride`` bars, x H);
-   - forecasts/s: ``engine.signals.compute_forecasts`` (batches of 1024 windows, as the engine)
+   - forecasts/s: ``engine.forecasting.signals.compute_forecasts`` (batches of 1024 windows, as the engine)
      over the first ``--n-predict`` decision bars of 2023, out of sample.
 2. **Share of a ``patchtst`` training step spent outside forward and backward** (data, batching,
    bookkeeping): ``fit_model`` with no validation for K steps (``FitReport.seconds``: moving to the
@@ -67,7 +67,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from engine.signals import compute_forecasts  # noqa: E402
+from engine.forecasting.signals import compute_forecasts  # noqa: E402
 from predictors import make_predictor  # noqa: E402
 from predictors.patchtst import PatchTSTConfig, build_network, features, forward, pinball_loss  # noqa: E402
 from predictors.torch_fit import TensorSamples, fit_model, seeded  # noqa: E402

@@ -6,11 +6,11 @@ check on (naive and random-sign baselines, forecast skill, lookahead check with 
 replay, bootstrap significance, trial ledger, tear-sheet, forecast page), each time into fresh
 output and cache folders, as a user's first run:
 
-- in this process, ``--repeat`` times (:func:`engine.backtest.run_backtest`); the first run also
+- in this process, ``--repeat`` times (:func:`engine.runs.backtest.run_backtest`); the first run also
   pays the lazy imports of the reporting libraries (quantstats, matplotlib), so the figure is the
   best of the later runs (the first is reported too), with its per-step breakdown (metrics.json's
   ``timings``);
-- the bare event loop (:func:`engine.simulate.simulate` of the same strategy on the same bars and
+- the bare event loop (:func:`engine.backtesting.simulate.simulate` of the same strategy on the same bars and
   forecasts), best of ``--repeat``, in the same process: the ratio judged / bare says what judging
   costs on top of the backtest, whatever the machine's speed and load;
 - with ``--subprocess`` (default on) also the command itself, end to end (Python start-up and
@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 from loguru import logger  # noqa: E402
 
 from benchmarks.results_io import write_result  # noqa: E402
-from engine.backtest import run_backtest  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.feed import align_forecast  # noqa: E402
-from engine.run_folder import TIMING_STEPS  # noqa: E402
-from engine.simulate import StrategySetup, simulate  # noqa: E402
-from engine.strategy_loader import load_strategy  # noqa: E402
+from engine.runs.backtest import run_backtest  # noqa: E402
+from engine.core.config import load_config  # noqa: E402
+from engine.backtesting.feed import align_forecast  # noqa: E402
+from engine.runs.run_folder import TIMING_STEPS  # noqa: E402
+from engine.backtesting.simulate import StrategySetup, simulate  # noqa: E402
+from engine.backtesting.strategy_loader import load_strategy  # noqa: E402
 from reports.render.timings import timings_table  # noqa: E402
 
 STRATEGY = "strategies/llm_signal.py"
@@ -168,7 +168,7 @@ def main() -> None:
 
     print(f"\n{EXAMPLE['symbol']} {EXAMPLE['timeframe']} {EXAMPLE['timerange']}, predictor {EXAMPLE['predictor']}, "
           f"{n_bars} bars, {len(os.sched_getaffinity(0))} cores, load average {LOAD_AT_START:.1f} at start")
-    print(f"  bare event loop (engine.simulate.simulate):  {loop_wall:6.2f} s wall  {loop_cpu:6.2f} s CPU")
+    print(f"  bare event loop (engine.backtesting.simulate.simulate):  {loop_wall:6.2f} s wall  {loop_cpu:6.2f} s CPU")
     print(f"  fully judged run, in process (best of {len(later)}): {best[0]:6.2f} s wall  {judged_cpu:6.2f} s CPU"
           f"   = {best[0] / loop_wall:.1f}x the bare loop ({judged_cpu / loop_cpu:.1f}x in CPU)")
     print(f"  first judged run (also imports quantstats, matplotlib): {judged[0][0]:.2f} s")

@@ -1,5 +1,18 @@
-"""The engine: CLI, config, signal cache, backtest and paper runners.
+"""The engine: commands, runs, judging, training, sweeps and paper trading over ``feeds``,
+``predictors`` and ``reports``.
 
-Uses ``feeds``, ``predictors`` and ``reports``; nothing imports ``engine`` except strategies,
-which may use its small helpers (``engine.broker.costs_of``).
+Sub-packages, bottom layer first (a package imports only from the packages below it; checked by
+``tests/test_architecture.py``):
+
+- :mod:`engine.core` — config (parsed once, frozen), the error family, logging, trading costs;
+- :mod:`engine.backtesting` — backtrader's event loop, the broker arithmetic, the fast path;
+- :mod:`engine.forecasting` — walk-forward forecast windows, batched inference, the forecast cache;
+- :mod:`engine.training` — the fold plan, fold models (checkpoints), trained walk-forward forecasts;
+- :mod:`engine.judging` — skill, chance, plausibility, lookahead, the trial ledger, the verdict;
+- :mod:`engine.runs` — one run's pipeline, ``backtest``, ``compare``, ``train``, run folders;
+- :mod:`engine.sweeps` and :mod:`engine.paper` — parameter sweeps and paper trading, on top of runs;
+- :mod:`engine.cli` — the command line (``python -m engine ...``).
+
+``feeds``, ``predictors`` and ``reports`` never import ``engine``; strategies may use the helpers
+:mod:`engine.backtesting` re-exports (``Costs``, ``costs_of``, ``FastMarket``, ``FastTargets``).
 """

@@ -1,7 +1,7 @@
 """Command line: ``python -m engine {backtest,compare,sweep,lookahead,train,download,predictors,ledger,paper} ...``.
 
-Every error of the project's family (:mod:`engine.errors`) prints one ``error:`` line and
-exits with :func:`engine.errors.exit_code`: 2 when the user must fix the input (config,
+Every error of the project's family (:mod:`engine.core.errors`) prints one ``error:`` line and
+exits with :func:`engine.core.errors.exit_code`: 2 when the user must fix the input (config,
 data, strategy, predictor, model id, exchange or symbol name), 1 when retrying later may
 work (network, exchange, model-hub outage, trial ledger, disk), an error raised by the
 exchange client (any ``ccxt`` error) included. No tracebacks for either (``--debug`` shows them). Everything
@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from engine.config import Config, ConfigError, load_config, parse_literal
-from engine.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
-from engine.logs import setup_logging
+from engine.core.config import Config, ConfigError, load_config, parse_literal
+from engine.core.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
+from engine.core.logs import setup_logging
 from engine.paper.cli import add_paper_parser
 from engine.paper.secrets import redact_output
 from feeds.errors import ExchangeRequestError, ExchangeUnavailable
@@ -31,8 +31,8 @@ from reports.render.timings import timings_table
 from reports.significance_types import Significance
 
 if TYPE_CHECKING:
-    from engine.judge import Verdict
-    from engine.pipeline import RunResult
+    from engine.judging.verdict import Verdict
+    from engine.runs.pipeline import RunResult
 
 EXIT_USER = EXIT_FIX_INPUT
 EXIT_OPERATIONAL = EXIT_RETRY_LATER
@@ -253,8 +253,8 @@ def print_timings(columns: dict[str, dict[str, float]], order: Sequence[str]) ->
 # backtrader) costs to import. tests/test_architecture.py still counts these imports in its cycle check.
 def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args)  # first: a config error answers before the backtest path is imported
-    from engine.backtest import run_backtest
-    from engine.run_folder import TIMING_STEPS
+    from engine.runs.backtest import run_backtest
+    from engine.runs.run_folder import TIMING_STEPS
 
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
@@ -298,8 +298,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from engine.compare import run_compare, split_predictors
-    from engine.run_folder import TIMING_STEPS
+    from engine.runs.compare import run_compare, split_predictors
+    from engine.runs.run_folder import TIMING_STEPS
 
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(
@@ -317,7 +317,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from engine.sweep import run_sweep
+    from engine.sweeps.search import run_sweep
 
     try:
         sweep = run_sweep(cfg, args.strategy, args.space, trials=args.trials, objective=args.objective,
@@ -353,7 +353,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from engine.ledger import TrialLedger, format_table
+    from engine.judging.ledger import TrialLedger, format_table
 
     cfg = _config(args)
     path = Path(cfg.output.dir) / "ledger.sqlite"
@@ -367,8 +367,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_lookahead(args: argparse.Namespace) -> int:
-    from engine.lookahead import LookaheadError
-    from engine.pipeline import run_pipeline
+    from engine.judging.lookahead import LookaheadError
+    from engine.runs.pipeline import run_pipeline
 
     cfg = _config(args, {
         "evaluation.lookahead_samples": args.samples, "evaluation.lookahead_budget": args.budget,
@@ -391,8 +391,8 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from engine.train_command import StopOnCtrlC, print_report, run_train
-    from engine.training import TrainingInterrupted
+    from engine.runs.train import StopOnCtrlC, print_report, run_train
+    from engine.training.fold_models import TrainingInterrupted
 
     try:
         with StopOnCtrlC() as stop:

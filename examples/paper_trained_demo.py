@@ -43,7 +43,7 @@ def narrowed_run() -> list[str]:
     """The monitor's alert and stop_on_decay in a run whose served intervals narrow live (log lines)."""
     from loguru import logger
 
-    from engine.config import load_config
+    from engine.core.config import load_config
     from engine.paper.runner import PaperRunner
     from test_paper_helpers import DELAY_MS, STRATEGY, ManualClock, ManualTicks
     from tests.trainable_plugins import LinearAR

@@ -12,7 +12,7 @@
 
 Every message names the source (file path or exchange + symbol), the bad value and the
 fix. The feeds package imports no other project package (DESIGN.md), so these bases are
-local; ``engine.errors`` maps them to exit codes (input 2, retry later 1).
+local; ``engine.core.errors`` maps them to exit codes (input 2, retry later 1).
 """
 
 from __future__ import annotations

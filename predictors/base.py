@@ -354,7 +354,7 @@ class Predictor(abc.ABC):
     trainable: ClassVar[bool] = False
     #: Modules a trainable predictor imports lazily (inside ``fit``/``load``) that take seconds to import:
     #: the lookahead check's fresh process imports them once before it forks a process per re-fit and per
-    #: fold served (:func:`engine.walkforward.fresh_runs`), instead of each forked job importing them
+    #: fold served (:func:`engine.training.walkforward.fresh_runs`), instead of each forked job importing them
     #: again. Importing a library runs no fit and loads no checkpoint. Default: none.
     fresh_imports: ClassVar[tuple[str, ...]] = ()
 

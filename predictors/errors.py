@@ -8,7 +8,7 @@
   be reached (or failed mid-download) for a model that is not in the local cache.
 
 The predictors package imports no other project package (DESIGN.md), so these bases are
-local; ``engine.errors`` maps them to exit codes (input 2, retry later 1).
+local; ``engine.core.errors`` maps them to exit codes (input 2, retry later 1).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ An op without a deterministic implementation then warns instead of failing; the 
 the fit declares itself not bit-reproducible (``ctx.declare_nondeterministic``), as does a fit on MPS
 (no determinism guarantee) or on CUDA whose cuBLAS was initialised before the setting could apply.
 Such a fold's re-fit is compared by forecasts within a tolerance measured on a repeat of the fit
-(``engine/lookahead.py``). There is no data loader to seed: batches are index slices drawn with the
+(``engine/judging/lookahead.py``). There is no data loader to seed: batches are index slices drawn with the
 seeded generator above. Cost on the CPU: see the README (``benchmarks/train_speed.py``).
 
 Batching is index slicing of tensors already on the device (:class:`TensorSamples`, or any

@@ -1,7 +1,7 @@
 """What the engine hands a trainable predictor's ``fit``: the training settings and a fit context.
 
 A trainable predictor (stages 2 and 3, ``Predictor.trainable = True``) is trained once per
-walk-forward fold by the engine (``engine/training.py``)::
+walk-forward fold by the engine (``engine/training/fold_models.py``)::
 
     predictor.fit(train, valid, ctx)   # candles before the fold's cut-off only
     predictor.save(directory)          # the fold's checkpoint

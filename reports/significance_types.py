@@ -65,7 +65,7 @@ class DrawsRank(JsonFields):
 
 
 class TrialsLike(Protocol):
-    """How the trials behind a deflated Sharpe were counted (``engine.ledger.TrialCount``):
+    """How the trials behind a deflated Sharpe were counted (``engine.judging.ledger.TrialCount``):
     ``how`` in one sentence, ``to_dict()`` for the record."""
 
     how: str

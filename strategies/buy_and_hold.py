@@ -1,6 +1,6 @@
 """Buy once at the first possible open, hold to the end: the benchmark as a strategy.
 
-:meth:`BuyAndHold.fast_targets` is the same on arrays, for sweeps (``engine/fast_path.py``).
+:meth:`BuyAndHold.fast_targets` is the same on arrays, for sweeps (``engine/backtesting/fast_path.py``).
 """
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 import backtrader as bt
 import numpy as np
 
-from engine.costs import Costs
-from engine.fast_path import FastMarket, FastTargets
+from engine.backtesting import Costs, FastMarket, FastTargets
 
 
 class BuyAndHold(bt.Strategy):

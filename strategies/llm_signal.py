@@ -1,7 +1,7 @@
 """The flagship: trade the forecast when it clears the cost of trading.
 
 At each bar's close the strategy reads the forecast lines of its data feed (see
-``engine/feed.py``): ``fc_median`` is the median forecast of the log return from this
+``engine/backtesting/feed.py``): ``fc_median`` is the median forecast of the log return from this
 close to the close ``horizon`` bars ahead, ``fc_lower``/``fc_upper`` the outer quantiles.
 
 - Enter long when ``fc_median > threshold``; with ``allow_short``, enter short when
@@ -17,7 +17,7 @@ close to the close ``horizon`` bars ahead, ``fc_lower``/``fc_upper`` the outer q
 Bars without a forecast (NaN: warm-up) change nothing.
 
 :meth:`LLMSignal.fast_targets` is the same rule on whole arrays, for sweeps
-(``engine/fast_path.py``; reconciled against this class's event loop).
+(``engine/backtesting/fast_path.py``; reconciled against this class's event loop).
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import math
 import backtrader as bt
 import numpy as np
 
-from engine.broker import costs_of
-from engine.costs import Costs
-from engine.fast_path import FastMarket, FastTargets
+from engine.backtesting import Costs, costs_of, FastMarket, FastTargets
 
 
 def _check_stake(stake: float) -> None:

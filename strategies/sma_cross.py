@@ -4,7 +4,7 @@ Goes long ``stake`` x equity when the fast SMA of closes crosses above the slow 
 exits when it crosses below. Signals at a bar's close fill at the next open.
 
 :meth:`SmaCross.fast_targets` is the same rule on whole arrays, for sweeps
-(``engine/fast_path.py``): backtrader's SMA is ``math.fsum`` of the window / period and its
+(``engine/backtesting/fast_path.py``): backtrader's SMA is ``math.fsum`` of the window / period and its
 ``CrossOver`` compares the last non-zero difference, so the arrays repeat exactly that.
 """
 
@@ -15,8 +15,7 @@ import math
 import backtrader as bt
 import numpy as np
 
-from engine.costs import Costs
-from engine.fast_path import FastMarket, FastTargets
+from engine.backtesting import Costs, FastMarket, FastTargets
 
 
 def _check_periods(fast: int, slow: int) -> None:

@@ -1,6 +1,6 @@
 """Planted leaking predictor plugins for the plausibility guard's tests (not for real use).
 
-:class:`FileLeak` does what the lookahead check cannot see (``engine/lookahead.py``
+:class:`FileLeak` does what the lookahead check cannot see (``engine/judging/lookahead.py``
 recomputes forecasts on truncated windows, but this plugin never reads the window's
 future: it reads its own copy of the candle files). It finds each past-only window in
 the shared candle files by its last closes and returns the realised future log returns,

@@ -4,7 +4,7 @@
 Each leaky one trades a fixed 0.05 units on "will the price rise?" and never crashes: it uses
 a later bar when the route gives one, else falls back to an honest rule (``fc_median > 0``).
 In a preloaded backtest every route reaches the whole run; in the bar-by-bar lookahead replay
-(:class:`engine.feed.RevealingForecastData`) none reaches past the revealed bar, so the orders
+(:class:`engine.backtesting.feed.RevealingForecastData`) none reaches past the revealed bar, so the orders
 differ there. :data:`LEAKY` lists them by the route they use.
 """
 

@@ -1,7 +1,7 @@
 """Planted leaks in walk-forward training, for the lookahead check's tests (not for real use).
 
 Both are :class:`tests.trainable_plugins.LinearAR` with one realistic bug each; their predict is
-honest, so only the walk-forward checks (``engine/lookahead.py``) can catch them:
+honest, so only the walk-forward checks (``engine/judging/lookahead.py``) can catch them:
 
 - :class:`StashLeak` keeps "the longest history loaded so far" at module level (a cache meant to
   save reloading) and trains on it whenever it reaches further than the candles it was handed.

@@ -48,8 +48,8 @@ LAZY_COMMAND_IMPORTS = {"engine/cli.py": {"cmd_backtest", "cmd_compare", "cmd_le
                                           "cmd_paper", "cmd_train", "cmd_sweep"},
                         "engine/paper/cli.py": {"_run_paper"},
                         # reports.skill imports scipy: the lookahead's fresh re-fit processes import
-                        # engine.training and never score, so they start in ~1.3 s instead of ~2.5 s
-                        "engine/training.py": {"validation_pinball"}}
+                        # engine.training.fold_models and never score, so they start in ~1.3 s instead of ~2.5 s
+                        "engine/training/fold_models.py": {"validation_pinball"}}
 
 
 def _module_name(path: Path) -> str:
@@ -141,3 +141,54 @@ def test_the_command_line_starts_without_the_backtest_path():
             "{m.split('.')[0] for m in sys.modules}); print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"engine.cli imports {out.stdout.strip()} at start-up"
+
+
+# -- engine/'s sub-packages are layers: each imports only from the layers below it ---------------
+#: engine's sub-packages, bottom first (docs/architecture.md). A module may import its own package and
+#: any package of a LOWER rank; equal ranks (siblings) do not import each other. Modules directly under
+#: engine/ (cli, api, __main__, __init__) are the top. Annotation-only imports count too.
+LAYERS = {"core": 0, "backtesting": 1, "forecasting": 1, "training": 2, "judging": 3, "runs": 4,
+          "sweeps": 5, "paper": 5}
+TOP = max(LAYERS.values()) + 1
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    """``engine.runs.pipeline`` -> ``("runs", 4)``; a module directly under engine/ -> its name and the top rank."""
+    parts = module.split(".")
+    if len(parts) >= 3 or (len(parts) == 2 and parts[1] in LAYERS):
+        return parts[1], LAYERS[parts[1]]
+    return parts[-1], TOP
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``"a -> b"`` for every import of ``graph`` that goes to the same rank in another package, or up."""
+    found = []
+    for module, targets in graph.items():
+        package, rank = layer_of(module)
+        for target in sorted(targets):
+            other, other_rank = layer_of(target)
+            if other != package and other_rank >= rank and other_rank != TOP:
+                found.append(f"{module} -> {target}")
+            elif other_rank == TOP and rank != TOP:
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_every_engine_module_belongs_to_a_layer():
+    loose = [m for m in engine_import_graph() if m.count(".") >= 1 and m.split(".")[1] not in LAYERS
+             and m.split(".")[1] not in {"cli", "api", "__main__"}]
+    assert loose == [], f"engine modules outside the layers of LAYERS (add the package, with its rank): {loose}"
+
+
+def test_engine_packages_import_only_downward():
+    up = upward_imports(engine_import_graph())
+    assert up == [], "imports that go up or sideways between engine's layers: " + ", ".join(up)
+
+
+def test_layer_rule_catches_an_upward_and_a_sideways_import():
+    graph = {"engine.core.config": {"engine.runs.pipeline"}, "engine.sweeps.search": {"engine.paper.runner"},
+             "engine.runs.pipeline": {"engine.core.config", "engine.judging.verdict", "engine.runs.compare"},
+             "engine.judging.verdict": {"engine.cli"}, "engine.cli": {"engine.runs.pipeline"}}
+    assert upward_imports(graph) == ["engine.core.config -> engine.runs.pipeline",
+                                     "engine.sweeps.search -> engine.paper.runner",
+                                     "engine.judging.verdict -> engine.cli"]

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.pipeline import run_pipeline
-from engine.config import load_config
+from engine.runs.pipeline import run_pipeline
+from engine.core.config import load_config
 
 FEE, SLIP, CASH, STAKE, FAST, SLOW, CONTEXT = 0.001, 0.0005, 10_000.0, 0.95, 10, 30, 32
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import load_config
-from engine.pipeline import run_pipeline
-from engine.signals import compute_forecasts, data_fingerprint, forecast_key
+from engine.core.config import load_config
+from engine.runs.pipeline import run_pipeline
+from engine.forecasting.signals import compute_forecasts, data_fingerprint, forecast_key
 from predictors.base import PluginConfig, Predictor
 from predictors.baselines import NaivePredictor
 from predictors.training import channel_array

@@ -77,8 +77,8 @@ def test_backtest_writes_run_folder_and_second_run_hits_the_cache(shared_data, t
 
 
 def test_other_strategy_parameters_reuse_the_forecasts(shared_data, tmp_path):
-    from engine.pipeline import run_pipeline
-    from engine.config import load_config
+    from engine.runs.pipeline import run_pipeline
+    from engine.core.config import load_config
 
     base = {"data.data_dir": str(shared_data), "data.timerange": "20240101-20240201", "predictor.name": "drift",
             "data.cache_dir": str(tmp_path / "cache"), "output.progress": False, "evaluation.lookahead_samples": 0}

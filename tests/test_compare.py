@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.compare import run_compare
-from engine.config import load_config
-from engine.ledger import TrialLedger
+from engine.runs.compare import run_compare
+from engine.core.config import load_config
+from engine.judging.ledger import TrialLedger
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY = ROOT / "strategies/llm_signal.py"

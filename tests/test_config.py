@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, ConfigError, load_config
+from engine.core.config import Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_cli_missing_strategy_file(tmp_path, monkeypatch, capsys):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from engine.run_folder import write_resolved_config
+    from engine.runs.run_folder import write_resolved_config
 
     cfg = load_config(ROOT / "config.toml", {"data.symbol": "ETH/USDT", "strategy.llm_signal.threshold": 0.004})
     write_resolved_config(cfg, tmp_path / "config.toml")

@@ -1,6 +1,6 @@
-"""engine.costs.Costs: the one fill rule, checked against backtrader's broker and the engine's own fills.
+"""engine.core.costs.Costs: the one fill rule, checked against backtrader's broker and the engine's own fills.
 
-Buy-and-hold (``engine.simulate``) uses the same rule; its tests moved here from
+Buy-and-hold (``engine.backtesting.simulate``) uses the same rule; its tests moved here from
 ``reports.metrics`` when the fill rule left ``reports/``.
 """
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.broker import costs_of
-from engine.costs import Costs
-from engine.simulate import StrategySetup, buy_and_hold, buy_and_hold_equity, simulate
+from engine.backtesting.broker import costs_of
+from engine.core.costs import Costs
+from engine.backtesting.simulate import StrategySetup, buy_and_hold, buy_and_hold_equity, simulate
 
 
 class _BuyThenSell(bt.Strategy):
@@ -66,7 +66,7 @@ def test_strategy_on_a_broker_without_costs_gets_one_clear_error(btc_1d: pd.Data
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(bt.feeds.PandasData(dataname=btc_1d.iloc[:5].tz_localize(None)))
     cerebro.addstrategy(_BuyThenSell)
-    with pytest.raises(TypeError, match="without engine costs: set the broker up with engine.broker.configure_broker"):
+    with pytest.raises(TypeError, match="without engine costs: set the broker up with engine.backtesting.broker.configure_broker"):
         cerebro.run()
 
 

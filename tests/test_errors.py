@@ -1,4 +1,4 @@
-"""One error family grouped by what the user must do (engine/errors.py): fix the input -> exit 2,
+"""One error family grouped by what the user must do (engine/core/errors.py): fix the input -> exit 2,
 retry later -> exit 1; every error reaches the CLI as one ``error:`` line, never a traceback."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import ccxt
 import pytest
 
 from engine import cli
-from engine.config import ConfigError
-from engine.errors import (
+from engine.core.config import ConfigError
+from engine.core.errors import (
     EXIT_FIX_INPUT,
     EXIT_RETRY_LATER,
     FIX_INPUT,
@@ -25,8 +25,8 @@ from engine.errors import (
     UserInputError,
     exit_code,
 )
-from engine.ledger import LedgerError
-from engine.lookahead import LookaheadError
+from engine.judging.ledger import LedgerError
+from engine.judging.lookahead import LookaheadError
 from engine.paper.execution import NotAnOrder
 from feeds.errors import CandleError, ExchangeRequestError, ExchangeUnavailable, TimeframeError
 from predictors.errors import PredictorError, PredictorUnavailable
@@ -66,7 +66,7 @@ def test_every_exception_class_of_the_project_joins_the_family():
     assert len(classes) >= 15, [name for name, _ in classes]  # the search itself works
     outside = [name for name, cls in classes
                if not issubclass(cls, FIX_INPUT + RETRY_LATER + (ccxt.BaseError,))]
-    assert outside == [], f"exception classes outside engine.errors' family: {outside}"
+    assert outside == [], f"exception classes outside engine.core.errors' family: {outside}"
     strategy_exceptions = [
         f"{path.name}:{node.name}" for path in (ROOT / "strategies").rglob("*.py")
         for node in ast.parse(path.read_text(encoding="utf-8")).body
@@ -118,7 +118,7 @@ def test_an_unusable_ledger_is_one_line_exit_1(tmp_path, capsys):
 
 
 def test_a_locked_ledger_is_retry_later(tmp_path, monkeypatch):
-    import engine.ledger as ledger_module
+    import engine.judging.ledger as ledger_module
 
     monkeypatch.setattr(ledger_module, "_retry_locked", lambda fn: (_ for _ in ()).throw(
         sqlite3.OperationalError("database is locked")))

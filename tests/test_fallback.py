@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from engine.cli import main
-from engine.config import ConfigError, load_config
-from engine.judge import judge
-from engine.pipeline import load_bars, run_pipeline
+from engine.core.config import ConfigError, load_config
+from engine.judging.verdict import judge
+from engine.runs.pipeline import load_bars, run_pipeline
 from tests.fallback_plugins import FallingBack, FallingBackAR, falls_back
 
 ROOT = Path(__file__).resolve().parents[1]

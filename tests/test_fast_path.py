@@ -1,9 +1,9 @@
-"""The vectorized fast path equals backtrader's event loop fill for fill (engine/fast_path.py).
+"""The vectorized fast path equals backtrader's event loop fill for fill (engine/backtesting/fast_path.py).
 
 Real BTC/USDT 1h candles around the 2023-03-24 Binance outage (a candle without trades at
 12:00, the 13:00 candle missing), with ``gap_policy`` keep and fill, and momentum forecasts
 computed once per module. For seeded random parameter sets of the three strategies, and
-random fee and slippage, :func:`engine.fast_path.reconcile` must find nothing: fills
+random fee and slippage, :func:`engine.backtesting.fast_path.reconcile` must find nothing: fills
 identical to the last bit, equity to 1e-9, and the same created and rejected orders.
 """
 
@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.costs import Costs
-from engine.errors import OperationalError, StrategyLoadError
-from engine.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
-from engine.feed import align_forecast
-from engine.signals import compute_forecasts
-from engine.recorder import position_path
-from engine.simulate import StrategySetup, simulate
-from engine.strategy_loader import load_strategy
+from engine.core.costs import Costs
+from engine.core.errors import OperationalError, StrategyLoadError
+from engine.backtesting.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
+from engine.backtesting.feed import align_forecast
+from engine.forecasting.signals import compute_forecasts
+from engine.backtesting.recorder import position_path
+from engine.backtesting.simulate import StrategySetup, simulate
+from engine.backtesting.strategy_loader import load_strategy
 from feeds.validate import fill_gaps
 from predictors.registry import make_predictor
 
@@ -205,7 +205,7 @@ def test_many_variants_over_half_a_year_of_candles(btc_1h):
 def test_a_refused_order_the_fast_path_skips_is_caught(outage, monkeypatch):
     """A simulator that skips the orders the cash refuses instead of recording them as Margin
     rejections: fills, equity and position stay the same; the rejected orders differ."""
-    import engine.fast_path as fast_path
+    import engine.backtesting.fast_path as fast_path
 
     bars, aligned, levels = outage["keep"]  # refused flips, as in test_flip_whose_opening_part_the_cash_cannot_pay
     setup = StrategySetup(LLM, {"allow_short": True, "stake": 0.995, "threshold": 0.0}, 10_000.0,

@@ -16,8 +16,8 @@ import pytest
 from pandas.tseries.holiday import USFederalHolidayCalendar
 
 from conftest import ROOT, read_shared_csv
-from engine.pipeline import run_pipeline
-from engine.config import ConfigError, load_config
+from engine.runs.pipeline import run_pipeline
+from engine.core.config import ConfigError, load_config
 from feeds.timeframes import infer_bars_per_year
 from reports.metrics import sharpe_ratio, simple_returns
 
@@ -139,7 +139,7 @@ def test_no_time_range_uses_the_first_bars_as_warmup(tmp_path, spy_dir):
 
 
 def test_too_little_warmup_names_the_earliest_start(tmp_path, spy_dir):
-    from engine.errors import UserInputError
+    from engine.core.errors import UserInputError
 
     data = five_day_market(read_shared_csv("BTC_USDT-1d.csv"))
     cfg = config(tmp_path, **{"data.symbol": "SPY", "data.timeframe": "1d",

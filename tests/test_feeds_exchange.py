@@ -12,7 +12,7 @@ import ccxt
 import pandas as pd
 import pytest
 
-import engine.config
+import engine.core.config
 import feeds.validate
 from feeds.errors import ExchangeRequestError, ExchangeUnavailable
 from feeds.exchange import RetryPolicy, call_with_retries, closed_before, make_exchange, rows_to_candles
@@ -93,7 +93,7 @@ def test_sandbox_mode_is_refused_without_a_sandbox_and_keeps_the_stub_url(stub):
 
 
 def test_gap_policies_are_defined_once():
-    assert engine.config.GAP_POLICIES is feeds.validate.GAP_POLICIES
+    assert engine.core.config.GAP_POLICIES is feeds.validate.GAP_POLICIES
 
 
 def test_only_the_exchange_client_talks_to_ccxt():

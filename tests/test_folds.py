@@ -1,4 +1,4 @@
-"""The walk-forward fold plan (engine/folds.py): its rules hold for every config, on real candle
+"""The walk-forward fold plan (engine/training/folds.py): its rules hold for every config, on real candle
 indexes with gaps, and ``FoldPlan.violations`` (the lookahead's check too) catches broken plans."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.config import ConfigError, TrainingConfig, parse_span
-from engine.folds import FoldPlan, plan_folds
+from engine.core.config import ConfigError, TrainingConfig, parse_span
+from engine.training.folds import FoldPlan, plan_folds
 
 CONFIGS = 200
 

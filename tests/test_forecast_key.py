@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.signals import ForecastCache, cached_forecasts, data_fingerprint, forecast_key
+from engine.forecasting.signals import ForecastCache, cached_forecasts, data_fingerprint, forecast_key
 from predictors import make_predictor
 from predictors.fingerprint import code_fingerprint, source_modules
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest import run_backtest
-from engine.config import load_config
-from engine.judge import judge
-from engine.ledger import TrialLedger
-from engine.pipeline import run_pipeline
+from engine.runs.backtest import run_backtest
+from engine.core.config import load_config
+from engine.judging.verdict import judge
+from engine.judging.ledger import TrialLedger
+from engine.runs.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY = ROOT / "strategies" / "llm_signal.py"

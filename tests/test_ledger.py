@@ -1,4 +1,4 @@
-"""engine/ledger.py: round trips, filters, trial statistics, schema, concurrent appends."""
+"""engine/judging/ledger.py: round trips, filters, trial statistics, schema, concurrent appends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.ledger import (
+from engine.judging.ledger import (
     LEDGER_FILENAME,
     SCHEMA_VERSION,
     LedgerError,

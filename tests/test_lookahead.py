@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.pipeline import run_pipeline
-from engine.config import load_config
-from engine.lookahead import MIN_SAMPLES_CHEAP, sample_times
+from engine.runs.pipeline import run_pipeline
+from engine.core.config import load_config
+from engine.judging.lookahead import MIN_SAMPLES_CHEAP, sample_times
 from predictors.base import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_samples_are_interior_and_seeded():
 
 
 def test_strategy_reading_past_the_end_gets_a_clear_error(shared_data, tmp_path):
-    from engine.errors import StrategyLoadError
+    from engine.core.errors import StrategyLoadError
 
     path = tmp_path / "peek_crash.py"
     path.write_text(LEAKY_STRATEGY.replace("        if len(self.data) >= self.data.buflen():\n            return  # the last bar: nothing to peek at\n", ""))

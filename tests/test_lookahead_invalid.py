@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_config
+from engine.core.config import ConfigError, load_config
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.metrics import Performance
 from reports.significance import SignificanceNotTestable

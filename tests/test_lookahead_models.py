@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.pipeline import run_pipeline
-from engine.config import load_config
-from engine.lookahead import tolerance
+from engine.runs.pipeline import run_pipeline
+from engine.core.config import load_config
+from engine.judging.lookahead import tolerance
 from predictors.base import PluginConfig, Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_batched_bolt_passes(shared_data, tmp_path, two_torch_threads, dtype):
 @pytest.mark.slow
 def test_float32_bolt_batch_noise_is_real_and_tolerated(shared_data, tmp_path, two_torch_threads):
     """The same window in a batch of 1024 and in a batch of one differs (float noise), and the check passes."""
-    from engine.signals import context_windows
+    from engine.forecasting.signals import context_windows
 
     path = build_bolt(tmp_path / "bolt", d_model=96, num_layers=3, head_scale=0.2, seed=5)
     predictor = _chronos(path, "float32")

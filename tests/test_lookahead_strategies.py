@@ -18,16 +18,16 @@ import pytest
 
 import leaky_strategies
 from conftest import read_shared_csv
-from engine.broker import configure_broker
-from engine.config import load_config
-from engine.costs import Costs
-from engine.feed import align_forecast, datetimes_to_num
-from engine.lookahead import first_order_difference, replay_orders
+from engine.backtesting.broker import configure_broker
+from engine.core.config import load_config
+from engine.core.costs import Costs
+from engine.backtesting.feed import align_forecast, datetimes_to_num
+from engine.judging.lookahead import first_order_difference, replay_orders
 from engine.paper.live_feed import Bar, LiveForecastData
-from engine.pipeline import run_pipeline
-from engine.signals import compute_forecasts
-from engine.simulate import StrategySetup, run_event_loop
-from engine.strategy_loader import load_strategy
+from engine.runs.pipeline import run_pipeline
+from engine.forecasting.signals import compute_forecasts
+from engine.backtesting.simulate import StrategySetup, run_event_loop
+from engine.backtesting.strategy_loader import load_strategy
 from predictors.registry import make_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_honest_strategies_pass_the_replay_on_another_market(shared_data, tmp_pa
         assert result.lookahead.stats.replay_bars == len(result.bars)
 
 
-# -- what a strategy can reach in the replay (engine.feed.RevealingForecastData) ----------------------------------
+# -- what a strategy can reach in the replay (engine.backtesting.feed.RevealingForecastData) ----------------------------------
 
 MARKETS = {"ETH 1h": ("ETH_USDT-1h.csv", "2024-02-01", "2024-02-18"),
            "BTC 4h": ("BTC_USDT-4h.csv", "2023-06-01", "2023-08-10")}

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 import leaky_trainable
-from engine.config import load_config
-from engine.lookahead import served_cutoffs
-from engine.pipeline import load_bars, run_pipeline
+from engine.core.config import load_config
+from engine.judging.lookahead import served_cutoffs
+from engine.runs.pipeline import load_bars, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY = ROOT / "strategies" / "llm_signal.py"
@@ -119,8 +119,8 @@ def test_an_engine_that_hands_fit_more_candles_than_the_plan_is_caught(honest_et
     """A planted engine bug: fold 1's fit gets its validation frame 5 candles past the cut-off (into the
     embargo). The plan and meta.json's cut-off stay right, and fold 1 is not the re-fitted fold, so only the
     record of the frames fit really received shows it."""
-    import engine.training as training
-    from engine.training import ensure_fold_models, predictor_factory
+    import engine.training.fold_models as training
+    from engine.training.fold_models import ensure_fold_models, predictor_factory
 
     cfg, result = honest_eth
     candles, _ = load_bars(cfg, progress=False, history=True)
@@ -221,7 +221,7 @@ def test_a_leak_in_a_fit_that_is_not_bit_reproducible_is_still_caught(shared_dat
 def test_a_predictor_a_fresh_process_cannot_import_is_refused_before_training(shared_data, tmp_path):
     """No in-process fallback for the re-fit: a class defined inside a function is refused, naming it and the
     fix, before any fold is trained."""
-    from engine.errors import UserInputError
+    from engine.core.errors import UserInputError
     from trainable_plugins import LinearAR
 
     class LocalAR(LinearAR):  # defined inside a function: a fresh process cannot import it
@@ -241,10 +241,10 @@ def test_the_refit_runs_on_the_thread_count_its_fold_was_trained_with(shared_dat
     folds trained by `train --jobs 2` or in compare workers run on fewer threads than a later backtest:
     the re-fit must use the count the fold recorded, or an honest model is called leaky."""
     torch = pytest.importorskip("torch")
-    from engine.folds import plan_folds
-    from engine.pipeline import decision_times, load_bars
-    from engine.training import ensure_fold_models, fit_fold, predictor_factory
-    from engine.walkforward import FreshPredictor, RefitJob, fresh_runs
+    from engine.training.folds import plan_folds
+    from engine.runs.pipeline import decision_times, load_bars
+    from engine.training.fold_models import ensure_fold_models, fit_fold, predictor_factory
+    from engine.training.walkforward import FreshPredictor, RefitJob, fresh_runs
 
     cfg = load_config(None, {
         "data.data_dir": str(shared_data), "data.symbol": "ETH/USDT", "data.timeframe": "1h",

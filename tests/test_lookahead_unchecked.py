@@ -19,13 +19,13 @@ import pytest
 from scipy.stats import hypergeom
 
 from engine.cli import _build_parser, _overrides, main
-from engine.config import load_config
-from engine.lookahead import (
+from engine.core.config import load_config
+from engine.judging.lookahead import (
     LookaheadReport, check_predictor, detectable_share, forecast_width, full_recheck_allowance, sample_times,
     tolerance,
 )
-from engine.pipeline import run_pipeline
-from engine.signals import compute_forecasts
+from engine.runs.pipeline import run_pipeline
+from engine.forecasting.signals import compute_forecasts
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.metrics import Performance
 from reports.significance import SignificanceNotTestable
@@ -86,7 +86,7 @@ def test_checks_off_reads_not_run_in_the_terminal_metrics_ledger_and_leaderboard
 
 
 def test_ledger_marks_unchecked_apart_from_invalid_and_passed(tmp_path):
-    from engine.ledger import TrialLedger, TrialRow, format_table, utc_now_iso
+    from engine.judging.ledger import TrialLedger, TrialRow, format_table, utc_now_iso
 
     def row(run_id: str, sharpe: float, **marks: str) -> TrialRow:
         return TrialRow(run_id=run_id, created_at=utc_now_iso(), kind="backtest", config_hash=run_id, strategy="s",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pipeline import run_pipeline
-from engine.config import load_config
-from engine.signals import compute_forecasts
+from engine.runs.pipeline import run_pipeline
+from engine.core.config import load_config
+from engine.forecasting.signals import compute_forecasts
 from predictors.base import Predictor
 
 

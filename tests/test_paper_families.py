@@ -36,8 +36,8 @@ import pytest
 import tiny_models
 from binance_stub import DATA_DIR, ORDER_PATH, BinanceStub
 from engine import cli
-from engine.backtest import run_backtest
-from engine.config import load_config
+from engine.runs.backtest import run_backtest
+from engine.core.config import load_config
 from engine.paper.clock import CLOCK_ENV
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE
@@ -405,7 +405,7 @@ def test_closing_while_a_stored_retrain_is_still_ending_waits_for_it_instead_of_
     exiting at the stop; the run logged "stopping the retrain of fold 1 (it resumes next time)" and killed it."""
     from loguru import logger
 
-    from engine.folds import Fold
+    from engine.training.folds import Fold
     from engine.paper.serving import LiveModels, Retrain
 
     cfg = load_config(ROOT / "config.toml", {"predictor.name": LINEAR_AR, "predictor.context_length": 32,
@@ -458,7 +458,7 @@ def test_a_retrain_finished_after_its_fold_passed_serves_until_the_plans_fold_is
     as every retrain finished after its fold had passed, no fold after 0 ever served. The newest stored fold serves."""
     from conftest import read_shared_csv
     from engine.paper.serving import LiveModels, Retrain
-    from engine.training import ensure_fold_models
+    from engine.training.fold_models import ensure_fold_models
 
     cfg = load_config(ROOT / "config.toml", {
         "predictor.name": LINEAR_AR, "predictor.context_length": 32, "predictor.horizon": 4, "predictor.params": {},

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from binance_stub import KLINES_PATH
-from engine.errors import OperationalError, UserInputError
+from engine.core.errors import OperationalError, UserInputError
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV
 from test_paper_helpers import HOUR_MS, START_MS, STRATEGY, ManualClock, ManualTicks, paper_config, run_paper, stub_fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from binance_stub import DATA_DIR, BinanceStub
-from engine.config import Config, load_config
+from engine.core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY = ROOT / "strategies" / "llm_signal.py"

@@ -18,14 +18,14 @@ import pytest
 from scipy import stats
 
 from conftest import read_shared_csv
-from engine.config import ConfigError, load_config
+from engine.core.config import ConfigError, load_config
 from engine.paper.journal import MONITOR_COLUMNS, Journal
 from engine.paper.monitor import (
     SkillMonitor, band_of, decision_scores, effective_size, fold_measures, reference_band, reference_from_checkpoints,
     reference_from_history, share_interval, skill_interval, wilson_interval,
 )
 from engine.paper.report import write_monitor
-from engine.signals import context_windows
+from engine.forecasting.signals import context_windows
 from predictors.registry import make_predictor
 
 LEVELS = (0.1, 0.5, 0.9)
@@ -251,9 +251,9 @@ def test_band_is_the_folds_range_widened_to_a_prediction_interval():
 
 # -- the band from walk-forward checkpoints -------------------------------------------------------
 def test_reference_from_checkpoints_scores_each_folds_held_out_windows(shared_data, tmp_path):
-    from engine.folds import plan_folds
-    from engine.pipeline import decision_times, load_bars
-    from engine.training import ensure_fold_models, predictor_factory
+    from engine.training.folds import plan_folds
+    from engine.runs.pipeline import decision_times, load_bars
+    from engine.training.fold_models import ensure_fold_models, predictor_factory
 
     cfg = load_config(None, {
         "data.data_dir": str(shared_data), "data.cache_dir": str(tmp_path / "cache"),

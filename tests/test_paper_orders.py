@@ -10,7 +10,7 @@ import backtrader as bt
 import pytest
 
 from binance_stub import BinanceStub
-from engine.errors import OperationalError
+from engine.core.errors import OperationalError
 from engine.paper.journal import FINAL_STATUSES, Journal
 from engine.paper.live_feed import LiveForecastData
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from binance_stub import BinanceStub
-from engine.pipeline import run_pipeline
+from engine.runs.pipeline import run_pipeline
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner
 from test_paper_helpers import DELAY_MS, START_MS, STRATEGY, ManualClock, ManualTicks, backtest_config, paper_config

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from binance_stub import ORDER_PATH
-from engine.config import ConfigError, load_config, parse_order_age
+from engine.core.config import ConfigError, load_config, parse_order_age
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner, resumed_config
 from engine.paper.secrets import API_KEY_ENV, API_SECRET_ENV

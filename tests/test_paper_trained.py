@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from binance_stub import BinanceStub
-from engine.config import load_config
+from engine.core.config import load_config
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, PaperRunner
 from engine import cli
-from engine.backtest import run_backtest
+from engine.runs.backtest import run_backtest
 from engine.paper.serving import ServingCheckpoint, checkpoint_of_run
 from test_paper_helpers import (
     DELAY_MS, HOUR_MS, ROOT, START, START_MS, STRATEGY, ManualClock, ManualTicks, backtest_config, paper_config,
@@ -300,7 +300,7 @@ def test_a_run_stopped_during_a_retrain_resumes_as_if_never_stopped(paper_run, s
     ({"paper.max_model_age": "soon"}, "paper.max_model_age = 'soon'"),
 ])
 def test_bad_serving_settings_name_the_value_and_the_fix(overrides, message):
-    from engine.config import ConfigError
+    from engine.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         load_config(ROOT / "config.toml", overrides)
@@ -318,7 +318,7 @@ def test_max_model_age_defaults_to_twice_the_retrain_interval():
 
 
 def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
-    from engine.errors import UserInputError
+    from engine.core.errors import UserInputError
 
     (tmp_path / "model").mkdir()
     with pytest.raises(UserInputError, match="is not a stored checkpoint"):

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backtest import run_backtest
-from engine.pipeline import run_pipeline
+from engine.runs.backtest import run_backtest
+from engine.runs.pipeline import run_pipeline
 from engine.cli import main
-from engine.judge import judge
-from engine.config import ConfigError, load_config
-from engine.evaluation import SUSPICIOUS
+from engine.judging.verdict import judge
+from engine.core.config import ConfigError, load_config
+from engine.judging.evaluation import SUSPICIOUS
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 from tests.leaky_plugins import FileLeak

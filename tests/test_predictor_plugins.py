@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from engine.cli import main
-from engine.compare import variant
-from engine.config import ConfigError, load_config
-from engine.errors import UserInputError
-from engine.signals import forecast_key
+from engine.runs.compare import variant
+from engine.core.config import ConfigError, load_config
+from engine.core.errors import UserInputError
+from engine.forecasting.signals import forecast_key
 from predictors import registry
 from predictors.base import PluginConfig, Predictor, PredictorError, PredictorStats, median_index, param
 from predictors.baselines import NaivePredictor

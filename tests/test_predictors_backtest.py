@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.backtest import run_backtest
-from engine.pipeline import contamination_warning
-from engine.config import load_config
+from engine.runs.backtest import run_backtest
+from engine.runs.pipeline import contamination_warning
+from engine.core.config import load_config
 from predictors.base import ModelInfo
 import tiny_models
 

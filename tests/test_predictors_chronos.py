@@ -138,7 +138,7 @@ def test_not_a_chronos_checkpoint(tmp_path):
 
 
 def test_engine_compute_forecasts_matches_direct_calls(chronos_dirs, btc_1h):
-    signals = pytest.importorskip("engine.signals")
+    signals = pytest.importorskip("engine.forecasting.signals")
     close = btc_1h["close"].iloc[-200:]
     pred = _make(chronos_dirs["bolt"], batch_size=16)
     fc = signals.compute_forecasts(close, pred, context_length=128, horizon=4, batch_size=7, progress=False)

@@ -148,7 +148,7 @@ def test_zero_shot_is_unchanged(chronos2_dir, fold):
 
 
 def test_zero_shot_config_hash_ignores_training(chronos2_dir):
-    from engine.config import load_config
+    from engine.core.config import load_config
 
     def hash_of(**extra):
         return load_config(None, {"predictor.name": "chronos", "predictor.params.chronos": {"model": chronos2_dir},
@@ -176,9 +176,9 @@ def test_serving_without_a_fit_is_a_clear_error(chronos2_dir, fold):
 # -- compare: zero-shot and fine-tuned Chronos-2 side by side ------------------------------------------
 @pytest.mark.slow  # ~10 s: the lookahead check re-fits the fold in a fresh interpreter (imports torch and chronos)
 def test_compare_zero_shot_beside_fine_tuned(chronos2_dir, shared_data, tmp_path):
-    from engine.compare import run_compare
-    from engine.config import load_config
-    from engine.ledger import TrialLedger
+    from engine.runs.compare import run_compare
+    from engine.core.config import load_config
+    from engine.judging.ledger import TrialLedger
 
     cfg = load_config(None, {
         "data.data_dir": str(shared_data), "data.symbol": "BTC/USDT", "data.timeframe": "1h",
@@ -205,9 +205,9 @@ def test_compare_zero_shot_beside_fine_tuned(chronos2_dir, shared_data, tmp_path
 
 
 def test_bad_variants_are_clear_errors(shared_data, tmp_path):
-    from engine.compare import run_compare, split_predictors
-    from engine.config import ConfigError, load_config
-    from engine.errors import UserInputError
+    from engine.runs.compare import run_compare, split_predictors
+    from engine.core.config import ConfigError, load_config
+    from engine.core.errors import UserInputError
 
     assert split_predictors('naive, chronos[finetune="lora",finetune_lr=1e-5],tests.x:Y') == [
         "naive", 'chronos[finetune="lora",finetune_lr=1e-5]', "tests.x:Y"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import TORCH_THREADS
-from engine.signals import predictor_identity
+from engine.forecasting.signals import predictor_identity
 from predictors import PredictorError, make_predictor
 from predictors.contamination import cutoff_source, training_cutoff
 from predictors.errors import PredictorUnavailable

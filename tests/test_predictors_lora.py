@@ -248,8 +248,8 @@ def test_backtest_with_lora_llm_writes_its_run_folder_and_a_fold_plan(trained_ll
     walk-forward run's tear-sheet."""
     from pathlib import Path
 
-    from engine.backtest import run_backtest
-    from engine.config import load_config
+    from engine.runs.backtest import run_backtest
+    from engine.core.config import load_config
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(None, {

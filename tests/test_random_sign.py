@@ -1,4 +1,4 @@
-"""A random-sign baseline with a spread (engine/random_sign.py): K seeded draws of the model's forecast
+"""A random-sign baseline with a spread (engine/judging/random_sign.py): K seeded draws of the model's forecast
 with a random sign, the strategy's percentile and empirical p-value among them, on the fast path
 (reconciled) or through the event loop.
 
@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.costs import Costs
-from engine.evaluation import random_sign_forecast
-from engine.feed import align_forecast
-from engine.random_sign import EVENT_LOOP_DRAWS, draw_seed, random_sign_draws
-from engine.signals import compute_forecasts
-from engine.simulate import StrategySetup, simulate
-from engine.strategy_loader import load_strategy
+from engine.core.costs import Costs
+from engine.judging.evaluation import random_sign_forecast
+from engine.backtesting.feed import align_forecast
+from engine.judging.random_sign import EVENT_LOOP_DRAWS, draw_seed, random_sign_draws
+from engine.forecasting.signals import compute_forecasts
+from engine.backtesting.simulate import StrategySetup, simulate
+from engine.backtesting.strategy_loader import load_strategy
 from predictors.registry import make_predictor
 from reports.metrics import performance_summary, sharpe_ratio, simple_returns
 from reports.significance import rank_among_draws
@@ -105,7 +105,7 @@ def test_draws_run_on_the_reconciled_fast_path_and_rank_the_strategy_correctly(m
 def test_without_a_fast_form_the_draws_run_through_the_event_loop(markets, monkeypatch) -> None:
     assert EVENT_LOOP_DRAWS == 40  # the fewest whose two-sided p-value can fall below 5% (2/41)
     cap = 4  # the test's cap (40 event loops would take seconds)
-    monkeypatch.setattr("engine.random_sign.EVENT_LOOP_DRAWS", cap)
+    monkeypatch.setattr("engine.judging.random_sign.EVENT_LOOP_DRAWS", cap)
     bars, forecast = markets["BTC"]
     setup = StrategySetup(NoFastForm, {}, 10_000.0, Costs())
     sim = simulate(bars, align_forecast(bars.index, forecast), forecast.quantile_levels, setup)

@@ -22,8 +22,8 @@ import pytest
 
 from browser import chromium_path, render
 from reports.calibration import DEFAULT_WINDOW_BARS, fan_chart_data, reliability_by_level
-from engine.costs import Costs
-from engine.simulate import buy_and_hold_equity
+from engine.core.costs import Costs
+from engine.backtesting.simulate import buy_and_hold_equity
 from reports.metrics import Performance, performance_summary, simple_returns
 from reports.render.forecast_page import write_forecast_page
 from reports.significance import SharpeSignificance, sharpe_significance

@@ -49,7 +49,7 @@ def test_one_number_formatter() -> None:
     """Only reports/render/format.py turns numbers into report text: no second formatter."""
     defined = {
         (str(p.relative_to(ROOT)), node.name)
-        for p in [*(ROOT / "reports").rglob("*.py"), ROOT / "engine" / "cli.py", ROOT / "engine" / "ledger.py"]
+        for p in [*(ROOT / "reports").rglob("*.py"), ROOT / "engine" / "cli.py", ROOT / "engine" / "judging" / "ledger.py"]
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
         if isinstance(node, ast.FunctionDef)
         and node.name in {"format_value", "_fmt", "number_or_text", "format_number", "_percent", "_ratio"}

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.costs import Costs
-from engine.simulate import buy_and_hold_equity
+from engine.core.costs import Costs
+from engine.backtesting.simulate import buy_and_hold_equity
 from reports.metrics import SUMMARY_KEYS, simple_returns
 from reports.render.summary import format_metric, summary_table
 from reports.render.tearsheet import daily_returns, write_tearsheet

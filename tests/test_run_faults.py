@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from loguru import logger
 
-from engine.config import load_config
-from engine.ledger import TrialLedger
-from engine.signals import ForecastCache, cached_forecasts
+from engine.core.config import load_config
+from engine.judging.ledger import TrialLedger
+from engine.forecasting.signals import ForecastCache, cached_forecasts
 from predictors.registry import make_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +175,8 @@ def test_corrupt_ledger_leaves_a_complete_run_folder_and_says_how_to_fix_it(shar
 
 
 def test_compare_with_a_corrupt_ledger_still_writes_every_run_and_the_leaderboard(shared_data, tmp_path):
-    from engine.compare import run_compare
-    from engine.errors import OperationalError  # LedgerUnusableError: the CLI's exit code 1
+    from engine.runs.compare import run_compare
+    from engine.core.errors import OperationalError  # LedgerUnusableError: the CLI's exit code 1
 
     out = tmp_path / "out"
     _corrupt_ledger(out, "garbage")
@@ -197,7 +197,7 @@ def test_compare_with_a_corrupt_ledger_still_writes_every_run_and_the_leaderboar
 
 # -- several runs at once on the same folders ----------------------------------------------------
 def _claim_folders(out: str, start: float, n: int, queue) -> None:
-    from engine.run_folder import new_run_dir
+    from engine.runs.run_folder import new_run_dir
 
     while time.time() < start:  # all processes begin in the same instant
         pass
@@ -238,8 +238,8 @@ _HOLD_LOCK = textwrap.dedent("""
 
 
 def test_ledger_append_waits_out_a_lock_held_by_another_process(tmp_path, monkeypatch):
-    import engine.ledger as ledger_module
-    from engine.ledger import TrialRow, utc_now_iso
+    import engine.judging.ledger as ledger_module
+    from engine.judging.ledger import TrialRow, utc_now_iso
 
     ledger = TrialLedger(tmp_path / "ledger.sqlite")
     ledger.schema_version  # noqa: B018 - creates the file and schema

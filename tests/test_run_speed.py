@@ -18,10 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import engine.pipeline as pipeline
-from engine.config import load_config
-from engine.pipeline import PIPELINE_STEPS, run_pipeline
-from engine.run_folder import TIMING_STEPS, json_safe, run_timings
+import engine.runs.pipeline as pipeline
+from engine.core.config import load_config
+from engine.runs.pipeline import PIPELINE_STEPS, run_pipeline
+from engine.runs.run_folder import TIMING_STEPS, json_safe, run_timings
 from reports.render.timings import timings_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_baselines_on_the_fast_path_equal_the_event_loop(case, shared_data, tmp_
 WRONG_FAST_FORM = '''
 import numpy as np
 
-from engine.fast_path import FastTargets
+from engine.backtesting.fast_path import FastTargets
 from strategies.llm_signal import LLMSignal
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 import tiny_models
-from engine.compare import run_compare
-from engine.config import load_config
+from engine.runs.compare import run_compare
+from engine.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ("patchtst", "lightgbm", "neural")

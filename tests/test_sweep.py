@@ -2,7 +2,7 @@
 run, reconciliation of the fast path, --jobs, resume after Ctrl-C and the report in Chromium.
 
 One small sweep (momentum x llm_signal on six weeks of real BTC/USDT 1h candles, 12 trials) is shared
-by the module; it runs on the real fast path (``engine/fast_path.py``: llm_signal has a vectorized
+by the module; it runs on the real fast path (``engine/backtesting/fast_path.py``: llm_signal has a vectorized
 form), so the reconciliation against backtrader runs on every sweep here too.
 """
 
@@ -23,16 +23,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import engine.sweep as sweep_mod
-import engine.sweep_eval as sweep_eval
+import engine.sweeps.search as sweep_mod
+import engine.sweeps.evaluate as sweep_eval
 from engine.cli import main
-from engine.config import load_config
-from engine.errors import exit_code
-from engine.evaluation import significance_report
-from engine.ledger import TrialLedger
-from engine.simulate import simulate
-from engine.sweep import run_sweep, split_ranges
-from engine.sweep_space import SpaceError, check_space, grid_space, parse_space
+from engine.core.config import load_config
+from engine.core.errors import exit_code
+from engine.judging.evaluation import significance_report
+from engine.judging.ledger import TrialLedger
+from engine.backtesting.simulate import simulate
+from engine.sweeps.search import run_sweep, split_ranges
+from engine.sweeps.space import SpaceError, check_space, grid_space, parse_space
 from feeds.timeframes import parse_timerange
 
 ROOT = Path(__file__).resolve().parents[1]

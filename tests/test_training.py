@@ -1,4 +1,4 @@
-"""Walk-forward training (engine/training.py, `python -m engine train`): cached per fold, retrained only
+"""Walk-forward training (engine/training/fold_models.py, `python -m engine train`): cached per fold, retrained only
 where an input changed, deterministic, parallel, resumable after Ctrl-C, safe against damage.
 
 Every test trains ``tests.trainable_plugins.LinearAR`` (numpy, milliseconds per fold) on a few
@@ -22,10 +22,10 @@ from filelock import FileLock
 from loguru import logger
 
 from engine import cli
-from engine.config import ConfigError, load_config
-from engine.folds import plan_folds
-from engine.pipeline import decision_times, load_bars
-from engine.training import (
+from engine.core.config import ConfigError, load_config
+from engine.training.folds import plan_folds
+from engine.runs.pipeline import decision_times, load_bars
+from engine.training.fold_models import (
     _fit_one, checkpoint_root, ensure_fold_models, lock_path, plan_jobs, predictor_factory,
 )
 
@@ -251,9 +251,9 @@ def test_ray_tasks_give_the_same_weights_as_sequential_folds(shared_data, tmp_pa
 def test_validation_pinball_reads_nothing_past_the_cutoff_and_scores_the_scoring_windows(btc_1h, tmp_path):
     """The engine's yardstick: the same score on candles truncated at the cut-off, and the mean pinball
     loss of the model's forecasts at evenly spaced validation decision bars (computed here by hand)."""
-    from engine.config import TrainingConfig
-    from engine.folds import plan_folds
-    from engine.training import VALIDATION_WINDOWS, validation_pinball
+    from engine.core.config import TrainingConfig
+    from engine.training.folds import plan_folds
+    from engine.training.fold_models import VALIDATION_WINDOWS, validation_pinball
     from predictors.training import FitContext, TrainSettings
     from trainable_plugins import LinearAR
 

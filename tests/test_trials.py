@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from engine.backtest import Backtest, run_backtest
-from engine.config import load_config
-from engine.ledger import TrialLedger
+from engine.runs.backtest import Backtest, run_backtest
+from engine.core.config import load_config
+from engine.judging.ledger import TrialLedger
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ROOT / "strategies"
@@ -35,7 +35,7 @@ def backtest(shared_data, cache_dir, tmp_path, monkeypatch):
     The forecast page (HTML charts, ~5 s a run, judged elsewhere) is skipped; metrics.json,
     the ledger and the significance dict are the real ones.
     """
-    monkeypatch.setattr("engine.run_folder.write_forecast_page", lambda *args: None)
+    monkeypatch.setattr("engine.runs.run_folder.write_forecast_page", lambda *args: None)
 
     def run(strategy: Path, **overrides: Any) -> Backtest:
         settings = {
@@ -132,10 +132,10 @@ def test_single_trial_and_zero_variance_print_not_deflated(backtest, capsys) -> 
 
 def test_compare_over_three_symbols_counts_every_market_in_the_study(shared_data, cache_dir, tmp_path, monkeypatch) -> None:
     """Picking the best of K symbols is a selection: each of a compare's K markets faces K trials."""
-    from engine.compare import run_compare
+    from engine.runs.compare import run_compare
 
-    monkeypatch.setattr("engine.run_folder.write_forecast_page", lambda *args: None)
-    monkeypatch.setattr("engine.compare.write_leaderboard_html", lambda path, *args, **kw: path)  # charts: judged elsewhere
+    monkeypatch.setattr("engine.runs.run_folder.write_forecast_page", lambda *args: None)
+    monkeypatch.setattr("engine.runs.compare.write_leaderboard_html", lambda path, *args, **kw: path)  # charts: judged elsewhere
     cfg = load_config(None, {
         "data.data_dir": str(shared_data / "universe"), "data.timeframe": "1d", "data.timerange": "20230101-20230401",
         "data.cache_dir": str(cache_dir), "predictor.context_length": 64, "predictor.horizon": 3,

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.backtest import run_backtest
-from engine.judge import judge
-from engine.pipeline import run_pipeline
-from engine.config import load_config
-from engine.evaluation import random_sign_forecast
+from engine.runs.backtest import run_backtest
+from engine.judging.verdict import judge
+from engine.runs.pipeline import run_pipeline
+from engine.core.config import load_config
+from engine.judging.evaluation import random_sign_forecast
 from predictors.base import Forecast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_random_sign_baseline_can_be_turned_off(shared_data, tmp_path) -> None:
 
 def test_significance_report_never_records_a_dsr_success_for_a_strategy_below_buy_and_hold(btc_1d) -> None:
     """The ledger may hold several trials; a 30%-exposure copy of holding BTC loses to holding."""
-    from engine.evaluation import significance_report
+    from engine.judging.evaluation import significance_report
 
     close = btc_1d["close"]
     bench = 10_000 * close / close.iloc[0]

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import engine.walkforward as walkforward
-from engine.backtest import run_backtest
-from engine.config import load_config
-from engine.pipeline import load_bars
-from engine.signals import compute_forecasts
-from engine.training import load_fold_predictor
+import engine.training.walkforward as walkforward
+from engine.runs.backtest import run_backtest
+from engine.core.config import load_config
+from engine.runs.pipeline import load_bars
+from engine.forecasting.signals import compute_forecasts
+from engine.training.fold_models import load_fold_predictor
 from trainable_plugins import LinearAR, LinearARConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_second_backtest_trains_nothing_and_hits_the_cache(first_run, monkeypatc
 
 @pytest.mark.slow  # ~6 s: three judged runs, each with a forecast page
 def test_compare_puts_linear_ar_beside_the_baselines(shared_data, tmp_path):
-    from engine.compare import run_compare
+    from engine.runs.compare import run_compare
 
     cfg = walk_config(shared_data, tmp_path, **{"data.timerange": "20240201-20240315", "output.tearsheet": False})
     comparison = run_compare(cfg, STRATEGY, [LINEAR_AR, "naive", "momentum"], ["ETH/USDT"], jobs=1)
@@ -137,8 +137,8 @@ def test_fresh_imports_are_imported_once_before_the_jobs_fork(shared_data, tmp_p
     imported by the fresh process once, before it forks a process per job, not again by every job."""
     import os
 
-    from engine.folds import plan_folds
-    from engine.pipeline import decision_times
+    from engine.training.folds import plan_folds
+    from engine.runs.pipeline import decision_times
     from fresh_import_probe import ProbeAR
 
     marks = tmp_path / "imports.txt"

@@ -2,7 +2,7 @@
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM, at any time: during start-up the run
 stops after the current step), 3 when the kill switch stopped trading, 130 after a second
-signal (stop at once), and the CLI's usual 2 (fix the input) and 1 (retry later), from :func:`engine.errors.exit_code`.
+signal (stop at once), and the CLI's usual 2 (fix the input) and 1 (retry later), from :func:`engine.core.errors.exit_code`.
 A stop prints the run folder and the exact ``--resume`` command that continues it.
 
 Environment: ``LLM4MP_API_KEY`` / ``LLM4MP_API_SECRET`` (testnet mode only). Test hooks:
@@ -18,8 +18,8 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-from engine.config import Config
-from engine.errors import EXIT_FIX_INPUT, UserInputError, exit_code
+from engine.core.config import Config
+from engine.core.errors import EXIT_FIX_INPUT, UserInputError, exit_code
 from engine.paper.clock import StopSignals
 
 
@@ -81,7 +81,7 @@ def run_paper(args: argparse.Namespace, cfg: Config) -> int:
     # Idle OpenMP threads sleep instead of spinning (read when torch loads; a user's own setting wins): spinning
     # serving threads beside a background retrain, or other work, made a tiny patchtst's batch-of-1 forecast
     # 5x slower at the median (10.8 ms vs 2.0 ms, a one-off check by hand on the 2-core machine), as in the
-    # training workers (engine.training.cap_threads)
+    # training workers (engine.training.fold_models.cap_threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         return _run_paper(args, cfg, signals)

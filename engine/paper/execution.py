@@ -2,7 +2,7 @@
 themselves are built by :func:`feeds.exchange.make_exchange`).
 
 Two modes, one broker (:class:`PaperBroker`, a subclass of backtrader's ``BackBroker``
-configured exactly like a backtest's by :func:`engine.broker.configure_broker`):
+configured exactly like a backtest's by :func:`engine.backtesting.broker.configure_broker`):
 
 - ``sim``: no exchange orders. The broker fills a market order made at bar ``t``'s close
   at bar ``t+1``'s open with the configured fee and slippage, the backtest's own code.
@@ -40,7 +40,7 @@ import backtrader as bt
 import ccxt
 from loguru import logger
 
-from engine.errors import OperationalError
+from engine.core.errors import OperationalError
 from engine.paper.journal import FINAL_STATUSES, Journal
 from engine.paper.secrets import Credentials
 from feeds.errors import ExchangeUnavailable
@@ -471,7 +471,7 @@ class PaperBroker(bt.brokers.BackBroker):
     @classmethod
     def like(cls, configured: bt.brokers.BackBroker, desk: OrderDesk) -> "PaperBroker":
         """A PaperBroker with the cash, slippage and commission of ``configured`` (what
-        :func:`engine.broker.configure_broker` set up for the backtest)."""
+        :func:`engine.backtesting.broker.configure_broker` set up for the backtest)."""
         params = {key: getattr(configured.p, key) for key in configured.params._getkeys()}
         broker = cls(desk=desk, **params)
         broker.comminfo = dict(configured.comminfo)

@@ -6,13 +6,13 @@ candle that just closed (retrying a late one until ``late_candle_wait_s`` after 
 boundary, then skipping the bar with a warning; a candle received after that time, for
 whatever reason — the exchange served it late, or this process was busy or stalled — is
 never traded on either), forecasts it with the same
-:func:`engine.signals.compute_forecasts` call as a backtest (window = the last
+:func:`engine.forecasting.signals.compute_forecasts` call as a backtest (window = the last
 ``context_length`` closes, the decision bar included), journals it and hands it over.
 Candles that arrive too late to trade on (a backlog after a stall or a restart) become
 model context only: the strategy never trades on stale data.
 
 :class:`LiveForecastData` is the backtrader feed the strategy reads: the same lines as
-:class:`engine.feed.ForecastData` (OHLCV, ``fc_median``, ``fc_lower``, ``fc_upper``: the
+:class:`engine.backtesting.feed.ForecastData` (OHLCV, ``fc_median``, ``fc_lower``, ``fc_upper``: the
 median and outer quantiles at the last horizon), filled one bar at a time.
 """
 
@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.feed import datetimes_to_num, reveal_dataname
+from engine.backtesting.feed import datetimes_to_num, reveal_dataname
 from engine.paper.clock import Clock, Ticks
 from engine.paper.journal import Journal
-from engine.signals import compute_forecasts
+from engine.forecasting.signals import compute_forecasts
 from feeds.errors import ExchangeUnavailable
 from feeds.live import CandlePoller, latest_closed_open_ms
 from feeds.validate import CANDLE_COLUMNS
@@ -253,7 +253,7 @@ class LiveForecastData(bt.feed.DataBase):
     ``forecast_values[i]`` (also ``p.forecast_values``) is the ``(Q, H)`` forecast of the ``i``-th bar (as
     ``ForecastData.forecast_values[i]`` in a backtest); ``p.dataname`` is the frame of the candles
     handed to the strategy so far (as in the lookahead replay,
-    :class:`engine.feed.RevealingForecastData`); ``current`` is the bar being processed.
+    :class:`engine.backtesting.feed.RevealingForecastData`); ``current`` is the bar being processed.
     """
 
     lines = ("fc_median", "fc_lower", "fc_upper")

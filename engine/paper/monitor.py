@@ -79,10 +79,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.errors import UserInputError
-from engine.folds import Fold
-from engine.signals import context_windows, input_values
-from engine.training import FoldModel, load_fold_predictor
+from engine.core.errors import UserInputError
+from engine.training.folds import Fold
+from engine.forecasting.signals import context_windows, input_values
+from engine.training.fold_models import FoldModel, load_fold_predictor
 from predictors.base import Predictor
 from predictors.registry import make_predictor
 from reports.skill import median_index, newey_west_variance, pinball_loss_series, realised_log_returns
@@ -93,7 +93,7 @@ MEASURES = ("coverage", "hit_rate", "skill")
 HIT_RATE_SHOWN = ("shown, not judged: the median's sign persists over many bars (a drift or trend model keeps "
                   "its call for a whole move), so a window's hits hang together far beyond the horizon and its "
                   "interval claims more certainty than it has")
-#: Windows scored per reference fold at most (evenly spaced), as engine.training.VALIDATION_WINDOWS.
+#: Windows scored per reference fold at most (evenly spaced), as engine.training.fold_models.VALIDATION_WINDOWS.
 REFERENCE_WINDOWS = 512
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config
+from engine.core.config import Config
 from engine.paper.journal import Journal
-from engine.recorder import FILL_COLUMNS, round_trips
-from engine.run_folder import json_safe
-from engine.simulate import buy_and_hold_equity
+from engine.backtesting.recorder import FILL_COLUMNS, round_trips
+from engine.runs.run_folder import json_safe
+from engine.backtesting.simulate import buy_and_hold_equity
 from feeds.timeframes import periods_per_year
 from reports.metrics import performance_summary, simple_returns
 from reports.render.charts import new_figure, quiet_matplotlib

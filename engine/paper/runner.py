@@ -1,7 +1,7 @@
 """The paper-trading run: wiring, resume, per-bar bookkeeping, kill switch, shutdown.
 
 One backtrader ``Cerebro`` runs for the whole session with the same strategy class,
-predictor, broker configuration and feed lines as :func:`engine.simulate.run_event_loop`;
+predictor, broker configuration and feed lines as :func:`engine.backtesting.simulate.run_event_loop`;
 only the feed (:class:`~engine.paper.live_feed.LiveForecastData`, one bar per tick) and
 the broker's order hooks (:class:`~engine.paper.execution.PaperBroker`) differ. That is
 the parity argument: in ``sim`` mode a bar reaches backtrader's own broker and the
@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.broker import configure_broker
-from engine.config import Config, load_config
-from engine.errors import OperationalError, UserInputError
+from engine.backtesting.broker import configure_broker
+from engine.core.config import Config, load_config
+from engine.core.errors import OperationalError, UserInputError
 from engine.paper.clock import BarTicks, Clock, StopSignals, Ticks, clock_from_env
 from engine.paper.execution import OrderDesk, PaperBroker, public_exchange, sandbox_exchange
 from engine.paper.journal import FINAL_STATUSES, Journal
@@ -43,10 +43,10 @@ from engine.paper.monitor import ReferenceBand, SkillMonitor, reference_from_che
 from engine.paper.report import write_outputs
 from engine.paper.serving import LiveModels, ServingCheckpoint, anchor_of, ensure_checkpoint_of, history_since, shape_history
 from engine.paper.secrets import Credentials, RedactingStream, credentials_from_env, install_redaction
-from engine.pipeline import build_predictor
-from engine.run_folder import new_run_dir, run_dir_part, write_resolved_config
-from engine.strategy_loader import check_strategy_params, load_strategy
-from engine.training import TrainingInterrupted
+from engine.runs.pipeline import build_predictor
+from engine.runs.run_folder import new_run_dir, run_dir_part, write_resolved_config
+from engine.backtesting.strategy_loader import check_strategy_params, load_strategy
+from engine.training.fold_models import TrainingInterrupted
 from feeds.errors import ExchangeUnavailable
 from feeds.exchange import RetryPolicy, call_with_retries, require_sandbox
 from feeds.live import CandlePoller, latest_closed_open_ms

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
 
 API_KEY_ENV = "LLM4MP_API_KEY"
 API_SECRET_ENV = "LLM4MP_API_SECRET"

@@ -1,17 +1,17 @@
 """Trained models in paper trading: the live fold, scheduled retraining, frozen checkpoints.
 
 A trainable predictor (``Predictor.needs_training()``) is served live by exactly the rules of
-the backtest's walk-forward (:mod:`engine.folds`, :mod:`engine.walkforward`):
+the backtest's walk-forward (:mod:`engine.training.folds`, :mod:`engine.training.walkforward`):
 
 - **The live fold plan** is the backtest's plan extended to now. Its candles are the training
   history (``training.history_start``, or every candle the exchange has, plus the predictor's
-  ``context_length - 1`` warm-up bars before it, as :func:`engine.pipeline.load_bars` loads them)
+  ``context_length - 1`` warm-up bars before it, as :func:`engine.runs.pipeline.load_bars` loads them)
   followed by every closed candle since; its decision times run from the **anchor** (the first
   candle at or after ``data.timerange``'s start, else the run's first live decision; kept in the
   journal so a resume plans the same folds) to the decision being made. A decision at candle
-  ``t`` is served by the fold :func:`engine.folds.plan_folds` gives ``t`` over those candles: the
+  ``t`` is served by the fold :func:`engine.training.folds.plan_folds` gives ``t`` over those candles: the
   same fold, cut-off, training candles and hence the same checkpoint key
-  (:func:`engine.training.checkpoint_key`) as a backtest of the anchor .. ``t`` range, so a
+  (:func:`engine.training.fold_models.checkpoint_key`) as a backtest of the anchor .. ``t`` range, so a
   backtest and a paper run share checkpoints (neither trains what the other stored).
 - **Start-up**: the fold serving the first live decision is loaded from the checkpoint cache,
   or trained there and then (the training progress bar; no order is sent before it is ready).
@@ -31,7 +31,7 @@ the backtest's walk-forward (:mod:`engine.folds`, :mod:`engine.walkforward`):
   twice ``training.retrain_every``) before the decision stops new positions (orders that reduce
   the position still go through) until a newer fold serves.
 
-A checkpoint is only ever served once stored complete (:func:`engine.training.obtain_fold` writes
+A checkpoint is only ever served once stored complete (:func:`engine.training.fold_models.obtain_fold` writes
 it atomically under its file lock), so a retrain killed half-way is never served: the next one
 resumes its work dir or starts again.
 """
@@ -54,15 +54,15 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config, ConfigError, load_config, parse_span
-from engine.errors import UserInputError
-from engine.folds import Fold, FoldPlan, plan_folds
-from engine.logs import setup_logging
-from engine.training import (
+from engine.core.config import Config, ConfigError, load_config, parse_span
+from engine.core.errors import UserInputError
+from engine.training.folds import Fold, FoldPlan, plan_folds
+from engine.core.logs import setup_logging
+from engine.training.fold_models import (
     FoldModel, cap_threads, checkpoint_root, ensure_fold_models, load_fold_predictor,
     plan_jobs, read_meta, stored_fold,
 )
-from engine.walkforward import FreshPredictor
+from engine.training.walkforward import FreshPredictor
 from feeds.history import slice_with_warmup
 from feeds.timeframes import TimeRange, parse_timerange
 from feeds.validate import CANDLE_COLUMNS, apply_gap_policy
@@ -572,7 +572,7 @@ def history_since(cfg: Config) -> pd.Timestamp | None:
 
 
 def shape_history(cfg: Config, fetched: pd.DataFrame) -> pd.DataFrame:
-    """Fetched closed candles cut as :func:`engine.pipeline.load_bars` cuts a backtest's: from
+    """Fetched closed candles cut as :func:`engine.runs.pipeline.load_bars` cuts a backtest's: from
     ``training.history_start`` with ``context_length - 1`` warm-up bars before it, gap policy applied."""
     since = history_since(cfg)
     if since is not None:

@@ -11,7 +11,7 @@ by the strategy in ``next()`` at ``t``'s close; orders then fill at ``t+1``'s op
 ``volume`` marks candles without trades: 0 on a flat candle that ``gap_policy = "fill"``
 inserted (and on an exchange candle in which nothing traded); the broker fills nothing
 there, an order waits for the open of the next candle with volume > 0
-(:class:`engine.broker.RecordingBroker`). Strategies still see such bars in ``next()``.
+(:class:`engine.backtesting.broker.RecordingBroker`). Strategies still see such bars in ``next()``.
 The full ``(n_bars, Q, H)`` array is on ``feed.forecast_values`` (``feed.quantile_levels``
 names its levels) for strategies that want other horizons or levels; index it at the current
 bar, ``forecast_values[len(self.data) - 1]``. In the lookahead replay
@@ -106,7 +106,7 @@ class ForecastData(bt.feed.DataBase):
 class RevealingForecastData(ForecastData):
     """:class:`ForecastData` revealed one bar at a time, as paper trading's ``LiveForecastData`` is.
 
-    Run with ``preload=False, runonce=False`` (:func:`engine.simulate.build_cerebro` with ``bar_by_bar``).
+    Run with ``preload=False, runonce=False`` (:func:`engine.backtesting.simulate.build_cerebro` with ``bar_by_bar``).
     When the strategy's ``next`` runs for bar ``i``, everything it can reach through its feed
     holds bars ``0 .. i`` only:
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from engine.config import Config
-from engine.errors import LedgerUnusableError
-from engine.evaluation import flag_significance, significance_report
-from engine.ledger import LedgerError, TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
-from engine.pipeline import RunResult
+from engine.core.config import Config
+from engine.core.errors import LedgerUnusableError
+from engine.judging.evaluation import flag_significance, significance_report
+from engine.judging.result import RunResult
+from engine.judging.ledger import LedgerError, TrialCount, TrialLedger, TrialRow, params_json, trial_hash, utc_now_iso
 from reports.metrics import Performance
 from reports.significance_types import Significance, SignificanceNotTestable
 
@@ -31,7 +31,7 @@ from reports.significance_types import Significance, SignificanceNotTestable
 class Verdict:
     """How one result stands against chance, buy-and-hold and the trials it competed with.
 
-    ``significance``: :func:`engine.evaluation.significance_report`'s value; None when the run
+    ``significance``: :func:`engine.judging.evaluation.significance_report`'s value; None when the run
     was not judged (the ledger was unusable).
     ``trials``: the ledger's trial count (None when judged without a ledger: one trial).
     ``timings``: seconds of ``ledger`` (this result's share of the judge call's ledger rows and
@@ -73,11 +73,11 @@ def trial_row(
     metrics: Performance, n_bars: int, period: tuple[str, str], timerange: str, invalid: str | None = None,
     suspicious: str | None = None, unchecked: str | None = None,
 ) -> TrialRow:
-    """One trial-ledger row: its trial identity (``engine.ledger.trial_hash``: ``strategy_hash`` and the
+    """One trial-ledger row: its trial identity (``engine.judging.ledger.trial_hash``: ``strategy_hash`` and the
     strategy parameters, ``predictor_hash``, fee and slippage, exchange, symbol, timeframe), its period
     (first and last traded bar), headline numbers, marks (``invalid``, ``suspicious``, ``unchecked``:
     why the lookahead check did not run in full) and study (``evaluation.study``). Backtests and compares
-    (:func:`ledger_row`) and sweep trials (``engine.sweep``) record trials through this one function,
+    (:func:`ledger_row`) and sweep trials (``engine.sweeps.search``) record trials through this one function,
     so the same variant has the same identity whichever command ran it."""
     d, costs, params = cfg.data, cfg.broker.costs, params_json(dict(strategy_params))
     identity = trial_hash(
@@ -121,11 +121,11 @@ def judge(
     kind: str = "backtest",
 ) -> Judgement:
     """Ledger rows for every result first, then each result's significance, deflated by the
-    trials of its study (:meth:`engine.ledger.TrialLedger.study_count`: a compare's K markets
+    trials of its study (:meth:`engine.judging.ledger.TrialLedger.study_count`: a compare's K markets
     and predictors all count in it).
 
     Args:
-        results: computed runs (:func:`engine.pipeline.run_pipeline`), judged in this order.
+        results: computed runs (:func:`engine.runs.pipeline.run_pipeline`), judged in this order.
         strategy_path: the strategy file they ran (its hash is part of the trial identity).
         ledger_dir: folder of ``ledger.sqlite``; None judges without a ledger (one trial each).
         run_dirs: each result's run folder, recorded in its row (default: none).

@@ -1,10 +1,10 @@
 """``python -m engine compare``: every predictor x symbol on the same bars, costs and decision times.
 
-Each (symbol, predictor) pair is an independent :func:`engine.pipeline.run_pipeline`. They
+Each (symbol, predictor) pair is an independent :func:`engine.runs.pipeline.run_pipeline`. They
 run in local worker processes (``jobs``) or as Ray tasks (``ray_address``), sharing the
 forecast cache, and their frozen results come back to the parent. The judging that
 depends on all of them — ledger rows, trial counts and the deflated Sharpe ratio —
-happens there, in a fixed order (:func:`engine.judge.judge`), so results and ledger rows
+happens there, in a fixed order (:func:`engine.judging.verdict.judge`), so results and ledger rows
 are the same whichever way the runs were executed; then each run folder is written once
 (again on the workers) and the leaderboard beside them.
 """
@@ -23,13 +23,13 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config, ConfigError, FrozenMapping, parse_literal
-from engine.errors import OperationalError, UserInputError, exit_code
-from engine.judge import Verdict, judge
-from engine.logs import setup_logging
-from engine.pipeline import RunResult, run_pipeline
-from engine.run_folder import check_writable, new_run_dir, write_run_folder
-from engine.training import cap_threads
+from engine.core.config import Config, ConfigError, FrozenMapping, parse_literal
+from engine.core.errors import OperationalError, UserInputError, exit_code
+from engine.judging.verdict import Verdict, judge
+from engine.core.logs import setup_logging
+from engine.runs.pipeline import RunResult, run_pipeline
+from engine.runs.run_folder import check_writable, new_run_dir, write_run_folder
+from engine.training.fold_models import cap_threads
 from predictors.base import PredictorError
 from predictors.registry import config_class, make_config, table_name
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
@@ -177,7 +177,7 @@ def _quiet_worker() -> None:
 
 
 def _compute(cfg: Config, strategy_path: str, worker: bool = True) -> RunResult:
-    """One pair's :func:`engine.pipeline.run_pipeline` (in a worker: quietly)."""
+    """One pair's :func:`engine.runs.pipeline.run_pipeline` (in a worker: quietly)."""
     if worker:
         _quiet_worker()
     return run_pipeline(cfg, strategy_path)

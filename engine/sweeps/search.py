@@ -2,11 +2,11 @@
 
 :func:`run_sweep`:
 
-1. parses and checks ``--space`` (:mod:`engine.sweep_space`) and splits the time range into
+1. parses and checks ``--space`` (:mod:`engine.sweeps.space`) and splits the time range into
    the **search range** (the time range minus ``--holdout``) and the holdout, which the
    search never sees;
 2. loads the search range's candles once; forecasts are computed once per distinct predictor
-   configuration (:mod:`engine.sweep_eval`), so each strategy variant costs one simulation:
+   configuration (:mod:`engine.sweeps.evaluate`), so each strategy variant costs one simulation:
    the fast path when the strategy has a vectorized form, else backtrader;
 3. reconciles: before the search a seeded sample of variants, after it the best few, run
    through backtrader as well; any difference stops the sweep (``FastPathMismatch``);
@@ -16,9 +16,9 @@
    same command again resumes an interrupted sweep up to ``--trials`` finished trials;
 5. appends every trial to the trial ledger (kind ``sweep``) before telling Optuna, and judges
    the best trial with the deflated Sharpe ratio over the real trial count of its study and the
-   variance of the trials' Sharpe ratios (:meth:`engine.ledger.TrialLedger.study_count`);
+   variance of the trials' Sharpe ratios (:meth:`engine.judging.ledger.TrialLedger.study_count`);
 6. re-runs the best parameters once through backtrader on the holdout
-   (:func:`engine.backtest.run_backtest`: an ordinary, ledgered run folder inside the sweep folder,
+   (:func:`engine.runs.backtest.run_backtest`: an ordinary, ledgered run folder inside the sweep folder,
    with every check a backtest gets: the lookahead check's predictor recomputation and bar-by-bar
    replay, and the plausibility guard; ``summary.json`` and the page show their outcome);
 7. writes ``trials.csv``, ``summary.json`` and ``sweep.html`` (:mod:`reports.render.sweep_page`).
@@ -45,22 +45,22 @@ from typing import Any, Sequence
 import pandas as pd
 from loguru import logger
 
-from engine.backtest import Backtest, run_backtest
-from engine.compare import _ray, resolve_paths
-from engine.config import Config, ConfigError
-from engine.errors import UserInputError, exit_code
-from engine.evaluation import significance_report
-from engine.judge import file_hash, trial_row
-from engine.ledger import TrialCount, TrialLedger, TrialRow, params_json
-from engine.logs import setup_logging
-from engine.run_folder import check_writable
-from engine.strategy_loader import load_strategy, strategy_param_names
-from engine.sweep_eval import (
+from engine.runs.backtest import Backtest, run_backtest
+from engine.runs.compare import _ray, resolve_paths
+from engine.core.config import Config, ConfigError
+from engine.core.errors import UserInputError, exit_code
+from engine.judging.evaluation import significance_report
+from engine.judging.verdict import file_hash, trial_row
+from engine.judging.ledger import TrialCount, TrialLedger, TrialRow, params_json
+from engine.core.logs import setup_logging
+from engine.runs.run_folder import check_writable
+from engine.backtesting.strategy_loader import load_strategy, strategy_param_names
+from engine.sweeps.evaluate import (
     OBJECTIVES, SweepMarket, TrialOutcome, evaluate, event_simulation, forecasts_for, has_fast_path, prepare_market,
     objective_value, reconcile_variant, variant_config,
 )
-from engine.sweep_space import Dimension, check_space, draw_variants, grid_space, parse_space, split_params
-from engine.training import cap_threads
+from engine.sweeps.space import Dimension, check_space, draw_variants, grid_space, parse_space, split_params
+from engine.training.fold_models import cap_threads
 from feeds.timeframes import TimeRange, parse_timerange
 from predictors.base import PredictorError
 from predictors.registry import config_class, make_config, predictor_class
@@ -249,7 +249,7 @@ class _Evaluator:
 def _ledger_row(market: SweepMarket, outcome: TrialOutcome, number: int, out_dir: Path, strategy_hash: str,
                 ) -> TrialRow:
     """The ledger row of one sweep trial, with the identity a backtest of the same parameters would have
-    (:func:`engine.judge.trial_row`)."""
+    (:func:`engine.judging.verdict.trial_row`)."""
     cfg = variant_config(market.cfg, market.stem, outcome.strategy_params, outcome.predictor_params)
     return trial_row(
         cfg, kind="sweep", run_id=f"{out_dir.name}#{number}", run_dir=str(out_dir), strategy=market.stem,

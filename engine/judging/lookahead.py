@@ -3,7 +3,7 @@
 Two separate questions, so a failure names its culprit.
 
 **Predictor.** The engine hands a predictor only windows that end at their decision bar
-(``engine/signals.py``), so the one route to the future *through the engine* is the batch:
+(``engine/forecasting/signals.py``), so the one route to the future *through the engine* is the batch:
 in the full run a window shares its ``predict`` call with windows that end later. For
 sampled decision times ``t`` the check recomputes the forecast of ``t``
 
@@ -57,16 +57,16 @@ reason; such a run is *unchecked* (:attr:`LookaheadReport.unchecked`,
 metrics.json, the trial ledger and the leaderboard carry the mark.
 
 **Strategy.** One replay of the strategy through a bar-by-bar feed
-(:class:`engine.feed.RevealingForecastData`, as paper trading's ``LiveForecastData``:
+(:class:`engine.backtesting.feed.RevealingForecastData`, as paper trading's ``LiveForecastData``:
 nothing preloaded, each bar and its forecast revealed at its close) checks every decision time in a single run: its orders
 must equal the backtest's. A strategy that reads ``data.close[1]`` (or any later bar or
 forecast) reads a bar that does not exist yet in the replay; a mismatch names the first
 differing order (time, side, size).
 
-**Walk-forward training** (trainable predictors, :mod:`engine.walkforward`). Four more checks:
+**Walk-forward training** (trainable predictors, :mod:`engine.training.walkforward`). Four more checks:
 
 (a) *served by an earlier cut-off, trained on the plan's candles*: every decision time was served
-    by exactly one fold's checkpoint (:meth:`engine.folds.FoldPlan.violations` with
+    by exactly one fold's checkpoint (:meth:`engine.training.folds.FoldPlan.violations` with
     ``served_by``), and that checkpoint's meta.json records what its fit really received —
     ``fit_frames``, taken inside the engine's call of ``fit`` from the very frames handed to it:
     first and last candle, row counts and a fingerprint of every column (index included) of the
@@ -144,13 +144,13 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config
-from engine.errors import UserInputError
-from engine.signals import context_windows, input_values
-from engine.simulate import Order, StrategySetup, build_cerebro
-from engine.folds import Fold
-from engine.training import load_fold_predictor, plan_frames_record, read_meta, torch_threads
-from engine.walkforward import FreshPredictor, RefitJob, RefitResult, ServeJob, WalkForward, fresh_runs
+from engine.core.config import Config
+from engine.core.errors import UserInputError
+from engine.forecasting.signals import context_windows, input_values
+from engine.backtesting.simulate import Order, StrategySetup, build_cerebro
+from engine.training.folds import Fold
+from engine.training.fold_models import load_fold_predictor, plan_frames_record, read_meta, torch_threads
+from engine.training.walkforward import FreshPredictor, RefitJob, RefitResult, ServeJob, WalkForward, fresh_runs
 from predictors.base import Forecast, Predictor
 from reports.jsonable import JsonFields
 
@@ -678,7 +678,7 @@ def replay_orders(
     setup: StrategySetup,
 ) -> tuple[list[Order], str | None]:
     """The strategy's created orders ``(bar position, side, size)`` when each bar (and its
-    forecast) is revealed only at its close (:class:`engine.feed.RevealingForecastData`: its
+    forecast) is revealed only at its close (:class:`engine.backtesting.feed.RevealingForecastData`: its
     lines, ``forecast_values``, ``p.forecast_values`` and ``p.dataname`` hold the revealed bars
     only, in ``__init__`` none).
 

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from engine.config import parse_literal
-from engine.errors import UserInputError
+from engine.core.config import parse_literal
+from engine.core.errors import UserInputError
 
 #: What ``--space`` entries look like, for error messages.
 SPACE_FORM = ('write NAME=RANGE entries separated by commas, e.g. "threshold=0.0:0.01, stake=0.3:1.0, '

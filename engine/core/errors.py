@@ -12,8 +12,8 @@ and keeps its traceback.
 The rule, for every exception class defined in this project (tests/test_errors.py checks it):
 
 - ``engine`` classes derive from :class:`UserInputError` or :class:`OperationalError` below,
-  wherever they are defined (``ConfigError`` in ``engine.config``, ``LedgerError`` in
-  ``engine.ledger``, ``LookaheadError`` in ``engine.lookahead`` ...).
+  wherever they are defined (``ConfigError`` in ``engine.core.config``, ``LedgerError`` in
+  ``engine.judging.ledger``, ``LookaheadError`` in ``engine.judging.lookahead`` ...).
 - ``feeds`` and ``predictors`` import no other project package (DESIGN.md), so each has ONE
   errors module with two package-local bases: "input" (``feeds.errors.FeedsInputError``,
   ``predictors.errors.PredictorError``) and "unavailable" (``feeds.errors.FeedsUnavailable``,

@@ -22,9 +22,9 @@ import pandas as pd
 import tomli_w
 from loguru import logger
 
-from engine.errors import OperationalError, UserInputError
-from engine.judge import Verdict
-from engine.pipeline import PIPELINE_STEPS, RunResult, contamination_warning
+from engine.core.errors import OperationalError, UserInputError
+from engine.judging.verdict import Verdict
+from engine.runs.pipeline import PIPELINE_STEPS, RunResult, contamination_warning
 from reports.render.forecast_page import write_forecast_page as render_forecast_page
 from reports.metrics import simple_returns
 from reports.render.tearsheet import write_tearsheet
@@ -111,7 +111,7 @@ def fallback_note(result: RunResult) -> list[str]:
 
 
 #: Steps of metrics.json's ``timings`` (seconds), in the order they run: the pipeline's
-#: (:data:`engine.pipeline.PIPELINE_STEPS`), the judge's (``ledger``, ``significance``) and the run
+#: (:data:`engine.runs.pipeline.PIPELINE_STEPS`), the judge's (``ledger``, ``significance``) and the run
 #: folder's (``tearsheet``, ``forecast_page``, ``write``: config, forecasts, fills, trades, equity and
 #: the metrics); ``other`` is what the steps leave of ``total``. A step that did not run is absent.
 TIMING_STEPS = (*PIPELINE_STEPS, "ledger", "significance", "tearsheet", "forecast_page", "write", "other", "total")
@@ -123,7 +123,7 @@ def run_timings(
     """metrics.json's ``timings``: every step's seconds (:data:`TIMING_STEPS` order) and ``total``.
 
     ``written``: the run folder's own steps. ``total``: seconds from the start of the run to the
-    metrics (e.g. :func:`engine.backtest.run_backtest`'s); None when the steps ran apart (a compare's
+    metrics (e.g. :func:`engine.runs.backtest.run_backtest`'s); None when the steps ran apart (a compare's
     workers): then ``total`` is their sum. ``other`` = ``total`` minus the steps (never negative), so
     the steps and ``other`` add up to ``total``. Imports and Python's start-up are not counted.
     """

@@ -2,9 +2,9 @@
 
 :func:`prepare_market` loads the search range's candles once (with the predictor's warm-up).
 :func:`forecasts_for` computes forecasts once per distinct predictor configuration
-(:func:`engine.signals.cached_forecasts`: the on-disk forecast cache, shared by processes,
+(:func:`engine.forecasting.signals.cached_forecasts`: the on-disk forecast cache, shared by processes,
 plus an in-process memo), so a strategy variant then costs only its simulation:
-:func:`evaluate` runs the fast path (``engine.fast_path``) when the strategy has a vectorized
+:func:`evaluate` runs the fast path (``engine.backtesting.fast_path``) when the strategy has a vectorized
 form, else the backtrader event loop (slower, the same results). :func:`reconcile_variant`
 runs one variant both ways and raises ``FastPathMismatch`` naming the first difference.
 
@@ -24,13 +24,13 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from engine.config import Config, FrozenMapping
-from engine.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
-from engine.feed import align_forecast
-from engine.pipeline import bars_per_year, build_predictor, decision_times, load_bars
-from engine.signals import ForecastCache, cached_forecasts, predictor_hash
-from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
-from engine.strategy_loader import check_strategy_params, load_strategy
+from engine.core.config import Config, FrozenMapping
+from engine.backtesting.fast_path import FastPathMismatch, fast_simulate, has_fast_path, reconcile
+from engine.backtesting.feed import align_forecast
+from engine.runs.pipeline import bars_per_year, build_predictor, decision_times, load_bars
+from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
+from engine.backtesting.simulate import Simulation, StrategySetup, buy_and_hold, simulate
+from engine.backtesting.strategy_loader import check_strategy_params, load_strategy
 from predictors.base import Forecast
 from predictors.registry import table_name
 from reports.metrics import Performance, performance_summary
@@ -190,7 +190,7 @@ def event_simulation(market: SweepMarket, strategy: Mapping[str, Any], predictor
 def reconcile_variant(market: SweepMarket, strategy: Mapping[str, Any], predictor: Mapping[str, Any],
                       rtol: float = 1e-9) -> Simulation:
     """The variant on the fast path and through backtrader; they must agree on every record
-    :func:`engine.fast_path.reconcile` compares (created, rejected and canceled orders, fills, the
+    :func:`engine.backtesting.fast_path.reconcile` compares (created, rejected and canceled orders, fills, the
     broker's position at each bar, equity).
 
     Returns the backtrader simulation.

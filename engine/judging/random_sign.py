@@ -3,11 +3,11 @@ sign, each traded by the same strategy on the same bars and costs, and where the
 falls among them.
 
 One seeded draw says nothing about chance; K draws give a distribution. Draw ``k`` is
-:func:`engine.evaluation.random_sign_forecast` with seed :func:`draw_seed` (draw 0 uses
+:func:`engine.judging.evaluation.random_sign_forecast` with seed :func:`draw_seed` (draw 0 uses
 ``evaluation.seed`` itself, so it is the run's "random sign" baseline column). Each draw is
-simulated on the strategy's fast path (:mod:`engine.fast_path`) when it has one; draw 0 is
+simulated on the strategy's fast path (:mod:`engine.backtesting.fast_path`) when it has one; draw 0 is
 also run through backtrader's event loop (the record) and the two must agree
-(:func:`engine.fast_path.reconcile`). On a difference the fast path is refused (DESIGN.md
+(:func:`engine.backtesting.fast_path.reconcile`). On a difference the fast path is refused (DESIGN.md
 rule 8): the draws run through the event loop instead, and the result says why. Without a
 fast path (or after a refusal) at most :data:`EVENT_LOOP_DRAWS` draws run through the event
 loop: about 0.5-1 s each on a year of hourly bars, so the default stays within a few seconds
@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.evaluation import random_sign_forecast
-from engine.fast_path import FastMarket, fast_form, fast_simulate, has_fast_path, reconcile, run_targets, strategy_params
-from engine.feed import align_forecast
-from engine.simulate import Simulation, StrategySetup, simulate
+from engine.judging.evaluation import random_sign_forecast
+from engine.backtesting.fast_path import FastMarket, fast_form, fast_simulate, has_fast_path, reconcile, run_targets, strategy_params
+from engine.backtesting.feed import align_forecast
+from engine.backtesting.simulate import Simulation, StrategySetup, simulate
 from predictors.base import Forecast
 from reports.jsonable import JsonFields
 from reports.metrics import Performance, sharpe_ratio, simple_returns, total_return
@@ -96,9 +96,9 @@ def _sharpe(equity: pd.Series, periods_per_year: float) -> float:
 
 
 def _fast_equity(bars: pd.DataFrame, aligned: np.ndarray, levels: tuple[float, ...], setup: StrategySetup) -> pd.Series:
-    """The equity curve :func:`engine.fast_path.fast_simulate` returns, without its frames of fills and
+    """The equity curve :func:`engine.backtesting.fast_path.fast_simulate` returns, without its frames of fills and
     round trips (pandas work that costs more than the simulation): the strategy's fast form, the ported
-    broker (:func:`engine.fast_path.run_targets`), then ``engine.recorder.equity_from_fills``'s sums
+    broker (:func:`engine.backtesting.fast_path.run_targets`), then ``engine.backtesting.recorder.equity_from_fills``'s sums
     in numpy, in the same order (the same floats; draw 0 checks it)."""
     form = fast_form(setup.strategy_cls)
     market = FastMarket.from_bars(bars, aligned, levels)
@@ -128,7 +128,7 @@ def random_sign_draws(
         draws: K >= 1 (``evaluation.random_sign_draws``); seed: ``evaluation.seed``.
         first_event: draw 0 already run through the event loop (the baseline column), reused.
         fast_form_reconciled: the strategy's fast form already reproduced this run's own event loop fill
-            for fill (:func:`engine.pipeline.baseline_simulator`, on the model's forecast, same bars and
+            for fill (:func:`engine.runs.pipeline.baseline_simulator`, on the model's forecast, same bars and
             costs): draw 0 is then not run through the event loop a second time (one event loop saved,
             ~0.5 s on a year of 1h bars); its fast path and the numpy equity must still agree.
     """

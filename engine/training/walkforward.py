@@ -1,16 +1,16 @@
 """Walk-forward forecasts of a trainable predictor: each fold's decision times served by that fold's checkpoint.
 
 For a trainable predictor (``Predictor.trainable``) a run's forecasts come from one model per
-fold (:mod:`engine.folds`), never from one model for the whole run:
+fold (:mod:`engine.training.folds`), never from one model for the whole run:
 
 1. plan the folds over the run's decision times (the candles hold the training history:
-   :func:`engine.pipeline.load_bars` with ``history=True``);
-2. the forecast cache key is the usual one (:func:`engine.signals.forecast_key`) plus every
-   fold's checkpoint key (:func:`engine.training.checkpoint_key`) and the folds' test spans, so
+   :func:`engine.runs.pipeline.load_bars` with ``history=True``);
+2. the forecast cache key is the usual one (:func:`engine.forecasting.signals.forecast_key`) plus every
+   fold's checkpoint key (:func:`engine.training.fold_models.checkpoint_key`) and the folds' test spans, so
    a cache hit (with the checkpoints' records still stored) needs no training and loads no model;
-3. otherwise :func:`engine.training.ensure_fold_models` trains the folds that have no checkpoint
+3. otherwise :func:`engine.training.fold_models.ensure_fold_models` trains the folds that have no checkpoint
    (it says so in the log), and each fold's decision times are forecast by a **fresh** predictor
-   loaded from that fold's checkpoint (:func:`engine.training.load_fold_predictor`);
+   loaded from that fold's checkpoint (:func:`engine.training.fold_models.load_fold_predictor`);
 4. the result is the Forecast and a frozen :class:`WalkForward` record — the plan, the fold
    models and which fold served each decision time (``served_by``) — that metrics.json, the
    forecast page and the lookahead check read.
@@ -44,11 +44,11 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config
-from engine.errors import OperationalError, UserInputError
-from engine.folds import Fold, FoldPlan, plan_folds
-from engine.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
-from engine.training import (
+from engine.core.config import Config
+from engine.core.errors import OperationalError, UserInputError
+from engine.training.folds import Fold, FoldPlan, plan_folds
+from engine.forecasting.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
+from engine.training.fold_models import (
     FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models,
 )
 from predictors.base import Forecast, Predictor, PredictorStats
@@ -114,7 +114,7 @@ class WalkForward:
 
 
 def trained_predictor_hash(predictor: Predictor, cfg: Config) -> str:
-    """The trial ledger's predictor part for a trained predictor: :func:`engine.signals.predictor_hash`
+    """The trial ledger's predictor part for a trained predictor: :func:`engine.forecasting.signals.predictor_hash`
     plus the ``[training]`` settings but the device (another fold plan or fit is another trial)."""
     p = cfg.predictor
     training = dict(cfg.to_dict()["training"])
@@ -206,7 +206,7 @@ class RefitJob:
 @dataclass(frozen=True)
 class RefitResult:
     """A re-fit's weights digest, the reasons its fit gave for not being bit-reproducible, its forecasts
-    ``(n, Q, H)`` of the job's windows (None without) and :func:`engine.training.frames_record` of what it fit."""
+    ``(n, Q, H)`` of the job's windows (None without) and :func:`engine.training.fold_models.frames_record` of what it fit."""
 
     digest: str
     nondeterministic: tuple[str, ...]
@@ -296,7 +296,7 @@ def _fresh_main() -> None:
     the folder for ``<i>.pickle`` (job i's result) or ``<i>.err`` (its traceback).
 
     With ``fork`` the process imports what the jobs need once (unpickling the factory imports the
-    plugin's module; :mod:`engine.training` is loaded already; the class's ``fresh_imports``, the
+    plugin's module; :mod:`engine.training.fold_models` is loaded already; the class's ``fresh_imports``, the
     libraries it imports lazily, e.g. neuralforecast ~5 s), then runs every job in a child
     forked from this state, one at a time: each job starts from a process that has only imported
     modules — no fit ran, no checkpoint was loaded, no other job's module or class state exists."""
@@ -358,7 +358,7 @@ def fresh_runs(
             inp.write_bytes(pickle.dumps((factory, cfg, [jobs[i] for i in group], threads, fork)))
             done = subprocess.run(
                 # -P: the current directory is not put before this process's path (another checkout there would win)
-                [sys.executable, "-P", "-c", "from engine.walkforward import _fresh_main; _fresh_main()", str(inp), str(out)],
+                [sys.executable, "-P", "-c", "from engine.training.walkforward import _fresh_main; _fresh_main()", str(inp), str(out)],
                 env=env, capture_output=True, text=True,
             )
             for j, i in enumerate(group):

@@ -1,13 +1,13 @@
 """The vectorized fast path: a strategy's decisions as arrays, replayed by a literal port of the broker.
 
 An accelerator, never the record (DESIGN.md rule 7): a sweep runs strategy variants here
-and reconciles a sample of them against :func:`engine.simulate.simulate` (backtrader's
+and reconciles a sample of them against :func:`engine.backtesting.simulate.simulate` (backtrader's
 event loop) with :func:`reconcile`; a difference stops it (:class:`FastPathMismatch`).
 
 **A strategy's fast form** is a staticmethod ``fast_targets(market, params, costs)`` on its
 class: ``market`` is a :class:`FastMarket` (the feed's OHLCV and forecast lines as numpy
 arrays), ``params`` every strategy parameter (class defaults overlaid with the run's),
-``costs`` the run's :class:`engine.costs.Costs`. It returns :class:`FastTargets`: for each
+``costs`` the run's :class:`engine.core.costs.Costs`. It returns :class:`FastTargets`: for each
 bar, the ``order_target_percent`` target the strategy's ``next()`` would order in each
 position state (flat, long, short; NaN = no order; 0 = close), and whether it waits while
 an order is pending. Whatever depends on the path (position, pending orders, equity,
@@ -35,10 +35,10 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from engine.costs import Costs
-from engine.errors import OperationalError, StrategyLoadError
-from engine.recorder import equity_from_fills, fills_frame, position_path, round_trips
-from engine.simulate import Simulation, StrategySetup
+from engine.core.costs import Costs
+from engine.core.errors import OperationalError, StrategyLoadError
+from engine.backtesting.recorder import equity_from_fills, fills_frame, position_path, round_trips
+from engine.backtesting.simulate import Simulation, StrategySetup
 from predictors.base import median_index
 
 #: The strategy methods whose behaviour a fast form stands for: a subclass that overrides any of
@@ -55,7 +55,7 @@ class FastMarket:
     """The data feed's lines as float64 arrays of ``n`` bars (what ``self.data.<line>[0]`` reads).
 
     ``fc_median``/``fc_lower``/``fc_upper``: the forecast at the last horizon, at the median /
-    lowest / highest quantile level (NaN where there is none), as :class:`engine.feed.ForecastData`.
+    lowest / highest quantile level (NaN where there is none), as :class:`engine.backtesting.feed.ForecastData`.
     ``forecast_values``: the whole ``(n, Q, H)`` aligned array, ``quantile_levels`` its levels.
     """
 
@@ -326,7 +326,7 @@ def run_targets(market: FastMarket, targets: FastTargets, cash: float, costs: Co
 
 def fast_simulate(bars: pd.DataFrame, aligned: np.ndarray | None, levels: Sequence[float],
                   setup: StrategySetup) -> Simulation:
-    """What :func:`engine.simulate.simulate` returns for the same inputs, without backtrader's event loop.
+    """What :func:`engine.backtesting.simulate.simulate` returns for the same inputs, without backtrader's event loop.
 
     Raises:
         ValueError: the strategy has no fast form (check :func:`has_fast_path` first).

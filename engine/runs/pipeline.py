@@ -3,157 +3,40 @@
 :func:`run_pipeline` computes everything one run of a strategy produces and returns it as
 a frozen :class:`RunResult`. It appends nothing to the trial ledger and writes no file
 (except the forecast cache): judging against the other trials is
-:func:`engine.judge.judge`, writing the run folder :func:`engine.run_folder.write_run_folder`,
-and :func:`engine.backtest.run_backtest` does all three in one call.
+:func:`engine.judging.verdict.judge`, writing the run folder :func:`engine.runs.run_folder.write_run_folder`,
+and :func:`engine.runs.backtest.run_backtest` does all three in one call.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config
-from engine.errors import StrategyLoadError, UserInputError
-from engine.evaluation import (
-    FallbackShare, fallback_share, naive_comparison, plausibility_findings, random_sign_forecast, realised_for,
+from engine.core.config import Config
+from engine.core.errors import StrategyLoadError, UserInputError
+from engine.judging.evaluation import (
+    fallback_share, naive_comparison, plausibility_findings, random_sign_forecast, realised_for,
     skill_report,
 )
-from engine.fast_path import fast_simulate, has_fast_path, reconcile
-from engine.feed import align_forecast
-from engine.lookahead import LookaheadReport, check_lookahead, sample_times
-from engine.random_sign import RandomSignDraws, random_sign_draws
-from engine.signals import ForecastCache, cached_forecasts, predictor_hash
-from engine.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
-from engine.simulate import Simulation, StrategySetup, buy_and_hold, simulate
-from engine.strategy_loader import check_strategy_params, load_strategy
+from engine.backtesting.fast_path import fast_simulate, has_fast_path, reconcile
+from engine.backtesting.feed import align_forecast
+from engine.judging.lookahead import check_lookahead, sample_times
+from engine.judging.random_sign import random_sign_draws
+from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
+from engine.training.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
+from engine.backtesting.simulate import Simulation, StrategySetup, buy_and_hold, simulate
+from engine.backtesting.strategy_loader import check_strategy_params, load_strategy
+from engine.judging.result import Calendar, RunResult
 from feeds.history import load_candles
-from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange, periods_per_year
-from predictors.base import Forecast, ModelInfo, Predictor, PredictorError, PredictorStats
+from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange
+from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
 from predictors.registry import make_predictor
 from reports.metrics import Performance, performance_summary
-from reports.skill import ForecastSkill, VersusNaive
-
-
-@dataclass(frozen=True)
-class Calendar:
-    """Which bars a run traded and how it annualised (metrics.json's ``calendar``).
-
-    Attributes:
-        warmup_bars: bars before the first traded bar, used only as model context.
-        warmup_first_bar: open time (UTC) of the first warm-up bar.
-        first_traded_bar: open time (UTC) of the first decision bar.
-        bars_per_year: bars per year used to annualise.
-        bars_per_year_source: where ``bars_per_year`` came from, in words.
-        no_trade_bars: traded-range bars with volume 0 (nothing fills there).
-        gap_policy: ``data.gap_policy`` the candles were loaded with.
-    """
-
-    warmup_bars: int
-    warmup_first_bar: pd.Timestamp
-    first_traded_bar: pd.Timestamp
-    bars_per_year: float
-    bars_per_year_source: str
-    no_trade_bars: int
-    gap_policy: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields by name, in metrics.json's order."""
-        return {
-            "warmup_bars": self.warmup_bars, "warmup_first_bar": self.warmup_first_bar,
-            "first_traded_bar": self.first_traded_bar, "bars_per_year": self.bars_per_year,
-            "bars_per_year_source": self.bars_per_year_source, "no_trade_bars": self.no_trade_bars,
-            "gap_policy": self.gap_policy,
-        }
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Everything one run computed, before it is judged against other trials or written.
-
-    ``bars`` are the traded bars (decision times); ``simulation`` the strategy's record on
-    them and ``benchmark`` buy-and-hold's, under the same costs. ``metrics``,
-    ``benchmark_metrics``, ``baselines`` (``"buy & hold"``, ``"naive"``, ``"random sign"``),
-    ``skill`` and ``versus_naive`` are the evaluation's values, passed through as they are.
-    ``invalid`` says why the run is invalid (``"lookahead: ..."``), else None; ``unchecked`` (a
-    property) why the lookahead check did not run in full, else None; ``suspicious``
-    lists the plausibility guard's findings. ``fallback``: how many forecast windows an LLM predictor
-    replaced by a zero return (None for predictors that never do). ``timings`` are seconds per step
-    (:data:`PIPELINE_STEPS`). ``walk_forward`` is the fold plan, fold checkpoints and which fold served
-    each decision time of a trainable predictor's run (None for the others). ``random_sign``: the
-    strategy ranked among ``evaluation.random_sign_draws`` random-sign draws (:mod:`engine.random_sign`;
-    None when off). ``baselines_simulated`` says in words how the naive and random-sign baselines were
-    simulated (:class:`BaselineSimulator`; None: neither ran).
-    """
-
-    config: Config
-    strategy_name: str
-    strategy_params: dict[str, Any]
-    bars: pd.DataFrame
-    forecast: Forecast
-    forecast_cache_hit: bool
-    simulation: Simulation
-    benchmark: Simulation
-    metrics: Performance
-    benchmark_metrics: Performance
-    baselines: dict[str, Performance]
-    skill: ForecastSkill
-    versus_naive: VersusNaive | None
-    lookahead: LookaheadReport
-    model_info: ModelInfo
-    calendar: Calendar
-    predictor_hash: str
-    predictor_stats: PredictorStats = field(default_factory=PredictorStats)
-    warnings: tuple[str, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
-    invalid: str | None = None
-    suspicious: tuple[str, ...] = ()
-    walk_forward: WalkForward | None = None
-    random_sign: RandomSignDraws | None = None
-    fallback: FallbackShare | None = None
-    baselines_simulated: str | None = None
-
-    @property
-    def unchecked(self) -> str | None:
-        """Why the run is unchecked (``"lookahead: NOT RUN (...)"`` or the checks that did not run or ran
-        weaker: :meth:`engine.lookahead.LookaheadReport.unchecked_reason`); None when it passed or is invalid."""
-        return None if self.invalid else self.lookahead.unchecked_reason()
-
-    @property
-    def equity(self) -> pd.Series:
-        """The strategy's equity at each bar's close (quote currency)."""
-        return self.simulation.equity
-
-    @property
-    def position(self) -> pd.Series:
-        return self.simulation.position
-
-    @property
-    def fills(self) -> pd.DataFrame:
-        return self.simulation.fills
-
-    @property
-    def trades(self) -> pd.DataFrame:
-        return self.simulation.trades
-
-    @property
-    def benchmark_equity(self) -> pd.Series:
-        """Buy-and-hold's equity on the same bars, with the same costs."""
-        return self.benchmark.equity
-
-    @property
-    def period(self) -> tuple[str, str]:
-        """First and last traded bar as ISO-8601 UTC strings (the trial ledger's period)."""
-        return self.bars.index[0].isoformat(), self.bars.index[-1].isoformat()
-
-    @property
-    def periods_per_year(self) -> float:
-        """Bars per year the run annualised with (``calendar``), else the timeframe's 24/7 count."""
-        return self.calendar.bars_per_year or periods_per_year(self.config.data.timeframe)
 
 
 #: The pipeline's steps in ``RunResult.timings`` (seconds), in the order they run.
@@ -166,8 +49,8 @@ class BaselineSimulator:
     """Runs the run's strategy (same bars, parameters, cash and costs) on other forecasts: the naive
     and random-sign baselines, or any number of random-sign draws.
 
-    ``fast``: on :func:`engine.fast_path.fast_simulate`, which :func:`baseline_simulator` reconciled
-    fill for fill with the run's own event loop; else on :func:`engine.simulate.simulate`.
+    ``fast``: on :func:`engine.backtesting.fast_path.fast_simulate`, which :func:`baseline_simulator` reconciled
+    fill for fill with the run's own event loop; else on :func:`engine.backtesting.simulate.simulate`.
     ``how``: that in words (metrics.json's ``baselines_simulated``). ``warning``: why a strategy with a
     fast form was not run on it (its fast form disagreed with the event loop), else None.
     """
@@ -192,9 +75,9 @@ def baseline_simulator(
     """A :class:`BaselineSimulator` for the run whose event-loop record is ``reference`` (on the aligned
     forecast values ``aligned``, ``(n_bars, Q, H)``).
 
-    The fast path is used only when the strategy has a fast form (:func:`engine.fast_path.has_fast_path`)
+    The fast path is used only when the strategy has a fast form (:func:`engine.backtesting.fast_path.has_fast_path`)
     and that form, run on the run's own forecast, reproduces ``reference`` exactly
-    (:func:`engine.fast_path.reconcile`: every fill, equity at every bar); DESIGN.md rule 8. It then
+    (:func:`engine.backtesting.fast_path.reconcile`: every fill, equity at every bar); DESIGN.md rule 8. It then
     repeats backtrader's arithmetic on other forecasts of the same bars (``tests/test_fast_path.py``
     checks it fill for fill on many) at a fraction of an event loop's cost. Otherwise every baseline
     runs through the event loop, as the run itself did.
@@ -308,10 +191,10 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     """Compute one run of ``strategy_path`` with the configured data, predictor and costs.
 
     Stages: load candles (with warm-up) -> forecasts (cached; for a trainable predictor walk-forward,
-    training the folds that have no checkpoint: :mod:`engine.walkforward`) -> simulation -> baselines
+    training the folds that have no checkpoint: :mod:`engine.training.walkforward`) -> simulation -> baselines
     (buy-and-hold, the same strategy on the ``naive`` predictor, the forecast with a
     random sign, those two on the reconciled fast path where the strategy has one: :func:`baseline_simulator`;
-    K random-sign draws: :mod:`engine.random_sign`) -> forecast skill -> sampled lookahead check -> plausibility guard.
+    K random-sign draws: :mod:`engine.judging.random_sign`) -> forecast skill -> sampled lookahead check -> plausibility guard.
 
     Args:
         cfg: the resolved configuration.

@@ -7,9 +7,9 @@ Every fill pays both, always (DESIGN.md, rule 2):
   that price lies outside the bar's range;
 - the exchange takes ``fee`` (a fraction) of the notional ``size * price``.
 
-The backtest's broker (:func:`engine.broker.configure_broker`), the buy-and-hold benchmark
-(:func:`engine.simulate.buy_and_hold`), the lookahead replay and paper trading all take a
-:class:`Costs`; strategies read it with :func:`engine.broker.costs_of`. Starting cash is
+The backtest's broker (:func:`engine.backtesting.broker.configure_broker`), the buy-and-hold benchmark
+(:func:`engine.backtesting.simulate.buy_and_hold`), the lookahead replay and paper trading all take a
+:class:`Costs`; strategies read it with :func:`engine.backtesting.broker.costs_of`. Starting cash is
 not a cost and travels beside it.
 """
 

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from engine.errors import OperationalError
+from engine.core.errors import OperationalError
 from reports.render.format import format_number
 
 T = TypeVar("T")
@@ -138,7 +138,7 @@ class TrialRow:
 
     Added in schema version 2 (``None`` in older rows, stored as NULL): ``exchange``;
     ``trial_hash`` (:func:`trial_hash`), ``strategy_hash`` (SHA-256 of the strategy file,
-    16 hex digits) and ``predictor_hash`` (``engine.signals.predictor_hash``);
+    16 hex digits) and ``predictor_hash`` (``engine.forecasting.signals.predictor_hash``);
     ``period_start``/``period_end``: the first and last bar's open time, UTC ISO 8601;
     ``invalid``: why the run is invalid (e.g. ``"lookahead: ..."``); ``suspicious``: the
     plausibility guard's findings joined by ``"; "``.

@@ -1,6 +1,6 @@
 """Walk-forward training: one checkpoint per fold, cached, trained only when missing.
 
-For each fold of the plan (:mod:`engine.folds`) the engine builds a fresh predictor, hands its
+For each fold of the plan (:mod:`engine.training.folds`) the engine builds a fresh predictor, hands its
 ``fit`` the fold's training and validation candles (nothing at or after the cut-off), and stores
 ``save``'s output with the training curve and timing under a **checkpoint key** of
 
@@ -51,12 +51,12 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from loguru import logger
 
-from engine.config import Config, ConfigError, TrainingConfig
-from engine.errors import OperationalError
-from engine.folds import Fold, FoldPlan
-from engine.logs import setup_logging
-from engine.signals import context_windows, data_fingerprint, input_values, predictor_identity
-from engine.train_progress import FoldProgress, NullReporter, QueueReporter
+from engine.core.config import Config, ConfigError, TrainingConfig
+from engine.core.errors import OperationalError
+from engine.training.folds import Fold, FoldPlan
+from engine.core.logs import setup_logging
+from engine.forecasting.signals import context_windows, data_fingerprint, input_values, predictor_identity
+from engine.training.progress import FoldProgress, NullReporter, QueueReporter
 from predictors.base import Predictor
 from predictors.registry import make_predictor
 from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings
@@ -139,7 +139,7 @@ def fold_frames(candles: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.Dat
 
 def frames_record(train: pd.DataFrame, valid: pd.DataFrame) -> dict[str, Any]:
     """What a fit received, for meta.json's ``fit_frames``: first and last candle open time (ISO-8601 UTC; None
-    for an empty frame), row count and :func:`engine.signals.data_fingerprint` over every candle column (index
+    for an empty frame), row count and :func:`engine.forecasting.signals.data_fingerprint` over every candle column (index
     included) of ``train`` and of ``valid``. The lookahead check compares it with the same record of the fold
     plan's slices (:func:`plan_frames_record`)."""
     out: dict[str, Any] = {}
@@ -292,7 +292,7 @@ def validation_pinball(predictor: Predictor, candles: pd.DataFrame, fold: Fold, 
         ends = ends[np.linspace(0, len(ends) - 1, VALIDATION_WINDOWS).round().astype(int)]
     past = candles.iloc[: fold.stop]
     windows = context_windows(input_values(past, predictor.input_channels()), context_length)
-    rows = ends - (context_length - 1)  # the window that ends at each decision bar (engine.signals)
+    rows = ends - (context_length - 1)  # the window that ends at each decision bar (engine.forecasting.signals)
     realised = realised_log_returns(past["close"].to_numpy(dtype=np.float64), ends, horizon)
     preds = np.concatenate([predictor.predict(np.array(windows[rows[i : i + batch_size]]), horizon)
                             for i in range(0, len(ends), batch_size)])

@@ -65,7 +65,7 @@ def significance_report(
     per-bar returns; with ``benchmark`` (buy-and-hold equity on the same bars) also
     ``versus_buy_and_hold`` (:func:`reports.significance.buy_and_hold_comparison`); the
     words of both questions are made once by :func:`reports.significance.judge_significance`.
-    ``trials`` (an :class:`engine.ledger.TrialCount`) is recorded when given. Fewer than 3
+    ``trials`` (an :class:`engine.judging.ledger.TrialCount`) is recorded when given. Fewer than 3
     finite returns: :class:`reports.significance.SignificanceNotTestable`."""
     returns = simple_returns(equity).dropna().to_numpy()
     if len(returns) < 3 or not np.isfinite(returns).all():

@@ -1,8 +1,8 @@
 """``python -m engine train STRATEGY --predictor NAME``: fit every walk-forward fold a backtest would use.
 
 The candles, decision times and fold plan are exactly the backtest's for a trainable predictor
-(:func:`engine.pipeline.load_bars` with the training history, every traded bar a decision
-time, :func:`engine.folds.plan_folds`), so the checkpoints it stores are the ones a later
+(:func:`engine.runs.pipeline.load_bars` with the training history, every traded bar a decision
+time, :func:`engine.training.folds.plan_folds`), so the checkpoints it stores are the ones a later
 ``backtest``, ``compare`` or ``lookahead`` with the same settings loads instead of training.
 Folds already in the cache are not trained again; missing ones train here, one after the
 other, in ``--jobs`` local processes or as Ray tasks (``--ray``).
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.compare import _ray, resolve_paths
-from engine.config import Config, ConfigError
-from engine.errors import UserInputError
-from engine.folds import FoldPlan, plan_folds
-from engine.pipeline import decision_times, load_bars
-from engine.strategy_loader import check_strategy_params, load_strategy
-from engine.training import FoldModel, checkpoint_root, ensure_fold_models, predictor_factory
+from engine.runs.compare import _ray, resolve_paths
+from engine.core.config import Config, ConfigError
+from engine.core.errors import UserInputError
+from engine.training.folds import FoldPlan, plan_folds
+from engine.runs.pipeline import decision_times, load_bars
+from engine.backtesting.strategy_loader import check_strategy_params, load_strategy
+from engine.training.fold_models import FoldModel, checkpoint_root, ensure_fold_models, predictor_factory
 from predictors.base import PredictorError
 from predictors.registry import available, predictor_class
 
@@ -97,7 +97,7 @@ def run_train(
     Raises:
         UserInputError: the predictor is not trainable, the strategy file or its parameters are bad.
         ConfigError: bad ``--jobs``, parallel folds with ``training.warm_start``, too little history.
-        engine.training.TrainingInterrupted: ``stop`` was triggered (Ctrl-C) before every fold was stored.
+        engine.training.fold_models.TrainingInterrupted: ``stop`` was triggered (Ctrl-C) before every fold was stored.
     """
     check_trainable(cfg.predictor.name)
     factory = predictor_factory(cfg)

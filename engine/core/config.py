@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from engine.costs import Costs
-from engine.errors import UserInputError
+from engine.core.costs import Costs
+from engine.core.errors import UserInputError
 from feeds.timeframes import (
     SUPPORTED_TIMEFRAMES,
     TimeframeError,
@@ -276,7 +276,7 @@ class TrainingConfig:
     ``train_window``: ``"expanding"`` or the same kinds; ``history_start``: ``YYYYMMDD`` or empty (all
     candles there are before the traded range serve as training history); ``embargo_bars``: bars
     between a fold's cut-off and its first decision time (0 = the horizon; never below it).
-    See :mod:`engine.folds` for the plan and :class:`predictors.training.TrainSettings` for the rest.
+    See :mod:`engine.training.folds` for the plan and :class:`predictors.training.TrainSettings` for the rest.
     """
 
     retrain_every: str = "90d"
@@ -369,7 +369,7 @@ class Config:
         forecast cache is used (``predictor.cache``), how results are judged (``evaluation``)
         and how paper trading runs (``paper``): none of them changes a backtest's trades.
         It is not the trial identity: it holds the parameter tables of every strategy but not
-        which strategy ran, nor any code. Trials are counted by ``engine.ledger.trial_hash``
+        which strategy ran, nor any code. Trials are counted by ``engine.judging.ledger.trial_hash``
         (strategy file and parameters, predictor code and forecast-changing parameters,
         costs, market).
         """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import backtrader as bt
 
-from engine.costs import Costs
+from engine.core.costs import Costs
 
 
 class FractionalCommission(bt.CommInfoBase):
@@ -61,7 +61,7 @@ class RecordingBroker(bt.brokers.BackBroker):
 
 
 def configure_broker(cerebro: bt.Cerebro, cash: float, costs: Costs) -> None:
-    """Cash, and ``costs`` (:class:`engine.costs.Costs`) on every fill.
+    """Cash, and ``costs`` (:class:`engine.core.costs.Costs`) on every fill.
 
     Market orders fill at the next bar's open (the next one with volume > 0: nothing fills
     on a candle without trades, see :meth:`RecordingBroker._try_exec`) at
@@ -79,7 +79,7 @@ def configure_broker(cerebro: bt.Cerebro, cash: float, costs: Costs) -> None:
 
 
 def costs_of(strategy: bt.Strategy) -> Costs:
-    """The :class:`engine.costs.Costs` the strategy's broker charges (``costs_of(self).round_trip``
+    """The :class:`engine.core.costs.Costs` the strategy's broker charges (``costs_of(self).round_trip``
     is the usual default threshold a forecast must clear to be worth a trade).
 
     Raises:
@@ -89,6 +89,6 @@ def costs_of(strategy: bt.Strategy) -> Costs:
     if not isinstance(costs, Costs):
         raise TypeError(
             f"{type(strategy).__name__} runs on a {type(strategy.broker).__name__} without engine costs: "
-            "set the broker up with engine.broker.configure_broker(cerebro, cash, costs)"
+            "set the broker up with engine.backtesting.broker.configure_broker(cerebro, cash, costs)"
         )
     return costs

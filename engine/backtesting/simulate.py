@@ -1,12 +1,12 @@
 """The lowest layer of the backtest: one strategy over bars and forecasts, with costs -> what it did.
 
 :func:`simulate` builds a Cerebro (:func:`build_cerebro`: the forecast feed of
-``engine/feed.py``, the broker of ``engine/broker.py``), runs backtrader's event loop
-once, and turns the recorder's fills (``engine/recorder.py``) into a frozen
+``engine/backtesting/feed.py``, the broker of ``engine/backtesting/broker.py``), runs backtrader's event loop
+once, and turns the recorder's fills (``engine/backtesting/recorder.py``) into a frozen
 :class:`Simulation`. :func:`buy_and_hold` is the benchmark under the same fill rule
-(:class:`engine.costs.Costs`), without an event loop. Nothing here reads files, judges or
-writes: the pipeline (``engine/pipeline.py``) and the lookahead replay
-(``engine/lookahead.py``) build on it.
+(:class:`engine.core.costs.Costs`), without an event loop. Nothing here reads files, judges or
+writes: the pipeline (``engine/runs/pipeline.py``) and the lookahead replay
+(``engine/judging/lookahead.py``) build on it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from engine.broker import configure_broker
-from engine.costs import Costs
-from engine.errors import StrategyLoadError
-from engine.feed import ForecastData, RevealingForecastData
-from engine.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
+from engine.backtesting.broker import configure_broker
+from engine.core.costs import Costs
+from engine.core.errors import StrategyLoadError
+from engine.backtesting.feed import ForecastData, RevealingForecastData
+from engine.backtesting.recorder import RunRecorder, equity_from_fills, fills_frame, round_trips
 
 #: One order as the broker logged it when it was created: ``(bar position, "buy"|"sell", size)``.
 Order = tuple[int, str, float]
@@ -67,16 +67,16 @@ class Simulation:
     """A strategy's (or the benchmark's) record on ``n`` bars.
 
     Attributes:
-        fills: one row per fill (``engine.recorder.FILL_COLUMNS``; ``time`` = the bar whose open filled it).
+        fills: one row per fill (``engine.backtesting.recorder.FILL_COLUMNS``; ``time`` = the bar whose open filled it).
         equity: equity at each bar's close (quote currency), ``(n,)``.
         position: position size at each bar's close (base units, negative when short), ``(n,)``.
-        trades: closed round trips (``engine.recorder.TRADE_COLUMNS``).
+        trades: closed round trips (``engine.backtesting.recorder.TRADE_COLUMNS``).
         orders: every created order (:data:`Order`), in creation order.
         rejected: ``(bar position, status name, size)`` per order refused for lack of cash.
         canceled: ``(bar position, "Canceled"|"Expired", size)`` per order canceled or expired unfilled.
         broker_position: ``(bar position, size)``: the simulator's own position after each bar where
             an order executed, as its broker held it (not rebuilt from ``fills``; expand it with
-            :func:`engine.recorder.position_path`); None where no broker recorded it (buy-and-hold).
+            :func:`engine.backtesting.recorder.position_path`); None where no broker recorded it (buy-and-hold).
     """
 
     fills: pd.DataFrame
@@ -101,7 +101,7 @@ def build_cerebro(
 
     ``forecast_values`` is ``(n_bars, Q, H)`` aligned to ``bars`` (NaN where none).
     ``bar_by_bar=False``: everything preloaded (the backtest's fast path).
-    ``bar_by_bar=True``: :class:`engine.feed.RevealingForecastData`, nothing preloaded (the lookahead replay).
+    ``bar_by_bar=True``: :class:`engine.backtesting.feed.RevealingForecastData`, nothing preloaded (the lookahead replay).
     """
     cerebro = bt.Cerebro(stdstats=False, preload=not bar_by_bar, runonce=not bar_by_bar, exactbars=False)
     configure_broker(cerebro, setup.cash, setup.costs)
@@ -150,7 +150,7 @@ def simulate(
 ) -> Simulation:
     """The event loop over ``bars`` and its fills, equity, position and round trips.
 
-    Equity is rebuilt from the fills (:func:`engine.recorder.equity_from_fills`) and must
+    Equity is rebuilt from the fills (:func:`engine.backtesting.recorder.equity_from_fills`) and must
     equal the broker's final value; a difference is an engine bug (RuntimeError).
     """
     record = run_event_loop(bars, forecast_values, quantile_levels, setup)
@@ -180,7 +180,7 @@ def buy_and_hold_equity(
     price)`` and no cash is left. From the entry bar on, equity is ``size * close``
     (marked to market at each close; no exit cost is deducted at the end, as an open
     strategy position is marked too). Before the entry bar, equity is ``cash``. This is
-    what the engine's broker (:func:`engine.broker.configure_broker`) does for a market
+    what the engine's broker (:func:`engine.backtesting.broker.configure_broker`) does for a market
     order filled at that open.
 
     Args:

@@ -15,7 +15,7 @@ the loaded candles, where
   trained on; training proper is ``[start, split)``. Its first half ``[split, score)`` is what
   ``fit`` gets as ``valid``, for early stopping; its second half ``[score, stop)`` is never handed
   to ``fit`` at all: the engine scores the fitted model there (``valid_pinball``,
-  :func:`engine.training.validation_pinball`), on candles the early stopping did not see. No embargo
+  :func:`engine.training.fold_models.validation_pinball`), on candles the early stopping did not see. No embargo
   is needed between the parts: a fit's targets stay inside the frame it was given (training targets
   end before ``split``, early-stopping targets before ``score``), and a scored window's target runs
   from its decision bar ``t >= score`` forward, so no return is both a target the fit saw and a
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.config import ConfigError, Span, TrainingConfig, parse_span
+from engine.core.config import ConfigError, Span, TrainingConfig, parse_span
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import backtrader as bt
 
-from engine.errors import StrategyLoadError
+from engine.core.errors import StrategyLoadError
 
 
 def load_strategy(path: str | Path) -> type[bt.Strategy]:

@@ -1,9 +1,9 @@
 """One backtest in one call, as ``python -m engine backtest`` runs it: compute, judge, write.
 
-:func:`run_backtest` = :func:`engine.pipeline.run_pipeline` (candles -> forecasts ->
-simulation -> baselines -> skill -> lookahead) -> :func:`engine.judge.judge` (trial-ledger
-row, then significance) -> :func:`engine.run_folder.write_run_folder` (written once).
-Code that only needs the numbers calls :func:`engine.pipeline.run_pipeline` directly.
+:func:`run_backtest` = :func:`engine.runs.pipeline.run_pipeline` (candles -> forecasts ->
+simulation -> baselines -> skill -> lookahead) -> :func:`engine.judging.verdict.judge` (trial-ledger
+row, then significance) -> :func:`engine.runs.run_folder.write_run_folder` (written once).
+Code that only needs the numbers calls :func:`engine.runs.pipeline.run_pipeline` directly.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import Config
-from engine.judge import Verdict, judge
-from engine.pipeline import RunResult, run_pipeline
-from engine.run_folder import check_writable, new_run_dir, write_run_folder
+from engine.core.config import Config
+from engine.judging.verdict import Verdict, judge
+from engine.runs.pipeline import RunResult, run_pipeline
+from engine.runs.run_folder import check_writable, new_run_dir, write_run_folder
 from predictors.base import Predictor
 
 
@@ -31,7 +31,7 @@ class Backtest:
 
     @property
     def timings(self) -> dict[str, float]:
-        """Seconds per step as metrics.json records them (``timings``, see :func:`engine.run_folder.run_timings`)."""
+        """Seconds per step as metrics.json records them (``timings``, see :func:`engine.runs.run_folder.run_timings`)."""
         return json.loads((self.run_dir / "metrics.json").read_text(encoding="utf-8"))["timings"]
 
 

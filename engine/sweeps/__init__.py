@@ -1,0 +1,3 @@
+"""Parameter sweeps (``python -m engine sweep``): the search space, one variant's evaluation on
+candles and forecasts loaded once, and the Optuna search judged on held-out data.
+"""
