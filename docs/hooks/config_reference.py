@@ -142,6 +142,12 @@ def flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
+def undocumented_keys(text: str) -> list[str]:
+    """Dotted names of config.toml keys (set or commented out) with no comment beside or under them."""
+    return [f"{table.name}.{item.name}" for table in parse_config(text)[1] for item in table.items
+            if isinstance(item, Key) and not item.doc]
+
+
 def render_config_reference(text: str) -> str:
     """Markdown for config.toml's text: one section per table (its intro comment, a table of key, default and
     meaning; group notes between the rows as paragraphs). Raises ValueError on a line it cannot read, or when a
