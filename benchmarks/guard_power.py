@@ -158,7 +158,7 @@ def summarise(kind: str, strength: float | None, runs: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a Markdown table: the README's renderer (:func:`benchmarks.readme_results.guard_power_table`)."""
+    """The rows as a Markdown table: the renderer of docs/judging.md's table (:func:`benchmarks.readme_results.guard_power_table`)."""
     return guard_power_table(rows)
 
 

@@ -1,14 +1,14 @@
-"""The README's result blocks, rendered from ``benchmarks/results/*.json``, and the check that they match.
+"""The documentation's result blocks, rendered from ``benchmarks/results/*.json``, and the check that they match.
 
-Every measured figure of README.md's sections "Results: stage 2" and "Performance" sits in a generated
-block::
+The figures live in the pages of the documentation site (``docs/*.md``) and in README.md: every measured
+figure of the pages ``docs/results.md`` (stage 2) and ``docs/performance.md`` sits in a generated block::
 
     <!-- results:NAME (generated from benchmarks/results/*.json by python benchmarks/readme_results.py --write) -->
     ...tables and lines rendered by BLOCKS[NAME] from the JSON...
     <!-- /results:NAME -->
 
-A block may stand anywhere in the README (the plausibility guard's table and the determinism cost sit in
-"Judging"), indented inside a list item (its markers and lines by the same spaces); every block found is
+A block may stand on any page (the plausibility guard's table and the determinism cost sit in
+``docs/judging.md``, the skill monitor's in ``docs/paper-trading.md``), indented inside a list item (its markers and lines by the same spaces); every block found is
 checked against its JSON, wherever it is. Or, for a figure no script produces, in a block that says so and
 why::
 
@@ -20,8 +20,8 @@ and prose that interprets a result names the result file it was written against
 (``<!-- commentary:stage2 DATE -->`` ... ``<!-- /commentary:stage2 -->``, DATE = ``stage2.json``'s
 ``date``), so a re-run that changes the numbers also flags the words about them.
 
-``python benchmarks/readme_results.py`` checks README.md (exit 1 and one line per problem: block, table,
-row, column, README value, JSON value, the command to re-run); ``--write`` re-renders every block whose
+``python benchmarks/readme_results.py`` checks README.md and docs/*.md (exit 1 and one line per problem: page,
+block, table, row, column, the page's value, JSON value, the command to re-run); ``--write`` re-renders every block whose
 JSON exists (``--only NAME ...``: those blocks only); ``--print NAME`` prints one block. ``tests/test_readme_results.py`` runs the check.
 Standard library only (the test imports it).
 """
@@ -39,13 +39,22 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 Records = dict[str, dict[str, Any]]
+#: Page texts by path relative to the repository root (``README.md``, ``docs/judging.md``, ...).
+Pages = dict[str, str]
 
 
-# --------------------------------------------------------------------------- formatting (the README's rounding)
+def read_pages(root: Path = ROOT) -> Pages:
+    """README.md and every Markdown page of the documentation site (``docs/**/*.md``), by relative path."""
+    paths = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    return {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in paths if p.is_file()}
+
+
+# --------------------------------------------------------------------------- formatting (the documentation's rounding)
 
 
 def na(value: Any) -> bool:
@@ -406,7 +415,7 @@ def render_lora(r: Records) -> str:
     return provenance(rec) + "\n" + text
 
 
-#: metrics.json's timing steps as the README names them.
+#: metrics.json's timing steps as the documentation names them.
 STEP_NAMES = {"event_loop": "event loop", "lookahead_predictor": "lookahead forecast recheck", "tearsheet": "tear-sheet",
               "forecast_page": "forecast page", "write": "writing"}
 
@@ -466,7 +475,7 @@ def render_replay(r: Records) -> str:
 
 def guard_power_table(rows: list[dict]) -> str:
     """``benchmarks/guard_power.py``'s rows as a Markdown table (medians over the runs; flag rates: the
-    share of runs flagged): printed by the benchmark and rendered into the README from its JSON."""
+    share of runs flagged): printed by the benchmark and rendered into docs/judging.md from its JSON."""
     def fmt(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
@@ -535,7 +544,7 @@ def render_monitor_rule(r: Records) -> str:
 
 @dataclass(frozen=True)
 class Block:
-    """One generated README block: the JSON files it reads (stems under benchmarks/results), the commands
+    """One generated block of the documentation: the JSON files it reads (stems under benchmarks/results), the commands
     that write them, and the renderer."""
 
     name: str
@@ -564,7 +573,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
 )}
 
 
-# --------------------------------------------------------------------------- README blocks
+# --------------------------------------------------------------------------- blocks in README.md and docs/
 
 
 #: A block starts a line; inside a Markdown list item it is indented (markers and every line by the same
@@ -583,9 +592,11 @@ NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
 LIMIT_RE = re.compile(r"(?:\bover|\bunder|\bbelow|\babove|\btarget|<|>|≤|≥)\s*~?\s*$")
 #: A time figure (the test-suite timings of "Install, run, test").
 TIME_RE = re.compile(r"(?<![\w.\-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min)(?![\w/])")
-#: Sections of README.md whose measured figures must come from a JSON file (or sit in a block saying they were
-#: measured by hand, when and why), with what counts as a measured figure there. Table rows count everywhere.
-CHECKED_SECTIONS = {"## Install, run, test": TIME_RE, "## Results: stage 2": FIGURE_RE, "## Performance": FIGURE_RE}
+#: Pages, or a section of one (title; None: the whole page), whose measured figures must come from a JSON file
+#: (or sit in a block saying they were measured by hand, when and why), with what counts as a measured figure
+#: there. Table rows count everywhere.
+CHECKED_SECTIONS = {("README.md", "## Install, run, test"): TIME_RE, ("docs/getting-started.md", None): TIME_RE,
+                    ("docs/results.md", None): FIGURE_RE, ("docs/performance.md", None): FIGURE_RE}
 HEADER = "<!-- results:{name} (generated from benchmarks/results/*.json by python benchmarks/readme_results.py --write) -->"
 
 
@@ -607,7 +618,7 @@ def load_records(block: Block, results_dir: Path = RESULTS_DIR) -> tuple[Records
         path = results_dir / f"{stem}.json"
         if not path.is_file():
             missing.append(f"results:{block.name}: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
-                           f"does not exist, so the README's figures have no source; run: {command}")
+                           f"does not exist, so the documentation's figures have no source; run: {command}")
             continue
         records[stem] = json.loads(path.read_text())
     return records, missing
@@ -625,7 +636,9 @@ def render_block(name: str, *records: dict[str, Any]) -> str:
     return block.render(recs)
 
 
-def _section(text: str, title: str) -> tuple[int, int] | None:
+def _section(text: str, title: str | None) -> tuple[int, int] | None:
+    if title is None:
+        return 0, len(text)
     start = text.find("\n" + title)
     if start < 0:
         return None
@@ -638,7 +651,7 @@ def _cells(line: str) -> list[str]:
 
 
 def _diff(name: str, readme: str, rendered: str, command: str) -> list[str]:
-    """Problem lines naming table, row, column, README value and JSON value (or the line) where they differ."""
+    """Problem lines naming table, row, column, the page's value and JSON value (or the line) where they differ."""
     problems = []
     got, want = readme.strip("\n").split("\n"), rendered.strip("\n").split("\n")
     header: list[str] = []
@@ -658,25 +671,30 @@ def _diff(name: str, readme: str, rendered: str, command: str) -> list[str]:
                 b = wc[j] if j < len(wc) else "<extra cell>"
                 if a != b:
                     column = header[j] if j < len(header) else f"column {j + 1}"
-                    problems.append(f"results:{name} table {table}, row '{row}', column '{column}': README {a!r}, "
+                    problems.append(f"results:{name} table {table}, row '{row}', column '{column}': page {a!r}, "
                                     f"JSON {b!r}; re-run: {command}, then python benchmarks/readme_results.py --write")
         else:
             figures = [(a, b) for a, b in zip(NUMBER_RE.findall(g), NUMBER_RE.findall(w)) if a != b][:1]
             which = f" (figure {figures[0][0]} where the JSON gives {figures[0][1]})" if figures else ""
-            problems.append(f"results:{name} line {i + 1}{which}: README {g!r}, JSON {w!r}; re-run: {command}, then "
+            problems.append(f"results:{name} line {i + 1}{which}: page {g!r}, JSON {w!r}; re-run: {command}, then "
                             f"python benchmarks/readme_results.py --write")
     return problems
 
 
-def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
-    """Every problem of README text ``text`` against the JSON under ``results_dir`` (empty: all figures match)."""
+def check(pages: Pages, results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Every problem of the pages ``pages`` (:func:`read_pages`) against the JSON under ``results_dir`` (empty: all
+    figures match)."""
     problems: list[str] = []
-    found = {m.group("name"): m for m in BLOCK_RE.finditer(text)}
+    found: dict[str, list[tuple[str, re.Match[str]]]] = {}
+    for page, text in pages.items():
+        for m in BLOCK_RE.finditer(text):
+            found.setdefault(m.group("name"), []).append((page, m))
     for name, block in BLOCKS.items():
         command = " and ".join(block.commands)
         if name not in found:
-            problems.append(f"README.md has no block <!-- results:{name} ... --> ... <!-- /results:{name} --> "
-                            f"(its figures come from {', '.join(s + '.json' for s in block.sources)}; "
+            problems.append(f"no page (README.md, docs/*.md) has the block <!-- results:{name} ... --> ... "
+                            f"<!-- /results:{name} --> (its figures come from "
+                            f"{', '.join(s + '.json' for s in block.sources)}; "
                             f"python benchmarks/readme_results.py --write fills it once the marker is there)")
             continue
         records, missing = load_records(block, results_dir)
@@ -690,25 +708,30 @@ def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
             problems.append(f"results:{name}: its JSON cannot be rendered ({type(exc).__name__}: {exc}): written by an "
                             f"older script? re-run: {command}")
             continue
-        problems += _diff(name, block_body(found[name]), rendered, command)
-    for name in found:
+        for page, m in found[name]:
+            problems += [f"{p} (in {page})" for p in _diff(name, block_body(m), rendered, command)]
+    for name, where in found.items():
         if name not in BLOCKS:
-            problems.append(f"README.md block results:{name} has no renderer: add it to BLOCKS in benchmarks/readme_results.py")
-    for m in COMMENTARY_RE.finditer(text):
-        path = results_dir / f"{m.group('name')}.json"
-        date = json.loads(path.read_text()).get("date") if path.is_file() else None
-        if date != m.group("date"):
-            problems.append(f"commentary:{m.group('name')} was written against the run of {m.group('date')}, but "
-                            + (f"{path.name} is from {date}" if date else f"{path.name} does not exist")
-                            + ": re-read the prose against the new figures and set its date")
-    for m in HAND_RE.finditer(text):
-        if not re.search(r"\d{4}-\d{2}-\d{2}", m.group("reason")) or len(m.group("reason")) < 20:
-            problems.append(f"measured-by-hand block must say when (YYYY-MM-DD) and why no script measures it, "
-                            f"got {m.group('reason')!r}")
-    for title, figure_re in CHECKED_SECTIONS.items():
-        span = _section(text, title)
+            problems.append(f"{where[0][0]}: block results:{name} has no renderer: add it to BLOCKS in "
+                            f"benchmarks/readme_results.py")
+    for page, text in pages.items():
+        for m in COMMENTARY_RE.finditer(text):
+            path = results_dir / f"{m.group('name')}.json"
+            date = json.loads(path.read_text()).get("date") if path.is_file() else None
+            if date != m.group("date"):
+                problems.append(f"commentary:{m.group('name')} ({page}) was written against the run of "
+                                f"{m.group('date')}, but "
+                                + (f"{path.name} is from {date}" if date else f"{path.name} does not exist")
+                                + ": re-read the prose against the new figures and set its date")
+        for m in HAND_RE.finditer(text):
+            if not re.search(r"\d{4}-\d{2}-\d{2}", m.group("reason")) or len(m.group("reason")) < 20:
+                problems.append(f"{page}: measured-by-hand block must say when (YYYY-MM-DD) and why no script "
+                                f"measures it, got {m.group('reason')!r}")
+    for (page, title), figure_re in CHECKED_SECTIONS.items():
+        text = pages.get(page)
+        span = None if text is None else _section(text, title)
         if span is None:
-            problems.append(f"README.md has no section {title!r}")
+            problems.append(f"{page} has no section {title!r}" if text is not None else f"there is no page {page}")
             continue
         body = text[span[0]:span[1]]
         for regex in (BLOCK_RE, HAND_RE, COMMENTARY_RE):
@@ -716,7 +739,7 @@ def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
         body = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), body, flags=re.S)
         first_line = text[:span[0]].count("\n") + 1
         for k, line in enumerate(body.split("\n")):
-            where = f"README.md line {first_line + k} (section {title!r})"
+            where = f"{page} line {first_line + k}" + (f" (section {title!r})" if title else "")
             if OPEN_RE.search(line):
                 problems.append(f"{where}: an unclosed or malformed block marker: {line.strip()!r}")
             elif line.lstrip().startswith("|"):
@@ -731,8 +754,8 @@ def check(text: str, results_dir: Path = RESULTS_DIR) -> list[str]:
 
 
 def write(text: str, results_dir: Path = RESULTS_DIR, only: Collection[str] | None = None) -> tuple[str, list[str]]:
-    """``text`` with every block whose JSON exists (of ``only``'s names, when given) re-rendered, and the names of
-    the blocks left as they were."""
+    """One page's ``text`` with every block whose JSON exists (of ``only``'s names, when given) re-rendered, and
+    the names of the blocks left as they were."""
     skipped: list[str] = []
 
     def replace(m: re.Match[str]) -> str:
@@ -755,26 +778,27 @@ def write(text: str, results_dir: Path = RESULTS_DIR, only: Collection[str] | No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="re-render the README's blocks from the JSON")
+    parser.add_argument("--write", action="store_true", help="re-render the pages' blocks from the JSON")
     parser.add_argument("--print", dest="name", help="print one block rendered from its JSON")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(BLOCKS),
                         help="with --write: re-render only these blocks (e.g. while another benchmark is still "
                              "writing its JSON)")
-    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--root", type=Path, default=ROOT, help="the repository whose README.md and docs/ to check")
     args = parser.parse_args(argv)
     if args.name:
         print(render_block(args.name))
         return 0
-    text = args.readme.read_text()
     if args.write:
-        new, skipped = write(text, only=args.only)
-        args.readme.write_text(new)
-        for line in skipped:
-            print(f"left as it was: {line}")
-    problems = check(args.readme.read_text())
+        for page, text in read_pages(args.root).items():
+            new, skipped = write(text, only=args.only)
+            if new != text:
+                (args.root / page).write_text(new, encoding="utf-8")
+            for line in skipped:
+                print(f"left as it was ({page}): {line}")
+    problems = check(read_pages(args.root))
     for line in problems:
         print(line)
-    print(f"{len(problems)} problem(s)" if problems else "README.md: every result block matches its JSON")
+    print(f"{len(problems)} problem(s)" if problems else "README.md and docs/: every result block matches its JSON")
     return 1 if problems else 0
 
 

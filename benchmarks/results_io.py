@@ -1,4 +1,4 @@
-"""One JSON file per benchmark run under ``benchmarks/results/``: what made the README's figures.
+"""One JSON file per benchmark run under ``benchmarks/results/``: what made the documentation's figures.
 
 Every script in ``benchmarks/`` ends with :func:`write_result`, which writes
 ``benchmarks/results/<name>.json``::
@@ -9,11 +9,11 @@ Every script in ``benchmarks/`` ends with :func:`write_result`, which writes
      "date": "2026-12-07T16:30:00Z", "wall_s": 61.2, "config": {...}, "numbers": {...}}
 
 ``config`` holds the run's settings (its command-line arguments and fixed choices), ``numbers`` every
-figure it measured, unrounded (seconds, ratios, counts; NaN written as ``null``). The README's result
-blocks are rendered from these files by ``benchmarks/readme_results.py`` and
+figure it measured, unrounded (seconds, ratios, counts; NaN written as ``null``). The result blocks of
+README.md and docs/*.md are rendered from these files by ``benchmarks/readme_results.py`` and
 ``tests/test_readme_results.py`` checks that they match. ``dirty`` is true when tracked files differed
 from the commit (``git status --porcelain --untracked-files=no``; Markdown files, the result files
-``benchmarks/results/*.json``, the README renderer and its test left out: they do not change a figure): such numbers come from code that is not in any commit. Standard library only: the JSON is written however heavy the benchmark was.
+``benchmarks/results/*.json``, the docs site (``docs/``, ``mkdocs.yml``), the renderer and its tests left out: they do not change a figure): such numbers come from code that is not in any commit. Standard library only: the JSON is written however heavy the benchmark was.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def git_state(root: Path = ROOT) -> tuple[str | None, bool | None]:
                                 check=True, timeout=30).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md",
                                  ":!benchmarks/results/*.json", ":!benchmarks/readme_results.py",
-                                 ":!tests/test_readme_results.py"], cwd=root,
+                                 ":!tests/test_readme_results.py", ":!docs", ":!mkdocs.yml", ":!tests/test_docs.py"],
+                                cwd=root,
                                 capture_output=True, text=True, check=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None, None

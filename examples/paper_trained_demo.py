@@ -8,7 +8,7 @@ running from 2024-01-10 at ``--speed`` hours per wall second, and runs
 as a separate process in sim mode until ``--bars`` bars were traded, then stops it with SIGINT. The
 folds switch every ``training.retrain_every = 2d``, so the run shows the start-up training, background
 retrains and fold switches. The lines worth reading (start-up, serving checkpoint, retrains, switches,
-alerts, the stop) are written to ``examples/paper_trained_demo.log`` (the README quotes it).
+alerts, the stop) are written to ``examples/paper_trained_demo.log`` (docs/paper-trading.md quotes it).
 
 Usage: ``python examples/paper_trained_demo.py [--bars 130] [--speed 1.0]``.
 """

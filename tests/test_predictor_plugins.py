@@ -1,5 +1,5 @@
 """The plugin contract: typed, validated configs that are the cache key; a registry that refuses
-duplicates; a stats hook; and the README's "Adding a predictor" example, run through the CLI on
+duplicates; a stats hook; and the "Adding a predictor" example (docs/adding-a-predictor.md), run through the CLI on
 real BTC/USDT daily candles."""
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ def clean_registry(monkeypatch):
 
 
 def _readme_block(marker: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """A code block of the documentation's "Adding a predictor" page (docs/adding-a-predictor.md)."""
+    text = (ROOT / "docs" / "adding-a-predictor.md").read_text(encoding="utf-8")
     match = re.search(rf"<!-- plugin-example: {re.escape(marker)} -->\n```\w+\n(.*?)```", text, re.S)
-    assert match, f"README.md has no code block after <!-- plugin-example: {marker} -->"
+    assert match, f"docs/adding-a-predictor.md has no code block after <!-- plugin-example: {marker} -->"
     return match.group(1)
 
 
@@ -236,7 +237,7 @@ def test_median_index_is_the_level_nearest_one_half():
     assert param(3, ge=1) is not None  # param() is what configs declare fields with
 
 
-# -- the README's plugin, through the CLI ---------------------------------------------------------------
+# -- the documentation's plugin, through the CLI ---------------------------------------------------------------
 def test_readme_plugin_example_backtests_through_the_cli(tmp_path, shared_data, monkeypatch, capsys, clean_registry):
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The stage-2 leaderboard of the README: train every fold (cached under user_data/data/checkpoints), compare,
-# then collect every number of the README's stage-2 tables into benchmarks/results/stage2.json
-# (benchmarks/results/stage2_collect.py). Put the tables into README.md with:
+# The stage-2 leaderboard of the documentation (docs/results.md): train every fold (cached under
+# user_data/data/checkpoints), compare, then collect every number of the stage-2 tables into
+# benchmarks/results/stage2.json (benchmarks/results/stage2_collect.py). Put the tables into docs/results.md with:
 #   python benchmarks/readme_results.py --write
 # The run folders go to runs/stage2/ (git-ignored); only stage2.json is committed.
 set -euo pipefail

@@ -1,14 +1,14 @@
-"""Collect a stage-2 comparison into ``benchmarks/results/stage2.json`` (the README's stage-2 tables).
+"""Collect a stage-2 comparison into ``benchmarks/results/stage2.json`` (the stage-2 tables of docs/results.md).
 
 ``bash benchmarks/results/stage2.sh`` runs the comparison, then this script. It reads the newest compare
 folder under the config's ``[output] dir`` (or ``--compare-dir``): ``leaderboard.csv`` for every number of
-the README table (per market x predictor: return, buy-and-hold, random sign, Sharpe and its 95 % CI,
+the results table (per market x predictor: return, buy-and-hold, random sign, Sharpe and its 95 % CI,
 trades, fees, MASE, validation pinball, directional accuracy and its p-value, Diebold-Mariano statistic
 and p-value, DSR) and each run folder's ``metrics.json`` for the verdicts' p-values (chance, versus
 buy-and-hold, DSR and its trial count), the lookahead check, the plausibility flags, the fold plan and
 the training seconds. It writes them with the command, git commit, machine and date
-(``benchmarks/results_io.write_result``), then prints the README block rendered from the JSON
-(``python benchmarks/readme_results.py --write`` puts it into README.md).
+(``benchmarks/results_io.write_result``), then prints the block rendered from the JSON
+(``python benchmarks/readme_results.py --write`` puts it into docs/results.md).
 
 Usage: ``python benchmarks/results/stage2_collect.py [--compare-dir DIR] [--wall-s SECONDS] [--command CMD]``.
 Standard library only.
@@ -64,7 +64,7 @@ def _get(obj: Any, *keys: str) -> Any:
 
 
 def run_facts(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What the README says about one run beside the leaderboard numbers, from its metrics.json."""
+    """What docs/results.md says about one run beside the leaderboard numbers, from its metrics.json."""
     sig = metrics.get("significance") or {}
     look = metrics.get("lookahead") or {}
     walk = _get(look, "stats", "walk_forward") or {}
@@ -100,7 +100,7 @@ def collect(compare_dir: Path) -> list[dict[str, Any]]:
     with (compare_dir / "leaderboard.csv").open(newline="") as handle:
         reader = csv.DictReader(handle)
         absent = [key for key in ("symbol", "predictor", "run_dir", *NUMERIC) if key not in (reader.fieldnames or ())]
-        if absent:  # a renamed column would otherwise read as n/a in the README
+        if absent:  # a renamed column would otherwise read as n/a in docs/results.md
             raise SystemExit(f"{compare_dir / 'leaderboard.csv'} has no column(s) {', '.join(absent)}: the leaderboard "
                              f"changed; update NUMERIC in benchmarks/results/stage2_collect.py and render_stage2 in "
                              f"benchmarks/readme_results.py")
