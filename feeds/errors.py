@@ -34,6 +34,10 @@ class CandleError(FeedsInputError):
     """
 
 
+class NoCandlesInRange(CandleError):
+    """The data holds no candle of the market inside the asked time range (a universe leaves it out)."""
+
+
 class TimeframeError(FeedsInputError):
     """An unsupported timeframe or a malformed time range."""
 

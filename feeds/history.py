@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from loguru import logger
 
-from feeds.errors import CandleError, FeedsInputError
+from feeds.errors import CandleError, FeedsInputError, NoCandlesInRange
 from feeds.files import find_candle_file, load_candle_file, read_candle_parquet
 from feeds.timeframes import TimeRange, timeframe_ms, timeframe_to_timedelta
 from feeds.validate import GAP_POLICIES, GapReport, apply_gap_policy
@@ -159,7 +159,7 @@ def load_candles(
         else:
             hint = "set download=True"
         have = f"{everything.index[0]} .. {everything.index[-1]}" if len(everything) else "no candles at all"
-        raise CandleError(
+        raise NoCandlesInRange(
             f"{source}: no {symbol} {timeframe} candles in {timerange.start} .. {timerange.end} (time range "
             f"{timerange}); the data holds {have}. Choose a time range "
             f"inside the data, or {hint}."
