@@ -298,6 +298,8 @@ def row_tags(row: TrialRow, metrics: Mapping[str, Any] | None, ledger_path: Path
         verdict = str(significance["verdict"])
     elif row.kind == "sweep":
         verdict = "not judged alone: a sweep trial (the sweep judges its best trial over all its trials)"
+    elif metrics is None:
+        verdict = f"unknown: no metrics.json in the run folder {row.run_dir or '(none recorded)'}"
     else:
         verdict = "not judged (no significance in the run folder's metrics.json)"
     tags = {
@@ -365,11 +367,9 @@ def _mirror_one(client: Any, row: TrialRow, experiment_id: str, ledger_path: Pat
     params = [Param(k, v) for k, v in row_params(row, config, metrics).items()]
     values = [Metric(k, v, start, 0) for k, v in row_metrics(row, metrics).items()]
     tags = [RunTag(k, v) for k, v in row_tags(row, metrics, ledger_path).items()]
-    for batch in (params, values, tags):
-        for i in range(0, len(batch), BATCH):
-            part = batch[i:i + BATCH]
-            client.log_batch(run_id, params=part if batch is params else [], metrics=part if batch is values else [],
-                             tags=part if batch is tags else [])
+    for kind, entries in (("params", params), ("metrics", values), ("tags", tags)):
+        for i in range(0, len(entries), BATCH):
+            client.log_batch(run_id, **{kind: entries[i:i + BATCH]})
     for name in ARTIFACTS if folder is not None else ():
         if (folder / name).is_file():
             client.log_artifact(run_id, str(folder / name))

@@ -131,6 +131,8 @@ def test_a_tracking_server_that_is_down_warns_and_the_compare_keeps_its_runs(sha
     assert f"python -m engine ledger --out {out} --mlflow {down}" in captured.err
     (row,) = TrialLedger(out / "ledger.sqlite").rows()
     assert row.kind == "compare" and (Path(row.run_dir) / "metrics.json").is_file()
+    assert cli.main(["ledger", "--out", str(out), "--mlflow", down]) == 1  # the back-fill's one job: an error
+    assert f"error: cannot reach the MLflow tracking server at {down}" in capsys.readouterr().err
 
     # the back-fill once a store answers: the compare's row, with the trained predictor's fold plan
     assert cli.main(["ledger", "--out", str(out), "--mlflow", str(store)]) == 0
