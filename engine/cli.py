@@ -370,11 +370,11 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from engine.tracking import check_tracking, mirror_rows
 
     cfg = _config(args)
-    uri = check_tracking(cfg) if args.mlflow is not None else None  # MLflow missing or a bad store: before anything
     path = Path(cfg.output.dir) / "ledger.sqlite"
     if not path.exists():
         print(f"no trials yet: {path} does not exist (every backtest appends one row)")
         return 0
+    uri = check_tracking(cfg) if args.mlflow is not None else None  # MLflow missing or a bad store: before listing
     rows = TrialLedger(path).rows(symbol=args.symbol, timeframe=args.timeframe)
     print(format_table(rows))
     print(f"{len(rows)} trial(s) in {path}")

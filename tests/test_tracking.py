@@ -168,5 +168,6 @@ def test_without_mlflow_the_flag_names_the_extra_before_the_run(shared_data, tmp
     err = capsys.readouterr().err
     assert code == 2 and "needs MLflow, which is not installed" in err and 'pip install -e ".[mlflow]"' in err
     assert not (out / "ledger.sqlite").exists() and not [p for p in out.glob("*") if p.is_dir()]
-    assert cli.main(["ledger", "--out", str(out), "--mlflow"]) == 2  # the back-fill says the same
+    assert TrialLedger.for_output_dir(out).rows() == []  # an empty ledger to back-fill: the back-fill says the same
+    assert cli.main(["ledger", "--out", str(out), "--mlflow"]) == 2
     assert 'pip install -e ".[mlflow]"' in capsys.readouterr().err
