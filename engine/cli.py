@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from engine.core.config import Config, ConfigError, load_config, parse_literal
+from engine.core.config import MLFLOW_LOCAL, Config, ConfigError, load_config, parse_literal
 from engine.core.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
 from engine.core.logs import setup_logging
 from engine.paper.cli import add_paper_parser
@@ -71,6 +71,14 @@ def _add_run_flags(p: argparse.ArgumentParser, *, predictor: bool = True) -> Non
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_mlflow_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--mlflow [URI]`` (output.mlflow) of the commands that write trial-ledger rows, and of ``ledger``."""
+    p.add_argument("--mlflow", nargs="?", const=MLFLOW_LOCAL, metavar="URI",
+                   help=f"mirror {what} into MLflow (install: pip install -e \".[mlflow]\"); URI: \"local\" "
+                        "(the default: sqlite:///mlflow.db and ./mlruns in the working folder), a folder, "
+                        "sqlite:///PATH.db or http://HOST:PORT of a tracking server")
+
+
 def _add_check_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the commands that run the lookahead check (backtest, compare, lookahead)."""
     p.add_argument("--thorough", action="store_true",
@@ -93,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_market_flags(bt)
     _add_run_flags(bt)
     _add_check_flags(bt)
+    _add_mlflow_flag(bt, "the run's ledger row (after it is written)")
     bt.add_argument("--timings", action="store_true", help="print the seconds of each step (metrics.json's timings)")
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
@@ -105,6 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_market_flags(cp)
     _add_run_flags(cp, predictor=False)
     _add_check_flags(cp)
+    _add_mlflow_flag(cp, "every run's ledger row (after they are written)")
     cp.add_argument("--predictors", required=True, help='comma-separated predictor names or variants, e.g. naive,momentum,chronos,chronos[finetune="lora"] '
                     '(a variant\'s key=value pairs are TOML literals merged over [predictor.params.NAME])')
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
@@ -116,6 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
     _add_market_flags(sw)
     _add_run_flags(sw)
+    _add_mlflow_flag(sw, "every trial's and the holdout run's ledger row (after they are written)")
     sw.add_argument("--space", required=True,
                     help='parameters to search: "threshold=0.0:0.01, stake=0.3:1.0, predictor.lookback=6:96:int"; '
                          "RANGE is lo:hi, lo:hi:int, lo:hi:log, lo:hi:STEP or a|b|c")
@@ -135,6 +146,7 @@ def _build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--out", help="output folder holding ledger.sqlite")
     lg.add_argument("--symbol", help="only trials on this market")
     lg.add_argument("--timeframe", help="only trials on this timeframe")
+    _add_mlflow_flag(lg, "the listed ledger rows (a back-fill; rows already mirrored are skipped)")
 
     la = sub.add_parser("lookahead", help="recompute forecasts and orders on truncated data; fail on any difference")
     la.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
@@ -167,6 +179,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
         "exchange_url": "data.exchange_url",
         "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
+        "mlflow": "output.mlflow",
     }
     out = {dotted: getattr(args, name) for name, dotted in mapping.items() if getattr(args, name, None) is not None}
     for item in getattr(args, "set", []):
@@ -354,15 +367,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from engine.judging.ledger import TrialLedger, format_table
+    from engine.judging.tracking import check_tracking, mirror_rows
 
     cfg = _config(args)
     path = Path(cfg.output.dir) / "ledger.sqlite"
     if not path.exists():
         print(f"no trials yet: {path} does not exist (every backtest appends one row)")
         return 0
+    uri = check_tracking(cfg) if args.mlflow is not None else None  # MLflow missing or a bad store: before listing
     rows = TrialLedger(path).rows(symbol=args.symbol, timeframe=args.timeframe)
     print(format_table(rows))
     print(f"{len(rows)} trial(s) in {path}")
+    if uri is not None:  # the back-fill: here the mirror is the command's job, so a failure is an error (exit 1)
+        print(mirror_rows(rows, uri, path.resolve()).text())
     return 0
 
 

@@ -40,7 +40,7 @@ ENGINE = ROOT / "engine"
 #: Third-party libraries heavy enough (or optional enough) to import inside the one function that
 #: needs them. Never a project module, never the standard library.
 HEAVY_LIBRARIES = {"torch", "transformers", "peft", "chronos", "ray", "matplotlib", "quantstats", "tqdm", "scipy",
-                   "apscheduler", "lightgbm", "neuralforecast", "pytorch_lightning", "optuna"}
+                   "apscheduler", "lightgbm", "neuralforecast", "pytorch_lightning", "optuna", "mlflow"}
 #: The command line loads each command's modules when that command runs, so `--help`, `predictors`,
 #: `ledger` and input errors answer in ~0.6 s rather than the ~2 s the backtest path costs to import.
 #: Only these command entry points may do so; the cycle test above still counts their imports.

@@ -189,11 +189,22 @@ class EvaluationConfig:
     max_fallback_share: float = 0.05
 
 
+#: ``output.mlflow``'s word for MLflow's own local default: ``sqlite:///mlflow.db`` in the working folder
+#: (artifacts in ``./mlruns``), where a plain ``mlflow ui`` started in the same folder finds it.
+MLFLOW_LOCAL = "local"
+#: URI schemes ``output.mlflow`` takes (the part before ``+``: ``postgresql+psycopg2://`` is ``postgresql``).
+MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
+    """Where results go. ``mlflow``: mirror every ledger row this run writes into MLflow (``engine.judging.tracking``):
+    "" off, :data:`MLFLOW_LOCAL`, a folder path (MLflow file store) or a tracking URI."""
+
     dir: str = "runs"
     tearsheet: bool = True
     progress: bool = True
+    mlflow: str = ""
 
 
 @dataclass(frozen=True)
@@ -547,6 +558,7 @@ def _validate(cfg: Config) -> None:
         )
     if not d.exchange:
         raise ConfigError('data.exchange is empty; set a ccxt exchange id, e.g. "binance"')
+    _validate_mlflow(cfg.output.mlflow)
     if b.cash <= 0:
         raise ConfigError(f"broker.cash = {b.cash} must be > 0, e.g. 10000")
     if not 0 <= b.fee < 0.05:
@@ -615,6 +627,26 @@ def _validate(cfg: Config) -> None:
         )
     _validate_paper(cfg.paper)
     _validate_training(cfg.training, p.horizon)
+
+
+def _validate_mlflow(value: str) -> None:
+    """``output.mlflow`` (``--mlflow``): "", :data:`MLFLOW_LOCAL`, a folder path, or a URI of :data:`MLFLOW_SCHEMES`
+    (http/https with a host). Checks the form only; whether MLflow is installed and the store opens is checked
+    before a run by ``engine.judging.tracking.check_tracking``."""
+    if not value or value in (MLFLOW_LOCAL, "databricks"):
+        return
+    parts = urlsplit(value)
+    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (C:\... on Windows): a file store folder
+        return
+    fix = (f'use "{MLFLOW_LOCAL}" (sqlite:///mlflow.db in the working folder), sqlite:///PATH/mlflow.db, '
+           "http://HOST:PORT of an MLflow tracking server, or another MLflow store URI "
+           f"({', '.join(s + '://' for s in MLFLOW_SCHEMES)}), or \"\" for none")
+    if parts.scheme.split("+")[0].lower() not in MLFLOW_SCHEMES:
+        raise ConfigError(f"output.mlflow (--mlflow) = {value!r}: unsupported scheme {parts.scheme!r}; {fix}")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ConfigError(f"output.mlflow (--mlflow) = {value!r} names no host; {fix}")
+    if parts.scheme == "sqlite" and not parts.path.strip("/"):
+        raise ConfigError(f"output.mlflow (--mlflow) = {value!r} names no database file; {fix}")
 
 
 def _is_trainable(p: PredictorConfig) -> bool:

@@ -17,6 +17,7 @@ from engine.core.config import Config
 from engine.judging.verdict import Verdict, judge
 from engine.runs.pipeline import RunResult, run_pipeline
 from engine.runs.run_folder import check_writable, new_run_dir, write_run_folder
+from engine.judging.tracking import check_tracking, mirror_after_run
 from predictors.base import Predictor
 
 
@@ -42,7 +43,8 @@ def run_backtest(
 
     ``output.dir`` is checked for writing before any work. The run folder is claimed, the
     run appended to ``<output.dir>/ledger.sqlite`` and judged, then the folder is written
-    once. A failed lookahead check does not raise: the run is kept, written and ledgered
+    once. With ``output.mlflow`` set, the row is then mirrored into MLflow (:mod:`engine.judging.tracking`; a
+    failed mirror is a warning). A failed lookahead check does not raise: the run is kept, written and ledgered
     with ``result.invalid = "lookahead: ..."`` (the CLI exits 2 for it).
 
     Args:
@@ -58,6 +60,7 @@ def run_backtest(
     """
     started = time.perf_counter()
     check_writable(cfg.output.dir)
+    check_tracking(cfg)
     result = run_pipeline(cfg, strategy_path, predictor)
     p = cfg.predictor
     run_dir = new_run_dir(Path(runs_dir or cfg.output.dir), Path(strategy_path).stem, p.name, cfg.data.symbol, cfg.data.timeframe)
@@ -67,4 +70,5 @@ def run_backtest(
     error = judgement.unrecorded(run_dir)
     if error is not None:
         raise error from judgement.ledger_failure
+    mirror_after_run(cfg, lambda row: row.run_dir == str(run_dir))
     return Backtest(result=result, verdict=verdict, run_dir=run_dir)

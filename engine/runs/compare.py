@@ -29,6 +29,7 @@ from engine.judging.verdict import Verdict, judge
 from engine.core.logs import setup_logging
 from engine.runs.pipeline import RunResult, run_pipeline
 from engine.runs.run_folder import check_writable, new_run_dir, write_run_folder
+from engine.judging.tracking import check_tracking, mirror_after_run
 from engine.training.fold_models import cap_threads
 from predictors.base import PredictorError
 from predictors.registry import config_class, make_config, table_name
@@ -283,7 +284,7 @@ def run_compare(
 
     Writes ``<output.dir>/compare-<stamp>-<strategy>/`` with one run folder per pair,
     ``leaderboard.html`` and ``leaderboard.csv``, and appends one ``compare`` row per pair
-    to the output folder's trial ledger.
+    to the output folder's trial ledger (mirrored into MLflow at the end when ``output.mlflow`` is set).
     """
     if not predictors:
         raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,drift,momentum")
@@ -293,6 +294,7 @@ def run_compare(
         raise ConfigError(f"--jobs {jobs} must be >= 1")
     cfg = resolve_paths(cfg)
     check_writable(cfg.output.dir)
+    check_tracking(cfg)
     if ray_address:  # connect before any folder is made: a refused connection leaves nothing behind
         _ray(ray_address)
     strategy_path = str(Path(strategy_path).resolve())
@@ -344,6 +346,8 @@ def run_compare(
     error = judgement.unrecorded(out_dir, "compare folder")
     if error is not None:
         raise error from judgement.ledger_failure
+    mirrored = {str(run_dir) for run_dir in run_dirs.values()}
+    mirror_after_run(cfg, lambda row: row.run_dir in mirrored)
     logger.info("compare finished in {:.1f} s: {}", wall, out_dir)
     return Comparison(out_dir=out_dir, results=results, verdicts=verdicts, run_dirs=run_dirs, leaderboard=frame,
                       text=leaderboard_text(frame), html=html, wall_s=wall)

@@ -55,6 +55,7 @@ from engine.judging.ledger import TrialCount, TrialLedger, TrialRow, params_json
 from engine.core.logs import setup_logging
 from engine.runs.run_folder import check_writable
 from engine.backtesting.strategy_loader import load_strategy, strategy_param_names
+from engine.judging.tracking import check_tracking, mirror_after_run
 from engine.sweeps.evaluate import (
     OBJECTIVES, SweepMarket, TrialOutcome, evaluate, event_simulation, forecasts_for, has_fast_path, prepare_market,
     objective_value, reconcile_variant, variant_config,
@@ -347,6 +348,7 @@ def run_sweep(
     search, hold = split_ranges(cfg.data.range, holdout)
     cfg = resolve_paths(cfg)
     check_writable(cfg.output.dir)
+    check_tracking(cfg)
     if ray_address:
         _ray(ray_address)
     search_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, timerange=str(search)))
@@ -481,6 +483,7 @@ def run_sweep(
                            "suspicious": list(holdout_run.result.suspicious), "invalid": holdout_run.result.invalid},
     }
     (out_dir / "summary.json").write_text(json.dumps(json_value(summary), indent=2, default=str, allow_nan=False) + "\n")
+    mirror_after_run(cfg, lambda row: row.kind == "sweep" and row.run_dir == str(out_dir))  # the holdout: run_backtest
     wall = time.perf_counter() - t0
     logger.info("sweep finished in {:.1f} s: {}", wall, out_dir)
     return Sweep(out_dir=out_dir, study_db=study_db, trials_csv=trials_csv, html=html, trials=frame,
