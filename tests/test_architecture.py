@@ -192,3 +192,15 @@ def test_layer_rule_catches_an_upward_and_a_sideways_import():
     assert upward_imports(graph) == ["engine.core.config -> engine.runs.pipeline",
                                      "engine.sweeps.search -> engine.paper.runner",
                                      "engine.judging.verdict -> engine.cli"]
+
+
+def test_every_engine_package_is_a_regular_package_in_git():
+    """A folder of modules without a tracked __init__.py is a namespace package: it imports from a
+    checkout but `pip install .` (setuptools' find) leaves it out, and a .gitignore pattern can hide it."""
+    import subprocess
+
+    tracked = set(subprocess.run(["git", "ls-files", "engine"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    folders = {str(Path(f).parent) for f in tracked if f.endswith(".py")}
+    missing = sorted(f for f in folders if f"{f}/__init__.py" not in tracked)
+    assert missing == [], f"engine folders without a tracked __init__.py: {missing}"
