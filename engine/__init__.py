@@ -21,6 +21,7 @@ Sub-packages, bottom layer first (a package imports only from the packages below
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 #: The Python API's functions (:mod:`engine.api`), attributes of this package. No sub-module bears these names.
@@ -31,7 +32,9 @@ __all__ = list(API)
 def __getattr__(name: str) -> Any:
     """``engine.backtest`` etc.: :mod:`engine.api`'s functions, imported on first use (PEP 562)."""
     if name in API:
-        from engine import api
+        with warnings.catch_warnings():  # quiet from the import on: tqdm.auto's "IProgress not found" in a notebook
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            from engine import api
 
         value = getattr(api, name)
         globals()[name] = value  # later look-ups skip this function
