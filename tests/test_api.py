@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +29,8 @@ def _process_state() -> dict:
             "env": dict(os.environ), "cwd": os.getcwd(), "random": random.getstate(),
             "numpy": np.random.get_state()[1].tobytes(), "warnings": list(warnings.filters),
             "stdlib": [(lg.handlers[:], lg.level, lg.propagate) for lg in map(logging.getLogger, ("engine", "predictors"))],
-            "logging_disable": logging.root.manager.disable}
+            "logging_disable": logging.root.manager.disable, "rcParams": dict(matplotlib.rcParams),
+            "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None}
 
 
 @pytest.fixture()
@@ -76,6 +78,14 @@ def test_bad_input_raises_the_cli_error_quietly_and_leaves_logging_as_found(shar
     with pytest.raises(UserInputError, match="log_level='loud'"):
         backtest(log_level="loud", config=CONFIG)
     assert not (tmp_path / "runs").exists()  # refused before any work
+
+
+def test_a_config_object_takes_the_overrides_a_config_file_takes():
+    from engine.core.config import load_config, resolve_config
+
+    overrides = {"broker.fee": 0.0005, "data.symbol": "ETH/USDT", "strategy.llm_signal.stake": 0.5}
+    assert resolve_config(load_config(CONFIG), overrides) == load_config(CONFIG, overrides)
+    assert resolve_config(load_config(CONFIG), overrides) != load_config(CONFIG)
 
 
 def _fresh_cli_equity(args: list[str], cwd: Path) -> pd.DataFrame:
@@ -144,7 +154,7 @@ def test_compare_returns_the_leaderboard(shared_data, tmp_path, capfd, user_sink
     for key, result in comparison.results.items():
         row = board[(board["symbol"] == key[0]) & (board["predictor"] == key[1])].iloc[0]
         assert row["total_return"] == pytest.approx(result.metrics.total_return, rel=1e-12, abs=1e-15)
-    assert "momentum" in repr(comparison) and "<table" in comparison._repr_html_()
+    assert repr(comparison).startswith(f"Comparison(2 runs in {comparison.out_dir}") and "<table" in comparison._repr_html_()
 
 
 @pytest.mark.slow
@@ -160,6 +170,7 @@ def test_train_then_sweep_in_one_process(shared_data, tmp_path, capfd, user_sink
     assert len(folds) == len(report.models) == len(report.plan.folds) >= 2
     assert (folds["status"] == "trained now").all() and (folds["epochs"] >= 1).all()
     assert all(Path(d).is_dir() for d in folds["checkpoint"])
+    assert repr(report).startswith(f"TrainReport({len(folds)} folds every 20d: {len(folds)} trained now, 0 cached")
 
     result = sweep(predictor="momentum", space="threshold=0.0:0.01", holdout="20240125-20240201", trials=3,
                    timerange="20240101-20240201", out=tmp_path / "runs", tearsheet=False, **common)
