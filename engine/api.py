@@ -231,8 +231,9 @@ def compare(
     Args:
         predictors: ``"naive,momentum"`` (the CLI's text, variants ``name[key=value]`` included) or a list.
         symbols: ``"BTC/USDT,ETH/USDT"`` or a list; None: the config's symbol.
-        jobs, ray: local worker processes (default 2, as the CLI) or a Ray address. Worker processes log their
-            warnings to the process's own stderr (a notebook's terminal), whatever ``verbose`` says.
+        jobs, ray: local worker processes (default 2, as the CLI) or a Ray address. Worker processes set up their
+            own logging, as the CLI's do, and print their WARNING lines to stderr whatever ``verbose`` says
+            (``jobs=1``: every run in this process, quiet).
         the rest: as :func:`backtest`.
 
     Returns:
