@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from engine.core.config import MLFLOW_LOCAL, Config, ConfigError, load_config, parse_literal
+from engine.core.config import FLAG_KEYS, MLFLOW_LOCAL, Config, ConfigError, flag_overrides, resolve_config
 from engine.core.errors import EXIT_FIX_INPUT, EXIT_RETRY_LATER, error_line, exit_code
 from engine.core.logs import setup_logging
 from engine.paper.cli import add_paper_parser
@@ -174,19 +174,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    mapping = {
-        "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
-        "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
-        "exchange_url": "data.exchange_url",
-        "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
-        "mlflow": "output.mlflow",
-    }
-    out = {dotted: getattr(args, name) for name, dotted in mapping.items() if getattr(args, name, None) is not None}
-    for item in getattr(args, "set", []):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} must be KEY=VALUE, e.g. --set broker.fee=0.0005")
-        out[key.strip()] = parse_literal(value.strip())
+    out = flag_overrides({name: getattr(args, name, None) for name in FLAG_KEYS}, getattr(args, "set", []))
     if getattr(args, "no_tearsheet", False):
         out["output.tearsheet"] = False
     if getattr(args, "no_progress", False):
@@ -197,11 +185,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
-    """``--config`` (default ./config.toml if present) + the flags + ``extra`` overrides."""
-    path = args.config
-    if path is None and Path("config.toml").is_file():
-        path = "config.toml"
-    return load_config(path, {**_overrides(args), **(extra or {})})
+    """``--config`` (default ./config.toml if present) + the flags + ``extra`` overrides
+    (:func:`engine.core.config.resolve_config`, the Python API's rule too)."""
+    return resolve_config(args.config, {**_overrides(args), **(extra or {})})
 
 
 def _unchecked_words(result: "RunResult") -> str:

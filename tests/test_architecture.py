@@ -47,6 +47,9 @@ HEAVY_LIBRARIES = {"torch", "transformers", "peft", "chronos", "ray", "matplotli
 LAZY_COMMAND_IMPORTS = {"engine/cli.py": {"cmd_backtest", "cmd_compare", "cmd_ledger", "cmd_lookahead", "cmd_download",
                                           "cmd_paper", "cmd_train", "cmd_sweep"},
                         "engine/paper/cli.py": {"_run_paper"},
+                        # `import engine` stays light: the Python API (engine.api, the whole backtest path) loads
+                        # on the first `from engine import backtest` (PEP 562 module __getattr__)
+                        "engine/__init__.py": {"__getattr__"},
                         # reports.skill imports scipy: the lookahead's fresh re-fit processes import
                         # engine.training.fold_models and never score, so they start in ~1.3 s instead of ~2.5 s
                         "engine/training/fold_models.py": {"validation_pinball"}}

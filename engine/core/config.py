@@ -780,3 +780,54 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     cfg = Config(**sections, strategy=_build_strategy_tables(tree.get("strategy", {})))
     _validate(cfg)
     return cfg
+
+
+#: The settings the command line's flags (argparse ``dest``) and the Python API's keyword arguments
+#: (:mod:`engine.api`, same names) set: name -> the config key it overrides.
+FLAG_KEYS: dict[str, str] = {
+    "exchange": "data.exchange", "symbol": "data.symbol", "timeframe": "data.timeframe",
+    "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
+    "exchange_url": "data.exchange_url",
+    "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
+    "mlflow": "output.mlflow",
+}
+
+
+def flag_overrides(flags: Mapping[str, Any], sets: typing.Iterable[str] | Mapping[str, Any] = ()) -> dict[str, Any]:
+    """Dotted overrides from ``flags`` (:data:`FLAG_KEYS` names; None or absent = not given) and ``sets``:
+    the command line's ``--set KEY=VALUE`` items (VALUE a TOML literal, :func:`parse_literal`) or the
+    Python API's ``{"broker.fee": 0.0005}`` (values as they are). ``sets`` win over flags.
+
+    Raises:
+        ConfigError: a ``--set`` item without ``=``, or a key that is not a non-empty string.
+    """
+    out = {FLAG_KEYS[name]: value for name, value in flags.items() if name in FLAG_KEYS and value is not None}
+    if isinstance(sets, Mapping):
+        for key, value in sets.items():
+            if not isinstance(key, str) or not key.strip():
+                raise ConfigError(f"set={{{key!r}: ...}}: keys are dotted config keys, e.g. {{'broker.fee': 0.0005}}")
+            out[key.strip()] = str(value) if isinstance(value, Path) else value
+        return out
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must be KEY=VALUE, e.g. --set broker.fee=0.0005")
+        out[key.strip()] = parse_literal(value.strip())
+    return out
+
+
+def resolve_config(config: str | Path | Config | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The run's configuration: ``config`` (a TOML file; None = ``./config.toml`` when present, else the
+    defaults; or a :class:`Config`) with the dotted ``overrides`` applied and everything validated again.
+    The one rule for ``--config`` and the flags (:mod:`engine.cli`) and the Python API (:mod:`engine.api`).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    if isinstance(config, Config):
+        if not overrides:
+            return config
+        return load_config(None, {**config.to_dict(), **overrides})  # sections first, dotted keys over them
+    if config is None and Path("config.toml").is_file():
+        config = "config.toml"
+    return load_config(config, overrides)

@@ -12,6 +12,7 @@ are the same whichever way the runs were executed; then each run folder is writt
 from __future__ import annotations
 
 import dataclasses
+from html import escape
 import os
 import re
 import time
@@ -49,6 +50,16 @@ class Comparison:
     text: str
     html: Path
     wall_s: float
+
+    def __repr__(self) -> str:
+        return f"Comparison({len(self.results)} runs in {self.out_dir}, {self.wall_s:.1f} s)\n{self.text}"
+
+    def _repr_html_(self) -> str:
+        """The leaderboard's headline columns in a notebook (the full frame is ``leaderboard``)."""
+        cols = [c for c in ("symbol", "predictor", "total_return", "bh_total_return", "sharpe", "max_drawdown",
+                            "n_trades", "dsr", "verdict") if c in self.leaderboard.columns]
+        return (f"<p>Comparison: {len(self.results)} runs in <code>{escape(str(self.out_dir))}</code> "
+                f"({self.wall_s:.1f} s)</p>" + self.leaderboard[cols].to_html(index=False, float_format="{:.4g}".format))
 
 
 # -- predictor variants: "chronos,chronos[finetune=\"lora\"]" ------------------------------------------
@@ -240,9 +251,11 @@ def _ray(address: str) -> Any:
     return ray
 
 
-def _execute(fn: Callable[..., Any], calls: list[tuple], jobs: int, ray_address: str | None, what: str) -> list[Any]:
+def _execute(fn: Callable[..., Any], calls: list[tuple], jobs: int, ray_address: str | None, what: str,
+             progress: bool = True) -> list[Any]:
     """``[fn(*args) for args in calls]`` in local workers (``jobs``), as Ray tasks (``ray_address``)
-    or, with ``jobs = 1``, in this process (``fn`` then gets ``worker=False``); results in call order."""
+    or, with ``jobs = 1``, in this process (``fn`` then gets ``worker=False``); results in call order.
+    ``progress``: a runs bar on stderr (``output.progress``)."""
     from tqdm.auto import tqdm
 
     if ray_address:
@@ -250,18 +263,18 @@ def _execute(fn: Callable[..., Any], calls: list[tuple], jobs: int, ray_address:
         task = ray.remote(fn)
         refs = [task.remote(*args) for args in calls]
         try:
-            with tqdm(refs, desc=f"{what} (ray)", unit="run") as bar:  # closed (a newline) before any error line
+            with tqdm(refs, desc=f"{what} (ray)", unit="run", disable=not progress) as bar:  # closed (a newline) before any error line
                 return [ray.get(r) for r in bar]
         except ray.exceptions.RayTaskError as exc:  # a run's own error, not a chain of remote tracebacks
             if exit_code(exc.cause) is not None:  # a member of the error family: its one line, its exit code
                 raise exc.cause from None
             raise
     if jobs <= 1:
-        return [fn(*args, worker=False) for args in tqdm(calls, desc=what, unit="run")]
+        return [fn(*args, worker=False) for args in tqdm(calls, desc=what, unit="run", disable=not progress)]
     threads = max(1, (os.cpu_count() or 1) // jobs)  # trained or model predictors: no oversubscribed cores
     with ProcessPoolExecutor(max_workers=jobs, initializer=cap_threads, initargs=(threads,)) as pool:
         futures = [pool.submit(fn, *args) for args in calls]
-        return [f.result() for f in tqdm(futures, desc=f"{what} ({jobs} workers)", unit="run")]
+        return [f.result() for f in tqdm(futures, desc=f"{what} ({jobs} workers)", unit="run", disable=not progress)]
 
 
 def _mean_valid_pinball(result: RunResult) -> float | None:
@@ -306,7 +319,8 @@ def run_compare(
     configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
 
     t0 = time.perf_counter()
-    results = dict(zip(pairs, _execute(_compute, [(c, strategy_path) for c in configs], jobs, ray_address, "compare")))
+    results = dict(zip(pairs, _execute(_compute, [(c, strategy_path) for c in configs], jobs, ray_address, "compare",
+                                         cfg.output.progress)))
     run_dirs = {
         (s, p): new_run_dir(out_dir, Path(strategy_path).stem, p, s, cfg.data.timeframe) for s, p in pairs
     }
@@ -317,7 +331,7 @@ def run_compare(
                       run_dirs=[run_dirs[pair] for pair in pairs], kind="compare")
     verdicts = dict(zip(pairs, judgement.verdicts))
     _execute(_write, [(results[pair], verdicts[pair], run_dirs[pair], strategy_path) for pair in pairs],
-             jobs, ray_address, "write")
+             jobs, ray_address, "write", cfg.output.progress)
 
     rows, equity, benchmark, links = [], {}, {}, {}
     for (symbol, predictor), result in results.items():

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from engine.runs.compare import _ray, resolve_paths
 from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError
@@ -42,6 +44,26 @@ class TrainReport:
     models: list[FoldModel]
     checkpoints: Path
     wall_s: float
+
+    @property
+    def folds(self) -> pd.DataFrame:
+        """One row per fold, the train command's table as values: ``fold``, ``cutoff`` (UTC), ``train_bars``,
+        ``valid_bars``, ``epochs``, ``train_loss``, ``valid_loss`` (the model's own last losses; NaN when
+        not reported), ``valid_pinball`` (the engine's score), ``seconds``, ``status``, ``checkpoint`` (folder)."""
+        rows = []
+        for m in self.models:
+            last = m.curve[-1] if m.curve else {}
+            rows.append({"fold": m.fold.k, "cutoff": m.fold.cutoff, "train_bars": m.fold.train_bars,
+                         "valid_bars": m.fold.valid_bars, "epochs": len(m.curve),
+                         "train_loss": last.get("train_loss", math.nan), "valid_loss": last.get("valid_loss", math.nan),
+                         "valid_pinball": math.nan if m.valid_pinball is None else m.valid_pinball,
+                         "seconds": m.seconds, "status": m.status, "checkpoint": m.directory})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        trained = sum(m.trained_now for m in self.models)
+        return (f"TrainReport({len(self.models)} folds every {self.plan.retrain_every}: {trained} trained now, "
+                f"{len(self.models) - trained} cached; checkpoints {self.checkpoints}; {self.wall_s:.1f} s)")
 
 
 def trainable_predictors() -> list[str]:

@@ -98,6 +98,11 @@ class Sweep:
     lines: tuple[str, ...]
     wall_s: float
 
+    def __repr__(self) -> str:
+        best = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.best_params.items())
+        return (f"Sweep({len(self.trials)} trials in {self.out_dir}, {self.wall_s:.1f} s; best: {best}; "
+                f"verdict: {self.verdict})")
+
 
 # -- the search range and the holdout ------------------------------------------------------------------------
 def split_ranges(timerange: TimeRange, holdout: str) -> tuple[TimeRange, TimeRange]:
