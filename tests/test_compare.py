@@ -109,6 +109,7 @@ def test_compare_cli_and_errors(shared_data, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown predictor 'nosuch'" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # checked before the compare folder is made: nothing left behind
 
 
 # -- a real cluster, started with `ray start` in its own process ---------------------------------

@@ -311,11 +311,13 @@ def run_compare(
     if ray_address:  # connect before any folder is made: a refused connection leaves nothing behind
         _ray(ray_address)
     strategy_path = str(Path(strategy_path).resolve())
-    out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
     twice = sorted({p for p in predictors if list(predictors).count(p) > 1})
     if twice:
         raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
     pairs = [(s, p) for s in symbols for p in predictors]
+    for s, p in pairs:  # every variant checked before the compare folder is made: bad input leaves nothing behind
+        variant(cfg, s, p, Path(cfg.output.dir))
+    out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
     configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
 
     t0 = time.perf_counter()
