@@ -43,7 +43,7 @@ import math
 import backtrader as bt
 import numpy as np
 
-from engine.backtesting.portfolio import PortfolioMarket, PortfolioTargets
+from engine.backtesting import PortfolioMarket, PortfolioTargets
 
 WEIGHTINGS = ("equal", "forecast")
 
