@@ -545,7 +545,7 @@ def render_monitor_rule(r: Records) -> str:
 def render_universe(r: Records) -> str:
     rec = r["universe_speed"]
     n, c = rec["numbers"], rec["config"]
-    span = "all of them" if n["event_bars"] == n["bars"] else f"the first {n['event_bars']:,}"
+    span = "all" if n["event_bars"] == n["bars"] else f"the first {n['event_bars']:,}"
     lines = [provenance(rec),
              f"{c['coins']} coins × {n['bars']:,} 1h bars ({c['timerange']}), `rank_long_short` k = {c['params']['k']}, "
              f"rebalance every {c['params']['rebalance']} bars, momentum over {c['lookback']} candles; the event loop "

@@ -249,3 +249,13 @@ def test_short_rate_in_config_is_yearly_and_converted_per_bar():
     assert short_rate_per_bar(0.10, 3600) == pytest.approx(0.10 / 8760, rel=1e-12)
     with pytest.raises(ConfigError, match="broker.short_rate = -0.1"):
         load_config(ROOT / "config.toml", {"broker.short_rate": -0.1})
+
+
+def test_a_subclass_that_changes_the_rule_without_a_fast_form_has_no_fast_path(universe):
+    class Contrarian(RankLongShort):
+        def weights(self, fc, candle):
+            return super().weights(-fc, candle)
+
+    bars = bars_on_clock(universe.candles, universe.clock)
+    with pytest.raises(ValueError, match="Contrarian has no portfolio fast form"):
+        fast_simulate_portfolio(bars, None, LEVELS, PortfolioSetup(Contrarian, {}, 10_000.0, Costs(), 0.0))
