@@ -13,15 +13,17 @@ import pandas as pd
 import pytest
 
 from engine.backtesting.portfolio import (
-    PortfolioSetup, bars_on_clock, fast_simulate_portfolio, reconcile_portfolio, short_rate_per_bar,
+    PortfolioSetup, aligned_forecasts, bars_on_clock, fast_simulate_portfolio, reconcile_portfolio, short_rate_per_bar,
     simulate_portfolio,
 )
 from engine.core.config import load_config
 from engine.core.costs import Costs
 from engine.core.config import ConfigError
-from engine.core.errors import StrategyLoadError
+from engine.core.errors import StrategyLoadError, UserInputError
+from engine.forecasting.signals import compute_forecasts
 from feeds.timeframes import parse_timerange
 from feeds.universe import load_universe
+from predictors.registry import make_predictor
 from strategies.rank_long_short import EqualWeightUniverse, RankLongShort
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -124,7 +126,7 @@ def test_a_coin_listed_mid_range_is_never_traded_before_its_first_candle(univers
     bars = bars_on_clock(universe.candles, universe.clock)
     assert not bars["IMX/USDT"].loc[:IMX_FIRST - pd.Timedelta("1h"), "candle"].any()
     forecasts = random_forecast(bars, 5)
-    for params in ({"k": 2, "rebalance": 3}, {"long_only": True, "k": 3, "rebalance": 2}):
+    for params in ({"k": 2, "rebalance": 3},):
         for sim in both(bars, forecasts, PortfolioSetup(RankLongShort, params, 10_000.0, Costs(), 1e-5)):
             imx = sim.fills[sim.fills["symbol"] == "IMX/USDT"]
             assert len(imx) > 3 and imx["time"].min() > IMX_FIRST
@@ -259,3 +261,34 @@ def test_a_subclass_that_changes_the_rule_without_a_fast_form_has_no_fast_path(u
     bars = bars_on_clock(universe.candles, universe.clock)
     with pytest.raises(ValueError, match="Contrarian has no portfolio fast form"):
         fast_simulate_portfolio(bars, None, LEVELS, PortfolioSetup(Contrarian, {}, 10_000.0, Costs(), 0.0))
+
+
+def test_predictor_forecasts_per_coin_align_on_the_clock_and_reconcile(universe):
+    """The project's momentum predictor per coin (past-only windows of the coin's own candles), aligned
+    on the universe clock: NaN where the coin has no candle; both paths agree on it."""
+    predictor = make_predictor("momentum", {"lookback": 5})
+    per_coin = {}
+    for s, c in universe.candles.items():
+        own = c.index[(c.index >= universe.clock[0]) & (np.arange(len(c)) >= 23)]  # 24 candles of context
+        per_coin[s] = compute_forecasts(c, predictor, 24, 3, decision_index=own, progress=False)
+    forecasts = aligned_forecasts(universe.clock, per_coin)
+    levels = per_coin["ADA/USDT"].quantile_levels
+    assert np.isnan(forecasts["IMX/USDT"][universe.clock < IMX_FIRST + pd.Timedelta("23h")]).all()
+    assert np.isfinite(forecasts["ADA/USDT"][:, :, -1]).all()
+    bars = bars_on_clock(universe.candles, universe.clock)
+    setup = PortfolioSetup(RankLongShort, {"k": 2, "rebalance": 6, "weighting": "forecast"}, 10_000.0, Costs(), 1e-5)
+    fast = fast_simulate_portfolio(bars, forecasts, levels, setup)
+    event = simulate_portfolio(bars, forecasts, levels, setup)
+    assert reconcile_portfolio(fast, event) is None and len(event.fills) > 50
+
+
+def test_bad_inputs_are_named(universe):
+    bars = bars_on_clock(universe.candles, universe.clock)
+    setup = PortfolioSetup(RankLongShort, {}, 10_000.0, Costs(), 0.0)
+    shifted = dict(bars, **{"TRX/USDT": bars["TRX/USDT"].iloc[1:]})
+    with pytest.raises(UserInputError, match="TRX/USDT's bars are not on the clock"):
+        fast_simulate_portfolio(shifted, None, LEVELS, setup)
+    with pytest.raises(UserInputError, match=r"forecast of ADA/USDT has shape \(10, 1, 1\)"):
+        simulate_portfolio(bars, {"ADA/USDT": np.zeros((10, 1, 1))}, LEVELS, setup)
+    with pytest.raises(UserInputError, match="short_rate = -1"):
+        PortfolioSetup(RankLongShort, {}, 10_000.0, Costs(), -1e-5)

@@ -40,7 +40,7 @@ from engine.backtesting.broker import FractionalCommission, RecordingBroker, con
 from engine.backtesting.fast_path import _position_update, strategy_params
 from engine.backtesting.feed import ForecastData, align_forecast
 from engine.core.costs import Costs
-from engine.core.errors import StrategyLoadError
+from engine.core.errors import StrategyLoadError, UserInputError
 from predictors.base import median_index
 
 #: Fill records of a portfolio: the coin beside :data:`engine.backtesting.recorder.FILL_COLUMNS`.
@@ -52,7 +52,7 @@ _SECONDS_PER_YEAR = 365.0 * 86400.0
 def short_rate_per_bar(yearly: float, bar_seconds: float) -> float:
     """The per-bar borrow rate of a yearly rate (simple, 365-day year): ``yearly x bar_seconds / 31,536,000``."""
     if not np.isfinite(yearly) or not 0 <= yearly < 10:
-        raise ValueError(f"short_rate = {yearly!r} must be a yearly fraction in [0, 10), e.g. 0.1 for 10 % a year")
+        raise UserInputError(f"short_rate = {yearly!r} must be a yearly fraction in [0, 10), e.g. 0.1 for 10 % a year")
     return float(yearly) * float(bar_seconds) / _SECONDS_PER_YEAR
 
 
@@ -69,8 +69,10 @@ class PortfolioSetup:
     short_rate: float = 0.0
 
     def __post_init__(self) -> None:
+        if not np.isfinite(self.cash) or self.cash <= 0:
+            raise UserInputError(f"cash = {self.cash!r} must be a positive amount of quote currency, e.g. 10000")
         if not np.isfinite(self.short_rate) or not 0 <= self.short_rate < 1:
-            raise ValueError(f"short_rate = {self.short_rate!r} must be a fraction per bar in [0, 1), e.g. 1e-5")
+            raise UserInputError(f"short_rate = {self.short_rate!r} must be a fraction per bar in [0, 1), e.g. 1e-5")
 
 
 def bars_on_clock(candles: Mapping[str, pd.DataFrame], clock: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
@@ -81,14 +83,14 @@ def bars_on_clock(candles: Mapping[str, pd.DataFrame], clock: pd.DatetimeIndex) 
         clock: the universe's bar times.
 
     Raises:
-        ValueError: a coin without a single candle on the clock.
+        UserInputError: a coin without a single candle on the clock.
     """
     out: dict[str, pd.DataFrame] = {}
     for symbol, frame in candles.items():
         own = frame[["open", "high", "low", "close", "volume"]].reindex(clock)
         has = own["close"].notna().to_numpy()
         if not has.any():
-            raise ValueError(f"{symbol} has no candle on the clock ({clock[0]} .. {clock[-1]}); leave it out")
+            raise UserInputError(f"{symbol} has no candle on the clock ({clock[0]} .. {clock[-1]}); leave it out")
         last = own["close"].ffill()
         last = last.fillna(own["open"].bfill())  # before the first candle: the first open
         bars = pd.DataFrame({c: own[c].where(has, last) for c in ("open", "high", "low", "close")}, index=clock)
@@ -105,7 +107,7 @@ def aligned_forecasts(clock: pd.DatetimeIndex, forecasts: Mapping[str, Any]) -> 
     for symbol, f in forecasts.items():
         values = align_forecast(clock, f) if hasattr(f, "quantile_levels") else np.asarray(f, dtype=np.float64)
         if values.ndim != 3 or values.shape[0] != len(clock):
-            raise ValueError(f"forecast of {symbol} has shape {values.shape}; expected ({len(clock)}, Q, H)")
+            raise UserInputError(f"forecast of {symbol} has shape {values.shape}; expected ({len(clock)}, Q, H)")
         out[symbol] = values
     return out
 
@@ -232,11 +234,11 @@ class PortfolioSimulation:
 def _bar_arrays(bars: Mapping[str, pd.DataFrame]) -> tuple[tuple[str, ...], pd.DatetimeIndex, dict[str, np.ndarray]]:
     symbols = tuple(bars)
     if len(symbols) < 1:
-        raise ValueError("a portfolio needs at least one market")
+        raise UserInputError("a portfolio needs at least one market")
     index = bars[symbols[0]].index
     for s in symbols[1:]:
         if not bars[s].index.equals(index):
-            raise ValueError(f"{s}'s bars are not on the clock of {symbols[0]}; put every coin on one clock "
+            raise UserInputError(f"{s}'s bars are not on the clock of {symbols[0]}; put every coin on one clock "
                              "with bars_on_clock")
     cols = {c: np.column_stack([bars[s][c].to_numpy(np.float64) for s in symbols])
             for c in ("open", "high", "low", "close", "volume")}
@@ -287,13 +289,13 @@ def _forecast_list(symbols: Sequence[str], T: int, forecasts: Mapping[str, np.nd
     forecasts = forecasts or {}
     unknown = sorted(set(forecasts) - set(symbols))
     if unknown:
-        raise ValueError(f"forecasts for {', '.join(unknown)}, which have no bars")
+        raise UserInputError(f"forecasts for {', '.join(unknown)}, which have no bars")
     out = []
     for s in symbols:
         values = forecasts.get(s)
         values = np.full((T, 1, 1), np.nan) if values is None else np.asarray(values, dtype=np.float64)
         if values.ndim != 3 or values.shape[0] != T:
-            raise ValueError(f"forecast of {s} has shape {values.shape}; expected ({T}, Q, H) on the clock")
+            raise UserInputError(f"forecast of {s} has shape {values.shape}; expected ({T}, Q, H) on the clock")
         out.append(values)
     return out
 
@@ -632,13 +634,13 @@ def fast_simulate_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping
     """What :func:`simulate_portfolio` returns for the same inputs, without backtrader's event loop.
 
     Raises:
-        ValueError: the strategy has no fast form (``fast_targets``).
+        UserInputError: the strategy has no fast form (``fast_targets``).
         StrategyLoadError: a bad strategy parameter.
         RuntimeError: equity rebuilt from the fills differs from the ported broker's.
     """
     form = portfolio_fast_form(setup.strategy_cls)
     if form is None:
-        raise ValueError(f"strategy {setup.strategy_cls.__name__} has no portfolio fast form (a staticmethod "
+        raise UserInputError(f"strategy {setup.strategy_cls.__name__} has no portfolio fast form (a staticmethod "
                          "fast_targets(market, params))")
     params = strategy_params(setup.strategy_cls, setup.params)
     market = portfolio_market(bars, forecasts, levels)
