@@ -121,13 +121,15 @@ def main() -> None:
     event_per_bar = event_s / n_event
     fast_per_bar = fast_part_s / n_event
     ratio = event_per_bar / fast_per_bar
-    print(f"  event loop:  {event_s:8.2f} s for {n_event:,} bars ({n_event / event_s:8.0f} bars/s, {len(event.fills):,} fills)")
+    print(f"  event loop:  {event_s:8.2f} s for {n_event:,} bars ({n_event / event_s:8.0f} bars/s, "
+          f"{len(event.fills):,} fills)")
     print(f"  fast path:   {fast_part_s:8.3f} s for the same bars ({n_event / fast_part_s:8.0f} bars/s); "
           f"{fast_full_s:.3f} s for all {T:,} bars ({len(fast.fills):,} fills)")
     print(f"  bare numpy:  {bare_s:8.4f} s for all {T:,} bars")
     print(f"  ratio event loop / fast path: {ratio:7.1f}x (target >= 50x)")
     print(f"  ratio fast path / bare numpy: {fast_full_s / bare_s:7.1f}x")
-    print(f"  reconciled fill for fill on the event loop's span: {'yes' if difference is None else 'NO: ' + difference}")
+    verdict = "yes" if difference is None else "NO: " + difference
+    print(f"  reconciled fill for fill on the event loop's span: {verdict}")
     print(f"  two years: rank long-short final equity {fast.equity.iloc[-1]:,.0f}, equal-weight universe "
           f"{reference.equity.iloc[-1]:,.0f} (of {cfg.broker.cash:,.0f}); turnover {fast.turnover.sum():.1f}; "
           f"costs {drag['fees']:,.0f} fees + {drag['slippage']:,.0f} slippage + {drag['borrow']:,.0f} borrow; "
@@ -139,7 +141,8 @@ def main() -> None:
         {"bars": T, "event_bars": n_event, "load_s": load_s, "prep_s": prep_s, "event_s": event_s,
          "fast_part_s": fast_part_s, "fast_full_s": fast_full_s, "bare_s": bare_s,
          "event_over_fast": ratio, "fast_over_bare": fast_full_s / bare_s,
-         "event_fills": len(event.fills), "fast_part_fills": len(fast_part.fills), "fast_fills": len(fast.fills), "reconciled": difference is None,
+         "event_fills": len(event.fills), "fast_part_fills": len(fast_part.fills), "fast_fills": len(fast.fills),
+         "reconciled": difference is None,
          "final_equity": float(fast.equity.iloc[-1]), "reference_final_equity": float(reference.equity.iloc[-1]),
          "bare_final_equity": bare_growth * cfg.broker.cash, "turnover": float(fast.turnover.sum()),
          "fees": drag["fees"], "slippage": drag["slippage"], "borrow": drag["borrow"]})

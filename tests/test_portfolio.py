@@ -93,7 +93,8 @@ def check_variants(universe, n: int, seed: int, gaps: bool) -> dict[str, int]:
         forecasts = momentum(candles, universe.clock, int(rng.integers(2, 24))) if i % 3 else \
             random_forecast(bars, int(rng.integers(1 << 30)))
         fast, event = both(bars, forecasts, PortfolioSetup(RankLongShort, params, 10_000.0, costs, rate))
-        assert reconcile_portfolio(fast, event) is None, f"#{i} {params} {costs} {rate}: {reconcile_portfolio(fast, event)}"
+        difference = reconcile_portfolio(fast, event)
+        assert difference is None, f"#{i} {params} {costs} {rate}: {difference}"
         pd.testing.assert_frame_equal(fast.fills, event.fills, check_exact=True)
         seen["fills"] += len(event.fills)
         seen["short"] += int((event.positions.to_numpy() < 0).any())
@@ -209,15 +210,16 @@ def test_short_rate_is_charged_per_bar_on_short_notional(universe):
     T = len(universe.clock)
     params = {"k": 2, "rebalance": T}  # one rebalance: the same positions from bar 1 on
     rate = 2e-4
-    free, paid = (simulate_portfolio(bars, forecasts, LEVELS, PortfolioSetup(RankLongShort, params, 10_000.0, Costs(), r))
-                  for r in (0.0, rate))
+    free, paid = (simulate_portfolio(bars, forecasts, LEVELS,
+                                     PortfolioSetup(RankLongShort, params, 10_000.0, Costs(), r)) for r in (0.0, rate))
     held, close = paid.positions.to_numpy(), np.column_stack([bars[s]["close"].to_numpy() for s in paid.symbols])
     by_hand = np.r_[0.0, (rate * np.maximum(-held[:-1], 0.0) * close[:-1]).sum(axis=1)]
     np.testing.assert_allclose(paid.borrow.to_numpy(), by_hand, rtol=1e-12, atol=0)
     assert paid.borrow.iloc[2:].gt(0).all() and free.borrow.sum() == 0
     pd.testing.assert_frame_equal(free.positions, paid.positions)
     np.testing.assert_allclose(free.equity - paid.equity, np.cumsum(by_hand), rtol=1e-9, atol=1e-9)
-    fast = fast_simulate_portfolio(bars, forecasts, LEVELS, PortfolioSetup(RankLongShort, params, 10_000.0, Costs(), rate))
+    fast = fast_simulate_portfolio(bars, forecasts, LEVELS,
+                                   PortfolioSetup(RankLongShort, params, 10_000.0, Costs(), rate))
     assert reconcile_portfolio(fast, paid) is None
 
 
@@ -292,3 +294,30 @@ def test_bad_inputs_are_named(universe):
         simulate_portfolio(bars, {"ADA/USDT": np.zeros((10, 1, 1))}, LEVELS, setup)
     with pytest.raises(UserInputError, match="short_rate = -1"):
         PortfolioSetup(RankLongShort, {}, 10_000.0, Costs(), -1e-5)
+
+
+def test_a_delisted_coin_is_not_traded_after_its_last_candle(tmp_path):
+    """XMR's Binance candles stop on 2024-02-20 02:00: no order or fill after it; a position held then stays,
+    valued at its last close."""
+    u = load_universe("delist", ["ADA/USDT", "XMR/USDT", "TRX/USDT", "DOGE/USDT"], "1h",
+                      parse_timerange("20240215-20240223"), data_dirs=(SHARED_DATA / "universe",), cache_dir=tmp_path,
+                      exchange_id="binance", download=False, progress=False)
+    last = u.candles["XMR/USDT"].index[-1]
+    assert last == pd.Timestamp("2024-02-20 02:00", tz="UTC") < u.clock[-1]
+    bars = bars_on_clock(u.candles, u.clock)
+    after = u.clock > last
+    assert (bars["XMR/USDT"].loc[after, ["open", "close"]] == bars["XMR/USDT"].loc[last, "close"]).all().all()
+    held_at_end = 0
+    for seed in range(3):
+        forecasts = random_forecast(bars, 100 + seed)
+        forecasts["XMR/USDT"][:] = 0.05  # ranked first whenever it has a candle: long XMR until it stops
+        fast, event = both(bars, forecasts, PortfolioSetup(RankLongShort, {"k": 1, "rebalance": 1 + seed}, 10_000.0,
+                                                           Costs(), 1e-5))
+        assert reconcile_portfolio(fast, event) is None
+        xmr = event.fills[event.fills["symbol"] == "XMR/USDT"]
+        assert len(xmr) and xmr["time"].max() <= last
+        assert not any(u.clock[bar] > last and coin == 1 for bar, coin, *_ in event.orders)
+        stuck = event.positions.loc[after, "XMR/USDT"]
+        assert (stuck == stuck.iloc[0]).all()
+        held_at_end += int(stuck.iloc[0] > 0)
+    assert held_at_end >= 1

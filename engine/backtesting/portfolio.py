@@ -223,7 +223,7 @@ class PortfolioSimulation:
         return (traded / before).rename("turnover")
 
     def cost_drag(self) -> dict[str, float]:
-        """Fees, slippage and borrow paid (quote currency), their sum, and the sum as a fraction of the starting cash."""
+        """Fees, slippage and borrow paid (quote currency), their sum, and that sum over the starting cash."""
         fees = float(self.fills["commission"].sum())
         borrow = float(self.borrow.sum())
         total = fees + self.slippage_paid + borrow
@@ -272,16 +272,20 @@ def _record_frames(symbols: tuple[str, ...], index: pd.DatetimeIndex, fills: lis
 
 
 def _position_matrix(changes: Sequence[tuple[int, int, float]], T: int, N: int) -> np.ndarray:
-    """``T x N`` position at each bar's close from ``(bar, coin, size after)`` records (a bar's last counts)."""
-    out = np.zeros((T, N))
-    for c in range(N):
-        rec = [(b, s) for b, coin, s in changes if coin == c]
-        if not rec:
-            continue
-        bars_ = np.array([b for b, _ in rec], dtype=np.int64)
-        sizes = np.array([s for _, s in rec])
-        last = np.searchsorted(bars_, np.arange(T), side="right") - 1
-        out[:, c] = np.where(last >= 0, sizes[np.maximum(last, 0)], 0.0)
+    """``T x N`` position at each bar's close from ``(bar, coin, size after)`` records (a bar's last counts; 0 before
+    a coin's first record)."""
+    known = np.full((T, N), np.nan)
+    if len(changes):
+        rec = np.asarray(changes, dtype=np.float64)
+        bars_, coins, sizes = rec[:, 0].astype(np.int64), rec[:, 1].astype(np.int64), rec[:, 2]
+        key = bars_ * N + coins
+        _, first_from_end = np.unique(key[::-1], return_index=True)
+        last = len(key) - 1 - first_from_end  # each (bar, coin)'s last record
+        known[bars_[last], coins[last]] = sizes[last]
+    idx = np.where(np.isnan(known), 0, np.arange(T)[:, None])
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    out = known[idx, np.arange(N)]
+    out[np.isnan(out)] = 0.0
     return out
 
 
@@ -344,7 +348,8 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping[str,
     if T and not np.isclose(equity.iloc[-1], rec.final_value, rtol=1e-9, atol=1e-6):
         raise RuntimeError(f"equity rebuilt from fills ({equity.iloc[-1]:.6f}) differs from the broker's "
                            f"({rec.final_value:.6f})")
-    orders = tuple((bar, index_of[id(o_data)], side, size) for bar, o_data, side, size in strategy.broker.portfolio_created)
+    orders = tuple((bar, index_of[id(o_data)], side, size)
+                   for bar, o_data, side, size in strategy.broker.portfolio_created)
     return PortfolioSimulation(symbols=symbols, fills=frame, equity=equity, positions=positions, borrow=borrow_s,
                                orders=orders, rejected=tuple(rec.rejected), broker_position=tuple(rec.positions),
                                slippage_paid=slip, cash=float(setup.cash))
