@@ -24,7 +24,7 @@ from engine.forecasting.signals import compute_forecasts
 from feeds.timeframes import parse_timerange
 from feeds.universe import load_universe
 from predictors.registry import make_predictor
-from strategies.rank_long_short import EqualWeightUniverse, RankLongShort
+from strategies.rank_long_short import EqualWeightUniverse, RankLongShort, target_weights
 from tests.conftest import ROOT, SHARED_DATA
 
 COINS = ["ADA/USDT", "DOGE/USDT", "IMX/USDT", "TRX/USDT", "XMR/USDT"]
@@ -321,3 +321,23 @@ def test_a_delisted_coin_is_not_traded_after_its_last_candle(tmp_path):
         assert (stuck == stuck.iloc[0]).all()
         held_at_end += int(stuck.iloc[0] > 0)
     assert held_at_end >= 1
+
+
+def test_target_weights_by_hand():
+    """The ranking rule on one row: picks, legs, forecast weights, the cap, coins without candle or forecast."""
+    fc = np.array([[0.03, 0.01, np.nan, -0.02, 0.0, 0.5]])
+    candle = np.array([[True, True, True, True, True, False]])  # coin 5 has no candle: no order, whatever its forecast
+    base = {"k": 1, "top_fraction": None, "long_only": False, "weighting": "equal", "max_weight": 1.0, "gross": 0.9}
+    np.testing.assert_array_equal(target_weights(fc, candle, base)[0], [0.45, 0, 0, -0.45, 0, np.nan])
+    np.testing.assert_array_equal(target_weights(fc, candle, {**base, "long_only": True, "k": 2})[0],
+                                  [0.45, 0.45, 0, 0, 0, np.nan])
+    share, mean = 0.45, np.mean([0.03, 0.01, -0.02, 0.0])
+    dist = np.array([0.03 - mean, 0.01 - mean])
+    want = [share * dist[0] / dist.sum(), share * dist[1] / dist.sum(), 0, -share * (mean + 0.02) / 0.03,
+            -share * (mean - 0.0) / 0.03, np.nan]
+    got = target_weights(fc, candle, {**base, "top_fraction": 0.5, "weighting": "forecast"})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    capped = target_weights(fc, candle, {**base, "top_fraction": 0.5, "weighting": "forecast", "max_weight": 0.2})[0]
+    np.testing.assert_allclose(capped, np.clip(want, -0.2, 0.2), rtol=1e-12)
+    tie = target_weights(np.array([[0.01, 0.01, 0.01]]), np.ones((1, 3), bool), {**base, "long_only": True})[0]
+    np.testing.assert_array_equal(tie, [0.9, 0, 0])  # a tie goes to the coin listed first
