@@ -542,6 +542,31 @@ def render_monitor_rule(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_universe(r: Records) -> str:
+    rec = r["universe_speed"]
+    n, c = rec["numbers"], rec["config"]
+    span = "all" if n["event_bars"] == n["bars"] else f"the first {n['event_bars']:,}"
+    lines = [provenance(rec),
+             f"{c['coins']} coins × {n['bars']:,} 1h bars ({c['timerange']}), `rank_long_short` k = {c['params']['k']}, "
+             f"rebalance every {c['params']['rebalance']} bars, momentum over {c['lookback']} candles; the event loop "
+             f"ran on {span} bars.", "",
+             "| path | time | bars/s | fills |", "|---|---|---|---|",
+             f"| backtrader event loop, 30 feeds | {n['event_s']:.1f} s ({n['event_bars']:,} bars) "
+             f"| {n['event_bars'] / n['event_s']:,.0f} | {n['event_fills']:,} |",
+             f"| fast path, same bars | {n['fast_part_s']:.2f} s | {n['event_bars'] / n['fast_part_s']:,.0f} "
+             f"| {n['fast_part_fills']:,} |",
+             f"| fast path, all bars | {n['fast_full_s']:.2f} s | {n['bars'] / n['fast_full_s']:,.0f} | {n['fast_fills']:,} |",
+             f"| bare numpy limit (no order sizes, no cash checks), all bars | {n['bare_s'] * 1000:.0f} ms "
+             f"| {n['bars'] / n['bare_s']:,.0f} | — |", "",
+             f"Event loop / fast path: {n['event_over_fast']:.0f}× (target ≥ 50×); fast path / bare limit: "
+             f"{n['fast_over_bare']:.0f}×; reconciled fill for fill on the event loop's bars: "
+             f"{'yes' if n['reconciled'] else 'NO'}. Over the two years the strategy ends at {n['final_equity']:,.0f}, "
+             f"the equal-weight universe at {n['reference_final_equity']:,.0f} (of {c['cash']:,.0f}; turnover "
+             f"{n['turnover']:.0f}× equity; fees {n['fees']:,.0f}, slippage {n['slippage']:,.0f}, borrow "
+             f"{n['borrow']:,.0f}); the bare limit's equity {n['bare_final_equity']:,.0f}."]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated block of the documentation: the JSON files it reads (stems under benchmarks/results), the commands
@@ -570,6 +595,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("guard_power", ("guard_power",), ("python benchmarks/guard_power.py",), render_guard),
     Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
     Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
+    Block("universe_speed", ("universe_speed",), ("python benchmarks/universe_speed.py",), render_universe),
 )}
 
 

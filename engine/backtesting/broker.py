@@ -60,7 +60,8 @@ class RecordingBroker(bt.brokers.BackBroker):
         super()._try_exec(order)
 
 
-def configure_broker(cerebro: bt.Cerebro, cash: float, costs: Costs) -> None:
+def configure_broker(cerebro: bt.Cerebro, cash: float, costs: Costs,
+                     broker_cls: type[RecordingBroker] = RecordingBroker) -> None:
     """Cash, and ``costs`` (:class:`engine.core.costs.Costs`) on every fill.
 
     Market orders fill at the next bar's open (the next one with volume > 0: nothing fills
@@ -68,9 +69,10 @@ def configure_broker(cerebro: bt.Cerebro, cash: float, costs: Costs) -> None:
     ``costs.fill_price(side, open)``: slippage applies to the open too (``slip_open``) and
     is paid even when the slipped price leaves the bar's range (``slip_out``), so costs are
     never understated; the commission is ``costs.commission(size * price)``. The broker
-    keeps ``costs`` for the strategy (:func:`costs_of`).
+    keeps ``costs`` for the strategy (:func:`costs_of`). ``broker_cls``: a subclass of
+    :class:`RecordingBroker` (the portfolio's, which also logs each order's market).
     """
-    broker = RecordingBroker()
+    broker = broker_cls()
     cerebro.broker = broker
     broker.costs = costs
     broker.setcash(cash)

@@ -101,6 +101,9 @@ class BrokerConfig:
     cash: float = 10_000.0
     fee: float = 0.001
     slippage: float = 0.0005
+    #: Yearly borrow/funding rate a short pays on its notional (portfolio runs, charged per bar:
+    #: :func:`engine.backtesting.portfolio.short_rate_per_bar`). An assumption, not a quote.
+    short_rate: float = 0.10
 
     @property
     def costs(self) -> Costs:
@@ -568,6 +571,11 @@ def _validate(cfg: Config) -> None:
     if not 0 <= b.slippage < 0.05:
         raise ConfigError(
             f"broker.slippage = {b.slippage} is a fraction of price and must be in [0, 0.05); 0.0005 means 0.05 %"
+        )
+    if not 0 <= b.short_rate < 10:
+        raise ConfigError(
+            f"broker.short_rate = {b.short_rate} is a yearly fraction of a short's notional and must be in [0, 10); "
+            "0.1 means 10 % a year"
         )
     e = cfg.evaluation
     if not 0 < e.alpha < 0.5:
