@@ -175,7 +175,7 @@ def fan_chart(
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     label: str = "fan chart of forecast price quantiles against realised closes",
     div_id: str = "fan-chart-plot",
-    max_points: int = DEFAULT_MAX_POINTS,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> str:
     """Fan chart: realised closes against forecast price quantiles, one panel per horizon.
 
@@ -193,7 +193,8 @@ def fan_chart(
         label: the chart's accessible description.
         div_id: the chart div's id.
         max_points: points per trace beyond which the rest of the period is downsampled
-            (min and max per bucket; the quantile lines of one panel share positions).
+            (min and max per bucket; the quantile lines of one panel share positions); None:
+            every point (``benchmarks/report_load.py`` measures what that costs).
 
     Returns:
         A chart div (:func:`reports.render.interactive.figure_div`); the panels share the
@@ -204,6 +205,8 @@ def fan_chart(
 
     if not fans:
         raise ValueError("fans is empty; pass at least one horizon -> fan frame")
+    if max_points is None:
+        max_points = max(len(close), *(len(f) for f in fans.values())) + 4
     lv = list(levels)
     mid = median_index(lv)
     pairs = _band_pairs(lv)

@@ -31,6 +31,7 @@ from reports.calibration import (
     window_mask,
 )
 from reports.render.charts import calibration_chart, fan_chart
+from reports.render.downsample import DEFAULT_MAX_POINTS
 from reports.render.format import format_number
 from reports.render.html import html_page, html_table, notes_html
 from reports.significance import ConfidenceInterval, SharpeSignificance, Significance, VersusBuyAndHold
@@ -179,6 +180,7 @@ def write_forecast_page(
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     notes: Sequence[str] = (),
     folds: Sequence[Mapping[str, Any]] | None = None,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Path:
     """Write the forecast page of one run as a self-contained HTML file.
 
@@ -200,6 +202,8 @@ def write_forecast_page(
         folds: a walk-forward run's fold plan, one plain record per fold with the keys of
             :data:`FOLD_COLUMNS` (train start/end, cut-off, test start/end, bar counts, final
             validation loss); shown as a table after the skill table. None: no table.
+        max_points: points per fan-chart trace beyond which it is downsampled outside the
+            window (min and max per bucket, :mod:`reports.render.downsample`); None: never.
 
     The page has: the notes; an interactive fan chart for ``h = 1`` and ``h = H`` (band
     between the outer levels, inner bands darker, median line, realised close in black); a calibration
@@ -251,7 +255,7 @@ def write_forecast_page(
         share = format_number(hit.mean() if known.any() else None, "percent1")
         inside.append(f"h = {h}: {share} of {int(known.sum())}")
 
-    fan_img = fan_chart(shown_close, fans_all, lv, window=(index[mask][0], index[mask][-1]),
+    fan_img = fan_chart(shown_close, fans_all, lv, window=(index[mask][0], index[mask][-1]), max_points=max_points,
                         label=f"fan chart of forecast price quantiles, opening on decision times "
                               f"{_fmt_time(index[mask][0])} to {_fmt_time(index[mask][-1])}")
     coverage = {
