@@ -95,19 +95,20 @@ def html_page(title: str, body: str, *, subtitle: str = "", plotly: bool = False
     ``body`` (already HTML) after it.
 
     ``plotly``: the body has charts from :func:`reports.render.interactive.figure_div`; plotly.js
-    is inlined once in ``<head>`` and the charts are drawn when the page loads (the policy then
-    also allows inline scripts, and still no network load)."""
+    is inlined once at the end of ``<body>`` (the text and tables come first, in the file and on
+    screen) and the charts are drawn when it has loaded (the policy then also allows inline
+    scripts, and still no network load)."""
     t = html.escape(title)
     sub = f'<p class="sub">{html.escape(subtitle)}</p>\n' if subtitle else ""
-    head_js, tail_js = ("", "")
+    plotly_js, draw_js = ("", "")
     if plotly:
         from reports.render.interactive import plotly_scripts
 
-        head_js, tail_js = plotly_scripts()
+        plotly_js, draw_js = plotly_scripts()
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP_SCRIPTS if plotly else _CSP}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{t}</title>\n<style>{_CSS}</style>\n{head_js}</head>\n<body>\n"
-        f"<h1>{t}</h1>\n{sub}{body}\n{tail_js}</body>\n</html>\n"
+        f"<title>{t}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{t}</h1>\n{sub}{body}\n{plotly_js}{draw_js}</body>\n</html>\n"
     )

@@ -89,7 +89,7 @@ def figure_div(fig: Any, div_id: str, *, label: str) -> str:
 
 
 def plotly_scripts() -> tuple[str, str]:
-    """``(head, tail)``: plotly.js inlined once (for ``<head>``) and the script drawing every
-    ``div.plotly-chart`` of the page (for the end of ``<body>``)."""
+    """``(plotly.js, draw)``: plotly.js inlined, and the script drawing every ``div.plotly-chart``
+    of the page; both go once at the end of ``<body>``, in this order."""
     draw = _DRAW.replace("CONFIG", json.dumps(PLOTLY_CONFIG))
     return f"<script>{_plotly_js()}</script>", f"<script>{draw}</script>"
