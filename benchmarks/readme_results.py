@@ -552,6 +552,8 @@ def render_report_load(r: Records) -> str:
         lines.append(f"| {label} | {ms[key]:.0f} ms | {beyond} | {pts[key]:,} | {size[key] / 1e6:.1f} MB |")
     met = "met" if n["target_met"] else "NOT met"
     lines += ["", f"Every point / downsampled, the charts' own time: {n['ratio_every_point_to_downsampled_charts']:.1f}x. "
+                  f"Writing the page (`write_forecast_page`, in process): {n['write_s']['downsampled']:.2f} s "
+                  f"({n['write_s']['every point']:.2f} s with every point). "
                   f"Target, the year's page drawn within {c['target_ms']:.0f} ms: {met} in this run."]
     return "\n".join(lines)
 
