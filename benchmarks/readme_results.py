@@ -538,7 +538,8 @@ def render_report_load(r: Records) -> str:
     c, n = rec["config"], rec["numbers"]
     ex, ms, pts, size = c["example"], n["drawn_ms"], n["points"], n["bytes"]
     rows = [("the forecast page as written (downsampled)", "downsampled"), ("the same page, every point drawn", "every point"),
-            ("reference: plotly.js inlined, no chart", "plotly.js only")]
+            ("reference: plotly.js inlined (basic bundle), no chart", "plotly.js only"),
+            ("for comparison: the full plotly.js bundle, no chart", "full plotly.js")]
     lines = [provenance(rec),
              f"{ex['symbol']} {ex['timeframe']} {ex['timerange']}, `{ex['predictor']}`, {n['n_decisions']:,} decision bars; "
              f"headless Chromium, median of {c['repeat']} runs per page, alternating; the page writes the time from "
@@ -548,7 +549,7 @@ def render_report_load(r: Records) -> str:
              "|---|---|---|---|---|"]
     ref = ms["plotly.js only"]
     for label, key in rows:
-        beyond = "—" if key == "plotly.js only" else f"{ms[key] - ref:.0f} ms"
+        beyond = "—" if key in ("plotly.js only", "full plotly.js") else f"{ms[key] - ref:.0f} ms"
         lines.append(f"| {label} | {ms[key]:.0f} ms | {beyond} | {pts[key]:,} | {size[key] / 1e6:.1f} MB |")
     met = "met" if n["target_met"] else "NOT met"
     lines += ["", f"Every point / downsampled, the charts' own time: {n['ratio_every_point_to_downsampled_charts']:.1f}x. "

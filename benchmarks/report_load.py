@@ -3,11 +3,12 @@
 A real run of the README's first example (``strategies/llm_signal.py``, ``momentum`` on BTC/USDT 1h,
 2024: 8,784 decision bars, through :func:`engine.backtest.run_backtest`) writes its run folder; its
 ``forecast.html`` is the page a user opens. The same page is written again with every point drawn
-(``write_forecast_page(..., max_points=None)``; both writes timed), and a reference page with
-plotly.js inlined and no chart. Each is opened ``--repeat`` times, alternating, in headless Chromium (the browser the tests
+(``write_forecast_page(..., max_points=None)``; both writes timed), a reference page with the
+inlined plotly.js (the vendored basic bundle) and no chart, and one with the ``plotly`` package's
+full bundle instead (what the basic bundle saves). Each is opened ``--repeat`` times, alternating, in headless Chromium (the browser the tests
 use, ``tests/browser.py``'s flags); the page itself writes the time from navigation start until every
 chart is drawn (``performance.now()`` when plotly's promises resolve, ``<body data-plots-drawn-ms>``,
-read from ``--dump-dom``). The reference's time is what reading and compiling the 4.8 MB of
+read from ``--dump-dom``). The reference's time is what reading and compiling the 1.2 MB of
 plotly.js costs on this machine in this run; a page's time minus it is its charts' own cost.
 
 Target (issue 20): the year's page drawn in under 1 s. Medians of the runs are reported; on a
@@ -42,6 +43,8 @@ from engine.backtest import run_backtest  # noqa: E402
 from reports.render.downsample import DEFAULT_MAX_POINTS  # noqa: E402
 from reports.render.forecast_page import write_forecast_page  # noqa: E402
 from reports.render.html import html_page  # noqa: E402
+from reports.render.interactive import plotly_js  # noqa: E402
+from plotly.offline import get_plotlyjs  # noqa: E402
 
 TARGET_MS = 1000.0
 
@@ -97,6 +100,9 @@ def main() -> None:
         pages["every point"] = page
         pages["plotly.js only"] = work / "empty.html"
         pages["plotly.js only"].write_text(html_page("plotly.js, no chart", "", plotly=True), encoding="utf-8")
+        pages["full plotly.js"] = work / "empty_full.html"  # what the basic bundle saves
+        pages["full plotly.js"].write_text(
+            pages["plotly.js only"].read_text(encoding="utf-8").replace(plotly_js(), get_plotlyjs()), encoding="utf-8")
         runs: dict[str, list[tuple[float, float]]] = {k: [] for k in pages}
         drawn_ms(pages["plotly.js only"], browser, work)  # warm the disk cache and the browser's files
         for _ in range(args.repeat):
@@ -118,7 +124,7 @@ def main() -> None:
     print(f"{EXAMPLE['symbol']} {EXAMPLE['timeframe']} {EXAMPLE['timerange']}, {numbers['n_decisions']:,} decisions; "
           f"median of {args.repeat} Chromium runs each, ms from navigation start until every chart was drawn:")
     for k in pages:
-        extra = "" if k == "plotly.js only" else f" (charts {med[k] - ref:.0f} ms beyond plotly.js)"
+        extra = "" if k in ("plotly.js only", "full plotly.js") else f" (charts {med[k] - ref:.0f} ms beyond plotly.js)"
         print(f"  {k:15s} {med[k]:7.0f} ms{extra}; {points[k]:,} points, {size[k] / 1e6:.1f} MB, "
               f"Chromium run {wall[k]:.2f} s")
     print(f"  every point / downsampled, charts alone: {numbers['ratio_every_point_to_downsampled_charts']:.1f}x; "

@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from browser import chromium_path, render
-from plotly.offline import get_plotlyjs
 from reports.calibration import DEFAULT_WINDOW_BARS, fan_chart_data, reliability_by_level
 from engine.costs import Costs
 from engine.simulate import buy_and_hold_equity
 from reports.metrics import Performance, performance_summary, simple_returns
 from reports.render.forecast_page import write_forecast_page
+from reports.render.interactive import figure_div, plotly_js
 from reports.significance import SharpeSignificance, sharpe_significance
 from reports.skill import ForecastSkill, forecast_skill
 
@@ -179,9 +179,9 @@ def _row(text: str, table_id: str, label: str) -> list[str]:
 
 def assert_self_contained(text: str) -> None:
     """plotly.js is inlined exactly once, no script comes from anywhere, and nothing else in the
-    page refers to the network. (plotly.js itself carries URLs of map tiles and fonts that these
-    charts never use; the page's Content-Security-Policy would refuse them, see the browser tests.)"""
-    js = get_plotlyjs()
+    page refers to the network. (plotly.js itself carries URLs, e.g. its own web site's, that these
+    charts never load; the page's Content-Security-Policy would refuse them, see the browser tests.)"""
+    js = plotly_js()  # the vendored basic bundle, its sha256 checked
     rest = text.replace(js, "")  # (assertions on booleans: a failing `in` on 5 MB makes pytest crawl)
     assert len(text) - len(rest) == len(js)  # inlined exactly once
     assert re.search(r"<script\b[^>]*\bsrc\s*=", text, flags=re.I) is None  # no script loaded from a URL or file
@@ -320,6 +320,15 @@ def test_a_year_of_forecasts_is_downsampled_outside_the_window(symbol: str) -> N
         else:  # forecasts at their target bars: the window's 200 decisions all drawn
             targets = set(fans[1 if trace["xaxis"] == "x" else H]["target"].iloc[-200:].dt.tz_localize(None))
             assert targets <= set(x)
+
+
+def test_a_chart_the_inlined_bundle_cannot_draw_is_refused() -> None:
+    import plotly.graph_objects as go
+
+    with pytest.raises(ValueError, match=r"chart 'heat' has trace type\(s\) \['heatmap'\], which the inlined plotly.js"):
+        figure_div(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])), "heat", label="a heatmap")
+    with pytest.raises(ValueError, match="div_id must be letters, digits and '-', got 'a b'"):
+        figure_div(go.Figure(go.Scatter(x=[1], y=[1])), "a b", label="x")
 
 
 def test_default_window_is_the_last_decision_bars_and_runs_past_the_data(drift_run: Run) -> None:
