@@ -567,6 +567,32 @@ def render_universe(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_report_load(r: Records) -> str:
+    rec = r["report_load"]
+    c, n = rec["config"], rec["numbers"]
+    ex, ms, pts, size = c["example"], n["drawn_ms"], n["points"], n["bytes"]
+    rows = [("the forecast page as written (downsampled)", "downsampled"), ("the same page, every point drawn", "every point"),
+            ("reference: plotly.js inlined (basic bundle), no chart", "plotly.js only"),
+            ("for comparison: the full plotly.js bundle, no chart", "full plotly.js")]
+    lines = [provenance(rec),
+             f"{ex['symbol']} {ex['timeframe']} {ex['timerange']}, `{ex['predictor']}`, {n['n_decisions']:,} decision bars; "
+             f"headless Chromium, median of {c['repeat']} runs per page, alternating; the page writes the time from "
+             f"navigation start until every chart is drawn.",
+             "",
+             "| page | drawn after | charts beyond plotly.js | points drawn | file size |",
+             "|---|---|---|---|---|"]
+    ref = ms["plotly.js only"]
+    for label, key in rows:
+        beyond = "—" if key in ("plotly.js only", "full plotly.js") else f"{ms[key] - ref:.0f} ms"
+        lines.append(f"| {label} | {ms[key]:.0f} ms | {beyond} | {pts[key]:,} | {size[key] / 1e6:.1f} MB |")
+    met = "met" if n["target_met"] else "NOT met"
+    lines += ["", f"Every point / downsampled, the charts' own time: {n['ratio_every_point_to_downsampled_charts']:.1f}x. "
+                  f"Writing the page (`write_forecast_page`, in process): {n['write_s']['downsampled']:.2f} s "
+                  f"({n['write_s']['every point']:.2f} s with every point). "
+                  f"Target, the year's page drawn within {c['target_ms']:.0f} ms: {met} in this run."]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated block of the documentation: the JSON files it reads (stems under benchmarks/results), the commands
@@ -596,6 +622,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
     Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
     Block("universe_speed", ("universe_speed",), ("python benchmarks/universe_speed.py",), render_universe),
+    Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
 )}
 
 

@@ -67,7 +67,7 @@ def test_serial_and_parallel_runs_give_identical_results_and_ledger(shared_data,
     for p in preds:
         assert p in serial.text
     html = serial.html.read_text()
-    assert "ETH/USDT" in html and "data:image/png;base64" in html
+    assert "ETH/USDT" in html and html.count('class="plotly-chart"') == 2  # an equity overlay per symbol
     for run_dir in serial.run_dirs.values():
         assert (run_dir / "forecast.html").is_file()
     # all four runs of one comparison are judged against the same number of trials: its two predictors

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine.core.costs import Costs
 from engine.backtesting.simulate import buy_and_hold_equity
 from reports.metrics import Performance, performance_summary, simple_returns
 from reports.render.forecast_page import write_forecast_page
+from reports.render.interactive import figure_div, plotly_js
 from reports.significance import SharpeSignificance, sharpe_significance
 from reports.skill import ForecastSkill, forecast_skill
 
@@ -176,16 +178,38 @@ def _row(text: str, table_id: str, label: str) -> list[str]:
 
 
 def assert_self_contained(text: str) -> None:
-    """Every image is an inline PNG and nothing is loaded from the network."""
-    assert not re.search(r"<script\b", text, flags=re.I)
-    assert not re.search(r"<link\b", text, flags=re.I)
-    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", text, flags=re.I)
-    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", text, flags=re.I)
-    assert "default-src 'none'" in text  # the CSP forbids loads even if one slipped in
-    for src in re.findall(r'<img src="([^"]+)"', text):
-        assert src.startswith("data:image/png;base64,")
-        png = base64.b64decode(src.split(",", 1)[1], validate=True)
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    """plotly.js is inlined exactly once, no script comes from anywhere, and nothing else in the
+    page refers to the network. (plotly.js itself carries URLs, e.g. its own web site's, that these
+    charts never load; the page's Content-Security-Policy would refuse them, see the browser tests.)"""
+    js = plotly_js()  # the vendored basic bundle, its sha256 checked
+    rest = text.replace(js, "")  # (assertions on booleans: a failing `in` on 5 MB makes pytest crawl)
+    assert len(text) - len(rest) == len(js)  # inlined exactly once
+    assert re.search(r"<script\b[^>]*\bsrc\s*=", text, flags=re.I) is None  # no script loaded from a URL or file
+    scripts = re.findall(r"<script\b([^>]*)>", rest)  # plotly.js, the chart specs, the draw script
+    assert all(a == "" or re.fullmatch(r' type="application/json" id="[\w-]+-spec"', a) for a in scripts), scripts
+    assert re.search(r"https?://", rest) is None  # no URL anywhere but inside plotly.js
+    assert re.search(r"<link\b", rest, flags=re.I) is None
+    assert re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", rest, flags=re.I) is None
+    assert re.search(r"url\(\s*['\"]?(?:https?:)?//", rest, flags=re.I) is None
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text).group(1)
+    assert csp == "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+    assert re.search(r"<img\b", rest) is None  # the charts are plotly's, drawn in the browser
+
+
+def chart_spec(text: str, div_id: str) -> dict:
+    """The plotly figure (data, layout) of the chart div ``div_id``, numeric arrays decoded."""
+    raw = re.search(rf'<script type="application/json" id="{div_id}-spec">(.*?)</script>', text, flags=re.S).group(1)
+
+    def decode(obj):
+        if isinstance(obj, dict) and set(obj) == {"dtype", "bdata"}:
+            return np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+        if isinstance(obj, dict):
+            return {k: decode(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [decode(v) for v in obj]
+        return obj
+
+    return decode(json.loads(raw))
 
 
 # ------------------------------------------------------------------- the page
@@ -197,8 +221,21 @@ def test_forecast_page_on_real_btc(page: Path, drift_run: Run, significance: Sha
     assert "<title>BTC/USDT 1h &lt;drift&gt; &amp; co</title>" in text
     assert html.escape(NOTE) in text and "<chronos-bolt>" not in text
     assert text.index('class="notes"') < text.index('id="fan-chart"')  # notes come first
-    assert text.count('<img src="data:image/png;base64,') == 2  # fan chart + calibration
+    assert text.count('class="plotly-chart"') == 2  # fan chart + calibration, interactive
     assert_self_contained(text)
+    fan = chart_spec(text, "fan-chart-plot")
+    names = [t.get("name") for t in fan["data"] if t.get("showlegend", True)]
+    assert names == ["forecast 0.1\u20130.9", "forecast 0.25\u20130.75", "forecast median (0.5)", "realised close"]
+    assert all(len(t["x"]) == N_BARS for t in fan["data"] if t["name"] != "realised close")  # short: every bar
+    assert not fan["layout"].get("annotations", [{}])[0].get("text", "").startswith("Downsampled")
+    # it opens on the last DEFAULT_WINDOW_BARS decisions, the whole run one double-click away
+    x0, x1 = (pd.Timestamp(v) for v in fan["layout"]["xaxis"]["range"])
+    assert x0 == drift_run.index[-DEFAULT_WINDOW_BARS].tz_localize(None)
+    assert x1 == drift_run.index[-1].tz_localize(None) + pd.Timedelta(hours=H)
+    median = next(t for t in fan["data"] if t["name"] == "forecast median (0.5)" and t["xaxis"] == "x2")  # h = H
+    pos = drift_run.candles.index.get_indexer(drift_run.index)
+    np.testing.assert_allclose(median["y"], drift_run.candles["close"].to_numpy()[pos]
+                               * np.exp(drift_run.quantiles[:, LEVELS.index(0.5), H - 1]))
 
     last, mean = drift_run.skill.last_horizon, drift_run.skill.mean_over_horizons
     assert _row(text, "skill", "MAE of the median (log return)") == [
@@ -250,6 +287,48 @@ def test_fan_chart_covers_the_chosen_window(drift_run: Run, significance: Sharpe
     fig = re.search(r'<figure id="fan-chart" ([^>]*)>', out.read_text()).group(1)
     assert f'data-window-start="{start.isoformat()}"' in fig and f'data-window-end="{end.isoformat()}"' in fig
     assert 'data-n-decisions="121"' in fig and 'data-horizons="1,24"' in fig
+
+
+@pytest.mark.parametrize("symbol", ["BTC_USDT-1h.csv", "ETH_USDT-1h.csv"])
+def test_a_year_of_forecasts_is_downsampled_outside_the_window(symbol: str) -> None:
+    """A year of hourly decisions: every trace capped, the window the chart opens on drawn bar by
+    bar, the year's high and low close kept, and the chart saying "1 point in N"."""
+    from conftest import read_shared_csv
+    from reports.render.charts import fan_chart
+    from reports.render.downsample import DEFAULT_MAX_POINTS
+
+    candles = read_shared_csv(symbol).iloc[-(8760 + LOOKBACK + H):]
+    close = candles["close"]
+    positions = np.arange(LOOKBACK, LOOKBACK + 8760)
+    index = close.index[positions]
+    q = _quantiles(close.to_numpy(), positions, "drift")
+    fans = {h: fan_chart_data(close, index, q, LEVELS, h, window=(index[0], index[-1])) for h in (1, H)}
+    window = (index[-200], index[-1])
+    text = fan_chart(close.iloc[LOOKBACK:], fans, LEVELS, window=window)
+    spec = chart_spec(text, "fan-chart-plot")
+    note = spec["layout"]["annotations"][-1]["text"]
+    assert note.startswith("Downsampled outside the window") and "1 point in" in note
+    shown = close.iloc[LOOKBACK:]
+    for trace in spec["data"]:
+        x = pd.DatetimeIndex(trace["x"])
+        assert len(x) <= DEFAULT_MAX_POINTS + 200 + H and x.is_monotonic_increasing
+        if trace["name"] == "realised close":
+            assert len(x) < len(shown) // 3
+            y = pd.Series(trace["y"], index=x.tz_localize("UTC"))
+            assert y.max() == shown.max() and y.min() == shown.min()  # the year's extremes stay
+            np.testing.assert_array_equal(y.to_numpy(), shown.reindex(y.index).to_numpy())
+        else:  # forecasts at their target bars: the window's 200 decisions all drawn
+            targets = set(fans[1 if trace["xaxis"] == "x" else H]["target"].iloc[-200:].dt.tz_localize(None))
+            assert targets <= set(x)
+
+
+def test_a_chart_the_inlined_bundle_cannot_draw_is_refused() -> None:
+    import plotly.graph_objects as go
+
+    with pytest.raises(ValueError, match=r"chart 'heat' has trace type\(s\) \['heatmap'\], which the inlined plotly.js"):
+        figure_div(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])), "heat", label="a heatmap")
+    with pytest.raises(ValueError, match="div_id must be letters, digits and '-', got 'a b'"):
+        figure_div(go.Figure(go.Scatter(x=[1], y=[1])), "a b", label="x")
 
 
 def test_default_window_is_the_last_decision_bars_and_runs_past_the_data(drift_run: Run) -> None:
@@ -346,6 +425,17 @@ def screenshot_is_a_page(png: bytes) -> None:
     assert (ink > 0.01).sum() > 300  # text, tables and charts, not an empty page
 
 
+def assert_plots_drawn(dom: str, div_ids: list[str]) -> None:
+    """plotly.js (inlined) drew every chart in the browser, and the page's policy refused no load."""
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    assert "data-plots-drawn-ms=" in body and "data-plots-error" not in body, body
+    assert "data-blocked-load" not in body, body  # nothing tried the network (or any file)
+    for div_id in div_ids:
+        div = dom[dom.index(f'id="{div_id}"'):dom.index(f'id="{div_id}-spec"')]
+        assert 'class="plot-container plotly"' in div and '<svg class="main-svg"' in div, div_id
+        assert 'class="scatterlayer' in div  # the traces themselves, not an empty frame
+
+
 @pytest.mark.slow
 def test_renders_in_headless_chromium(page: Path) -> None:
     if chromium_path() is None:
@@ -354,6 +444,6 @@ def test_renders_in_headless_chromium(page: Path) -> None:
     assert "<title>BTC/USDT 1h &lt;drift&gt; &amp; co</title>" in dom
     for table in ("reliability", "skill", "significance"):
         assert f'<table id="{table}">' in dom
-    assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2
+    assert_plots_drawn(dom, ["fan-chart-plot", "calibration-plot"])
     assert "MAE of the median (log return)" in dom and "Read first" in dom
     screenshot_is_a_page(png)

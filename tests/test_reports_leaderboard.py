@@ -17,6 +17,7 @@ import pytest
 from browser import chromium_path, render
 from conftest import read_shared_csv
 from reports.leaderboard import LEADERBOARD_COLUMNS, LeaderboardRow, leaderboard_frame
+from reports.render.format import format_number
 from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 from reports.significance import sharpe_moments, sharpe_significance, verdict
 from reports.skill import VersusNaive, forecast_skill
@@ -24,8 +25,10 @@ from test_reports_forecast_page import (
     LEVELS,
     PPY,
     Run,
+    assert_plots_drawn,
     assert_self_contained,
     build_run,
+    chart_spec,
     screenshot_is_a_page,
 )
 
@@ -205,26 +208,42 @@ def page(frame: pd.DataFrame, runs: dict[tuple[str, str], Run], tmp_path_factory
     )
 
 
-def test_leaderboard_html_table_charts_and_links(page: Path, frame: pd.DataFrame) -> None:
+def test_leaderboard_html_table_charts_and_links(page: Path, frame: pd.DataFrame, runs: dict[tuple[str, str], Run]) -> None:
     text = page.read_text(encoding="utf-8")
     assert "<title>Compare &lt;1h&gt; BTC &amp; ETH</title>" in text
     assert "chronos-bolt &lt;may&gt; have seen 2024 data" in text
     assert text.index('class="notes"') < text.index('<table id="leaderboard">')
     assert_self_contained(text)
-    assert text.count('<img src="data:image/png;base64,') == 2  # one overlay per symbol
+    assert text.count('class="plotly-chart"') == 2  # one interactive overlay per symbol
     assert len(re.findall(r'<figure class="equity" data-symbol="[A-Z]+/USDT" data-curves="4">', text)) == 2
+    spec = chart_spec(text, "equity-1")  # BTC: every curve divided by its start, 1500 bars: all drawn
+    btc = frame[frame["symbol"] == "BTC/USDT"]["predictor"].tolist()
+    assert [t["name"] for t in spec["data"]] == [*btc, "buy & hold"]
+    curve = runs[("BTC/USDT", btc[0])].equity
+    np.testing.assert_allclose(spec["data"][0]["y"], (curve / curve.iloc[0]).to_numpy())
+    assert spec["layout"]["yaxis"]["type"] == "log"
 
     table = re.search(r'<table id="leaderboard">(.*?)</table>', text, flags=re.S).group(1)
+    head = [html.unescape(h) for h in re.findall(r"<th\b[^>]*>(.*?)</th>", table)]
+    assert head == ["symbol", "predictor", "return", "B&H return", "Sharpe", "max DD", "trades", "MASE", "DM p", "DSR",
+                    "verdict", "pages"]
+    details = re.search(r'<details id="leaderboard-all">.*?<table id="leaderboard-details">(.*?)</table>', text,
+                        flags=re.S).group(1)
     body_rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], flags=re.S)
-    assert len(body_rows) == len(frame)
-    for rec, row in zip(frame.to_dict("records"), body_rows):
-        cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
+    all_rows = re.findall(r"<tr>(.*?)</tr>", details.split("<tbody>")[1], flags=re.S)
+    assert len(body_rows) == len(all_rows) == len(frame)
+    for rec, row, full in zip(frame.to_dict("records"), body_rows, all_rows):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
         assert cells[:2] == [rec["symbol"], rec["predictor"]]
-        assert f"{rec['total_return'] * 100:.2f}%" in cells and f"{rec['mae']:#.4g}" in cells
-        assert rec["verdict"] in cells
+        assert cells[2] == f"{rec['total_return'] * 100:.2f}%" and cells[9] == format_number(rec["dsr"], "prob")
+        assert cells[10] == rec["verdict"]
+        sharpe_title = html.unescape(re.findall(r'<span title="([^"]*)">', row)[1])
+        assert sharpe_title.startswith(f"Sharpe CI [{format_number(rec['sharpe_ci_low'], 'stat')}, ")
         d = f"runs/{rec['symbol'].replace('/', '_')}_{rec['predictor']}"
         assert f'<a href="{d}/tearsheet.html">tearsheet</a>' in row
         assert f'<a href="{d}/forecast.html">forecast</a>' in row
+        every = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", full, flags=re.S)]
+        assert f"{rec['mae']:#.4g}" in every and f"{rec['crps']:#.4g}" in every and len(every) == len(head) + 10
 
 
 def test_leaderboard_html_bad_keys_and_links(frame: pd.DataFrame, runs: dict[tuple[str, str], Run], tmp_path: Path) -> None:
@@ -245,13 +264,28 @@ def test_leaderboard_html_bad_keys_and_links(frame: pd.DataFrame, runs: dict[tup
     assert "No equity curve given for: momentum, naive." in text and "No buy-and-hold curve given." in text
 
 
-def test_renders_in_headless_chromium(page: Path, frame: pd.DataFrame) -> None:
+#: Measures, once the page is laid out, whether the leaderboard table fits its container and the
+#: window (added to a copy of the page by the test, not part of the report).
+_MEASURE = """<script>
+var t = document.getElementById("leaderboard"), box = t.parentElement;
+document.body.setAttribute("data-fit", [document.documentElement.scrollWidth, window.innerWidth,
+  box.scrollWidth, box.clientWidth, Math.ceil(t.getBoundingClientRect().right)].join(","));
+</script></body>"""
+
+
+@pytest.mark.slow
+def test_renders_in_headless_chromium_and_the_table_fits_1280_px(page: Path, frame: pd.DataFrame, tmp_path: Path) -> None:
     if chromium_path() is None:
         pytest.skip("chromium is not installed (/usr/bin/chromium); run .ci/install-browser")
-    dom, png = render(page)
+    probe = tmp_path / page.name
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _MEASURE), encoding="utf-8")
+    dom, png = render(probe, width=1280)
     assert '<table id="leaderboard">' in dom
-    assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2
+    assert_plots_drawn(dom, ["equity-1", "equity-2"])
     for predictor in PREDICTORS:
-        assert f'<td class="text">{predictor}</td>' in dom
+        assert f'<td class="name">{predictor}</td>' in dom
     assert dom.count('href="runs/') == 2 * len(frame)
+    page_width, window, table_width, box_width, right = map(int, re.search(r'data-fit="([\d,]+)"', dom).group(1).split(","))
+    assert window == 1280 and page_width <= window  # no horizontal scrolling of the page
+    assert table_width <= box_width and right <= window  # nor of the table: every column in view
     screenshot_is_a_page(png)

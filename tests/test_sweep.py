@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -173,7 +174,12 @@ def test_holdout_run_folder_and_report_show_both_sides(swept):
     html = result.html.read_text()
     assert 'id="in-sample-vs-holdout"' in html and "holdout (never searched)" in html
     assert f"{result.holdout.result.metrics.sharpe:.2f}" in html and f"{result.best_metrics.sharpe:.2f}" in html
-    assert html.count("data:image/png;base64,") == 3 and result.verdict in unescape(html)
+    assert html.count('class="plotly-chart"') == 3 and result.verdict in unescape(html)
+    from reports.render.interactive import plotly_js
+
+    own = html.replace(plotly_js(), "")  # the page without the plotly.js it inlines once
+    assert len(html) - len(own) == len(plotly_js()) and own.count("<script>") == 2  # plotly.js, the draw script
+    assert re.search(r"<img\b|https?://|<script[^>]*\bsrc=", own) is None  # nothing drawn or loaded from elsewhere
     assert (result.out_dir / "study.db").is_file() and (result.out_dir / "summary.json").is_file()
 
 
@@ -278,9 +284,14 @@ def test_report_renders_in_chromium(swept):
     result, _ = swept
     dom, png = browser.render(result.html, height=2400)
     assert 'id="in-sample-vs-holdout"' in dom and "holdout (never searched)" in dom
-    assert dom.count("<img") == 3 and "Objective against each parameter" in dom
+    body = re.search(r"<body([^>]*)>", dom).group(1)  # what the page's draw script wrote
+    assert "data-plots-drawn-ms=" in body and "data-plots-error" not in body and "data-blocked-load" not in body
+    for chart in ("history-plot", "importance-plot", "parameters-plot"):  # plotly.js drew each chart
+        div = dom[dom.index(f'id="{chart}"'):dom.index(f'id="{chart}-spec"')]
+        assert 'class="plot-container plotly"' in div and '<svg class="main-svg"' in div
+    assert "Objective against each parameter" in dom
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    assert os.path.getsize(result.html) < 2_000_000 and not math.isnan(result.best_metrics.sharpe)
+    assert os.path.getsize(result.html) < 2_000_000 and not math.isnan(result.best_metrics.sharpe)  # plotly.js included
 
 
 @pytest.mark.slow

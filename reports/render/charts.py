@@ -1,16 +1,21 @@
-"""Charts and HTML building blocks for self-contained report pages.
+"""Charts of the report pages: interactive Plotly figures, and matplotlib helpers.
 
-Every chart is drawn with matplotlib's object API (``matplotlib.figure.Figure``, no
-``pyplot`` state, no GUI backend) and returned as an HTML ``<img>`` tag whose ``src`` is a
-base64 PNG data URI, so a page is one file that opens offline: no external scripts,
-styles, fonts or images. Figures are cleared (and closed, if pyplot manages them) once
-rendered.
+:func:`fan_chart`, :func:`calibration_chart` and :func:`equity_overlay_chart` build
+``plotly.graph_objects`` figures and return them as chart divs
+(:func:`reports.render.interactive.figure_div`): zoom (drag; double-click resets), hover
+values, a legend click hides or shows a series. Long series are downsampled
+(:func:`reports.render.downsample.downsample_indices`: first, last, and the min and max of
+each bucket, so drawdowns and spikes stay) and the chart says so ("1 point in N"). A page
+with these charts is written with ``html_page(..., plotly=True)``, which inlines plotly.js
+once: the file opens offline.
 
-Side effects are contained as in :mod:`reports.render.tearsheet`: charts are drawn under
-matplotlib's default style inside an ``rc_context`` (so a ``font.family = Arial`` left by
-quantstats does not apply), with the ``matplotlib.font_manager`` logger raised to ERROR and
-warnings silenced; rcParams, the logger level and the warning filters are restored
-afterwards.
+The matplotlib helpers (:func:`quiet_matplotlib`, :func:`new_figure`, :func:`figure_to_img`)
+draw PNG charts for pages that stay static (the paper-trading report): matplotlib's object
+API (no ``pyplot`` state, no GUI backend), the image a base64 PNG data URI. Side effects are
+contained as in :mod:`reports.render.tearsheet`: drawn under matplotlib's default style
+inside an ``rc_context`` (so a ``font.family = Arial`` left by quantstats does not apply),
+with the ``matplotlib.font_manager`` logger raised to ERROR and warnings silenced; rcParams,
+the logger level and the warning filters are restored afterwards.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.render.downsample import DEFAULT_MAX_POINTS, downsample_indices
+from reports.render.interactive import figure_div
 from reports.skill import median_index
 
 __all__ = [
@@ -120,21 +127,22 @@ def figure_to_img(fig: Any, alt: str, *, dpi: int = 100) -> str:
     )
 
 
+# --------------------------------------------------------------------------- plotly
+
+#: Series colours (matplotlib's tab10, as the PNG charts had).
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf")
+_BLUE = "31,119,180"
+_DATE_HOVER = "%Y-%m-%d %H:%M UTC"
+
+
 def _plot_times(index: pd.DatetimeIndex) -> np.ndarray:
-    """A DatetimeIndex as naive-UTC ``datetime64`` values that matplotlib plots natively."""
+    """A DatetimeIndex as naive-UTC ``datetime64`` values (plotly.js has no time zones; the
+    axes say UTC)."""
     idx = pd.DatetimeIndex(index)
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
     return idx.to_numpy()
-
-
-def _date_axis(ax: Any) -> None:
-    """Compact, non-overlapping date tick labels (matplotlib's ConciseDateFormatter)."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-
-    locator = AutoDateLocator(minticks=4, maxticks=10)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
 def _band_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
@@ -143,60 +151,142 @@ def _band_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
     return [(j, q - 1 - j) for j in range(q // 2)]
 
 
+def _layout(fig: Any, *, height: int, title: str = "") -> None:
+    fig.update_layout(
+        template="plotly_white", height=height, margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 50},
+        title={"text": title, "x": 0.01, "font": {"size": 14}} if title else None,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "font": {"size": 11}},
+        font={"size": 12}, hoverlabel={"namelength": -1},
+    )
+
+
+def _note(fig: Any, text: str) -> None:
+    """A grey line of text under the chart's top-right corner (e.g. how it was downsampled)."""
+    if text:
+        fig.add_annotation(text=text, xref="paper", yref="paper", x=1, y=1.0, xanchor="right", yanchor="bottom",
+                           showarrow=False, font={"size": 11, "color": "#586069"}, yshift=28)
+
+
 def fan_chart(
     close: pd.Series,
     fans: Mapping[int, pd.DataFrame],
     levels: Sequence[float],
     *,
-    alt: str = "fan chart of forecast price quantiles against realised closes",
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    label: str = "fan chart of forecast price quantiles against realised closes",
+    div_id: str = "fan-chart-plot",
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> str:
     """Fan chart: realised closes against forecast price quantiles, one panel per horizon.
 
     Args:
-        close: realised close prices to draw (the window plus its horizon), DatetimeIndex.
-        fans: horizon ``h`` -> frame with one row per decision time, a ``target`` column
+        close: realised close prices to draw (all decision times plus their horizon),
+            DatetimeIndex.
+        fans: horizon ``h`` -> frame indexed by decision time, with a ``target`` column
             (the time of bar ``t + h``, where the forecast price is drawn) and one column
             ``f"q{level:g}"`` of forecast **prices** per level (see
             :func:`reports.calibration.fan_chart_data`).
         levels: the quantile levels; bands are shaded between symmetric pairs, outer
             lightest, and the level nearest 0.5 is drawn as the median line.
+        window: ``(start, end)`` decision times the chart opens on (its x range, every bar
+            drawn when they are at most ``max_points``); None: the whole period.
+        label: the chart's accessible description.
+        div_id: the chart div's id.
+        max_points: points per trace beyond which the rest of the period is downsampled
+            (min and max per bucket; the quantile lines of one panel share positions); None:
+            every point (``benchmarks/report_load.py`` measures what that costs).
 
     Returns:
-        An ``<img>`` tag (base64 PNG).
+        A chart div (:func:`reports.render.interactive.figure_div`); the panels share the
+        x axis, a legend click hides a series in every panel.
     """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     if not fans:
         raise ValueError("fans is empty; pass at least one horizon -> fan frame")
+    if max_points is None:
+        max_points = max(len(close), *(len(f) for f in fans.values())) + 4
     lv = list(levels)
     mid = median_index(lv)
     pairs = _band_pairs(lv)
-    with quiet_matplotlib():
-        fig = new_figure(11.0, 3.4 * len(fans))
-        axes = np.atleast_1d(fig.subplots(len(fans), 1, squeeze=False, sharex=True)[:, 0])
-        for ax, (h, frame) in zip(axes, fans.items()):
-            x = _plot_times(pd.DatetimeIndex(frame["target"]))
-            for k, (lo, hi) in enumerate(pairs):
-                ax.fill_between(
-                    x, frame[f"q{lv[lo]:g}"].to_numpy(), frame[f"q{lv[hi]:g}"].to_numpy(),
-                    color="tab:blue", alpha=0.15 + 0.15 * k, linewidth=0,
-                    label=f"forecast {lv[lo]:g}\u2013{lv[hi]:g}",
-                )
-            ax.plot(x, frame[f"q{lv[mid]:g}"].to_numpy(), color="tab:blue", linewidth=1.0,
-                    label=f"forecast median ({lv[mid]:g})")
-            ax.plot(_plot_times(close.index), close.to_numpy(), color="black", linewidth=1.0,
-                    label="realised close")
-            ax.set_title(f"h = {h} bar{'s' if h != 1 else ''} ahead: forecast made at t, drawn at t + {h}")
-            ax.set_ylabel("price")
-            ax.legend(loc="upper left", ncols=2 + len(pairs))
-        axes[-1].set_xlabel("bar time (UTC)")
-        _date_axis(axes[-1])
-        return figure_to_img(fig, alt)
+    titles = [f"h = {h} bar{'s' if h != 1 else ''} ahead: forecast made at t, drawn at t + {h}" for h in fans]
+    fig = make_subplots(rows=len(fans), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=titles)
+    notes: list[str] = []
+    x_range: list[pd.Timestamp] = []
+    y_ranges: dict[int, tuple[float, float]] = {}  # panel -> price range in the window
+    close_keep = None
+    for row, (h, frame) in enumerate(fans.items(), start=1):
+        origin = pd.DatetimeIndex(frame.index)
+        keep = None
+        cols = [f"q{x:g}" for x in lv]
+        if window is not None:
+            keep = np.asarray((origin >= window[0]) & (origin <= window[1]))
+            targets = pd.DatetimeIndex(frame["target"])[keep]
+            if len(targets):
+                x_range += [origin[keep][0], targets[-1]]
+                y_ranges[row] = (float(np.nanmin(frame[cols].to_numpy()[keep])),
+                                 float(np.nanmax(frame[cols].to_numpy()[keep])))
+            if keep.sum() > max_points:
+                keep = None
+        picked = downsample_indices(frame[cols].to_numpy(dtype=float), max_points, keep=keep)
+        if picked.reduced:
+            notes.append(f"h = {h}: forecasts {picked.note}")
+        sub = frame.iloc[picked.positions]
+        x = _plot_times(pd.DatetimeIndex(sub["target"]))
+        first = row == 1
+        for k, (lo, hi) in enumerate(pairs):
+            group = f"band{k}"
+            fill = f"rgba({_BLUE},{0.15 + 0.15 * k:.2f})"
+            fig.add_trace(go.Scatter(x=x, y=sub[f"q{lv[lo]:g}"].to_numpy(), mode="lines", line={"width": 0},
+                                     legendgroup=group, showlegend=False, name=f"q{lv[lo]:g}",
+                                     hovertemplate="%{y:,.2f}"), row=row, col=1)
+            fig.add_trace(go.Scatter(x=x, y=sub[f"q{lv[hi]:g}"].to_numpy(), mode="lines", line={"width": 0},
+                                     fill="tonexty", fillcolor=fill, legendgroup=group, showlegend=first,
+                                     name=f"forecast {lv[lo]:g}\u2013{lv[hi]:g}", hovertemplate="%{y:,.2f}"),
+                          row=row, col=1)
+        fig.add_trace(go.Scatter(x=x, y=sub[f"q{lv[mid]:g}"].to_numpy(), mode="lines",
+                                 line={"width": 1.2, "color": f"rgb({_BLUE})"}, legendgroup="median",
+                                 showlegend=first, name=f"forecast median ({lv[mid]:g})",
+                                 hovertemplate="%{y:,.2f}"), row=row, col=1)
+        fig.update_yaxes(title_text="price", row=row, col=1)
+    if x_range:
+        close_keep = np.asarray((close.index >= min(x_range)) & (close.index <= max(x_range)))
+        if close_keep.sum() > max_points:
+            close_keep = None
+    shown = downsample_indices(close.to_numpy(dtype=float), max_points, keep=close_keep)
+    if shown.reduced:
+        notes.append(f"close: {shown.note}")
+    c = close.iloc[shown.positions]
+    for row in range(1, len(fans) + 1):
+        fig.add_trace(go.Scatter(x=_plot_times(pd.DatetimeIndex(c.index)), y=c.to_numpy(), mode="lines",
+                                 line={"width": 1.2, "color": "black"}, legendgroup="close", showlegend=row == 1,
+                                 name="realised close", hovertemplate="%{y:,.2f}"), row=row, col=1)
+    fig.update_xaxes(hoverformat=_DATE_HOVER)
+    fig.update_xaxes(title_text="bar time (UTC)", row=len(fans), col=1)
+    if x_range:
+        in_view = close[(close.index >= min(x_range)) & (close.index <= max(x_range))].to_numpy(dtype=float)
+        for row, (lo, hi) in y_ranges.items():  # plotly does not fit y to the opening x range
+            if len(in_view):
+                lo, hi = min(lo, float(np.nanmin(in_view))), max(hi, float(np.nanmax(in_view)))
+            pad = 0.05 * (hi - lo) if hi > lo else 0.01 * abs(hi) + 1e-9
+            fig.update_yaxes(range=[lo - pad, hi + pad], row=row, col=1)
+        fig.update_xaxes(range=[_plot_times(pd.DatetimeIndex([min(x_range)]))[0],
+                                _plot_times(pd.DatetimeIndex([max(x_range)]))[0]])
+    _layout(fig, height=120 + 300 * len(fans))
+    fig.update_layout(hovermode="x unified")
+    if notes:
+        where = "outside the window " if window is not None and x_range else ""
+        _note(fig, f"Downsampled {where}\u2014 " + "; ".join(notes))
+    return figure_div(fig, div_id, label=label)
 
 
 def calibration_chart(
     coverage: Mapping[str, Sequence[tuple[float, float]]],
     reliability: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     *,
-    alt: str = "calibration: nominal vs empirical coverage and reliability by level",
+    label: str = "calibration: nominal vs empirical coverage and reliability by level",
+    div_id: str = "calibration-plot",
 ) -> str:
     """Two calibration panels, each with the diagonal of perfect calibration.
 
@@ -208,52 +298,44 @@ def calibration_chart(
             diagram; fractions).
 
     Returns:
-        An ``<img>`` tag (base64 PNG).
+        A chart div (:func:`reports.render.interactive.figure_div`).
     """
-    with quiet_matplotlib():
-        fig = new_figure(11.0, 4.2)
-        left, right = fig.subplots(1, 2)
-        for ax in (left, right):
-            ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_aspect("equal")
-        markers = "osD^v"
-        for k, (label, points) in enumerate(coverage.items()):
-            pts = [(float(a), float(b)) for a, b in points if b is not None and math.isfinite(float(b))]
-            if pts:
-                xs, ys = zip(*pts)
-                left.plot(xs, ys, marker=markers[k % len(markers)], linewidth=1, label=label)
-        if not any(coverage.values()):
-            left.text(0.5, 0.5, "no central intervals\n(no symmetric level pairs)", ha="center", va="center")
-        left.set_title("central intervals: coverage")
-        left.set_xlabel("nominal coverage")
-        left.set_ylabel("empirical coverage")
-        left.legend(loc="upper left")
-        for k, (label, (lv, frac)) in enumerate(reliability.items()):
-            right.plot(np.asarray(lv, float), np.asarray(frac, float),
-                       marker=markers[k % len(markers)], linewidth=1, label=label)
-        right.set_title("reliability: realised below each quantile")
-        right.set_xlabel("quantile level")
-        right.set_ylabel("fraction of realised values below the quantile")
-        right.legend(loc="upper left")
-        return figure_to_img(fig, alt)
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-
-def _readable_log_ticks(ax: Any) -> None:
-    """Plain-number tick labels on a log y axis (``0.9``, ``1.2``, not ``9 x 10^-1``):
-    evenly spaced ticks when the data spans less than a factor of 10, decades (1, 2, 5 x
-    10^k) otherwise."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
-    lo, hi = ax.get_ylim()
-    if hi / lo < 10:
-        ticks = [t for t in MaxNLocator(nbins=6).tick_values(lo, hi) if lo <= t <= hi and t > 0]
-        ax.yaxis.set_major_locator(FixedLocator(ticks))
-    else:
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
+        "central intervals: coverage", "reliability: realised below each quantile"))
+    symbols = ("circle", "square", "diamond", "triangle-up", "triangle-down")
+    for col in (1, 2):
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "grey", "dash": "dash", "width": 1},
+                                 name="perfect calibration", legendgroup="diag", showlegend=col == 1,
+                                 hoverinfo="skip"), row=1, col=col)
+    for k, (name, points) in enumerate(coverage.items()):
+        pts = [(float(a), float(b)) for a, b in points if b is not None and math.isfinite(float(b))]
+        if pts:
+            xs, ys = zip(*pts)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"coverage, {name}",
+                                     marker={"symbol": symbols[k % len(symbols)], "color": _COLOURS[k % 10]},
+                                     line={"color": _COLOURS[k % 10]},
+                                     hovertemplate="nominal %{x:.0%}<br>empirical %{y:.1%}"), row=1, col=1)
+    if not any(coverage.values()):
+        fig.add_annotation(text="no central intervals<br>(no symmetric level pairs)", x=0.5, y=0.5,
+                           showarrow=False, row=1, col=1)
+    for k, (name, (lv, frac)) in enumerate(reliability.items()):
+        fig.add_trace(go.Scatter(x=np.asarray(lv, float), y=np.asarray(frac, float), mode="lines+markers",
+                                 name=f"below quantile, {name}",
+                                 marker={"symbol": symbols[k % len(symbols)], "color": _COLOURS[(k + 2) % 10]},
+                                 line={"color": _COLOURS[(k + 2) % 10]},
+                                 hovertemplate="level %{x:g}<br>realised below %{y:.1%}"), row=1, col=2)
+    fig.update_xaxes(range=[0, 1], constrain="domain")
+    fig.update_yaxes(range=[0, 1], constrain="domain", tickformat=".0%")
+    fig.update_xaxes(title_text="nominal coverage", tickformat=".0%", row=1, col=1)
+    fig.update_xaxes(title_text="quantile level", row=1, col=2)
+    fig.update_yaxes(title_text="empirical coverage", row=1, col=1)
+    fig.update_yaxes(title_text="realised values below the quantile", row=1, col=2)
+    _layout(fig, height=470)
+    fig.update_layout(legend={"y": -0.18, "yanchor": "top"}, margin={"b": 40})
+    return figure_div(fig, div_id, label=label)
 
 
 def equity_overlay_chart(
@@ -262,7 +344,9 @@ def equity_overlay_chart(
     *,
     title: str,
     log_scale: bool = False,
-    alt: str = "equity curves normalised to 1 at the start",
+    label: str = "equity curves normalised to 1 at the start",
+    div_id: str = "equity-plot",
+    max_points: int = DEFAULT_MAX_POINTS,
 ) -> str:
     """Equity curves of several runs and the buy-and-hold benchmark, each divided by its
     first value (so all start at 1).
@@ -270,15 +354,19 @@ def equity_overlay_chart(
     Args:
         curves: label -> equity curve (quote currency), DatetimeIndex; drawn in order.
         benchmark: buy-and-hold equity on the same market, or None; drawn dashed black.
-        title: the panel title.
+        title: the chart title.
         log_scale: a logarithmic y axis (growth rates compare as slopes).
+        max_points: points per curve beyond which it is downsampled (min and max per
+            bucket); its legend entry then says "1 point in N".
 
     Returns:
-        An ``<img>`` tag (base64 PNG).
+        A chart div (:func:`reports.render.interactive.figure_div`).
 
     Raises:
         ValueError: an empty curve, or one whose first value is not finite and positive.
     """
+    import plotly.graph_objects as go
+
     def normalised(name: str, series: pd.Series) -> pd.Series:
         if not isinstance(series, pd.Series) or len(series) == 0:
             raise ValueError(f"equity curve {name!r} must be a non-empty pandas Series, got {series!r:.80}")
@@ -287,23 +375,23 @@ def equity_overlay_chart(
             raise ValueError(f"equity curve {name!r} must start at a finite positive value, got {first!r}")
         return series.astype(float) / first
 
-    with quiet_matplotlib():
-        fig = new_figure(11.0, 4.0)
-        ax = fig.subplots()
-        for label, series in curves.items():
-            s = normalised(label, series)
-            ax.plot(_plot_times(pd.DatetimeIndex(s.index)), s.to_numpy(), linewidth=1.0, label=label)
-        if benchmark is not None:
-            b = normalised("buy & hold", benchmark)
-            ax.plot(_plot_times(pd.DatetimeIndex(b.index)), b.to_numpy(), color="black",
-                    linestyle="--", linewidth=1.0, label="buy & hold")
-        if log_scale:
-            ax.set_yscale("log")
-            _readable_log_ticks(ax)
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_title(title)
-        ax.set_ylabel("equity / starting equity" + (" (log scale)" if log_scale else ""))
-        ax.set_xlabel("bar time (UTC)")
-        _date_axis(ax)
-        ax.legend(loc="best")
-        return figure_to_img(fig, alt)
+    def trace(name: str, s: pd.Series, line: dict[str, Any]) -> Any:
+        picked = downsample_indices(s.to_numpy(), max_points)
+        shown = s.iloc[picked.positions]
+        return go.Scatter(x=_plot_times(pd.DatetimeIndex(shown.index)), y=shown.to_numpy(), mode="lines", line=line,
+                          name=name + (f" ({picked.note})" if picked.reduced else ""),
+                          hovertemplate=f"{html.escape(name)}: %{{y:.4f}}<extra></extra>")
+
+    fig = go.Figure()
+    for k, (name, series) in enumerate(curves.items()):
+        fig.add_trace(trace(name, normalised(name, series), {"width": 1.3, "color": _COLOURS[k % 10]}))
+    if benchmark is not None:
+        fig.add_trace(trace("buy & hold", normalised("buy & hold", benchmark),
+                            {"width": 1.3, "color": "black", "dash": "dash"}))
+    fig.add_hline(y=1.0, line={"color": "grey", "width": 0.8})
+    fig.update_xaxes(title_text="bar time (UTC)", hoverformat=_DATE_HOVER)
+    fig.update_yaxes(title_text="equity / starting equity" + (" (log scale)" if log_scale else ""),
+                     type="log" if log_scale else "linear")
+    _layout(fig, height=440, title=title)
+    fig.update_layout(hovermode="x unified", legend={"y": -0.2, "yanchor": "top"})
+    return figure_div(fig, div_id, label=label)

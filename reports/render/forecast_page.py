@@ -1,7 +1,7 @@
 """A run's forecast page: fan chart, calibration, forecast-skill and significance tables.
 
-One self-contained HTML file (charts are base64 PNGs, CSS inline, a Content-Security-
-Policy forbids network loads) written beside the quantstats tear-sheet of a run.
+One self-contained HTML file (interactive Plotly charts with plotly.js inlined, CSS inline, a
+Content-Security-Policy forbids network loads) written beside the quantstats tear-sheet of a run.
 
 Time convention (DESIGN.md): ``close`` and ``forecast_index`` are labelled by candle open
 time; the forecast for decision bar ``t`` is made at that bar's close and its horizon-``h``
@@ -31,6 +31,7 @@ from reports.calibration import (
     window_mask,
 )
 from reports.render.charts import calibration_chart, fan_chart
+from reports.render.downsample import DEFAULT_MAX_POINTS
 from reports.render.format import format_number
 from reports.render.html import html_page, html_table, notes_html
 from reports.significance import ConfidenceInterval, SharpeSignificance, Significance, VersusBuyAndHold
@@ -179,6 +180,7 @@ def write_forecast_page(
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     notes: Sequence[str] = (),
     folds: Sequence[Mapping[str, Any]] | None = None,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Path:
     """Write the forecast page of one run as a self-contained HTML file.
 
@@ -193,15 +195,18 @@ def write_forecast_page(
         skill: :func:`reports.skill.forecast_skill` of these forecasts (same levels, same H).
         significance: the run's :class:`reports.significance.Significance` (or the
             :func:`reports.significance.sharpe_significance` of its returns alone).
-        window: ``(start, end)`` decision times shown by the fan chart (inclusive); None:
-            the last :data:`DEFAULT_WINDOW_BARS` decision bars.
+        window: ``(start, end)`` decision times the fan chart opens on (inclusive; every bar
+            drawn there), None: the last :data:`DEFAULT_WINDOW_BARS` decision bars. The
+            chart holds every decision time; outside the window long series are downsampled.
         notes: warnings shown first, prominently (e.g. a training-data contamination flag).
         folds: a walk-forward run's fold plan, one plain record per fold with the keys of
             :data:`FOLD_COLUMNS` (train start/end, cut-off, test start/end, bar counts, final
             validation loss); shown as a table after the skill table. None: no table.
+        max_points: points per fan-chart trace beyond which it is downsampled outside the
+            window (min and max per bucket, :mod:`reports.render.downsample`); None: never.
 
-    The page has: the notes; a fan chart for ``h = 1`` and ``h = H`` (band between the
-    outer levels, inner bands darker, median line, realised close in black); a calibration
+    The page has: the notes; an interactive fan chart for ``h = 1`` and ``h = H`` (band
+    between the outer levels, inner bands darker, median line, realised close in black); a calibration
     figure (coverage of each central interval from ``skill``, and the share of realised
     values below each quantile computed from the arrays, at ``h = 1`` and ``h = H``) with
     its table; the skill table (at ``h = H`` and averaged over horizons) and the
@@ -232,9 +237,11 @@ def write_forecast_page(
     mask, _ = window_mask(index, window)
 
     horizons = sorted({1, H})
-    fans = {h: fan_frame(closes, index, positions, q, lv, h, mask) for h in horizons}
-    first_pos = int(positions[mask][0])
-    last_pos = min(int(positions[mask][-1]) + H, len(closes) - 1)
+    every = np.ones(len(index), dtype=bool)
+    fans_all = {h: fan_frame(closes, index, positions, q, lv, h, every) for h in horizons}  # drawn, zoomable
+    fans = {h: frame[mask] for h, frame in fans_all.items()}  # the window the chart opens on
+    first_pos = int(positions[0])
+    last_pos = min(int(positions[-1]) + H, len(closes) - 1)
     shown_close = closes.iloc[first_pos : last_pos + 1]
 
     realised = realised_log_returns(closes.to_numpy(), positions, H)
@@ -248,9 +255,9 @@ def write_forecast_page(
         share = format_number(hit.mean() if known.any() else None, "percent1")
         inside.append(f"h = {h}: {share} of {int(known.sum())}")
 
-    fan_img = fan_chart(shown_close, fans, lv,
-                        alt=f"fan chart of forecast price quantiles, decision times "
-                            f"{_fmt_time(index[mask][0])} to {_fmt_time(index[mask][-1])}")
+    fan_img = fan_chart(shown_close, fans_all, lv, window=(index[mask][0], index[mask][-1]), max_points=max_points,
+                        label=f"fan chart of forecast price quantiles, opening on decision times "
+                              f"{_fmt_time(index[mask][0])} to {_fmt_time(index[mask][-1])}")
     coverage = {
         f"h = {H}": [(c.nominal, c.empirical) for c in sk.last_horizon.coverage],
         f"mean over h = 1..{H}": [(c.nominal, c.empirical) for c in sk.mean_over_horizons.coverage],
@@ -272,7 +279,10 @@ def write_forecast_page(
         "<h2>Forecasts against realised prices</h2>",
         f'<figure id="fan-chart" {fig_attrs}>{fan_img}<figcaption>'
         + html.escape(
-            f"Window: {n_win} decision bars, {_fmt_time(index[mask][0])} to {_fmt_time(index[mask][-1])}. The forecast made "
+            f"Opens on the window of {n_win} decision bars, {_fmt_time(index[mask][0])} to {_fmt_time(index[mask][-1])}, "
+            f"every bar drawn; all {len(index)} decision bars are on the chart (drag to zoom, double-click for the "
+            f"whole period, click a legend entry to hide it), downsampled outside the window when long (the chart "
+            f"says so). The forecast made "
             f"at the close of bar t for h bars ahead is drawn at bar t + h as close[t] \u00b7 exp(quantile)"
             + (
                 f"; shaded between levels {band} (inner bands darker), line: median. Realised close inside "
@@ -313,5 +323,5 @@ def write_forecast_page(
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html_page(title, "\n".join(b for b in body if b), subtitle=subtitle), encoding="utf-8")
+    out.write_text(html_page(title, "\n".join(b for b in body if b), subtitle=subtitle, plotly=True), encoding="utf-8")
     return out

@@ -1,8 +1,8 @@
 """HTML building blocks of the self-contained report pages: page, table, notes box.
 
 Every piece of text given is escaped (except table cells the caller marks as raw HTML);
-the page carries its CSS inline and a Content-Security-Policy that forbids any network
-load, so a page is one file that opens offline.
+the page carries its CSS inline (and, when it has interactive charts, plotly.js inline) and a
+Content-Security-Policy that forbids any network load, so a page is one file that opens offline.
 """
 
 from __future__ import annotations
@@ -80,22 +80,35 @@ caption{text-align:left;font-weight:600;padding:4px 0}
 .notes ul{margin:4px 0 0 0}
 .scroll{overflow-x:auto}
 figure{margin:12px 0}figcaption{color:#586069;font-size:0.85em}
+.plotly-chart{width:100%}
 """
 
 #: Blocks every network load: only inline styles and data: images are allowed.
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+#: The same, plus inline scripts (plotly.js and the charts' specs); still nothing from a network.
+_CSP_SCRIPTS = _CSP + "; script-src 'unsafe-inline'"
 
 
-def html_page(title: str, body: str, *, subtitle: str = "") -> str:
+def html_page(title: str, body: str, *, subtitle: str = "", plotly: bool = False) -> str:
     """A complete, self-contained HTML document: inline CSS, a Content-Security-Policy
     that forbids any network load, the escaped ``title`` as ``<title>`` and ``<h1>``, and
-    ``body`` (already HTML) after it."""
+    ``body`` (already HTML) after it.
+
+    ``plotly``: the body has charts from :func:`reports.render.interactive.figure_div`; plotly.js
+    is inlined once at the end of ``<body>`` (the text and tables come first, in the file and on
+    screen) and the charts are drawn when it has loaded (the policy then also allows inline
+    scripts, and still no network load)."""
     t = html.escape(title)
     sub = f'<p class="sub">{html.escape(subtitle)}</p>\n' if subtitle else ""
+    plotly_js, draw_js = ("", "")
+    if plotly:
+        from reports.render.interactive import plotly_scripts
+
+        plotly_js, draw_js = plotly_scripts()
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP_SCRIPTS if plotly else _CSP}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{t}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{t}</h1>\n{sub}{body}\n</body>\n</html>\n"
+        f"<h1>{t}</h1>\n{sub}{body}\n{plotly_js}{draw_js}</body>\n</html>\n"
     )

@@ -1,8 +1,9 @@
 """The leaderboard of a comparison as a terminal table and a self-contained HTML page.
 
 :func:`leaderboard_text`: a plain-text table (no ANSI codes); :func:`write_leaderboard_html`:
-one page with the table, one equity overlay chart per symbol and links to each run's
-pages. Both draw a frame from :func:`reports.leaderboard.leaderboard_frame`; numbers are
+one page with the table (the deciding columns, fitting a 1280-px window; every column in an
+expandable table under it), one interactive equity overlay chart per symbol and links to each
+run's pages. Both draw a frame from :func:`reports.leaderboard.leaderboard_frame`; numbers are
 formatted by :func:`reports.render.format.format_number`.
 """
 
@@ -89,6 +90,42 @@ def _cells(rec: Mapping[str, Any]) -> list[str]:
     return out
 
 
+#: The page's main table (header, column of :data:`_DISPLAY`): the columns that decide, fitting a
+#: 1280-px window; every column is in the "All columns" table under it, and hovering a number
+#: shows its neighbours (Sharpe: CI and Sortino; MASE: MAE, CRPS, coverage; DSR: PSR).
+_KEY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("symbol", "symbol"), ("predictor", "predictor"), ("return", "total_return"), ("B&H return", "bh_total_return"),
+    ("Sharpe", "sharpe"), ("max DD", "max_drawdown"), ("trades", "n_trades"), ("MASE", "mase"),
+    ("DM p", "dm_p_value"), ("DSR", "dsr"), ("verdict", "verdict"),
+)
+
+#: Table styles of the leaderboard page: the verdict wraps in a narrower column than the report default.
+_LEADERBOARD_CSS = ("<style>#leaderboard th,#leaderboard td{padding:3px 6px}"
+                    "#leaderboard .verdict{white-space:normal;min-width:16em;max-width:30em;text-align:left}"
+                    "#leaderboard .name{white-space:normal;overflow-wrap:anywhere;text-align:left}"
+                    "#leaderboard .links{white-space:normal;text-align:left}"
+                    "#leaderboard span[title]{text-decoration:underline dotted}"
+                    "details{margin:6px 0 12px}summary{cursor:pointer;color:#0969da}</style>")
+
+
+def _key_cells(rec: Mapping[str, Any], cells: Sequence[str], links: str) -> list[str]:
+    """The main table's cells (HTML): symbol and predictor escaped, numbers with a hover title."""
+    by_col = dict(zip([c for c, _, _ in _DISPLAY], cells))
+    hover = {
+        "sharpe": f"Sharpe CI {by_col['sharpe_ci']}; Sortino {by_col['sortino']}",
+        "total_return": f"random sign {by_col['random_sign_total_return']}; fees {by_col['fees_paid']}",
+        "mase": f"MAE {by_col['mae']}; CRPS {by_col['crps']}; coverage {by_col['coverage_80']}; "
+                f"dir. acc. {by_col['dir_accuracy']} (p {by_col['dir_p_value']})",
+        "dm_p_value": f"DM statistic vs naive {by_col['dm_stat']} (< 0: model better)",
+        "dsr": f"PSR {by_col['psr']}",
+    }
+    out = []
+    for _, col in _KEY_COLUMNS:
+        text = html.escape(by_col[col])
+        out.append(f'<span title="{html.escape(hover[col], quote=True)}">{text}</span>' if col in hover else text)
+    return out + [links]
+
+
 def leaderboard_text(frame: pd.DataFrame) -> str:
     """The leaderboard as a plain-text table (no ANSI codes), one line per predictor x symbol.
 
@@ -155,9 +192,11 @@ def write_leaderboard_html(
             suspicious by the plausibility guard are listed before them.
         log_scale: draw the equity overlays on a logarithmic axis.
 
-    The page has the notes, the table (numbers formatted, verdict in words, links), and
-    per symbol an overlay of every predictor's equity and buy-and-hold, each normalised
-    to 1 at its start. A run without an equity curve is named under its chart.
+    The page has the notes, the table of the deciding columns (numbers formatted, more on
+    hover, verdict in words, links), every column in an expandable ``<details>`` table, and
+    per symbol an interactive overlay of every predictor's equity and buy-and-hold, each
+    normalised to 1 at its start (downsampled when long). A run without an equity curve is
+    named under its chart.
 
     Returns:
         ``path``.
@@ -177,22 +216,28 @@ def write_leaderboard_html(
     if stray_b:
         raise ValueError(f"benchmark has symbol(s) {stray_b} not in the frame; symbols: {symbols}")
 
-    # the page puts the verdict right after the names (the terminal table ends with it)
-    v = [c for c, _, _ in _DISPLAY].index("verdict")
-    order = [0, 1, v] + [j for j in range(2, len(_DISPLAY)) if j != v]
     head = _headers(f)
-    headers = [head[j] for j in order] + ["pages"]
-    body_rows = []
+    details_rows, key_rows = [], []
     for rec in f.to_dict("records"):
         key = (rec["symbol"], rec["predictor"])
         links = _links(tearsheets[key], key) if key in tearsheets else ""
         cells = _cells(rec)
-        body_rows.append([cells[j] for j in order] + [links])
+        details_rows.append(cells)
+        key_rows.append(_key_cells(rec, cells, links))
     table = html_table(
-        headers, body_rows, table_id="leaderboard", raw_columns=(len(headers) - 1,),
-        column_classes={0: "text", 1: "text", 2: "words", len(headers) - 1: "text"},
-        caption="Every predictor on the same bars, costs and decision times; forecast skill at the last horizon",
+        [h for h, _ in _KEY_COLUMNS] + ["pages"], key_rows, table_id="leaderboard",
+        raw_columns=tuple(range(len(_KEY_COLUMNS) + 1)),  # escaped by _key_cells
+        column_classes={0: "text", 1: "name", len(_KEY_COLUMNS) - 1: "verdict", len(_KEY_COLUMNS): "links"},
+        caption="Every predictor on the same bars, costs and decision times; forecast skill at the last horizon "
+                "(hover a number for more; every column below)",
     )
+    v = [c for c, _, _ in _DISPLAY].index("verdict")
+    details = html_table(
+        [head[j] for j in range(len(_DISPLAY)) if j != v], [[c for j, c in enumerate(r) if j != v] for r in details_rows],
+        table_id="leaderboard-details", column_classes={0: "text", 1: "text"},
+    )
+    details = (f'<details id="leaderboard-all"><summary>Every column (one row per run)</summary>'
+               f'<div class="scroll">{details}</div></details>')
 
     sections = []
     for symbol in symbols:
@@ -205,7 +250,8 @@ def write_leaderboard_html(
         if symbol not in benchmark:
             caption += " No buy-and-hold curve given."
         img = equity_overlay_chart(curves, benchmark.get(symbol), title=f"{symbol}: equity, normalised to 1",
-                                   log_scale=log_scale, alt=f"equity overlay for {symbol}")
+                                   log_scale=log_scale, label=f"equity overlay for {symbol}",
+                                   div_id=f"equity-{len(sections) + 1}")
         sections.append(
             f"<h2>{html.escape(symbol)}</h2>\n"
             f'<figure class="equity" data-symbol="{html.escape(symbol, quote=True)}" '
@@ -222,9 +268,10 @@ def write_leaderboard_html(
     )
     flagged = [f"{r['symbol']} {r['predictor']}: {r['suspicious']}" for r in f.to_dict("records") if r["suspicious"]]
     notes = [*flagged, *notes]  # the plausibility guard's findings first
-    body = "\n".join(b for b in (notes_html(notes), '<div class="scroll">' + table + "</div>", legend, *sections) if b)
+    body = "\n".join(b for b in (notes_html(notes), _LEADERBOARD_CSS, '<div class="scroll">' + table + "</div>", details,
+                                  legend, *sections) if b)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html_page(title, body, subtitle=f"{len(f)} runs: {len(symbols)} symbol(s), {f['predictor'].nunique()} predictor(s)"),
-                   encoding="utf-8")
+    out.write_text(html_page(title, body, subtitle=f"{len(f)} runs: {len(symbols)} symbol(s), {f['predictor'].nunique()} predictor(s)",
+                             plotly=True), encoding="utf-8")
     return out

@@ -3,8 +3,9 @@
 :func:`write_sweep_html` draws a :class:`SweepPage` (plain values the sweep computed): the
 verdict (in-sample vs holdout) first, the in-sample vs holdout table side by side, the best
 parameters, the objective history (every trial and the best so far), parameter importance,
-the objective against each parameter, and the top trials. Charts are matplotlib PNGs inlined
-as data URIs (:mod:`reports.render.charts`); the page loads nothing from the network.
+the objective against each parameter, and the top trials. Charts are interactive Plotly figures
+(zoom, hover a trial for its number and values, click a legend entry to hide a series) drawn by
+plotly.js inlined in the page (:mod:`reports.render.interactive`); the page loads nothing from the network.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.render.charts import figure_to_img, new_figure, quiet_matplotlib
 from reports.render.format import format_number
 from reports.render.html import html_page, html_table, notes_html
+from reports.render.interactive import figure_div
 
 __all__ = ["SweepPage", "write_sweep_html"]
 
@@ -97,52 +98,77 @@ def _numeric(series: pd.Series) -> tuple[np.ndarray, list[str] | None]:
 
 
 def history_chart(page: SweepPage) -> str:
-    """Objective of every trial by trial number, and the best so far."""
+    """Objective of every trial by trial number, and the best so far (interactive)."""
+    import plotly.graph_objects as go
+
     frame = page.trials.sort_values("trial")
     y = frame["objective"].to_numpy(dtype=float)
     x = frame["trial"].to_numpy(dtype=float)
-    with quiet_matplotlib():
-        fig = new_figure(9, 3.2)
-        ax = fig.add_subplot()
-        ax.scatter(x, y, s=10, alpha=0.6, label="trial")
-        best = pd.Series(y).cummax().to_numpy()  # NaN (pruned) trials keep the best so far
-        ax.step(x, best, where="post", color="C3", label="best so far")
-        ax.set_xlabel("trial")
-        ax.set_ylabel(page.objective)
-        ax.legend(loc="lower right")
-        return figure_to_img(fig, f"{page.objective} of each trial and the best so far")
+    best = pd.Series(y).cummax().to_numpy()  # NaN (pruned) trials keep the best so far
+    fig = go.Figure([
+        go.Scatter(x=x, y=y, mode="markers", name="trial", marker={"size": 6, "opacity": 0.6, "color": _BLUE},
+                   hovertemplate="trial %{x:d}<br>" + html.escape(page.objective) + " %{y:.4g}<extra></extra>"),
+        go.Scatter(x=x, y=best, mode="lines", line={"shape": "hv", "color": _RED}, name="best so far",
+                   hovertemplate="best so far %{y:.4g}<extra></extra>"),
+    ])
+    fig.update_xaxes(title_text="trial")
+    fig.update_yaxes(title_text=page.objective)
+    _layout(fig, 360)
+    return figure_div(fig, "history-plot", label=f"{page.objective} of each trial and the best so far")
 
 
 def importance_chart(page: SweepPage) -> str:
+    """Parameter importance as horizontal bars (largest on top)."""
+    import plotly.graph_objects as go
+
     items = sorted(page.importance.items(), key=lambda kv: kv[1])
-    with quiet_matplotlib():
-        fig = new_figure(6, 0.5 + 0.4 * max(1, len(items)))
-        ax = fig.add_subplot()
-        ax.barh([k for k, _ in items], [v for _, v in items], color="C0")
-        ax.set_xlabel("importance (share)")
-        return figure_to_img(fig, "parameter importance")
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h", marker={"color": _BLUE},
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>", name="importance"))
+    fig.update_xaxes(title_text="importance (share)", tickformat=".0%")
+    _layout(fig, 120 + 36 * max(1, len(items)))
+    return figure_div(fig, "importance-plot", label="parameter importance")
 
 
 def parameter_charts(page: SweepPage) -> str:
     """The objective against each searched parameter, one panel each; the best trial marked."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     params = list(page.params)
     cols = min(3, len(params))
     rows = math.ceil(len(params) / cols)
     frame = page.trials
     y = frame["objective"].to_numpy(dtype=float)
     best = frame["trial"].to_numpy() == page.best_trial
-    with quiet_matplotlib():
-        fig = new_figure(3.4 * cols, 2.8 * rows)
-        for i, name in enumerate(params):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            x, labels = _numeric(frame[name])
-            ax.scatter(x, y, s=10, alpha=0.6)
-            ax.scatter(x[best], y[best], s=40, color="C3", marker="*", label="best")
-            if labels is not None:
-                ax.set_xticks(range(len(labels)), labels)
-            ax.set_xlabel(name)
-            ax.set_ylabel(page.objective)
-        return figure_to_img(fig, f"{page.objective} against each parameter")
+    trial = frame["trial"].to_numpy().astype(str)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.18)
+    for i, name in enumerate(params):
+        r, c = i // cols + 1, i % cols + 1
+        x, labels = _numeric(frame[name])
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", marker={"size": 6, "opacity": 0.6, "color": _BLUE},
+                                 name="trial", legendgroup="trial", showlegend=i == 0,
+                                 customdata=np.column_stack([trial, frame[name].astype(str).to_numpy()]),
+                                 hovertemplate="trial %{customdata[0]}<br>" + html.escape(name) + " %{customdata[1]}<br>"
+                                               + html.escape(page.objective) + " %{y:.4g}<extra></extra>"),
+                      row=r, col=c)
+        fig.add_trace(go.Scatter(x=x[best], y=y[best], mode="markers", marker={"size": 13, "symbol": "star",
+                                                                               "color": _RED},
+                                 name="best", legendgroup="best", showlegend=i == 0,
+                                 hovertemplate="best trial<extra></extra>"), row=r, col=c)
+        if labels is not None:
+            fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=labels, row=r, col=c)
+        fig.update_xaxes(title_text=name, row=r, col=c)
+        fig.update_yaxes(title_text=page.objective if c == 1 else "", row=r, col=c)
+    _layout(fig, 80 + 300 * rows)
+    return figure_div(fig, "parameters-plot", label=f"{page.objective} against each parameter")
+
+
+_BLUE, _RED = "#1f77b4", "#d62728"
+
+
+def _layout(fig: Any, height: int) -> None:
+    fig.update_layout(template="plotly_white", height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}, font={"size": 12})
 
 
 def top_trials_table(page: SweepPage, n: int = 10) -> str:
@@ -175,5 +201,5 @@ def write_sweep_html(path: Path, page: SweepPage) -> Path:
         "<h2>Top trials</h2>", f'<div class="scroll">{top_trials_table(page)}</div>',
         "<p class=\"sub\">Every trial is in trials.csv and in the trial ledger (kind sweep).</p>",
     ])
-    Path(path).write_text(html_page(page.title, body, subtitle=page.subtitle), encoding="utf-8")
+    Path(path).write_text(html_page(page.title, body, subtitle=page.subtitle, plotly=True), encoding="utf-8")
     return Path(path)
