@@ -102,6 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_run_flags(bt)
     _add_check_flags(bt)
     _add_mlflow_flag(bt, "the run's ledger row (after it is written)")
+    bt.add_argument("--universe", help="trade a portfolio strategy over a universe of coins: a name from config.toml's "
+                    "[universes], a file of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
     bt.add_argument("--timings", action="store_true", help="print the seconds of each step (metrics.json's timings)")
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
@@ -255,6 +257,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.runs.backtest import run_backtest
     from engine.runs.run_folder import TIMING_STEPS
 
+    if cfg.data.universe:
+        return _backtest_universe(cfg, args)
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
     d = cfg.data
@@ -292,6 +296,40 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
         print(f"error: run kept in {backtest.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
         return EXIT_USER
+    return 0
+
+
+def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
+    """``backtest STRATEGY --universe ...``: a portfolio strategy over a universe of coins."""
+    from engine.runs.universe import portfolio_columns, run_universe_backtest
+
+    run = run_universe_backtest(cfg, args.strategy)
+    sim = run.simulation
+    print(f"{run.strategy_name} | predictor {cfg.predictor.name} | universe {run.name}: {len(run.symbols)} coins "
+          f"{cfg.data.timeframe} | {sim.equity.index[0]:%Y-%m-%d %H:%M} -> {sim.equity.index[-1]:%Y-%m-%d %H:%M} UTC | "
+          f"{len(sim.equity)} bars | fee {cfg.broker.fee:.4%}, slippage {cfg.broker.slippage:.4%} per fill, shorts pay "
+          f"{cfg.broker.short_rate:.1%} a year")
+    columns = {"strategy": run.metrics, "equal-weight universe": run.reference_metrics}
+    if run.btc_metrics is not None:
+        columns["buy & hold BTC"] = run.btc_metrics
+    print(summary_table({name: portfolio_columns(p) for name, p in columns.items()}))
+    drag = sim.cost_drag()
+    print(f"turnover {sim.turnover.sum():.1f} x equity; {len(sim.fills)} fills; costs paid: fees {drag['fees']:,.2f}, "
+          f"slippage {drag['slippage']:,.2f}, borrow {drag['borrow']:,.2f} ({drag['total_fraction_of_cash']:.1%} of "
+          "the starting cash)")
+    cs = run.cross_section
+    for s in (cs.ic, cs.rank_ic):
+        print(f"{s.kind} at h={s.horizon}: mean {s.mean:.4f}, ICIR {s.icir:.3f}, positive {s.positive_share:.1%}, "
+              f"t = {s.t_stat:.2f} (Newey-West, {s.lags} lags), p = {format_number(s.p_value, 'pvalue')} over "
+              f"{s.periods} decision times")
+    d = cs.deciles
+    print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
+          f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
+    print(f"fast path: {run.fast_path}")
+    print(f"verdict: {run.verdict}")
+    for line in run.not_run:
+        print(line)
+    print(f"run folder: {run.run_dir}")
     return 0
 
 

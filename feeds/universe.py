@@ -31,7 +31,7 @@ from feeds.files import find_candle_file
 from feeds.history import load_candles
 from feeds.timeframes import TimeRange
 
-__all__ = ["Universe", "load_universe", "parse_universe"]
+__all__ = ["Universe", "folder_of", "load_universe", "parse_universe"]
 
 
 def _symbols_of(text: str, where: str) -> tuple[str, ...]:
@@ -151,7 +151,7 @@ def load_universe(
     candles: dict[str, pd.DataFrame] = {}
     dropped: list[str] = []
     for symbol in symbols:
-        data_dir = _folder_of(symbol, timeframe, data_dirs) if data_dirs else None
+        data_dir = folder_of(symbol, timeframe, data_dirs) if data_dirs else None
         try:
             frame, _ = load_candles(symbol, timeframe, timerange, data_dir=data_dir, cache_dir=cache_dir,
                                     exchange_id=exchange_id, gap_policy=gap_policy, download=download,
@@ -174,7 +174,8 @@ def load_universe(
                     clock=pd.DatetimeIndex(clock, name="open_time"), dropped=tuple(dropped))
 
 
-def _folder_of(symbol: str, timeframe: str, data_dirs: Sequence[Path]) -> Path:
+def folder_of(symbol: str, timeframe: str, data_dirs: Sequence[Path]) -> Path:
+    """The first of ``data_dirs`` holding a candle file of ``symbol`` ``timeframe`` (CandleError naming them if none)."""
     for folder in data_dirs:
         try:
             find_candle_file(Path(folder), symbol, timeframe)

@@ -194,3 +194,9 @@ class EqualWeightUniverse(RankLongShort):
         rows = np.arange(0, market.close.shape[0], params["rebalance"])
         weights[rows] = equal_weights(market.candle[rows], float(params["gross"]))
         return PortfolioTargets(weights=weights)
+
+
+#: The class a backtest of this file runs (the file defines two), and the reference it is judged against
+#: (:func:`engine.runs.universe.run_universe_backtest`).
+STRATEGY = RankLongShort
+REFERENCE = EqualWeightUniverse

@@ -54,6 +54,13 @@ def load_strategy(path: str | Path) -> type[bt.Strategy]:
     return own[0]
 
 
+def portfolio_reference(cls: type[bt.Strategy]) -> type[bt.Strategy] | None:
+    """The reference a portfolio strategy's file names (``REFERENCE = ...`` beside ``STRATEGY``), None for a
+    single-market strategy. A portfolio strategy trades a universe of N feeds (``--universe``)."""
+    reference = getattr(sys.modules.get(cls.__module__), "REFERENCE", None)
+    return reference if isinstance(reference, type) and issubclass(reference, bt.Strategy) else None
+
+
 def strategy_param_names(cls: type[bt.Strategy]) -> list[str]:
     return list(cls.params._getkeys())  # backtrader's public accessor for declared params
 

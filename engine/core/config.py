@@ -34,6 +34,8 @@ from feeds.timeframes import (
     TimeRange,
     parse_timerange,
 )
+from feeds.errors import FeedsInputError
+from feeds.universe import parse_universe
 from feeds.validate import GAP_POLICIES
 from predictors.base import PredictorError
 from predictors.registry import available, config_class, make_config, predictor_class, table_name
@@ -88,6 +90,8 @@ class DataConfig:
     cache_dir: str = "user_data/data"
     gap_policy: str = "keep"
     bars_per_year: float = 0.0  # annualisation; 0 = infer from the candles (365 x bars per day 24/7, ~252 for 1d stocks)
+    universe: str = ""  # a universe of markets (a [universes] name, a file, or "A/USDT,B/USDT"); "" = symbol alone
+    universe_dirs: tuple[str, ...] = ()  # more candle folders searched after data_dir for a universe's markets
 
     @property
     def range(self) -> TimeRange:
@@ -349,6 +353,14 @@ def parse_span(text: str, where: str) -> Span:
 
 
 @dataclass(frozen=True)
+class UniversesConfig:
+    """Named universes: ``[universes]`` with ``name = ["ADA/USDT", "DOGE/USDT", ...]``, chosen by
+    ``data.universe = "name"`` (or ``--universe name``)."""
+
+    lists: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_mapping)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -358,6 +370,16 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    universes: UniversesConfig = field(default_factory=UniversesConfig)
+
+    def universe_symbols(self) -> tuple[str, tuple[str, ...]] | None:
+        """``(name, symbols)`` of ``data.universe`` (:func:`feeds.universe.parse_universe`), None when unset."""
+        if not self.data.universe:
+            return None
+        try:
+            return parse_universe(self.data.universe, self.universes.lists)
+        except FeedsInputError as exc:
+            raise ConfigError(f"data.universe: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/TOML-serialisable dict of the resolved config."""
@@ -365,6 +387,8 @@ class Config:
         def plain(obj: Any) -> Any:
             if isinstance(obj, StrategyConfig):  # written as [strategy.<stem>] tables
                 return plain(obj.tables)
+            if isinstance(obj, UniversesConfig):  # written as [universes] name = [...]
+                return plain(obj.lists)
             if dataclasses.is_dataclass(obj):
                 return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
             if isinstance(obj, Mapping):
@@ -388,8 +412,15 @@ class Config:
         costs, market).
         """
         tree = self.to_dict()
-        for section in ("output", "evaluation", "paper"):
+        for section in ("output", "evaluation", "paper", "universes"):
             tree.pop(section)
+        universe = self.universe_symbols()
+        if universe is None:  # the borrow rate is charged by portfolio (universe) runs only
+            tree["broker"].pop("short_rate")
+            tree["data"].pop("universe")
+            tree["data"].pop("universe_dirs")
+        else:  # the markets a name or file stands for, not the name
+            tree["data"]["universe"] = list(universe[1])
         tree["data"].pop("cache_dir")
         tree["predictor"].pop("cache")
         tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
@@ -405,6 +436,7 @@ _SECTIONS: dict[str, type] = {
     "broker": BrokerConfig,
     "predictor": PredictorConfig,
     "strategy": StrategyConfig,
+    "universes": UniversesConfig,
     "evaluation": EvaluationConfig,
     "output": OutputConfig,
     "paper": PaperConfig,
@@ -476,6 +508,10 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where} = {value!r} must be a string in quotes, e.g. \"{value}\"")
+    if origin is tuple and typing.get_args(annotation)[0] is str:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where} = {value!r} must be a list of strings, e.g. [\"../shared/data/universe\"]")
     if origin is tuple:
         if isinstance(value, (list, tuple)) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
@@ -513,6 +549,16 @@ def _build_strategy_tables(raw: Mapping[str, Any]) -> StrategyConfig:
             )
         tables[stem] = _frozen_mapping(table)
     return StrategyConfig(tables=_frozen_mapping(tables))
+
+
+def _build_universes(raw: Mapping[str, Any]) -> UniversesConfig:
+    lists = {}
+    for name, symbols in raw.items():
+        if not isinstance(symbols, (list, tuple)) or not all(isinstance(s, str) for s in symbols):
+            raise ConfigError(f"universes.{name} = {symbols!r} must be a list of market symbols, "
+                              f"e.g. {name} = [\"ADA/USDT\", \"DOGE/USDT\"]")
+        lists[name] = tuple(symbols)
+    return UniversesConfig(lists=_frozen_mapping(lists))
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -783,10 +829,13 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not isinstance(tree[section], Mapping):
             raise ConfigError(f"{section} must be a table ([{section}]), got {tree[section]!r}")
     sections = {
-        name: _build_section(name, cls, tree.get(name, {})) for name, cls in _SECTIONS.items() if name != "strategy"
+        name: _build_section(name, cls, tree.get(name, {})) for name, cls in _SECTIONS.items()
+        if name not in ("strategy", "universes")
     }
-    cfg = Config(**sections, strategy=_build_strategy_tables(tree.get("strategy", {})))
+    cfg = Config(**sections, strategy=_build_strategy_tables(tree.get("strategy", {})),
+                 universes=_build_universes(tree.get("universes", {})))
     _validate(cfg)
+    cfg.universe_symbols()  # a bad data.universe is named when the config loads
     return cfg
 
 
@@ -797,7 +846,7 @@ FLAG_KEYS: dict[str, str] = {
     "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
     "exchange_url": "data.exchange_url",
     "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
-    "mlflow": "output.mlflow",
+    "mlflow": "output.mlflow", "universe": "data.universe",
 }
 
 

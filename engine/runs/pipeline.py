@@ -30,7 +30,7 @@ from engine.judging.random_sign import random_sign_draws
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.training.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
 from engine.backtesting.simulate import Simulation, StrategySetup, buy_and_hold, simulate
-from engine.backtesting.strategy_loader import check_strategy_params, load_strategy
+from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
 from engine.judging.result import Calendar, RunResult
 from feeds.history import load_candles
 from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange
@@ -207,6 +207,9 @@ def run_pipeline(cfg: Config, strategy_path: str | Path, predictor: Predictor | 
     t0 = time.perf_counter()
     stem = Path(strategy_path).stem
     strategy_cls = load_strategy(strategy_path)
+    if portfolio_reference(strategy_cls) is not None:
+        raise UserInputError(f"{strategy_path} is a portfolio strategy: it trades a universe of coins; pass "
+                             "--universe NAME|FILE|\"A/USDT,B/USDT,...\" (names: config.toml's [universes])")
     strategy_params = check_strategy_params(strategy_cls, cfg.strategy.params_for(stem), stem)
     predictor = predictor or build_predictor(cfg)
     progress, p, ev = cfg.output.progress, cfg.predictor, cfg.evaluation

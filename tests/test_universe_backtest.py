@@ -1,0 +1,71 @@
+"""`python -m engine backtest strategies/rank_long_short.py --universe ...` end to end on real daily
+candles of six coins (BTC from the other folder), and the refusals of a strategy/universe mismatch."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from engine import cli
+from tests.conftest import ROOT, SHARED_DATA
+
+COINS = "BTC/USDT,ADA/USDT,DOGE/USDT,IMX/USDT,TRX/USDT,XLM/USDT"
+ARGS = ["--data-dir", str(SHARED_DATA / "universe"), "--set", f'data.universe_dirs=["{SHARED_DATA}"]',
+        "--timeframe", "1d", "--timerange", "20211201-20230601", "--predictor", "momentum",
+        "--set", "predictor.context_length=30", "--set", "predictor.horizon=5",
+        "--set", "strategy.rank_long_short.rebalance=5", "--set", "strategy.rank_long_short.k=2",
+        "--set", "evaluation.bootstrap_samples=200"]
+STRATEGY = str(ROOT / "strategies" / "rank_long_short.py")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("universe-run")
+    code = cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(out),
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS])
+    (run_dir,) = [p for p in out.iterdir() if p.name != "cache" and p.is_dir()]
+    return code, out, run_dir
+
+
+@pytest.mark.slow  # ~4-7 s: a 6-coin, 18-month daily run with its page
+def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weight_universe(first_run, capsys):
+    code, _, run_dir = first_run
+    assert code == 0
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["kind"] == "universe" and m["universe"]["coins"] == 6
+    assert m["fast_path"].startswith("reconciled fill for fill") and m["fills"] > 0
+    assert m["buy_and_hold_btc"]["final_equity"] > 0  # BTC found in the second folder
+    assert "buy-and-hold" not in m["verdict"] and "equal-weight universe" in m["verdict"]
+    cs = m["cross_section"]
+    assert cs["rank_ic"]["periods"] > 300 and 0 <= cs["rank_ic"]["p_value"] <= 1 and len(cs["rank_ic_decay"]) == 5
+    assert any(line.startswith("lookahead check: NOT RUN") for line in m["not_run"])
+    eq = pd.read_csv(run_dir / "equity.csv", index_col=0)
+    assert eq["equity"].iloc[-1] == pytest.approx(m["performance"]["final_equity"])
+    assert list(eq.columns) == ["equity", "equal_weight_universe", "buy_and_hold_btc"]
+    positions = pd.read_csv(run_dir / "positions.csv", index_col=0)
+    assert (positions.loc[:"2022-01-09", "IMX/USDT"] == 0).all()  # IMX listed 2022-01-10: never held before
+    page = (run_dir / "cross_section.html").read_text()
+    assert page.count('class="plotly-chart"') == 4 and "<script src=" not in page
+
+
+@pytest.mark.slow
+def test_a_second_universe_run_reads_every_forecast_from_the_cache(first_run):
+    _, out, _ = first_run
+    second = out / "second"
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(second),
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
+    (run_dir,) = list(second.iterdir())
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["universe"]["forecast_cache_hits"] == 6
+
+
+def test_a_portfolio_strategy_needs_a_universe_and_a_universe_needs_one(tmp_path, capsys):
+    assert cli.main(["backtest", STRATEGY, "--out", str(tmp_path), *ARGS]) == 2
+    assert "is a portfolio strategy" in capsys.readouterr().err
+    assert cli.main(["backtest", str(ROOT / "strategies" / "llm_signal.py"), "--universe", COINS,
+                     "--out", str(tmp_path), *ARGS]) == 2
+    assert "not a portfolio strategy" in capsys.readouterr().err
+    assert cli.main(["backtest", STRATEGY, "--universe", "nosuch", "--out", str(tmp_path), *ARGS]) == 2
+    assert "universe 'nosuch' is neither a configured name (alts14, alts28)" in capsys.readouterr().err
