@@ -1,12 +1,13 @@
 """Stage 0: the baselines every model must beat.
 
-All four share one spread model: the empirical quantiles of the window's one-bar log
+All five share one spread model: the empirical quantiles of the window's one-bar log
 returns, centred on their median and scaled by ``sqrt(h)`` for horizon ``h`` (the
 random-walk scaling of i.i.d. returns). They differ only in the centre (the median):
 
 - ``naive``: zero (random walk; tomorrow's price is today's).
 - ``drift``: ``h`` times the mean one-bar return of the window.
 - ``momentum``: ``h`` times the mean return of the last ``lookback`` bars.
+- ``reversal``: minus that (short-term reversal: the last ``lookback`` bars' move undoes itself).
 - ``seasonal_naive``: the cumulative returns of the same steps one ``season`` ago.
 
 Every computation is a vectorised numpy expression over the whole batch.
@@ -112,6 +113,27 @@ class MomentumPredictor(_SpreadBaseline):
     def _centre(self, contexts: np.ndarray, returns: np.ndarray, horizon: int) -> np.ndarray:
         mean = log_returns(contexts[:, -(self.config.lookback + 1) :]).mean(axis=1, keepdims=True)
         return mean * np.arange(1, horizon + 1, dtype=np.float64)[None, :]
+
+
+@dataclass(frozen=True)
+class ReversalConfig(MomentumConfig):
+    """``[predictor.params.reversal]``: lookback, bars whose mean one-bar return reverses (default 24)."""
+
+
+@register
+class ReversalPredictor(MomentumPredictor):
+    """Short-term reversal: the mean return of the last lookback bars, sign flipped, persists.
+
+    Ranked across coins it is the cross-sectional reversal factor (Jegadeesh 1990 for
+    stocks; in crypto, reversal at daily and shorter horizons beside momentum at weeks: Dobrynskaya,
+    "Cryptocurrency Momentum and Reversal", Journal of Alternative Investments 2023)."""
+
+    name = "reversal"
+    config_class = ReversalConfig
+    config: ReversalConfig
+
+    def _centre(self, contexts: np.ndarray, returns: np.ndarray, horizon: int) -> np.ndarray:
+        return -super()._centre(contexts, returns, horizon)
 
 
 @register

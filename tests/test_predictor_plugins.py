@@ -24,7 +24,7 @@ from predictors.base import PluginConfig, Predictor, PredictorError, PredictorSt
 from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["chronos", "drift", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "seasonal_naive",
+BUILTINS = ["chronos", "drift", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "reversal", "seasonal_naive",
             "timesfm"]
 
 

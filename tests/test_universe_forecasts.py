@@ -99,3 +99,14 @@ def test_a_trained_predictor_is_refused_with_the_choice(run):
     trained = make_predictor("tests.trainable_plugins:LinearAR", {}, quantile_levels=(0.1, 0.5, 0.9))
     with pytest.raises(UserInputError, match="trained walk-forward; universe runs serve untrained"):
         universe_forecasts(cfg, u, trained)
+
+
+def test_reversal_ranks_the_universe_exactly_backwards_from_momentum(run, tmp_path):
+    """The cross-sectional reversal baseline: its median is minus momentum's, so its Rank IC is minus momentum's."""
+    cfg, u, momentum = run
+    rev_cfg = _cfg(tmp_path, **{"predictor.name": "reversal", "predictor.params.reversal.lookback": 10})
+    reversal = universe_forecasts(rev_cfg, u, build_predictor(rev_cfg))
+    for symbol, f in momentum.forecasts.items():
+        np.testing.assert_array_equal(reversal.forecasts[symbol].median, -f.median)
+    a, b = cross_section_report(u, momentum.forecasts), cross_section_report(u, reversal.forecasts)
+    assert b.rank_ic.mean == pytest.approx(-a.rank_ic.mean, abs=1e-12) and b.rank_ic.periods == a.rank_ic.periods
