@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from loguru import logger
 
-from engine.config import Config, ConfigError, FrozenMapping, parse_literal
+from engine.config import Config, ConfigError, FrozenMapping, parse_literal, with_profile
 from engine.errors import OperationalError, UserInputError, exit_code
 from engine.judge import Verdict, judge
 from engine.logs import setup_logging
@@ -146,7 +146,9 @@ def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
         make_config(name, out.predictor.predictor_params())
     except PredictorError as exc:  # unknown name, bad module path, a parameter the config refuses
         raise UserInputError(f"--predictors {predictor}: {exc}") from exc
-    return out
+    # this predictor's training sizes for the keys nobody set (training.profile), not the base predictor's
+    explicit = cfg.origin.explicit | {f"predictor.params.{table_name(name)}.{key}" for key in overrides}
+    return with_profile(out, explicit)
 
 
 def resolve_paths(cfg: Config, base: Path | None = None) -> Config:
