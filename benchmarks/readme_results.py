@@ -533,6 +533,41 @@ def render_monitor_rule(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_train_defaults(r: Records) -> str:
+    rec = r["train_defaults"]
+    c, n = rec["config"], rec["numbers"]
+    lines = [provenance(rec),
+             f"`python -m engine train strategies/llm_signal.py --predictor NAME` on {c['symbol']} 1h, --timerange "
+             f"{c['timerange']}, from the repository root with config.toml as shipped (training.profile = \"auto\"), a "
+             "fresh checkpoint cache. Wall time of the whole command (imports, candles and the validation scoring "
+             "included); fits: the seconds inside `fit`, summed over the folds; estimate: what the command printed a "
+             "few steps into its first fold.", "",
+             "| predictor (model) | profile: context, epochs, max_steps, batch, window | folds | wall | fits | estimate printed |",
+             "|---|---|---|---|---|---|"]
+    models = {"lora_llm": "tests' tiny Llama", "chronos": "tests' tiny Chronos-2, finetune lora"}
+    for name, v in n.items():
+        if name.endswith("_paper"):
+            continue
+        label = f"`{name}`" + (f" ({models[name]})" if name in models else "")
+        if v.get("returncode") != 0:
+            lines.append(f"| {label} | — | — | FAILED (exit {v.get('returncode')}) | — | — |")
+            continue
+        s = v["settings"]
+        sizes = ", ".join(str(s.get(f"{sec}.{k}", "set")) for sec, k in (
+            ("predictor", "context_length"), ("training", "epochs"), ("training", "max_steps"),
+            ("training", "batch_size"), ("training", "train_window")))
+        est = "none printed" if v["estimate_s"] is None else f"{v['estimate_s'] / 60:.1f} min"
+        lines.append(f"| {label} | {v['profile']['applied']}: {sizes} | {v['folds']} | {v['wall_min']:.1f} min "
+                     f"| {v['fit_s'] / 60:.1f} min | {est} |")
+    paper = {k.removesuffix("_paper"): v for k, v in n.items() if k.endswith("_paper")}
+    if paper:
+        words = [f"`{k}` no estimate printed" if v["estimate_s"] is None else f"`{k}` ~{v['estimate_s'] / 60:.0f} min"
+                 for k, v in paper.items()]
+        lines += ["", "The paper profile (the sizes before profiles existed), started and stopped once its estimate was "
+                  "printed: " + "; ".join(words) + " (estimates for all folds, not measurements)."]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated README block: the JSON files it reads (stems under benchmarks/results), the commands
@@ -561,6 +596,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("guard_power", ("guard_power",), ("python benchmarks/guard_power.py",), render_guard),
     Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
     Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
+    Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper",),
+          render_train_defaults),
 )}
 
 

@@ -15,6 +15,7 @@ import collections.abc
 import dataclasses
 import difflib
 import hashlib
+import importlib.util
 import json
 import re
 import tomllib
@@ -753,8 +754,6 @@ def _check_profile(name: str) -> None:
 
 def cuda_available() -> bool:
     """Whether torch is installed and sees a CUDA device (imports torch: called only for a profiled predictor)."""
-    import importlib.util
-
     if importlib.util.find_spec("torch") is None:
         return False
     import torch
