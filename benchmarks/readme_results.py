@@ -542,15 +542,15 @@ def render_train_defaults(r: Records) -> str:
              "fresh checkpoint cache. Wall time of the whole command (imports, candles and the validation scoring "
              "included); fits: the seconds inside `fit`, summed over the folds; estimate: what the command printed a "
              "few steps into its first fold.", "",
-             "| predictor (model) | profile: context, epochs, max_steps, batch, window | folds | wall | fits | estimate printed |",
-             "|---|---|---|---|---|---|"]
+             "| predictor (model) | profile: context, epochs, max_steps, batch, window | folds | wall | CPU time (share of the cores) | load average start, end | fits | estimate printed |",
+             "|---|---|---|---|---|---|---|---|"]
     models = {"lora_llm": "tests' tiny Llama", "chronos": "tests' tiny Chronos-2, finetune lora"}
     for name, v in n.items():
         if name.endswith("_paper"):
             continue
         label = f"`{name}`" + (f" ({models[name]})" if name in models else "")
         if v.get("returncode") != 0:
-            lines.append(f"| {label} | — | — | FAILED (exit {v.get('returncode')}) | — | — |")
+            lines.append(f"| {label} | — | — | FAILED ({v.get('error')}) | — | — | — | — |")
             continue
         s = v["settings"]
         sizes = ", ".join(str(s.get(f"{sec}.{k}", "set")) for sec, k in (
@@ -558,6 +558,7 @@ def render_train_defaults(r: Records) -> str:
             ("training", "batch_size"), ("training", "train_window")))
         est = "none printed" if v["estimate_s"] is None else f"{v['estimate_s'] / 60:.1f} min"
         lines.append(f"| {label} | {v['profile']['applied']}: {sizes} | {v['folds']} | {v['wall_min']:.1f} min "
+                     f"| {v['cpu_s'] / 60:.1f} min ({v['cpu_share']:.0%}) | {v['load_start']:.1f}, {v['load_end']:.1f} "
                      f"| {v['fit_s'] / 60:.1f} min | {est} |")
     paper = {k.removesuffix("_paper"): v for k, v in n.items() if k.endswith("_paper")}
     if paper:

@@ -5,7 +5,9 @@ Each predictor trains the walk-forward folds of ``strategies/llm_signal.py`` on 
 ``train_window`` allows), exactly as a user runs it from the repository root: ``config.toml`` as shipped
 (its profile-sized keys unset), ``training.profile = "auto"`` (``cpu`` on a machine without CUDA), a
 fresh checkpoint cache, ``--out`` for the training report. Measured per predictor: the command's wall time
-(imports, candle loading and the validation scoring included), the seconds the fits took (``train.json``),
+(imports, candle loading and the validation scoring included), its CPU time (user + system, the command's
+process tree) and the share of the machine's cores it got (on a machine shared with other work a fit's wall
+time is mostly waiting: the CPU time is the steadier figure), the seconds the fits took (``train.json``),
 the folds, and the start-up estimate the command printed (to compare with what it took).
 
 ``lora_llm`` and ``chronos`` fine-tuning cannot download their default models here (``Qwen/Qwen2.5-0.5B``,
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -65,18 +68,27 @@ def run_default(args: argparse.Namespace, name: str, tmp: Path, models: dict[str
     """One predictor's `train` to the end with the defaults: wall time, fit seconds, folds, the estimate."""
     out = tmp / f"out-{name}"
     cmd = command(args, name, tmp / f"cache-{name}", out, models)
+    load0, usage0 = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired as exc:
+        return {"returncode": None, "wall_s": time.perf_counter() - t0, "error": f"timed out after {exc.timeout} s",
+                "load_start": load0, "load_end": os.getloadavg()[0]}
     wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (usage.ru_utime - usage0.ru_utime) + (usage.ru_stime - usage0.ru_stime)
+    loads = {"load_start": load0, "load_end": os.getloadavg()[0], "cpu_s": cpu,
+             "cpu_share": cpu / (wall * (os.cpu_count() or 1))}
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
-        return {"returncode": proc.returncode, "wall_s": wall, "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"returncode": proc.returncode, "wall_s": wall, "error": proc.stderr.strip().splitlines()[-1:], **loads}
     report = json.loads(next(out.glob("*/train.json")).read_text())
     startup = next((line for line in proc.stderr.splitlines() if f"training {name}:" in line), "")
     line = next((line for line in proc.stderr.splitlines() if "estimated ~" in line), "")
     return {
-        "returncode": 0, "wall_s": wall, "wall_min": wall / 60, "folds": len(report["folds"]),
+        "returncode": 0, "wall_s": wall, "wall_min": wall / 60, "folds": len(report["folds"]), **loads,
         "fit_s": sum(f["train_seconds"] for f in report["folds"]),
         "train_command_s": report["wall_s"], "epochs": [f["epochs"] for f in report["folds"]],
         "profile": report["profile"], "settings": {k: v["value"] for k, v in report["settings"].items()

@@ -182,9 +182,9 @@ class NeuralPredictor(Predictor):
     config: NeuralConfig
     trainable = True
     fresh_imports = ("neuralforecast", "neuralforecast.models", "neuralforecast.losses.pytorch", "pytorch_lightning")
-    #: cpu: context 128 on the last two years, at most 500 steps a fold; paper: the engine's defaults
+    #: cpu: context 128 on the last two years, at most 300 steps a fold; paper: the engine's defaults
     train_profiles = {
-        "cpu": TrainProfile(context_length=128, max_steps=500, train_window="730d"),
+        "cpu": TrainProfile(context_length=128, max_steps=300, train_window="730d"),
         "paper": TrainProfile(),
     }
 

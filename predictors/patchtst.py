@@ -212,10 +212,10 @@ class PatchTSTPredictor(Predictor):
     config_class = PatchTSTConfig
     config: PatchTSTConfig
     trainable = True
-    #: cpu: context 128 on the last two years, at most 500 steps a fold (BTC 1h, a year: minutes on 2 cores,
+    #: cpu: context 128 on the last two years, at most 300 steps a fold (BTC 1h, a year: minutes on 2 cores,
     #: README "Walk-forward training"); paper: the engine's defaults (context 512, 20 epochs, expanding, no cap)
     train_profiles = {
-        "cpu": TrainProfile(context_length=128, max_steps=500, train_window="730d"),
+        "cpu": TrainProfile(context_length=128, max_steps=300, train_window="730d"),
         "paper": TrainProfile(),
     }
 
