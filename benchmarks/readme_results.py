@@ -597,7 +597,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("guard_power", ("guard_power",), ("python benchmarks/guard_power.py",), render_guard),
     Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
     Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
-    Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper",),
+    Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),
 )}
 

@@ -19,7 +19,7 @@ engine around the fit costs at the cpu profile's sizes, not what a real LLM step
 profiles existed) and stops it once its start-up estimate is printed: that estimate is the only number
 for the paper sizes (they take about an hour per fold on 2 cores, so they are not run to the end).
 
-    python benchmarks/train_defaults.py --data-dir ../shared/data            # ~10-20 min on 2 cores
+    python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-PREDICTORS = ("patchtst", "lightgbm", "neural", "lora_llm", "chronos")
+PREDICTORS = ("lightgbm", "lora_llm", "chronos", "patchtst", "neural")
 ESTIMATE = re.compile(r"estimated ~([\d.]+) (s|min) for")
 
 
@@ -147,16 +147,18 @@ def main() -> None:
             models["llama"] = str(tiny_models.build_tiny_llama(tmp / "tiny-llama"))
         if "chronos" in names:
             models["chronos2"] = str(tiny_models.build_chronos2(tmp / "tiny-chronos2"))
-        for predictor in names:
+        config = {**vars(args), "tiny_models": {
+            "lora_llm": "tests/tiny_models.build_tiny_llama (2 layers, hidden 64, digit tokenizer)",
+            "chronos": "tests/tiny_models.build_chronos2 (2 layers, d_model 16), finetune = \"lora\""}}
+        for predictor in names:  # the result file is rewritten after each predictor: a stopped run keeps what it measured
             numbers[predictor] = run_default(args, predictor, tmp, models)
             print(predictor, json.dumps(numbers[predictor], default=str), flush=True)
+            write_result("train_defaults", config, numbers)
         if args.paper:
             for predictor in [n.strip() for n in args.paper_predictors.split(",") if n.strip()]:
                 numbers[f"{predictor}_paper"] = paper_estimate(args, predictor, tmp, models)
                 print(f"{predictor} paper", json.dumps(numbers[f"{predictor}_paper"]), flush=True)
-    write_result("train_defaults", {**vars(args), "tiny_models": {
-        "lora_llm": "tests/tiny_models.build_tiny_llama (2 layers, hidden 64, digit tokenizer)",
-        "chronos": "tests/tiny_models.build_chronos2 (2 layers, d_model 16), finetune = \"lora\""}}, numbers)
+                write_result("train_defaults", config, numbers)
 
 
 if __name__ == "__main__":
