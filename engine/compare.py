@@ -29,9 +29,9 @@ from engine.judge import Verdict, judge
 from engine.logs import setup_logging
 from engine.pipeline import RunResult, run_pipeline
 from engine.run_folder import check_writable, new_run_dir, write_run_folder
-from engine.training import cap_threads
+from engine.training import cap_threads, settings_words
 from predictors.base import PredictorError
-from predictors.registry import config_class, make_config, table_name
+from predictors.registry import config_class, make_config, predictor_class, table_name
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 
@@ -304,6 +304,12 @@ def run_compare(
         raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
     pairs = [(s, p) for s in symbols for p in predictors]
     configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
+    for (symbol, label), c in zip(pairs, configs):  # the workers log quietly: the sizes each trained variant uses
+        cls = predictor_class(c.predictor.name)
+        if cls.trainable and cls.trains_with(make_config(c.predictor.name, c.predictor.predictor_params())):
+            o = c.origin
+            logger.info("compare: {} {} trains walk-forward (folds not stored yet train in its worker): {}; {}", symbol,
+                        label, f"profile {o.profile} ({o.why})" if o.profile else "no training profile", settings_words(c))
 
     t0 = time.perf_counter()
     results = dict(zip(pairs, _execute(_compute, [(c, strategy_path) for c in configs], jobs, ray_address, "compare")))
