@@ -804,13 +804,12 @@ def with_profile(cfg: Config, explicit: frozenset[str] | None = None) -> Config:
     chosen = profiles.get(name) if profiles else None
     if profiles and chosen is None:
         name, why = "", f"{cfg.predictor.name} declares no {name!r} profile (only {', '.join(profiles)})"
-    values = (chosen or TrainProfile()).settings()
-    defaults = TrainProfile().settings()
-    sections = {"predictor": {}, "training": {}}
+    values = (chosen or TrainProfile()).settings()  # TrainProfile(): the engine's defaults
+    sections: dict[str, dict[str, Any]] = {"predictor": {}, "training": {}}
     for key in PROFILE_KEYS:
         if key not in explicit:
             section, attr = key.split(".")
-            sections[section][attr] = values[key] if chosen is not None else defaults[key]
+            sections[section][attr] = values[key]
     return dataclasses.replace(
         cfg, predictor=dataclasses.replace(cfg.predictor, **sections["predictor"]),
         training=dataclasses.replace(cfg.training, **sections["training"]),
