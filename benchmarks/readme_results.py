@@ -550,7 +550,8 @@ def render_train_defaults(r: Records) -> str:
             continue
         label = f"`{name}`" + (f" ({models[name]})" if name in models else "")
         if v.get("returncode") != 0:
-            lines.append(f"| {label} | — | — | FAILED ({v.get('error')}) | — | — | — | — |")
+            what = "NOT FINISHED" if str(v.get("error", "")).startswith("timed out") else "FAILED"
+            lines.append(f"| {label} | — | — | {what} ({v.get('error')}) | — | — | — | — |")
             continue
         s = v["settings"]
         sizes = ", ".join(str(s.get(f"{sec}.{k}", "set")) for sec, k in (

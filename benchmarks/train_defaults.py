@@ -74,8 +74,10 @@ def run_default(args: argparse.Namespace, name: str, tmp: Path, models: dict[str
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     except subprocess.TimeoutExpired as exc:
+        stored = [json.loads(m.read_text()) for m in (tmp / f"cache-{name}" / "checkpoints").glob("*/meta.json")]
         return {"returncode": None, "wall_s": time.perf_counter() - t0, "error": f"timed out after {exc.timeout} s",
-                "load_start": load0, "load_end": os.getloadavg()[0]}
+                "load_start": load0, "load_end": os.getloadavg()[0], "folds_stored": len(stored),
+                "fit_s_stored": sum(m["seconds"] for m in stored)}
     wall = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (usage.ru_utime - usage0.ru_utime) + (usage.ru_stime - usage0.ru_stime)
