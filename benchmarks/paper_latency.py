@@ -144,6 +144,7 @@ def trained_overrides(tmp: Path, stub_url: str, args: argparse.Namespace) -> dic
         "training.retrain_every": args.retrain_every, "training.history_start": args.history_start,
         "training.embargo_bars": args.embargo, "training.epochs": args.epochs, "training.patience": 0,
         "training.batch_size": 64, "training.device": "cpu",
+        "training.profile": "paper",  # the sizes its README figures were measured with (no step cap, expanding)
         "output.dir": str(tmp / "runs"), "output.tearsheet": False, "output.progress": False,
         "paper.mode": "testnet", "paper.api_url": stub_url, "paper.tearsheet_every_bars": 0,
     }

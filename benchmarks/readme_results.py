@@ -593,6 +593,43 @@ def render_report_load(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_train_defaults(r: Records) -> str:
+    rec = r["train_defaults"]
+    c, n = rec["config"], rec["numbers"]
+    lines = [provenance(rec),
+             f"`python -m engine train strategies/llm_signal.py --predictor NAME` on {c['symbol']} 1h, --timerange "
+             f"{c['timerange']}, from the repository root with config.toml as shipped (training.profile = \"auto\"), a "
+             "fresh checkpoint cache. Wall time of the whole command (imports, candles and the validation scoring "
+             "included); fits: the seconds inside `fit`, summed over the folds; estimate: what the command printed a "
+             "few steps into its first fold.", "",
+             "| predictor (model) | profile: context, epochs, max_steps, batch, window | folds | wall | CPU time (share of the cores) | load average start, end | fits | estimate printed |",
+             "|---|---|---|---|---|---|---|---|"]
+    models = {"lora_llm": "tests' tiny Llama", "chronos": "tests' tiny Chronos-2, finetune lora"}
+    for name, v in n.items():
+        if name.endswith("_paper"):
+            continue
+        label = f"`{name}`" + (f" ({models[name]})" if name in models else "")
+        if v.get("returncode") != 0:
+            what = "NOT FINISHED" if str(v.get("error", "")).startswith("timed out") else "FAILED"
+            lines.append(f"| {label} | — | — | {what} ({v.get('error')}) | — | — | — | — |")
+            continue
+        s = v["settings"]
+        sizes = ", ".join(str(s.get(f"{sec}.{k}", "set")) for sec, k in (
+            ("predictor", "context_length"), ("training", "epochs"), ("training", "max_steps"),
+            ("training", "batch_size"), ("training", "train_window")))
+        est = "none printed" if v["estimate_s"] is None else f"{v['estimate_s'] / 60:.1f} min"
+        lines.append(f"| {label} | {v['profile']['applied']}: {sizes} | {v['folds']} | {v['wall_min']:.1f} min "
+                     f"| {v['cpu_s'] / 60:.1f} min ({v['cpu_share']:.0%}) | {v['load_start']:.1f}, {v['load_end']:.1f} "
+                     f"| {v['fit_s'] / 60:.1f} min | {est} |")
+    paper = {k.removesuffix("_paper"): v for k, v in n.items() if k.endswith("_paper")}
+    if paper:
+        words = [f"`{k}` no estimate printed" if v["estimate_s"] is None else f"`{k}` ~{v['estimate_s'] / 60:.0f} min"
+                 for k, v in paper.items()]
+        lines += ["", "The paper profile (the sizes before profiles existed), started and stopped once its estimate was "
+                  "printed: " + "; ".join(words) + " (estimates for all folds, not measurements)."]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated block of the documentation: the JSON files it reads (stems under benchmarks/results), the commands
@@ -623,6 +660,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
     Block("universe_speed", ("universe_speed",), ("python benchmarks/universe_speed.py",), render_universe),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
+    Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
+          render_train_defaults),
 )}
 
 

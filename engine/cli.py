@@ -47,6 +47,10 @@ OFFLINE_HINT = (
 )
 
 
+PROFILE_HELP = ("training size of trainable predictors for the keys you leave unset: cpu (minutes on a CPU), paper (the "
+                "papers' sizes) or auto (paper with a CUDA device, else cpu; the default); training.profile")
+
+
 def _add_market_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
     p.add_argument("--exchange", help="ccxt exchange id, e.g. binance")
@@ -65,6 +69,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, predictor: bool = True) -> Non
     p.add_argument("--model", help="model hub id or local path for model predictors")
     p.add_argument("--out", help="output folder for run folders and the ledger")
     p.add_argument("--study", help="the study the run's trial counts in (evaluation.study; default \"default\")")
+    p.add_argument("--profile", help=PROFILE_HELP)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set broker.fee=0.0005 --set strategy.llm_signal.stake=0.5")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear-sheet")
@@ -165,6 +170,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_market_flags(tr)
     tr.add_argument("--predictor", help="a trainable predictor's name or module:Class")
     tr.add_argument("--model", help="model hub id or local path, for predictors that take one")
+    tr.add_argument("--profile", help=PROFILE_HELP)
+    tr.add_argument("--out", help="write the training report (train.json, summary.md, config.toml) to a new folder here")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override any config key, e.g. --set training.epochs=5 --set training.retrain_every=30d")
     tr.add_argument("--jobs", type=int, default=1, help="train independent folds in this many local processes (default 1)")
@@ -432,17 +439,19 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from engine.runs.train import StopOnCtrlC, print_report, run_train
+    from engine.runs.train import StopOnCtrlC, print_report, run_train, write_train_folder
     from engine.training.fold_models import TrainingInterrupted
 
     try:
         with StopOnCtrlC() as stop:
-            report = run_train(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray, stop=stop)
+            report = run_train(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray, stop=stop, out_dir=args.out)
     except TrainingInterrupted as exc:
         print(f"interrupted: {len(exc.done)} of {exc.total} folds stored; run the same command again to resume the "
               "interrupted fold(s) at their last finished epoch", file=sys.stderr)
         return 130
     print_report(cfg, report)
+    if args.out is not None:
+        print(f"training report: {write_train_folder(cfg, report, args.strategy, args.out)}")
     return 0
 
 

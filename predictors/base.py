@@ -41,7 +41,7 @@ import pandas as pd
 from predictors.errors import PredictorError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from predictors.training import FitContext
+    from predictors.training import FitContext, TrainSettings
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
 
@@ -328,6 +328,50 @@ class PredictorStats:
         return None
 
 
+# -- training size profiles ------------------------------------------------------------------------
+#: Profile names a trainable predictor declares (``[training] profile``; "auto" picks one of them).
+TRAIN_PROFILES: tuple[str, ...] = ("cpu", "paper")
+
+
+@dataclass(frozen=True)
+class TrainProfile:
+    """The out-of-the-box training size of a trainable predictor under one ``[training] profile``.
+
+    Each field is the value a key takes when neither config.toml nor the command line sets it
+    (an explicit value always wins). The defaults are the engine's own defaults, i.e. the "paper"
+    profile (the sizes the papers and earlier results used): ``TrainProfile()`` changes nothing.
+
+    Attributes:
+        context_length: ``predictor.context_length``, bars per window.
+        epochs: ``training.epochs``, passes over the training windows at most.
+        max_steps: ``training.max_steps``, optimiser steps (boosting rounds) per fold at most; 0 = no cap.
+        batch_size: ``training.batch_size``, training windows per optimiser step.
+        train_window: ``training.train_window``, "expanding" or a rolling span such as "730d".
+    """
+
+    context_length: int = 512
+    epochs: int = 20
+    max_steps: int = 0
+    batch_size: int = 256
+    train_window: str = "expanding"
+
+    def settings(self) -> dict[str, Any]:
+        """``{dotted config key: value}`` of every field (the keys a profile sets)."""
+        return {
+            "predictor.context_length": self.context_length, "training.epochs": self.epochs,
+            "training.max_steps": self.max_steps, "training.batch_size": self.batch_size,
+            "training.train_window": self.train_window,
+        }
+
+
+def planned_fit_steps(train_bars: int, settings: "TrainSettings") -> int:
+    """Optimiser steps a fit on ``train_bars`` candles runs at most with one window per decision bar:
+    ``epochs x ceil(windows / batch_size)``, capped at ``max_steps`` when > 0 (early stopping may stop sooner)."""
+    windows = max(train_bars - settings.context_length - settings.horizon + 1, 1)
+    steps = settings.epochs * -(-windows // settings.batch_size)
+    return min(steps, settings.max_steps) if settings.max_steps > 0 else steps
+
+
 # -- the predictor ---------------------------------------------------------------------------------
 class Predictor(abc.ABC):
     """Base class of every forecaster (stage 0 baselines to fine-tuned LLMs).
@@ -352,6 +396,10 @@ class Predictor(abc.ABC):
     #: they implement :meth:`fit`, :meth:`save`, :meth:`load` and :meth:`weights_digest`. Whether an
     #: instance is trained is :meth:`needs_training` (the engine asks that).
     trainable: ClassVar[bool] = False
+    #: The training size per ``[training] profile`` ("cpu", "paper"; :class:`TrainProfile`): what the keys
+    #: the user leaves unset take. Every built-in trainable predictor declares both; a plugin that declares
+    #: none trains with the engine's defaults (= "paper") under every profile.
+    train_profiles: ClassVar[Mapping[str, TrainProfile]] = {}
     #: Modules a trainable predictor imports lazily (inside ``fit``/``load``) that take seconds to import:
     #: the lookahead check's fresh process imports them once before it forks a process per re-fit and per
     #: fold served (:func:`engine.training.walkforward.fresh_runs`), instead of each forked job importing them
@@ -445,6 +493,12 @@ class Predictor(abc.ABC):
         return ("close",)
 
     # -- the training hooks (trainable predictors only; see predictors/training.py) -------------
+    def planned_steps(self, train_bars: int, settings: "TrainSettings") -> int:
+        """Optimiser steps (what :meth:`FitContext.log_step` counts) a fit on ``train_bars`` candles runs at
+        most: the engine's time estimate multiplies this by a measured step time. Default:
+        :func:`planned_fit_steps` (one window per bar); a predictor that samples or counts otherwise overrides it."""
+        return planned_fit_steps(train_bars, settings)
+
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, ctx: "FitContext") -> None:
         """Train on one fold's candles, all of them before its cut-off (stages 2 and 3).
 
@@ -552,7 +606,10 @@ __all__ = [
     "Predictor",
     "PredictorError",
     "PredictorStats",
+    "TRAIN_PROFILES",
+    "TrainProfile",
     "log_returns",
+    "planned_fit_steps",
     "median_index",
     "param",
 ]

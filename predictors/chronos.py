@@ -71,7 +71,7 @@ from predictors._torch import (
     resolve_placement,
     row_seeds,
 )
-from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, param
+from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, TrainProfile, param
 from predictors.chronos_finetune import (
     FINETUNE_MODES, check_chronos2, finetune, pipeline_class_of, read_checkpoint, read_meta,
     tensors_digest, write_checkpoint,
@@ -162,6 +162,12 @@ class ChronosPredictor(Predictor):
     #: trained walk-forward when ``finetune`` is set (:meth:`needs_training`), zero-shot otherwise
     trainable = True
     fresh_imports = ("chronos",)
+    #: with ``finetune`` set only (zero-shot runs keep every default). cpu: context 128 on the last year, 32
+    #: windows a step, at most 50 steps a fold; paper: the engine's defaults (context 512, 20 epochs, no cap)
+    train_profiles = {
+        "cpu": TrainProfile(context_length=128, max_steps=50, batch_size=32, train_window="365d"),
+        "paper": TrainProfile(),
+    }
 
     def setup(self) -> None:
         self.config, self.torch_dtype = resolve_placement(self.config)

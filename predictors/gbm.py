@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from predictors._torch import import_optional
-from predictors.base import PluginConfig, Predictor, PredictorError, param
+from predictors.base import PluginConfig, Predictor, PredictorError, TrainProfile, param
 from predictors.registry import register
 from predictors.training import EpochRecord, FitContext, FitInterrupted, channel_array
 
@@ -190,6 +190,16 @@ class GBMPredictor(Predictor):
     config: GBMConfig
     trainable = True
     fresh_imports = ("lightgbm",)
+    #: cpu: context 128 on the last two years (rows x rounds is the cost); paper: the engine's defaults
+    train_profiles = {
+        "cpu": TrainProfile(context_length=128, train_window="730d"),
+        "paper": TrainProfile(),
+    }
+
+    def planned_steps(self, train_bars: int, settings: Any) -> int:
+        """Boosting rounds: ``n_estimators``, capped at ``max_steps`` when > 0 (epochs do not apply)."""
+        rounds = self.config.n_estimators
+        return min(rounds, settings.max_steps) if settings.max_steps > 0 else rounds
 
     def input_channels(self) -> tuple[str, ...]:
         return CHANNELS
@@ -247,6 +257,7 @@ class GBMPredictor(Predictor):
                 raise FitInterrupted(f"lightgbm: fold {ctx.fold} stopped at round {done - 1} of {rounds}; it restarts next time")
             for booster in boosters:
                 booster.update()
+            ctx.log_step(done, math.nan)  # a round: the progress bar and the engine's time estimate
             if done % c.log_every and done != rounds:
                 continue
             epoch += 1

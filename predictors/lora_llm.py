@@ -88,7 +88,7 @@ from predictors._torch import (
     resolve_placement,
     row_seeds,
 )
-from predictors.base import ModelInfo, ParamError, Predictor, PredictorError, param
+from predictors.base import ModelInfo, ParamError, Predictor, PredictorError, TrainProfile, param
 from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
 from predictors.llmtime import DigitSamplingConfig, LLMTimeStats, Scaler, quantiles_from_samples, sample_texts, serialize
 from predictors.registry import register
@@ -252,6 +252,18 @@ class LoraLLMPredictor(Predictor):
     config: LoraLLMConfig
     trainable = True
     fresh_imports = ("transformers", "peft")
+    #: cpu: a 64-bar prompt, the last 90 days, 8 examples a step, at most 50 steps a fold (an LLM step on a CPU
+    #: takes seconds: a smoke-size fine-tune); paper: the engine's defaults (context 512, 20 epochs, no cap)
+    train_profiles = {
+        "cpu": TrainProfile(context_length=64, epochs=1, max_steps=50, batch_size=8, train_window="90d"),
+        "paper": TrainProfile(),
+    }
+
+    def planned_steps(self, train_bars: int, settings: Any) -> int:
+        """Examples on every ``example_stride``-th bar, ``batch_size`` a step, ``epochs`` passes, ``max_steps`` cap."""
+        examples = max(-(-(train_bars - settings.context_length - settings.horizon + 1) // self.config.example_stride), 1)
+        steps = settings.epochs * -(-examples // settings.batch_size)
+        return min(steps, settings.max_steps) if settings.max_steps > 0 else steps
 
     def setup(self) -> None:
         self.config, self.torch_dtype = resolve_placement(self.config)

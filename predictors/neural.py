@@ -65,7 +65,7 @@ import pandas as pd
 
 from predictors._torch import DEVICES, import_optional, pick_device
 from predictors.torch_fit import deterministic_torch
-from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, param
+from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, TrainProfile, param
 from predictors.registry import register
 from predictors.training import EpochRecord, FitContext, FitInterrupted
 
@@ -182,6 +182,15 @@ class NeuralPredictor(Predictor):
     config: NeuralConfig
     trainable = True
     fresh_imports = ("neuralforecast", "neuralforecast.models", "neuralforecast.losses.pytorch", "pytorch_lightning")
+    #: cpu: context 128 on the last two years, at most 300 steps a fold; paper: the engine's defaults
+    train_profiles = {
+        "cpu": TrainProfile(context_length=128, max_steps=300, train_window="730d"),
+        "paper": TrainProfile(),
+    }
+
+    def planned_steps(self, train_bars: int, settings: Any) -> int:
+        """neuralforecast's ``max_steps``: ``training.max_steps``, else ``epochs x steps_per_epoch``."""
+        return settings.max_steps if settings.max_steps > 0 else settings.epochs * self.config.steps_per_epoch
 
     def setup(self) -> None:
         cls = model_class(self.config.model)  # a bad name fails at construction, with the choices

@@ -69,7 +69,7 @@ import pandas as pd
 from loguru import logger
 
 from predictors._torch import DEVICES, import_torch, pick_device
-from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, param
+from predictors.base import ModelInfo, ParamError, PluginConfig, Predictor, PredictorError, TrainProfile, param
 from predictors.registry import register
 from predictors.torch_fit import TensorSamples, fit_model, seeded
 from predictors.training import FitContext, channel_array
@@ -212,6 +212,12 @@ class PatchTSTPredictor(Predictor):
     config_class = PatchTSTConfig
     config: PatchTSTConfig
     trainable = True
+    #: cpu: context 128 on the last two years, at most 300 steps a fold (BTC 1h, a year: minutes on 2 cores,
+    #: README "Walk-forward training"); paper: the engine's defaults (context 512, 20 epochs, expanding, no cap)
+    train_profiles = {
+        "cpu": TrainProfile(context_length=128, max_steps=300, train_window="730d"),
+        "paper": TrainProfile(),
+    }
 
     def setup(self) -> None:
         self._net: Any = None
@@ -219,6 +225,12 @@ class PatchTSTPredictor(Predictor):
 
     def input_channels(self) -> tuple[str, ...]:
         return FEATURE_CHANNELS[self.config.features]
+
+    def planned_steps(self, train_bars: int, settings: Any) -> int:
+        """Windows on every ``sample_stride``-th bar, ``batch_size`` a step, ``epochs`` passes, ``max_steps`` cap."""
+        windows = max(-(-(train_bars - settings.context_length - settings.horizon + 1) // self.config.sample_stride), 1)
+        steps = settings.epochs * -(-windows // settings.batch_size)
+        return min(steps, settings.max_steps) if settings.max_steps > 0 else steps
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictors.base import PluginConfig, Predictor, PredictorError, param
+from predictors.base import PluginConfig, Predictor, PredictorError, TrainProfile, param
 from predictors.training import EpochRecord, FitContext, FitInterrupted
 
 
@@ -141,3 +141,19 @@ class FlakyAR(LinearAR):
         if self.config.fail_above_rows and len(train) > self.config.fail_above_rows:
             raise MemoryError(f"flaky_ar: {len(train)} training candles > fail_above_rows = {self.config.fail_above_rows}")
         super().fit(train, valid, ctx)
+
+
+class SizedAR(LinearAR):
+    """:class:`LinearAR` with training profiles, as the built-in trainable predictors declare them
+    (``Predictor.train_profiles``): ``cpu`` trains a 48-bar context for at most 6 epochs on the last 60 days;
+    ``paper`` is the engine's defaults. One optimiser step per epoch (``planned_steps``). Load it as
+    ``--predictor tests.trainable_plugins:SizedAR``."""
+
+    name = "sized_ar"
+    train_profiles = {
+        "cpu": TrainProfile(context_length=48, epochs=6, max_steps=0, batch_size=256, train_window="60d"),
+        "paper": TrainProfile(),
+    }
+
+    def planned_steps(self, train_bars: int, settings) -> int:  # noqa: ANN001 - TrainSettings
+        return settings.epochs

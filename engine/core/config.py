@@ -15,6 +15,7 @@ import collections.abc
 import dataclasses
 import difflib
 import hashlib
+import importlib.util
 import json
 import re
 import tomllib
@@ -37,7 +38,7 @@ from feeds.timeframes import (
 from feeds.errors import FeedsInputError
 from feeds.universe import parse_universe
 from feeds.validate import GAP_POLICIES
-from predictors.base import PredictorError
+from predictors.base import TRAIN_PROFILES, PredictorError, TrainProfile
 from predictors.registry import available, config_class, make_config, predictor_class, table_name
 
 #: ``paper.model`` values (trained predictors).
@@ -310,10 +311,41 @@ class TrainingConfig:
     device: str = "auto"
     seed: int = 0
     warm_start: bool = False
+    #: the training size: "auto" ("paper" when a CUDA device trains, else "cpu"), "cpu" or "paper"; it sets the
+    #: keys of :class:`predictors.base.TrainProfile` the user leaves unset, from the predictor's ``train_profiles``
+    profile: str = "auto"
 
     def embargo(self, horizon: int) -> int:
         """Bars of embargo for ``horizon``: ``embargo_bars``, or the horizon when it is 0."""
         return self.embargo_bars or horizon
+
+
+#: ``training.profile`` values: "auto" picks "paper" when a CUDA device trains, "cpu" otherwise.
+TRAINING_PROFILES = ("auto", *TRAIN_PROFILES)
+#: The keys a training profile sets (:meth:`predictors.base.TrainProfile.settings`), unless set explicitly.
+PROFILE_KEYS = tuple(TrainProfile().settings())
+
+
+@dataclass(frozen=True)
+class SettingsOrigin:
+    """Where a config's training sizes came from (not part of the config's values, hash or TOML).
+
+    Attributes:
+        explicit: dotted keys the config file or the command line set (they win over a profile).
+        profile: the profile applied ("cpu", "paper"), or "" when none was (the predictor is not trained
+            walk-forward, or declares no ``train_profiles``).
+        why: how the profile was chosen, e.g. "auto: no CUDA device".
+    """
+
+    explicit: frozenset[str] = frozenset()
+    profile: str = ""
+    why: str = ""
+
+    def source(self, key: str) -> str:
+        """"set" (explicit), "profile <name>" or "default" for one of :data:`PROFILE_KEYS`."""
+        if key in self.explicit:
+            return "set"
+        return f"profile {self.profile}" if self.profile else "default"
 
 
 #: ``training.device`` values.
@@ -380,9 +412,11 @@ class Config:
             return parse_universe(self.data.universe, self.universes.lists)
         except FeedsInputError as exc:
             raise ConfigError(f"data.universe: {exc}") from None
+    #: which keys were set explicitly and which profile filled the others (:func:`with_profile`)
+    origin: SettingsOrigin = field(default_factory=SettingsOrigin, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON/TOML-serialisable dict of the resolved config."""
+        """Plain, JSON/TOML-serialisable dict of the resolved config (``origin`` left out: the values say it)."""
 
         def plain(obj: Any) -> Any:
             if isinstance(obj, StrategyConfig):  # written as [strategy.<stem>] tables
@@ -390,7 +424,7 @@ class Config:
             if isinstance(obj, UniversesConfig):  # written as [universes] name = [...]
                 return plain(obj.lists)
             if dataclasses.is_dataclass(obj):
-                return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
+                return {f.name: plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "origin"}
             if isinstance(obj, Mapping):
                 return {k: plain(v) for k, v in obj.items()}
             if isinstance(obj, tuple):
@@ -425,6 +459,7 @@ class Config:
         tree["predictor"].pop("cache")
         tree["data"].pop("bars_per_year")  # annualisation judges results, it never changes trades
         tree["training"].pop("device")  # where a model trains, not what it learns (as predictor device knobs)
+        tree["training"].pop("profile")  # the values it chose are in the tree; the name changes no result
         if not _is_trainable(self.predictor):  # training settings change no forecast of the others
             tree.pop("training")
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
@@ -445,6 +480,7 @@ _SECTIONS: dict[str, type] = {
 
 
 def _validate_training(t: TrainingConfig, horizon: int) -> None:
+    _check_profile(t.profile)
     parse_span(t.retrain_every, "training.retrain_every")
     if t.train_window != "expanding":
         try:
@@ -793,6 +829,91 @@ def _validate_paper(c: PaperConfig) -> None:
             )
 
 
+def _check_profile(name: str) -> None:
+    if name not in TRAINING_PROFILES:
+        raise ConfigError(
+            f"training.profile = {name!r} is not a training profile; use one of {', '.join(TRAINING_PROFILES)} "
+            "(\"cpu\": sizes a CPU finishes in minutes, \"paper\": the papers' sizes, \"auto\": paper with a CUDA "
+            "device, else cpu), e.g. --profile cpu" + _did_you_mean(name, TRAINING_PROFILES)
+        )
+
+
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device (imports torch: called only for a profiled predictor)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_profile(requested: str, device: str) -> tuple[str, str]:
+    """``training.profile`` -> (the profile, why): "auto" is "paper" when fits run on a CUDA device, else "cpu".
+
+    Raises:
+        ConfigError: ``requested`` is not one of :data:`TRAINING_PROFILES`.
+    """
+    _check_profile(requested)
+    if requested != "auto":
+        return requested, "training.profile"
+    if device in ("cpu", "mps"):
+        return "cpu", f"auto: training.device = {device!r}"
+    if device == "cuda" or cuda_available():
+        return "paper", "auto: a CUDA device"
+    return "cpu", "auto: no CUDA device"
+
+
+def profiles_of(p: PredictorConfig) -> Mapping[str, TrainProfile]:
+    """The configured predictor's ``train_profiles`` when it is trained walk-forward, else ``{}`` (also for a
+    name or table that does not resolve: validation reports those)."""
+    try:
+        cls = predictor_class(p.name)
+        if not (cls.trainable and cls.trains_with(make_config(p.name, p.predictor_params()))):
+            return {}
+        return dict(cls.train_profiles)
+    except PredictorError:
+        return {}
+
+
+def with_profile(cfg: Config, explicit: frozenset[str] | None = None) -> Config:
+    """``cfg`` with every :data:`PROFILE_KEYS` key not in ``explicit`` (default: ``cfg.origin.explicit``) set
+    from the predictor's training profile (``training.profile``), or back to the engine's default when the
+    predictor declares no profile or is not trained. A pure function of the config: a compare variant built
+    from another predictor's config gets its own predictor's sizes.
+
+    Raises:
+        ConfigError: an unknown ``training.profile``.
+    """
+    explicit = cfg.origin.explicit if explicit is None else explicit
+    profiles = profiles_of(cfg.predictor)
+    name, why = resolve_profile(cfg.training.profile, cfg.training.device) if profiles else ("", "")
+    chosen = profiles.get(name) if profiles else None
+    if profiles and chosen is None:
+        name, why = "", f"{cfg.predictor.name} declares no {name!r} profile (only {', '.join(profiles)})"
+    values = (chosen or TrainProfile()).settings()  # TrainProfile(): the engine's defaults
+    sections: dict[str, dict[str, Any]] = {"predictor": {}, "training": {}}
+    for key in PROFILE_KEYS:
+        if key not in explicit:
+            section, attr = key.split(".")
+            sections[section][attr] = values[key]
+    return dataclasses.replace(
+        cfg, predictor=dataclasses.replace(cfg.predictor, **sections["predictor"]),
+        training=dataclasses.replace(cfg.training, **sections["training"]),
+        origin=SettingsOrigin(explicit=frozenset(explicit), profile=name, why=why),
+    )
+
+
+def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of every value in a nested TOML tree."""
+    out: set[str] = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        if isinstance(value, Mapping):
+            out |= _leaf_keys(value, path + ".")
+    return out
+
+
 def parse_literal(text: str) -> Any:
     """A command-line value as a TOML literal (numbers, booleans, quoted strings, lists); a bare word is
     the string itself. One rule for ``--set KEY=VALUE``, ``--predictors 'name[key=value]'`` and
@@ -834,6 +955,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     }
     cfg = Config(**sections, strategy=_build_strategy_tables(tree.get("strategy", {})),
                  universes=_build_universes(tree.get("universes", {})))
+    _check_profile(cfg.training.profile)
+    cfg = with_profile(cfg, frozenset(_leaf_keys(tree)))
     _validate(cfg)
     cfg.universe_symbols()  # a bad data.universe is named when the config loads
     return cfg
@@ -846,7 +969,7 @@ FLAG_KEYS: dict[str, str] = {
     "timerange": "data.timerange", "data_dir": "data.data_dir", "cache_dir": "data.cache_dir",
     "exchange_url": "data.exchange_url",
     "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
-    "mlflow": "output.mlflow", "universe": "data.universe",
+    "mlflow": "output.mlflow", "universe": "data.universe", "profile": "training.profile",
 }
 
 

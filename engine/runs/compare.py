@@ -24,16 +24,16 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from loguru import logger
 
-from engine.core.config import Config, ConfigError, FrozenMapping, parse_literal
+from engine.core.config import Config, ConfigError, FrozenMapping, parse_literal, with_profile
 from engine.core.errors import OperationalError, UserInputError, exit_code
 from engine.judging.verdict import Verdict, judge
 from engine.core.logs import setup_logging
 from engine.runs.pipeline import RunResult, run_pipeline
 from engine.runs.run_folder import check_writable, new_run_dir, write_run_folder
+from engine.training.fold_models import cap_threads, settings_words
 from engine.judging.tracking import check_tracking, mirror_after_run
-from engine.training.fold_models import cap_threads
 from predictors.base import PredictorError
-from predictors.registry import config_class, make_config, table_name
+from predictors.registry import config_class, make_config, predictor_class, table_name
 from reports.leaderboard import LeaderboardRow, leaderboard_frame
 from reports.render.leaderboard import leaderboard_text, write_leaderboard_html
 
@@ -158,7 +158,9 @@ def variant(cfg: Config, symbol: str, predictor: str, out_dir: Path) -> Config:
         make_config(name, out.predictor.predictor_params())
     except PredictorError as exc:  # unknown name, bad module path, a parameter the config refuses
         raise UserInputError(f"--predictors {predictor}: {exc}") from exc
-    return out
+    # this predictor's training sizes for the keys nobody set (training.profile), not the base predictor's
+    explicit = cfg.origin.explicit | {f"predictor.params.{table_name(name)}.{key}" for key in overrides}
+    return with_profile(out, explicit)
 
 
 def resolve_paths(cfg: Config, base: Path | None = None) -> Config:
@@ -319,6 +321,12 @@ def run_compare(
         variant(cfg, s, p, Path(cfg.output.dir))
     out_dir = new_run_dir(Path(cfg.output.dir), "compare", Path(strategy_path).stem, cfg.data.timeframe)
     configs = [variant(cfg, s, p, out_dir) for s, p in pairs]
+    for (symbol, label), c in zip(pairs, configs):  # the workers log quietly: the sizes each trained variant uses
+        cls = predictor_class(c.predictor.name)
+        if cls.trainable and cls.trains_with(make_config(c.predictor.name, c.predictor.predictor_params())):
+            o = c.origin
+            logger.info("compare: {} {} trains walk-forward (folds not stored yet train in its worker): {}; {}", symbol,
+                        label, f"profile {o.profile} ({o.why})" if o.profile else "no training profile", settings_words(c))
 
     t0 = time.perf_counter()
     results = dict(zip(pairs, _execute(_compute, [(c, strategy_path) for c in configs], jobs, ray_address, "compare",

@@ -10,10 +10,16 @@ other, in ``--jobs`` local processes or as Ray tasks (``--ray``).
 Ctrl-C asks every running fit to save its state and stop at the end of its epoch; the command
 then says how many folds are stored and exits 130. Running the same command again resumes the
 interrupted folds at their last finished epoch. A second Ctrl-C stops at once.
+
+Start-up: the training profile (``training.profile``, ``--profile``), the device, the sizes in force
+and where each came from, then, a few optimiser steps into the first fold, the estimated time
+(:class:`engine.training.progress.StepClock`). With ``--out DIR`` (``output.dir``) the training report
+goes to a new folder there, named as backtest run folders are (:func:`write_train_folder`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
@@ -30,8 +36,11 @@ from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError
 from engine.training.folds import FoldPlan, plan_folds
 from engine.runs.pipeline import decision_times, load_bars
+from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy
-from engine.training.fold_models import FoldModel, checkpoint_root, ensure_fold_models, predictor_factory
+from engine.training.fold_models import (
+    FoldModel, checkpoint_root, device_words, ensure_fold_models, predictor_factory, settings_words,
+)
 from predictors.base import PredictorError
 from predictors.registry import available, predictor_class
 
@@ -112,16 +121,22 @@ class StopOnCtrlC:
 
 def run_train(
     cfg: Config, strategy_path: str | Path, *, jobs: int = 1, ray_address: str | None = None,
-    stop: StopOnCtrlC | None = None,
+    stop: StopOnCtrlC | None = None, out_dir: str | Path | None = None,
 ) -> TrainReport:
     """Plan the folds of ``strategy_path``'s backtest and make sure each has a checkpoint.
 
+    ``out_dir``: checked writable before any work (the caller writes the report there afterwards with
+    :func:`write_train_folder`).
+
     Raises:
-        UserInputError: the predictor is not trainable, the strategy file or its parameters are bad.
+        UserInputError: the predictor is not trainable, the strategy file or its parameters are bad,
+            ``out_dir`` is not writable.
         ConfigError: bad ``--jobs``, parallel folds with ``training.warm_start``, too little history.
         engine.training.fold_models.TrainingInterrupted: ``stop`` was triggered (Ctrl-C) before every fold was stored.
     """
     check_trainable(cfg.predictor.name)
+    if out_dir is not None:
+        check_writable(out_dir, "--out")  # before any work, as backtest does
     factory = predictor_factory(cfg)
     if not factory().needs_training():
         raise UserInputError(
@@ -150,6 +165,41 @@ def run_train(
     return TrainReport(plan=plan, models=models, checkpoints=checkpoint_root(cfg), wall_s=time.perf_counter() - t0)
 
 
+def write_train_folder(cfg: Config, report: TrainReport, strategy_path: str | Path, out_dir: str | Path) -> Path:
+    """The training report in a new folder of ``out_dir`` (``<stamp>-train-<strategy>-<predictor>-<symbol>-<tf>``,
+    claimed as a backtest's run folder is, never overwriting one): ``train.json`` (the profile and why, the
+    device, the sizes in force and where each came from, the fold plan, and per fold its checkpoint folder,
+    weights digest, seconds, losses and training curve), ``summary.md`` (the fold table) and ``config.toml``
+    (the resolved config: every value explicit, so loading it again trains the same folds)."""
+    d, p = cfg.data, cfg.predictor
+    run_dir = new_run_dir(Path(out_dir), "train", Path(strategy_path).stem, p.name, d.symbol, d.timeframe)
+    values = {"predictor.context_length": p.context_length, **{f"training.{k}": v for k, v in cfg.to_dict()["training"].items()}}
+    record = {
+        "command": "train", "strategy": str(strategy_path), "predictor": p.name, "symbol": d.symbol,
+        "timeframe": d.timeframe, "config_hash": cfg.hash(),
+        "profile": {"requested": cfg.training.profile, "applied": cfg.origin.profile or None, "why": cfg.origin.why},
+        "device": device_words(cfg),
+        "settings": {key: {"value": value, "source": cfg.origin.source(key)} for key, value in values.items()},
+        "fold_plan": report.plan.to_json(),
+        "folds": [{**m.to_json(), "cutoff": m.fold.cutoff.isoformat(), "train_bars": m.fold.train_bars,
+                   "valid_bars": m.fold.valid_bars, "status": m.status, "curve": list(m.curve)} for m in report.models],
+        "trained_now": sum(m.trained_now for m in report.models), "wall_s": round(report.wall_s, 3),
+        "checkpoints": str(report.checkpoints),
+    }
+    (run_dir / "train.json").write_text(json.dumps(json_safe(record), indent=1, default=str), encoding="utf-8")
+    write_resolved_config(cfg, run_dir / "config.toml")
+    summary = [
+        f"# train: {p.name} on {d.symbol} {d.timeframe}", "",
+        f"- profile: {cfg.origin.profile or 'none'}{f' ({cfg.origin.why})' if cfg.origin.why else ''}; device {record['device']}",
+        f"- sizes: {settings_words(cfg)}",
+        f"- {len(report.models)} folds, retrain every {report.plan.retrain_every}, window {report.plan.train_window}; "
+        f"{record['trained_now']} trained now, {len(report.models) - record['trained_now']} cached, {report.wall_s:.1f} s",
+        f"- checkpoints: `{report.checkpoints}`", "", "```", fold_table(report.models), "```", "",
+    ]
+    (run_dir / "summary.md").write_text("\n".join(summary), encoding="utf-8")
+    return run_dir
+
+
 def _loss(value: Any) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
 
@@ -176,6 +226,8 @@ def print_report(cfg: Config, report: TrainReport) -> None:
     trained = sum(m.trained_now for m in report.models)
     print(f"{p.name} | {d.symbol} {d.timeframe} | {len(plan.folds)} folds, retrain every {plan.retrain_every}, "
           f"window {plan.train_window}, embargo {plan.embargo} bars, val_fraction {plan.val_fraction:g}")
+    o = cfg.origin
+    print(f"profile {o.profile or 'none'}{f' ({o.why})' if o.why else ''}: {settings_words(cfg)}")
     print(fold_table(report.models))
     print(f"{trained} fold(s) trained now, {len(report.models) - trained} cached ({report.wall_s:.1f} s)")
     print(f"checkpoints: {report.checkpoints}")
@@ -184,4 +236,4 @@ def print_report(cfg: Config, report: TrainReport) -> None:
 
 
 __all__ = ["StopOnCtrlC", "TrainReport", "check_trainable", "fold_table", "print_report", "run_train",
-           "trainable_predictors"]
+           "trainable_predictors", "write_train_folder"]

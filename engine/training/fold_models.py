@@ -51,12 +51,12 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from loguru import logger
 
-from engine.core.config import Config, ConfigError, TrainingConfig
+from engine.core.config import PROFILE_KEYS, Config, ConfigError, TrainingConfig, cuda_available
 from engine.core.errors import OperationalError
 from engine.training.folds import Fold, FoldPlan
 from engine.core.logs import setup_logging
 from engine.forecasting.signals import context_windows, data_fingerprint, input_values, predictor_identity
-from engine.training.progress import FoldProgress, NullReporter, QueueReporter
+from engine.training.progress import FoldProgress, NullReporter, QueueReporter, StepClock
 from predictors.base import Predictor
 from predictors.registry import make_predictor
 from predictors.training import CANDLE_COLUMNS, EpochRecord, FitContext, FitInterrupted, TrainSettings
@@ -69,7 +69,7 @@ PredictorFactory = Callable[[], Predictor]
 #: ``[training]`` keys left out of a checkpoint key: where a model trains (``device``) and how the
 #: folds are cut (the fold's own candles, cut-off and split are in the key instead, so a changed
 #: ``retrain_every`` reuses every fold whose training candles stay the same).
-PLAN_KEYS = ("device", "retrain_every", "train_window", "history_start", "embargo_bars", "val_fraction")
+PLAN_KEYS = ("device", "retrain_every", "train_window", "history_start", "embargo_bars", "val_fraction", "profile")
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,40 @@ def train_settings(training: TrainingConfig, context_length: int, horizon: int) 
         patience=training.patience, lr=training.lr, batch_size=training.batch_size, device=training.device,
         seed=training.seed,
     )
+
+
+def device_words(cfg: Config, jobs: int = 1) -> str:
+    """Where fits run, in words: ``"cpu (2 cores, 2 torch threads)"`` or ``"cuda (NVIDIA H100 ...)"``."""
+    device = cfg.training.device
+    torch = sys.modules.get("torch")
+    if device in ("auto", "cuda") and (device == "cuda" or cuda_available()):
+        torch = sys.modules.get("torch")
+        return f"cuda ({torch.cuda.get_device_name(0)})" if torch is not None and torch.cuda.is_available() else "cuda"
+    if device == "mps":
+        return "mps"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = f", {torch.get_num_threads()} torch threads" if torch is not None and jobs == 1 else ""
+    return f"cpu ({cores} cores{threads}{f', {jobs} folds at a time' if jobs > 1 else ''})"
+
+
+def settings_words(cfg: Config) -> str:
+    """The training sizes in force and where each came from: ``context_length 128 (profile cpu), ...``."""
+    values = {"predictor.context_length": cfg.predictor.context_length, "training.epochs": cfg.training.epochs,
+              "training.max_steps": cfg.training.max_steps, "training.batch_size": cfg.training.batch_size,
+              "training.train_window": cfg.training.train_window}
+    return ", ".join(f"{key.split('.')[1]} {values[key]} ({cfg.origin.source(key)})" for key in PROFILE_KEYS)
+
+
+def training_statement(cfg: Config, to_train: int, total: int, planned: int, jobs: int = 1) -> str:
+    """The start-up line of a run that trains: predictor, profile and why, device, the sizes in force (and
+    where each came from), folds to train and the steps they plan at most."""
+    o = cfg.origin
+    profile = (f"profile {o.profile} ({o.why})" if o.profile
+               else f"no training profile ({o.why or f'{cfg.predictor.name} declares none: the engine defaults'})")
+    switch = {"cpu": "; the papers' sizes: --profile paper", "paper": "; minutes on a CPU: --profile cpu"}.get(o.profile, "")
+    return (f"training {cfg.predictor.name}: {profile}, device {device_words(cfg, jobs)}; {settings_words(cfg)}"
+            f"{switch} (values set in config.toml or with --set always win); {to_train} of {total} fold(s) to "
+            f"train, {planned:,} optimiser steps planned at most")
 
 
 def fold_frames(candles: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -631,7 +665,8 @@ def ensure_fold_models(
             "in parallel: drop --jobs/--ray, or set training.warm_start = false (every fold from scratch)"
         )
     checkpoint_root(cfg).mkdir(parents=True, exist_ok=True)
-    all_jobs = plan_jobs(factory(), cfg, candles, plan)
+    probe = factory()
+    all_jobs = plan_jobs(probe, cfg, candles, plan)
     bars = FoldProgress(len(all_jobs), cfg.training.epochs, progress)
     models: dict[int, FoldModel] = {}
     try:
@@ -643,6 +678,12 @@ def ensure_fold_models(
             else:
                 models[job.fold.k] = found
                 bars.finished(job.fold.k, "cached")
+        if missing:
+            settings = train_settings(cfg.training, cfg.predictor.context_length, cfg.predictor.horizon)
+            planned = {job.fold.k: probe.planned_steps(job.fold.train_bars, settings) for job in missing}
+            width = 1 if not parallel else (len(missing) if ray_module is not None else min(jobs, len(missing)))
+            logger.info("{}", training_statement(cfg, len(missing), len(all_jobs), sum(planned.values()), width))
+            bars.clock = StepClock(planned, width, device_words(cfg, width))
         interrupted = False
         if missing and parallel and len(missing) > 1:
             if ray_module is not None:
@@ -678,7 +719,7 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 
 __all__ = [
-    "cap_threads", "torch_threads",
+    "cap_threads", "torch_threads", "device_words", "settings_words", "training_statement",
     "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "frames_record", "plan_frames_record",
