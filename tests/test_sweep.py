@@ -252,7 +252,10 @@ def test_ctrl_c_then_the_same_command_resumes_to_the_total(shared_data, tmp_path
            "--trials", str(total), "--batch", "2", "--data-dir", str(shared_data), "--out", str(tmp_path / "runs"),
            "--set", "predictor.context_length=64", "--set", f'data.cache_dir="{tmp_path / "cache"}"',
            "--set", "evaluation.bootstrap_samples=200", "--no-tearsheet", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as in a terminal: a background job (e.g. `pytest ... &` from a script) starts with it ignored,
+    # which the child would inherit, and Python then installs no KeyboardInterrupt handler
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     db = None
     while time.monotonic() < deadline and proc.poll() is None:
