@@ -215,7 +215,7 @@ def test_old_ledger_is_migrated_in_place_and_old_rows_count_by_their_old_hash(tm
     assert [r.run_id for r in rows] == ["old-a", "old-a2", "old-b", "old-2022", "old-odd"]  # every row kept
     assert all(r.trial_hash is None and r.period_start is None and r.invalid is None and r.unchecked is None
                for r in rows)
-    assert ledger.schema_version == SCHEMA_VERSION == 4
+    assert ledger.schema_version == SCHEMA_VERSION == 5
     ledger.append(_period_row("new", "t-new", "2024-06-01", "2024-12-31", sharpe=-0.5))
     count = ledger.trial_count("binance", "BTC/USDT", "1d", "2024-06-01T00:00:00+00:00",
                                "2024-12-31T00:00:00+00:00", periods_per_year=365)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from engine import cli
+from engine.judging.ledger import TrialLedger
 from tests.conftest import ROOT, SHARED_DATA
 
 COINS = "BTC/USDT,ADA/USDT,DOGE/USDT,IMX/USDT,TRX/USDT,XLM/USDT"
@@ -41,6 +42,7 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     cs = m["cross_section"]
     assert cs["rank_ic"]["periods"] > 300 and 0 <= cs["rank_ic"]["p_value"] <= 1 and len(cs["rank_ic_decay"]) == 5
     assert any(line.startswith("lookahead check: NOT RUN") for line in m["not_run"])
+    assert m["significance"]["trials"]["n"] == 1  # its own row, kind "universe", in the output folder's ledger
     eq = pd.read_csv(run_dir / "equity.csv", index_col=0)
     assert eq["equity"].iloc[-1] == pytest.approx(m["performance"]["final_equity"])
     assert list(eq.columns) == ["equity", "equal_weight_universe", "buy_and_hold_btc"]
@@ -56,9 +58,19 @@ def test_a_second_universe_run_reads_every_forecast_from_the_cache(first_run):
     second = out / "second"
     assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(second),
                      "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
-    (run_dir,) = list(second.iterdir())
+    (run_dir,) = [p for p in second.iterdir() if p.is_dir()]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["universe"]["forecast_cache_hits"] == 6
+    # another universe (one coin fewer) in the same study and output folder is another trial; a re-run is not
+    fewer = COINS.rsplit(",", 1)[0]
+    for universe in (COINS, fewer):
+        assert cli.main(["backtest", STRATEGY, "--universe", universe, "--out", str(second),
+                         "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
+    newest = max((p for p in second.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    m = json.loads((newest / "metrics.json").read_text())
+    assert m["universe"]["coins"] == 5 and m["significance"]["trials"]["n"] == 2
+    rows = TrialLedger.for_output_dir(second).rows(kinds=["universe"])
+    assert len(rows) == 3 and len({r.symbol for r in rows}) == 2 and rows[0].symbol.startswith("universe custom (6 coins")
 
 
 def test_a_portfolio_strategy_needs_a_universe_and_a_universe_needs_one(tmp_path, capsys):

@@ -72,13 +72,14 @@ __all__ = [
 ]
 
 LEDGER_FILENAME = "ledger.sqlite"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: The study of rows that name none (``evaluation.study``'s default; rows written before schema version 4).
 DEFAULT_STUDY = "default"
-TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper", "sweep")
+TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "train", "paper", "sweep", "universe")
 #: Kinds whose rows are strategy trials on historical data, counted by :meth:`TrialLedger.trial_count`
-#: (``sweep``: every trial of a parameter sweep, ``python -m engine sweep``).
-DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "sweep")
+#: (``sweep``: every trial of a parameter sweep, ``python -m engine sweep``; ``universe``: a portfolio
+#: backtest over a universe of coins, schema version 5, its ``symbol`` the universe's label).
+DEFAULT_TRIAL_KINDS: tuple[str, ...] = ("backtest", "compare", "sweep", "universe")
 _TIMEOUT_S = 60.0
 #: Extra tries, after SQLite's own busy timeout, for the "database is locked" answers SQLite
 #: gives without waiting (WAL recovery, switching journal mode, a stale snapshot).

@@ -18,7 +18,9 @@ t-statistics, IC decay by horizon step, decile portfolios).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,8 +40,10 @@ from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
 from engine.core.config import Config
 from engine.core.errors import UserInputError
-from engine.forecasting.signals import ForecastCache, cached_forecasts
+from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.judging.evaluation import significance_report
+from engine.judging.ledger import LedgerError, TrialLedger
+from engine.judging.verdict import file_hash, ledger_unusable, trial_row
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
 from feeds.errors import FeedsInputError
@@ -187,7 +191,8 @@ class UniverseBacktest:
         btc: buy-and-hold of BTC/USDT on the same range, or None (``not_run`` says why).
         metrics, reference_metrics, btc_metrics: performance (fills counted, not round trips).
         significance: Sharpe against chance and against the equal-weight universe (stationary bootstrap
-            over time), one trial: universe runs are not in the trial ledger yet (not deflated).
+            over time), deflated by the trials of its study in the ledger (a universe run is one trial, kind
+            ``universe``; another universe on the same period is another).
         verdict: the significance's verdict, its benchmark named as the equal-weight universe.
         cross_section: IC, Rank IC, their decay and decile portfolios of the forecasts.
         fast_path: the fast path against the event loop on this run, in words.
@@ -218,9 +223,15 @@ class UniverseBacktest:
 NOT_RUN = (
     "lookahead check: NOT RUN (universe runs do not recompute forecasts without later candles yet; each coin's "
     "forecast is the single-market call, whose windows end at the decision bar)",
-    "trial ledger: NOT RUN (universe runs append no ledger row yet, so the Sharpe is not deflated by other trials)",
     "random-sign and naive baselines: NOT RUN for universe runs yet",
 )
+
+
+def universe_label(name: str, symbols: tuple[str, ...]) -> str:
+    """The trial ledger's ``symbol`` of a universe run: its name, size and a digest of its members, so
+    another universe (or the same name with other coins) on the same period is another trial."""
+    digest = hashlib.sha256(",".join(sorted(symbols)).encode()).hexdigest()[:8]
+    return f"universe {name} ({len(symbols)} coins, {digest})"
 
 
 def reference_words(verdict: str) -> str:
@@ -298,7 +309,8 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    forecasts = universe_forecasts(cfg, universe, build_predictor(cfg), cfg.output.progress)
+    predictor = build_predictor(cfg)
+    forecasts = universe_forecasts(cfg, universe, predictor, cfg.output.progress)
     timings["forecast"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -332,14 +344,33 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
     btc_metrics = (performance_summary(btc.equity, btc.position, btc.trades, btc.fills, ppy)
                    if btc is not None else None)
     ev = cfg.evaluation
-    sig = significance_report(sim.equity, ppy, 1, 0.0, ev.alpha, ev.bootstrap_samples, ev.seed,
-                              benchmark=reference.equity)
+    run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, name, d.timeframe)
+    # the trial ledger first (as single-market runs): this run is one more trial of its study, and another
+    # universe on the same period is another trial
+    label = universe_label(name, universe.symbols)
+    first, last = sim.equity.index[0], sim.equity.index[-1]
+    row = trial_row(dataclasses.replace(cfg, data=dataclasses.replace(d, symbol=label)), kind="universe",
+                    run_id=run_dir.name, run_dir=str(run_dir), strategy=stem, strategy_params=params,
+                    strategy_hash=file_hash(strategy_path), predictor_params=p.predictor_params(),
+                    predictor_hash=predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
+                    model=predictor.model_info().name, metrics=metrics, n_bars=len(sim.equity),
+                    period=(first.isoformat(), last.isoformat()), timerange=d.timerange or f"{first:%Y%m%d}-",
+                    unchecked=NOT_RUN[0])
+    ledger = TrialLedger.for_output_dir(cfg.output.dir)
+    trials, ledger_failure = None, None
+    try:
+        ledger.append(row)
+        trials = ledger.study_count(ev.study, ppy, market=(d.exchange, label, d.timeframe, *row_period(row)))
+    except (LedgerError, sqlite3.DatabaseError) as exc:
+        ledger_failure = exc
+    n_trials, var_sharpes = trials if trials is not None else (1, 0.0)
+    sig = significance_report(sim.equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
+                              benchmark=reference.equity, trials=trials)
     verdict = reference_words(sig.verdict)
     cross = cross_section_report(universe, forecasts.forecasts)
     timings["judge"] = time.perf_counter() - t
 
     not_run = NOT_RUN + ((btc_missing,) if btc_missing else ())
-    run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, name, d.timeframe)
     out = UniverseBacktest(
         name=name, symbols=universe.symbols, strategy_name=strategy_cls.__name__, params=params, simulation=sim,
         reference=reference, reference_simulated=how, btc=btc, metrics=metrics, reference_metrics=ref_metrics,
@@ -351,7 +382,13 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
     timings["total"] = time.perf_counter() - started
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(_metrics(cfg, out, strategy_path, forecasts)),
                                                      indent=2, allow_nan=False), encoding="utf-8")
+    if ledger_failure is not None:  # the folder is complete (its verdict not deflated): say where, then fail
+        raise ledger_unusable(ledger.path, ledger_failure, run_dir) from ledger_failure
     return out
+
+
+def row_period(row: Any) -> tuple[str, str]:
+    return row.period_start, row.period_end
 
 
 def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, forecasts: UniverseForecasts) -> dict:
