@@ -124,9 +124,8 @@ class ReversalConfig(MomentumConfig):
 class ReversalPredictor(MomentumPredictor):
     """Short-term reversal: the mean return of the last lookback bars, sign flipped, persists.
 
-    Ranked across coins it is the cross-sectional reversal factor (Jegadeesh 1990 for
-    stocks; in crypto, reversal at daily and shorter horizons beside momentum at weeks: Dobrynskaya,
-    "Cryptocurrency Momentum and Reversal", Journal of Alternative Investments 2023)."""
+    Ranked across coins it is the cross-sectional short-term reversal factor (Jegadeesh 1990, for
+    stocks), the yardstick beside cross-sectional momentum (``momentum`` ranked across coins)."""
 
     name = "reversal"
     config_class = ReversalConfig
