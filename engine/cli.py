@@ -125,6 +125,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--predictors", required=True, help='comma-separated predictor names or variants, e.g. naive,momentum,chronos,chronos[finetune="lora"] '
                     '(a variant\'s key=value pairs are TOML literals merged over [predictor.params.NAME])')
     cp.add_argument("--symbols", help="comma-separated markets, e.g. BTC/USDT,ETH/USDT (default: the config's symbol)")
+    cp.add_argument("--universe", help="compare predictors on a portfolio strategy over a universe of coins: a name "
+                    "from config.toml's [universes], a file of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
     cp.add_argument("--timings", action="store_true", help="print the seconds of each step of every run")
@@ -344,6 +346,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from engine.runs.compare import run_compare, split_predictors
     from engine.runs.run_folder import TIMING_STEPS
+
+    if cfg.data.universe:
+        if args.symbols:
+            raise ConfigError("--symbols and --universe are two ways to say which markets; give one")
+        from engine.runs.universe import run_universe_compare
+
+        board = run_universe_compare(cfg, args.strategy, split_predictors(args.predictors))
+        print(board.text)
+        for label, run in board.runs.items():
+            print(f"{label}: {run.verdict}")
+        print(f"leaderboard: {board.html}")
+        print(f"compare folder: {board.out_dir}")
+        return 0
 
     split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     comparison = run_compare(

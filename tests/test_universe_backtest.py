@@ -81,3 +81,22 @@ def test_a_portfolio_strategy_needs_a_universe_and_a_universe_needs_one(tmp_path
     assert "not a portfolio strategy" in capsys.readouterr().err
     assert cli.main(["backtest", STRATEGY, "--universe", "nosuch", "--out", str(tmp_path), *ARGS]) == 2
     assert "universe 'nosuch' is neither a configured name (alts14, alts28)" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # three 6-coin daily runs
+def test_compare_on_a_universe_ranks_predictors_by_rank_ic_and_counts_them_as_trials(first_run, tmp_path, capsys):
+    _, out, _ = first_run
+    args = ["compare", STRATEGY, "--universe", COINS, "--predictors", "momentum,reversal,naive", "--out", str(tmp_path),
+            "--set", f"data.cache_dir={out / 'cache'}", *[a for a in ARGS if a not in ("--predictor", "momentum")]]
+    assert cli.main(args) == 0
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("2") and "compare" in p.name]
+    board = pd.read_csv(folder / "leaderboard.csv")
+    assert list(board["predictor"])[-1] == "naive"  # a constant forecast ranks nothing: no IC, last
+    by = board.set_index("predictor")
+    assert by.loc["reversal", "rank_ic"] == pytest.approx(-by.loc["momentum", "rank_ic"], abs=1e-12)
+    for run_dir in board["run_dir"]:
+        m = json.loads((folder / run_dir / "metrics.json").read_text())
+        assert m["significance"]["trials"]["n"] == 3  # every row appended before any was judged
+    assert (folder / "leaderboard.html").is_file() and "rank_ic_t" in capsys.readouterr().out
+    assert cli.main([*args[:2], "--symbols", "BTC/USDT", *args[2:]]) == 2
+    assert "--symbols and --universe" in capsys.readouterr().err

@@ -38,12 +38,13 @@ from engine.backtesting.portfolio import (
 from engine.backtesting.recorder import TRADE_COLUMNS
 from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
-from engine.core.config import Config
+from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.judging.evaluation import significance_report
 from engine.judging.ledger import LedgerError, TrialLedger
 from engine.judging.verdict import file_hash, ledger_unusable, trial_row
+from engine.runs.compare import variant
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
 from feeds.errors import FeedsInputError
@@ -56,6 +57,7 @@ from reports.cross_section import (
 )
 from reports.metrics import Performance, performance_summary
 from reports.render.cross_section_page import write_cross_section_page
+from reports.render.html import html_page, html_table
 
 __all__ = ["CrossSectionReport", "UniverseForecasts", "cross_section_panels", "cross_section_report",
            "universe_forecasts"]
@@ -273,14 +275,36 @@ def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, 
     return candles, None
 
 
-def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBacktest:
-    """Backtest a portfolio strategy over ``data.universe``; write its run folder.
+@dataclass(frozen=True)
+class UniverseComputation:
+    """Everything one universe run computed before it is judged against other trials or written."""
 
-    Steps: load every coin (:func:`feeds.universe.load_universe`, warm-up of ``context_length - 1`` own
-    candles) -> forecasts per coin (:func:`universe_forecasts`, cached as single-market runs) -> the
-    strategy on N feeds (backtrader's event loop: the record) -> its fast path reconciled fill for fill
-    -> the equal-weight reference (fast path once reconciled, else the event loop) and buy-and-hold of
-    BTC -> significance against chance and the reference -> the cross-section (IC, deciles) -> the folder.
+    cfg: Config
+    strategy_path: str
+    stem: str
+    name: str
+    universe: Universe
+    strategy_name: str
+    params: Mapping[str, Any]
+    predictor: Predictor
+    forecasts: UniverseForecasts
+    simulation: PortfolioSimulation
+    reference: PortfolioSimulation
+    reference_simulated: str
+    fast_path: str
+    btc: Simulation | None
+    btc_missing: str | None
+    periods_per_year: float
+    metrics: Performance
+    reference_metrics: Performance
+    btc_metrics: Performance | None
+    cross_section: CrossSectionReport
+    timings: dict[str, float]
+    started: float
+
+
+def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputation:
+    """Load, forecast, simulate (event loop, fast path reconciled, references) and measure one universe run.
 
     Raises:
         UserInputError: no ``data.universe``; a strategy that is not a portfolio strategy; bad data or predictor.
@@ -343,47 +367,90 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
     metrics, ref_metrics = _portfolio_performance(sim, ppy), _portfolio_performance(reference, ppy)
     btc_metrics = (performance_summary(btc.equity, btc.position, btc.trades, btc.fills, ppy)
                    if btc is not None else None)
-    ev = cfg.evaluation
-    run_dir = new_run_dir(Path(cfg.output.dir), stem, p.name, name, d.timeframe)
-    # the trial ledger first (as single-market runs): this run is one more trial of its study, and another
-    # universe on the same period is another trial
-    label = universe_label(name, universe.symbols)
-    first, last = sim.equity.index[0], sim.equity.index[-1]
-    row = trial_row(dataclasses.replace(cfg, data=dataclasses.replace(d, symbol=label)), kind="universe",
-                    run_id=run_dir.name, run_dir=str(run_dir), strategy=stem, strategy_params=params,
-                    strategy_hash=file_hash(strategy_path), predictor_params=p.predictor_params(),
-                    predictor_hash=predictor_hash(predictor, p.context_length, p.horizon, p.batch_size),
-                    model=predictor.model_info().name, metrics=metrics, n_bars=len(sim.equity),
-                    period=(first.isoformat(), last.isoformat()), timerange=d.timerange or f"{first:%Y%m%d}-",
-                    unchecked=NOT_RUN[0])
-    ledger = TrialLedger.for_output_dir(cfg.output.dir)
-    trials, ledger_failure = None, None
-    try:
-        ledger.append(row)
-        trials = ledger.study_count(ev.study, ppy, market=(d.exchange, label, d.timeframe, *row_period(row)))
-    except (LedgerError, sqlite3.DatabaseError) as exc:
-        ledger_failure = exc
-    n_trials, var_sharpes = trials if trials is not None else (1, 0.0)
-    sig = significance_report(sim.equity, ppy, n_trials, var_sharpes, ev.alpha, ev.bootstrap_samples, ev.seed,
-                              benchmark=reference.equity, trials=trials)
-    verdict = reference_words(sig.verdict)
     cross = cross_section_report(universe, forecasts.forecasts)
-    timings["judge"] = time.perf_counter() - t
+    timings["skill"] = time.perf_counter() - t
+    return UniverseComputation(
+        cfg=cfg, strategy_path=str(strategy_path), stem=stem, name=name, universe=universe,
+        strategy_name=strategy_cls.__name__, params=params, predictor=predictor, forecasts=forecasts, simulation=sim,
+        reference=reference, reference_simulated=how, fast_path=fast_path, btc=btc, btc_missing=btc_missing,
+        periods_per_year=ppy, metrics=metrics, reference_metrics=ref_metrics, btc_metrics=btc_metrics,
+        cross_section=cross, timings=timings, started=started)
 
-    not_run = NOT_RUN + ((btc_missing,) if btc_missing else ())
-    out = UniverseBacktest(
-        name=name, symbols=universe.symbols, strategy_name=strategy_cls.__name__, params=params, simulation=sim,
-        reference=reference, reference_simulated=how, btc=btc, metrics=metrics, reference_metrics=ref_metrics,
-        btc_metrics=btc_metrics, significance=sig, verdict=verdict, cross_section=cross, fast_path=fast_path,
-        not_run=not_run, run_dir=run_dir, timings=timings)
+
+def universe_row(c: UniverseComputation, run_dir: Path) -> Any:
+    """The run's trial-ledger row (kind ``universe``; its market :func:`universe_label`)."""
+    cfg, d, p, sim = c.cfg, c.cfg.data, c.cfg.predictor, c.simulation
+    first = sim.equity.index[0]
+    return trial_row(
+        dataclasses.replace(cfg, data=dataclasses.replace(d, symbol=universe_label(c.name, c.universe.symbols))),
+        kind="universe", run_id=run_dir.name, run_dir=str(run_dir), strategy=c.stem, strategy_params=c.params,
+        strategy_hash=file_hash(c.strategy_path), predictor_params=p.predictor_params(),
+        predictor_hash=predictor_hash(c.predictor, p.context_length, p.horizon, p.batch_size),
+        model=c.predictor.model_info().name, metrics=c.metrics, n_bars=len(sim.equity),
+        period=(first.isoformat(), sim.equity.index[-1].isoformat()), timerange=d.timerange or f"{first:%Y%m%d}-",
+        unchecked=NOT_RUN[0])
+
+
+def ledger_rows_and_counts(cfg: Config, computed: list[UniverseComputation], run_dirs: list[Path]) -> tuple[
+        list[Any], TrialLedger, BaseException | None]:
+    """Every run's row appended first, then each run's study count (all face the same trials), or the failure."""
+    ledger = TrialLedger.for_output_dir(cfg.output.dir)
+    try:
+        rows = [universe_row(c, r) for c, r in zip(computed, run_dirs)]
+        for row in rows:
+            ledger.append(row)
+        counts = [ledger.study_count(c.cfg.evaluation.study, c.periods_per_year,
+                                     market=(c.cfg.data.exchange, row.symbol, c.cfg.data.timeframe, *row_period(row)))
+                  for c, row in zip(computed, rows)]
+    except (LedgerError, sqlite3.DatabaseError) as exc:
+        return [None] * len(computed), ledger, exc
+    return counts, ledger, None
+
+
+def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> UniverseBacktest:
+    """Judge a computed run (significance, deflated by ``trials``) and write its folder."""
     t = time.perf_counter()
-    write_universe_folder(cfg, out, strategy_path, forecasts)
+    ev = c.cfg.evaluation
+    n_trials, var_sharpes = trials if trials is not None else (1, 0.0)
+    sig = significance_report(c.simulation.equity, c.periods_per_year, n_trials, var_sharpes, ev.alpha,
+                              ev.bootstrap_samples, ev.seed, benchmark=c.reference.equity, trials=trials)
+    timings = dict(c.timings)
+    timings["judge"] = time.perf_counter() - t
+    out = UniverseBacktest(
+        name=c.name, symbols=c.universe.symbols, strategy_name=c.strategy_name, params=c.params,
+        simulation=c.simulation, reference=c.reference, reference_simulated=c.reference_simulated, btc=c.btc,
+        metrics=c.metrics, reference_metrics=c.reference_metrics, btc_metrics=c.btc_metrics, significance=sig,
+        verdict=reference_words(sig.verdict), cross_section=c.cross_section, fast_path=c.fast_path,
+        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings)
+    t = time.perf_counter()
+    write_universe_folder(c.cfg, out, c.strategy_path, c.forecasts)
     timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - started
-    (run_dir / "metrics.json").write_text(json.dumps(json_safe(_metrics(cfg, out, strategy_path, forecasts)),
+    timings["total"] = time.perf_counter() - c.started
+    (run_dir / "metrics.json").write_text(json.dumps(json_safe(_metrics(c.cfg, out, c.strategy_path, c.forecasts)),
                                                      indent=2, allow_nan=False), encoding="utf-8")
-    if ledger_failure is not None:  # the folder is complete (its verdict not deflated): say where, then fail
-        raise ledger_unusable(ledger.path, ledger_failure, run_dir) from ledger_failure
+    return out
+
+
+def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBacktest:
+    """Backtest a portfolio strategy over ``data.universe``; write its run folder.
+
+    Steps: load every coin (:func:`feeds.universe.load_universe`, warm-up of ``context_length - 1`` own
+    candles) -> forecasts per coin (:func:`universe_forecasts`, cached as single-market runs) -> the
+    strategy on N feeds (backtrader's event loop: the record) -> its fast path reconciled fill for fill
+    -> the equal-weight reference (fast path once reconciled, else the event loop) and buy-and-hold of
+    BTC -> the cross-section (IC, deciles) -> a trial-ledger row, then significance against chance and the
+    reference, deflated by the study's trials -> the folder.
+
+    Raises:
+        UserInputError: no ``data.universe``; a strategy that is not a portfolio strategy; bad data or predictor.
+        LedgerUnusableError: the ledger could not take the row; the folder is complete (not deflated).
+    """
+    c = compute_universe(cfg, strategy_path)
+    run_dir = new_run_dir(Path(cfg.output.dir), c.stem, cfg.predictor.name, c.name, cfg.data.timeframe)
+    (trials,), ledger, failure = ledger_rows_and_counts(cfg, [c], [run_dir])
+    out = finish_universe(c, run_dir, trials)
+    if failure is not None:  # the folder is complete (its verdict not deflated): say where, then fail
+        raise ledger_unusable(ledger.path, failure, run_dir) from failure
     return out
 
 
@@ -443,3 +510,76 @@ def write_universe_folder(cfg: Config, run: UniverseBacktest, strategy_path: str
                                          f"({len(run.symbols)} coins) {cfg.data.timeframe} {cfg.data.timerange or 'all data'}"),
         equity=eq, performance=performance, verdict=run.verdict, facts=facts, ic=cs.ic, rank_ic=cs.rank_ic,
         decay=cs.rank_ic_decay, deciles=cs.deciles, rank_ic_series=cs.rank_ic_series, notes=run.not_run)
+
+
+# -- compare on a universe: every predictor on the same coins, clock, costs and trials ----------------
+@dataclass(frozen=True)
+class UniverseComparison:
+    """A universe compare: one run per predictor (``runs``, in the order given) and the leaderboard."""
+
+    out_dir: Path
+    runs: Mapping[str, UniverseBacktest]
+    leaderboard: pd.DataFrame
+    text: str
+    html: Path
+
+
+def universe_leaderboard(runs: Mapping[str, UniverseBacktest]) -> pd.DataFrame:
+    """One row per predictor: the portfolio's return, Sharpe, drawdown, turnover and DSR, and how its
+    forecasts ranked the coins (IC, Rank IC, ICIR, Rank IC t, decile spread t); ranked by Rank IC t."""
+    rows = []
+    for label, run in runs.items():
+        cs, sig = run.cross_section, run.significance
+        rows.append({
+            "predictor": label, "total_return": run.metrics.total_return, "sharpe": run.metrics.sharpe,
+            "max_drawdown": run.metrics.max_drawdown, "turnover": float(run.simulation.turnover.sum()),
+            "ic": cs.ic.mean, "rank_ic": cs.rank_ic.mean, "rank_icir": cs.rank_ic.icir, "rank_ic_t": cs.rank_ic.t_stat,
+            "spread_t": cs.deciles.spread_t, "dsr": getattr(sig, "dsr", float("nan")),
+            "equal_weight_return": run.reference_metrics.total_return, "verdict": run.verdict,
+            "run_dir": run.run_dir.name,
+        })
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("rank_ic_t", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: list[str]) -> UniverseComparison:
+    """Every predictor (names or variants, as ``compare``) over ``data.universe``: computed one after
+    another in this process, then every ledger row appended before any is judged (all face the same
+    trial count), then each folder written; ``leaderboard.csv`` and ``leaderboard.html`` in the compare folder.
+
+    Raises:
+        ConfigError, UserInputError: as :func:`run_compare` and :func:`run_universe_backtest`.
+    """
+    if not predictors:
+        raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,momentum,reversal")
+    twice = sorted({q for q in predictors if list(predictors).count(q) > 1})
+    if twice:
+        raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
+    spec = cfg.universe_symbols()
+    if spec is None:
+        raise UserInputError("a universe compare needs data.universe: pass --universe NAME|FILE|\"A/USDT,...\"")
+    for q in predictors:  # every variant checked before the compare folder is made
+        variant(cfg, cfg.data.symbol, q, Path(cfg.output.dir))
+    check_writable(cfg.output.dir)
+    stem = Path(strategy_path).stem
+    out_dir = new_run_dir(Path(cfg.output.dir), "compare", stem, spec[0], cfg.data.timeframe)
+    computed = []
+    for q in predictors:
+        c = compute_universe(variant(cfg, cfg.data.symbol, q, out_dir), strategy_path)
+        computed.append(dataclasses.replace(c, cfg=dataclasses.replace(c.cfg, output=cfg.output)))  # one ledger
+    run_dirs = [new_run_dir(out_dir, stem, c.cfg.predictor.name, c.name, cfg.data.timeframe) for c in computed]
+    counts, ledger, failure = ledger_rows_and_counts(cfg, computed, run_dirs)
+    runs = {q: finish_universe(c, r, n) for q, c, r, n in zip(predictors, computed, run_dirs, counts)}
+    frame = universe_leaderboard(runs)
+    frame.to_csv(out_dir / "leaderboard.csv", index=False)
+    shown = frame.drop(columns=["verdict", "run_dir"])
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    html = out_dir / "leaderboard.html"
+    table = html_table(list(frame.columns), [[str(v) if not isinstance(v, float) else f"{v:.4g}" for v in row]
+                                             for row in frame.itertuples(index=False)],
+                       caption=f"{stem} on {spec[0]} ({len(computed[0].universe.symbols)} coins) {cfg.data.timeframe}",
+                       column_classes={list(frame.columns).index("verdict"): "words"})
+    html.write_text(html_page(f"{stem}: {', '.join(predictors)} on universe {spec[0]}", table), encoding="utf-8")
+    if failure is not None:
+        raise ledger_unusable(ledger.path, failure, out_dir, "compare folder") from failure
+    return UniverseComparison(out_dir=out_dir, runs=runs, leaderboard=frame, text=text, html=html)
