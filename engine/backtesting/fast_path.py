@@ -164,6 +164,54 @@ def _position_update(size: float, price: float, oldsize: float, pprice: float) -
     return new, price, new, -oldsize
 
 
+def execute_market(order: Any, open_: float, slip: float, fee: float, size: float, pprice: float,
+                   cash: float) -> tuple[float, float, float, float, bool]:
+    """``BackBroker._try_exec_market`` + ``_execute`` of one market order at ``open_`` on a position of
+    ``size`` at ``pprice``, operation for operation (so the floats are backtrader's bit for bit).
+
+    The order's executed part (``remsize``, ``ex_size``, ``ex_price``, ``ex_comm``) is updated in place.
+    Returns ``(cash, size, pprice, executed, refused)``: the cash and position after it, the size executed
+    now (0: none) and whether the opening part was refused for cash (``Margin``). Shared by the single-market
+    and the portfolio fast paths.
+    """
+    remsize = order.remsize
+    if slip:
+        price = open_ * (1 + slip) if remsize > 0 else open_ * (1 - slip)
+    else:
+        price = open_
+    pprice_orig = pprice
+    _, _, opened, closed = _position_update(remsize, price, size, pprice)
+    pnl = -closed * (price - pprice_orig) * 1.0
+    committed = cash
+    closedcomm = openedcomm = 0.0
+    if closed:
+        cash += -closed * pprice_orig + pnl * True
+        closedcomm = abs(closed) * fee * price
+        cash -= closedcomm
+        cash += 0.0
+        committed = cash
+    popened = opened
+    if opened:
+        cash -= opened * price
+        openedcomm = abs(opened) * fee * price
+        cash -= openedcomm
+        if cash < 0.0:
+            opened = 0
+            openedcomm = 0.0
+        else:
+            committed = cash
+    execsize = closed + opened
+    if execsize:
+        size, pprice, _, _ = _position_update(execsize, price, size, pprice)
+        # Order.executed.add: one execution bit, averaged into what was executed before
+        order.remsize -= execsize
+        oldvalue = order.ex_size * order.ex_price
+        order.ex_size += execsize
+        order.ex_price = (oldvalue + execsize * price) / order.ex_size
+        order.ex_comm += closedcomm + openedcomm
+    return committed, size, pprice, execsize, bool(popened and not opened)
+
+
 class _Broker:
     """The parts of backtrader's ``BackBroker`` (stock-like, ``shortcash``, leverage 1, percentage
     commission, ``slip_perc`` with ``slip_open``/``slip_out``) that the engine's broker uses, with
@@ -210,46 +258,13 @@ class _Broker:
 
     def execute(self, order: _Order, bar: int, open_: float) -> bool:
         """``BackBroker._try_exec_market`` + ``_execute`` at ``bar``'s open; True when the order is done."""
-        size = order.remsize
-        if self.slip:
-            price = open_ * (1 + self.slip) if size > 0 else open_ * (1 - self.slip)
-        else:
-            price = open_
-        fee = self.fee
-        pprice_orig = self.pprice
-        _, _, opened, closed = _position_update(size, price, self.size, self.pprice)
-        pnl = -closed * (price - pprice_orig) * 1.0
-        cash = self.cash
-        closedcomm = openedcomm = 0.0
-        if closed:
-            cash += -closed * pprice_orig + pnl * True
-            closedcomm = abs(closed) * fee * price
-            cash -= closedcomm
-            cash += 0.0
-            self.cash = cash
-        popened = opened
-        if opened:
-            cash -= opened * price
-            openedcomm = abs(opened) * fee * price
-            cash -= openedcomm
-            if cash < 0.0:
-                opened = 0
-                openedcomm = 0.0
-            else:
-                self.cash = cash
-        execsize = closed + opened
-        if execsize:
-            self.size, self.pprice, _, _ = _position_update(execsize, price, self.size, self.pprice)
+        self.cash, self.size, self.pprice, executed, refused = execute_market(
+            order, open_, self.slip, self.fee, self.size, self.pprice, self.cash)
+        if executed:
             self.held.append((bar, self.size))
-            # Order.executed.add: one execution bit, averaged into what was executed before
-            order.remsize -= execsize
-            oldvalue = order.ex_size * order.ex_price
-            order.ex_size += execsize
-            order.ex_price = (oldvalue + execsize * price) / order.ex_size
-            order.ex_comm += closedcomm + openedcomm
             if not order.remsize:  # Completed
                 self._fill(order, bar)
-        if popened and not opened:  # the opening part refused: what executed before is a fill too
+        if refused:  # the opening part refused: what executed before is a fill too
             if order.ex_size:
                 self._fill(order, bar)
             self.rejected.append((bar, "Margin", order.size))

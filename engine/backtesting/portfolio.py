@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from engine.backtesting.broker import FractionalCommission, RecordingBroker, configure_broker
-from engine.backtesting.fast_path import _position_update, strategy_params
+from engine.backtesting.fast_path import _position_update, execute_market, strategy_params
 from engine.backtesting.feed import ForecastData, align_forecast
 from engine.core.costs import Costs
 from engine.core.errors import StrategyLoadError, UserInputError
@@ -489,43 +489,13 @@ class _PortfolioBroker:
     def execute(self, order: _Order, bar: int, open_: float) -> bool:
         """``_try_exec_market`` + ``_execute`` at ``bar``'s open; True when the order is done."""
         c = order.coin
-        size = order.remsize
-        price = (open_ * (1 + self.slip) if size > 0 else open_ * (1 - self.slip)) if self.slip else open_
-        fee = self.fee
-        pprice_orig = self.pprice[c]
-        _, _, opened, closed = _position_update(size, price, self.size[c], pprice_orig)
-        pnl = -closed * (price - pprice_orig) * 1.0
-        cash = self.cash
-        closedcomm = openedcomm = 0.0
-        if closed:
-            closedvalue = -closed * pprice_orig
-            cash += closedvalue + pnl * True
-            closedcomm = abs(closed) * fee * price
-            cash -= closedcomm
-            cash += 0.0
-            self.cash = cash
-        popened = opened
-        if opened:
-            cash -= opened * price
-            openedcomm = abs(opened) * fee * price
-            cash -= openedcomm
-            if cash < 0.0:
-                opened = 0
-                openedcomm = 0.0
-            else:
-                self.cash = cash
-        execsize = closed + opened
-        if execsize:
-            self.size[c], self.pprice[c], _, _ = _position_update(execsize, price, self.size[c], self.pprice[c])
+        self.cash, self.size[c], self.pprice[c], executed, refused = execute_market(
+            order, open_, self.slip, self.fee, self.size[c], self.pprice[c], self.cash)
+        if executed:
             self.held.append((bar, c, self.size[c]))
-            order.remsize -= execsize
-            oldvalue = order.ex_size * order.ex_price
-            order.ex_size += execsize
-            order.ex_price = (oldvalue + execsize * price) / order.ex_size
-            order.ex_comm += closedcomm + openedcomm
             if not order.remsize:
                 self._fill(order, bar)
-        if popened and not opened:
+        if refused:
             if order.ex_size:
                 self._fill(order, bar)
             self.rejected.append((bar, c, "Margin", order.size))
