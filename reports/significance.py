@@ -35,6 +35,8 @@ from reports.significance_types import (
 )
 
 __all__ = [
+    "BUY_AND_HOLD",
+    "Benchmark",
     "ConfidenceInterval",
     "DrawsRank",
     "SharpeMoments",
@@ -580,6 +582,21 @@ def rank_among_draws(value: float, draws: Any, alpha: float = 0.05, *, against: 
 _BH = "buy-and-hold of the same bars"
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """How the verdict names the benchmark a run is compared with: ``label`` leads its clause
+    ("buy-and-hold: ..."), ``against`` is what the run is better or worse than, ``name`` what earned the
+    other total return ("... vs 120.0% for buy-and-hold")."""
+
+    label: str
+    against: str
+    name: str
+
+
+#: The single-market benchmark: buy-and-hold of the same bars, same costs.
+BUY_AND_HOLD = Benchmark("buy-and-hold", _BH, "buy-and-hold")
+
+
 def _paired_returns(returns: Any, benchmark_returns: Any) -> tuple[np.ndarray, np.ndarray]:
     r = _returns(returns, min_n=3)
     b = _returns(benchmark_returns, min_n=3)
@@ -599,6 +616,7 @@ def buy_and_hold_comparison(
     n_boot: int = 2000,
     mean_block: float | None = None,
     seed: int | None = 0,
+    benchmark: Benchmark = BUY_AND_HOLD,
 ) -> VersusBuyAndHold:
     """Is the strategy better than buy-and-hold of the same bars? Excess return and information ratio.
 
@@ -615,7 +633,8 @@ def buy_and_hold_comparison(
     buy-and-hold of the same bars", then both total returns. "Better" needs a significant
     positive IR **and** a positive excess total return; a strategy that earned less than
     half of buy-and-hold's (positive) return says so explicitly and is never "better".
-    ``beats_buy_and_hold`` is True only for "better". NaN where undefined.
+    ``beats_buy_and_hold`` is True only for "better". NaN where undefined. ``benchmark``: how the words
+    name it (another benchmark on the same bars, e.g. the equal-weight universe of a portfolio run).
     """
     _check_ppy(periods_per_year)
     _check_alpha(alpha)
@@ -637,11 +656,11 @@ def buy_and_hold_comparison(
     ir, excess = float(ir_rows(pair)[0]), float(excess_rows(pair)[0])
     total_r, total_b = float(_total_return_rows(r[None, :])[0]), float(_total_return_rows(b[None, :])[0])
     ir_p = bootstrap_p_value(ir_dist) if math.isfinite(ir) else math.nan
-    words = verdict(ir_p, alpha, against=_BH, effect=ir)
+    words = verdict(ir_p, alpha, against=benchmark.against, effect=ir)
     below_half = total_b > 0 and total_r < 0.5 * total_b
     if words.startswith("better") and (excess <= 0 or below_half):
         words = words.replace("better than", "not better than", 1) + " by mean per-bar return only"
-    returns_words = f"earned {total_r:.1%} vs {total_b:.1%} for buy-and-hold"
+    returns_words = f"earned {total_r:.1%} vs {total_b:.1%} for {benchmark.name}"
     if below_half:
         returns_words += ", less than half of it"
     return VersusBuyAndHold(
@@ -659,7 +678,8 @@ def buy_and_hold_comparison(
     )
 
 
-def two_question_verdict(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None) -> str:
+def two_question_verdict(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None,
+                         benchmark: Benchmark = BUY_AND_HOLD) -> str:
     """The run's verdict in words: better than chance? better than buy-and-hold of the same bars?
 
     ``significance`` from :func:`sharpe_significance`, ``versus_buy_and_hold`` from
@@ -670,16 +690,17 @@ def two_question_verdict(significance: SharpeSignificance, versus_buy_and_hold: 
     """
     parts = [f"chance: {significance.chance_verdict or 'not testable'}"]
     if versus_buy_and_hold is None:
-        parts.append("buy-and-hold: not tested")
+        parts.append(f"{benchmark.label}: not tested")
     else:
-        parts.append(f"buy-and-hold: {versus_buy_and_hold.verdict}")
-    dsr_words = deflated_sharpe_words(significance, versus_buy_and_hold)
+        parts.append(f"{benchmark.label}: {versus_buy_and_hold.verdict}")
+    dsr_words = deflated_sharpe_words(significance, versus_buy_and_hold, benchmark)
     if dsr_words:
         parts.append(f"trials: {dsr_words}")
     return "; ".join(parts)
 
 
-def deflated_sharpe_words(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None) -> str | None:
+def deflated_sharpe_words(significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None,
+                          benchmark: Benchmark = BUY_AND_HOLD) -> str | None:
     """The DSR clause: ``significance.dsr_verdict`` ("not deflated: N comparable trials ..." when
     the DSR was not deflated), except that a strategy that earned less than buy-and-hold of the
     same bars is "not a success" instead of "better than the luck of the best of N trials"."""
@@ -690,7 +711,7 @@ def deflated_sharpe_words(significance: SharpeSignificance, versus_buy_and_hold:
     if words.startswith("better") and excess is not None and excess < 0:
         p = significance.dsr_p_value
         words = (
-            f"not a success over {significance.n_trials} trials: it earned less than {_BH} "
+            f"not a success over {significance.n_trials} trials: it earned less than {benchmark.against} "
             f"(DSR p = {'n/a' if not math.isfinite(p) else format(p, '.3g')})"
         )
     return words
@@ -698,11 +719,12 @@ def deflated_sharpe_words(significance: SharpeSignificance, versus_buy_and_hold:
 
 def judge_significance(
     significance: SharpeSignificance, versus_buy_and_hold: VersusBuyAndHold | None, trials: TrialsLike | None = None,
+    benchmark: Benchmark = BUY_AND_HOLD,
 ) -> Significance:
     """A run's :class:`Significance`: ``significance``'s numbers with ``versus_buy_and_hold``
     and ``trials`` attached, and the words of both questions made once
     (:func:`deflated_sharpe_words`, :func:`two_question_verdict`)."""
     numbers = {f.name: getattr(significance, f.name) for f in fields(SharpeSignificance)}
-    numbers["dsr_verdict"] = deflated_sharpe_words(significance, versus_buy_and_hold)
-    numbers["verdict"] = two_question_verdict(significance, versus_buy_and_hold)
+    numbers["dsr_verdict"] = deflated_sharpe_words(significance, versus_buy_and_hold, benchmark)
+    numbers["verdict"] = two_question_verdict(significance, versus_buy_and_hold, benchmark)
     return Significance(**numbers, versus_buy_and_hold=versus_buy_and_hold, trials=trials)

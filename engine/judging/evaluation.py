@@ -23,6 +23,8 @@ from reports.flags import flagged_verdict
 from reports.jsonable import JsonFields
 from reports.metrics import simple_returns
 from reports.significance import (
+    BUY_AND_HOLD,
+    Benchmark,
     Significance,
     SignificanceNotTestable,
     TrialsLike,
@@ -60,12 +62,14 @@ def naive_comparison(skill: ForecastSkill, alpha: float) -> VersusNaive | None:
 def significance_report(
     equity: pd.Series, periods_per_year: float, n_trials: int, var_trial_sharpes: float,
     alpha: float, n_boot: int, seed: int, benchmark: pd.Series | None = None, trials: TrialsLike | None = None,
+    benchmark_words: Benchmark = BUY_AND_HOLD,
 ) -> Significance | SignificanceNotTestable:
     """Sharpe with bootstrap CI, two-sided test against 0, PSR and DSR of the equity curve's
     per-bar returns; with ``benchmark`` (buy-and-hold equity on the same bars) also
     ``versus_buy_and_hold`` (:func:`reports.significance.buy_and_hold_comparison`); the
     words of both questions are made once by :func:`reports.significance.judge_significance`.
-    ``trials`` (an :class:`engine.judging.ledger.TrialCount`) is recorded when given. Fewer than 3
+    ``trials`` (an :class:`engine.judging.ledger.TrialCount`) is recorded when given; ``benchmark_words``:
+    how the verdict names ``benchmark`` (:data:`reports.significance.BUY_AND_HOLD` unless another). Fewer than 3
     finite returns: :class:`reports.significance.SignificanceNotTestable`."""
     returns = simple_returns(equity).dropna().to_numpy()
     if len(returns) < 3 or not np.isfinite(returns).all():
@@ -78,8 +82,9 @@ def significance_report(
     if benchmark is not None:
         bench = simple_returns(benchmark.reindex(equity.index)).dropna().to_numpy()
         if len(bench) == len(returns) and np.isfinite(bench).all():
-            versus = buy_and_hold_comparison(returns, bench, periods_per_year, alpha=alpha, n_boot=n_boot, seed=seed)
-    return judge_significance(sig, versus, trials)
+            versus = buy_and_hold_comparison(returns, bench, periods_per_year, alpha=alpha, n_boot=n_boot, seed=seed,
+                                             benchmark=benchmark_words)
+    return judge_significance(sig, versus, trials, benchmark_words)
 
 
 # -- a baseline that trades -------------------------------------------------------------------

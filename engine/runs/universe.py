@@ -56,6 +56,7 @@ from reports.cross_section import (
     ICSummary, QuantilePortfolios, cross_sectional_ic, ic_decay, ic_summary, quantile_portfolios,
 )
 from reports.metrics import Performance, performance_summary
+from reports.significance import Benchmark
 from reports.render.cross_section_page import write_cross_section_page
 from reports.render.html import html_page, html_table
 
@@ -236,13 +237,8 @@ def universe_label(name: str, symbols: tuple[str, ...]) -> str:
     return f"universe {name} ({len(symbols)} coins, {digest})"
 
 
-def reference_words(verdict: str) -> str:
-    """The significance verdict with its benchmark named: the equal-weight universe, not buy-and-hold."""
-    for old, new in (("buy-and-hold of the same bars", "the equal-weight universe"),
-                     ("for buy-and-hold", "for the equal-weight universe"), ("buy-and-hold:", "equal-weight universe:"),
-                     ("buy-and-hold", "the equal-weight universe")):
-        verdict = verdict.replace(old, new)
-    return verdict
+#: How the verdict names a universe run's benchmark.
+EQUAL_WEIGHT = Benchmark("equal-weight universe", "the equal-weight universe", "the equal-weight universe")
 
 
 def _portfolio_performance(sim: PortfolioSimulation, ppy: float) -> Performance:
@@ -413,14 +409,15 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
     ev = c.cfg.evaluation
     n_trials, var_sharpes = trials if trials is not None else (1, 0.0)
     sig = significance_report(c.simulation.equity, c.periods_per_year, n_trials, var_sharpes, ev.alpha,
-                              ev.bootstrap_samples, ev.seed, benchmark=c.reference.equity, trials=trials)
+                              ev.bootstrap_samples, ev.seed, benchmark=c.reference.equity, trials=trials,
+                              benchmark_words=EQUAL_WEIGHT)
     timings = dict(c.timings)
     timings["judge"] = time.perf_counter() - t
     out = UniverseBacktest(
         name=c.name, symbols=c.universe.symbols, strategy_name=c.strategy_name, params=c.params,
         simulation=c.simulation, reference=c.reference, reference_simulated=c.reference_simulated, btc=c.btc,
         metrics=c.metrics, reference_metrics=c.reference_metrics, btc_metrics=c.btc_metrics, significance=sig,
-        verdict=reference_words(sig.verdict), cross_section=c.cross_section, fast_path=c.fast_path,
+        verdict=sig.verdict, cross_section=c.cross_section, fast_path=c.fast_path,
         not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings)
     t = time.perf_counter()
     write_universe_folder(c.cfg, out, c.strategy_path, c.forecasts)
