@@ -255,12 +255,19 @@ def portfolio_columns(perf: Performance) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(perf).items() if k not in ROUND_TRIP_FIELDS}
 
 
+def candle_dirs(cfg: Config) -> list[Path]:
+    """The folders a universe's candle files are searched in: ``data_dir``, then ``universe_dirs``
+    (none: the coins come from the exchange through the download cache)."""
+    d = cfg.data
+    return [Path(x) for x in ([d.data_dir] if d.data_dir else []) + list(d.universe_dirs)]
+
+
 def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, str | None]:
     """BTC/USDT's candles on the universe's range (from the universe, the data folders or the cache), or why not."""
     if "BTC/USDT" in universe.candles:
         return universe.timerange.slice(universe.candles["BTC/USDT"]), None
     d = cfg.data
-    dirs = [Path(x) for x in ([d.data_dir] if d.data_dir else []) + list(d.universe_dirs)]
+    dirs = candle_dirs(cfg)
     try:
         folder = folder_of("BTC/USDT", d.timeframe, dirs) if dirs else None
         candles, _ = load_candles("BTC/USDT", d.timeframe, universe.timerange, data_dir=folder,
@@ -322,7 +329,7 @@ def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputat
     d, p = cfg.data, cfg.predictor
 
     t = time.perf_counter()
-    dirs = [Path(x) for x in ([d.data_dir] if d.data_dir else []) + list(d.universe_dirs)]
+    dirs = candle_dirs(cfg)
     universe = load_universe(name, symbols, d.timeframe, d.range, data_dirs=dirs, cache_dir=Path(d.cache_dir),
                              exchange_id=d.exchange, gap_policy=d.gap_policy, warmup_bars=p.context_length - 1,
                              progress=cfg.output.progress, api_overrides=d.exchange_url or None)
@@ -396,7 +403,7 @@ def ledger_rows_and_counts(cfg: Config, computed: list[UniverseComputation], run
         for row in rows:
             ledger.append(row)
         counts = [ledger.study_count(c.cfg.evaluation.study, c.periods_per_year,
-                                     market=(c.cfg.data.exchange, row.symbol, c.cfg.data.timeframe, *row_period(row)))
+                                     market=(c.cfg.data.exchange, row.symbol, c.cfg.data.timeframe, row.period_start, row.period_end))
                   for c, row in zip(computed, rows)]
     except (LedgerError, sqlite3.DatabaseError) as exc:
         return [None] * len(computed), ledger, exc
@@ -449,10 +456,6 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
     if failure is not None:  # the folder is complete (its verdict not deflated): say where, then fail
         raise ledger_unusable(ledger.path, failure, run_dir) from failure
     return out
-
-
-def row_period(row: Any) -> tuple[str, str]:
-    return row.period_start, row.period_end
 
 
 def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, forecasts: UniverseForecasts) -> dict:
