@@ -286,6 +286,15 @@ def _mean_valid_pinball(result: RunResult) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
+def check_predictors(predictors: Sequence[str]) -> None:
+    """A compare's ``--predictors``: not empty, each name or variant once (ConfigError naming the fix)."""
+    if not predictors:
+        raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,drift,momentum")
+    twice = sorted({p for p in predictors if list(predictors).count(p) > 1})
+    if twice:
+        raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
+
+
 def run_compare(
     cfg: Config,
     strategy_path: str | Path,
@@ -301,8 +310,7 @@ def run_compare(
     ``leaderboard.html`` and ``leaderboard.csv``, and appends one ``compare`` row per pair
     to the output folder's trial ledger (mirrored into MLflow at the end when ``output.mlflow`` is set).
     """
-    if not predictors:
-        raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,drift,momentum")
+    check_predictors(predictors)
     if not symbols:
         raise ConfigError("--symbols is empty; give a comma-separated list, e.g. BTC/USDT,ETH/USDT")
     if jobs < 1:
@@ -313,9 +321,6 @@ def run_compare(
     if ray_address:  # connect before any folder is made: a refused connection leaves nothing behind
         _ray(ray_address)
     strategy_path = str(Path(strategy_path).resolve())
-    twice = sorted({p for p in predictors if list(predictors).count(p) > 1})
-    if twice:
-        raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
     pairs = [(s, p) for s in symbols for p in predictors]
     for s, p in pairs:  # every variant checked before the compare folder is made: bad input leaves nothing behind
         variant(cfg, s, p, Path(cfg.output.dir))

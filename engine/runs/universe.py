@@ -38,13 +38,13 @@ from engine.backtesting.portfolio import (
 from engine.backtesting.recorder import TRADE_COLUMNS
 from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
-from engine.core.config import Config, ConfigError
+from engine.core.config import Config
 from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.judging.evaluation import significance_report
 from engine.judging.ledger import LedgerError, TrialLedger
 from engine.judging.verdict import file_hash, ledger_unusable, trial_row
-from engine.runs.compare import variant
+from engine.runs.compare import check_predictors, variant
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
 from feeds.errors import FeedsInputError
@@ -550,11 +550,7 @@ def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: lis
     Raises:
         ConfigError, UserInputError: as :func:`run_compare` and :func:`run_universe_backtest`.
     """
-    if not predictors:
-        raise ConfigError("--predictors is empty; give a comma-separated list, e.g. naive,momentum,reversal")
-    twice = sorted({q for q in predictors if list(predictors).count(q) > 1})
-    if twice:
-        raise ConfigError(f"--predictors lists {', '.join(twice)} more than once; give each predictor or variant once")
+    check_predictors(predictors)
     spec = cfg.universe_symbols()
     if spec is None:
         raise UserInputError("a universe compare needs data.universe: pass --universe NAME|FILE|\"A/USDT,...\"")
