@@ -228,19 +228,26 @@ class LiveBars:
     def forecast_last(self) -> np.ndarray:
         """``(Q, H)`` forecast for the newest candle from the last ``context_length`` candles (NaN if fewer),
         by the predictor, or for a trained one by the checkpoint the live fold plan serves it with."""
-        L = self.context_length
-        if len(self._times) < L:
+        if len(self._times) < self.context_length:
             self.last_checkpoint = None
             return self.nan_forecast.copy()
         predictor = self.predictor
         if self.models is not None:
             predictor, self.last_checkpoint = self.models.for_decision(self._times[-1])
-        index = pd.DatetimeIndex(pd.to_datetime(self._times[-L:], unit="ms", utc=True), name="time")
-        window = pd.DataFrame(self._rows[-L:], index=index, columns=list(CANDLE_COLUMNS),
-                              dtype="float64")
-        forecast = compute_forecasts(window, predictor, L, self.horizon, batch_size=1,
-                                     decision_index=index[-1:], progress=False)
-        return forecast.values[0]
+        return forecast_newest(self._times, self._rows, predictor, self.context_length, self.horizon)
+
+
+def forecast_newest(times: list[int], rows: list[tuple[float, ...]], predictor: Predictor, context_length: int,
+                    horizon: int) -> np.ndarray:
+    """``(Q, H)`` forecast for the newest of the candles ``times`` (open times, ms) / ``rows`` (OHLCV) from its
+    last ``context_length`` candles, the decision bar included: a backtest's
+    :func:`engine.forecasting.signals.compute_forecasts` call on that window (at least ``context_length`` candles)."""
+    L = context_length
+    index = pd.DatetimeIndex(pd.to_datetime(times[-L:], unit="ms", utc=True), name="time")
+    window = pd.DataFrame(rows[-L:], index=index, columns=list(CANDLE_COLUMNS), dtype="float64")
+    forecast = compute_forecasts(window, predictor, L, horizon, batch_size=1, decision_index=index[-1:],
+                                 progress=False)
+    return forecast.values[0]
 
 
 def _json_array(text: str | None) -> list:
