@@ -142,16 +142,7 @@ class LiveBars:
         return bar
 
     def _next_bar(self) -> Bar | None:
-        if self.replay:
-            return self.replay.popleft()
-        while not self.stop.is_set():
-            tick = self.ticks.get(self.stop)
-            if tick is None:
-                return None
-            bar = self.poll()
-            if bar is not None:
-                return bar
-        return None
+        return replayed_or_polled(self.replay, self.ticks, self.stop, self.poll)
 
     def poll(self) -> Bar | None:
         """Fetch the candle that closed at the last boundary; retry while late; forecast and journal it."""
@@ -235,6 +226,20 @@ class LiveBars:
         if self.models is not None:
             predictor, self.last_checkpoint = self.models.for_decision(self._times[-1])
         return forecast_newest(self._times, self._rows, predictor, self.context_length, self.horizon)
+
+
+def replayed_or_polled(replay: deque, ticks: Ticks, stop: threading.Event, poll: Callable[[], Any]) -> Any:
+    """The next journaled bar of ``replay`` (resume), else the first bar ``poll()`` makes after a tick
+    (None: nothing new at that tick, wait for the next); None once stopped."""
+    if replay:
+        return replay.popleft()
+    while not stop.is_set():
+        if ticks.get(stop) is None:
+            return None
+        bar = poll()
+        if bar is not None:
+            return bar
+    return None
 
 
 def forecast_newest(times: list[int], rows: list[tuple[float, ...]], predictor: Predictor, context_length: int,

@@ -320,11 +320,7 @@ class PaperRunner:
     def _trade(self, strategy_cls: type, params: dict[str, Any], predictor: Predictor) -> None:
         cfg, p = self.cfg, self.cfg.paper
         policy = RetryPolicy(p.max_retries, p.backoff_base_s)
-        # One key says where candles come from, in backtests and here: data.exchange_url. A loopback
-        # stub in paper.api_url (tests) stands in for the whole exchange when data.exchange_url is empty.
-        public = public_exchange(cfg.data.exchange, cfg.data.exchange_url or p.api_url, p.request_timeout_s)
-        call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
-        self._check_stop("loading the exchange's markets")
+        public = self._candle_exchange(policy)
         private = None
         if p.mode == "testnet":
             private = sandbox_exchange(
@@ -389,6 +385,16 @@ class PaperRunner:
                     cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, p.mode, self.run_dir)
         self.ticks.start()
         cerebro.run()
+
+    def _candle_exchange(self, policy: RetryPolicy) -> Any:
+        """The key-less ccxt client candles come from, its markets loaded. One key says where candles come
+        from, in backtests and here: data.exchange_url. A loopback stub in paper.api_url (tests) stands in
+        for the whole exchange when data.exchange_url is empty."""
+        cfg, p = self.cfg, self.cfg.paper
+        public = public_exchange(cfg.data.exchange, cfg.data.exchange_url or p.api_url, p.request_timeout_s)
+        call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
+        self._check_stop("loading the exchange's markets")
+        return public
 
     def _live_models(self, predictor: Predictor, poller: CandlePoller) -> LiveModels:
         """The live fold plan's models: the training history fetched (retrain mode), the anchor kept in the journal."""

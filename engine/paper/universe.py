@@ -60,14 +60,15 @@ from engine.backtesting.strategy_loader import load_strategy, portfolio_referenc
 from engine.core.config import Config
 from engine.core.errors import OperationalError, UserInputError
 from engine.paper.clock import Clock, Ticks
-from engine.paper.execution import OrderDesk, PaperBroker, public_exchange
+from engine.paper.execution import OrderDesk, PaperBroker
 from engine.paper.journal import Journal
-from engine.paper.live_feed import Bar, LiveForecastData, forecast_newest, ms_to_time
+from engine.paper.live_feed import Bar, LiveForecastData, forecast_newest, ms_to_time, replayed_or_polled
 from engine.paper.runner import PaperRecorder, PaperRunner, api_host
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import json_safe
+from engine.runs.universe import portfolio_columns
 from feeds.errors import ExchangeUnavailable
-from feeds.exchange import RetryPolicy, call_with_retries
+from feeds.exchange import RetryPolicy
 from feeds.live import CandlePoller, latest_closed_open_ms
 from feeds.timeframes import periods_per_year
 from feeds.validate import CANDLE_COLUMNS
@@ -222,8 +223,12 @@ class UniverseBars:
         if warn:
             msg = (f"{symbol}: {len(frame)} candle(s) up to {frame.index[-1]} arrived too late to trade on; they are "
                    "model context only")
-            logger.warning(msg)
-            self.journal.event("stale", msg)
+            self._warn("stale", msg)
+
+    def _warn(self, kind: str, msg: str) -> None:
+        """A warning, logged and kept in the journal's events as ``kind``."""
+        logger.warning(msg)
+        self.journal.event(kind, msg)
 
     # -- the feeds' source ---------------------------------------------------------------
     def take(self, j: int) -> CoinBar | None:
@@ -243,15 +248,7 @@ class UniverseBars:
         return self.current.coins[j]
 
     def _next_bar(self) -> ClockBar | None:
-        if self.replay:
-            return self.replay.popleft()
-        while not self.stop.is_set():
-            if self.ticks.get(self.stop) is None:
-                return None
-            bar = self.poll()
-            if bar is not None:
-                return bar
-        return None
+        return replayed_or_polled(self.replay, self.ticks, self.stop, self.poll)
 
     def poll(self) -> ClockBar | None:
         """Every coin's candle that closed at the last boundary (the coins still missing retried until the
@@ -280,14 +277,12 @@ class UniverseBars:
             self.skipped += 1
             msg = (f"no coin's candle {ms_to_time(expected)} was served by {ms_to_time(deadline)}: bar skipped, no "
                    "trading on stale data")
-            logger.warning(msg)
-            self.journal.event("skipped", msg)
+            self._warn("skipped", msg)
             return None
         if waiting:
             msg = (f"bar {ms_to_time(expected)}: no candle of {', '.join(waiting)} by {ms_to_time(deadline)}; "
                    "they sit this bar out (flat at their last close, no order, no fill)")
-            logger.warning(msg)
-            self.journal.event("missing", msg)
+            self._warn("missing", msg)
         return self._make_bar(expected, fresh)
 
     def _fetch(self, symbol: str, expected: int, deadline: int) -> tuple | str | None:
@@ -311,8 +306,7 @@ class UniverseBars:
             self._context(symbol, new.iloc[-1:], warn=False)
             msg = (f"{symbol}: candle {new.index[-1]} received at {ms_to_time(received)}, after late_candle_wait_s ran "
                    f"out at {ms_to_time(deadline)}: it sits this bar out (the candle is model context only)")
-            logger.warning(msg)
-            self.journal.event("late", msg)
+            self._warn("late", msg)
             return _LATE
         row = new.iloc[-1]
         return tuple(float(row[c]) for c in CANDLE_COLUMNS)
@@ -404,9 +398,7 @@ class UniversePaperRunner(PaperRunner):
     def _trade(self, strategy_cls: type, params: dict[str, Any], predictor: Predictor) -> None:
         cfg, p = self.cfg, self.cfg.paper
         policy = RetryPolicy(p.max_retries, p.backoff_base_s)
-        public = public_exchange(cfg.data.exchange, cfg.data.exchange_url or p.api_url, p.request_timeout_s)
-        call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
-        self._check_stop("loading the exchange's markets")
+        public = self._candle_exchange(policy)
         unknown = [s for s in self.symbols if s not in public.markets]
         if unknown:
             raise UserInputError(f"{public.id} has no market {', '.join(map(repr, unknown))}; leave it out of the "
@@ -514,8 +506,8 @@ def write_universe_outputs(journal: Journal, run_dir: Path, cfg: Config, strateg
         "market": {"exchange": cfg.data.exchange, "timeframe": cfg.data.timeframe, "first_bar": eq.index[0],
                    "last_bar": eq.index[-1], "n_bars": len(eq)},
         "costs": {"fee": b.fee, "slippage": b.slippage}, "short_rate_yearly": b.short_rate,
-        "performance": performance_summary(equity, exposure, pd.DataFrame(columns=TRADE_COLUMNS), in_index,
-                                           periods_per_year(cfg.data.timeframe)),
+        "performance": portfolio_columns(performance_summary(equity, exposure, pd.DataFrame(columns=TRADE_COLUMNS),
+                                                             in_index, periods_per_year(cfg.data.timeframe))),
         "orders": int(len(orders)), "fills": int(len(fills)),
         "not_run": ["skill monitor: NOT RUN (it measures one market's forecasts)",
                     "equal-weight universe and buy-and-hold of BTC: NOT RUN in a paper session; backtest the same "
