@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,6 +22,7 @@ import pytest
 from binance_stub import DATA_DIR, BinanceStub
 from engine import cli
 from engine.core.config import load_config
+from engine.paper.clock import CLOCK_ENV
 from engine.paper.journal import Journal
 from engine.paper.runner import JOURNAL_FILE, resumed_config
 from engine.paper.universe import UniverseBars, UniversePaperRunner, session_fills, session_positions
@@ -37,12 +44,12 @@ HOLE = ("DOGE/USDT", START_MS + 9 * HOUR_MS)
 
 @pytest.fixture(scope="module")
 def candles_dir(tmp_path_factory):
-    """The five coins' real candles from 2 days before START to 2 days after, as Parquet files, one candle
+    """The five coins' real candles from 2 days before START to 5 days after, as Parquet files, one candle
     taken out (:data:`HOLE`): the stub serves these files and the backtest reads them."""
     folder = tmp_path_factory.mktemp("universe-candles")
     for symbol, path in SOURCES.items():
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        keep = (frame["timestamp"] >= START_MS - 48 * HOUR_MS) & (frame["timestamp"] < START_MS + 48 * HOUR_MS)
+        keep = (frame["timestamp"] >= START_MS - 48 * HOUR_MS) & (frame["timestamp"] < START_MS + 120 * HOUR_MS)
         if symbol == HOLE[0]:
             keep &= frame["timestamp"] != HOLE[1]
         frame[keep].reset_index(drop=True).to_parquet(folder / f"{symbol.replace('/', '_')}-1h.parquet")
@@ -202,3 +209,74 @@ def test_a_single_market_strategy_is_refused_on_a_universe(tmp_path, capsys):
                      "--out", str(tmp_path), "--predictor", "naive"])
     err = capsys.readouterr().err
     assert code == 2 and "is not a portfolio strategy" in err
+
+
+def _count(run_dir, sql):
+    """One number from the journal of a live run (read-only, beside the writer), 0 before it exists."""
+    try:
+        with sqlite3.connect(f"file:{run_dir / JOURNAL_FILE}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_for(proc, run_dir_of, sql, at_least, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        run_dir = run_dir_of()
+        if run_dir is not None and _count(run_dir, sql) >= at_least:
+            return run_dir
+        time.sleep(0.05)
+    raise AssertionError(f"the session never reached {sql} >= {at_least}")
+
+
+@pytest.mark.soak  # two `python -m engine paper` processes on the accelerated clock (~20 s)
+def test_a_session_sigkilled_and_resumed_from_the_command_line_makes_no_order_twice(stub, tmp_path):
+    """SIGKILL while trading (no clean-up of any kind), then `--resume RUN_DIR`: the journaled bars replay
+    to the same orders, none is journaled twice, and trading goes on."""
+    out = tmp_path / "runs"
+    sets = {"predictor.name": '"momentum"', "predictor.context_length": str(L), "predictor.horizon": "4",
+            "predictor.params.momentum.lookback": "6", "predictor.cache": "false",
+            "strategy.rank_long_short.rebalance": "4", "strategy.rank_long_short.k": "2",
+            "paper.api_url": f'"{stub.url}"', "paper.poll_delay_s": "2.0", "paper.late_candle_wait_s": "900.0",
+            "paper.late_candle_retry_s": "60.0", "paper.backoff_base_s": "0.01", "paper.tearsheet_every_bars": "0"}
+    cmd = [sys.executable, "-m", "engine", "paper", str(STRATEGY), "--universe", ",".join(SOURCES),
+           "--config", str(ROOT / "config.toml"), "--out", str(out)]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), CLOCK_ENV: stub.accelerate(START_MS, 3600 / 0.5)}
+
+    def run_dir_of():
+        found = [p for p in out.iterdir() if p.is_dir()] if out.is_dir() else []
+        return found[0] if found else None
+
+    first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_dir = _wait_for(first, run_dir_of, "SELECT COUNT(*) FROM orders", 10)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    before = Journal(run_dir / JOURNAL_FILE)
+    orders_then, bars_then = before.orders(), before.clock_bars()["time"].nunique()
+    before.close()
+
+    resumed = subprocess.Popen([*cmd, "--resume", str(run_dir)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(resumed, lambda: run_dir, "SELECT COUNT(DISTINCT time) FROM universe_bars", bars_then + 8)
+    finally:
+        resumed.send_signal(signal.SIGTERM)
+        stdout, stderr = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, stderr[-3000:]
+    assert f"resume: replaying {bars_then} journaled bars of 5 coins" in stderr
+    assert "paper run stopped (signal)" in stdout and "continue with:" in stdout
+    after = Journal(run_dir / JOURNAL_FILE)
+    orders, fills, events = after.orders(), after.fills(), after.events()
+    after.close()
+    assert not [e for e in events if e[0] == "replay_diverged"]
+    assert orders["client_id"].is_unique and len(orders) > len(orders_then)
+    kept = ["seq", "client_id", "symbol", "side", "size", "bar_time"]
+    pd.testing.assert_frame_equal(orders[kept].iloc[: len(orders_then)], orders_then[kept])
+    assert fills["client_id"].is_unique and set(fills["client_id"]) == set(orders.loc[orders["status"] == "filled",
+                                                                                       "client_id"])
