@@ -36,7 +36,7 @@ SOURCES = {"ADA/USDT": DATA_DIR / "universe" / "ADA_USDT-1h.parquet",
            "TRX/USDT": DATA_DIR / "universe" / "TRX_USDT-1h.parquet",
            "XLM/USDT": DATA_DIR / "universe" / "XLM_USDT-1h.parquet",
            "ETH/USDT": DATA_DIR / "ETH_USDT-1h.csv"}
-N_BARS = 30
+N_BARS = 24
 L = 24
 #: the candle the exchange never serves (and the backtest's file lacks): DOGE's at the bar after a rebalance
 HOLE = ("DOGE/USDT", START_MS + 9 * HOUR_MS)
@@ -98,7 +98,7 @@ def uninterrupted(candles_dir, tmp_path_factory):
     return outcome, record(outcome.run_dir)
 
 
-@pytest.mark.slow  # ~3 s: a 30-bar session of 5 coins and the universe backtest of the same bars
+@pytest.mark.slow  # ~4 s: a 24-bar session of 5 coins and the universe backtest of the same bars
 def test_a_sim_session_on_a_universe_trades_as_the_universe_backtest(uninterrupted, candles_dir, tmp_path):
     outcome, (fills, equity, orders, positions, bars, events) = uninterrupted
     assert outcome.bars == N_BARS and outcome.replayed == 0 and outcome.stopped_by == "end of ticks"
@@ -145,15 +145,15 @@ def seqs(client_ids):
     return [int(c.rsplit("-", 1)[1]) for c in client_ids]
 
 
-@pytest.mark.slow  # ~3 s: two sessions (killed, resumed) per kill point
+@pytest.mark.slow  # ~5 s: two sessions (killed, resumed) per kill point
 @pytest.mark.parametrize("where", ["between bars, orders pending", "bar journaled, strategy not run"])
 def test_a_session_stopped_at_once_and_resumed_ends_as_the_uninterrupted_one(uninterrupted, stub, tmp_path,
                                                                                monkeypatch, where):
     _, (fills, equity, orders, positions, _, _) = uninterrupted
-    kill_at = 14  # tick 13 made bar 12, a rebalance: its orders wait for bar 13's open
+    kill_at = 10  # tick 9 made bar 8, a rebalance: its orders wait for bar 9's open
     ticks = ManualTicks
     if where.startswith("between"):
-        class ticks(ManualTicks):  # noqa: N801 - dies as it is asked for tick 14, before the clock moves
+        class ticks(ManualTicks):  # noqa: N801 - dies as it is asked for tick 10, before the clock moves
             def get(self, stop):
                 if self.count + 1 == kill_at:
                     raise StopAtOnce
@@ -261,8 +261,9 @@ def test_a_session_sigkilled_and_resumed_from_the_command_line_makes_no_order_tw
     orders_then, bars_then = before.orders(), before.clock_bars()["time"].nunique()
     before.close()
 
-    resumed = subprocess.Popen([*cmd, "--resume", str(run_dir)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    at = cmd.index("--universe")  # a resume trades the coins the run folder names, as the printed command does
+    resumed = subprocess.Popen([*cmd[:at], *cmd[at + 2:], "--resume", str(run_dir)], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(resumed, lambda: run_dir, "SELECT COUNT(DISTINCT time) FROM universe_bars", bars_then + 8)
     finally:
