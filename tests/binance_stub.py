@@ -1,7 +1,8 @@
 """A loopback stand-in for Binance spot's public REST API, for tests.
 
-Serves ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` (BTCUSDT and ETHUSDT)
-and ``/api/v3/klines`` from the real candle CSVs in ``../shared/data`` (read in place),
+Serves ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` (BTCUSDT and ETHUSDT, or
+every market of ``data``; :meth:`BinanceStub.for_markets` serves several USDT pairs, e.g. a universe)
+and ``/api/v3/klines`` from the real candle files in ``../shared/data`` (CSV or Parquet, read in place),
 honouring ``symbol``, ``interval``, ``startTime``, ``endTime`` and ``limit`` (default 500,
 max 1000) like Binance. Faults can be injected into chosen paths: HTTP status answers
 (429, 500, ...), dropped connections, and a permanent failure after N good pages. Every
@@ -133,12 +134,19 @@ def _symbol_info(symbol: str, base: str, quote: str) -> dict:
 
 
 class _Series:
-    """Candles of one symbol and interval as open times (int64 ms) and JSON-ready rows."""
+    """Candles of one symbol and interval as open times (int64 ms) and JSON-ready rows (numbers as
+    strings, as Binance sends them: a CSV's text as written, a Parquet file's floats in their shortest
+    round-tripping form, so a client parses back the very floats the file holds)."""
 
     def __init__(self, path: Path, interval_ms: int) -> None:
-        frame = pd.read_csv(path, dtype={c: "str" for c in ("open", "high", "low", "close", "volume")})
+        columns = ["open", "high", "low", "close", "volume"]
+        if Path(path).suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            frame[columns] = frame[columns].map(repr)
+        else:
+            frame = pd.read_csv(path, dtype={c: "str" for c in columns})
         self.times = frame["timestamp"].to_numpy(dtype=np.int64)
-        self.values = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=object)
+        self.values = frame[columns].to_numpy(dtype=object)
         self.interval_ms = interval_ms
 
     def rows(self, lo: int, hi: int) -> list[list]:
@@ -177,7 +185,10 @@ class BinanceStub:
             ("BTCUSDT", "1h"): DATA_DIR / "BTC_USDT-1h.csv",
             ("ETHUSDT", "1h"): DATA_DIR / "ETH_USDT-1h.csv",
         }
-        self.markets = [_symbol_info("BTCUSDT", "BTC", "USDT"), _symbol_info("ETHUSDT", "ETH", "USDT")]
+        # GET /api/v3/exchangeInfo: "Current exchange trading rules and symbol information", one entry per
+        # market in ``symbols``; the markets of ``data`` when given (USDT pairs), else BTCUSDT and ETHUSDT
+        ids = sorted({market for market, _ in data}) if data else ["BTCUSDT", "ETHUSDT"]
+        self.markets = [_symbol_info(m, m.removesuffix("USDT"), "USDT") for m in ids]
         self.now_ms = now_ms
         #: path -> handler(params) -> (status, body); add entries to extend the stub.
         self.routes: dict[str, Callable[[dict[str, str]], tuple[int, object]]] = {
@@ -235,6 +246,18 @@ class BinanceStub:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_markets(cls, files: dict[str, Path], interval: str = "1h", **kwargs: object) -> BinanceStub:
+        """A stub serving several USDT pairs, each from its own candle file: ``{"ADA/USDT": path, ...}``.
+
+        Binance serves each market's candles on its own (GET /api/v3/klines: "Kline/candlestick bars for
+        a symbol. Klines are uniquely identified by their open time."; ``symbol`` is a required single
+        market): a client polls every coin of a universe with one request per symbol, and a candle
+        missing from one market's file is missing from that market's answers only.
+        """
+        data = {(symbol.replace("/", ""), interval): Path(path) for symbol, path in files.items()}
+        return cls(data, **kwargs)  # type: ignore[arg-type]
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> BinanceStub:

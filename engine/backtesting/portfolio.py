@@ -304,6 +304,18 @@ def _forecast_list(symbols: Sequence[str], T: int, forecasts: Mapping[str, np.nd
     return out
 
 
+def add_portfolio_costs(broker: bt.brokers.BackBroker, symbols: Sequence[str], setup: PortfolioSetup,
+                        ledger: list[tuple[int, float]] | None = None) -> None:
+    """A portfolio's costs on a broker :func:`engine.backtesting.broker.configure_broker` set up: per coin
+    (by feed name) the fee and ``setup.short_rate`` (:class:`ShortBorrowCommission`, charges appended to
+    ``ledger``), borrow paid from cash and not booked into a fill's commission (``int2pnl`` off). The
+    backtest's event loop and a universe paper session (:mod:`engine.paper.universe`) both call it."""
+    broker.set_int2pnl(False)  # borrow is cash paid, not part of a fill's commission
+    for s in symbols:
+        broker.addcommissioninfo(
+            ShortBorrowCommission(commission=setup.costs.fee, short_rate=setup.short_rate, ledger=ledger), name=s)
+
+
 def simulate_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping[str, np.ndarray] | None,
                        levels: Sequence[float], setup: PortfolioSetup) -> PortfolioSimulation:
     """backtrader's event loop over N feeds (:class:`PortfolioData`) with the engine's broker.
@@ -325,13 +337,10 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping[str,
     levels = tuple(float(q) for q in levels) if forecasts else (0.5,)
     cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True, exactbars=False)
     configure_broker(cerebro, setup.cash, setup.costs, broker_cls=PortfolioBroker)
-    cerebro.broker.set_int2pnl(False)  # borrow is cash paid, not part of a fill's commission
     ledger: list[tuple[int, float]] = []
+    add_portfolio_costs(cerebro.broker, symbols, setup, ledger)
     for s, v in zip(symbols, values):
-        data = PortfolioData(dataname=bars[s], forecast_values=v, quantile_levels=levels, name=s)
-        cerebro.adddata(data)
-        cerebro.broker.addcommissioninfo(
-            ShortBorrowCommission(commission=setup.costs.fee, short_rate=setup.short_rate, ledger=ledger), name=s)
+        cerebro.adddata(PortfolioData(dataname=bars[s], forecast_values=v, quantile_levels=levels, name=s))
     cerebro.addstrategy(setup.strategy_cls, **setup.params)
     cerebro.addanalyzer(PortfolioRecorder, _name="recorder")
     try:

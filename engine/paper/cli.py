@@ -1,4 +1,4 @@
-"""``python -m engine paper STRATEGY [--mode sim|testnet] [--resume RUN_DIR]``.
+"""``python -m engine paper STRATEGY [--mode sim|testnet] [--resume RUN_DIR] [--universe NAME|FILE|LIST]``.
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM, at any time: during start-up the run
 stops after the current step), 3 when the kill switch stopped trading, 130 after a second
@@ -45,6 +45,9 @@ def add_paper_parser(
                         "(paper.model = \"frozen\"; its predictor, market and timeframe must be this run's)")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="trained predictors: serve this stored checkpoint folder, frozen (paper.checkpoint)")
+    p.add_argument("--universe", help="trade a portfolio strategy (strategies/rank_long_short.py) on live candles of a "
+                                      "universe of coins, sim mode only: a name from config.toml's [universes], a file "
+                                      "of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
     add_run_flags(p)
 
 
@@ -108,7 +111,13 @@ def _run_paper(args: argparse.Namespace, cfg: Config, signals: StopSignals) -> i
             raise UserInputError(f"--resume {resume}: the run trades in {cfg.paper.mode} mode; drop --mode {args.mode}")
     elif args.mode:
         cfg = dataclasses.replace(cfg, paper=dataclasses.replace(cfg.paper, mode=args.mode))
-    runner = PaperRunner(cfg, args.strategy, resume_dir=resume, install_signals=False, stop=signals.event)
+    if cfg.data.universe:
+        from engine.paper.universe import UniversePaperRunner  # loaded by the command (start-up time)
+
+        runner: PaperRunner = UniversePaperRunner(cfg, args.strategy, resume_dir=resume, install_signals=False,
+                                                  stop=signals.event)
+    else:
+        runner = PaperRunner(cfg, args.strategy, resume_dir=resume, install_signals=False, stop=signals.event)
     try:
         outcome = runner.run()
     except BaseException as exc:  # an error or a second signal: say where the run is, then the CLI reports it

@@ -152,6 +152,11 @@ def _result_from_ccxt(order: dict, base: str) -> ExchangeResult:
                           ",".join(fee_assets) or None, delta)
 
 
+def _of(symbol: str | None) -> str:
+    """`` of ADA/USDT`` for an order of a universe's coin, "" for the run's one market."""
+    return f" of {symbol}" if symbol else ""
+
+
 class OrderDesk:
     """Numbers, journals and (testnet) sends the strategy's orders; the kill switch lives here.
 
@@ -255,12 +260,14 @@ class OrderDesk:
         order.addinfo(seq=seq, client_id=cid)
         side = "buy" if order.isbuy() else "sell"
         size = abs(float(order.created.size))
+        symbol = order.data._name or None  # a universe's feeds are named by their coin; one market's is not
         bar = self.current_bar_ms()
         row = self.journal.order(seq)
         if row is not None:  # replay of a journaled order
-            if row.client_id != cid or row.side != side or abs(row.size - size) > 1e-9 * max(1.0, size):
-                msg = (f"replay diverged at order {seq}: journal has {row.side} {row.size} ({row.client_id}), "
-                       f"the strategy now makes {side} {size}")
+            if row.client_id != cid or row.side != side or abs(row.size - size) > 1e-9 * max(1.0, size) \
+                    or row.symbol != symbol:
+                msg = (f"replay diverged at order {seq}: journal has {row.side} {row.size}{_of(row.symbol)} "
+                       f"({row.client_id}), the strategy now makes {side} {size}{_of(symbol)}")
                 logger.warning(msg)
                 self.journal.event("replay_diverged", msg)
             if row.status == "rejected" and (row.reason or "").startswith(("kill switch", NO_NEW_POSITIONS)):
@@ -272,7 +279,7 @@ class OrderDesk:
                 self.kill(f"max_orders_per_day = {self.max_orders_per_day} reached on "
                           f"{bt.num2date(order.created.dt):%Y-%m-%d} UTC")
         status = "sending" if self.exchange_fills else "submitted"
-        self.journal.order_intent(seq, cid, bar, side, size, status)
+        self.journal.order_intent(seq, cid, bar, side, size, status, symbol=symbol)
         if self.killed is not None:
             reason = f"kill switch: {self.killed}"
             self.journal.order_answer(cid, "rejected", reason=reason)

@@ -21,6 +21,10 @@ Tables (times are candle open times in epoch ms, UTC):
 - ``monitor``: the live skill monitor after each bar that resolved a forecast
   (:class:`engine.paper.monitor.MonitorSnapshot.to_row`: decisions in the window, each measure's value,
   interval, band and state, ``decayed``), with the alert line printed then, if any.
+- ``universe_candles`` and ``universe_bars`` (universe sessions, :mod:`engine.paper.universe`): every
+  closed candle received per coin, and what each coin's feed carried at each bar of the universe's
+  clock (its candle, or a flat bar at its last close with ``candle = 0``; its forecast; its position
+  after the bar). ``orders.symbol`` names an order's coin.
 
 Every write is its own transaction (WAL, ``synchronous=FULL``), so a SIGKILL loses only
 what was not yet acknowledged. Secrets are never written here.
@@ -49,7 +53,7 @@ CREATE TABLE IF NOT EXISTS candles (
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY, client_id TEXT UNIQUE NOT NULL, bar_time INTEGER NOT NULL, side TEXT NOT NULL,
     size REAL NOT NULL, status TEXT NOT NULL, exchange_id TEXT, price REAL, filled REAL, fee REAL,
-    reason TEXT, created_ms INTEGER, updated_ms INTEGER, fee_asset TEXT, base_delta REAL
+    reason TEXT, created_ms INTEGER, updated_ms INTEGER, fee_asset TEXT, base_delta REAL, symbol TEXT
 );
 CREATE TABLE IF NOT EXISTS fills (
     client_id TEXT PRIMARY KEY, time INTEGER NOT NULL, side TEXT NOT NULL, size REAL NOT NULL,
@@ -61,6 +65,15 @@ CREATE TABLE IF NOT EXISTS equity (
 CREATE TABLE IF NOT EXISTS models (
     checkpoint TEXT PRIMARY KEY, fold INTEGER, cutoff TEXT, train_start TEXT, train_end TEXT, train_bars INTEGER,
     digest TEXT, first_decision INTEGER
+);
+CREATE TABLE IF NOT EXISTS universe_candles (
+    symbol TEXT NOT NULL, time INTEGER NOT NULL, open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL,
+    close REAL NOT NULL, volume REAL NOT NULL, received_ms INTEGER, PRIMARY KEY (symbol, time)
+);
+CREATE TABLE IF NOT EXISTS universe_bars (
+    time INTEGER NOT NULL, symbol TEXT NOT NULL, open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL,
+    close REAL NOT NULL, volume REAL NOT NULL, candle INTEGER NOT NULL, forecast TEXT, position REAL,
+    PRIMARY KEY (time, symbol)
 );
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, ms INTEGER, kind TEXT, message TEXT);
 CREATE TABLE IF NOT EXISTS monitor (
@@ -101,6 +114,7 @@ class OrderRow:
     fee_asset: str | None = None
     base_delta: float | None = None
     updated_ms: int = 0
+    symbol: str | None = None
 
 
 def _now_ms() -> int:
@@ -117,7 +131,7 @@ class Journal:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(orders)")}
-        for column, kind in (("fee_asset", "TEXT"), ("base_delta", "REAL")):  # journals written before them
+        for column, kind in (("fee_asset", "TEXT"), ("base_delta", "REAL"), ("symbol", "TEXT")):  # journals written before them
             if column not in columns:
                 self._add_column("orders", column, kind)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(candles)")}
@@ -200,13 +214,15 @@ class Journal:
         return frame
 
     # -- orders --------------------------------------------------------------------------
-    def order_intent(self, seq: int, client_id: str, bar_time: int, side: str, size: float, status: str) -> None:
-        """Write the order before it is sent; idempotent for a (seq, client id) already journaled."""
+    def order_intent(self, seq: int, client_id: str, bar_time: int, side: str, size: float, status: str,
+                     symbol: str | None = None) -> None:
+        """Write the order before it is sent; idempotent for a (seq, client id) already journaled.
+        ``symbol``: the order's coin in a universe session (None: the run's one market)."""
         with self.db:
             self.db.execute(
-                "INSERT OR IGNORE INTO orders(seq, client_id, bar_time, side, size, status, created_ms, updated_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, client_id, bar_time, side, float(size), status, _now_ms(), _now_ms()),
+                "INSERT OR IGNORE INTO orders(seq, client_id, bar_time, side, size, status, created_ms, updated_ms, "
+                "symbol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, client_id, bar_time, side, float(size), status, _now_ms(), _now_ms(), symbol),
             )
 
     def order_answer(
@@ -225,7 +241,7 @@ class Journal:
             )
 
     _ROW = ("SELECT seq, client_id, bar_time, side, size, status, exchange_id, price, filled, fee, reason, "
-            "fee_asset, base_delta, updated_ms FROM orders")
+            "fee_asset, base_delta, updated_ms, symbol FROM orders")
 
     def order(self, seq: int) -> OrderRow | None:
         row = self.db.execute(self._ROW + " WHERE seq = ?", (seq,)).fetchone()
@@ -285,6 +301,58 @@ class Journal:
         frame = pd.read_sql_query("SELECT * FROM equity ORDER BY time", self.db)
         frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="ms", utc=True), name="time").as_unit("ns")
         return frame
+
+    # -- universe sessions ---------------------------------------------------------------
+    def add_coin_candles(self, symbol: str, frame: pd.DataFrame) -> None:
+        """Closed candles of one coin of a universe as received (known ones are kept as they are)."""
+        if frame.empty:
+            return
+        times = frame.index.as_unit("ms").asi8.tolist()
+        values = frame[list(CANDLE_COLUMNS)].to_numpy(np.float64).tolist()
+        now = _now_ms()
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO universe_candles VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(symbol, t, *v, now) for t, v in zip(times, values)])
+
+    def coin_candles(self) -> dict[str, pd.DataFrame]:
+        """Each coin's journaled candles (Candles contract), by symbol."""
+        frame = pd.read_sql_query("SELECT * FROM universe_candles ORDER BY symbol, time", self.db)
+        out = {}
+        for symbol, rows in frame.groupby("symbol", sort=False):
+            index = pd.DatetimeIndex(pd.to_datetime(rows["time"].to_numpy(), unit="ms", utc=True), name="time")
+            out[str(symbol)] = pd.DataFrame(rows[list(CANDLE_COLUMNS)].to_numpy(np.float64), index=index.as_unit("ns"),
+                                            columns=list(CANDLE_COLUMNS))
+        return out
+
+    def add_clock_bar(self, time_ms: int, rows: list[tuple[str, tuple[float, ...], bool, np.ndarray]]) -> None:
+        """One bar of a universe's clock, every coin in one transaction (all or none): ``(symbol, OHLCV,
+        has its own candle, forecast (Q, H))`` per coin, in the feeds' order; the coins' own candles
+        are added to ``universe_candles`` in the same transaction."""
+        now = _now_ms()
+        with self.db:
+            self.db.execute("BEGIN")  # one transaction (the connection is in autocommit mode)
+            self.db.executemany("INSERT OR IGNORE INTO universe_candles VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(s, int(time_ms), *map(float, ohlcv), now) for s, ohlcv, candle, _ in rows if candle])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO universe_bars(time, symbol, open, high, low, close, volume, candle, forecast) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(int(time_ms), s, *map(float, ohlcv), int(candle), json.dumps(np.asarray(fc).tolist()))
+                 for s, ohlcv, candle, fc in rows])
+
+    def add_clock_close(self, time_ms: int, cash: float, value: float, positions: dict[str, float]) -> None:
+        """After the universe bar ``time_ms``: cash and value (``equity``, its close, forecast and position
+        left empty) and each coin's position (base units), in one transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR REPLACE INTO equity VALUES (?, NULL, NULL, NULL, ?, ?)",
+                            (int(time_ms), float(cash), float(value)))
+            self.db.executemany("UPDATE universe_bars SET position = ? WHERE time = ? AND symbol = ?",
+                                [(float(v), int(time_ms), s) for s, v in positions.items()])
+
+    def clock_bars(self) -> pd.DataFrame:
+        """The universe bars, rows in (time, feeds' order) order: time (ms), symbol, OHLCV, candle,
+        forecast (JSON), position."""
+        return pd.read_sql_query("SELECT * FROM universe_bars ORDER BY time, rowid", self.db)
 
     # -- skill monitor -------------------------------------------------------------------
     def add_monitor(self, time_ms: int, row: dict[str, Any], alert: str | None = None) -> None:

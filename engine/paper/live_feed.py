@@ -142,16 +142,7 @@ class LiveBars:
         return bar
 
     def _next_bar(self) -> Bar | None:
-        if self.replay:
-            return self.replay.popleft()
-        while not self.stop.is_set():
-            tick = self.ticks.get(self.stop)
-            if tick is None:
-                return None
-            bar = self.poll()
-            if bar is not None:
-                return bar
-        return None
+        return replayed_or_polled(self.replay, self.ticks, self.stop, self.poll)
 
     def poll(self) -> Bar | None:
         """Fetch the candle that closed at the last boundary; retry while late; forecast and journal it."""
@@ -228,19 +219,40 @@ class LiveBars:
     def forecast_last(self) -> np.ndarray:
         """``(Q, H)`` forecast for the newest candle from the last ``context_length`` candles (NaN if fewer),
         by the predictor, or for a trained one by the checkpoint the live fold plan serves it with."""
-        L = self.context_length
-        if len(self._times) < L:
+        if len(self._times) < self.context_length:
             self.last_checkpoint = None
             return self.nan_forecast.copy()
         predictor = self.predictor
         if self.models is not None:
             predictor, self.last_checkpoint = self.models.for_decision(self._times[-1])
-        index = pd.DatetimeIndex(pd.to_datetime(self._times[-L:], unit="ms", utc=True), name="time")
-        window = pd.DataFrame(self._rows[-L:], index=index, columns=list(CANDLE_COLUMNS),
-                              dtype="float64")
-        forecast = compute_forecasts(window, predictor, L, self.horizon, batch_size=1,
-                                     decision_index=index[-1:], progress=False)
-        return forecast.values[0]
+        return forecast_newest(self._times, self._rows, predictor, self.context_length, self.horizon)
+
+
+def replayed_or_polled(replay: deque, ticks: Ticks, stop: threading.Event, poll: Callable[[], Any]) -> Any:
+    """The next journaled bar of ``replay`` (resume), else the first bar ``poll()`` makes after a tick
+    (None: nothing new at that tick, wait for the next); None once stopped."""
+    if replay:
+        return replay.popleft()
+    while not stop.is_set():
+        if ticks.get(stop) is None:
+            return None
+        bar = poll()
+        if bar is not None:
+            return bar
+    return None
+
+
+def forecast_newest(times: list[int], rows: list[tuple[float, ...]], predictor: Predictor, context_length: int,
+                    horizon: int) -> np.ndarray:
+    """``(Q, H)`` forecast for the newest of the candles ``times`` (open times, ms) / ``rows`` (OHLCV) from its
+    last ``context_length`` candles, the decision bar included: a backtest's
+    :func:`engine.forecasting.signals.compute_forecasts` call on that window (at least ``context_length`` candles)."""
+    L = context_length
+    index = pd.DatetimeIndex(pd.to_datetime(times[-L:], unit="ms", utc=True), name="time")
+    window = pd.DataFrame(rows[-L:], index=index, columns=list(CANDLE_COLUMNS), dtype="float64")
+    forecast = compute_forecasts(window, predictor, L, horizon, batch_size=1, decision_index=index[-1:],
+                                 progress=False)
+    return forecast.values[0]
 
 
 def _json_array(text: str | None) -> list:

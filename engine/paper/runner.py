@@ -213,13 +213,18 @@ class PaperRunner:
         self.frozen: ServingCheckpoint | None = None
 
     # -- setup ---------------------------------------------------------------------------
+    def _market(self) -> tuple[str, str]:
+        """``(the journal's meta symbol, the run folder's market part)`` of what this run trades."""
+        return self.cfg.data.symbol, self.cfg.data.symbol
+
     def _open_run_dir(self) -> tuple[Path, Journal]:
         cfg = self.cfg
+        symbol, folder_part = self._market()
         if self.resume_dir is not None:
             run_dir = self.resume_dir
             journal = Journal(run_dir / JOURNAL_FILE)
             meta = journal.meta()
-            for key, value in (("symbol", cfg.data.symbol), ("timeframe", cfg.data.timeframe), ("mode", cfg.paper.mode)):
+            for key, value in (("symbol", symbol), ("timeframe", cfg.data.timeframe), ("mode", cfg.paper.mode)):
                 if meta.get(key) != value:
                     raise UserInputError(f"--resume {run_dir}: the run has {key} = {meta.get(key)!r}, not {value!r}")
             if meta.get("strategy_stem") != self.strategy_path.stem:
@@ -236,11 +241,11 @@ class PaperRunner:
             journal.event("resume", "resumed")
             return run_dir, journal
         run_dir = new_run_dir(Path(cfg.output.dir), "paper", self.strategy_path.stem, cfg.predictor.name,
-                              cfg.data.symbol, cfg.data.timeframe)
+                              folder_part, cfg.data.timeframe)
         write_resolved_config(cfg, run_dir / "config.toml")
         journal = Journal(run_dir / JOURNAL_FILE)
         prefix = "l4m" + hashlib.sha256(run_dir.name.encode()).hexdigest()[:10]
-        journal.set_meta(mode=cfg.paper.mode, exchange=cfg.data.exchange, symbol=cfg.data.symbol,
+        journal.set_meta(mode=cfg.paper.mode, exchange=cfg.data.exchange, symbol=symbol,
                          timeframe=cfg.data.timeframe, strategy=str(self.strategy_path),
                          strategy_stem=self.strategy_path.stem, predictor=cfg.predictor.name, client_prefix=prefix)
         return run_dir, journal
@@ -303,7 +308,7 @@ class PaperRunner:
             if self.models is not None:
                 self.models.close()
             try:
-                write_outputs(self.journal, self.run_dir, cfg, self.strategy_path.stem)
+                self._write_outputs()
             except Exception as exc:  # never hide the error that ended the run
                 logger.warning("could not write the run's reports: {}", exc)
             self._orders = len(self.journal.orders())
@@ -315,11 +320,7 @@ class PaperRunner:
     def _trade(self, strategy_cls: type, params: dict[str, Any], predictor: Predictor) -> None:
         cfg, p = self.cfg, self.cfg.paper
         policy = RetryPolicy(p.max_retries, p.backoff_base_s)
-        # One key says where candles come from, in backtests and here: data.exchange_url. A loopback
-        # stub in paper.api_url (tests) stands in for the whole exchange when data.exchange_url is empty.
-        public = public_exchange(cfg.data.exchange, cfg.data.exchange_url or p.api_url, p.request_timeout_s)
-        call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
-        self._check_stop("loading the exchange's markets")
+        public = self._candle_exchange(policy)
         private = None
         if p.mode == "testnet":
             private = sandbox_exchange(
@@ -384,6 +385,16 @@ class PaperRunner:
                     cfg.data.exchange, cfg.data.symbol, cfg.data.timeframe, p.mode, self.run_dir)
         self.ticks.start()
         cerebro.run()
+
+    def _candle_exchange(self, policy: RetryPolicy) -> Any:
+        """The key-less ccxt client candles come from, its markets loaded. One key says where candles come
+        from, in backtests and here: data.exchange_url. A loopback stub in paper.api_url (tests) stands in
+        for the whole exchange when data.exchange_url is empty."""
+        cfg, p = self.cfg, self.cfg.paper
+        public = public_exchange(cfg.data.exchange, cfg.data.exchange_url or p.api_url, p.request_timeout_s)
+        call_with_retries(public.load_markets, f"{public.id} load_markets", policy, self.stop)
+        self._check_stop("loading the exchange's markets")
+        return public
 
     def _live_models(self, predictor: Predictor, poller: CandlePoller) -> LiveModels:
         """The live fold plan's models: the training history fetched (retrain mode), the anchor kept in the journal."""
@@ -571,11 +582,7 @@ class PaperRunner:
         self._last_value = value
         median = forecast_lines(bar.forecast, self.feed.quantile_levels)[0]
         self.journal.add_equity(bar.time_ms, bar.close, median, position, cash, value)
-        self.peak = max(self.peak, value)
-        limit = self.cfg.paper.max_drawdown
-        if limit and self.peak > 0 and 1 - value / self.peak >= limit:
-            self.desk.kill(f"drawdown {1 - value / self.peak:.2%} from the peak equity {self.peak:.2f} reached "
-                           f"max_drawdown = {limit:.2%}")
+        self._check_drawdown(value)
         if bar.replay:
             if not self.bars.replay:
                 logger.info("resume: state restored at {} (position {:.6f}, equity {:.2f}); going live",
@@ -593,7 +600,23 @@ class PaperRunner:
                 self._after_model_bar(bar)
             every = self.cfg.paper.tearsheet_every_bars
             if every and self.live_bars % every == 0:
-                write_outputs(self.journal, self.run_dir, self.cfg, self.strategy_path.stem)
+                self._write_outputs()
+        self._stop_if_killed()
+
+    def _write_outputs(self) -> None:
+        """The run's report files from its journal (:func:`engine.paper.report.write_outputs`)."""
+        write_outputs(self.journal, self.run_dir, self.cfg, self.strategy_path.stem)
+
+    def _check_drawdown(self, value: float) -> None:
+        """Trip the kill switch when equity ``value`` fell ``paper.max_drawdown`` from its peak."""
+        self.peak = max(self.peak, value)
+        limit = self.cfg.paper.max_drawdown
+        if limit and self.peak > 0 and 1 - value / self.peak >= limit:
+            self.desk.kill(f"drawdown {1 - value / self.peak:.2%} from the peak equity {self.peak:.2f} reached "
+                           f"max_drawdown = {limit:.2%}")
+
+    def _stop_if_killed(self) -> None:
+        """Stop the run after this bar once the kill switch tripped."""
         if self.desk.killed is not None:
             self.stopped_by = f"kill switch: {self.desk.killed}"
             self.stop.set()
