@@ -2,7 +2,7 @@
 
 **Lookahead across coins** (:func:`check_universe_lookahead`). At sampled decision times ``t``
 (seeded, at least ``evaluation.lookahead_samples``, more while ``evaluation.lookahead_budget`` of the
-run's time lasts) the forecasts of **every coin with a forecast at** ``t`` are recomputed from a
+run's time lasts; at least 20 when 20 are estimated to cost at most :data:`CHEAP_SECONDS` or the budget) the forecasts of **every coin with a forecast at** ``t`` are recomputed from a
 universe whose candles of *every* coin are cut at ``t`` (:func:`truncated_universe`), through the
 same call that made the run's forecasts (the caller's ``recompute``: the universe run's own
 forecasting of a whole universe, forecast cache off). So a model that normalises across coins, or
@@ -60,7 +60,7 @@ from engine.backtesting.portfolio import (
 )
 from engine.backtesting.fast_path import strategy_params
 from engine.judging.evaluation import SUSPICIOUS, sharpe_lower_bound
-from engine.judging.lookahead import detectable_share, forecast_width, sample_times, tolerance
+from engine.judging.lookahead import MIN_SAMPLES_CHEAP, detectable_share, forecast_width, sample_times, tolerance
 from engine.judging.random_sign import draw_seed
 from feeds.timeframes import TimeRange
 from feeds.universe import Universe
@@ -76,6 +76,9 @@ __all__ = ["PAST_BATCH", "RandomRanking", "UniverseLookahead", "check_portfolio_
 
 #: Windows per coin in the past-only recomputation (b): the sampled time and the bars before it.
 PAST_BATCH = 8
+#: At least :data:`engine.judging.lookahead.MIN_SAMPLES_CHEAP` sampled times when that many are estimated (from
+#: the first) to cost at most this many seconds, or the budget: a cheap predictor gets a useful sample.
+CHEAP_SECONDS = 2.0
 
 Recompute = Callable[[Universe], Mapping[str, Forecast]]
 
@@ -234,8 +237,9 @@ def check_universe_lookahead(
     samples: list[tuple[pd.Timestamp, str, float, float]] = []  # (time, coin, diff, width)
     noise = 0.0
     checked: list[pd.Timestamp] = []
+    need = min_samples
     for t in candidates:
-        if len(checked) >= min_samples and clock() - t0 >= budget_s:
+        if len(checked) >= need and clock() - t0 >= budget_s:
             break
         run_at = _at(forecasts, t)
         i = int(decisions.get_loc(t))
@@ -251,6 +255,8 @@ def check_universe_lookahead(
             diff = float(min(np.abs(full - a).max(), np.abs(full - b).max()))
             samples.append((t, coin, diff, float(forecast_width(full))))
         checked.append(t)
+        if len(checked) == 1 and (clock() - t0) * MIN_SAMPLES_CHEAP <= max(budget_s, CHEAP_SECONDS):
+            need = max(min_samples, MIN_SAMPLES_CHEAP)
     mismatches = []
     for t, coin, diff, width in samples:
         tol = float(tolerance(width, noise))

@@ -301,9 +301,16 @@ class CrossSectionBaseline:
     performance: Performance
     rank_ic: float
     is_run: bool = False
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``momentum[lookback=24]``: the name and its parameters (its own config table)."""
+        return self.name + (f"[{', '.join(f'{k}={v}' for k, v in self.params.items())}]" if self.params else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"performance": self.performance, "rank_ic": self.rank_ic, "is_run": self.is_run}
+        return {"performance": self.performance, "rank_ic": self.rank_ic, "is_run": self.is_run,
+                "params": dict(self.params)}
 
 
 #: The naive cross-sectional baselines every universe run is put beside (issue 21 item 6).
@@ -344,7 +351,7 @@ class UniverseChecks:
             out.append(self.random_ranking.summary())
         for b in self.baselines.values():
             p = b.performance
-            out.append(f"baseline {b.name}{' (this run)' if b.is_run else ''} on the same universe and portfolio: total "
+            out.append(f"baseline {b.label}{' (this run)' if b.is_run else ''} on the same universe and portfolio: total "
                        f"return {p.total_return:+.1%}, Sharpe {p.sharpe:.2f}, mean Rank IC {b.rank_ic:+.4f}")
         return out + list(self.not_run)
 
@@ -359,7 +366,7 @@ def _baseline(cfg: Config, name: str, universe: Universe, bars: Any, setup: Port
     with np.errstate(all="ignore"):
         ic = cross_sectional_ic(fc[:, :, -1], real[:, :, -1], "spearman", 5)
     rank_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
-    return CrossSectionBaseline(name, _portfolio_performance(sim, ppy), rank_ic)
+    return CrossSectionBaseline(name, _portfolio_performance(sim, ppy), rank_ic, params=q_cfg.predictor.predictor_params())
 
 
 def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forecasts: UniverseForecasts, bars: Any,
@@ -416,7 +423,8 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
     baselines: dict[str, CrossSectionBaseline] = {}
     if reconciled:
         for name in BASELINE_PREDICTORS:
-            baselines[name] = (CrossSectionBaseline(name, _portfolio_performance(sim, ppy), cross.rank_ic.mean, True)
+            baselines[name] = (CrossSectionBaseline(name, _portfolio_performance(sim, ppy), cross.rank_ic.mean, True,
+                                                    p.predictor_params())
                                if p.name == name else _baseline(cfg, name, universe, bars, setup, ppy))
     else:
         not_run.append("momentum and reversal baselines: NOT RUN (the strategy's fast path did not reconcile with the "
@@ -662,7 +670,7 @@ def write_universe_folder(cfg: Config, run: UniverseBacktest, strategy_path: str
     checks = run.checks
     for b in (checks.baselines.values() if checks is not None else ()):
         if not b.is_run:
-            performance[f"{b.name} baseline"] = b.performance
+            performance[f"{b.label} baseline"] = b.performance
     drag = run.simulation.cost_drag()
     facts = [("turnover", f"{run.simulation.turnover.sum():.1f} x equity over the run"),
              ("cost drag", f"fees {drag['fees']:,.2f}, slippage {drag['slippage']:,.2f}, borrow {drag['borrow']:,.2f} "
@@ -675,7 +683,7 @@ def write_universe_folder(cfg: Config, run: UniverseBacktest, strategy_path: str
         if checks.random_ranking is not None:
             facts.append(("random ranking", checks.random_ranking.summary()))
         for b in checks.baselines.values():
-            facts.append((f"{b.name} baseline", f"mean Rank IC {b.rank_ic:+.4f}" + (" (this run's predictor)" if b.is_run
+            facts.append((f"{b.label} baseline", f"mean Rank IC {b.rank_ic:+.4f}" + (" (this run's predictor)" if b.is_run
                                                                                      else "")))
     flags = (("INVALID: lookahead — " if run.invalid else "")
              + ("UNCHECKED: lookahead check not run in full — " if checks is not None and checks.unchecked else ""))
