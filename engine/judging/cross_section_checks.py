@@ -85,15 +85,18 @@ Recompute = Callable[[Universe], Mapping[str, Forecast]]
 
 # -- lookahead across coins -----------------------------------------------------------------------
 def truncated_universe(universe: Universe, first: pd.Timestamp, t: pd.Timestamp, warmup: int) -> Universe:
-    """``universe`` as it was known at the close of ``t``: every coin's candles cut after ``t`` (its
-    warm-up kept), the range ``[first, t]``; coins with no decision in that range (no candle there
-    with ``warmup`` of their own before it) are left out, as a universe run leaves out coins without one."""
+    """``universe`` as it was known at the close of ``t``: every coin's candles cut after ``t``, the range
+    ``[first, t]``; coins with no decision in that range (no candle there with ``warmup`` of their own
+    before it) are left out, as a universe run leaves out coins without one. Of the candles before
+    ``first`` only the last ``warmup`` are kept (all a window of the range reads), so a recomputation
+    costs the windows it makes, not the coin's whole history."""
     candles = {}
     for s, c in universe.candles.items():
         known = c.loc[:t]
         inside = known.index[known.index >= first]
         if len(known) > warmup and len(inside) and inside[-1] >= known.index[warmup]:
-            candles[s] = known
+            start = max(0, len(known) - len(inside) - warmup)
+            candles[s] = known.iloc[start:]
     clock = universe.clock[(universe.clock >= first) & (universe.clock <= t)]
     return Universe(name=universe.name, timeframe=universe.timeframe,
                     timerange=TimeRange(first, t + pd.Timedelta(1, "ns")), candles=candles, clock=clock)
@@ -223,8 +226,9 @@ def check_universe_lookahead(
 
     """
     t0 = clock()
-    decisions = pd.DatetimeIndex(sorted(set().union(*(f.index for f in forecasts.values())))) if forecasts else \
-        pd.DatetimeIndex([], tz="UTC")
+    decisions = pd.DatetimeIndex([], tz="UTC")
+    for f in forecasts.values():
+        decisions = decisions.union(f.index)
     if min_samples <= 0:
         return UniverseLookahead(decisions=len(decisions), not_run=(
             "forecast recomputation: not run, evaluation.lookahead_samples = 0 turns it off; set it to 3 or more",))
@@ -241,6 +245,7 @@ def check_universe_lookahead(
     for t in candidates:
         if len(checked) >= need and clock() - t0 >= budget_s:
             break
+        s0 = clock()
         run_at = _at(forecasts, t)
         i = int(decisions.get_loc(t))
         alone = _at(recompute(truncated_universe(universe, t, t, warmup)), t)
@@ -255,7 +260,7 @@ def check_universe_lookahead(
             diff = float(min(np.abs(full - a).max(), np.abs(full - b).max()))
             samples.append((t, coin, diff, float(forecast_width(full))))
         checked.append(t)
-        if len(checked) == 1 and (clock() - t0) * MIN_SAMPLES_CHEAP <= max(budget_s, CHEAP_SECONDS):
+        if len(checked) == 1 and (clock() - s0) * MIN_SAMPLES_CHEAP <= max(budget_s, CHEAP_SECONDS):
             need = max(min_samples, MIN_SAMPLES_CHEAP)
     mismatches = []
     for t, coin, diff, width in samples:
