@@ -3,11 +3,9 @@ from universes cut at sampled times, the IC plausibility guard, random ranking, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from engine import cli

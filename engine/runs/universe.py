@@ -396,8 +396,12 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
         predictor_name=predictor.name)
     order_times = look.times[: max(1, ev.lookahead_samples)]
     if reconciled and order_times:
-        bad = check_portfolio_orders(bars, values, p.quantiles, setup, sim.orders, order_times)
-        look = dataclasses.replace(look, order_times=tuple(order_times), order_mismatches=tuple(bad))
+        try:
+            bad = check_portfolio_orders(bars, values, p.quantiles, setup, sim.orders, order_times)
+            look = dataclasses.replace(look, order_times=tuple(order_times), order_mismatches=tuple(bad))
+        except RuntimeError as exc:  # the fast path failed on bars cut short: say so, never "passed"
+            look = dataclasses.replace(look, not_run=look.not_run + (
+                f"portfolio orders: not checked by truncation, the fast path failed on the cut bars ({exc})",))
     elif not reconciled:
         look = dataclasses.replace(look, not_run=look.not_run + (
             "portfolio orders: not checked by truncation, the strategy's fast path did not reconcile with the event "
@@ -416,8 +420,11 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
         not_run.append("random ranking: NOT RUN (the strategy's fast path did not reconcile with the event loop on "
                        "this run; the draws run on the fast path only)")
     else:
-        ranking = random_ranking_draws(bars, values, p.quantiles, setup, sim.equity, ppy, draws=ev.random_sign_draws,
-                                       seed=ev.seed, alpha=ev.alpha)
+        try:
+            ranking = random_ranking_draws(bars, values, p.quantiles, setup, sim.equity, ppy,
+                                           draws=ev.random_sign_draws, seed=ev.seed, alpha=ev.alpha)
+        except RuntimeError as exc:
+            not_run.append(f"random ranking: NOT RUN ({exc})")
     timings["random_ranking"] = time.perf_counter() - t
     t = time.perf_counter()
     baselines: dict[str, CrossSectionBaseline] = {}
