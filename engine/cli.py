@@ -314,6 +314,12 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
 
     run = run_universe_backtest(cfg, args.strategy)
     sim = run.simulation
+    checks = run.checks
+    if run.invalid:
+        print(f"INVALID: {run.invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
+    elif checks is not None and checks.unchecked:
+        print(f"UNCHECKED: lookahead check {'NOT RUN' if not checks.lookahead.ran else 'not run in full'} — the numbers "
+              "below were not checked for lookahead (why: the lookahead line)")
     print(f"{run.strategy_name} | predictor {cfg.predictor.name} | universe {run.name}: {len(run.symbols)} coins "
           f"{cfg.data.timeframe} | {sim.equity.index[0]:%Y-%m-%d %H:%M} -> {sim.equity.index[-1]:%Y-%m-%d %H:%M} UTC | "
           f"{len(sim.equity)} bars | fee {cfg.broker.fee:.4%}, slippage {cfg.broker.slippage:.4%} per fill, shorts pay "
@@ -335,10 +341,16 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
           f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
     print(f"fast path: {run.fast_path}")
-    print(f"verdict: {run.verdict}")
-    for line in run.not_run:
+    unchecked = ("UNCHECKED for lookahead (the check " + ("did not run" if not checks.lookahead.ran else "did not run in "
+                 "full") + "; see the lookahead line) — ") if checks is not None and checks.unchecked else ""
+    print(f"verdict: {unchecked}{run.verdict}")
+    for line in (checks.lines() if checks is not None else []) + list(run.not_run):
         print(line)
     print(f"run folder: {run.run_dir}")
+    if run.invalid:
+        print(f"error: {run.invalid}", file=sys.stderr)
+        print(f"error: run kept in {run.run_dir}, marked INVALID: {run.invalid.split(':')[0]}", file=sys.stderr)
+        return EXIT_USER
     return 0
 
 

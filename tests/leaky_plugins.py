@@ -77,3 +77,19 @@ class FileLeak(Predictor):
         median = realised * (1.0 + self.config.noise * z)
         offsets = np.linspace(-self.config.spread, self.config.spread, len(self.quantile_levels))
         return median[:, None, :] + offsets[None, :, None]
+
+
+class NextCandleLeak(Predictor):
+    """Leaky on purpose through the engine's own route: the median at every step is the log return to the
+    **next batch row's** last close. A run batches a coin's windows in time order, so that row is the coin's
+    next candle; the last row of a batch (nothing after it) forecasts zero. Quantiles: median -/+ 0.01.
+    Load it as ``--predictor tests.leaky_plugins:NextCandleLeak``."""
+
+    name = "next_candle_leak"
+
+    def predict_quantiles(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
+        last = contexts[:, -1]
+        nxt = np.r_[last[1:], last[-1]]
+        median = np.log(nxt / last)
+        offsets = np.linspace(-0.01, 0.01, len(self.quantile_levels))
+        return (median[:, None, None] + offsets[None, :, None]) * np.ones((1, 1, horizon))

@@ -17,7 +17,7 @@ ARGS = ["--data-dir", str(SHARED_DATA / "universe"), "--set", f'data.universe_di
         "--timeframe", "1d", "--timerange", "20211201-20230601", "--predictor", "momentum",
         "--set", "predictor.context_length=30", "--set", "predictor.horizon=5",
         "--set", "strategy.rank_long_short.rebalance=5", "--set", "strategy.rank_long_short.k=2",
-        "--set", "evaluation.bootstrap_samples=200"]
+        "--set", "evaluation.bootstrap_samples=200", "--set", "evaluation.random_sign_draws=10"]
 STRATEGY = str(ROOT / "strategies" / "rank_long_short.py")
 
 
@@ -41,7 +41,11 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     assert "buy-and-hold" not in m["verdict"] and "equal-weight universe" in m["verdict"]
     cs = m["cross_section"]
     assert cs["rank_ic"]["periods"] > 300 and 0 <= cs["rank_ic"]["p_value"] <= 1 and len(cs["rank_ic_decay"]) == 5
-    assert any(line.startswith("lookahead check: NOT RUN") for line in m["not_run"])
+    assert m["lookahead"]["status"] == "passed" and m["lookahead"]["pairs"] >= 3 * 5 and m["invalid"] is None
+    assert not any("lookahead" in line for line in m["not_run"]) and m["suspicious"] == []
+    assert m["random_ranking"]["draws"] == 10 and 0 <= m["random_ranking"]["sharpe"]["percentile"] <= 100
+    assert m["cross_section_baselines"]["momentum"]["is_run"] and not m["cross_section_baselines"]["reversal"]["is_run"]
+    assert m["cross_section_baselines"]["reversal"]["rank_ic"] == pytest.approx(-cs["rank_ic"]["mean"], abs=1e-12)
     assert m["significance"]["trials"]["n"] == 1  # its own row, kind "universe", in the output folder's ledger
     eq = pd.read_csv(run_dir / "equity.csv", index_col=0)
     assert eq["equity"].iloc[-1] == pytest.approx(m["performance"]["final_equity"])

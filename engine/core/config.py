@@ -194,6 +194,8 @@ class EvaluationConfig:
     max_plausible_sharpe: float = 3.0
     max_plausible_accuracy: float = 0.6
     min_plausible_mase: float = 0.8
+    max_plausible_ic: float = 0.15
+    max_plausible_rank_ic: float = 0.15
     max_fallback_share: float = 0.05
 
 
@@ -680,6 +682,9 @@ def _validate(cfg: Config) -> None:
         )
     if not 0 < e.min_plausible_mase < 1:
         raise ConfigError(f"evaluation.min_plausible_mase = {e.min_plausible_mase} must be in (0, 1), e.g. 0.8")
+    for key in ("max_plausible_ic", "max_plausible_rank_ic"):
+        if not 0 < getattr(e, key) < 1:
+            raise ConfigError(f"evaluation.{key} = {getattr(e, key)} must be a correlation in (0, 1), e.g. 0.15")
     if not 0 <= e.max_fallback_share <= 1:
         raise ConfigError(
             f"evaluation.max_fallback_share = {e.max_fallback_share} must be a share of forecast windows in [0, 1], e.g. 0.05"

@@ -41,7 +41,11 @@ from engine.backtesting.strategy_loader import check_strategy_params, load_strat
 from engine.core.config import Config
 from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
-from engine.judging.evaluation import significance_report
+from engine.judging.cross_section_checks import (
+    RandomRanking, UniverseLookahead, check_portfolio_orders, check_universe_lookahead, ic_findings,
+    random_ranking_draws, sharpe_finding,
+)
+from engine.judging.evaluation import flag_significance, significance_report
 from engine.judging.ledger import LedgerError, TrialLedger
 from engine.judging.verdict import file_hash, ledger_unusable, trial_row
 from engine.runs.compare import check_predictors, variant
@@ -201,6 +205,8 @@ class UniverseBacktest:
         fast_path: the fast path against the event loop on this run, in words.
         not_run: checks a single-market run makes that this run did not, each with why.
         run_dir: the run folder.
+        checks: the lookahead check across coins, the plausibility findings, random ranking and the
+            momentum/reversal baselines (:class:`UniverseChecks`).
     """
 
     name: str
@@ -221,12 +227,19 @@ class UniverseBacktest:
     not_run: tuple[str, ...]
     run_dir: Path
     timings: Mapping[str, float]
+    checks: "UniverseChecks | None" = None
+
+    @property
+    def invalid(self) -> str | None:
+        """``"lookahead: ..."`` when the lookahead check across coins found a leak, else None."""
+        return self.checks.invalid if self.checks is not None else None
 
 
 NOT_RUN = (
-    "lookahead check: NOT RUN (universe runs do not recompute forecasts without later candles yet; each coin's "
-    "forecast is the single-market call, whose windows end at the decision bar)",
-    "random-sign and naive baselines: NOT RUN for universe runs yet",
+    "forecast skill per coin (MASE, directional accuracy) and their plausibility bounds: NOT RUN for universe runs "
+    "(the IC, Rank IC and their bounds judge the ranking instead)",
+    "same strategy on the naive predictor: NOT RUN for universe runs (its forecast is the same for every coin and ranks "
+    "nothing; random ranking and the momentum/reversal baselines stand in)",
 )
 
 
@@ -279,6 +292,155 @@ def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, 
 
 
 @dataclass(frozen=True)
+class CrossSectionBaseline:
+    """A naive cross-sectional baseline (``momentum``, ``reversal``) traded by the same portfolio strategy on the
+    same universe, clock and costs (fast path): its ``performance``, mean Rank IC at the horizon, and whether it
+    is the run's own predictor."""
+
+    name: str
+    performance: Performance
+    rank_ic: float
+    is_run: bool = False
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``momentum[lookback=24]``: the name and its parameters (its own config table)."""
+        return self.name + (f"[{', '.join(f'{k}={v}' for k, v in self.params.items())}]" if self.params else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"performance": self.performance, "rank_ic": self.rank_ic, "is_run": self.is_run,
+                "params": dict(self.params)}
+
+
+#: The naive cross-sectional baselines every universe run is put beside (issue 21 item 6).
+BASELINE_PREDICTORS = ("momentum", "reversal")
+
+
+@dataclass(frozen=True)
+class UniverseChecks:
+    """What a universe run checked of what a single-market run checks (:mod:`engine.judging.cross_section_checks`).
+
+    Attributes:
+        lookahead: the recomputation across coins (and the portfolio's orders on bars cut at sampled times).
+        suspicious: the plausibility guard's findings (IC, Rank IC, Sharpe), ``"suspicious — check for leaks: ..."``.
+        random_ranking: the strategy among K draws of its forecasts shuffled across coins, or None (``not_run``).
+        baselines: ``momentum`` and ``reversal`` on the same universe and portfolio, by name.
+        not_run: those that did not run, each with why.
+    """
+
+    lookahead: UniverseLookahead
+    suspicious: tuple[str, ...] = ()
+    random_ranking: RandomRanking | None = None
+    baselines: Mapping[str, CrossSectionBaseline] = dataclasses.field(default_factory=dict)
+    not_run: tuple[str, ...] = ()
+
+    @property
+    def invalid(self) -> str | None:
+        return self.lookahead.invalid_reason()
+
+    @property
+    def unchecked(self) -> str | None:
+        return self.lookahead.unchecked_reason()
+
+    def lines(self) -> list[str]:
+        """The printed lines: the lookahead summary, findings, random ranking, baselines, what did not run."""
+        out = [self.lookahead.summary()]
+        out += [f.replace("suspicious", "SUSPICIOUS", 1) for f in self.suspicious]
+        if self.random_ranking is not None:
+            out.append(self.random_ranking.summary())
+        for b in self.baselines.values():
+            p = b.performance
+            out.append(f"baseline {b.label}{' (this run)' if b.is_run else ''} on the same universe and portfolio: total "
+                       f"return {p.total_return:+.1%}, Sharpe {p.sharpe:.2f}, mean Rank IC {b.rank_ic:+.4f}")
+        return out + list(self.not_run)
+
+
+def _baseline(cfg: Config, name: str, universe: Universe, bars: Any, setup: PortfolioSetup,
+              ppy: float) -> CrossSectionBaseline:
+    """``name``'s forecasts of ``universe`` (cached as any run's) traded on the portfolio's fast path."""
+    q_cfg = variant(cfg, cfg.data.symbol, name, Path(cfg.output.dir))
+    forecasts = universe_forecasts(q_cfg, universe, build_predictor(q_cfg)).forecasts
+    sim = fast_simulate_portfolio(bars, aligned_forecasts(universe.clock, forecasts), q_cfg.predictor.quantiles, setup)
+    fc, real = cross_section_panels(universe, forecasts)
+    with np.errstate(all="ignore"):
+        ic = cross_sectional_ic(fc[:, :, -1], real[:, :, -1], "spearman", 5)
+    rank_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
+    return CrossSectionBaseline(name, _portfolio_performance(sim, ppy), rank_ic, params=q_cfg.predictor.predictor_params())
+
+
+def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forecasts: UniverseForecasts, bars: Any,
+                    values: Mapping[str, np.ndarray], setup: PortfolioSetup, sim: PortfolioSimulation, reconciled: bool,
+                    ppy: float, cross: CrossSectionReport, elapsed: float) -> tuple[UniverseChecks, dict[str, float]]:
+    """The single-market run's checks across the universe: lookahead across coins (budget: ``lookahead_budget`` x
+    ``elapsed`` seconds), the plausibility guard (IC, Rank IC, Sharpe), random ranking and the momentum/reversal
+    baselines (these two on the fast path: NOT RUN when it did not reconcile). Returns the checks and their seconds."""
+    ev, p = cfg.evaluation, cfg.predictor
+    timings: dict[str, float] = {}
+    not_run: list[str] = []
+    t = time.perf_counter()
+    fresh = dataclasses.replace(cfg, predictor=dataclasses.replace(p, cache=False),
+                                output=dataclasses.replace(cfg.output, progress=False))
+
+    def recompute(u: Universe) -> Mapping[str, Forecast]:
+        logger.disable("engine.forecasting")  # two calls per coin and sampled time: their lines say nothing new
+        try:
+            return universe_forecasts(fresh, u, predictor).forecasts
+        finally:
+            logger.enable("engine.forecasting")
+
+    look = check_universe_lookahead(
+        universe, forecasts.forecasts, recompute,
+        warmup=p.context_length - 1, batch_size=p.batch_size, min_samples=ev.lookahead_samples,
+        budget_s=ev.lookahead_budget * elapsed, seed=ev.seed, batch_invariant=predictor.batch_invariant,
+        predictor_name=predictor.name)
+    order_times = look.times[: max(1, ev.lookahead_samples)]
+    if reconciled and order_times:
+        try:
+            bad = check_portfolio_orders(bars, values, p.quantiles, setup, sim.orders, order_times)
+            look = dataclasses.replace(look, order_times=tuple(order_times), order_mismatches=tuple(bad))
+        except RuntimeError as exc:  # the fast path failed on bars cut short: say so, never "passed"
+            look = dataclasses.replace(look, not_run=look.not_run + (
+                f"portfolio orders: not checked by truncation, the fast path failed on the cut bars ({exc})",))
+    elif not reconciled:
+        look = dataclasses.replace(look, not_run=look.not_run + (
+            "portfolio orders: not checked by truncation, the strategy's fast path did not reconcile with the event "
+            "loop on this run",))
+    timings["lookahead"] = time.perf_counter() - t
+    t = time.perf_counter()
+    suspicious = ic_findings(cross.ic, cross.rank_ic, max_ic=ev.max_plausible_ic, max_rank_ic=ev.max_plausible_rank_ic,
+                             alpha=ev.alpha)
+    suspicious += sharpe_finding(sim.equity, ppy, max_sharpe=ev.max_plausible_sharpe, alpha=ev.alpha)
+    timings["plausibility"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ranking = None
+    if not ev.random_sign_draws:
+        not_run.append("random ranking: NOT RUN (evaluation.random_sign_draws = 0)")
+    elif not reconciled:
+        not_run.append("random ranking: NOT RUN (the strategy's fast path did not reconcile with the event loop on "
+                       "this run; the draws run on the fast path only)")
+    else:
+        try:
+            ranking = random_ranking_draws(bars, values, p.quantiles, setup, sim.equity, ppy,
+                                           draws=ev.random_sign_draws, seed=ev.seed, alpha=ev.alpha)
+        except RuntimeError as exc:
+            not_run.append(f"random ranking: NOT RUN ({exc})")
+    timings["random_ranking"] = time.perf_counter() - t
+    t = time.perf_counter()
+    baselines: dict[str, CrossSectionBaseline] = {}
+    if reconciled:
+        for name in BASELINE_PREDICTORS:
+            baselines[name] = (CrossSectionBaseline(name, _portfolio_performance(sim, ppy), cross.rank_ic.mean, True,
+                                                    p.predictor_params())
+                               if p.name == name else _baseline(cfg, name, universe, bars, setup, ppy))
+    else:
+        not_run.append("momentum and reversal baselines: NOT RUN (the strategy's fast path did not reconcile with the "
+                       "event loop on this run)")
+    timings["cross_section_baselines"] = time.perf_counter() - t
+    return UniverseChecks(look, tuple(suspicious), ranking, baselines, tuple(not_run)), timings
+
+
+@dataclass(frozen=True)
 class UniverseComputation:
     """Everything one universe run computed before it is judged against other trials or written."""
 
@@ -304,6 +466,7 @@ class UniverseComputation:
     cross_section: CrossSectionReport
     timings: dict[str, float]
     started: float
+    checks: UniverseChecks | None = None
 
 
 def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputation:
@@ -372,12 +535,15 @@ def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputat
                    if btc is not None else None)
     cross = cross_section_report(universe, forecasts.forecasts)
     timings["skill"] = time.perf_counter() - t
+    checks, spent = universe_checks(cfg, universe, predictor, forecasts, bars, values, setup, sim,
+                                    fast_path.startswith("reconciled"), ppy, cross, time.perf_counter() - started)
+    timings.update(spent)
     return UniverseComputation(
         cfg=cfg, strategy_path=str(strategy_path), stem=stem, name=name, universe=universe,
         strategy_name=strategy_cls.__name__, params=params, predictor=predictor, forecasts=forecasts, simulation=sim,
         reference=reference, reference_simulated=how, fast_path=fast_path, btc=btc, btc_missing=btc_missing,
         periods_per_year=ppy, metrics=metrics, reference_metrics=ref_metrics, btc_metrics=btc_metrics,
-        cross_section=cross, timings=timings, started=started)
+        cross_section=cross, timings=timings, started=started, checks=checks)
 
 
 def universe_row(c: UniverseComputation, run_dir: Path) -> Any:
@@ -391,7 +557,9 @@ def universe_row(c: UniverseComputation, run_dir: Path) -> Any:
         predictor_hash=predictor_hash(c.predictor, p.context_length, p.horizon, p.batch_size),
         model=c.predictor.model_info().name, metrics=c.metrics, n_bars=len(sim.equity),
         period=(first.isoformat(), sim.equity.index[-1].isoformat()), timerange=d.timerange or f"{first:%Y%m%d}-",
-        unchecked=NOT_RUN[0])
+        invalid=c.checks.invalid if c.checks else None,
+        suspicious="; ".join(c.checks.suspicious) if c.checks and c.checks.suspicious else None,
+        unchecked=c.checks.unchecked if c.checks else "lookahead: NOT RUN")
 
 
 def ledger_rows_and_counts(cfg: Config, computed: list[UniverseComputation], run_dirs: list[Path]) -> tuple[
@@ -418,6 +586,8 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
     sig = significance_report(c.simulation.equity, c.periods_per_year, n_trials, var_sharpes, ev.alpha,
                               ev.bootstrap_samples, ev.seed, benchmark=c.reference.equity, trials=trials,
                               benchmark_words=EQUAL_WEIGHT)
+    if c.checks is not None and c.checks.suspicious:
+        sig = flag_significance(sig, c.checks.suspicious, None)
     timings = dict(c.timings)
     timings["judge"] = time.perf_counter() - t
     out = UniverseBacktest(
@@ -425,7 +595,8 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
         simulation=c.simulation, reference=c.reference, reference_simulated=c.reference_simulated, btc=c.btc,
         metrics=c.metrics, reference_metrics=c.reference_metrics, btc_metrics=c.btc_metrics, significance=sig,
         verdict=sig.verdict, cross_section=c.cross_section, fast_path=c.fast_path,
-        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings)
+        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings,
+        checks=c.checks)
     t = time.perf_counter()
     write_universe_folder(c.cfg, out, c.strategy_path, c.forecasts)
     timings["write"] = time.perf_counter() - t
@@ -475,6 +646,12 @@ def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, fore
         "fills": len(sim.fills), "rejected_orders": len(sim.rejected),
         "significance": run.significance, "verdict": run.verdict, "fast_path": run.fast_path,
         "cross_section": run.cross_section.to_json(), "not_run": list(run.not_run),
+        "invalid": run.invalid, "unchecked": run.checks.unchecked if run.checks else None,
+        "lookahead": run.checks.lookahead.to_json() if run.checks else None,
+        "suspicious": list(run.checks.suspicious) if run.checks else [],
+        "random_ranking": run.checks.random_ranking.to_json() if run.checks and run.checks.random_ranking else None,
+        "cross_section_baselines": {k: b.to_json() for k, b in run.checks.baselines.items()} if run.checks else {},
+        "checks_not_run": list(run.checks.not_run) if run.checks else [],
         "timings": dict(run.timings), "config_hash": cfg.hash(),
     }
 
@@ -497,6 +674,10 @@ def write_universe_folder(cfg: Config, run: UniverseBacktest, strategy_path: str
     performance = {"strategy": run.metrics, "equal-weight universe": run.reference_metrics}
     if run.btc_metrics is not None:
         performance["buy & hold BTC"] = run.btc_metrics
+    checks = run.checks
+    for b in (checks.baselines.values() if checks is not None else ()):
+        if not b.is_run:
+            performance[f"{b.label} baseline"] = b.performance
     drag = run.simulation.cost_drag()
     facts = [("turnover", f"{run.simulation.turnover.sum():.1f} x equity over the run"),
              ("cost drag", f"fees {drag['fees']:,.2f}, slippage {drag['slippage']:,.2f}, borrow {drag['borrow']:,.2f} "
@@ -504,12 +685,23 @@ def write_universe_folder(cfg: Config, run: UniverseBacktest, strategy_path: str
              ("fills", f"{len(run.simulation.fills)} ({len(run.simulation.rejected)} orders refused for lack of cash)"),
              ("fast path", run.fast_path), ("equal-weight universe simulated by", run.reference_simulated),
              ("forecasts", f"{len(forecasts.forecasts)} coins, {sum(forecasts.cache_hits.values())} from the cache")]
+    if checks is not None:
+        facts.append(("lookahead", checks.lookahead.summary()))
+        if checks.random_ranking is not None:
+            facts.append(("random ranking", checks.random_ranking.summary()))
+        for b in checks.baselines.values():
+            facts.append((f"{b.label} baseline", f"mean Rank IC {b.rank_ic:+.4f}" + (" (this run's predictor)" if b.is_run
+                                                                                     else "")))
+    flags = (("INVALID: lookahead — " if run.invalid else "")
+             + ("UNCHECKED: lookahead check not run in full — " if checks is not None and checks.unchecked else ""))
     cs = run.cross_section
     write_cross_section_page(
         d / "cross_section.html", title=(f"{run.strategy_name} / {cfg.predictor.name} on {run.name} "
                                          f"({len(run.symbols)} coins) {cfg.data.timeframe} {cfg.data.timerange or 'all data'}"),
-        equity=eq, performance=performance, verdict=run.verdict, facts=facts, ic=cs.ic, rank_ic=cs.rank_ic,
-        decay=cs.rank_ic_decay, deciles=cs.deciles, rank_ic_series=cs.rank_ic_series, notes=run.not_run)
+        equity=eq, performance=performance, verdict=flags + run.verdict, facts=facts, ic=cs.ic, rank_ic=cs.rank_ic,
+        decay=cs.rank_ic_decay, deciles=cs.deciles, rank_ic_series=cs.rank_ic_series,
+        notes=[*(checks.suspicious if checks is not None else ()), *(checks.not_run if checks is not None else ()),
+               *run.not_run])
 
 
 # -- compare on a universe: every predictor on the same coins, clock, costs and trials ----------------
