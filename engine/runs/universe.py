@@ -52,6 +52,7 @@ from engine.runs.compare import check_predictors, variant
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
 from feeds.errors import FeedsInputError
+from predictors.errors import PredictorError
 from feeds.history import load_candles
 from feeds.timeframes import infer_bars_per_year, timeframe_to_timedelta
 from feeds.universe import Universe, folder_of, load_universe
@@ -430,9 +431,14 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
     baselines: dict[str, CrossSectionBaseline] = {}
     if reconciled:
         for name in BASELINE_PREDICTORS:
-            baselines[name] = (CrossSectionBaseline(name, _portfolio_performance(sim, ppy), cross.rank_ic.mean, True,
-                                                    p.predictor_params())
-                               if p.name == name else _baseline(cfg, name, universe, bars, setup, ppy))
+            if p.name == name:
+                baselines[name] = CrossSectionBaseline(name, _portfolio_performance(sim, ppy), cross.rank_ic.mean, True,
+                                                       p.predictor_params())
+                continue
+            try:
+                baselines[name] = _baseline(cfg, name, universe, bars, setup, ppy)
+            except (PredictorError, UserInputError) as exc:  # e.g. its lookback does not fit this run's context
+                not_run.append(f"{name} baseline: NOT RUN ({exc})")
     else:
         not_run.append("momentum and reversal baselines: NOT RUN (the strategy's fast path did not reconcile with the "
                        "event loop on this run)")
