@@ -347,7 +347,8 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
         how = ("one model per fold on every coin (pooled)" if training["mode"] == "pooled"
                else "one model per coin per fold (per_coin: each coin's single-market walk-forward)")
         print(f"walk-forward: {how}; {training['folds']} folds, {training['fold_models']} fold models, "
-              f"{training['trained_now']} trained by this run, the rest from stored checkpoints")
+              f"{training['trained_now']} trained by this run, {training['fold_models'] - training['trained_now']} "
+              "from stored checkpoints")
     print(f"verdict: {run.verdict}")
     for line in run.not_run:
         print(line)

@@ -58,6 +58,14 @@ def test_jobs_2_gives_the_sequential_forecasts_and_cache_files(universe, tmp_pat
         universe_forecasts(cfg, universe, build_predictor(cfg), jobs=0)
 
 
+def test_jobs_without_a_universe_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = cli.main(["backtest", "strategies/llm_signal.py", "--data-dir", str(SHARED_DATA), "--jobs", "2",
+                     "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--jobs and --ray spread a universe's coins" in err and "Traceback" not in err
+
+
 @pytest.mark.slow  # four universe runs, two of them in worker processes
 def test_compare_on_a_universe_with_jobs_2_is_the_sequential_compare(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)

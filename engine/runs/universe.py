@@ -2,11 +2,14 @@
 builds on these).
 
 :func:`universe_forecasts` forecasts every coin of a :class:`feeds.universe.Universe` at each of its
-decision times, **the same call a single-market run makes** (:func:`engine.forecasting.signals.cached_forecasts`
-on the coin's own candles with the same warm-up, the same decision times): the forecast cache is
-shared both ways, so a universe run after single-coin runs recomputes nothing. A coin listed inside
-the range enters once it has ``context_length - 1`` candles of its own before a decision (its warm-up);
-before that it has no forecast.
+decision times, on the coin's own candles with the same warm-up and decision times as a single-market
+run, each coin's forecasts cached **under that run's key**: the forecast cache is shared both ways, so a
+universe run after single-coin runs recomputes nothing. The coins the cache does not hold go through the
+predictor in one batched pass, batches mixing coins where the predictor is batch invariant
+(:func:`engine.forecasting.signals.cached_forecasts_many`); trained predictors train walk-forward per coin
+or pooled across coins (``Predictor.universe_training``); ``jobs``/``ray_address`` spread the coins (or a
+pooled run's folds) over processes or Ray tasks. A coin listed inside the range enters once it has
+``context_length - 1`` candles of its own before a decision (its warm-up); before that it has no forecast.
 
 :func:`cross_section_panels` puts median forecasts and realised outcomes on the universe's clock,
 ``(T, N, H)``: the realised value at step ``k`` is the coin's log return over its own next ``k + 1``
@@ -217,7 +220,8 @@ def training_history(cfg: Config, universe: Universe) -> dict[str, pd.DataFrame]
     return dict(loaded.candles)
 
 
-def _walk_forward_group(cfg: Config, factory: Any, markets: list[Any], worker: bool = True) -> list[Any]:
+def _walk_forward_group(cfg: Config, factory: Any, markets: list[Any], progress: bool = False,
+                        worker: bool = True) -> list[Any]:
     """One worker's coins, each the single-market walk-forward (per_coin training)."""
     if worker:
         _quiet_worker()
@@ -225,7 +229,7 @@ def _walk_forward_group(cfg: Config, factory: Any, markets: list[Any], worker: b
     out = []
     for candles, decisions in markets:
         forecast, record, stats = walk_forward_forecasts(cfg, candles, decisions, factory(), cache,
-                                                         progress=cfg.output.progress and not worker)
+                                                         progress=progress and not worker)
         out.append((forecast, record, stats))
     return out
 
@@ -260,7 +264,7 @@ def _trained_universe_forecasts(cfg: Config, universe: Universe, predictor: Pred
         done = _spread(_walk_forward_group, items, lambda group: (cfg, factory, group), jobs, ray_address,
                        "walk-forward", progress)
     else:
-        done = _walk_forward_group(cfg, factory, items, worker=False)
+        done = _walk_forward_group(cfg, factory, items, progress, worker=False)
     records = {s: r for s, (_, r, _) in zip(runnable, done)}
     return UniverseForecasts(forecasts={s: f for s, (f, _, _) in zip(runnable, done)},
                              cache_hits={s: r.forecast_cache_hit for s, r in records.items()},

@@ -177,9 +177,10 @@ class PooledCandles:
 
     @classmethod
     def of(cls, frames: Mapping[str, pd.DataFrame]) -> "PooledCandles":
-        idx = pd.DatetimeIndex([])
-        for frame in frames.values():
-            idx = idx.union(frame.index)
+        indexes = [pd.DatetimeIndex(frame.index) for frame in frames.values()]
+        idx = indexes[0] if indexes else pd.DatetimeIndex([], tz="UTC")
+        for other in indexes[1:]:
+            idx = idx.union(other)
         return cls(frames=dict(frames), index=pd.DatetimeIndex(idx))
 
     def __len__(self) -> int:
