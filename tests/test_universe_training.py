@@ -22,6 +22,7 @@ from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 COINS = ["ADA/USDT", "DOGE/USDT", "TRX/USDT", "XLM/USDT"]
+LATE = "IMX/USDT"  # listed 2022-01-10, inside the range: no training history before the first fold
 CONTEXT, HORIZON = 20, 3
 TRAINING = {"training.history_start": "20210701", "training.retrain_every": "45d", "training.epochs": 30,
             "training.val_fraction": 0.2}
@@ -36,7 +37,7 @@ def _cfg(tmp, predictor, **over):
 
 
 def _universe(cfg):
-    return load_universe("four", COINS, "1d", cfg.data.range, data_dirs=(SHARED_DATA / "universe",),
+    return load_universe("five", [*COINS, LATE], "1d", cfg.data.range, data_dirs=(SHARED_DATA / "universe",),
                          cache_dir=Path(cfg.data.cache_dir), exchange_id="binance", warmup_bars=CONTEXT - 1,
                          progress=False)
 
@@ -45,7 +46,8 @@ def test_per_coin_is_each_coins_single_market_walk_forward(tmp_path):
     cfg = _cfg(tmp_path, "tests.trainable_plugins:LinearAR")
     u = _universe(cfg)
     uf = universe_forecasts(cfg, u, build_predictor(cfg))
-    assert uf.training == "per_coin" and set(uf.forecasts) == set(COINS)
+    # a coin without training history before its first fold cannot walk forward on its own: left out, said so
+    assert uf.training == "per_coin" and set(uf.forecasts) == set(COINS) and uf.skipped == (LATE,)
     folds = len(uf.walk_forward["ADA/USDT"].plan.folds)
     assert folds >= 2 and uf.trained_now == folds * len(COINS)  # one model per coin per fold
     cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts")
@@ -71,14 +73,16 @@ def test_pooled_fits_one_model_per_fold_on_every_coin_before_its_cut_off(tmp_pat
     assert uf.training == "pooled" and len(plan.folds) >= 2
     assert len(trainable_plugins.POOLED_FITS) == len(plan.folds) == uf.trained_now  # one fit per fold, all coins
     for fold, fit, model in zip(plan.folds, trainable_plugins.POOLED_FITS, record.models):
-        assert set(fit) == set(COINS)
+        assert set(fit) == set(COINS)  # the late coin has no candle in these folds' training parts
         for symbol, (train_first, train_last, valid_first, valid_last) in fit.items():
             assert train_last < fold.cutoff <= fold.test_start and (valid_last is None or valid_last < fold.cutoff)
         # the engine's own record of what the fit received (meta.json), per coin
         frames = json.loads((model.directory / "meta.json").read_text())["fit_frames"]
         assert set(frames) == set(COINS)
         assert all(f["train_last"] < fold.cutoff.isoformat() for f in frames.values())
-    for symbol in COINS:  # every coin's decision served by the fold whose test span holds it
+    # the late coin is forecast by the pooled models from its own warm-up on (no per-coin history needed)
+    assert uf.forecasts[LATE].index[0] == u.candles[LATE].index[CONTEXT - 1] and uf.skipped == ()
+    for symbol in [*COINS, LATE]:  # every coin's decision served by the fold whose test span holds it
         r, f = uf.walk_forward[symbol], uf.forecasts[symbol]
         assert (r.served_by >= 0).all() and f.index.equals(r.decisions)
         starts = np.array([plan.folds[k].test_start for k in r.served_by])
@@ -86,7 +90,7 @@ def test_pooled_fits_one_model_per_fold_on_every_coin_before_its_cut_off(tmp_pat
     trainable_plugins.POOLED_FITS.clear()
     again = universe_forecasts(cfg, u, build_predictor(cfg))  # all cached: no fit, same forecasts
     assert trainable_plugins.POOLED_FITS == [] and all(again.cache_hits.values())
-    for symbol in COINS:
+    for symbol in [*COINS, LATE]:
         np.testing.assert_array_equal(again.forecasts[symbol].values, uf.forecasts[symbol].values)
 
 

@@ -41,8 +41,7 @@ from engine.backtesting.portfolio import (
 from engine.backtesting.recorder import TRADE_COLUMNS
 from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
-from engine.core.config import Config
-from engine.core.config import ConfigError
+from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts_many, compute_forecasts_many, predictor_hash
 from engine.judging.evaluation import significance_report
@@ -51,12 +50,12 @@ from engine.judging.verdict import file_hash, ledger_unusable, trial_row
 from engine.runs.compare import _execute, _quiet_worker, _ray, check_predictors, resolve_paths, variant
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
-from feeds.errors import FeedsInputError
-from feeds.history import load_candles
 from engine.training.folds import plan_folds
 from engine.training.walkforward import (
     FreshPredictor, WalkForward, pooled_walk_forward, trained_predictor_hash, walk_forward_forecasts,
 )
+from feeds.errors import FeedsInputError
+from feeds.history import load_candles
 from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange, timeframe_to_timedelta
 from feeds.universe import Universe, folder_of, load_universe
 from predictors.base import Forecast, Predictor, median_index
