@@ -4,7 +4,6 @@ the same forecasts, cache files and results as one process."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

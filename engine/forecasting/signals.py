@@ -284,7 +284,8 @@ def forecast_key(
     return f"{predictor.name}-{hashlib.sha256(blob).hexdigest()[:20]}"
 
 
-def _cache_hit(cache: ForecastCache | None, key: str, decision_index: pd.DatetimeIndex, predictor: Predictor) -> Forecast | None:
+def _cache_hit(cache: ForecastCache | None, key: str, decision_index: pd.DatetimeIndex,
+               predictor: Predictor) -> Forecast | None:
     """The cached forecast of ``key`` when it covers exactly ``decision_index`` (its stored counters added to
     ``predictor``'s, and the hit logged), else None."""
     if cache is None:

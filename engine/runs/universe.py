@@ -133,13 +133,14 @@ def universe_forecasts(cfg: Config, universe: Universe, predictor: Predictor, pr
     if predictor.needs_training():
         return _trained_universe_forecasts(cfg, universe, predictor, cache, progress, jobs, ray_address)
     markets, skipped = coin_markets(universe.candles, universe, p.context_length - 1)
-    compute = None
-    if parallel:
-        factory = FreshPredictor.like(predictor)
-        compute = lambda todo: _spread(_forecast_group, todo, lambda group: (factory, group, p.context_length,  # noqa: E731
-                                        p.horizon, p.batch_size), jobs, ray_address, "forecasts", progress)
+    factory = FreshPredictor.like(predictor)
+
+    def spread(todo: list[Any]) -> list[Any]:  # the coins the cache does not hold, over workers
+        return _spread(_forecast_group, todo, lambda group: (factory, group, p.context_length, p.horizon,
+                                                             p.batch_size), jobs, ray_address, "forecasts", progress)
+
     found = cached_forecasts_many(list(markets.values()), predictor, p.context_length, p.horizon, cache,
-                                  batch_size=p.batch_size, progress=progress, compute=compute)
+                                  batch_size=p.batch_size, progress=progress, compute=spread if parallel else None)
     _log_skipped(universe, skipped, p.context_length - 1)
     return UniverseForecasts(forecasts={s: f for s, (f, _) in zip(markets, found)},
                              cache_hits={s: hit for s, (_, hit) in zip(markets, found)}, skipped=tuple(skipped))
