@@ -110,6 +110,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--universe", help="trade a portfolio strategy over a universe of coins: a name from config.toml's "
                     "[universes], a file of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
     bt.add_argument("--timings", action="store_true", help="print the seconds of each step (metrics.json's timings)")
+    bt.add_argument("--jobs", type=int, default=1, help="with --universe: forecast (train) the coins in this many local "
+                    "processes (default 1)")
+    bt.add_argument("--ray", metavar="ADDRESS", help="with --universe: forecast (train) the coins as Ray tasks on this "
+                    "cluster, e.g. auto")
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -268,6 +272,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     if cfg.data.universe:
         return _backtest_universe(cfg, args)
+    if args.jobs != 1 or args.ray:
+        raise ConfigError("--jobs and --ray spread a universe's coins (backtest --universe); a single-market backtest "
+                          "runs in one process: drop them, or use compare/train for parallel runs")
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
     d = cfg.data
@@ -312,7 +319,7 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     """``backtest STRATEGY --universe ...``: a portfolio strategy over a universe of coins."""
     from engine.runs.universe import portfolio_columns, run_universe_backtest
 
-    run = run_universe_backtest(cfg, args.strategy)
+    run = run_universe_backtest(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray)
     sim = run.simulation
     checks = run.checks
     if run.invalid:
@@ -341,6 +348,13 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
           f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
     print(f"fast path: {run.fast_path}")
+    training = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))["universe"].get("training")
+    if training:
+        how = ("one model per fold on every coin (pooled)" if training["mode"] == "pooled"
+               else "one model per coin per fold (per_coin: each coin's single-market walk-forward)")
+        print(f"walk-forward: {how}; {training['folds']} folds, {training['fold_models']} fold models, "
+              f"{training['trained_now']} trained by this run, {training['fold_models'] - training['trained_now']} "
+              "from stored checkpoints")
     unchecked = ("UNCHECKED for lookahead (the check " + ("did not run" if not checks.lookahead.ran else "did not run in "
                  "full") + "; see the lookahead line) — ") if checks is not None and checks.unchecked else ""
     print(f"verdict: {unchecked}{run.verdict}")
@@ -364,7 +378,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError("--symbols and --universe are two ways to say which markets; give one")
         from engine.runs.universe import run_universe_compare
 
-        board = run_universe_compare(cfg, args.strategy, split_predictors(args.predictors))
+        board = run_universe_compare(cfg, args.strategy, split_predictors(args.predictors), jobs=args.jobs,
+                                     ray_address=args.ray)
         print(board.text)
         for label, run in board.runs.items():
             print(f"{label}: {run.verdict}")

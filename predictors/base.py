@@ -372,6 +372,10 @@ def planned_fit_steps(train_bars: int, settings: "TrainSettings") -> int:
     return min(steps, settings.max_steps) if settings.max_steps > 0 else steps
 
 
+#: How a trainable predictor trains on a universe (``Predictor.universe_training``).
+UNIVERSE_TRAINING: tuple[str, ...] = ("per_coin", "pooled")
+
+
 # -- the predictor ---------------------------------------------------------------------------------
 class Predictor(abc.ABC):
     """Base class of every forecaster (stage 0 baselines to fine-tuned LLMs).
@@ -405,6 +409,11 @@ class Predictor(abc.ABC):
     #: fold served (:func:`engine.training.walkforward.fresh_runs`), instead of each forked job importing them
     #: again. Importing a library runs no fit and loads no checkpoint. Default: none.
     fresh_imports: ClassVar[tuple[str, ...]] = ()
+    #: How the engine trains this predictor across a universe of coins (``backtest --universe``; trainable
+    #: predictors only): ``"per_coin"`` (default) is the single-market walk-forward of every coin, one model per
+    #: coin per fold, sharing the single-market checkpoints and forecast cache; ``"pooled"`` is one model per fold
+    #: fitted on every coin's windows at once (:meth:`fit_universe`), on one fold plan from the universe's clock.
+    universe_training: ClassVar[str] = "per_coin"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -426,6 +435,16 @@ class Predictor(abc.ABC):
                     f"{cls.__module__}.{cls.__qualname__} is trainable but does not implement {', '.join(missing)}; "
                     "see predictors/training.py for the contract"
                 )
+        if cls.universe_training not in UNIVERSE_TRAINING:
+            raise PredictorError(
+                f"{cls.__module__}.{cls.__qualname__}.universe_training = {cls.universe_training!r} must be one of "
+                + ", ".join(repr(m) for m in UNIVERSE_TRAINING)
+            )
+        if cls.trainable and cls.universe_training == "pooled" and cls.fit_universe is Predictor.fit_universe:
+            raise PredictorError(
+                f"{cls.__module__}.{cls.__qualname__} declares universe_training = 'pooled' but does not implement "
+                "fit_universe (one fit on every coin's candles); implement it, or declare 'per_coin'"
+            )
         if not _declared_frozen_dataclass(cls.stats_class, PredictorStats):
             raise PredictorError(
                 f"{cls.__qualname__}.stats_class = {cls.stats_class!r} must be a PredictorStats subclass declared "
@@ -508,6 +527,17 @@ class Predictor(abc.ABC):
         state and the progress callbacks (:class:`predictors.training.FitContext`).
         """
         raise PredictorError(f"predictor {self.name!r} is not trainable (it has no fit)")
+
+    def fit_universe(self, trains: Mapping[str, pd.DataFrame], valids: Mapping[str, pd.DataFrame],
+                     ctx: "FitContext") -> None:
+        """Train one model on one fold's candles of **several coins** (``universe_training = "pooled"``).
+
+        ``trains[symbol]`` and ``valids[symbol]`` are what :meth:`fit` gets for one market: contiguous candle
+        frames of that coin, every candle before the fold's cut-off, which is the same time for every coin
+        (a coin listed late has fewer candles or none; ``valids[symbol]`` may be empty). Windows must be cut
+        inside each coin's own frames, never across two coins. Everything else is :meth:`fit`'s contract
+        (``ctx``, :meth:`save` afterwards, a fresh instance serves after :meth:`load`)."""
+        raise PredictorError(f"predictor {self.name!r} does not train pooled across coins (it has no fit_universe)")
 
     def save(self, directory: Path) -> None:
         """Write the fitted model to ``directory`` (exists, empty): everything :meth:`load` needs."""
@@ -607,6 +637,7 @@ __all__ = [
     "PredictorError",
     "PredictorStats",
     "TRAIN_PROFILES",
+    "UNIVERSE_TRAINING",
     "TrainProfile",
     "log_returns",
     "planned_fit_steps",

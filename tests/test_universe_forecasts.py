@@ -1,5 +1,6 @@
-"""A universe's forecasts (engine/runs/universe.py): the single-market call per coin, cache shared
-both ways, coins entering after their own warm-up, and the cross-section on the clock."""
+"""A universe's forecasts (engine/runs/universe.py): the single-market cache keys per coin, shared both
+ways, coins batched together with the per-coin forecasts' bits, coins entering after their own warm-up, and
+the cross-section on the clock."""
 
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ import pandas as pd
 import pytest
 
 from engine.core.config import load_config
-from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts
 from engine.runs.pipeline import build_predictor, decision_times, load_bars
-from engine.runs.universe import cross_section_panels, cross_section_report, universe_forecasts
+from engine.runs.universe import coin_decisions, cross_section_panels, cross_section_report, universe_forecasts
 from feeds.universe import load_universe
-from predictors.registry import make_predictor
 from reports.cross_section import cross_sectional_ic, ic_summary
 from tests.conftest import SHARED_DATA
 
@@ -94,11 +93,63 @@ def test_report_is_the_pure_statistics_on_the_panels(run):
     assert isinstance(rep.ic_series, pd.Series) and rep.ic_series.index.equals(u.clock)
 
 
-def test_a_trained_predictor_is_refused_with_the_choice(run):
+def _per_coin(cfg, u, predictor):
+    """Each coin through the single-market call on its own (no cache): the path universe runs took before."""
+    p = cfg.predictor
+    return {s: cached_forecasts(c, predictor, p.context_length, p.horizon, coin_decisions(c, u, p.context_length - 1),
+                                None, batch_size=p.batch_size, progress=False)[0] for s, c in u.candles.items()}
+
+
+class _Spy:
+    """Wraps a predictor's ``predict`` to record every batch's size."""
+
+    def __init__(self, predictor):
+        self.sizes, inner = [], predictor.predict
+        predictor.predict = lambda batch, h: (self.sizes.append(len(batch)), inner(batch, h))[1]
+
+
+def test_coins_share_batches_and_the_forecasts_are_the_per_coin_ones(run, tmp_path):
     cfg, u, _ = run
-    trained = make_predictor("tests.trainable_plugins:LinearAR", {}, quantile_levels=(0.1, 0.5, 0.9))
-    with pytest.raises(UserInputError, match="trained walk-forward; universe runs serve untrained"):
-        universe_forecasts(cfg, u, trained)
+    cfg = _cfg(tmp_path, **{"predictor.batch_size": 64})
+    predictor = build_predictor(cfg)
+    spy = _Spy(predictor)
+    batched = universe_forecasts(cfg, u, predictor)
+    total = sum(len(f.index) for f in batched.forecasts.values())
+    # one pass over every coin's windows: every batch full but the last (per coin, each coin's last would not be)
+    assert sum(spy.sizes) == total and spy.sizes[:-1] == [64] * (len(spy.sizes) - 1)
+    assert len(spy.sizes) == -(-total // 64) < sum(-(-len(f.index) // 64) for f in batched.forecasts.values())
+    single = _per_coin(cfg, u, build_predictor(cfg))
+    for symbol, f in single.items():
+        np.testing.assert_array_equal(batched.forecasts[symbol].values, f.values)
+        assert batched.forecasts[symbol].index.equals(f.index)
+
+
+@pytest.mark.slow  # imports chronos and transformers, builds a tiny checkpoint (~3-15 s)
+def test_a_tiny_torch_model_batched_across_coins_gives_the_per_coin_bits(run, tmp_path, two_torch_threads):
+    import tiny_models
+
+    cfg, u, _ = run
+    model = tiny_models.build_chronos_bolt(tmp_path / "bolt")
+    cfg = _cfg(tmp_path, **{"predictor.name": "chronos", "predictor.params.chronos.model": str(model),
+                            "predictor.params.chronos.device": "cpu", "predictor.batch_size": 100})
+    predictor = build_predictor(cfg)
+    spy = _Spy(predictor)
+    batched = universe_forecasts(cfg, u, predictor)
+    assert spy.sizes[:-1] == [100] * (len(spy.sizes) - 1)  # batches mixing coins
+    for symbol, f in _per_coin(cfg, u, build_predictor(cfg)).items():
+        np.testing.assert_array_equal(batched.forecasts[symbol].values, f.values)
+
+
+def test_a_batch_dependent_predictor_keeps_each_coins_own_batches(run, tmp_path, monkeypatch):
+    """A predictor that is not batch invariant has the batch size in its cache key: its batches never mix coins."""
+    cfg, u, _ = run
+    cfg = _cfg(tmp_path, **{"predictor.batch_size": 64})
+    predictor = build_predictor(cfg)
+    monkeypatch.setattr(type(predictor), "batch_invariant", property(lambda self: False))
+    spy = _Spy(predictor)
+    universe_forecasts(cfg, u, predictor)
+    assert spy.sizes == [n for s, c in u.candles.items()
+                         for k in [len(coin_decisions(c, u, CONTEXT - 1))] for n in [64] * (k // 64) + [k % 64] if n]
 
 
 def test_reversal_ranks_the_universe_exactly_backwards_from_momentum(run, tmp_path):

@@ -61,6 +61,11 @@ class LinearAR(Predictor):
         s = ctx.settings
         x, y = _samples(train["close"].to_numpy(), self.config.lags, s.horizon)
         xv, yv = _samples(valid["close"].to_numpy(), self.config.lags, s.horizon)
+        self._descend(x, y, xv, yv, ctx)
+
+    def _descend(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, ctx: FitContext) -> None:
+        """Gradient descent on training samples ``(x, y)``, early stopping on ``(xv, yv)``."""
+        s = ctx.settings
         if len(x) == 0:
             raise PredictorError("linear_ar: not enough training candles for one window")
         x, xv = self._scale(x), self._scale(xv)
@@ -157,3 +162,27 @@ class SizedAR(LinearAR):
 
     def planned_steps(self, train_bars: int, settings) -> int:  # noqa: ANN001 - TrainSettings
         return settings.epochs
+
+
+#: Every pooled fit in this process: ``{market: (first, last) open time of its train frame and of its valid frame}``
+#: (the universe training tests count fits and check that no frame reaches past its fold's cut-off).
+POOLED_FITS: list[dict[str, tuple[pd.Timestamp | None, ...]]] = []
+
+
+class PooledAR(LinearAR):
+    """:class:`LinearAR` trained **pooled** across a universe (``universe_training = "pooled"``): one regression per
+    fold on the windows of every coin, each window cut inside its own coin's frame. Load it as
+    ``--predictor tests.trainable_plugins:PooledAR``."""
+
+    name = "pooled_ar"
+    universe_training = "pooled"
+
+    def fit_universe(self, trains, valids, ctx: FitContext) -> None:  # noqa: ANN001 - Mapping[str, DataFrame]
+        s = ctx.settings
+        span = lambda f: (f.index[0], f.index[-1]) if len(f) else (None, None)  # noqa: E731
+        POOLED_FITS.append({m: (*span(trains[m]), *span(valids[m])) for m in trains})
+        parts = [_samples(trains[m]["close"].to_numpy(), self.config.lags, s.horizon) for m in trains]
+        vparts = [_samples(valids[m]["close"].to_numpy(), self.config.lags, s.horizon) for m in valids]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        xv, yv = np.concatenate([p[0] for p in vparts]), np.concatenate([p[1] for p in vparts])
+        self._descend(x, y, xv, yv, ctx)

@@ -27,7 +27,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -86,6 +86,24 @@ def input_values(data: pd.DataFrame | pd.Series, channels: tuple[str, ...]) -> n
     return channel_array(data, channels)
 
 
+def _checked_positions(close: pd.DataFrame | pd.Series, n_bars: int, context_length: int,
+                       decision_index: pd.DatetimeIndex | None) -> np.ndarray:
+    """Positions of ``decision_index`` in ``close`` (default: every bar with a full window), each with
+    ``context_length - 1`` bars behind it (ValueError naming the first possible decision time otherwise)."""
+    if decision_index is None:
+        return decision_positions(n_bars, context_length)
+    positions = close.index.get_indexer(decision_index)
+    if (positions < 0).any():
+        raise ValueError("decision_index holds times that are not bars of `close`")
+    if len(positions) and positions.min() < context_length - 1:
+        first_ok = close.index[context_length - 1] if len(close) >= context_length else None
+        raise ValueError(
+            f"decision time {close.index[positions.min()]} has fewer than context_length="
+            f"{context_length} bars behind it; the first possible decision time is {first_ok}"
+        )
+    return positions
+
+
 def compute_forecasts(
     close: pd.DataFrame | pd.Series,
     predictor: Predictor,
@@ -117,18 +135,7 @@ def compute_forecasts(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     values = input_values(close, predictor.input_channels())
-    if decision_index is None:
-        positions = decision_positions(len(values), context_length)
-    else:
-        positions = close.index.get_indexer(decision_index)
-        if (positions < 0).any():
-            raise ValueError("decision_index holds times that are not bars of `close`")
-        if len(positions) and positions.min() < context_length - 1:
-            first_ok = close.index[context_length - 1] if len(close) >= context_length else None
-            raise ValueError(
-                f"decision time {close.index[positions.min()]} has fewer than context_length="
-                f"{context_length} bars behind it; the first possible decision time is {first_ok}"
-            )
+    positions = _checked_positions(close, len(values), context_length, decision_index)
     levels = predictor.quantile_levels
     out = np.empty((len(positions), len(levels), horizon), dtype=np.float64)
     windows = context_windows(values, context_length) if len(values) >= context_length else None
@@ -277,6 +284,23 @@ def forecast_key(
     return f"{predictor.name}-{hashlib.sha256(blob).hexdigest()[:20]}"
 
 
+def _cache_hit(cache: ForecastCache | None, key: str, decision_index: pd.DatetimeIndex,
+               predictor: Predictor) -> Forecast | None:
+    """The cached forecast of ``key`` when it covers exactly ``decision_index`` (its stored counters added to
+    ``predictor``'s, and the hit logged), else None."""
+    if cache is None:
+        return None
+    loaded = cache.load_with_stats(key)
+    if loaded is None or not loaded[0].index.equals(decision_index):
+        return None
+    logger.info("forecast cache hit ({}): no inference needed", cache.path(key).name)
+    known = predictor.stats().to_json()
+    for name, n in loaded[1].items():
+        if name in known:
+            predictor.count(name, n)
+    return loaded[0]
+
+
 def cached_forecasts(
     candles: pd.DataFrame,
     predictor: Predictor,
@@ -297,15 +321,9 @@ def cached_forecasts(
     """
     fingerprint = data_fingerprint(candles, predictor.input_channels())
     key = forecast_key(predictor, fingerprint, context_length, horizon, decision_index, batch_size)
-    if cache is not None:
-        loaded = cache.load_with_stats(key)
-        if loaded is not None and loaded[0].index.equals(decision_index):
-            logger.info("forecast cache hit ({}): no inference needed", cache.path(key).name)
-            known = predictor.stats().to_json()
-            for name, n in loaded[1].items():
-                if name in known:
-                    predictor.count(name, n)
-            return loaded[0], True
+    hit = _cache_hit(cache, key, decision_index, predictor)
+    if hit is not None:
+        return hit, True
     before = predictor.stats().to_json()
     logger.info(
         "computing {} forecasts with {} (context {}, horizon {})",
@@ -319,3 +337,137 @@ def cached_forecasts(
     if cache is not None and (stored := cache.store(key, forecast, counted)) is not None:
         logger.info("forecasts cached at {}", stored)
     return forecast, False
+
+
+# -- several markets in one batched pass (a universe's coins) -------------------------------------------
+#: One market of a batched pass: its candles (warm-up included) and its decision times.
+Market = tuple[pd.DataFrame, pd.DatetimeIndex]
+
+
+def _set_counts(predictor: Predictor, counts: Mapping[str, int]) -> None:
+    predictor.reset_stats()
+    for name, n in counts.items():
+        predictor.count(name, n)
+
+
+def compute_forecasts_many(
+    markets: list[Market],
+    predictor: Predictor,
+    context_length: int,
+    horizon: int,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> list[tuple[Forecast, dict[str, int]]]:
+    """Forecast the decision times of several markets in one batched pass; no cache.
+
+    A :attr:`~predictors.base.Predictor.batch_invariant` predictor gets batches of ``batch_size``
+    windows **mixing markets** (market after market, each in time order, cut every ``batch_size``
+    windows), so a market with few decision times does not leave a batch half empty; any other
+    predictor gets exactly the batches :func:`compute_forecasts` gives each market alone (its
+    forecasts depend on the batch, and its cache key names the batch size). Each window is cut from
+    its own market's candles (:func:`context_windows`), as the single-market path cuts it.
+
+    Returns, per market in order, its Forecast and the predictor's counters of its windows
+    (:meth:`~predictors.base.Predictor.stats`, what :func:`cached_forecasts` stores with the forecasts).
+    A mixed batch whose counters moved is predicted again market by market to attribute them (the
+    forecasts of the mixed batch are kept); the predictor's counters end as the sum of the markets'.
+    """
+    if context_length < 2:
+        raise ValueError(f"context_length must be >= 2, got {context_length}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    channels = predictor.input_channels()
+    levels = tuple(predictor.quantile_levels)
+    if not predictor.batch_invariant:  # the single-market batches, market by market
+        out = []
+        for candles, decisions in markets:
+            before = predictor.stats().to_json()
+            f = compute_forecasts(candles, predictor, context_length, horizon, batch_size, decisions, progress)
+            out.append((f, {k: n - before.get(k, 0) for k, n in predictor.stats().to_json().items()}))
+        return out
+    windows, positions, values = [], [], []
+    for candles, decisions in markets:
+        v = input_values(candles, channels)
+        pos = _checked_positions(candles, len(v), context_length, decisions)
+        windows.append(context_windows(v, context_length) if len(v) >= context_length else None)
+        positions.append(pos)
+        values.append(np.empty((len(pos), len(levels), horizon), dtype=np.float64))
+    owner = np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(positions)] or [np.empty(0, np.int64)])
+    local = np.concatenate([np.arange(len(p)) for p in positions] or [np.empty(0, np.int64)])
+    counts = [dict.fromkeys(predictor.stats().to_json(), 0) for _ in markets]
+    bar = tqdm(total=len(owner), desc=f"forecasts [{predictor.name}] x {len(markets)} markets", unit="fc",
+               disable=not progress or len(owner) == 0, leave=False)
+    try:
+        for start in range(0, len(owner), batch_size):
+            who, at = owner[start : start + batch_size], local[start : start + batch_size]
+            cuts = np.flatnonzero(np.diff(who)) + 1
+            segments = [(int(who[a]), at[a:b]) for a, b in zip([0, *cuts], [*cuts, len(who)])]
+            parts = [windows[i][positions[i][rows] - (context_length - 1)] for i, rows in segments]
+            batch = np.array(np.concatenate(parts), order="C")  # the predictor gets its own memory
+            before = predictor.stats().to_json()
+            pred = predictor.predict(batch, horizon)
+            after = predictor.stats().to_json()
+            if after != before and len(segments) > 1:  # attribute the counters market by market
+                _set_counts(predictor, before)
+                for (i, _), part in zip(segments, parts):
+                    pre = predictor.stats().to_json()
+                    predictor.predict(np.array(part, order="C"), horizon)
+                    for k, n in predictor.stats().to_json().items():
+                        counts[i][k] += n - pre[k]
+            else:
+                for k in after:
+                    counts[segments[0][0]][k] += after[k] - before[k]
+            done = 0
+            for i, rows in segments:
+                values[i][rows] = pred[done : done + len(rows)]
+                done += len(rows)
+            bar.update(len(who))
+    finally:
+        bar.close()
+    return [(Forecast(index=candles.index[pos], quantile_levels=levels, values=v), c)
+            for (candles, _), pos, v, c in zip(markets, positions, values, counts)]
+
+
+#: Computes the forecasts of the markets a cache did not hold: (markets) -> [(forecast, counters)] in order.
+ComputeMany = Callable[[list[Market]], list[tuple[Forecast, dict[str, int]]]]
+
+
+def cached_forecasts_many(
+    markets: list[Market],
+    predictor: Predictor,
+    context_length: int,
+    horizon: int,
+    cache: ForecastCache | None,
+    batch_size: int = 1024,
+    progress: bool = True,
+    compute: ComputeMany | None = None,
+) -> list[tuple[Forecast, bool]]:
+    """:func:`cached_forecasts` of several markets: each market's forecasts under **its single-market key**
+    (a single-market run of the same settings finds them, and they find its), the markets the cache does not
+    hold forecast together by ``compute`` (default: one :func:`compute_forecasts_many` pass in this process),
+    then stored market by market with their counters. Returns ``(forecast, cache_hit)`` per market, in order."""
+    channels = predictor.input_channels()
+    keys = [forecast_key(predictor, data_fingerprint(candles, channels), context_length, horizon, decisions, batch_size)
+            for candles, decisions in markets]
+    out: list[tuple[Forecast, bool] | None] = []
+    for (_, decisions), key in zip(markets, keys):
+        hit = _cache_hit(cache, key, decisions, predictor)
+        out.append(None if hit is None else (hit, True))
+    missing = [i for i, o in enumerate(out) if o is None]
+    if missing:
+        logger.info("computing the forecasts of {} of {} markets with {} in one batched pass (context {}, horizon {})",
+                    len(missing), len(markets), predictor.name, context_length, horizon)
+        todo = [markets[i] for i in missing]
+        computed = (compute(todo) if compute is not None
+                    else compute_forecasts_many(todo, predictor, context_length, horizon, batch_size, progress))
+        if compute is not None:  # computed elsewhere: this predictor's counters say what those windows counted
+            total = predictor.stats().to_json()
+            for _, counted in computed:
+                for k, n in counted.items():
+                    total[k] = total.get(k, 0) + n
+            _set_counts(predictor, total)
+        for i, (forecast, counted) in zip(missing, computed):
+            out[i] = (forecast, False)
+            if cache is not None:
+                cache.store(keys[i], forecast, counted)
+    return out  # type: ignore[return-value]

@@ -95,8 +95,8 @@ def refuse_universe_session(cfg: Config, strategy_cls: type, strategy_path: Path
                              "such as strategies/rank_long_short.py); --universe trades portfolio strategies only")
     if predictor is not None and predictor.needs_training():
         raise UserInputError(f"predictor {predictor.name!r} is trained walk-forward; universe paper sessions serve "
-                             "untrained predictors for now (stage 0 baselines, stage 1 zero-shot models), as universe "
-                             "backtests do: choose one of those")
+                             "untrained predictors for now (stage 0 baselines, stage 1 zero-shot models; live fold "
+                             "plans across coins are not built, universe backtests train them): choose one of those")
 
 
 @dataclass(frozen=True)

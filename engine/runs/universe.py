@@ -2,11 +2,14 @@
 builds on these).
 
 :func:`universe_forecasts` forecasts every coin of a :class:`feeds.universe.Universe` at each of its
-decision times, **the same call a single-market run makes** (:func:`engine.forecasting.signals.cached_forecasts`
-on the coin's own candles with the same warm-up, the same decision times): the forecast cache is
-shared both ways, so a universe run after single-coin runs recomputes nothing. A coin listed inside
-the range enters once it has ``context_length - 1`` candles of its own before a decision (its warm-up);
-before that it has no forecast.
+decision times, on the coin's own candles with the same warm-up and decision times as a single-market
+run, each coin's forecasts cached **under that run's key**: the forecast cache is shared both ways, so a
+universe run after single-coin runs recomputes nothing. The coins the cache does not hold go through the
+predictor in one batched pass, batches mixing coins where the predictor is batch invariant
+(:func:`engine.forecasting.signals.cached_forecasts_many`); trained predictors train walk-forward per coin
+or pooled across coins (``Predictor.universe_training``); ``jobs``/``ray_address`` spread the coins (or a
+pooled run's folds) over processes or Ray tasks. A coin listed inside the range enters once it has
+``context_length - 1`` candles of its own before a decision (its warm-up); before that it has no forecast.
 
 :func:`cross_section_panels` puts median forecasts and realised outcomes on the universe's clock,
 ``(T, N, H)``: the realised value at step ``k`` is the coin's log return over its own next ``k + 1``
@@ -38,23 +41,28 @@ from engine.backtesting.portfolio import (
 from engine.backtesting.recorder import TRADE_COLUMNS
 from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
-from engine.core.config import Config
+from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError
-from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
+from engine.forecasting.signals import ForecastCache, cached_forecasts_many, compute_forecasts_many, predictor_hash
 from engine.judging.cross_section_checks import (
     RandomRanking, UniverseLookahead, check_portfolio_orders, check_universe_lookahead, ic_findings,
     random_ranking_draws, sharpe_finding,
 )
 from engine.judging.evaluation import flag_significance, significance_report
+from engine.judging.lookahead import sample_times
 from engine.judging.ledger import LedgerError, TrialLedger
 from engine.judging.verdict import file_hash, ledger_unusable, trial_row
-from engine.runs.compare import check_predictors, variant
+from engine.runs.compare import _execute, _quiet_worker, _ray, check_predictors, resolve_paths, variant
 from engine.runs.pipeline import build_predictor
 from engine.runs.run_folder import check_writable, json_safe, new_run_dir, write_resolved_config
+from engine.training.folds import plan_folds
+from engine.training.walkforward import (
+    FreshPredictor, WalkForward, pooled_walk_forward, trained_predictor_hash, walk_forward_forecasts,
+)
 from feeds.errors import FeedsInputError
 from predictors.errors import PredictorError
 from feeds.history import load_candles
-from feeds.timeframes import infer_bars_per_year, timeframe_to_timedelta
+from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange, timeframe_to_timedelta
 from feeds.universe import Universe, folder_of, load_universe
 from predictors.base import Forecast, Predictor, median_index
 from reports.cross_section import (
@@ -72,11 +80,23 @@ __all__ = ["CrossSectionReport", "UniverseForecasts", "cross_section_panels", "c
 @dataclass(frozen=True)
 class UniverseForecasts:
     """Each coin's forecasts (``forecasts[symbol]``, at that coin's decision times) and whether each
-    came from the forecast cache; coins without a single decision time in the range are in ``skipped``."""
+    came from the forecast cache; coins without a single decision time in the range (or, trained per coin,
+    without the training history their first fold needs) are in ``skipped``."""
 
     forecasts: Mapping[str, Forecast]
     cache_hits: Mapping[str, bool]
     skipped: tuple[str, ...] = ()
+    #: trained predictors: "per_coin" or "pooled" (``Predictor.universe_training``); "" for untrained ones
+    training: str = ""
+    #: trained predictors: each coin's walk-forward record (pooled: the shared plan and models, its own served_by)
+    walk_forward: Mapping[str, WalkForward] = dataclasses.field(default_factory=dict)
+
+    @property
+    def trained_now(self) -> int:
+        """Fold models this run fitted (pooled: once for all coins)."""
+        if self.training == "pooled":
+            return max((r.trained_now for r in self.walk_forward.values()), default=0)
+        return sum(r.trained_now for r in self.walk_forward.values())
 
 
 def coin_decisions(candles: pd.DataFrame, universe: Universe, warmup: int) -> pd.DatetimeIndex:
@@ -88,31 +108,173 @@ def coin_decisions(candles: pd.DataFrame, universe: Universe, warmup: int) -> pd
     return inside[inside >= candles.index[warmup]]
 
 
-def universe_forecasts(cfg: Config, universe: Universe, predictor: Predictor, progress: bool = False) -> UniverseForecasts:
-    """Forecast every coin of ``universe`` with ``predictor`` (cached per coin as single-market runs are).
+def universe_forecasts(cfg: Config, universe: Universe, predictor: Predictor, progress: bool = False, *,
+                       jobs: int = 1, ray_address: str | None = None) -> UniverseForecasts:
+    """Forecast every coin of ``universe`` with ``predictor``, each coin's forecasts cached under the key a
+    single-market run of that coin uses (so either finds the other's).
+
+    Untrained predictors: the coins the cache does not hold go through the predictor in one batched pass,
+    batches mixing coins (:func:`engine.forecasting.signals.cached_forecasts_many`). Trained predictors
+    (:meth:`~predictors.base.Predictor.needs_training`) train walk-forward as the class declares
+    (``Predictor.universe_training``): ``per_coin``, the single-market walk-forward of each coin
+    (:func:`engine.training.walkforward.walk_forward_forecasts`), or ``pooled``, one model per fold on every
+    coin (:func:`engine.training.walkforward.pooled_walk_forward`); their coins' candles are loaded again
+    with the training history (:func:`training_history`).
+
+    ``jobs`` > 1 spreads the coins over that many local processes (contiguous groups of coins with about
+    as many windows each, each group batched on its own; pooled: the folds), ``ray_address`` over Ray tasks
+    (``jobs`` groups, or one task per coin when ``jobs`` is 1), with :func:`engine.runs.compare._execute`, as
+    ``compare`` runs its pairs and ``train`` its folds. The forecasts are the sequential ones.
 
     Raises:
-        UserInputError: a trainable predictor (universe runs of trained predictors are not wired yet).
+        ConfigError: ``jobs`` < 1; a pooled fold plan that cannot be made.
     """
-    if predictor.needs_training():
-        raise UserInputError(f"predictor {predictor.name!r} is trained walk-forward; universe runs serve untrained "
-                             "predictors for now (stage 0 baselines, stage 1 zero-shot models): choose one of those")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be >= 1")
     p = cfg.predictor
+    parallel = jobs > 1 or bool(ray_address)
+    if parallel:
+        cfg = worker_paths(cfg)  # workers (a Ray node) read the cache at the same absolute paths
     cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts") if p.cache else None
-    forecasts: dict[str, Forecast] = {}
-    hits: dict[str, bool] = {}
-    skipped: list[str] = []
-    for symbol, candles in universe.candles.items():
-        decisions = coin_decisions(candles, universe, p.context_length - 1)
+    if predictor.needs_training():
+        return _trained_universe_forecasts(cfg, universe, predictor, cache, progress, jobs, ray_address)
+    markets, skipped = coin_markets(universe.candles, universe, p.context_length - 1)
+    factory = FreshPredictor.like(predictor)
+
+    def spread(todo: list[Any]) -> list[Any]:  # the coins the cache does not hold, over workers
+        return _spread(_forecast_group, todo, lambda group: (factory, group, p.context_length, p.horizon,
+                                                             p.batch_size), jobs, ray_address, "forecasts", progress)
+
+    found = cached_forecasts_many(list(markets.values()), predictor, p.context_length, p.horizon, cache,
+                                  batch_size=p.batch_size, progress=progress, compute=spread if parallel else None)
+    _log_skipped(universe, skipped, p.context_length - 1)
+    return UniverseForecasts(forecasts={s: f for s, (f, _) in zip(markets, found)},
+                             cache_hits={s: hit for s, (_, hit) in zip(markets, found)}, skipped=tuple(skipped))
+
+
+def worker_paths(cfg: Config) -> Config:
+    """``cfg`` with its local paths absolute (:func:`engine.runs.compare.resolve_paths`, and ``data.universe_dirs``),
+    as workers on a Ray node need them."""
+    out = resolve_paths(cfg)
+    dirs = tuple(str(Path(x).expanduser().resolve()) for x in out.data.universe_dirs)
+    return dataclasses.replace(out, data=dataclasses.replace(out.data, universe_dirs=dirs))
+
+
+def coin_markets(candles: Mapping[str, pd.DataFrame], universe: Universe, warmup: int) -> tuple[
+        dict[str, tuple[pd.DataFrame, pd.DatetimeIndex]], list[str]]:
+    """``{symbol: (candles, decision times)}`` of the coins with a decision time (:func:`coin_decisions`), in
+    the universe's order, and the coins without one."""
+    markets, skipped = {}, []
+    for symbol, frame in candles.items():
+        decisions = coin_decisions(frame, universe, warmup)
         if len(decisions) == 0:
             skipped.append(symbol)
-            continue
-        forecasts[symbol], hits[symbol] = cached_forecasts(candles, predictor, p.context_length, p.horizon, decisions,
-                                                          cache, batch_size=p.batch_size, progress=progress)
+        else:
+            markets[symbol] = (frame, decisions)
+    return markets, skipped
+
+
+def _log_skipped(universe: Universe, skipped: list[str], warmup: int) -> None:
     if skipped:
         logger.info("universe {}: {} coin(s) never have {} candles of context inside the range and get no forecast: {}",
-                    universe.name, len(skipped), p.context_length - 1, ", ".join(skipped))
-    return UniverseForecasts(forecasts=forecasts, cache_hits=hits, skipped=tuple(skipped))
+                    universe.name, len(skipped), warmup, ", ".join(skipped))
+
+
+def coin_groups(sizes: list[int], groups: int) -> list[list[int]]:
+    """Indices ``0..len(sizes)-1`` cut into at most ``groups`` contiguous, non-empty groups of about equal
+    total size (the windows of each coin), in order: what each worker forecasts in one batched pass."""
+    groups = max(1, min(groups, len(sizes)))
+    bounds = np.cumsum(sizes, dtype=np.float64)
+    total = bounds[-1] if len(bounds) else 0.0
+    cuts = sorted({int(np.searchsorted(bounds, total * g / groups, side="left")) + 1 for g in range(1, groups)})
+    edges = [0, *[c for c in cuts if 0 < c < len(sizes)], len(sizes)]
+    return [list(range(a, b)) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _spread(fn: Any, items: list[Any], args_of: Any, jobs: int, ray_address: str | None, what: str,
+            progress: bool) -> list[Any]:
+    """``fn`` over contiguous groups of ``items`` (``jobs`` groups; with Ray and ``jobs`` = 1, one per item) in local
+    processes or Ray tasks (:func:`engine.runs.compare._execute`); each call returns a list, one entry per item of
+    its group; the entries come back flattened, in the items' order."""
+    sizes = [len(x[1]) if isinstance(x, tuple) else 1 for x in items]
+    groups = coin_groups(sizes, len(items) if ray_address and jobs == 1 else jobs)
+    calls = [args_of([items[i] for i in g]) for g in groups]
+    return [r for part in _execute(fn, calls, min(jobs, len(calls)) if not ray_address else jobs, ray_address, what,
+                                   progress) for r in part]
+
+
+def _forecast_group(factory: Any, markets: list[Any], context_length: int, horizon: int, batch_size: int,
+                    worker: bool = True) -> list[Any]:
+    """One worker's coins, forecast in one batched pass (:func:`compute_forecasts_many`)."""
+    if worker:
+        _quiet_worker()
+    return compute_forecasts_many(markets, factory(), context_length, horizon, batch_size, progress=False)
+
+
+def training_history(cfg: Config, universe: Universe) -> dict[str, pd.DataFrame]:
+    """Every coin's candles with the training history a single-market run of it loads
+    (:func:`engine.runs.pipeline.load_bars` with ``history=True``: from ``training.history_start``, or all there
+    is), the same warm-up and folders as the universe's: a coin's frame is the one its single-market run trains on."""
+    d = cfg.data
+    since = parse_timerange(f"{cfg.training.history_start}-").start if cfg.training.history_start else None
+    wanted = d.range if (since is not None and d.range.start is not None and since >= d.range.start) else \
+        TimeRange(since, d.range.end)
+    loaded = load_universe(universe.name, universe.symbols, d.timeframe, wanted, data_dirs=candle_dirs(cfg),
+                           cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
+                           warmup_bars=cfg.predictor.context_length - 1, progress=False,
+                           api_overrides=d.exchange_url or None)
+    return dict(loaded.candles)
+
+
+def _walk_forward_group(cfg: Config, factory: Any, markets: list[Any], progress: bool = False,
+                        worker: bool = True) -> list[Any]:
+    """One worker's coins, each the single-market walk-forward (per_coin training)."""
+    if worker:
+        _quiet_worker()
+    cache = ForecastCache(Path(cfg.data.cache_dir) / "forecasts") if cfg.predictor.cache else None
+    out = []
+    for candles, decisions in markets:
+        forecast, record, stats = walk_forward_forecasts(cfg, candles, decisions, factory(), cache,
+                                                         progress=progress and not worker)
+        out.append((forecast, record, stats))
+    return out
+
+
+def _trained_universe_forecasts(cfg: Config, universe: Universe, predictor: Predictor, cache: ForecastCache | None,
+                                progress: bool, jobs: int, ray_address: str | None) -> UniverseForecasts:
+    """:func:`universe_forecasts` of a trained predictor (see there)."""
+    p = cfg.predictor
+    mode = type(predictor).universe_training
+    markets, skipped = coin_markets(training_history(cfg, universe), universe, p.context_length - 1)
+    _log_skipped(universe, skipped, p.context_length - 1)
+    if mode == "pooled":
+        ray = _ray(ray_address) if ray_address else None
+        forecasts, records, _ = pooled_walk_forward(cfg, markets, predictor, cache, progress, jobs=jobs, ray_module=ray)
+        return UniverseForecasts(forecasts=forecasts, cache_hits={s: r.forecast_cache_hit for s, r in records.items()},
+                                 skipped=tuple(skipped), training="pooled", walk_forward=records)
+    runnable = {}
+    for s, (candles, decisions) in markets.items():  # a coin without training history before its first fold: left out
+        try:
+            plan_folds(candles.index, decisions, cfg.training, p.context_length, p.horizon)
+        except ConfigError as exc:
+            logger.warning("universe {}: {} is left out: its own walk-forward cannot start ({})", universe.name, s, exc)
+            skipped.append(s)
+            continue
+        runnable[s] = (candles, decisions)
+    if not runnable:
+        raise ConfigError(f"universe {universe.name}: no coin has the training history its first fold needs; load more "
+                          "history (an earlier training.history_start or timerange start) or a shorter context_length")
+    factory = FreshPredictor.like(predictor)
+    items = list(runnable.values())
+    if jobs > 1 or ray_address:
+        done = _spread(_walk_forward_group, items, lambda group: (cfg, factory, group), jobs, ray_address,
+                       "walk-forward", progress)
+    else:
+        done = _walk_forward_group(cfg, factory, items, progress, worker=False)
+    records = {s: r for s, (_, r, _) in zip(runnable, done)}
+    return UniverseForecasts(forecasts={s: f for s, (f, _, _) in zip(runnable, done)},
+                             cache_hits={s: r.forecast_cache_hit for s, r in records.items()},
+                             skipped=tuple(skipped), training="per_coin", walk_forward=records)
 
 
 def cross_section_panels(universe: Universe, forecasts: Mapping[str, Forecast]) -> tuple[np.ndarray, np.ndarray]:
@@ -370,6 +532,12 @@ def _baseline(cfg: Config, name: str, universe: Universe, bars: Any, setup: Port
     return CrossSectionBaseline(name, _portfolio_performance(sim, ppy), rank_ic, params=q_cfg.predictor.predictor_params())
 
 
+def forecasts_times(forecasts: Mapping[str, Forecast]) -> pd.DatetimeIndex:
+    """Every decision time at which some coin has a forecast, sorted."""
+    times = [f.index for f in forecasts.values()]
+    return times[0].append(times[1:]).unique().sort_values() if times else pd.DatetimeIndex([])
+
+
 def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forecasts: UniverseForecasts, bars: Any,
                     values: Mapping[str, np.ndarray], setup: PortfolioSetup, sim: PortfolioSimulation, reconciled: bool,
                     ppy: float, cross: CrossSectionReport, elapsed: float) -> tuple[UniverseChecks, dict[str, float]]:
@@ -390,12 +558,18 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
         finally:
             logger.enable("engine.forecasting")
 
-    look = check_universe_lookahead(
-        universe, forecasts.forecasts, recompute,
-        warmup=p.context_length - 1, batch_size=p.batch_size, min_samples=ev.lookahead_samples,
-        budget_s=ev.lookahead_budget * elapsed, seed=ev.seed, batch_invariant=predictor.batch_invariant,
-        predictor_name=predictor.name)
-    order_times = look.times[: max(1, ev.lookahead_samples)]
+    if predictor.needs_training():  # recomputing would re-fit every coin's fold models on each cut universe
+        look = UniverseLookahead(not_run=(
+            f"forecasts of the trained predictor {predictor.name!r} not recomputed across coins (that re-fits every "
+            "fold model on each cut universe, not wired yet; `python -m engine lookahead` checks one coin's walk-forward)",))
+        order_times = sample_times(forecasts_times(forecasts.forecasts), max(1, ev.lookahead_samples), ev.seed)
+    else:
+        look = check_universe_lookahead(
+            universe, forecasts.forecasts, recompute,
+            warmup=p.context_length - 1, batch_size=p.batch_size, min_samples=ev.lookahead_samples,
+            budget_s=ev.lookahead_budget * elapsed, seed=ev.seed, batch_invariant=predictor.batch_invariant,
+            predictor_name=predictor.name)
+        order_times = look.times[: max(1, ev.lookahead_samples)]
     if reconciled and order_times:
         try:
             bad = check_portfolio_orders(bars, values, p.quantiles, setup, sim.orders, order_times)
@@ -475,8 +649,10 @@ class UniverseComputation:
     checks: UniverseChecks | None = None
 
 
-def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputation:
+def compute_universe(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
+                     ray_address: str | None = None) -> UniverseComputation:
     """Load, forecast, simulate (event loop, fast path reconciled, references) and measure one universe run.
+    ``jobs``/``ray_address``: where the coins' forecasting runs (:func:`universe_forecasts`).
 
     Raises:
         UserInputError: no ``data.universe``; a strategy that is not a portfolio strategy; bad data or predictor.
@@ -506,7 +682,7 @@ def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputat
 
     t = time.perf_counter()
     predictor = build_predictor(cfg)
-    forecasts = universe_forecasts(cfg, universe, predictor, cfg.output.progress)
+    forecasts = universe_forecasts(cfg, universe, predictor, cfg.output.progress, jobs=jobs, ray_address=ray_address)
     timings["forecast"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -560,7 +736,8 @@ def universe_row(c: UniverseComputation, run_dir: Path) -> Any:
         dataclasses.replace(cfg, data=dataclasses.replace(d, symbol=universe_label(c.name, c.universe.symbols))),
         kind="universe", run_id=run_dir.name, run_dir=str(run_dir), strategy=c.stem, strategy_params=c.params,
         strategy_hash=file_hash(c.strategy_path), predictor_params=p.predictor_params(),
-        predictor_hash=predictor_hash(c.predictor, p.context_length, p.horizon, p.batch_size),
+        predictor_hash=(trained_predictor_hash(c.predictor, cfg) if c.predictor.needs_training()  # another fit: another trial
+                        else predictor_hash(c.predictor, p.context_length, p.horizon, p.batch_size)),
         model=c.predictor.model_info().name, metrics=c.metrics, n_bars=len(sim.equity),
         period=(first.isoformat(), sim.equity.index[-1].isoformat()), timerange=d.timerange or f"{first:%Y%m%d}-",
         invalid=c.checks.invalid if c.checks else None,
@@ -612,7 +789,8 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
     return out
 
 
-def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBacktest:
+def run_universe_backtest(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
+                          ray_address: str | None = None) -> UniverseBacktest:
     """Backtest a portfolio strategy over ``data.universe``; write its run folder.
 
     Steps: load every coin (:func:`feeds.universe.load_universe`, warm-up of ``context_length - 1`` own
@@ -624,9 +802,10 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
 
     Raises:
         UserInputError: no ``data.universe``; a strategy that is not a portfolio strategy; bad data or predictor.
+        ConfigError: ``jobs`` < 1.
         LedgerUnusableError: the ledger could not take the row; the folder is complete (not deflated).
     """
-    c = compute_universe(cfg, strategy_path)
+    c = compute_universe(cfg, strategy_path, jobs=jobs, ray_address=ray_address)
     run_dir = new_run_dir(Path(cfg.output.dir), c.stem, cfg.predictor.name, c.name, cfg.data.timeframe)
     (trials,), ledger, failure = ledger_rows_and_counts(cfg, [c], [run_dir])
     out = finish_universe(c, run_dir, trials)
@@ -640,7 +819,8 @@ def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, fore
     return {
         "kind": "universe",
         "universe": {"name": run.name, "symbols": list(run.symbols), "coins": len(run.symbols),
-                     "forecast_cache_hits": sum(forecasts.cache_hits.values()), "skipped": list(forecasts.skipped)},
+                     "forecast_cache_hits": sum(forecasts.cache_hits.values()), "skipped": list(forecasts.skipped),
+                     **training_json(forecasts)},
         "strategy": {"name": run.strategy_name, "file": str(strategy_path), "params": dict(run.params)},
         "predictor": {"name": cfg.predictor.name, "params": cfg.predictor.predictor_params()},
         "market": {"exchange": cfg.data.exchange, "timeframe": cfg.data.timeframe, "first_bar": sim.equity.index[0],
@@ -660,6 +840,19 @@ def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, fore
         "checks_not_run": list(run.checks.not_run) if run.checks else [],
         "timings": dict(run.timings), "config_hash": cfg.hash(),
     }
+
+
+def training_json(forecasts: UniverseForecasts) -> dict[str, Any]:
+    """metrics.json's ``universe.training`` of a trained predictor (how it trained across coins, its folds and
+    the fold models fitted by this run); empty for untrained predictors."""
+    if not forecasts.training:
+        return {}
+    records = list(forecasts.walk_forward.values())
+    folds = max((len(r.plan.folds) for r in records), default=0)
+    models = folds if forecasts.training == "pooled" else sum(len(r.models) for r in records)
+    return {"training": {"mode": forecasts.training, "folds": folds, "fold_models": models,
+                         "trained_now": forecasts.trained_now,
+                         "fold_plan": records[0].plan.to_json() if forecasts.training == "pooled" and records else None}}
 
 
 def write_universe_folder(cfg: Config, run: UniverseBacktest, strategy_path: str | Path,
@@ -740,10 +933,22 @@ def universe_leaderboard(runs: Mapping[str, UniverseBacktest]) -> pd.DataFrame:
     return frame.sort_values("rank_ic_t", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
 
-def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: list[str]) -> UniverseComparison:
-    """Every predictor (names or variants, as ``compare``) over ``data.universe``: computed one after
-    another in this process, then every ledger row appended before any is judged (all face the same
-    trial count), then each folder written; ``leaderboard.csv`` and ``leaderboard.html`` in the compare folder.
+def _compute_universe_worker(cfg: Config, strategy_path: str, worker: bool = True) -> UniverseComputation:
+    """One predictor's :func:`compute_universe` in a worker (quietly; coins forecast in the worker, one after
+    another); its predictor comes back unloaded (a fresh instance: nothing but its identity is read later)."""
+    if worker:
+        _quiet_worker()
+    c = compute_universe(cfg, strategy_path)
+    return dataclasses.replace(c, predictor=FreshPredictor.like(c.predictor)()) if worker else c
+
+
+def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: list[str], *, jobs: int = 1,
+                         ray_address: str | None = None) -> UniverseComparison:
+    """Every predictor (names or variants, as ``compare``) over ``data.universe``: computed in ``jobs`` local
+    processes or as Ray tasks (``ray_address``; one predictor per task, its coins forecast there one group
+    after another; with ``jobs`` = 1 in this process), then every ledger row appended before any is judged
+    (all face the same trial count), then each folder written; ``leaderboard.csv`` and ``leaderboard.html``
+    in the compare folder. The results do not depend on ``jobs``.
 
     Raises:
         ConfigError, UserInputError: as :func:`run_compare` and :func:`run_universe_backtest`.
@@ -754,13 +959,19 @@ def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: lis
         raise UserInputError("a universe compare needs data.universe: pass --universe NAME|FILE|\"A/USDT,...\"")
     for q in predictors:  # every variant checked before the compare folder is made
         variant(cfg, cfg.data.symbol, q, Path(cfg.output.dir))
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be >= 1")
     check_writable(cfg.output.dir)
+    if ray_address:
+        _ray(ray_address)  # connect before the compare folder is made: a refused connection leaves nothing behind
     stem = Path(strategy_path).stem
     out_dir = new_run_dir(Path(cfg.output.dir), "compare", stem, spec[0], cfg.data.timeframe)
-    computed = []
-    for q in predictors:
-        c = compute_universe(variant(cfg, cfg.data.symbol, q, out_dir), strategy_path)
-        computed.append(dataclasses.replace(c, cfg=dataclasses.replace(c.cfg, output=cfg.output)))  # one ledger
+    shipped = worker_paths(cfg) if jobs > 1 or ray_address else cfg
+    configs = [variant(shipped, cfg.data.symbol, q, out_dir) for q in predictors]
+    where = str(Path(strategy_path).resolve()) if ray_address else str(strategy_path)
+    results = _execute(_compute_universe_worker, [(c, where) for c in configs], min(jobs, len(configs)),
+                       ray_address, "universe compare", cfg.output.progress)
+    computed = [dataclasses.replace(c, cfg=dataclasses.replace(c.cfg, output=cfg.output)) for c in results]  # one ledger
     run_dirs = [new_run_dir(out_dir, stem, c.cfg.predictor.name, c.name, cfg.data.timeframe) for c in computed]
     counts, ledger, failure = ledger_rows_and_counts(cfg, computed, run_dirs)
     runs = {q: finish_universe(c, r, n) for q, c, r, n in zip(predictors, computed, run_dirs, counts)}

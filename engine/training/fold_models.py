@@ -31,6 +31,7 @@ parallel in local worker processes (``jobs``) or as Ray tasks (``ray_module``); 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -44,7 +45,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -163,10 +164,60 @@ def training_statement(cfg: Config, to_train: int, total: int, planned: int, job
             f"train, {planned:,} optimiser steps planned at most")
 
 
-def fold_frames(candles: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
+@dataclass(frozen=True)
+class PooledCandles:
+    """Several markets' candles for **pooled** training (one model per fold fitted on every market's windows,
+    ``Predictor.universe_training = "pooled"``): each market's own candles (``frames``) and ``index``, the sorted
+    union of their open times, which the fold plan's positions index (:func:`engine.training.folds.plan_folds` on
+    ``index``). A fold's cut-off is a time shared by every market: each market's part of the fold is its own
+    candles before it (:meth:`market_fold`), so no market's training candle opens at or after the cut-off."""
+
+    frames: Mapping[str, pd.DataFrame]
+    index: pd.DatetimeIndex
+
+    @classmethod
+    def of(cls, frames: Mapping[str, pd.DataFrame]) -> "PooledCandles":
+        indexes = [pd.DatetimeIndex(frame.index) for frame in frames.values()]
+        idx = indexes[0] if indexes else pd.DatetimeIndex([], tz="UTC")
+        for other in indexes[1:]:
+            idx = idx.union(other)
+        return cls(frames=dict(frames), index=pd.DatetimeIndex(idx))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def before(self, stop: int) -> "PooledCandles":
+        """Only what opens before ``index[stop]`` (a worker gets nothing later)."""
+        if stop >= len(self.index):
+            return self
+        t = self.index[stop]
+        return PooledCandles({s: c[c.index < t] for s, c in self.frames.items()}, self.index[:stop])
+
+    def market_fold(self, symbol: str, fold: Fold) -> Fold:
+        """``fold`` in ``symbol``'s own candle positions: each boundary at the first of its candles at or after
+        the boundary's time (``first``/``last``: its decision candles inside the fold's test span)."""
+        own = self.frames[symbol].index
+        at = lambda pos: int(own.searchsorted(self.index[pos], side="left")) if pos < len(self.index) else len(own)  # noqa: E731
+        return dataclasses.replace(fold, start=at(fold.start), split=at(fold.split), score=at(fold.score),
+                                   stop=at(fold.stop), first=at(fold.first),
+                                   last=(int(own.searchsorted(self.index[fold.last], side="right")) - 1
+                                         if fold.last < len(self.index) else len(own) - 1))
+
+
+def _upto(candles: "pd.DataFrame | PooledCandles", stop: int) -> "pd.DataFrame | PooledCandles":
+    """The candles a fold with cut-off position ``stop`` may read (what a worker is sent)."""
+    return candles.before(stop) if isinstance(candles, PooledCandles) else candles.iloc[:stop]
+
+
+def fold_frames(candles: "pd.DataFrame | PooledCandles", fold: Fold) -> tuple[Any, Any]:
     """``(train, valid)`` candle frames of ``fold``: training ``[start, split)`` and the early-stopping half
     ``[split, score)`` of the held-out part (its scoring half ``[score, stop)`` is never handed to a fit:
-    :func:`validation_pinball` scores it). Copies, so a fit cannot reach later rows through a view."""
+    :func:`validation_pinball` scores it). Copies, so a fit cannot reach later rows through a view.
+    :class:`PooledCandles`: ``({market: train}, {market: valid})`` of the markets with training candles."""
+    if isinstance(candles, PooledCandles):
+        parts = {s: fold_frames(c, candles.market_fold(s, fold)) for s, c in candles.frames.items()}
+        parts = {s: tv for s, tv in parts.items() if len(tv[0])}
+        return {s: tv[0] for s, tv in parts.items()}, {s: tv[1] for s, tv in parts.items()}
     cols = list(CANDLE_COLUMNS)
     return candles.iloc[fold.start : fold.split][cols].copy(), candles.iloc[fold.split : fold.score][cols].copy()
 
@@ -193,6 +244,14 @@ def plan_frames_record(candles: pd.DataFrame, fold: Fold) -> dict[str, Any]:
     return frames_record(candles.iloc[fold.start : fold.split][cols], candles.iloc[fold.split : fold.score][cols])
 
 
+def _train_data(candles: "pd.DataFrame | PooledCandles", fold: Fold) -> Any:
+    """Fingerprint of every candle a fold's fit can read, ``[start, stop)``; pooled: one per market, by name."""
+    if isinstance(candles, PooledCandles):
+        return {"pooled": {s: data_fingerprint(c.iloc[f.start : f.stop], CANDLE_COLUMNS)
+                           for s, c in sorted(candles.frames.items()) for f in [candles.market_fold(s, fold)]}}
+    return data_fingerprint(candles.iloc[fold.start : fold.stop], CANDLE_COLUMNS)
+
+
 def checkpoint_key(
     predictor: Predictor, cfg: Config, candles: pd.DataFrame, fold: Fold, previous: str | None = None,
 ) -> str:
@@ -205,7 +264,7 @@ def checkpoint_key(
         "v": TRAINING_VERSION,
         **predictor_identity(predictor, p.context_length, p.horizon, p.batch_size),
         "training": training,
-        "train_data": data_fingerprint(candles.iloc[fold.start : fold.stop], CANDLE_COLUMNS),  # all a fit can read
+        "train_data": _train_data(candles, fold),  # all a fit can read
         "cutoff": fold.cutoff.isoformat(),
         "split": fold.split - fold.start,
         "score": fold.score - fold.start,  # where the early-stopping half ends (what fit's valid holds)
@@ -298,9 +357,13 @@ def fit_fold(
                      curve=list(curve))
     if stop_event is not None:
         ctx.stop_event = stop_event
-    received = frames_record(train, valid)
     t0 = time.perf_counter()
-    predictor.fit(train, valid, ctx)
+    if isinstance(candles, PooledCandles):
+        received = {s: frames_record(train[s], valid[s]) for s in train}
+        predictor.fit_universe(train, valid, ctx)
+    else:
+        received = frames_record(train, valid)
+        predictor.fit(train, valid, ctx)
     return predictor, ctx, time.perf_counter() - t0, received
 
 
@@ -316,7 +379,12 @@ def validation_pinball(predictor: Predictor, candles: pd.DataFrame, fold: Fold, 
     early-stopping and training candles (the past). The engine's one yardstick for every trainable
     model, whatever loss it trains with (our PatchTST vs neuralforecast's), and a fair one: neither
     the fit nor its early stopping chose anything on these targets. None when the scoring half holds
-    no window."""
+    no window. :class:`PooledCandles`: the mean over the markets that have scoring windows."""
+    if isinstance(candles, PooledCandles):
+        scores = [validation_pinball(predictor, c, candles.market_fold(s, fold), horizon, context_length, batch_size)
+                  for s, c in candles.frames.items()]
+        scores = [x for x in scores if x is not None]
+        return float(np.mean(scores)) if scores else None
     from reports.skill import pinball_loss, realised_log_returns  # here: scipy costs the lookahead's fresh processes ~2 s
 
     ends = np.arange(max(fold.score, context_length - 1), fold.stop - horizon)
@@ -579,7 +647,7 @@ def _run_local(
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_worker_init,
                                initargs=(worker_stop, queue, threads))
     try:
-        pending = {pool.submit(_worker_fold, shipped, cfg, candles.iloc[: j.fold.stop], j): j for j in jobs}
+        pending = {pool.submit(_worker_fold, shipped, cfg, _upto(candles, j.fold.stop), j): j for j in jobs}
         while pending:
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             if stop_event is not None and stop_event.is_set() and not worker_stop.is_set():
@@ -617,7 +685,7 @@ def _run_ray(
     (their work dirs keep what their last finished epochs saved)."""
     task = ray.remote(num_cpus=1)(_ray_fold)
     shipped = _shippable(factory, cfg)
-    refs = {task.remote(shipped, cfg, candles.iloc[: j.fold.stop], j): j for j in jobs}
+    refs = {task.remote(shipped, cfg, _upto(candles, j.fold.stop), j): j for j in jobs}
     done: dict[int, FoldModel] = {}
     interrupted = False
     while refs:
@@ -720,7 +788,7 @@ def load_fold_predictor(factory: PredictorFactory, model: FoldModel) -> Predicto
 
 __all__ = [
     "cap_threads", "torch_threads", "device_words", "settings_words", "training_statement",
-    "ConfigFactory", "FoldJob", "FoldModel", "PredictorFactory", "TrainingInterrupted",
+    "ConfigFactory", "FoldJob", "FoldModel", "PooledCandles", "PredictorFactory", "TrainingInterrupted",
     "checkpoint_key", "checkpoint_root", "ensure_fold_models", "read_meta", "stored_fold_models", "fit_fold", "fold_frames", "load_fold_predictor",
     "frames_record", "plan_frames_record",
     "lock_path", "obtain_fold", "plan_jobs", "predictor_factory", "stored_fold", "train_settings", "work_dir_of",

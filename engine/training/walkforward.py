@@ -47,9 +47,11 @@ from loguru import logger
 from engine.core.config import Config
 from engine.core.errors import OperationalError, UserInputError
 from engine.training.folds import Fold, FoldPlan, plan_folds
-from engine.forecasting.signals import ForecastCache, compute_forecasts, data_fingerprint, forecast_key, predictor_hash
+from engine.forecasting.signals import (
+    ForecastCache, compute_forecasts, compute_forecasts_many, data_fingerprint, forecast_key, predictor_hash,
+)
 from engine.training.fold_models import (
-    FoldModel, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models,
+    FoldModel, PooledCandles, ensure_fold_models, fit_fold, load_fold_predictor, plan_jobs, stored_fold_models,
 )
 from predictors.base import Forecast, Predictor, PredictorStats
 
@@ -190,6 +192,92 @@ def walk_forward_forecasts(
     record = WalkForward(plan=plan, models=tuple(models), served_by=served_by, decisions=decisions,
                          trained_now=trained, forecast_cache_hit=False)
     return forecast, record, total
+
+
+def pooled_walk_forward(
+    cfg: Config,
+    markets: "dict[str, tuple[pd.DataFrame, pd.DatetimeIndex]]",
+    predictor: Predictor,
+    cache: ForecastCache | None,
+    progress: bool = True,
+    *,
+    jobs: int = 1,
+    ray_module: Any = None,
+) -> tuple[dict[str, Forecast], dict[str, WalkForward], dict[str, PredictorStats]]:
+    """Walk-forward forecasts of several markets by **one model per fold fitted on all of them**
+    (``Predictor.universe_training = "pooled"``).
+
+    ``markets[symbol]`` is a market's candles (its training history included) and its decision times. The
+    fold plan is one for all (:func:`engine.training.folds.plan_folds` on the union of the markets' candle
+    times, over the union of their decision times): fold ``k``'s cut-off is one time, and its fit
+    (:meth:`~predictors.base.Predictor.fit_universe`) gets every market's candles before it
+    (:class:`engine.training.fold_models.PooledCandles`). Checkpoints are stored and found as single-market
+    ones are (their key covers every market's training candles); folds train in ``jobs`` local processes
+    or as Ray tasks (``ray_module``) as ``train`` trains them. Each fold's model then serves the decision
+    times of every market in its test span in one batched pass
+    (:func:`engine.forecasting.signals.compute_forecasts_many`). Each market's forecasts are cached under
+    the usual key plus the checkpoints' keys and fold spans.
+
+    Returns, per market: its Forecast, its :class:`WalkForward` record (the shared plan and models, its own
+    ``served_by``) and the serving predictors' counters of its windows.
+
+    Raises:
+        ConfigError: the fold plan cannot be made (too little history before a fold), or parallel folds with
+            ``training.warm_start``.
+    """
+    p = cfg.predictor
+    pooled = PooledCandles.of({s: c for s, (c, _) in markets.items()})
+    decisions = pd.DatetimeIndex(sorted(set().union(*(set(d) for _, d in markets.values()))))
+    plan = plan_folds(pooled.index, decisions, cfg.training, p.context_length, p.horizon)
+    factory = FreshPredictor.like(predictor)
+    keys = [job.key for job in plan_jobs(predictor, cfg, pooled, plan)]
+    spans = [[f.test_start.isoformat(), f.test_end.isoformat()] for f in plan.folds]
+    channels = predictor.input_channels()
+    served = {s: plan.fold_of(pooled.index.get_indexer(d)) for s, (_, d) in markets.items()}
+    fkeys = {s: forecast_key(predictor, data_fingerprint(c, channels), p.context_length, p.horizon, d, p.batch_size,
+                             extra={"checkpoints": keys, "folds": spans, "pooled": True})
+             for s, (c, d) in markets.items()}
+    known = predictor.stats().to_json()
+    if cache is not None:
+        loaded = {s: cache.load_with_stats(k) for s, k in fkeys.items()}
+        if all(v is not None and v[0].index.equals(markets[s][1]) for s, v in loaded.items()):
+            stored = stored_fold_models(cfg, pooled, plan, predictor)
+            if stored is not None:
+                logger.info("pooled walk-forward: forecast cache hit for all {} markets, {} fold checkpoints on record; "
+                            "no training or inference needed", len(markets), len(stored))
+                stats_class = type(predictor.stats())
+                return ({s: v[0] for s, v in loaded.items()},  # type: ignore[index]
+                        {s: WalkForward(plan=plan, models=tuple(stored), served_by=served[s], decisions=markets[s][1],
+                                        trained_now=0, forecast_cache_hit=True) for s in markets},
+                        {s: stats_class(**{k: n for k, n in v[1].items() if k in known})  # type: ignore[index]
+                         for s, v in loaded.items()})
+    models = ensure_fold_models(cfg, pooled, plan, factory, progress=progress, jobs=jobs, ray_module=ray_module)
+    trained = sum(m.trained_now for m in models)
+    logger.info("pooled walk-forward over {} markets: {} folds ({} trained now, {} from checkpoints); forecasting {} "
+                "decision times", len(markets), len(models), trained, len(models) - trained,
+                sum(len(d) for _, d in markets.values()))
+    values = {s: np.empty((len(d), len(predictor.quantile_levels), p.horizon), dtype=np.float64)
+              for s, (_, d) in markets.items()}
+    counts = {s: dict.fromkeys(known, 0) for s in markets}
+    for model in models:
+        rows = {s: np.flatnonzero(served[s] == model.fold.k) for s in markets}
+        names = [s for s in markets if len(rows[s])]
+        serving = load_fold_predictor(factory, model)
+        parts = compute_forecasts_many([(markets[s][0], markets[s][1][rows[s]]) for s in names], serving,
+                                       p.context_length, p.horizon, p.batch_size, progress)
+        for s, (part, counted) in zip(names, parts):
+            values[s][rows[s]] = part.values
+            for k, n in counted.items():
+                counts[s][k] = counts[s].get(k, 0) + n
+    forecasts, records, stats = {}, {}, {}
+    for s, (_, d) in markets.items():
+        forecasts[s] = Forecast(index=d, quantile_levels=tuple(predictor.quantile_levels), values=values[s])
+        records[s] = WalkForward(plan=plan, models=tuple(models), served_by=served[s], decisions=d,
+                                 trained_now=trained, forecast_cache_hit=False)
+        stats[s] = type(predictor.stats())(**counts[s])
+        if cache is not None:
+            cache.store(fkeys[s], forecasts[s], counts[s])
+    return forecasts, records, stats
 
 
 # -- the lookahead check's fresh processes -----------------------------------------------------------
@@ -377,5 +465,5 @@ def fresh_runs(
 
 __all__ = [
     "FreshPredictor", "RefitJob", "RefitResult", "ServeJob", "WalkForward", "ensure_refittable", "fresh_runs",
-    "trained_predictor_hash", "walk_forward_forecasts",
+    "pooled_walk_forward", "trained_predictor_hash", "walk_forward_forecasts",
 ]
