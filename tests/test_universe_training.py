@@ -118,5 +118,8 @@ def test_trained_universe_runs_end_to_end_from_the_cli_and_jobs_change_nothing(t
         a, b = metrics[(predictor, "1")], metrics[(predictor, "2")]
         assert a["universe"]["training"]["trained_now"] == b["universe"]["training"]["trained_now"] > 0
         assert a["performance"] == b["performance"] and a["cross_section"] == b["cross_section"]
+        # a trained universe run's forecasts are not recomputed on cut universes: said, never "passed"
+        assert a["lookahead"]["status"] == "unchecked" and "not recomputed across coins" in a["lookahead"]["summary"]
+        assert a["lookahead"]["order_times"] and not a["lookahead"]["order_mismatches"]
     assert metrics[("PooledAR", "1")]["universe"]["training"]["fold_models"] < \
         metrics[("LinearAR", "1")]["universe"]["training"]["fold_models"]
