@@ -91,6 +91,14 @@ def _add_check_flags(p: argparse.ArgumentParser) -> None:
                         "(evaluation.lookahead_thorough), for a run meant to be trusted")
 
 
+def _add_reconcile_flag(p: argparse.ArgumentParser) -> None:
+    """``--reconcile SPAN|full`` (evaluation.universe_reconcile) of the commands that run a universe."""
+    p.add_argument("--reconcile", metavar="SPAN|full",
+                   help="universe runs: the stretch from the start also run on backtrader's event loop and reconciled "
+                        "fill for fill with the fast path (the record), e.g. 90d or 2000bars; full = the whole run "
+                        "(evaluation.universe_reconcile, default 90d)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
@@ -110,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--universe", help="trade a portfolio strategy over a universe of coins: a name from config.toml's "
                     "[universes], a file of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
     bt.add_argument("--timings", action="store_true", help="print the seconds of each step (metrics.json's timings)")
+    _add_reconcile_flag(bt)
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -130,6 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
     cp.add_argument("--timings", action="store_true", help="print the seconds of each step of every run")
+    _add_reconcile_flag(cp)
 
     sw = sub.add_parser("sweep", help="search strategy/predictor parameters with Optuna; deflated, checked on a holdout")
     sw.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")

@@ -36,7 +36,8 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     assert code == 0
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["kind"] == "universe" and m["universe"]["coins"] == 6
-    assert m["fast_path"].startswith("reconciled fill for fill") and m["fills"] > 0
+    assert "reconciled fill for fill" in m["fast_path"] and m["fills"] > 0
+    assert m["reconciled"]["record"] == "fast path" and m["reconciled"]["bars"] == 90  # the default 90d of 1d bars
     assert m["buy_and_hold_btc"]["final_equity"] > 0  # BTC found in the second folder
     assert "buy-and-hold" not in m["verdict"] and "equal-weight universe" in m["verdict"]
     cs = m["cross_section"]

@@ -32,13 +32,13 @@ import pandas as pd
 from loguru import logger
 
 from engine.backtesting.portfolio import (
-    PortfolioSetup, PortfolioSimulation, aligned_forecasts, bars_on_clock, fast_simulate_portfolio,
-    portfolio_fast_form, reconcile_portfolio, short_rate_per_bar, simulate_portfolio,
+    PortfolioRecord, PortfolioSetup, PortfolioSimulation, aligned_forecasts, bars_on_clock, fast_simulate_portfolio,
+    portfolio_fast_form, record_portfolio, short_rate_per_bar, simulate_portfolio,
 )
 from engine.backtesting.recorder import TRADE_COLUMNS
 from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
-from engine.core.config import Config
+from engine.core.config import Config, parse_span
 from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.judging.evaluation import significance_report
@@ -188,7 +188,9 @@ class UniverseBacktest:
     Attributes:
         name, symbols: the universe and the coins it traded (markets without candles in the range left out).
         strategy_name, params: the portfolio strategy and its parameters.
-        simulation: the strategy's record (backtrader's event loop over N feeds).
+        simulation: the strategy's record: the fast path, reconciled fill for fill with backtrader's event loop
+            over the first ``evaluation.universe_reconcile`` of the run (or all of it); the event loop over the
+            whole run where the strategy has no fast form or the two disagreed (``reconciled`` says which).
         reference: the equal-weight universe (the strategy file's ``REFERENCE``), same schedule and costs.
         reference_simulated: how the reference was simulated, in words.
         btc: buy-and-hold of BTC/USDT on the same range, or None (``not_run`` says why).
@@ -199,6 +201,7 @@ class UniverseBacktest:
         verdict: the significance's verdict, its benchmark named as the equal-weight universe.
         cross_section: IC, Rank IC, their decay and decile portfolios of the forecasts.
         fast_path: the fast path against the event loop on this run, in words.
+        reconciled: which path is the record, the bars the event loop checked (metrics.json's ``reconciled``).
         not_run: checks a single-market run makes that this run did not, each with why.
         run_dir: the run folder.
     """
@@ -221,6 +224,7 @@ class UniverseBacktest:
     not_run: tuple[str, ...]
     run_dir: Path
     timings: Mapping[str, float]
+    reconciled: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 NOT_RUN = (
@@ -278,6 +282,43 @@ def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, 
     return candles, None
 
 
+def reconcile_window(spec: str, clock: pd.DatetimeIndex) -> int:
+    """Bars at the start of ``clock`` that ``evaluation.universe_reconcile`` (``"full"``, ``"90d"``,
+    ``"2000bars"``) runs on backtrader's event loop too: at least 1, at most ``len(clock)``."""
+    T = len(clock)
+    if spec == "full" or T == 0:
+        return T
+    span = parse_span(spec, "evaluation.universe_reconcile")
+    n = span.bars if span.duration is None else int(np.searchsorted(clock, clock[0] + span.duration, side="left"))
+    return max(1, min(n, T))
+
+
+def record_words(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) -> str:
+    """How a universe run's record was made and checked, in words (metrics.json's ``fast_path``)."""
+    n, T = record.reconciled_bars, len(clock)
+    fills = len(record.simulation.fills)
+    if record.source == "event loop":
+        if record.difference == "the strategy has no fast form":
+            return "NOT reconciled: the strategy has no fast form; the event loop ran the whole run (the record)"
+        return (f"NOT reconciled: {record.difference}; the event loop ran the whole run and is the record "
+                f"({fills} fills)")
+    if n >= T:
+        return f"reconciled fill for fill with the event loop on the whole run ({T} bars, {fills} fills)"
+    event_fills = int((record.simulation.fills["time"] < clock[n]).sum())
+    return (f"the fast path is the record ({fills} fills); reconciled fill for fill with the event loop on bars "
+            f"1-{n} of {T} ({clock[0]:%Y-%m-%d %H:%M} .. {clock[n - 1]:%Y-%m-%d %H:%M} UTC, {event_fills} fills; "
+            f"evaluation.universe_reconcile = {spec!r}, \"full\" for all; the rest is the fast path, whose broker "
+            "port tests/test_portfolio.py reconciles on seeded variants)")
+
+
+def reconciled_json(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) -> dict[str, Any]:
+    """metrics.json's ``reconciled``: which path is the record and which bars the event loop checked."""
+    n = record.reconciled_bars
+    return {"record": record.source, "setting": spec, "bars": n, "of_bars": len(clock),
+            "first_bar": clock[0] if n else None, "last_bar": clock[n - 1] if n else None,
+            "difference": record.difference}
+
+
 @dataclass(frozen=True)
 class UniverseComputation:
     """Everything one universe run computed before it is judged against other trials or written."""
@@ -304,6 +345,7 @@ class UniverseComputation:
     cross_section: CrossSectionReport
     timings: dict[str, float]
     started: float
+    reconciled: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputation:
@@ -345,20 +387,23 @@ def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputat
     values = aligned_forecasts(universe.clock, forecasts.forecasts)
     rate = short_rate_per_bar(cfg.broker.short_rate, timeframe_to_timedelta(d.timeframe).total_seconds())
     setup = PortfolioSetup(strategy_cls, params, cfg.broker.cash, cfg.broker.costs, rate)
-    sim = simulate_portfolio(bars, values, p.quantiles, setup)
-    timings["event_loop"] = time.perf_counter() - t
+    timings["feeds"] = time.perf_counter() - t
+    window = reconcile_window(cfg.evaluation.universe_reconcile, universe.clock)
+    record = record_portfolio(bars, values, p.quantiles, setup, window)
+    sim = record.simulation
+    timings["fast_path"], timings["event_loop"] = record.fast_s, record.event_s
 
     t = time.perf_counter()
     ref_setup = PortfolioSetup(reference_cls, params, cfg.broker.cash, cfg.broker.costs, rate)
-    difference = "the strategy has no fast form"
-    if portfolio_fast_form(strategy_cls) is not None:
-        difference = reconcile_portfolio(fast_simulate_portfolio(bars, values, p.quantiles, setup), sim)
-    if difference is None and portfolio_fast_form(reference_cls) is not None:
-        fast_path = f"reconciled fill for fill with the event loop ({len(sim.fills)} fills)"
+    fast_path = record_words(record, universe.clock, cfg.evaluation.universe_reconcile)
+    if record.source == "fast path" and portfolio_fast_form(reference_cls) is not None:
         reference = fast_simulate_portfolio(bars, None, p.quantiles, ref_setup)
-        how = "fast path (its broker port reconciled fill for fill with this run's event loop)"
+        how = (f"fast path (its broker port reconciled fill for fill with this run's event loop on "
+               f"{record.reconciled_bars} of {len(universe.clock)} bars)")
     else:
-        fast_path = f"NOT reconciled: {difference}"
+        if record.difference is not None and portfolio_fast_form(strategy_cls) is not None:
+            logger.warning("universe {}: the fast path disagrees with backtrader's event loop ({}); the event loop "
+                           "ran the whole run and is its record", name, record.difference)
         reference = simulate_portfolio(bars, None, p.quantiles, ref_setup)
         how = "event loop"
     btc_bars, btc_missing = _btc_candles(cfg, universe)
@@ -377,7 +422,8 @@ def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputat
         strategy_name=strategy_cls.__name__, params=params, predictor=predictor, forecasts=forecasts, simulation=sim,
         reference=reference, reference_simulated=how, fast_path=fast_path, btc=btc, btc_missing=btc_missing,
         periods_per_year=ppy, metrics=metrics, reference_metrics=ref_metrics, btc_metrics=btc_metrics,
-        cross_section=cross, timings=timings, started=started)
+        cross_section=cross, timings=timings, started=started,
+        reconciled=reconciled_json(record, universe.clock, cfg.evaluation.universe_reconcile))
 
 
 def universe_row(c: UniverseComputation, run_dir: Path) -> Any:
@@ -425,7 +471,8 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
         simulation=c.simulation, reference=c.reference, reference_simulated=c.reference_simulated, btc=c.btc,
         metrics=c.metrics, reference_metrics=c.reference_metrics, btc_metrics=c.btc_metrics, significance=sig,
         verdict=sig.verdict, cross_section=c.cross_section, fast_path=c.fast_path,
-        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings)
+        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings,
+        reconciled=c.reconciled)
     t = time.perf_counter()
     write_universe_folder(c.cfg, out, c.strategy_path, c.forecasts)
     timings["write"] = time.perf_counter() - t
@@ -440,7 +487,9 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
 
     Steps: load every coin (:func:`feeds.universe.load_universe`, warm-up of ``context_length - 1`` own
     candles) -> forecasts per coin (:func:`universe_forecasts`, cached as single-market runs) -> the
-    strategy on N feeds (backtrader's event loop: the record) -> its fast path reconciled fill for fill
+    strategy on its fast path over all bars (the record), reconciled fill for fill with backtrader's event
+    loop on N feeds over the first ``evaluation.universe_reconcile`` (:func:`record_portfolio`; on a
+    difference the event loop runs the whole range and is the record)
     -> the equal-weight reference (fast path once reconciled, else the event loop) and buy-and-hold of
     BTC -> the cross-section (IC, deciles) -> a trial-ledger row, then significance against chance and the
     reference, deflated by the study's trials -> the folder.
@@ -474,6 +523,7 @@ def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, fore
         "turnover": float(sim.turnover.sum()), "cost_drag": sim.cost_drag(),
         "fills": len(sim.fills), "rejected_orders": len(sim.rejected),
         "significance": run.significance, "verdict": run.verdict, "fast_path": run.fast_path,
+        "reconciled": dict(run.reconciled),
         "cross_section": run.cross_section.to_json(), "not_run": list(run.not_run),
         "timings": dict(run.timings), "config_hash": cfg.hash(),
     }
