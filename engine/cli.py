@@ -95,8 +95,8 @@ def _add_reconcile_flag(p: argparse.ArgumentParser) -> None:
     """``--reconcile SPAN|full`` (evaluation.universe_reconcile) of the commands that run a universe."""
     p.add_argument("--reconcile", metavar="SPAN|full",
                    help="universe runs: the stretch from the start also run on backtrader's event loop and reconciled "
-                        "fill for fill with the fast path (the record), e.g. 90d or 2000bars; full = the whole run "
-                        "(evaluation.universe_reconcile, default 90d)")
+                        "fill for fill with the fast path (the record), e.g. 2000bars or 90d; full = the whole run "
+                        "(evaluation.universe_reconcile, default 1000bars)")
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -406,6 +406,6 @@ def test_the_reconciled_window_is_read_from_config_as_a_span_or_full(universe):
     assert reconcile_window("full", clock) == 336
     assert reconcile_window("5d", clock) == 120 and reconcile_window("100bars", clock) == 100
     assert reconcile_window("90d", clock) == 336 and reconcile_window("1h", clock) == 1
-    assert load_config(ROOT / "config.toml").evaluation.universe_reconcile == "90d"
+    assert load_config(ROOT / "config.toml").evaluation.universe_reconcile == "1000bars"
     with pytest.raises(ConfigError, match=r"evaluation.universe_reconcile = 'half'.*or \"full\""):
         load_config(ROOT / "config.toml", {"evaluation.universe_reconcile": "half"})

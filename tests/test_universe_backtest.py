@@ -37,7 +37,7 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["kind"] == "universe" and m["universe"]["coins"] == 6
     assert "reconciled fill for fill" in m["fast_path"] and m["fills"] > 0
-    assert m["reconciled"]["record"] == "fast path" and m["reconciled"]["bars"] == 90  # the default 90d of 1d bars
+    assert m["reconciled"]["record"] == "fast path" and m["reconciled"]["bars"] == m["market"]["n_bars"] == 547
     assert m["buy_and_hold_btc"]["final_equity"] > 0  # BTC found in the second folder
     assert "buy-and-hold" not in m["verdict"] and "equal-weight universe" in m["verdict"]
     cs = m["cross_section"]
@@ -101,3 +101,24 @@ def test_compare_on_a_universe_ranks_predictors_by_rank_ic_and_counts_them_as_tr
     assert (folder / "leaderboard.html").is_file() and "rank_ic_t" in capsys.readouterr().out
     assert cli.main([*args[:2], "--symbols", "BTC/USDT", *args[2:]]) == 2
     assert "--symbols and --universe" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one more 6-coin daily run (forecasts from the cache)
+def test_reconcile_sets_the_bars_checked_on_the_event_loop_and_the_record_is_the_same(first_run, tmp_path, capsys):
+    """``--reconcile 120d``: the event loop runs the first 120 days only; the record (the fast path) is the
+    one the fully reconciled run of the fixture wrote, equity at every bar and every fill."""
+    _, out, full_dir = first_run
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "120d",
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
+    printed = capsys.readouterr().out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    r = m["reconciled"]
+    assert r["record"] == "fast path" and r["bars"] == 120 and r["of_bars"] == 547 and r["difference"] is None
+    assert r["first_bar"].startswith("2021-12-01") and r["last_bar"].startswith("2022-03-30")
+    assert "on bars 1-120 of 547 (2021-12-01 00:00 .. 2022-03-30 00:00 UTC" in printed
+    for name in ("equity.csv", "fills.csv", "positions.csv"):
+        assert (run_dir / name).read_text() == (full_dir / name).read_text(), name
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "half",
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 2
+    assert "evaluation.universe_reconcile = 'half'" in capsys.readouterr().err

@@ -192,7 +192,7 @@ class EvaluationConfig:
     random_sign_draws: int = 50
     #: universe runs: the first stretch of the run also run on backtrader's event loop and reconciled fill for
     #: fill with the fast path (the record); "full" = the whole run (:func:`engine.runs.universe.reconcile_window`)
-    universe_reconcile: str = "90d"
+    universe_reconcile: str = "1000bars"
     study: str = "default"
     max_plausible_sharpe: float = 3.0
     max_plausible_accuracy: float = 0.6

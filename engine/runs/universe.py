@@ -283,8 +283,8 @@ def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, 
 
 
 def reconcile_window(spec: str, clock: pd.DatetimeIndex) -> int:
-    """Bars at the start of ``clock`` that ``evaluation.universe_reconcile`` (``"full"``, ``"90d"``,
-    ``"2000bars"``) runs on backtrader's event loop too: at least 1, at most ``len(clock)``."""
+    """Bars at the start of ``clock`` that ``evaluation.universe_reconcile`` (``"full"``, ``"1000bars"``,
+    ``"90d"``) runs on backtrader's event loop too: at least 1, at most ``len(clock)``."""
     T = len(clock)
     if spec == "full" or T == 0:
         return T
