@@ -159,6 +159,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ray", metavar="ADDRESS", help="evaluate trials as Ray tasks on this cluster, e.g. auto")
     sw.add_argument("--batch", type=int, default=8,
                     help="trials asked from Optuna at a time (default 8; results depend on it, not on --jobs)")
+    sw.add_argument("--universe", help="sweep a portfolio strategy over a universe of coins: a name from config.toml's "
+                    "[universes], a file of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
+    _add_reconcile_flag(sw)
 
     lg = sub.add_parser("ledger", help="list every trial recorded in the output folder's ledger")
     lg.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
@@ -396,12 +399,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("interrupted: the finished trials are in the study and the ledger; run the same command again to "
               "resume up to --trials", file=sys.stderr)
         return 130
+    from engine.sweeps.search import holdout_view
+
     for line in sweep.lines:
         print(line)
-    hold = sweep.holdout
+    hold = holdout_view(sweep.holdout)
     best = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sweep.best_params.items())
     print(f"{len(sweep.trials)} trials; best: {best}")
-    print(summary_table({"in-sample": sweep.best_metrics, "holdout": hold.result.metrics}))
+    columns = {"in-sample": sweep.best_metrics, "holdout": hold.metrics}
+    from engine.runs.universe import UniverseBacktest, portfolio_columns
+
+    if isinstance(sweep.holdout, UniverseBacktest):  # a portfolio's record has fills, not round trips
+        columns = {name: portfolio_columns(p) for name, p in columns.items()}
+    print(summary_table(columns))
     sig = sweep.best_significance
     if isinstance(sig, Significance):
         print(f"in-sample: Sharpe {format_number(sig.sharpe, '.2f')}, PSR {format_number(sig.psr, '.3f')}, "
@@ -409,11 +419,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  {'deflated by' if sig.deflated else 'counted'} {sweep.trial_count.how}")
         print(f"  {sig.verdict}")
     print(f"verdict: {sweep.verdict}")
-    print(f"holdout run: {hold.result.lookahead.summary()}")
-    for finding in hold.result.suspicious:
+    print(f"holdout run: {hold.lookahead_summary}")
+    for finding in hold.suspicious:
         print(f"holdout run: {finding.replace('suspicious', 'SUSPICIOUS', 1)}")
-    if not hold.result.suspicious:
-        print("holdout run: plausibility guard passed")
+    if not hold.suspicious:
+        print(f"holdout run: plausibility guard {hold.plausibility}")
     print(f"trials: {sweep.trials_csv}")
     print(f"report: {sweep.html}")
     print(f"holdout run folder: {hold.run_dir}")

@@ -282,6 +282,28 @@ def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, 
     return candles, None
 
 
+def universe_of(cfg: Config) -> Universe:
+    """``data.universe``'s coins loaded on one clock over ``data.timerange``, each with ``context_length - 1``
+    warm-up candles of its own (:func:`feeds.universe.load_universe`).
+
+    Raises:
+        UserInputError: no ``data.universe``; bad data.
+    """
+    spec = cfg.universe_symbols()
+    if spec is None:
+        raise UserInputError("a universe run needs data.universe: pass --universe NAME|FILE|\"A/USDT,B/USDT,...\"")
+    d, p = cfg.data, cfg.predictor
+    return load_universe(spec[0], spec[1], d.timeframe, d.range, data_dirs=candle_dirs(cfg),
+                         cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
+                         warmup_bars=p.context_length - 1, progress=cfg.output.progress,
+                         api_overrides=d.exchange_url or None)
+
+
+def portfolio_performance(sim: PortfolioSimulation, periods_per_year: float) -> Performance:
+    """A portfolio's performance (fills counted, not round trips; exposure: any coin held)."""
+    return _portfolio_performance(sim, periods_per_year)
+
+
 def reconcile_window(spec: str, clock: pd.DatetimeIndex) -> int:
     """Bars at the start of ``clock`` that ``evaluation.universe_reconcile`` (``"full"``, ``"1000bars"``,
     ``"90d"``) runs on backtrader's event loop too: at least 1, at most ``len(clock)``."""
@@ -371,10 +393,7 @@ def compute_universe(cfg: Config, strategy_path: str | Path) -> UniverseComputat
     d, p = cfg.data, cfg.predictor
 
     t = time.perf_counter()
-    dirs = candle_dirs(cfg)
-    universe = load_universe(name, symbols, d.timeframe, d.range, data_dirs=dirs, cache_dir=Path(d.cache_dir),
-                             exchange_id=d.exchange, gap_policy=d.gap_policy, warmup_bars=p.context_length - 1,
-                             progress=cfg.output.progress, api_overrides=d.exchange_url or None)
+    universe = universe_of(cfg)
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -482,7 +501,7 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
     return out
 
 
-def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBacktest:
+def run_universe_backtest(cfg: Config, strategy_path: str | Path, runs_dir: Path | None = None) -> UniverseBacktest:
     """Backtest a portfolio strategy over ``data.universe``; write its run folder.
 
     Steps: load every coin (:func:`feeds.universe.load_universe`, warm-up of ``context_length - 1`` own
@@ -494,12 +513,14 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path) -> UniverseBac
     BTC -> the cross-section (IC, deciles) -> a trial-ledger row, then significance against chance and the
     reference, deflated by the study's trials -> the folder.
 
+    ``runs_dir``: where the run folder goes (default ``output.dir``, whose ledger takes the row either way).
+
     Raises:
         UserInputError: no ``data.universe``; a strategy that is not a portfolio strategy; bad data or predictor.
         LedgerUnusableError: the ledger could not take the row; the folder is complete (not deflated).
     """
     c = compute_universe(cfg, strategy_path)
-    run_dir = new_run_dir(Path(cfg.output.dir), c.stem, cfg.predictor.name, c.name, cfg.data.timeframe)
+    run_dir = new_run_dir(Path(runs_dir or cfg.output.dir), c.stem, cfg.predictor.name, c.name, cfg.data.timeframe)
     (trials,), ledger, failure = ledger_rows_and_counts(cfg, [c], [run_dir])
     out = finish_universe(c, run_dir, trials)
     if failure is not None:  # the folder is complete (its verdict not deflated): say where, then fail
