@@ -29,6 +29,7 @@ borrow charge), visiting only the bars where an order is made or in flight.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -730,8 +731,6 @@ def record_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping[str, n
     Where the strategy has no fast form, or the two disagree, the event loop runs over all bars and is the
     record (``difference`` says why). ``window >= T`` reconciles the whole run.
     """
-    import time
-
     T = len(next(iter(bars.values())).index) if bars else 0
     window = max(1, min(int(window), T))
     if portfolio_fast_form(setup.strategy_cls) is None:

@@ -41,6 +41,9 @@ from engine.backtesting.portfolio import (
 )
 from engine.backtesting.feed import align_forecast
 from engine.runs.pipeline import bars_per_year, build_predictor, decision_times, load_bars
+from engine.runs.universe import (
+    portfolio_performance, reconcile_window, universe_forecasts, universe_label, universe_of,
+)
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.backtesting.simulate import Simulation, StrategySetup, buy_and_hold, simulate
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
@@ -151,8 +154,6 @@ def prepare_market(cfg: Config, strategy_path: str) -> SweepMarket:
 
 
 def _prepare_universe(cfg: Config, strategy_path: str) -> SweepMarket:
-    from engine.runs.universe import portfolio_performance, reconcile_window, universe_label, universe_of
-
     strategy_cls = load_strategy(strategy_path)
     reference_cls = portfolio_reference(strategy_cls)
     stem = Path(strategy_path).stem
@@ -203,8 +204,6 @@ def forecasts_for(market: SweepMarket, cfg: Config) -> tuple[str, Forecast, np.n
     predictor = build_predictor(cfg)
     key = predictor_hash(predictor, p.context_length, p.horizon, p.batch_size)
     if key not in market.memo and market.portfolio is not None:  # every coin, as a universe run forecasts them
-        from engine.runs.universe import universe_forecasts
-
         coins = universe_forecasts(cfg, market.portfolio.universe, predictor)
         market.memo[key] = (coins, aligned_forecasts(market.bars.index, coins.forecasts), predictor.model_info().name)
     if key not in market.memo:
@@ -257,8 +256,6 @@ def _portfolio_setup(market: SweepMarket, strategy: Mapping[str, Any], predictor
 
 def _portfolio_evaluate(market: SweepMarket, strategy: Mapping[str, Any], predictor: Mapping[str, Any],
                         objective: str) -> TrialOutcome:
-    from engine.runs.universe import portfolio_performance
-
     fast = market_has_fast_path(market)
     setup, cfg, key, aligned, model = _portfolio_setup(market, strategy, predictor)
     pf = market.portfolio
@@ -297,8 +294,6 @@ def record_metrics(market: SweepMarket, strategy: Mapping[str, Any], predictor: 
     record a universe run makes (the fast path reconciled over the first ``evaluation.universe_reconcile`` bars,
     :func:`reconcile_variant`)."""
     if market.portfolio is not None:
-        from engine.runs.universe import portfolio_performance
-
         sim = reconcile_variant(market, strategy, predictor)
         return sim.equity, portfolio_performance(sim, market.periods_per_year)
     sim = event_simulation(market, strategy, predictor)

@@ -54,6 +54,7 @@ from loguru import logger
 
 from engine.runs.backtest import Backtest, run_backtest
 from engine.runs.compare import _ray, resolve_paths
+from engine.runs.universe import EQUAL_WEIGHT, run_universe_backtest
 from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError, exit_code
 from engine.judging.evaluation import significance_report
@@ -460,11 +461,7 @@ def run_sweep(
     count = ledger.study_count(cfg.evaluation.study, market.periods_per_year,
                                market=(d.exchange, market.cfg.data.symbol, d.timeframe, *market.period))
     ev = cfg.evaluation
-    words = {}
-    if market.portfolio is not None:  # the benchmark is the equal-weight universe
-        from engine.runs.universe import EQUAL_WEIGHT
-
-        words = {"benchmark_words": EQUAL_WEIGHT}
+    words = {"benchmark_words": EQUAL_WEIGHT} if market.portfolio is not None else {}  # the equal-weight universe
     significance = significance_report(best_equity, market.periods_per_year, count.n, count.sharpe_variance,
                                        ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=market.benchmark.equity,
                                        trials=count, **words)
@@ -473,8 +470,6 @@ def run_sweep(
     hold_cfg = variant_config(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, timerange=str(hold))),
                               stem, strategy_best, predictor_best)
     if market.portfolio is not None:
-        from engine.runs.universe import run_universe_backtest
-
         holdout_run: Any = run_universe_backtest(hold_cfg, strategy_path, runs_dir=out_dir)
     else:
         holdout_run = run_backtest(hold_cfg, strategy_path, runs_dir=out_dir)
