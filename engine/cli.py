@@ -351,6 +351,8 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     print(f"verdict: {run.verdict}")
     for line in run.not_run:
         print(line)
+    if getattr(args, "timings", False):
+        print_timings({"seconds": dict(run.timings)}, list(run.timings))
     print(f"run folder: {run.run_dir}")
     return 0
 
