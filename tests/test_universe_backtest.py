@@ -99,6 +99,9 @@ def test_compare_on_a_universe_ranks_predictors_by_rank_ic_and_counts_them_as_tr
         m = json.loads((folder / run_dir / "metrics.json").read_text())
         assert m["significance"]["trials"]["n"] == 3  # every row appended before any was judged
     assert (folder / "leaderboard.html").is_file() and "rank_ic_t" in capsys.readouterr().out
+    page = (folder / "leaderboard.html").read_text()  # the table, then Rank IC t, total return and equity charts
+    assert page.count('class="plotly-chart"') == 3 and "<script src=" not in page
+    assert "Rank IC t-statistic" in page and "equal-weight universe" in page and page.count("<table") == 1
     assert cli.main([*args[:2], "--symbols", "BTC/USDT", *args[2:]]) == 2
     assert "--symbols and --universe" in capsys.readouterr().err
 

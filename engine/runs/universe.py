@@ -57,8 +57,8 @@ from reports.cross_section import (
 )
 from reports.metrics import Performance, performance_summary
 from reports.significance import Benchmark
-from reports.render.cross_section_page import write_cross_section_page
-from reports.render.html import html_page, html_table
+from reports.render.cross_section_page import write_cross_section_page, write_universe_leaderboard
+from reports.render.html import html_table
 
 __all__ = ["CrossSectionReport", "UniverseForecasts", "cross_section_panels", "cross_section_report",
            "universe_forecasts"]
@@ -641,12 +641,18 @@ def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: lis
     frame.to_csv(out_dir / "leaderboard.csv", index=False)
     shown = frame.drop(columns=["verdict", "run_dir"])
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    html = out_dir / "leaderboard.html"
     table = html_table(list(frame.columns), [[str(v) if not isinstance(v, float) else f"{v:.4g}" for v in row]
                                              for row in frame.itertuples(index=False)],
                        caption=f"{stem} on {spec[0]} ({len(computed[0].universe.symbols)} coins) {cfg.data.timeframe}",
                        column_classes={list(frame.columns).index("verdict"): "words"})
-    html.write_text(html_page(f"{stem}: {', '.join(predictors)} on universe {spec[0]}", table), encoding="utf-8")
+    html = write_universe_leaderboard(
+        out_dir / "leaderboard.html", title=f"{stem}: {', '.join(predictors)} on universe {spec[0]}", table=table,
+        predictors=list(frame["predictor"]), rank_ic_t=list(frame["rank_ic_t"]), total_return=list(frame["total_return"]),
+        reference_return=float(frame["equal_weight_return"].iloc[0]),
+        equity={q: run.simulation.equity for q, run in runs.items()},
+        reference=next(iter(runs.values())).reference.equity,
+        caption="Every predictor on the same coins, clock, costs and strategy; ranked by Rank IC t. The equal-weight "
+                "universe reads no forecast: it is the same for every predictor.")
     if failure is not None:
         raise ledger_unusable(ledger.path, failure, out_dir, "compare folder") from failure
     return UniverseComparison(out_dir=out_dir, runs=runs, leaderboard=frame, text=text, html=html)
