@@ -732,7 +732,7 @@ def record_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping[str, n
     record (``difference`` says why). ``window >= T`` reconciles the whole run.
     """
     T = len(next(iter(bars.values())).index) if bars else 0
-    window = max(1, min(int(window), T))
+    window = min(max(1, int(window)), T)
     if portfolio_fast_form(setup.strategy_cls) is None:
         t = time.perf_counter()
         event = simulate_portfolio(bars, forecasts, levels, setup)
