@@ -376,6 +376,11 @@ def run_sweep(
              f"holdout {hold} is never seen by the search"]
 
     market = prepare_market(search_cfg, strategy_path)
+    if market.portfolio is not None:
+        u = market.portfolio.universe
+        lines.append(f"{market.cfg.data.symbol}: {len(u.symbols)} coins x {len(u.clock)} bars; the benchmark (the page's "
+                     "'buy & hold return') is the equal-weight universe with the configured strategy parameters; "
+                     "'trades' counts round trips, which a portfolio's record (fills per coin) does not have")
     fast = market_has_fast_path(market)
     reconciled = 0
     if fast:
