@@ -125,3 +125,31 @@ def test_reconcile_sets_the_bars_checked_on_the_event_loop_and_the_record_is_the
     assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "half",
                      "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 2
     assert "evaluation.universe_reconcile = 'half'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one more 6-coin daily run (forecasts from the cache)
+def test_a_fast_path_that_disagrees_makes_the_event_loop_the_record_and_says_so(first_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    """A fast path one unit off on its first fill: the run says NOT reconciled with the difference, the event loop
+    over every bar is the record (the fixture's record, equity and fills), and the reference is simulated on it."""
+    from engine.backtesting import portfolio
+
+    real = portfolio.fast_simulate_portfolio
+
+    def off(bars, forecasts, levels, setup):
+        sim = real(bars, forecasts, levels, setup)
+        fills = sim.fills.copy()
+        fills.loc[0, "size"] += 1.0
+        return type(sim)(**{**sim.__dict__, "fills": fills})
+
+    monkeypatch.setattr(portfolio, "fast_simulate_portfolio", off)
+    _, out, full_dir = first_run
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "60d",
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
+    assert "fast path: NOT reconciled: fill 1 at" in capsys.readouterr().out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["reconciled"]["record"] == "event loop" and m["reconciled"]["bars"] == 0
+    assert "size differs" in m["reconciled"]["difference"] and m["reference_simulated"] == "event loop"
+    for name in ("equity.csv", "fills.csv", "positions.csv"):
+        assert (run_dir / name).read_text() == (full_dir / name).read_text(), name
