@@ -150,7 +150,8 @@ def write_universe_leaderboard(
     if reference is not None:
         curves["equal-weight universe"] = reference
     frame = pd.DataFrame({k: v / float(v.iloc[0]) for k, v in curves.items()})
-    body = "\n".join(b for b in (f'<p class="sub">{caption}</p>' if caption else "", table, ic_chart, return_chart,
+    body = "\n".join(b for b in (f'<p class="sub">{caption}</p>' if caption else "",
+                                 f'<div class="scroll">{table}</div>', ic_chart, return_chart,
                                  _equity_chart(frame, "equity / starting equity",
                                                "each predictor's equity and the equal-weight universe's")) if b)
     path = Path(path)
