@@ -567,6 +567,32 @@ def render_universe(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_universe_run(r: Records) -> str:
+    rec = r["universe_run_speed"]
+    n, c = rec["numbers"], rec["config"]
+    d, f = n["default"], n["full"]
+    rc = d["reconciled"]
+
+    def steps(run: dict) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in run["timings"].items() if k != "total")
+
+    lines = [provenance(rec),
+             f"{c['coins']} coins × {n['bars']:,} 1h bars ({c['timerange']}), `{c['strategy']}` with config.toml's "
+             f"parameters, `{c['predictor']}` forecasts cached (a first, untimed run computed them); each run is "
+             "`python -m engine backtest ... --universe` in a child process (start-up and imports included); best of "
+             f"{c['rounds']} round(s).", "",
+             "| record | wall | CPU | steps inside the run (s) |", "|---|---|---|---|",
+             f"| fast path, reconciled with the event loop on bars 1–{rc['bars']:,} (`{c['reconcile_default']}`, the "
+             f"default) | {d['wall_s']:.1f} s | {d['cpu_s']:.1f} s | {steps(d)} |",
+             f"| event loop over every bar (`--reconcile full`) | {f['wall_s']:.1f} s | {f['cpu_s']:.1f} s | {steps(f)} |",
+             "",
+             f"Full / default: {n['full_over_default_wall']:.1f}× wall, {n['full_over_default_cpu']:.1f}× CPU; the default "
+             f"run within {c['target_s']:.0f} s of wall clock: {'yes' if n['within_target'] else 'no'} (target ≤ "
+             f"{c['target_s']:.0f} s); the two records are the same (fills, equity at every bar): "
+             f"{'yes' if n['same_record'] else 'NO'} ({d['fills']:,} fills, final equity {d['final_equity']:,.2f})."]
+    return "\n".join(lines)
+
+
 def render_report_load(r: Records) -> str:
     rec = r["report_load"]
     c, n = rec["config"], rec["numbers"]
@@ -659,6 +685,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("deterministic_fit", ("deterministic_fit",), ("python benchmarks/deterministic_fit.py",), render_deterministic),
     Block("monitor_rule", ("monitor_rule",), ("python benchmarks/monitor_rule.py",), render_monitor_rule),
     Block("universe_speed", ("universe_speed",), ("python benchmarks/universe_speed.py",), render_universe),
+    Block("universe_run_speed", ("universe_run_speed",), ("python benchmarks/universe_run_speed.py",),
+          render_universe_run),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),

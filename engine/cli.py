@@ -91,6 +91,14 @@ def _add_check_flags(p: argparse.ArgumentParser) -> None:
                         "(evaluation.lookahead_thorough), for a run meant to be trusted")
 
 
+def _add_reconcile_flag(p: argparse.ArgumentParser) -> None:
+    """``--reconcile SPAN|full`` (evaluation.universe_reconcile) of the commands that run a universe."""
+    p.add_argument("--reconcile", metavar="SPAN|full",
+                   help="universe runs: the stretch from the start also run on backtrader's event loop and reconciled "
+                        "fill for fill with the fast path (the record), e.g. 2000bars or 90d; full = the whole run "
+                        "(evaluation.universe_reconcile, default 1000bars)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
@@ -114,6 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "processes (default 1)")
     bt.add_argument("--ray", metavar="ADDRESS", help="with --universe: forecast (train) the coins as Ray tasks on this "
                     "cluster, e.g. auto")
+    _add_reconcile_flag(bt)
 
     dl = sub.add_parser("download", help="download candles into the local cache (incremental)")
     _add_market_flags(dl)
@@ -134,6 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     cp.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster instead, e.g. auto or ray://host:10001")
     cp.add_argument("--timings", action="store_true", help="print the seconds of each step of every run")
+    _add_reconcile_flag(cp)
 
     sw = sub.add_parser("sweep", help="search strategy/predictor parameters with Optuna; deflated, checked on a holdout")
     sw.add_argument("strategy", help="path of a Python file defining a backtrader Strategy")
@@ -153,6 +163,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ray", metavar="ADDRESS", help="evaluate trials as Ray tasks on this cluster, e.g. auto")
     sw.add_argument("--batch", type=int, default=8,
                     help="trials asked from Optuna at a time (default 8; results depend on it, not on --jobs)")
+    sw.add_argument("--universe", help="sweep a portfolio strategy over a universe of coins: a name from config.toml's "
+                    "[universes], a file of symbols, or \"ADA/USDT,DOGE/USDT,...\"")
+    _add_reconcile_flag(sw)
 
     lg = sub.add_parser("ledger", help="list every trial recorded in the output folder's ledger")
     lg.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
@@ -360,6 +373,8 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     print(f"verdict: {unchecked}{run.verdict}")
     for line in (checks.lines() if checks is not None else []) + list(run.not_run):
         print(line)
+    if getattr(args, "timings", False):
+        print_timings({"seconds": dict(run.timings)}, list(run.timings))
     print(f"run folder: {run.run_dir}")
     if run.invalid:
         print(f"error: {run.invalid}", file=sys.stderr)
@@ -413,12 +428,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("interrupted: the finished trials are in the study and the ledger; run the same command again to "
               "resume up to --trials", file=sys.stderr)
         return 130
+    from engine.sweeps.search import holdout_view
+
     for line in sweep.lines:
         print(line)
-    hold = sweep.holdout
+    hold = holdout_view(sweep.holdout)
     best = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sweep.best_params.items())
     print(f"{len(sweep.trials)} trials; best: {best}")
-    print(summary_table({"in-sample": sweep.best_metrics, "holdout": hold.result.metrics}))
+    columns = {"in-sample": sweep.best_metrics, "holdout": hold.metrics}
+    from engine.runs.universe import UniverseBacktest, portfolio_columns
+
+    if isinstance(sweep.holdout, UniverseBacktest):  # a portfolio's record has fills, not round trips
+        columns = {name: portfolio_columns(p) for name, p in columns.items()}
+    print(summary_table(columns))
     sig = sweep.best_significance
     if isinstance(sig, Significance):
         print(f"in-sample: Sharpe {format_number(sig.sharpe, '.2f')}, PSR {format_number(sig.psr, '.3f')}, "
@@ -426,11 +448,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  {'deflated by' if sig.deflated else 'counted'} {sweep.trial_count.how}")
         print(f"  {sig.verdict}")
     print(f"verdict: {sweep.verdict}")
-    print(f"holdout run: {hold.result.lookahead.summary()}")
-    for finding in hold.result.suspicious:
+    print(f"holdout run: {hold.lookahead_summary}")
+    for finding in hold.suspicious:
         print(f"holdout run: {finding.replace('suspicious', 'SUSPICIOUS', 1)}")
-    if not hold.result.suspicious:
-        print("holdout run: plausibility guard passed")
+    if not hold.suspicious:
+        print(f"holdout run: plausibility guard {hold.plausibility}")
     print(f"trials: {sweep.trials_csv}")
     print(f"report: {sweep.html}")
     print(f"holdout run folder: {hold.run_dir}")

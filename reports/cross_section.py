@@ -118,6 +118,26 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return stats.rankdata(x, method="average")
 
 
+def _row_ranks(x: np.ndarray) -> np.ndarray:
+    """Each row's 1-based average ranks of its finite values, NaN elsewhere: ``(T, N)`` ->
+    ``(T, N)``, equal to ``scipy.stats.rankdata(x, axis=1, nan_policy="omit")`` (ties share the mean of
+    their positions, exactly), in plain numpy at about twice its speed."""
+    T, N = x.shape
+    order = np.argsort(x, axis=1, kind="stable")  # NaN last
+    s = np.take_along_axis(x, order, axis=1)
+    first = np.ones((T, N), dtype=bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]  # a value unlike its left neighbour starts a run of ties
+    last = np.ones((T, N), dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    pos = np.broadcast_to(np.arange(N), (T, N))
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, pos, N - 1)[:, ::-1], axis=1)[:, ::-1]
+    out = np.empty((T, N))
+    np.put_along_axis(out, order, (start + end) / 2.0 + 1.0, axis=1)
+    out[~np.isfinite(x)] = np.nan
+    return out
+
+
 def cross_sectional_ic(forecast: Any, realised: Any, method: Method = "pearson", min_coins: int = MIN_COINS) -> np.ndarray:
     """Per-period correlation across coins of forecast and outcome: ``(T,)``, NaN where undefined.
 
@@ -130,7 +150,7 @@ def cross_sectional_ic(forecast: Any, realised: Any, method: Method = "pearson",
     ok = np.isfinite(f) & np.isfinite(r)
     a, b = np.where(ok, f, np.nan), np.where(ok, r, np.nan)
     if method == "spearman":
-        a, b = stats.rankdata(a, axis=1, nan_policy="omit"), stats.rankdata(b, axis=1, nan_policy="omit")
+        a, b = _row_ranks(a), _row_ranks(b)
     count = ok.sum(axis=1)
     enough = count >= max(min_coins, 2)
     out = np.full(f.shape[0], np.nan)
@@ -206,23 +226,25 @@ def quantile_portfolios(forecast: Any, realised: Any, horizon: int, buckets: int
         raise ValueError(f"buckets must be >= 2, got {buckets}")
     f, r = _pair(forecast, realised)
     T = f.shape[0]
-    sums = np.zeros(buckets)
-    counts = np.zeros(buckets, dtype=np.int64)
+    ok = np.isfinite(f) & np.isfinite(r)
+    n = ok.sum(axis=1)
+    rows = np.flatnonzero(n >= buckets)  # the periods with enough coins, all at once
+    periods = int(rows.size)
+    ranks = _row_ranks(np.where(ok[rows], f[rows], np.nan))
+    which = np.ceil(buckets * ranks / n[rows, None]) - 1  # NaN where a coin is not in the period
+    at = np.isfinite(which)
+    row_of, _ = np.nonzero(at)
+    bucket = which[at].astype(np.int64)
+    total = np.zeros((periods, buckets))
+    members = np.zeros((periods, buckets), dtype=np.int64)
+    np.add.at(total, (row_of, bucket), r[rows][at])  # in coin order, as a loop over each period's coins adds
+    np.add.at(members, (row_of, bucket), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(members > 0, total / np.maximum(members, 1), np.nan)  # (periods, buckets)
     spread = np.full(T, np.nan)
-    periods = 0
-    for t in range(T):
-        ok = np.isfinite(f[t]) & np.isfinite(r[t])
-        n = int(ok.sum())
-        if n < buckets:
-            continue
-        periods += 1
-        which = np.ceil(buckets * _average_ranks(f[t, ok]) / n).astype(np.int64) - 1
-        means = np.full(buckets, np.nan)
-        for b in np.unique(which):
-            means[b] = float(r[t, ok][which == b].mean())
-            sums[b] += means[b]
-            counts[b] += 1
-        spread[t] = means[-1] - means[0]
+    spread[rows] = means[:, -1] - means[:, 0]
+    counts = (members > 0).sum(axis=0)
+    sums = np.where(members > 0, means, 0.0).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         bucket_mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     mean, z, p, lags = mean_test(spread, horizon)

@@ -581,9 +581,11 @@ def newey_west_variance(x: Any, lags: int) -> float:
     if n == 0:
         return math.nan
     d = arr - arr.mean()
-    s = float(d @ d) / n
+    # np.sum of products, not ``@``: a BLAS dot of a long vector may start threads, which on a busy
+    # machine cost a thousand times the sum (0.2 s instead of 0.2 ms for 17,500 values)
+    s = float(np.sum(d * d)) / n
     for k in range(1, min(lags, n - 1) + 1):
-        s += 2.0 * (1.0 - k / (lags + 1.0)) * float(d[k:] @ d[:-k]) / n
+        s += 2.0 * (1.0 - k / (lags + 1.0)) * float(np.sum(d[k:] * d[:-k])) / n
     return s
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import engine.sweeps.search as sweep_mod
 import engine.sweeps.evaluate as sweep_eval
 from engine.cli import main
 from engine.core.config import load_config
@@ -214,8 +213,7 @@ def test_a_fast_path_that_differs_stops_the_sweep_naming_the_difference(shared_d
         sim = simulate(bars, aligned, levels, setup)
         return dataclasses.replace(sim, equity=sim.equity * (1 + 1e-7))
 
-    for module in (sweep_mod, sweep_eval):
-        monkeypatch.setattr(module, "has_fast_path", lambda cls: True)
+    monkeypatch.setattr(sweep_eval, "has_fast_path", lambda cls: True)  # the sweep asks market_has_fast_path
     monkeypatch.setattr(sweep_eval, "fast_simulate", off_by_a_little)
     with pytest.raises(sweep_eval.FastPathMismatch, match=r"disagrees with backtrader for .*: equity at 2024-01-") as info:
         run_sweep(_cfg(shared_data, tmp_path), STRATEGY, SPACE, trials=4, holdout=HOLDOUT)

@@ -36,7 +36,8 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     assert code == 0
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["kind"] == "universe" and m["universe"]["coins"] == 6
-    assert m["fast_path"].startswith("reconciled fill for fill") and m["fills"] > 0
+    assert "reconciled fill for fill" in m["fast_path"] and m["fills"] > 0
+    assert m["reconciled"]["record"] == "fast path" and m["reconciled"]["bars"] == m["market"]["n_bars"] == 547
     assert m["buy_and_hold_btc"]["final_equity"] > 0  # BTC found in the second folder
     assert "buy-and-hold" not in m["verdict"] and "equal-weight universe" in m["verdict"]
     cs = m["cross_section"]
@@ -102,5 +103,57 @@ def test_compare_on_a_universe_ranks_predictors_by_rank_ic_and_counts_them_as_tr
         m = json.loads((folder / run_dir / "metrics.json").read_text())
         assert m["significance"]["trials"]["n"] == 3  # every row appended before any was judged
     assert (folder / "leaderboard.html").is_file() and "rank_ic_t" in capsys.readouterr().out
+    page = (folder / "leaderboard.html").read_text()  # the table, then Rank IC t, total return and equity charts
+    assert page.count('class="plotly-chart"') == 3 and "<script src=" not in page
+    assert "Rank IC t-statistic" in page and "equal-weight universe" in page and page.count("<table") == 1
     assert cli.main([*args[:2], "--symbols", "BTC/USDT", *args[2:]]) == 2
     assert "--symbols and --universe" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one more 6-coin daily run (forecasts from the cache)
+def test_reconcile_sets_the_bars_checked_on_the_event_loop_and_the_record_is_the_same(first_run, tmp_path, capsys):
+    """``--reconcile 120d``: the event loop runs the first 120 days only; the record (the fast path) is the
+    one the fully reconciled run of the fixture wrote, equity at every bar and every fill."""
+    _, out, full_dir = first_run
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "120d",
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
+    printed = capsys.readouterr().out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    r = m["reconciled"]
+    assert r["record"] == "fast path" and r["bars"] == 120 and r["of_bars"] == 547 and r["difference"] is None
+    assert r["first_bar"].startswith("2021-12-01") and r["last_bar"].startswith("2022-03-30")
+    assert "on bars 1-120 of 547 (2021-12-01 00:00 .. 2022-03-30 00:00 UTC" in printed
+    for name in ("equity.csv", "fills.csv", "positions.csv"):
+        assert (run_dir / name).read_text() == (full_dir / name).read_text(), name
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "half",
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 2
+    assert "evaluation.universe_reconcile = 'half'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one more 6-coin daily run (forecasts from the cache)
+def test_a_fast_path_that_disagrees_makes_the_event_loop_the_record_and_says_so(first_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    """A fast path one unit off on its first fill: the run says NOT reconciled with the difference, the event loop
+    over every bar is the record (the fixture's record, equity and fills), and the reference is simulated on it."""
+    from engine.backtesting import portfolio
+
+    real = portfolio.fast_simulate_portfolio
+
+    def off(bars, forecasts, levels, setup):
+        sim = real(bars, forecasts, levels, setup)
+        fills = sim.fills.copy()
+        fills.loc[0, "size"] += 1.0
+        return type(sim)(**{**sim.__dict__, "fills": fills})
+
+    monkeypatch.setattr(portfolio, "fast_simulate_portfolio", off)
+    _, out, full_dir = first_run
+    assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "60d",
+                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS]) == 0
+    assert "fast path: NOT reconciled: fill 1 at" in capsys.readouterr().out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["reconciled"]["record"] == "event loop" and m["reconciled"]["bars"] == 0
+    assert "size differs" in m["reconciled"]["difference"] and m["reference_simulated"] == "event loop"
+    for name in ("equity.csv", "fills.csv", "positions.csv"):
+        assert (run_dir / name).read_text() == (full_dir / name).read_text(), name

@@ -29,6 +29,7 @@ borrow charge), visiting only the bars where an order is made or in flight.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -686,3 +687,75 @@ def reconcile_portfolio(fast: PortfolioSimulation, event: PortfolioSimulation, r
             i = int(bad[0])
             found.append(f"{what} at {index[i]} differs beyond {rtol:g}: fast path {x[i]!r}, event loop {y[i]!r}")
     return "; ".join(found) if found else None
+
+
+# -- the record of a universe run: the fast path, reconciled with the event loop over a window ----------------
+
+
+def portfolio_prefix(sim: PortfolioSimulation, n: int) -> PortfolioSimulation:
+    """``sim``'s record of its first ``n`` bars: what a run on those bars alone records when the strategy is
+    causal (orders, refusals, fills and positions of bars ``< n``; equity, positions and borrow rows ``:n``).
+    ``slippage_paid`` is NaN (the prefix is for :func:`reconcile_portfolio`, which does not compare it)."""
+    T = len(sim.equity)
+    n = max(0, min(int(n), T))
+    if n == T:
+        return sim
+    cut = sim.equity.index[n]
+    fills = sim.fills[sim.fills["time"] < cut].reset_index(drop=True)
+    return PortfolioSimulation(
+        symbols=sim.symbols, fills=fills, equity=sim.equity.iloc[:n], positions=sim.positions.iloc[:n],
+        borrow=sim.borrow.iloc[:n], orders=tuple(o for o in sim.orders if o[0] < n),
+        rejected=tuple(r for r in sim.rejected if r[0] < n),
+        broker_position=tuple(b for b in sim.broker_position if b[0] < n), slippage_paid=float("nan"), cash=sim.cash)
+
+
+@dataclass(frozen=True)
+class PortfolioRecord:
+    """A portfolio run's record and how it was checked.
+
+    Attributes:
+        simulation: the record over all bars.
+        source: ``"fast path"`` (reconciled with the event loop on the first ``reconciled_bars`` bars) or
+            ``"event loop"`` (backtrader over all bars: the strategy has no fast form, or the two disagreed).
+        reconciled_bars: bars ``0 .. reconciled_bars - 1`` were run on both paths and compared fill for fill
+            (0: not reconciled).
+        difference: None when the paths agreed on the window; else the first differences, in words.
+        fast_s, event_s: seconds spent on the fast path and on the event loop.
+    """
+
+    simulation: PortfolioSimulation
+    source: str
+    reconciled_bars: int
+    difference: str | None
+    fast_s: float
+    event_s: float
+
+
+def record_portfolio(bars: Mapping[str, pd.DataFrame], forecasts: Mapping[str, np.ndarray] | None,
+                     levels: Sequence[float], setup: PortfolioSetup, window: int) -> PortfolioRecord:
+    """The fast path over all bars, reconciled with backtrader's event loop over the first ``window`` bars.
+
+    The fast path's record of bars ``< window`` (:func:`portfolio_prefix`) must equal, fill for fill, what
+    the event loop records on those bars alone (:func:`reconcile_portfolio`); it then is the run's record.
+    Where the strategy has no fast form, or the two disagree, the event loop runs over all bars and is the
+    record (``difference`` says why). ``window >= T`` reconciles the whole run.
+    """
+    T = len(next(iter(bars.values())).index) if bars else 0
+    window = min(max(1, int(window)), T)
+    if portfolio_fast_form(setup.strategy_cls) is None:
+        t = time.perf_counter()
+        event = simulate_portfolio(bars, forecasts, levels, setup)
+        return PortfolioRecord(event, "event loop", 0, "the strategy has no fast form", 0.0, time.perf_counter() - t)
+    t = time.perf_counter()
+    fast = fast_simulate_portfolio(bars, forecasts, levels, setup)
+    fast_s = time.perf_counter() - t
+    t = time.perf_counter()
+    part = bars if window == T else {s: b.iloc[:window] for s, b in bars.items()}
+    part_fc = forecasts if window == T or not forecasts else {s: np.asarray(v)[:window] for s, v in forecasts.items()}
+    event = simulate_portfolio(part, part_fc, levels, setup)
+    difference = reconcile_portfolio(portfolio_prefix(fast, window), event)
+    if difference is None:
+        return PortfolioRecord(fast, "fast path", window, None, fast_s, time.perf_counter() - t)
+    if window < T:  # the fast path is wrong somewhere: the event loop over all bars is the record
+        event = simulate_portfolio(bars, forecasts, levels, setup)
+    return PortfolioRecord(event, "event loop", 0, difference, fast_s, time.perf_counter() - t)

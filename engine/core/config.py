@@ -190,6 +190,9 @@ class EvaluationConfig:
     seed: int = 0
     random_sign_baseline: bool = True
     random_sign_draws: int = 50
+    #: universe runs: the first stretch of the run also run on backtrader's event loop and reconciled fill for
+    #: fill with the fast path (the record); "full" = the whole run (:func:`engine.runs.universe.reconcile_window`)
+    universe_reconcile: str = "1000bars"
     study: str = "default"
     max_plausible_sharpe: float = 3.0
     max_plausible_accuracy: float = 0.6
@@ -668,6 +671,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"evaluation.bootstrap_samples = {e.bootstrap_samples} must be >= 100 (2000 is usual)")
     if e.lookahead_samples < 0:
         raise ConfigError(f"evaluation.lookahead_samples = {e.lookahead_samples} must be >= 0 (0 turns the check off)")
+    if e.universe_reconcile != "full":
+        try:
+            parse_span(e.universe_reconcile, "evaluation.universe_reconcile")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}, or \"full\" (reconcile the whole run on the event loop)") from None
     if e.random_sign_draws < 0:
         raise ConfigError(
             f"evaluation.random_sign_draws = {e.random_sign_draws} must be >= 0 (50 or more is usual; 0 turns the draws off)")
@@ -975,6 +983,7 @@ FLAG_KEYS: dict[str, str] = {
     "exchange_url": "data.exchange_url",
     "predictor": "predictor.name", "model": "predictor.model", "out": "output.dir", "study": "evaluation.study",
     "mlflow": "output.mlflow", "universe": "data.universe", "profile": "training.profile",
+    "reconcile": "evaluation.universe_reconcile",
 }
 
 

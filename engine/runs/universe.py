@@ -35,13 +35,13 @@ import pandas as pd
 from loguru import logger
 
 from engine.backtesting.portfolio import (
-    PortfolioSetup, PortfolioSimulation, aligned_forecasts, bars_on_clock, fast_simulate_portfolio,
-    portfolio_fast_form, reconcile_portfolio, short_rate_per_bar, simulate_portfolio,
+    PortfolioRecord, PortfolioSetup, PortfolioSimulation, aligned_forecasts, bars_on_clock, fast_simulate_portfolio,
+    portfolio_fast_form, record_portfolio, short_rate_per_bar, simulate_portfolio,
 )
 from engine.backtesting.recorder import TRADE_COLUMNS
 from engine.backtesting.simulate import Simulation, buy_and_hold
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
-from engine.core.config import Config, ConfigError
+from engine.core.config import Config, ConfigError, parse_span
 from engine.core.errors import UserInputError
 from engine.forecasting.signals import ForecastCache, cached_forecasts_many, compute_forecasts_many, predictor_hash
 from engine.judging.cross_section_checks import (
@@ -70,8 +70,8 @@ from reports.cross_section import (
 )
 from reports.metrics import Performance, performance_summary
 from reports.significance import Benchmark
-from reports.render.cross_section_page import write_cross_section_page
-from reports.render.html import html_page, html_table
+from reports.render.cross_section_page import write_cross_section_page, write_universe_leaderboard
+from reports.render.html import html_table
 
 __all__ = ["CrossSectionReport", "UniverseForecasts", "cross_section_panels", "cross_section_report",
            "universe_forecasts"]
@@ -355,7 +355,9 @@ class UniverseBacktest:
     Attributes:
         name, symbols: the universe and the coins it traded (markets without candles in the range left out).
         strategy_name, params: the portfolio strategy and its parameters.
-        simulation: the strategy's record (backtrader's event loop over N feeds).
+        simulation: the strategy's record: the fast path, reconciled fill for fill with backtrader's event loop
+            over the first ``evaluation.universe_reconcile`` of the run (or all of it); the event loop over the
+            whole run where the strategy has no fast form or the two disagreed (``reconciled`` says which).
         reference: the equal-weight universe (the strategy file's ``REFERENCE``), same schedule and costs.
         reference_simulated: how the reference was simulated, in words.
         btc: buy-and-hold of BTC/USDT on the same range, or None (``not_run`` says why).
@@ -366,6 +368,7 @@ class UniverseBacktest:
         verdict: the significance's verdict, its benchmark named as the equal-weight universe.
         cross_section: IC, Rank IC, their decay and decile portfolios of the forecasts.
         fast_path: the fast path against the event loop on this run, in words.
+        reconciled: which path is the record, the bars the event loop checked (metrics.json's ``reconciled``).
         not_run: checks a single-market run makes that this run did not, each with why.
         run_dir: the run folder.
         checks: the lookahead check across coins, the plausibility findings, random ranking and the
@@ -396,6 +399,7 @@ class UniverseBacktest:
     def invalid(self) -> str | None:
         """``"lookahead: ..."`` when the lookahead check across coins found a leak, else None."""
         return self.checks.invalid if self.checks is not None else None
+    reconciled: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 NOT_RUN = (
@@ -452,6 +456,65 @@ def _btc_candles(cfg: Config, universe: Universe) -> tuple[pd.DataFrame | None, 
     except FeedsInputError as exc:
         return None, f"buy-and-hold of BTC/USDT: NOT RUN ({exc})"
     return candles, None
+
+
+def universe_of(cfg: Config) -> Universe:
+    """``data.universe``'s coins loaded on one clock over ``data.timerange``, each with ``context_length - 1``
+    warm-up candles of its own (:func:`feeds.universe.load_universe`).
+
+    Raises:
+        UserInputError: no ``data.universe``; bad data.
+    """
+    spec = cfg.universe_symbols()
+    if spec is None:
+        raise UserInputError("a universe run needs data.universe: pass --universe NAME|FILE|\"A/USDT,B/USDT,...\"")
+    d, p = cfg.data, cfg.predictor
+    return load_universe(spec[0], spec[1], d.timeframe, d.range, data_dirs=candle_dirs(cfg),
+                         cache_dir=Path(d.cache_dir), exchange_id=d.exchange, gap_policy=d.gap_policy,
+                         warmup_bars=p.context_length - 1, progress=cfg.output.progress,
+                         api_overrides=d.exchange_url or None)
+
+
+def portfolio_performance(sim: PortfolioSimulation, periods_per_year: float) -> Performance:
+    """A portfolio's performance (fills counted, not round trips; exposure: any coin held)."""
+    return _portfolio_performance(sim, periods_per_year)
+
+
+def reconcile_window(spec: str, clock: pd.DatetimeIndex) -> int:
+    """Bars at the start of ``clock`` that ``evaluation.universe_reconcile`` (``"full"``, ``"1000bars"``,
+    ``"90d"``) runs on backtrader's event loop too: at least 1, at most ``len(clock)``."""
+    T = len(clock)
+    if spec == "full" or T == 0:
+        return T
+    span = parse_span(spec, "evaluation.universe_reconcile")
+    n = span.bars if span.duration is None else int(np.searchsorted(clock, clock[0] + span.duration, side="left"))
+    return max(1, min(n, T))
+
+
+def record_words(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) -> str:
+    """How a universe run's record was made and checked, in words (metrics.json's ``fast_path``)."""
+    n, T = record.reconciled_bars, len(clock)
+    fills = len(record.simulation.fills)
+    if record.source == "event loop":
+        if record.difference == "the strategy has no fast form":
+            return "NOT reconciled: the strategy has no fast form; the event loop ran the whole run (the record)"
+        return (f"NOT reconciled: {record.difference}; the event loop ran the whole run and is the record "
+                f"({fills} fills)")
+    if n >= T:
+        return f"reconciled fill for fill with the event loop on the whole run ({T} bars, {fills} fills)"
+    event_fills = int((record.simulation.fills["time"] < clock[n]).sum())
+    return (f"the fast path is the record ({fills} fills); reconciled fill for fill with the event loop on bars "
+            f"1-{n} of {T} ({clock[0]:%Y-%m-%d %H:%M} .. {clock[n - 1]:%Y-%m-%d %H:%M} UTC, {event_fills} fills; "
+            f"evaluation.universe_reconcile = {spec!r}, \"full\" for all; the rest is the fast path, whose broker "
+            "port tests/test_portfolio.py reconciles on seeded variants)")
+
+
+def reconciled_json(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) -> dict[str, Any]:
+    """metrics.json's ``reconciled``: which path is the record and which bars the event loop checked."""
+    n = record.reconciled_bars
+    return {"record": record.source, "setting": spec, "bars": n, "of_bars": len(clock),
+            "first_bar": clock[0] if n else None, "last_bar": clock[n - 1] if n else None,
+            "difference": record.difference}
 
 
 @dataclass(frozen=True)
@@ -647,6 +710,7 @@ class UniverseComputation:
     timings: dict[str, float]
     started: float
     checks: UniverseChecks | None = None
+    reconciled: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def compute_universe(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
@@ -674,10 +738,7 @@ def compute_universe(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
     d, p = cfg.data, cfg.predictor
 
     t = time.perf_counter()
-    dirs = candle_dirs(cfg)
-    universe = load_universe(name, symbols, d.timeframe, d.range, data_dirs=dirs, cache_dir=Path(d.cache_dir),
-                             exchange_id=d.exchange, gap_policy=d.gap_policy, warmup_bars=p.context_length - 1,
-                             progress=cfg.output.progress, api_overrides=d.exchange_url or None)
+    universe = universe_of(cfg)
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -690,20 +751,23 @@ def compute_universe(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
     values = aligned_forecasts(universe.clock, forecasts.forecasts)
     rate = short_rate_per_bar(cfg.broker.short_rate, timeframe_to_timedelta(d.timeframe).total_seconds())
     setup = PortfolioSetup(strategy_cls, params, cfg.broker.cash, cfg.broker.costs, rate)
-    sim = simulate_portfolio(bars, values, p.quantiles, setup)
-    timings["event_loop"] = time.perf_counter() - t
+    timings["feeds"] = time.perf_counter() - t
+    window = reconcile_window(cfg.evaluation.universe_reconcile, universe.clock)
+    record = record_portfolio(bars, values, p.quantiles, setup, window)
+    sim = record.simulation
+    timings["fast_path"], timings["event_loop"] = record.fast_s, record.event_s
 
     t = time.perf_counter()
     ref_setup = PortfolioSetup(reference_cls, params, cfg.broker.cash, cfg.broker.costs, rate)
-    difference = "the strategy has no fast form"
-    if portfolio_fast_form(strategy_cls) is not None:
-        difference = reconcile_portfolio(fast_simulate_portfolio(bars, values, p.quantiles, setup), sim)
-    if difference is None and portfolio_fast_form(reference_cls) is not None:
-        fast_path = f"reconciled fill for fill with the event loop ({len(sim.fills)} fills)"
+    fast_path = record_words(record, universe.clock, cfg.evaluation.universe_reconcile)
+    if record.source == "fast path" and portfolio_fast_form(reference_cls) is not None:
         reference = fast_simulate_portfolio(bars, None, p.quantiles, ref_setup)
-        how = "fast path (its broker port reconciled fill for fill with this run's event loop)"
+        how = (f"fast path (its broker port reconciled fill for fill with this run's event loop on "
+               f"{record.reconciled_bars} of {len(universe.clock)} bars)")
     else:
-        fast_path = f"NOT reconciled: {difference}"
+        if record.difference is not None and portfolio_fast_form(strategy_cls) is not None:
+            logger.warning("universe {}: the fast path disagrees with backtrader's event loop ({}); the event loop "
+                           "ran the whole run and is its record", name, record.difference)
         reference = simulate_portfolio(bars, None, p.quantiles, ref_setup)
         how = "event loop"
     btc_bars, btc_missing = _btc_candles(cfg, universe)
@@ -718,14 +782,15 @@ def compute_universe(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
     cross = cross_section_report(universe, forecasts.forecasts)
     timings["skill"] = time.perf_counter() - t
     checks, spent = universe_checks(cfg, universe, predictor, forecasts, bars, values, setup, sim,
-                                    fast_path.startswith("reconciled"), ppy, cross, time.perf_counter() - started)
+                                    record.source == "fast path", ppy, cross, time.perf_counter() - started)
     timings.update(spent)
     return UniverseComputation(
         cfg=cfg, strategy_path=str(strategy_path), stem=stem, name=name, universe=universe,
         strategy_name=strategy_cls.__name__, params=params, predictor=predictor, forecasts=forecasts, simulation=sim,
         reference=reference, reference_simulated=how, fast_path=fast_path, btc=btc, btc_missing=btc_missing,
         periods_per_year=ppy, metrics=metrics, reference_metrics=ref_metrics, btc_metrics=btc_metrics,
-        cross_section=cross, timings=timings, started=started, checks=checks)
+        cross_section=cross, timings=timings, started=started, checks=checks,
+        reconciled=reconciled_json(record, universe.clock, cfg.evaluation.universe_reconcile))
 
 
 def universe_row(c: UniverseComputation, run_dir: Path) -> Any:
@@ -779,7 +844,7 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
         metrics=c.metrics, reference_metrics=c.reference_metrics, btc_metrics=c.btc_metrics, significance=sig,
         verdict=sig.verdict, cross_section=c.cross_section, fast_path=c.fast_path,
         not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings,
-        checks=c.checks)
+        checks=c.checks, reconciled=c.reconciled)
     t = time.perf_counter()
     write_universe_folder(c.cfg, out, c.strategy_path, c.forecasts)
     timings["write"] = time.perf_counter() - t
@@ -789,16 +854,20 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
     return out
 
 
-def run_universe_backtest(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
+def run_universe_backtest(cfg: Config, strategy_path: str | Path, runs_dir: Path | None = None, *, jobs: int = 1,
                           ray_address: str | None = None) -> UniverseBacktest:
     """Backtest a portfolio strategy over ``data.universe``; write its run folder.
 
     Steps: load every coin (:func:`feeds.universe.load_universe`, warm-up of ``context_length - 1`` own
     candles) -> forecasts per coin (:func:`universe_forecasts`, cached as single-market runs) -> the
-    strategy on N feeds (backtrader's event loop: the record) -> its fast path reconciled fill for fill
+    strategy on its fast path over all bars (the record), reconciled fill for fill with backtrader's event
+    loop on N feeds over the first ``evaluation.universe_reconcile`` (:func:`record_portfolio`; on a
+    difference the event loop runs the whole range and is the record)
     -> the equal-weight reference (fast path once reconciled, else the event loop) and buy-and-hold of
     BTC -> the cross-section (IC, deciles) -> a trial-ledger row, then significance against chance and the
     reference, deflated by the study's trials -> the folder.
+
+    ``runs_dir``: where the run folder goes (default ``output.dir``, whose ledger takes the row either way).
 
     Raises:
         UserInputError: no ``data.universe``; a strategy that is not a portfolio strategy; bad data or predictor.
@@ -806,7 +875,7 @@ def run_universe_backtest(cfg: Config, strategy_path: str | Path, *, jobs: int =
         LedgerUnusableError: the ledger could not take the row; the folder is complete (not deflated).
     """
     c = compute_universe(cfg, strategy_path, jobs=jobs, ray_address=ray_address)
-    run_dir = new_run_dir(Path(cfg.output.dir), c.stem, cfg.predictor.name, c.name, cfg.data.timeframe)
+    run_dir = new_run_dir(Path(runs_dir or cfg.output.dir), c.stem, cfg.predictor.name, c.name, cfg.data.timeframe)
     (trials,), ledger, failure = ledger_rows_and_counts(cfg, [c], [run_dir])
     out = finish_universe(c, run_dir, trials)
     if failure is not None:  # the folder is complete (its verdict not deflated): say where, then fail
@@ -831,6 +900,7 @@ def _metrics(cfg: Config, run: UniverseBacktest, strategy_path: str | Path, fore
         "turnover": float(sim.turnover.sum()), "cost_drag": sim.cost_drag(),
         "fills": len(sim.fills), "rejected_orders": len(sim.rejected),
         "significance": run.significance, "verdict": run.verdict, "fast_path": run.fast_path,
+        "reconciled": dict(run.reconciled),
         "cross_section": run.cross_section.to_json(), "not_run": list(run.not_run),
         "invalid": run.invalid, "unchecked": run.checks.unchecked if run.checks else None,
         "lookahead": run.checks.lookahead.to_json() if run.checks else None,
@@ -979,12 +1049,18 @@ def run_universe_compare(cfg: Config, strategy_path: str | Path, predictors: lis
     frame.to_csv(out_dir / "leaderboard.csv", index=False)
     shown = frame.drop(columns=["verdict", "run_dir"])
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    html = out_dir / "leaderboard.html"
     table = html_table(list(frame.columns), [[str(v) if not isinstance(v, float) else f"{v:.4g}" for v in row]
                                              for row in frame.itertuples(index=False)],
                        caption=f"{stem} on {spec[0]} ({len(computed[0].universe.symbols)} coins) {cfg.data.timeframe}",
                        column_classes={list(frame.columns).index("verdict"): "words"})
-    html.write_text(html_page(f"{stem}: {', '.join(predictors)} on universe {spec[0]}", table), encoding="utf-8")
+    html = write_universe_leaderboard(
+        out_dir / "leaderboard.html", title=f"{stem}: {', '.join(predictors)} on universe {spec[0]}", table=table,
+        predictors=list(frame["predictor"]), rank_ic_t=list(frame["rank_ic_t"]), total_return=list(frame["total_return"]),
+        reference_return=float(frame["equal_weight_return"].iloc[0]),
+        equity={q: run.simulation.equity for q, run in runs.items()},
+        reference=next(iter(runs.values())).reference.equity,
+        caption="Every predictor on the same coins, clock, costs and strategy; ranked by Rank IC t. The equal-weight "
+                "universe reads no forecast: it is the same for every predictor.")
     if failure is not None:
         raise ledger_unusable(ledger.path, failure, out_dir, "compare folder") from failure
     return UniverseComparison(out_dir=out_dir, runs=runs, leaderboard=frame, text=text, html=html)

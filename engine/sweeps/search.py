@@ -23,6 +23,13 @@
    replay, and the plausibility guard; ``summary.json`` and the page show their outcome);
 7. writes ``trials.csv``, ``summary.json`` and ``sweep.html`` (:mod:`reports.render.sweep_page`).
 
+With ``data.universe`` (``--universe``) the strategy is a portfolio strategy over the universe's coins
+(:mod:`engine.sweeps.evaluate`): every trial runs on the portfolio fast path, each reconciliation runs the
+event loop over the first ``evaluation.universe_reconcile`` bars, a trial's ledger row carries the
+universe's label as a universe run's does (so a universe run of the same parameters is the same trial),
+the benchmark is the equal-weight universe and the holdout run is a universe run
+(:func:`engine.runs.universe.run_universe_backtest`).
+
 The sweep folder's name is a hash of what defines the search (strategy file, config of the search
 range, space, objective, sampler, seed, holdout), never of ``--trials``: rerunning the same
 command finds it. Trials are asked in batches so that one driver owns the study; do not run
@@ -47,6 +54,7 @@ from loguru import logger
 
 from engine.runs.backtest import Backtest, run_backtest
 from engine.runs.compare import _ray, resolve_paths
+from engine.runs.universe import EQUAL_WEIGHT, run_universe_backtest
 from engine.core.config import Config, ConfigError
 from engine.core.errors import UserInputError, exit_code
 from engine.judging.evaluation import significance_report
@@ -57,8 +65,8 @@ from engine.runs.run_folder import check_writable
 from engine.backtesting.strategy_loader import load_strategy, strategy_param_names
 from engine.judging.tracking import check_tracking, mirror_after_run
 from engine.sweeps.evaluate import (
-    OBJECTIVES, SweepMarket, TrialOutcome, evaluate, event_simulation, forecasts_for, has_fast_path, prepare_market,
-    objective_value, reconcile_variant, variant_config,
+    OBJECTIVES, SweepMarket, TrialOutcome, evaluate, forecasts_for, market_has_fast_path, prepare_market,
+    objective_value, reconcile_variant, record_metrics, variant_config,
 )
 from engine.sweeps.space import Dimension, check_space, draw_variants, grid_space, parse_space, split_params
 from engine.training.fold_models import cap_threads
@@ -66,7 +74,7 @@ from feeds.timeframes import TimeRange, parse_timerange
 from predictors.base import PredictorError
 from predictors.registry import config_class, make_config, predictor_class
 from reports.jsonable import json_value
-from reports.metrics import Performance, performance_summary
+from reports.metrics import Performance
 from reports.render.sweep_page import SweepPage, write_sweep_html
 from reports.significance_types import Significance, SignificanceNotTestable
 
@@ -92,7 +100,7 @@ class Sweep:
     best_metrics: Performance
     best_significance: Significance | SignificanceNotTestable
     trial_count: TrialCount
-    holdout: Backtest
+    holdout: Any  # a Backtest, or a universe run (engine.runs.universe.UniverseBacktest)
     reconciled: int
     verdict: str
     lines: tuple[str, ...]
@@ -359,14 +367,21 @@ def run_sweep(
     search_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, timerange=str(search)))
     key = _sweep_key(search_cfg, strategy_path, dims, objective, sampler, seed, holdout)
     d = cfg.data
-    out_dir = Path(cfg.output.dir) / "-".join(["sweep", stem, p.name, d.symbol.replace("/", "_"), d.timeframe, key])
+    universe = cfg.universe_symbols()
+    where = universe[0] if universe else d.symbol  # a universe sweep's folder is named by the universe
+    out_dir = Path(cfg.output.dir) / "-".join(["sweep", stem, p.name, where.replace("/", "_"), d.timeframe, key])
     out_dir.mkdir(parents=True, exist_ok=True)
     how = "the time range minus the holdout" if search != cfg.data.range else "the time range"
     lines = [f"search range {search} ({how}); "
              f"holdout {hold} is never seen by the search"]
 
     market = prepare_market(search_cfg, strategy_path)
-    fast = has_fast_path(strategy_cls)
+    if market.portfolio is not None:
+        u = market.portfolio.universe
+        lines.append(f"{market.cfg.data.symbol}: {len(u.symbols)} coins x {len(u.clock)} bars; the benchmark (the page's "
+                     "'buy & hold return') is the equal-weight universe with the configured strategy parameters; "
+                     "'trades' counts round trips, which a portfolio's record (fills per coin) does not have")
+    fast = market_has_fast_path(market)
     reconciled = 0
     if fast:
         for values in draw_variants(dims, RECONCILE_START, seed):
@@ -446,46 +461,49 @@ def run_sweep(
             reconcile_variant(market, *params_of(t))
             reconciled += 1
         lines.append(f"fast path: the best {min(RECONCILE_BEST, len(complete))} trial(s) reconciled with backtrader")
-    best_sim = event_simulation(market, *params_of(best))  # the record: backtrader
-    best_metrics = performance_summary(best_sim.equity, best_sim.position, best_sim.trades, best_sim.fills,
-                                       market.periods_per_year)
+    best_equity, best_metrics = record_metrics(market, *params_of(best))  # the record: backtrader (reconciled)
 
     count = ledger.study_count(cfg.evaluation.study, market.periods_per_year,
-                               market=(d.exchange, d.symbol, d.timeframe, *market.period))
+                               market=(d.exchange, market.cfg.data.symbol, d.timeframe, *market.period))
     ev = cfg.evaluation
-    significance = significance_report(best_sim.equity, market.periods_per_year, count.n, count.sharpe_variance,
+    words = {"benchmark_words": EQUAL_WEIGHT} if market.portfolio is not None else {}  # the equal-weight universe
+    significance = significance_report(best_equity, market.periods_per_year, count.n, count.sharpe_variance,
                                        ev.alpha, ev.bootstrap_samples, ev.seed, benchmark=market.benchmark.equity,
-                                       trials=count)
+                                       trials=count, **words)
 
     strategy_best, predictor_best = params_of(best)
     hold_cfg = variant_config(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, timerange=str(hold))),
                               stem, strategy_best, predictor_best)
-    holdout_run = run_backtest(hold_cfg, strategy_path, runs_dir=out_dir)
+    if market.portfolio is not None:
+        holdout_run: Any = run_universe_backtest(hold_cfg, strategy_path, runs_dir=out_dir)
+    else:
+        holdout_run = run_backtest(hold_cfg, strategy_path, runs_dir=out_dir)
+    view = holdout_view(holdout_run)
 
     importance, how = _importance(study, frame, dims)
     best_params = {dim.name: best.params[dim.name] for dim in dims}
     page = SweepPage(
-        title=f"Sweep: {stem} x {p.name} on {d.symbol} {d.timeframe}",
+        title=f"Sweep: {stem} x {p.name} on {where if universe is None else 'universe ' + where} {d.timeframe}",
         subtitle=(f"{len(finished)} trials, objective {objective} ({OBJECTIVES[objective]}), sampler {sampler}, "
                   f"search range {search}, holdout {hold}"),
         objective=objective, trials=frame, params=[dim.name for dim in dims], best_trial=best.number,
         best_params=best_params, importance=importance, importance_how=how,
         in_sample=_column(best_metrics, market.benchmark_metrics, significance, objective, market),
-        holdout=_column(holdout_run.result.metrics, holdout_run.result.benchmark_metrics,
-                        holdout_run.verdict.significance, objective, None, holdout_run),
-        verdict=_holdout_verdict(objective, best_metrics, market.benchmark_metrics, holdout_run),
-        trials_how=count.how, notes=tuple(lines), run_link=f"{holdout_run.run_dir.name}/",
+        holdout=_column(view.metrics, view.benchmark_metrics, view.significance, objective, None, view),
+        verdict=_holdout_verdict(objective, best_metrics, market.benchmark_metrics, view),
+        trials_how=count.how, notes=tuple(lines), run_link=f"{view.run_dir.name}/",
     )
     html = write_sweep_html(out_dir / "sweep.html", page)
     summary = {
-        "strategy": stem, "predictor": p.name, "symbol": d.symbol, "timeframe": d.timeframe, "objective": objective,
+        "strategy": stem, "predictor": p.name, "symbol": market.cfg.data.symbol, "timeframe": d.timeframe,
+        "objective": objective,
         "sampler": sampler, "seed": seed, "space": {dim.name: dim.describe() for dim in dims},
         "search_range": str(search), "holdout": str(hold), "trials": len(finished), "best_trial": best.number,
         "best_params": best_params, "best_objective": best.value, "trial_count": count.to_dict(),
-        "in_sample": page.in_sample, "holdout_run": page.holdout, "holdout_dir": holdout_run.run_dir.name,
+        "in_sample": page.in_sample, "holdout_run": page.holdout, "holdout_dir": view.run_dir.name,
         "verdict": page.verdict, "importance": importance, "fast_path": fast, "reconciled": reconciled,
-        "holdout_checks": {"lookahead": holdout_run.result.lookahead.to_json(),
-                           "suspicious": list(holdout_run.result.suspicious), "invalid": holdout_run.result.invalid},
+        "holdout_checks": {"lookahead": view.lookahead_json, "suspicious": list(view.suspicious),
+                           "invalid": view.invalid},
     }
     (out_dir / "summary.json").write_text(json.dumps(json_value(summary), indent=2, default=str, allow_nan=False) + "\n")
     mirror_after_run(cfg, lambda row: row.kind == "sweep" and row.run_dir == str(out_dir))  # the holdout: run_backtest
@@ -496,12 +514,56 @@ def run_sweep(
                  holdout=holdout_run, reconciled=reconciled, verdict=page.verdict, lines=tuple(lines), wall_s=wall)
 
 
+@dataclass(frozen=True)
+class HoldoutView:
+    """What the sweep reports of its holdout run, a single-market backtest or a universe run alike: its
+    folder and bars, performance and its benchmark's (buy-and-hold; the equal-weight universe), significance,
+    the lookahead check in words and as JSON, plausibility findings and the INVALID mark."""
+
+    run_dir: Path
+    bars: pd.Index
+    metrics: Performance
+    benchmark_metrics: Performance
+    significance: Any
+    lookahead_summary: str
+    lookahead_json: Any
+    suspicious: tuple[str, ...]
+    invalid: str | None
+    plausibility: str
+
+
+#: What a single-market run's plausibility guard checks, when it flags nothing.
+_PLAUSIBLE = "passed: directional accuracy, MASE and Sharpe within the evaluation.max_plausible_* bounds"
+
+
+def holdout_view(run: Any) -> HoldoutView:
+    """:class:`HoldoutView` of a :class:`engine.runs.backtest.Backtest` or a universe run
+    (:class:`engine.runs.universe.UniverseBacktest`: its checks are as its ``not_run`` and metrics.json say)."""
+    if isinstance(run, Backtest):
+        r = run.result
+        plausible = "; ".join(r.suspicious) if r.suspicious else _PLAUSIBLE
+        return HoldoutView(run.run_dir, r.bars.index, r.metrics, r.benchmark_metrics, run.verdict.significance,
+                           r.lookahead.summary(), r.lookahead.to_json(), tuple(r.suspicious), r.invalid, plausible)
+    elsewhere = "not reported here for a universe run: see the holdout run's metrics.json"
+    lookahead = getattr(run, "lookahead", None)
+    if lookahead is not None and hasattr(lookahead, "summary"):
+        look, look_json = lookahead.summary(), lookahead.to_json()
+    else:
+        look = next((line for line in run.not_run if line.startswith("lookahead")), elsewhere)
+        look_json = {"summary": look}
+    suspicious = tuple(getattr(run, "suspicious", ()) or ())
+    plausible = "; ".join(suspicious) if suspicious else next(
+        (line for line in run.not_run if line.startswith("plausibility")), elsewhere)
+    return HoldoutView(run.run_dir, run.simulation.equity.index, run.metrics, run.reference_metrics, run.significance,
+                       look, look_json, suspicious, getattr(run, "invalid", None), plausible)
+
+
 def _column(metrics: Performance, benchmark: Performance, sig: Any, objective: str, market: SweepMarket | None,
-            run: Backtest | None = None) -> dict[str, Any]:
+            run: HoldoutView | None = None) -> dict[str, Any]:
     """One column of the in-sample vs holdout table (plain values; the page formats them)."""
-    bars = market.bars if market is not None else run.result.bars
+    index = market.bars.index if market is not None else run.bars
     out = {
-        "period": f"{bars.index[0]:%Y-%m-%d} .. {bars.index[-1]:%Y-%m-%d}", "bars": len(bars),
+        "period": f"{index[0]:%Y-%m-%d} .. {index[-1]:%Y-%m-%d}", "bars": len(index),
         "objective": objective_value(objective, metrics, benchmark), "total_return": metrics.total_return,
         "buy_and_hold_return": benchmark.total_return, "sharpe": metrics.sharpe, "sortino": metrics.sortino,
         "max_drawdown": metrics.max_drawdown, "n_trades": metrics.n_trades,
@@ -519,22 +581,19 @@ def _column(metrics: Performance, benchmark: Performance, sig: Any, objective: s
 _NOT_RUN_IN_SAMPLE = "NOT RUN on search trials (the holdout run is checked)"
 
 
-def _checks(run: Backtest | None) -> dict[str, Any]:
+def _checks(run: HoldoutView | None) -> dict[str, Any]:
     """The holdout run's lookahead check (predictor recomputation and bar-by-bar replay, as every
     backtest runs it) and plausibility guard in words, and its INVALID mark; NOT RUN for the
     in-sample column (``run`` None)."""
     if run is None:
         return {"lookahead": _NOT_RUN_IN_SAMPLE, "plausibility": _NOT_RUN_IN_SAMPLE, "invalid": None}
-    result = run.result
-    plausible = ("; ".join(result.suspicious) if result.suspicious
-                 else "passed: directional accuracy, MASE and Sharpe within the evaluation.max_plausible_* bounds")
-    return {"lookahead": result.lookahead.summary(), "plausibility": plausible, "invalid": result.invalid}
+    return {"lookahead": run.lookahead_summary, "plausibility": run.plausibility, "invalid": run.invalid}
 
 
-def _holdout_verdict(objective: str, best: Performance, bench: Performance, run: Backtest) -> str:
+def _holdout_verdict(objective: str, best: Performance, bench: Performance, run: HoldoutView) -> str:
     """One sentence: did the in-sample result hold on the holdout, and how the holdout run was judged."""
     before = objective_value(objective, best, bench)
-    after = objective_value(objective, run.result.metrics, run.result.benchmark_metrics)
+    after = objective_value(objective, run.metrics, run.benchmark_metrics)
     if not math.isfinite(after):
         held = "the holdout is undefined (no trade)"
     elif before > 0 and after > 0:
@@ -545,6 +604,6 @@ def _holdout_verdict(objective: str, best: Performance, bench: Performance, run:
         held = "the best in-sample result is not positive, so the holdout's positive one is not the search's doing"
     else:
         held = "neither in-sample nor holdout is positive"
-    sig = run.verdict.significance
-    words = sig.verdict if sig is not None else "not judged"
+    sig = run.significance
+    words = getattr(sig, "verdict", None) or "not judged"
     return f"{objective} {before:.3g} in-sample -> {after:.3g} on the holdout: {held}. Holdout run: {words}"

@@ -21,7 +21,7 @@ from reports.render.format import format_number
 from reports.render.html import html_page, html_table, notes_html
 from reports.render.interactive import figure_div
 
-__all__ = ["write_cross_section_page"]
+__all__ = ["write_cross_section_page", "write_universe_leaderboard"]
 
 
 def _ic_rows(summaries: Sequence[ICSummary]) -> list[list[str]]:
@@ -30,7 +30,8 @@ def _ic_rows(summaries: Sequence[ICSummary]) -> list[list[str]]:
              format_number(s.p_value, "pvalue"), str(s.lags), str(s.periods)] for s in summaries]
 
 
-def _equity_chart(equity: pd.DataFrame) -> str:
+def _equity_chart(equity: pd.DataFrame, ytitle: str = "equity (quote currency)",
+                  label: str = "equity of the portfolio, the equal-weight universe and BTC") -> str:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -39,9 +40,9 @@ def _equity_chart(equity: pd.DataFrame) -> str:
     note = "" if len(shown) == len(equity) else f" (1 point in {len(equity) / len(shown):.0f})"
     for column in equity.columns:
         fig.add_trace(go.Scatter(x=shown.index, y=shown[column], mode="lines", name=column.replace("_", " ") + note))
-    fig.update_layout(height=380, margin=dict(l=60, r=20, t=30, b=40), yaxis_title="equity (quote currency)",
+    fig.update_layout(height=380, margin=dict(l=60, r=20, t=30, b=40), yaxis_title=ytitle,
                       legend=dict(orientation="h"))
-    return figure_div(fig, "equity", label="equity of the portfolio, the equal-weight universe and BTC")
+    return figure_div(fig, "equity", label=label)
 
 
 def _bars_chart(div_id: str, x: Sequence, y: Sequence[float], title: str, label: str, xaxis: str) -> str:
@@ -106,6 +107,53 @@ def write_cross_section_page(
         _cumulative_chart(rank_ic_series),
         notes_html(list(notes)),
     ])
+    path = Path(path)
+    path.write_text(html_page(title, body, plotly=True), encoding="utf-8")
+    return path
+
+
+def write_universe_leaderboard(
+    path: Path, *, title: str, table: str, predictors: Sequence[str], rank_ic_t: Sequence[float],
+    total_return: Sequence[float], reference_return: float, equity: Mapping[str, pd.Series],
+    reference: pd.Series | None, caption: str = "",
+) -> Path:
+    """A universe compare's leaderboard page: the table, then Plotly charts of each predictor's Rank IC
+    t-statistic (Newey-West; dashed at +-1.96), its portfolio's total return beside the equal-weight
+    universe's, and every predictor's equity with the equal-weight universe's, divided by the starting equity.
+
+    Args:
+        table: the leaderboard table's HTML (rows in ranked order).
+        predictors, rank_ic_t, total_return: one value per predictor, in the table's order (NaN: no IC).
+        reference_return: the equal-weight universe's total return (the same for every predictor: it reads no forecast).
+        equity: predictor -> its portfolio's equity (quote currency); reference: the equal-weight universe's.
+    """
+    import plotly.graph_objects as go
+
+    names = list(predictors)
+    t = [float(v) for v in rank_ic_t]
+    fig = go.Figure(go.Bar(x=names, y=[v if np.isfinite(v) else None for v in t], name="Rank IC t",
+                           text=["no IC" if not np.isfinite(v) else f"{v:.2f}" for v in t], textposition="outside"))
+    for level in (1.96, -1.96):
+        fig.add_hline(y=level, line=dict(dash="dash", color="grey", width=1))
+    fig.update_layout(height=320, margin=dict(l=60, r=20, t=40, b=40), xaxis_title="predictor",
+                      title="Rank IC t-statistic at the horizon (Newey-West; dashed: +-1.96, p = 0.05 two-sided)")
+    ic_chart = figure_div(fig, "rank-ic-t", label="Rank IC t-statistic of each predictor")
+    returns = [float(v) * 100 for v in total_return]
+    fig = go.Figure(go.Bar(x=names, y=returns, name="portfolio", text=[f"{v:+.1f}%" for v in returns],
+                           textposition="outside"))
+    fig.add_hline(y=float(reference_return) * 100, line=dict(dash="dash", color="black", width=1.2),
+                  annotation_text=f"equal-weight universe {float(reference_return) * 100:+.1f}%")
+    fig.update_layout(height=320, margin=dict(l=60, r=20, t=40, b=40), xaxis_title="predictor",
+                      yaxis_title="total return (%)", title="Total return of each predictor's portfolio after costs")
+    return_chart = figure_div(fig, "total-return", label="total return of each predictor's portfolio")
+    curves = {name: equity[name] for name in names if name in equity}
+    if reference is not None:
+        curves["equal-weight universe"] = reference
+    frame = pd.DataFrame({k: v / float(v.iloc[0]) for k, v in curves.items()})
+    body = "\n".join(b for b in (f'<p class="sub">{caption}</p>' if caption else "",
+                                 f'<div class="scroll">{table}</div>', ic_chart, return_chart,
+                                 _equity_chart(frame, "equity / starting equity",
+                                               "each predictor's equity and the equal-weight universe's")) if b)
     path = Path(path)
     path.write_text(html_page(title, body, plotly=True), encoding="utf-8")
     return path
