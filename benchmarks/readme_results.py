@@ -593,6 +593,21 @@ def render_universe_run(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_universe_forecast(r: Records) -> str:
+    rec = r["universe_forecast_speed"]
+    c, n = rec["config"], rec["numbers"]
+    lines = [provenance(rec),
+             f"{c['model']}, {c['coins']} coins, context {c['context']}, horizon {c['horizon']}, batch {c['batch']}, "
+             f"torch on {c['torch_threads']} thread(s), forecast cache off; best of {c['repeat']}.", "",
+             "| decision times | windows | per coin | batched | `--jobs 2` | per coin / batched | jobs 1 / jobs 2 "
+             "| same bits |", "|---|---|---|---|---|---|---|---|"]
+    for k in n["cases"]:
+        same = "yes" if k["same_bits_batched"] and k["same_bits_jobs2"] else "NO"
+        lines.append(f"| {k['label']} | {k['windows']:,} | {k['per_coin_s']:.2f} s | {k['batched_s']:.2f} s "
+                     f"| {k['jobs2_s']:.2f} s | {k['per_coin_over_batched']:.1f}× | {k['jobs1_over_jobs2']:.2f}× | {same} |")
+    return "\n".join(lines)
+
+
 def render_report_load(r: Records) -> str:
     rec = r["report_load"]
     c, n = rec["config"], rec["numbers"]
@@ -687,6 +702,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("universe_speed", ("universe_speed",), ("python benchmarks/universe_speed.py",), render_universe),
     Block("universe_run_speed", ("universe_run_speed",), ("python benchmarks/universe_run_speed.py",),
           render_universe_run),
+    Block("universe_forecast_speed", ("universe_forecast_speed",), ("python benchmarks/universe_forecast_speed.py",),
+          render_universe_forecast),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),

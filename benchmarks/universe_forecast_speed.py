@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the engine's workers (
 import numpy as np  # noqa: E402
 from loguru import logger  # noqa: E402
 
+from benchmarks.results_io import write_result  # noqa: E402
 from engine.core.config import load_config  # noqa: E402
 from engine.forecasting.signals import cached_forecasts  # noqa: E402
 from engine.runs.pipeline import build_predictor  # noqa: E402
@@ -71,6 +72,7 @@ def main() -> None:
     print(f"tiny Chronos-Bolt (d_model 16, 2 layers), {len(UNIVERSE)} coins, context {CONTEXT}, horizon {HORIZON}, "
           f"batch {BATCH}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; torch {THREADS} threads "
           f"in this process; best of {args.repeat}")
+    cases = []
     for label, timeframe, timerange in CASES:
         cfg = load_config(None, {
             "data.data_dir": str(DATA), "data.universe_dirs": [str(DATA / "universe")], "data.timeframe": timeframe,
@@ -96,6 +98,14 @@ def main() -> None:
         print(f"{label} ({windows:,} windows, {windows // len(a)} per coin): per coin {t_coin:.2f} s, batched "
               f"{t_batch:.2f} s, --jobs 2 {t_jobs:.2f} s | per coin / batched {t_coin / t_batch:.2f}x, "
               f"--jobs 1 / --jobs 2 {t_batch / t_jobs:.2f}x | same bits: batched {same_b}, --jobs 2 {same_c}")
+        cases.append({"label": label, "timeframe": timeframe, "timerange": timerange, "windows": windows,
+                      "coins": len(a), "per_coin_s": t_coin, "batched_s": t_batch, "jobs2_s": t_jobs,
+                      "per_coin_over_batched": t_coin / t_batch, "jobs1_over_jobs2": t_batch / t_jobs,
+                      "same_bits_batched": same_b, "same_bits_jobs2": same_c})
+    write_result("universe_forecast_speed", {
+        "model": "tiny Chronos-Bolt (d_model 16, 2 layers, random weights)", "coins": len(UNIVERSE),
+        "context": CONTEXT, "horizon": HORIZON, "batch": BATCH, "torch_threads": THREADS, "repeat": args.repeat},
+        {"cases": cases, "load_avg_1m": os.getloadavg()[0]})
 
 
 if __name__ == "__main__":
