@@ -608,6 +608,21 @@ def render_universe_forecast(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_ic_baselines(r: Records) -> str:
+    rec = r["universe_ic_baselines"]
+    n = rec["numbers"]
+    lines = [provenance(rec), "",
+             "| universe | timeframe, period | lookback / h | Rank IC (t) | IC | lower 95 % bound of \\|Rank IC\\| |",
+             "|---|---|---|---|---|---|"]
+    for x in n["rows"]:
+        lines.append(f"| {x['universe']} ({x['coins']} coins) | {x['timeframe']} {x['timerange']} | {x['lookback']} / "
+                     f"{x['horizon']} | {x['rank_ic']:+.3f} ({x['rank_ic_t']:+.1f}) | {x['ic']:+.3f} "
+                     f"| {x['rank_ic_lower_95']:.3f} |")
+    lines += ["", f"Largest \\|Rank IC\\| {n['max_abs_rank_ic']:.3f}, largest \\|IC\\| {n['max_abs_ic']:.3f}, largest "
+              f"lower bound {n['max_rank_ic_lower_95']:.3f} (`reversal` mirrors every sign)."]
+    return "\n".join(lines)
+
+
 def render_report_load(r: Records) -> str:
     rec = r["report_load"]
     c, n = rec["config"], rec["numbers"]
@@ -704,6 +719,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
           render_universe_run),
     Block("universe_forecast_speed", ("universe_forecast_speed",), ("python benchmarks/universe_forecast_speed.py",),
           render_universe_forecast),
+    Block("universe_ic_baselines", ("universe_ic_baselines",), ("python benchmarks/universe_ic_baselines.py",),
+          render_ic_baselines),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),

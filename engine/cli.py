@@ -357,7 +357,10 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
         print(f"{s.kind} at h={s.horizon}: mean {s.mean:.4f}, ICIR {s.icir:.3f}, positive {s.positive_share:.1%}, "
               f"t = {s.t_stat:.2f} (Newey-West, {s.lags} lags), p = {format_number(s.p_value, 'pvalue')} over "
               f"{s.periods} decision times")
+    print("Rank IC by horizon step 1.." + f"{cs.horizon}: " + " ".join(f"{s.mean:+.3f}" for s in cs.rank_ic_decay))
     d = cs.deciles
+    print(f"mean log return per {cs.horizon} bars by forecast bucket, lowest forecasts first ({d.periods} decision "
+          "times): " + " ".join(f"{v:+.3%}" for v in d.bucket_mean))
     print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
           f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
     print(f"fast path: {run.fast_path}")

@@ -3,6 +3,8 @@ candles of six coins (BTC from the other folder), and the refusals of a strategy
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pandas as pd
@@ -19,13 +21,16 @@ ARGS = ["--data-dir", str(SHARED_DATA / "universe"), "--set", f'data.universe_di
         "--set", "strategy.rank_long_short.rebalance=5", "--set", "strategy.rank_long_short.k=2",
         "--set", "evaluation.bootstrap_samples=200", "--set", "evaluation.random_sign_draws=10"]
 STRATEGY = str(ROOT / "strategies" / "rank_long_short.py")
+PRINTED: dict[str, str] = {}  # stdout of the module's shared run
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("universe-run")
-    code = cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(out),
-                     "--set", f"data.cache_dir={out / 'cache'}", *ARGS])
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(out),
+                         "--set", f"data.cache_dir={out / 'cache'}", *ARGS])
+    PRINTED["first_run"] = printed.getvalue()
     (run_dir,) = [p for p in out.iterdir() if p.name != "cache" and p.is_dir()]
     return code, out, run_dir
 
@@ -55,6 +60,10 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     assert (positions.loc[:"2022-01-09", "IMX/USDT"] == 0).all()  # IMX listed 2022-01-10: never held before
     page = (run_dir / "cross_section.html").read_text()
     assert page.count('class="plotly-chart"') == 4 and "<script src=" not in page
+    printed = PRINTED["first_run"]  # what the user reads is what metrics.json holds
+    assert ("Rank IC by horizon step 1..5: " + " ".join(f"{s['mean']:+.3f}" for s in cs["rank_ic_decay"])) in printed
+    assert (" ".join(f"{v:+.3%}" for v in cs["deciles"]["bucket_mean"])) in printed
+    assert len(cs["deciles"]["bucket_mean"]) == cs["deciles"]["buckets"] == 6
 
 
 @pytest.mark.slow
