@@ -13,14 +13,14 @@ as text and lets a language model continue it. This predictor follows the paper:
    ``" 9 8 7 , 1 0 0 2 ,"`` (``digit_sep=" "``, ``value_sep=" ,"``); for tokenizers that split
    digits themselves (LLaMA in the paper) use ``digit_sep="", value_sep=","`` → ``"987,1002,"``.
    Negative values get a leading ``-``.
-3. **Sample** ``num_samples`` continuations per window in one batched ``generate`` call per
-   batch of windows, with the paper's nucleus sampling (``temperature=0.7, top_p=0.9``
-   defaults) and, by default, only tokens made of digits, ``-`` and separator characters
-   allowed (``restrict_tokens``; the paper does the same with logit bias). Sampling uses
-   :class:`predictors._torch.HashedGumbelSampler`, whose noise depends only on the seed and
-   the window; but with ``batch_size > 1`` prompts are left-padded to a common length and
-   the logits change at float-rounding level, which flips sampled tokens at near-ties, so
-   a window's forecast can depend on its batch. ``batch_size=1`` is exactly reproducible.
+3. **Sample** ``num_samples`` continuations per window with the paper's nucleus sampling
+   (``temperature=0.7, top_p=0.9`` defaults; ``temperature=0``: greedy) and, by default, only
+   tokens made of digits, ``-`` and separator characters allowed (``restrict_tokens``; the paper
+   does the same with logit bias; end-of-sequence is not among them: a sample that stopped before
+   its ``horizon``-th value would be malformed). Draws use
+   :class:`predictors._torch.HashedGumbelSampler`, whose noise depends only on the seed, the window,
+   the sample and the decoding step. Decoding is this module's own loop over the model's forward
+   pass (:func:`sample_continuations`), see "Decoding" below.
 4. **Parse** each continuation: split on the value separator, take the first ``horizon``
    values, each ``-?digits`` once whitespace is removed, each terminated by a separator.
    A sample with fewer well-formed values, or a non-positive price, is **malformed**: it
@@ -33,6 +33,34 @@ A window whose samples are all malformed is a **failed window**: with
 the naive forecast), is counted in ``stats().failed_windows`` and logged; with
 ``"raise"`` it is a PredictorError. ``stats()`` (:class:`LLMTimeStats`) accumulates over calls:
 ``windows``, ``failed_windows``, ``total_samples``, ``malformed_samples``.
+
+Context fitted to the model
+---------------------------
+A prompt and the tokens generated after it must fit the model's positions
+(:func:`max_positions`: ``max_position_embeddings`` / ``n_positions`` of its config, or the
+tokenizer's ``model_max_length``, the smallest known). :func:`fit_prompt` keeps, per window, as
+many of the last bars as fit (prompt tokens + the token budget <= the limit; the scaler is fitted
+on the bars kept); the windows cut are logged and counted (``stats().shortened_windows``, and
+``context_bars``: bars written, summed over windows), and the run's warnings say so. When not even
+2 bars fit, the forecast is refused with the numbers (positions, prompt tokens, budget).
+
+Decoding
+--------
+Per window, one forward pass over its prompt, alone and unpadded; its KV cache is then shared by
+the window's ``S`` samples: each decoding step is one forward pass of one token per sample, whose
+attention reads the prompt's keys and values once per window and each sample's own generated
+tokens (:func:`_shared_prompt_attention`, a transformers attention function switched in for the
+step; models it does not fit, e.g. sliding-window or soft-capped attention, repeat the prompt's
+cache ``S`` times instead). ``transformers.generate`` with ``num_return_sequences`` (what this
+predictor used before) repeats the prompt ``S`` times and encodes every copy. A sample stops at its
+``horizon``-th value separator, at an end-of-sequence token, or when its token budget
+(``token_budget_factor`` x tokens per bar x horizon + 8) is spent; a batch stops when all its
+samples have. Windows are batched (``batch_size``) among windows of the same padded width: each
+prompt is left-padded to the next multiple of :data:`PAD_MULTIPLE` tokens above its length, a width
+that depends on the prompt alone, so a window runs the same tensor shapes, padding and masks with
+any neighbours, and on the CPU the sampled tokens are identical at any batch size (tested, sampled
+and greedy). On CUDA/MPS the matrix kernels are chosen by batch shape and near-tie tokens may flip,
+so there ``batch_size > 1`` is declared not batch invariant (and is part of the cache key).
 """
 
 from __future__ import annotations
