@@ -33,9 +33,12 @@ reach back into ``train``, the past). The loop shuffles examples inside the trai
 
 Forecasts
 ---------
-- ``digits``: ``num_samples`` continuations per window sampled in batched ``generate`` calls with
-  llmtime's batch-invariant sampler (:class:`predictors._torch.HashedGumbelSampler`, per-window
-  seeds :func:`predictors._torch.row_seeds`), parsed by :func:`predictors.llmtime.parse_sample`;
+- ``digits``: ``num_samples`` continuations per window sampled by llmtime's decoding loop
+  (:func:`predictors.llmtime.sample_continuations`: one encoding of each prompt shared by its samples,
+  each sample stopped at its H-th value, the hashed sampler :class:`predictors._torch.HashedGumbelSampler`
+  with per-window seeds :func:`predictors._torch.row_seeds`; identical at any batch size on the CPU;
+  a prompt plus its token budget beyond the model's positions is refused, not cut: the adapter was
+  trained on prompts of ``context_bars`` bars), parsed by :func:`predictors.llmtime.parse_sample`;
   malformed samples are dropped and counted, an all-malformed window falls back to a zero-return
   forecast (or raises: ``on_failed_window``), exactly as llmtime; quantiles are over the samples.
 - ``bucket``: the label tokens' next-token probabilities ``p_k`` give a piecewise-linear CDF of
@@ -139,9 +142,9 @@ class LoraLLMConfig(DigitSamplingConfig):
     example_stride: train on every n-th decision bar of the fold (1: all).
     grad_accum: micro-batches per optimiser step (``[training] batch_size`` examples split in this
         many forward/backward passes).
-    batch_size: windows per forward/generate call when forecasting. ``digits``: as llmtime (1 is
-        exactly batch invariant; more left-pads and may flip near-tie samples); labels: one forward
-        pass, batch invariant up to float rounding.
+    batch_size: windows per forward pass / decoding batch when forecasting. ``digits``: as llmtime
+        (identical at any batch size on the CPU; on CUDA/MPS only 1 is exactly batch invariant);
+        labels: one forward pass, batch invariant up to float rounding.
     num_samples ... on_failed_window: llmtime's serialisation and sampling parameters (``digits``), from
         :class:`predictors.llmtime.DigitSamplingConfig`.
     """
