@@ -300,7 +300,11 @@ def _shared_attention_supported(lm: Any) -> bool:
     cfg = lm.config
     if getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
-    for key in ("sliding_window", "attn_logit_softcapping", "alibi", "use_alibi", "position_embedding_type"):
+    if getattr(cfg, "use_sliding_window", True) and getattr(cfg, "sliding_window", None):
+        return False  # e.g. Mistral v0.1; Qwen2.x states a window but use_sliding_window = false
+    if any(kind != "full_attention" for kind in getattr(cfg, "layer_types", None) or ()):
+        return False  # hybrid stacks (sliding or linear-attention layers)
+    for key in ("attn_logit_softcapping", "alibi", "use_alibi", "position_embedding_type"):
         if getattr(cfg, key, None) not in (None, False, "rope", "absolute"):
             return False
     if SHARED_ATTENTION not in AttentionInterface._global_mapping:
@@ -422,7 +426,8 @@ def _prefill_each(lm: Any, prompts: list[list[int]], width: int) -> tuple[Any, l
 
 def _cache_argument(lm: Any) -> str:
     """The forward argument that takes the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    inner = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a peft model passes it through
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _output_cache(out: Any) -> Any:

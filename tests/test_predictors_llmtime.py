@@ -266,6 +266,34 @@ def test_decoding_is_batch_invariant_and_encodes_each_prompt_once(random_llama_d
         assert any(row.count(sep) == 2 for row in one) and any(len(row) == budgets[i // 3] for i, row in enumerate(one))
 
 
+@pytest.fixture(scope="module")
+def gqa_llama_dir(tmp_path_factory) -> str:
+    """The random tiny Llama with grouped-query attention: 4 query heads on 2 key/value heads."""
+    return str(tiny_models.build_tiny_llama(tmp_path_factory.mktemp("llama") / "gqa", num_kv_heads=2, seed=1))
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0])
+def test_shared_prompt_attention_matches_the_models_own(gqa_llama_dir, monkeypatch, btc_1h, temperature):
+    """The decoding steps' attention that reads each prompt's cache once for all samples gives the tokens the
+    model's own attention gives over the prompt's cache repeated per sample (grouped-query attention: 4 query
+    heads on 2 key/value heads)."""
+    import predictors.llmtime as llmtime
+    from predictors._torch import row_seeds
+
+    close = btc_1h["close"].to_numpy()[-2000:]
+    windows = np.stack([close[i : i + 20] for i in range(0, 4 * 131, 131)])
+    pred = _make(gqa_llama_dir, num_samples=3)
+    pred._load()
+    fitted = pred._prompts(windows, 2)
+    prompts = [p.ids[:1] + p.ids[1 + 9 * i :] for i, p in enumerate(fitted)]
+    args = (pred, prompts, [p.budget for p in fitted], row_seeds(windows, 0, 3).reshape(4, 3), 2, 3, temperature)
+    assert llmtime._shared_attention_supported(pred._lm)
+    shared = _continuations(*args)
+    monkeypatch.setattr(llmtime, "_shared_attention_supported", lambda lm: False)
+    assert _continuations(*args) == shared
+    assert sum(map(len, shared)) > 4 * 3 * 5  # not trivially short
+
+
 def test_batch_size_is_not_a_cache_key_on_the_cpu(random_llama_dir):
     """Forecasts do not depend on batch_size on the CPU (tested above), so it is left out of the key there; on an
     accelerator it stays in (the kernels follow the batch shape)."""

@@ -170,11 +170,13 @@ def build_digit_tokenizer(path: Path, model_max_length: int | None = None) -> Pa
 
 
 def build_tiny_llama(
-    path: Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, max_positions: int | None = None
+    path: Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, max_positions: int | None = None,
+    num_kv_heads: int = 4,
 ) -> Path:
     """A 2-layer Llama with the digit tokenizer, saved together (tokenizer + model); ``max_positions``
     (default 8192, the tokenizer then unlimited) sets the model's ``max_position_embeddings`` and the
-    tokenizer's ``model_max_length``, as a real checkpoint states its context size."""
+    tokenizer's ``model_max_length``, as a real checkpoint states its context size; ``num_kv_heads`` < 4
+    makes it grouped-query attention (as Llama 3, Qwen 2.5)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     _seed(seed)
@@ -185,7 +187,7 @@ def build_tiny_llama(
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=4,
+        num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_positions or 8192,
         pad_token_id=0,
         bos_token_id=1,
