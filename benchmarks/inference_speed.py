@@ -32,9 +32,11 @@ horizon 12, consecutive decision times of BTC/USDT 1h:
   per window, its KV cache read once per step for all samples, each sample stopped at its H-th value,
   windows batched with left padding).
 
-It prints windows/s of each, the ratios new/generate (target >= 10 at batch 1 vs the new path's
-batch), and whether the new path's forecasts at batch 1 and batched are identical (they must be).
-Writes ``benchmarks/results/inference_speed_llmtime.json``.
+It prints windows/s of each, the ratios new/generate (target >= 10), and whether the new path's
+forecasts at batch 1 and batched are identical (they must be). The same for ``lora_llm``'s
+``digits`` objective on the same base model with a fresh (untrained) LoRA adapter of its default
+rank, prompt of ``--context`` bars (``--llm-predictors`` picks). Writes
+``benchmarks/results/inference_speed_llmtime.json``.
 """
 
 from __future__ import annotations
@@ -139,10 +141,11 @@ def bench_model(name: str, path: str, close: pd.Series, args: argparse.Namespace
 
 
 def generate_path(pred, contexts: np.ndarray, horizon: int) -> np.ndarray:
-    """``(n, Q, H)`` quantiles as llmtime computed them up to commit 4c959cf at ``batch_size = 1``: per window,
-    ``transformers.generate`` with ``num_return_sequences = num_samples`` (the prompt repeated per sample),
-    the hashed sampler as a logits processor, a stopping criterion on the separator token. Uses the loaded
-    predictor ``pred`` (tokenizer, model, allowed-token mask) so that both paths run the same model."""
+    """``(n, Q, H)`` quantiles as ``llmtime`` (or ``lora_llm``'s ``digits`` objective) computed them up to
+    commit 4c959cf at ``batch_size = 1``: per window, ``transformers.generate`` with ``num_return_sequences =
+    num_samples`` (the prompt repeated per sample), the hashed sampler as a logits processor, a stopping
+    criterion on the separator token. Uses the loaded predictor ``pred`` (tokenizer, model, allowed-token
+    mask, its prompt) so that both paths run the same model."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
@@ -155,8 +158,14 @@ def generate_path(pred, contexts: np.ndarray, horizon: int) -> np.ndarray:
     for window in contexts:
         chunk = window[None]
         scalers = [Scaler.fit(window, c.alpha, c.beta, c.scaling)]
-        enc = tok([serialize(scalers[0].transform(window), c.precision, c.digit_sep, c.value_sep)], return_tensors="pt")
-        per_value = enc["attention_mask"].sum(dim=1).to(torch.float64) / chunk.shape[1]
+        history = serialize(scalers[0].transform(window), c.precision, c.digit_sep, c.value_sep)
+        if pred.name == "llmtime":
+            enc = tok([history], return_tensors="pt")
+            per_value = enc["attention_mask"].sum(dim=1).to(torch.float64) / chunk.shape[1]
+        else:  # lora_llm: its prompt template, the budget from the history's tokens
+            enc = tok([pred._prompt(window, scalers[0])], return_tensors="pt")
+            per_value = torch.tensor([len(tok(history, add_special_tokens=False)["input_ids"])], dtype=torch.float64)
+            per_value = per_value / chunk.shape[1]
         budgets = torch.ceil(c.token_budget_factor * per_value * horizon + 8).to(torch.int64)
         row_budgets = budgets.repeat_interleave(s)
         sampler = HashedGumbelSampler(torch.from_numpy(row_seeds(chunk, pred.seed, s)), c.temperature, c.top_k, c.top_p,
@@ -183,8 +192,25 @@ def generate_path(pred, contexts: np.ndarray, horizon: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def bench_llmtime(args: argparse.Namespace, tmp: str) -> dict[str, float]:
-    """Windows/s of the generate path and of the new path at batch 1 and ``--llm-batch`` (module docstring)."""
+def lora_predictor(path: str, args: argparse.Namespace, batch_size: int):
+    """A ``lora_llm`` (``digits``) predictor on the base model at ``path`` with a fresh, untrained LoRA adapter
+    (rank 8 on every projection, as its defaults): what a fold serves, without the fit."""
+    from predictors import make_predictor
+    from predictors.torch_fit import seeded
+
+    pred = make_predictor("lora_llm", {"model": path, "device": args.device, "quantize": "none", "objective": "digits",
+                                       "batch_size": batch_size}, seed=0)
+    tok, lm = pred._base(args.device)
+    with seeded(0):
+        model = pred._attach(lm, None, trainable=False)
+    pred._meta = {"context_length": args.context, "horizon": args.horizon, "context_bars": args.context, "edges": None}
+    pred._serve(tok, model)
+    return pred
+
+
+def bench_llmtime(args: argparse.Namespace, tmp: str, name: str = "llmtime") -> dict[str, float]:
+    """Windows/s of the generate path and of the new path at batch 1 and ``--llm-batch`` (module docstring),
+    for ``llmtime`` or ``lora_llm`` (``digits``, an untrained adapter on the same base model)."""
     import tiny_models
 
     from predictors import make_predictor
@@ -192,9 +218,12 @@ def bench_llmtime(args: argparse.Namespace, tmp: str) -> dict[str, float]:
     path = str(tiny_models.build_tiny_llama(Path(tmp) / "llama"))
     close = load_close(args.llm_n, args.context).to_numpy()
     windows = np.lib.stride_tricks.sliding_window_view(close, args.context)[: args.llm_n]
-    params = {"model": path, "device": args.device}
-    one = make_predictor("llmtime", {**params, "batch_size": 1}, seed=0)
-    many = make_predictor("llmtime", {**params, "batch_size": args.llm_batch}, seed=0)
+    if name == "llmtime":
+        params = {"model": path, "device": args.device}
+        one = make_predictor("llmtime", {**params, "batch_size": 1}, seed=0)
+        many = make_predictor("llmtime", {**params, "batch_size": args.llm_batch}, seed=0)
+    else:
+        one, many = lora_predictor(path, args, 1), lora_predictor(path, args, args.llm_batch)
     one.predict(windows[:1], args.horizon)  # load and warm up outside the timings
     many.predict(windows[:1], args.horizon)
     old_wall, old_cpu, _ = timed(lambda: generate_path(one, windows[: args.old_n], args.horizon))
@@ -205,15 +234,15 @@ def bench_llmtime(args: argparse.Namespace, tmp: str) -> dict[str, float]:
     stats = one.stats()
     rates = {"generate": args.old_n / old_wall, "new_1": len(windows) / one_wall, "new_b": len(windows) / many_wall}
     cpu = {"generate": args.old_n / old_cpu, "new_1": len(windows) / one_cpu, "new_b": len(windows) / many_cpu}
-    print(f"llmtime tiny Llama, context {args.context}, H {args.horizon}, {one.config.num_samples} samples: "
+    print(f"{name} on the tiny Llama, context {args.context}, H {args.horizon}, {one.config.num_samples} samples: "
           f"generate path {rates['generate']:.3f} windows/s ({args.old_n} windows) | new batch 1 {rates['new_1']:.3f} "
           f"| new batch {args.llm_batch} {rates['new_b']:.3f} windows/s ({len(windows)} windows)", flush=True)
-    print(f"ratios: new batch 1 / generate {rates['new_1'] / rates['generate']:.1f}x | new batch {args.llm_batch} / "
+    print(f"{name} ratios: new batch 1 / generate {rates['new_1'] / rates['generate']:.1f}x | new batch {args.llm_batch} / "
           f"generate {rates['new_b'] / rates['generate']:.1f}x (target >= 10) | in process CPU time "
           f"{cpu['new_1'] / cpu['generate']:.1f}x, {cpu['new_b'] / cpu['generate']:.1f}x", flush=True)
-    print(f"batch 1 and batch {args.llm_batch} forecasts {'identical' if identical else 'DIFFER'} "
+    print(f"{name} batch 1 and batch {args.llm_batch} forecasts {'identical' if identical else 'DIFFER'} "
           f"(np.array_equal over {len(windows)} windows); samples malformed {stats.malformed_samples} of "
-          f"{stats.total_samples}, prompt bars per window {stats.context_bars / max(stats.windows, 1):.0f} (random weights: malformed samples expected)", flush=True)
+          f"{stats.total_samples} (random weights: malformed samples expected)", flush=True)
     return {"windows": len(windows), "generate_windows": args.old_n, "identical": identical,
             **{f"{k}_windows_per_s": v for k, v in rates.items()}, **{f"{k}_windows_per_cpu_s": v for k, v in cpu.items()},
             "new_1_over_generate": rates["new_1"] / rates["generate"], "new_b_over_generate": rates["new_b"] / rates["generate"],
@@ -238,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-n", type=int, default=32, help="llmtime: windows timed on the new path")
     parser.add_argument("--old-n", type=int, default=4, help="llmtime: windows timed on the generate path")
     parser.add_argument("--llm-batch", type=int, default=8, help="llmtime: batch_size of the batched new path")
+    parser.add_argument("--llm-predictors", default="llmtime,lora_llm",
+                        help="llmtime: the LLM predictors timed (lora_llm: digits objective, an untrained adapter)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.per_bar_n, args.repeat = 300, 40, 2
@@ -252,10 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.predictor == "llmtime":
         print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; load average {os.getloadavg()[0]:.1f}")
-        with tempfile.TemporaryDirectory() as tmp:
-            numbers = bench_llmtime(args, tmp)
+        numbers = {}
+        for name in args.llm_predictors.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                numbers[name] = bench_llmtime(args, tmp, name)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
-        keys = ("context", "horizon", "threads", "device", "llm_n", "old_n", "llm_batch", "quick")
+        keys = ("context", "horizon", "threads", "device", "llm_n", "old_n", "llm_batch", "llm_predictors", "quick")
         write_result("inference_speed_llmtime", {k: getattr(args, k) for k in keys}, numbers)
         return 0
     close = load_close(args.n, args.context)

@@ -252,18 +252,22 @@ def render_inference(r: Records) -> str:
 
 def render_inference_llmtime(r: Records) -> str:
     rec = r["inference_speed_llmtime"]
-    c, n = rec["config"], rec["numbers"]
+    c, numbers = rec["config"], rec["numbers"]
+    first = next(iter(numbers.values()))
     lines = [provenance(rec),
              f"Tiny random Llama (2 layers, 64 wide), context {c['context']}, horizon {c['horizon']}, 20 samples a window, "
              f"consecutive decision times of BTC/USDT 1h, {c['threads']} CPU thread{'s' if c['threads'] != 1 else ''}; "
-             f"the generate path on {n['generate_windows']} windows, the new path on {n['windows']}.",
-             "", "| path | windows/s | × generate path | × in process CPU time |", "|---|---|---|---|",
-             f"| generate (before; batch 1) | {n['generate_windows_per_s']:.3f} | 1.0× | 1.0× |",
-             f"| new, batch 1 | {n['new_1_windows_per_s']:.3f} | {n['new_1_over_generate']:.1f}× | {n['new_1_over_generate_cpu']:.1f}× |",
-             f"| new, batch {c['llm_batch']} | {n['new_b_windows_per_s']:.3f} | {n['new_b_over_generate']:.1f}× "
-             f"| {n['new_b_over_generate_cpu']:.1f}× |",
-             "", f"New path, batch 1 and batch {c['llm_batch']}: forecasts "
-                 f"{'identical' if n['identical'] else 'DIFFERENT'} (`np.array_equal`)."]
+             f"the generate path on {first['generate_windows']} windows, the new path on {first['windows']}; `lora_llm`: "
+             "`digits` objective, an untrained adapter of the default rank on the same model.",
+             "", "| predictor | path | windows/s | × generate path | × in process CPU time |", "|---|---|---|---|---|"]
+    for name, n in numbers.items():
+        lines += [f"| `{name}` | generate (before; batch 1) | {n['generate_windows_per_s']:.3f} | 1.0× | 1.0× |",
+                  f"| `{name}` | new, batch 1 | {n['new_1_windows_per_s']:.3f} | {n['new_1_over_generate']:.1f}× "
+                  f"| {n['new_1_over_generate_cpu']:.1f}× |",
+                  f"| `{name}` | new, batch {c['llm_batch']} | {n['new_b_windows_per_s']:.3f} | {n['new_b_over_generate']:.1f}× "
+                  f"| {n['new_b_over_generate_cpu']:.1f}× |"]
+    same = ", ".join(f"`{name}` {'identical' if n['identical'] else 'DIFFERENT'}" for name, n in numbers.items())
+    lines += ["", f"New path, batch 1 against batch {c['llm_batch']} (`np.array_equal` of the forecasts): {same}."]
     return "\n".join(lines)
 
 
