@@ -582,6 +582,7 @@ class LoraLLMPredictor(Predictor):
         texts = tok.batch_decode(tokens, skip_special_tokens=True)
         if rows != s:
             texts = [t for t in texts for _ in range(s)]
+        self.count("context_bars", chunk.size)  # every prompt holds its context_bars bars (never cut, see above)
         return quantiles_from_samples(self, texts, chunk, scalers, horizon, fix="raise num_samples or train longer")
 
 
