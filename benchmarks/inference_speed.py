@@ -19,11 +19,30 @@ latter is robust to other jobs on a shared machine). Engine and raw runs alterna
 (the machine may be shared; the best run is the least disturbed one).
 
 Usage: ``python benchmarks/inference_speed.py [--quick] [--threads 2] [--models tiny,small]``.
+
+``--predictor llmtime`` times the LLM path instead, on the tiny random Llama of the tests
+(``tests/tiny_models.build_tiny_llama``: 2 layers, 64 wide, digit tokenizer, 8192 positions), the
+predictor's defaults (20 samples, temperature 0.7, top-p 0.9, digits-only vocabulary), context 512,
+horizon 12, consecutive decision times of BTC/USDT 1h:
+
+- generate path: llmtime as it was up to commit 4c959cf, one window at a time (:func:`generate_path`:
+  ``transformers.generate`` with ``num_return_sequences``, which repeats the prompt per sample and
+  encodes it ``num_samples`` times);
+- new path at batch 1 and at ``--llm-batch`` windows: ``llmtime.predict`` (one prompt forward pass
+  per window, its KV cache read once per step for all samples, each sample stopped at its H-th value,
+  windows batched with left padding).
+
+It prints windows/s of each, the ratios new/generate (target >= 10), and whether the new path's
+forecasts at batch 1 and batched are identical (they must be). The same for ``lora_llm``'s
+``digits`` objective on the same base model with a fresh (untrained) LoRA adapter of its default
+rank, prompt of ``--context`` bars (``--llm-predictors`` picks). Writes
+``benchmarks/results/inference_speed_llmtime.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -121,6 +140,116 @@ def bench_model(name: str, path: str, close: pd.Series, args: argparse.Namespace
             "engine_over_raw_cpu": cpu_rates["engine"] / cpu_rates["raw"]}
 
 
+def generate_path(pred, contexts: np.ndarray, horizon: int) -> np.ndarray:
+    """``(n, Q, H)`` quantiles as ``llmtime`` (or ``lora_llm``'s ``digits`` objective) computed them up to
+    commit 4c959cf at ``batch_size = 1``: per window, ``transformers.generate`` with ``num_return_sequences =
+    num_samples`` (the prompt repeated per sample), the hashed sampler as a logits processor, a stopping
+    criterion on the separator token. Uses the loaded predictor ``pred`` (tokenizer, model, allowed-token
+    mask, its prompt) so that both paths run the same model."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+    from predictors._torch import HashedGumbelSampler, row_seeds
+    from predictors.llmtime import Scaler, quantiles_from_samples, serialize
+
+    c, tok, lm, s = pred.config, pred._tokenizer, pred._lm, pred.config.num_samples
+    sep_id = tok.encode(c.value_sep, add_special_tokens=False)[-1]
+    out = []
+    for window in contexts:
+        chunk = window[None]
+        scalers = [Scaler.fit(window, c.alpha, c.beta, c.scaling)]
+        history = serialize(scalers[0].transform(window), c.precision, c.digit_sep, c.value_sep)
+        if pred.name == "llmtime":
+            enc = tok([history], return_tensors="pt")
+            per_value = enc["attention_mask"].sum(dim=1).to(torch.float64) / chunk.shape[1]
+        else:  # lora_llm: its prompt template, the budget from the history's tokens
+            enc = tok([pred._prompt(window, scalers[0])], return_tensors="pt")
+            per_value = torch.tensor([len(tok(history, add_special_tokens=False)["input_ids"])], dtype=torch.float64)
+            per_value = per_value / chunk.shape[1]
+        budgets = torch.ceil(c.token_budget_factor * per_value * horizon + 8).to(torch.int64)
+        row_budgets = budgets.repeat_interleave(s)
+        sampler = HashedGumbelSampler(torch.from_numpy(row_seeds(chunk, pred.seed, s)), c.temperature, c.top_k, c.top_p,
+                                      allowed=pred._vocab.allowed)
+        prompt_len = enc["input_ids"].shape[1]
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                gen = input_ids[:, prompt_len:]
+                within = torch.arange(gen.shape[1])[None, :] < row_budgets[:, None]
+                return (((gen == sep_id) & within).sum(dim=1) >= horizon) | (row_budgets <= gen.shape[1])
+
+        with torch.inference_mode():
+            generated = lm.generate(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                generation_config=GenerationConfig(
+                    do_sample=True, max_new_tokens=int(budgets.max()), num_return_sequences=s, pad_token_id=tok.pad_token_id,
+                    eos_token_id=None, temperature=1.0, top_k=None, top_p=1.0),
+                logits_processor=LogitsProcessorList([sampler]), stopping_criteria=StoppingCriteriaList([Stop()]),
+            )
+        new = generated[:, prompt_len:]
+        texts = tok.batch_decode([row[: int(b)].tolist() for row, b in zip(new, row_budgets)], skip_special_tokens=True)
+        out.append(quantiles_from_samples(pred, texts, chunk, scalers, horizon, fix="-"))
+    return np.concatenate(out)
+
+
+def lora_predictor(path: str, args: argparse.Namespace, batch_size: int):
+    """A ``lora_llm`` (``digits``) predictor on the base model at ``path`` with a fresh, untrained LoRA adapter
+    (rank 8 on every projection, as its defaults): what a fold serves, without the fit."""
+    from predictors import make_predictor
+    from predictors.torch_fit import seeded
+
+    pred = make_predictor("lora_llm", {"model": path, "device": args.device, "quantize": "none", "objective": "digits",
+                                       "batch_size": batch_size}, seed=0)
+    tok, lm = pred._base(args.device)
+    with seeded(0):
+        model = pred._attach(lm, None, trainable=False)
+    pred._meta = {"context_length": args.context, "horizon": args.horizon, "context_bars": args.context, "edges": None}
+    pred._serve(tok, model)
+    return pred
+
+
+def bench_llmtime(args: argparse.Namespace, tmp: str, name: str = "llmtime") -> dict[str, float]:
+    """Windows/s of the generate path and of the new path at batch 1 and ``--llm-batch`` (module docstring),
+    for ``llmtime`` or ``lora_llm`` (``digits``, an untrained adapter on the same base model)."""
+    import tiny_models
+
+    from predictors import make_predictor
+
+    path = str(tiny_models.build_tiny_llama(Path(tmp) / "llama"))
+    close = load_close(args.llm_n, args.context).to_numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(close, args.context)[: args.llm_n]
+    if name == "llmtime":
+        params = {"model": path, "device": args.device}
+        one = make_predictor("llmtime", {**params, "batch_size": 1}, seed=0)
+        many = make_predictor("llmtime", {**params, "batch_size": args.llm_batch}, seed=0)
+    else:
+        one, many = lora_predictor(path, args, 1), lora_predictor(path, args, args.llm_batch)
+    one.predict(windows[:1], args.horizon)  # load and warm up outside the timings
+    many.predict(windows[:1], args.horizon)
+    old_wall, old_cpu, _ = timed(lambda: generate_path(one, windows[: args.old_n], args.horizon))
+    one.reset_stats()
+    one_wall, one_cpu, fc_one = timed(lambda: one.predict(windows, args.horizon))
+    many_wall, many_cpu, fc_many = timed(lambda: many.predict(windows, args.horizon))
+    identical = bool(np.array_equal(fc_one, fc_many))
+    stats = one.stats()
+    rates = {"generate": args.old_n / old_wall, "new_1": len(windows) / one_wall, "new_b": len(windows) / many_wall}
+    cpu = {"generate": args.old_n / old_cpu, "new_1": len(windows) / one_cpu, "new_b": len(windows) / many_cpu}
+    print(f"{name} on the tiny Llama, context {args.context}, H {args.horizon}, {one.config.num_samples} samples: "
+          f"generate path {rates['generate']:.3f} windows/s ({args.old_n} windows) | new batch 1 {rates['new_1']:.3f} "
+          f"| new batch {args.llm_batch} {rates['new_b']:.3f} windows/s ({len(windows)} windows)", flush=True)
+    print(f"{name} ratios: new batch 1 / generate {rates['new_1'] / rates['generate']:.1f}x | new batch {args.llm_batch} / "
+          f"generate {rates['new_b'] / rates['generate']:.1f}x (target >= 10) | in process CPU time "
+          f"{cpu['new_1'] / cpu['generate']:.1f}x, {cpu['new_b'] / cpu['generate']:.1f}x", flush=True)
+    print(f"{name} batch 1 and batch {args.llm_batch} forecasts {'identical' if identical else 'DIFFER'} "
+          f"(np.array_equal over {len(windows)} windows); samples malformed {stats.malformed_samples} of "
+          f"{stats.total_samples} (random weights: malformed samples expected)", flush=True)
+    return {"windows": len(windows), "generate_windows": args.old_n, "identical": identical,
+            **{f"{k}_windows_per_s": v for k, v in rates.items()}, **{f"{k}_windows_per_cpu_s": v for k, v in cpu.items()},
+            "new_1_over_generate": rates["new_1"] / rates["generate"], "new_b_over_generate": rates["new_b"] / rates["generate"],
+            "new_1_over_generate_cpu": cpu["new_1"] / cpu["generate"], "new_b_over_generate_cpu": cpu["new_b"] / cpu["generate"],
+            "malformed_samples": stats.malformed_samples, "total_samples": stats.total_samples}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 decision times, 40 per-bar calls")
@@ -134,9 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="tiny,small")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--predictor", choices=("chronos", "llmtime"), default="chronos")
+    parser.add_argument("--llm-n", type=int, default=32, help="llmtime: windows timed on the new path")
+    parser.add_argument("--old-n", type=int, default=4, help="llmtime: windows timed on the generate path")
+    parser.add_argument("--llm-batch", type=int, default=8, help="llmtime: batch_size of the batched new path")
+    parser.add_argument("--llm-predictors", default="llmtime,lora_llm",
+                        help="llmtime: the LLM predictors timed (lora_llm: digits objective, an untrained adapter)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.per_bar_n, args.repeat = 300, 40, 2
+        args.llm_n, args.old_n = 16, 2
 
     import torch
 
@@ -145,6 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.results_io import write_result
 
     torch.set_num_threads(args.threads)
+    if args.predictor == "llmtime":
+        print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; load average {os.getloadavg()[0]:.1f}")
+        numbers = {}
+        for name in args.llm_predictors.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                numbers[name] = bench_llmtime(args, tmp, name)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        keys = ("context", "horizon", "threads", "device", "llm_n", "old_n", "llm_batch", "llm_predictors", "quick")
+        write_result("inference_speed_llmtime", {k: getattr(args, k) for k in keys}, numbers)
+        return 0
     close = load_close(args.n, args.context)
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; BTC/USDT 1h, last {args.n} decision times")
     numbers = {}

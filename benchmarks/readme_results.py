@@ -250,6 +250,27 @@ def render_inference(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_inference_llmtime(r: Records) -> str:
+    rec = r["inference_speed_llmtime"]
+    c, numbers = rec["config"], rec["numbers"]
+    first = next(iter(numbers.values()))
+    lines = [provenance(rec),
+             f"Tiny random Llama (2 layers, 64 wide), context {c['context']}, horizon {c['horizon']}, 20 samples a window, "
+             f"consecutive decision times of BTC/USDT 1h, {c['threads']} CPU thread{'s' if c['threads'] != 1 else ''}; "
+             f"the generate path on {first['generate_windows']} windows, the new path on {first['windows']}; `lora_llm`: "
+             "`digits` objective, an untrained adapter of the default rank on the same model.",
+             "", "| predictor | path | windows/s | × generate path | × in process CPU time |", "|---|---|---|---|---|"]
+    for name, n in numbers.items():
+        lines += [f"| `{name}` | generate (before; batch 1) | {n['generate_windows_per_s']:.3f} | 1.0× | 1.0× |",
+                  f"| `{name}` | new, batch 1 | {n['new_1_windows_per_s']:.3f} | {n['new_1_over_generate']:.1f}× "
+                  f"| {n['new_1_over_generate_cpu']:.1f}× |",
+                  f"| `{name}` | new, batch {c['llm_batch']} | {n['new_b_windows_per_s']:.3f} | {n['new_b_over_generate']:.1f}× "
+                  f"| {n['new_b_over_generate_cpu']:.1f}× |"]
+    same = ", ".join(f"`{name}` {'identical' if n['identical'] else 'DIFFERENT'}" for name, n in numbers.items())
+    lines += ["", f"New path, batch 1 against batch {c['llm_batch']} (`np.array_equal` of the forecasts): {same}."]
+    return "\n".join(lines)
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -703,6 +724,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
           ("python benchmarks/backtest_speed.py", "python benchmarks/backtest_speed.py --predictor momentum"), render_backtest),
     Block("sweep_speed", ("sweep_speed",), ("python benchmarks/sweep_speed.py",), render_sweep),
     Block("inference_speed", ("inference_speed",), ("python benchmarks/inference_speed.py",), render_inference),
+    Block("inference_speed_llmtime", ("inference_speed_llmtime",),
+          ("python benchmarks/inference_speed.py --predictor llmtime --threads 1",), render_inference_llmtime),
     Block("train_speed", ("train_speed",), ("python benchmarks/train_speed.py",), render_train),
     Block("compare_scaling", ("compare_scaling",), ("python benchmarks/compare_scaling.py",), render_compare),
     Block("paper_latency", ("paper_latency",), ("python benchmarks/paper_latency.py --bars 300",), render_paper),

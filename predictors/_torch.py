@@ -157,8 +157,11 @@ class HashedGumbelSampler:
 
     Args:
         seeds: int64 ``(R,)`` one seed per generated row, in the row order of ``generate``.
-        temperature, top_k, top_p: as in ``transformers`` (``top_k=0`` / ``top_p=1`` disable).
+        temperature, top_k, top_p: as in ``transformers`` (``top_k=0`` / ``top_p=1`` disable);
+            ``temperature=0`` is greedy decoding (the allowed token of highest logit, no noise).
         allowed: optional bool ``(vocab,)`` mask of tokens that may be generated.
+
+    :meth:`pick` is the same draw for a decoding loop of one's own (``step`` counted by the caller).
     """
 
     def __init__(
@@ -169,8 +172,8 @@ class HashedGumbelSampler:
         top_p: float = 1.0,
         allowed: "torch.Tensor | None" = None,
     ) -> None:
-        if temperature <= 0:
-            raise PredictorError(f"temperature must be > 0, got {temperature}")
+        if temperature < 0:
+            raise PredictorError(f"temperature must be >= 0 (0: greedy), got {temperature}")
         if not 0 < top_p <= 1:
             raise PredictorError(f"top_p must be in (0, 1], got {top_p}")
         self.seeds = seeds
@@ -181,7 +184,16 @@ class HashedGumbelSampler:
 
     def __call__(self, input_ids: "torch.Tensor", scores: "torch.Tensor") -> "torch.Tensor":
         torch = import_torch()
-        step = int(input_ids.shape[-1])
+        pick = self.pick(scores, int(input_ids.shape[-1]))
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, pick[:, None], 0.0)
+        return out
+
+    def pick(self, scores: "torch.Tensor", step: int, seeds: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """int64 ``(R,)`` token ids drawn from ``scores`` ``(R, vocab)`` at decoding ``step``, with
+        ``seeds`` ``(R,)`` (default: the constructor's); each row's draw depends on its own scores,
+        seed and ``step`` only."""
+        torch = import_torch()
         logits = scores.float()
         if self.allowed is not None:
             allowed = self.allowed.to(logits.device)
@@ -189,6 +201,8 @@ class HashedGumbelSampler:
             masked = torch.full_like(logits, float("-inf"))
             masked[:, :vocab] = torch.where(allowed[:vocab], logits[:, :vocab], float("-inf"))
             logits = masked
+        if self.temperature == 0:
+            return logits.argmax(dim=-1)
         logits = logits / self.temperature
         k = logits.shape[-1] if self.top_k <= 0 else min(self.top_k, logits.shape[-1])
         top_vals, top_ids = torch.topk(logits, k, dim=-1)  # sorted, descending
@@ -196,9 +210,6 @@ class HashedGumbelSampler:
             probs = torch.softmax(top_vals, dim=-1)
             before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
             top_vals = torch.where(before < self.top_p, top_vals, float("-inf"))
-        seeds = self.seeds.to(logits.device)
+        seeds = (self.seeds if seeds is None else seeds).to(logits.device)
         noisy = top_vals + hashed_gumbel(seeds, step, top_ids)
-        pick = top_ids.gather(-1, noisy.argmax(dim=-1, keepdim=True))
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(-1, pick, 0.0)
-        return out
+        return top_ids.gather(-1, noisy.argmax(dim=-1, keepdim=True))[:, 0]

@@ -33,9 +33,12 @@ reach back into ``train``, the past). The loop shuffles examples inside the trai
 
 Forecasts
 ---------
-- ``digits``: ``num_samples`` continuations per window sampled in batched ``generate`` calls with
-  llmtime's batch-invariant sampler (:class:`predictors._torch.HashedGumbelSampler`, per-window
-  seeds :func:`predictors._torch.row_seeds`), parsed by :func:`predictors.llmtime.parse_sample`;
+- ``digits``: ``num_samples`` continuations per window sampled by llmtime's decoding loop
+  (:func:`predictors.llmtime.sample_continuations`: one encoding of each prompt shared by its samples,
+  each sample stopped at its H-th value, the hashed sampler :class:`predictors._torch.HashedGumbelSampler`
+  with per-window seeds :func:`predictors._torch.row_seeds`; identical at any batch size on the CPU;
+  a prompt plus its token budget beyond the model's positions is refused, not cut: the adapter was
+  trained on prompts of ``context_bars`` bars), parsed by :func:`predictors.llmtime.parse_sample`;
   malformed samples are dropped and counted, an all-malformed window falls back to a zero-return
   forecast (or raises: ``on_failed_window``), exactly as llmtime; quantiles are over the samples.
 - ``bucket``: the label tokens' next-token probabilities ``p_k`` give a piecewise-linear CDF of
@@ -90,7 +93,18 @@ from predictors._torch import (
 )
 from predictors.base import ModelInfo, ParamError, Predictor, PredictorError, TrainProfile, param
 from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
-from predictors.llmtime import DigitSamplingConfig, LLMTimeStats, Scaler, quantiles_from_samples, sample_texts, serialize
+from predictors.llmtime import (
+    DigitSamplingConfig,
+    DigitVocab,
+    LLMTimeStats,
+    Scaler,
+    digit_vocab,
+    max_positions,
+    quantiles_from_samples,
+    sample_continuations,
+    serialize,
+    token_budget,
+)
 from predictors.registry import register
 from predictors.torch_fit import TensorSamples, fit_model, seeded
 from predictors.training import FitContext
@@ -128,9 +142,9 @@ class LoraLLMConfig(DigitSamplingConfig):
     example_stride: train on every n-th decision bar of the fold (1: all).
     grad_accum: micro-batches per optimiser step (``[training] batch_size`` examples split in this
         many forward/backward passes).
-    batch_size: windows per forward/generate call when forecasting. ``digits``: as llmtime (1 is
-        exactly batch invariant; more left-pads and may flip near-tie samples); labels: one forward
-        pass, batch invariant up to float rounding.
+    batch_size: windows per forward pass / decoding batch when forecasting. ``digits``: as llmtime
+        (identical at any batch size on the CPU; on CUDA/MPS only 1 is exactly batch invariant);
+        labels: one forward pass, batch invariant up to float rounding.
     num_samples ... on_failed_window: llmtime's serialisation and sampling parameters (``digits``), from
         :class:`predictors.llmtime.DigitSamplingConfig`.
     """
@@ -224,17 +238,6 @@ def label_quantiles(probs: np.ndarray, sigma: np.ndarray, horizon: int, levels: 
     return z[:, :, None] * sigma[:, None, None] * np.sqrt(h)[None, None, :]
 
 
-def _allowed_tokens(tok: Any, chars: set[str], model: str) -> Any:
-    """Bool mask over the vocabulary: tokens that decode to ``chars`` only (as llmtime)."""
-    torch = import_torch()
-    special = set(tok.all_special_ids)
-    texts = tok.batch_decode([[i] for i in range(len(tok))])
-    mask = [i not in special and bool(t) and set(t) <= chars for i, t in enumerate(texts)]
-    if not any(mask):
-        raise PredictorError(f"lora_llm: tokenizer of {model!r} has no digit tokens; set restrict_tokens = false")
-    return torch.tensor(mask, dtype=torch.bool)
-
-
 def _positions(mask: "torch.Tensor") -> "torch.Tensor":
     """Position ids of left-padded rows: 0 at each row's first real token."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -271,12 +274,12 @@ class LoraLLMPredictor(Predictor):
         self.path = resolve_model(self.config.model, self.config.revision)
         self._lm: Any = None
         self._tokenizer: Any = None
-        self._allowed: Any = None
+        self._vocab: DigitVocab | None = None
         self._meta: dict[str, Any] = {}
 
     @property
     def batch_invariant(self) -> bool:
-        return self.config.batch_size == 1 or self.config.objective != "digits"
+        return self.config.batch_size == 1 or self.config.objective != "digits" or self.config.device == "cpu"
 
     def model_info(self) -> ModelInfo:
         info = hub_model_info(self.config.model, self.config.revision, self.path)
@@ -454,10 +457,10 @@ class LoraLLMPredictor(Predictor):
         if self.config.quantize != "4bit" and next(model.parameters()).device.type != device:
             model = model.to(device)
         self._tokenizer, self._lm = tok, model.eval()
-        self._allowed = None
-        if self.config.objective == "digits" and self.config.restrict_tokens:
+        self._vocab = None
+        if self.config.objective == "digits":
             c = self.config
-            self._allowed = _allowed_tokens(tok, set("0123456789-" + c.digit_sep + c.value_sep), c.model)
+            self._vocab = digit_vocab(tok, c.digit_sep, c.value_sep, c.restrict_tokens, self.name)
 
     # -- checkpoint ----------------------------------------------------------------------------
     def _checkpoint_meta(self) -> dict[str, Any]:
@@ -552,21 +555,34 @@ class LoraLLMPredictor(Predictor):
                                self.quantile_levels, self.config.objective, edges)
 
     def _sample_chunk(self, chunk: np.ndarray, horizon: int) -> np.ndarray:
-        """llmtime's batched, batch-invariant sampling with this predictor's prompts (module docstring)."""
+        """llmtime's sampling (:func:`predictors.llmtime.sample_continuations`: one prompt forward pass per
+        window, batch invariant on the CPU) with this predictor's prompts (module docstring)."""
         torch = import_torch()
         c = self.config
         tok, lm, s = self._tokenizer, self._lm, c.num_samples
         scalers = [Scaler.fit(w, c.alpha, c.beta, c.scaling) for w in chunk]
-        enc = tok([self._prompt(w, sc) for w, sc in zip(chunk, scalers)], return_tensors="pt", padding=True)
+        prompts = tok([self._prompt(w, sc) for w, sc in zip(chunk, scalers)], verbose=False)["input_ids"]
         history_tokens = [len(ids) for ids in tok(
             [serialize(sc.transform(w), c.precision, c.digit_sep, c.value_sep) for sc, w in zip(scalers, chunk)],
-            add_special_tokens=False)["input_ids"]]
-        per_value = torch.tensor(history_tokens, dtype=torch.float64) / chunk.shape[1]
-        budgets = torch.ceil(c.token_budget_factor * per_value * horizon + 8).to(torch.int64)
-        row_budgets = budgets.repeat_interleave(s)
-        sampler = HashedGumbelSampler(torch.from_numpy(row_seeds(chunk, self.seed, s)), c.temperature, c.top_k, c.top_p,
-                                      allowed=self._allowed)
-        texts = sample_texts(tok, lm, enc, sampler, row_budgets, int(budgets.max()), s, c.value_sep, horizon)
+            add_special_tokens=False, verbose=False)["input_ids"]]
+        budgets = [token_budget(n, chunk.shape[1], horizon, c.token_budget_factor) for n in history_tokens]
+        limit = max_positions(lm, tok)
+        for ids, budget in zip(prompts, budgets):
+            if limit is not None and len(ids) + budget > limit:
+                raise PredictorError(
+                    f"lora_llm: the model accepts {limit} positions, but a prompt of {chunk.shape[1]} bars is {len(ids)} "
+                    f"tokens and the {horizon} values to generate need up to {budget} more; lower context_bars (the "
+                    "adapter is trained on prompts of that many bars) or the horizon"
+                )
+        rows = 1 if c.temperature == 0 else s
+        seeds = row_seeds(chunk, self.seed, rows).reshape(len(chunk), rows)
+        sampler = HashedGumbelSampler(torch.from_numpy(seeds.reshape(-1)), c.temperature, c.top_k, c.top_p,
+                                      allowed=self._vocab.allowed)
+        tokens = sample_continuations(lm, prompts, budgets, seeds, sampler, self._vocab, horizon, len(chunk))
+        texts = tok.batch_decode(tokens, skip_special_tokens=True)
+        if rows != s:
+            texts = [t for t in texts for _ in range(s)]
+        self.count("context_bars", chunk.size)  # every prompt holds its context_bars bars (never cut, see above)
         return quantiles_from_samples(self, texts, chunk, scalers, horizon, fix="raise num_samples or train longer")
 
 

@@ -125,20 +125,25 @@ def test_batch_size_of_a_batch_invariant_predictor_is_a_cache_hit(candles, tmp_p
     assert not hit and not np.allclose(other.values, big.values)  # a parameter that does change forecasts
 
 
-def test_llmtime_batch_size_above_one_is_part_of_the_key(tmp_path) -> None:
-    """llmtime left-pads prompts of a batch (its docstring: batch_size > 1 is not batch invariant), so
-    its own batch_size and the engine's (which decides the chunks it sees) key the cache; at 1 neither does."""
+def test_llmtime_batch_size_is_part_of_the_key_only_off_the_cpu(tmp_path) -> None:
+    """llmtime's forecasts do not depend on how windows are batched on the CPU (its docstring; tested in
+    test_predictors_llmtime), so neither its batch_size nor the engine's keys the cache there; on an
+    accelerator batch_size > 1 is not batch invariant, and both do."""
+    import dataclasses
+
     pytest.importorskip("torch")
     model = tmp_path / "model"
     model.mkdir()  # a local folder: the constructor only resolves the path, it loads nothing
     idx = pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC")
 
-    def key(inner: int, outer: int) -> str:
+    def key(inner: int, outer: int, device: str = "cpu") -> str:
         predictor = make_predictor("llmtime", {"model": str(model), "device": "cpu", "batch_size": inner})
+        predictor.config = dataclasses.replace(predictor.config, device=device)  # as resolved on that machine
         return forecast_key(predictor, "data", CONTEXT, HORIZON, idx, batch_size=outer)
 
-    assert key(1, 1024) == key(1, 7)
-    assert len({key(1, 1024), key(4, 1024), key(8, 1024), key(4, 7)}) == 4
+    assert len({key(1, 1024), key(1, 7), key(4, 1024), key(8, 7)}) == 1
+    assert key(1, 1024, "cuda") == key(1, 7, "cuda") == key(1, 7)
+    assert len({key(1, 1024, "cuda"), key(4, 1024, "cuda"), key(8, 1024, "cuda"), key(4, 7, "cuda")}) == 4
 
 
 def test_chronos_batch_size_is_a_memory_knob_not_a_key(tmp_path) -> None:

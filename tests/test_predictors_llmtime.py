@@ -20,8 +20,15 @@ pytestmark = pytest.mark.skipif(find_spec("torch") is None or find_spec("transfo
 
 
 @pytest.fixture(autouse=True)
-def _two_threads(two_torch_threads):
-    """Every test here runs tiny models on 2 threads (see conftest)."""
+def _one_thread(two_torch_threads):
+    """Every test here runs tiny models on one thread: a decoding step of a 64-wide model is a few hundred
+    tiny ops, which a second thread on a busy 2-core machine slows down more than tenfold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -155,3 +162,147 @@ def test_params_and_bad_values(random_llama_dir):  # parameters only: the untrai
         _make(llama_dir, scaling="minmax")
     with pytest.raises(PredictorError, match="on_failed_window"):
         _make(llama_dir, on_failed_window="nan")
+
+
+# -- the decoding loop: context fitted to the model, one prompt pass per window, batch invariance ------
+@pytest.fixture(scope="session")
+def short_llama_dir(tmp_path_factory) -> str:
+    """The random tiny Llama with only 256 positions (model and tokenizer say so, like a real checkpoint)."""
+    return str(tiny_models.build_tiny_llama(tmp_path_factory.mktemp("llama") / "short", max_positions=256))
+
+
+def _positions_seen(pred) -> list[int]:
+    """Record the largest position id of every forward pass of ``pred``'s model (its rotary embedding's input)."""
+    seen: list[int] = []
+    pred._load()
+    pred._lm.model.rotary_emb.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(int(kwargs.get("position_ids", args[-1]).max())), with_kwargs=True)
+    return seen
+
+
+def test_prompt_is_cut_to_fit_the_model_positions(short_llama_dir, random_llama_dir, contexts):
+    """64 bars are ~500 tokens, the model has 256 positions: each prompt keeps its last bars so that prompt +
+    generated tokens fit, says so (stats, run warning, log), and the tokenizer never warns of a too-long input."""
+    import logging
+
+    from loguru import logger
+
+    horizon = 5
+    pred = _make(short_llama_dir, num_samples=2, batch_size=3)
+    seen = _positions_seen(pred)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        out = pred.predict(np.concatenate([contexts, contexts], axis=1)[:3], horizon)  # 3 windows of 64 bars
+    finally:
+        logger.remove(sink)
+        logging.getLogger("transformers").removeHandler(handler)
+    assert out.shape == (3, 3, horizon)
+    assert max(seen) < 256  # position ids 0..255: never past the model's maximum
+    stats = pred.stats()
+    assert stats.shortened_windows == 3 and stats.windows == 3
+    assert 3 * 2 <= stats.context_bars < 3 * 64
+    assert any("cut to fit the 256 positions" in line for line in lines)
+    assert any("prompts were cut to fit" in w for w in stats.warnings())
+    assert not [r for r in records if "longer than the specified maximum" in r.getMessage()]
+    # the same windows on the 8192-position model: nothing cut
+    full = _make(random_llama_dir, num_samples=2)
+    full.predict(np.concatenate([contexts, contexts], axis=1)[:1], horizon)
+    assert full.stats().shortened_windows == 0 and full.stats().context_bars == 64
+
+
+def test_refuses_when_even_two_bars_do_not_fit(tmp_path, contexts):
+    path = tiny_models.build_tiny_llama(tmp_path / "tiny", max_positions=24)
+    with pytest.raises(PredictorError, match=r"accepts 24 positions.*a prompt of 2 bars is \d+ tokens.*need up to \d+ more"):
+        _make(str(path), num_samples=2).predict(contexts[:1], 12)
+
+
+def _continuations(pred, prompts, budgets, seeds, horizon, batch_size, temperature):
+    """Token ids of the samples of each prompt through the predictor's decoding loop (window-major)."""
+    import torch
+
+    from predictors._torch import HashedGumbelSampler
+    from predictors.llmtime import sample_continuations
+
+    c = pred.config
+    sampler = HashedGumbelSampler(torch.from_numpy(seeds.reshape(-1)), temperature, c.top_k, c.top_p,
+                                  allowed=pred._vocab.allowed)
+    return sample_continuations(pred._lm, prompts, budgets, seeds, sampler, pred._vocab, horizon, batch_size)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0])
+def test_decoding_is_batch_invariant_and_encodes_each_prompt_once(random_llama_dir, btc_1h, temperature):
+    """Real prompts of different lengths (so padded differently when batched): the sampled tokens are the
+    same one window at a time and 4 at a time, sampled or greedy; the model reads each prompt once (the
+    prompt tokens it processes sum to the prompts' lengths, not num_samples times that); each sample ends
+    at its H-th separator or at its token budget."""
+    from predictors._torch import row_seeds
+
+    close = btc_1h["close"].to_numpy()[-3000:]
+    windows = np.stack([close[i : i + 24] for i in range(0, 5 * 97, 97)])
+    pred = _make(random_llama_dir, num_samples=3, temperature=temperature)
+    pred._load()
+    fitted = pred._prompts(windows, 2)
+    prompts = [p.ids[:1] + p.ids[1 + 9 * i :] for i, p in enumerate(fitted)]  # BOS + the last values: 5 lengths
+    budgets = [p.budget for p in fitted]
+    seeds = row_seeds(windows, pred.seed, 3).reshape(5, 3)
+    prompt_tokens: list[int] = []
+    pred._lm.register_forward_pre_hook(
+        lambda module, args, kwargs: prompt_tokens.append(kwargs["input_ids"].numel())
+        if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
+    one = _continuations(pred, prompts, budgets, seeds, 2, 1, temperature)
+    assert sum(prompt_tokens) == sum(len(p) for p in prompts)  # one prompt pass per window
+    assert _continuations(pred, prompts, budgets, seeds, 2, 4, temperature) == one
+    sep = pred._tokenizer.convert_tokens_to_ids(",")
+    for i, row in enumerate(one):
+        assert row.count(sep) == 2 and row[-1] == sep or len(row) == budgets[i // 3]
+    if temperature == 0:  # greedy: every sample of a window is the same continuation
+        assert all(one[i] == one[i - i % 3] for i in range(len(one)))
+    else:  # both ends happen
+        assert any(row.count(sep) == 2 for row in one) and any(len(row) == budgets[i // 3] for i, row in enumerate(one))
+
+
+@pytest.fixture(scope="module")
+def gqa_llama_dir(tmp_path_factory) -> str:
+    """The random tiny Llama with grouped-query attention: 4 query heads on 2 key/value heads."""
+    return str(tiny_models.build_tiny_llama(tmp_path_factory.mktemp("llama") / "gqa", num_kv_heads=2, seed=1))
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0])
+def test_shared_prompt_attention_matches_the_models_own(gqa_llama_dir, monkeypatch, btc_1h, temperature):
+    """The decoding steps' attention that reads each prompt's cache once for all samples gives the tokens the
+    model's own attention gives over the prompt's cache repeated per sample (grouped-query attention: 4 query
+    heads on 2 key/value heads)."""
+    import predictors.llmtime as llmtime
+    from predictors._torch import row_seeds
+
+    close = btc_1h["close"].to_numpy()[-2000:]
+    windows = np.stack([close[i : i + 20] for i in range(0, 4 * 131, 131)])
+    pred = _make(gqa_llama_dir, num_samples=3)
+    pred._load()
+    fitted = pred._prompts(windows, 2)
+    prompts = [p.ids[:1] + p.ids[1 + 9 * i :] for i, p in enumerate(fitted)]
+    args = (pred, prompts, [p.budget for p in fitted], row_seeds(windows, 0, 3).reshape(4, 3), 2, 3, temperature)
+    assert llmtime._shared_attention_supported(pred._lm)
+    shared = _continuations(*args)
+    monkeypatch.setattr(llmtime, "_shared_attention_supported", lambda lm: False)
+    assert _continuations(*args) == shared
+    assert sum(map(len, shared)) > 4 * 3 * 5  # not trivially short
+
+
+def test_batch_size_is_not_a_cache_key_on_the_cpu(random_llama_dir):
+    """Forecasts do not depend on batch_size on the CPU (tested above), so it is left out of the key there; on an
+    accelerator it stays in (the kernels follow the batch shape)."""
+    import dataclasses
+
+    from engine.forecasting.signals import predictor_identity
+
+    cpu = [predictor_identity(_make(random_llama_dir, batch_size=b), 64, 4, 1024) for b in (1, 8)]
+    assert cpu[0] == cpu[1] and "batch_size" not in cpu[0]
+    gpu = _make(random_llama_dir, batch_size=8)
+    gpu.config = dataclasses.replace(gpu.config, device="cuda")
+    assert not gpu.batch_invariant and predictor_identity(gpu, 64, 4, 1024)["params"]["batch_size"] == 8

@@ -147,7 +147,7 @@ def build_chronos2(path: Path, d_model: int = 16, seed: int = 0) -> Path:
 DIGIT_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", *"0123456789", ",", " ", "-", ".", "a", "b"]
 
 
-def build_digit_tokenizer(path: Path) -> Path:
+def build_digit_tokenizer(path: Path, model_max_length: int | None = None) -> Path:
     """A character-level tokenizer over digits, separators and a few junk letters.
 
     WordLevel vocabulary, ``Split("", "isolated")`` pre-tokenizer (one token per
@@ -161,27 +161,34 @@ def build_digit_tokenizer(path: Path) -> Path:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(""), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    limit = {} if model_max_length is None else {"model_max_length": model_max_length}
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", **limit
     )
     fast.save_pretrained(path)
     return Path(path)
 
 
-def build_tiny_llama(path: Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
-    """A 2-layer Llama with the digit tokenizer, saved together (tokenizer + model)."""
+def build_tiny_llama(
+    path: Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, max_positions: int | None = None,
+    num_kv_heads: int = 4,
+) -> Path:
+    """A 2-layer Llama with the digit tokenizer, saved together (tokenizer + model); ``max_positions``
+    (default 8192, the tokenizer then unlimited) sets the model's ``max_position_embeddings`` and the
+    tokenizer's ``model_max_length``, as a real checkpoint states its context size; ``num_kv_heads`` < 4
+    makes it grouped-query attention (as Llama 3, Qwen 2.5)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     _seed(seed)
-    build_digit_tokenizer(path)
+    build_digit_tokenizer(path, model_max_length=max_positions)
     config = LlamaConfig(
         vocab_size=len(DIGIT_VOCAB),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=8192,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions or 8192,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
