@@ -37,9 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COINS = "BTC/USDT,ADA/USDT,DOGE/USDT,TRX/USDT,XLM/USDT"
 TIMERANGE = "20220101-20220401"
-#: trained families: two folds (45 days each) trained on the history from 2021-06 before each fold's cut-off
-TRAINING = {"training.history_start": "20210601", "training.retrain_every": "45d", "training.val_fraction": 0.2,
-            "training.epochs": 1, "training.device": "cpu"}
+#: trained families: two folds (45 days each) trained on every candle from 2021-06 to each fold's cut-off
+TRAINING = {"training.history_start": "20210601", "training.train_window": "expanding", "training.retrain_every": "45d",
+            "training.val_fraction": 0.2, "training.epochs": 1, "training.device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ FAMILIES = (
                                        **TINY_TORCH},
            {**TRAINING, "training.max_steps": 2, "training.batch_size": 8}, ("llama",), trained=True),
     Family("chronos fine-tuned (Chronos-2 LoRA)", 3, "chronos", {"model": "{chronos2}", "finetune": "lora",
-                                                                 **TINY_TORCH},
+                                                                 "finetune_lr": 0.05, **TINY_TORCH},
            {**TRAINING, "training.max_steps": 2}, ("chronos2",), trained=True),
 )
 
@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [f for f in FAMILIES if not only or f.label in only or f.predictor in only]
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="universe-families-"))
     models = work / "models"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    print(f"# python examples/universe_families.py{' ' + ' '.join(argv or sys.argv[1:]) if (argv or sys.argv[1:]) else ''}"
+          f": {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {commit.strip() or '?'}")
     t0 = time.perf_counter()
     for name in sorted({n for f in chosen for n in f.needs}):
         build_tiny(name, models)
