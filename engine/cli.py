@@ -330,6 +330,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     """``backtest STRATEGY --universe ...``: a portfolio strategy over a universe of coins."""
+    import numpy as np
+
     from engine.runs.universe import portfolio_columns, run_universe_backtest
 
     run = run_universe_backtest(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray)
@@ -360,9 +362,14 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
               f"t = {s.t_stat:.2f} (Newey-West, {s.lags} lags), p = {format_number(s.p_value, 'pvalue')} over "
               f"{s.periods} decision times")
     d = cs.deciles
-    if cs.not_run is None:
+    filled = int(np.isfinite(d.spread).sum())  # periods with both outer buckets filled (tied forecasts share one)
+    if cs.not_run is None and np.isfinite(d.spread_t):
         print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
               f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
+    elif cs.not_run is None:
+        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars over "
+              f"{filled} decision time(s) with both buckets filled; t: NOT RUN (it needs 2 or more such times with "
+              "some variation; tied forecasts share a bucket and leave the outer ones empty)")
     print(f"fast path: {run.fast_path}")
     training = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))["universe"].get("training")
     if training:

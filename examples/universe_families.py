@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="universe-families-"))
     models = work / "models"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    print(f"# python examples/universe_families.py{' ' + ' '.join(argv or sys.argv[1:]) if (argv or sys.argv[1:]) else ''}"
+    given = " ".join(argv if argv is not None else sys.argv[1:]).replace(str(work), "WORK")
+    print(f"# python examples/universe_families.py{' ' + given if given else ''}"
           f": {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {commit.strip() or '?'}")
     t0 = time.perf_counter()
     for name in sorted({n for f in chosen for n in f.needs}):
