@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import cli
+from engine.runs.universe import ic_not_run
 from examples import universe_families as families
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -79,6 +81,9 @@ def test_every_family_runs_on_a_universe_from_the_cli(label, models, tmp_path, c
         assert line in out and cs["not_run"].startswith(line[:40]) and cs["ranks_nothing"]
         assert "mean nan" not in out and "random ranking: NOT RUN" in out
         assert metrics["fills"] == 0  # a constant forecast is not traded by the coins' place in the list
+        # a universe of four coins never has an IC (five with a forecast and an outcome are needed): said so
+        four = np.arange(12.0).reshape(3, 4)
+        assert "give it at least 5 coins" in ic_not_run(four, four, 4, 5) and ic_not_run(four, four, 4, 4) is None
     else:
         assert cs["not_run"] is None and cs["rank_ic"]["periods"] > 20, cs
         assert f"Rank IC at h={cs['horizon']}: mean {cs['rank_ic']['mean']:.4f}" in out
