@@ -330,6 +330,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     """``backtest STRATEGY --universe ...``: a portfolio strategy over a universe of coins."""
+    import numpy as np
+
     from engine.runs.universe import portfolio_columns, run_universe_backtest
 
     run = run_universe_backtest(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray)
@@ -353,28 +355,39 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
           f"slippage {drag['slippage']:,.2f}, borrow {drag['borrow']:,.2f} ({drag['total_fraction_of_cash']:.1%} of "
           "the starting cash)")
     cs = run.cross_section
-    for s in (cs.ic, cs.rank_ic):
+    if cs.not_run is not None:
+        print(cs.not_run)
+    for s in (cs.ic, cs.rank_ic) if cs.not_run is None else ():
         print(f"{s.kind} at h={s.horizon}: mean {s.mean:.4f}, ICIR {s.icir:.3f}, positive {s.positive_share:.1%}, "
               f"t = {s.t_stat:.2f} (Newey-West, {s.lags} lags), p = {format_number(s.p_value, 'pvalue')} over "
               f"{s.periods} decision times")
-    print("Rank IC by horizon step 1.." + f"{cs.horizon}: " + " ".join(f"{s.mean:+.3f}" for s in cs.rank_ic_decay))
+    if cs.not_run is None:
+        print("Rank IC by horizon step 1.." + f"{cs.horizon}: " + " ".join(f"{s.mean:+.3f}" for s in cs.rank_ic_decay))
     d = cs.deciles
-    print(f"mean log return per {cs.horizon} bars by forecast bucket, lowest forecasts first ({d.periods} decision "
-          "times): " + " ".join(f"{v:+.3%}" for v in d.bucket_mean))
-    print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
-          f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
+    filled = int(np.isfinite(d.spread).sum())  # periods with both outer buckets filled (tied forecasts share one)
+    if cs.not_run is None:
+        print(f"mean log return per {cs.horizon} bars by forecast bucket, lowest forecasts first ({d.periods} decision "
+              "times): " + " ".join(f"{v:+.3%}" for v in d.bucket_mean))
+    if cs.not_run is None and np.isfinite(d.spread_t):
+        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
+              f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
+    elif cs.not_run is None:
+        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars over "
+              f"{filled} decision time(s) with both buckets filled; t: NOT RUN (it needs 2 or more such times with "
+              "some variation; tied forecasts share a bucket and leave the outer ones empty)")
     print(f"fast path: {run.fast_path}")
     training = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))["universe"].get("training")
     if training:
         how = ("one model per fold on every coin (pooled)" if training["mode"] == "pooled"
                else "one model per coin per fold (per_coin: each coin's single-market walk-forward)")
-        print(f"walk-forward: {how}; {training['folds']} folds, {training['fold_models']} fold models, "
+        folds = f"{training['folds']} fold{'s' if training['folds'] != 1 else ''}"
+        print(f"walk-forward: {how}; {folds}, {training['fold_models']} fold models, "
               f"{training['trained_now']} trained by this run, {training['fold_models'] - training['trained_now']} "
               "from stored checkpoints")
     unchecked = ("UNCHECKED for lookahead (the check " + ("did not run" if not checks.lookahead.ran else "did not run in "
                  "full") + "; see the lookahead line) — ") if checks is not None and checks.unchecked else ""
     print(f"verdict: {unchecked}{run.verdict}")
-    for line in (checks.lines() if checks is not None else []) + list(run.not_run):
+    for line in (checks.lines() if checks is not None else []) + [x for x in run.not_run if x != cs.not_run]:
         print(line)
     if getattr(args, "timings", False):
         print_timings({"seconds": dict(run.timings)}, list(run.timings))

@@ -11,7 +11,9 @@ Every ``rebalance`` bars (bar positions 0, rebalance, 2 x rebalance, ...), at th
 - **eligible** coins: a candle at this bar and a finite forecast median (``fc_median``);
 - ``k`` coins long, the highest ``fc_median`` first (``top_fraction`` instead: that fraction of
   the eligible coins, at least 1); unless ``long_only``, the ``k`` lowest short. A long-short book
-  takes at most half of the eligible coins per side. Ties go to the coin listed first;
+  takes at most half of the eligible coins per side. Ties go to the coin listed first; when every
+  eligible coin has the same forecast (a constant forecast such as ``naive``'s) there is no ranking
+  and no book: every eligible coin is closed, rather than picked by its place in the list;
 - **weights**: ``equal`` (each leg's share of ``gross`` split evenly) or ``forecast``
   (proportional to the forecast's distance from the cross-sectional mean of the eligible coins,
   ``max(fc - mean, 0)`` on the long leg and ``max(mean - fc, 0)`` on the short leg; a leg whose
@@ -89,6 +91,8 @@ def target_weights(fc: np.ndarray, candle: np.ndarray, params: dict) -> np.ndarr
         if k == 0:
             continue
         values = fc[r, idx]
+        if values.max() == values.min():  # the same forecast for every coin ranks nothing: no book
+            continue
         order = idx[np.argsort(-values, kind="stable")]
         legs = [(order[:k], 1.0)] if long_only else [(order[:k], 1.0), (order[::-1][:k][::-1], -1.0)]
         share = gross if long_only else gross / 2.0

@@ -339,8 +339,11 @@ def test_target_weights_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-12)
     capped = target_weights(fc, candle, {**base, "top_fraction": 0.5, "weighting": "forecast", "max_weight": 0.2})[0]
     np.testing.assert_allclose(capped, np.clip(want, -0.2, 0.2), rtol=1e-12)
-    tie = target_weights(np.array([[0.01, 0.01, 0.01]]), np.ones((1, 3), bool), {**base, "long_only": True})[0]
-    np.testing.assert_array_equal(tie, [0.9, 0, 0])  # a tie goes to the coin listed first
+    tie = target_weights(np.array([[0.01, 0.02, 0.01, 0.01]]), np.ones((1, 4), bool), {**base, "long_only": True,
+                                                                                       "k": 2})[0]
+    np.testing.assert_array_equal(tie, [0.45, 0.45, 0, 0])  # a tie goes to the coin listed first
+    same = target_weights(np.array([[0.01, 0.01, 0.01]]), np.ones((1, 3), bool), {**base, "long_only": True})[0]
+    np.testing.assert_array_equal(same, [0, 0, 0])  # the same forecast for every coin ranks nothing: no book
 
 
 # -- the record of a universe run: the fast path, reconciled with the event loop over the first bars ---------------

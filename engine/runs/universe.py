@@ -313,6 +313,9 @@ class CrossSectionReport:
         rank_ic_decay: Rank IC summaries at steps ``1..H``.
         deciles: quantile portfolios at ``H`` (``buckets`` = 10, or fewer when the universe is smaller).
         ic_series, rank_ic_series: the per-period values at ``H`` on the clock (NaN: no IC that period).
+        not_run: why no decision time has an IC (``"IC, Rank IC and decile portfolios: NOT RUN (...)"``), else None.
+        ranks_nothing: the forecasts are the same for every coin at every decision time (a constant forecast such
+            as ``naive``'s): there is no ranking to judge, nor to shuffle.
     """
 
     horizon: int
@@ -323,11 +326,34 @@ class CrossSectionReport:
     deciles: QuantilePortfolios
     ic_series: pd.Series
     rank_ic_series: pd.Series
+    not_run: str | None = None
+    ranks_nothing: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """metrics.json's ``cross_section``."""
         return {"horizon": self.horizon, "coins": self.coins, "ic": self.ic.to_json(), "rank_ic": self.rank_ic.to_json(),
-                "rank_ic_decay": [s.to_json() for s in self.rank_ic_decay], "deciles": self.deciles.to_json()}
+                "rank_ic_decay": [s.to_json() for s in self.rank_ic_decay], "deciles": self.deciles.to_json(),
+                "not_run": self.not_run, "ranks_nothing": self.ranks_nothing}
+
+
+def ranks_nothing(fc_h: np.ndarray) -> bool:
+    """Whether the ``(T, N)`` forecasts are the same for every coin that has one, at every decision time."""
+    ok = np.isfinite(fc_h)
+    high = np.where(ok, fc_h, -np.inf).max(axis=1, initial=-np.inf)
+    low = np.where(ok, fc_h, np.inf).min(axis=1, initial=np.inf)
+    return not bool(np.any(high > low))  # high > low needs two coins with different finite forecasts
+
+
+def ic_not_run(fc_h: np.ndarray, real_h: np.ndarray, coins: int, min_coins: int) -> str | None:
+    """Why no decision time of the ``(T, N)`` forecasts and outcomes has an IC; None when some has."""
+    both = (np.isfinite(fc_h) & np.isfinite(real_h)).sum(axis=1)
+    if not (both >= min_coins).any():
+        return (f"IC, Rank IC and decile portfolios: NOT RUN (no decision time has {min_coins} coins with a forecast "
+                f"and an outcome; this universe has {coins} with a forecast: give it at least {min_coins} coins)")
+    if ranks_nothing(fc_h):
+        return ("IC, Rank IC and decile portfolios: NOT RUN (the forecasts are the same for every coin at every "
+                "decision time: a constant forecast ranks nothing)")
+    return None
 
 
 def cross_section_report(universe: Universe, forecasts: Mapping[str, Forecast], min_coins: int = 5) -> CrossSectionReport:
@@ -344,6 +370,8 @@ def cross_section_report(universe: Universe, forecasts: Mapping[str, Forecast], 
         deciles=quantile_portfolios(f_h, r_h, h, buckets),
         ic_series=pd.Series(ic, index=universe.clock, name="ic"),
         rank_ic_series=pd.Series(ric, index=universe.clock, name="rank_ic"),
+        not_run=ic_not_run(f_h, r_h, len(forecasts), min_coins) if not np.isfinite(ic).any() else None,
+        ranks_nothing=ranks_nothing(f_h),
     )
 
 
@@ -632,7 +660,10 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
             warmup=p.context_length - 1, batch_size=p.batch_size, min_samples=ev.lookahead_samples,
             budget_s=ev.lookahead_budget * elapsed, seed=ev.seed, batch_invariant=predictor.batch_invariant,
             predictor_name=predictor.name)
-        order_times = look.times[: max(1, ev.lookahead_samples)]
+        # the orders are checked at the recomputed times, or at sampled ones when none was recomputed (a predictor
+        # that is not batch-size invariant): the strategy's causality does not depend on the predictor's
+        order_times = (look.times[: max(1, ev.lookahead_samples)]
+                       or sample_times(forecasts_times(forecasts.forecasts), max(1, ev.lookahead_samples), ev.seed))
     if reconciled and order_times:
         try:
             bad = check_portfolio_orders(bars, values, p.quantiles, setup, sim.orders, order_times)
@@ -654,6 +685,9 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
     ranking = None
     if not ev.random_sign_draws:
         not_run.append("random ranking: NOT RUN (evaluation.random_sign_draws = 0)")
+    elif cross.ranks_nothing:
+        not_run.append("random ranking: NOT RUN (the forecasts are the same for every coin at every decision time: "
+                       "shuffling them across coins changes nothing)")
     elif not reconciled:
         not_run.append("random ranking: NOT RUN (the strategy's fast path did not reconcile with the event loop on "
                        "this run; the draws run on the fast path only)")
@@ -843,7 +877,8 @@ def finish_universe(c: UniverseComputation, run_dir: Path, trials: Any) -> Unive
         simulation=c.simulation, reference=c.reference, reference_simulated=c.reference_simulated, btc=c.btc,
         metrics=c.metrics, reference_metrics=c.reference_metrics, btc_metrics=c.btc_metrics, significance=sig,
         verdict=sig.verdict, cross_section=c.cross_section, fast_path=c.fast_path,
-        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ()), run_dir=run_dir, timings=timings,
+        not_run=NOT_RUN + ((c.btc_missing,) if c.btc_missing else ())
+        + ((c.cross_section.not_run,) if c.cross_section.not_run else ()), run_dir=run_dir, timings=timings,
         checks=c.checks, reconciled=c.reconciled)
     t = time.perf_counter()
     write_universe_folder(c.cfg, out, c.strategy_path, c.forecasts)
