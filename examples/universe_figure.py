@@ -1,6 +1,6 @@
-"""Draw a universe run's decile chart and equity curves as one SVG for the docs, from its run folder.
+"""Draw a universe run's decile chart and equity curves as one PNG for the docs, from its run folder.
 
-Usage: ``python examples/universe_figure.py RUN_DIR [--out docs/img/universe_backtest.svg]``
+Usage: ``python examples/universe_figure.py RUN_DIR [--out docs/img/universe_backtest.png]``
 
 Reads only what the run wrote (``metrics.json``'s ``cross_section.deciles`` and ``equity.csv``), so
 the figure shows exactly the numbers the run printed. The docs' figure was made from the run whose
@@ -28,7 +28,6 @@ def draw(run_dir: Path, out: Path) -> Path:
     cs = metrics["cross_section"]
     deciles = cs["deciles"]
     equity = pd.read_csv(run_dir / "equity.csv", index_col=0, parse_dates=True)
-    plt.rcParams["svg.hashsalt"] = "llm4marketpredict"  # the same ids on every draw: a stable file
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     means = [100 * v for v in deciles["bucket_mean"]]
     left.bar(range(1, len(means) + 1), means, color=["#b03a2e" if v < 0 else "#1e8449" for v in means])
@@ -50,7 +49,7 @@ def draw(run_dir: Path, out: Path) -> Path:
     fig.autofmt_xdate()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None})
+    fig.savefig(out, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
     return out
 
@@ -58,7 +57,7 @@ def draw(run_dir: Path, out: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "universe_backtest.svg")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "universe_backtest.png")
     args = ap.parse_args()
     print(f"written {draw(args.run_dir, args.out)}")
 
