@@ -213,6 +213,13 @@ class ChronosPredictor(Predictor):
     }
 
     def setup(self) -> None:
+        if self.covariates and self.config.finetune:
+            raise PredictorError(
+                f"chronos: covariates {list(self.covariates)} with finetune = {self.config.finetune!r}: fine-tuning "
+                "on covariates is not wired; set finetune = '' (zero-shot) or predictor.covariates = []"
+            )
+        if self.covariates and Path(self.config.model).is_dir():  # a local checkpoint: refused before torch loads
+            self._check_covariate_family(pipeline_class_of(self.config.model))
         self.config, self.torch_dtype = resolve_placement(self.config)
         self.path = resolve_model(self.config.model, self.config.revision)  # fails fast offline
         self._pipeline: Any = None
@@ -221,13 +228,8 @@ class ChronosPredictor(Predictor):
         self._digest = ""
         if self.config.finetune:  # a T5 / Bolt model is refused now when its config says so, else at fit
             check_chronos2(pipeline_class_of(self.path), self.config.model)
-        if self.covariates:
-            if self.config.finetune:
-                raise PredictorError(
-                    f"chronos: covariates {list(self.covariates)} with finetune = {self.config.finetune!r}: fine-tuning "
-                    "on covariates is not wired; set finetune = '' (zero-shot) or predictor.covariates = []"
-                )
-            self._check_covariate_family(pipeline_class_of(self.path))  # None (not readable here): at first predict
+        if self.covariates:  # a hub snapshot's config; None (not readable here): checked at first predict
+            self._check_covariate_family(pipeline_class_of(self.path))
 
     def _check_covariate_family(self, pipeline_class: str | None) -> None:
         if pipeline_class is not None and pipeline_class != "Chronos2Pipeline":

@@ -90,13 +90,20 @@ def test_a_predictor_without_covariate_support_refuses_in_one_line(tmp_path):
     message = str(exc.value)
     assert "\n" not in message and "'momentum'" in message and "'volume'" in message
     assert "predictors that can: chronos (Chronos-2 checkpoints)" in message
-    with pytest.raises(PredictorError, match="'BTC/USDT:close'.*known-future|'hour' \\(known-future\\)"):
+    with pytest.raises(PredictorError, match=r"cannot use covariate 'hour' \(known-future\)"):
         make_predictor("naive", {}, covariates=["hour"])
     for bad in ("close", "BTC:close", "BTC/USDT:funding"):  # malformed names: the forms that work are named
         with pytest.raises(PredictorError, match="'BTC/USDT:close'"):
             make_predictor("chronos", {"model": str(tmp_path)}, covariates=[bad])
     with pytest.raises(PredictorError, match="listed twice"):
         make_predictor("chronos", {"model": str(tmp_path)}, covariates=["volume", "volume"])
+    bolt = tmp_path / "bolt"  # a Chronos-Bolt checkpoint (its config is what setup reads): no covariates
+    bolt.mkdir()
+    (bolt / "config.json").write_text(json.dumps({"chronos_pipeline_class": "ChronosBoltPipeline"}))
+    with pytest.raises(PredictorError, match="is a ChronosBoltPipeline, which takes no covariates; use a Chronos-2"):
+        make_predictor("chronos", {"model": str(bolt)}, covariates=["volume"])
+    with pytest.raises(PredictorError, match="fine-tuning on covariates is not wired"):
+        make_predictor("chronos", {"model": str(tmp_path), "finetune": "lora"}, covariates=["volume"])
     # the config refuses it before anything loads: config.toml + --set, as the CLI passes it
     with pytest.raises(ConfigError, match=r"predictor.covariates: predictor 'momentum' cannot use covariate "
                                           r"'ETH/USDT:close' \(past-only\)"):
