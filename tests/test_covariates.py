@@ -198,6 +198,14 @@ def test_chronos2_with_eth_close_and_volume_through_the_cli_backtest(shared_data
     assert not np.allclose(plain.to_numpy(), with_cov.to_numpy())
     assert cli.main([*args, *covs]) == 0  # the same covariates again: the cache
     assert "forecasts: cache hit, no inference ran" in capsys.readouterr().out
+    # the calendar (known-future) and another channel of the same candles, directly through the engine's windows
+    candles = read_shared_csv("BTC_USDT-1h.csv").iloc[-200:]
+    runs = {covs: compute_forecasts(candles, make_predictor("chronos", {"model": str(model), "device": "cpu"},
+                                                            covariates=covs), 64, 4, decision_index=candles.index[-24:],
+                                    progress=False).values
+            for covs in ((), ("hour", "weekday", "high"), ("weekday",))}
+    assert all(np.isfinite(v).all() for v in runs.values())
+    assert not np.allclose(runs[()], runs[("hour", "weekday", "high")]) and not np.allclose(runs[()], runs[("weekday",)])
     # a predictor that cannot use them: one line, exit 2
     momentum = [a for a in args if a not in ("--model", str(model))]
     momentum[momentum.index("chronos")] = "momentum"
