@@ -549,6 +549,12 @@ class Predictor(abc.ABC):
         self.seed = int(seed)
         #: ``[predictor] covariates``, validated against :attr:`covariate_kinds` (refused, never dropped)
         self.covariates: tuple[str, ...] = check_covariates(type(self), covariates)
+        if self.covariates and self.trains_with(config):  # the engine's fold models are rebuilt without them
+            raise PredictorError(
+                f"predictor {self.name or type(self).__name__!r} is trained walk-forward with these parameters, and "
+                f"training on covariates ({', '.join(self.covariates)}) is not wired; set predictor.covariates = [] "
+                "or use it zero-shot"
+            )
         self.reset_stats()
         self.setup()
 

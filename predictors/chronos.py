@@ -213,11 +213,6 @@ class ChronosPredictor(Predictor):
     }
 
     def setup(self) -> None:
-        if self.covariates and self.config.finetune:
-            raise PredictorError(
-                f"chronos: covariates {list(self.covariates)} with finetune = {self.config.finetune!r}: fine-tuning "
-                "on covariates is not wired; set finetune = '' (zero-shot) or predictor.covariates = []"
-            )
         if self.covariates and Path(self.config.model).is_dir():  # a local checkpoint: refused before torch loads
             self._check_covariate_family(pipeline_class_of(self.config.model))
         self.config, self.torch_dtype = resolve_placement(self.config)

@@ -102,7 +102,7 @@ def test_a_predictor_without_covariate_support_refuses_in_one_line(tmp_path):
     (bolt / "config.json").write_text(json.dumps({"chronos_pipeline_class": "ChronosBoltPipeline"}))
     with pytest.raises(PredictorError, match="is a ChronosBoltPipeline, which takes no covariates; use a Chronos-2"):
         make_predictor("chronos", {"model": str(bolt)}, covariates=["volume"])
-    with pytest.raises(PredictorError, match="fine-tuning on covariates is not wired"):
+    with pytest.raises(PredictorError, match="training on covariates \\(volume\\) is not wired"):
         make_predictor("chronos", {"model": str(tmp_path), "finetune": "lora"}, covariates=["volume"])
     # the config refuses it before anything loads: config.toml + --set, as the CLI passes it
     with pytest.raises(ConfigError, match=r"predictor.covariates: predictor 'momentum' cannot use covariate "
