@@ -518,6 +518,11 @@ class Predictor(abc.ABC):
                 f"{cls.__module__}.{cls.__qualname__} declares universe_training = 'pooled' but does not implement "
                 "fit_universe (one fit on every coin's candles); implement it, or declare 'per_coin'"
             )
+        if not set(cls.covariate_kinds) <= set(COVARIATE_KINDS):
+            raise PredictorError(
+                f"{cls.__module__}.{cls.__qualname__}.covariate_kinds = {sorted(cls.covariate_kinds)} may hold only "
+                + ", ".join(repr(k) for k in COVARIATE_KINDS)
+            )
         if not _declared_frozen_dataclass(cls.stats_class, PredictorStats):
             raise PredictorError(
                 f"{cls.__qualname__}.stats_class = {cls.stats_class!r} must be a PredictorStats subclass declared "
@@ -590,8 +595,12 @@ class Predictor(abc.ABC):
         ``open high low close volume hour weekday`` (:data:`predictors.training.CHANNELS`, values as
         :func:`predictors.training.channel_array` defines them) gets ``(n, L, C)`` windows. May depend on the config
         (e.g. optional range and volume channels), never on the data.
+
+        With :attr:`covariates` (a predictor that declares :attr:`covariate_kinds`), the default is the close
+        followed by the covariates in their order (``"SYMBOL:column"`` channels are the columns the engine joined
+        to the candles), so a covariate is never dropped by a predictor that forgets to read it.
         """
-        return ("close",)
+        return ("close", *self.covariates)
 
     # -- the training hooks (trainable predictors only; see predictors/training.py) -------------
     def planned_steps(self, train_bars: int, settings: "TrainSettings") -> int:
@@ -703,7 +712,9 @@ class Predictor(abc.ABC):
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.to_json().items())
-        return f"{type(self).__name__}({args}{', ' if args else ''}quantile_levels={self.quantile_levels}, seed={self.seed})"
+        covs = f", covariates={self.covariates}" if self.covariates else ""
+        return (f"{type(self).__name__}({args}{', ' if args else ''}quantile_levels={self.quantile_levels}, "
+                f"seed={self.seed}{covs})")
 
 
 def log_returns(contexts: np.ndarray) -> np.ndarray:
