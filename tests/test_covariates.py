@@ -143,16 +143,20 @@ def test_covariate_windows_end_at_the_decision_bar_and_enter_the_cache_key(btc_e
     assert len({key(plain, btc_eth), key(reader, btc_eth), key(reader, moved)}) == 3
 
 
-def test_lookahead_check_catches_a_planted_future_covariate_read_past_the_window(btc_eth):
+@pytest.mark.parametrize("target, other", [("BTC_USDT-1h.csv", "ETH/USDT"), ("ETH_USDT-4h.csv", "BTC/USDT")])
+def test_lookahead_check_catches_a_planted_future_covariate_read_past_the_window(target, other):
     """The planted covariate at bar t is the target's return into t, so at t+1 it is the target's NEXT return: a
     predictor that reads one bar past its window (its batch neighbour's last row) is caught, the honest reader
-    passes."""
-    close = btc_eth["close"].to_numpy()
-    planted = btc_eth.assign(**{PLANT: np.append(0.0, np.diff(np.log(close)))})
+    passes (next to another market's close, on BTC 1h and ETH 4h)."""
+    candles = read_shared_csv(target).loc["2023-06-01":].iloc[:600]
+    frame = join_covariates(candles, (f"{other}:close",),
+                            {other: read_shared_csv(f"{other.replace('/', '_')}-{target.split('-')[1]}")})[0]
+    close = frame["close"].to_numpy()
+    planted = frame.assign(**{PLANT: np.append(0.0, np.diff(np.log(close)))})
     decisions = planted.index[100:400]
     ok = {}
     for peek in (False, True):
-        reader = PlantReader(PeekConfig(peek=peek), covariates=[PLANT])
+        reader = PlantReader(PeekConfig(peek=peek), covariates=[PLANT, f"{other}:close"])
         forecast = compute_forecasts(planted, reader, 32, 1, batch_size=64, decision_index=decisions, progress=False)
         nxt = np.log(close[101:401] / close[100:400])
         hits = np.isclose(forecast.median[:, 0], nxt).mean()  # the peeker "knows" the next return
