@@ -134,6 +134,71 @@ def median_index(levels: Sequence[float]) -> int:
     return int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))
 
 
+# -- covariates: inputs next to the target's close -------------------------------------------------
+#: Covariates of the target's own candles, known only up to the decision bar (past-only).
+PAST_CHANNELS: tuple[str, ...] = ("open", "high", "low", "volume")
+#: Calendar covariates: known for future bars too (known-future), from each bar's open time.
+FUTURE_CHANNELS: tuple[str, ...] = ("hour", "weekday")
+#: The columns another market's covariate may name: ``"BTC/USDT:close"``.
+MARKET_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+#: The two kinds a predictor may declare in :attr:`Predictor.covariate_kinds`.
+COVARIATE_KINDS: tuple[str, ...] = ("past", "future")
+
+
+def market_covariate(name: str) -> tuple[str, str] | None:
+    """``"BTC/USDT:close"`` -> ``("BTC/USDT", "close")``; ``None`` for a covariate of the target's own candles."""
+    if ":" not in name:
+        return None
+    symbol, _, column = name.rpartition(":")
+    return symbol, column
+
+
+def covariate_kind(name: str) -> str:
+    """``"past"`` (past-only: ``open high low volume`` of the target, or ``"SYMBOL:column"`` of another market,
+    column one of ``open high low close volume``) or ``"future"`` (known-future calendar: ``hour``, ``weekday``).
+
+    Raises:
+        PredictorError: any other name (``close`` is the target itself), naming the value and the valid forms.
+    """
+    if name in FUTURE_CHANNELS:
+        return "future"
+    if name in PAST_CHANNELS:
+        return "past"
+    market = market_covariate(name)
+    if market is not None and market[0] and "/" in market[0] and market[1] in MARKET_COLUMNS:
+        return "past"
+    raise PredictorError(
+        f"covariate {name!r} is not one of: {', '.join(PAST_CHANNELS + FUTURE_CHANNELS)} (the target's own candles; "
+        f"close is the target itself), or 'SYMBOL:column' of another market with column one of "
+        f"{', '.join(MARKET_COLUMNS)}, e.g. 'BTC/USDT:close'"
+    )
+
+
+def check_covariates(cls: type["Predictor"], covariates: Sequence[str]) -> tuple[str, ...]:
+    """``covariates`` validated for predictor class ``cls``: each name well formed (:func:`covariate_kind`), no
+    repeats, and each of a kind the class declares in :attr:`Predictor.covariate_kinds`. A covariate the predictor
+    cannot use is refused, in one line naming it and the registered predictors that can; never dropped."""
+    names = tuple(str(c) for c in covariates)
+    seen: set[str] = set()
+    for name in names:
+        kind = covariate_kind(name)
+        if name in seen:
+            raise PredictorError(f"covariate {name!r} is listed twice in predictor.covariates; list it once")
+        seen.add(name)
+        if kind not in cls.covariate_kinds:
+            from predictors.registry import available, predictor_class  # the registry imports this module
+
+            able = [n for n in available() if kind in predictor_class(n).covariate_kinds]
+            words = "past-only" if kind == "past" else "known-future"
+            raise PredictorError(
+                f"predictor {cls.name or cls.__name__!r} cannot use covariate {name!r} ({words}); predictors that can: "
+                + (", ".join(f"{n} ({predictor_class(n).covariate_note})" if predictor_class(n).covariate_note else n
+                             for n in able) or "none")
+                + "; remove it from predictor.covariates or pick one of those"
+            )
+    return names
+
+
 # -- parameters: one frozen, validated config dataclass per predictor ------------------------------
 class ParamError(PredictorError):
     """One parameter value breaks its declared rule; the message names the key, the value and the rule."""
@@ -388,7 +453,8 @@ class Predictor(abc.ABC):
 
     Construction: ``Momentum(MomentumConfig(lookback=12))`` or ``Momentum(lookback=12)`` (keywords
     are checked like a ``[predictor.params.momentum]`` table), plus ``quantile_levels`` (default
-    ``(0.1, 0.5, 0.9)``) and ``seed`` (default 0), which come from ``[predictor]``.
+    ``(0.1, 0.5, 0.9)``), ``seed`` (default 0) and ``covariates`` (default none; :func:`check_covariates`),
+    which come from ``[predictor]``.
     """
 
     name: ClassVar[str] = ""
@@ -414,6 +480,13 @@ class Predictor(abc.ABC):
     #: coin per fold, sharing the single-market checkpoints and forecast cache; ``"pooled"`` is one model per fold
     #: fitted on every coin's windows at once (:meth:`fit_universe`), on one fold plan from the universe's clock.
     universe_training: ClassVar[str] = "per_coin"
+    #: The covariates this predictor can read next to the target's close (``[predictor] covariates``): ``"past"``
+    #: (past-only: the target's other candle columns, other markets' columns) and/or ``"future"`` (known-future
+    #: calendar). Default: none, and a predictor given a covariate it cannot use refuses (:func:`check_covariates`).
+    #: A predictor that declares a kind reads its :attr:`covariates` as channels of its windows (``input_channels``).
+    covariate_kinds: ClassVar[frozenset[str]] = frozenset()
+    #: Words shown next to the name where the refusal lists the predictors that can (e.g. "Chronos-2 checkpoints").
+    covariate_note: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -445,6 +518,11 @@ class Predictor(abc.ABC):
                 f"{cls.__module__}.{cls.__qualname__} declares universe_training = 'pooled' but does not implement "
                 "fit_universe (one fit on every coin's candles); implement it, or declare 'per_coin'"
             )
+        if not set(cls.covariate_kinds) <= set(COVARIATE_KINDS):
+            raise PredictorError(
+                f"{cls.__module__}.{cls.__qualname__}.covariate_kinds = {sorted(cls.covariate_kinds)} may hold only "
+                + ", ".join(repr(k) for k in COVARIATE_KINDS)
+            )
         if not _declared_frozen_dataclass(cls.stats_class, PredictorStats):
             raise PredictorError(
                 f"{cls.__qualname__}.stats_class = {cls.stats_class!r} must be a PredictorStats subclass declared "
@@ -457,6 +535,7 @@ class Predictor(abc.ABC):
         *,
         quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
         seed: int = 0,
+        covariates: Sequence[str] = (),
         **params: Any,
     ) -> None:
         levels = tuple(float(q) for q in quantile_levels)
@@ -473,6 +552,14 @@ class Predictor(abc.ABC):
         self.config: Any = config
         self.quantile_levels = levels
         self.seed = int(seed)
+        #: ``[predictor] covariates``, validated against :attr:`covariate_kinds` (refused, never dropped)
+        self.covariates: tuple[str, ...] = check_covariates(type(self), covariates)
+        if self.covariates and self.trains_with(config):  # the engine's fold models are rebuilt without them
+            raise PredictorError(
+                f"predictor {self.name or type(self).__name__!r} is trained walk-forward with these parameters, and "
+                f"training on covariates ({', '.join(self.covariates)}) is not wired; set predictor.covariates = [] "
+                "or use it zero-shot"
+            )
         self.reset_stats()
         self.setup()
 
@@ -508,8 +595,12 @@ class Predictor(abc.ABC):
         ``open high low close volume hour weekday`` (:data:`predictors.training.CHANNELS`, values as
         :func:`predictors.training.channel_array` defines them) gets ``(n, L, C)`` windows. May depend on the config
         (e.g. optional range and volume channels), never on the data.
+
+        With :attr:`covariates` (a predictor that declares :attr:`covariate_kinds`), the default is the close
+        followed by the covariates in their order (``"SYMBOL:column"`` channels are the columns the engine joined
+        to the candles), so a covariate is never dropped by a predictor that forgets to read it.
         """
-        return ("close",)
+        return ("close", *self.covariates)
 
     # -- the training hooks (trainable predictors only; see predictors/training.py) -------------
     def planned_steps(self, train_bars: int, settings: "TrainSettings") -> int:
@@ -573,6 +664,8 @@ class Predictor(abc.ABC):
         """
         out: dict[str, Any] = {"quantile_levels": list(self.quantile_levels), "seed": self.seed}
         out.update(self.config.cache_key())
+        if self.covariates:  # absent when none: keys made before covariates existed stay valid
+            out["covariates"] = list(self.covariates)
         if self.batch_invariant:
             out.pop("batch_size", None)
         return out
@@ -619,7 +712,9 @@ class Predictor(abc.ABC):
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.to_json().items())
-        return f"{type(self).__name__}({args}{', ' if args else ''}quantile_levels={self.quantile_levels}, seed={self.seed})"
+        covs = f", covariates={self.covariates}" if self.covariates else ""
+        return (f"{type(self).__name__}({args}{', ' if args else ''}quantile_levels={self.quantile_levels}, "
+                f"seed={self.seed}{covs})")
 
 
 def log_returns(contexts: np.ndarray) -> np.ndarray:
@@ -628,7 +723,9 @@ def log_returns(contexts: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
+    "COVARIATE_KINDS",
     "DEFAULT_QUANTILES",
+    "FUTURE_CHANNELS",
     "Forecast",
     "ModelInfo",
     "ParamError",
@@ -639,7 +736,10 @@ __all__ = [
     "TRAIN_PROFILES",
     "UNIVERSE_TRAINING",
     "TrainProfile",
+    "check_covariates",
+    "covariate_kind",
     "log_returns",
+    "market_covariate",
     "planned_fit_steps",
     "median_index",
     "param",

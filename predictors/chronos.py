@@ -39,6 +39,17 @@ generation here replaces ``transformers``' global-RNG multinomial by the batch-i
 still flip where two logits tie to within float rounding; that is rare and moves one
 sample by one bin.
 
+Covariates (Chronos-2 only)
+---------------------------
+``[predictor] covariates`` (:func:`predictors.base.covariate_kind`) are read as channels of the
+engine's windows (:meth:`ChronosPredictor.input_channels`: the close first, then the covariates),
+so every covariate window ends at the decision bar like the target's. They go to
+``Chronos2Pipeline.predict_quantiles`` as dict inputs: every covariate as ``past_covariates``
+(prices of another market divided by their last value, like the target; volume and calendar as
+they are), and the calendar ones (``hour``, ``weekday``) also as ``future_covariates``, their
+values over the horizon extrapolated from the window's own bar times (:func:`future_calendar`).
+Chronos-T5 and Bolt take no covariates: refused, with the checkpoint named.
+
 Fine-tuning (stage 3)
 ---------------------
 ``finetune = "lora"`` or ``"full"`` (Chronos-2 checkpoints only) makes the predictor trainable:
@@ -95,6 +106,35 @@ def clipped_log(rel_prices: np.ndarray) -> tuple[np.ndarray, int]:
     if clipped:
         rel_prices = np.where(bad, MIN_RELATIVE_PRICE, rel_prices)
     return np.log(rel_prices), clipped
+
+
+def future_calendar(hour: np.ndarray, weekday: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """``hour`` and ``weekday`` of the ``horizon`` bars after one window, from the window's own values only.
+
+    ``hour``, ``weekday``: ``(L,)`` the channels of one window (:func:`predictors.training.channel_array`).
+    The bar spacing is the most common step of hour-of-week (``weekday * 24 + hour``) between consecutive
+    bars; for timeframes under one hour (that step is 0 while the hour changes) it is the most common
+    number of bars per hour, and the bars already spent in the last hour. Future gaps cannot be known: the
+    extrapolation assumes none. Returns two ``(horizon,)`` float64 arrays.
+    """
+    hw = (np.asarray(weekday, dtype=np.int64) * 24 + np.asarray(hour, dtype=np.int64)) % 168
+    steps = np.diff(hw) % 168
+    k = np.arange(1, horizon + 1)
+    if len(steps) and (steps != 0).any():
+        values, counts = np.unique(steps, return_counts=True)
+        step = int(values[np.argmax(counts)])
+        if step:
+            future = hw[-1] + step * k
+        else:  # several bars per hour
+            changes = np.flatnonzero(steps) + 1  # first bar of each new hour
+            runs = np.diff(changes)
+            per_hour = int(np.bincount(runs).argmax()) if len(runs) else max(int(changes[0]), 1)
+            spent = len(hw) - int(changes[-1])  # bars of the last hour, the decision bar included
+            future = hw[-1] + (spent - 1 + k) // per_hour
+    else:
+        future = np.full(horizon, hw[-1])
+    future = future % 168
+    return (future % 24).astype(np.float64), (future // 24).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -162,6 +202,9 @@ class ChronosPredictor(Predictor):
     #: trained walk-forward when ``finetune`` is set (:meth:`needs_training`), zero-shot otherwise
     trainable = True
     fresh_imports = ("chronos",)
+    #: Chronos-2 reads past-only and known-future covariates (checked against the checkpoint in setup)
+    covariate_kinds = frozenset({"past", "future"})
+    covariate_note = "Chronos-2 checkpoints"
     #: with ``finetune`` set only (zero-shot runs keep every default). cpu: context 128 on the last year, 32
     #: windows a step, at most 50 steps a fold; paper: the engine's defaults (context 512, 20 epochs, no cap)
     train_profiles = {
@@ -170,6 +213,8 @@ class ChronosPredictor(Predictor):
     }
 
     def setup(self) -> None:
+        if self.covariates and Path(self.config.model).is_dir():  # a local checkpoint: refused before torch loads
+            self._check_covariate_family(pipeline_class_of(self.config.model))
         self.config, self.torch_dtype = resolve_placement(self.config)
         self.path = resolve_model(self.config.model, self.config.revision)  # fails fast offline
         self._pipeline: Any = None
@@ -178,6 +223,26 @@ class ChronosPredictor(Predictor):
         self._digest = ""
         if self.config.finetune:  # a T5 / Bolt model is refused now when its config says so, else at fit
             check_chronos2(pipeline_class_of(self.path), self.config.model)
+        if self.covariates:  # a hub snapshot's config; None (not readable here): checked at first predict
+            self._check_covariate_family(pipeline_class_of(self.path))
+
+    def _check_covariate_family(self, pipeline_class: str | None) -> None:
+        if pipeline_class is not None and pipeline_class != "Chronos2Pipeline":
+            raise PredictorError(
+                f"chronos: model {self.config.model!r} is a {pipeline_class}, which takes no covariates; use a Chronos-2 "
+                f"checkpoint (amazon/chronos-2) or set predictor.covariates = [] (given: {list(self.covariates)})"
+            )
+
+    def input_channels(self) -> tuple[str, ...]:
+        """``("close",)`` without covariates; else the close, the covariates in their order, then ``hour`` and
+        ``weekday`` where a calendar covariate is asked for and they are not listed (to extrapolate the calendar
+        over the horizon: :func:`future_calendar`)."""
+        if not self.covariates:
+            return ("close",)
+        extra: tuple[str, ...] = ()
+        if any(c in ("hour", "weekday") for c in self.covariates):
+            extra = tuple(c for c in ("hour", "weekday") if c not in self.covariates)
+        return ("close", *self.covariates, *extra)
 
     @classmethod
     def trains_with(cls, config: PluginConfig) -> bool:
@@ -306,9 +371,13 @@ class ChronosPredictor(Predictor):
             self._warned_horizon = True
         if self.config.context_length is not None:
             contexts = contexts[:, -self.config.context_length :]
+        family = self.family
+        if self.covariates:
+            self._check_covariate_family({"chronos2": "Chronos2Pipeline", "bolt": "ChronosBoltPipeline",
+                                          "t5": "ChronosPipeline"}.get(family, family))
+            return self._with_covariates(pipe, contexts, horizon)
         relative = contexts / contexts[:, -1:]
         out = np.empty((contexts.shape[0], len(self.quantile_levels), horizon), dtype=np.float64)
-        family = self.family
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="We recommend keeping prediction length")
             batch_size = self.config.batch_size
@@ -319,6 +388,40 @@ class ChronosPredictor(Predictor):
                 else:
                     prices = self._quantile_head(pipe, chunk, horizon, family)
                 out[start : start + len(chunk)] = self._to_log_returns(prices)
+        return out
+
+    def _with_covariates(self, pipe: Any, contexts: np.ndarray, horizon: int) -> np.ndarray:
+        """Chronos-2 with covariates: ``(n, L, C)`` windows of :meth:`input_channels` -> ``(n, Q, H)`` log returns."""
+        torch = import_torch()
+        channels = self.input_channels()
+        col = {c: j for j, c in enumerate(channels)}
+        out = np.empty((contexts.shape[0], len(self.quantile_levels), horizon), dtype=np.float64)
+        per_task = 1 + len(self.covariates)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="We recommend keeping prediction length")
+            for start in range(0, len(contexts), self.config.batch_size):
+                chunk = contexts[start : start + self.config.batch_size]
+                inputs = []
+                for w in chunk:
+                    past: dict[str, np.ndarray] = {}
+                    for name in self.covariates:
+                        v = w[:, col[name]]
+                        if ":" in name and not name.endswith(":volume"):  # another market's price: / its last value
+                            v = v / v[-1]
+                        past[name] = v.astype(np.float32)
+                    item: dict[str, Any] = {"target": (w[:, 0] / w[-1, 0]).astype(np.float32), "past_covariates": past}
+                    calendar = [c for c in self.covariates if c in ("hour", "weekday")]
+                    if calendar:
+                        hour, weekday = future_calendar(w[:, col["hour"]], w[:, col["weekday"]], horizon)
+                        future = {"hour": hour, "weekday": weekday}
+                        item["future_covariates"] = {c: future[c].astype(np.float32) for c in calendar}
+                    inputs.append(item)
+                quantiles, _mean = pipe.predict_quantiles(
+                    inputs, prediction_length=horizon, quantile_levels=list(self.quantile_levels),
+                    batch_size=len(inputs) * per_task,
+                )
+                prices = torch.cat([q.reshape(1, horizon, -1) for q in quantiles], dim=0)
+                out[start : start + len(chunk)] = self._to_log_returns(prices.to(torch.float64).numpy().transpose(0, 2, 1))
         return out
 
     def _to_log_returns(self, rel_prices: np.ndarray) -> np.ndarray:

@@ -128,6 +128,9 @@ def make_predictor(
     params: Mapping[str, Any] | None = None,
     quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
+    covariates: Sequence[str] = (),
 ) -> Predictor:
-    """Instantiate a predictor by name (or ``"module:Class"``) from its parameter table."""
-    return predictor_class(name)(make_config(name, params), quantile_levels=quantile_levels, seed=seed)
+    """Instantiate a predictor by name (or ``"module:Class"``) from its parameter table; ``covariates``: the
+    ``[predictor] covariates`` (refused by a predictor that cannot use one)."""
+    return predictor_class(name)(make_config(name, params), quantile_levels=quantile_levels, seed=seed,
+                                 covariates=covariates)

@@ -54,11 +54,18 @@ def channel_array(candles: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
 
     The one definition of a channel's values: the engine builds prediction windows from it and a
     predictor builds its training windows from it, so the two can never disagree. Candle columns
-    are read as they are; ``hour`` and ``weekday`` come from each bar's open time.
+    are read as they are; ``hour`` and ``weekday`` come from each bar's open time; ``"SYMBOL:column"``
+    (another market's covariate) is the column of that name the engine joined to the candles.
     """
-    unknown = [c for c in channels if c not in CHANNELS]
+    unknown = [c for c in channels if c not in CHANNELS and ":" not in c]
     if unknown:
         raise PredictorError(f"unknown input channel {unknown[0]!r}; channels are {', '.join(CHANNELS)}")
+    absent = [c for c in channels if ":" in c and c not in candles.columns]
+    if absent:  # another market's covariate column, joined to the candles by the engine (engine.forecasting.covariates)
+        raise PredictorError(
+            f"covariate {absent[0]!r} is not among the candles' columns: this run did not load it (covariates of "
+            "other markets are loaded by backtest, compare and sweep runs only; see docs/stage1.md#covariates)"
+        )
     index = pd.DatetimeIndex(candles.index)
     cols = []
     for c in channels:

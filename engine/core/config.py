@@ -38,7 +38,7 @@ from feeds.timeframes import (
 from feeds.errors import FeedsInputError
 from feeds.universe import parse_universe
 from feeds.validate import GAP_POLICIES
-from predictors.base import TRAIN_PROFILES, PredictorError, TrainProfile
+from predictors.base import TRAIN_PROFILES, PredictorError, TrainProfile, check_covariates
 from predictors.registry import available, config_class, make_config, predictor_class, table_name
 
 #: ``paper.model`` values (trained predictors).
@@ -129,6 +129,8 @@ class PredictorConfig:
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     seed: int = 0
     cache: bool = True
+    #: inputs next to the target's close: "volume", "hour", "BTC/USDT:close", ... (predictors.base.covariate_kind)
+    covariates: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=_frozen_mapping)
 
     def predictor_params(self) -> dict[str, Any]:
@@ -720,6 +722,11 @@ def _validate(cfg: Config) -> None:
                 "e.g. [predictor.params.momentum] with lookback = 24"
             )
     _validate_predictor_params(p)
+    if p.covariates and ":" not in p.name:  # a "module:Class" plugin is checked when it is built
+        try:
+            check_covariates(predictor_class(p.name), p.covariates)
+        except PredictorError as exc:
+            raise ConfigError(f"predictor.covariates: {exc}") from None
     if p.batch_size < 1:
         raise ConfigError(f"predictor.batch_size = {p.batch_size} must be >= 1")
     q = list(p.quantiles)

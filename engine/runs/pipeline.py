@@ -27,13 +27,14 @@ from engine.backtesting.fast_path import fast_simulate, has_fast_path, reconcile
 from engine.backtesting.feed import align_forecast
 from engine.judging.lookahead import check_lookahead, sample_times
 from engine.judging.random_sign import random_sign_draws
+from engine.forecasting.covariates import join_covariates, market_symbols
 from engine.forecasting.signals import ForecastCache, cached_forecasts, predictor_hash
 from engine.training.walkforward import WalkForward, trained_predictor_hash, walk_forward_forecasts
 from engine.backtesting.simulate import Simulation, StrategySetup, buy_and_hold, simulate
 from engine.backtesting.strategy_loader import check_strategy_params, load_strategy, portfolio_reference
 from engine.judging.result import Calendar, RunResult
 from feeds.history import load_candles
-from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange
+from feeds.timeframes import TimeRange, infer_bars_per_year, parse_timerange, timeframe_to_timedelta
 from predictors.base import Forecast, ModelInfo, Predictor, PredictorError
 from predictors.registry import make_predictor
 from reports.metrics import Performance, performance_summary
@@ -99,7 +100,8 @@ def build_predictor(cfg: Config) -> Predictor:
     """The configured predictor; a bad name or parameter is a UserInputError."""
     p = cfg.predictor
     try:
-        return make_predictor(p.name, p.predictor_params(), quantile_levels=p.quantiles, seed=p.seed)
+        return make_predictor(p.name, p.predictor_params(), quantile_levels=p.quantiles, seed=p.seed,
+                              covariates=p.covariates)
     except PredictorError as exc:
         raise UserInputError(f"predictor: {exc}") from exc
 
@@ -152,7 +154,31 @@ def load_bars(cfg: Config, progress: bool = True, history: bool = False) -> tupl
         "{} {}: {} warm-up bars ({} .. {}) as model context only; trading starts at {}",
         d.symbol, d.timeframe, have, candles.index[0] if have else "-", candles.index[have - 1] if have else "-", first,
     )
-    return candles, first
+    return with_covariates(cfg, candles, progress), first
+
+
+def with_covariates(cfg: Config, candles: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
+    """``candles`` plus one column per other-market covariate of ``[predictor] covariates`` (``"BTC/USDT:close"``),
+    loaded through feeds/ from the same data dir / cache / exchange as the target, over the target's bars, and
+    aligned by timestamp (:func:`engine.forecasting.covariates.join_covariates` says how a missing candle is filled)."""
+    symbols = market_symbols(cfg.predictor.covariates)
+    if not symbols:
+        return candles
+    d = cfg.data
+    if d.symbol in symbols:
+        raise UserInputError(
+            f"predictor.covariates names {d.symbol}, the market being forecast: name its own columns without the "
+            "symbol (\"volume\", \"high\"); its close is the target itself"
+        )
+    span = TimeRange(candles.index[0], candles.index[-1] + timeframe_to_timedelta(d.timeframe))
+    markets = {
+        symbol: load_candles(
+            symbol, d.timeframe, span, data_dir=Path(d.data_dir) if d.data_dir else None, cache_dir=Path(d.cache_dir),
+            exchange_id=d.exchange, gap_policy="keep", progress=progress, api_overrides=d.exchange_url or None,
+        )[0]
+        for symbol in symbols
+    }
+    return join_covariates(candles, cfg.predictor.covariates, markets)[0]
 
 
 def bars_per_year(cfg: Config, candles: pd.DataFrame) -> tuple[float, str]:
