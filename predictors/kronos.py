@@ -44,6 +44,8 @@ From a window to quantiles
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
@@ -195,8 +197,9 @@ class KronosPredictor(Predictor):
                 kwargs: dict[str, Any] = {"strict": True}
                 if rev and path == name:  # downloading from the hub
                     kwargs["revision"] = rev
-                try:
-                    net = cls.from_pretrained(path, **kwargs)
+                try:  # huggingface_hub prints "Loading weights from local directory" to stdout: keep it off
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        net = cls.from_pretrained(path, **kwargs)
                 except (OSError, ValueError, RuntimeError, TypeError) as exc:
                     raise load_error(str(name), rev, exc) from exc
                 loaded.append(net.to(device=self.config.device, dtype=self.torch_dtype).eval())
