@@ -72,6 +72,8 @@ PINNED: dict[str, str] = {
     "NeoQuasar/Kronos-small": "901c26c1332695a2a8f243eb2f37243a37bea320",
     "NeoQuasar/Kronos-Tokenizer-base": "0e0117387f39004a9016484a186a908917e22426",
 }
+#: Imported inside functions (it imports torch); hashed into the forecast cache key's code fingerprint all the same.
+FINGERPRINT_LAZY = ("predictors.kronos_model",)
 #: What a local checkpoint folder gets as ``max_context`` when not given.
 DEFAULT_MAX_CONTEXT = 512
 #: The channels Kronos reads, in this order.

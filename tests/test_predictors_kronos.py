@@ -111,6 +111,14 @@ def test_uncached_hub_model_offline_fails_fast_with_the_fix(monkeypatch, empty_h
     assert "NeoQuasar/Kronos-base" in msg and "HF_HUB_OFFLINE" in msg and "hf download NeoQuasar/Kronos-base" in msg
 
 
+def test_the_code_fingerprint_covers_the_architecture_module():
+    """kronos_model.py is imported lazily (torch), yet an edit of it must miss the forecast cache."""
+    from predictors.fingerprint import source_modules
+    from predictors.kronos import KronosPredictor
+
+    assert {"predictors.kronos", "predictors.kronos_model"} <= set(source_modules(KronosPredictor))
+
+
 def test_model_info_names_both_weights(kronos_dirs):
     info = _make(kronos_dirs).model_info()
     assert info.revision.startswith("local-") and "+tokenizer:local-" in info.revision
