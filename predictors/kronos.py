@@ -29,7 +29,7 @@ From a window to quantiles
   and standard deviation (``ddof=0``, ``+1e-5``) of that window's bars, then clipped to
   ``+-clip``, as upstream's ``KronosPredictor`` does; nothing after the decision bar enters.
 - **Calendar stamps** (minute, hour, weekday, day, month) of the window's bars, and of the ``H``
-  future bars at the window's last bar spacing (known in advance).
+  future bars at the window's median bar spacing (known in advance).
 - **Sampling**: ``num_samples`` paths per window, each token drawn with temperature / top-k /
   top-p (upstream's rule: top-k when ``top_k > 0``, else top-p) by
   :class:`predictors._torch.HashedGumbelSampler`, seeded per window from ``seed`` and the window's
@@ -227,7 +227,7 @@ class KronosPredictor(Predictor):
         b, length, _ = chunk.shape
         s, limit = c.num_samples, int(c.max_context or DEFAULT_MAX_CONTEXT)
         times = chunk[..., 5]
-        step = times[:, -1] - times[:, -2]
+        step = np.median(np.diff(times, axis=1), axis=1)  # the bar spacing, robust to a gap in the window
         if (step <= 0).any():
             raise PredictorError(f"kronos: bar open times must increase within a window, got a step of {step.min()} s")
         future = times[:, -1:] + step[:, None] * np.arange(1, horizon + 1)

@@ -21,6 +21,7 @@ from predictors.contamination import training_cutoff
 from predictors.kronos import CHANNELS, PINNED, KronosConfig, normalise, resolved
 from predictors.training import channel_array
 import tiny_models
+from conftest import read_shared_csv
 
 torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +74,11 @@ def test_normalisation_uses_only_the_window(windows):
     np.testing.assert_array_equal(one, z[1:2])  # each window's statistics are its own
 
 
-def test_a_planted_future_change_does_not_alter_earlier_forecasts(kronos_dirs, btc_1h):
+@pytest.mark.parametrize("market", ["BTC_USDT-1h", "ETH_USDT-4h"])
+def test_a_planted_future_change_does_not_alter_earlier_forecasts(kronos_dirs, market):
     """Forecasts through the engine's walk-forward windows: multiplying every candle after bar P by 3 (prices
     and volume) leaves each forecast made at or before P unchanged, and changes those after it."""
-    candles = btc_1h.iloc[30000:30120]
+    candles = read_shared_csv(f"{market}.csv").iloc[3000:3120]
     planted = candles.copy()
     cut = 90
     planted.iloc[cut + 1:, :5] *= 3.0
@@ -86,6 +88,12 @@ def test_a_planted_future_change_does_not_alter_earlier_forecasts(kronos_dirs, b
     b = compute_forecasts(planted, pred, 48, 3, batch_size=8, decision_index=decisions, progress=False).values
     np.testing.assert_array_equal(a[:3], b[:3])
     assert not np.allclose(a[3:], b[3:])
+
+
+def test_the_time_channel_is_each_bars_open_time_in_seconds(btc_1h):
+    candles = btc_1h.iloc[:50]
+    seconds = channel_array(candles, ["time"])[:, 0]
+    assert seconds[0] == candles.index[0].timestamp() and (np.diff(seconds) == 3600).all()
 
 
 def test_sizes_pins_and_contamination():
