@@ -592,7 +592,7 @@ class Predictor(abc.ABC):
         """The candle columns this predictor reads, in the order its windows hold them.
 
         Default ``("close",)``: windows are ``(n, L)`` close prices. Any other tuple of
-        ``open high low close volume hour weekday`` (:data:`predictors.training.CHANNELS`, values as
+        ``open high low close volume hour weekday time`` (:data:`predictors.training.CHANNELS`, values as
         :func:`predictors.training.channel_array` defines them) gets ``(n, L, C)`` windows. May depend on the config
         (e.g. optional range and volume channels), never on the data.
 

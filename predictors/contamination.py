@@ -53,6 +53,10 @@ CUTOFFS: tuple[CutoffEntry, ...] = (
     # TimesFM 1.0: google/timesfm-1.0-200m, released May 2024 (timesfm README); the paper
     # (arXiv 2310.10688) describes Wiki pageviews and Google Trends corpora without one end date.
     CutoffEntry(r"^timesfm-1\.0", None, _d(2024, 5, 31), "TimesFM 1.0 release, May 2024 (google-research/timesfm README); data end unpublished"),
+    # Kronos (mini/small/base, tokenizers): arXiv 2508.02739 (Shi et al., Aug 2025) describes the pretraining
+    # corpus (12 billion K-line records, 45 exchanges) without an end date of the data; the weights were on the
+    # hub (NeoQuasar/Kronos-*) by the paper's release, so its month bounds the data end.
+    CutoffEntry(r"^kronos-", None, _d(2025, 8, 31), "Kronos paper, Aug 2025 (arXiv 2508.02739), weights public by then; data end unpublished"),
     # GPT-2: Radford et al. 2019, WebText "does not include links created after Dec 2017".
     CutoffEntry(r"^(gpt2|distilgpt2)", _d(2017, 12, 31), None, "GPT-2 paper (Radford et al. 2019): WebText links up to Dec 2017"),
     # Llama 3 (8B): model card "knowledge cutoff March 2023"; 70B: December 2023.

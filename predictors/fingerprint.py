@@ -11,7 +11,11 @@ What is hashed, for a predictor class ``C``:
   **inside the same top-level package**, or inside ``predictors/`` — e.g. the Chronos
   plugin's ``predictors/_torch.py`` sampler and ``predictors/hub.py``;
 - for built-in predictors (modules inside ``predictors/``), the project version from
-  ``pyproject.toml`` as well.
+  ``pyproject.toml`` as well;
+- the modules a tracked module names in a global ``FINGERPRINT_LAZY`` (a tuple of module names):
+  those it imports only inside functions, e.g. to keep torch out of ``import predictors``
+  (``predictors/kronos.py`` and its architecture, ``predictors/kronos_model.py``), hashed from
+  their source files without importing them.
 
 Not hashed: third-party packages (torch, transformers: pin them; the model's revision is
 in the predictor's parameters), files a plugin reads at run time, and modules of other
@@ -28,6 +32,7 @@ This module imports nothing from the engine, feeds or strategies (see DESIGN.md)
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import logging
 import sys
@@ -103,7 +108,21 @@ def source_modules(cls: type) -> list[str]:
         module = sys.modules.get(name)
         if module is not None:
             todo.extend(_used_modules(module) - seen)
+            todo.extend(set(getattr(module, "FINGERPRINT_LAZY", ())) - seen)
     return sorted(seen)
+
+
+def _source_file(name: str) -> Path | None:
+    """The ``.py`` file of module ``name``: from ``sys.modules``, else found without importing it."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return _module_file(module)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec is not None else None
+    return Path(origin).resolve() if origin and origin.endswith(".py") and Path(origin).is_file() else None
 
 
 def _is_builtin(cls: type) -> bool:
@@ -118,8 +137,7 @@ def _compute(cls: type) -> str:
     if _is_builtin(cls):
         digest.update(f"version {project_version()}\n".encode())
     for name in source_modules(cls):
-        module = sys.modules.get(name)
-        path = _module_file(module) if module is not None else None
+        path = _source_file(name)
         if path is None:
             if name == cls.__module__:
                 log.warning(

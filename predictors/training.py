@@ -22,7 +22,7 @@ after each epoch (the progress bar and the fold's training curve) and
 :class:`FitInterrupted`).
 
 Channels: :func:`channel_array` is the one definition of what a channel holds (candle columns,
-plus ``hour`` and ``weekday`` of each bar's open time); the engine builds ``(n, L, C)`` prediction
+plus ``hour``, ``weekday`` and ``time`` of each bar's open time); the engine builds ``(n, L, C)`` prediction
 windows with it and predictors build their training windows with it.
 
 This module imports nothing from the engine, feeds or strategies (see DESIGN.md), and no torch.
@@ -43,8 +43,9 @@ from predictors.errors import PredictorError
 
 #: Candle columns every training frame holds, in this order.
 CANDLE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-#: Channels computed from each bar's open time (UTC), known in advance: hour of day 0..23, weekday 0..6 (Monday 0).
-CALENDAR_CHANNELS: tuple[str, ...] = ("hour", "weekday")
+#: Channels computed from each bar's open time (UTC), known in advance: hour of day 0..23, weekday 0..6 (Monday 0),
+#: ``time`` the open time itself in seconds since 1970-01-01 UTC (exact in float64; e.g. for a model's own calendar stamps).
+CALENDAR_CHANNELS: tuple[str, ...] = ("hour", "weekday", "time")
 #: Every channel a predictor may declare in ``input_channels``.
 CHANNELS: tuple[str, ...] = CANDLE_COLUMNS + CALENDAR_CHANNELS
 
@@ -73,6 +74,8 @@ def channel_array(candles: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
             cols.append(index.hour.to_numpy(dtype=np.float64))
         elif c == "weekday":
             cols.append(index.day_of_week.to_numpy(dtype=np.float64))
+        elif c == "time":
+            cols.append(((index - pd.Timestamp(0, tz=index.tz)) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64))
         else:
             cols.append(candles[c].to_numpy(dtype=np.float64))
     return np.stack(cols, axis=1) if cols else np.empty((len(index), 0))

@@ -24,7 +24,7 @@ from predictors.base import PluginConfig, Predictor, PredictorError, PredictorSt
 from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["chronos", "drift", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "reversal", "seasonal_naive",
+BUILTINS = ["chronos", "drift", "kronos", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "reversal", "seasonal_naive",
             "timesfm"]
 
 
@@ -149,7 +149,8 @@ def _other_value(f: dataclasses.Field, value, model_dir: Path):
     """A different valid value for field ``f`` of a built-in config."""
     special = {"model": str(model_dir), "revision": "v2", "digit_sep": "", "value_sep": " ;", "device": "auto",
                "d_model": 64, "n_heads": 8,  # patchtst: n_heads must divide d_model
-               "target_modules": "q_proj,v_proj", "prompt_template": "{features}\n{history}"}  # lora_llm
+               "target_modules": "q_proj,v_proj", "prompt_template": "{features}\n{history}",  # lora_llm
+               "tokenizer": str(model_dir), "tokenizer_revision": "v2"}  # kronos
     if f.name in special:
         return special[f.name]
     spec = f.metadata.get("llm4mp_param")
@@ -167,7 +168,7 @@ def _other_value(f: dataclasses.Field, value, model_dir: Path):
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_path, monkeypatch):
-    if name in ("chronos", "llmtime", "lora_llm", "timesfm"):
+    if name in ("chronos", "kronos", "llmtime", "lora_llm", "timesfm"):
         pytest.importorskip("torch")
     if name == "timesfm":
         pytest.importorskip("timesfm")
@@ -190,6 +191,8 @@ def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_pa
     others = {"model": "NHITS", "model_kwargs": '{"hidden_size": 8}'} if name == "neural" else {}
     if name == "neural":
         base_params = {"model": "PatchTST", "device": "cpu"}
+    if name == "kronos":  # a local model folder needs its tokenizer folder named
+        base_params["tokenizer"] = str(folders[0])
     idx = pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC")
     base = registry.make_predictor(name, base_params)
     key = forecast_key(base, "data", 32, 3, idx)

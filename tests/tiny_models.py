@@ -279,3 +279,18 @@ def train_digit_llama(
     model.eval()
     model.save_pretrained(path)
     return Path(path)
+
+
+def build_kronos(path: Path, d_model: int = 16, n_layers: int = 1, bits: int = 4, seed: int = 0) -> tuple[Path, Path]:
+    """A Kronos model and tokenizer (``predictors.kronos_model``, saved as NeoQuasar/Kronos-* are:
+    config.json + model.safetensors): ``(model folder, tokenizer folder)``."""
+    from predictors.kronos_model import Kronos, KronosTokenizer
+
+    _seed(seed)
+    tok = KronosTokenizer(d_in=6, d_model=d_model, n_heads=2, ff_dim=2 * d_model, n_enc_layers=2, n_dec_layers=2,
+                          s1_bits=bits, s2_bits=bits, group_size=bits)
+    model = Kronos(s1_bits=bits, s2_bits=bits, n_layers=n_layers, d_model=d_model, n_heads=2, ff_dim=2 * d_model,
+                   learn_te=True)
+    tok.save_pretrained(path / "tokenizer")
+    model.save_pretrained(path / "model")
+    return path / "model", path / "tokenizer"

@@ -1,0 +1,151 @@
+"""The `kronos` predictor on a tiny random-weight Kronos (built from a config in a temp dir, loaded with
+``from_pretrained(path)`` as the hub weights are): forecasts, past-only normalisation, batch invariance,
+offline behaviour, and a CLI backtest with the lookahead check. Weights are random: nothing here is about accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.forecasting.signals import compute_forecasts
+from predictors import make_predictor
+from predictors.base import PredictorError
+from predictors.contamination import training_cutoff
+from predictors.kronos import CHANNELS, PINNED, KronosConfig, normalise, resolved
+from predictors.training import channel_array
+import tiny_models
+from conftest import read_shared_csv
+
+torch = pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _two_threads(two_torch_threads):
+    """Tiny models on 2 threads (see conftest)."""
+
+
+@pytest.fixture(scope="module")
+def kronos_dirs(tmp_path_factory) -> tuple[str, str]:
+    model, tok = tiny_models.build_kronos(tmp_path_factory.mktemp("kronos"))
+    return str(model), str(tok)
+
+
+def _make(dirs, seed: int = 0, **params):
+    return make_predictor("kronos", {"model": dirs[0], "tokenizer": dirs[1], "device": "cpu", "num_samples": 8,
+                                     **params}, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def windows(btc_1h) -> np.ndarray:
+    table = channel_array(btc_1h.iloc[20000:20400], CHANNELS)
+    return np.stack([table[e - 48:e] for e in (100, 160, 250, 399)])  # (4, 48, 6) past-only windows
+
+
+def test_forecast_shape_ordering_spread_and_seed(kronos_dirs, windows):
+    pred = _make(kronos_dirs)
+    q = pred.predict(windows, 4)
+    assert q.shape == (4, 3, 4) and np.isfinite(q).all()
+    assert (np.diff(q, axis=1) >= 0).all()
+    assert (q[:, 2] - q[:, 0] > 0).mean() > 0.5  # quantiles of distinct sampled paths: a cone, not one path
+    np.testing.assert_array_equal(pred.predict(windows, 4), q)  # same seed, same paths
+    assert not np.array_equal(_make(kronos_dirs, seed=1).predict(windows, 4), q)
+    assert not any(m.training for net in pred.nets for m in net.modules())  # eval mode: dropout off
+
+
+def test_batch_size_and_neighbours_do_not_change_a_window(kronos_dirs, windows):
+    full = _make(kronos_dirs, batch_size=4).predict(windows, 3)
+    np.testing.assert_allclose(_make(kronos_dirs, batch_size=1).predict(windows, 3), full, atol=1e-9)
+    np.testing.assert_allclose(_make(kronos_dirs).predict(windows[2:3], 3), full[2:3], atol=1e-9)
+
+
+def test_normalisation_uses_only_the_window(windows):
+    z, mean, scale = normalise(windows[:, :, :5], clip=5.0)
+    assert z.shape == (4, 48, 6)
+    np.testing.assert_allclose(mean[:, 3], windows[:, :, 3].mean(axis=1))
+    one, m1, _ = normalise(windows[1:2, :, :5], clip=5.0)
+    np.testing.assert_array_equal(one, z[1:2])  # each window's statistics are its own
+
+
+@pytest.mark.parametrize("market", ["BTC_USDT-1h", "ETH_USDT-4h"])
+def test_a_planted_future_change_does_not_alter_earlier_forecasts(kronos_dirs, market):
+    """Forecasts through the engine's walk-forward windows: multiplying every candle after bar P by 3 (prices
+    and volume) leaves each forecast made at or before P unchanged, and changes those after it."""
+    candles = read_shared_csv(f"{market}.csv").iloc[3000:3120]
+    planted = candles.copy()
+    cut = 90
+    planted.iloc[cut + 1:, :5] *= 3.0
+    decisions = candles.index[[70, 85, cut, cut + 5, cut + 20]]
+    pred = _make(kronos_dirs, num_samples=8)
+    a = compute_forecasts(candles, pred, 48, 3, batch_size=8, decision_index=decisions, progress=False).values
+    b = compute_forecasts(planted, pred, 48, 3, batch_size=8, decision_index=decisions, progress=False).values
+    np.testing.assert_array_equal(a[:3], b[:3])
+    assert not np.allclose(a[3:], b[3:])
+
+
+def test_the_time_channel_is_each_bars_open_time_in_seconds(btc_1h):
+    candles = btc_1h.iloc[:50]
+    seconds = channel_array(candles, ["time"])[:, 0]
+    assert seconds[0] == candles.index[0].timestamp() and (np.diff(seconds) == 3600).all()
+
+
+def test_sizes_pins_and_contamination():
+    small = resolved(KronosConfig())
+    assert small.tokenizer == "NeoQuasar/Kronos-Tokenizer-base" and small.max_context == 512
+    assert small.revision == PINNED["NeoQuasar/Kronos-small"]
+    assert small.tokenizer_revision == PINNED["NeoQuasar/Kronos-Tokenizer-base"]
+    mini = resolved(KronosConfig(model="NeoQuasar/Kronos-mini"))
+    assert mini.tokenizer == "NeoQuasar/Kronos-Tokenizer-2k" and mini.max_context == 2048
+    for size in ("mini", "small", "base"):
+        assert training_cutoff(f"NeoQuasar/Kronos-{size}").strftime("%Y-%m") == "2025-08"
+    with pytest.raises(PredictorError, match="tokenizer"):
+        resolved(KronosConfig(model="/some/folder"))
+
+
+def test_uncached_hub_model_offline_fails_fast_with_the_fix(monkeypatch, empty_hf_cache):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(PredictorError) as err:
+        make_predictor("kronos", {"model": "NeoQuasar/Kronos-base", "device": "cpu"})
+    assert time.monotonic() - start < 3.0
+    msg = str(err.value)
+    assert "NeoQuasar/Kronos-base" in msg and "HF_HUB_OFFLINE" in msg and "hf download NeoQuasar/Kronos-base" in msg
+
+
+def test_the_code_fingerprint_covers_the_architecture_module():
+    """kronos_model.py is imported lazily (torch), yet an edit of it must miss the forecast cache."""
+    from predictors.fingerprint import source_modules
+    from predictors.kronos import KronosPredictor
+
+    assert {"predictors.kronos", "predictors.kronos_model"} <= set(source_modules(KronosPredictor))
+
+
+def test_model_info_names_both_weights(kronos_dirs):
+    info = _make(kronos_dirs).model_info()
+    assert info.revision.startswith("local-") and "+tokenizer:local-" in info.revision
+
+
+@pytest.mark.slow
+def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, kronos_dirs, tmp_path):
+    args = [sys.executable, "-m", "engine", "backtest", str(ROOT / "strategies/llm_signal.py"),
+            "--config", str(ROOT / "config.toml"), "--data-dir", str(shared_data), "--symbol", "BTC/USDT",
+            "--timeframe", "1d", "--timerange", "20240101-20240201", "--predictor", "kronos", "--model", kronos_dirs[0],
+            "--set", f"predictor.params.kronos.tokenizer={kronos_dirs[1]}", "--set", "predictor.params.kronos.num_samples=4",
+            "--set", "predictor.params.kronos.device=cpu", "--set", "predictor.context_length=32",
+            "--set", "predictor.horizon=2", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress", "--no-tearsheet"]
+    run = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "lookahead check: passed" in run.stdout
+    run_dir = Path(run.stdout.split("run folder: ")[-1].strip())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == kronos_dirs[0]
+    assert metrics["market"]["first_bar"].startswith("2024-01-01")
