@@ -22,7 +22,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # Idle OpenMP threads sleep instead of spinning, in the workers and every process a test starts (inherited), as the
 # engine's training and paper processes already do (engine/training/fold_models.py, engine/paper/cli.py): three
 # workers and their subprocesses on 2 cores are always oversubscribed, and spinning threads burn the cores the others
-# wait for. tests/test_stage2_compare.py alone (-n 0, machine shared): 63 s of CPU and 76-96 s wall spinning, 32-37 s
+# wait for. tests/test_stage2_compare.py alone (-n 0, machine shared): 54-63 s of CPU and 75-96 s wall spinning, 32-37 s
 # of CPU and 49 s wall with PASSIVE. An explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
