@@ -19,6 +19,12 @@ from pathlib import Path
 # 77.6 s (147 s of CPU) with it. Set before the workers and the tests' processes start.
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# Idle OpenMP threads sleep instead of spinning, in the workers and every process a test starts (inherited), as the
+# engine's training and paper processes already do (engine/training/fold_models.py, engine/paper/cli.py): three
+# workers and their subprocesses on 2 cores are always oversubscribed, and spinning threads burn the cores the others
+# wait for. tests/test_stage2_compare.py alone (-n 0, machine shared): 54-63 s of CPU and 75-96 s wall spinning, 32-37 s
+# of CPU and 49 s wall with PASSIVE. An explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -131,7 +137,50 @@ def pytest_addoption(parser):
                           "backtests, a `ray start` cluster); CI runs them as a second step")
 
 
+#: Scopes whose fixture value one worker computes for several tests (session fixtures are per worker anyway).
+_SHARED_SCOPES = ("module", "class", "package")
+#: Module fixtures too cheap to tie their tests to one worker: torch thread settings, a loopback exchange stub.
+_CHEAP_SHARED = frozenset({"one_torch_thread", "_threads", "stub"})
+
+
+def _xdist_groups(items) -> dict[str, str]:
+    """Test id -> group name: tests of one module that share a module- (class-, package-) scoped fixture, directly
+    or through another test, form one group, so ``--dist loadgroup`` (pyproject.toml) runs them on one worker and
+    the fixture is computed once, not once per worker that drew one of its tests; other tests are scheduled one by
+    one. Union-find over (module, fixture) keys."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = x = parent[parent[x]]
+        return x
+
+    keys: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        info = getattr(item, "_fixtureinfo", None)  # absent on items that are not test functions
+        defs_by_name = info.name2fixturedefs if info is not None else {}
+        shared = [f"{module}::{name}" for name, defs in defs_by_name.items()
+                  if defs and defs[-1].scope in _SHARED_SCOPES and name not in _CHEAP_SHARED]
+        if shared:
+            keys[item.nodeid] = shared[0]
+            for other in shared[1:]:
+                parent[find(other)] = find(shared[0])
+    return {nodeid: find(key) for nodeid, key in keys.items()}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which appends each test's group to its id
 def pytest_collection_modifyitems(config, items):
+    groups = _xdist_groups(items)
+    for item in items:
+        if item.nodeid in groups:  # e.g. "test_paper_trained:paper_run" (xdist appends "@" and it to the test's id)
+            module, fixture = groups[item.nodeid].split("::")
+            item.add_marker(pytest.mark.xdist_group(f"{Path(module).stem}:{fixture}"))
+    if hasattr(config, "workerinput"):  # an xdist worker (all of them sort alike): the slow tests, and the groups
+        # holding one, first: the scheduler hands out tests and groups in this order (--no-loadscope-reorder),
+        # so the long ones start early instead of one of them running alone at the end. A group stays in one piece.
+        slow_groups = {groups[item.nodeid] for item in items if item.nodeid in groups and "slow" in item.keywords}
+        items.sort(key=lambda item: not ("slow" in item.keywords or groups.get(item.nodeid) in slow_groups))
     if config.getoption("--soak"):
         return
     skip = pytest.mark.skip(reason="soak test: run with --soak (CI does)")
