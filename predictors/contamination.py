@@ -57,6 +57,10 @@ CUTOFFS: tuple[CutoffEntry, ...] = (
     # corpus (12 billion K-line records, 45 exchanges) without an end date of the data; the weights were on the
     # hub (NeoQuasar/Kronos-*) by the paper's release, so its month bounds the data end.
     CutoffEntry(r"^kronos-", None, _d(2025, 8, 31), "Kronos paper, Aug 2025 (arXiv 2508.02739), weights public by then; data end unpublished"),
+    # TiRex (NX-AI/TiRex): arXiv 2505.23719 (Auer et al., May 2025), weights on the hub with it. Pretrained on the
+    # Chronos training corpus (autogluon/chronos_datasets), GiftEvalPretrain and synthetic series (model card's
+    # datasets); no end date of the data is published, so the release month bounds it.
+    CutoffEntry(r"^tirex", None, _d(2025, 5, 31), "TiRex paper, May 2025 (arXiv 2505.23719), weights public with it; data end unpublished"),
     # GPT-2: Radford et al. 2019, WebText "does not include links created after Dec 2017".
     CutoffEntry(r"^(gpt2|distilgpt2)", _d(2017, 12, 31), None, "GPT-2 paper (Radford et al. 2019): WebText links up to Dec 2017"),
     # Llama 3 (8B): model card "knowledge cutoff March 2023"; 70B: December 2023.

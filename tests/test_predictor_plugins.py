@@ -25,7 +25,7 @@ from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = ["chronos", "drift", "kronos", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "reversal", "seasonal_naive",
-            "timesfm"]
+            "timesfm", "tirex"]
 
 
 @pytest.fixture
@@ -168,10 +168,12 @@ def _other_value(f: dataclasses.Field, value, model_dir: Path):
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_path, monkeypatch):
-    if name in ("chronos", "kronos", "llmtime", "lora_llm", "timesfm"):
+    if name in ("chronos", "kronos", "llmtime", "lora_llm", "timesfm", "tirex"):
         pytest.importorskip("torch")
     if name == "timesfm":
         pytest.importorskip("timesfm")
+    if name == "tirex":
+        pytest.importorskip("tirex")
     if name == "neural":
         # neural checks its model name and model_kwargs against the neuralforecast class (a ~6 s import):
         # a stand-in class with a hidden_size argument answers instead

@@ -294,3 +294,28 @@ def build_kronos(path: Path, d_model: int = 16, n_layers: int = 1, bits: int = 4
     tok.save_pretrained(path / "tokenizer")
     model.save_pretrained(path / "model")
     return path / "model", path / "tokenizer"
+
+
+def build_tirex(path: Path, patch: int = 8, context: int = 64, dim: int = 16, blocks: int = 2, seed: int = 0,
+                heads: int = 2, ffn_factor: float = 2.0, ff_dim: int | None = None) -> Path:
+    """A TiRex checkpoint as NX-AI/TiRex publishes it: one ``model.ckpt`` (a Lightning-style dict of
+    ``hyper_parameters`` = the ``TiRexZero`` config and ``state_dict``; the block weights under
+    ``block_stack.``, the prefix the package's ``on_load_checkpoint`` strips), built with ``tirex-ts``'s own
+    ``TiRexZero`` (torch backend) and random weights. Returns the folder."""
+    import torch
+    from tirex.models.tirex import TiRexZero
+
+    _seed(seed)
+    hyper = {"model_config": {"input_patch_size": patch, "output_patch_size": patch, "quantiles": BOLT_QUANTILES,
+                              "block_kwargs": {"embedding_dim": dim, "num_heads": heads, "num_blocks": blocks,
+                                               "ffn_proj_factor": ffn_factor},
+                              "input_ff_dim": ff_dim or 2 * dim},
+             "train_ctx_len": context}
+    model = TiRexZero(backend="torch", **hyper)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)  # the constructor leaves the sLSTM kernels uninitialised (torch.empty)
+    state = {("block_stack." + k if k.startswith("blocks.") else k): v for k, v in model.state_dict().items()}
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": hyper, "state_dict": state}, path / "model.ckpt")
+    return Path(path)
