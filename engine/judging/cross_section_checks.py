@@ -37,7 +37,9 @@ mean) is flagged ``"suspicious — check for leaks"``, as the single-market guar
 shuffled across the coins that have one, independently at each decision time (each coin's whole
 quantile forecast moves with it), traded on the portfolio's fast path: the strategy's Sharpe
 among them is its rank against ranking without skill (same bars, schedule, costs, forecast
-magnitudes). The cross-sectional analogue of :mod:`engine.judging.random_sign`.
+magnitudes). The cross-sectional analogue of :mod:`engine.judging.random_sign`. A draw's shuffled
+``(T, Q, H)`` forecasts are built per coin when the strategy reads them (:class:`ShuffledValues`); the
+median line ``fc_median`` is shuffled whole.
 """
 
 from __future__ import annotations
