@@ -34,6 +34,8 @@ from benchmarks.results_io import write_result  # noqa: E402
 
 TIMERANGE = "20220201-20240201"
 TARGET_S = 30.0
+#: The steps of metrics.json ``timings`` that are the universe run's checks (engine/judging/cross_section_checks.py).
+CHECKS = ("lookahead", "plausibility", "random_ranking", "cross_section_baselines")
 
 
 def universe() -> str:
@@ -59,6 +61,11 @@ def run_cli(args: list[str], out: Path) -> dict:
             "timings": m["timings"], "reconciled": m["reconciled"], "fills": m["fills"],
             "final_equity": m["performance"]["final_equity"], "n_bars": m["market"]["n_bars"],
             "coins": m["universe"]["coins"], "run_dir": str(metrics.parent)}
+
+
+def checks_s(run: dict) -> float:
+    """Seconds of the run's checks (:data:`CHECKS`) in its metrics.json ``timings``."""
+    return sum(run["timings"].get(k, 0.0) for k in CHECKS)
 
 
 def main() -> None:
@@ -90,7 +97,7 @@ def main() -> None:
     for name, r in (("fast path is the record (default)", d), ("event loop over every bar (--reconcile full)", f)):
         steps = ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items() if k != "total")
         print(f"  {name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU; in-run {r['timings']['total']:.1f} s "
-              f"({steps})")
+              f"({steps}); the checks {checks_s(r):.1f} s")
     print(f"  default run reconciled on bars 1-{rec['bars']:,} of {rec['of_bars']:,} ({rec['first_bar']} .. "
           f"{rec['last_bar']}); record: {rec['record']}")
     print(f"  ratio full / default: {f['wall_s'] / d['wall_s']:.1f}x wall, {f['cpu_s'] / d['cpu_s']:.1f}x CPU; "
@@ -100,7 +107,8 @@ def main() -> None:
         "coins": d["coins"], "timeframe": "1h", "timerange": TIMERANGE, "predictor": "momentum",
         "strategy": "rank_long_short", "rounds": args.rounds, "target_s": TARGET_S,
         "reconcile_default": rec["setting"]},
-        {"bars": d["n_bars"], "default": {k: v for k, v in d.items() if k != "run_dir"},
+        {"bars": d["n_bars"], "default": {k: v for k, v in d.items() if k != "run_dir"}, "default_checks_s": checks_s(d),
+         "full_checks_s": checks_s(f), "checks": list(CHECKS),
          "full": {k: v for k, v in f.items() if k != "run_dir"},
          "all_default_wall_s": [r["wall_s"] for r in runs["default"]],
          "all_full_wall_s": [r["wall_s"] for r in runs["full"]], "warm_up_wall_s": warm["wall_s"],

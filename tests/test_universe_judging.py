@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from engine import cli
@@ -183,3 +184,44 @@ def test_a_leaky_universe_run_is_invalid_suspicious_and_ledgered_so(tmp_path, ca
     (row,) = TrialLedger.for_output_dir(tmp_path).rows(kinds=["universe"])
     assert row.invalid.startswith("lookahead: predictor") and row.suspicious.startswith("suspicious")
     assert "INVALID: lookahead" in (run_dir / "cross_section.html").read_text()
+
+
+def test_random_ranking_builds_a_shuffled_coins_forecasts_lazily_and_draws_the_same_sharpes(universe):
+    """The draws' forecasts, built per coin when read (:class:`ShuffledValues`), are the eager shuffle's bit for
+    bit, and the draws' Sharpe and total return distributions are those of the one-at-a-time reference."""
+    import dataclasses
+
+    from engine.backtesting.portfolio import portfolio_market
+    from engine.judging.cross_section_checks import ShuffledValues, _lean_equity, _sharpe
+    from engine.judging.random_sign import draw_seed
+    from reports.metrics import total_return
+    from reports.significance import rank_among_draws
+
+    cfg, u = universe
+    bars, values, setup, sim = _portfolio(cfg, u, universe_forecasts(cfg, u, build_predictor(cfg)).forecasts)
+    market = portfolio_market(bars, values, cfg.predictor.quantiles)
+    # the daily case has coins without a forecast at some times (they keep their NaN); the 1h case has none
+    assert np.isnan(market.fc_median).any() == (cfg.data.timeframe == "1d")
+    stacked = np.stack(market.forecast_values, axis=1)  # (T, N, Q, H): the eager shuffle of every coin
+    flat = stacked.reshape(*stacked.shape[:2], -1)
+    sharpes, totals = [], []
+    for k in range(6):
+        perm = shuffled_across_coins(market.fc_median, np.random.default_rng(draw_seed(7, k + 1)))
+        eager = np.take_along_axis(flat, perm[:, :, None], axis=1).reshape(stacked.shape)
+        lazy = ShuffledValues(market.forecast_values, perm)
+        assert len(lazy) == eager.shape[1]
+        for j in (*range(len(lazy)), -1):
+            assert np.array_equal(lazy[j], eager[:, j], equal_nan=True)
+        drawn = dataclasses.replace(market, fc_median=np.take_along_axis(market.fc_median, perm, axis=1),
+                                    forecast_values=tuple(eager[:, j] for j in range(eager.shape[1])))
+        equity = _lean_equity(drawn, setup)
+        sharpes.append(_sharpe(equity, sim.equity.index, 365.0))
+        totals.append(total_return(pd.Series(equity, index=sim.equity.index)))
+    ranked = random_ranking_draws(bars, values, cfg.predictor.quantiles, setup, sim.equity, 365.0, draws=6, seed=7,
+                                  alpha=0.05)
+    want = rank_among_draws(_sharpe(sim.equity.to_numpy(), sim.equity.index, 365.0), np.array(sharpes), 0.05,
+                            against="6 random rankings")
+    assert ranked.sharpe.to_json() == want.to_json()
+    assert ranked.total_return.to_json() == rank_among_draws(total_return(sim.equity), np.array(totals), 0.05,
+                                                             against="6 random rankings").to_json()
+    assert len(set(sharpes)) > 1  # the draws differ: the comparison is not of six copies

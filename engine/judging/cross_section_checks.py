@@ -37,7 +37,9 @@ mean) is flagged ``"suspicious — check for leaks"``, as the single-market guar
 shuffled across the coins that have one, independently at each decision time (each coin's whole
 quantile forecast moves with it), traded on the portfolio's fast path: the strategy's Sharpe
 among them is its rank against ranking without skill (same bars, schedule, costs, forecast
-magnitudes). The cross-sectional analogue of :mod:`engine.judging.random_sign`.
+magnitudes). The cross-sectional analogue of :mod:`engine.judging.random_sign`. A draw's shuffled
+``(T, Q, H)`` forecasts are built per coin when the strategy reads them (:class:`ShuffledValues`); the
+median line ``fc_median`` is shuffled whole.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ from reports.render.format import format_number
 from reports.significance import probabilistic_sharpe_ratio, rank_among_draws, sharpe_moments
 from reports.significance_types import DrawsRank
 
-__all__ = ["PAST_BATCH", "RandomRanking", "UniverseLookahead", "check_portfolio_orders", "check_universe_lookahead",
-           "ic_findings", "random_ranking_draws", "sharpe_finding", "shuffled_across_coins", "truncated_universe"]
+__all__ = ["PAST_BATCH", "RandomRanking", "ShuffledValues", "UniverseLookahead", "check_portfolio_orders",
+           "check_universe_lookahead", "ic_findings", "random_ranking_draws", "sharpe_finding", "shuffled_across_coins",
+           "truncated_universe"]
 
 #: Windows per coin in the past-only recomputation (b): the sampled time and the bars before it.
 PAST_BATCH = 8
@@ -362,6 +365,33 @@ def shuffled_across_coins(fc: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return perm
 
 
+class ShuffledValues(Sequence):
+    """The coins' ``(T, Q, H)`` forecasts shuffled across coins by ``perm`` (``(T, N)``, as
+    :func:`shuffled_across_coins` returns): item ``j`` is ``values[perm[t, j]][t]`` at every ``t``. A coin's
+    array is built when a strategy reads it (most rank the median alone, ``fc_median``), then kept: building
+    all N for each of K draws copied ``K x T x N x Q x H`` floats, most of a run's random-ranking time."""
+
+    def __init__(self, values: Sequence[np.ndarray], perm: np.ndarray) -> None:
+        self._values, self._perm = tuple(values), perm
+        self._built: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, j: Any) -> Any:
+        if isinstance(j, slice):
+            return tuple(self[i] for i in range(*j.indices(len(self))))
+        j = range(len(self))[j]  # negative indices; IndexError past the end
+        if j not in self._built:
+            rows, source = np.arange(self._perm.shape[0]), self._perm[:, j]
+            out = np.empty_like(self._values[j]) if self._values else None
+            for i in np.unique(source):  # rows that take coin i's forecast
+                at = rows[source == i]
+                out[at] = self._values[i][at]
+            self._built[j] = out
+        return self._built[j]
+
+
 def _lean_equity(market: PortfolioMarket, setup: PortfolioSetup) -> np.ndarray:
     """The fast path's equity ``(T,)`` without its frames (fills summed in numpy as ``_record_frames`` does)."""
     form = portfolio_fast_form(setup.strategy_cls)
@@ -425,15 +455,11 @@ def random_ranking_draws(
     own = _lean_equity(market, setup)
     if not np.allclose(own, run_equity.to_numpy(), rtol=1e-9, atol=1e-6):
         raise RuntimeError("the random-ranking draws' equity on the run's own forecasts differs from the run's")
-    stacked = np.stack(market.forecast_values, axis=1)  # (T, N, Q, H)
-    T, N = market.close.shape
-    flat = stacked.reshape(T, N, -1)
     sharpes, totals = [], []
     for k in range(draws):
         perm = shuffled_across_coins(market.fc_median, np.random.default_rng(draw_seed(seed, k + 1)))
-        shuffled = np.take_along_axis(flat, perm[:, :, None], axis=1).reshape(stacked.shape)
         drawn = dataclasses.replace(market, fc_median=np.take_along_axis(market.fc_median, perm, axis=1),
-                                    forecast_values=tuple(shuffled[:, j] for j in range(N)))
+                                    forecast_values=ShuffledValues(market.forecast_values, perm))
         equity = _lean_equity(drawn, setup)
         sharpes.append(_sharpe(equity, index, periods_per_year))
         totals.append(total_return(pd.Series(equity, index=index)))
