@@ -24,6 +24,7 @@ from predictors.base import PredictorError
 from predictors.contamination import training_cutoff
 from predictors.registry import available
 import tiny_models
+from conftest import read_shared_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_tsfm = pytest.mark.skipif(find_spec("tsfm_public") is None, reason="needs granite-tsfm (extra .[ttm])")
@@ -92,6 +93,12 @@ def windows(btc_1h) -> np.ndarray:
     return np.stack([close[e - 40:e] for e in (60, 130, 222, 300, 399)])  # (5, 40) past-only windows
 
 
+@pytest.fixture(scope="module")
+def eth_windows() -> np.ndarray:
+    close = read_shared_csv("ETH_USDT-4h.csv")["close"].to_numpy()[5000:5600]
+    return np.stack([close[e - 48:e] for e in (100, 250, 420, 599)])  # (4, 48): another market and timeframe
+
+
 def _make(path: str, **params):
     return make_predictor("ttm", {"model": path, "device": "cpu", **params}, quantile_levels=LEVELS)
 
@@ -131,7 +138,9 @@ def test_quantile_head_checkpoint_gives_its_own_ordered_quantiles(ttm_dirs, wind
 
 @pytest.mark.slow
 @needs_tsfm
-def test_batches_prices_scale_and_older_bars_do_not_change_a_window(ttm_dirs, windows):
+@pytest.mark.parametrize("market", ["btc_1h", "eth_4h"])
+def test_batches_prices_scale_and_older_bars_do_not_change_a_window(ttm_dirs, windows, eth_windows, market):
+    windows = windows if market == "btc_1h" else eth_windows
     for kind in ("point", "head"):
         whole = _make(ttm_dirs[kind], batch_size=64).predict(windows, 4)
         one_by_one = _make(ttm_dirs[kind], batch_size=1).predict(windows, 4)
@@ -139,7 +148,7 @@ def test_batches_prices_scale_and_older_bars_do_not_change_a_window(ttm_dirs, wi
         scaled = _make(ttm_dirs[kind]).predict(windows * 7.0, 4)
         np.testing.assert_allclose(whole, scaled, rtol=1e-4, atol=1e-5)
         older = windows.copy()
-        older[:, :8] *= 1.5  # bars before the checkpoint's 32-bar context
+        older[:, :-32] *= 1.5  # bars before the checkpoint's 32-bar context
         np.testing.assert_array_equal(_make(ttm_dirs[kind]).predict(older, 4), whole)
 
 
