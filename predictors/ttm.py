@@ -79,6 +79,16 @@ def import_ttm() -> Any:
     return TinyTimeMixerForPrediction
 
 
+def tsfm_version() -> str:
+    """The installed granite-tsfm's version (package metadata: no import), ``"missing"`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("granite-tsfm")
+    except PackageNotFoundError:
+        return "missing"
+
+
 def interpolate_levels(values: np.ndarray, grid: Sequence[float], levels: Sequence[float]) -> np.ndarray:
     """``(..., G)`` quantiles at increasing ``grid`` levels -> ``(..., len(levels))``, linear, clamped at the ends."""
     g = np.asarray(grid, dtype=np.float64)
@@ -143,6 +153,11 @@ class TTMPredictor(Predictor):
         self.config = dataclasses.replace(c, device=pick_device(c.device), revision=c.revision or PINNED.get(c.model))
         self.path = resolve_model(self.config.model, self.config.revision)  # fails fast offline, with the fetch hint
         self._model: Any = None
+
+    def cache_params(self) -> dict[str, Any]:
+        """The base key plus the granite-tsfm version: the model code lives in that package, outside the project's
+        code fingerprint, so another release never reuses these forecasts."""
+        return {**super().cache_params(), "granite_tsfm": tsfm_version()}
 
     def model_info(self) -> ModelInfo:
         """The pinned revision, and the commit of the snapshot loaded where the revision is a branch name."""
@@ -216,4 +231,4 @@ class TTMPredictor(Predictor):
         return out
 
 
-__all__ = ["PINNED", "TSFM_VERSION", "TTMConfig", "TTMPredictor", "TTMStats", "import_ttm", "interpolate_levels"]
+__all__ = ["PINNED", "TSFM_VERSION", "TTMConfig", "TTMPredictor", "TTMStats", "import_ttm", "interpolate_levels", "tsfm_version"]

@@ -67,6 +67,10 @@ def test_pins_and_contamination(monkeypatch, tmp_path):
     monkeypatch.setattr(ttm, "import_ttm", lambda: None)
     pred = make_predictor("ttm", {"model": str(tmp_path), "device": "cpu", "revision": "90-30-ft-r2.1"})
     assert pred.model_info().training_cutoff is None  # an r2.1 branch: its date is not recorded, so not claimed
+    # the model code is granite-tsfm's, outside the code fingerprint: its version is in the forecast cache key
+    assert pred.cache_params()["granite_tsfm"] == ttm.tsfm_version()
+    monkeypatch.setattr(ttm, "tsfm_version", lambda: "9.9.9")
+    assert pred.cache_params()["granite_tsfm"] == "9.9.9"
 
 
 def test_interpolation_between_the_heads_levels_and_the_point_warning():
