@@ -7,9 +7,11 @@ context length and one prediction length; the variants of ``ibm-granite/granite-
 
 - ``main``: 512 bars -> 96 (r2); pinned here to commit :data:`PINNED` (the commit that uploaded those weights);
 - ``512-192-r2``, ``512-336-r2``, ``512-720-r2``, ``1024-{96,192,336,720}-r2``, ``1536-{96,192,336,720}-r2``;
-- r2.1 (frequency-prefix tuned, for daily and slower data): ``52-16-ft-r2.1``, ``90-30-ft-r2.1``,
-  ``512-48-ft-r2.1``, ``512-96-ft-r2.1`` and ``-l1-`` variants: these need a frequency token and are refused
-  here (not wired).
+- r2.1 (frequency-prefix tuned; granite-tsfm's own selector picks only these for daily and slower data):
+  ``52-16-ft-r2.1``, ``90-30-ft-r2.1``, ``180-60-ft-l1-r2.1``, ``360-60-ft-l1-r2.1``, ``512-48-ft-r2.1``,
+  ``512-96-ft-r2.1`` and ``-l1-`` variants. They read a frequency token: :func:`freq_token` of the window's
+  own median bar spacing (granite-tsfm's ``DEFAULT_FREQUENCY_MAPPING``: 1m ... 30m, 1h, 1d, 1w; any other
+  spacing, e.g. 4h, is its out-of-vocabulary token 0).
 
 A branch is not a commit: pin one with ``revision = "<40-hex commit>"``; the run records the commit of the
 cached snapshot it loaded.
@@ -26,7 +28,8 @@ transformers 5.25.0 (tests/test_ttm.py).
 
 From a window to quantiles
 --------------------------
-- Input: closes divided by the last close (TTM standardises each window again inside, per series, from the
+- Input: the ``close`` and ``time`` channels (``time``: each bar's open time, only for the frequency token);
+  closes divided by the last close (TTM standardises each window again inside, per series, from the
   window alone); the last ``context_length`` bars of the checkpoint. A window shorter than that is refused
   (TTM would left-pad it with zeros).
 - Output: the checkpoint's forecast of the next ``prediction_length`` relative prices, cut to the horizon
@@ -60,6 +63,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "ibm-granite/granite-timeseries-ttm-r2"
 #: The commit of ``main`` that uploaded the 512-96-r2 weights ("512-96-r2", 9 Oct 2024).
 PINNED: dict[str, str] = {DEFAULT_MODEL: "defc940ce03f35e147ddd8b12a620b5caa6ff5e3"}
+#: The channels TTM reads, in this order (``time`` only feeds the frequency token of r2.1 checkpoints).
+CHANNELS = ("close", "time")
+#: Bar spacing in seconds -> granite-tsfm's frequency token (``DEFAULT_FREQUENCY_MAPPING``); anything else is 0 ("oov").
+FREQ_TOKENS: dict[int, int] = {60: 1, 120: 2, 300: 3, 600: 4, 900: 5, 1800: 6, 3600: 7, 86400: 8, 604800: 9}
 #: The granite-tsfm release this adapter is written and tested against.
 TSFM_VERSION = "0.3.11"
 TTM_HINT = (
@@ -87,6 +94,12 @@ def tsfm_version() -> str:
         return version("granite-tsfm")
     except PackageNotFoundError:
         return "missing"
+
+
+def freq_token(times: np.ndarray) -> np.ndarray:
+    """``(n, L)`` bar open times (seconds) -> ``int64 (n,)`` frequency tokens from each window's median bar spacing."""
+    step = np.median(np.diff(times, axis=1), axis=1).round().astype(np.int64)
+    return np.array([FREQ_TOKENS.get(int(s), 0) for s in step], dtype=np.int64)
 
 
 def interpolate_levels(values: np.ndarray, grid: Sequence[float], levels: Sequence[float]) -> np.ndarray:
@@ -159,6 +172,9 @@ class TTMPredictor(Predictor):
         code fingerprint, so another release never reuses these forecasts."""
         return {**super().cache_params(), "granite_tsfm": tsfm_version()}
 
+    def input_channels(self) -> tuple[str, ...]:
+        return CHANNELS
+
     def model_info(self) -> ModelInfo:
         """The pinned revision, and the commit of the snapshot loaded where the revision is a branch name."""
         info = hub_model_info(self.config.model, self.config.revision, self.path)
@@ -183,11 +199,6 @@ class TTMPredictor(Predictor):
                 model = cls.from_pretrained(self.path, **kwargs)
             except (OSError, ValueError, RuntimeError) as exc:
                 raise load_error(c.model, c.revision, exc) from exc
-            if getattr(model.config, "resolution_prefix_tuning", False):
-                raise PredictorError(
-                    f"ttm: checkpoint {c.model!r} at {c.revision!r} needs a frequency token (an r2.1 '-ft-' branch); "
-                    "that input is not wired here: use an r2 branch such as 'main' or '1024-96-r2'"
-                )
             if int(getattr(model.config, "num_input_channels", 1)) != 1:
                 raise PredictorError(f"ttm: checkpoint {c.model!r} expects {model.config.num_input_channels} channels; "
                                      "only univariate (1-channel) checkpoints are supported")
@@ -209,14 +220,18 @@ class TTMPredictor(Predictor):
                 f"ttm: the checkpoint forecasts {reach} bars, predictor.horizon = {horizon} is longer; pick a branch "
                 "with a longer prediction length (e.g. revision = '512-192-r2') or a shorter horizon"
             )
-        relative = contexts[:, -need:] / contexts[:, -1:]
+        closes, times = contexts[:, -need:, 0], contexts[:, :, 1]
+        relative = closes / closes[:, -1:]
+        tokens = freq_token(times) if getattr(cfg, "resolution_prefix_tuning", False) else None
         levels = self.quantile_levels
         head = bool(getattr(cfg, "multi_quantile_head", False))
         out = np.empty((len(relative), len(levels), horizon))
         with torch.inference_mode():
             for start in range(0, len(relative), self.config.batch_size):
                 chunk = torch.from_numpy(relative[start:start + self.config.batch_size, :, None].astype(np.float32))
-                res = model(past_values=chunk.to(self.config.device), return_loss=False, return_dict=True)
+                extra = {} if tokens is None else {
+                    "freq_token": torch.from_numpy(tokens[start:start + self.config.batch_size]).to(self.config.device)}
+                res = model(past_values=chunk.to(self.config.device), return_loss=False, return_dict=True, **extra)
                 if head and res.quantile_outputs is not None:  # (b, Qm, P, 1)
                     qm = res.quantile_outputs[:, :, :horizon, 0].float().cpu().numpy().astype(np.float64)
                     rel = interpolate_levels(qm.transpose(0, 2, 1), sorted(cfg.quantile_levels), levels)  # (b, H, Q)
@@ -231,4 +246,4 @@ class TTMPredictor(Predictor):
         return out
 
 
-__all__ = ["PINNED", "TSFM_VERSION", "TTMConfig", "TTMPredictor", "TTMStats", "import_ttm", "interpolate_levels", "tsfm_version"]
+__all__ = ["CHANNELS", "FREQ_TOKENS", "PINNED", "TSFM_VERSION", "TTMConfig", "TTMPredictor", "TTMStats", "freq_token", "import_ttm", "interpolate_levels", "tsfm_version"]

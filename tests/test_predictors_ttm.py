@@ -23,6 +23,7 @@ from predictors import make_predictor
 from predictors.base import PredictorError
 from predictors.contamination import training_cutoff
 from predictors.registry import available
+from predictors.training import channel_array
 import tiny_models
 from conftest import read_shared_csv
 
@@ -82,25 +83,43 @@ def test_interpolation_between_the_heads_levels_and_the_point_warning():
     assert "zero width" in ttm.TTMStats(point_windows=3).warnings()[0]
 
 
+def test_the_frequency_token_is_the_windows_own_bar_spacing(btc_1h):
+    spacing = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400, "1w": 604800}
+    times = np.stack([np.arange(10) * s + 1_700_000_000 for s in spacing.values()]).astype(np.float64)
+    assert ttm.freq_token(times).tolist() == [1, 3, 5, 7, 0, 8, 9]  # 4h: granite-tsfm's out-of-vocabulary 0
+    gap = channel_array(btc_1h.iloc[:50], ttm.CHANNELS)[None, :, 1].copy()
+    gap[0, 10:] += 7 * 3600  # one missing stretch: the median spacing is still one hour
+    assert ttm.freq_token(gap).tolist() == [7]
+
+
 # -- tiny random-weight TTMs (slow: the granite-tsfm import) -------------------------------------------
 @pytest.fixture(scope="module")
 def ttm_dirs(tmp_path_factory) -> dict[str, str]:
     pytest.importorskip("tsfm_public")
     root = tmp_path_factory.mktemp("ttm")
     return {"point": str(tiny_models.build_ttm(root / "point")),
-            "head": str(tiny_models.build_ttm(root / "head", quantile_head=True, seed=1))}
+            "head": str(tiny_models.build_ttm(root / "head", quantile_head=True, seed=1)),
+            "freq": str(tiny_models.build_ttm(root / "freq", freq_prefix=True, seed=2))}
 
 
 @pytest.fixture(scope="module")
 def windows(btc_1h) -> np.ndarray:
-    close = btc_1h["close"].to_numpy()[30000:30400]
-    return np.stack([close[e - 40:e] for e in (60, 130, 222, 300, 399)])  # (5, 40) past-only windows
+    table = channel_array(btc_1h.iloc[30000:30400], ttm.CHANNELS)
+    return np.stack([table[e - 40:e] for e in (60, 130, 222, 300, 399)])  # (5, 40, 2) past-only windows
 
 
 @pytest.fixture(scope="module")
 def eth_windows() -> np.ndarray:
-    close = read_shared_csv("ETH_USDT-4h.csv")["close"].to_numpy()[5000:5600]
-    return np.stack([close[e - 48:e] for e in (100, 250, 420, 599)])  # (4, 48): another market and timeframe
+    table = channel_array(read_shared_csv("ETH_USDT-4h.csv").iloc[5000:5600], ttm.CHANNELS)
+    return np.stack([table[e - 48:e] for e in (100, 250, 420, 599)])  # (4, 48, 2): another market and timeframe
+
+
+def _relative(windows: np.ndarray, need: int = 32):
+    """What the model gets: the last ``need`` closes over the last close, ``float32 (n, need, 1)``."""
+    import torch
+
+    close = windows[:, -need:, 0]
+    return torch.from_numpy((close / close[:, -1:])[:, :, None].astype(np.float32))
 
 
 def _make(path: str, **params):
@@ -118,9 +137,8 @@ def test_point_checkpoint_forecasts_every_level_as_the_point_and_says_so(ttm_dir
     # the model's own output, relative to the last close, is what comes out
     import torch
 
-    rel = windows[:, -32:] / windows[:, -1:]
     with torch.inference_mode():
-        raw = pred.model(past_values=torch.from_numpy(rel[:, :, None].astype(np.float32)), return_loss=False, return_dict=True)
+        raw = pred.model(past_values=_relative(windows), return_loss=False, return_dict=True)
     np.testing.assert_allclose(out[:, 1], np.log(raw.prediction_outputs[:, :6, 0].numpy()), rtol=1e-5, atol=1e-6)
 
 
@@ -133,9 +151,8 @@ def test_quantile_head_checkpoint_gives_its_own_ordered_quantiles(ttm_dirs, wind
     assert pred.stats().point_windows == 0
     import torch
 
-    rel = windows[:, -32:] / windows[:, -1:]
     with torch.inference_mode():
-        raw = pred.model(past_values=torch.from_numpy(rel[:, :, None].astype(np.float32)), return_loss=False, return_dict=True)
+        raw = pred.model(past_values=_relative(windows), return_loss=False, return_dict=True)
     head = np.sort(np.log(raw.quantile_outputs[:, [0, 4, 8], :, 0].numpy()), axis=1)  # levels 0.1, 0.5, 0.9
     np.testing.assert_allclose(out, head, rtol=1e-5, atol=1e-6)
 
@@ -145,15 +162,31 @@ def test_quantile_head_checkpoint_gives_its_own_ordered_quantiles(ttm_dirs, wind
 @pytest.mark.parametrize("market", ["btc_1h", "eth_4h"])
 def test_batches_prices_scale_and_older_bars_do_not_change_a_window(ttm_dirs, windows, eth_windows, market):
     windows = windows if market == "btc_1h" else eth_windows
-    for kind in ("point", "head"):
+    for kind in ("point", "head", "freq"):
         whole = _make(ttm_dirs[kind], batch_size=64).predict(windows, 4)
         one_by_one = _make(ttm_dirs[kind], batch_size=1).predict(windows, 4)
         np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-6)
-        scaled = _make(ttm_dirs[kind]).predict(windows * 7.0, 4)
+        scaled = _make(ttm_dirs[kind]).predict(windows * np.array([7.0, 1.0]), 4)  # prices x 7, times kept
         np.testing.assert_allclose(whole, scaled, rtol=1e-4, atol=1e-5)
         older = windows.copy()
-        older[:, :-32] *= 1.5  # bars before the checkpoint's 32-bar context
+        older[:, :-32, 0] *= 1.5  # closes before the checkpoint's 32-bar context
         np.testing.assert_array_equal(_make(ttm_dirs[kind]).predict(older, 4), whole)
+
+
+@pytest.mark.slow
+@needs_tsfm
+def test_an_r21_style_checkpoint_reads_the_frequency_token_of_the_windows_spacing(ttm_dirs, windows):
+    pred = _make(ttm_dirs["freq"])
+    out = pred.predict(windows, 4)
+    import torch
+
+    with torch.inference_mode():
+        raw = pred.model(past_values=_relative(windows), return_loss=False, return_dict=True,
+                         freq_token=torch.full((len(windows),), 7))  # 1h bars: token 7
+    np.testing.assert_allclose(out[:, 1], np.log(raw.prediction_outputs[:, :4, 0].numpy()), rtol=1e-5, atol=1e-6)
+    daily = windows.copy()
+    daily[:, :, 1] = daily[:, -1:, 1] + (np.arange(daily.shape[1]) - daily.shape[1] + 1) * 86400.0
+    assert not np.allclose(pred.predict(daily, 4), out)  # same closes, daily bars: another token, another forecast
 
 
 @pytest.mark.slow
@@ -168,10 +201,10 @@ def test_short_windows_and_long_horizons_are_refused_with_the_numbers(ttm_dirs, 
 
 @pytest.mark.slow
 @needs_tsfm
-def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, ttm_dirs, tmp_path):
+def test_cli_backtest_btc_1d_with_the_frequency_token_passes_the_lookahead_check(shared_data, ttm_dirs, tmp_path):
     args = [sys.executable, "-m", "engine", "backtest", str(ROOT / "strategies/llm_signal.py"),
             "--config", str(ROOT / "config.toml"), "--data-dir", str(shared_data), "--symbol", "BTC/USDT",
-            "--timeframe", "1d", "--timerange", "20240101-20240201", "--predictor", "ttm", "--model", ttm_dirs["head"],
+            "--timeframe", "1d", "--timerange", "20240101-20240201", "--predictor", "ttm", "--model", ttm_dirs["freq"],
             "--set", "predictor.params.ttm.device=cpu", "--set", "predictor.context_length=32",
             "--set", "predictor.horizon=2", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
             "--no-progress", "--no-tearsheet"]
@@ -181,6 +214,7 @@ def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, ttm_dirs, t
     assert "lookahead check: passed" in run.stdout
     run_dir = Path(run.stdout.split("run folder: ")[-1].strip())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == ttm_dirs["head"]
+    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == ttm_dirs["freq"]
     assert metrics["market"]["first_bar"].startswith("2024-01-01")
-    assert metrics["predictor_stats"]["point_windows"] == 0
+    # an r2.1-style point checkpoint on daily bars: every window forecast is a point, and the run says so
+    assert metrics["predictor_stats"]["point_windows"] >= 31 and "point-only TTM checkpoint" in run.stderr + run.stdout

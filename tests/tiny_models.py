@@ -297,9 +297,10 @@ def build_kronos(path: Path, d_model: int = 16, n_layers: int = 1, bits: int = 4
 
 
 def build_ttm(path: Path, context_length: int = 32, prediction_length: int = 8, quantile_head: bool = False,
-              seed: int = 0) -> Path:
+              freq_prefix: bool = False, seed: int = 0) -> Path:
     """A 1-channel TinyTimeMixer (``tsfm_public``, random weights; with ``quantile_head`` TTM's multi-quantile head
-    at levels 0.1..0.9) saved with ``save_pretrained`` as the ibm-granite/granite-timeseries-ttm-r2 branches are."""
+    at levels 0.1..0.9, with ``freq_prefix`` the frequency token of the r2.1 branches) saved with
+    ``save_pretrained`` as the ibm-granite/granite-timeseries-ttm-r2 branches are."""
     import contextlib
     import io
 
@@ -310,6 +311,7 @@ def build_ttm(path: Path, context_length: int = 32, prediction_length: int = 8, 
         context_length=context_length, prediction_length=prediction_length, patch_length=4, patch_stride=4,
         d_model=8, num_layers=1, decoder_num_layers=1, decoder_d_model=8, num_input_channels=1,
         adaptive_patching_levels=0, multi_quantile_head=quantile_head,
+        resolution_prefix_tuning=freq_prefix, frequency_token_vocab_size=10,
     )
     with contextlib.redirect_stderr(io.StringIO()):  # the "Writing model shards" progress bar
         TinyTimeMixerForPrediction(config).save_pretrained(path)
