@@ -7,8 +7,6 @@ scikit-learn), so the tests that load a model are marked slow. Weights are rando
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from importlib.util import find_spec
@@ -201,20 +199,22 @@ def test_short_windows_and_long_horizons_are_refused_with_the_numbers(ttm_dirs, 
 
 @pytest.mark.slow
 @needs_tsfm
-def test_cli_backtest_btc_1d_with_the_frequency_token_passes_the_lookahead_check(shared_data, ttm_dirs, tmp_path):
-    args = [sys.executable, "-m", "engine", "backtest", str(ROOT / "strategies/llm_signal.py"),
+def test_cli_backtest_btc_1d_with_the_frequency_token_passes_the_lookahead_check(shared_data, ttm_dirs, tmp_path,
+                                                                                  capfd, monkeypatch):
+    """In process (granite-tsfm is imported already: a subprocess would import it again, ~6 s)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["backtest", str(ROOT / "strategies/llm_signal.py"),
             "--config", str(ROOT / "config.toml"), "--data-dir", str(shared_data), "--symbol", "BTC/USDT",
             "--timeframe", "1d", "--timerange", "20240101-20240201", "--predictor", "ttm", "--model", ttm_dirs["freq"],
             "--set", "predictor.params.ttm.device=cpu", "--set", "predictor.context_length=32",
             "--set", "predictor.horizon=2", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
             "--no-progress", "--no-tearsheet"]
-    run = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "lookahead check: passed" in run.stdout
-    run_dir = Path(run.stdout.split("run folder: ")[-1].strip())
+    assert cli_main(args) == 0
+    out, err = capfd.readouterr()
+    assert "lookahead check: passed" in out
+    run_dir = Path(out.split("run folder: ")[-1].strip())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == ttm_dirs["freq"]
     assert metrics["market"]["first_bar"].startswith("2024-01-01")
     # an r2.1-style point checkpoint on daily bars: every window forecast is a point, and the run says so
-    assert metrics["predictor_stats"]["point_windows"] >= 31 and "point-only TTM checkpoint" in run.stderr + run.stdout
+    assert metrics["predictor_stats"]["point_windows"] >= 31 and "point-only TTM checkpoint" in out + err
