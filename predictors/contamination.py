@@ -61,6 +61,10 @@ CUTOFFS: tuple[CutoffEntry, ...] = (
     # Chronos training corpus (autogluon/chronos_datasets), GiftEvalPretrain and synthetic series (model card's
     # datasets); no end date of the data is published, so the release month bounds it.
     CutoffEntry(r"^tirex", None, _d(2025, 5, 31), "TiRex paper, May 2025 (arXiv 2505.23719), weights public with it; data end unpublished"),
+    # Granite TTM r2 (ibm-granite/granite-timeseries-ttm-r2): TTM paper arXiv 2401.03955 (Ekambaram et al., Jan 2024,
+    # NeurIPS 2024); the r2 weights were committed to the hub on 9 Oct 2024 (commit defc940 "512-96-r2"). The model card
+    # lists public pretraining sets but no end date of the data, so the release month bounds it.
+    CutoffEntry(r"^granite-timeseries-ttm-r2", None, _d(2024, 10, 31), "Granite TTM r2 weights, Oct 2024 (hub commit defc940; arXiv 2401.03955); data end unpublished"),
     # GPT-2: Radford et al. 2019, WebText "does not include links created after Dec 2017".
     CutoffEntry(r"^(gpt2|distilgpt2)", _d(2017, 12, 31), None, "GPT-2 paper (Radford et al. 2019): WebText links up to Dec 2017"),
     # Llama 3 (8B): model card "knowledge cutoff March 2023"; 70B: December 2023.

@@ -25,7 +25,7 @@ from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = ["chronos", "drift", "kronos", "lightgbm", "llmtime", "lora_llm", "momentum", "naive", "neural", "patchtst", "reversal", "seasonal_naive",
-            "timesfm", "tirex"]
+            "timesfm", "tirex", "ttm"]
 
 
 @pytest.fixture
@@ -174,6 +174,10 @@ def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_pa
         pytest.importorskip("timesfm")
     if name == "tirex":
         pytest.importorskip("tirex")
+    if name == "ttm":  # construction checks that granite-tsfm imports (a ~6 s import): a no-op answers instead
+        import predictors.ttm
+
+        monkeypatch.setattr(predictors.ttm, "import_ttm", lambda: None)
     if name == "neural":
         # neural checks its model name and model_kwargs against the neuralforecast class (a ~6 s import):
         # a stand-in class with a hidden_size argument answers instead

@@ -319,3 +319,23 @@ def build_tirex(path: Path, patch: int = 8, context: int = 64, dim: int = 16, bl
     path.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": hyper, "state_dict": state}, path / "model.ckpt")
     return Path(path)
+def build_ttm(path: Path, context_length: int = 32, prediction_length: int = 8, quantile_head: bool = False,
+              freq_prefix: bool = False, seed: int = 0) -> Path:
+    """A 1-channel TinyTimeMixer (``tsfm_public``, random weights; with ``quantile_head`` TTM's multi-quantile head
+    at levels 0.1..0.9, with ``freq_prefix`` the frequency token of the r2.1 branches) saved with
+    ``save_pretrained`` as the ibm-granite/granite-timeseries-ttm-r2 branches are."""
+    import contextlib
+    import io
+
+    from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerForPrediction
+
+    _seed(seed)
+    config = TinyTimeMixerConfig(
+        context_length=context_length, prediction_length=prediction_length, patch_length=4, patch_stride=4,
+        d_model=8, num_layers=1, decoder_num_layers=1, decoder_d_model=8, num_input_channels=1,
+        adaptive_patching_levels=0, multi_quantile_head=quantile_head,
+        resolution_prefix_tuning=freq_prefix, frequency_token_vocab_size=10,
+    )
+    with contextlib.redirect_stderr(io.StringIO()):  # the "Writing model shards" progress bar
+        TinyTimeMixerForPrediction(config).save_pretrained(path)
+    return path
