@@ -657,6 +657,17 @@ def render_ic_baselines(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_tirex(r: Records) -> str:
+    rec = r["tirex_speed"]
+    c, n = rec["config"], rec["numbers"]
+    return "\n".join([provenance(rec),
+                      f"A random-weight TiRex of {c['params_m']:.1f}M parameters, context {c['train_ctx']} bars, horizon "
+                      f"{c['horizon']}, {c['n']} BTC/USDT 1h windows, torch on {c['threads']} thread(s): "
+                      f"{n['batch1_wall']:.2f} windows/s at batch 1 ({n['batch1_cpu']:.2f} per CPU-second), "
+                      f"{n['batched_wall']:.2f} at batch {c['batch']} ({n['batched_cpu']:.2f} per CPU-second): "
+                      f"{n['batched_over_batch1_wall']:.1f}× from batching."])
+
+
 def render_report_load(r: Records) -> str:
     rec = r["report_load"]
     c, n = rec["config"], rec["numbers"]
@@ -757,6 +768,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
           render_universe_forecast),
     Block("universe_ic_baselines", ("universe_ic_baselines",), ("python benchmarks/universe_ic_baselines.py",),
           render_ic_baselines),
+    Block("tirex_speed", ("tirex_speed",), ("python benchmarks/tirex_speed.py",), render_tirex),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.results_io import write_result  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,6 +62,10 @@ def main() -> None:
         params = sum(p.numel() for p in pred.net.parameters()) / 1e6
         print(f"{params:.1f}M parameters; batched / batch 1: {rates[args.batch][0] / rates[1][0]:.2f}x wall, "
               f"{rates[args.batch][1] / rates[1][1]:.2f}x CPU ({args.threads} threads)")
+    write_result("tirex_speed", {"n": args.n, "batch": args.batch, "threads": args.threads, "train_ctx": ctx,
+                                 "horizon": 12, "params_m": params},
+                 {"batch1_wall": rates[1][0], "batch1_cpu": rates[1][1], "batched_wall": rates[args.batch][0],
+                  "batched_cpu": rates[args.batch][1], "batched_over_batch1_wall": rates[args.batch][0] / rates[1][0]})
 
 
 if __name__ == "__main__":
