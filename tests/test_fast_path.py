@@ -97,6 +97,7 @@ def check_random_variants(markets: dict, strategy, n: int, seed: int) -> dict[st
     return seen
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_llm_signal_fill_for_fill_over_random_parameters(outage):
     seen = check_random_variants(outage, LLM, n=14, seed=7)
     assert seen["fills"] > 200 and seen["short"] >= 3 and seen["rejected"] >= 1 and seen["confidence"] >= 2, seen

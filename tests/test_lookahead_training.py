@@ -50,6 +50,7 @@ def honest_eth(shared_data, tmp_path_factory):
     return cfg, run_pipeline(cfg, STRATEGY)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_honest_linear_ar_passes_every_walk_forward_check(honest_eth):
     cfg, result = honest_eth
     look = result.lookahead
@@ -65,6 +66,7 @@ def test_honest_linear_ar_passes_every_walk_forward_check(honest_eth):
     assert "in fresh processes" in wf.describe() and "digests compared" in wf.describe()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_a_checkpoint_trained_past_its_embargo_or_a_wrong_fold_is_caught(honest_eth):
     cfg, result = honest_eth
     candles, _ = load_bars(cfg, progress=False, history=True)
@@ -87,6 +89,7 @@ def test_a_checkpoint_trained_past_its_embargo_or_a_wrong_fold_is_caught(honest_
         meta_path.write_text(original)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_a_record_claiming_an_earlier_cutoff_than_the_candles_its_fit_received_is_caught(honest_eth):
     """meta.json's cut-off is a claim; the frames the fit received (recorded inside the engine's call of
     fit) are what it was trained on: a cut-off edited to before them is caught, as is a record of frames
@@ -115,6 +118,7 @@ def test_a_record_claiming_an_earlier_cutoff_than_the_candles_its_fit_received_i
         meta_path.write_text(original)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_an_engine_that_hands_fit_more_candles_than_the_plan_is_caught(honest_eth, monkeypatch, tmp_path):
     """A planted engine bug: fold 1's fit gets its validation frame 5 candles past the cut-off (into the
     embargo). The plan and meta.json's cut-off stay right, and fold 1 is not the re-fitted fold, so only the
@@ -155,6 +159,7 @@ def run_after_a_later_run_filled_the_stash(shared_data, tmp_path, name):
         leaky_trainable.forget()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_a_fit_on_candles_stashed_from_a_later_run_is_caught(shared_data, tmp_path):
     result = run_after_a_later_run_filled_the_stash(shared_data, tmp_path, "leaky_trainable:StashLeak")
     wf = result.lookahead.stats.walk_forward
@@ -175,6 +180,7 @@ def test_folds_sharing_one_checkpoint_path_are_caught(shared_data, tmp_path):
     assert all(f"fold {k}:" in " ".join(bad) for k in range(folds - 1))
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_a_fold_served_with_state_left_by_other_folds_is_caught(shared_data, tmp_path):
     """CalibrationCacheLeak's fits and weights are honest, but in one process every fold serves with the
     quantile offsets of the last fold trained: only serving each fold from a process that loaded nothing
@@ -276,6 +282,7 @@ def test_the_refit_runs_on_the_thread_count_its_fold_was_trained_with(shared_dat
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_the_shared_torch_fit_runs_deterministic_and_declares_what_torch_cannot_make_so(tmp_path):
     """Inside ``deterministic_torch`` torch's deterministic algorithms are on (warn-only) and cuDNN's benchmark off,
     and restored afterwards; torch's warning for an op without a deterministic implementation (on CPU no op

@@ -121,6 +121,7 @@ def test_order_faults_end_with_exchange_journal_and_account_agreeing(stub, tmp_p
     journal.close()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_lookups_that_fail_are_retried_not_taken_for_not_found(stub, tmp_path):
     """An answer lost after the order was placed, then lookups answered -1001, -1006 and a
     non-JSON 200: "could not check" is looked at again; the order is found, never resent."""
@@ -137,6 +138,7 @@ def test_lookups_that_fail_are_retried_not_taken_for_not_found(stub, tmp_path):
     journal.close()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_orders_processed_with_a_delay_are_waited_for(stub, tmp_path):
     """Every order stays NEW (visible, unfilled) for 0.3 s: the desk looks again until it is filled."""
     at_start = dict(stub.balances)
@@ -215,6 +217,7 @@ def _die_on_timeout(monkeypatch) -> None:
     monkeypatch.setattr(ccxt.binance, "create_order", create_order)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_resume_waits_out_the_receive_window_before_concluding(stub, tmp_path, monkeypatch):
     """The run dies while its order is delayed inside the exchange (-1007, processed 0.5 s later
     within a 1 s window). On resume the order is looked up only after the window: found filled,

@@ -112,6 +112,7 @@ def test_an_order_whose_fill_bar_was_missed_is_canceled(stub, tmp_path, missing)
     journal.close()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_data_exchange_url_serves_paper_candles(tmp_path, monkeypatch):
     """Candles from `data.exchange_url` (one stub), orders to `paper.api_url` (another), and
     both hosts named in the log at start-up."""

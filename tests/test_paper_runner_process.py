@@ -142,6 +142,7 @@ def test_an_exchange_error_echoing_the_key_never_shows_it(stub, env, tmp_path):
     assert any(r.method == "POST" for r in stub.requests_to(ORDER_PATH))
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_an_exchange_without_a_sandbox_is_refused_first(tmp_path):
     out = tmp_path / "runs"
     env = {**os.environ, API_KEY_ENV: KEY, API_SECRET_ENV: SECRET, "PYTHONPATH": str(ROOT)}

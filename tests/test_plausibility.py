@@ -67,6 +67,7 @@ def leak_results(shared_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 @pytest.mark.parametrize("case", list(LEAK_CASES))
 def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(leak_results, case) -> None:
     r, expected = leak_results[case], LEAK_CASES[case][-1]
@@ -76,6 +77,7 @@ def test_planted_leak_passes_the_lookahead_check_but_is_flagged_suspicious(leak_
         assert f"{SUSPICIOUS}: {what}" in finding
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_each_finding_prints_its_confidence_bound(leak_results) -> None:
     accuracy, mase, sharpe = leak_results["eth-4h"].suspicious
     assert "(lower 95% confidence bound " in accuracy and "Clopper-Pearson" in accuracy
@@ -88,6 +90,7 @@ def test_each_finding_prints_its_confidence_bound(leak_results) -> None:
     assert 3 < lower < float(sharpe.split("Sharpe ")[1].split(" ")[0])
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_a_flagged_run_verdict_starts_with_suspicious_and_never_ranks_first_unmarked(leak_results) -> None:
     """The verdict line itself starts with the mark, and the leaderboard ranks an unflagged run of the same
     symbol above the leak even when the leak's Sharpe is higher."""

@@ -59,6 +59,7 @@ def _check_run(result, tearsheet: bool = False):
     return metrics
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 @needs_torch
 def test_chronos_bolt_backtest_and_cache(shared_data, tmp_path):
     model = tiny_models.build_chronos_bolt(tmp_path / "bolt")

@@ -111,6 +111,7 @@ def test_save_load_gives_identical_forecasts(fitted, fold, chronos2_dir, tmp_pat
         _make(chronos2_dir, "full" if mode == "lora" else "lora").load(tmp_path)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_seeded_fits_give_identical_digests(fitted, chronos2_dir, fold, tmp_path):
     again, _ = _fit(chronos2_dir, "lora", fold, tmp_path / "a", seed=0)
     other, _ = _fit(chronos2_dir, "lora", fold, tmp_path / "b", seed=1)

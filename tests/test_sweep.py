@@ -126,6 +126,7 @@ def test_cli_refuses_a_bad_space_before_any_work(capsys, tmp_path):
 
 
 # -- the shared sweep -------------------------------------------------------------------------------------
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_every_trial_lands_in_the_ledger_and_trials_csv(swept):
     result, cfg = swept
     frame = pd.read_csv(result.trials_csv)
@@ -143,6 +144,7 @@ def test_every_trial_lands_in_the_ledger_and_trials_csv(swept):
     assert len({r.predictor_hash for r in rows}) == frame["predictor.lookback"].nunique()  # one per predictor config
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_best_trial_is_deflated_by_the_real_trial_count(swept):
     result, cfg = swept
     rows = TrialLedger.for_output_dir(cfg.output.dir).rows(kinds=["sweep"])
@@ -161,6 +163,7 @@ def test_best_trial_is_deflated_by_the_real_trial_count(swept):
     assert result.best_metrics.sharpe == pytest.approx(result.trials["objective"].max())  # backtrader agrees
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_holdout_run_folder_and_report_show_both_sides(swept):
     result, cfg = swept
     run_dir = result.holdout.run_dir
@@ -182,6 +185,7 @@ def test_holdout_run_folder_and_report_show_both_sides(swept):
     assert (result.out_dir / "study.db").is_file() and (result.out_dir / "summary.json").is_file()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_holdout_run_gets_the_full_lookahead_and_plausibility_checks(swept):
     """The best trial's holdout run is an ordinary backtest: predictor recomputation, the bar-by-bar replay
     and the plausibility guard ran, and summary.json and the page say so (search trials: NOT RUN)."""
@@ -202,6 +206,7 @@ def test_holdout_run_gets_the_full_lookahead_and_plausibility_checks(swept):
     assert "lookahead check" in html and look.summary() in html and "plausibility guard" in html
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_fast_path_is_reconciled_before_and_after(swept):
     result, _ = swept
     assert result.reconciled == 5 + 3

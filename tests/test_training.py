@@ -101,6 +101,7 @@ def test_changed_training_settings_or_parameters_retrain(shared_data, tmp_path, 
     assert not any(m.trained_now for m in same)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_seeded_runs_give_identical_weights_and_parallel_workers_the_same(shared_data, tmp_path):
     one = train(make_cfg(shared_data, tmp_path / "a"))
     two = train(make_cfg(shared_data, tmp_path / "b"), jobs=2)

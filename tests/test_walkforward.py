@@ -47,6 +47,7 @@ def first_run(shared_data, tmp_path_factory):
     return cfg, run_backtest(cfg, STRATEGY)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_backtest_trains_every_fold_and_records_the_plan(first_run):
     cfg, backtest = first_run
     result, run_dir = backtest.result, backtest.run_dir
@@ -74,6 +75,7 @@ def test_backtest_trains_every_fold_and_records_the_plan(first_run):
     assert page.count("<tr>", page.index('id="folds"')) >= len(wf.plan.folds)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_each_fold_is_served_by_its_own_checkpoint(first_run):
     cfg, backtest = first_run
     result, wf = backtest.result, backtest.result.walk_forward
@@ -94,6 +96,7 @@ def test_each_fold_is_served_by_its_own_checkpoint(first_run):
         assert not np.allclose(result.forecast.values[rows], again.values)  # the folds' models differ
 
 
+@pytest.mark.slow  # > 2 s: out of the fast subset (the whole suite still runs it)
 def test_second_backtest_trains_nothing_and_hits_the_cache(first_run, monkeypatch):
     cfg, backtest = first_run
 
