@@ -5,15 +5,15 @@ cache layout, and a CLI backtest with the lookahead check. Weights are random: n
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli_runs import cli_backtest_passes_lookahead
 
 from engine.forecasting.signals import compute_forecasts
 from predictors import make_predictor
@@ -133,17 +133,7 @@ def test_contamination_cutoff_and_a_missing_package_names_the_extra(monkeypatch)
 
 @pytest.mark.slow
 def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, tirex_dir, tmp_path):
-    args = [sys.executable, "-m", "engine", "backtest", str(ROOT / "strategies/llm_signal.py"),
-            "--config", str(ROOT / "config.toml"), "--data-dir", str(shared_data), "--symbol", "BTC/USDT",
-            "--timeframe", "1d", "--timerange", "20240101-20240301", "--predictor", "tirex", "--model", tirex_dir,
-            "--set", "predictor.params.tirex.device=cpu", "--set", "predictor.context_length=32",
-            "--set", "predictor.horizon=2", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
-            "--no-progress", "--no-tearsheet"]
-    run = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "lookahead check: passed" in run.stdout
-    run_dir = Path(run.stdout.split("run folder: ")[-1].strip())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "tirex", tirex_dir, "20240101-20240301",
+                                            ["predictor.params.tirex.device=cpu"])
     assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == tirex_dir
     assert metrics["market"]["first_bar"].startswith("2024-01-01")
