@@ -559,19 +559,38 @@ def _summary(cls: type) -> str:
     return re.split(r"[.;]\s", first + " ", maxsplit=1)[0].strip().rstrip(".;")
 
 
+def _extra_cell(cls: type) -> str:
+    """``.[EXTRA]`` for a predictor needing an optional extra, marked ``(missing)`` where a module it installs is absent."""
+    import importlib.util
+
+    if not cls.extra:
+        return "-"
+    missing = [m for m in cls.extra_modules if importlib.util.find_spec(m) is None]
+    return f".[{cls.extra}]" + (" (missing)" if missing else "")
+
+
+def _covariates_cell(cls: type) -> str:
+    """The covariate kinds a predictor reads (``past``, ``future``), '-' for none."""
+    return "+".join(k for k in ("past", "future") if k in cls.covariate_kinds) or "-"
+
+
 def cmd_predictors(args: argparse.Namespace) -> int:
-    """One line per registered predictor: name, whether the engine trains it walk-forward, what it is."""
+    """One line per registered predictor: name, whether the engine trains it walk-forward, the optional extra it
+    needs (and whether it is installed), the covariates it can read, what it is."""
     rows = []
     for name in available():
         cls = predictor_class(name)
         trains = cls.trainable and cls.trains_with(make_config(name, {}))
-        rows.append((name, "walk-forward" if trains else "with params" if cls.trainable else "-", _summary(cls)))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'name':<{width}}  {'trained':<12}  what it is")
-    for name, trained, what in rows:
-        print(f"{name:<{width}}  {trained:<12}  {what}")
+        rows.append((name, "walk-forward" if trains else "with params" if cls.trainable else "-", _extra_cell(cls),
+                     _covariates_cell(cls), _summary(cls)))
+    widths = [max(len(r[i]) for r in rows + [("name", "trained", "extra", "covariates")]) for i in range(4)]
+    for row in [("name", "trained", "extra", "covariates", "what it is"), *rows]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4])
     print("trained: walk-forward = one model per fold (`train`, or any backtest trains missing folds); with params = "
           "trained only when its parameters ask for it (e.g. chronos finetune); '-' = runs as it is")
+    print("extra: pip install -e '.[EXTRA]' (install torch first; docs/stage1.md for the extras installed --no-deps); "
+          "(missing) = not installed here. covariates: [predictor] covariates it can read, past-only and/or "
+          "known-future (docs/stage1.md#covariates)")
     return 0
 
 

@@ -487,6 +487,12 @@ class Predictor(abc.ABC):
     covariate_kinds: ClassVar[frozenset[str]] = frozenset()
     #: Words shown next to the name where the refusal lists the predictors that can (e.g. "Chronos-2 checkpoints").
     covariate_note: ClassVar[str] = ""
+    #: The pyproject extra that installs what this predictor imports beyond the core install (``pip install -e
+    #: '.[EXTRA]'``); "" when the core install is enough. ``python -m engine predictors`` lists it.
+    extra: ClassVar[str] = ""
+    #: Top-level modules the extra provides: ``predictors`` says the extra is missing when one of them cannot be
+    #: found (``importlib.util.find_spec``; nothing is imported).
+    extra_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -517,6 +523,11 @@ class Predictor(abc.ABC):
             raise PredictorError(
                 f"{cls.__module__}.{cls.__qualname__} declares universe_training = 'pooled' but does not implement "
                 "fit_universe (one fit on every coin's candles); implement it, or declare 'per_coin'"
+            )
+        if bool(cls.extra) != bool(cls.extra_modules):
+            raise PredictorError(
+                f"{cls.__module__}.{cls.__qualname__} declares extra = {cls.extra!r} and extra_modules = "
+                f"{cls.extra_modules!r}: declare both (the extra and the modules it installs) or neither"
             )
         if not set(cls.covariate_kinds) <= set(COVARIATE_KINDS):
             raise PredictorError(

@@ -186,6 +186,8 @@ class GBMPredictor(Predictor):
     """LightGBM quantile regression, one booster per level, the step as a feature (module docstring)."""
 
     name = "lightgbm"
+    extra = "stage2"
+    extra_modules = ('lightgbm',)
     config_class = GBMConfig
     config: GBMConfig
     trainable = True

@@ -165,6 +165,8 @@ class KronosPredictor(Predictor):
     """
 
     name = "kronos"
+    extra = "kronos"
+    extra_modules = ('huggingface_hub', 'safetensors')
     config_class = KronosConfig
     stats_class = KronosStats
     config: KronosConfig

@@ -178,6 +178,8 @@ class NeuralPredictor(Predictor):
     """A neuralforecast model behind the predictor contract (module docstring)."""
 
     name = "neural"
+    extra = "stage2"
+    extra_modules = ('neuralforecast',)
     config_class = NeuralConfig
     config: NeuralConfig
     trainable = True

@@ -105,6 +105,8 @@ class TimesFMPredictor(Predictor):
     """
 
     name = "timesfm"
+    extra = "timesfm"
+    extra_modules = ('timesfm',)
     config_class = TimesFMConfig
     stats_class = ClippedQuantileStats
     config: TimesFMConfig

@@ -135,6 +135,8 @@ class TiRexPredictor(Predictor):
     """
 
     name = "tirex"
+    extra = "tirex"
+    extra_modules = ('tirex', 'sklearn')
     config_class = TiRexConfig
     stats_class = TiRexStats
     config: TiRexConfig

@@ -156,6 +156,8 @@ class TTMPredictor(Predictor):
     """IBM Granite Tiny Time Mixers (extra `.[ttm]`): point forecasts, or quantiles where the checkpoint has a head."""
 
     name = "ttm"
+    extra = "ttm"
+    extra_modules = ('tsfm_public', 'datasets')
     config_class = TTMConfig
     stats_class = TTMStats
     config: TTMConfig

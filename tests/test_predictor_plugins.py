@@ -66,6 +66,39 @@ def test_a_taken_name_is_refused_naming_both_classes(clean_registry):
     assert registry.predictor_class("naive") is NaivePredictor  # the first registration stands
 
 
+def _listing(capsys) -> dict[str, list[str]]:
+    """``python -m engine predictors`` as {name: [trained, extra, covariates]} (columns split on 2+ spaces)."""
+    assert main(["predictors"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.split(r"\s{2,}", lines[0])[:4] == ["name", "trained", "extra", "covariates"]
+    return {cells[0]: cells[1:4] for cells in (re.split(r"\s{2,}", line) for line in lines[1:]) if cells[0] in
+            registry.available()}
+
+
+def test_the_listing_names_each_extra_whether_it_is_installed_and_the_covariates(capsys, clean_registry, monkeypatch):
+    class Needy(NaivePredictor):
+        """A plugin needing an extra that is not installed."""
+        name = "needy"
+        extra = "needy"
+        extra_modules = ("a_module_nobody_installed",)
+
+    registry.register(Needy)
+    rows = _listing(capsys)
+    assert rows["needy"][1] == ".[needy] (missing)" and rows["naive"][1:] == ["-", "-"]
+    assert rows["kronos"][1] == ".[kronos]" and rows["tirex"][1] == ".[tirex]" and rows["neural"][1] == ".[stage2]"
+    assert rows["chronos"][2] == "past+future" and rows["timesfm"][2] == "-"
+    monkeypatch.setitem(sys.modules, "tirex", None)  # as if tirex-ts were not installed
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "tirex" else object())
+    assert _listing(capsys)["tirex"][1] == ".[tirex] (missing)"
+
+
+def test_an_extra_without_its_modules_is_refused():
+    with pytest.raises(PredictorError, match="extra = 'half'.*declare both"):
+        class Half(NaivePredictor):
+            name = "half"
+            extra = "half"
+
+
 def test_a_predictor_with_its_own_constructor_is_refused():
     with pytest.raises(PredictorError, match="defines __init__.*cache key"):
         class Sneaky(Predictor):  # noqa: F841 - defining it is the test

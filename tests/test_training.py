@@ -322,7 +322,7 @@ def test_scored_candles_are_disjoint_from_what_early_stopping_saw(shared_data, t
 
 def test_the_predictors_command_says_which_predictors_train_walk_forward(capsys):
     assert cli.main(["predictors"]) == 0
-    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:-2]}
     assert rows["patchtst"] == rows["lightgbm"] == rows["neural"] == rows["lora_llm"] == "walk-forward"
     assert rows["chronos"] == "with"  # "with params": only with finetune set
     assert rows["naive"] == rows["momentum"] == rows["llmtime"] == "-"
