@@ -164,6 +164,29 @@ def _position_update(size: float, price: float, oldsize: float, pprice: float) -
     return new, price, new, -oldsize
 
 
+def pseudo_execute(remsize: float, price: float, size: float, pprice: float, cash: float,
+                   fee: float) -> tuple[float, float, float]:
+    """The cash test of ``BackBroker.check_submitted``: one submitted order pseudo-executed at its creation price.
+
+    backtrader (``bbroker.py``) runs every submitted order through ``_execute(order, cash=cash,
+    position=position)`` on a clone of the position with one running cash, accepts it while
+    ``cash >= 0.0`` and marks it ``Margin`` otherwise; with ``cash`` given, ``_execute`` only moves the cash:
+    the closed part adds its value less commission, the opened part takes its value and commission. This is
+    that arithmetic in backtrader's order (so the floats are its own) for a percentage commission ``fee`` on a
+    ``remsize`` order at ``price``, on a clone of ``size`` at ``pprice``. Returns the clone's ``(size, pprice)``
+    after it and the running cash; the caller accepts the order when that cash is ``>= 0.0``. Shared by the
+    single-market and the portfolio fast paths.
+    """
+    size, pprice, opened, closed = _position_update(remsize, price, size, pprice)
+    if closed:
+        cash += -closed * price + 0
+        cash -= abs(closed) * fee * price
+    if opened:
+        cash -= opened * price
+        cash -= abs(opened) * fee * price
+    return size, pprice, cash
+
+
 def execute_market(order: Any, open_: float, slip: float, fee: float, size: float, pprice: float,
                    cash: float) -> tuple[float, float, float, float, bool]:
     """``BackBroker._try_exec_market`` + ``_execute`` of one market order at ``open_`` on a position of
@@ -240,16 +263,8 @@ class _Broker:
         """``BackBroker.check_submitted`` at ``bar``: pseudo-execute at the creation price; the accepted orders."""
         cash, size, pprice = self.cash, self.size, self.pprice
         accepted = []
-        fee = self.fee
         for order in orders:
-            price = order.price
-            size, pprice, opened, closed = _position_update(order.remsize, price, size, pprice)
-            if closed:
-                cash += -closed * price + 0
-                cash -= abs(closed) * fee * price
-            if opened:
-                cash -= opened * price
-                cash -= abs(opened) * fee * price
+            size, pprice, cash = pseudo_execute(order.remsize, order.price, size, pprice, cash, self.fee)
             if cash >= 0.0:
                 accepted.append(order)
             else:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from engine.backtesting.broker import FractionalCommission, RecordingBroker, configure_broker
-from engine.backtesting.fast_path import _position_update, execute_market, strategy_params
+from engine.backtesting.fast_path import execute_market, pseudo_execute, strategy_params
 from engine.backtesting.feed import ForecastData, align_forecast
 from engine.core.costs import Costs
 from engine.core.errors import StrategyLoadError, UserInputError
@@ -476,19 +476,10 @@ class _PortfolioBroker:
         """Pseudo-execute every submitted order at its creation price with one running cash; (accepted, refused)."""
         cash = self.cash
         clones: dict[int, list[float]] = {}
-        fee = self.fee
         accepted, refused = [], []
         for order in orders:
             pos = clones.setdefault(order.coin, [self.size[order.coin], self.pprice[order.coin]])
-            price = order.price
-            pos[0], pos[1], opened, closed = _position_update(order.remsize, price, pos[0], pos[1])
-            if closed:
-                closedvalue = -closed * price
-                cash += closedvalue + 0
-                cash -= abs(closed) * fee * price
-            if opened:
-                cash -= opened * price
-                cash -= abs(opened) * fee * price
+            pos[0], pos[1], cash = pseudo_execute(order.remsize, order.price, pos[0], pos[1], cash, self.fee)
             if cash >= 0.0:
                 accepted.append(order)
             else:
