@@ -291,11 +291,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     backtest = run_backtest(cfg, args.strategy)
     result = backtest.result
     d = cfg.data
-    if result.invalid:
-        print(f"INVALID: {result.invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
-    elif result.unchecked:
-        print(f"UNCHECKED: lookahead check {'NOT RUN' if not result.lookahead.ran else 'not run in full'} — the numbers "
-              "below were not checked for lookahead (why: the lookahead line)")
+    _print_run_status(result.invalid, result.unchecked, result.lookahead.ran)
     print(
         f"{result.strategy_name} | predictor {cfg.predictor.name} | {d.symbol} {d.timeframe} | "
         f"{result.bars.index[0]:%Y-%m-%d %H:%M} -> {result.bars.index[-1]:%Y-%m-%d %H:%M} UTC | "
@@ -320,10 +316,25 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if args.timings:
         print_timings({"seconds": backtest.timings}, TIMING_STEPS)
-    print(f"run folder: {backtest.run_dir}")
-    if result.invalid:
-        print(f"error: {result.lookahead.describe() or result.invalid}", file=sys.stderr)
-        print(f"error: run kept in {backtest.run_dir}, marked INVALID: {result.invalid.split(':')[0]}", file=sys.stderr)
+    return _finish_run(backtest.run_dir, result.invalid, result.invalid and (result.lookahead.describe() or result.invalid))
+
+
+def _print_run_status(invalid: str | None, unchecked: bool, lookahead_ran: bool) -> None:
+    """A backtest's first line when its numbers are not a result: INVALID (a check failed) or UNCHECKED (the
+    lookahead check did not run in full); nothing otherwise."""
+    if invalid:
+        print(f"INVALID: {invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
+    elif unchecked:
+        print(f"UNCHECKED: lookahead check {'NOT RUN' if not lookahead_ran else 'not run in full'} — the numbers "
+              "below were not checked for lookahead (why: the lookahead line)")
+
+
+def _finish_run(run_dir: Path, invalid: str | None, detail: str | None) -> int:
+    """A backtest's last lines: its run folder; for an INVALID run the reason on stderr and exit code EXIT_USER."""
+    print(f"run folder: {run_dir}")
+    if invalid:
+        print(f"error: {detail}", file=sys.stderr)
+        print(f"error: run kept in {run_dir}, marked INVALID: {invalid.split(':')[0]}", file=sys.stderr)
         return EXIT_USER
     return 0
 
@@ -337,11 +348,7 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     run = run_universe_backtest(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray)
     sim = run.simulation
     checks = run.checks
-    if run.invalid:
-        print(f"INVALID: {run.invalid.split(':')[0]} — the numbers below are kept for inspection, not as a result")
-    elif checks is not None and checks.unchecked:
-        print(f"UNCHECKED: lookahead check {'NOT RUN' if not checks.lookahead.ran else 'not run in full'} — the numbers "
-              "below were not checked for lookahead (why: the lookahead line)")
+    _print_run_status(run.invalid, checks is not None and checks.unchecked, checks is not None and checks.lookahead.ran)
     print(f"{run.strategy_name} | predictor {cfg.predictor.name} | universe {run.name}: {len(run.symbols)} coins "
           f"{cfg.data.timeframe} | {sim.equity.index[0]:%Y-%m-%d %H:%M} -> {sim.equity.index[-1]:%Y-%m-%d %H:%M} UTC | "
           f"{len(sim.equity)} bars | fee {cfg.broker.fee:.4%}, slippage {cfg.broker.slippage:.4%} per fill, shorts pay "
@@ -391,12 +398,7 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
         print(line)
     if getattr(args, "timings", False):
         print_timings({"seconds": dict(run.timings)}, list(run.timings))
-    print(f"run folder: {run.run_dir}")
-    if run.invalid:
-        print(f"error: {run.invalid}", file=sys.stderr)
-        print(f"error: run kept in {run.run_dir}, marked INVALID: {run.invalid.split(':')[0]}", file=sys.stderr)
-        return EXIT_USER
-    return 0
+    return _finish_run(run.run_dir, run.invalid, run.invalid)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
