@@ -221,6 +221,7 @@ class TimesFMPredictor(Predictor):
         self._tfm: Any = None
         self._compiled_for: tuple[int, int] | None = None
         self.family: str | None = None
+        self._folder = self.path  # the checkpoint folder once known (a hub id not cached yet: after download)
         if Path(self.path).is_dir():  # local or cached: decide now (a hub id is decided once downloaded)
             self._set_family(checkpoint_family(self.path, self.config.model))
         elif self.config.family != "auto":
@@ -242,15 +243,16 @@ class TimesFMPredictor(Predictor):
         return hub_model_info(self.config.model, self.config.revision, self.path)
 
     def _download(self) -> None:
-        """A hub id not cached yet: download it once, then read its family from the files."""
+        """A hub id not cached yet: download it once, then read its family from the files. ``self.path``
+        stays the hub id, so :meth:`model_info` (the forecast cache key) says the same before and after."""
         c = self.config
         from huggingface_hub import snapshot_download
 
         try:
-            self.path = snapshot_download(c.model, revision=c.revision)
+            self._folder = snapshot_download(c.model, revision=c.revision)
         except Exception as exc:  # noqa: BLE001 - one line with the fetch hint
             raise load_error(c.model, c.revision, exc) from exc
-        self._set_family(checkpoint_family(self.path, c.model))
+        self._set_family(checkpoint_family(self._folder, c.model))
 
     def _levels_warning(self, grid: Sequence[float]) -> None:
         outside = [q for q in self.quantile_levels if q < grid[0] or q > grid[-1]]
@@ -269,7 +271,7 @@ class TimesFMPredictor(Predictor):
             timesfm = import_timesfm()
             c = self.config
             try:
-                tfm = timesfm.TimesFM_2p5_200M_torch.from_pretrained(self.path, torch_compile=False)
+                tfm = timesfm.TimesFM_2p5_200M_torch.from_pretrained(self._folder, torch_compile=False)
             except (OSError, ValueError, RuntimeError) as exc:
                 raise load_error(c.model, c.revision, exc) from exc
             tfm.model.device = torch.device(c.device)
@@ -287,12 +289,12 @@ class TimesFMPredictor(Predictor):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints "Loading weights ..."
                 forecaster = timesfm3.TimesFM3Forecaster.from_pretrained(
-                    self.path, device=c.device, per_core_batch_size=c.batch_size, local_files_only=True
+                    self._folder, device=c.device, per_core_batch_size=c.batch_size, local_files_only=True
                 )
         except (OSError, ValueError, RuntimeError, TypeError) as exc:
             raise load_error(c.model, c.revision, exc) from exc
         # the package loads with strict=False: a tensor the model lacks (or never gets) would pass silently
-        with safe_open(str(Path(self.path) / "model.safetensors"), "np") as weights:
+        with safe_open(str(Path(self._folder) / "model.safetensors"), "np") as weights:
             stored = set(weights.keys())
         wanted = set(forecaster.model.state_dict())
         if stored != wanted:

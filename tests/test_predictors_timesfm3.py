@@ -147,6 +147,23 @@ def test_a_cached_hub_snapshot_loads_offline_and_an_uncached_one_fails_fast(tfm3
     assert "HF_HUB_OFFLINE" in str(err.value) and f"hf download google/timesfm-3.0-pytorch --revision {'f' * 40}" in str(err.value)
 
 
+def test_an_uncached_hub_id_is_downloaded_once_at_its_revision_then_identified(tfm3_dir, btc, monkeypatch):
+    """A reachable hub (stood in for): construction loads nothing; the first forecast downloads the snapshot at the
+    pinned revision, reads its family, and the run's model record is the same before and after."""
+    import huggingface_hub
+    import predictors.timesfm
+
+    calls = []
+    monkeypatch.setattr(predictors.timesfm, "resolve_model", lambda model, revision=None: model)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda model, revision=None: calls.append((model, revision)) or tfm3_dir)
+    pred = _make("google/timesfm-3.0-pytorch", revision="a" * 40)
+    before = pred.model_info()
+    assert calls == [] and pred.family is None
+    np.testing.assert_allclose(pred.predict(btc, 3), _make(tfm3_dir).predict(btc, 3), atol=1e-12)
+    pred.predict(btc, 3)
+    assert calls == [("google/timesfm-3.0-pytorch", "a" * 40)] and pred.family == "3" and pred.model_info() == before
+
+
 @pytest.mark.slow
 def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, tfm3_dir, tmp_path):
     metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "timesfm", tfm3_dir, "20240101-20240301",
