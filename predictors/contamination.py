@@ -46,6 +46,11 @@ CUTOFFS: tuple[CutoffEntry, ...] = (
     # Chronos (T5): arXiv 2403.07815 (Ansari et al., March 2024), weights released with it.
     # The paper lists the training datasets (Table 2 / App. B) but no common end date.
     CutoffEntry(r"^chronos-t5", None, _d(2024, 3, 31), "Chronos-T5 release, Mar 2024 (arXiv 2403.07815); data end unpublished"),
+    # TimesFM 3.0: google/timesfm-3.0-pytorch, released August 2026 ("Update - August 2026: TimesFM 3.0 is out",
+    # timesfm 3.0.2 README). The model card lists GiftEvalPretrain (minus fev-bench overlaps), Wikimedia pageviews
+    # (cutoff Nov 2023), Google Trends top queries (cutoff end of 2022) and synthetic data; GiftEvalPretrain's end is
+    # not stated and no TimesFM 3 paper was found, so the release month bounds the data end.
+    CutoffEntry(r"^timesfm-3", None, _d(2026, 8, 31), "TimesFM 3.0 release, Aug 2026 (timesfm 3.0.2 README); data end unpublished"),
     # TimesFM 2.5: google/timesfm-2.5-200m-pytorch, released September 2025 (timesfm README).
     CutoffEntry(r"^timesfm-2\.5", None, _d(2025, 9, 30), "TimesFM 2.5 release, Sep 2025 (google-research/timesfm README); data end unpublished"),
     # TimesFM 2.0: google/timesfm-2.0-500m, released December 2024 (timesfm README).

@@ -239,6 +239,34 @@ def build_tiny_timesfm(path: Path, seed: int = 0) -> Path:
     return Path(path)
 
 
+def build_tiny_timesfm3(path: Path, seed: int = 0, quantiles: tuple[float, ...] | None = None) -> Path:
+    """A TimesFM 3 checkpoint folder (``config.json`` + ``model.safetensors``) of random weights, built with
+    the package's own ``TimesFM3Torch`` from a config and written by its ``save_pretrained``, as the
+    published ``google/timesfm-3.0-pytorch`` is laid out: the real patch lengths (32 in, 64 out) and
+    flags, 1 layer of 16 dims instead of 20 of 1280. ``quantiles``: the checkpoint's levels (default the
+    package's deciles 0.1 ... 0.9)."""
+    from timesfm3.torch import configs
+    from timesfm3.torch.model import TimesFM3Torch
+
+    _seed(seed)
+    d = 16
+    model = TimesFM3Torch(
+        input_patch_len=32,
+        output_patch_len=64,
+        quantiles=list(quantiles) if quantiles is not None else None,
+        residual_block_config=configs.ResidualBlockConfig(hidden_dims=d, output_dims=d, use_bias=False, activation="relu"),
+        transformer_config=configs.StackedTransformersConfig(
+            num_layers=1,
+            transformer=configs.TransformerConfig(
+                model_dims=d, hidden_dims=d, num_heads=2, attention_norm="rms", feedforward_norm="rms", qk_norm="rms",
+                use_rope_seq=True, use_rope_var=True, use_bias=False, ff_activation="relu", deterministic=True,
+            ),
+        ),
+    )
+    model.save_pretrained(str(path))
+    return Path(path)
+
+
 def train_digit_llama(
     path: Path,
     steps: int = 120,
