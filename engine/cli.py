@@ -12,6 +12,7 @@ which hides the API key and secret (see that module).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -563,8 +564,6 @@ def _summary(cls: type) -> str:
 
 def _extra_cell(cls: type) -> str:
     """``.[EXTRA]`` for a predictor needing an optional extra, marked ``(missing)`` where a module it installs is absent."""
-    import importlib.util
-
     if not cls.extra:
         return "-"
     missing = [m for m in cls.extra_modules if importlib.util.find_spec(m) is None]
