@@ -16,8 +16,8 @@ The package itself is not patched: its own ``Moirai2Module.from_pretrained`` loa
 Checkpoint
 ----------
 ``Salesforce/moirai-2.0-R-small`` (11.4M parameters; ``config.json`` + ``model.safetensors``, saved by the
-package's ``PyTorchModelHubMixin``): patch 16, 9 quantile levels ``0.1 .. 0.9`` and several output patches per
-forward pass (``num_predict_token``). Loaded offline-first through :func:`predictors.hub.resolve_model` (an
+package's ``PyTorchModelHubMixin``): one patch size, 9 quantile levels ``0.1 .. 0.9`` and several output patches
+per forward pass (``num_predict_token``), all read from its ``config.json``. Loaded offline-first through :func:`predictors.hub.resolve_model` (an
 uncached id fails fast with the fetch hint). No full hub commit id was reachable from where this was written, so
 no revision is pinned by default (:data:`PINNED` is empty): the cached snapshot's commit is recorded as the run's
 model revision; pass ``revision`` to pin one.
@@ -34,9 +34,9 @@ From a window to quantiles
   levels**, and a level outside the checkpoint's range (below 0.1 or above 0.9) is **refused** at construction (no
   extrapolated tails). ``log`` gives the log-return quantile; a price quantile <= 0 is floored at ``1e-6`` of the
   last close (``stats().clipped_quantiles``).
-- **Horizon**: up to ``num_predict_token * patch_size`` bars in one pass (64 for moirai-2.0-R-small: 4 x 16);
-  longer horizons use the package's recursive multi-quantile decoding (each of the 9 quantile paths fed back, the
-  81 results collapsed to 9 quantiles per step).
+- **Horizon**: up to ``num_predict_token * patch_size`` bars (the checkpoint's config) in one pass; longer
+  horizons use the package's recursive multi-quantile decoding (each of the 9 quantile paths fed back, the 81
+  results collapsed to 9 quantiles per step).
 - Deterministic (no sampling; ``seed`` unused). Each window is its own row (scaling and attention per row), so
   ``batch_size`` is a memory knob (results equal to float rounding).
 """
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import logging
 from dataclasses import dataclass
@@ -82,8 +83,6 @@ def import_moirai() -> Any:
     naming the extra and the ``--no-deps`` install."""
     import_torch()
     try:
-        import importlib
-
         return importlib.import_module("uni2ts.model.moirai2")
     except ModuleNotFoundError as exc:
         missing = (exc.name or "uni2ts").split(".")[0]
@@ -133,8 +132,7 @@ class MoiraiConfig(PluginConfig):
 
 @register
 class MoiraiPredictor(Predictor):
-    """Salesforce Moirai 2.0 zero-shot (extra `.[moirai]` + uni2ts --no-deps): its 9 quantiles interpolated to the
-    engine's levels.
+    """Salesforce Moirai 2.0 zero-shot (extra `.[moirai]`, uni2ts --no-deps): its 9 quantiles interpolated to our levels.
 
     Parameters: :class:`MoiraiConfig`. ``setup`` needs ``uni2ts`` (a one-line error naming the extra otherwise),
     refuses quantile levels outside ``[0.1, 0.9]`` and finds the checkpoint (fails fast offline); weights load on
