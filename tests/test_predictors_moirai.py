@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from cli_runs import cli_backtest_passes_lookahead
 
 from engine.forecasting.signals import compute_forecasts
+import predictors.moirai
 from predictors import make_predictor
 from predictors.base import PredictorError
 from predictors.contamination import training_cutoff
@@ -24,8 +26,9 @@ from conftest import read_shared_csv
 import tiny_models
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("uni2ts.model.moirai2", reason="uni2ts is not installed (pip install -e '.[moirai]' && "
-                    "pip install --no-deps uni2ts==2.0.0 gluonts==0.14.4)")
+#: The tests that run the package (uni2ts is imported by the first of them, not at collection: it takes seconds).
+needs_uni2ts = pytest.mark.skipif(find_spec("uni2ts") is None, reason="uni2ts is not installed (pip install -e "
+                                  "'.[moirai]' && pip install --no-deps uni2ts==2.0.0 gluonts==0.14.4)")
 LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 HUB_ID = "Salesforce/moirai-2.0-R-small"
 
@@ -55,6 +58,7 @@ def windows(btc_1h) -> np.ndarray:
     return _windows(btc_1h)
 
 
+@needs_uni2ts
 def test_quantiles_are_the_packages_nine_interpolated_and_sorted(moirai_dir, windows):
     pred = _make(moirai_dir)
     q = pred.predict(windows, 20)  # 20 bars: beyond one pass (2 patches of 8) -> the package's recursive decoding
@@ -71,6 +75,7 @@ def test_quantiles_are_the_packages_nine_interpolated_and_sorted(moirai_dir, win
     assert pred.stats().crossed_quantiles > 0  # random heads cross; counted, then sorted
 
 
+@needs_uni2ts
 @pytest.mark.parametrize("market", ["BTC_USDT-1h", "ETH_USDT-1d"])
 def test_batch_size_context_cut_and_price_unit_do_not_change_the_forecast(moirai_dir, market):
     """Measured equal to the last bit on this CPU (BTC 1h, ETH 1d); the bound leaves room for kernels that block
@@ -85,6 +90,7 @@ def test_batch_size_context_cut_and_price_unit_do_not_change_the_forecast(moirai
     assert not np.allclose(cut, full)
 
 
+@needs_uni2ts
 def test_levels_outside_the_models_range_and_too_long_inputs_are_refused(moirai_dir, windows):
     with pytest.raises(PredictorError, match=r"0\.05.*outside them.*\[0\.1, 0\.9\]"):
         _make(moirai_dir, levels=(0.05, 0.5, 0.95))
@@ -93,6 +99,7 @@ def test_levels_outside_the_models_range_and_too_long_inputs_are_refused(moirai_
         _make(moirai_dir).predict(long, 3)
 
 
+@needs_uni2ts
 @pytest.mark.parametrize("market", ["BTC_USDT-1h", "ETH_USDT-4h"])
 def test_a_planted_future_change_does_not_alter_earlier_forecasts(moirai_dir, market):
     candles = read_shared_csv(f"{market}.csv").iloc[3000:3120]
@@ -107,6 +114,7 @@ def test_a_planted_future_change_does_not_alter_earlier_forecasts(moirai_dir, ma
     assert not np.allclose(a[3:], b[3:])
 
 
+@needs_uni2ts
 def test_a_local_hub_cache_snapshot_loads_offline_and_names_its_commit(moirai_dir, windows, monkeypatch,
                                                                         empty_hf_cache):
     """The hub id as `hf download` leaves it (models--Salesforce--moirai-2.0-R-small/snapshots/<commit>/), offline."""
@@ -125,6 +133,7 @@ def test_a_local_hub_cache_snapshot_loads_offline_and_names_its_commit(moirai_di
 
 
 def test_uncached_hub_model_offline_fails_fast_with_the_fix(monkeypatch, empty_hf_cache):
+    monkeypatch.setattr(predictors.moirai, "import_moirai", lambda: None)  # the package check is the test below
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(PredictorError) as err:
@@ -142,6 +151,7 @@ def test_contamination_cutoff_and_a_missing_package_names_the_extra(monkeypatch)
     assert "\n" not in str(err.value)
 
 
+@needs_uni2ts
 @pytest.mark.slow
 def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, moirai_dir, tmp_path):
     metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "moirai", moirai_dir, "20240101-20240301",
