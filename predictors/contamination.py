@@ -70,6 +70,12 @@ CUTOFFS: tuple[CutoffEntry, ...] = (
     # NeurIPS 2024); the r2 weights were committed to the hub on 9 Oct 2024 (commit defc940 "512-96-r2"). The model card
     # lists public pretraining sets but no end date of the data, so the release month bounds it.
     CutoffEntry(r"^granite-timeseries-ttm-r2", None, _d(2024, 10, 31), "Granite TTM r2 weights, Oct 2024 (hub commit defc940; arXiv 2401.03955); data end unpublished"),
+    # Moirai 2.0 (Salesforce/moirai-2.0-R-small): weights released Aug 2025 (uni2ts 2.0.0 README news), paper arXiv
+    # 2511.11698 (Liu et al., Nov 2025): a corpus of ~36M series (GIFT-Eval pretraining data and train splits,
+    # Chronos-Mixup, KernelSynth, internal Salesforce data), no end date of the data. The hub repository was updated
+    # again in Jan 2026 (the Moirai-R collection page) and what changed is not visible from here, so the bound is
+    # that later month (conservative: flags more, never less).
+    CutoffEntry(r"^moirai-2", None, _d(2026, 1, 31), "Moirai 2.0 weights, Aug 2025, hub repo updated Jan 2026 (uni2ts README; arXiv 2511.11698); data end unpublished"),
     # GPT-2: Radford et al. 2019, WebText "does not include links created after Dec 2017".
     CutoffEntry(r"^(gpt2|distilgpt2)", _d(2017, 12, 31), None, "GPT-2 paper (Radford et al. 2019): WebText links up to Dec 2017"),
     # Llama 3 (8B): model card "knowledge cutoff March 2023"; 70B: December 2023.

@@ -347,6 +347,29 @@ def build_tirex(path: Path, patch: int = 8, context: int = 64, dim: int = 16, bl
     path.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": hyper, "state_dict": state}, path / "model.ckpt")
     return Path(path)
+def build_moirai(path: Path, d_model: int = 64, layers: int = 2, patch: int = 8, predict_tokens: int = 2,
+                 max_seq_len: int = 64, seed: int = 0) -> Path:
+    """A Moirai 2 checkpoint as Salesforce/moirai-2.0-R-small publishes it (``config.json`` + ``model.safetensors``
+    written by the package's ``PyTorchModelHubMixin.save_pretrained``), built with ``uni2ts``'s own ``Moirai2Module``
+    (9 quantile levels 0.1..0.9; one attention head per 64 of ``d_model``) and random weights. Returns the folder."""
+    import contextlib
+    import io
+
+    import torch
+    from uni2ts.model.moirai2 import Moirai2Module
+
+    _seed(seed)
+    module = Moirai2Module(d_model=d_model, d_ff=2 * d_model, num_layers=layers, patch_size=patch,
+                           max_seq_len=max_seq_len, attn_dropout_p=0.0, dropout_p=0.0, num_predict_token=predict_tokens,
+                           quantile_levels=tuple(BOLT_QUANTILES))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.1)  # the heads start near zero: spread them so the 9 quantiles differ and cross
+    with contextlib.redirect_stdout(io.StringIO()):
+        module.save_pretrained(path)
+    return Path(path)
+
+
 def build_ttm(path: Path, context_length: int = 32, prediction_length: int = 8, quantile_head: bool = False,
               freq_prefix: bool = False, seed: int = 0) -> Path:
     """A 1-channel TinyTimeMixer (``tsfm_public``, random weights; with ``quantile_head`` TTM's multi-quantile head
