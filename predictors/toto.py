@@ -109,7 +109,7 @@ class TotoConfig(PluginConfig):
     revision: hub commit to pin; default: :data:`PINNED` where known, else the cached snapshot is recorded.
     device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps`` (not in the cache key).
     num_samples: sampled paths per window (the package's authors use 256). Default 256.
-    samples_per_batch: paths per forward pass; must divide ``num_samples``. Changes which draws each path gets,
+    samples_per_batch: paths per forward pass (the last pass takes the rest). Changes which draws each path gets,
         so it is part of the cache key (windows are decoded one at a time; see the module docstring). Default 64.
     context_length: use only the last N bars of each window (default: the whole window, at most 4096).
     """
@@ -127,7 +127,7 @@ class TotoPredictor(Predictor):
     """Datadog Toto zero-shot (extra `.[toto]`): quantiles of seeded sample paths' cumulative log returns.
 
     Parameters: :class:`TotoConfig`. ``setup`` needs ``toto-ts`` (a one-line error naming the install commands
-    otherwise), checks ``samples_per_batch`` divides ``num_samples`` and finds the model (fails fast offline);
+    otherwise) and finds the model (fails fast offline);
     weights load on first use.
     """
 
@@ -141,11 +141,6 @@ class TotoPredictor(Predictor):
     def setup(self) -> None:
         import_toto()
         c = self.config
-        if c.num_samples % c.samples_per_batch:
-            raise PredictorError(
-                f"toto: samples_per_batch={c.samples_per_batch} does not divide num_samples={c.num_samples}; "
-                f"set predictor.params.toto.samples_per_batch to a divisor, e.g. {np.gcd(c.num_samples, c.samples_per_batch)}"
-            )
         self.config = dataclasses.replace(c, device=pick_device(c.device), revision=c.revision or PINNED.get(c.model))
         self.path = resolve_model(self.config.model, self.config.revision)
         self._net: Any = None
@@ -197,11 +192,15 @@ class TotoPredictor(Predictor):
                             id_mask=torch.zeros_like(series, dtype=torch.int),
                             timestamp_seconds=torch.zeros_like(series, dtype=torch.int),  # unused by Toto 1.0
                             time_interval_seconds=torch.ones(1, dtype=torch.int, device=series.device))
+            chunks = []
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(int(seeds[i]))
-                fc = forecaster.forecast(inputs, prediction_length=horizon, num_samples=c.num_samples,
-                                         samples_per_batch=c.samples_per_batch, use_kv_cache=True)
-            paths = fc.samples[0, 0].float().cpu().numpy().T  # (S, H) relative prices
+                for start in range(0, c.num_samples, c.samples_per_batch):  # the last chunk may be smaller
+                    k = min(c.samples_per_batch, c.num_samples - start)
+                    fc = forecaster.forecast(inputs, prediction_length=horizon, num_samples=k, samples_per_batch=k,
+                                             use_kv_cache=True)
+                    chunks.append(fc.samples[0, 0].float().cpu().numpy().T)  # (k, H) relative prices
+            paths = np.concatenate(chunks)  # (S, H)
             out[i], clipped = path_quantiles(paths, self.quantile_levels)
             self.count("clipped_samples", clipped)
         return out

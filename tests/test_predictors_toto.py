@@ -85,9 +85,12 @@ def test_seeded_reproducible_and_a_window_alone_or_in_a_batch_gets_the_same_fore
     assert "'samples_per_batch': 16" in key and "'num_samples': 32" in key and "device" not in key
 
 
-def test_bad_sampling_parameters_and_a_missing_package_are_one_line_errors(toto_dir, monkeypatch):
-    with pytest.raises(PredictorError, match=r"samples_per_batch=24 does not divide num_samples=32.*e\.g\. 8"):
-        _make(toto_dir, samples_per_batch=24)
+def test_paths_in_uneven_chunks_and_a_missing_package_is_a_one_line_error(toto_dir, windows, monkeypatch):
+    pred = _make(toto_dir, num_samples=5, samples_per_batch=2)  # chunks of 2, 2, 1 paths
+    q = pred.predict(windows[:1], 9)
+    assert q.shape == (1, 5, 9) and (np.diff(q, axis=1) >= 0).all()
+    np.testing.assert_array_equal(_make(toto_dir, num_samples=5, samples_per_batch=2).predict(windows[:1], 9), q)
+    assert not np.allclose(_make(toto_dir, num_samples=5, samples_per_batch=5).predict(windows[:1], 9), q)
     monkeypatch.setitem(sys.modules, "toto.model.toto", None)  # as if toto-ts were not installed
     with pytest.raises(PredictorError, match=r"toto.*pip install -e '\.\[toto\]'.*--no-deps toto-ts==0\.2\.0") as err:
         _make("Datadog/Toto-Open-Base-1.0")
