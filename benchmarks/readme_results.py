@@ -668,6 +668,17 @@ def render_tirex(r: Records) -> str:
                       f"{n['batched_over_batch1_wall']:.1f}× from batching."])
 
 
+def render_toto(r: Records) -> str:
+    rec = r["toto_speed"]
+    c, n = rec["config"], rec["numbers"]
+    per = "; ".join(f"{k} paths {n[f'wall_s_per_window_{k}']:.2f} s per window ({n[f'cpu_s_per_window_{k}']:.2f} CPU-s)"
+                    for k in c["samples"])
+    return "\n".join([provenance(rec),
+                      f"A random-weight Toto of {c['params_m']:.1f}M parameters, context {c['context']} bars, horizon "
+                      f"{c['horizon']}, {c['n']} BTC/USDT 1h windows, torch on {c['threads']} thread(s), all paths in one "
+                      f"pass: {per}."])
+
+
 def render_report_load(r: Records) -> str:
     rec = r["report_load"]
     c, n = rec["config"], rec["numbers"]
@@ -769,6 +780,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("universe_ic_baselines", ("universe_ic_baselines",), ("python benchmarks/universe_ic_baselines.py",),
           render_ic_baselines),
     Block("tirex_speed", ("tirex_speed",), ("python benchmarks/tirex_speed.py",), render_tirex),
+    Block("toto_speed", ("toto_speed",), ("python benchmarks/toto_speed.py",), render_toto),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),

@@ -18,6 +18,7 @@ from predictors.registry import available, config_class, make_config, make_predi
 from predictors import baselines, chronos, gbm, kronos, llmtime, lora_llm, neural, patchtst, timesfm, ttm  # noqa: E402,F401 - registers the built-ins
 from predictors import tirex  # noqa: E402,F401 - TiRex (extra .[tirex]); its package is imported on use only
 from predictors import moirai  # noqa: E402,F401 - Moirai 2 (extra .[moirai] + uni2ts --no-deps); imported on use only
+from predictors import toto  # noqa: E402,F401 - Toto (extra .[toto]); its package is imported on use only
 
 __all__ = [
     "DEFAULT_QUANTILES",

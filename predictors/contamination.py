@@ -66,6 +66,11 @@ CUTOFFS: tuple[CutoffEntry, ...] = (
     # Chronos training corpus (autogluon/chronos_datasets), GiftEvalPretrain and synthetic series (model card's
     # datasets); no end date of the data is published, so the release month bounds it.
     CutoffEntry(r"^tirex", None, _d(2025, 5, 31), "TiRex paper, May 2025 (arXiv 2505.23719), weights public with it; data end unpublished"),
+    # Toto (Datadog/Toto-Open-Base-1.0): arXiv 2505.14766 (Cohen et al., May 2025), weights on the hub with it. The
+    # model card and toto-ts README: ~1 trillion points of Datadog's internal observability metrics, public sets
+    # (GiftEvalPretrain, a subset of the Chronos training corpora) and ~1/3 synthetic series; no end date of the data
+    # is published, so the release month bounds it.
+    CutoffEntry(r"^toto-open-base-1\.0", None, _d(2025, 5, 31), "Toto paper, May 2025 (arXiv 2505.14766), weights public with it; data end unpublished"),
     # Granite TTM r2 (ibm-granite/granite-timeseries-ttm-r2): TTM paper arXiv 2401.03955 (Ekambaram et al., Jan 2024,
     # NeurIPS 2024); the r2 weights were committed to the hub on 9 Oct 2024 (commit defc940 "512-96-r2"). The model card
     # lists public pretraining sets but no end date of the data, so the release month bounds it.

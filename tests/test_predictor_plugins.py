@@ -25,7 +25,7 @@ from predictors.baselines import NaivePredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = ["chronos", "drift", "kronos", "lightgbm", "llmtime", "lora_llm", "moirai", "momentum", "naive", "neural", "patchtst", "reversal", "seasonal_naive",
-            "timesfm", "tirex", "ttm"]
+            "timesfm", "tirex", "toto", "ttm"]
 
 
 @pytest.fixture
@@ -87,6 +87,7 @@ def test_the_listing_names_each_extra_whether_it_is_installed_and_the_covariates
     assert rows["needy"][1] == ".[needy] (missing)" and rows["naive"][1:] == ["-", "-"]
     assert rows["kronos"][1] == ".[kronos]" and rows["tirex"][1] == ".[tirex]" and rows["neural"][1] == ".[stage2]"
     assert rows["moirai"][1] in (".[moirai]", ".[moirai] (missing)")  # installed or not, the extra is named
+    assert rows["toto"][1] in (".[toto]", ".[toto] (missing)")
     assert rows["chronos"][2] == "past+future" and rows["timesfm"][2] == "-"
     monkeypatch.setitem(sys.modules, "tirex", None)  # as if tirex-ts were not installed
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "tirex" else object())
@@ -202,7 +203,7 @@ def _other_value(f: dataclasses.Field, value, model_dir: Path):
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_path, monkeypatch):
-    if name in ("chronos", "kronos", "llmtime", "lora_llm", "timesfm", "tirex", "moirai"):
+    if name in ("chronos", "kronos", "llmtime", "lora_llm", "timesfm", "tirex", "moirai", "toto"):
         pytest.importorskip("torch")
     if name == "timesfm":
         pytest.importorskip("timesfm")
@@ -218,6 +219,8 @@ def test_every_config_field_but_placement_knobs_is_in_the_cache_key(name, tmp_pa
         import predictors.moirai
 
         monkeypatch.setattr(predictors.moirai, "import_moirai", lambda: None)
+    if name == "toto":
+        pytest.importorskip("toto.model.toto")
     if name == "ttm":  # construction checks that granite-tsfm imports (a ~6 s import): a no-op answers instead
         import predictors.ttm
 

@@ -390,3 +390,27 @@ def build_ttm(path: Path, context_length: int = 32, prediction_length: int = 8, 
     with contextlib.redirect_stderr(io.StringIO()):  # the "Writing model shards" progress bar
         TinyTimeMixerForPrediction(config).save_pretrained(path)
     return path
+
+
+def build_toto(path: Path, patch: int = 8, dim: int = 16, layers: int = 2, heads: int = 2, components: int = 3,
+               seed: int = 0) -> Path:
+    """A Toto as Datadog/Toto-Open-Base-1.0 publishes it: ``config.json`` (the ``Toto`` constructor's arguments,
+    the same scaler and Student-T mixture head classes) and ``model.safetensors``, built with ``toto-ts``'s own
+    ``Toto`` class and random weights (patch ``patch`` instead of 64, ``dim`` wide). Returns the folder."""
+    import json
+
+    import safetensors.torch
+    from toto.model.toto import Toto
+
+    _seed(seed)
+    config = {"patch_size": patch, "stride": patch, "embed_dim": dim, "num_layers": layers, "num_heads": heads,
+              "mlp_hidden_dim": 2 * dim, "dropout": 0.1, "spacewise_every_n_layers": layers,
+              "scaler_cls": "<class 'model.scaler.CausalPatchStdMeanScaler'>",
+              "output_distribution_classes": ["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
+              "output_distribution_kwargs": {"k_components": components}, "spacewise_first": True,
+              "use_memory_efficient_attention": False, "stabilize_with_global": True, "scale_factor_exponent": 10.0}
+    model = Toto(**config)
+    path.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config))
+    return Path(path)
