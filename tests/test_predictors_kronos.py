@@ -64,6 +64,20 @@ def test_batch_size_and_neighbours_do_not_change_a_window(kronos_dirs, windows):
     np.testing.assert_allclose(_make(kronos_dirs).predict(windows[2:3], 3), full[2:3], atol=1e-9)
 
 
+@pytest.mark.parametrize("max_context", [None, 50], ids=["window-fits", "window-slides"])
+def test_kv_cache_gives_the_uncached_forecasts_batch_invariantly(kronos_dirs, windows, max_context):
+    """The predictor's cached decoding (the default) gives the forecasts of upstream's uncached decoding
+    (``kv_cache = False``) exactly, as the sampled tokens are the same, both where the 48-bar window fits
+    and where it slides after 3 of 4 steps (max_context 50), and each window's forecast is the same alone."""
+    params = {} if max_context is None else {"max_context": max_context}
+    cached = _make(kronos_dirs, seed=3, **params).predict(windows, 4)
+    uncached = _make(kronos_dirs, seed=3, **params)
+    uncached.kv_cache = False
+    np.testing.assert_array_equal(uncached.predict(windows, 4), cached)
+    np.testing.assert_array_equal(_make(kronos_dirs, seed=3, batch_size=1, **params).predict(windows[1:3], 4),
+                                  cached[1:3])
+
+
 def test_normalisation_uses_only_the_window(windows):
     z, mean, scale = normalise(windows[:, :, :5], clip=5.0)
     assert z.shape == (4, 48, 6)
