@@ -40,6 +40,9 @@ From a window to quantiles
   outcomes). A non-positive decoded close is floored at ``1e-6`` of the last close and counted in
   ``stats().clipped_samples``.
 - The model and tokenizer run in ``eval()`` mode (no dropout) under ``torch.inference_mode``.
+- **Decoding** keeps a key/value cache (:func:`predictors.kronos_model.generate`) while the window
+  does not slide (``L + H - 1 <= max_context``): the same tokens as upstream's uncached decoding, which
+  re-runs the window every step (``kv_cache = False``, kept for the tests).
 """
 
 from __future__ import annotations
