@@ -11,11 +11,13 @@ upstream does), checks that both give the same forecasts, and prints windows/s f
 time (the latter is robust to other jobs on a shared machine) and the cached/uncached ratio. The cache applies
 while ``context + horizon - 1 <= max_context`` (512 for small); beyond, steps re-run the sliding window.
 
-The defaults keep the uncached reference to minutes on a loaded 2-core machine (its cost grows with
-``n x samples x horizon x context``, the cached path's with ``n x (context + samples x horizon)``), so the ratio
-is the one of these settings; larger ``samples`` / ``horizon`` give larger ratios.
+The uncached cost grows with ``n x samples x horizon x context``, the cached one with ``n x (context + samples x
+horizon)`` (plus the tokenizer, the same for both), so the ratio is the one of these settings. One torch thread by
+default: on a shared, loaded machine two threads spend much of the cached path's small one-token matrix products
+waiting on each other (seen here: 3.5x more CPU time per prefill at load 10 on 2 cores).
 
-Usage: ``python benchmarks/kronos_speed.py [--shape small] [--n 1] [--context 400] [--horizon 4] [--samples 8]``.
+Usage: ``python benchmarks/kronos_speed.py [--shape small] [--n 1] [--context 400] [--horizon 12] [--samples 20]
+[--threads 1]``.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ def main() -> None:
     ap.add_argument("--shape", choices=tuple(SHAPES), default="small", help="model shape (random weights)")
     ap.add_argument("--n", type=int, default=1, help="windows timed (one batch)")
     ap.add_argument("--context", type=int, default=400, help="bars per window (upstream's example lookback)")
-    ap.add_argument("--horizon", type=int, default=4, help="bars forecast (decoding steps)")
-    ap.add_argument("--samples", type=int, default=8, help="sampled paths per window (the predictor's default: 20)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--horizon", type=int, default=12, help="bars forecast (decoding steps)")
+    ap.add_argument("--samples", type=int, default=20, help="sampled paths per window (the predictor's default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (see the module docstring)")
     args = ap.parse_args()
 
     import numpy as np
