@@ -14,7 +14,7 @@ while ``context + horizon - 1 <= max_context`` (512 for small); beyond, steps re
 The uncached cost grows with ``n x samples x horizon x context``, the cached one with ``n x (context + samples x
 horizon)`` (plus the tokenizer, the same for both), so the ratio is the one of these settings. One torch thread by
 default: on a shared, loaded machine two threads spend much of the cached path's small one-token matrix products
-waiting on each other (seen here: 3.5x more CPU time per prefill at load 10 on 2 cores).
+waiting on each other (seen here: over 3x the CPU time of one thread per prefill, at load 10 on 2 cores).
 
 Usage: ``python benchmarks/kronos_speed.py [--shape small] [--n 1] [--context 400] [--horizon 12] [--samples 20]
 [--threads 1]``.

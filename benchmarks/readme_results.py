@@ -675,8 +675,8 @@ def render_kronos(r: Records) -> str:
     same = "identical" if n["forecasts_identical"] else "NOT identical"
     return "\n".join([provenance(rec),
                       f"A random-weight model in the shape of {shape} ({c['params_m']:.1f}M parameters), {c['n']} BTC/USDT "
-                      f"1h windows of {c['context']} bars in one batch, horizon {c['horizon']}, {c['samples']} paths per window, "
-                      f"torch on {c['threads']} thread(s): uncached (upstream's decoding) {n['uncached_wall']:.3f} windows/s "
+                      f"1h window{'s' if c['n'] != 1 else ''} of {c['context']} bars in one batch, horizon {c['horizon']}, {c['samples']} paths per window, "
+                      f"torch on {c['threads']} thread{'s' if c['threads'] != 1 else ''}: uncached (upstream's decoding) {n['uncached_wall']:.3f} windows/s "
                       f"({n['uncached_cpu']:.3f} per CPU-second), key/value cache {n['cached_wall']:.3f} windows/s "
                       f"({n['cached_cpu']:.3f} per CPU-second): {n['cached_over_uncached_wall']:.1f}× wall, "
                       f"{n['cached_over_uncached_cpu']:.1f}× CPU; forecasts {same}."])
