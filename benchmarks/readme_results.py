@@ -679,6 +679,20 @@ def render_toto(r: Records) -> str:
                       f"pass: {per}."])
 
 
+def render_kronos(r: Records) -> str:
+    rec = r["kronos_speed"]
+    c, n = rec["config"], rec["numbers"]
+    shape = "Kronos-small" if c["shape"] == "small" else "the tests' tiny Kronos"
+    same = "identical" if n["forecasts_identical"] else "NOT identical"
+    return "\n".join([provenance(rec),
+                      f"A random-weight model in the shape of {shape} ({c['params_m']:.1f}M parameters), {c['n']} BTC/USDT "
+                      f"1h window{'s' if c['n'] != 1 else ''} of {c['context']} bars in one batch, horizon {c['horizon']}, {c['samples']} paths per window, "
+                      f"torch on {c['threads']} thread{'s' if c['threads'] != 1 else ''}: uncached (upstream's decoding) {n['uncached_wall']:.3f} windows/s "
+                      f"({n['uncached_cpu']:.3f} per CPU-second), key/value cache {n['cached_wall']:.3f} windows/s "
+                      f"({n['cached_cpu']:.3f} per CPU-second): {n['cached_over_uncached_wall']:.1f}× wall, "
+                      f"{n['cached_over_uncached_cpu']:.1f}× CPU; forecasts {same}."])
+
+
 def render_report_load(r: Records) -> str:
     rec = r["report_load"]
     c, n = rec["config"], rec["numbers"]
@@ -781,6 +795,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
           render_ic_baselines),
     Block("tirex_speed", ("tirex_speed",), ("python benchmarks/tirex_speed.py",), render_tirex),
     Block("toto_speed", ("toto_speed",), ("python benchmarks/toto_speed.py",), render_toto),
+    Block("kronos_speed", ("kronos_speed",), ("python benchmarks/kronos_speed.py",), render_kronos),
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),

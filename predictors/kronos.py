@@ -40,6 +40,9 @@ From a window to quantiles
   outcomes). A non-positive decoded close is floored at ``1e-6`` of the last close and counted in
   ``stats().clipped_samples``.
 - The model and tokenizer run in ``eval()`` mode (no dropout) under ``torch.inference_mode``.
+- **Decoding** keeps a key/value cache (:func:`predictors.kronos_model.generate`) while the window
+  does not slide (``L + H - 1 <= max_context``): the same tokens as upstream's uncached decoding, which
+  re-runs the window every step (``kv_cache = False``, kept for the tests).
 """
 
 from __future__ import annotations
@@ -170,6 +173,9 @@ class KronosPredictor(Predictor):
     config_class = KronosConfig
     stats_class = KronosStats
     config: KronosConfig
+    #: Decode with the key/value cache (:func:`predictors.kronos_model.generate`); False: re-run the window
+    #: every step as upstream does (the same tokens; kept for the tests that compare the two).
+    kv_cache: bool = True
 
     def setup(self) -> None:
         self.config, self.torch_dtype = resolve_placement(resolved(self.config))
@@ -224,6 +230,8 @@ class KronosPredictor(Predictor):
     def _sample_paths(self, chunk: np.ndarray, horizon: int) -> np.ndarray:
         """``(b, L, 6)`` windows -> ``(b, S, H)`` cumulative log returns of ``S`` sampled paths each."""
         torch = import_torch()
+        from predictors.kronos_model import generate
+
         c = self.config
         tok, model = self.nets
         b, length, _ = chunk.shape
@@ -237,18 +245,10 @@ class KronosPredictor(Predictor):
         z, mean, scale = normalise(chunk[..., :5], c.clip)
         dev, dt = c.device, self.torch_dtype
         s1, s2 = tok.encode(torch.from_numpy(z).to(dev, dt))  # (b, L) each
-        s1, s2 = s1.repeat_interleave(s, 0), s2.repeat_interleave(s, 0)  # rows window-major, as row_seeds
-        stamps = stamps.repeat_interleave(s, 0).to(dev, dt)
-        seeds = torch.from_numpy(row_seeds(chunk.reshape(b, -1), self.seed, s)).to(dev)
+        seeds = torch.from_numpy(row_seeds(chunk.reshape(b, -1), self.seed, s)).to(dev)  # rows window-major
         sampler = HashedGumbelSampler(seeds, temperature=c.temperature, top_k=c.top_k,
                                       top_p=1.0 if c.top_k > 0 else c.top_p)
-        for i in range(horizon):
-            end = length + i
-            begin = max(0, end - limit)
-            logits, hidden = model.decode_s1(s1[:, begin:end], s2[:, begin:end], stamps[:, begin:end])
-            new_s1 = sampler.pick(logits[:, -1], 2 * i)
-            new_s2 = sampler.pick(model.decode_s2(hidden, new_s1[:, None])[:, -1], 2 * i + 1)
-            s1, s2 = torch.cat([s1, new_s1[:, None]], 1), torch.cat([s2, new_s2[:, None]], 1)
+        s1, s2 = generate(model, s1, s2, stamps.to(dev, dt), horizon, limit, s, sampler.pick, cached=self.kv_cache)
         begin = max(0, length + horizon - limit)
         decoded = tok.decode(s1[:, begin:], s2[:, begin:])[:, -horizon:, 3]  # (b*S, H) normalised closes
         closes = decoded.float().cpu().numpy().astype(np.float64).reshape(b, s, horizon)

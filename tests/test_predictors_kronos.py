@@ -64,6 +64,30 @@ def test_batch_size_and_neighbours_do_not_change_a_window(kronos_dirs, windows):
     np.testing.assert_allclose(_make(kronos_dirs).predict(windows[2:3], 3), full[2:3], atol=1e-9)
 
 
+@pytest.mark.parametrize("max_context", [None, 50], ids=["window-fits", "window-slides"])
+def test_kv_cache_gives_the_uncached_forecasts_batch_invariantly(kronos_dirs, windows, max_context):
+    """The predictor's cached decoding (the default) gives the forecasts of upstream's uncached decoding
+    (``kv_cache = False``) exactly, as the sampled tokens are the same, both where the 48-bar window fits
+    and where it slides after 3 of 4 steps (max_context 50), and each window's forecast is the same alone.
+    The predictor really takes the cached path: the windows pass through the whole model once per batch."""
+    params = {} if max_context is None else {"max_context": max_context}
+    pred = _make(kronos_dirs, seed=3, **params)
+    model, calls = pred.nets[1], []
+    original = model.decode_s1
+    model.decode_s1 = lambda s1, *a, **k: calls.append(tuple(s1.shape)) or original(s1, *a, **k)
+    try:
+        cached = pred.predict(windows, 4)
+    finally:
+        del model.decode_s1
+    # the 4 windows run through the whole model once (not once per path and step); a sliding step re-runs them all
+    assert calls == [(4, 48)] + ([] if max_context is None else [(4 * 8, 50)])
+    uncached = _make(kronos_dirs, seed=3, **params)
+    uncached.kv_cache = False
+    np.testing.assert_array_equal(uncached.predict(windows, 4), cached)
+    np.testing.assert_array_equal(_make(kronos_dirs, seed=3, batch_size=1, **params).predict(windows[1:3], 4),
+                                  cached[1:3])
+
+
 def test_normalisation_uses_only_the_window(windows):
     z, mean, scale = normalise(windows[:, :, :5], clip=5.0)
     assert z.shape == (4, 48, 6)
