@@ -39,7 +39,10 @@ def test_ttm_is_listed_with_its_extra(capsys):
 
 
 def test_a_missing_granite_tsfm_is_one_line_naming_the_extra_and_the_conflict(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tsfm_public", None)  # `import tsfm_public` now fails as if not installed
+    # `import tsfm_public...` now fails as if not installed: the package and every submodule an earlier test on this
+    # worker imported (a cached `tsfm_public.models.tinytimemixer` would import fine whatever its parent says)
+    for name in ["tsfm_public", *[m for m in sys.modules if m.startswith("tsfm_public.")]]:
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(PredictorError) as err:
         make_predictor("ttm", {"model": str(ROOT), "device": "cpu"})
     msg = str(err.value)
