@@ -91,6 +91,25 @@ def test_a_second_universe_run_reads_every_forecast_from_the_cache(first_run):
     assert len(rows) == 3 and len({r.symbol for r in rows}) == 2 and rows[0].symbol.startswith("universe custom (6 coins")
 
 
+def test_the_checks_on_the_fast_path_name_the_bars_the_event_loop_reconciled():
+    """The random-ranking and order-check lines' engine words (the full runs above print them): a partial
+    reconcile names its bars and setting, never "reconciled with the run's event loop" alone."""
+    from engine.backtesting.portfolio import PortfolioRecord
+    from engine.runs.universe import reconcile_window, reconciled_scope
+
+    clock = pd.date_range("2023-01-01", periods=8759, freq="h", tz="UTC")  # the stored example's hourly year
+    words = {}
+    for spec in ("1000bars", "90d", "full", "9000bars"):
+        record = PortfolioRecord(None, "fast path", reconcile_window(spec, clock), None, 0.0, 0.0)
+        words[spec] = reconciled_scope(record, clock, spec)
+    lead = "fast path, reconciled fill for fill with the run's event loop on "
+    assert words["1000bars"] == lead + "bars 1-1000 of 8759 only, the first evaluation.universe_reconcile = '1000bars'"
+    assert words["90d"] == lead + "bars 1-2160 of 8759 only, the first evaluation.universe_reconcile = '90d'"
+    assert words["full"] == words["9000bars"] == lead + "the whole run (8759 bars)"  # a window past the end is full
+    refused = PortfolioRecord(None, "event loop", 0, "fill 1 differs", 0.0, 0.0)
+    assert "NOT reconciled" in reconciled_scope(refused, clock, "1000bars")
+
+
 def test_a_portfolio_strategy_needs_a_universe_and_a_universe_needs_one(tmp_path, capsys):
     assert cli.main(["backtest", STRATEGY, "--out", str(tmp_path), *ARGS]) == 2
     assert "is a portfolio strategy" in capsys.readouterr().err
