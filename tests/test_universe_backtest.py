@@ -50,6 +50,10 @@ def test_a_universe_backtest_writes_its_folder_and_judges_against_the_equal_weig
     assert m["lookahead"]["status"] == "passed" and m["lookahead"]["pairs"] >= 3 * 5 and m["invalid"] is None
     assert not any("lookahead" in line for line in m["not_run"]) and m["suspicious"] == []
     assert m["random_ranking"]["draws"] == 10 and 0 <= m["random_ranking"]["sharpe"]["percentile"] <= 100
+    # the whole run was reconciled (547 bars < the default 1000): the checks on the fast path say so
+    whole = "fast path, reconciled fill for fill with the run's event loop on the whole run (547 bars)"
+    assert m["random_ranking"]["engine"] == whole and f"at each time, {whole}): Sharpe " in PRINTED["first_run"]
+    assert m["lookahead"]["summary"].endswith(f"on bars cut there ({whole}))")
     assert m["cross_section_baselines"]["momentum"]["is_run"] and not m["cross_section_baselines"]["reversal"]["is_run"]
     assert m["cross_section_baselines"]["reversal"]["rank_ic"] == pytest.approx(-cs["rank_ic"]["mean"], abs=1e-12)
     assert m["significance"]["trials"]["n"] == 1  # its own row, kind "universe", in the output folder's ledger
@@ -85,6 +89,25 @@ def test_a_second_universe_run_reads_every_forecast_from_the_cache(first_run):
     assert m["universe"]["coins"] == 5 and m["significance"]["trials"]["n"] == 2
     rows = TrialLedger.for_output_dir(second).rows(kinds=["universe"])
     assert len(rows) == 3 and len({r.symbol for r in rows}) == 2 and rows[0].symbol.startswith("universe custom (6 coins")
+
+
+def test_the_checks_on_the_fast_path_name_the_bars_the_event_loop_reconciled():
+    """The random-ranking and order-check lines' engine words (the full runs above print them): a partial
+    reconcile names its bars and setting, never "reconciled with the run's event loop" alone."""
+    from engine.backtesting.portfolio import PortfolioRecord
+    from engine.runs.universe import reconcile_window, reconciled_scope
+
+    clock = pd.date_range("2023-01-01", periods=8759, freq="h", tz="UTC")  # the stored example's hourly year
+    words = {}
+    for spec in ("1000bars", "90d", "full", "9000bars"):
+        record = PortfolioRecord(None, "fast path", reconcile_window(spec, clock), None, 0.0, 0.0)
+        words[spec] = reconciled_scope(record, clock, spec)
+    lead = "fast path, reconciled fill for fill with the run's event loop on "
+    assert words["1000bars"] == lead + "bars 1-1000 of 8759 only, the first evaluation.universe_reconcile = '1000bars'"
+    assert words["90d"] == lead + "bars 1-2160 of 8759 only, the first evaluation.universe_reconcile = '90d'"
+    assert words["full"] == words["9000bars"] == lead + "the whole run (8759 bars)"  # a window past the end is full
+    refused = PortfolioRecord(None, "event loop", 0, "fill 1 differs", 0.0, 0.0)
+    assert "NOT reconciled" in reconciled_scope(refused, clock, "1000bars")
 
 
 def test_a_portfolio_strategy_needs_a_universe_and_a_universe_needs_one(tmp_path, capsys):
@@ -133,6 +156,11 @@ def test_reconcile_sets_the_bars_checked_on_the_event_loop_and_the_record_is_the
     assert r["record"] == "fast path" and r["bars"] == 120 and r["of_bars"] == 547 and r["difference"] is None
     assert r["first_bar"].startswith("2021-12-01") and r["last_bar"].startswith("2022-03-30")
     assert "on bars 1-120 of 547 (2021-12-01 00:00 .. 2022-03-30 00:00 UTC" in printed
+    # the checks on the fast path say it was reconciled on those bars only, never on "the run"
+    part = ("fast path, reconciled fill for fill with the run's event loop on bars 1-120 of 547 only, "
+            "the first evaluation.universe_reconcile = '120d'")
+    assert m["random_ranking"]["engine"] == part and f"at each time, {part}): Sharpe " in printed
+    assert f"on bars cut there ({part}))" in m["lookahead"]["summary"] and "whole run" not in m["lookahead"]["summary"]
     for name in ("equity.csv", "fills.csv", "positions.csv"):
         assert (run_dir / name).read_text() == (full_dir / name).read_text(), name
     assert cli.main(["backtest", STRATEGY, "--universe", COINS, "--out", str(tmp_path), "--reconcile", "half",

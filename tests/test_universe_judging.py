@@ -135,12 +135,12 @@ def test_random_ranking_shuffles_within_the_coins_that_have_a_forecast_and_ranks
             seen[s] = Forecast(forecasts[s].index, cfg.predictor.quantiles, v)
     bars, values, setup, sim = _portfolio(cfg, u, seen)
     ranked = random_ranking_draws(bars, values, cfg.predictor.quantiles, setup, sim.equity, 365.0, draws=40, seed=0,
-                                  alpha=0.05)
+                                  alpha=0.05, engine="fast path")
     assert ranked.draws == 40 and ranked.sharpe.percentile == 100.0 and "better than 40 random rankings" in ranked.sharpe.verdict
     again = random_ranking_draws(bars, values, cfg.predictor.quantiles, setup, sim.equity, 365.0, draws=5, seed=0,
-                                 alpha=0.05)
+                                 alpha=0.05, engine="fast path")
     first5 = random_ranking_draws(bars, values, cfg.predictor.quantiles, setup, sim.equity, 365.0, draws=5, seed=0,
-                                  alpha=0.05)
+                                  alpha=0.05, engine="fast path")
     assert again.sharpe.quantiles == first5.sharpe.quantiles  # seeded
 
 
@@ -218,7 +218,7 @@ def test_random_ranking_builds_a_shuffled_coins_forecasts_lazily_and_draws_the_s
         sharpes.append(_sharpe(equity, sim.equity.index, 365.0))
         totals.append(total_return(pd.Series(equity, index=sim.equity.index)))
     ranked = random_ranking_draws(bars, values, cfg.predictor.quantiles, setup, sim.equity, 365.0, draws=6, seed=7,
-                                  alpha=0.05)
+                                  alpha=0.05, engine="fast path")
     want = rank_among_draws(_sharpe(sim.equity.to_numpy(), sim.equity.index, 365.0), np.array(sharpes), 0.05,
                             against="6 random rankings")
     assert ranked.sharpe.to_json() == want.to_json()

@@ -113,7 +113,8 @@ class UniverseLookahead:
     ``decisions``: decision times of the run (the population); ``batch_noise``: max |a - b| (log
     return); ``past_batch``: windows per coin in recomputation (b); ``budget_s``/``seconds``;
     ``forecast_mismatches``: ``(time, coin, words)``; ``order_times``: times whose orders were checked
-    by truncation, ``order_mismatches``: ``(time, words)``; ``not_run``: checks that did not run, with why.
+    by truncation, ``order_mismatches``: ``(time, words)``; ``not_run``: checks that did not run, with why;
+    ``orders_on``: the engine of the order check and what of it the run's event loop reconciled, in words.
     """
 
     times: tuple[pd.Timestamp, ...] = ()
@@ -127,6 +128,7 @@ class UniverseLookahead:
     order_times: tuple[pd.Timestamp, ...] = ()
     order_mismatches: tuple[tuple[pd.Timestamp, str], ...] = ()
     not_run: tuple[str, ...] = ()
+    orders_on: str = "fast path"
 
     @property
     def ok(self) -> bool:
@@ -152,7 +154,7 @@ class UniverseLookahead:
                          f"catch a leak at >= {100 * share:.2g} % of decision times with 95 % probability")
         if self.order_times:
             parts.append(f"the portfolio's orders up to {len(self.order_times)} sampled times on bars cut there "
-                         "(fast path, reconciled with the event loop)")
+                         f"({self.orders_on})")
         return "; ".join(parts)
 
     def summary(self) -> str:
@@ -438,11 +440,12 @@ def _sharpe(equity: np.ndarray, index: pd.DatetimeIndex, ppy: float) -> float:
 
 def random_ranking_draws(
     bars: Mapping[str, pd.DataFrame], values: Mapping[str, np.ndarray], levels: Sequence[float], setup: PortfolioSetup,
-    run_equity: pd.Series, periods_per_year: float, *, draws: int, seed: int, alpha: float,
+    run_equity: pd.Series, periods_per_year: float, *, draws: int, seed: int, alpha: float, engine: str,
 ) -> RandomRanking:
     """K seeded draws of the forecasts ``values`` (``(T, Q, H)`` per coin on the clock) shuffled across
     coins at each time, traded on the portfolio's fast path (call only when it reconciled with the
-    run's event loop); the strategy (``run_equity``) ranked among them.
+    run's event loop); the strategy (``run_equity``) ranked among them. ``engine``: the fast path and what
+    of it the run's event loop reconciled (all bars or the first ones only), in words for the summary line.
 
     Raises:
         RuntimeError: the draws' lean equity on the unshuffled forecasts differs from ``run_equity``.
@@ -466,7 +469,7 @@ def random_ranking_draws(
     own_sharpe = _sharpe(run_equity.to_numpy(), index, periods_per_year)
     against = f"{draws} random rankings"
     return RandomRanking(
-        draws=draws, seed=seed, engine="fast path, reconciled with the run's event loop",
+        draws=draws, seed=seed, engine=engine,
         sharpe=rank_among_draws(own_sharpe, np.array(sharpes), alpha, against=against),
         total_return=rank_among_draws(total_return(run_equity), np.array(totals), alpha, against=against),
         seconds=time.perf_counter() - t0)

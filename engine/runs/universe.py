@@ -537,6 +537,20 @@ def record_words(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) ->
             "port tests/test_portfolio.py reconciles on seeded variants)")
 
 
+def reconciled_scope(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) -> str:
+    """What backtrader's event loop reconciled of a run whose record is the fast path, in words for the checks
+    that run on the fast path (random ranking, the portfolio's orders on cut bars): the whole run when the
+    reconcile window covered it, else the first ``record.reconciled_bars`` bars only (``spec``:
+    ``evaluation.universe_reconcile``). Where the event loop is the record those checks do not run."""
+    n, T = record.reconciled_bars, len(clock)
+    if record.source != "fast path":
+        return "fast path, NOT reconciled with the run's event loop"
+    if n >= T:
+        return f"fast path, reconciled fill for fill with the run's event loop on the whole run ({T} bars)"
+    return (f"fast path, reconciled fill for fill with the run's event loop on bars 1-{n} of {T} only, "
+            f"the first evaluation.universe_reconcile = {spec!r}")
+
+
 def reconciled_json(record: PortfolioRecord, clock: pd.DatetimeIndex, spec: str) -> dict[str, Any]:
     """metrics.json's ``reconciled``: which path is the record and which bars the event loop checked."""
     n = record.reconciled_bars
@@ -631,10 +645,13 @@ def forecasts_times(forecasts: Mapping[str, Forecast]) -> pd.DatetimeIndex:
 
 def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forecasts: UniverseForecasts, bars: Any,
                     values: Mapping[str, np.ndarray], setup: PortfolioSetup, sim: PortfolioSimulation, reconciled: bool,
-                    ppy: float, cross: CrossSectionReport, elapsed: float) -> tuple[UniverseChecks, dict[str, float]]:
+                    ppy: float, cross: CrossSectionReport, elapsed: float, *,
+                    scope: str) -> tuple[UniverseChecks, dict[str, float]]:
     """The single-market run's checks across the universe: lookahead across coins (budget: ``lookahead_budget`` x
     ``elapsed`` seconds), the plausibility guard (IC, Rank IC, Sharpe), random ranking and the momentum/reversal
-    baselines (these two on the fast path: NOT RUN when it did not reconcile). Returns the checks and their seconds."""
+    baselines (these two on the fast path: NOT RUN when it did not reconcile). ``scope``: what the event loop
+    reconciled of the fast path (:func:`reconciled_scope`), printed by the checks that run on it. Returns the
+    checks and their seconds."""
     ev, p = cfg.evaluation, cfg.predictor
     timings: dict[str, float] = {}
     not_run: list[str] = []
@@ -667,7 +684,8 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
     if reconciled and order_times:
         try:
             bad = check_portfolio_orders(bars, values, p.quantiles, setup, sim.orders, order_times)
-            look = dataclasses.replace(look, order_times=tuple(order_times), order_mismatches=tuple(bad))
+            look = dataclasses.replace(look, order_times=tuple(order_times), order_mismatches=tuple(bad),
+                                       orders_on=scope)
         except RuntimeError as exc:  # the fast path failed on bars cut short: say so, never "passed"
             look = dataclasses.replace(look, not_run=look.not_run + (
                 f"portfolio orders: not checked by truncation, the fast path failed on the cut bars ({exc})",))
@@ -694,7 +712,7 @@ def universe_checks(cfg: Config, universe: Universe, predictor: Predictor, forec
     else:
         try:
             ranking = random_ranking_draws(bars, values, p.quantiles, setup, sim.equity, ppy,
-                                           draws=ev.random_sign_draws, seed=ev.seed, alpha=ev.alpha)
+                                           draws=ev.random_sign_draws, seed=ev.seed, alpha=ev.alpha, engine=scope)
         except RuntimeError as exc:
             not_run.append(f"random ranking: NOT RUN ({exc})")
     timings["random_ranking"] = time.perf_counter() - t
@@ -816,7 +834,8 @@ def compute_universe(cfg: Config, strategy_path: str | Path, *, jobs: int = 1,
     cross = cross_section_report(universe, forecasts.forecasts)
     timings["skill"] = time.perf_counter() - t
     checks, spent = universe_checks(cfg, universe, predictor, forecasts, bars, values, setup, sim,
-                                    record.source == "fast path", ppy, cross, time.perf_counter() - started)
+                                    record.source == "fast path", ppy, cross, time.perf_counter() - started,
+                                    scope=reconciled_scope(record, universe.clock, cfg.evaluation.universe_reconcile))
     timings.update(spent)
     return UniverseComputation(
         cfg=cfg, strategy_path=str(strategy_path), stem=stem, name=name, universe=universe,
