@@ -129,7 +129,7 @@ REAL = (
     RealModel("chronos (Chronos-Bolt)", "amazon/chronos-bolt-small", "", 48, "model card; T5-small widths; patches "
               "of 16 bars", 512, 8, REAL_CONTEXT // 16),
     RealModel("chronos (Chronos T5)", "amazon/chronos-t5-small", "", 46, "model card; T5-small widths; one token a "
-              "bar; 20 sample paths", 512, 8, REAL_CONTEXT, 20),
+              "bar, encoded once a window; its 20 sample paths decode only the horizon's tokens", 512, 8, REAL_CONTEXT),
     RealModel("chronos (Chronos-2)", "amazon/chronos-2", "", 120, "model card; patches of 16 bars", 768, 12,
               REAL_CONTEXT // 16),
     RealModel("timesfm", "google/timesfm-2.5-200m-pytorch", "", 200, "model card; patches of 32 bars", 1280, 16,

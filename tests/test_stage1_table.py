@@ -129,3 +129,18 @@ def test_the_block_says_tiny_weights_and_lists_every_stage1_family_or_why_not():
     assert "Tiny random weights" not in rr.render_stage1_table({"stage1_table": real})
     gpu = rr.render_stage1_gpu({"stage1_table": rec})
     assert "NOT RUN on a GPU" in gpu and gpu.count("(estimate)") >= 3
+
+
+def test_the_stored_log_is_the_run_the_json_records():
+    """examples/stage1_table.log and stage1_table.json come from one run: same commit, the compare exited 0, and
+    each row's return is the one the compare printed for that market and variant."""
+    rec = json.loads(RESULT.read_text())
+    log = (ROOT / "examples" / "stage1_table.log").read_text()
+    assert log.startswith(f"# {rec['command']}: ") and f"commit {rec['git_commit'][:7]}" in log.splitlines()[0]
+    assert "# compare: exit code 0" in log
+    shown = {**{b: b for b in st.BASELINES}, **rec["config"]["families"]}
+    lines = log.splitlines()
+    for row in rec["numbers"]["rows"]:
+        line = next(x for x in lines if x.startswith(f"{row['market']} ") and x.split()[1] == shown[row["predictor"]]
+                    .split()[0])
+        assert f"{row['total_return'] * 100:.2f}%" in line, (row, line)
