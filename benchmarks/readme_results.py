@@ -768,8 +768,8 @@ def render_stage1_gpu(r: Records) -> str:
     def gib(v: float | None) -> str:
         return "n/a" if na(v) else (f"{v:.2f} GiB" if v >= 0.1 else f"{v * 1024:.0f} MiB")
 
-    lines = [f"Computed by `{rec['command']}` from the parameter counts below ({rec['date'][:10]}); **every figure is "
-             f"an estimate**, none measured (NOT RUN on a GPU: no device was lent). Inference only: weights = "
+    lines = [f"Computed from the parameter counts below by the run above ({rec['date'][:10]}, `{rec['command']}`).",
+             f"**Every figure is an estimate**, none measured (NOT RUN on a GPU: no device was lent). Inference only: weights = "
              f"parameters × 2 bytes (bf16) or 4 (fp32); activations = batch × rows × tokens × (d_model × "
              f"{c['act_factor']} + heads × tokens) × 2 bytes (one layer live at a time), at the predictor's default "
              f"`batch_size` and a {c['real_context_length']}-bar context; n/a where the width was not read here.",
