@@ -232,6 +232,15 @@ def real_family(real: RealModel, predictor: str) -> Family:
     return Family(real.family, predictor, params)
 
 
+def real_plan(planned: list[Planned], reals: tuple[RealModel, ...] = REAL) -> list[Planned]:
+    """``planned`` for ``--real``: each runnable family with its real checkpoint's variant (:func:`real_family`), NOT
+    RUN where ``reals`` has none."""
+    real = {r.family: r for r in reals}
+    return [p if p.why else Planned(p.label, p.predictor, real_family(real[p.label], p.predictor)) if p.label in real
+            else Planned(p.label, p.predictor, None, "no real checkpoint in examples/stage1_table.py REAL")
+            for p in planned]
+
+
 def compare_args(variants: list[str], out: Path, data: Path, context: int, timerange: str) -> list[str]:
     """``engine compare`` arguments: the variants and the baselines on BTC and ETH."""
     return ["compare", STRATEGY, "--predictors", ",".join([*BASELINES, *variants]), "--symbols", ",".join(SYMBOLS),
@@ -327,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(a.work).resolve() if a.work else Path(tempfile.mkdtemp(prefix="stage1-table-"))
     models = work / "models"
-    real = {r.family: r for r in REAL}
     runs = [p for p in planned if not p.why]
     if a.real:
-        runs = [Planned(p.label, p.predictor, real_family(real[p.label], p.predictor)) for p in runs if p.label in real]
+        planned = real_plan(planned)
+        runs = [p for p in planned if not p.why]
         for r in REAL:
             print(f"hf download {r.model}" + (f" --revision {r.revision}" if r.revision else ""))
     given = " ".join(argv if argv is not None else sys.argv[1:]).replace(str(work), "WORK")

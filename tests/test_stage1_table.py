@@ -90,11 +90,11 @@ def test_the_rows_come_from_a_real_compare_leaderboard_in_table_order(shared_dat
 
 
 def test_real_mode_names_the_hub_checkpoints_and_pins_what_is_known(tmp_path):
-    planned = [p for p in st.plan(st.stage1_predictors(), missing=lambda n: "") if p.family]
-    real = {r.family: r for r in st.REAL}
-    assert {p.label for p in planned} <= set(real), "a tiny family with no real checkpoint for --real"
-    fams = [st.real_family(real[p.label], p.predictor) for p in planned]
-    variants = [st.variant(f, tmp_path / "MODELS") for f in fams]
+    planned = st.real_plan(st.plan(st.stage1_predictors(), missing=lambda n: ""))
+    assert not [p.label for p in planned if p.why], "a family with no real checkpoint for --real"
+    variants = [st.variant(p.family, tmp_path / "MODELS") for p in planned]
+    fewer = st.real_plan(st.plan(["chronos", "tirex"], missing=lambda n: ""), st.REAL[:1])
+    assert [p.why for p in fewer] == ["", *["no real checkpoint in examples/stage1_table.py REAL"] * 3]
     args = st.compare_args(variants, tmp_path, tmp_path, st.REAL_CONTEXT, st.REAL_TIMERANGE)
     joined = " ".join(args)
     assert "MODELS" not in joined and "device" not in joined  # hub ids, the best device present
