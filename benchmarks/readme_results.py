@@ -756,6 +756,60 @@ def render_train_defaults(r: Records) -> str:
     return "\n".join(lines)
 
 
+def render_stage1_table(r: Records) -> str:
+    """examples/stage1_table.py: every stage-1 family through ``compare`` on BTC and ETH (tiny or real weights)."""
+    rec = r["stage1_table"]
+    c, n = rec["config"], rec["numbers"]
+    if c["weights"] == "tiny":
+        weights = ("**Tiny random weights** (the tests' builders, `tests/tiny_models.py`): the numbers mean nothing "
+                   "about the real models; the table shows that every stage-1 path runs end to end through `compare`, "
+                   "judged like any run.")
+    else:
+        weights = "**Real checkpoints**: " + ", ".join(f"{k} `{v}`" for k, v in c["families"].items()) + "."
+    lines = [provenance(rec), weights,
+             f"`{c['strategy']}` on {' and '.join(c['symbols'])}, {c['timeframe']} bars {c['timerange']}, context "
+             f"{c['context_length']} bars, horizon {c['horizon']}, with the {' and '.join(c['baselines'])} baselines "
+             f"(one `python -m engine compare`, {duration(n['compare_s'])}).",
+             "",
+             "| market | predictor | return | Sharpe | MASE | CRPS | cov. 80% | dir. acc. | lookahead |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in n["rows"]:
+        lines.append(f"| {row['market']} | {row['predictor']} | {pct(row['total_return'])} | {num(row['sharpe'])} | "
+                     f"{num(row['mase'], 3)} | {num(row['crps'], 4)} | {pct(row['coverage_80'])} | "
+                     f"{pct(row['dir_accuracy'])} | {row['lookahead'] or 'n/a'} |")
+    lines.append("")
+    if n["not_run"]:
+        lines += [f"NOT RUN: {x['family']} ({x['why']})." for x in n["not_run"]]
+    else:
+        lines.append("Every stage-1 predictor of the registry ran (none NOT RUN).")
+    return "\n".join(lines)
+
+
+def render_stage1_gpu(r: Records) -> str:
+    """examples/stage1_table.py's GPU recipe: estimated inference memory of each real stage-1 checkpoint."""
+    rec = r["stage1_table"]
+    c, n = rec["config"], rec["numbers"]
+
+    def gib(v: float | None) -> str:
+        return "n/a" if na(v) else (f"{v:.2f} GiB" if v >= 0.1 else f"{v * 1024:.0f} MiB")
+
+    lines = [f"Computed from the parameter counts below by the run above ({rec['date'][:10]}, `{rec['command']}`).",
+             f"**Every figure is an estimate**, none measured (NOT RUN on a GPU: no device was lent). Inference only: weights = "
+             f"parameters × 2 bytes (bf16) or 4 (fp32); activations = batch × rows × tokens × (d_model × "
+             f"{c['act_factor']} + heads × tokens) × 2 bytes (one layer live at a time), at the predictor's default "
+             f"`batch_size` and a {c['real_context_length']}-bar context; n/a where the width was not read here.",
+             "",
+             "| family | checkpoint | parameters (source) | weights bf16 (estimate) | weights fp32 (estimate) | "
+             "batch × rows × tokens | activations (estimate) | total bf16 (estimate) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in n["memory"]:
+        lines.append(f"| {m['family']} | `{m['model']}` | {m['params_m']:g}M ({m['source']}) | "
+                     f"{gib(m['weights_bf16_gib'])} | {gib(m['weights_fp32_gib'])} | "
+                     f"{m['batch']} × {m['rows']} × {m['tokens']} | {gib(m['activations_gib'])} | "
+                     f"{gib(m['total_bf16_gib'])} |")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated block of the documentation: the JSON files it reads (stems under benchmarks/results), the commands
@@ -799,6 +853,8 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("report_load", ("report_load",), ("python benchmarks/report_load.py",), render_report_load),
     Block("train_defaults", ("train_defaults",), ("python benchmarks/train_defaults.py --data-dir ../shared/data --paper --paper-predictors patchtst --timeout 900",),
           render_train_defaults),
+    Block("stage1_table", ("stage1_table",), ("python examples/stage1_table.py",), render_stage1_table),
+    Block("stage1_gpu", ("stage1_table",), ("python examples/stage1_table.py",), render_stage1_gpu),
 )}
 
 
