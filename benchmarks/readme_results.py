@@ -803,11 +803,16 @@ def render_stage1_gpu(r: Records) -> str:
              "batch × rows × tokens | activations (estimate) | total bf16 (estimate) |",
              "|---|---|---|---|---|---|---|---|"]
     for m in n["memory"]:
-        lines.append(f"| {m['family']} | `{m['model']}` | {m['params_m']:g}M ({m['source']}) | "
+        lines.append(f"| {m['family']} | `{m['model']}` | {_millions(m['params_m'])} ({m['source']}) | "
                      f"{gib(m['weights_bf16_gib'])} | {gib(m['weights_fp32_gib'])} | "
                      f"{m['batch']} × {m['rows']} × {m['tokens']} | {gib(m['activations_gib'])} | "
                      f"{gib(m['total_bf16_gib'])} |")
     return "\n".join(lines)
+
+
+def _millions(params_m: float | None) -> str:
+    """A parameter count in millions for the GPU table; n/a when none was read."""
+    return "n/a" if params_m is None else f"{params_m:g}M"
 
 
 @dataclass(frozen=True)

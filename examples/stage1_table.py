@@ -86,12 +86,16 @@ TINY = (
                                 **CPU}, ("kronos",)),
     Family("tirex", "tirex", {"model": "{tirex}", **CPU}, ("tirex",)),
     Family("ttm", "ttm", {"model": "{ttm}", **CPU}, ("ttm",)),
+    Family("timesfm (TimesFM 3)", "timesfm", {"model": "{timesfm3}", **CPU}, ("timesfm3",)),
+    Family("moirai", "moirai", {"model": "{moirai}", **CPU}, ("moirai",)),
+    Family("toto", "toto", {"model": "{toto}", "num_samples": 16, "samples_per_batch": 16, **CPU}, ("toto",)),
 )
 
 #: tiny checkpoint name -> tests/tiny_models.py builder (each takes the folder to write)
 BUILDERS = {"bolt": "build_chronos_bolt", "t5": "build_chronos_t5", "chronos2": "build_chronos2",
             "timesfm": "build_tiny_timesfm", "llama": "train_digit_llama", "kronos": "build_kronos",
-            "tirex": "build_tirex", "ttm": "build_ttm"}
+            "tirex": "build_tirex", "ttm": "build_ttm", "timesfm3": "build_tiny_timesfm3", "moirai": "build_moirai",
+            "toto": "build_toto"}
 
 TIMESFM_PATCH = ("import sys; sys.path.insert(0, 'tests'); import tiny_models; "
                  "from timesfm.timesfm_2p5 import timesfm_2p5_torch as tt; "
@@ -106,7 +110,8 @@ class RealModel:
     Attributes:
         family: :attr:`Family.label` of the tiny stand-in.
         model: hub id; ``revision``: pinned hub commit ("" = none known here: the run records the snapshot's commit).
-        params_m: parameters in millions (the model card's or paper's count; ``source`` says which).
+        params_m: parameters in millions (the model card's or paper's count; ``source`` says which); None = not
+            known here (no memory estimate).
         d_model, heads: the transformer's width and attention heads (0 = not read here: no activation estimate).
         tokens: tokens per window at :data:`REAL_CONTEXT` bars (patches, candles or text tokens; see ``source``).
         rows: rows per window in a forward pass (sample paths decoded together; 1 for a quantile head).
@@ -116,7 +121,7 @@ class RealModel:
     family: str
     model: str
     revision: str
-    params_m: float
+    params_m: float | None
     source: str
     d_model: int = 0
     heads: int = 0
@@ -141,6 +146,12 @@ REAL = (
     RealModel("tirex", "NX-AI/TiRex", "", 35, "paper; xLSTM, windows padded to 2048 bars (64 patches)", 0, 0, 64),
     RealModel("ttm", "ibm-granite/granite-timeseries-ttm-r2", "defc940ce03f35e147ddd8b12a620b5caa6ff5e3", 5,
               "model card: 1-5M, the upper end taken; an MLP mixer", 0, 0, REAL_CONTEXT // 64),
+    RealModel("timesfm (TimesFM 3)", "google/timesfm-3.0-pytorch", "", None, "no parameter count read here (docs/stage1.md, "
+              "TimesFM 2.5 and 3): no estimate"),
+    RealModel("moirai", "Salesforce/moirai-2.0-R-small", "", 11.4, "model card; patches of 16 bars", 0, 0,
+              REAL_CONTEXT // 16),
+    RealModel("toto", "Datadog/Toto-Open-Base-1.0", "", 151, "paper; patches of 64 values; 256 sample paths, 64 at a "
+              "time (samples_per_batch)", 0, 0, REAL_CONTEXT // 64, 64),
 )
 
 
@@ -289,9 +300,9 @@ def memory_row(real: RealModel, batch: int) -> dict[str, object]:
     gib = 1024 ** 3
     row: dict[str, object] = {"family": real.family, "model": real.model, "params_m": real.params_m,
                               "source": real.source, "batch": batch, "tokens": real.tokens, "rows": real.rows,
-                              "weights_bf16_gib": real.params_m * 1e6 * 2 / gib,
-                              "weights_fp32_gib": real.params_m * 1e6 * 4 / gib}
-    if real.d_model:
+                              "weights_bf16_gib": real.params_m * 1e6 * 2 / gib if real.params_m else None,
+                              "weights_fp32_gib": real.params_m * 1e6 * 4 / gib if real.params_m else None}
+    if real.d_model and real.params_m:
         per_row = real.tokens * (real.d_model * ACT_FACTOR + real.heads * real.tokens) * 2
         row["activations_gib"] = batch * real.rows * per_row / gib
         row["total_bf16_gib"] = row["weights_bf16_gib"] + row["activations_gib"]
