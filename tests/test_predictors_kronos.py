@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_runs import cli_backtest_passes_lookahead
 
 from engine.forecasting.signals import compute_forecasts
 from predictors import make_predictor
@@ -152,12 +151,3 @@ def test_the_code_fingerprint_covers_the_architecture_module():
 def test_model_info_names_both_weights(kronos_dirs):
     info = _make(kronos_dirs).model_info()
     assert info.revision.startswith("local-") and "+tokenizer:local-" in info.revision
-
-
-@pytest.mark.slow
-def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, kronos_dirs, tmp_path):
-    metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "kronos", kronos_dirs[0], "20240101-20240201",
-                                            [f"predictor.params.kronos.tokenizer={kronos_dirs[1]}",
-                                             "predictor.params.kronos.num_samples=4", "predictor.params.kronos.device=cpu"])
-    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == kronos_dirs[0]
-    assert metrics["market"]["first_bar"].startswith("2024-01-01")

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_runs import cli_backtest_passes_lookahead
 
 from engine.forecasting.signals import compute_forecasts
 import predictors.moirai
@@ -149,12 +148,3 @@ def test_contamination_cutoff_and_a_missing_package_names_the_extra(monkeypatch)
     with pytest.raises(PredictorError, match=r"moirai.*pip install -e '\.\[moirai\]'.*--no-deps uni2ts==2\.0\.0") as err:
         _make(HUB_ID)
     assert "\n" not in str(err.value)
-
-
-@needs_uni2ts
-@pytest.mark.slow
-def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, moirai_dir, tmp_path):
-    metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "moirai", moirai_dir, "20240101-20240301",
-                                            ["predictor.params.moirai.device=cpu"])
-    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == moirai_dir
-    assert metrics["market"]["first_bar"].startswith("2024-01-01")

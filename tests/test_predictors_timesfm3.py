@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_runs import cli_backtest_passes_lookahead
 from conftest import read_shared_csv
 import tiny_models
 
@@ -162,11 +161,3 @@ def test_an_uncached_hub_id_is_downloaded_once_at_its_revision_then_identified(t
     np.testing.assert_allclose(pred.predict(btc, 3), _make(tfm3_dir).predict(btc, 3), atol=1e-12)
     pred.predict(btc, 3)
     assert calls == [("google/timesfm-3.0-pytorch", "a" * 40)] and pred.family == "3" and pred.model_info() == before
-
-
-@pytest.mark.slow
-def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, tfm3_dir, tmp_path):
-    metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "timesfm", tfm3_dir, "20240101-20240301",
-                                            ["predictor.params.timesfm.device=cpu"])
-    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == tfm3_dir
-    assert metrics["market"]["first_bar"].startswith("2024-01-01")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_runs import cli_backtest_passes_lookahead
 
 from engine.forecasting.signals import compute_forecasts
 from predictors import make_predictor
@@ -129,11 +128,3 @@ def test_contamination_cutoff_and_a_missing_package_names_the_extra(monkeypatch)
     with pytest.raises(PredictorError, match=r"tirex.*pip install -e '\.\[tirex\]'") as err:
         _make("NX-AI/TiRex")
     assert "\n" not in str(err.value)
-
-
-@pytest.mark.slow
-def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, tirex_dir, tmp_path):
-    metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "tirex", tirex_dir, "20240101-20240301",
-                                            ["predictor.params.tirex.device=cpu"])
-    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == tirex_dir
-    assert metrics["market"]["first_bar"].startswith("2024-01-01")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_runs import cli_backtest_passes_lookahead
 
 from engine.forecasting.signals import compute_forecasts
 from predictors import make_predictor
@@ -136,12 +135,3 @@ def test_uncached_hub_model_offline_fails_fast_with_the_fix(monkeypatch, empty_h
     assert time.monotonic() - start < 3.0
     msg = str(err.value)
     assert "Datadog/Toto-Open-Base-1.0" in msg and "HF_HUB_OFFLINE" in msg and "hf download Datadog/Toto-Open-Base-1.0" in msg
-
-
-@pytest.mark.slow
-def test_cli_backtest_btc_1d_passes_the_lookahead_check(shared_data, toto_dir, tmp_path):
-    metrics = cli_backtest_passes_lookahead(shared_data, tmp_path, "toto", toto_dir, "20240101-20240301",
-                                            ["predictor.params.toto.device=cpu", "predictor.params.toto.num_samples=16",
-                                             "predictor.params.toto.samples_per_batch=16"])
-    assert metrics["lookahead"]["ok"] and metrics["model"]["name"] == toto_dir
-    assert metrics["market"]["first_bar"].startswith("2024-01-01")
