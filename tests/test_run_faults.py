@@ -287,3 +287,19 @@ def test_concurrent_backtests_on_the_same_folders_all_succeed_and_all_are_record
     cached = list((cache / "forecasts").iterdir())
     assert cached and all(p.suffix == ".parquet" for p in cached)
     assert all(ForecastCache(cache / "forecasts").load(p.stem) is not None for p in cached)
+
+
+def test_a_variant_naming_long_checkpoint_paths_gets_a_short_distinct_folder(tmp_path):
+    """A compare variant's label carries its parameters (checkpoint paths included): the folder name must stay under
+    the file systems' 255 bytes per name (ENAMETOOLONG otherwise) and two variants differing only at the end must
+    not share a folder."""
+    from engine.runs.run_folder import RUN_DIR_PART_MAX, new_run_dir, run_dir_part
+
+    deep = "/" + "/".join(["a_rather_long_folder_name_for_checkpoints"] * 6)
+    a = f'kronos[model="{deep}/model", tokenizer="{deep}/tokenizer", num_samples=4]'
+    b = a.replace("num_samples=4", "num_samples=8")
+    folders = [new_run_dir(tmp_path, "llm_signal", v, "BTC/USDT", "1d") for v in (a, b)]
+    assert all(f.is_dir() and len(f.name.encode()) < 255 for f in folders)
+    assert folders[0].name != folders[1].name and run_dir_part(a) != run_dir_part(b)
+    assert len(run_dir_part(a)) <= RUN_DIR_PART_MAX and run_dir_part(a).startswith("kronos_model_")
+    assert run_dir_part("BTC/USDT") == "BTC_USDT" and run_dir_part("momentum[lookback=7]") == "momentum_lookback_7_"

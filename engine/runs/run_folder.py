@@ -8,6 +8,7 @@ survives NaN, numpy and typed values (:func:`json_safe`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,9 +31,19 @@ from reports.metrics import simple_returns
 from reports.render.tearsheet import write_tearsheet
 
 
+#: The longest part of a run folder's name (characters): a longer part (a compare variant naming its checkpoint's
+#: path, say) keeps its first characters and a hash of the whole, so the name stays under the file systems' 255 bytes.
+RUN_DIR_PART_MAX = 64
+
+
 def run_dir_part(text: str) -> str:
-    """One part of a run folder's name as :func:`new_run_dir` writes it (``BTC/USDT`` -> ``BTC_USDT``)."""
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", text)
+    """One part of a run folder's name as :func:`new_run_dir` writes it (``BTC/USDT`` -> ``BTC_USDT``); a part over
+    :data:`RUN_DIR_PART_MAX` characters becomes its first 48 and 12 hex digits of the whole part's SHA-1 (distinct
+    parts stay distinct; the full text is in the run's config.toml and metrics.json)."""
+    part = re.sub(r"[^A-Za-z0-9_.]+", "_", text)
+    if len(part) <= RUN_DIR_PART_MAX:
+        return part
+    return f"{part[:48]}_{hashlib.sha1(text.encode('utf-8')).hexdigest()[:12]}"
 
 
 def new_run_dir(out_dir: Path, *parts: str, attempts: int = 1000) -> Path:
