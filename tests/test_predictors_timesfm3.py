@@ -66,6 +66,24 @@ def test_a_timesfm3_folder_forecasts_its_quantiles_interpolated_to_the_levels(tf
     assert not any(m.training for m in pred._tfm.model.modules())
 
 
+def test_no_full_garbage_collection_per_batch_on_the_cpu(tfm3_dir, monkeypatch):
+    """The package collects garbage after every batch (up to a second each in a big process); on the CPU the
+    predictor skips it and the forecasts are those of the package's own call."""
+    import gc
+
+    windows = _windows("BTC_USDT-1h", 20000)
+    before = _make(tfm3_dir, batch_size=2).predict(windows, 3)
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    np.testing.assert_array_equal(_make(tfm3_dir, batch_size=2).predict(windows, 3), before)
+    assert calls == []  # three batches, no collection
+    from timesfm3.torch import timesfm3_forecaster as module
+
+    if not torch.cuda.is_available():  # a CUDA device still reaches the package's own rule (which collects here)
+        module.try_gc("cuda:0")
+        assert len(calls) == 1
+
+
 @pytest.mark.parametrize("market,start", [("BTC_USDT-1h", 20000), ("ETH_USDT-4h", 3000)])
 def test_batch_size_and_batch_neighbours_do_not_change_a_forecast(tfm3_dir, market, start):
     windows = _windows(market, start)
