@@ -558,6 +558,7 @@ def _summary(cls: type) -> str:
     """The first sentence of a predictor class's docstring, without reStructuredText markup."""
     first = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     first = re.sub(r"\s*\((see )?(the )?module docstring\)", "", first)
+    first = re.sub(r"\s*\(extra `[^`]+`[^)]*\)", "", first)  # the listing's extra column says it
     first = re.sub(r":\w+:`~?([^`]+)`", r"\1", first).replace("``", "")
     return re.split(r"[.;]\s", first + " ", maxsplit=1)[0].strip().rstrip(".;")
 
