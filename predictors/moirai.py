@@ -54,11 +54,11 @@ from typing import Any
 import numpy as np
 
 from predictors._torch import DEVICES, import_torch, pick_device
-from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, param
+from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, param
 from predictors.chronos import clipped_log
 from predictors.hub import hub_model_info, load_error, resolve_model
 from predictors.registry import register
-from predictors.ttm import interpolate_levels
+from predictors.quantile_grid import SortedQuantileStats, interpolate_levels
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,6 @@ def uni2ts_version() -> str:
 
 
 @dataclass(frozen=True)
-class MoiraiStats(PredictorStats):
-    """``crossed_quantiles``: (window, step) rows whose 9 raw quantiles were not increasing (sorted before
-    interpolating); ``clipped_quantiles``: price quantiles <= 0 floored at ``1e-6`` of the last close."""
-
-    crossed_quantiles: int = 0
-    clipped_quantiles: int = 0
-
-
-@dataclass(frozen=True)
 class MoiraiConfig(PluginConfig):
     """``[predictor.params.moirai]``.
 
@@ -143,7 +134,7 @@ class MoiraiPredictor(Predictor):
     extra = "moirai"
     extra_modules = ("uni2ts", "gluonts", "lightning", "jaxtyping")
     config_class = MoiraiConfig
-    stats_class = MoiraiStats
+    stats_class = SortedQuantileStats
     config: MoiraiConfig
 
     def setup(self) -> None:
@@ -219,5 +210,5 @@ class MoiraiPredictor(Predictor):
         return out
 
 
-__all__ = ["DEFAULT_MODEL", "MOIRAI_LEVELS", "PINNED", "UNI2TS_VERSION", "MoiraiConfig", "MoiraiPredictor", "MoiraiStats",
+__all__ = ["DEFAULT_MODEL", "MOIRAI_LEVELS", "PINNED", "UNI2TS_VERSION", "MoiraiConfig", "MoiraiPredictor",
            "import_moirai", "uni2ts_version"]

@@ -56,6 +56,7 @@ from predictors._torch import DEVICES, import_optional, import_torch, pick_devic
 from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, param
 from predictors.chronos import ClippedQuantileStats, clipped_log
 from predictors.hub import hub_model_info, load_error, resolve_model
+from predictors.quantile_grid import interpolate_levels
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -122,24 +123,6 @@ def checkpoint_family(path: str, model: str | None = None) -> str:
     raise PredictorError(f"timesfm: {name!r} is no supported TimesFM checkpoint (files {files}; {found}); {SUPPORTED}")
 
 
-def interpolate_grid(values: np.ndarray, grid: Sequence[float], levels: Sequence[float]) -> np.ndarray:
-    """``(..., G)`` quantile values at the increasing ``grid`` levels -> ``(..., len(levels))``.
-
-    Each level is linearly interpolated between its two neighbouring grid levels; a level
-    outside ``[grid[0], grid[-1]]`` takes the end value (clamped, never extrapolated).
-    """
-    g = np.asarray(grid, dtype=np.float64)
-    out = np.empty((*values.shape[:-1], len(levels)), dtype=np.float64)
-    last = len(g) - 1
-    for j, lvl in enumerate(levels):
-        pos = float(np.clip(np.interp(lvl, g, np.arange(len(g), dtype=np.float64)), 0.0, last))
-        lo = int(math.floor(pos))
-        hi = min(lo + 1, last)
-        w = pos - lo
-        out[..., j] = (1 - w) * values[..., lo] + w * values[..., hi]
-    return out
-
-
 def _gc_on_cuda_only() -> None:
     """Make ``timesfm3``'s end-of-call collection run on CUDA devices only.
 
@@ -166,7 +149,7 @@ def _gc_on_cuda_only() -> None:
 
 def interpolate_deciles(deciles: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """``(..., 9)`` decile values -> ``(..., len(levels))`` by linear interpolation (clamped)."""
-    return interpolate_grid(deciles, DECILES, levels)
+    return interpolate_levels(deciles, DECILES, levels)
 
 
 #: ``timesfm.ForecastConfig`` flags that are parameters here (TimesFM 2.5 only).
@@ -365,7 +348,7 @@ class TimesFMPredictor(Predictor):
                 use_znorm=c.use_znorm,
             )
             raw = np.stack([np.asarray(out.quantiles, dtype=np.float64) for out in outs])  # (n, H, Q)
-            return interpolate_grid(raw, self._tfm.config.quantiles, self.quantile_levels)
+            return interpolate_levels(raw, self._tfm.config.quantiles, self.quantile_levels)
         tfm = self._compile(relative.shape[1], horizon)
         with torch.inference_mode():
             _point, quantiles = tfm.forecast(horizon=horizon, inputs=[row.astype(np.float32) for row in relative])

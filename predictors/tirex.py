@@ -55,9 +55,11 @@ from typing import Any
 import numpy as np
 
 from predictors._torch import DEVICES, import_optional, import_torch, pick_device
-from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, param
+from predictors import quantile_grid
+from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, param
 from predictors.chronos import clipped_log
 from predictors.hub import hub_model_info, load_error, resolve_model
+from predictors.quantile_grid import SortedQuantileStats
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -84,26 +86,12 @@ def import_tirex() -> Any:
 
 
 def interpolate_levels(values: np.ndarray, grid: tuple[float, ...], levels: tuple[float, ...]) -> np.ndarray:
-    """``(..., G)`` quantile values at the sorted ``grid`` levels -> ``(..., len(levels))`` by linear
-    interpolation between the two neighbouring grid levels. Every level must lie in ``[grid[0], grid[-1]]``."""
-    g = np.asarray(grid, dtype=np.float64)
-    out = np.empty((*values.shape[:-1], len(levels)), dtype=np.float64)
-    for j, lvl in enumerate(levels):
-        if not g[0] - 1e-12 <= lvl <= g[-1] + 1e-12:
-            raise PredictorError(f"tirex: quantile level {lvl} lies outside the model's levels [{g[0]}, {g[-1]}]")
-        hi = int(np.clip(np.searchsorted(g, lvl), 1, len(g) - 1))
-        w = float(np.clip((lvl - g[hi - 1]) / (g[hi] - g[hi - 1]), 0.0, 1.0))
-        out[..., j] = (1 - w) * values[..., hi - 1] + w * values[..., hi]
-    return out
-
-
-@dataclass(frozen=True)
-class TiRexStats(PredictorStats):
-    """``crossed_quantiles``: (window, step) rows whose 9 raw quantiles were not increasing (sorted before
-    interpolating); ``clipped_quantiles``: price quantiles <= 0 floored at ``1e-6`` of the last close."""
-
-    crossed_quantiles: int = 0
-    clipped_quantiles: int = 0
+    """:func:`predictors.quantile_grid.interpolate_levels`, refusing (never clamping) a level outside
+    ``[grid[0], grid[-1]]``: TiRex's levels are not extrapolated."""
+    for lvl in levels:
+        if not grid[0] - 1e-12 <= lvl <= grid[-1] + 1e-12:
+            raise PredictorError(f"tirex: quantile level {lvl} lies outside the model's levels [{grid[0]}, {grid[-1]}]")
+    return quantile_grid.interpolate_levels(values, grid, levels)
 
 
 @dataclass(frozen=True)
@@ -138,7 +126,7 @@ class TiRexPredictor(Predictor):
     extra = "tirex"
     extra_modules = ('tirex', 'sklearn')
     config_class = TiRexConfig
-    stats_class = TiRexStats
+    stats_class = SortedQuantileStats
     config: TiRexConfig
 
     def setup(self) -> None:
@@ -205,4 +193,4 @@ class TiRexPredictor(Predictor):
         return out
 
 
-__all__ = ["BACKEND", "PINNED", "TIREX_LEVELS", "TiRexConfig", "TiRexPredictor", "TiRexStats", "interpolate_levels"]
+__all__ = ["BACKEND", "PINNED", "TIREX_LEVELS", "TiRexConfig", "TiRexPredictor", "interpolate_levels"]

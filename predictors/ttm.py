@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +56,7 @@ from predictors._torch import DEVICES, import_torch, pick_device
 from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, param
 from predictors.chronos import clipped_log
 from predictors.hub import hub_model_info, load_error, resolve_model, snapshot_revision
+from predictors.quantile_grid import interpolate_levels
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -100,20 +101,6 @@ def freq_token(times: np.ndarray) -> np.ndarray:
     """``(n, L)`` bar open times (seconds) -> ``int64 (n,)`` frequency tokens from each window's median bar spacing."""
     step = np.median(np.diff(times, axis=1), axis=1).round().astype(np.int64)
     return np.array([FREQ_TOKENS.get(int(s), 0) for s in step], dtype=np.int64)
-
-
-def interpolate_levels(values: np.ndarray, grid: Sequence[float], levels: Sequence[float]) -> np.ndarray:
-    """``(..., G)`` quantiles at increasing ``grid`` levels -> ``(..., len(levels))``, linear, clamped at the ends."""
-    g = np.asarray(grid, dtype=np.float64)
-    pos = np.arange(len(g), dtype=np.float64)
-    out = np.empty((*values.shape[:-1], len(levels)), dtype=np.float64)
-    for j, lvl in enumerate(levels):
-        p = float(np.interp(lvl, g, pos))
-        lo = int(np.floor(p))
-        hi = min(lo + 1, len(g) - 1)
-        w = p - lo
-        out[..., j] = (1 - w) * values[..., lo] + w * values[..., hi]
-    return out
 
 
 @dataclass(frozen=True)
