@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import json
 import os
 import re
 import subprocess
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from benchmarks.results_io import write_result  # noqa: E402
+from examples.universe_families import toml_value  # noqa: E402
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 TIMEFRAME = "1d"
@@ -220,20 +220,12 @@ def plan(names: list[str], tiny: tuple[Family, ...] = TINY, missing=missing_extr
 # -- the compare command ----------------------------------------------------------------------------------------
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
-
-
 def variant(fam: Family, models: Path) -> str:
     """``fam`` as a ``--predictors`` variant, its ``{name}`` placeholders replaced by ``models / name``."""
     def value(v: object) -> object:
         return re.sub(r"\{(\w+)\}", lambda m: str(models / m.group(1)), v) if isinstance(v, str) else v
 
-    pairs = ", ".join(f"{k}={_toml(value(v))}" for k, v in fam.params.items())
+    pairs = ", ".join(f"{k}={toml_value(value(v))}" for k, v in fam.params.items())
     return f"{fam.predictor}[{pairs}]" if pairs else fam.predictor
 
 
@@ -257,7 +249,7 @@ def compare_args(variants: list[str], out: Path, data: Path, context: int, timer
     return ["compare", STRATEGY, "--predictors", ",".join([*BASELINES, *variants]), "--symbols", ",".join(SYMBOLS),
             "--data-dir", str(data), "--timeframe", TIMEFRAME, "--timerange", timerange, "--out", str(out),
             "--jobs", "1", "--no-tearsheet", "--no-progress", "--set", f"predictor.context_length={context}",
-            "--set", f"predictor.horizon={HORIZON}", "--set", f"data.cache_dir={_toml(str(out / 'cache'))}"]
+            "--set", f"predictor.horizon={HORIZON}", "--set", f"data.cache_dir={toml_value(str(out / 'cache'))}"]
 
 
 # -- the table from the leaderboard -------------------------------------------------------------------------------

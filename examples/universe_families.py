@@ -117,7 +117,8 @@ def build_tiny(name: str, folder: Path) -> Path:
     return path
 
 
-def _toml(value: object) -> str:
+def toml_value(value: object) -> str:
+    """``value`` as a TOML literal for ``--set KEY=VALUE`` and ``--predictors name[k=v]`` (strings quoted)."""
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, bool):
@@ -144,7 +145,7 @@ def cli_args(fam: Family, models: Path, out: Path, data: Path = SHARED_DATA,
             "--set", f'data.universe_dirs=["{data}"]', "--timeframe", "1d", "--timerange", TIMERANGE,
             "--predictor", fam.predictor, "--out", str(out)]
     for key, value in sets.items():
-        args += ["--set", f"{key}={_toml(value)}"]
+        args += ["--set", f"{key}={toml_value(value)}"]
     return args
 
 
