@@ -173,6 +173,18 @@ def load_error(model: str, revision: str | None, exc: BaseException) -> Predicto
     return PredictorError(message)
 
 
+def download_snapshot(model: str, revision: str | None, allow_patterns: list[str] | None = None) -> str:
+    """The local snapshot folder of hub id ``model`` at ``revision``, downloaded now (``allow_patterns``: only those
+    files). For a predictor whose package loads from a folder only, after :func:`resolve_model` returned the hub id
+    (not cached, hub reachable). A failure is :func:`load_error`'s one line with the fetch hint."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model, revision=revision, **({"allow_patterns": allow_patterns} if allow_patterns else {}))
+    except Exception as exc:  # noqa: BLE001 - one line naming the fix (load_error sorts outage vs input)
+        raise load_error(model, revision, exc) from exc
+
+
 def hub_model_info(model: str, revision: str | None, path: str | None) -> ModelInfo:
     """ModelInfo of a hub or local checkpoint: the pinned revision (or the cached snapshot's
     commit) and the training-data cut-off from :mod:`predictors.contamination`."""

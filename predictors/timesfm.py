@@ -55,7 +55,7 @@ import numpy as np
 from predictors._torch import DEVICES, import_optional, import_torch, pick_device
 from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, param
 from predictors.chronos import ClippedQuantileStats, clipped_log
-from predictors.hub import hub_model_info, load_error, resolve_model
+from predictors.hub import download_snapshot, hub_model_info, load_error, resolve_model
 from predictors.quantile_grid import interpolate_levels
 from predictors.registry import register
 
@@ -255,12 +255,7 @@ class TimesFMPredictor(Predictor):
         """A hub id not cached yet: download it once, then read its family from the files. ``self.path``
         stays the hub id, so :meth:`model_info` (the forecast cache key) says the same before and after."""
         c = self.config
-        from huggingface_hub import snapshot_download
-
-        try:
-            self._folder = snapshot_download(c.model, revision=c.revision)
-        except Exception as exc:  # noqa: BLE001 - one line with the fetch hint
-            raise load_error(c.model, c.revision, exc) from exc
+        self._folder = download_snapshot(c.model, c.revision)
         self._set_family(checkpoint_family(self._folder, c.model))
 
     def _levels_warning(self, grid: Sequence[float]) -> None:

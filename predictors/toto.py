@@ -56,7 +56,7 @@ import numpy as np
 from predictors._torch import DEVICES, import_optional, import_torch, pick_device, row_seeds
 from predictors.base import ModelInfo, PluginConfig, Predictor, PredictorError, PredictorStats, param
 from predictors.chronos import clipped_log
-from predictors.hub import hub_model_info, load_error, resolve_model
+from predictors.hub import download_snapshot, hub_model_info, load_error, resolve_model
 from predictors.registry import register
 
 log = logging.getLogger(__name__)
@@ -152,13 +152,7 @@ class TotoPredictor(Predictor):
         """The local folder of config.json + model.safetensors (downloads the hub id if resolve_model left it)."""
         if os.path.isdir(self.path):
             return self.path
-        c = self.config
-        try:
-            from huggingface_hub import snapshot_download
-
-            return snapshot_download(c.model, revision=c.revision, allow_patterns=[CONFIG, WEIGHTS])
-        except Exception as exc:  # noqa: BLE001 - one line naming the fix (hub.load_error sorts outage vs input)
-            raise load_error(c.model, c.revision, exc) from exc
+        return download_snapshot(self.config.model, self.config.revision, [CONFIG, WEIGHTS])
 
     @property
     def net(self) -> Any:
