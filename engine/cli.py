@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -340,10 +341,33 @@ def _finish_run(run_dir: Path, invalid: str | None, detail: str | None) -> int:
     return 0
 
 
+def _print_cross_section(cs: Any) -> None:
+    """A universe run's cross-sectional lines: IC and Rank IC with their t, Rank IC by horizon step, each forecast
+    bucket's mean return and the top-minus-bottom spread (its t NOT RUN where fewer than 2 times have both outer
+    buckets filled); only the NOT RUN line when the cross-section could not be measured."""
+    if cs.not_run is not None:
+        print(cs.not_run)
+        return
+    for s in (cs.ic, cs.rank_ic):
+        print(f"{s.kind} at h={s.horizon}: mean {s.mean:.4f}, ICIR {s.icir:.3f}, positive {s.positive_share:.1%}, "
+              f"t = {s.t_stat:.2f} (Newey-West, {s.lags} lags), p = {format_number(s.p_value, 'pvalue')} over "
+              f"{s.periods} decision times")
+    print("Rank IC by horizon step 1.." + f"{cs.horizon}: " + " ".join(f"{s.mean:+.3f}" for s in cs.rank_ic_decay))
+    d = cs.deciles
+    print(f"mean log return per {cs.horizon} bars by forecast bucket, lowest forecasts first ({d.periods} decision "
+          "times): " + " ".join(f"{v:+.3%}" for v in d.bucket_mean))
+    if math.isfinite(d.spread_t):
+        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
+              f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
+    else:
+        filled = sum(math.isfinite(x) for x in d.spread)  # periods with both outer buckets filled (tied forecasts share one)
+        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars over "
+              f"{filled} decision time(s) with both buckets filled; t: NOT RUN (it needs 2 or more such times with "
+              "some variation; tied forecasts share a bucket and leave the outer ones empty)")
+
+
 def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     """``backtest STRATEGY --universe ...``: a portfolio strategy over a universe of coins."""
-    import numpy as np
-
     from engine.runs.universe import portfolio_columns, run_universe_backtest
 
     run = run_universe_backtest(cfg, args.strategy, jobs=args.jobs, ray_address=args.ray)
@@ -362,27 +386,7 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     print(f"turnover {sim.turnover.sum():.1f} x equity; {len(sim.fills)} fills; costs paid: fees {drag['fees']:,.2f}, "
           f"slippage {drag['slippage']:,.2f}, borrow {drag['borrow']:,.2f} ({drag['total_fraction_of_cash']:.1%} of "
           "the starting cash)")
-    cs = run.cross_section
-    if cs.not_run is not None:
-        print(cs.not_run)
-    for s in (cs.ic, cs.rank_ic) if cs.not_run is None else ():
-        print(f"{s.kind} at h={s.horizon}: mean {s.mean:.4f}, ICIR {s.icir:.3f}, positive {s.positive_share:.1%}, "
-              f"t = {s.t_stat:.2f} (Newey-West, {s.lags} lags), p = {format_number(s.p_value, 'pvalue')} over "
-              f"{s.periods} decision times")
-    if cs.not_run is None:
-        print("Rank IC by horizon step 1.." + f"{cs.horizon}: " + " ".join(f"{s.mean:+.3f}" for s in cs.rank_ic_decay))
-    d = cs.deciles
-    filled = int(np.isfinite(d.spread).sum())  # periods with both outer buckets filled (tied forecasts share one)
-    if cs.not_run is None:
-        print(f"mean log return per {cs.horizon} bars by forecast bucket, lowest forecasts first ({d.periods} decision "
-              "times): " + " ".join(f"{v:+.3%}" for v in d.bucket_mean))
-    if cs.not_run is None and np.isfinite(d.spread_t):
-        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars, "
-              f"t = {d.spread_t:.2f}, p = {format_number(d.spread_p, 'pvalue')}")
-    elif cs.not_run is None:
-        print(f"top minus bottom of {d.buckets} forecast buckets: {d.spread_mean:+.4%} per {cs.horizon} bars over "
-              f"{filled} decision time(s) with both buckets filled; t: NOT RUN (it needs 2 or more such times with "
-              "some variation; tied forecasts share a bucket and leave the outer ones empty)")
+    _print_cross_section(run.cross_section)
     print(f"fast path: {run.fast_path}")
     training = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))["universe"].get("training")
     if training:
@@ -395,7 +399,7 @@ def _backtest_universe(cfg: Config, args: argparse.Namespace) -> int:
     unchecked = ("UNCHECKED for lookahead (the check " + ("did not run" if not checks.lookahead.ran else "did not run in "
                  "full") + "; see the lookahead line) — ") if checks is not None and checks.unchecked else ""
     print(f"verdict: {unchecked}{run.verdict}")
-    for line in (checks.lines() if checks is not None else []) + [x for x in run.not_run if x != cs.not_run]:
+    for line in (checks.lines() if checks is not None else []) + [x for x in run.not_run if x != run.cross_section.not_run]:
         print(line)
     if getattr(args, "timings", False):
         print_timings({"seconds": dict(run.timings)}, list(run.timings))
